@@ -1,0 +1,95 @@
+/* conn_monitor.c - outbound TCP connection monitor.
+ *
+ * Two capture paths, one compiled per load (see netsentinel/kernel.py):
+ *  - default: tracepoint sock:inet_sock_set_state, transition to SYN_SENT.
+ *    Stable ABI (a tracepoint format), works without kprobes; it fires in
+ *    the connecting task's context, after the source address and port are
+ *    chosen, so saddr/sport are known.
+ *  - NS_CAPTURE_KPROBE: kprobes on tcp_v4_connect / tcp_v6_connect reading
+ *    the destination from the uaddr argument. On entry the socket's own
+ *    address fields are not filled in yet, so only uaddr is read (as a UAPI
+ *    sockaddr_in/sockaddr_in6); saddr is unknown in this mode.
+ * Settings arrive as -D flags built from validated integers.
+ */
+#include "netsentinel.h"
+
+BPF_PERF_OUTPUT(conn_events);
+
+static __always_inline void ns_fill_task(struct ns_conn_event *e, u8 mode)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    e->ts_ns = bpf_ktime_get_ns();
+    e->pid = pid_tgid >> 32;
+    e->tid = (u32)pid_tgid;
+    e->uid = (u32)bpf_get_current_uid_gid();
+    e->mode = mode;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+}
+
+#ifdef NS_CAPTURE_KPROBE
+
+int ns_kprobe_v4(struct pt_regs *ctx)
+{
+    struct sockaddr_in sin = {};
+    void *uaddr = (void *)PT_REGS_PARM2(ctx);
+    if (bpf_probe_read_kernel(&sin, sizeof(sin), uaddr) != 0)
+        return 0;
+    if (sin.sin_family != NS_AF_INET)
+        return 0;
+    struct ns_conn_event e = {};
+    ns_fill_task(&e, NS_MODE_KPROBE);
+    e.family = NS_AF_INET;
+    e.dport = ntohs(sin.sin_port);
+    __builtin_memcpy(e.daddr, &sin.sin_addr.s_addr, 4);
+    conn_events.perf_submit(ctx, &e, sizeof(e));
+    return 0;
+}
+
+int ns_kprobe_v6(struct pt_regs *ctx)
+{
+    struct sockaddr_in6 sin6 = {};
+    void *uaddr = (void *)PT_REGS_PARM2(ctx);
+    if (bpf_probe_read_kernel(&sin6, sizeof(sin6), uaddr) != 0)
+        return 0;
+    if (sin6.sin6_family != NS_AF_INET6)
+        return 0;
+    /* A v4-mapped destination is handed on to tcp_v4_connect, whose probe
+     * reports it: skip it here so it is reported once. */
+    if (sin6.sin6_addr.in6_u.u6_addr32[0] == 0 && sin6.sin6_addr.in6_u.u6_addr32[1] == 0 &&
+        sin6.sin6_addr.in6_u.u6_addr32[2] == htonl(0xffff))
+        return 0;
+    struct ns_conn_event e = {};
+    ns_fill_task(&e, NS_MODE_KPROBE);
+    e.family = NS_AF_INET6;
+    e.dport = ntohs(sin6.sin6_port);
+    __builtin_memcpy(e.daddr, &sin6.sin6_addr, 16);
+    conn_events.perf_submit(ctx, &e, sizeof(e));
+    return 0;
+}
+
+#else
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != IPPROTO_TCP || args->newstate != BPF_TCP_SYN_SENT)
+        return 0;
+    struct ns_conn_event e = {};
+    ns_fill_task(&e, NS_MODE_TRACEPOINT);
+    e.family = args->family;
+    e.dport = args->dport;   /* the tracepoint already gives host order */
+    e.sport = args->sport;
+    e.has_saddr = 1;
+    if (args->family == NS_AF_INET) {
+        __builtin_memcpy(e.saddr, args->saddr, 4);
+        __builtin_memcpy(e.daddr, args->daddr, 4);
+    } else if (args->family == NS_AF_INET6) {
+        __builtin_memcpy(e.saddr, args->saddr_v6, 16);
+        __builtin_memcpy(e.daddr, args->daddr_v6, 16);
+    } else {
+        return 0;
+    }
+    conn_events.perf_submit(args, &e, sizeof(e));
+    return 0;
+}
+
+#endif

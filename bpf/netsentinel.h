@@ -1,0 +1,80 @@
+/* netsentinel.h - structs and constants shared by NetSentinel's BPF programs.
+ *
+ * Only UAPI types and tracepoint formats are used here and in every program
+ * that includes this file: never a kernel-internal struct layout. That is
+ * what makes it safe to compile against the nearest distribution kernel
+ * headers when the running kernel has none (see scripts/install.sh).
+ *
+ * The Python side reads these structs through BCC's generated ctypes types
+ * (table.Key/Leaf, perf event()), so field names here are the contract.
+ */
+#ifndef NETSENTINEL_H
+#define NETSENTINEL_H
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/in6.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+
+#define NS_AF_INET 2
+#define NS_AF_INET6 10
+
+/* Capture modes, as reported in each event. */
+#define NS_MODE_KPROBE 1
+#define NS_MODE_TRACEPOINT 2
+
+#ifndef NS_MAX_BANS
+#define NS_MAX_BANS 1048576
+#endif
+
+/* One outbound TCP connection attempt. */
+struct ns_conn_event {
+    u64 ts_ns;
+    u32 pid;        /* tgid */
+    u32 tid;
+    u32 uid;
+    u16 family;     /* NS_AF_INET or NS_AF_INET6 */
+    u16 dport;      /* host byte order */
+    u16 sport;      /* host byte order; 0 when not yet chosen (kprobe entry) */
+    u8 mode;
+    u8 has_saddr;
+    u8 saddr[16];   /* network order; IPv4 in the first 4 bytes */
+    u8 daddr[16];
+    char comm[16];
+};
+
+/* LPM trie keys: prefix length first, then the address in network order. */
+struct ns_lpm_v4 {
+    u32 prefixlen;
+    u32 addr;
+};
+
+struct ns_lpm_v6 {
+    u32 prefixlen;
+    u8 addr[16];
+};
+
+/* Value of every ban: counters live here so `status` shows hits per ban. */
+struct ns_ban_value {
+    u64 drops;            /* packets dropped at XDP from this source */
+    u64 last_drop_ns;     /* bpf_ktime_get_ns() of the last drop */
+    u64 blocked;          /* connect()/sendmsg() refused towards this destination */
+    u64 last_blocked_ns;
+};
+
+/* Global counters (per-CPU array indices). */
+#define NS_CNT_XDP_SEEN 0
+#define NS_CNT_XDP_DROP 1
+#define NS_CNT_CONNECT_BLOCK 2
+#define NS_CNT_SENDMSG_BLOCK 3
+#define NS_CNT_MAX 4
+
+/* 802.1Q / 802.1ad tag (linux/if_vlan.h is not UAPI). */
+struct ns_vlan_hdr {
+    __be16 tci;
+    __be16 encap_proto;
+};
+
+#endif

@@ -1,0 +1,259 @@
+"""The loader's ban table: ban_commands.json → kernel maps → banned_ips.json.
+
+- Commands are consumed under the store lock and removed from the file only
+  after they were applied or refused; a command somebody added meanwhile
+  stays (the file is re-read before it is rewritten).
+- A refused command is kept in ban_commands.rejected.json with its reason,
+  reported on stderr and as a ban_rejected event; the loop goes on.
+- A file that does not parse gets SETTLE_S to settle (an editor mid-save);
+  if it still does not parse it is set aside and recorded as refused.
+- banned_ips.json is written only here; bans are restored from it at start
+  and removed from kernel and file when their TTL runs out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+from .addresses import AddressError, Network, canonical, parse_target
+from .bancheck import BanCommand, BanRefused, check_policy, parse_command
+from .netinfo import Protected, protected_addresses
+from .store import (BAN_COMMANDS, BANNED_IPS, RecordsStore, parse_iso, utc_now_iso)
+from .whitelist import WhitelistFile
+
+SETTLE_S = 0.3
+PROTECTED_TTL_S = 5.0
+Emit = Callable[..., Any]
+
+
+class BanTable:
+    def __init__(self, store: RecordsStore, enforcer, whitelist: WhitelistFile, emit: Emit,
+                 warn: Callable[[str], None], *, clock: Callable[[], float] = time.time,
+                 protected: Callable[[], Protected] | None = None):
+        self.store = store
+        self.enforcer = enforcer
+        self.whitelist = whitelist
+        self.emit = emit
+        self.warn = warn
+        self.clock = clock
+        self._protected_fn = protected
+        self._protected: tuple[float, Protected] | None = None
+        self.bans: dict[str, dict] = {}
+        self._nets: dict[str, Network] = {}
+        self._cmd_sig: tuple | None = None
+        self._bad_text: tuple[str, float] | None = None
+        self.rejected = 0
+
+    # ------------------------------------------------------------ policy
+    def protected(self) -> Protected:
+        if self._protected_fn is not None:
+            return self._protected_fn()
+        now = time.monotonic()
+        if self._protected is None or now - self._protected[0] > PROTECTED_TTL_S:
+            ports = self.whitelist.current().config["protect_ssh_ports"]
+            self._protected = (now, protected_addresses(ports))
+        return self._protected[1]
+
+    def check(self, raw: Any) -> BanCommand:
+        cmd = parse_command(raw)
+        check_policy(cmd, self.whitelist.current(), self.protected())
+        return cmd
+
+    # ------------------------------------------------------------ restore
+    def restore(self) -> int:
+        saved = self.store.read(BANNED_IPS, default={})
+        if not isinstance(saved, dict):
+            self.store.set_aside(BANNED_IPS)
+            self.warn(f"{BANNED_IPS} was not a JSON object; set aside, starting with no bans")
+            saved = {}
+        restored = 0
+        now = self.clock()
+        for key, rec in saved.items():
+            rec = dict(rec) if isinstance(rec, dict) else {}
+            try:
+                net = parse_target(key)
+            except AddressError as e:
+                self._refuse({"action": "ban", "ip": key, **rec}, f"restore: {e}")
+                continue
+            exp = _expiry(rec)
+            if exp is not None and exp <= now:
+                self.emit("unban", ip=canonical(net), result="expired", reason=rec.get("reason"),
+                          source=rec.get("source"), expires_at=rec.get("expires_at"))
+                continue
+            try:
+                check_policy(BanCommand("ban", net, rec.get("reason"), rec.get("source") or "manual",
+                                        None), self.whitelist.current(), self.protected())
+            except BanRefused as e:
+                self._refuse({"action": "ban", "ip": key, **rec}, f"restore: {e}")
+                continue
+            self.enforcer.add(net)
+            k = canonical(net)
+            rec.setdefault("drops", 0)
+            rec.setdefault("last_drop_at", None)
+            self.bans[k], self._nets[k] = rec, net
+            restored += 1
+            self.emit("ban", ip=k, result="restored", reason=rec.get("reason"),
+                      source=rec.get("source"), expires_at=rec.get("expires_at"))
+        self._save()
+        return restored
+
+    # ------------------------------------------------------------ commands
+    def commands_changed(self) -> bool:
+        st = self.store.stat(BAN_COMMANDS)
+        sig = None if st is None else (st.st_mtime_ns, st.st_size, st.st_ino)
+        if sig != self._cmd_sig or self._bad_text is not None:
+            self._cmd_sig = sig
+            return sig is not None
+        return False
+
+    def process_commands(self) -> int:
+        """Apply what is queued. Returns how many commands were handled."""
+        with self.store.locked():
+            text = self.store.read_text(BAN_COMMANDS)
+            if text is None or not text.strip():
+                self._bad_text = None
+                return 0
+            try:
+                queued = json.loads(text)
+            except json.JSONDecodeError as e:
+                return self._bad_file(text, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
+            self._bad_text = None
+            if isinstance(queued, dict):
+                queued = [queued]  # one command written without the list brackets
+            if not isinstance(queued, list):
+                return self._bad_file(text, f"expected a JSON list of commands, got {type(queued).__name__}")
+            if not queued:
+                return 0
+            for raw in queued:
+                self._handle(raw)
+            self._save()
+            self._remove_handled(queued)
+            return len(queued)
+
+    def _bad_file(self, text: str, error: str) -> int:
+        now = time.monotonic()
+        if self._bad_text is None or self._bad_text[0] != text:
+            self._bad_text = (text, now)  # maybe an editor mid-save: look again soon
+            return 0
+        if now - self._bad_text[1] < SETTLE_S:
+            return 0
+        self._bad_text = None
+        aside = self.store.set_aside(BAN_COMMANDS)
+        self._refuse({"raw": text[:4096], "file": aside.name}, f"{BAN_COMMANDS}: {error}")
+        return 1
+
+    def _handle(self, raw: Any) -> None:
+        try:
+            cmd = self.check(raw)
+        except BanRefused as e:
+            self._refuse(raw, str(e))
+            return
+        if cmd.action == "ban":
+            self._ban(cmd, raw)
+        else:
+            self._unban(cmd)
+
+    def _ban(self, cmd: BanCommand, raw: dict) -> None:
+        k = cmd.key
+        now = self.clock()
+        try:
+            self.enforcer.add(cmd.net)
+        except Exception as e:  # map full, kernel refused
+            self._refuse(raw, str(e))
+            return
+        expires = utc_now_iso(now + cmd.ttl_seconds) if cmd.ttl_seconds else None
+        existed = k in self.bans
+        rec = self.bans.get(k, {"drops": 0, "last_drop_at": None})
+        rec.update(reason=cmd.reason, source=cmd.source, expires_at=expires)
+        if not existed:
+            rec["banned_at"] = utc_now_iso(now)
+        for extra in ("threat_id",):
+            if extra in raw:
+                rec[extra] = raw[extra]
+        self.bans[k], self._nets[k] = rec, cmd.net
+        self.emit("ban", ip=k, result="updated" if existed else "applied", reason=cmd.reason,
+                  source=cmd.source, expires_at=expires)
+
+    def _unban(self, cmd: BanCommand, result: str = "removed") -> None:
+        k = cmd.key
+        rec = self.bans.pop(k, None)
+        self._nets.pop(k, None)
+        removed = self.enforcer.remove(cmd.net)
+        self.emit("unban", ip=k, result=result if (rec or removed) else "not_banned",
+                  reason=(rec or {}).get("reason"), source=cmd.source,
+                  expires_at=(rec or {}).get("expires_at"))
+
+    def _refuse(self, raw: Any, error: str) -> None:
+        self.rejected += 1
+        self.warn(f"refused command {json.dumps(raw, ensure_ascii=False)[:200]}: {error}")
+        self.store.reject_command(raw, error)
+        self.emit("ban_rejected", command=raw, error=error)
+
+    def _remove_handled(self, handled: list) -> None:
+        """Rewrite the queue minus exactly what was handled (first matches)."""
+        def change(cur: Any) -> list:
+            if isinstance(cur, dict):
+                cur = [cur]
+            if not isinstance(cur, list):
+                return []
+            left = list(cur)
+            for item in handled:
+                for i, queued in enumerate(left):
+                    if queued == item:
+                        del left[i]
+                        break
+            return left
+
+        self.store.update(BAN_COMMANDS, change, default=[])
+        st = self.store.stat(BAN_COMMANDS)
+        self._cmd_sig = None if st is None else (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    # ------------------------------------------------------------ expiry, counters
+    def expire(self) -> int:
+        now = self.clock()
+        due = [k for k, rec in self.bans.items() if (_expiry(rec) or float("inf")) <= now]
+        for k in due:
+            net = self._nets[k]
+            self._unban(BanCommand("unban", net, None, "ttl", None), result="expired")
+        if due:
+            self._save()
+        return len(due)
+
+    def sync_counters(self) -> int:
+        """Copy per-ban drop counters from the kernel; True when changed."""
+        changed = False
+        total = 0
+        for k, rec in self.bans.items():
+            c = self.enforcer.counters(self._nets[k])
+            if c is None:
+                continue
+            total += c.drops
+            if c.drops != rec.get("drops") or c.blocked != rec.get("blocked", 0):
+                rec["drops"] = c.drops
+                rec["last_drop_at"] = utc_now_iso(c.last_drop_at) if c.last_drop_at else None
+                rec["blocked"] = c.blocked
+                rec["last_blocked_at"] = utc_now_iso(c.last_blocked_at) if c.last_blocked_at else None
+                changed = True
+        if changed:
+            self._save()
+        return total
+
+    def ban_now(self, raw: dict) -> bool:
+        """Apply one command immediately (--ban at startup). True if applied."""
+        before = self.rejected
+        with self.store.locked():
+            self._handle(raw)
+            self._save()
+        return self.rejected == before
+
+    def _save(self) -> None:
+        self.store.write(BANNED_IPS, self.bans)
+
+
+def _expiry(rec: dict) -> float | None:
+    try:
+        return parse_iso(rec.get("expires_at"))
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,62 @@
+"""pid → ppid, exe, cmdline, read from /proc at event time.
+
+A connecting process may be gone before its event is read (a short-lived
+curl, a scanner's child); then the fields are None and `proc_error` says why.
+Results are cached briefly per (pid, start time) so a scanner making
+thousands of connects costs three /proc reads, not thousands.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_process(pid: int) -> dict:
+    info = {"ppid": None, "exe": None, "cmdline": None, "proc_error": None}
+    base = f"/proc/{pid}"
+    try:
+        stat = _read(f"{base}/stat").decode("utf-8", "replace")
+        # comm may contain spaces and parentheses: split after the last ')'.
+        info["ppid"] = int(stat[stat.rindex(")") + 2:].split()[1])
+        raw = _read(f"{base}/cmdline")
+        info["cmdline"] = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace") or None
+    except FileNotFoundError:
+        info["proc_error"] = "process exited before it could be read"
+        return info
+    except (OSError, ValueError, IndexError) as e:
+        info["proc_error"] = f"cannot read {base}: {e}"
+        return info
+    try:
+        info["exe"] = os.readlink(f"{base}/exe")
+    except FileNotFoundError:
+        info["proc_error"] = "process exited before it could be read"
+    except OSError as e:
+        # Kernel threads have no exe; permission errors name themselves.
+        info["proc_error"] = f"exe unavailable: {e.strerror}"
+    return info
+
+
+class ProcCache:
+    def __init__(self, ttl: float = 2.0, size: int = 4096):
+        self.ttl = ttl
+        self.size = size
+        self._cache: OrderedDict[int, tuple[float, dict]] = OrderedDict()
+
+    def get(self, pid: int) -> dict:
+        now = time.monotonic()
+        hit = self._cache.get(pid)
+        if hit and now - hit[0] < self.ttl and hit[1]["proc_error"] is None:
+            return dict(hit[1])
+        info = read_process(pid)
+        self._cache[pid] = (now, info)
+        self._cache.move_to_end(pid)
+        while len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return dict(info)

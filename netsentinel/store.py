@@ -1,0 +1,309 @@
+"""The one owner of every read and write under records/.
+
+Every NetSentinel process (loader, analyzer, dashboard, user_whitelist CLI)
+goes through RecordsStore; nothing else opens those files.
+
+Guarantees:
+- Writes are atomic: temp file in the same directory, fsync, os.replace,
+  directory fsync. A reader sees the old or the new file, never half.
+- Read-modify-write cycles run under one advisory lock file
+  (records/.lock, flock), shared by every writer, with a timeout. flock is
+  released by the kernel when a process dies, so a crashed writer never
+  leaves a stale lock behind.
+- A file that does not parse is set aside as NAME.corrupt-<UTC time> and
+  reported; it is never overwritten.
+- Symlinks are not followed (the directory may be writable by a person; we
+  run as root): reading or writing through a link is refused.
+- Files are created 0644 and the directory 0755: never world-writable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+LOCK_NAME = ".lock"
+
+# The records/ contract (see docs/ARCHITECTURE.md). Names, not paths.
+BAN_COMMANDS = "ban_commands.json"  # list of {action, ip, reason?, ttl_seconds?, ...}
+BAN_COMMANDS_REJECTED = "ban_commands.rejected.json"  # list of {command, error, rejected_at}
+BANNED_IPS = "banned_ips.json"  # {cidr: {reason, source, banned_at, expires_at, drops, last_drop_at}}
+PENDING_THREATS = "pending_threats.json"
+DASHBOARD_LOGS = "dashboard_logs.json"
+LLM_CONFIG = "llm_config.json"
+LOADER_STATUS = "loader_status.json"
+ANALYZER_STATUS = "analyzer_status.json"
+
+
+class StoreError(Exception):
+    """A records/ operation that could not be done; the message is one line."""
+
+
+class LockTimeout(StoreError):
+    pass
+
+
+class CorruptFile(StoreError):
+    """Raised only by read(..., on_corrupt='raise')."""
+
+
+def utc_now_iso(ts: float | None = None) -> str:
+    """ISO-8601 UTC with microseconds and a trailing Z (the event/record time format)."""
+    dt = datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(s: str | None) -> float | None:
+    """Inverse of utc_now_iso (also accepts +00:00 offsets); None for None/empty."""
+    if not s:
+        return None
+    s = s.strip()
+    if s.endswith("Z"):
+        s = s[:-1] + "+00:00"
+    dt = datetime.fromisoformat(s)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def _default_warn(msg: str) -> None:
+    print(f"netsentinel: {msg}", file=sys.stderr, flush=True)
+
+
+class RecordsStore:
+    """Locked, atomic JSON files in one directory.
+
+    warn: called with a one-line message when something is set aside or
+    refused; defaults to stderr. Processes that emit events pass their own.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, lock_timeout: float = 10.0,
+                 warn: Callable[[str], None] | None = None):
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout
+        self.warn = warn or _default_warn
+        self._tlock = threading.RLock()
+        self._depth = 0
+        self._lock_fd: int | None = None
+        self.ensure_dir()
+
+    # ----------------------------------------------------------------- paths
+    def ensure_dir(self) -> None:
+        if self.root.is_symlink():
+            # A link made by the owner is fine as long as it leads to a directory.
+            if not self.root.resolve().is_dir():
+                raise StoreError(f"records directory {self.root} is a dangling link")
+            return
+        try:
+            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create records directory {self.root}: {e.strerror}") from e
+        if not self.root.is_dir():
+            raise StoreError(f"records path {self.root} is not a directory")
+
+    def path(self, name: str) -> Path:
+        if "/" in name or name.startswith("."):
+            raise StoreError(f"invalid records file name {name!r}")
+        return self.root / name
+
+    # ------------------------------------------------------------------ lock
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store-wide lock (re-entrant within this process)."""
+        with self._tlock:
+            if self._depth == 0:
+                self._lock_fd = self._acquire()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._lock_fd is not None:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
+
+    def _acquire(self) -> int:
+        lock_path = self.root / LOCK_NAME
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(f"refusing to use {lock_path}: it is a symbolic link") from e
+            raise StoreError(f"cannot open lock file {lock_path}: {e.strerror}") from e
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LockTimeout(
+                        f"timed out after {self.lock_timeout:.0f}s waiting for {lock_path}")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
+
+    # ------------------------------------------------------------------ read
+    def stat(self, name: str) -> os.stat_result | None:
+        try:
+            return os.lstat(self.path(name))
+        except FileNotFoundError:
+            return None
+
+    def read_text(self, name: str) -> str | None:
+        """Raw text of a file, None when missing. Refuses symbolic links."""
+        p = self.path(name)
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(f"refusing to read {p}: it is a symbolic link") from e
+            raise StoreError(f"cannot read {p}: {e.strerror}") from e
+        with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def read(self, name: str, default: Any = None, *, on_corrupt: str = "set_aside") -> Any:
+        """Parsed JSON of a file; `default` when missing or empty.
+
+        on_corrupt: 'set_aside' moves a file that does not parse to
+        NAME.corrupt-<time>, warns, and returns default; 'raise' raises
+        CorruptFile; 'default' returns default and leaves the file alone
+        (for read-only viewers such as the dashboard's refresh loop).
+        """
+        text = self.read_text(name)
+        if text is None or not text.strip():
+            return _copy_default(default)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            msg = f"{name}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+            if on_corrupt == "raise":
+                raise CorruptFile(msg) from e
+            if on_corrupt == "set_aside":
+                aside = self.set_aside(name, text)
+                self.warn(f"{msg}; set aside as {aside.name}")
+            return _copy_default(default)
+
+    def set_aside(self, name: str, text: str | None = None) -> Path:
+        """Move a file out of the way (never overwriting another one)."""
+        with self.locked():
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            aside = self.path(f"{name}.corrupt-{stamp}")
+            src = self.path(name)
+            try:
+                os.rename(src, aside)
+            except FileNotFoundError:
+                if text is not None:
+                    self._write_bytes(aside.name, text.encode())
+            return aside
+
+    # ----------------------------------------------------------------- write
+    def write(self, name: str, data: Any) -> None:
+        """Atomically replace a file with the JSON of data (under the lock)."""
+        payload = (json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
+        with self.locked():
+            self._write_bytes(name, payload)
+
+    def _write_bytes(self, name: str, payload: bytes) -> None:
+        target = self.path(name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.root)
+        try:
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            # os.replace swaps the directory entry: a symlink at target is
+            # replaced, never followed.
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def update(self, name: str, fn: Callable[[Any], Any], default: Any = None, *,
+               on_corrupt: str = "set_aside") -> Any:
+        """Read-modify-write under the lock. fn gets the current value (or
+        default) and returns the new value; returning None leaves the file
+        untouched. Returns what fn returned. on_corrupt as for read()."""
+        with self.locked():
+            cur = self.read(name, default, on_corrupt=on_corrupt)
+            new = fn(cur)
+            if new is not None:
+                self.write(name, new)
+            return new
+
+    def append_jsonl(self, name: str, obj: Any, *, max_bytes: int = 50 * 1024 * 1024,
+                     keep: int = 3) -> None:
+        """Append one JSON line; rotate to NAME.1..NAME.keep past max_bytes."""
+        line = (json.dumps(obj, ensure_ascii=False) + "\n").encode()
+        with self.locked():
+            p = self.path(name)
+            st = self.stat(name)
+            if st is not None and st.st_size + len(line) > max_bytes:
+                for i in range(keep - 1, 0, -1):
+                    src = self.path(f"{name}.{i}")
+                    if src.exists():
+                        os.replace(src, self.path(f"{name}.{i + 1}"))
+                os.replace(p, self.path(f"{name}.1"))
+            fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         FILE_MODE)
+            with os.fdopen(fd, "ab") as f:
+                f.write(line)
+
+    # ------------------------------------------------------- ban commands API
+    def append_command(self, command: dict) -> dict:
+        """Queue one ban/unban command for the loader (any process may call)."""
+        cmd = dict(command)
+        cmd.setdefault("requested_at", utc_now_iso())
+
+        def add(cur: Any) -> list:
+            if not isinstance(cur, list):
+                # A hand-written object where a list belongs: keep it aside, start a list.
+                self.set_aside(BAN_COMMANDS)
+                self.warn(f"{BAN_COMMANDS} was not a JSON list; set aside")
+                cur = []
+            cur.append(cmd)
+            return cur
+
+        self.update(BAN_COMMANDS, add, default=[])
+        return cmd
+
+    def reject_command(self, command: Any, error: str, *, source: str = "loader") -> None:
+        """Keep a refused command, with why, in ban_commands.rejected.json."""
+        entry = {"command": command, "error": error, "rejected_at": utc_now_iso(), "by": source}
+
+        def add(cur: Any) -> list:
+            if not isinstance(cur, list):
+                cur = []
+            cur.append(entry)
+            return cur
+
+        self.update(BAN_COMMANDS_REJECTED, add, default=[])
+
+
+def _copy_default(default: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return type(default)(default)
+    return default

@@ -1,0 +1,144 @@
+"""records/pending_threats.json: threats waiting for a person, and decisions.
+
+The analyzer adds (or merges into an open duplicate); the dashboard approves
+or rejects. Approving writes a ban command through the shared locked store;
+nothing here ever decides a threat on a timeout.
+
+A threat:
+  {id, created_at, last_seen, count, level, category, confidence, reason,
+   recommended_action, verdict_source, backend, event, target, dedupe_key,
+   status: pending|approved|rejected, decided_at, decided_by, note,
+   ban_command}
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Callable
+
+from .bancheck import validate as validate_ban
+from .store import PENDING_THREATS, RecordsStore, StoreError, utc_now_iso
+
+STATUSES = ("pending", "approved", "rejected")
+KEEP_DECIDED = 1000  # decided threats kept for the record; pending ones are never dropped
+
+
+class ThreatError(StoreError):
+    pass
+
+
+def _as_list(cur: Any, store: RecordsStore) -> list:
+    if isinstance(cur, list):
+        return cur
+    store.set_aside(PENDING_THREATS)
+    store.warn(f"{PENDING_THREATS} was not a JSON list; set aside")
+    return []
+
+
+def _trim(threats: list) -> list:
+    decided = [t for t in threats if t.get("status") != "pending"]
+    if len(decided) <= KEEP_DECIDED:
+        return threats
+    drop = {id(t) for t in decided[: len(decided) - KEEP_DECIDED]}
+    return [t for t in threats if id(t) not in drop]
+
+
+def add_or_merge(store: RecordsStore, threat: dict) -> tuple[dict, bool]:
+    """Add a pending threat, or merge it into the open one with the same
+    dedupe_key (count += 1, last_seen, highest level/confidence kept).
+    Returns (stored threat, merged?)."""
+    now = utc_now_iso()
+    out: dict = {}
+
+    def change(cur: Any) -> list:
+        threats = _as_list(cur, store)
+        key = threat.get("dedupe_key")
+        for t in threats:
+            if key is not None and t.get("status") == "pending" and t.get("dedupe_key") == key:
+                t["count"] = int(t.get("count", 1)) + 1
+                t["last_seen"] = now
+                t["event"] = threat.get("event", t.get("event"))
+                if threat.get("confidence", 0) > t.get("confidence", 0):
+                    t["confidence"] = threat["confidence"]
+                if LEVEL_RANK.get(threat.get("level"), 0) > LEVEL_RANK.get(t.get("level"), 0):
+                    t["level"] = threat["level"]
+                    t["reason"] = threat.get("reason", t.get("reason"))
+                out.update(t=t, merged=True)
+                return threats
+        new = {"id": uuid.uuid4().hex[:12], "created_at": now, "last_seen": now, "count": 1,
+               "status": "pending", "decided_at": None, "decided_by": None, "note": None}
+        new.update({k: v for k, v in threat.items() if k not in ("id", "status")})
+        threats.append(new)
+        out.update(t=new, merged=False)
+        return _trim(threats)
+
+    store.update(PENDING_THREATS, change, default=[])
+    return out["t"], out["merged"]
+
+
+LEVEL_RANK = {"INFO": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
+
+
+def list_threats(store: RecordsStore, status: str | None = None) -> list[dict]:
+    threats = store.read(PENDING_THREATS, default=[], on_corrupt="default")
+    if not isinstance(threats, list):
+        return []
+    return [t for t in threats if isinstance(t, dict) and (status is None or t.get("status") == status)]
+
+
+def _decide(store: RecordsStore, threat_id: str, status: str, by: str, note: str | None,
+            extra: Callable[[dict], None] | None = None) -> dict:
+    found: dict = {}
+
+    def change(cur: Any) -> list | None:
+        threats = _as_list(cur, store)
+        for t in threats:
+            if t.get("id") == threat_id:
+                if t.get("status") != "pending":
+                    raise ThreatError(f"threat {threat_id} was already {t.get('status')} "
+                                      f"by {t.get('decided_by')} at {t.get('decided_at')}")
+                if extra:
+                    extra(t)
+                t.update(status=status, decided_at=utc_now_iso(), decided_by=by, note=note or None)
+                found["t"] = t
+                return threats
+        raise ThreatError(f"no threat with id {threat_id}")
+
+    store.update(PENDING_THREATS, change, default=[])
+    return found["t"]
+
+
+def approve(store: RecordsStore, threat_id: str, *, by: str = "dashboard", note: str | None = None,
+            ttl_seconds: int | None = None, whitelist=None, protected=None) -> dict:
+    """Approve: status approved + a ban command for the threat's target.
+    With whitelist and protected given, an unbannable target raises
+    bancheck.BanRefused and the threat stays pending."""
+    def ban(t: dict) -> None:
+        target = t.get("target") or (t.get("event") or {}).get("daddr")
+        if not target:
+            raise ThreatError(f"threat {threat_id} names no address to ban")
+        cmd = {"action": "ban", "ip": target, "reason": f"{t.get('level')} {t.get('category')}: "
+               f"{t.get('reason')}"[:300], "source": f"review:{threat_id}", "threat_id": threat_id}
+        if ttl_seconds:
+            cmd["ttl_seconds"] = int(ttl_seconds)
+        if whitelist is not None and protected is not None:
+            validate_ban(cmd, whitelist, protected)
+        t["ban_command"] = store.append_command(cmd)
+
+    with store.locked():
+        return _decide(store, threat_id, "approved", by, note, ban)
+
+
+def reject(store: RecordsStore, threat_id: str, *, by: str = "dashboard", note: str | None = None,
+           whitelist_file=None) -> dict:
+    """Reject; with whitelist_file (a WhitelistFile) the destination is whitelisted too."""
+    def trust(t: dict) -> None:
+        if whitelist_file is None:
+            return
+        target = t.get("target") or (t.get("event") or {}).get("daddr")
+        if target:
+            whitelist_file.edit("ip", target)
+            t["whitelisted"] = target
+
+    with store.locked():
+        return _decide(store, threat_id, "rejected", by, note, trust)
