@@ -3,8 +3,8 @@
  * Two capture paths, one compiled per load (see netsentinel/kernel.py):
  *  - default: tracepoint sock:inet_sock_set_state, transition to SYN_SENT.
  *    Stable ABI (a tracepoint format), works without kprobes; it fires in
- *    the connecting task's context, after the source address and port are
- *    chosen, so saddr/sport are known.
+ *    the connecting task's context after the route (so saddr) is chosen but
+ *    before the source port is, so sport is reported as unknown (0).
  *  - NS_CAPTURE_KPROBE: kprobes on tcp_v4_connect / tcp_v6_connect reading
  *    the destination from the uaddr argument. On entry the socket's own
  *    address fields are not filled in yet, so only uaddr is read (as a UAPI

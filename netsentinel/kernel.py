@@ -250,7 +250,8 @@ class ConnectionMonitor:
             on_event(RawConnection(
                 ts_ns=e.ts_ns, pid=e.pid, tid=e.tid, uid=e.uid,
                 comm=e.comm.decode("utf-8", "replace"), family=family,
-                saddr=saddr, sport=e.sport if e.has_saddr else None,
+                # SYN_SENT is set before the source port is picked: 0 means unknown.
+                saddr=saddr, sport=e.sport or None,
                 daddr=daddr, dport=e.dport, mode=MODE_NAMES.get(e.mode, "unknown")))
 
         self.bpf["conn_events"].open_perf_buffer(handle, page_cnt=self.page_cnt,

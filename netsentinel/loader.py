@@ -159,8 +159,8 @@ class Loader:
             warn("monitor only (--no-xdp): nothing is enforced; ban commands stay queued")
         mode = self.monitor.start(self._on_connection, self._on_lost)
         if self.monitor.fallback_reason:
-            warn(f"kprobes unavailable ({self.monitor.fallback_reason}); "
-                 "using tracepoint sock:inet_sock_set_state")
+            warn(f"kprobes unavailable: {self.monitor.fallback_reason}; "
+                 "falling back to tracepoint sock:inet_sock_set_state")
         warn(f"capture mode: {mode}")
         restored = self.bans.restore() if self.bans else 0
         for ip in o.bans:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
-                    LoaderProc, ban_event, kernel_test_skip_reason, ns_connect, read_json,
+                    ROOT, VENV_PY, LoaderProc, ban_event, kernel_test_skip_reason, ns_connect, read_json,
                     validate, wait_until, write_commands)
 
 SKIP = kernel_test_skip_reason()
@@ -43,7 +43,7 @@ def test_startup_reports_mode_and_clean_stderr(loader):
     assert start["capture_mode"] in ("kprobe", "tracepoint")
     if start["capture_mode"] == "tracepoint":
         assert start["capture_fallback_reason"], "a fallback must say why"
-        assert any("using tracepoint" in line for line in loader.stderr_lines)
+        assert any("falling back to tracepoint" in line for line in loader.stderr_lines)
     # Normal start: nothing on stderr but our own one-line messages.
     noise = [line for line in loader.stderr_lines if not line.startswith("unified_ebpf: ")]
     assert noise == [], f"unexpected stderr on start: {noise}"
@@ -209,3 +209,34 @@ def test_whitelisted_address_cannot_be_banned_and_is_hidden(lab, loader):
     assert not any(e.get("pid") == hidden["pid"] for e in loader.all_events if e["type"] == "connection")
     cfg["trusted_ips"] = []
     loader.config.write_text(json.dumps(cfg))
+
+
+APPENDER = """
+import sys
+from netsentinel.store import RecordsStore
+store = RecordsStore(sys.argv[1])
+base, n, worker = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+for i in range(n):
+    store.append_command({"action": "ban", "ip": f"{base}.{worker}.{i}", "reason": f"w{worker}"})
+"""
+
+
+def test_concurrent_writers_while_loader_consumes(lab, loader):
+    """8 processes append 25 commands each through the locked store while the
+    loader consumes: every one is applied exactly once, none is lost."""
+    base = f"10.{203 + lab.n % 40}"
+    procs = [subprocess.Popen([VENV_PY, "-c", APPENDER, str(loader.records), base, "25", str(w)],
+                              cwd=ROOT) for w in range(8)]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    wanted = {f"{base}.{w}.{i}" for w in range(8) for i in range(25)}
+    seen = set()
+    while seen != wanted:
+        ev = loader.wait_for(lambda e: e["type"] in ("ban", "ban_rejected"), 10, "200 bans")
+        assert ev["type"] == "ban", ev
+        assert ev["result"] == "applied", f"applied twice: {ev}"
+        seen.add(ev["ip"])
+    wait_until(lambda: read_json(loader.records / "ban_commands.json") == [], 5, what="queue drained")
+    assert wanted <= set(read_json(loader.records / "banned_ips.json"))
+    write_commands(loader.records, [{"action": "unban", "ip": ip} for ip in sorted(wanted)])
+    wait_until(lambda: not (wanted & set(read_json(loader.records / "banned_ips.json"))), 10,
+               what="all unbanned")
