@@ -28,8 +28,13 @@ ban by hand while it runs (picked up within 100 ms):
   echo '[{"action": "ban", "ip": "1.2.3.4", "reason": "Malicious scan"}]' | sudo tee records/ban_commands.json
   echo '[{"action": "unban", "ip": "1.2.3.4"}]' | sudo tee records/ban_commands.json
 
+XDP filter rules (protocol, ports, TCP flags, ICMP type, source CIDR; drop or count):
+  echo '[{"action": "add_rule", "rule": {"id": "ssdp", "action": "drop", "proto": "udp", "sport": 1900}}]' \
+    | sudo tee records/rule_commands.json
+
 Refused commands (bad JSON, bad address, whitelisted, over-broad, this host or its
-gateway, a live SSH peer) are kept in records/ban_commands.rejected.json.
+gateway, a live SSH peer) are kept in records/ban_commands.rejected.json
+(rules: records/rule_commands.rejected.json).
 """
 
 
@@ -79,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="perf buffer pages per CPU (a power of two; default: %(default)s)")
     p.add_argument("--stats-interval", type=float, default=10.0,
                    help="seconds between stats events (default: %(default)s)")
+    p.add_argument("--flow-interval", type=float, default=1.0,
+                   help="seconds between flow (inbound per-source rate) samples (default: %(default)s)")
+    p.add_argument("--flow-top", type=positive_int(0, 1000), default=5,
+                   help="top talkers reported per flow sample (default: %(default)s)")
+    p.add_argument("--flow-pps-threshold", type=float, default=1000.0,
+                   help="also report every source above this many packets/s (default: %(default)s)")
     p.add_argument("--duration", type=float, help=argparse.SUPPRESS)  # tests, benchmarks
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -128,7 +139,9 @@ def main(argv=None) -> int:
         records=str(paths.records_dir(args.records)), config=str(paths.config_path(args.config)),
         interface=iface, enforce=not args.no_xdp, cgroup=not args.no_cgroup,
         xdp_mode=args.xdp_mode, capture=args.capture, bans=args.ban, max_bans=args.max_bans,
-        page_cnt=args.buffer_pages, stats_interval=args.stats_interval, duration=args.duration)
+        page_cnt=args.buffer_pages, stats_interval=args.stats_interval,
+        flow_interval=args.flow_interval, flow_top=args.flow_top,
+        flow_pps_threshold=args.flow_pps_threshold, duration=args.duration)
     try:
         return Loader(opts).run()
     except StoreError as e:

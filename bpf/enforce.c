@@ -2,7 +2,10 @@
  *
  *  - ns_xdp_filter: XDP ingress. Drops IPv4/IPv6 packets (optionally behind
  *    up to two VLAN tags) whose source address falls in a banned prefix,
- *    counting drops per ban. Everything else passes.
+ *    counting drops per ban. For the rest it keeps per-source statistics
+ *    (flows, read by the loader for flood detection) and evaluates the
+ *    filter rules (protocol, ports, TCP flags, ICMP type, source prefix;
+ *    drop or pass-and-count). Everything else passes.
  *  - ns_connect4/6, ns_sendmsg4/6: cgroup sock_addr hooks at the cgroup2
  *    root. XDP only sees incoming packets, so without these a connect() to a
  *    banned host would hang while SYNs retry; here it fails at once with
@@ -15,6 +18,22 @@
 BPF_LPM_TRIE(bans4, struct ns_lpm_v4, struct ns_ban_value, NS_MAX_BANS);
 BPF_LPM_TRIE(bans6, struct ns_lpm_v6, struct ns_ban_value, NS_MAX_BANS);
 BPF_PERCPU_ARRAY(counters, u64, NS_CNT_MAX);
+BPF_TABLE("lru_percpu_hash", struct ns_flow_key, struct ns_flow_stats, flows, NS_FLOW_ENTRIES);
+BPF_ARRAY(rules, struct ns_rule, NS_MAX_RULES);
+BPF_ARRAY(rule_count, u32, 1);          /* rules occupy slots [0, count) */
+BPF_PERCPU_ARRAY(rule_hits, u64, NS_MAX_RULES);
+
+/* What the XDP program learned about one packet. */
+struct ns_pkt {
+    u8 family;
+    u8 proto;
+    u8 has_l4;
+    u8 tcp_flags;
+    u8 icmp_type;
+    u16 sport, dport;   /* host order */
+    u32 len;
+    u8 saddr[16];
+};
 
 static __always_inline void ns_count(u32 idx)
 {
@@ -31,6 +50,129 @@ static __always_inline int ns_drop_if_banned(struct ns_ban_value *v)
     v->last_drop_ns = bpf_ktime_get_ns();
     ns_count(NS_CNT_XDP_DROP);
     return XDP_DROP;
+}
+
+/* Ports, TCP flags, ICMP type, from the L4 header at l4 (bounds-checked). */
+static __always_inline void ns_parse_l4(struct ns_pkt *p, void *l4, void *data_end)
+{
+    if (p->proto == IPPROTO_TCP) {
+        u8 *t = l4;
+        if ((void *)(t + 14) > data_end)
+            return;
+        p->sport = ((u16)t[0] << 8) | t[1];
+        p->dport = ((u16)t[2] << 8) | t[3];
+        p->tcp_flags = t[13];
+        p->has_l4 = 1;
+    } else if (p->proto == IPPROTO_UDP) {
+        u8 *u = l4;
+        if ((void *)(u + 4) > data_end)
+            return;
+        p->sport = ((u16)u[0] << 8) | u[1];
+        p->dport = ((u16)u[2] << 8) | u[3];
+        p->has_l4 = 1;
+    } else if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+        u8 *ic = l4;
+        if ((void *)(ic + 1) > data_end)
+            return;
+        p->icmp_type = ic[0];
+        p->has_l4 = 1;
+    }
+}
+
+static __always_inline int ns_reflect_port(u16 port)
+{
+    return port == 19 || port == 53 || port == 123 || port == 161 || port == 389 ||
+           port == 1900 || port == 11211;
+}
+
+static __always_inline void ns_update_stats(struct ns_pkt *p)
+{
+    struct ns_flow_key k = {.family = p->family};
+    __builtin_memcpy(k.addr, p->saddr, 16);
+    u64 now = bpf_ktime_get_ns();
+    struct ns_flow_stats *st = flows.lookup(&k);
+    if (!st) {
+        struct ns_flow_stats init = {.first_seen_ns = now};
+        flows.update(&k, &init);
+        st = flows.lookup(&k);
+        if (!st)
+            return;
+    }
+    /* Per-CPU values: plain increments, no atomics; user space sums CPUs. */
+    st->packets += 1;
+    st->bytes += p->len;
+    st->last_seen_ns = now;
+    if (p->proto == IPPROTO_TCP) {
+        st->tcp += 1;
+        if ((p->tcp_flags & 0x12) == 0x02)   /* SYN without ACK */
+            st->tcp_syn += 1;
+        if (p->tcp_flags & 0x10)
+            st->tcp_ack += 1;
+    } else if (p->proto == IPPROTO_UDP) {
+        st->udp += 1;
+        if (p->dport == 1900)
+            st->udp_ssdp += 1;
+        if (ns_reflect_port(p->sport))
+            st->udp_reflect += 1;
+    } else if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+        st->icmp += 1;
+        if ((p->proto == IPPROTO_ICMP && p->icmp_type == 8) ||
+            (p->proto == IPPROTO_ICMPV6 && p->icmp_type == 128))
+            st->icmp_echo += 1;
+    } else {
+        st->other += 1;
+    }
+    if (p->has_l4 && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP))
+        st->dport_bits |= 1ULL << (p->dport & 63);
+}
+
+static __always_inline int ns_rule_matches(struct ns_rule *r, struct ns_pkt *p)
+{
+    if (r->family && r->family != p->family)
+        return 0;
+    if (r->proto && r->proto != p->proto)
+        return 0;
+    u32 *src = (u32 *)r->src, *mask = (u32 *)r->mask, *a = (u32 *)p->saddr;
+    if ((a[0] & mask[0]) != src[0] || (a[1] & mask[1]) != src[1] ||
+        (a[2] & mask[2]) != src[2] || (a[3] & mask[3]) != src[3])
+        return 0;
+    int ports = r->sport_min != 0 || r->sport_max != 65535 || r->dport_min != 0 || r->dport_max != 65535;
+    if (ports || r->tcp_flags_mask || r->icmp_type_set) {
+        if (!p->has_l4)
+            return 0;
+        if (p->sport < r->sport_min || p->sport > r->sport_max ||
+            p->dport < r->dport_min || p->dport > r->dport_max)
+            return 0;
+        if ((p->tcp_flags & r->tcp_flags_mask) != r->tcp_flags_value)
+            return 0;
+        if (r->icmp_type_set && p->icmp_type != r->icmp_type)
+            return 0;
+    }
+    return 1;
+}
+
+static __always_inline int ns_apply_rules(struct ns_pkt *p)
+{
+    u32 zero = 0;
+    u32 *cnt = rule_count.lookup(&zero);
+    u32 n = cnt ? *cnt : 0;
+    for (u32 i = 0; i < NS_MAX_RULES; i++) {
+        if (i >= n)
+            break;
+        u32 idx = i;
+        struct ns_rule *r = rules.lookup(&idx);
+        if (!r || !r->action || !ns_rule_matches(r, p))
+            continue;
+        u64 *hits = rule_hits.lookup(&idx);
+        if (hits)
+            *hits += 1;
+        if (r->action == NS_RULE_DROP) {
+            ns_count(NS_CNT_RULE_DROP);
+            return XDP_DROP;
+        }
+        return XDP_PASS;   /* pass-and-count: first match wins */
+    }
+    return XDP_PASS;
 }
 
 int ns_xdp_filter(struct xdp_md *ctx)
@@ -56,22 +198,37 @@ int ns_xdp_filter(struct xdp_md *ctx)
         cursor = vh + 1;
     }
 
+    struct ns_pkt pkt = {.len = (u32)(data_end - data)};
     if (proto == htons(ETH_P_IP)) {
         struct iphdr *ip = cursor;
         if ((void *)(ip + 1) > data_end)
             return XDP_PASS;
         struct ns_lpm_v4 key = {.prefixlen = 32, .addr = ip->saddr};
-        return ns_drop_if_banned(bans4.lookup(&key));
-    }
-    if (proto == htons(ETH_P_IPV6)) {
+        if (ns_drop_if_banned(bans4.lookup(&key)) == XDP_DROP)
+            return XDP_DROP;
+        pkt.family = 4;
+        pkt.proto = ip->protocol;
+        __builtin_memcpy(pkt.saddr, &ip->saddr, 4);
+        /* Only the first fragment carries the L4 header. */
+        if (ip->ihl >= 5 && !(ip->frag_off & htons(0x1FFF)))
+            ns_parse_l4(&pkt, (void *)ip + ip->ihl * 4, data_end);
+    } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = cursor;
         if ((void *)(ip6 + 1) > data_end)
             return XDP_PASS;
         struct ns_lpm_v6 key = {.prefixlen = 128};
         __builtin_memcpy(key.addr, &ip6->saddr, 16);
-        return ns_drop_if_banned(bans6.lookup(&key));
+        if (ns_drop_if_banned(bans6.lookup(&key)) == XDP_DROP)
+            return XDP_DROP;
+        pkt.family = 6;
+        pkt.proto = ip6->nexthdr;   /* extension headers are not walked */
+        __builtin_memcpy(pkt.saddr, &ip6->saddr, 16);
+        ns_parse_l4(&pkt, ip6 + 1, data_end);
+    } else {
+        return XDP_PASS;
     }
-    return XDP_PASS;
+    ns_update_stats(&pkt);
+    return ns_apply_rules(&pkt);
 }
 
 /* cgroup verdict: 1 allows, 0 refuses with EPERM (counted on the ban). */

@@ -64,12 +64,63 @@ struct ns_ban_value {
     u64 last_blocked_ns;
 };
 
+/* Per-source traffic statistics (inbound, per-CPU LRU hash). */
+#ifndef NS_FLOW_ENTRIES
+#define NS_FLOW_ENTRIES 65536
+#endif
+
+struct ns_flow_key {
+    u8 family;      /* 4 or 6 */
+    u8 _pad[3];
+    u8 addr[16];    /* network order; IPv4 in the first 4 bytes */
+};
+
+struct ns_flow_stats {
+    u64 packets;
+    u64 bytes;
+    u64 tcp;
+    u64 udp;
+    u64 icmp;          /* ICMP and ICMPv6 */
+    u64 other;
+    u64 tcp_syn;       /* SYN without ACK */
+    u64 tcp_ack;       /* anything with ACK set */
+    u64 icmp_echo;     /* echo requests (v4 type 8, v6 type 128) */
+    u64 udp_ssdp;      /* UDP to port 1900 */
+    u64 udp_reflect;   /* UDP from a reflection port (19,53,123,161,389,1900,11211) */
+    u64 dport_bits;    /* bit (dport % 64): a cheap estimate of distinct ports */
+    u64 first_seen_ns;
+    u64 last_seen_ns;
+};
+
+/* Filter rules beside the address bans: evaluated in order, first match wins. */
+#ifndef NS_MAX_RULES
+#define NS_MAX_RULES 64
+#endif
+#define NS_RULE_DROP 1
+#define NS_RULE_COUNT 2
+
+struct ns_rule {
+    u8 action;         /* 0 = empty slot, NS_RULE_DROP, NS_RULE_COUNT */
+    u8 family;         /* 0 any, 4, 6 */
+    u8 proto;          /* 0 any, else IP protocol number (1, 6, 17, 58) */
+    u8 tcp_flags_mask; /* match when (flags & mask) == value */
+    u8 tcp_flags_value;
+    u8 icmp_type_set;  /* 1: icmp_type must match */
+    u8 icmp_type;
+    u8 _pad;
+    u16 sport_min, sport_max;   /* host order; 0-65535 = any */
+    u16 dport_min, dport_max;
+    u8 src[16];        /* network order, already masked */
+    u8 mask[16];       /* prefix mask; all zero = any source */
+};
+
 /* Global counters (per-CPU array indices). */
 #define NS_CNT_XDP_SEEN 0
 #define NS_CNT_XDP_DROP 1
 #define NS_CNT_CONNECT_BLOCK 2
 #define NS_CNT_SENDMSG_BLOCK 3
-#define NS_CNT_MAX 4
+#define NS_CNT_RULE_DROP 4
+#define NS_CNT_MAX 5
 
 /* 802.1Q / 802.1ad tag (linux/if_vlan.h is not UAPI). */
 struct ns_vlan_hdr {

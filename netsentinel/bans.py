@@ -1,12 +1,9 @@
 """The loader's ban table: ban_commands.json → kernel maps → banned_ips.json.
 
-- Commands are consumed under the store lock and removed from the file only
-  after they were applied or refused; a command somebody added meanwhile
-  stays (the file is re-read before it is rewritten).
+- Commands are consumed through cmdqueue.CommandQueue: removed from the file
+  only after they were applied or refused; a command added meanwhile stays.
 - A refused command is kept in ban_commands.rejected.json with its reason,
   reported on stderr and as a ban_rejected event; the loop goes on.
-- A file that does not parse gets SETTLE_S to settle (an editor mid-save);
-  if it still does not parse it is set aside and recorded as refused.
 - banned_ips.json is written only here; bans are restored from it at start
   and removed from kernel and file when their TTL runs out.
 """
@@ -18,12 +15,12 @@ import time
 from typing import Any, Callable
 
 from .addresses import AddressError, Network, canonical, parse_target
+from .cmdqueue import CommandQueue
 from .bancheck import BanCommand, BanRefused, check_policy, parse_command
 from .netinfo import Protected, protected_addresses
 from .store import (BAN_COMMANDS, BANNED_IPS, RecordsStore, parse_iso, utc_now_iso)
 from .whitelist import WhitelistFile
 
-SETTLE_S = 0.3
 PROTECTED_TTL_S = 5.0
 Emit = Callable[..., Any]
 
@@ -42,8 +39,7 @@ class BanTable:
         self._protected: tuple[float, Protected] | None = None
         self.bans: dict[str, dict] = {}
         self._nets: dict[str, Network] = {}
-        self._cmd_sig: tuple | None = None
-        self._bad_text: tuple[str, float] | None = None
+        self.queue = CommandQueue(store, BAN_COMMANDS, self._handle, self._refuse, self._save)
         self.rejected = 0
 
     # ------------------------------------------------------------ policy
@@ -101,48 +97,11 @@ class BanTable:
 
     # ------------------------------------------------------------ commands
     def commands_changed(self) -> bool:
-        st = self.store.stat(BAN_COMMANDS)
-        sig = None if st is None else (st.st_mtime_ns, st.st_size, st.st_ino)
-        if sig != self._cmd_sig or self._bad_text is not None:
-            self._cmd_sig = sig
-            return sig is not None
-        return False
+        return self.queue.changed()
 
     def process_commands(self) -> int:
-        """Apply what is queued. Returns how many commands were handled."""
-        with self.store.locked():
-            text = self.store.read_text(BAN_COMMANDS)
-            if text is None or not text.strip():
-                self._bad_text = None
-                return 0
-            try:
-                queued = json.loads(text)
-            except json.JSONDecodeError as e:
-                return self._bad_file(text, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
-            self._bad_text = None
-            if isinstance(queued, dict):
-                queued = [queued]  # one command written without the list brackets
-            if not isinstance(queued, list):
-                return self._bad_file(text, f"expected a JSON list of commands, got {type(queued).__name__}")
-            if not queued:
-                return 0
-            for raw in queued:
-                self._handle(raw)
-            self._save()
-            self._remove_handled(queued)
-            return len(queued)
-
-    def _bad_file(self, text: str, error: str) -> int:
-        now = time.monotonic()
-        if self._bad_text is None or self._bad_text[0] != text:
-            self._bad_text = (text, now)  # maybe an editor mid-save: look again soon
-            return 0
-        if now - self._bad_text[1] < SETTLE_S:
-            return 0
-        self._bad_text = None
-        aside = self.store.set_aside(BAN_COMMANDS)
-        self._refuse({"raw": text[:4096], "file": aside.name}, f"{BAN_COMMANDS}: {error}")
-        return 1
+        """Apply what is queued in ban_commands.json; returns how many were handled."""
+        return self.queue.process()
 
     def _handle(self, raw: Any) -> None:
         try:
@@ -190,25 +149,6 @@ class BanTable:
         self.warn(f"refused command {json.dumps(raw, ensure_ascii=False)[:200]}: {error}")
         self.store.reject_command(raw, error)
         self.emit("ban_rejected", command=raw, error=error)
-
-    def _remove_handled(self, handled: list) -> None:
-        """Rewrite the queue minus exactly what was handled (first matches)."""
-        def change(cur: Any) -> list:
-            if isinstance(cur, dict):
-                cur = [cur]
-            if not isinstance(cur, list):
-                return []
-            left = list(cur)
-            for item in handled:
-                for i, queued in enumerate(left):
-                    if queued == item:
-                        del left[i]
-                        break
-            return left
-
-        self.store.update(BAN_COMMANDS, change, default=[])
-        st = self.store.stat(BAN_COMMANDS)
-        self._cmd_sig = None if st is None else (st.st_mtime_ns, st.st_size, st.st_ino)
 
     # ------------------------------------------------------------ expiry, counters
     def expire(self) -> int:

@@ -18,8 +18,8 @@ from .store import utc_now_iso
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = PROJECT_ROOT / "docs" / "events.schema.json"
-EVENT_TYPES = ("startup", "connection", "lost", "stats", "ban", "unban",
-               "ban_rejected", "warning", "shutdown")
+EVENT_TYPES = ("startup", "connection", "lost", "stats", "ban", "unban", "ban_rejected",
+               "flow", "rule", "rule_rejected", "warning", "shutdown")
 
 
 def make_event(type_: str, **fields: Any) -> dict:

@@ -315,6 +315,7 @@ class Enforcer:
         self.cgroup_path: str | None = None
         self._links: list[tuple[str, int]] = []
         self._cgroup_fd: int | None = None
+        self._rule_slots: list[tuple[str, int]] = []  # (rule id, hit count at load)
 
     def source_and_flags(self) -> tuple[str, list[str]]:
         return program_source("enforce.c"), cflags(self.max_bans)
@@ -418,9 +419,65 @@ class Enforcer:
                            ktime_to_epoch(v.last_blocked_ns))
 
     def totals(self) -> dict[str, int]:
-        names = ("xdp_seen", "xdp_drops", "connect_blocked", "sendmsg_blocked")
+        names = ("xdp_seen", "xdp_drops", "connect_blocked", "sendmsg_blocked", "rule_drops")
         t = self.bpf["counters"]
         return {name: int(sum(t[t.Key(i)])) for i, name in enumerate(names)}
 
     def attached(self) -> list[str]:
         return [name for name, _ in self._links]
+
+    # ---- filter rules (see netsentinel/filterrules.py)
+    def set_rules(self, rules: list) -> None:
+        """Load validated FilterRules into slots [0, n). Matching is switched
+        off (count 0) while slots are rewritten, so no packet ever sees a
+        half-written rule set; hit counters are rebased per slot."""
+        table, count, hits = self.bpf["rules"], self.bpf["rule_count"], self.bpf["rule_hits"]
+        count[count.Key(0)] = ctypes.c_uint(0)
+        for i in range(len(rules), len(self._rule_slots)):
+            table[table.Key(i)] = table.Leaf()
+        for i, rule in enumerate(rules):
+            leaf = table.Leaf()
+            leaf.action = 1 if rule.action == "drop" else 2
+            leaf.family = rule.family
+            leaf.proto = rule.proto
+            leaf.tcp_flags_mask, leaf.tcp_flags_value = rule.flags_mask, rule.flags_value
+            leaf.icmp_type_set = int(rule.icmp_type is not None)
+            leaf.icmp_type = rule.icmp_type or 0
+            leaf.sport_min, leaf.sport_max = rule.sport
+            leaf.dport_min, leaf.dport_max = rule.dport
+            if rule.src is not None:
+                src = rule.src.network_address.packed
+                mask = rule.src.netmask.packed
+                ctypes.memmove(leaf.src, src, len(src))
+                ctypes.memmove(leaf.mask, mask, len(mask))
+            table[table.Key(i)] = leaf
+        self._rule_slots = [(r.id, int(sum(hits[hits.Key(i)]))) for i, r in enumerate(rules)]
+        count[count.Key(0)] = ctypes.c_uint(len(rules))
+
+    def rule_hits(self) -> dict[str, int]:
+        hits = self.bpf["rule_hits"]
+        return {rid: int(sum(hits[hits.Key(i)])) - base for i, (rid, base) in enumerate(self._rule_slots)}
+
+    # ---- per-source statistics
+    def read_flows(self) -> dict[str, dict]:
+        """Per-source totals summed over CPUs: {address: {field: value}}."""
+        out = {}
+        for k, per_cpu in self.bpf["flows"].items():
+            raw = bytes(k.addr)
+            addr = str(ipaddress.ip_address(raw[:4] if k.family == 4 else raw))
+            agg: dict = {}
+            for v in per_cpu:
+                for name, _ in v._fields_:
+                    x = getattr(v, name)
+                    if name == "first_seen_ns":
+                        if x and (not agg.get(name) or x < agg[name]):
+                            agg[name] = x
+                    elif name == "last_seen_ns":
+                        agg[name] = max(agg.get(name, 0), x)
+                    elif name == "dport_bits":
+                        agg[name] = agg.get(name, 0) | x
+                    else:
+                        agg[name] = agg.get(name, 0) + x
+            agg["family"] = "ipv4" if k.family == 4 else "ipv6"
+            out[addr] = agg
+        return out

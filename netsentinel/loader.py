@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from . import __version__
 from .bans import BanTable
 from .events import EventWriter
+from .flows import FlowTracker
 from .kernel import ConnectionMonitor, Enforcer, KernelError, RawConnection
 from .procinfo import ProcCache
+from .ruletable import RuleTable
 from .store import LOADER_STATUS, RecordsStore, StoreError, utc_now_iso
 from .whitelist import WhitelistFile
 
@@ -46,6 +48,9 @@ class LoaderOptions:
     max_bans: int = 1048576
     page_cnt: int = 64
     stats_interval: float = 10.0
+    flow_interval: float = 1.0
+    flow_top: int = 5
+    flow_pps_threshold: float = 1000.0
     duration: float | None = None
 
 
@@ -60,6 +65,8 @@ class Loader:
         self.enforcer = (Enforcer(opts.interface, max_bans=opts.max_bans, cgroup=opts.cgroup,
                                   xdp_mode=opts.xdp_mode, warn=warn) if opts.enforce else None)
         self.bans: BanTable | None = None
+        self.rules: RuleTable | None = None
+        self.flows: FlowTracker | None = None
         self.stop_reason: str | None = None
         self.started = time.time()
         self.counts = {"events": 0, "lost": 0, "whitelisted": 0}
@@ -98,9 +105,10 @@ class Loader:
              "raise --buffer-pages")
         self.events.emit("lost", count=n, total=self.counts["lost"], source="conn_events")
 
-    def emit_ban_event(self, type_: str, **fields) -> None:
-        if type_ != "ban_rejected":  # refusals are already on stderr via BanTable.warn
-            warn(f"{type_} {fields.get('ip')}: {fields.get('result')}")
+    def emit_outcome(self, type_: str, **fields) -> None:
+        """ban/unban/rule outcomes (and refusals, already on stderr)."""
+        if not type_.endswith("_rejected"):
+            warn(f"{type_} {fields.get('ip') or fields.get('id')}: {fields.get('result')}")
         if self._held is not None:
             # Restoring bans happens before the startup event is written;
             # hold these so "startup" is always the first line of the stream.
@@ -117,6 +125,7 @@ class Loader:
             "bans_active": len(self.bans.bans) if self.bans else 0,
             "drops_total": totals.get("xdp_drops", 0),
             "blocked_connects": totals.get("connect_blocked", 0) + totals.get("sendmsg_blocked", 0),
+            "rule_drops": totals.get("rule_drops", 0),
         }
 
     def write_status(self, running: bool) -> None:
@@ -154,7 +163,13 @@ class Loader:
                 warn(f"XDP filter attached to {o.interface} ({self.enforcer.xdp_mode} mode)")
             if self.enforcer.cgroup_path:
                 warn(f"connect/sendmsg blocks attached at cgroup2 root {self.enforcer.cgroup_path}")
-            self.bans = BanTable(self.store, self.enforcer, self.whitelist, self.emit_ban_event, warn)
+            self.bans = BanTable(self.store, self.enforcer, self.whitelist, self.emit_outcome, warn)
+            self.rules = RuleTable(
+                self.store, self.enforcer, self.bans.protected,
+                lambda: self.whitelist.current().config["protect_ssh_ports"], self.emit_outcome, warn)
+            if self.enforcer.xdp_mode:
+                self.flows = FlowTracker(self.enforcer.read_flows, top_n=o.flow_top,
+                                         pps_threshold=o.flow_pps_threshold)
         else:
             warn("monitor only (--no-xdp): nothing is enforced; ban commands stay queued")
         mode = self.monitor.start(self._on_connection, self._on_lost)
@@ -163,6 +178,7 @@ class Loader:
                  "falling back to tracepoint sock:inet_sock_set_state")
         warn(f"capture mode: {mode}")
         restored = self.bans.restore() if self.bans else 0
+        rules_restored = self.rules.restore() if self.rules else 0
         for ip in o.bans:
             self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
         self.events.emit(
@@ -172,7 +188,7 @@ class Loader:
             cgroup_block=bool(self.enforcer and self.enforcer.cgroup_path),
             cgroup_path=self.enforcer.cgroup_path if self.enforcer else None,
             records=str(self.store.root), pid=os.getpid(), version=__version__,
-            bans_restored=restored)
+            bans_restored=restored, rules_restored=rules_restored)
         held, self._held = self._held, None
         for type_, fields in held:
             self.events.emit(type_, **fields)
@@ -186,18 +202,30 @@ class Loader:
         now = time.monotonic()
         next_scan = next_status = now
         next_stats = now + o.stats_interval
+        next_flows = now
         deadline = now + o.duration if o.duration else None
         while self.stop_reason is None:
             self.monitor.poll(POLL_MS)
             now = time.monotonic()
             if self.bans:
-                if self.bans.commands_changed() or now >= next_scan:
+                rescan = now >= next_scan
+                if self.bans.commands_changed() or rescan:
                     self.bans.process_commands()
-                    next_scan = now + COMMAND_RESCAN_S
                 self.bans.expire()
+            if self.rules:
+                if self.rules.queue.changed() or rescan:
+                    self.rules.process_commands()
+                self.rules.expire()
+                if rescan:
+                    next_scan = now + COMMAND_RESCAN_S
+            if self.flows and now >= next_flows:
+                for body in self.flows.sample():
+                    self.events.emit("flow", **body)
+                next_flows = now + o.flow_interval
             if now >= next_status:
                 if self.bans:
                     self.bans.sync_counters()
+                    self.rules.sync_hits()
                 self.write_status(True)
                 next_status = now + STATUS_EVERY_S
             if now >= next_stats:

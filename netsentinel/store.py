@@ -45,6 +45,9 @@ DASHBOARD_LOGS = "dashboard_logs.json"
 LLM_CONFIG = "llm_config.json"
 LOADER_STATUS = "loader_status.json"
 ANALYZER_STATUS = "analyzer_status.json"
+RULE_COMMANDS = "rule_commands.json"  # list of {action: add_rule|remove_rule, rule?, id?}
+RULE_COMMANDS_REJECTED = "rule_commands.rejected.json"
+FILTER_RULES = "filter_rules.json"  # {"rules": [rule + hits, created_at, expires_at]} (loader only)
 
 
 class StoreError(Exception):
@@ -290,8 +293,10 @@ class RecordsStore:
         self.update(BAN_COMMANDS, add, default=[])
         return cmd
 
-    def reject_command(self, command: Any, error: str, *, source: str = "loader") -> None:
-        """Keep a refused command, with why, in ban_commands.rejected.json."""
+    def reject_command(self, command: Any, error: str, *, source: str = "loader",
+                       name: str = BAN_COMMANDS_REJECTED) -> None:
+        """Keep a refused command, with why, in ban_commands.rejected.json
+        (or another *.rejected.json)."""
         entry = {"command": command, "error": error, "rejected_at": utc_now_iso(), "by": source}
 
         def add(cur: Any) -> list:
@@ -300,7 +305,7 @@ class RecordsStore:
             cur.append(entry)
             return cur
 
-        self.update(BAN_COMMANDS_REJECTED, add, default=[])
+        self.update(name, add, default=[])
 
 
 def _copy_default(default: Any) -> Any:

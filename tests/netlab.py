@@ -125,6 +125,21 @@ def lab():
     lab.close()
 
 
+def start_loader(lab: Lab, tmp_path_factory, *extra: str) -> "LoaderProc":
+    """A loader with fresh records/ and an empty whitelist, started and checked."""
+    d = tmp_path_factory.mktemp("records")
+    cfg = d / "filter_config.json"
+    cfg.write_text("{}")
+    lp = LoaderProc(lab, d, cfg, *extra)
+    validate(lp.wait_started())
+    return lp
+
+
+def stop_loader(lab: Lab, lp: "LoaderProc") -> None:
+    assert lp.stop() == 0
+    assert not lab.xdp_attached(), "XDP program left on the interface after SIGTERM"
+
+
 def our_bpf_programs() -> list[dict]:
     """Programs named like ours (ns_*) currently loaded in the kernel."""
     out = sh("bpftool", "-j", "prog", "show").stdout or "[]"

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
-                    ROOT, VENV_PY, LoaderProc, ban_event, kernel_test_skip_reason, ns_connect, read_json,
+                    start_loader, stop_loader, ROOT, VENV_PY, LoaderProc, ban_event, kernel_test_skip_reason, ns_connect, read_json,
                     validate, wait_until, write_commands)
 
 SKIP = kernel_test_skip_reason()
@@ -24,14 +24,9 @@ pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
 
 @pytest.fixture(scope="module")
 def loader(lab, tmp_path_factory):
-    d = tmp_path_factory.mktemp("records")
-    cfg = d / "filter_config.json"
-    cfg.write_text(json.dumps({"trusted_ips": [], "trusted_processes": [], "trusted_ports": []}))
-    lp = LoaderProc(lab, d, cfg)
-    validate(lp.wait_started())
+    lp = start_loader(lab, tmp_path_factory)
     yield lp
-    assert lp.stop() == 0
-    assert not lab.xdp_attached(), "XDP program left on the interface after SIGTERM"
+    stop_loader(lab, lp)
 
 
 # --------------------------------------------------------------------------- startup

@@ -1,0 +1,154 @@
+"""The loader's XDP filter-rule table: rule_commands.json → kernel → filter_rules.json.
+
+Commands (appended by people, the analyzer or the dashboard; consumed here
+through cmdqueue.CommandQueue exactly like ban commands):
+    {"action": "add_rule", "rule": {...filterrules rule...}}
+    {"action": "remove_rule", "id": "ssdp-reflection"}
+An add whose rule is invalid, or that would make the whole set invalid, is
+refused with its reason (stderr, a rule_rejected event,
+rule_commands.rejected.json) and the set in the kernel is left as it was.
+filter_rules.json is written only here and restored at start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+from .cmdqueue import CommandQueue
+from .filterrules import RuleRefused, validate_rules
+from .netinfo import Protected
+from .store import (FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RecordsStore, parse_iso,
+                    utc_now_iso)
+
+
+class RuleTable:
+    def __init__(self, store: RecordsStore, enforcer, protected: Callable[[], Protected],
+                 ssh_ports: Callable[[], list], emit: Callable[..., Any],
+                 warn: Callable[[str], None], clock: Callable[[], float] = time.time):
+        self.store = store
+        self.enforcer = enforcer
+        self.protected = protected
+        self.ssh_ports = ssh_ports
+        self.emit = emit
+        self.warn = warn
+        self.clock = clock
+        self.rules: list[dict] = []   # as stored, in evaluation order
+        self.queue = CommandQueue(store, RULE_COMMANDS, self._handle, self._refuse, self._save)
+
+    # ------------------------------------------------------------ load
+    def _load(self, candidate: list[dict]) -> None:
+        """Validate the whole set, then load it; raises RuleRefused untouched."""
+        rules = validate_rules([_kernel_view(r) for r in candidate], self.protected(), self.ssh_ports())
+        counted = self.enforcer.rule_hits() if self.rules else {}
+        self.enforcer.set_rules(rules)
+        # The kernel's per-slot counters restart at the new load: carry the
+        # hits each rule has had so far in hits_base.
+        for r in candidate:
+            r["hits_base"] = r.get("hits_base", 0) + counted.get(r["id"], 0)
+        self.rules = candidate
+
+    def restore(self) -> int:
+        saved = self.store.read(FILTER_RULES, default={})
+        raws = saved.get("rules", []) if isinstance(saved, dict) else []
+        now = self.clock()
+        keep = [r for r in raws if isinstance(r, dict) and not _expired(r, now)]
+        for r in keep:
+            r["hits_base"] = r.get("hits", 0)
+        try:
+            self._load(keep)
+        except RuleRefused as e:
+            self.warn(f"{FILTER_RULES}: {e}; loading the rules one by one")
+            for r in keep:
+                try:
+                    self._load(self.rules + [r])
+                except RuleRefused as e2:
+                    self._refuse({"action": "add_rule", "rule": r}, f"restore: {e2}")
+        self._save()
+        return len(self.rules)
+
+    # ------------------------------------------------------------ commands
+    def process_commands(self) -> int:
+        return self.queue.process()
+
+    def _handle(self, raw: Any) -> None:
+        if not isinstance(raw, dict) or raw.get("action") not in ("add_rule", "remove_rule"):
+            self._refuse(raw, "a rule command is {\"action\": \"add_rule\", \"rule\": {...}} "
+                              "or {\"action\": \"remove_rule\", \"id\": ...}")
+            return
+        if raw["action"] == "remove_rule":
+            rid = raw.get("id")
+            left = [r for r in self.rules if r.get("id") != rid]
+            if len(left) == len(self.rules):
+                self.emit("rule", id=rid, result="not_found")
+                return
+            self._load(left)
+            self.emit("rule", id=rid, result="removed")
+            return
+        rule = raw.get("rule")
+        if not isinstance(rule, dict):
+            self._refuse(raw, "add_rule needs a \"rule\" object")
+            return
+        try:
+            parsed = validate_rules([_kernel_view(rule)], self.protected(), self.ssh_ports())[0]
+            stored = parsed.to_json()
+            stored.update(created_at=utc_now_iso(self.clock()), hits=0,
+                          source=rule.get("source") or raw.get("source") or "manual")
+            ttl = rule.get("ttl_seconds")
+            if ttl is not None:
+                if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+                    raise RuleRefused(f"ttl_seconds must be a positive number, got {ttl!r}")
+                stored["expires_at"] = utc_now_iso(self.clock() + ttl)
+            replaced = any(r["id"] == stored["id"] for r in self.rules)
+            new = [stored if r["id"] == stored["id"] else r for r in self.rules]
+            if not replaced:
+                new.append(stored)
+            self._load(new)
+        except RuleRefused as e:
+            self._refuse(raw, str(e))
+            return
+        self.emit("rule", id=stored["id"], result="updated" if replaced else "applied", rule=stored)
+
+    def _refuse(self, raw: Any, error: str) -> None:
+        self.warn(f"refused rule command {json.dumps(raw, ensure_ascii=False)[:200]}: {error}")
+        self.store.reject_command(raw, error, name=RULE_COMMANDS_REJECTED)
+        self.emit("rule_rejected", command=raw, error=error)
+
+    # ------------------------------------------------------------ upkeep
+    def expire(self) -> int:
+        now = self.clock()
+        due = [r for r in self.rules if _expired(r, now)]
+        if due:
+            self._load([r for r in self.rules if not _expired(r, now)])
+            for r in due:
+                self.emit("rule", id=r["id"], result="expired")
+            self._save()
+        return len(due)
+
+    def sync_hits(self) -> None:
+        hits = self.enforcer.rule_hits() if self.rules else {}
+        changed = False
+        for r in self.rules:
+            h = r.get("hits_base", 0) + hits.get(r["id"], 0)
+            if h != r.get("hits"):
+                r["hits"] = h
+                changed = True
+        if changed:
+            self._save()
+
+    def _save(self) -> None:
+        self.store.write(FILTER_RULES, {"rules": self.rules, "updated_at": utc_now_iso()})
+
+
+def _kernel_view(stored: dict) -> dict:
+    """The rule fields filterrules understands (drop bookkeeping fields)."""
+    return {k: v for k, v in stored.items() if k not in ("hits", "hits_base", "created_at")}
+
+
+def _expired(rule: dict, now: float) -> bool:
+    try:
+        exp = parse_iso(rule.get("expires_at"))
+    except (TypeError, ValueError):
+        return False
+    return exp is not None and exp <= now
