@@ -174,12 +174,13 @@ def test_vlan_tagged_frames_are_filtered(lab, fresh):
                    .get("drops", 0) == expected, 6, what=f"{expected} drops after {name} frames")
 
 
-def test_kprobe_path(lab, fresh):
+def test_kprobe_path(lab, fresh, tmp_path):
     reason = kprobes_unavailable_reason()
     if reason is not None:
         # Prove the loader refuses --capture kprobe with that reason, then say so out loud.
         r = sh("ip", "netns", "exec", lab.dut, VENV_PY, "-u", str(ROOT / "unified_ebpf.py"),
-               "--no-xdp", "--capture", "kprobe", "--duration", "1", check=False, timeout=120)
+               "--no-xdp", "--capture", "kprobe", "--duration", "1", "--records", str(tmp_path),
+               "--config", str(tmp_path / "filter_config.json"), check=False, timeout=120)
         assert r.returncode == 1 and reason in r.stderr, r.stderr
         pytest.skip(f"kprobe path not testable here: {reason}")
     lp = fresh("--capture", "kprobe")

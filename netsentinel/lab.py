@@ -1,0 +1,184 @@
+"""Throwaway network namespaces: a host under test and a peer, joined by veth.
+
+Used by the kernel tests, the benchmarks, the training-data generator and
+`make demo`. Two namespaces joined by a veth pair, fixed addresses,
+permanent neighbour entries (so bans never race ARP/ND), torn down in
+close(). Names carry the creating process's pid so parallel runs on one
+machine do not collide. Traffic stays inside these namespaces.
+
+    dut  (device under test; the loader's XDP sits on its veth)
+      v4 10.201.N.1/24   v6 fd00:201:N::1/64
+    peer (the remote host; extra addresses .130 and ::130)
+      v4 10.201.N.2/24, 10.201.N.130/24   v6 fd00:201:N::2/64, fd00:201:N::130/64
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_PY = str(ROOT / ".venv" / "bin" / "python")
+
+
+def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    r = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+class Lab:
+    _seq = 0
+
+    def __init__(self):
+        Lab._seq += 1
+        n = (os.getpid() * 7 + Lab._seq) % 250 + 1
+        tag = f"{os.getpid() % 100000}{Lab._seq}"
+        self.n = n
+        self.dut, self.peer = f"nsdut{tag}", f"nspeer{tag}"
+        self.dut_if, self.peer_if = f"vd{tag}"[:15], f"vp{tag}"[:15]
+        self.dut4, self.peer4, self.peer4b = f"10.201.{n}.1", f"10.201.{n}.2", f"10.201.{n}.130"
+        self.dut6, self.peer6, self.peer6b = f"fd00:201:{n}::1", f"fd00:201:{n}::2", f"fd00:201:{n}::130"
+        self.closed = False
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self) -> None:
+        sh("ip", "netns", "add", self.dut)
+        sh("ip", "netns", "add", self.peer)
+        sh("ip", "link", "add", self.dut_if, "type", "veth", "peer", "name", self.peer_if)
+        sh("ip", "link", "set", self.dut_if, "netns", self.dut)
+        sh("ip", "link", "set", self.peer_if, "netns", self.peer)
+        for ns, ifc, addrs in ((self.dut, self.dut_if, [f"{self.dut4}/24", f"{self.dut6}/64"]),
+                               (self.peer, self.peer_if, [f"{self.peer4}/24", f"{self.peer4b}/24",
+                                                          f"{self.peer6}/64", f"{self.peer6b}/64"])):
+            for a in addrs:
+                sh("ip", "-n", ns, "addr", "add", a, "dev", ifc, "nodad")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "link", "set", ifc, "up")
+        mac = {ns: json.loads(sh("ip", "-n", ns, "-j", "link", "show", ifc).stdout)[0]["address"]
+               for ns, ifc in ((self.dut, self.dut_if), (self.peer, self.peer_if))}
+        for a in (self.peer4, self.peer4b, self.peer6, self.peer6b):
+            sh("ip", "-n", self.dut, "neigh", "replace", a, "lladdr", mac[self.peer],
+               "dev", self.dut_if, "nud", "permanent")
+        for a in (self.dut4, self.dut6):
+            sh("ip", "-n", self.peer, "neigh", "replace", a, "lladdr", mac[self.dut],
+               "dev", self.peer_if, "nud", "permanent")
+
+    def ns_exec(self, ns: str, *args: str, timeout: float = 30, check: bool = False):
+        return sh("ip", "netns", "exec", ns, *args, check=check, timeout=timeout)
+
+    def ping(self, src_ns: str, dst: str, *, source: str | None = None, count: int = 1,
+             wait: float = 1) -> bool:
+        args = ["ping", "-n", "-q", "-c", str(count), "-W", str(wait)]
+        if source is None and src_ns == self.peer:
+            # The peer has two addresses per family: pin the primary one.
+            source = self.peer6 if ":" in dst else self.peer4
+        if source:
+            args += ["-I", source]
+        return self.ns_exec(src_ns, *args, dst, timeout=count * wait + 10).returncode == 0
+
+    def xdp_attached(self) -> bool:
+        out = sh("ip", "-n", self.dut, "-j", "-d", "link", "show", self.dut_if).stdout
+        link = json.loads(out)[0]
+        return "xdp" in link or "prog/xdp" in out
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for ns in (self.dut, self.peer):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+class LoaderProc:
+    """unified_ebpf.py running in a namespace, its events on a queue.
+    stderr lines are kept and echoed with a [loader] prefix (echo=False: kept only)."""
+
+    def __init__(self, lab: Lab, records: Path, config: Path, *extra: str, interface: str | None = None,
+                 ns: str | None = None, echo: bool = True):
+        self.echo = echo
+        self.records, self.config = records, config
+        cmd = ["ip", "netns", "exec", ns or lab.dut, VENV_PY, "-u", str(ROOT / "unified_ebpf.py"),
+               "--records", str(records), "--config", str(config), "--stats-interval", "1"]
+        if "--no-xdp" not in extra:
+            cmd += ["-i", interface or lab.dut_if]
+        cmd += list(extra)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     cwd=ROOT)
+        self.events: queue.Queue = queue.Queue()
+        self.all_events: list[dict] = []
+        self.stderr_lines: list[str] = []
+        threading.Thread(target=self._read_out, daemon=True).start()
+        threading.Thread(target=self._read_err, daemon=True).start()
+
+    def _read_out(self) -> None:
+        for line in self.proc.stdout:
+            ev = json.loads(line)  # a non-JSON line on stdout is itself a failure
+            self.all_events.append(ev)
+            self.events.put(ev)
+        self.events.put(None)
+
+    def _read_err(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line.rstrip("\n"))
+            if self.echo:
+                sys.stderr.write(f"[loader] {line}")
+
+    def wait_for(self, pred, timeout: float = 10.0, what: str = "event") -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"timed out after {timeout}s waiting for {what}; "
+                                     f"stderr: {self.stderr_lines[-5:]}")
+            try:
+                ev = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if ev is None:
+                raise RuntimeError(f"loader exited ({self.proc.wait()}) while waiting for {what}; "
+                                     f"stderr: {self.stderr_lines[-8:]}")
+            if pred(ev):
+                return ev
+
+    def wait_started(self, timeout: float = 90.0) -> dict:
+        return self.wait_for(lambda e: e["type"] == "startup", timeout, "startup event")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"loader did not exit within {timeout}s of {signal.Signals(sig).name}")
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+def wait_until(pred, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
