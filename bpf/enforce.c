@@ -22,6 +22,7 @@ BPF_TABLE("lru_percpu_hash", struct ns_flow_key, struct ns_flow_stats, flows, NS
 BPF_ARRAY(rules, struct ns_rule, NS_MAX_RULES);
 BPF_ARRAY(rule_count, u32, 1);          /* rules occupy slots [0, count) */
 BPF_PERCPU_ARRAY(rule_hits, u64, NS_MAX_RULES);
+BPF_ARRAY(flow_epoch, u64, 1);          /* advanced by user space at each sample */
 
 /* What the XDP program learned about one packet. */
 struct ns_pkt {
@@ -122,8 +123,17 @@ static __always_inline void ns_update_stats(struct ns_pkt *p)
     } else {
         st->other += 1;
     }
-    if (p->has_l4 && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP))
-        st->dport_bits |= 1ULL << (p->dport & 63);
+    if (p->has_l4 && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP)) {
+        u32 zero = 0;
+        u64 *ep = flow_epoch.lookup(&zero);
+        u64 e = ep ? *ep : 0;
+        u32 slot = e & 1;
+        if (st->dport_epoch[slot] != e) {
+            st->dport_epoch[slot] = e;
+            st->dport_bits[slot] = 0;
+        }
+        st->dport_bits[slot] |= 1ULL << (p->dport & 63);
+    }
 }
 
 static __always_inline int ns_rule_matches(struct ns_rule *r, struct ns_pkt *p)

@@ -87,7 +87,11 @@ struct ns_flow_stats {
     u64 icmp_echo;     /* echo requests (v4 type 8, v6 type 128) */
     u64 udp_ssdp;      /* UDP to port 1900 */
     u64 udp_reflect;   /* UDP from a reflection port (19,53,123,161,389,1900,11211) */
-    u64 dport_bits;    /* bit (dport % 64): a cheap estimate of distinct ports */
+    /* bit (dport % 64) per window: a cheap estimate of distinct ports. Two
+     * bitmaps alternate by window (epoch parity) so user space reads a
+     * finished window while the kernel fills the next, with no reset race. */
+    u64 dport_bits[2];
+    u64 dport_epoch[2];
     u64 first_seen_ns;
     u64 last_seen_ns;
 };

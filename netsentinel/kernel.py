@@ -460,22 +460,30 @@ class Enforcer:
 
     # ---- per-source statistics
     def read_flows(self) -> dict[str, dict]:
-        """Per-source totals summed over CPUs: {address: {field: value}}."""
+        """Per-source totals summed over CPUs: {address: {field: value}}.
+        Also closes the destination-port window: `dport_bits` is the OR of
+        the ports seen since the previous call."""
+        epoch = self.bpf["flow_epoch"]
+        e = int(epoch[epoch.Key(0)].value)
+        epoch[epoch.Key(0)] = ctypes.c_ulonglong(e + 1)   # the kernel starts the next window
+        slot = e & 1
         out = {}
         for k, per_cpu in self.bpf["flows"].items():
             raw = bytes(k.addr)
             addr = str(ipaddress.ip_address(raw[:4] if k.family == 4 else raw))
-            agg: dict = {}
+            agg: dict = {"dport_bits": 0}
             for v in per_cpu:
+                if v.dport_epoch[slot] == e:
+                    agg["dport_bits"] |= v.dport_bits[slot]
                 for name, _ in v._fields_:
+                    if name.startswith("dport_"):
+                        continue
                     x = getattr(v, name)
                     if name == "first_seen_ns":
                         if x and (not agg.get(name) or x < agg[name]):
                             agg[name] = x
                     elif name == "last_seen_ns":
                         agg[name] = max(agg.get(name, 0), x)
-                    elif name == "dport_bits":
-                        agg[name] = agg.get(name, 0) | x
                     else:
                         agg[name] = agg.get(name, 0) + x
             agg["family"] = "ipv4" if k.family == 4 else "ipv6"
