@@ -1,0 +1,112 @@
+"""Inbound flood detection from `flow` events: thresholds first, a trained
+classifier second.
+
+Thresholds are data (DEFAULT_THRESHOLDS, overridable per key in
+llm_config.json's "flood_thresholds"): for each kind of flood, the rate of its
+telltale packets in packets per second at which it is HIGH and CRITICAL, and
+the share of the window those packets must make up. The defaults were set
+against real tools in the lab (docs/flow_model.md, ml/data/flows.jsonl): the
+telltale kinds (ICMP echo, SYN, SSDP, reflection-port UDP) are CRITICAL from
+800 pps, which hping3 at `-i u1000` (~900-950 pps there) crosses; plain UDP,
+where legitimate streams are common, is HIGH from 2,000 and CRITICAL from
+5,000 pps (hping3 `-i u100` gave ~6,300 pps). Ping at 5/s, 40 TCP requests/s,
+iperf3 UDP at 4 Mbit/s (~350 pps) and iperf3 bulk TCP (17,000 ACK-carrying
+segments/s) are not flagged.
+
+The classifier (netsentinel/flowmodel.py) labels every window; it can raise a
+sub-threshold window to MEDIUM for a person to look at, and it names the
+kind when thresholds disagree, but it never creates a CRITICAL on its own:
+auto-blocking rests on the documented thresholds alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .flowmodel import FlowModel
+
+# kind: (counter, HIGH pps, CRITICAL pps, minimum share of the window's packets)
+DEFAULT_THRESHOLDS: dict[str, dict] = {
+    "icmp_flood": {"counter": "icmp_echo", "high": 300, "critical": 800, "min_share": 0.8},
+    "syn_flood": {"counter": "tcp_syn", "high": 300, "critical": 800, "min_share": 0.8},
+    "ssdp_flood": {"counter": "udp_ssdp", "high": 200, "critical": 800, "min_share": 0.8},
+    "reflection": {"counter": "udp_reflect", "high": 200, "critical": 800, "min_share": 0.8},
+    "udp_flood": {"counter": "udp", "high": 2000, "critical": 5000, "min_share": 0.9},
+}
+LEVEL_RANK = {"MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
+# When several kinds fire, the most specific one names the flood (an SSDP
+# flood is also a UDP flood).
+SPECIFICITY = {"udp_flood": 0}
+# A SYN "flood" touching many ports is a scan; it is reported as such.
+SCAN_MIN_BUCKETS = 24
+
+
+@dataclass
+class FloodVerdict:
+    level: str               # HIGH or CRITICAL (MEDIUM: classifier only)
+    category: str           # icmp_flood, syn_flood, ..., port_scan
+    rate: float             # telltale packets per second
+    confidence: float
+    reason: str
+    source: str             # "thresholds" or "classifier"
+    model_label: str | None = None
+    model_confidence: float | None = None
+
+
+def merge_thresholds(overrides: dict | None) -> dict:
+    """Defaults with per-kind overrides; unknown kinds or fields raise ValueError."""
+    merged = {k: dict(v) for k, v in DEFAULT_THRESHOLDS.items()}
+    for kind, values in (overrides or {}).items():
+        if kind not in merged:
+            raise ValueError(f"unknown flood kind {kind!r} (known: {', '.join(merged)})")
+        if not isinstance(values, dict):
+            raise ValueError(f"flood_thresholds.{kind} must be an object")
+        for key, v in values.items():
+            if key not in ("high", "critical", "min_share"):
+                raise ValueError(f"flood_thresholds.{kind}.{key}: unknown field")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"flood_thresholds.{kind}.{key} must be a non-negative number")
+            merged[kind][key] = v
+        if merged[kind]["high"] > merged[kind]["critical"]:
+            raise ValueError(f"flood_thresholds.{kind}: high must not exceed critical")
+    return merged
+
+
+class FloodDetector:
+    def __init__(self, thresholds: dict | None = None, model: FlowModel | None = None):
+        self.thresholds = merge_thresholds(thresholds)
+        self.model = model
+
+    def judge(self, ev: dict) -> FloodVerdict | None:
+        """A verdict for one flow event, or None when it looks normal."""
+        window = max(float(ev.get("window_s") or 1.0), 1e-3)
+        packets = max(int(ev.get("packets", 0)), 1)
+        label = conf = None
+        if self.model is not None:
+            label, conf = self.model.predict(ev)
+        best: FloodVerdict | None = None
+        best_rank: tuple = ()
+        for kind, t in self.thresholds.items():
+            count = int(ev.get(t["counter"], 0))
+            rate = count / window
+            share = count / packets
+            if rate < t["high"] or share < t["min_share"]:
+                continue
+            level = "CRITICAL" if rate >= t["critical"] else "HIGH"
+            category = kind
+            if kind == "syn_flood" and int(ev.get("dport_buckets", 0)) >= SCAN_MIN_BUCKETS:
+                category = "port_scan"
+            v = FloodVerdict(level, category, round(rate, 1), round(min(1.0, rate / t["critical"]), 3),
+                             f"{rate:.0f} {t['counter']} packets/s from {ev.get('src')} "
+                             f"({share:.0%} of its traffic; {level} at {t['high'] if level == 'HIGH' else t['critical']}/s)",
+                             "thresholds", label, conf)
+            rank = (LEVEL_RANK[v.level], SPECIFICITY.get(kind, 1), v.rate)
+            if best is None or rank > best_rank:
+                best, best_rank = v, rank
+        if best is not None:
+            return best
+        if label and label != "normal" and conf is not None and conf >= 0.8:
+            return FloodVerdict("MEDIUM", label, round(int(ev.get("packets", 0)) / window, 1), conf,
+                                f"the flow classifier says {label} ({conf:.0%}) below the flood thresholds",
+                                "classifier", label, conf)
+        return None

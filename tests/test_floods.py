@@ -1,0 +1,65 @@
+"""Flood detection on real lab windows (ml/data/flows.jsonl, made by
+ml/generate_flows.py from hping3, iperf3, ping and TCP clients): each flood
+kind is caught at the rates the defaults promise, normal traffic never is."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from netsentinel.floods import DEFAULT_THRESHOLDS, FloodDetector, merge_thresholds
+from netsentinel.flowmodel import FlowModel
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "ml" / "data" / "flows.jsonl"
+ROWS = [json.loads(line) for line in DATA.read_text().splitlines()] if DATA.exists() else []
+DETECT = FloodDetector(model=FlowModel.load())
+
+
+def rows(label):
+    return [r for r in ROWS if r["label"] == label]
+
+
+def test_the_sample_data_covers_every_kind():
+    assert {r["label"] for r in ROWS} >= set(DEFAULT_THRESHOLDS) | {"normal", "port_scan"}
+
+
+@pytest.mark.parametrize("kind", sorted(DEFAULT_THRESHOLDS))
+def test_each_flood_kind_fires_at_its_rates(kind):
+    t = DEFAULT_THRESHOLDS[kind]
+    fired = 0
+    for r in rows(kind):
+        ev = r["event"]
+        rate = ev[t["counter"]] / ev["window_s"]
+        v = DETECT.judge(ev)
+        if rate >= t["critical"]:
+            assert v is not None and v.level == "CRITICAL" and v.category == kind, (r["variant"], v)
+            fired += 1
+        elif rate >= t["high"]:
+            assert v is not None and v.level in ("HIGH", "CRITICAL")
+    assert fired > 0, f"no {kind} window reached the CRITICAL rate: regenerate the data"
+
+
+def test_port_scans_are_told_from_syn_floods():
+    fast = [r for r in rows("port_scan") if r["event"]["tcp_syn"] / r["event"]["window_s"] >= 300]
+    assert fast
+    for r in fast:
+        assert DETECT.judge(r["event"]).category == "port_scan"
+
+
+def test_normal_traffic_is_never_high_or_critical():
+    normal = rows("normal")
+    assert len({r["scenario"] for r in normal}) >= 4
+    for r in normal:
+        v = DETECT.judge(r["event"])
+        assert v is None or v.level == "MEDIUM", (r["scenario"], r["variant"], v)
+
+
+def test_threshold_overrides_are_validated():
+    assert merge_thresholds({"icmp_flood": {"critical": 5000}})["icmp_flood"]["critical"] == 5000
+    for bad, words in (({"nope": {}}, "unknown flood kind"),
+                       ({"icmp_flood": {"critical": -1}}, "non-negative"),
+                       ({"icmp_flood": {"high": 900, "critical": 10}}, "must not exceed"),
+                       ({"icmp_flood": {"rate": 1}}, "unknown field")):
+        with pytest.raises(ValueError, match=words):
+            merge_thresholds(bad)
