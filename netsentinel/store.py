@@ -81,6 +81,27 @@ def parse_iso(s: str | None) -> float | None:
     return dt.timestamp()
 
 
+class _DirLock:
+    """The lock state of one directory in this process. Every RecordsStore
+    over that directory shares it, so nesting two of them (threats.reject
+    holding records/ while editing a filter_config.json kept in records/)
+    re-enters instead of deadlocking on its own flock."""
+
+    def __init__(self) -> None:
+        self.tlock = threading.RLock()
+        self.depth = 0
+        self.fd: int | None = None
+
+
+_DIR_LOCKS: dict[str, _DirLock] = {}
+_DIR_LOCKS_GUARD = threading.Lock()
+
+
+def _dir_lock(root: Path) -> _DirLock:
+    with _DIR_LOCKS_GUARD:
+        return _DIR_LOCKS.setdefault(os.path.realpath(root), _DirLock())
+
+
 def _default_warn(msg: str) -> None:
     print(f"netsentinel: {msg}", file=sys.stderr, flush=True)
 
@@ -97,14 +118,16 @@ class RecordsStore:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
         self.warn = warn or _default_warn
-        self._tlock = threading.RLock()
-        self._depth = 0
-        self._lock_fd: int | None = None
         self.ensure_dir()
+        self._shared = _dir_lock(self.root)
 
     # ----------------------------------------------------------------- paths
     def ensure_dir(self) -> None:
-        if self.root.is_symlink():
+        try:
+            is_link = self.root.is_symlink()
+        except OSError as e:  # e.g. a parent folder we may not search
+            raise StoreError(f"cannot use records directory {self.root}: {e.strerror}") from e
+        if is_link:
             # A link made by the owner is fine as long as it leads to a directory.
             if not self.root.resolve().is_dir():
                 raise StoreError(f"records directory {self.root} is a dangling link")
@@ -125,18 +148,24 @@ class RecordsStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the store-wide lock (re-entrant within this process)."""
-        with self._tlock:
-            if self._depth == 0:
-                self._lock_fd = self._acquire()
-            self._depth += 1
+        shared = self._shared
+        if not shared.tlock.acquire(timeout=self.lock_timeout):
+            raise LockTimeout(f"timed out after {self.lock_timeout:g}s waiting for "
+                              f"{self.root / LOCK_NAME} (held by another thread)")
+        try:
+            if shared.depth == 0:
+                shared.fd = self._acquire()
+            shared.depth += 1
             try:
                 yield
             finally:
-                self._depth -= 1
-                if self._depth == 0 and self._lock_fd is not None:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                    os.close(self._lock_fd)
-                    self._lock_fd = None
+                shared.depth -= 1
+                if shared.depth == 0 and shared.fd is not None:
+                    fcntl.flock(shared.fd, fcntl.LOCK_UN)
+                    os.close(shared.fd)
+                    shared.fd = None
+        finally:
+            shared.tlock.release()
 
     def _acquire(self) -> int:
         lock_path = self.root / LOCK_NAME
@@ -156,7 +185,7 @@ class RecordsStore:
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise LockTimeout(
-                        f"timed out after {self.lock_timeout:.0f}s waiting for {lock_path}")
+                        f"timed out after {self.lock_timeout:g}s waiting for {lock_path}")
                 time.sleep(delay)
                 delay = min(delay * 2, 0.02)
 
@@ -260,37 +289,64 @@ class RecordsStore:
     def append_jsonl(self, name: str, obj: Any, *, max_bytes: int = 50 * 1024 * 1024,
                      keep: int = 3) -> None:
         """Append one JSON line; rotate to NAME.1..NAME.keep past max_bytes."""
-        line = (json.dumps(obj, ensure_ascii=False) + "\n").encode()
+        self.append_jsonl_many(name, [obj], max_bytes=max_bytes, keep=keep)
+
+    def append_jsonl_many(self, name: str, objs: list, *, max_bytes: int = 50 * 1024 * 1024,
+                          keep: int = 3) -> None:
+        """Append JSON lines in as few writes as possible (a batching writer
+        such as the analyzer's history); rotation as for append_jsonl."""
+        lines = [(json.dumps(o, ensure_ascii=False) + "\n").encode() for o in objs]
         with self.locked():
             p = self.path(name)
-            st = self.stat(name)
-            if st is not None and st.st_size + len(line) > max_bytes:
-                for i in range(keep - 1, 0, -1):
-                    src = self.path(f"{name}.{i}")
-                    if src.exists():
-                        os.replace(src, self.path(f"{name}.{i + 1}"))
-                os.replace(p, self.path(f"{name}.1"))
-            fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         FILE_MODE)
-            with os.fdopen(fd, "ab") as f:
-                f.write(line)
+            i = 0
+            while i < len(lines):
+                # Fill the current file up to max_bytes (at least one line), then rotate.
+                st = self.stat(name)
+                size = st.st_size if st is not None else 0
+                if size and size + len(lines[i]) > max_bytes:
+                    for k in range(keep - 1, 0, -1):
+                        src = self.path(f"{name}.{k}")
+                        if src.exists():
+                            os.replace(src, self.path(f"{name}.{k + 1}"))
+                    os.replace(p, self.path(f"{name}.1"))
+                    size = 0
+                j, chunk = i, 0
+                while j < len(lines) and (j == i or size + chunk + len(lines[j]) <= max_bytes):
+                    chunk += len(lines[j])
+                    j += 1
+                fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, FILE_MODE)
+                with os.fdopen(fd, "ab") as f:
+                    f.write(b"".join(lines[i:j]))
+                i = j
+
+    def remove(self, name: str) -> bool:
+        """Delete a file under the lock (the analyzer's --clear); True when
+        there was one. A symbolic link is removed, never followed."""
+        with self.locked():
+            try:
+                os.unlink(self.path(name))
+                return True
+            except FileNotFoundError:
+                return False
 
     # ------------------------------------------------------- ban commands API
-    def append_command(self, command: dict) -> dict:
-        """Queue one ban/unban command for the loader (any process may call)."""
+    def append_command(self, command: dict, *, name: str = BAN_COMMANDS) -> dict:
+        """Queue one command for the loader (any process may call): a ban or
+        unban in ban_commands.json, or a rule command in rule_commands.json."""
         cmd = dict(command)
         cmd.setdefault("requested_at", utc_now_iso())
 
         def add(cur: Any) -> list:
             if not isinstance(cur, list):
                 # A hand-written object where a list belongs: keep it aside, start a list.
-                self.set_aside(BAN_COMMANDS)
-                self.warn(f"{BAN_COMMANDS} was not a JSON list; set aside")
+                self.set_aside(name)
+                self.warn(f"{name} was not a JSON list; set aside")
                 cur = []
             cur.append(cmd)
             return cur
 
-        self.update(BAN_COMMANDS, add, default=[])
+        self.update(name, add, default=[])
         return cmd
 
     def reject_command(self, command: Any, error: str, *, source: str = "loader",

@@ -43,37 +43,53 @@ def _trim(threats: list) -> list:
     return [t for t in threats if id(t) not in drop]
 
 
-def add_or_merge(store: RecordsStore, threat: dict) -> tuple[dict, bool]:
+def add_or_merge(store: RecordsStore, threat: dict, times: int = 1) -> tuple[dict, bool]:
     """Add a pending threat, or merge it into the open one with the same
-    dedupe_key (count += 1, last_seen, highest level/confidence kept).
+    dedupe_key (count += times, last_seen, highest level/confidence kept;
+    a raised level brings its category, reason and action along).
+    times: how many sightings this call stands for (a writer that batches).
     Returns (stored threat, merged?)."""
+    return add_or_merge_many(store, [(threat, times)])[0]
+
+
+def add_or_merge_many(store: RecordsStore, items: list[tuple[dict, int]]) -> list[tuple[dict, bool]]:
+    """add_or_merge for a batch of (threat, times) in one locked rewrite of
+    the file (a busy analyzer has many threats per second)."""
     now = utc_now_iso()
-    out: dict = {}
+    out: list = []
 
     def change(cur: Any) -> list:
         threats = _as_list(cur, store)
-        key = threat.get("dedupe_key")
-        for t in threats:
-            if key is not None and t.get("status") == "pending" and t.get("dedupe_key") == key:
-                t["count"] = int(t.get("count", 1)) + 1
+        open_by_key = {t.get("dedupe_key"): t for t in threats
+                       if t.get("status") == "pending" and t.get("dedupe_key") is not None}
+        for threat, times in items:
+            t = open_by_key.get(threat.get("dedupe_key"))
+            if t is not None:
+                t["count"] = int(t.get("count", 1)) + times
                 t["last_seen"] = now
                 t["event"] = threat.get("event", t.get("event"))
                 if threat.get("confidence", 0) > t.get("confidence", 0):
                     t["confidence"] = threat["confidence"]
                 if LEVEL_RANK.get(threat.get("level"), 0) > LEVEL_RANK.get(t.get("level"), 0):
                     t["level"] = threat["level"]
-                    t["reason"] = threat.get("reason", t.get("reason"))
-                out.update(t=t, merged=True)
-                return threats
-        new = {"id": uuid.uuid4().hex[:12], "created_at": now, "last_seen": now, "count": 1,
-               "status": "pending", "decided_at": None, "decided_by": None, "note": None}
-        new.update({k: v for k, v in threat.items() if k not in ("id", "status")})
-        threats.append(new)
-        out.update(t=new, merged=False)
+                    for k in ("reason", "category", "recommended_action", "verdict_source",
+                              "rule_ids"):
+                        if k in threat:
+                            t[k] = threat[k]
+                out.append((t, True))
+                continue
+            new = {"id": uuid.uuid4().hex[:12], "created_at": now, "last_seen": now,
+                   "count": times, "status": "pending", "decided_at": None, "decided_by": None,
+                   "note": None}
+            new.update({k: v for k, v in threat.items() if k not in ("id", "status")})
+            threats.append(new)
+            if new.get("dedupe_key") is not None:
+                open_by_key[new["dedupe_key"]] = new
+            out.append((new, False))
         return _trim(threats)
 
     store.update(PENDING_THREATS, change, default=[])
-    return out["t"], out["merged"]
+    return out
 
 
 LEVEL_RANK = {"INFO": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
@@ -109,16 +125,19 @@ def _decide(store: RecordsStore, threat_id: str, status: str, by: str, note: str
 
 
 def approve(store: RecordsStore, threat_id: str, *, by: str = "dashboard", note: str | None = None,
-            ttl_seconds: int | None = None, whitelist=None, protected=None) -> dict:
+            ttl_seconds: int | None = None, whitelist=None, protected=None,
+            source: str | None = None) -> dict:
     """Approve: status approved + a ban command for the threat's target.
     With whitelist and protected given, an unbannable target raises
-    bancheck.BanRefused and the threat stays pending."""
+    bancheck.BanRefused and the threat stays pending. source: the ban
+    command's source (default review:ID; the analyzer's auto-ban uses "auto")."""
     def ban(t: dict) -> None:
         target = t.get("target") or (t.get("event") or {}).get("daddr")
         if not target:
             raise ThreatError(f"threat {threat_id} names no address to ban")
         cmd = {"action": "ban", "ip": target, "reason": f"{t.get('level')} {t.get('category')}: "
-               f"{t.get('reason')}"[:300], "source": f"review:{threat_id}", "threat_id": threat_id}
+               f"{t.get('reason')}"[:300], "source": source or f"review:{threat_id}",
+               "threat_id": threat_id}
         if ttl_seconds:
             cmd["ttl_seconds"] = int(ttl_seconds)
         if whitelist is not None and protected is not None:

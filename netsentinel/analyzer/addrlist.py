@@ -1,0 +1,80 @@
+"""Known-bad destination lists: plain files of IPs/CIDRs, one per line,
+'#' starts a comment. Re-read when the file changes; a bad line is
+reported once (file:line) and skipped, never fatal."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from typing import Callable
+
+from ..addresses import AddressError, canonical, parse_target
+
+CHECK_EVERY = 2.0  # seconds between stat() calls: a list may be long, events are many
+
+
+class AddressList:
+    def __init__(self, path: str, warn: Callable[[str], None]):
+        self.path = path
+        self.warn = warn
+        self._sig = None
+        self._next_check = 0.0
+        # (version, prefixlen) -> set of network numbers, for O(prefix lengths) lookup
+        self._nets: dict[tuple[int, int], set[int]] = {}
+        self.size = 0
+        self.reload()
+
+    def reload(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except OSError as e:
+            if self._sig != "missing":
+                self.warn(f"known-bad list {self.path}: {e.strerror}; treated as empty")
+            self._sig, self._nets, self.size = "missing", {}, 0
+            return
+        sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if sig == self._sig:
+            return
+        self._sig = sig
+        nets: dict[tuple[int, int], set[int]] = {}
+        size = 0
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                text = line.split("#", 1)[0].strip()
+                if not text:
+                    continue
+                try:
+                    net = parse_target(text)
+                except AddressError as e:
+                    self.warn(f"{self.path}:{n}: {e}; line skipped")
+                    continue
+                bits = net.max_prefixlen
+                nets.setdefault((net.version, net.prefixlen), set()).add(
+                    int(net.network_address) >> (bits - net.prefixlen) if net.prefixlen else 0)
+                size += 1
+        self._nets, self.size = nets, size
+
+    def lookup(self, addr: str) -> str | None:
+        """The list entry (canonical form) covering addr, or None."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + CHECK_EVERY
+            self.reload()
+        if not self._nets:
+            return None
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return None
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        value = int(ip)
+        for (version, plen), numbers in self._nets.items():
+            if version != ip.version:
+                continue
+            shift = ip.max_prefixlen - plen
+            if (value >> shift if plen else 0) in numbers:
+                cls = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
+                return canonical(cls((value >> shift << shift, plen)))
+        return None

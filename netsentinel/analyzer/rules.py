@@ -1,0 +1,356 @@
+"""The rule engine: fast, offline, deterministic. Rules are data, in a JSON
+file (rules/default_rules.json, documented in docs/ANALYZER.md); this code
+only knows the rule *kinds*:
+
+  whitelist  the connection is trusted (filter_config.json, or the loader
+             marked it): INFO, and nothing after it is evaluated
+  match      conditions on the event ("when": ports, process names, exe
+             paths, command line, destination CIDRs or known-bad lists)
+  scan       one process or source touching many distinct ports on a host
+             ("measure": "ports") or many hosts ("measure": "hosts") within
+             a sliding window; thresholds come from llm_config.json
+
+Every matching rule contributes; the verdict is the highest level. It is
+"settled" (the LLM is not asked, unless llm_scope is "all") when a rule at
+that level says "settles": true.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..addresses import AddressError, canonical, parse_target
+from ..paths import PROJECT_ROOT
+from ..store import parse_iso
+from .addrlist import AddressList
+from .scan import ProcessHistory, SlidingDistinct
+from .verdict import LEVELS, Verdict, rank
+
+DEFAULT_RULES_PATH = PROJECT_ROOT / "rules" / "default_rules.json"
+KINDS = ("whitelist", "match", "scan")
+CONDITIONS = ("dport_in", "process_in", "exe_prefix", "exe_suffix", "cmdline_regex",
+              "daddr_in", "daddr_in_lists", "uid_in")
+GROUP_FIELDS = ("pid", "ppid", "exe", "comm", "uid", "saddr")
+RULE_KEYS = {"id", "kind", "description", "level", "category", "confidence", "reason",
+             "recommended_action", "settles", "when", "measure", "group_by", "ignore_ports"}
+_FIELD = re.compile(r"\{([^{}]*)\}")
+_TEMPLATE_FIELDS = {"comm", "exe", "daddr", "dport", "port_label", "why", "distinct", "window",
+                    "sample", "entry", "threshold", "host", "who"}
+
+
+class RuleFileError(ValueError):
+    """The rules file is unusable; str() is one line naming the file and rule."""
+
+
+@dataclass
+class RuleOutcome:
+    verdict: Verdict
+    settled: bool
+    whitelisted: bool
+    target: str | None
+    dedupe_key: str | None
+
+
+def _ports(spec: Any, where: str) -> dict[int, str]:
+    """{"23": "Telnet", "6881-6889": "BitTorrent"} or [23, "6881-6889"] -> {port: label}."""
+    items = spec.items() if isinstance(spec, dict) else ((p, "") for p in spec) \
+        if isinstance(spec, list) else None
+    if items is None:
+        raise RuleFileError(f"{where}: ports must be a list or an object of port: label")
+    out: dict[int, str] = {}
+    for key, label in items:
+        text = str(key)
+        try:
+            lo, _, hi = text.partition("-")
+            lo_i, hi_i = int(lo), int(hi or lo)
+        except ValueError:
+            raise RuleFileError(f"{where}: {text!r} is not a port or a range like 6881-6889") from None
+        if not 0 <= lo_i <= hi_i <= 65535:
+            raise RuleFileError(f"{where}: port range {text!r} is outside 0-65535")
+        for p in range(lo_i, hi_i + 1):
+            out[p] = str(label or "")
+    return out
+
+
+def _strings(spec: Any, where: str) -> list[str]:
+    if not isinstance(spec, list) or not all(isinstance(x, str) and x for x in spec):
+        raise RuleFileError(f"{where}: expected a list of strings")
+    return spec
+
+
+class Rule:
+    """One rule of the file, validated and compiled."""
+
+    def __init__(self, raw: Any, index: int, base_dir: Path, extra_lists: list[str],
+                 warn: Callable[[str], None]):
+        where = f"rule #{index + 1}"
+        if not isinstance(raw, dict):
+            raise RuleFileError(f"{where}: must be an object")
+        self.id = raw.get("id")
+        if not isinstance(self.id, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", self.id):
+            raise RuleFileError(f"{where}: id must be lower-case letters, digits, - or _")
+        where = f"rule {self.id!r}"
+        unknown = set(raw) - RULE_KEYS
+        if unknown:
+            raise RuleFileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        self.kind = raw.get("kind", "match")
+        # "default" is the verdict when nothing matches (the file's top-level "default").
+        if self.kind not in KINDS and not (index < 0 and self.kind == "default"):
+            raise RuleFileError(f"{where}: kind must be one of {', '.join(KINDS)}")
+        self.level = raw.get("level", "INFO" if index < 0 else None)
+        if self.level not in LEVELS:
+            raise RuleFileError(f"{where}: level must be one of {', '.join(LEVELS)}")
+        self.category = raw.get("category") or self.id.replace("-", "_")
+        conf = raw.get("confidence", 0.8)
+        if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0 <= conf <= 1:
+            raise RuleFileError(f"{where}: confidence must be a number 0-1")
+        self.confidence = float(conf)
+        self.reason = raw.get("reason") or self.id
+        for name in _FIELD.findall(self.reason):
+            if name not in _TEMPLATE_FIELDS:
+                raise RuleFileError(f"{where}: reason uses unknown field {{{name}}} "
+                                    f"(known: {', '.join(sorted(_TEMPLATE_FIELDS))})")
+        self.recommended_action = raw.get("recommended_action") or "review"
+        self.settles = raw.get("settles", True)
+        if not isinstance(self.settles, bool):
+            raise RuleFileError(f"{where}: settles must be true or false")
+        self.when = raw.get("when") or {}
+        if not isinstance(self.when, dict):
+            raise RuleFileError(f"{where}: when must be an object")
+        if self.kind == "match" and not self.when:
+            raise RuleFileError(f"{where}: a match rule needs at least one condition in when")
+        self._compile_when(where, base_dir, extra_lists, warn)
+        if self.kind == "scan":
+            self.measure = raw.get("measure")
+            if self.measure not in ("ports", "hosts"):
+                raise RuleFileError(f"{where}: a scan rule needs measure \"ports\" or \"hosts\"")
+            groups = raw.get("group_by") or [["pid"]]
+            if not isinstance(groups, list) or not all(
+                    isinstance(g, list) and g and all(f in GROUP_FIELDS for f in g) for g in groups):
+                raise RuleFileError(f"{where}: group_by must be a list of field lists from "
+                                    f"{', '.join(GROUP_FIELDS)}")
+            self.group_by = [tuple(g) for g in groups]
+            self.ignore_ports = set(_ports(raw.get("ignore_ports", []), where))
+            self.windows = SlidingDistinct()
+
+    def _compile_when(self, where: str, base_dir: Path, extra_lists: list[str], warn) -> None:
+        w = self.when
+        unknown = set(w) - set(CONDITIONS)
+        if unknown:
+            raise RuleFileError(f"{where}: unknown condition(s) {', '.join(sorted(unknown))} "
+                                f"(known: {', '.join(CONDITIONS)})")
+        self.ports = _ports(w["dport_in"], where) if "dport_in" in w else None
+        self.procs = {p.lower() for p in _strings(w["process_in"], where)} if "process_in" in w else None
+        self.exe_prefix = tuple(_strings(w["exe_prefix"], where)) if "exe_prefix" in w else None
+        self.exe_suffix = tuple(_strings(w["exe_suffix"], where)) if "exe_suffix" in w else None
+        self.cmdline_re = None
+        if "cmdline_regex" in w:
+            try:
+                self.cmdline_re = re.compile(w["cmdline_regex"], re.I)
+            except (re.error, TypeError) as e:
+                raise RuleFileError(f"{where}: cmdline_regex does not compile: {e}") from None
+        self.nets = None
+        if "daddr_in" in w:
+            try:
+                self.nets = [parse_target(x) for x in _strings(w["daddr_in"], where)]
+            except AddressError as e:
+                raise RuleFileError(f"{where}: {e}") from None
+        self.lists = None
+        if "daddr_in_lists" in w:
+            files = [str(base_dir / f) if not os.path.isabs(f) else f
+                     for f in _strings(w["daddr_in_lists"], where)] + list(extra_lists)
+            self.lists = [AddressList(f, warn) for f in files]
+        self.uids = set(w["uid_in"]) if "uid_in" in w else None
+
+    def match(self, ev: dict) -> dict | None:
+        """Template fields when every condition holds, else None."""
+        fields: dict = {}
+        if self.ports is not None:
+            label = self.ports.get(ev["dport"])
+            if label is None:
+                return None
+            fields["port_label"] = label or f"port {ev['dport']}"
+        if self.procs is not None:
+            exe = ev.get("exe") or ""
+            if (ev.get("comm") or "").lower() not in self.procs and \
+                    os.path.basename(exe).lower() not in self.procs:
+                return None
+        if self.exe_prefix is not None and not (ev.get("exe") or "").startswith(self.exe_prefix):
+            return None
+        if self.exe_suffix is not None and not (ev.get("exe") or "").endswith(self.exe_suffix):
+            return None
+        if self.cmdline_re is not None and not self.cmdline_re.search(ev.get("cmdline") or ""):
+            return None
+        if self.uids is not None and ev.get("uid") not in self.uids:
+            return None
+        if self.nets is not None:
+            hit = _in_nets(ev["daddr"], self.nets)
+            if hit is None:
+                return None
+            fields["entry"] = hit
+        if self.lists is not None:
+            hit = next((h for h in (lst.lookup(ev["daddr"]) for lst in self.lists) if h), None)
+            if hit is None:
+                return None
+            fields["entry"] = hit
+        return fields
+
+    def scan(self, ev: dict, t: float, cfg: dict) -> tuple[dict, tuple] | None:
+        """(template fields, group) when a group crossed its threshold."""
+        window = cfg["scan_window_seconds"]
+        if self.measure == "ports":
+            threshold, sub, value = cfg["scan_port_threshold"], ev["daddr"], ev["dport"]
+        else:
+            if ev["dport"] in self.ignore_ports:
+                return None
+            threshold, sub, value = cfg["scan_host_threshold"], None, ev["daddr"]
+        best = None
+        for fields in self.group_by:
+            values = tuple(ev.get(f) for f in fields)
+            if any(v is None for v in values):
+                continue  # e.g. saddr is null in kprobe mode: that grouping says nothing
+            group = (fields, values)
+            wc = self.windows.observe(group, t, sub, value, window)
+            if wc.distinct >= threshold and best is None:
+                who = ", ".join(f"{f} {v}" for f, v in zip(fields, values))
+                best = ({"distinct": wc.distinct, "window": f"{window:g}", "threshold": threshold,
+                         "sample": ", ".join(map(str, wc.sample)), "host": ev["daddr"],
+                         "who": who}, group,
+                        wc.sample)
+        if best is None:
+            return None
+        fields, group, sample = best
+        return fields, group + (tuple(sample),)
+
+
+def _in_nets(addr: str, nets: list) -> str | None:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    for n in nets:
+        if n.version == ip.version and ip in n:
+            return canonical(n)
+    return None
+
+
+def _sweep_target(daddr: str, hosts: tuple) -> str:
+    """A host sweep inside one /24 (IPv4) or /64 (IPv6) is banned as that
+    network; a wider one names the host that crossed the threshold."""
+    if "." in daddr and ":" not in daddr:
+        # Fast path for the common case (runs for every event of a sweep).
+        prefix = daddr.rsplit(".", 1)[0]
+        if all(isinstance(h, str) and h.rsplit(".", 1)[0] == prefix for h in hosts):
+            return f"{prefix}.0/24"
+        return daddr
+    try:
+        nets = {ipaddress.ip_network((ipaddress.ip_address(h), 64), strict=False)
+                for h in (*hosts, daddr)}
+    except (ValueError, TypeError):
+        return daddr
+    return canonical(nets.pop()) if len(nets) == 1 else daddr
+
+
+class RuleEngine:
+    def __init__(self, path: str | os.PathLike = DEFAULT_RULES_PATH, *,
+                 extra_lists: list[str] | None = None,
+                 warn: Callable[[str], None] = lambda m: None):
+        self.path = Path(path)
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise RuleFileError(f"{self.path}: {e.strerror}") from None
+        except json.JSONDecodeError as e:
+            raise RuleFileError(f"{self.path}: invalid JSON at line {e.lineno} column {e.colno}: "
+                                f"{e.msg}") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("rules"), list):
+            raise RuleFileError(f"{self.path}: must be an object with a \"rules\" list")
+        try:
+            self.rules = [Rule(r, i, self.path.parent, extra_lists or [], warn)
+                          for i, r in enumerate(raw["rules"])]
+            ids = [r.id for r in self.rules]
+            dup = {i for i in ids if ids.count(i) > 1}
+            if dup:
+                raise RuleFileError(f"duplicate rule id(s) {', '.join(sorted(dup))}")
+            default = raw.get("default") or {}
+            if not isinstance(default, dict):
+                raise RuleFileError("default must be an object")
+            self.default = Rule(dict(default, id="default", kind="default"), -1,
+                                self.path.parent, [], warn)
+        except RuleFileError as e:
+            raise RuleFileError(f"{self.path}: {e}") from None
+        self.history = ProcessHistory()
+
+    def evaluate(self, ev: dict, cfg: dict, whitelist=None) -> RuleOutcome:
+        """Judge one connection event (and remember it for scan windows and history)."""
+        t = _event_time(ev)
+        matches: list[tuple[Rule, dict]] = []
+        target, dedupe = ev["daddr"], None
+        for rule in self.rules:
+            if rule.kind == "whitelist":
+                why = ev.get("whitelisted") or (whitelist.match(
+                    daddr=ev["daddr"], dport=ev["dport"], comm=ev.get("comm"), exe=ev.get("exe"))
+                    if whitelist is not None else None)
+                if why:
+                    v = _verdict(rule, ev, {"why": why}, [rule.id])
+                    return RuleOutcome(v, True, True, None, None)
+                continue
+            if rule.kind == "scan":
+                hit = rule.scan(ev, t, cfg)
+                if hit is None:
+                    continue
+                fields, group = hit
+                if rule.measure == "hosts":
+                    target = _sweep_target(ev["daddr"], group[-1])
+                    dedupe = f"sweep|{rule.id}|{'/'.join(group[0])}={'/'.join(map(str, group[1]))}"
+                matches.append((rule, fields))
+                continue
+            fields = rule.match(ev)
+            if fields is not None:
+                matches.append((rule, fields))
+        self.history.add(ev.get("pid"), {"ts": ev.get("ts"), "daddr": ev["daddr"], "dport": ev["dport"]})
+        if not matches:
+            return RuleOutcome(_verdict(self.default, ev, {}, []), self.default.settles, False,
+                               target, destination_key(ev["daddr"]))
+        top = max(rank(r.level) for r, _ in matches)
+        at_top = [(r, f) for r, f in matches if rank(r.level) == top]
+        # A scan names the threat (one scan is one threat) over a rule that also matched.
+        rule, fields = min(at_top, key=lambda rf: rf[0].kind != "scan")
+        v = _verdict(rule, ev, fields, [r.id for r, _ in matches])
+        settled = any(r.settles for r, _ in at_top)
+        if dedupe is None or rule.kind != "scan" or rule.measure != "hosts":
+            dedupe, target = destination_key(ev["daddr"]), ev["daddr"]
+        return RuleOutcome(v, settled, False, target, dedupe)
+
+
+def destination_key(daddr: str) -> str:
+    """Open threats are merged per destination, the address a ban would
+    name: whatever the ports or processes, a suspicious port, the scan that
+    follows it and other programs hitting the same host during the scan
+    are one decision for a person (one scan is one threat). A host sweep
+    is keyed by its sweeping process instead."""
+    return f"dst|{daddr}"
+
+
+def _verdict(rule: Rule, ev: dict, fields: dict, rule_ids: list) -> Verdict:
+    values = {"comm": ev.get("comm"), "exe": ev.get("exe"), "daddr": ev.get("daddr"),
+              "dport": ev.get("dport"), "port_label": f"port {ev.get('dport')}"}
+    values.update(fields)
+    reason = _FIELD.sub(lambda m: str(values.get(m.group(1), "?")), rule.reason)
+    return Verdict(level=rule.level, category=rule.category, confidence=rule.confidence,
+                   reason=reason, recommended_action=rule.recommended_action,
+                   verdict_source="rules", rule_ids=rule_ids, rule_level=rule.level)
+
+
+def _event_time(ev: dict) -> float:
+    try:
+        return parse_iso(ev.get("ts")) or time.time()
+    except (ValueError, TypeError):
+        return time.time()

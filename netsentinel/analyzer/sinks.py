@@ -1,0 +1,176 @@
+"""What the analyzer writes into records/, batched so that no file is
+rewritten per event:
+
+  dashboard_logs.json   bounded window of recent verdicts, rewritten at most
+                        about once a second
+  analyzed_events.jsonl full history, append-only JSON lines, rotating
+  pending_threats.json  HIGH/CRITICAL verdicts through threats.add_or_merge,
+                        duplicates coalesced between flushes (count kept)
+  ban_commands.json     only for auto-ban (off by default)
+
+add() is called from the reader and worker threads and only touches
+memory; flush() runs on the analyzer's flusher thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Callable
+
+from .. import threats
+from ..bancheck import BanRefused
+from ..netinfo import protected_addresses
+from ..store import DASHBOARD_LOGS, RecordsStore, StoreError, utc_now_iso
+from .rules import destination_key
+from .verdict import THREAT_LEVELS, rank
+
+HISTORY = "analyzed_events.jsonl"
+_RUN_ID = uuid.uuid4().hex[:6]
+_SEQ = itertools.count(1)
+LOG_WRITE_EVERY = 1.0
+PROTECTED_REFRESH = 30.0
+
+
+class RecordsSink:
+    def __init__(self, store: RecordsStore, get_cfg: Callable[[], dict],
+                 get_whitelist: Callable[[], object], warn: Callable[[str], None],
+                 history: bool = True):
+        self.store = store
+        self.get_cfg = get_cfg
+        self.get_whitelist = get_whitelist
+        self.warn = warn
+        self.history = history
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._window: deque = deque(maxlen=get_cfg()["log_max_entries"])
+        self._dirty = False
+        self._last_log_write = 0.0
+        self._history_buf: list = []
+        self._threats: dict = {}   # dedupe_key -> [threat, times]
+        self._protected = None
+        self._protected_at = 0.0
+        self._refused_autoban: set = set()
+        self.threats_written = 0
+        self.auto_bans = 0
+        self.write_errors = 0
+
+    # -------------------------------------------------------- from any thread
+    def add(self, entry: dict, threat: dict | None) -> None:
+        with self._lock:
+            self._window.append(entry)
+            self._dirty = True
+            if self.history:
+                self._history_buf.append(entry)
+            if threat is not None:
+                cur = self._threats.get(threat["dedupe_key"])
+                if cur is None:
+                    self._threats[threat["dedupe_key"]] = [threat, 1]
+                else:
+                    best = cur[0]
+                    if rank(threat["level"]) > rank(best["level"]) or (
+                            threat["level"] == best["level"]
+                            and threat.get("confidence", 0) > best.get("confidence", 0)):
+                        cur[0] = threat
+                    else:
+                        best["event"] = threat["event"]  # newest sighting, highest words
+                    cur[1] += 1
+
+    @staticmethod
+    def make_entry(event: dict, verdict: dict, backend: str, cached: bool) -> dict:
+        # A random prefix per run and a counter: unique without a syscall per event.
+        entry = {"id": f"{_RUN_ID}{next(_SEQ):06x}", "ts": utc_now_iso(), **verdict,
+                 "backend": backend, "event": event}
+        if cached:
+            entry["cached"] = True
+        return entry
+
+    # ------------------------------------------------------ flusher thread
+    def flush(self, force: bool = False) -> None:
+        with self._flush_lock:
+            try:
+                self._flush_threats()
+                self._flush_history()
+                self._flush_logs(force)
+            except StoreError as e:
+                self.write_errors += 1
+                self.warn(f"records write failed: {e} (will retry)")
+
+    def _flush_logs(self, force: bool) -> None:
+        now = time.monotonic()
+        maxlen = self.get_cfg()["log_max_entries"]
+        with self._lock:
+            if self._window.maxlen != maxlen:
+                self._window = deque(self._window, maxlen=maxlen)
+                self._dirty = True
+            if not self._dirty or (not force and now - self._last_log_write < LOG_WRITE_EVERY):
+                return
+            entries = list(self._window)
+            self._dirty = False
+        self._last_log_write = now
+        self.store.write(DASHBOARD_LOGS, {"updated_at": utc_now_iso(), "max_entries": maxlen,
+                                          "entries": entries})
+
+    def _flush_history(self) -> None:
+        with self._lock:
+            buf, self._history_buf = self._history_buf, []
+        if buf:
+            self.store.append_jsonl_many(HISTORY, buf)
+
+    def _flush_threats(self) -> None:
+        with self._lock:
+            batch, self._threats = self._threats, {}
+        if not batch:
+            return
+        cfg = self.get_cfg()
+        results = threats.add_or_merge_many(self.store, [(t, n) for t, n in batch.values()])
+        self.threats_written += len(results)
+        for stored, _ in results:
+            if (cfg["auto_ban_critical"] and stored.get("status") == "pending"
+                    and stored.get("level") == "CRITICAL"
+                    and float(stored.get("confidence") or 0) >= cfg["auto_ban_min_confidence"]):
+                self._auto_ban(stored, cfg)
+
+    def _auto_ban(self, threat: dict, cfg: dict) -> None:
+        now = time.monotonic()
+        if self._protected is None or now - self._protected_at > PROTECTED_REFRESH:
+            wl = self.get_whitelist()
+            self._protected = protected_addresses(wl.config["protect_ssh_ports"])
+            self._protected_at = now
+        try:
+            threats.approve(self.store, threat["id"], by="auto-ban", source="auto",
+                            ttl_seconds=cfg["auto_ban_ttl_seconds"],
+                            whitelist=self.get_whitelist(), protected=self._protected,
+                            note=f"auto_ban_critical: confidence {threat.get('confidence')} >= "
+                                 f"{cfg['auto_ban_min_confidence']}")
+            self.auto_bans += 1
+            self.warn(f"auto-ban: {threat.get('target')} for {cfg['auto_ban_ttl_seconds']}s "
+                      f"(threat {threat['id']}, {threat.get('category')})")
+        except BanRefused as e:
+            if threat["id"] not in self._refused_autoban:
+                self._refused_autoban.add(threat["id"])
+                self.warn(f"auto-ban of {threat.get('target')} refused: {e}; threat {threat['id']} "
+                          "stays pending for a person")
+        except threats.ThreatError:
+            pass  # decided by a person meanwhile
+
+    def pending_threat_batch(self) -> int:
+        with self._lock:
+            return len(self._threats)
+
+
+def threat_from(entry: dict, target: str | None, dedupe_key: str | None) -> dict | None:
+    """The pending-threat record for a HIGH/CRITICAL verdict, else None."""
+    if entry["level"] not in THREAT_LEVELS:
+        return None
+    event = entry["event"]
+    return {"level": entry["level"], "category": entry["category"],
+            "confidence": entry["confidence"], "reason": entry["reason"],
+            "recommended_action": entry["recommended_action"],
+            "verdict_source": entry["verdict_source"], "backend": entry["backend"],
+            "rule_ids": entry.get("rule_ids", []), "event": event,
+            "target": target or event.get("daddr"),
+            "dedupe_key": dedupe_key or destination_key(event.get("daddr"))}

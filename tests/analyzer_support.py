@@ -1,0 +1,89 @@
+"""Helpers for the analyzer tests: connection events, running the real
+llm_analyzer.py as a process, reading what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ANALYZER = ROOT / "llm_analyzer.py"
+T0 = datetime(2026, 11, 21, 22, 40, tzinfo=timezone.utc)
+
+BASE_EVENT = {
+    "v": 1, "type": "connection", "ts": "", "pid": 4242, "tid": 4242, "ppid": 100, "uid": 1000,
+    "comm": "curl", "exe": "/usr/bin/curl", "cmdline": "curl http://10.0.0.5:8000/",
+    "proc_error": None, "family": "ipv4", "saddr": "10.0.0.1", "sport": None,
+    "daddr": "10.0.0.5", "dport": 8000, "mode": "tracepoint",
+}
+
+
+def ts(seconds: float = 0.0) -> str:
+    return (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def conn(at: float = 0.0, **fields) -> dict:
+    """A connection event `at` seconds after T0."""
+    return dict(BASE_EVENT, ts=ts(at), **fields)
+
+
+def lines(events) -> str:
+    return "".join((e if isinstance(e, str) else json.dumps(e)) + "\n" for e in events)
+
+
+def analyzer_env(tmp_path: Path, **extra) -> dict:
+    """An environment that sees nothing of this machine's own setup: its
+    own whitelist file, no API key, an Ollama host where nothing listens."""
+    env = dict(os.environ)
+    env.update(NETSENTINEL_CONFIG=str(tmp_path / "filter_config.json"),
+               ZHIPUAI_API_KEY="", OLLAMA_HOST="http://127.0.0.1:9", PYTHONUNBUFFERED="1")
+    env.pop("NETSENTINEL_RECORDS", None)
+    env.update(extra)
+    return env
+
+
+def run_analyzer(tmp_path: Path, args: list[str], stdin_text: str = "", *, timeout: float = 60,
+                 records: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    records = records or tmp_path / "records"
+    return subprocess.run([sys.executable, str(ANALYZER), "--records", str(records), *args],
+                          input=stdin_text, capture_output=True, text=True, timeout=timeout,
+                          env=env or analyzer_env(tmp_path), cwd=tmp_path)
+
+
+def start_analyzer(tmp_path: Path, args: list[str], *, records: Path | None = None,
+                   env: dict | None = None) -> subprocess.Popen:
+    records = records or tmp_path / "records"
+    return subprocess.Popen([sys.executable, str(ANALYZER), "--records", str(records), *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env or analyzer_env(tmp_path), cwd=tmp_path)
+
+
+def read(records: Path, name: str, default=None):
+    p = records / name
+    if not p.exists():
+        return default
+    return json.loads(p.read_text())
+
+
+def wait_for(fn, timeout: float = 10.0, every: float = 0.05):
+    """Poll fn until it returns something truthy; return it (or the last value)."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+        except (OSError, ValueError, KeyError, TypeError):
+            value = None
+        if value:
+            return value
+        time.sleep(every)
+    return value
+
+
+def pending(records: Path) -> list[dict]:
+    return [t for t in read(records, "pending_threats.json", []) if t["status"] == "pending"]

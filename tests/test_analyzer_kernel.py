@@ -1,0 +1,71 @@
+"""The real pipeline, kernel included: `unified_ebpf.py --no-xdp |
+llm_analyzer.py --backend rules` (monitor only: the loader attaches its
+connection tracepoint/kprobe and nothing on any interface). One process
+scanning 30 ports of 127.0.0.2 must give exactly one CRITICAL pending
+threat whose target is the scanned host."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from analyzer_support import ANALYZER, ROOT, analyzer_env, pending, read, wait_for
+from netlab import kernel_test_skip_reason
+
+SKIP = kernel_test_skip_reason()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
+
+SCANNER = textwrap.dedent("""
+    import socket
+    for port in range(20000, 20030):
+        s = socket.socket()
+        s.settimeout(0.5)
+        try:
+            s.connect(("127.0.0.2", port))
+        except OSError:
+            pass
+        s.close()
+""")
+
+
+def test_loader_to_analyzer_port_scan_is_one_critical_threat(tmp_path):
+    records = tmp_path / "records"
+    records.mkdir()
+    cfg = tmp_path / "filter_config.json"
+    cfg.write_text("{}")
+    env = analyzer_env(tmp_path)
+    loader = subprocess.Popen([sys.executable, "-u", str(ROOT / "unified_ebpf.py"), "--no-xdp",
+                               "--records", str(records), "--config", str(cfg)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    analyzer = subprocess.Popen([sys.executable, "-u", str(ANALYZER), "--records", str(records),
+                                 "--config", str(cfg), "--backend", "rules",
+                                 "--status-interval", "0.3"],
+                                stdin=loader.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, cwd=ROOT)
+    loader.stdout.close()  # the analyzer holds the read end now
+    try:
+        started = wait_for(lambda: read(records, "analyzer_status.json")["input"]["other_events"]
+                           .get("startup"), timeout=60)
+        assert started, loader.stderr.read1().decode(errors="replace") if loader.poll() else "no startup"
+        scan = subprocess.run([sys.executable, "-c", SCANNER], timeout=60)
+        assert scan.returncode == 0
+        crit = wait_for(lambda: [t for t in pending(records) if t["level"] == "CRITICAL"], timeout=15)
+        assert crit, read(records, "dashboard_logs.json")
+    finally:
+        loader.send_signal(signal.SIGTERM)
+        loader.wait(timeout=30)
+        out, err = analyzer.communicate(timeout=30)
+    assert analyzer.returncode == 0, err
+    scans = [t for t in pending(records) if t["level"] == "CRITICAL"]
+    assert len(scans) == 1, scans
+    (t,) = scans
+    assert t["target"] == "127.0.0.2" and t["category"] == "port_scan"
+    assert t["event"]["daddr"] == "127.0.0.2" and t["event"]["comm"].startswith("python")
+    assert t["count"] == 30 - 14   # from the 15th port on
+    status = read(records, "analyzer_status.json")
+    assert status["input"]["invalid_lines"] == 0
+    assert status["input"]["other_events"].get("shutdown") == 1
