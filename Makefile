@@ -4,11 +4,12 @@ PY      := .venv/bin/python
 IFACE   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test clean-records help
+.PHONY: install run test demo help
 
 help:
 	@echo "sudo make run  [IFACE=eth0]  install if needed, start loader | analyzer + dashboard"
 	@echo "sudo make test               install if needed, run the whole test suite (kernel tests too)"
+	@echo "sudo make demo               the whole system in a namespace lab (Ctrl-C cleans up)"
 	@echo "sudo make install            only install"
 
 install:
@@ -19,3 +20,6 @@ run: install
 
 test: install
 	$(PY) -m pytest tests/ -ra $(PYTEST_ARGS)
+
+demo: install
+	$(PY) scripts/demo.py $(DEMO_ARGS)
