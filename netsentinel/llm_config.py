@@ -60,6 +60,13 @@ DEFAULT_LLM_CONFIG: dict[str, Any] = {
     "auto_ban_critical": False,
     "auto_ban_min_confidence": 0.9,
     "auto_ban_ttl_seconds": 3600,
+    # Inbound floods (flow events; netsentinel/floods.py). A CRITICAL flood is
+    # banned at once for flood_ban_ttl_seconds unless auto_block_floods is off;
+    # with an LLM in force it is also asked to propose filter rules for review.
+    "auto_block_floods": True,
+    "flood_ban_ttl_seconds": 600,
+    "flood_thresholds": {},    # per-kind overrides, e.g. {"icmp_flood": {"critical": 2000}}
+    "propose_rules_on_flood": True,
     "log_max_entries": 2000,   # dashboard_logs.json window
     "known_bad_files": [],     # extra files of IPs/CIDRs, one per line
     "hf_device": "auto",
@@ -140,7 +147,18 @@ def _check_files(key: str, value: Any) -> list[str]:
     return [x.strip() for x in value]
 
 
-_CHECKS.update(model=_check_model, auto_ban_critical=_check_bool, known_bad_files=_check_files)
+def _check_flood_thresholds(key: str, value: Any) -> dict:
+    from .floods import merge_thresholds  # light: pure Python
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be an object like {{\"icmp_flood\": {{\"critical\": 2000}}}}")
+    merge_thresholds(value)  # raises ValueError with the reason
+    return value
+
+
+_CHECKS.update(model=_check_model, auto_ban_critical=_check_bool, known_bad_files=_check_files,
+               auto_block_floods=_check_bool, propose_rules_on_flood=_check_bool,
+               flood_thresholds=_check_flood_thresholds,
+               flood_ban_ttl_seconds=lambda k, v: _number(k, v, 1, 7 * 86400, integer=True))
 
 
 def validate_llm_config(raw: Any, base: dict | None = None) -> dict:

@@ -15,10 +15,14 @@ import time
 from collections import deque
 from typing import IO, Callable
 
+from .. import proposals
+from ..floods import FloodDetector
+from ..flowmodel import FlowModel
 from ..llm_config import LLM_BACKENDS, probe_backend, resolve_model
+from ..netinfo import protected_addresses
 from ..store import ANALYZER_STATUS, RecordsStore, StoreError, utc_now_iso
 from ..whitelist import Whitelist, WhitelistFile
-from .backends import BackendManager, choose_auto
+from .backends import BackendError, BackendManager, choose_auto
 from .inputs import BadLine, RateLimitedWarn, parse_line
 from .rules import RuleEngine
 from .settings import CHECK_EVERY, SettingsWatcher
@@ -27,6 +31,7 @@ from .verdict import LEVELS, Verdict
 from .worker import Job, LLMWorker
 
 FLUSH_EVERY = 0.25
+PROPOSE_EVERY_S = 600.0  # at most one LLM rule proposal per flooding source per this
 
 
 class Analyzer:
@@ -57,6 +62,13 @@ class Analyzer:
         self.manager = BackendManager(warn)
         self.worker = LLMWorker(self.llm_cfg, self.manager, self.deliver, warn)
         self.sink = RecordsSink(store, settings.current, self.whitelist, warn, history)
+        self._flood_detector: tuple[int, FloodDetector] | None = None
+        self._proposed: dict[str, float] = {}
+        try:
+            self._flow_model: FlowModel | None = FlowModel.load()
+        except (OSError, ValueError) as e:
+            self._flow_model = None
+            warn(f"flow classifier unavailable ({e}); flood thresholds only")
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="records-flusher",
                                          daemon=True)
@@ -161,8 +173,63 @@ class Analyzer:
             self.loader["started"] = ev["ts"]
         elif t == "shutdown":
             self.loader["stopped"] = ev["ts"]
-        elif t in ("ban_rejected", "warning"):
+        elif t == "flow":
+            self.handle_flow(ev)
+        elif t in ("ban_rejected", "rule_rejected", "warning"):
             self.warn(f"loader {t}: {ev.get('error') or ev.get('message')}")
+
+    # ------------------------------------------------------------- floods
+    def floods(self, cfg: dict) -> FloodDetector:
+        gen = self.settings.generation
+        if self._flood_detector is None or self._flood_detector[0] != gen:
+            self._flood_detector = (gen, FloodDetector(cfg["flood_thresholds"], self._flow_model))
+        return self._flood_detector[1]
+
+    def handle_flow(self, ev: dict) -> None:
+        """An inbound per-source window: a flood becomes a threat (one per
+        source and kind), auto-blocked when CRITICAL (auto_block_floods)."""
+        if not isinstance(ev.get("src"), str):
+            return
+        cfg = self.settings.current()
+        self._track_settings(cfg)
+        v = self.floods(cfg).judge(ev)
+        if v is None:
+            return
+        verdict = {"level": v.level, "category": v.category, "confidence": v.confidence,
+                   "reason": v.reason, "verdict_source": "rules", "rule_ids": [f"flood:{v.category}"],
+                   "recommended_action": "ban the source" if v.level != "MEDIUM" else "watch the source",
+                   "detector": v.source, "model_label": v.model_label,
+                   "model_confidence": v.model_confidence}
+        entry = RecordsSink.make_entry(ev, verdict, "rules", False)
+        threat = threat_from(entry, ev["src"], f"flood|{v.category}|{ev['src']}")
+        if threat is not None:
+            threat["kind"] = "flood"
+        self.sink.add(entry, threat)
+        self._tally(v.level, "rules")
+        if v.level == "CRITICAL" and cfg["propose_rules_on_flood"] and self._backend in LLM_BACKENDS:
+            now = time.monotonic()
+            if now - self._proposed.get(ev["src"], -PROPOSE_EVERY_S) >= PROPOSE_EVERY_S:
+                self._proposed[ev["src"]] = now
+                threading.Thread(target=self._propose_rules, args=(ev, v), daemon=True,
+                                 name="rule-proposal").start()
+
+    def _propose_rules(self, ev: dict, v) -> None:
+        """Ask the LLM for filter rules against this flood; a person reviews them."""
+        cfg = self.llm_cfg()
+        wl = self.whitelist()
+        try:
+            backend = self.manager.get(cfg)
+            p = proposals.propose(
+                self.store, lambda messages: backend.ask(messages, cfg), [ev],
+                backend=backend.describe(), protected=protected_addresses(wl.config["protect_ssh_ports"]),
+                ssh_ports=wl.config["protect_ssh_ports"], context=v.reason,
+                trigger={"kind": "flood", "src": ev["src"], "category": v.category})
+        except (proposals.ProposalError, BackendError, StoreError) as e:
+            self.warn(f"no rule proposal for the {v.category} from {ev['src']}: {e}")
+            return
+        valid = sum(r["valid"] for r in p["rules"])
+        self.warn(f"rule proposal {p['id']} for the {v.category} from {ev['src']}: {valid} valid "
+                  f"rule(s) of {len(p['rules'])}, waiting for review")
 
     # ---------------------------------------------------------- verdicts
     def deliver(self, job: Job, verdict: Verdict, cached: bool) -> None:
@@ -171,10 +238,13 @@ class Analyzer:
         entry = RecordsSink.make_entry(job.event, verdict.as_dict(), backend, cached)
         threat = threat_from(entry, job.extra.get("target"), job.extra.get("dedupe_key"))
         self.sink.add(entry, threat)
+        self._tally(verdict.level, verdict.verdict_source)
+
+    def _tally(self, level: str, source: str) -> None:
         sec = int(time.monotonic())
         with self._lock:
-            self.counts[verdict.level] += 1
-            self.sources[verdict.verdict_source] += 1
+            self.counts[level] += 1
+            self.sources[source] += 1
             if self._per_second and self._per_second[-1][0] == sec:
                 self._per_second[-1][1] += 1
             else:

@@ -6,7 +6,8 @@ rewritten per event:
   analyzed_events.jsonl full history, append-only JSON lines, rotating
   pending_threats.json  HIGH/CRITICAL verdicts through threats.add_or_merge,
                         duplicates coalesced between flushes (count kept)
-  ban_commands.json     only for auto-ban (off by default)
+  ban_commands.json     only for auto-ban (off by default) and for CRITICAL
+                        inbound floods (auto_block_floods, on by default)
 
 add() is called from the reader and worker threads and only touches
 memory; flush() runs on the analyzer's flusher thread.
@@ -129,25 +130,33 @@ class RecordsSink:
         results = threats.add_or_merge_many(self.store, [(t, n) for t, n in batch.values()])
         self.threats_written += len(results)
         for stored, _ in results:
-            if (cfg["auto_ban_critical"] and stored.get("status") == "pending"
-                    and stored.get("level") == "CRITICAL"
-                    and float(stored.get("confidence") or 0) >= cfg["auto_ban_min_confidence"]):
+            if stored.get("status") != "pending" or stored.get("level") != "CRITICAL":
+                continue
+            if stored.get("kind") == "flood":
+                if cfg["auto_block_floods"]:
+                    self._auto_ban(stored, cfg, flood=True)
+            elif (cfg["auto_ban_critical"]
+                  and float(stored.get("confidence") or 0) >= cfg["auto_ban_min_confidence"]):
                 self._auto_ban(stored, cfg)
 
-    def _auto_ban(self, threat: dict, cfg: dict) -> None:
+    def _auto_ban(self, threat: dict, cfg: dict, flood: bool = False) -> None:
         now = time.monotonic()
         if self._protected is None or now - self._protected_at > PROTECTED_REFRESH:
             wl = self.get_whitelist()
             self._protected = protected_addresses(wl.config["protect_ssh_ports"])
             self._protected_at = now
+        if flood:
+            ttl, by, source = cfg["flood_ban_ttl_seconds"], "auto-block", "auto-flood"
+            note = "auto_block_floods: CRITICAL flood"
+        else:
+            ttl, by, source = cfg["auto_ban_ttl_seconds"], "auto-ban", "auto"
+            note = (f"auto_ban_critical: confidence {threat.get('confidence')} >= "
+                    f"{cfg['auto_ban_min_confidence']}")
         try:
-            threats.approve(self.store, threat["id"], by="auto-ban", source="auto",
-                            ttl_seconds=cfg["auto_ban_ttl_seconds"],
-                            whitelist=self.get_whitelist(), protected=self._protected,
-                            note=f"auto_ban_critical: confidence {threat.get('confidence')} >= "
-                                 f"{cfg['auto_ban_min_confidence']}")
+            threats.approve(self.store, threat["id"], by=by, source=source, ttl_seconds=ttl,
+                            whitelist=self.get_whitelist(), protected=self._protected, note=note)
             self.auto_bans += 1
-            self.warn(f"auto-ban: {threat.get('target')} for {cfg['auto_ban_ttl_seconds']}s "
+            self.warn(f"{by}: {threat.get('target')} for {ttl}s "
                       f"(threat {threat['id']}, {threat.get('category')})")
         except BanRefused as e:
             if threat["id"] not in self._refused_autoban:

@@ -1,0 +1,89 @@
+"""The analyzer on `flow` events: real lab windows (ml/data/flows.jsonl)
+through the real llm_analyzer.py process. CRITICAL floods are auto-blocked
+with a TTL by default (floods only), can be switched to review, normal
+traffic is left alone, and with an LLM in force a rule proposal waits."""
+
+import json
+
+from analyzer_support import analyzer_env, read, run_analyzer, start_analyzer, wait_for
+from llm_standins import StandinServer
+from netsentinel.store import BAN_COMMANDS, PENDING_THREATS
+from test_floods import ROWS
+
+
+def windows(label, variant=None):
+    return [dict(r["event"]) for r in ROWS if r["label"] == label and variant in (None, r["variant"])]
+
+
+def feed(events) -> str:
+    return "".join(json.dumps(e) + "\n" for e in events)
+
+
+def test_critical_flood_is_auto_blocked_with_a_ttl(tmp_path):
+    flood = windows("icmp_flood", "u100")[:3]
+    normal = windows("normal")[:20]
+    r = run_analyzer(tmp_path, ["--backend", "rules"], feed(normal + flood))
+    assert r.returncode == 0, r.stderr
+    rec = tmp_path / "records"
+    threats = read(rec, PENDING_THREATS)
+    assert len(threats) == 1, threats
+    t = threats[0]
+    assert (t["kind"], t["category"], t["level"]) == ("flood", "icmp_flood", "CRITICAL")
+    assert t["target"] == flood[0]["src"] and t["count"] == 3
+    assert t["status"] == "approved" and t["decided_by"] == "auto-block"
+    cmd = read(rec, BAN_COMMANDS)
+    assert cmd == [dict(cmd[0], action="ban", ip=flood[0]["src"], source="auto-flood", ttl_seconds=600)]
+    assert "auto-block" in r.stderr
+
+
+def test_auto_block_off_leaves_floods_for_review(tmp_path):
+    rec = tmp_path / "records"
+    rec.mkdir()
+    (rec / "llm_config.json").write_text(json.dumps({"auto_block_floods": False,
+                                                     "flood_ban_ttl_seconds": 60}))
+    r = run_analyzer(tmp_path, ["--backend", "rules"], feed(windows("syn_flood", "u100")[:2]))
+    assert r.returncode == 0, r.stderr
+    t = read(rec, PENDING_THREATS)[0]
+    assert (t["category"], t["level"], t["status"]) == ("syn_flood", "CRITICAL", "pending")
+    assert read(rec, BAN_COMMANDS) is None
+
+
+def test_each_kind_and_normal_traffic(tmp_path):
+    kinds = ["ssdp_flood", "reflection", "udp_flood", "port_scan"]
+    events = windows("normal") + [w for k in kinds for w in windows(k)]
+    r = run_analyzer(tmp_path, ["--backend", "rules"], feed(events))
+    assert r.returncode == 0, r.stderr
+    threats = read(tmp_path / "records", PENDING_THREATS)
+    assert {t["category"] for t in threats} == set(kinds)
+    normal_srcs = {e["src"] for e in windows("normal")}
+    assert not [t for t in threats if t["target"] in normal_srcs]
+    logs = read(tmp_path / "records", "dashboard_logs.json")["entries"]
+    assert not [e for e in logs if e["event"]["src"] in normal_srcs and e["level"] != "MEDIUM"]
+
+
+def test_bad_flood_thresholds_are_refused_and_the_previous_stay(tmp_path):
+    rec = tmp_path / "records"
+    rec.mkdir()
+    (rec / "llm_config.json").write_text(json.dumps({"flood_thresholds": {"icmp_flood": {"critical": -5}}}))
+    r = run_analyzer(tmp_path, ["--backend", "rules"], feed(windows("icmp_flood", "u100")[:1]))
+    assert r.returncode == 0
+    assert "non-negative" in r.stderr
+    assert read(rec, PENDING_THREATS)[0]["level"] == "CRITICAL"
+
+
+def test_flood_with_an_llm_in_force_leaves_a_rule_proposal(tmp_path):
+    answer = {"summary": "ICMP echo flood", "rules": [
+        {"action": "drop", "src": windows("icmp_flood", "u100")[0]["src"], "proto": "icmp",
+         "icmp_type": 8, "reason": "echo flood"}]}
+    with StandinServer(lambda req: (200, json.dumps(answer)
+                                    if "FLOW_DATA" in json.dumps(req) else '{"level": "INFO"}')) as s:
+        env = analyzer_env(tmp_path, OLLAMA_HOST=s.url)
+        p = start_analyzer(tmp_path, ["--backend", "ollama", "--model", "standin-model"], env=env)
+        p.stdin.write(feed(windows("icmp_flood", "u100")[:2]))
+        p.stdin.flush()
+        rec = tmp_path / "records"
+        props = wait_for(lambda: read(rec, "rule_proposals.json"), 15)
+        p.stdin.close()
+        assert p.wait(timeout=30) == 0
+    assert props and props[0]["status"] == "pending" and props[0]["rules"][0]["valid"]
+    assert props[0]["trigger"]["category"] == "icmp_flood"
