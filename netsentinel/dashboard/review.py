@@ -1,0 +1,115 @@
+"""Review: pending HIGH/CRITICAL threats, each with its evidence; Approve
+writes a ban command (checked like the loader checks it), Reject may trust
+the destination instead. Nothing is ever decided on a timeout."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from .. import threats
+from .context import Ctx
+from .data import ago
+from .ui import LEVEL_ICONS, act, code, loader_hint, md, ttl_seconds, ttl_select
+
+LEVEL_ORDER = {"CRITICAL": 0, "HIGH": 1}
+RECENT_DECIDED = 20
+
+
+def target_of(t: dict) -> str:
+    return t.get("target") or (t.get("event") or {}).get("daddr") or "?"
+
+
+def _approve(ctx: Ctx, tid: str) -> None:
+    def do() -> str:
+        wl = ctx.whitelist_for_write()
+        t = threats.approve(ctx.store, tid, by="dashboard", note=st.session_state.get(f"note_{tid}"),
+                            ttl_seconds=ttl_seconds(f"ttl_{tid}"), whitelist=wl,
+                            protected=ctx.protected(wl))
+        return f"Approved: ban of {t['ban_command']['ip']} queued; {loader_hint(ctx)}"
+    act(do, refused="Ban refused: {}. The threat stays pending: reject it, or ban by hand.")
+
+
+def _reject(ctx: Ctx, tid: str) -> None:
+    trust = st.session_state.get(f"trust_{tid}", False)
+
+    def do() -> str:
+        t = threats.reject(ctx.store, tid, by="dashboard", note=st.session_state.get(f"note_{tid}"),
+                           whitelist_file=ctx.whitelist_file if trust else None)
+        extra = f"; {t['whitelisted']} is now trusted" if t.get("whitelisted") else ""
+        return f"Rejected threat against {target_of(t)}{extra}."
+    act(do)
+
+
+def evidence(t: dict) -> None:
+    ev = t.get("event") if isinstance(t.get("event"), dict) else {}
+
+    def g(key: str) -> str:
+        return md(ev.get(key) if ev.get(key) is not None else "?")
+
+    left, right = st.columns(2)
+    left.markdown(
+        f"**Process** {code(ev.get('comm') or '?')} pid {g('pid')} (parent {g('ppid')}, uid {g('uid')})"
+        f"  \n**Executable** {code(ev.get('exe') or '?')}  \n"
+        f"**Command line** {code(ev.get('cmdline') or '?')}")
+    right.markdown(
+        f"**Connection** {g('saddr')} → {g('daddr')}:{g('dport')} ({g('family')})  \n"
+        f"**Seen** {md(t.get('count', 1))}× · first {ago(t.get('created_at'))} · last "
+        f"{ago(t.get('last_seen'))}  \n**Verdict by** {md(t.get('verdict_source', '?'))} "
+        f"({md(t.get('backend', '?'))}), confidence {md(t.get('confidence', '?'))}, rules "
+        f"{md(', '.join(map(str, t.get('rule_ids') or [])) or '-')}")
+    with st.expander("Raw threat record"):
+        st.json(t, expanded=False)
+
+
+def threat_card(ctx: Ctx, t: dict) -> None:
+    tid = str(t.get("id"))
+    level = t.get("level", "?")
+    with st.container(border=True):
+        st.markdown(f"### {LEVEL_ICONS.get(level, '')} {md(level)} · {md(t.get('category', '?'))} → "
+                    f"{code(target_of(t))}")
+        st.markdown(f"**Why:** {md(t.get('reason') or '-')}")
+        st.markdown(f"**Recommended:** {md(t.get('recommended_action') or '-')}")
+        if t.get("note"):
+            st.caption(md(t["note"]))
+        evidence(t)
+        with st.form(f"decide_{tid}", border=False):
+            c1, c2, c3 = st.columns([1, 2, 2])
+            with c1:
+                ttl_select(f"ttl_{tid}", "Ban expires after")
+            c2.text_input("Note (optional)", key=f"note_{tid}")
+            c3.checkbox(f"On reject, also trust {md(target_of(t))}", key=f"trust_{tid}",
+                        help="adds it to the whitelist in filter_config.json")
+            b1, b2, _ = st.columns([1, 1, 4])
+            with b1:
+                st.form_submit_button("Approve (ban)", type="primary", key=f"approve_{tid}",
+                                      on_click=_approve, args=(ctx, tid))
+            with b2:
+                st.form_submit_button("Reject", key=f"reject_{tid}", on_click=_reject,
+                                      args=(ctx, tid))
+
+
+def decided(ctx: Ctx) -> None:
+    done = [t for t in ctx.snap.threats if t.get("status") in ("approved", "rejected")]
+    done.sort(key=lambda t: t.get("decided_at") or "", reverse=True)
+    with st.expander(f"Recently decided ({min(len(done), RECENT_DECIDED)} of {len(done)})"):
+        rows = [{"decided": t.get("decided_at"), "status": t.get("status"), "by": t.get("decided_by"),
+                 "level": t.get("level"), "target": target_of(t), "category": t.get("category"),
+                 "note": t.get("note"), "whitelisted": t.get("whitelisted"),
+                 "ban ttl": (t.get("ban_command") or {}).get("ttl_seconds")}
+                for t in done[:RECENT_DECIDED]]
+        st.dataframe(rows, hide_index=True, key="decided_table")
+
+
+def render(ctx: Ctx) -> None:
+    st.header("Review")
+    # CRITICAL first; within a level, the most recently seen first.
+    pending = sorted(ctx.snap.pending, key=lambda t: str(t.get("last_seen") or ""), reverse=True)
+    pending.sort(key=lambda t: LEVEL_ORDER.get(t.get("level"), 2))
+    if not pending:
+        st.success("Nothing waits for a decision.")
+    else:
+        st.caption(f"{len(pending)} pending. Approve writes a ban command to ban_commands.json "
+                   "(the loader applies it); Reject records the decision.")
+    for t in pending:
+        threat_card(ctx, t)
+    decided(ctx)
