@@ -227,13 +227,27 @@ class Demo:
         flood = subprocess.Popen(["ip", "netns", "exec", lab.peer, "timeout", "-s", "INT", "5", "hping3",
                                   "-q", "--icmp", "-i", "u500", "-a", self.flooder, lab.dut4],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        seen = self.wait("flood detection", lambda: [t for t in threats.list_threats(self.store)
-                                                     if t.get("target") == self.flooder], 8)
+        t0 = time.monotonic()
+
+        def flood_threat():
+            return next((t for t in threats.list_threats(self.store) if t.get("target") == self.flooder), None)
+        first = self.wait("flood detection", flood_threat, 8)
+        if first:
+            self.say(f"detected {time.monotonic() - t0:.1f}s after the flood started: "
+                     f"{first['level']} {first['category']}")
+        # The first window may be partial (HIGH); a full one is CRITICAL and auto-blocked.
+        done = self.wait("the automatic block", lambda: (flood_threat() or {}).get("status") == "approved"
+                         and flood_threat(), 8)
         flood.wait(timeout=20)
+        seen = [done or flood_threat()] if (done or flood_threat()) else []
         if seen:
             t = seen[0]
-            self.say(f"{t['level']} {t['category']}: {t['reason'][:70]} ({t['status']})")
-            self.results["flood"] = {"level": t["level"], "status": t["status"]}
+            self.say(f"{t['level']} {t['category']}: {t['reason'][:70]}")
+            ban = (read_json(self.records / "banned_ips.json") or {}).get(self.flooder, {})
+            self.say(f"{t['status']} by {t['decided_by'] or 'nobody yet'}; "
+                     f"{ban.get('drops', 0)} flood packets dropped at XDP, ban expires {ban.get('expires_at')}")
+            self.results["flood"] = {"level": t["level"], "status": t["status"],
+                                     "drops": ban.get("drops", 0)}
         else:
             self.say(f"the analyzer raised no flood threat ({len(self.pending()) - before} new "
                      "threats); flow events are in the loader's stream")
@@ -282,7 +296,10 @@ def main(argv=None) -> int:
 
     def stop(signum, _frame):
         raise KeyboardInterrupt
+    # Installed explicitly: a shell that starts us in the background hands
+    # us SIGINT ignored, and Ctrl-C / SIGTERM must always clean up.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     code = 0
     try:
         demo.start()

@@ -22,6 +22,7 @@ def test_demo_runs_start_to_finish_and_cleans_up():
     assert result["blocked_connect"]["errno"] == 1          # EPERM, at once
     assert result["blocked_connect"]["ms"] < 100
     assert result["drops"] >= 1
+    assert result["flood"]["status"] == "approved" and result["flood"]["drops"] > 100
     assert "[9/9] Done" in r.stdout
     after = set(sh("ip", "netns", "list").stdout.split())
     assert not {n for n in after - before if n.startswith(("nsdut", "nspeer"))}
