@@ -23,3 +23,8 @@ test: install
 
 demo: install
 	$(PY) scripts/demo.py $(DEMO_ARGS)
+
+# Benchmarks (docs/benchmarks.md): drop rate, ban latency, event capture; several minutes.
+.PHONY: bench
+bench: install
+	.venv/bin/python bench/run_all.py

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""bench/ban_latency.py - how long from writing a ban to the ban biting?
+
+The real loader (unified_ebpf.py) runs in a throwaway namespace with its XDP
+filter on the lab veth and its cgroup connect/sendmsg hooks. This process,
+with one thread in each namespace, keeps three things going:
+  - a UDP stream from the peer to the loader's host, one packet every
+    --send-interval (sequence number + send time in each),
+  - a receiver in the loader's namespace noting the last sequence received,
+  - a UDP connect() towards the peer every --connect-interval (cgroup connect4
+    hook, like TCP, but without a connection event that would wake the loader).
+Each round it appends a ban of the peer's address to records/ban_commands.json
+through RecordsStore.append_command (what the analyzer and dashboard call),
+then measures
+  - drop latency: write -> send time of the first packet that never arrived,
+  - connect latency: write -> return of the first connect() failing with EPERM,
+then unbans, waits for traffic to flow again (that time is reported too), and
+starts the next round after a random pause (the loader polls every 50 ms, so
+the phase is sampled evenly). p50/p90/p99/max over all rounds.
+
+Not measured: from clicking Approve in the dashboard (the dashboard is being
+built in parallel; see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import socket
+import struct
+import threading
+import time
+
+from common import (Cleanup, LoaderProc, Progress, emit, enter_netns, lab_session, need_root, parser,
+                    percentile, pyplot, save_figure, scratch_dir, style_axes)
+
+from netsentinel.store import RecordsStore
+
+NAME = "ban_latency"
+EPILOG = """examples:
+  sudo .venv/bin/python bench/ban_latency.py --quick     # 5 bans
+  sudo .venv/bin/python bench/ban_latency.py             # 100 bans
+  sudo .venv/bin/python bench/ban_latency.py --bans 300 --plot docs/img/bench-ban-latency.png
+
+output: one JSON line on stdout ({"bench": "ban_latency", "summary": {...}, "results": [...]}),
+a table on stderr.
+"""
+PORT = 40999          # the UDP stream's destination port on the loader's host
+PROBE_PORT = 9        # connect() target on the peer
+PKT = struct.Struct("!Qd")
+ROUND_TIMEOUT = 3.0
+
+
+class Traffic:
+    """The three probe threads and what they saw (times: time.monotonic())."""
+
+    def __init__(self, lab, send_interval: float, connect_interval: float):
+        self.lab = lab
+        self.send_interval, self.connect_interval = send_interval, connect_interval
+        self.sent: list[float] = []          # index = sequence number
+        self.last_seq = -1
+        self.last_recv = 0.0
+        self.connect_log: list[tuple[float, int]] = []   # (return time, errno) at each change
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._guard, args=(f,), daemon=True)
+                        for f in (self._send, self._recv, self._connect)]
+        self._ready = threading.Barrier(len(self.threads) + 1)
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+        self._ready.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=5)
+
+    def _guard(self, fn) -> None:
+        try:
+            fn()
+        except Exception as e:  # reported in the result, never silently lost
+            self.errors.append(f"{fn.__name__}: {e}")
+            self.stop.set()
+
+    def _send(self) -> None:
+        enter_netns(self.lab.peer)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((self.lab.peer4, 0))
+        self._ready.wait()
+        dst = (self.lab.dut4, PORT)
+        while not self.stop.is_set():
+            t = time.monotonic()
+            self.sent.append(t)
+            s.sendto(PKT.pack(len(self.sent) - 1, t), dst)
+            time.sleep(self.send_interval)
+        s.close()
+
+    def _recv(self) -> None:
+        enter_netns(self.lab.dut)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((self.lab.dut4, PORT))
+        s.settimeout(0.2)
+        self._ready.wait()
+        while not self.stop.is_set():
+            try:
+                data = s.recv(64)
+            except socket.timeout:
+                continue
+            seq, _ = PKT.unpack(data[:PKT.size])
+            self.last_seq, self.last_recv = max(self.last_seq, seq), time.monotonic()
+        s.close()
+
+    def _connect(self) -> None:
+        enter_netns(self.lab.dut)
+        self._ready.wait()
+        last = None
+        while not self.stop.is_set():
+            # UDP connect(): the same cgroup connect4 hook as TCP, but it fires no
+            # connection event; 1000 events a second would wake the loader's
+            # poll early and make bans look faster than on an idle machine.
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            err = s.connect_ex((self.lab.peer4, PROBE_PORT))
+            t = time.monotonic()
+            s.close()
+            blocked = err == errno.EPERM
+            if blocked != last:
+                self.connect_log.append((t, err))
+                last = blocked
+            time.sleep(self.connect_interval)
+
+    # ---- queries
+    def flowing(self) -> bool:
+        return time.monotonic() - self.last_recv < 0.02
+
+    def connect_blocked_since(self, t0: float) -> float | None:
+        """Return time of the first connect() refused with EPERM after t0."""
+        return next((t for t, err in list(self.connect_log) if t >= t0 and err == errno.EPERM), None)
+
+    def connect_allowed(self) -> bool:
+        return bool(self.connect_log) and self.connect_log[-1][1] != errno.EPERM
+
+    def first_lost_send_time(self, t0: float, quiet: float = 0.05) -> float | None:
+        """Once nothing has arrived for `quiet` s: send time of the packet after the last received."""
+        if time.monotonic() - max(self.last_recv, t0) < quiet:
+            return None
+        nxt = self.last_seq + 1
+        return self.sent[nxt] if nxt < len(self.sent) else None
+
+
+def wait(pred, timeout: float, traffic: Traffic):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if traffic.errors:
+            raise RuntimeError("probe thread failed: " + "; ".join(traffic.errors))
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.001)
+    return None
+
+
+def one_round(i: int, store: RecordsStore, lab, traffic: Traffic) -> dict:
+    ip = lab.peer4
+    if not wait(lambda: traffic.flowing() and traffic.connect_allowed(), ROUND_TIMEOUT, traffic):
+        raise RuntimeError(f"round {i}: traffic did not flow before the ban")
+    time.sleep(random.uniform(0, 0.05))
+    t0 = time.monotonic()
+    store.append_command({"action": "ban", "ip": ip, "reason": f"bench round {i}", "source": "bench"})
+    t_written = time.monotonic()
+    t_conn = wait(lambda: traffic.connect_blocked_since(t0), ROUND_TIMEOUT, traffic)
+    t_drop = wait(lambda: traffic.first_lost_send_time(t0), ROUND_TIMEOUT, traffic)
+    row = {"round": i, "write_ms": round((t_written - t0) * 1e3, 3),
+           "drop_ms": round((t_drop - t0) * 1e3, 3) if t_drop else None,
+           "connect_ms": round((t_conn - t0) * 1e3, 3) if t_conn else None}
+    t1 = time.monotonic()
+    store.append_command({"action": "unban", "ip": ip, "source": "bench"})
+    t_back = wait(lambda: traffic.last_recv > t1 and traffic.connect_allowed() and time.monotonic(),
+                  ROUND_TIMEOUT, traffic)
+    row["unban_ms"] = round((t_back - t1) * 1e3, 3) if t_back else None
+    return row
+
+
+def summarize(rows: list[dict], key: str) -> dict:
+    v = [r[key] for r in rows if r.get(key) is not None]
+    return {"n": len(v), "missed": len(rows) - len(v),
+            **{f"p{q}": percentile(v, q) for q in (50, 90, 99)},
+            "min": min(v) if v else None, "max": max(v) if v else None,
+            "mean": round(sum(v) / len(v), 3) if v else None}
+
+
+def plot(rows: list[dict], path: str) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for key, label in (("drop_ms", "first dropped packet"), ("connect_ms", "connect() fails (EPERM)"),
+                       ("unban_ms", "traffic flows again after unban")):
+        v = sorted(r[key] for r in rows if r.get(key) is not None)
+        if v:
+            ax.plot(v, [(j + 1) / len(v) for j in range(len(v))], label=label)
+    style_axes(ax, "ms after the command was written to records/ban_commands.json", "fraction of bans",
+               f"ban latency over {len(rows)} bans (loader polls every 50 ms)", log_x=False)
+    save_figure(fig, path)
+
+
+def main() -> int:
+    p = parser(NAME, __doc__, EPILOG)
+    p.add_argument("--bans", type=int, help="rounds (default 100; quick 5)")
+    p.add_argument("--send-interval", type=float, default=0.0005,
+                   help="seconds between UDP probe packets (default %(default)s)")
+    p.add_argument("--connect-interval", type=float, default=0.001,
+                   help="seconds between connect() probes (default %(default)s)")
+    args = p.parse_args()
+    need_root(NAME)
+    bans = args.bans or (5 if args.quick else 100)
+    started, progress, cleanup = time.time(), Progress(NAME), Cleanup()
+    rows: list[dict] = []
+    extra = {}
+    try:
+        with lab_session(cleanup, progress) as lab:
+            tmp = scratch_dir(cleanup)
+            records = tmp / "records"
+            records.mkdir()
+            cfg = tmp / "filter_config.json"
+            cfg.write_text("{}\n")
+            loader = LoaderProc(lab, records, cfg, echo=False)
+            cleanup.push(loader.stop)
+            startup = loader.wait_started()
+            extra["loader"] = {k: startup.get(k) for k in ("xdp_mode", "capture_mode", "cgroup_block")}
+            progress(f"loader up ({extra['loader']}); {bans} bans")
+            store = RecordsStore(records)
+            traffic = Traffic(lab, args.send_interval, args.connect_interval)
+            traffic.start()
+            cleanup.push(traffic.close)
+            for i in range(bans):
+                rows.append(one_round(i, store, lab, traffic))
+                if (i + 1) % 10 == 0 or i + 1 == bans:
+                    r = rows[-1]
+                    progress(f"ban {i + 1}/{bans}: drop {r['drop_ms']} ms, connect {r['connect_ms']} ms")
+            extra["packets_sent"] = len(traffic.sent)
+    finally:
+        cleanup.run()
+    summary = {k: summarize(rows, k) for k in ("drop_ms", "connect_ms", "unban_ms", "write_ms")}
+    if args.plot:
+        plot(rows, args.plot)
+    table = [[k, s["n"], s["p50"], s["p90"], s["p99"], s["max"]] for k, s in summary.items()]
+    emit(NAME, args.quick, {"bans": bans, "send_interval_s": args.send_interval,
+                            "connect_interval_s": args.connect_interval, "loader_poll_ms": 50,
+                            "dashboard_approve": "not measured: the dashboard is built in parallel"},
+         rows, started, ["ms after write", "n", "p50", "p90", "p99", "max"], table,
+         summary=summary, **extra)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

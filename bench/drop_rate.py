@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+"""bench/drop_rate.py - how fast does each filter drop a flood from a banned source?
+
+One veth pair between two throwaway namespaces; trafgen (netsniff-ng) in the
+peer floods 60-byte UDP frames from a banned source; the device under test
+drops them with, in turn: NetSentinel's XDP filter (native, then generic
+mode), nftables (netdev ingress hook, then ip input hook), iptables raw
+PREROUTING (one -s rule per prefix, then one rule over an ipset hash:net).
+Then again with the ban set filled to 10, 1,000, 100,000 and 1,000,000
+prefixes (distinct /24s plus the banned /32).
+
+Measured over a fixed window after a warm-up: packets dropped per second
+(each filter's own counter) and the time the receiving CPU spent in softirq
+(/proc/stat). A veth has no IRQ: the receive path runs in softirq on the CPU
+that transmitted, so trafgen is pinned to one CPU (--cpu) and that CPU's
+softirq time is the receiver's cost. Ratios are to XDP at the same size.
+
+XDP is held by bench/xdp_holder.py (the loader's Enforcer, map filled by
+batch update); see docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from common import (ROOT, VENV_PY, Cleanup, Progress, cpu_delta, cpu_times, emit, filler_prefixes,
+                    lab_session, need_root, parser, pyplot, save_figure, scratch_dir, sh,
+                    stop_process, style_axes, tool_version)
+
+NAME = "drop_rate"
+EPILOG = """examples:
+  sudo .venv/bin/python bench/drop_rate.py --quick          # CI size: 1 and 10 prefixes, short windows
+  sudo .venv/bin/python bench/drop_rate.py                  # 1 .. 1,000,000 prefixes
+  sudo .venv/bin/python bench/drop_rate.py --sizes 1,1000 --window 10 --methods xdp,nft-ingress
+
+output: one JSON line on stdout ({"bench": "drop_rate", "results": [...]}), a table on stderr.
+"""
+METHODS = ("xdp", "xdp-generic", "nft-ingress", "nft-input", "iptables-raw", "iptables-raw-ipset")
+FULL_SIZES = (1, 10, 1000, 100_000, 1_000_000)
+QUICK_SIZES = (1, 10)
+TABLE = "nsbench"   # nft table / ipset name, inside the lab namespace only
+
+
+class Skip(Exception):
+    """This method cannot run at this size here; the message says why."""
+
+
+def mac_of(ns: str, ifc: str) -> str:
+    return json.loads(sh("ip", "-n", ns, "-j", "link", "show", ifc).stdout)[0]["address"]
+
+
+def in_ns(lab, *args: str, stdin: str | None = None, timeout: float = 600) -> str:
+    r = subprocess.run(["ip", "netns", "exec", lab.dut, *args], input=stdin, capture_output=True,
+                       text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:3])} failed: {r.stderr.strip()[:300]}")
+    return r.stdout
+
+
+# ---------------------------------------------------------------- filters
+# Each setup returns (read_counter, teardown); read_counter() -> packets dropped so far.
+
+def setup_xdp(lab, banned: str, fillers: list[str], mode: str, cleanup: Cleanup, timeout: float):
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", lab.dut, VENV_PY, str(ROOT / "bench" / "xdp_holder.py"),
+         "-i", lab.dut_if, "--ban", banned, "--fill", str(len(fillers)), "--xdp-mode", mode],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    cleanup.push(stop_process, proc)
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"xdp_holder exited ({proc.wait()}) before attaching")
+    ready = json.loads(line)
+    if mode != "auto" and ready["xdp_mode"] != mode:
+        stop_process(proc, signal.SIGTERM)
+        raise Skip(f"asked for {mode} XDP, got {ready['xdp_mode']}")
+
+    def read() -> int:
+        proc.stdin.write("totals\n")
+        proc.stdin.flush()
+        return json.loads(proc.stdout.readline())["xdp_drops"]
+
+    def teardown():
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    return read, teardown, {"xdp_mode": ready["xdp_mode"]}
+
+
+def nft_script(family: str, hook: str, lab, banned: str, fillers: list[str]) -> str:
+    dev = f' device "{lab.dut_if}"' if hook == "ingress" else ""
+    lines = [f"table {family} {TABLE} {{",
+             "  set banned { type ipv4_addr; flags interval; }",
+             "  counter drops { }",
+             f"  chain c {{ type filter hook {hook}{dev} priority -300; policy accept;",
+             '    ip saddr @banned counter name "drops" drop',
+             "  }",
+             "}"]
+    for i in range(0, len(fillers), 20000):
+        lines.append(f"add element {family} {TABLE} banned {{ {', '.join(fillers[i:i + 20000])} }}")
+    lines.append(f"add element {family} {TABLE} banned {{ {banned} }}")
+    return "\n".join(lines) + "\n"
+
+
+def setup_nft(lab, banned, fillers, family: str, hook: str, timeout: float):
+    with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as f:
+        f.write(nft_script(family, hook, lab, banned, fillers))
+    try:
+        in_ns(lab, "nft", "-f", f.name, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Skip(f"loading {len(fillers) + 1} prefixes into an nft interval set took over {timeout:.0f}s")
+    finally:
+        Path(f.name).unlink()
+
+    def read() -> int:
+        out = json.loads(in_ns(lab, "nft", "-j", "list", "counter", family, TABLE, "drops"))
+        return next(o["counter"]["packets"] for o in out["nftables"] if "counter" in o)
+
+    def teardown():
+        in_ns(lab, "nft", "delete", "table", family, TABLE)
+    return read, teardown, {}
+
+
+def iptables_read(lab) -> int:
+    out = in_ns(lab, "iptables", "-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n")
+    return sum(int(line.split()[0]) for line in out.splitlines()[2:] if line.strip())
+
+
+def setup_iptables(lab, banned, fillers, linear_max: int, timeout: float):
+    if len(fillers) + 1 > linear_max:
+        raise Skip(f"{len(fillers) + 1} linear rules is over --linear-max {linear_max} "
+                   "(see iptables-raw-ipset)")
+    # The banned source's rule is last: a linear chain is scanned to the match.
+    rules = [f"-A PREROUTING -s {p} -j DROP" for p in fillers + [banned]]
+    in_ns(lab, "iptables-restore", stdin="*raw\n" + "\n".join(rules) + "\nCOMMIT\n", timeout=timeout)
+
+    def teardown():
+        in_ns(lab, "iptables", "-t", "raw", "-F", "PREROUTING")
+    return (lambda: iptables_read(lab)), teardown, {}
+
+
+def setup_ipset(lab, banned, fillers, timeout: float):
+    n = len(fillers) + 1
+    lines = [f"create {TABLE} hash:net family inet hashsize {max(1024, n // 4)} maxelem {max(65536, 2 * n)}"]
+    lines += [f"add {TABLE} {p}" for p in fillers + [banned]]
+    in_ns(lab, "ipset", "restore", stdin="\n".join(lines) + "\n", timeout=timeout)
+    in_ns(lab, "iptables", "-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", TABLE, "src",
+          "-j", "DROP")
+
+    def teardown():
+        in_ns(lab, "iptables", "-t", "raw", "-F", "PREROUTING")
+        in_ns(lab, "ipset", "destroy", TABLE)
+    return (lambda: iptables_read(lab)), teardown, {}
+
+
+def rx_packets(lab) -> int:
+    """Frames the lab interface handed to the stack. With every frame of the
+    flood from the banned source, this is what a netfilter filter dropped;
+    cheap to read, unlike `nft list`, which fetches a million-element set."""
+    out = json.loads(sh("ip", "-n", lab.dut, "-j", "-s", "link", "show", "dev", lab.dut_if).stdout)
+    return out[0]["stats64"]["rx"]["packets"]
+
+
+def setup(method: str, lab, banned, fillers, args, cleanup):
+    t = args.setup_timeout
+    if method == "xdp":
+        return setup_xdp(lab, banned, fillers, "native", cleanup, t)
+    if method == "xdp-generic":
+        return setup_xdp(lab, banned, fillers, "generic", cleanup, t)
+    if method == "nft-ingress":
+        return setup_nft(lab, banned, fillers, "netdev", "ingress", t)
+    if method == "nft-input":
+        return setup_nft(lab, banned, fillers, "ip", "input", t)
+    if method == "iptables-raw":
+        return setup_iptables(lab, banned, fillers, args.linear_max, t)
+    return setup_ipset(lab, banned, fillers, t)
+
+
+# ---------------------------------------------------------------- flood
+def start_flood(lab, cpu: int, max_packets: int, cfg_path: Path, cleanup: Cleanup) -> subprocess.Popen:
+    # cpu(N): only trafgen's worker on CPU N sends; -P covers CPUs 0..N.
+    cfg_path.write_text(
+        f"cpu({cpu}): {{ eth(da={mac_of(lab.dut, lab.dut_if)}, sa={mac_of(lab.peer, lab.peer_if)}), "
+        f"ipv4(sa={lab.peer4}, da={lab.dut4}, ttl=64), udp(sp=4000, dp=9), fill(0, 18) }}\n")
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", lab.peer, "trafgen", "-o", lab.peer_if, "-i", str(cfg_path),
+         "-P", str(cpu + 1), "--no-sock-mem", "--notouch-irq", "-n", str(max_packets)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    cleanup.push(stop_process, proc, signal.SIGINT, 10, True)
+    return proc
+
+
+def timed_read(read) -> tuple[int, float]:
+    """A counter and when it was read (the middle of a read that takes a while)."""
+    t = time.monotonic()
+    c = read()
+    return c, (t + time.monotonic()) / 2
+
+
+def window(read, args) -> dict:
+    c0, t0 = timed_read(read)
+    cpu0 = cpu_times()
+    time.sleep(args.window)
+    cpu1 = cpu_times()
+    c1, t1 = timed_read(read)
+    secs, drops = t1 - t0, c1 - c0
+    rx = cpu_delta(cpu0, cpu1, args.cpu)
+    return {"secs": secs, "drops": drops, "rx": rx,
+            "others": {c: cpu_delta(cpu0, cpu1, c)["softirq"] / secs * 100 for c in cpu0 if c != args.cpu}}
+
+
+def median(v: list[float]) -> float:
+    s = sorted(v)
+    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
+
+
+def flood_windows(lab, read, args, cfg_path: Path, cleanup: Cleanup) -> list[dict]:
+    flood = start_flood(lab, args.cpu, args.max_packets, cfg_path, cleanup)
+    try:
+        time.sleep(args.warmup)
+        if flood.poll() is not None:
+            raise RuntimeError(f"trafgen exited ({flood.returncode}): {flood.stderr.read()[-300:]}")
+        return [window(read, args) for _ in range(args.repeat)]
+    finally:
+        stop_process(flood, group=True)
+
+
+def measure(lab, read, args, cfg_path: Path, cleanup: Cleanup) -> dict:
+    """--repeat back-to-back windows under one flood; medians, plus each window's drops/s.
+    A window with nothing dropped means the flood stalled (seen once with native
+    XDP on veth: the sender's queue stopped and was not woken), not a result:
+    the flood is restarted, up to twice, and the retries are reported."""
+    for retries in range(3):
+        ws = flood_windows(lab, read, args, cfg_path, cleanup)
+        if all(w["drops"] > 0 for w in ws):
+            break
+    rates = [w["drops"] / w["secs"] for w in ws]
+
+    def pct(key):
+        return round(median([w["rx"][key] / w["secs"] * 100 for w in ws]), 1)
+
+    def ns_per_drop(*keys):
+        v = [sum(w["rx"][k] for k in keys) * 1e9 / w["drops"] for w in ws if w["drops"]]
+        return round(median(v), 1) if v else None
+    return {
+        "window_s": args.window, "windows": len(ws), "flood_restarts": retries, "dropped": sum(w["drops"] for w in ws),
+        "drops_per_s": round(median(rates)), "drops_per_s_windows": [round(r) for r in rates],
+        "rx_cpu": {k: pct(k) for k in ("softirq", "system", "user", "busy")},
+        "softirq_ns_per_drop": ns_per_drop("softirq"),
+        "cpu_ns_per_drop": ns_per_drop("softirq", "system"),
+        "other_cpus_softirq_pct": {c: round(median([w["others"][c] for w in ws]), 1) for c in ws[0]["others"]},
+    }
+
+
+def add_ratios(rows: list[dict]) -> None:
+    by_size = {}
+    for r in rows:
+        if r["method"] == "xdp" and r.get("drops_per_s"):
+            by_size[r["prefixes"]] = r
+    for r in rows:
+        x = by_size.get(r["prefixes"])
+        if x and r.get("drops_per_s") is not None:
+            r["drops_ratio_to_xdp"] = round(r["drops_per_s"] / x["drops_per_s"], 3)
+            if r.get("softirq_ns_per_drop") and x.get("softirq_ns_per_drop"):
+                r["cost_ratio_to_xdp"] = round(r["softirq_ns_per_drop"] / x["softirq_ns_per_drop"], 3)
+
+
+def plot(rows: list[dict], path: str) -> None:
+    plt = pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for m in METHODS:
+        pts = [(r["prefixes"], r) for r in rows if r["method"] == m and r.get("drops_per_s")]
+        if not pts:
+            continue
+        xs = [p for p, _ in pts]
+        a.plot(xs, [r["drops_per_s"] / 1000 for _, r in pts], marker="o", label=m)
+        b.plot(xs, [r["softirq_ns_per_drop"] or 0 for _, r in pts], marker="o", label=m)
+    style_axes(a, "banned prefixes", "thousand packets/s dropped", "drop rate (one CPU, sender and receiver)")
+    style_axes(b, "banned prefixes", "softirq ns per dropped packet", "receiver cost")
+    b.set_yscale("log")
+    save_figure(fig, path)
+
+
+def main() -> int:
+    p = parser(NAME, __doc__, EPILOG)
+    p.add_argument("--sizes", help="comma-separated ban-set sizes (default 1,10,1000,100000,1000000; "
+                   "quick: 1,10)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    p.add_argument("--window", type=float, help="seconds per measured window (default 2; quick 0.5)")
+    p.add_argument("--repeat", type=int, help="measured windows per filter and size; medians are "
+                   "reported (default 3; quick 1)")
+    p.add_argument("--warmup", type=float, help="seconds of flood before measuring (default 1; quick 0.3)")
+    p.add_argument("--cpu", type=int, default=1, help="CPU the flood and its receive path run on (default 1)")
+    p.add_argument("--linear-max", type=int, default=10_000,
+                   help="largest size tried as one iptables rule per prefix (default %(default)s)")
+    p.add_argument("--setup-timeout", type=float, default=300,
+                   help="give up loading a rule set after this many seconds (default %(default)s)")
+    p.add_argument("--max-packets", type=int, help="trafgen packet cap per run (default 30M; quick 3M)")
+    args = p.parse_args()
+    need_root(NAME)
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(QUICK_SIZES if args.quick else FULL_SIZES)
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        p.error(f"unknown method(s): {', '.join(bad)}")
+    args.window = args.window or (0.5 if args.quick else 2.0)
+    args.repeat = args.repeat or (1 if args.quick else 3)
+    args.warmup = args.warmup or (0.3 if args.quick else 1.0)
+    args.max_packets = args.max_packets or (3_000_000 if args.quick else 30_000_000)
+
+    started, progress, cleanup = time.time(), Progress(NAME), Cleanup()
+    rows: list[dict] = []
+    try:
+        with lab_session(cleanup, progress) as lab:
+            cfg = scratch_dir(cleanup) / "flood.cfg"
+            banned = f"{lab.peer4}/32"
+            for n in sizes:
+                fillers = filler_prefixes(n - 1)
+                for m in methods:
+                    row = {"prefixes": n, "method": m}
+                    progress(f"{n:>9,} prefixes  {m}: loading")
+                    t = time.monotonic()
+                    try:
+                        read, teardown, info = setup(m, lab, banned, fillers, args, cleanup)
+                    except Skip as e:
+                        row["skipped"] = str(e)
+                        progress(f"{n:>9,} prefixes  {m}: skipped: {e}")
+                        rows.append(row)
+                        continue
+                    row["setup_s"] = round(time.monotonic() - t, 2)
+                    row.update(info)
+                    # Reading nft's own counter means listing the set: skipped when huge.
+                    own_ok = m.startswith(("xdp", "iptables")) or n <= 100_000
+                    try:
+                        before = read() if own_ok else None
+                        row.update(measure(lab, read if m.startswith("xdp") else (lambda: rx_packets(lab)),
+                                           args, cfg, cleanup))
+                        if own_ok:
+                            # The filter's own count over the whole flood: it dropped them all.
+                            row["filter_counted"] = read() - before
+                    finally:
+                        teardown()
+                    progress(f"{n:>9,} prefixes  {m}: {row['drops_per_s']:,} drops/s, "
+                             f"softirq {row['rx_cpu']['softirq']}% of CPU {args.cpu}")
+                    rows.append(row)
+        add_ratios(rows)
+    finally:
+        cleanup.run()
+    if args.plot:
+        plot(rows, args.plot)
+    table = [[r["prefixes"], r["method"], r.get("drops_per_s"), r.get("drops_ratio_to_xdp"),
+              r.get("rx_cpu", {}).get("softirq"), r.get("softirq_ns_per_drop"), r.get("cost_ratio_to_xdp"),
+              r.get("setup_s"), r.get("skipped", "")[:40]] for r in rows]
+    emit(NAME, args.quick, {"sizes": sizes, "methods": methods, "window_s": args.window,
+                            "repeat": args.repeat,
+                            "warmup_s": args.warmup, "cpu": args.cpu, "frame_bytes": 60,
+                            "linear_max": args.linear_max,
+                            "tools": {"trafgen": tool_version("trafgen", "-v"),
+                                      "nft": tool_version("nft", "--version"),
+                                      "iptables": tool_version("iptables", "--version"),
+                                      "ipset": tool_version("ipset", "--version")}},
+         rows, started,
+         ["prefixes", "method", "drops/s", "x XDP", "softirq %", "ns/pkt", "cost x XDP", "setup s", "note"],
+         table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

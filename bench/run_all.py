@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""bench/run_all.py - run every NetSentinel benchmark, one after the other
+(`make bench`), so none of them competes with another for the 2 CPUs.
+
+Each benchmark prints one JSON line on stdout and its table on stderr; this
+collects the lines into one file (default docs/bench-results.json, which
+docs/benchmarks.md quotes) and, at full size, draws docs/img/bench-*.png.
+A benchmark that fails is reported and the others still run; the exit
+status is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BENCHES = ("drop_rate", "ban_latency", "event_capture")
+EPILOG = """examples:
+  sudo make bench                                   # full size, writes docs/bench-results.json and plots
+  sudo .venv/bin/python bench/run_all.py --quick --out /tmp/quick.json
+  sudo .venv/bin/python bench/run_all.py --only ban_latency,event_capture
+"""
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="bench/run_all.py", description=__doc__.split("\n\n")[0],
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="CI size for every benchmark (no plots)")
+    p.add_argument("--only", help="comma-separated subset of " + ", ".join(BENCHES))
+    p.add_argument("--out", help="combined JSON (default docs/bench-results.json; quick: none)")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args()
+    names = args.only.split(",") if args.only else list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        p.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    out = args.out or (None if args.quick else str(ROOT / "docs" / "bench-results.json"))
+    results, failed = {}, []
+    for name in names:
+        cmd = [sys.executable, str(HERE / f"{name}.py")]
+        if args.quick:
+            cmd.append("--quick")
+        elif not args.no_plots:
+            cmd += ["--plot", str(ROOT / "docs" / "img" / f"bench-{name.replace('_', '-')}.png")]
+        print(f"== {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        t = time.monotonic()
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        lines = [line for line in r.stdout.splitlines() if line.strip()]
+        if r.returncode != 0 or len(lines) != 1:
+            failed.append(name)
+            print(f"== {name}: FAILED (exit {r.returncode}, {len(lines)} stdout lines)", file=sys.stderr)
+            continue
+        results[name] = json.loads(lines[0])
+        print(f"== {name}: done in {time.monotonic() - t:.0f}s", file=sys.stderr, flush=True)
+    if out:
+        # --only refreshes those benchmarks and keeps the others' last results.
+        old = json.loads(Path(out).read_text()) if args.only and Path(out).exists() else {}
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps({**old, **results}, indent=1) + "\n")
+        print(f"results: {out}", file=sys.stderr)
+    print(json.dumps({"bench": "run_all", "ran": list(results), "failed": failed, "out": out}))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

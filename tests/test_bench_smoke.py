@@ -1,0 +1,93 @@
+"""Each benchmark runs once at its --quick size: it must finish, print exactly
+one well-formed JSON result line with sane values, and leave its namespaces
+gone. Speed is never asserted (CI machines differ; see docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from netlab import ROOT, VENV_PY, kernel_test_skip_reason, sh
+
+SKIP = kernel_test_skip_reason()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
+
+
+def run_bench(name: str, *extra: str, timeout: float = 240) -> dict:
+    r = subprocess.run([VENV_PY, str(ROOT / "bench" / f"{name}.py"), "--quick", *extra],
+                       capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    sys.stderr.write(r.stderr[-3000:])
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [line for line in r.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one JSON line on stdout, got {len(lines)}: {r.stdout[:500]}"
+    out = json.loads(lines[0])
+    assert out["bench"] == name and out["v"] == 1 and out["quick"] is True
+    assert out["machine"]["cpus"] >= 1 and out["machine"]["kernel"]
+    assert out["results"], "no results"
+    # Its namespaces (named in the progress lines) must be gone.
+    listed = {line.split()[0] for line in sh("ip", "netns", "list").stdout.splitlines() if line.strip()}
+    for ns in re.findall(r"lab up: (\S+) .*?<-> (\S+) ", r.stderr):
+        assert not set(ns) & listed, f"namespaces left behind: {ns}"
+    return out
+
+
+@pytest.mark.skipif(not (shutil.which("trafgen") and shutil.which("nft") and shutil.which("ipset")),
+                    reason="trafgen (netsniff-ng), nft or ipset missing: run sudo make install")
+def test_drop_rate_quick(tmp_path):
+    png = tmp_path / "drop.png"
+    out = run_bench("drop_rate", "--plot", str(png))
+    rows = out["results"]
+    assert {r["method"] for r in rows} == {"xdp", "xdp-generic", "nft-ingress", "nft-input",
+                                          "iptables-raw", "iptables-raw-ipset"}
+    assert {r["prefixes"] for r in rows} == {1, 10}
+    for r in rows:
+        if "skipped" in r:   # e.g. no native XDP on this kernel's veth: said why
+            assert r["skipped"]
+            continue
+        # Every packet of the flood comes from the banned source, so each filter drops.
+        assert r["dropped"] > 0 and r["drops_per_s"] > 0, r
+        # ... and the filter's own counter saw (at least) the frames measured.
+        assert r["filter_counted"] >= 0.95 * r["dropped"], r
+        # CPU time is sampled in scheduler ticks: over a short window a
+        # reading may be off by two ticks (at HZ=100, 2/window_s percent).
+        limit = 100 + 2 / r["window_s"]
+        assert 0 <= r["rx_cpu"]["softirq"] <= limit and 0 <= r["rx_cpu"]["busy"] <= limit, r
+        assert r.get("drops_ratio_to_xdp") is None or r["drops_ratio_to_xdp"] > 0
+    assert any(r["method"] == "xdp" and "drops_per_s" in r for r in rows)
+    assert png.stat().st_size > 1000
+
+
+def test_ban_latency_quick():
+    out = run_bench("ban_latency")
+    assert out["params"]["bans"] == 5 and len(out["results"]) == 5
+    for key in ("drop_ms", "connect_ms", "unban_ms"):
+        s = out["summary"][key]
+        assert s["n"] == 5 and s["missed"] == 0, (key, s)
+        # Picked up within the loader's poll, far below a few seconds.
+        assert 0 < s["min"] <= s["p50"] <= s["p99"] <= s["max"] < 3000, (key, s)
+    assert out["loader"]["cgroup_block"] is True
+
+
+def test_event_capture_quick():
+    out = run_bench("event_capture")
+    assert [r["rate_target"] for r in out["results"]] == [200, 1000]
+    for r in out["results"]:
+        assert r["made"] > 0 and 0 <= r["received"] <= r["made"], r
+        assert r["missing"] == r["made"] - r["received"] and 0 <= r["loss_pct"] <= 100
+        # At 200-1000 connects/s nothing should be lost.
+        assert r["received"] > 0 and r["lost_reported"] == 0, r
+        assert r["loader_cpu_s"] >= 0 and r["buffer_pages"] == 64
+
+
+def test_run_all_collects(tmp_path):
+    out_file = tmp_path / "all.json"
+    r = subprocess.run([VENV_PY, str(ROOT / "bench" / "run_all.py"), "--quick", "--only", "ban_latency",
+                        "--out", str(out_file)], capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip())["ran"] == ["ban_latency"]
+    assert json.loads(out_file.read_text())["ban_latency"]["bench"] == "ban_latency"
