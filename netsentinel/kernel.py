@@ -115,6 +115,9 @@ def _lib():
         lib.bpf_link_create.restype = ctypes.c_int
         lib.bpf_link_detach.argtypes = [ctypes.c_int]
         lib.bpf_link_detach.restype = ctypes.c_int
+        lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p,
+                                               ctypes.POINTER(ctypes.c_uint32)]
+        lib.bpf_obj_get_info_by_fd.restype = ctypes.c_int
         _libbpf = lib
     return _libbpf
 
@@ -137,6 +140,27 @@ def link_destroy(fd: int) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+def prog_id(fd: int) -> int | None:
+    """The kernel's id of a loaded program (what bpftool shows), from its fd."""
+    info = (ctypes.c_uint32 * 2)()   # struct bpf_prog_info starts {type, id}
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    if _lib().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) != 0:
+        return None
+    return int(info[1])
+
+
+def program_ids(bpf) -> dict[str, int]:
+    """{function name: program id} for every program a BCC object loaded."""
+    if bpf is None:
+        return {}
+    out = {}
+    for name, fn in bpf.funcs.items():
+        pid = prog_id(fn.fd)
+        if pid is not None:
+            out[name.decode() if isinstance(name, bytes) else str(name)] = pid
+    return out
 
 
 # ---------------------------------------------------------------- cgroup2 root

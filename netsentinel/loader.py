@@ -19,7 +19,7 @@ from . import __version__
 from .bans import BanTable
 from .events import EventWriter
 from .flows import FlowTracker
-from .kernel import ConnectionMonitor, Enforcer, KernelError, RawConnection
+from .kernel import ConnectionMonitor, Enforcer, KernelError, RawConnection, program_ids
 from .procinfo import ProcCache
 from .ruletable import RuleTable
 from .store import LOADER_STATUS, RecordsStore, StoreError, utc_now_iso
@@ -136,6 +136,9 @@ class Loader:
             "interface": self.opts.interface if self.enforcer else None,
             "xdp_mode": self.enforcer.xdp_mode if self.enforcer else None,
             "cgroup_block": bool(self.enforcer and self.enforcer.cgroup_path),
+            # What this loader has in the kernel (ids as `bpftool prog show` lists them).
+            "programs": {**program_ids(self.monitor.bpf),
+                         **program_ids(self.enforcer.bpf if self.enforcer else None)},
             "stats": self.stats(),
         }
         try:

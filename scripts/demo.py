@@ -105,6 +105,7 @@ class Demo:
     def start(self) -> None:
         self.step("Lab: host under test, a service host and a malicious host (network namespaces)")
         self.lab = lab = Lab()
+        self.results["namespaces"] = [lab.dut, lab.peer]
         self.flooder = f"10.201.{lab.n}.66"
         sh("ip", "-n", lab.peer, "addr", "add", f"{self.flooder}/24", "dev", lab.peer_if, "nodad")
         self.say(f"host under test {lab.dut4} ({lab.dut}); service host {lab.peer4}; "
@@ -175,7 +176,7 @@ class Demo:
             self.say(f"pending review: {t['level']} {t['category']} -> {t.get('target')}:"
                      f"{t['event'].get('dport')} ({t['reason'][:60]})")
 
-        self.step(f"A port scan of the malicious host (ports 1-200) from one process")
+        self.step("A port scan of the malicious host (ports 1-200) from one process")
         self.client(lab.peer4b, ",".join(str(p) for p in range(1, 201)))
         crit = self.wait("a CRITICAL scan threat", lambda: [t for t in self.pending()
                                                             if t["level"] == "CRITICAL"], 20)

@@ -52,12 +52,6 @@ def stop_loader(lab: Lab, lp: "LoaderProc") -> None:
     assert not lab.xdp_attached(), "XDP program left on the interface after SIGTERM"
 
 
-def our_bpf_programs() -> list[dict]:
-    """Programs named like ours (ns_*) currently loaded in the kernel."""
-    out = sh("bpftool", "-j", "prog", "show").stdout or "[]"
-    return [p for p in json.loads(out) if str(p.get("name", "")).startswith("ns_")]
-
-
 def write_commands(records: Path, commands) -> None:
     """Write ban_commands.json the way a person does: plain text, in place."""
     (records / "ban_commands.json").write_text(json.dumps(commands) + "\n")

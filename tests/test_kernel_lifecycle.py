@@ -15,7 +15,7 @@ import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
                     ROOT, VENV_PY, LoaderProc, ban_event, kernel_test_skip_reason, ns_connect,
-                    our_bpf_programs, read_json, sh, validate, wait_until, write_commands)
+                    read_json, sh, validate, wait_until, write_commands)
 from netsentinel.kernel import kprobes_unavailable_reason
 
 SKIP = kernel_test_skip_reason()
@@ -60,27 +60,37 @@ def test_restart_restores_bans_and_ttl_expires(lab, fresh, tmp_path):
     assert lab.ping(lab.peer, lab.dut6)
 
 
+def loaded_ids() -> set[int]:
+    """Ids of every BPF program loaded in the kernel right now."""
+    return {p["id"] for p in json.loads(sh("bpftool", "-j", "prog", "show").stdout or "[]")}
+
+
+def programs_of(lp) -> dict[str, int]:
+    """The loader's own programs, as it reports them in loader_status.json."""
+    return wait_until(lambda: (read_json(lp.records / "loader_status.json") or {}).get("programs"), 10,
+                      what="program ids in loader_status.json")
+
+
 def test_sigterm_and_sigkill_leave_nothing_attached(lab, fresh):
-    before = {p["id"] for p in our_bpf_programs()}
     lp = fresh()
-    mine = {p["id"] for p in our_bpf_programs()} - before
-    assert {"ns_xdp_filter", "ns_connect4", "ns_connect6"} <= {
-        p["name"] for p in our_bpf_programs() if p["id"] in mine}
+    mine = programs_of(lp)
+    assert {"ns_xdp_filter", "ns_connect4", "ns_connect6", "ns_sendmsg4", "ns_sendmsg6"} <= set(mine)
+    assert set(mine.values()) <= loaded_ids()          # the ids are real, and loaded
     assert lab.xdp_attached()
     assert lp.stop(signal.SIGTERM) == 0
     assert not lab.xdp_attached()
-    left = {p["id"] for p in our_bpf_programs()} & mine
+    left = set(mine.values()) & loaded_ids()
     assert not left, f"programs still loaded after SIGTERM: {left}"
     assert any("all programs detached" in line for line in lp.stderr_lines)
     assert lp.all_events[-1]["type"] == "shutdown"
-    assert read_json(lp.records / "loader_status.json")["running"] is False
+    status = read_json(lp.records / "loader_status.json")
+    assert status["running"] is False and status["programs"] == {}
     # Even SIGKILL detaches: XDP and cgroup programs are held by bpf links.
     lp2 = fresh()
-    mine2 = {p["id"] for p in our_bpf_programs()} - before
+    mine2 = set(programs_of(lp2).values())
     lp2.stop(signal.SIGKILL)
     wait_until(lambda: not lab.xdp_attached(), 5, what="XDP gone after SIGKILL")
-    wait_until(lambda: not ({p["id"] for p in our_bpf_programs()} & mine2), 5,
-               what="programs freed after SIGKILL")
+    wait_until(lambda: not (mine2 & loaded_ids()), 5, what="programs freed after SIGKILL")
 
 
 def test_second_signal_during_shutdown_is_safe(lab, fresh):
@@ -92,12 +102,10 @@ def test_second_signal_during_shutdown_is_safe(lab, fresh):
 
 
 def test_monitor_only_mode(lab, fresh, tmp_path):
-    before = {p["id"] for p in our_bpf_programs()}
     lp = fresh("--no-xdp")
     assert lp.all_events[0]["xdp_mode"] is None and lp.all_events[0]["cgroup_block"] is False
     assert not lab.xdp_attached()
-    assert not any(p["name"].startswith(("ns_xdp", "ns_connect", "ns_sendmsg"))
-                   for p in our_bpf_programs() if p["id"] not in before)
+    assert list(programs_of(lp)) == ["tracepoint__sock__inet_sock_set_state"]
     write_commands(tmp_path, [{"action": "ban", "ip": lab.peer4}])
     r = ns_connect(lab, lab.peer4, 7777)
     lp.wait_for(lambda e: e["type"] == "connection" and e["pid"] == r["pid"], 10, "event")
