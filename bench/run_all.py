@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHES = ("drop_rate", "ban_latency", "event_capture")
+BENCHES = ("drop_rate", "ban_latency", "event_capture", "analyzer")
 EPILOG = """examples:
   sudo make bench                                   # full size, writes docs/bench-results.json and plots
   sudo .venv/bin/python bench/run_all.py --quick --out /tmp/quick.json

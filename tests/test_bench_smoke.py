@@ -91,3 +91,14 @@ def test_run_all_collects(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip())["ran"] == ["ban_latency"]
     assert json.loads(out_file.read_text())["ban_latency"]["bench"] == "ban_latency"
+
+
+def test_analyzer_quick():
+    out = run_bench("analyzer")
+    rules, llm = out["results"]
+    assert rules["case"] == "rules" and rules["judged"] == out["params"]["events"] == 2000
+    assert rules["llm_calls"] == 0 and rules["events_per_s"] > 0 and rules["max_rss_mb"] > 0
+    # With a 1 s model every event is still judged; what the model could not
+    # take is counted, never silently lost.
+    assert llm["judged"] == 2000 and llm["llm_calls"] >= 1
+    assert llm["max_queue_depth"] <= 256 and llm["queue_dropped"] >= 0
