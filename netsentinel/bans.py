@@ -22,6 +22,7 @@ from .store import (BAN_COMMANDS, BANNED_IPS, RecordsStore, parse_iso, utc_now_i
 from .whitelist import WhitelistFile
 
 PROTECTED_TTL_S = 5.0
+SYNC_SLICE = 4096  # bans whose kernel counters are copied per status cycle
 Emit = Callable[..., Any]
 
 
@@ -40,6 +41,7 @@ class BanTable:
         self.bans: dict[str, dict] = {}
         self._nets: dict[str, Network] = {}
         self.queue = CommandQueue(store, BAN_COMMANDS, self._handle, self._refuse, self._save)
+        self._sync_pos = 0
         self.rejected = 0
 
     # ------------------------------------------------------------ policy
@@ -161,24 +163,33 @@ class BanTable:
             self._save()
         return len(due)
 
-    def sync_counters(self) -> int:
-        """Copy per-ban drop counters from the kernel; True when changed."""
-        changed = False
-        total = 0
-        for k, rec in self.bans.items():
+    def sync_counters(self, limit: int | None = SYNC_SLICE) -> int:
+        """Copy per-ban counters from the kernel into banned_ips.json for up
+        to `limit` bans per call, the next slice each time (round robin), so a
+        large ban table never stalls the loader's loop (None: all of them).
+        Returns how many records changed."""
+        keys = list(self.bans)
+        if not keys:
+            return 0
+        n = len(keys) if limit is None else min(limit, len(keys))
+        start = self._sync_pos % len(keys)
+        self._sync_pos = start + n
+        changed = 0
+        for i in range(start, start + n):
+            k = keys[i % len(keys)]
+            rec = self.bans[k]
             c = self.enforcer.counters(self._nets[k])
             if c is None:
                 continue
-            total += c.drops
             if c.drops != rec.get("drops") or c.blocked != rec.get("blocked", 0):
                 rec["drops"] = c.drops
                 rec["last_drop_at"] = utc_now_iso(c.last_drop_at) if c.last_drop_at else None
                 rec["blocked"] = c.blocked
                 rec["last_blocked_at"] = utc_now_iso(c.last_blocked_at) if c.last_blocked_at else None
-                changed = True
+                changed += 1
         if changed:
             self._save()
-        return total
+        return changed
 
     def ban_now(self, raw: dict) -> bool:
         """Apply one command immediately (--ban at startup). True if applied."""

@@ -246,7 +246,7 @@ class Loader:
         try:
             try:
                 if self.bans:
-                    self.bans.sync_counters()
+                    self.bans.sync_counters(limit=None)
             except Exception as e:  # counters are a nicety; detaching is not
                 warn(f"could not save final counters: {e}")
             self.monitor.stop()

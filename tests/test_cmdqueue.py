@@ -86,3 +86,4 @@ def test_half_written_file_is_left_alone_until_complete(tmp_path):
     assert [c["ip"] for c in handled] == ["203.0.113.1", "203.0.113.2"]
     assert json.loads(path.read_text()) == []
     assert not list(tmp_path.glob("*.corrupt-*"))
+
