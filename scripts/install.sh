@@ -48,7 +48,7 @@ for p in "${WANT[@]}"; do is_installed "$p" || MISSING+=("$p"); done
 if [ ${#MISSING[@]} -gt 0 ]; then
   apt_update_once
   echo "  installing: ${MISSING[*]}"
-  if ! apt-get install -y -q --no-install-recommends "${MISSING[@]}" 2>&1 \
+  if ! stdbuf -oL apt-get install -y -q --no-install-recommends "${MISSING[@]}" 2>&1 \
       | { grep --line-buffered -E '^(Setting up|E:)' | sed 's/^/  /'; true; }; then
     die "apt-get install failed"
   fi
@@ -118,7 +118,8 @@ STAMP="$VENV/.requirements.sha256"
 SUM=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$SUM" ]; then
   echo "  pip install -r requirements.txt (the first time takes a minute or two)"
-  if ! "$VENV/bin/pip" install --disable-pip-version-check --progress-bar off -r requirements.txt 2>&1 \
+  # Unbuffered: through a pipe pip would otherwise print nothing until it ends.
+  if ! PYTHONUNBUFFERED=1 "$VENV/bin/pip" install --disable-pip-version-check --progress-bar off -r requirements.txt 2>&1 \
       | { grep --line-buffered -E '^(Collecting|Successfully installed|ERROR)' | sed 's/^/  /'; true; }; then
     die "pip install -r requirements.txt failed"
   fi
