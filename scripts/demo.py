@@ -152,6 +152,15 @@ class Demo:
         r = self.lab.ns_exec(self.lab.dut, sys.executable, "-c", CLIENT, host, ports, timeout=120)
         return json.loads(r.stdout)
 
+    def traffic(self, mode: str, host: str, *extra: str) -> dict:
+        """test_connections.py run inside the host under test (a real process
+        the monitor sees), with its JSON summary."""
+        r = self.lab.ns_exec(self.lab.dut, sys.executable, str(ROOT / "test_connections.py"), mode,
+                             "--target", host, "--json", *extra, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"test_connections.py {mode}: {r.stderr.strip()}")
+        return json.loads(r.stdout)
+
     def logs(self) -> list:
         return (read_json(self.records / "dashboard_logs.json") or {}).get("entries", [])
 
@@ -162,22 +171,23 @@ class Demo:
     def play(self) -> None:
         lab = self.lab
         self.step(f"Normal connections from the host to the service host ({lab.peer4}: 22, 80, 443)")
-        out = self.client(lab.peer4, "22,80,443")
-        self.say("connect(): " + ", ".join(f"{p} {'open' if e == 0 else os.strerror(e)}"
-                                          for p, (e, _) in out.items()))
+        out = self.traffic("normal", lab.peer4, "--ports", "22,80,443")
+        m = out["modes"][0]
+        self.say(f"test_connections.py normal: {m['attempted']} connects, {m['open']} open, "
+                 f"{m['refused']} refused")
         n = self.wait("analysed events", lambda: len([e for e in self.logs()
                                                       if e["event"].get("daddr") == lab.peer4]) >= 3, 15)
         self.say(f"analysed: {n and 'INFO for all three' or 'not seen'}")
 
         self.step(f"Suspicious ports on the malicious host ({lab.peer4b}: 23, 445, 3389)")
-        self.client(lab.peer4b, "23,445,3389")
+        self.traffic("high", lab.peer4b)
         high = self.wait("HIGH threats", lambda: [t for t in self.pending() if t["level"] == "HIGH"], 15)
         for t in high or []:
             self.say(f"pending review: {t['level']} {t['category']} -> {t.get('target')}:"
                      f"{t['event'].get('dport')} ({t['reason'][:60]})")
 
-        self.step("A port scan of the malicious host (ports 1-200) from one process")
-        self.client(lab.peer4b, ",".join(str(p) for p in range(1, 201)))
+        self.step("A port scan of the malicious host (ports 1-200): test_connections.py scan")
+        self.traffic("scan", lab.peer4b)
         crit = self.wait("a CRITICAL scan threat", lambda: [t for t in self.pending()
                                                             if t["level"] == "CRITICAL"], 20)
         if not crit:
