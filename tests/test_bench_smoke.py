@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,13 @@ def test_analyzer_quick():
     # take is counted, never silently lost.
     assert llm["judged"] == 2000 and llm["llm_calls"] >= 1
     assert llm["max_queue_depth"] <= 256 and llm["queue_dropped"] >= 0
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
+                    reason="/usr/bin/chromium missing: run sudo make install")
+def test_ban_latency_from_a_dashboard_click_quick():
+    out = run_bench("ban_latency", "--via", "dashboard")
+    assert out["params"]["via"] == "dashboard" and len(out["results"]) == 2
+    for key in ("drop_ms", "connect_ms"):
+        s = out["summary"][key]
+        assert s["n"] == 2 and s["missed"] == 0 and 0 < s["min"] <= s["max"] < 5000, (key, s)
