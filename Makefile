@@ -24,7 +24,7 @@ test: install
 demo: install
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
-# Benchmarks (docs/benchmarks.md): drop rate, ban latency, event capture, analyzer; several minutes.
+# Benchmarks (docs/benchmarks.md): drop rate, ban latency (file and dashboard click), event capture, analyzer; ~8 minutes.
 .PHONY: bench
 bench: install
 	.venv/bin/python bench/run_all.py

@@ -20,7 +20,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHES = ("drop_rate", "ban_latency", "event_capture", "analyzer")
+# name in the results file: (script, extra arguments)
+BENCHES = {"drop_rate": ("drop_rate", []), "ban_latency": ("ban_latency", []),
+           "ban_latency_dashboard": ("ban_latency", ["--via", "dashboard"]),
+           "event_capture": ("event_capture", []), "analyzer": ("analyzer", [])}
 EPILOG = """examples:
   sudo make bench                                   # full size, writes docs/bench-results.json and plots
   sudo .venv/bin/python bench/run_all.py --quick --out /tmp/quick.json
@@ -43,7 +46,8 @@ def main() -> int:
     out = args.out or (None if args.quick else str(ROOT / "docs" / "bench-results.json"))
     results, failed = {}, []
     for name in names:
-        cmd = [sys.executable, str(HERE / f"{name}.py")]
+        script, extra = BENCHES[name]
+        cmd = [sys.executable, str(HERE / f"{script}.py"), *extra]
         if args.quick:
             cmd.append("--quick")
         elif not args.no_plots:
