@@ -18,7 +18,7 @@ from .addresses import AddressError, Network, canonical, parse_target
 from .cmdqueue import CommandQueue
 from .bancheck import BanCommand, BanRefused, check_policy, parse_command
 from .netinfo import Protected, protected_addresses
-from .store import (BAN_COMMANDS, BANNED_IPS, RecordsStore, parse_iso, utc_now_iso)
+from .store import BAN_COMMANDS, BANNED_IPS, RecordsStore, expiry_of, utc_now_iso
 from .whitelist import WhitelistFile
 
 PROTECTED_TTL_S = 5.0
@@ -75,7 +75,7 @@ class BanTable:
             except AddressError as e:
                 self._refuse({"action": "ban", "ip": key, **rec}, f"restore: {e}")
                 continue
-            exp = _expiry(rec)
+            exp = expiry_of(rec)
             if exp is not None and exp <= now:
                 self.emit("unban", ip=canonical(net), result="expired", reason=rec.get("reason"),
                           source=rec.get("source"), expires_at=rec.get("expires_at"))
@@ -155,7 +155,7 @@ class BanTable:
     # ------------------------------------------------------------ expiry, counters
     def expire(self) -> int:
         now = self.clock()
-        due = [k for k, rec in self.bans.items() if (_expiry(rec) or float("inf")) <= now]
+        due = [k for k, rec in self.bans.items() if (expiry_of(rec) or float("inf")) <= now]
         for k in due:
             net = self._nets[k]
             self._unban(BanCommand("unban", net, None, "ttl", None), result="expired")
@@ -202,9 +202,3 @@ class BanTable:
     def _save(self) -> None:
         self.store.write(BANNED_IPS, self.bans)
 
-
-def _expiry(rec: dict) -> float | None:
-    try:
-        return parse_iso(rec.get("expires_at"))
-    except (TypeError, ValueError):
-        return None

@@ -182,3 +182,20 @@ def wait_until(pred, timeout: float = 10.0, interval: float = 0.05, what: str = 
             return v
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def start_pipeline(lab: Lab, records: Path, config: Path, analyzer_args: list[str],
+                   loader_args: list[str] = ()) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """`unified_ebpf.py | llm_analyzer.py` as `make run` starts it, with the
+    loader in the lab's host under test; stderr of each goes to
+    records/loader.log and records/analyzer.log. Returns (loader, analyzer)."""
+    loader = subprocess.Popen(
+        ["ip", "netns", "exec", lab.dut, VENV_PY, "-u", str(ROOT / "unified_ebpf.py"), "-i", lab.dut_if,
+         "--records", str(records), "--config", str(config), *loader_args],
+        stdout=subprocess.PIPE, stderr=open(records / "loader.log", "w"), cwd=ROOT)
+    analyzer = subprocess.Popen(
+        [VENV_PY, "-u", str(ROOT / "llm_analyzer.py"), "--records", str(records), "--config", str(config),
+         *analyzer_args],
+        stdin=loader.stdout, stdout=subprocess.DEVNULL, stderr=open(records / "analyzer.log", "w"), cwd=ROOT)
+    loader.stdout.close()   # the analyzer owns the read end now
+    return loader, analyzer

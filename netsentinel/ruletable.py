@@ -19,7 +19,7 @@ from typing import Any, Callable
 from .cmdqueue import CommandQueue
 from .filterrules import RuleRefused, validate_rules
 from .netinfo import Protected
-from .store import (FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RecordsStore, parse_iso,
+from .store import (FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RecordsStore, expiry_of,
                     utc_now_iso)
 
 
@@ -147,8 +147,5 @@ def _kernel_view(stored: dict) -> dict:
 
 
 def _expired(rule: dict, now: float) -> bool:
-    try:
-        exp = parse_iso(rule.get("expires_at"))
-    except (TypeError, ValueError):
-        return False
+    exp = expiry_of(rule)
     return exp is not None and exp <= now

@@ -102,6 +102,15 @@ def _dir_lock(root: Path) -> _DirLock:
         return _DIR_LOCKS.setdefault(os.path.realpath(root), _DirLock())
 
 
+def expiry_of(record: dict) -> float | None:
+    """A record's "expires_at" as Unix time; None when absent or unreadable
+    (a hand-edited file: such a record simply does not expire)."""
+    try:
+        return parse_iso(record.get("expires_at"))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 def _default_warn(msg: str) -> None:
     print(f"netsentinel: {msg}", file=sys.stderr, flush=True)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from netsentinel import threats  # noqa: E402
-from netsentinel.lab import ROOT, VENV_PY, Lab, read_json, sh  # noqa: E402
+from netsentinel.lab import ROOT, VENV_PY, Lab, read_json, sh, start_pipeline  # noqa: E402
 from netsentinel.store import RecordsStore  # noqa: E402
 
 SERVER = """
@@ -119,16 +119,8 @@ class Demo:
         self.step("Pipeline: unified_ebpf.py | llm_analyzer.py" +
                   ("" if self.args.no_dashboard else " + dashboard"))
         cfg = str(self.records / "filter_config.json")
-        loader = subprocess.Popen(
-            ["ip", "netns", "exec", lab.dut, VENV_PY, "-u", str(ROOT / "unified_ebpf.py"), "-i", lab.dut_if,
-             "--records", str(self.records), "--config", cfg, "--stats-interval", "2"],
-            stdout=subprocess.PIPE, stderr=open(self.records / "loader.log", "w"), cwd=ROOT)
-        analyzer = subprocess.Popen(
-            [VENV_PY, "-u", str(ROOT / "llm_analyzer.py"), "--records", str(self.records), "--config", cfg,
-             *self.args.analyzer_args.split()],
-            stdin=loader.stdout, stdout=subprocess.DEVNULL, stderr=open(self.records / "analyzer.log", "w"),
-            cwd=ROOT)
-        loader.stdout.close()   # the analyzer owns the read end now
+        loader, analyzer = start_pipeline(lab, self.records, Path(cfg), self.args.analyzer_args.split(),
+                                          ["--stats-interval", "2"])
         self.procs += [loader, analyzer]
         self.loader = loader
         if not self.args.no_dashboard and (ROOT / "dashboard.py").exists():

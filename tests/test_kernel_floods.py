@@ -12,7 +12,8 @@ import time
 import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
-                    ROOT, VENV_PY, kernel_test_skip_reason, read_json, sh, wait_until)
+                    kernel_test_skip_reason, read_json, sh, wait_until)
+from netsentinel.lab import start_pipeline
 
 SKIP = kernel_test_skip_reason()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
@@ -29,15 +30,7 @@ def pipeline(lab, tmp_path_factory):
     rec = tmp_path_factory.mktemp("records")
     cfg = rec / "filter_config.json"
     cfg.write_text("{}")
-    loader = subprocess.Popen(
-        ["ip", "netns", "exec", lab.dut, VENV_PY, "-u", str(ROOT / "unified_ebpf.py"), "-i", lab.dut_if,
-         "--records", str(rec), "--config", str(cfg)],
-        stdout=subprocess.PIPE, stderr=open(rec / "loader.log", "w"), cwd=ROOT)
-    analyzer = subprocess.Popen(
-        [VENV_PY, "-u", str(ROOT / "llm_analyzer.py"), "--records", str(rec), "--config", str(cfg),
-         "--backend", "rules"],
-        stdin=loader.stdout, stdout=subprocess.DEVNULL, stderr=open(rec / "analyzer.log", "w"), cwd=ROOT)
-    loader.stdout.close()
+    loader, analyzer = start_pipeline(lab, rec, cfg, ["--backend", "rules"])
     wait_until(lambda: (read_json(rec / "loader_status.json") or {}).get("running"), 90, what="loader")
     yield rec
     loader.terminate()
