@@ -39,6 +39,9 @@ class EventWriter:
         self._lock = threading.Lock()
         self.broken = False
         self.written = 0
+        # Set while the loader shuts down: the reader (the analyzer, got the
+        # same Ctrl-C) may already be gone, and that is no news.
+        self.closing = False
 
     def emit(self, type_: str, **fields: Any) -> dict:
         event = make_event(type_, **fields)
@@ -52,8 +55,10 @@ class EventWriter:
                 self.written += 1
             except (BrokenPipeError, ValueError):
                 self.broken = True
-                print("unified_ebpf: stdout closed (reader went away); "
-                      "events are no longer written, bans stay enforced", file=sys.stderr, flush=True)
+                if not self.closing:
+                    print("unified_ebpf: stdout closed (reader went away); "
+                          "events are no longer written, bans stay enforced",
+                          file=sys.stderr, flush=True)
         return event
 
 

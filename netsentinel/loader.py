@@ -242,6 +242,7 @@ class Loader:
         if self._cleaned:
             return
         self._cleaned = True
+        self.events.closing = True
         old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             try:
