@@ -7,7 +7,7 @@ destinations, common and unusual ports, three port scanners) into the real
 llm_analyzer.py as fast as a pipe takes them, twice:
   rules  --backend rules
   llm    --backend openai against a loopback stand-in server that takes 1 s
-         per answer (tests/llm_standins.py), --llm-scope all, 2 workers,
+         per answer (netsentinel/testing/llm_standins.py), --llm-scope all, 2 workers,
          60 calls/min, events fed at 2,000/s like a live stream: what a
          slow local model does to the pipeline
 and reports events/s, the analyzer's CPU seconds and peak memory, and for
@@ -32,11 +32,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 from common import emit, parser, pyplot, save_figure  # noqa: E402
-from llm_standins import StandinServer  # noqa: E402
+from netsentinel.testing.llm_standins import StandinServer  # noqa: E402
 
 ROOT = HERE.parent
 ANALYZER = ROOT / "llm_analyzer.py"

@@ -272,8 +272,7 @@ def main() -> int:
             cleanup.push(traffic.close)
             ban = ban_by_file
             if dash:
-                sys.path.insert(0, str(ROOT / "tests"))
-                from dashboard_browser import chromium_page, dashboard_server
+                from netsentinel.testing.dashboard_browser import chromium_page, dashboard_server
                 server = dashboard_server(records, cfg, tmp / "dashboard.log", refresh=0)
                 url = server.__enter__()
                 cleanup.push(server.__exit__, None, None, None)

@@ -1,6 +1,6 @@
 """Shared pieces of the NetSentinel benchmarks (bench/*.py).
 
-The namespace lab and the loader process come from netsentinel/lab.py (the
+The namespace lab and the loader process come from netsentinel/testing/lab.py (the
 same harness the kernel tests use, re-exported by tests/netlab.py); this
 module adds what only benchmarks need: the --quick/--plot command line,
 cleanup that also runs on SIGTERM, per-CPU and per-process CPU accounting
@@ -29,10 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from netsentinel.lab import VENV_PY, Lab, LoaderProc, sh, wait_until  # noqa: E402,F401
+from netsentinel.testing.lab import VENV_PY, Lab, LoaderProc, sh, wait_until  # noqa: E402,F401
 
 IMG_DIR = ROOT / "docs" / "img"
 RESULT_VERSION = 1

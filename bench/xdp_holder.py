@@ -3,7 +3,7 @@
 ban map filled to a given size (a helper of bench/drop_rate.py; run as root
 inside the namespace that owns the interface).
 
-It uses the loader's own Enforcer (netsentinel/kernel.py: the same BPF
+It uses the loader's own Enforcer (netsentinel/kernel/: the same BPF
 program, the same attach code) but fills the bans4 LPM trie in batches of
 100,000 through BPF_MAP_UPDATE_BATCH instead of the loader's per-command
 path, so a million-prefix map is ready in seconds: the benchmark measures the
@@ -27,11 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import filler_prefixes  # noqa: E402  (bench/common.py, beside this file)
 from netsentinel.addresses import parse_target  # noqa: E402
-from netsentinel.kernel import Enforcer  # noqa: E402
+from netsentinel.kernel.enforcer import Enforcer  # noqa: E402
 
 EPILOG = """examples (inside a namespace you created):
   ip netns exec nsdut123 .venv/bin/python bench/xdp_holder.py -i vd123 --ban 10.201.7.2 --fill 999999

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """generate_flows.py - make labelled flow data for the flow classifier, for real.
 
-Builds a namespace lab (netsentinel/lab.py), runs the real loader on the host
+Builds a namespace lab (netsentinel/testing/lab.py), runs the real loader on the host
 under test, and plays scenarios from the peer with real tools: hping3 floods
 (ICMP, SYN, UDP, SSDP, reflection-port UDP, SYN port scans), and normal
 traffic (ping, short TCP exchanges, iperf3 bulk TCP and paced UDP). Each run
@@ -23,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from netsentinel.lab import ROOT, Lab, LoaderProc, sh  # noqa: E402
+from netsentinel.testing.lab import ROOT, Lab, LoaderProc, sh  # noqa: E402
 
 TCP_CLIENT = """
 import socket, sys, time

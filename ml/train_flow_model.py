@@ -2,10 +2,10 @@
 """train_flow_model.py - train, evaluate and export the flow classifier.
 
 Reads labelled flow windows (ml/generate_flows.py), trains a scikit-learn
-decision tree on the features of netsentinel/flowmodel.py, evaluates it on
+decision tree on the features of netsentinel/analyzer/flowmodel.py, evaluates it on
 held-out runs (one rate variant of every scenario never seen in training),
 and writes:
-  netsentinel/models/flow_tree.json   the tree as plain JSON (no pickle)
+  netsentinel/analyzer/models/flow_tree.json   the tree as plain JSON (no pickle)
   docs/flow_model.md                  how the data was made, the evaluation
 
 USAGE: .venv/bin/python ml/train_flow_model.py [--data ml/data/flows.jsonl]
@@ -20,9 +20,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from netsentinel.flowmodel import FEATURES, MODEL_PATH, FlowModel, features  # noqa: E402
+from netsentinel.analyzer.flowmodel import FEATURES, MODEL_PATH, FlowModel, features  # noqa: E402
 
 DOC_PATH = ROOT / "docs" / "flow_model.md"
 
@@ -77,8 +76,8 @@ def write_doc(meta: dict, rows: list[dict], conf: dict, classes: list[str], data
         "",
         "A decision tree over per-source inbound traffic windows (`flow` events,",
         "see [events.md](events.md)). Trained with scikit-learn by",
-        "`ml/train_flow_model.py`, exported to `netsentinel/models/flow_tree.json` and",
-        "walked in pure Python by `netsentinel/flowmodel.py` (no pickle is loaded).",
+        "`ml/train_flow_model.py`, exported to `netsentinel/analyzer/models/flow_tree.json` and",
+        "walked in pure Python by `netsentinel/analyzer/flowmodel.py` (no pickle is loaded).",
         "",
         "## How the data was made",
         "",
@@ -116,7 +115,7 @@ def write_doc(meta: dict, rows: list[dict], conf: dict, classes: list[str], data
     lines += ["", "Read a high score for what it is: each lab source sends one kind of traffic at a",
               "steady rate, so the classes separate cleanly on these features. Real traffic mixes",
               "kinds and rates; that is why auto-blocking rests on the documented thresholds",
-              "(netsentinel/floods.py) and the classifier only adds a MEDIUM note or names the kind.",
+              "(netsentinel/analyzer/floods.py) and the classifier only adds a MEDIUM note or names the kind.",
               "",
               "Absolute packet rates depend on the machine that generated the data (a 2-core",
               "VM here): rates far outside the lab's range are extrapolated by the tree.",

@@ -27,10 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from netsentinel import threats  # noqa: E402
-from netsentinel.lab import ROOT, VENV_PY, Lab, read_json, sh, start_pipeline  # noqa: E402
+from netsentinel.testing.lab import ROOT, VENV_PY, Lab, lab_octet, read_json, sh, start_pipeline  # noqa: E402
 from netsentinel.store import RecordsStore  # noqa: E402
 
 SERVER = """
@@ -106,7 +105,7 @@ class Demo:
         self.step("Lab: host under test, a service host and a malicious host (network namespaces)")
         self.lab = lab = Lab()
         self.results["namespaces"] = [lab.dut, lab.peer]
-        self.flooder = f"10.201.{lab.n}.66"
+        self.flooder = f"10.{lab_octet()}.{lab.n}.66"
         sh("ip", "-n", lab.peer, "addr", "add", f"{self.flooder}/24", "dev", lab.peer_if, "nodad")
         self.say(f"host under test {lab.dut4} ({lab.dut}); service host {lab.peer4}; "
                  f"malicious host {lab.peer4b}; flood source {self.flooder}")
@@ -145,12 +144,12 @@ class Demo:
         return json.loads(r.stdout)
 
     def traffic(self, mode: str, host: str, *extra: str) -> dict:
-        """test_connections.py run inside the host under test (a real process
+        """traffic.py run inside the host under test (a real process
         the monitor sees), with its JSON summary."""
-        r = self.lab.ns_exec(self.lab.dut, sys.executable, str(ROOT / "test_connections.py"), mode,
+        r = self.lab.ns_exec(self.lab.dut, sys.executable, str(ROOT / "scripts" / "traffic.py"), mode,
                              "--target", host, "--json", *extra, timeout=120)
         if r.returncode != 0:
-            raise RuntimeError(f"test_connections.py {mode}: {r.stderr.strip()}")
+            raise RuntimeError(f"traffic.py {mode}: {r.stderr.strip()}")
         return json.loads(r.stdout)
 
     def logs(self) -> list:
@@ -165,7 +164,7 @@ class Demo:
         self.step(f"Normal connections from the host to the service host ({lab.peer4}: 22, 80, 443)")
         out = self.traffic("normal", lab.peer4, "--ports", "22,80,443")
         m = out["modes"][0]
-        self.say(f"test_connections.py normal: {m['attempted']} connects, {m['open']} open, "
+        self.say(f"traffic.py normal: {m['attempted']} connects, {m['open']} open, "
                  f"{m['refused']} refused")
         n = self.wait("analysed events", lambda: len([e for e in self.logs()
                                                       if e["event"].get("daddr") == lab.peer4]) >= 3, 15)
@@ -178,7 +177,7 @@ class Demo:
             self.say(f"pending review: {t['level']} {t['category']} -> {t.get('target')}:"
                      f"{t['event'].get('dport')} ({t['reason'][:60]})")
 
-        self.step("A port scan of the malicious host (ports 1-200): test_connections.py scan")
+        self.step("A port scan of the malicious host (ports 1-200): traffic.py scan")
         self.traffic("scan", lab.peer4b)
         crit = self.wait("a CRITICAL scan threat", lambda: [t for t in self.pending()
                                                             if t["level"] == "CRITICAL"], 20)

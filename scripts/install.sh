@@ -8,8 +8,10 @@
 #     /lib/modules/$(uname -r)/{build,source}. Safe only because our BPF code
 #     uses UAPI types and tracepoint formats alone (bpf/netsentinel.h).
 #  3. tracefs, debugfs, bpffs and a cgroup2 hierarchy, when not mounted
-#  4. the virtualenv .venv (system site packages, so it sees Debian's bcc)
-#     and requirements.txt, reinstalled only when requirements.txt changes
+#  4. the virtualenv .venv (system site packages, so it sees Debian's bcc),
+#     requirements.txt (reinstalled only when it changes: the runtime, the
+#     offline-model backend's torch/transformers, and the test and benchmark
+#     tools) and the netsentinel package itself (pip install -e .)
 #  5. a self-check: BCC compiles and loads bpf/*.c on this kernel
 set -euo pipefail
 
@@ -127,9 +129,18 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$SUM" ]; then
 else
   echo "  requirements.txt unchanged; packages present"
 fi
+# The netsentinel package itself, editable (pyproject.toml): every tool,
+# test and benchmark imports it from this checkout, with no sys.path tricks.
+if ! (cd / && "$VENV/bin/python" -c 'import netsentinel, pathlib, sys; sys.exit(pathlib.Path(netsentinel.__file__).resolve().parent.parent != pathlib.Path(sys.argv[1]).resolve())' "$ROOT") 2>/dev/null; then
+  echo "  pip install -e . (the netsentinel package from this checkout)"
+  ( cd / && "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$ROOT" ) \
+    || die "pip install -e . failed"
+else
+  echo "  netsentinel package: editable install of $ROOT"
+fi
 
 # ---------------------------------------------------------------- 5. check
 step 5 "self-check: compile and load the BPF programs"
-"$VENV/bin/python" -m netsentinel.selfcheck || die "BPF self-check failed (see above)"
+"$VENV/bin/python" -m netsentinel.kernel.selfcheck || die "BPF self-check failed (see above)"
 echo
 echo "install: done. Next: sudo make run   (or: sudo make test)"

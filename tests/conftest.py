@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 
-# Tests import the package from the checkout however pytest is started.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-if str(PROJECT_ROOT) not in sys.path:
-    sys.path.insert(0, str(PROJECT_ROOT))
 
 from netsentinel.store import RecordsStore  # noqa: E402
 

@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from netsentinel.store import (ANALYZER_STATUS, BAN_COMMANDS_REJECTED, BANNED_IPS,  # noqa: E402
                                DASHBOARD_LOGS, LOADER_STATUS, PENDING_THREATS, RecordsStore,

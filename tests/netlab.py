@@ -1,5 +1,5 @@
 """Test harness for the kernel tests: the namespace lab and loader process
-(netsentinel/lab.py, re-exported here), fixtures and small helpers.
+(netsentinel/testing/lab.py, re-exported here), fixtures and small helpers.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from netsentinel.lab import (ROOT, VENV_PY, Lab, LoaderProc, read_json, sh,  # noqa: F401
+from netsentinel.testing.lab import (ROOT, VENV_PY, Lab, LoaderProc, read_json, sh,  # noqa: F401
                              wait_until)
 
 

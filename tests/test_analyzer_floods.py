@@ -6,7 +6,7 @@ traffic is left alone, and with an LLM in force a rule proposal waits."""
 import json
 
 from analyzer_support import analyzer_env, read, run_analyzer, start_analyzer, wait_for
-from llm_standins import StandinServer
+from netsentinel.testing.llm_standins import StandinServer
 from netsentinel.store import BAN_COMMANDS, PENDING_THREATS
 from test_floods import ROWS
 

@@ -13,7 +13,7 @@ import pytest
 
 from analyzer_support import (analyzer_env, conn, lines, pending, read, run_analyzer,
                               start_analyzer, wait_for)
-from llm_standins import StandinServer
+from netsentinel.testing.llm_standins import StandinServer
 
 SCAN_PORTS = [23, 445, 3389] + list(range(1000, 1030))
 

@@ -12,7 +12,7 @@ import threading
 import time
 
 from analyzer_support import ANALYZER, analyzer_env, conn, read
-from llm_standins import StandinServer
+from netsentinel.testing.llm_standins import StandinServer
 
 N_EVENTS = 100_000
 CAP = 40

@@ -15,11 +15,11 @@ import threading
 import pytest
 
 from analyzer_support import ANALYZER, analyzer_env, conn
-from llm_standins import StandinServer
-from netsentinel.analyzer.backends import BackendManager, choose_auto
+from netsentinel.testing.llm_standins import StandinServer
+from netsentinel.llm.backends import BackendManager, choose_auto
 from netsentinel.analyzer.rules import RuleEngine
 from netsentinel.analyzer.worker import Job, LLMWorker
-from netsentinel.llm_config import probe_backend, validate_llm_config
+from netsentinel.llm.config import probe_backend, validate_llm_config
 
 NETWORK_BACKENDS = ["zhipuai", "ollama", "openai"]
 CHAT_PATHS = {"zhipuai": "/api/paas/v4/chat/completions", "ollama": "/api/chat",

@@ -2,8 +2,8 @@
 
 import json
 
-from netsentinel.bans import BanTable
-from netsentinel.kernel import BanCounters
+from netsentinel.loader.bantable import BanTable
+from netsentinel.kernel.enforcer import BanCounters
 from netsentinel.netinfo import Protected
 from netsentinel.store import RecordsStore
 from netsentinel.whitelist import WhitelistFile

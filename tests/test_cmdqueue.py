@@ -5,7 +5,7 @@ must be handled exactly once, none lost."""
 import json
 import os
 
-from netsentinel.cmdqueue import CommandQueue
+from netsentinel.loader.cmdqueue import CommandQueue
 from netsentinel.store import RecordsStore
 
 

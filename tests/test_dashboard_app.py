@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from analyzer_support import conn, lines, run_analyzer
 from dashboard_seed import seed
-from llm_standins import StandinServer
+from netsentinel.testing.llm_standins import StandinServer
 from netsentinel import threats
 from netsentinel.dashboard import data, settings, status
 from netsentinel.store import (BAN_COMMANDS, DASHBOARD_LOGS, LLM_CONFIG, PENDING_THREATS,

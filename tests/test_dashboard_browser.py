@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-import dashboard_browser as B
+from netsentinel.testing import dashboard_browser as B
 from dashboard_seed import heartbeat, seed
 from netsentinel.store import BAN_COMMANDS, BANNED_IPS, utc_now_iso
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from llm_standins import StandinServer
+from netsentinel.testing.llm_standins import StandinServer
 from netsentinel import proposals
 from netsentinel.store import DASHBOARD_LOGS, FILTER_RULES, LLM_CONFIG, RULE_COMMANDS, RecordsStore
 from test_dashboard_app import env, read, start, texts  # noqa: F401  (env is a fixture)

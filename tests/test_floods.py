@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from netsentinel.floods import DEFAULT_THRESHOLDS, FloodDetector, merge_thresholds
-from netsentinel.flowmodel import FlowModel
+from netsentinel.analyzer.floods import DEFAULT_THRESHOLDS, FloodDetector, merge_thresholds
+from netsentinel.analyzer.flowmodel import FlowModel
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "ml" / "data" / "flows.jsonl"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netsentinel.flowmodel import MODEL_PATH, FlowModel
+from netsentinel.analyzer.flowmodel import MODEL_PATH, FlowModel
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """FlowTracker arithmetic on fixed samples with an injected clock."""
 
-from netsentinel.flows import COUNTERS, FlowTracker
+from netsentinel.loader.flows import COUNTERS, FlowTracker
 
 
 def stats(**kw):

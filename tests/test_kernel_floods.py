@@ -13,7 +13,7 @@ import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
                     kernel_test_skip_reason, read_json, sh, wait_until)
-from netsentinel.lab import start_pipeline
+from netsentinel.testing.lab import lab_octet, start_pipeline
 
 SKIP = kernel_test_skip_reason()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
@@ -47,7 +47,7 @@ def threat_for(rec, src):
 def test_flood_detected_blocked_and_dropped_while_normal_traffic_passes(lab, pipeline, kind):
     rec = pipeline
     n = list(FLOODS).index(kind)
-    src = f"10.201.{lab.n}.{70 + n}"
+    src = f"10.{lab_octet()}.{lab.n}.{70 + n}"
     sh("ip", "-n", lab.peer, "addr", "add", f"{src}/24", "dev", lab.peer_if, "nodad")
     normal = subprocess.Popen(["ip", "netns", "exec", lab.peer, "ping", "-q", "-c", "25", "-i", "0.2",
                                "-I", lab.peer4b, lab.dut4], stdout=subprocess.PIPE, text=True)

@@ -16,7 +16,7 @@ import pytest
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
                     ROOT, VENV_PY, LoaderProc, ban_event, kernel_test_skip_reason, ns_connect,
                     read_json, sh, validate, wait_until, write_commands)
-from netsentinel.kernel import kprobes_unavailable_reason
+from netsentinel.kernel.host import kprobes_unavailable_reason
 
 SKIP = kernel_test_skip_reason()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from llm_standins import StandinServer
+from netsentinel.testing.llm_standins import StandinServer
 from netsentinel import proposals
 from netsentinel.addresses import parse_target
-from netsentinel.analyzer.backends import BackendManager
-from netsentinel.llm_config import validate_llm_config
+from netsentinel.llm.backends import BackendManager
+from netsentinel.llm.config import validate_llm_config
 from netsentinel.netinfo import Protected
 from netsentinel.store import RULE_COMMANDS, RecordsStore
 

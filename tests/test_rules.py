@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from netsentinel.analyzer.rules import DEFAULT_RULES_PATH, RuleEngine, RuleFileError
-from netsentinel.llm_config import validate_llm_config
+from netsentinel.llm.config import validate_llm_config
 from netsentinel.whitelist import Whitelist
 
 from analyzer_support import BASE_EVENT, ts as _ts

@@ -10,13 +10,13 @@ import sys
 
 from .. import paths, threats
 from ..bancheck import BanRefused
-from ..llm_config import (BACKENDS, DEFAULT_LLM_CONFIG, HF_DEVICES, HF_QUANTIZE, SCOPES,
+from ..llm.config import (BACKENDS, DEFAULT_LLM_CONFIG, HF_DEVICES, HF_QUANTIZE, SCOPES,
                           load_env, validate_llm_config)
 from ..netinfo import protected_addresses
 from ..store import (ANALYZER_STATUS, DASHBOARD_LOGS, LLM_CONFIG, PENDING_THREATS, RecordsStore,
                      StoreError)
 from ..whitelist import ConfigError, WhitelistFile
-from .backends import BackendError, HuggingFaceBackend
+from ..llm.backends import BackendError, HuggingFaceBackend
 from .rules import DEFAULT_RULES_PATH, RuleEngine, RuleFileError
 from .settings import SettingsWatcher
 from .sinks import HISTORY

@@ -16,13 +16,13 @@ from collections import deque
 from typing import IO, Callable
 
 from .. import proposals
-from ..floods import FloodDetector
-from ..flowmodel import FlowModel
-from ..llm_config import LLM_BACKENDS, probe_backend, resolve_model
+from .floods import FloodDetector
+from .flowmodel import FlowModel
+from ..llm.config import LLM_BACKENDS, probe_backend, resolve_model
 from ..netinfo import protected_addresses
 from ..store import ANALYZER_STATUS, RecordsStore, StoreError, utc_now_iso
 from ..whitelist import Whitelist, WhitelistFile
-from .backends import BackendError, BackendManager, choose_auto
+from ..llm.backends import BackendError, BackendManager, choose_auto
 from .inputs import BadLine, RateLimitedWarn, parse_line
 from .rules import RuleEngine
 from .settings import CHECK_EVERY, SettingsWatcher

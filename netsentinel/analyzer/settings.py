@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Callable
 
-from ..llm_config import load_llm_config
+from ..llm.config import load_llm_config
 from ..store import LLM_CONFIG, RecordsStore
 
 CHECK_EVERY = 0.05  # seconds; a change is in force for the first event after that

@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .backends import BackendError, BackendManager
+from ..llm.backends import BackendError, BackendManager
 from .prompt import build_messages
 from .verdict import InvalidVerdict, Verdict, combine, fallback, parse_llm_verdict
 

@@ -1,4 +1,4 @@
-"""LLM settings: records/llm_config.json through netsentinel.llm_config
+"""LLM settings: records/llm_config.json through netsentinel.llm.config
 (validated; the analyzer hot-reloads it), and a "test connection" probe.
 API keys live in .env / the environment and are never shown."""
 
@@ -8,7 +8,7 @@ import os
 
 import streamlit as st
 
-from ..llm_config import (BACKENDS, DEFAULT_LLM_CONFIG, SCOPES, load_env, load_llm_config,
+from ..llm.config import (BACKENDS, DEFAULT_LLM_CONFIG, SCOPES, load_env, load_llm_config,
                           probe_backend, save_llm_config, validate_llm_config)
 from .context import Ctx
 from .data import mask_secret, mask_text, masked

@@ -15,15 +15,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import __version__
-from .bans import BanTable
-from .events import EventWriter
+from .. import __version__
+from .bantable import BanTable
+from ..events import EventWriter
 from .flows import FlowTracker
-from .kernel import ConnectionMonitor, Enforcer, KernelError, RawConnection, program_ids
+from ..kernel import KernelError
+from ..kernel.enforcer import Enforcer
+from ..kernel.libbpf import program_ids
+from ..kernel.monitor import ConnectionMonitor, RawConnection
 from .procinfo import ProcCache
 from .ruletable import RuleTable
-from .store import LOADER_STATUS, RecordsStore, StoreError, utc_now_iso
-from .whitelist import WhitelistFile
+from ..store import LOADER_STATUS, RecordsStore, StoreError, utc_now_iso
+from ..whitelist import WhitelistFile
 
 POLL_MS = 50            # ban commands are picked up within ~this
 COMMAND_RESCAN_S = 1.0  # re-read the queue even if its stat did not change

@@ -23,7 +23,7 @@ import os
 import time
 from typing import Any, Callable
 
-from .store import RecordsStore
+from ..store import RecordsStore
 
 SETTLE_S = 0.3
 

@@ -1,4 +1,4 @@
-"""`python -m netsentinel.selfcheck`: can BCC compile and load our BPF
+"""`python -m netsentinel.kernel.selfcheck`: can BCC compile and load our BPF
 programs on this kernel? Run by the install step; loads, attaches nothing."""
 
 from __future__ import annotations
@@ -7,7 +7,10 @@ import os
 import platform
 import sys
 
-from .kernel import CGROUP_HOOKS, ConnectionMonitor, Enforcer, KernelError, import_bcc
+from . import KernelError
+from .enforcer import CGROUP_HOOKS, Enforcer
+from .host import import_bcc
+from .monitor import ConnectionMonitor
 
 
 def main() -> int:
@@ -30,7 +33,7 @@ def main() -> int:
     except Exception as e:  # BCC raises bare Exception on compile/load errors
         print(f"selfcheck: {e}", file=sys.stderr)
         return 1
-    print("  conn_monitor.c and enforce.c compile and pass the verifier")
+    print("  conn_monitor.bpf.c and enforce.bpf.c compile and pass the verifier")
     return 0
 
 

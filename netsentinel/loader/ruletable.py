@@ -17,9 +17,9 @@ import time
 from typing import Any, Callable
 
 from .cmdqueue import CommandQueue
-from .filterrules import RuleRefused, validate_rules
-from .netinfo import Protected
-from .store import (FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RecordsStore, expiry_of,
+from ..filterrules import RuleRefused, validate_rules
+from ..netinfo import Protected
+from ..store import (FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RecordsStore, expiry_of,
                     utc_now_iso)
 
 

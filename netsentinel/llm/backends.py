@@ -18,7 +18,7 @@ import os
 import threading
 from typing import Callable
 
-from ..llm_config import (LLM_BACKENDS, load_env, probe_backend, resolve_host, resolve_model)
+from .config import (LLM_BACKENDS, load_env, probe_backend, resolve_host, resolve_model)
 
 
 class BackendError(Exception):
@@ -102,7 +102,7 @@ class OllamaBackend(Backend):
         import httpx
         import ollama
 
-        from .verdict import VERDICT_SCHEMA
+        from ..analyzer.verdict import VERDICT_SCHEMA
 
         kwargs = dict(model=self.model, messages=messages, format=VERDICT_SCHEMA,
                       options={"temperature": cfg["temperature"], "num_predict": cfg["max_tokens"]})

@@ -19,8 +19,8 @@ import threading
 from typing import Any
 from urllib.parse import urlparse
 
-from .paths import PROJECT_ROOT
-from .store import LLM_CONFIG, CorruptFile, RecordsStore, StoreError, utc_now_iso
+from ..paths import PROJECT_ROOT
+from ..store import LLM_CONFIG, CorruptFile, RecordsStore, StoreError, utc_now_iso
 
 BACKENDS = ("auto", "rules", "zhipuai", "ollama", "openai", "huggingface")
 LLM_BACKENDS = BACKENDS[2:]  # the ones that actually ask a model
@@ -60,7 +60,7 @@ DEFAULT_LLM_CONFIG: dict[str, Any] = {
     "auto_ban_critical": False,
     "auto_ban_min_confidence": 0.9,
     "auto_ban_ttl_seconds": 3600,
-    # Inbound floods (flow events; netsentinel/floods.py). A CRITICAL flood is
+    # Inbound floods (flow events; netsentinel/analyzer/floods.py). A CRITICAL flood is
     # banned at once for flood_ban_ttl_seconds unless auto_block_floods is off;
     # with an LLM in force it is also asked to propose filter rules for review.
     "auto_block_floods": True,
@@ -147,8 +147,36 @@ def _check_files(key: str, value: Any) -> list[str]:
     return [x.strip() for x in value]
 
 
+# Flood thresholds (the analyzer's floods.py applies them; they are settings).
+# kind: (counter, HIGH pps, CRITICAL pps, minimum share of the window's packets)
+DEFAULT_THRESHOLDS: dict[str, dict] = {
+    "icmp_flood": {"counter": "icmp_echo", "high": 300, "critical": 800, "min_share": 0.8},
+    "syn_flood": {"counter": "tcp_syn", "high": 300, "critical": 800, "min_share": 0.8},
+    "ssdp_flood": {"counter": "udp_ssdp", "high": 200, "critical": 800, "min_share": 0.8},
+    "reflection": {"counter": "udp_reflect", "high": 200, "critical": 800, "min_share": 0.8},
+    "udp_flood": {"counter": "udp", "high": 2000, "critical": 5000, "min_share": 0.9},
+}
+
+def merge_thresholds(overrides: dict | None) -> dict:
+    """Defaults with per-kind overrides; unknown kinds or fields raise ValueError."""
+    merged = {k: dict(v) for k, v in DEFAULT_THRESHOLDS.items()}
+    for kind, values in (overrides or {}).items():
+        if kind not in merged:
+            raise ValueError(f"unknown flood kind {kind!r} (known: {', '.join(merged)})")
+        if not isinstance(values, dict):
+            raise ValueError(f"flood_thresholds.{kind} must be an object")
+        for key, v in values.items():
+            if key not in ("high", "critical", "min_share"):
+                raise ValueError(f"flood_thresholds.{kind}.{key}: unknown field")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"flood_thresholds.{kind}.{key} must be a non-negative number")
+            merged[kind][key] = v
+        if merged[kind]["high"] > merged[kind]["critical"]:
+            raise ValueError(f"flood_thresholds.{kind}: high must not exceed critical")
+    return merged
+
+
 def _check_flood_thresholds(key: str, value: Any) -> dict:
-    from .floods import merge_thresholds  # light: pure Python
     if not isinstance(value, dict):
         raise ValueError(f"{key} must be an object like {{\"icmp_flood\": {{\"critical\": 2000}}}}")
     merge_thresholds(value)  # raises ValueError with the reason

@@ -14,12 +14,12 @@ import json
 import time
 from typing import Any, Callable
 
-from .addresses import AddressError, Network, canonical, parse_target
+from ..addresses import AddressError, Network, canonical, parse_target
 from .cmdqueue import CommandQueue
-from .bancheck import BanCommand, BanRefused, check_policy, parse_command
-from .netinfo import Protected, protected_addresses
-from .store import BAN_COMMANDS, BANNED_IPS, RecordsStore, expiry_of, utc_now_iso
-from .whitelist import WhitelistFile
+from ..bancheck import BanCommand, BanRefused, check_policy, parse_command
+from ..netinfo import Protected, protected_addresses
+from ..store import BAN_COMMANDS, BANNED_IPS, RecordsStore, expiry_of, utc_now_iso
+from ..whitelist import WhitelistFile
 
 PROTECTED_TTL_S = 5.0
 SYNC_SLICE = 4096  # bans whose kernel counters are copied per status cycle

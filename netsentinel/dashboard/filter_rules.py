@@ -16,7 +16,7 @@ import streamlit as st
 
 from .. import proposals
 from ..filterrules import RuleRefused, check_rule_policy, parse_rule
-from ..llm_config import LLM_BACKENDS, load_llm_config
+from ..llm.config import LLM_BACKENDS, load_llm_config
 from ..store import FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED
 from .context import Ctx
 from .data import ago, read_json
@@ -117,7 +117,7 @@ def flood_evidence(ctx: Ctx, limit: int = 5) -> list[dict]:
 
 def _ask(ctx: Ctx) -> None:
     def do() -> str:
-        from ..analyzer.backends import BackendError, BackendManager, choose_auto
+        from ..llm.backends import BackendError, BackendManager, choose_auto
         flows = flood_evidence(ctx)
         if not flows:
             raise ValueError("No flood evidence in the analyzer's recent events to base rules on.")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""test_connections.py - traffic generator for trying NetSentinel on a lab host.
+"""traffic.py - traffic generator for trying NetSentinel on a lab host.
 
 Makes outbound TCP connects the monitor reports and the analyzer judges:
   normal  a few connects to common service ports (80, 443, 53, 22)
@@ -41,20 +41,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 from netsentinel.cliargs import EXIT_BAD_INPUT, OneLineParser, die
 
-PROG = "test_connections.py"
+PROG = "traffic.py"
 MODE_PORTS = {"normal": "80,443,53,22", "high": "23,445,3389", "scan": "1-200"}
 OUTCOMES = ("open", "refused", "timeout", "error")
 
 EPILOG = """examples:
-  python3 test_connections.py normal                       # against 127.0.0.1
-  python3 test_connections.py high --target ::1
-  python3 test_connections.py scan --target 10.200.0.2
-  python3 test_connections.py scan --target 10.200.0.2 --ports 1-1024 --parallel 16
-  python3 test_connections.py --all --target 10.200.0.2 --json
+  python3 scripts/traffic.py normal                       # against 127.0.0.1
+  python3 scripts/traffic.py high --target ::1
+  python3 scripts/traffic.py scan --target 10.200.0.2
+  python3 scripts/traffic.py scan --target 10.200.0.2 --ports 1-1024 --parallel 16
+  python3 scripts/traffic.py --all --target 10.200.0.2 --json
 
 a lab host with open ports, in a network namespace you created:
-  sudo ip netns exec lab python3 test_connections.py serve --ports 22,80,443
-  python3 test_connections.py serve --ports 8080,8443 --bind 127.0.0.1
+  sudo ip netns exec lab python3 scripts/traffic.py serve --ports 22,80,443
+  python3 scripts/traffic.py serve --ports 8080,8443 --bind 127.0.0.1
 
 --ports takes a list and ranges: 22,80,443 or 1-200 or 1-100,443,8000-8100
 """

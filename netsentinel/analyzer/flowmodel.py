@@ -1,7 +1,7 @@
 """The flow classifier at run time: a decision tree read from JSON.
 
 ml/train_flow_model.py trains it with scikit-learn on lab-generated flow
-events and exports the tree as plain JSON (netsentinel/models/flow_tree.json);
+events and exports the tree as plain JSON (netsentinel/analyzer/models/flow_tree.json);
 here it is walked in pure Python. No pickle is ever loaded, so a model file
 cannot run code, and the analyzer does not need scikit-learn.
 """
@@ -38,7 +38,7 @@ def features(ev: dict) -> list[float]:
 class FlowModel:
     def __init__(self, doc: dict):
         if doc.get("features") != list(FEATURES):
-            raise ValueError("model features do not match this version of netsentinel/flowmodel.py")
+            raise ValueError("model features do not match this version of netsentinel/analyzer/flowmodel.py")
         t = doc["tree"]
         self.classes = doc["classes"]
         self.feature, self.threshold = t["feature"], t["threshold"]

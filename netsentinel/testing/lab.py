@@ -7,7 +7,7 @@ close(). Names carry the creating process's pid so parallel runs on one
 machine do not collide. Traffic stays inside these namespaces.
 
     dut  (device under test; the loader's XDP sits on its veth)
-      v4 10.201.N.1/24   v6 fd00:201:N::1/64
+      v4 10.201.N.1/24   v6 fd00:201:N::1/64   (201: NETSENTINEL_LAB_OCTET)
     peer (the remote host; extra addresses .130 and ::130)
       v4 10.201.N.2/24, 10.201.N.130/24   v6 fd00:201:N::2/64, fd00:201:N::130/64
 """
@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 VENV_PY = str(ROOT / ".venv" / "bin" / "python")
 
 
@@ -33,6 +33,17 @@ def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.Comple
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
     return r
+
+
+def lab_octet() -> int:
+    """Second octet of the lab's addresses: 201 unless NETSENTINEL_LAB_OCTET
+    names another (200-250), so two suites on one machine use disjoint
+    addresses (cgroup bans are machine-wide)."""
+    try:
+        o = int(os.environ.get("NETSENTINEL_LAB_OCTET", "201"))
+    except ValueError:
+        o = 201
+    return o if 200 <= o <= 250 else 201
 
 
 class Lab:
@@ -45,8 +56,9 @@ class Lab:
         self.n = n
         self.dut, self.peer = f"nsdut{tag}", f"nspeer{tag}"
         self.dut_if, self.peer_if = f"vd{tag}"[:15], f"vp{tag}"[:15]
-        self.dut4, self.peer4, self.peer4b = f"10.201.{n}.1", f"10.201.{n}.2", f"10.201.{n}.130"
-        self.dut6, self.peer6, self.peer6b = f"fd00:201:{n}::1", f"fd00:201:{n}::2", f"fd00:201:{n}::130"
+        o = lab_octet()
+        self.dut4, self.peer4, self.peer4b = f"10.{o}.{n}.1", f"10.{o}.{n}.2", f"10.{o}.{n}.130"
+        self.dut6, self.peer6, self.peer6b = f"fd00:{o}:{n}::1", f"fd00:{o}:{n}::2", f"fd00:{o}:{n}::130"
         self.closed = False
         try:
             self._build()

@@ -1,4 +1,4 @@
-"""test_connections.py as real processes on loopback: `serve` opens ports,
+"""traffic.py as real processes on loopback: `serve` opens ports,
 the generator's modes count open vs refused connects against them."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = str(Path(__file__).resolve().parent.parent / "test_connections.py")
+SCRIPT = str(Path(__file__).resolve().parent.parent / "scripts" / "traffic.py")
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -33,7 +33,7 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 @contextlib.contextmanager
 def serving(ports: list[int], *extra: str):
-    """`test_connections.py serve` running until the block ends; yields
+    """`traffic.py serve` running until the block ends; yields
     (process, its 'listening on' line). The block's result check reads
     process.final_stdout after a clean SIGTERM exit."""
     proc = subprocess.Popen([sys.executable, SCRIPT, "serve", "--ports",
@@ -54,7 +54,7 @@ def serving(ports: list[int], *extra: str):
 
 
 def generate(run_script, *args) -> dict:
-    p = run_script("test_connections.py", *args, "--json", timeout=120)
+    p = run_script("scripts/traffic.py", *args, "--json", timeout=120)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
@@ -130,7 +130,7 @@ def test_serve_without_bind_takes_ipv4_and_ipv6(run_script):
 
 def test_human_summary_lines(run_script):
     [closed] = free_ports(1)
-    p = run_script("test_connections.py", "--all", "--ports", f"{closed}", "--target", "127.0.0.1")
+    p = run_script("scripts/traffic.py", "--all", "--ports", f"{closed}", "--target", "127.0.0.1")
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert [ln.split(":")[0] for ln in lines] == ["normal", "high", "scan"]
@@ -161,9 +161,9 @@ def test_serve_on_a_busy_port_fails_in_one_line(run_script):
     busy.listen(1)
     try:
         port = busy.getsockname()[1]
-        p = run_script("test_connections.py", "serve", "--ports", str(port), "--bind", "127.0.0.1")
+        p = run_script("scripts/traffic.py", "serve", "--ports", str(port), "--bind", "127.0.0.1")
         assert p.returncode == 1 and p.stdout == ""
-        assert p.stderr.strip() == (f"test_connections.py: error: cannot listen on "
+        assert p.stderr.strip() == (f"traffic.py: error: cannot listen on "
                                     f"127.0.0.1:{port}: Address already in use")
     finally:
         busy.close()
@@ -181,15 +181,15 @@ def test_serve_on_a_busy_port_fails_in_one_line(run_script):
     (["serve"], "serve needs --ports"),
 ])
 def test_bad_input_exit_2_one_line(run_script, args, words):
-    p = run_script("test_connections.py", *args)
+    p = run_script("scripts/traffic.py", *args)
     assert p.returncode == 2 and p.stdout == ""
     lines = p.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("test_connections.py: error: ")
+    assert len(lines) == 1 and lines[0].startswith("traffic.py: error: ")
     assert words in lines[0]
 
 
 def test_help_has_examples(run_script):
-    h = run_script("test_connections.py", "--help")
+    h = run_script("scripts/traffic.py", "--help")
     assert h.returncode == 0
-    assert "sudo ip netns exec lab python3 test_connections.py serve --ports 22,80,443" in h.stdout
-    assert "python3 test_connections.py scan --target 10.200.0.2" in h.stdout
+    assert "sudo ip netns exec lab python3 scripts/traffic.py serve --ports 22,80,443" in h.stdout
+    assert "python3 scripts/traffic.py scan --target 10.200.0.2" in h.stdout

@@ -13,7 +13,7 @@ where legitimate streams are common, is HIGH from 2,000 and CRITICAL from
 iperf3 UDP at 4 Mbit/s (~350 pps) and iperf3 bulk TCP (17,000 ACK-carrying
 segments/s) are not flagged.
 
-The classifier (netsentinel/flowmodel.py) labels every window; it can raise a
+The classifier (netsentinel/analyzer/flowmodel.py) labels every window; it can raise a
 sub-threshold window to MEDIUM for a person to look at, and it names the
 kind when thresholds disagree, but it never creates a CRITICAL on its own:
 auto-blocking rests on the documented thresholds alone.
@@ -23,16 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..llm.config import DEFAULT_THRESHOLDS, merge_thresholds  # noqa: F401 (re-exported)
 from .flowmodel import FlowModel
 
-# kind: (counter, HIGH pps, CRITICAL pps, minimum share of the window's packets)
-DEFAULT_THRESHOLDS: dict[str, dict] = {
-    "icmp_flood": {"counter": "icmp_echo", "high": 300, "critical": 800, "min_share": 0.8},
-    "syn_flood": {"counter": "tcp_syn", "high": 300, "critical": 800, "min_share": 0.8},
-    "ssdp_flood": {"counter": "udp_ssdp", "high": 200, "critical": 800, "min_share": 0.8},
-    "reflection": {"counter": "udp_reflect", "high": 200, "critical": 800, "min_share": 0.8},
-    "udp_flood": {"counter": "udp", "high": 2000, "critical": 5000, "min_share": 0.9},
-}
 LEVEL_RANK = {"MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
 # When several kinds fire, the most specific one names the flood (an SSDP
 # flood is also a UDP flood).
@@ -51,25 +44,6 @@ class FloodVerdict:
     source: str             # "thresholds" or "classifier"
     model_label: str | None = None
     model_confidence: float | None = None
-
-
-def merge_thresholds(overrides: dict | None) -> dict:
-    """Defaults with per-kind overrides; unknown kinds or fields raise ValueError."""
-    merged = {k: dict(v) for k, v in DEFAULT_THRESHOLDS.items()}
-    for kind, values in (overrides or {}).items():
-        if kind not in merged:
-            raise ValueError(f"unknown flood kind {kind!r} (known: {', '.join(merged)})")
-        if not isinstance(values, dict):
-            raise ValueError(f"flood_thresholds.{kind} must be an object")
-        for key, v in values.items():
-            if key not in ("high", "critical", "min_share"):
-                raise ValueError(f"flood_thresholds.{kind}.{key}: unknown field")
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"flood_thresholds.{kind}.{key} must be a non-negative number")
-            merged[kind][key] = v
-        if merged[kind]["high"] > merged[kind]["critical"]:
-            raise ValueError(f"flood_thresholds.{kind}: high must not exceed critical")
-    return merged
 
 
 class FloodDetector:
