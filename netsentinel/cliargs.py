@@ -29,7 +29,6 @@ from . import __version__
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-EXIT_BAD_INPUT = EXIT_USAGE  # the older name; same meaning
 EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
 
 CONTRACT_EPILOG = """\
