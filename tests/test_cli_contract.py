@@ -97,6 +97,13 @@ def test_loader_usage_errors_are_one_line():
     assert "--ban needs enforcement" in line
     one_line_error(run([PROJECT_ROOT / "unified_ebpf.py", "--buffer-pages", "3"]),
                    "unified_ebpf.py", cliargs.EXIT_USAGE)
+    # Checked before anything is loaded; without root the root check says no first.
+    p = run([PROJECT_ROOT / "unified_ebpf.py", "-i", "nosuchif0"])
+    if os.geteuid() == 0:
+        assert "no interface named 'nosuchif0'" in one_line_error(p, "unified_ebpf.py",
+                                                                  cliargs.EXIT_USAGE)
+    else:
+        assert "must run as root" in one_line_error(p, "unified_ebpf.py", cliargs.EXIT_FAILURE)
 
 
 @pytest.mark.parametrize("args", [["threats", "list"], ["--backend", "rules"]],
