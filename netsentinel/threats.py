@@ -17,6 +17,7 @@ import uuid
 from typing import Any, Callable
 
 from .bancheck import validate as validate_ban
+from .levels import rank
 from .store import PENDING_THREATS, RecordsStore, StoreError, utc_now_iso
 
 STATUSES = ("pending", "approved", "rejected")
@@ -70,7 +71,7 @@ def add_or_merge_many(store: RecordsStore, items: list[tuple[dict, int]]) -> lis
                 t["event"] = threat.get("event", t.get("event"))
                 if threat.get("confidence", 0) > t.get("confidence", 0):
                     t["confidence"] = threat["confidence"]
-                if LEVEL_RANK.get(threat.get("level"), 0) > LEVEL_RANK.get(t.get("level"), 0):
+                if rank(threat.get("level")) > rank(t.get("level")):
                     t["level"] = threat["level"]
                     for k in ("reason", "category", "recommended_action", "verdict_source",
                               "rule_ids"):
@@ -90,9 +91,6 @@ def add_or_merge_many(store: RecordsStore, items: list[tuple[dict, int]]) -> lis
 
     store.update(PENDING_THREATS, change, default=[])
     return out
-
-
-LEVEL_RANK = {"INFO": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
 
 
 def list_threats(store: RecordsStore, status: str | None = None) -> list[dict]:

@@ -27,7 +27,8 @@ from .inputs import BadLine, RateLimitedWarn, parse_line
 from .rules import RuleEngine
 from .settings import CHECK_EVERY, SettingsWatcher
 from .sinks import RecordsSink, threat_from
-from .verdict import LEVELS, Verdict
+from ..levels import LEVELS
+from .verdict import Verdict
 from .worker import Job, LLMWorker
 
 FLUSH_EVERY = 0.25

@@ -31,7 +31,8 @@ from ..paths import PROJECT_ROOT
 from ..store import parse_iso
 from .addrlist import AddressList
 from .scan import ProcessHistory, SlidingDistinct
-from .verdict import LEVELS, Verdict, rank
+from ..levels import LEVELS, rank
+from .verdict import Verdict
 
 DEFAULT_RULES_PATH = PROJECT_ROOT / "rules" / "default_rules.json"
 KINDS = ("whitelist", "match", "scan")

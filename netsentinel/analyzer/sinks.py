@@ -27,7 +27,7 @@ from ..bancheck import BanRefused
 from ..netinfo import protected_addresses
 from ..store import DASHBOARD_LOGS, RecordsStore, StoreError, utc_now_iso
 from .rules import destination_key
-from .verdict import THREAT_LEVELS, rank
+from ..levels import THREAT_LEVELS, rank
 
 HISTORY = "analyzed_events.jsonl"
 _RUN_ID = uuid.uuid4().hex[:6]

@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 
 import jsonschema
 
-from ..threats import LEVEL_RANK
-
-LEVELS = ("INFO", "MEDIUM", "HIGH", "CRITICAL")
-THREAT_LEVELS = ("HIGH", "CRITICAL")  # what goes to pending_threats.json
+from ..levels import LEVELS, rank
 
 # What the model must answer (also quoted in the prompt).
 VERDICT_SCHEMA = {
@@ -57,10 +54,6 @@ class Verdict:
                 "reason": self.reason, "recommended_action": self.recommended_action,
                 "verdict_source": self.verdict_source, "rule_ids": list(self.rule_ids),
                 "rule_level": self.rule_level, "llm_level": self.llm_level, "note": self.note}
-
-
-def rank(level: str | None) -> int:
-    return LEVEL_RANK.get(level or "", -1)
 
 
 def parse_llm_verdict(text: str) -> dict:

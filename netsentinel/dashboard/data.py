@@ -18,9 +18,8 @@ from typing import Any
 import pandas as pd
 
 from .. import store as S
+from ..levels import LEVELS
 from ..store import CorruptFile, RecordsStore, StoreError, parse_iso
-
-LEVELS = ("INFO", "MEDIUM", "HIGH", "CRITICAL")
 
 
 def _shape(value: Any) -> str:
