@@ -24,9 +24,10 @@ import jsonschema
 
 from .filterrules import RuleRefused, check_rule_policy, parse_rule
 from .netinfo import Protected
-from .store import RULE_COMMANDS, RecordsStore, StoreError, utc_now_iso
+from .records import RULE_COMMANDS, RULE_PROPOSALS
+from .store import RecordsStore, StoreError
+from .timefmt import utc_now_iso
 
-RULE_PROPOSALS = "rule_proposals.json"
 MAX_RULES_PER_PROPOSAL = 8
 KEEP_DECIDED = 200
 

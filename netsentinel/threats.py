@@ -18,7 +18,9 @@ from typing import Any, Callable
 
 from .bancheck import validate as validate_ban
 from .levels import rank
-from .store import PENDING_THREATS, RecordsStore, StoreError, utc_now_iso
+from .records import PENDING_THREATS
+from .store import RecordsStore, StoreError
+from .timefmt import utc_now_iso
 
 STATUSES = ("pending", "approved", "rejected")
 KEEP_DECIDED = 1000  # decided threats kept for the record; pending ones are never dropped

@@ -8,7 +8,8 @@ import json
 
 from netsentinel.testing.llm_standins import StandinServer
 from netsentinel import proposals
-from netsentinel.store import DASHBOARD_LOGS, FILTER_RULES, LLM_CONFIG, RULE_COMMANDS, RecordsStore
+from netsentinel.records import DASHBOARD_LOGS, FILTER_RULES, LLM_CONFIG, RULE_COMMANDS
+from netsentinel.store import RecordsStore
 from test_dashboard_app import env, read, start, texts  # noqa: F401  (env is a fixture)
 
 FLOW = {"v": 1, "type": "flow", "ts": "2026-11-21T23:40:00.000000Z", "src": "203.0.113.66",

@@ -12,7 +12,8 @@ from netsentinel.addresses import parse_target
 from netsentinel.llm.backends import BackendManager
 from netsentinel.llm.config import validate_llm_config
 from netsentinel.netinfo import Protected
-from netsentinel.store import RULE_COMMANDS, RecordsStore
+from netsentinel.records import RULE_COMMANDS
+from netsentinel.store import RecordsStore
 
 PROTECTED = Protected([(parse_target("10.9.0.1"), "the default gateway")])
 FLOOD = {"src": "203.0.113.66", "family": "ipv4", "pps": 5800.0, "packets": 5800, "icmp": 5800,

@@ -11,7 +11,8 @@ from netsentinel import threats
 from netsentinel.addresses import parse_target
 from netsentinel.bancheck import BanRefused
 from netsentinel.netinfo import Protected
-from netsentinel.store import BAN_COMMANDS, PENDING_THREATS, parse_iso
+from netsentinel.records import BAN_COMMANDS, PENDING_THREATS
+from netsentinel.timefmt import parse_iso
 from netsentinel.whitelist import Whitelist, WhitelistFile
 
 TARGET = "203.0.113.66"

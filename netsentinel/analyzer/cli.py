@@ -13,13 +13,13 @@ from ..bancheck import BanRefused
 from ..llm.config import (BACKENDS, DEFAULT_LLM_CONFIG, HF_DEVICES, HF_QUANTIZE, SCOPES,
                           load_env, validate_llm_config)
 from ..netinfo import protected_addresses
-from ..store import (ANALYZER_STATUS, DASHBOARD_LOGS, LLM_CONFIG, PENDING_THREATS, RecordsStore,
-                     StoreError)
+from ..records import (ANALYZER_STATUS, DASHBOARD_LOGS, HISTORY, LLM_CONFIG, PENDING_THREATS,
+                       history_files)
+from ..store import RecordsStore, StoreError
 from ..whitelist import ConfigError, WhitelistFile
 from ..llm.backends import BackendError, HuggingFaceBackend
 from .rules import DEFAULT_RULES_PATH, RuleEngine, RuleFileError
 from .settings import SettingsWatcher
-from .sinks import HISTORY
 
 PROG = "llm_analyzer.py"
 
@@ -149,7 +149,7 @@ def clear_records(store: RecordsStore, max_entries: int) -> list[str]:
     store.write(PENDING_THREATS, [])
     store.write(DASHBOARD_LOGS, {"updated_at": None, "max_entries": max_entries, "entries": []})
     cleared += [PENDING_THREATS, DASHBOARD_LOGS]
-    for name in [ANALYZER_STATUS, HISTORY] + [f"{HISTORY}.{i}" for i in range(1, 10)]:
+    for name in [ANALYZER_STATUS, *history_files()]:
         if store.remove(name):
             cleared.append(name)
     return cleared

@@ -20,7 +20,9 @@ from .floods import FloodDetector
 from .flowmodel import FlowModel
 from ..llm.config import LLM_BACKENDS, probe_backend, resolve_model
 from ..netinfo import protected_addresses
-from ..store import ANALYZER_STATUS, RecordsStore, StoreError, utc_now_iso
+from ..records import ANALYZER_STATUS
+from ..store import RecordsStore, StoreError
+from ..timefmt import utc_now_iso
 from ..whitelist import Whitelist, WhitelistFile
 from ..llm.backends import BackendError, BackendManager, choose_auto
 from .inputs import BadLine, RateLimitedWarn, parse_line

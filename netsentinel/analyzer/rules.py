@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from ..addresses import AddressError, canonical, parse_target
 from ..paths import PROJECT_ROOT
-from ..store import parse_iso
+from ..timefmt import parse_iso
 from .addrlist import AddressList
 from .scan import ProcessHistory, SlidingDistinct
 from ..levels import LEVELS, rank

@@ -9,7 +9,8 @@ import time
 from typing import Callable
 
 from ..llm.config import load_llm_config
-from ..store import LLM_CONFIG, RecordsStore
+from ..records import LLM_CONFIG
+from ..store import RecordsStore
 
 CHECK_EVERY = 0.05  # seconds; a change is in force for the first event after that
 

@@ -24,12 +24,13 @@ from typing import Callable
 
 from .. import threats
 from ..bancheck import BanRefused
-from ..netinfo import protected_addresses
-from ..store import DASHBOARD_LOGS, RecordsStore, StoreError, utc_now_iso
-from .rules import destination_key
 from ..levels import THREAT_LEVELS, rank
+from ..netinfo import protected_addresses
+from ..records import DASHBOARD_LOGS, HISTORY, HISTORY_KEEP, HISTORY_MAX_BYTES
+from ..store import RecordsStore, StoreError
+from ..timefmt import utc_now_iso
+from .rules import destination_key
 
-HISTORY = "analyzed_events.jsonl"
 _RUN_ID = uuid.uuid4().hex[:6]
 _SEQ = itertools.count(1)
 LOG_WRITE_EVERY = 1.0
@@ -119,7 +120,7 @@ class RecordsSink:
         with self._lock:
             buf, self._history_buf = self._history_buf, []
         if buf:
-            self.store.append_jsonl_many(HISTORY, buf)
+            self.store.append_jsonl_many(HISTORY, buf, max_bytes=HISTORY_MAX_BYTES, keep=HISTORY_KEEP)
 
     def _flush_threats(self) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ import streamlit as st
 from .. import proposals
 from ..filterrules import RuleRefused, check_rule_policy, parse_rule
 from ..llm.config import LLM_BACKENDS, load_llm_config
-from ..store import FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED
+from ..records import FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RULE_PROPOSALS
 from .context import Ctx
 from .data import ago, read_json
 from .ui import act, code, loader_hint, md
@@ -78,7 +78,7 @@ def _decide(ctx: Ctx, pid: str, approve: bool) -> None:
 
 
 def pending_proposals(ctx: Ctx, now: float) -> None:
-    items = [p for p in _file(ctx, proposals.RULE_PROPOSALS, []) if isinstance(p, dict)]
+    items = [p for p in _file(ctx, RULE_PROPOSALS, []) if isinstance(p, dict)]
     pending = [p for p in items if p.get("status") == "pending"]
     st.subheader(f"Proposed by the LLM, waiting for review ({len(pending)})")
     if not pending:

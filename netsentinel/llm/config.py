@@ -20,7 +20,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..paths import PROJECT_ROOT
-from ..store import LLM_CONFIG, CorruptFile, RecordsStore, StoreError, utc_now_iso
+from ..records import LLM_CONFIG
+from ..store import CorruptFile, RecordsStore, StoreError
+from ..timefmt import utc_now_iso
 
 BACKENDS = ("auto", "rules", "zhipuai", "ollama", "openai", "huggingface")
 LLM_BACKENDS = BACKENDS[2:]  # the ones that actually ask a model

@@ -18,7 +18,9 @@ from ..addresses import AddressError, Network, canonical, parse_target
 from .cmdqueue import CommandQueue
 from ..bancheck import BanCommand, BanRefused, check_policy, parse_command
 from ..netinfo import Protected, protected_addresses
-from ..store import BAN_COMMANDS, BANNED_IPS, RecordsStore, expiry_of, utc_now_iso
+from ..records import BANNED_IPS, BAN_COMMANDS
+from ..store import RecordsStore
+from ..timefmt import expiry_of, utc_now_iso
 from ..whitelist import WhitelistFile
 
 PROTECTED_TTL_S = 5.0

@@ -19,8 +19,9 @@ from typing import Any, Callable
 from .cmdqueue import CommandQueue
 from ..filterrules import RuleRefused, validate_rules
 from ..netinfo import Protected
-from ..store import (FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RecordsStore, expiry_of,
-                    utc_now_iso)
+from ..records import FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED
+from ..store import RecordsStore
+from ..timefmt import expiry_of, utc_now_iso
 
 
 class RuleTable:
