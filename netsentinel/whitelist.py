@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from .addresses import AddressError, Network, canonical, overlaps_any, parse_target
 from .store import RecordsStore, StoreError
+from .watch import FileSignature
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "version": 1,
@@ -144,7 +145,7 @@ class WhitelistFile:
         self.path = Path(path)
         self.store = RecordsStore(self.path.parent, warn=warn)
         self.name = self.path.name
-        self._sig: tuple | None = None
+        self._watch = FileSignature(self.store.path(self.name))
         self._current = Whitelist()
         self.last_error: str | None = None
 
@@ -155,10 +156,7 @@ class WhitelistFile:
 
     def current(self) -> Whitelist:
         """Hot reload: re-read when the file changed; keep the old one on error."""
-        st = self.store.stat(self.name)
-        sig = None if st is None else (st.st_mtime_ns, st.st_size, st.st_ino)
-        if sig != self._sig:
-            self._sig = sig
+        if self._watch.changed():
             try:
                 self._current = self.load()
                 if self.last_error:
