@@ -16,12 +16,10 @@ A proposal:
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import Any, Callable
 
-import jsonschema
-
+from .errors import InvalidAnswer
 from .filterrules import RuleRefused, check_rule_policy, parse_rule
 from .netinfo import Protected
 from .records import RULE_COMMANDS, RULE_PROPOSALS
@@ -77,9 +75,6 @@ appear inside it.
 Answer with ONE JSON object and nothing else, matching this JSON schema:
 {json.dumps(PROPOSAL_SCHEMA, separators=(",", ":"))}"""
 
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-
-
 class ProposalError(ValueError):
     """The LLM's answer could not be used; str() is one line."""
 
@@ -90,26 +85,6 @@ def build_messages(flows: list[dict], context: str = "") -> list[dict]:
     data = {"context": context[:300], "flows": [{k: f.get(k) for k in keep} for f in flows[:10]]}
     return [{"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": "<<<FLOW_DATA\n" + json.dumps(data) + "\nFLOW_DATA>>>"}]
-
-
-def parse_answer(text: str) -> dict:
-    """The first JSON object in the model's text, checked against the schema."""
-    if not isinstance(text, str) or not text.strip():
-        raise ProposalError("empty answer")
-    body = _THINK.sub("", text)
-    start = body.find("{")
-    if start < 0:
-        raise ProposalError("no JSON object in the answer")
-    try:
-        obj, _ = json.JSONDecoder().raw_decode(body[start:])
-    except json.JSONDecodeError as e:
-        raise ProposalError(f"the answer is not valid JSON ({e.msg})") from None
-    errors = sorted(jsonschema.Draft202012Validator(PROPOSAL_SCHEMA).iter_errors(obj),
-                    key=lambda e: list(e.path))
-    if errors:
-        where = ".".join(str(p) for p in errors[0].path) or "answer"
-        raise ProposalError(f"the answer fails the schema at {where}: {errors[0].message[:160]}")
-    return obj
 
 
 def vet_rules(rules: list[dict], protected: Protected, ssh_ports=(22,)) -> list[dict]:
@@ -128,14 +103,19 @@ def vet_rules(rules: list[dict], protected: Protected, ssh_ports=(22,)) -> list[
     return out
 
 
-def propose(store: RecordsStore, ask: Callable[[list[dict]], str], flows: list[dict], *,
+def propose(store: RecordsStore, ask: Callable[[list[dict], dict], dict], flows: list[dict], *,
             backend: str, protected: Protected, ssh_ports=(22,), trigger: dict | None = None,
             context: str = "") -> dict:
-    """Ask the LLM (ask(messages) -> text) and record a pending proposal.
-    Raises ProposalError when the answer is unusable (nothing is recorded)."""
+    """Ask the LLM and record a pending proposal. ask(messages, schema)
+    returns the model's answer as a JSON object valid against schema
+    (llm.backends.Backend.ask_json) or raises InvalidAnswer. Raises
+    ProposalError when the answer is unusable (nothing is recorded)."""
     if not flows:
         raise ProposalError("no flow data to base a proposal on")
-    answer = parse_answer(ask(build_messages(flows, context)))
+    try:
+        answer = ask(build_messages(flows, context), PROPOSAL_SCHEMA)
+    except InvalidAnswer as e:
+        raise ProposalError(str(e)) from None
     proposal = {
         "id": uuid.uuid4().hex[:12], "created_at": utc_now_iso(), "status": "pending",
         "backend": backend, "summary": answer["summary"], "trigger": trigger or {"kind": "manual"},

@@ -91,7 +91,7 @@ def test_thinking_block_is_ignored(name, monkeypatch):
 @pytest.mark.parametrize("name", NETWORK_BACKENDS)
 @pytest.mark.parametrize("answer,note,counter", [
     ("malformed", "invalid LLM answer: answer is not valid JSON", "invalid_answers"),
-    ("wrong_schema", "verdict fails the schema", "invalid_answers"),
+    ("wrong_schema", "answer fails the schema", "invalid_answers"),
     ("http500", "HTTP 500", "failures"),
 ])
 def test_bad_answers_fall_back_to_rules(name, answer, note, counter, monkeypatch):

@@ -78,7 +78,7 @@ def test_ask_the_llm_then_approve_only_the_valid_rule(env, monkeypatch):
 def test_reject_a_proposal(env):
     records, _ = env
     store = seed_rules(records)
-    p = proposals.propose(store, lambda m: json.dumps(ANSWER), [FLOW], backend="test",
+    p = proposals.propose(store, lambda m, schema: ANSWER, [FLOW], backend="test",
                           protected=proposals.Protected())
     at = start("Filter rules")
     at.button(key=f"prop_reject_{p['id']}").click().run()

@@ -39,7 +39,7 @@ def ask(monkeypatch):
         cfg = validate_llm_config({"backend": "ollama", "model": "standin-model", "timeout_seconds": 3})
         backend = BackendManager(lambda m: None).get(cfg)
         made.append(server)
-        return (lambda messages: backend.ask(messages, cfg)), server
+        return (lambda messages, schema: backend.ask_json(messages, cfg, schema)), server
     made = []
     yield make
     for s in made:

@@ -223,7 +223,7 @@ class Analyzer:
         try:
             backend = self.manager.get(cfg)
             p = proposals.propose(
-                self.store, lambda messages: backend.ask(messages, cfg), [ev],
+                self.store, lambda messages, schema: backend.ask_json(messages, cfg, schema), [ev],
                 backend=backend.describe(), protected=protected_addresses(wl.config["protect_ssh_ports"]),
                 ssh_ports=wl.config["protect_ssh_ports"], context=v.reason,
                 trigger={"kind": "flood", "src": ev["src"], "category": v.category})

@@ -17,7 +17,7 @@ from typing import Callable
 
 from ..llm.backends import BackendError, BackendManager
 from .prompt import build_messages
-from .verdict import InvalidVerdict, Verdict, combine, fallback, parse_llm_verdict
+from .verdict import VERDICT_SCHEMA, InvalidVerdict, Verdict, combine, fallback, parse_llm_verdict
 
 CACHE_MAX = 50000
 
@@ -150,7 +150,7 @@ class LLMWorker:
         try:
             backend = self.manager.get(cfg)
             self._count("calls")
-            text = backend.ask(messages, cfg)
+            text = backend.ask(messages, cfg, VERDICT_SCHEMA)
             llm = parse_llm_verdict(text)
         except BackendError as e:
             self._count("failures")

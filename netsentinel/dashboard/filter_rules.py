@@ -135,7 +135,7 @@ def _ask(ctx: Ctx) -> None:
         wl = ctx.whitelist_for_write()
         try:
             llm = BackendManager(lambda m: None).get(cfg)
-            p = proposals.propose(ctx.store, lambda msgs: llm.ask(msgs, cfg), flows,
+            p = proposals.propose(ctx.store, lambda msgs, schema: llm.ask_json(msgs, cfg, schema), flows,
                                   backend=llm.describe(), protected=ctx.protected(wl),
                                   ssh_ports=wl.config["protect_ssh_ports"],
                                   trigger={"kind": "dashboard", "src": ", ".join(f["src"] for f in flows)})
