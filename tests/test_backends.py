@@ -16,10 +16,11 @@ import pytest
 
 from analyzer_support import ANALYZER, analyzer_env, conn
 from netsentinel.testing.llm_standins import StandinServer
-from netsentinel.llm.backends import BackendManager, choose_auto
+from netsentinel.llm.backends import BackendManager
 from netsentinel.analyzer.rules import RuleEngine
 from netsentinel.analyzer.worker import Job, LLMWorker
-from netsentinel.llm.config import probe_backend, validate_llm_config
+from netsentinel.llm.config import validate_llm_config
+from netsentinel.llm.probe import choose_auto, probe_backend
 
 NETWORK_BACKENDS = ["zhipuai", "ollama", "openai"]
 CHAT_PATHS = {"zhipuai": "/api/paas/v4/chat/completions", "ollama": "/api/chat",

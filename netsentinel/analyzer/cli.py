@@ -10,8 +10,8 @@ import sys
 
 from .. import paths, threats
 from ..bancheck import BanRefused
-from ..llm.config import (BACKENDS, DEFAULT_LLM_CONFIG, HF_DEVICES, HF_QUANTIZE, SCOPES,
-                          load_env, validate_llm_config)
+from ..llm.config import DEFAULT_LLM_CONFIG, FIELDS, validate_llm_config
+from ..llm.env import load_env
 from ..netinfo import protected_addresses
 from ..records import (ANALYZER_STATUS, DASHBOARD_LOGS, HISTORY, LLM_CONFIG, PENDING_THREATS,
                        history_files)
@@ -52,45 +52,21 @@ docs/ANALYZER.md has the rules format and output contracts."""
 
 
 def _flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("LLM")
-    g.add_argument("--backend", choices=BACKENDS, help="default: auto")
-    g.add_argument("--model", help="model name (defaults: zhipuai glm-4-flash, ollama qwen3:8b)")
-    g.add_argument("--base-url", "--host", dest="host",
-                   help="endpoint URL: OpenAI-compatible base (…/v1), Ollama host or zhipuai base; "
-                        "default from OPENAI_BASE_URL / OLLAMA_HOST / ZHIPUAI_BASE_URL")
-    g.add_argument("--temperature", type=float)
-    g.add_argument("--timeout", dest="timeout_seconds", type=float, metavar="SECONDS",
-                   help="per LLM call (default 20); a late answer falls back to the rules")
-    g.add_argument("--llm-scope", choices=SCOPES,
-                   help="unsettled (default): ask only about events the rules did not settle; "
-                        "all: every non-whitelisted event")
-    g.add_argument("--cache-ttl", dest="cache_ttl_seconds", type=float, metavar="SECONDS")
-    g.add_argument("--max-calls-per-minute", type=int)
-    g.add_argument("--queue-size", type=int, help="bounded LLM queue (overflow counted)")
-    g.add_argument("--workers", type=int, help="concurrent LLM calls")
-    g.add_argument("--hf-model", help="huggingface: model name or local path (sets --model)")
-    g.add_argument("--hf-device", choices=HF_DEVICES)
-    g.add_argument("--hf-quantize", choices=HF_QUANTIZE, help="4bit/8bit need bitsandbytes and a GPU")
-    r = p.add_argument_group("rules")
-    r.add_argument("--rules", help=f"rules file (default {DEFAULT_RULES_PATH.relative_to(paths.PROJECT_ROOT)})")
-    r.add_argument("--known-bad", action="append", default=[], metavar="FILE",
-                   help="extra known-bad list of IPs/CIDRs (repeatable)")
-    r.add_argument("--scan-window", dest="scan_window_seconds", type=float, metavar="SECONDS")
-    r.add_argument("--scan-ports", dest="scan_port_threshold", type=int, metavar="N",
-                   help="distinct ports on one host that make a port scan (default 15)")
-    r.add_argument("--scan-hosts", dest="scan_host_threshold", type=int, metavar="N",
-                   help="distinct hosts that make a host sweep (default 20)")
-    a = p.add_argument_group("auto-ban (off by default)")
-    a.add_argument("--auto-ban-critical", action="store_const", const=True,
-                   help="ban CRITICAL verdicts above the confidence threshold without waiting")
-    a.add_argument("--auto-ban-min-confidence", type=float)
-    a.add_argument("--auto-ban-ttl", dest="auto_ban_ttl_seconds", type=int, metavar="SECONDS")
-    o = p.add_argument_group("records")
+    # Every settings flag comes from the one field table (llm/config.FIELDS);
+    # the others only steer this run.
+    groups = {name: p.add_argument_group(name) for name in ("LLM", "rules", "auto-ban (off by default)",
+                                                           "records")}
+    for field in FIELDS:
+        if field.flags:
+            groups[field.group].add_argument(*field.flags, **field.cli_kwargs())
+    groups["LLM"].add_argument("--hf-model", help="huggingface: model name or local path (sets --model)")
+    groups["rules"].add_argument(
+        "--rules", help=f"rules file (default {DEFAULT_RULES_PATH.relative_to(paths.PROJECT_ROOT)})")
+    o = groups["records"]
     o.add_argument("--clear", action="store_true",
                    help="empty the analyzer's data files on start (threats, logs, history, status)")
     o.add_argument("--no-history", action="store_true",
                    help=f"do not keep the full history in records/{HISTORY}")
-    o.add_argument("--log-max-entries", type=int, help="dashboard_logs.json window (default 2000)")
     o.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="at EOF, wait at most this long for queued LLM answers (default 10)")
     o.add_argument("--status-interval", type=float, default=2.0, metavar="SECONDS")
@@ -139,8 +115,6 @@ def _base_config(args) -> dict:
     raw = {k: getattr(args, k) for k in DEFAULT_LLM_CONFIG if getattr(args, k, None) is not None}
     if args.hf_model:
         raw["model"] = args.hf_model
-    if args.known_bad:
-        raw["known_bad_files"] = list(args.known_bad)
     return validate_llm_config(raw)
 
 

@@ -18,13 +18,14 @@ from typing import IO, Callable
 from .. import proposals
 from .floods import FloodDetector
 from .flowmodel import FlowModel
-from ..llm.config import LLM_BACKENDS, probe_backend, resolve_model
+from ..llm.config import LLM_BACKENDS, resolve_model
+from ..llm.probe import choose_auto, probe_backend
 from ..netinfo import protected_addresses
 from ..records import ANALYZER_STATUS
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
 from ..whitelist import Whitelist, WhitelistFile
-from ..llm.backends import BackendError, BackendManager, choose_auto
+from ..llm.backends import BackendError, BackendManager
 from .inputs import BadLine, RateLimitedWarn, parse_line
 from .rules import RuleEngine
 from .settings import CHECK_EVERY, SettingsWatcher

@@ -117,7 +117,8 @@ def flood_evidence(ctx: Ctx, limit: int = 5) -> list[dict]:
 
 def _ask(ctx: Ctx) -> None:
     def do() -> str:
-        from ..llm.backends import BackendError, BackendManager, choose_auto
+        from ..llm.backends import BackendError, BackendManager
+        from ..llm.probe import choose_auto
         flows = flood_evidence(ctx)
         if not flows:
             raise ValueError("No flood evidence in the analyzer's recent events to base rules on.")

@@ -19,7 +19,8 @@ import threading
 from typing import Callable
 
 from .answers import parse_json_answer
-from .config import (LLM_BACKENDS, load_env, probe_backend, resolve_host, resolve_model)
+from .config import LLM_BACKENDS, resolve_model
+from .env import load_env, resolve_host
 
 
 class BackendError(Exception):
@@ -270,19 +271,6 @@ class HuggingFaceBackend(Backend):
 
 BACKEND_CLASSES = {c.name: c for c in (ZhipuAIBackend, OllamaBackend, OpenAIBackend,
                                        HuggingFaceBackend)}
-
-
-def choose_auto(cfg: dict, timeout: float = 2.0) -> tuple[str, str]:
-    """What "auto" means right now: zhipuai with a key, else a reachable
-    ollama with the model, else rules. Returns (backend, why)."""
-    load_env()
-    if os.environ.get("ZHIPUAI_API_KEY"):
-        return "zhipuai", "ZHIPUAI_API_KEY is set"
-    ok, msg = probe_backend(dict(cfg, backend="ollama"), timeout=timeout)
-    if ok:
-        return "ollama", msg
-    return "rules", ("no LLM backend configured (no ZHIPUAI_API_KEY) and none reachable "
-                     f"({msg}); judging with rules only")
 
 
 class BackendManager:
