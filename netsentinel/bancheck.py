@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from .addresses import AddressError, Network, canonical, parse_target
 from .netinfo import Protected
+from .timefmt import check_ttl
 from .whitelist import Whitelist
 
 ACTIONS = ("ban", "unban")
-MAX_TTL = 10 * 365 * 86400
 
 
 class BanRefused(ValueError):
@@ -52,9 +52,10 @@ def parse_command(raw: object) -> BanCommand:
         raise BanRefused(str(e)) from None
     ttl = raw.get("ttl_seconds")
     if ttl is not None:
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0 or ttl > MAX_TTL:
-            raise BanRefused(f"ttl_seconds must be a positive number of seconds, got {ttl!r}")
-        ttl = int(ttl)
+        try:
+            ttl = int(check_ttl(ttl))
+        except ValueError as e:
+            raise BanRefused(str(e)) from None
     reason = raw.get("reason")
     if reason is not None and not isinstance(reason, str):
         reason = str(reason)

@@ -11,3 +11,8 @@ class NetSentinelError(Exception):
 
 class InvalidAnswer(NetSentinelError, ValueError):
     """A model's answer that is not the JSON object that was asked for."""
+
+
+class DecisionError(NetSentinelError):
+    """A decision on a reviewed item (a pending threat, a rule proposal) that
+    cannot be made: unknown id, already decided, nothing to approve."""

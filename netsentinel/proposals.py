@@ -19,11 +19,12 @@ import json
 import uuid
 from typing import Any, Callable
 
-from .errors import InvalidAnswer
+from .decisions import decide as decide_item, trim_decided
+from .errors import DecisionError, InvalidAnswer, NetSentinelError
 from .filterrules import RuleRefused, check_rule_policy, parse_rule
 from .netinfo import Protected
 from .records import RULE_COMMANDS, RULE_PROPOSALS
-from .store import RecordsStore, StoreError
+from .store import RecordsStore
 from .timefmt import utc_now_iso
 
 MAX_RULES_PER_PROPOSAL = 8
@@ -75,7 +76,7 @@ appear inside it.
 Answer with ONE JSON object and nothing else, matching this JSON schema:
 {json.dumps(PROPOSAL_SCHEMA, separators=(",", ":"))}"""
 
-class ProposalError(ValueError):
+class ProposalError(NetSentinelError, ValueError):
     """The LLM's answer could not be used; str() is one line."""
 
 
@@ -126,49 +127,44 @@ def propose(store: RecordsStore, ask: Callable[[list[dict], dict], dict], flows:
     def add(cur: Any) -> list:
         items = cur if isinstance(cur, list) else []
         items.append(proposal)
-        decided = [p for p in items if p.get("status") != "pending"]
-        drop = {id(p) for p in decided[: max(0, len(decided) - KEEP_DECIDED)]}
-        return [p for p in items if id(p) not in drop]
+        return trim_decided(items, KEEP_DECIDED)
 
     store.update(RULE_PROPOSALS, add, default=[])
     return proposal
 
 
-def list_proposals(store: RecordsStore, status: str | None = None) -> list[dict]:
-    items = store.read(RULE_PROPOSALS, default=[], on_corrupt="default")
-    if not isinstance(items, list):
+def list_proposals(content: Any, status: str | None = None) -> list[dict]:
+    """The proposals in rule_proposals.json's content (read by the caller,
+    who reports a broken file in its own way), only those of `status` if given."""
+    if not isinstance(content, list):
         return []
-    return [p for p in items if isinstance(p, dict) and (status is None or p.get("status") == status)]
+    return [p for p in content if isinstance(p, dict) and (status is None or p.get("status") == status)]
 
 
 def decide(store: RecordsStore, proposal_id: str, *, approve: bool, by: str = "dashboard",
            note: str | None = None, rule_ids: list[str] | None = None) -> dict:
     """Approve (queue add_rule commands for the chosen valid rules; all valid
-    ones by default) or reject a pending proposal."""
+    ones by default) or reject a pending proposal. Raises DecisionError."""
     found: dict = {}
+
+    def apply(p: dict) -> None:
+        chosen = []
+        if approve:
+            valid = [r["rule"] for r in p["rules"] if r["valid"]]
+            chosen = [r for r in valid if rule_ids is None or r["id"] in rule_ids]
+            if not chosen:
+                raise DecisionError(f"proposal {proposal_id} has no valid rule to approve")
+            for rule in chosen:
+                store.append_command({"action": "add_rule", "source": f"proposal:{proposal_id}",
+                                      "rule": {**rule, "source": f"proposal:{proposal_id}",
+                                               "proposal_id": proposal_id}}, name=RULE_COMMANDS)
+        p["applied"] = [r["id"] for r in chosen]
 
     def change(cur: Any) -> list:
         items = cur if isinstance(cur, list) else []
-        for p in items:
-            if p.get("id") != proposal_id:
-                continue
-            if p.get("status") != "pending":
-                raise StoreError(f"proposal {proposal_id} was already {p.get('status')}")
-            chosen = []
-            if approve:
-                valid = [r["rule"] for r in p["rules"] if r["valid"]]
-                chosen = [r for r in valid if rule_ids is None or r["id"] in rule_ids]
-                if not chosen:
-                    raise StoreError(f"proposal {proposal_id} has no valid rule to approve")
-                for rule in chosen:
-                    store.append_command({"action": "add_rule", "source": f"proposal:{proposal_id}",
-                                          "rule": {**rule, "source": f"proposal:{proposal_id}",
-                                                   "proposal_id": proposal_id}}, name=RULE_COMMANDS)
-            p.update(status="approved" if approve else "rejected", decided_at=utc_now_iso(),
-                     decided_by=by, note=note or None, applied=[r["id"] for r in chosen])
-            found["p"] = p
-            return items
-        raise StoreError(f"no proposal with id {proposal_id}")
+        found["p"] = decide_item(items, proposal_id, "proposal", "approved" if approve else "rejected",
+                                 by, note, apply)
+        return items
 
     with store.locked():
         store.update(RULE_PROPOSALS, change, default=[])

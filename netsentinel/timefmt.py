@@ -27,6 +27,18 @@ def parse_iso(s: str | None) -> float | None:
     return dt.timestamp()
 
 
+MAX_TTL_S = 10 * 365 * 86400  # longer is a typo for "never" (or an overflow), not a TTL
+
+
+def check_ttl(value: object) -> float:
+    """A ttl_seconds value: a positive number of seconds up to MAX_TTL_S;
+    ValueError with a one-line reason otherwise (bans and rules alike)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TTL_S:
+        raise ValueError(f"ttl_seconds must be a positive number of seconds up to {MAX_TTL_S}, "
+                         f"got {value!r}")
+    return value
+
+
 def expiry_of(record: dict) -> float | None:
     """A record's "expires_at" as Unix time; None when absent or unreadable
     (a hand-edited file: such a record simply does not expire)."""
@@ -34,3 +46,9 @@ def expiry_of(record: dict) -> float | None:
         return parse_iso(record.get("expires_at"))
     except (TypeError, ValueError, AttributeError):
         return None
+
+
+def is_expired(record: dict, now: float) -> bool:
+    """Has a ban or rule record's expires_at passed? (no readable expiry: never)"""
+    exp = expiry_of(record)
+    return exp is not None and exp <= now

@@ -12,7 +12,8 @@ from .. import paths, threats
 from ..bancheck import BanRefused
 from ..llm.config import DEFAULT_LLM_CONFIG, FIELDS, validate_llm_config
 from ..llm.env import load_env
-from ..netinfo import protected_addresses
+from ..errors import DecisionError
+from ..netinfo import ProtectedCache
 from ..records import (ANALYZER_STATUS, DASHBOARD_LOGS, HISTORY, LLM_CONFIG, PENDING_THREATS,
                        history_files)
 from ..store import RecordsStore, StoreError
@@ -197,10 +198,9 @@ def _print_threats(items: list[dict]) -> None:
         return
     print(f"{'ID':<12}  {'STATUS':<8}  {'LEVEL':<8}  {'COUNT':>5}  {'TARGET':<18}  {'CATEGORY':<20}  REASON")
     for t in items:
-        ev = t.get("event") or {}
         reason = " ".join(str(t.get("reason", "")).split())
         print(f"{t.get('id', '?'):<12}  {t.get('status', '?'):<8}  {t.get('level', '?'):<8}  "
-              f"{t.get('count', 1):>5}  {str(t.get('target') or ev.get('daddr')):<18}  "
+              f"{t.get('count', 1):>5}  {str(threats.target_of(t)):<18}  "
               f"{str(t.get('category'))[:20]:<20}  {reason[:100]}")
 
 
@@ -218,7 +218,7 @@ def run_threats(args) -> int:
         if args.action == "approve":
             wl = wl_file.load()
             t = threats.approve(store, args.id, by="cli", note=args.note, ttl_seconds=args.ttl,
-                                whitelist=wl, protected=protected_addresses(wl.config["protect_ssh_ports"]))
+                                whitelist=wl, protected=ProtectedCache().get(wl.config["protect_ssh_ports"]))
             print(f"approved {t['id']}: ban command queued: {json.dumps(t['ban_command'])}")
             return 0
         t = threats.reject(store, args.id, by="cli", note=args.note,
@@ -228,7 +228,7 @@ def run_threats(args) -> int:
         return 0
     except BanRefused as e:
         _warn(f"error: ban refused: {e}; threat stays pending (reject it, or ban by hand)")
-    except (threats.ThreatError, ConfigError, StoreError) as e:
+    except (DecisionError, ConfigError, StoreError) as e:
         _warn(f"error: {e}")
     return 1
 

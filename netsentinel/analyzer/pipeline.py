@@ -16,25 +16,26 @@ from collections import deque
 from typing import IO, Callable
 
 from .. import proposals
-from .floods import FloodDetector
-from .flowmodel import FlowModel
+from ..levels import LEVELS
+from ..llm.backends import BackendError, BackendManager
 from ..llm.config import LLM_BACKENDS, resolve_model
 from ..llm.probe import choose_auto, probe_backend
-from ..netinfo import protected_addresses
+from ..netinfo import ProtectedCache
 from ..records import ANALYZER_STATUS
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
 from ..whitelist import Whitelist, WhitelistFile
-from ..llm.backends import BackendError, BackendManager
+from .floods import FloodDetector
+from .flowmodel import FlowModel
 from .inputs import BadLine, RateLimitedWarn, parse_line
 from .rules import RuleEngine
 from .settings import CHECK_EVERY, SettingsWatcher
 from .sinks import RecordsSink, threat_from
-from ..levels import LEVELS
 from .verdict import Verdict
 from .worker import Job, LLMWorker
 
 FLUSH_EVERY = 0.25
+_PROTECTED = ProtectedCache()  # for rule proposals; the sink keeps its own for auto-bans
 PROPOSE_EVERY_S = 600.0  # at most one LLM rule proposal per flooding source per this
 
 
@@ -225,7 +226,7 @@ class Analyzer:
             backend = self.manager.get(cfg)
             p = proposals.propose(
                 self.store, lambda messages, schema: backend.ask_json(messages, cfg, schema), [ev],
-                backend=backend.describe(), protected=protected_addresses(wl.config["protect_ssh_ports"]),
+                backend=backend.describe(), protected=_PROTECTED.get(wl.config["protect_ssh_ports"]),
                 ssh_ports=wl.config["protect_ssh_ports"], context=v.reason,
                 trigger={"kind": "flood", "src": ev["src"], "category": v.category})
         except (proposals.ProposalError, BackendError, StoreError) as e:

@@ -78,8 +78,7 @@ def _decide(ctx: Ctx, pid: str, approve: bool) -> None:
 
 
 def pending_proposals(ctx: Ctx, now: float) -> None:
-    items = [p for p in _file(ctx, RULE_PROPOSALS, []) if isinstance(p, dict)]
-    pending = [p for p in items if p.get("status") == "pending"]
+    pending = proposals.list_proposals(_file(ctx, RULE_PROPOSALS, []), "pending")
     st.subheader(f"Proposed by the LLM, waiting for review ({len(pending)})")
     if not pending:
         st.caption("No proposals waiting. The analyzer asks for one on a CRITICAL flood when an LLM "

@@ -16,7 +16,7 @@ RECENT_DECIDED = 20
 
 
 def target_of(t: dict) -> str:
-    return t.get("target") or (t.get("event") or {}).get("daddr") or "?"
+    return threats.target_of(t) or "?"
 
 
 def _approve(ctx: Ctx, tid: str) -> None:

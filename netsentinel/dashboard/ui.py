@@ -11,6 +11,7 @@ from typing import Callable
 import streamlit as st
 
 from ..bancheck import BanRefused
+from ..errors import NetSentinelError
 from ..store import StoreError
 from ..whitelist import ConfigError
 from .context import Ctx
@@ -57,7 +58,7 @@ def show_flash() -> None:
 
 
 # What a person can get wrong, or another process can be doing: one line each.
-EXPECTED_ERRORS = (BanRefused, ConfigError, ValueError, StoreError)
+EXPECTED_ERRORS = (NetSentinelError, BanRefused, ConfigError, ValueError, StoreError)
 
 
 def act(action: Callable[[], str], refused: str = "Refused: {}") -> bool:
