@@ -10,10 +10,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Union
 
+from .errors import NetSentinelError
+
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
-class AddressError(ValueError):
+class AddressError(NetSentinelError, ValueError):
     """Not a valid address or CIDR; the message is one line for a person."""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .addresses import AddressError, Network, canonical, parse_target
+from .errors import NetSentinelError
 from .netinfo import Protected
 from .timefmt import check_ttl
 from .whitelist import Whitelist
@@ -20,7 +21,7 @@ from .whitelist import Whitelist
 ACTIONS = ("ban", "unban")
 
 
-class BanRefused(ValueError):
+class BanRefused(NetSentinelError, ValueError):
     """A command that will not be applied; str() is the one-line reason."""
 
 

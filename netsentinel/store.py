@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .errors import NetSentinelError
 from .records import BAN_COMMANDS, BAN_COMMANDS_REJECTED, LOCK_NAME
 from .timefmt import utc_now_iso
 
@@ -39,7 +40,7 @@ FILE_MODE = 0o644
 DIR_MODE = 0o755
 
 
-class StoreError(Exception):
+class StoreError(NetSentinelError):
     """A records/ operation that could not be done; the message is one line."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .addresses import AddressError, Network, canonical, overlaps_any, parse_target
+from .errors import ConfigError
 from .store import RecordsStore, StoreError
 from .watch import FileSignature
 
@@ -27,10 +28,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "min_ban_prefix": {"ipv4": 8, "ipv6": 32},
 }
 KINDS = {"ip": "trusted_ips", "process": "trusted_processes", "port": "trusted_ports"}
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def _port(value: Any) -> int:

@@ -50,3 +50,26 @@ def test_decide_and_trim():
         decide(items, "p", "proposal", "rejected", "you", None)
     with pytest.raises(DecisionError, match="no threat with id q"):
         decide(items, "q", "threat", "rejected", "you", None)
+
+
+def test_every_deliberate_error_is_a_netsentinel_error():
+    from netsentinel.addresses import AddressError
+    from netsentinel.analyzer.inputs import BadLine
+    from netsentinel.analyzer.rules import RuleFileError
+    from netsentinel.analyzer.verdict import InvalidVerdict
+    from netsentinel.bancheck import BanRefused
+    from netsentinel.errors import ConfigError, InputError, InvalidAnswer, NetSentinelError
+    from netsentinel.filterrules import RuleRefused
+    from netsentinel.kernel import KernelError
+    from netsentinel.llm.backends import BackendError
+    from netsentinel.proposals import ProposalError
+    from netsentinel.store import CorruptFile, LockTimeout, StoreError
+    from netsentinel.whitelist import ConfigError as WhitelistConfigError
+
+    family = (AddressError, BanRefused, RuleRefused, ConfigError, ProposalError, InvalidVerdict,
+              InvalidAnswer, BadLine, RuleFileError, BackendError, KernelError, StoreError,
+              LockTimeout, CorruptFile, DecisionError, InputError)
+    assert all(issubclass(e, NetSentinelError) for e in family)
+    assert WhitelistConfigError is ConfigError
+    assert not issubclass(DecisionError, StoreError)  # a decision is not a storage failure
+    assert not hasattr(threats, "ThreatError")

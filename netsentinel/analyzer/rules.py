@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..addresses import AddressError, canonical, parse_target
+from ..errors import NetSentinelError
+from ..levels import LEVELS, rank
 from ..paths import PROJECT_ROOT
 from ..timefmt import parse_iso
 from .addrlist import AddressList
 from .scan import ProcessHistory, SlidingDistinct
-from ..levels import LEVELS, rank
 from .verdict import Verdict
 
 DEFAULT_RULES_PATH = PROJECT_ROOT / "rules" / "default_rules.json"
@@ -46,7 +47,7 @@ _TEMPLATE_FIELDS = {"comm", "exe", "daddr", "dport", "port_label", "why", "disti
                     "sample", "entry", "threshold", "host", "who"}
 
 
-class RuleFileError(ValueError):
+class RuleFileError(NetSentinelError, ValueError):
     """The rules file is unusable; str() is one line naming the file and rule."""
 
 

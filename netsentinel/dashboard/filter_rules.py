@@ -15,6 +15,7 @@ import time
 import streamlit as st
 
 from .. import proposals
+from ..errors import InputError
 from ..filterrules import RuleRefused, check_rule_policy, parse_rule
 from ..llm.config import LLM_BACKENDS, load_llm_config
 from ..records import FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RULE_PROPOSALS
@@ -42,7 +43,7 @@ def _remove(ctx: Ctx) -> None:
 
     def do() -> str:
         if not rid:
-            raise ValueError("Pick a rule to remove.")
+            raise InputError("Pick a rule to remove.")
         _queue(ctx, {"action": "remove_rule", "id": rid})
         return f"Removal of rule {rid} queued; {loader_hint(ctx)}"
     act(do)
@@ -120,17 +121,17 @@ def _ask(ctx: Ctx) -> None:
         from ..llm.probe import choose_auto
         flows = flood_evidence(ctx)
         if not flows:
-            raise ValueError("No flood evidence in the analyzer's recent events to base rules on.")
+            raise InputError("No flood evidence in the analyzer's recent events to base rules on.")
         cfg, error = load_llm_config(ctx.store)
         if error:
-            raise ValueError(f"LLM settings: {error}")
+            raise InputError(f"LLM settings: {error}")
         backend = cfg["backend"]
         if backend == "auto":
             backend, why = choose_auto(cfg)
             if backend not in LLM_BACKENDS:
-                raise ValueError(f"No LLM is reachable ({why}); choose one on the LLM settings page.")
+                raise InputError(f"No LLM is reachable ({why}); choose one on the LLM settings page.")
         elif backend not in LLM_BACKENDS:
-            raise ValueError("The analyzer runs on rules only; choose an LLM on the LLM settings page.")
+            raise InputError("The analyzer runs on rules only; choose an LLM on the LLM settings page.")
         cfg = dict(cfg, backend=backend)
         wl = ctx.whitelist_for_write()
         try:
@@ -140,9 +141,9 @@ def _ask(ctx: Ctx) -> None:
                                   ssh_ports=wl.config["protect_ssh_ports"],
                                   trigger={"kind": "dashboard", "src": ", ".join(f["src"] for f in flows)})
         except BackendError as e:
-            raise ValueError(f"The LLM did not answer: {e}") from None
+            raise InputError(f"The LLM did not answer: {e}") from None
         except proposals.ProposalError as e:
-            raise ValueError(f"The LLM's answer was unusable: {e}") from None
+            raise InputError(f"The LLM's answer was unusable: {e}") from None
         valid = sum(r["valid"] for r in p["rules"])
         return f"Proposal {p['id']}: {valid} valid rule(s) of {len(p['rules'])}, waiting for review below."
     act(do)
@@ -167,13 +168,13 @@ def _add(ctx: Ctx) -> None:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"Not JSON: {e.msg} (line {e.lineno}, column {e.colno}).") from None
+            raise InputError(f"Not JSON: {e.msg} (line {e.lineno}, column {e.colno}).") from None
         wl = ctx.whitelist_for_write()
         try:
             rule = parse_rule(raw)
             check_rule_policy(rule, ctx.protected(wl), wl.config["protect_ssh_ports"])
         except RuleRefused as e:
-            raise ValueError(f"Rule refused: {e}") from None
+            raise InputError(f"Rule refused: {e}") from None
         _queue(ctx, {"action": "add_rule", "rule": {**raw, "id": rule.id}})
         return f"Rule {rule.id} queued; {loader_hint(ctx)}"
 

@@ -12,8 +12,6 @@ import streamlit as st
 
 from ..bancheck import BanRefused
 from ..errors import NetSentinelError
-from ..store import StoreError
-from ..whitelist import ConfigError
 from .context import Ctx
 from .status import liveness
 
@@ -57,8 +55,9 @@ def show_flash() -> None:
         getattr(st, kind)(message)
 
 
-# What a person can get wrong, or another process can be doing: one line each.
-EXPECTED_ERRORS = (NetSentinelError, BanRefused, ConfigError, ValueError, StoreError)
+# What a person can get wrong, or another process can be doing: one line
+# each. Anything else is a bug and shows as one.
+EXPECTED_ERRORS = (NetSentinelError,)
 
 
 def act(action: Callable[[], str], refused: str = "Refused: {}") -> bool:

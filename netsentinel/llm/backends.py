@@ -18,12 +18,13 @@ import os
 import threading
 from typing import Callable
 
+from ..errors import NetSentinelError
 from .answers import parse_json_answer
 from .config import LLM_BACKENDS, resolve_model
 from .env import load_env, resolve_host
 
 
-class BackendError(Exception):
+class BackendError(NetSentinelError):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlparse
 
+from ..errors import ConfigError
 from ..records import LLM_CONFIG
 from ..store import CorruptFile, RecordsStore, StoreError
 from ..timefmt import utc_now_iso
@@ -67,7 +68,7 @@ class Field:
     label: str | None = None
 
     def check(self, value: Any) -> Any:
-        """The normalised value; ValueError with a one-line reason."""
+        """The normalised value; ConfigError (a ValueError) with a one-line reason."""
         return _CHECKERS[self.kind](self, value)
 
     def cli_kwargs(self) -> dict:
@@ -110,17 +111,17 @@ def _text(value: Any) -> str:
 def _number(f: Field, value: Any) -> Any:
     key, integer = f.name, f.kind == "int"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key} must be a number, got {value!r}")
+        raise ConfigError(f"{key} must be a number, got {value!r}")
     if integer and not float(value).is_integer():
-        raise ValueError(f"{key} must be a whole number, got {value!r}")
+        raise ConfigError(f"{key} must be a whole number, got {value!r}")
     if not f.lo <= value <= f.hi:
-        raise ValueError(f"{key} must be between {_num(f.lo)} and {_num(f.hi)}, got {value!r}")
+        raise ConfigError(f"{key} must be between {_num(f.lo)} and {_num(f.hi)}, got {value!r}")
     return int(value) if integer else float(value)
 
 
 def _choice(f: Field, value: Any) -> str:
     if value not in f.choices:
-        raise ValueError(f"{f.name} must be one of {', '.join(f.choices)}; got {value!r}")
+        raise ConfigError(f"{f.name} must be one of {', '.join(f.choices)}; got {value!r}")
     return value
 
 
@@ -128,10 +129,10 @@ def _url(f: Field, value: Any) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ValueError(f"{f.name} must be a URL string or null, got {value!r}")
+        raise ConfigError(f"{f.name} must be a URL string or null, got {value!r}")
     u = urlparse(value.strip())
     if u.scheme not in ("http", "https") or not u.netloc:
-        raise ValueError(f"{f.name} must be an http(s) URL like http://localhost:11434, got {value!r}")
+        raise ConfigError(f"{f.name} must be an http(s) URL like http://localhost:11434, got {value!r}")
     return value.strip()
 
 
@@ -139,19 +140,19 @@ def _model(f: Field, value: Any) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) > 500:
-        raise ValueError(f"{f.name} must be a model name (string) or null, got {value!r}")
+        raise ConfigError(f"{f.name} must be a model name (string) or null, got {value!r}")
     return value.strip()
 
 
 def _bool(f: Field, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{f.name} must be true or false, got {value!r}")
+        raise ConfigError(f"{f.name} must be true or false, got {value!r}")
     return value
 
 
 def _files(f: Field, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(x, str) and x.strip() for x in value):
-        raise ValueError(f"{f.name} must be a list of file paths")
+        raise ConfigError(f"{f.name} must be a list of file paths")
     return [x.strip() for x in value]
 
 
@@ -167,27 +168,27 @@ DEFAULT_THRESHOLDS: dict[str, dict] = {
 
 
 def merge_thresholds(overrides: dict | None) -> dict:
-    """Defaults with per-kind overrides; unknown kinds or fields raise ValueError."""
+    """Defaults with per-kind overrides; unknown kinds or fields raise ConfigError."""
     merged = {k: dict(v) for k, v in DEFAULT_THRESHOLDS.items()}
     for kind, values in (overrides or {}).items():
         if kind not in merged:
-            raise ValueError(f"unknown flood kind {kind!r} (known: {', '.join(merged)})")
+            raise ConfigError(f"unknown flood kind {kind!r} (known: {', '.join(merged)})")
         if not isinstance(values, dict):
-            raise ValueError(f"flood_thresholds.{kind} must be an object")
+            raise ConfigError(f"flood_thresholds.{kind} must be an object")
         for key, v in values.items():
             if key not in ("high", "critical", "min_share"):
-                raise ValueError(f"flood_thresholds.{kind}.{key}: unknown field")
+                raise ConfigError(f"flood_thresholds.{kind}.{key}: unknown field")
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"flood_thresholds.{kind}.{key} must be a non-negative number")
+                raise ConfigError(f"flood_thresholds.{kind}.{key} must be a non-negative number")
             merged[kind][key] = v
         if merged[kind]["high"] > merged[kind]["critical"]:
-            raise ValueError(f"flood_thresholds.{kind}: high must not exceed critical")
+            raise ConfigError(f"flood_thresholds.{kind}: high must not exceed critical")
     return merged
 
 
 def _thresholds(f: Field, value: Any) -> dict:
     if not isinstance(value, dict):
-        raise ValueError(f"{f.name} must be an object like {{\"icmp_flood\": {{\"critical\": 2000}}}}")
+        raise ConfigError(f"{f.name} must be an object like {{\"icmp_flood\": {{\"critical\": 2000}}}}")
     merge_thresholds(value)  # raises ValueError with the reason
     return value
 
@@ -258,9 +259,9 @@ DEFAULT_LLM_CONFIG: dict[str, Any] = {f.name: copy.deepcopy(f.default) for f in 
 
 def validate_llm_config(raw: Any, base: dict | None = None) -> dict:
     """A complete, normalised config: raw's keys over base (default
-    DEFAULT_LLM_CONFIG). Raises ValueError with a one-line message."""
+    DEFAULT_LLM_CONFIG). Raises ConfigError (a ValueError) with a one-line message."""
     if not isinstance(raw, dict):
-        raise ValueError(f"{LLM_CONFIG} must hold a JSON object, got {type(raw).__name__}")
+        raise ConfigError(f"{LLM_CONFIG} must hold a JSON object, got {type(raw).__name__}")
     cfg = copy.deepcopy(base if base is not None else DEFAULT_LLM_CONFIG)
     for key, value in raw.items():
         if key in _META_KEYS or key.startswith("_"):
@@ -268,7 +269,7 @@ def validate_llm_config(raw: Any, base: dict | None = None) -> dict:
             continue
         field = FIELD.get(key)
         if field is None:
-            raise ValueError(f"unknown setting {key!r} (known: {', '.join(sorted(FIELD))})")
+            raise ConfigError(f"unknown setting {key!r} (known: {', '.join(sorted(FIELD))})")
         cfg[key] = field.check(value)
     return cfg
 
