@@ -50,6 +50,7 @@ def canonical(net: Network) -> str:
 
 
 def family_name(net: Network) -> str:
+    """The family as the records and the whitelist's min_ban_prefix name it."""
     return "ipv4" if net.version == 4 else "ipv6"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .addresses import AddressError, Network, canonical, parse_target
+from .addresses import AddressError, Network, canonical, family_name, parse_target
 from .errors import NetSentinelError
 from .netinfo import Protected
 from .timefmt import check_ttl
@@ -71,7 +71,7 @@ def check_policy(cmd: BanCommand, whitelist: Whitelist, protected: Protected) ->
     if cmd.action != "ban":
         return
     net = cmd.net
-    fam = "ipv4" if net.version == 4 else "ipv6"
+    fam = family_name(net)
     minimum = whitelist.config["min_ban_prefix"][fam]
     if net.prefixlen < minimum:
         raise BanRefused(f"{canonical(net)} is too broad: {fam} bans need a prefix of /{minimum} "

@@ -99,12 +99,6 @@ class LLMWorker:
                 return
         self.deliver(job, verdict, verdict.verdict_source == "llm")
 
-    def depth(self) -> int:
-        return len(self._queue)
-
-    def in_flight(self) -> int:
-        return self._in_flight
-
     # --------------------------------------------------------------- workers
     def _ensure_workers(self, n: int) -> None:
         # Grows only: a lowered "workers" setting leaves idle threads, harmless.
