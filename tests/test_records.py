@@ -40,6 +40,7 @@ def test_only_records_and_store_name_records_files():
     names = set(records.FILES) | {records.LOCK_NAME}
     allowed = {ROOT / "netsentinel" / "records.py", ROOT / "netsentinel" / "store.py"}
     sources = [*(ROOT / "netsentinel").rglob("*.py"), *(ROOT / "scripts").glob("*.py"),
+               *(ROOT / "bench").glob("*.py"), *(ROOT / "ml").glob("*.py"),
                *(ROOT / f for f in ("unified_ebpf.py", "llm_analyzer.py", "dashboard.py",
                                     "user_whitelist.py"))]
     found = []
