@@ -34,6 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 from common import emit, parser, pyplot, save_figure  # noqa: E402
+from netsentinel.records import ANALYZER_STATUS  # noqa: E402
 from netsentinel.testing.llm_standins import StandinServer  # noqa: E402
 
 ROOT = HERE.parent
@@ -102,7 +103,7 @@ def run_case(name: str, events: str, n: int, extra: list[str], env: dict,
         def sample():
             while not stop.wait(0.25):
                 try:
-                    st = json.loads((rec / "analyzer_status.json").read_text())
+                    st = json.loads((rec / ANALYZER_STATUS).read_text())
                     depth["max"] = max(depth["max"], st["llm"]["queue_depth"])
                 except (OSError, ValueError, KeyError):
                     pass
@@ -123,7 +124,7 @@ def run_case(name: str, events: str, n: int, extra: list[str], env: dict,
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             raise RuntimeError(f"{name}: analyzer exited {proc.returncode}: {err.strip()[-300:]}")
-        st = json.loads((rec / "analyzer_status.json").read_text())
+        st = json.loads((rec / ANALYZER_STATUS).read_text())
     llm = st["llm"]
     judged = st["events_total"]
     return {"case": name, "events": n, "fed_per_s": rate, "judged": judged, "seconds": round(seconds, 2),

@@ -39,6 +39,7 @@ from common import (ROOT, Cleanup, LoaderProc, Progress, emit, enter_netns, lab_
                     percentile, pyplot, save_figure, scratch_dir, style_axes, wait_until)
 
 from netsentinel import threats
+from netsentinel.records import DASHBOARD_LOG
 from netsentinel.store import RecordsStore
 
 NAME = "ban_latency"
@@ -250,7 +251,7 @@ def dashboard_clicker(cleanup: Cleanup, progress: Progress, store: RecordsStore,
                       tmp) -> DashboardClicker:
     """The dashboard on these records, and Chromium on its Review page."""
     from netsentinel.testing.dashboard_browser import chromium_page, dashboard_server
-    server = dashboard_server(records, cfg, tmp / "dashboard.log", refresh=0)
+    server = dashboard_server(records, cfg, tmp / DASHBOARD_LOG, refresh=0)
     url = server.__enter__()
     cleanup.push(server.__exit__, None, None, None)
     browser = chromium_page()

@@ -10,10 +10,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Union
 
+from .errors import NetSentinelError
+
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
-class AddressError(ValueError):
+class AddressError(NetSentinelError, ValueError):
     """Not a valid address or CIDR; the message is one line for a person."""
 
 
@@ -48,6 +50,7 @@ def canonical(net: Network) -> str:
 
 
 def family_name(net: Network) -> str:
+    """The family as the records and the whitelist's min_ban_prefix name it."""
     return "ipv4" if net.version == 4 else "ipv6"
 
 

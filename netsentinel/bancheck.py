@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .addresses import AddressError, Network, canonical, parse_target
+from .addresses import AddressError, Network, canonical, family_name, parse_target
+from .errors import NetSentinelError
 from .netinfo import Protected
+from .timefmt import check_ttl
 from .whitelist import Whitelist
 
 ACTIONS = ("ban", "unban")
-MAX_TTL = 10 * 365 * 86400
 
 
-class BanRefused(ValueError):
+class BanRefused(NetSentinelError, ValueError):
     """A command that will not be applied; str() is the one-line reason."""
 
 
@@ -52,9 +53,10 @@ def parse_command(raw: object) -> BanCommand:
         raise BanRefused(str(e)) from None
     ttl = raw.get("ttl_seconds")
     if ttl is not None:
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0 or ttl > MAX_TTL:
-            raise BanRefused(f"ttl_seconds must be a positive number of seconds, got {ttl!r}")
-        ttl = int(ttl)
+        try:
+            ttl = int(check_ttl(ttl))
+        except ValueError as e:
+            raise BanRefused(str(e)) from None
     reason = raw.get("reason")
     if reason is not None and not isinstance(reason, str):
         reason = str(reason)
@@ -69,7 +71,7 @@ def check_policy(cmd: BanCommand, whitelist: Whitelist, protected: Protected) ->
     if cmd.action != "ban":
         return
     net = cmd.net
-    fam = "ipv4" if net.version == 4 else "ipv6"
+    fam = family_name(net)
     minimum = whitelist.config["min_ban_prefix"][fam]
     if net.prefixlen < minimum:
         raise BanRefused(f"{canonical(net)} is too broad: {fam} bans need a prefix of /{minimum} "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .paths import PROJECT_ROOT
-from .store import utc_now_iso
+from .timefmt import utc_now_iso
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = PROJECT_ROOT / "docs" / "events.schema.json"

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from .addresses import AddressError, Network, canonical, parse_target
+from .errors import NetSentinelError
 from .netinfo import Protected
 
 MAX_RULES = 64
@@ -31,7 +32,7 @@ FIELDS = {"id", "action", "src", "proto", "sport", "dport", "tcp_flags", "icmp_t
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
 
 
-class RuleRefused(ValueError):
+class RuleRefused(NetSentinelError, ValueError):
     """A rule that will not be loaded; str() is the one-line reason."""
 
 

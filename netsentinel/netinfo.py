@@ -7,9 +7,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 
 from .addresses import Network, parse_target
+
+# How stale the protected set may be: a new SSH session or address of this
+# host is protected from bans within this many seconds.
+PROTECTED_TTL_S = 5.0
 
 
 def _ip_json(*args: str) -> list:
@@ -111,3 +117,25 @@ def protected_addresses(ssh_ports=(22,)) -> Protected:
     entries += [(n, "the peer of a live SSH session (owner lock-out protection)")
                 for n in ssh_peers(list(ssh_ports))]
     return Protected(entries)
+
+
+class ProtectedCache:
+    """protected_addresses() at most once per ttl seconds (per set of SSH
+    ports): each look runs `ip -j` three times and reads /proc/net/tcp*, too
+    much per command. The one policy for every writer of ban commands: a new
+    SSH session or address is protected within PROTECTED_TTL_S."""
+
+    def __init__(self, ttl: float = PROTECTED_TTL_S):
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._at = 0.0
+        self._key: tuple | None = None
+        self._value: Protected | None = None
+
+    def get(self, ssh_ports=(22,)) -> Protected:
+        key = tuple(ssh_ports)
+        with self._lock:
+            now = time.monotonic()
+            if self._value is None or key != self._key or now - self._at >= self.ttl:
+                self._value, self._key, self._at = protected_addresses(key), key, now
+            return self._value

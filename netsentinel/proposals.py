@@ -16,17 +16,17 @@ A proposal:
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import Any, Callable
 
-import jsonschema
-
+from .decisions import decide as decide_item, trim_decided
+from .errors import DecisionError, InvalidAnswer, NetSentinelError
 from .filterrules import RuleRefused, check_rule_policy, parse_rule
 from .netinfo import Protected
-from .store import RULE_COMMANDS, RecordsStore, StoreError, utc_now_iso
+from .records import RULE_COMMANDS, RULE_PROPOSALS
+from .store import RecordsStore
+from .timefmt import utc_now_iso
 
-RULE_PROPOSALS = "rule_proposals.json"
 MAX_RULES_PER_PROPOSAL = 8
 KEEP_DECIDED = 200
 
@@ -76,10 +76,7 @@ appear inside it.
 Answer with ONE JSON object and nothing else, matching this JSON schema:
 {json.dumps(PROPOSAL_SCHEMA, separators=(",", ":"))}"""
 
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-
-
-class ProposalError(ValueError):
+class ProposalError(NetSentinelError, ValueError):
     """The LLM's answer could not be used; str() is one line."""
 
 
@@ -89,26 +86,6 @@ def build_messages(flows: list[dict], context: str = "") -> list[dict]:
     data = {"context": context[:300], "flows": [{k: f.get(k) for k in keep} for f in flows[:10]]}
     return [{"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": "<<<FLOW_DATA\n" + json.dumps(data) + "\nFLOW_DATA>>>"}]
-
-
-def parse_answer(text: str) -> dict:
-    """The first JSON object in the model's text, checked against the schema."""
-    if not isinstance(text, str) or not text.strip():
-        raise ProposalError("empty answer")
-    body = _THINK.sub("", text)
-    start = body.find("{")
-    if start < 0:
-        raise ProposalError("no JSON object in the answer")
-    try:
-        obj, _ = json.JSONDecoder().raw_decode(body[start:])
-    except json.JSONDecodeError as e:
-        raise ProposalError(f"the answer is not valid JSON ({e.msg})") from None
-    errors = sorted(jsonschema.Draft202012Validator(PROPOSAL_SCHEMA).iter_errors(obj),
-                    key=lambda e: list(e.path))
-    if errors:
-        where = ".".join(str(p) for p in errors[0].path) or "answer"
-        raise ProposalError(f"the answer fails the schema at {where}: {errors[0].message[:160]}")
-    return obj
 
 
 def vet_rules(rules: list[dict], protected: Protected, ssh_ports=(22,)) -> list[dict]:
@@ -127,14 +104,19 @@ def vet_rules(rules: list[dict], protected: Protected, ssh_ports=(22,)) -> list[
     return out
 
 
-def propose(store: RecordsStore, ask: Callable[[list[dict]], str], flows: list[dict], *,
+def propose(store: RecordsStore, ask: Callable[[list[dict], dict], dict], flows: list[dict], *,
             backend: str, protected: Protected, ssh_ports=(22,), trigger: dict | None = None,
             context: str = "") -> dict:
-    """Ask the LLM (ask(messages) -> text) and record a pending proposal.
-    Raises ProposalError when the answer is unusable (nothing is recorded)."""
+    """Ask the LLM and record a pending proposal. ask(messages, schema)
+    returns the model's answer as a JSON object valid against schema
+    (llm.backends.Backend.ask_json) or raises InvalidAnswer. Raises
+    ProposalError when the answer is unusable (nothing is recorded)."""
     if not flows:
         raise ProposalError("no flow data to base a proposal on")
-    answer = parse_answer(ask(build_messages(flows, context)))
+    try:
+        answer = ask(build_messages(flows, context), PROPOSAL_SCHEMA)
+    except InvalidAnswer as e:
+        raise ProposalError(str(e)) from None
     proposal = {
         "id": uuid.uuid4().hex[:12], "created_at": utc_now_iso(), "status": "pending",
         "backend": backend, "summary": answer["summary"], "trigger": trigger or {"kind": "manual"},
@@ -145,49 +127,44 @@ def propose(store: RecordsStore, ask: Callable[[list[dict]], str], flows: list[d
     def add(cur: Any) -> list:
         items = cur if isinstance(cur, list) else []
         items.append(proposal)
-        decided = [p for p in items if p.get("status") != "pending"]
-        drop = {id(p) for p in decided[: max(0, len(decided) - KEEP_DECIDED)]}
-        return [p for p in items if id(p) not in drop]
+        return trim_decided(items, KEEP_DECIDED)
 
     store.update(RULE_PROPOSALS, add, default=[])
     return proposal
 
 
-def list_proposals(store: RecordsStore, status: str | None = None) -> list[dict]:
-    items = store.read(RULE_PROPOSALS, default=[], on_corrupt="default")
-    if not isinstance(items, list):
+def list_proposals(content: Any, status: str | None = None) -> list[dict]:
+    """The proposals in rule_proposals.json's content (read by the caller,
+    who reports a broken file in its own way), only those of `status` if given."""
+    if not isinstance(content, list):
         return []
-    return [p for p in items if isinstance(p, dict) and (status is None or p.get("status") == status)]
+    return [p for p in content if isinstance(p, dict) and (status is None or p.get("status") == status)]
 
 
 def decide(store: RecordsStore, proposal_id: str, *, approve: bool, by: str = "dashboard",
            note: str | None = None, rule_ids: list[str] | None = None) -> dict:
     """Approve (queue add_rule commands for the chosen valid rules; all valid
-    ones by default) or reject a pending proposal."""
+    ones by default) or reject a pending proposal. Raises DecisionError."""
     found: dict = {}
+
+    def apply(p: dict) -> None:
+        chosen = []
+        if approve:
+            valid = [r["rule"] for r in p["rules"] if r["valid"]]
+            chosen = [r for r in valid if rule_ids is None or r["id"] in rule_ids]
+            if not chosen:
+                raise DecisionError(f"proposal {proposal_id} has no valid rule to approve")
+            for rule in chosen:
+                store.append_command({"action": "add_rule", "source": f"proposal:{proposal_id}",
+                                      "rule": {**rule, "source": f"proposal:{proposal_id}",
+                                               "proposal_id": proposal_id}}, name=RULE_COMMANDS)
+        p["applied"] = [r["id"] for r in chosen]
 
     def change(cur: Any) -> list:
         items = cur if isinstance(cur, list) else []
-        for p in items:
-            if p.get("id") != proposal_id:
-                continue
-            if p.get("status") != "pending":
-                raise StoreError(f"proposal {proposal_id} was already {p.get('status')}")
-            chosen = []
-            if approve:
-                valid = [r["rule"] for r in p["rules"] if r["valid"]]
-                chosen = [r for r in valid if rule_ids is None or r["id"] in rule_ids]
-                if not chosen:
-                    raise StoreError(f"proposal {proposal_id} has no valid rule to approve")
-                for rule in chosen:
-                    store.append_command({"action": "add_rule", "source": f"proposal:{proposal_id}",
-                                          "rule": {**rule, "source": f"proposal:{proposal_id}",
-                                                   "proposal_id": proposal_id}}, name=RULE_COMMANDS)
-            p.update(status="approved" if approve else "rejected", decided_at=utc_now_iso(),
-                     decided_by=by, note=note or None, applied=[r["id"] for r in chosen])
-            found["p"] = p
-            return items
-        raise StoreError(f"no proposal with id {proposal_id}")
+        found["p"] = decide_item(items, proposal_id, "proposal", "approved" if approve else "rejected",
+                                 by, note, apply)
+        return items
 
     with store.locked():
         store.update(RULE_PROPOSALS, change, default=[])

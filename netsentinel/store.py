@@ -32,25 +32,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .errors import NetSentinelError
+from .records import BAN_COMMANDS, BAN_COMMANDS_REJECTED, LOCK_NAME
+from .timefmt import utc_now_iso
+
 FILE_MODE = 0o644
 DIR_MODE = 0o755
-LOCK_NAME = ".lock"
-
-# The records/ contract (see docs/ARCHITECTURE.md). Names, not paths.
-BAN_COMMANDS = "ban_commands.json"  # list of {action, ip, reason?, ttl_seconds?, ...}
-BAN_COMMANDS_REJECTED = "ban_commands.rejected.json"  # list of {command, error, rejected_at}
-BANNED_IPS = "banned_ips.json"  # {cidr: {reason, source, banned_at, expires_at, drops, last_drop_at}}
-PENDING_THREATS = "pending_threats.json"
-DASHBOARD_LOGS = "dashboard_logs.json"
-LLM_CONFIG = "llm_config.json"
-LOADER_STATUS = "loader_status.json"
-ANALYZER_STATUS = "analyzer_status.json"
-RULE_COMMANDS = "rule_commands.json"  # list of {action: add_rule|remove_rule, rule?, id?}
-RULE_COMMANDS_REJECTED = "rule_commands.rejected.json"
-FILTER_RULES = "filter_rules.json"  # {"rules": [rule + hits, created_at, expires_at]} (loader only)
 
 
-class StoreError(Exception):
+class StoreError(NetSentinelError):
     """A records/ operation that could not be done; the message is one line."""
 
 
@@ -60,25 +50,6 @@ class LockTimeout(StoreError):
 
 class CorruptFile(StoreError):
     """Raised only by read(..., on_corrupt='raise')."""
-
-
-def utc_now_iso(ts: float | None = None) -> str:
-    """ISO-8601 UTC with microseconds and a trailing Z (the event/record time format)."""
-    dt = datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_iso(s: str | None) -> float | None:
-    """Inverse of utc_now_iso (also accepts +00:00 offsets); None for None/empty."""
-    if not s:
-        return None
-    s = s.strip()
-    if s.endswith("Z"):
-        s = s[:-1] + "+00:00"
-    dt = datetime.fromisoformat(s)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
 
 
 class _DirLock:
@@ -100,15 +71,6 @@ _DIR_LOCKS_GUARD = threading.Lock()
 def _dir_lock(root: Path) -> _DirLock:
     with _DIR_LOCKS_GUARD:
         return _DIR_LOCKS.setdefault(os.path.realpath(root), _DirLock())
-
-
-def expiry_of(record: dict) -> float | None:
-    """A record's "expires_at" as Unix time; None when absent or unreadable
-    (a hand-edited file: such a record simply does not expire)."""
-    try:
-        return parse_iso(record.get("expires_at"))
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 def _default_warn(msg: str) -> None:
@@ -295,15 +257,11 @@ class RecordsStore:
                 self.write(name, new)
             return new
 
-    def append_jsonl(self, name: str, obj: Any, *, max_bytes: int = 50 * 1024 * 1024,
-                     keep: int = 3) -> None:
-        """Append one JSON line; rotate to NAME.1..NAME.keep past max_bytes."""
-        self.append_jsonl_many(name, [obj], max_bytes=max_bytes, keep=keep)
-
     def append_jsonl_many(self, name: str, objs: list, *, max_bytes: int = 50 * 1024 * 1024,
                           keep: int = 3) -> None:
         """Append JSON lines in as few writes as possible (a batching writer
-        such as the analyzer's history); rotation as for append_jsonl."""
+        such as the analyzer's history); past max_bytes the file rotates to
+        NAME.1..NAME.keep."""
         lines = [(json.dumps(o, ensure_ascii=False) + "\n").encode() for o in objs]
         with self.locked():
             p = self.path(name)

@@ -17,14 +17,15 @@ import uuid
 from typing import Any, Callable
 
 from .bancheck import validate as validate_ban
-from .store import PENDING_THREATS, RecordsStore, StoreError, utc_now_iso
+from .decisions import decide, trim_decided
+from .errors import DecisionError
+from .levels import rank
+from .records import PENDING_THREATS
+from .store import RecordsStore
+from .timefmt import utc_now_iso
 
 STATUSES = ("pending", "approved", "rejected")
 KEEP_DECIDED = 1000  # decided threats kept for the record; pending ones are never dropped
-
-
-class ThreatError(StoreError):
-    pass
 
 
 def _as_list(cur: Any, store: RecordsStore) -> list:
@@ -33,14 +34,6 @@ def _as_list(cur: Any, store: RecordsStore) -> list:
     store.set_aside(PENDING_THREATS)
     store.warn(f"{PENDING_THREATS} was not a JSON list; set aside")
     return []
-
-
-def _trim(threats: list) -> list:
-    decided = [t for t in threats if t.get("status") != "pending"]
-    if len(decided) <= KEEP_DECIDED:
-        return threats
-    drop = {id(t) for t in decided[: len(decided) - KEEP_DECIDED]}
-    return [t for t in threats if id(t) not in drop]
 
 
 def add_or_merge(store: RecordsStore, threat: dict, times: int = 1) -> tuple[dict, bool]:
@@ -70,7 +63,7 @@ def add_or_merge_many(store: RecordsStore, items: list[tuple[dict, int]]) -> lis
                 t["event"] = threat.get("event", t.get("event"))
                 if threat.get("confidence", 0) > t.get("confidence", 0):
                     t["confidence"] = threat["confidence"]
-                if LEVEL_RANK.get(threat.get("level"), 0) > LEVEL_RANK.get(t.get("level"), 0):
+                if rank(threat.get("level")) > rank(t.get("level")):
                     t["level"] = threat["level"]
                     for k in ("reason", "category", "recommended_action", "verdict_source",
                               "rule_ids"):
@@ -86,13 +79,10 @@ def add_or_merge_many(store: RecordsStore, items: list[tuple[dict, int]]) -> lis
             if new.get("dedupe_key") is not None:
                 open_by_key[new["dedupe_key"]] = new
             out.append((new, False))
-        return _trim(threats)
+        return trim_decided(threats, KEEP_DECIDED)
 
     store.update(PENDING_THREATS, change, default=[])
     return out
-
-
-LEVEL_RANK = {"INFO": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
 
 
 def list_threats(store: RecordsStore, status: str | None = None) -> list[dict]:
@@ -103,25 +93,21 @@ def list_threats(store: RecordsStore, status: str | None = None) -> list[dict]:
 
 
 def _decide(store: RecordsStore, threat_id: str, status: str, by: str, note: str | None,
-            extra: Callable[[dict], None] | None = None) -> dict:
+            before: Callable[[dict], None] | None = None) -> dict:
     found: dict = {}
 
-    def change(cur: Any) -> list | None:
+    def change(cur: Any) -> list:
         threats = _as_list(cur, store)
-        for t in threats:
-            if t.get("id") == threat_id:
-                if t.get("status") != "pending":
-                    raise ThreatError(f"threat {threat_id} was already {t.get('status')} "
-                                      f"by {t.get('decided_by')} at {t.get('decided_at')}")
-                if extra:
-                    extra(t)
-                t.update(status=status, decided_at=utc_now_iso(), decided_by=by, note=note or None)
-                found["t"] = t
-                return threats
-        raise ThreatError(f"no threat with id {threat_id}")
+        found["t"] = decide(threats, threat_id, "threat", status, by, note, before)
+        return threats
 
     store.update(PENDING_THREATS, change, default=[])
     return found["t"]
+
+
+def target_of(threat: dict) -> str | None:
+    """The address a threat is about: its target, else its event's destination."""
+    return threat.get("target") or (threat.get("event") or {}).get("daddr")
 
 
 def approve(store: RecordsStore, threat_id: str, *, by: str = "dashboard", note: str | None = None,
@@ -132,9 +118,9 @@ def approve(store: RecordsStore, threat_id: str, *, by: str = "dashboard", note:
     bancheck.BanRefused and the threat stays pending. source: the ban
     command's source (default review:ID; the analyzer's auto-ban uses "auto")."""
     def ban(t: dict) -> None:
-        target = t.get("target") or (t.get("event") or {}).get("daddr")
+        target = target_of(t)
         if not target:
-            raise ThreatError(f"threat {threat_id} names no address to ban")
+            raise DecisionError(f"threat {threat_id} names no address to ban")
         cmd = {"action": "ban", "ip": target, "reason": f"{t.get('level')} {t.get('category')}: "
                f"{t.get('reason')}"[:300], "source": source or f"review:{threat_id}",
                "threat_id": threat_id}
@@ -154,7 +140,7 @@ def reject(store: RecordsStore, threat_id: str, *, by: str = "dashboard", note: 
     def trust(t: dict) -> None:
         if whitelist_file is None:
             return
-        target = t.get("target") or (t.get("event") or {}).get("daddr")
+        target = target_of(t)
         if target:
             whitelist_file.edit("ip", target)
             t["whitelisted"] = target

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .addresses import AddressError, Network, canonical, overlaps_any, parse_target
+from .errors import ConfigError
 from .store import RecordsStore, StoreError
+from .watch import FileSignature
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "version": 1,
@@ -27,10 +29,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "min_ban_prefix": {"ipv4": 8, "ipv6": 32},
 }
 KINDS = {"ip": "trusted_ips", "process": "trusted_processes", "port": "trusted_ports"}
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def _port(value: Any) -> int:
@@ -145,7 +143,7 @@ class WhitelistFile:
         self.path = Path(path)
         self.store = RecordsStore(self.path.parent, warn=warn)
         self.name = self.path.name
-        self._sig: tuple | None = None
+        self._watch = FileSignature(self.store.path(self.name))
         self._current = Whitelist()
         self.last_error: str | None = None
 
@@ -156,10 +154,7 @@ class WhitelistFile:
 
     def current(self) -> Whitelist:
         """Hot reload: re-read when the file changed; keep the old one on error."""
-        st = self.store.stat(self.name)
-        sig = None if st is None else (st.st_mtime_ns, st.st_size, st.st_ino)
-        if sig != self._sig:
-            self._sig = sig
+        if self._watch.changed():
             try:
                 self._current = self.load()
                 if self.last_error:

@@ -31,6 +31,7 @@ from netsentinel import threats
 from netsentinel.cliargs import EXIT_FAILURE, die, tool_parser
 from netsentinel.testing.lab import (ROOT, VENV_PY, Lab, lab_octet, read_json, sh,
                                      start_pipeline, wait_until)
+from netsentinel.records import BANNED_IPS, DASHBOARD_LOG, DASHBOARD_LOGS, LOADER_LOG, LOADER_STATUS
 from netsentinel.store import RecordsStore
 
 SERVER = """
@@ -89,7 +90,7 @@ class Demo:
         def progress() -> None:
             if not self.tty:
                 return
-            s = (read_json(self.records / "loader_status.json", {}) or {}).get("stats", {})
+            s = (read_json(self.records / LOADER_STATUS, {}) or {}).get("stats", {})
             print(f"\r      {SPINNER[rounds[0] % 4]} {what}: {s.get('events', 0)} events, "
                   f"{s.get('bans_active', 0)} bans, {s.get('drops_total', 0)} drops ",
                   end="", flush=True)
@@ -130,14 +131,14 @@ class Demo:
                 [VENV_PY, "-m", "streamlit", "run", str(ROOT / "dashboard.py"), "--server.address",
                  "127.0.0.1", "--server.port", str(self.args.port), "--server.headless", "true",
                  "--browser.gatherUsageStats", "false"],
-                env=env, stdout=open(self.records / "dashboard.log", "w"), stderr=subprocess.STDOUT,
+                env=env, stdout=open(self.records / DASHBOARD_LOG, "w"), stderr=subprocess.STDOUT,
                 cwd=ROOT))
             self.say(f"dashboard: http://127.0.0.1:{self.args.port}")
-        ok = self.wait("loader start", lambda: (read_json(self.records / "loader_status.json") or {})
+        ok = self.wait("loader start", lambda: (read_json(self.records / LOADER_STATUS) or {})
                        .get("running"), 90)
         if not ok:
-            raise RuntimeError(f"the loader did not start; see {self.records / 'loader.log'}")
-        st = read_json(self.records / "loader_status.json")
+            raise RuntimeError(f"the loader did not start; see {self.records / LOADER_LOG}")
+        st = read_json(self.records / LOADER_STATUS)
         self.say(f"capture: {st['capture_mode']}, XDP: {st['xdp_mode']}, "
                  f"cgroup block: {st['cgroup_block']}; records in {self.records}")
 
@@ -155,7 +156,7 @@ class Demo:
         return json.loads(r.stdout)
 
     def logs(self) -> list:
-        return (read_json(self.records / "dashboard_logs.json") or {}).get("entries", [])
+        return (read_json(self.records / DASHBOARD_LOGS) or {}).get("entries", [])
 
     def pending(self, category: str | None = None) -> list:
         return [t for t in threats.list_threats(self.store, "pending")
@@ -223,7 +224,7 @@ class Demo:
         self.say(f"{decided['status']} by {decided['decided_by']}: ban command for {decided.get('target')}")
         target = decided.get("target") or self.lab.peer4b
         banned = self.wait("the ban in the kernel",
-                           lambda: target in (read_json(self.records / "banned_ips.json") or {}), 10)
+                           lambda: target in (read_json(self.records / BANNED_IPS) or {}), 10)
         self.results["approve_to_ban_ms"] = round((time.monotonic() - t_click) * 1000)
         self.say(f"banned {target} {self.results['approve_to_ban_ms']} ms after approval"
                  if banned else "! the ban did not reach the kernel")
@@ -237,7 +238,7 @@ class Demo:
         self.results["blocked_connect"] = {"errno": err, "ms": ms}
         r = lab.ns_exec(lab.peer, "ping", "-c", "3", "-i", "0.2", "-W", "1", "-q", "-I", target, lab.dut4)
         self.say(f"ping from {target} to the host: {'dropped at XDP' if r.returncode else 'got through?!'}")
-        drops = self.wait("the drop counter", lambda: (read_json(self.records / "banned_ips.json") or {})
+        drops = self.wait("the drop counter", lambda: (read_json(self.records / BANNED_IPS) or {})
                           .get(target, {}).get("drops", 0), 6)
         self.say(f"banned_ips.json: {drops or 0} packets dropped from {target}")
         self.results["drops"] = drops or 0
@@ -270,7 +271,7 @@ class Demo:
                      "threats); flow events are in the loader's stream")
             return
         self.say(f"{t['level']} {t['category']}: {t['reason'][:70]}")
-        ban = (read_json(self.records / "banned_ips.json") or {}).get(self.flooder, {})
+        ban = (read_json(self.records / BANNED_IPS) or {}).get(self.flooder, {})
         self.say(f"{t['status']} by {t['decided_by'] or 'nobody yet'}; "
                  f"{ban.get('drops', 0)} flood packets dropped at XDP, ban expires {ban.get('expires_at')}")
         self.results["flood"] = {"level": t["level"], "status": t["status"], "drops": ban.get("drops", 0)}

@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 
-from netsentinel.store import (ANALYZER_STATUS, BAN_COMMANDS_REJECTED, BANNED_IPS,  # noqa: E402
-                               DASHBOARD_LOGS, LOADER_STATUS, PENDING_THREATS, RecordsStore,
-                               utc_now_iso)
+from netsentinel.records import (ANALYZER_STATUS, BAN_COMMANDS_REJECTED, BANNED_IPS,  # noqa: E402
+                                 DASHBOARD_LOGS, LOADER_STATUS, PENDING_THREATS)
+from netsentinel.store import RecordsStore  # noqa: E402
+from netsentinel.timefmt import utc_now_iso  # noqa: E402
 
 SEED_NOTE = "seeded test data"
 

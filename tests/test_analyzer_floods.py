@@ -7,7 +7,7 @@ import json
 
 from analyzer_support import analyzer_env, read, run_analyzer, start_analyzer, wait_for
 from netsentinel.testing.llm_standins import StandinServer
-from netsentinel.store import BAN_COMMANDS, PENDING_THREATS
+from netsentinel.records import BAN_COMMANDS, PENDING_THREATS
 from test_floods import ROWS
 
 

@@ -54,7 +54,7 @@ def test_approve_with_auto_source(records):
     assert threats.list_threats(records)[0]["decided_by"] == "auto-ban"
 
 
-def test_append_jsonl_many_rotates_like_append_jsonl(records):
+def test_append_jsonl_many_rotates_in_one_batch(records):
     records.append_jsonl_many("h.jsonl", [{"i": i, "pad": "x" * 40} for i in range(40)],
                               max_bytes=600, keep=2)
     files = {p.name: p.read_text().splitlines() for p in records.root.glob("h.jsonl*")}

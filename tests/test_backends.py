@@ -16,10 +16,11 @@ import pytest
 
 from analyzer_support import ANALYZER, analyzer_env, conn
 from netsentinel.testing.llm_standins import StandinServer
-from netsentinel.llm.backends import BackendManager, choose_auto
+from netsentinel.llm.backends import BackendManager
 from netsentinel.analyzer.rules import RuleEngine
 from netsentinel.analyzer.worker import Job, LLMWorker
-from netsentinel.llm.config import probe_backend, validate_llm_config
+from netsentinel.llm.config import validate_llm_config
+from netsentinel.llm.probe import choose_auto, probe_backend
 
 NETWORK_BACKENDS = ["zhipuai", "ollama", "openai"]
 CHAT_PATHS = {"zhipuai": "/api/paas/v4/chat/completions", "ollama": "/api/chat",
@@ -91,7 +92,7 @@ def test_thinking_block_is_ignored(name, monkeypatch):
 @pytest.mark.parametrize("name", NETWORK_BACKENDS)
 @pytest.mark.parametrize("answer,note,counter", [
     ("malformed", "invalid LLM answer: answer is not valid JSON", "invalid_answers"),
-    ("wrong_schema", "verdict fails the schema", "invalid_answers"),
+    ("wrong_schema", "answer fails the schema", "invalid_answers"),
     ("http500", "HTTP 500", "failures"),
 ])
 def test_bad_answers_fall_back_to_rules(name, answer, note, counter, monkeypatch):

@@ -18,8 +18,9 @@ from dashboard_seed import seed
 from netsentinel.testing.llm_standins import StandinServer
 from netsentinel import threats
 from netsentinel.dashboard import data, settings, status
-from netsentinel.store import (BAN_COMMANDS, DASHBOARD_LOGS, LLM_CONFIG, PENDING_THREATS,
-                               RecordsStore, utc_now_iso)
+from netsentinel.records import BAN_COMMANDS, DASHBOARD_LOGS, LLM_CONFIG, PENDING_THREATS
+from netsentinel.store import RecordsStore
+from netsentinel.timefmt import utc_now_iso
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = str(ROOT / "dashboard.py")

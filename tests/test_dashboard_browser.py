@@ -21,7 +21,8 @@ import pytest
 
 from netsentinel.testing import dashboard_browser as B
 from dashboard_seed import heartbeat, seed
-from netsentinel.store import BAN_COMMANDS, BANNED_IPS, utc_now_iso
+from netsentinel.records import BANNED_IPS, BAN_COMMANDS
+from netsentinel.timefmt import utc_now_iso
 
 pytestmark = pytest.mark.skipif(B.missing() is not None, reason=B.missing() or "")
 

@@ -8,7 +8,8 @@ import json
 
 from netsentinel.testing.llm_standins import StandinServer
 from netsentinel import proposals
-from netsentinel.store import DASHBOARD_LOGS, FILTER_RULES, LLM_CONFIG, RULE_COMMANDS, RecordsStore
+from netsentinel.records import DASHBOARD_LOGS, FILTER_RULES, LLM_CONFIG, RULE_COMMANDS, RULE_PROPOSALS
+from netsentinel.store import RecordsStore
 from test_dashboard_app import env, read, start, texts  # noqa: F401  (env is a fixture)
 
 FLOW = {"v": 1, "type": "flow", "ts": "2026-11-21T23:40:00.000000Z", "src": "203.0.113.66",
@@ -61,7 +62,7 @@ def test_ask_the_llm_then_approve_only_the_valid_rule(env, monkeypatch):
         assert "1 valid rule(s) of 2" in texts(at, "success")
         sent = json.dumps(server.chat_requests()[0]["json"])
         assert "203.0.113.66" in sent and "FLOW_DATA" in sent
-    pending = proposals.list_proposals(store, "pending")
+    pending = proposals.list_proposals(store.read(RULE_PROPOSALS), "pending")
     assert len(pending) == 1
     pid = pending[0]["id"]
     at.run()
@@ -71,18 +72,18 @@ def test_ask_the_llm_then_approve_only_the_valid_rule(env, monkeypatch):
     assert not at.exception
     cmds = read(records / RULE_COMMANDS)
     assert [c["rule"]["icmp_type"] for c in cmds] == [8]           # the SSH rule never goes out
-    assert proposals.list_proposals(store, "approved")[0]["note"] == "looks right"
+    assert proposals.list_proposals(store.read(RULE_PROPOSALS), "approved")[0]["note"] == "looks right"
 
 
 def test_reject_a_proposal(env):
     records, _ = env
     store = seed_rules(records)
-    p = proposals.propose(store, lambda m: json.dumps(ANSWER), [FLOW], backend="test",
+    p = proposals.propose(store, lambda m, schema: ANSWER, [FLOW], backend="test",
                           protected=proposals.Protected())
     at = start("Filter rules")
     at.button(key=f"prop_reject_{p['id']}").click().run()
     assert not at.exception
-    assert proposals.list_proposals(store, "rejected")[0]["id"] == p["id"]
+    assert proposals.list_proposals(store.read(RULE_PROPOSALS), "rejected")[0]["id"] == p["id"]
     assert read(records / RULE_COMMANDS) is None
 
 
@@ -93,7 +94,7 @@ def test_asking_without_an_llm_says_so(env):
     at = start("Filter rules")
     at.button(key="rules_ask").click().run()
     assert "choose an LLM on the LLM settings page" in texts(at, "error")
-    assert proposals.list_proposals(store) == []
+    assert proposals.list_proposals(store.read(RULE_PROPOSALS)) == []
 
 
 def test_add_a_rule_by_hand_checked_first(env):

@@ -9,10 +9,12 @@ import pytest
 from netsentinel.testing.llm_standins import StandinServer
 from netsentinel import proposals
 from netsentinel.addresses import parse_target
+from netsentinel.errors import DecisionError
 from netsentinel.llm.backends import BackendManager
 from netsentinel.llm.config import validate_llm_config
 from netsentinel.netinfo import Protected
-from netsentinel.store import RULE_COMMANDS, RecordsStore
+from netsentinel.records import RULE_COMMANDS, RULE_PROPOSALS
+from netsentinel.store import RecordsStore
 
 PROTECTED = Protected([(parse_target("10.9.0.1"), "the default gateway")])
 FLOOD = {"src": "203.0.113.66", "family": "ipv4", "pps": 5800.0, "packets": 5800, "icmp": 5800,
@@ -38,7 +40,7 @@ def ask(monkeypatch):
         cfg = validate_llm_config({"backend": "ollama", "model": "standin-model", "timeout_seconds": 3})
         backend = BackendManager(lambda m: None).get(cfg)
         made.append(server)
-        return (lambda messages: backend.ask(messages, cfg)), server
+        return (lambda messages, schema: backend.ask_json(messages, cfg, schema)), server
     made = []
     yield make
     for s in made:
@@ -60,7 +62,7 @@ def test_good_proposal_is_recorded_pending_then_approved_into_rule_commands(tmp_
     assert [c["action"] for c in cmds] == ["add_rule"]
     assert cmds[0]["rule"]["icmp_type"] == 8 and cmds[0]["rule"]["proposal_id"] == p["id"]
     assert decided["applied"] == [cmds[0]["rule"]["id"]]
-    with pytest.raises(proposals.StoreError, match="already approved"):
+    with pytest.raises(DecisionError, match="already approved"):
         proposals.decide(store, p["id"], approve=False)
 
 
@@ -89,7 +91,7 @@ def test_unusable_answers_record_nothing(tmp_path, ask, answer, words):
     fn, _ = ask(answer)
     with pytest.raises(proposals.ProposalError, match=words):
         proposals.propose(store, fn, [FLOOD], backend="ollama", protected=PROTECTED)
-    assert proposals.list_proposals(store) == []
+    assert proposals.list_proposals(store.read(RULE_PROPOSALS)) == []
 
 
 def test_rejecting_records_the_decision_only(tmp_path, ask):
@@ -97,5 +99,5 @@ def test_rejecting_records_the_decision_only(tmp_path, ask):
     fn, _ = ask(GOOD)
     p = proposals.propose(store, fn, [FLOOD], backend="ollama", protected=PROTECTED)
     proposals.decide(store, p["id"], approve=False, by="tester", note="false alarm")
-    assert proposals.list_proposals(store, "rejected")[0]["note"] == "false alarm"
+    assert proposals.list_proposals(store.read(RULE_PROPOSALS), "rejected")[0]["note"] == "false alarm"
     assert not (tmp_path / RULE_COMMANDS).exists()

@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from netsentinel.store import (BAN_COMMANDS, CorruptFile, LockTimeout, RecordsStore, StoreError,
-                               parse_iso)
+from netsentinel.records import BAN_COMMANDS
+from netsentinel.store import CorruptFile, LockTimeout, RecordsStore, StoreError
+from netsentinel.timefmt import parse_iso
 
 ASIDE_RE = re.compile(r"^(?P<name>.+)\.corrupt-\d{8}T\d{6}\.\d{6}Z$")
 
@@ -282,7 +283,7 @@ def test_files_are_0644_and_dir_0755_whatever_the_umask(tmp_path):
     try:
         store = RecordsStore(tmp_path / "rec")
         store.write("a.json", {})
-        store.append_jsonl("h.jsonl", {"x": 1})
+        store.append_jsonl_many("h.jsonl", [{"x": 1}])
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "rec").stat().st_mode) == 0o755
@@ -302,7 +303,7 @@ def read_lines(store, name):
 def test_append_jsonl_rotates_and_keeps_order(records):
     max_bytes, keep = 300, 2
     for i in range(100):
-        records.append_jsonl("h.jsonl", {"i": i, "pad": "x" * 10}, max_bytes=max_bytes, keep=keep)
+        records.append_jsonl_many("h.jsonl", [{"i": i, "pad": "x" * 10}], max_bytes=max_bytes, keep=keep)
     names = sorted(p.name for p in records.root.iterdir() if p.name.startswith("h.jsonl"))
     assert names == ["h.jsonl", "h.jsonl.1", "h.jsonl.2"]  # never more than keep rotations
     for n in names:
@@ -316,7 +317,7 @@ def test_append_jsonl_rotates_and_keeps_order(records):
 
 def test_append_jsonl_many_and_oversized_line(records):
     records.append_jsonl_many("h.jsonl", [{"i": i} for i in range(10)], max_bytes=50, keep=5)
-    records.append_jsonl("h.jsonl", {"big": "y" * 200}, max_bytes=50, keep=5)
+    records.append_jsonl_many("h.jsonl", [{"big": "y" * 200}], max_bytes=50, keep=5)
     chunks = [read_lines(records, f"h.jsonl.{k}") for k in range(5, 0, -1)]
     chunks.append(read_lines(records, "h.jsonl"))
     flat = [o for c in chunks for o in c]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import multiprocessing as mp
 from collections import Counter
 
-from netsentinel.store import BAN_COMMANDS, RecordsStore
+from netsentinel.records import BAN_COMMANDS
+from netsentinel.store import RecordsStore
 
 PROCS = 8
 COMMANDS_EACH = 200

@@ -8,10 +8,12 @@ import json
 import pytest
 
 from netsentinel import threats
+from netsentinel.errors import DecisionError
 from netsentinel.addresses import parse_target
 from netsentinel.bancheck import BanRefused
 from netsentinel.netinfo import Protected
-from netsentinel.store import BAN_COMMANDS, PENDING_THREATS, parse_iso
+from netsentinel.records import BAN_COMMANDS, PENDING_THREATS
+from netsentinel.timefmt import parse_iso
 from netsentinel.whitelist import Whitelist, WhitelistFile
 
 TARGET = "203.0.113.66"
@@ -71,13 +73,13 @@ def test_approve_writes_exactly_one_ban_command(records):
     assert decided["ban_command"] == cmd
     assert threats.list_threats(records, "pending") == []
 
-    with pytest.raises(threats.ThreatError, match="already approved by alice"):
+    with pytest.raises(DecisionError, match="already approved by alice"):
         threats.approve(records, t["id"], whitelist=Whitelist(), protected=Protected())
     assert len(records.read(BAN_COMMANDS)) == 1  # still exactly one
 
 
 def test_approve_unknown_id(records):
-    with pytest.raises(threats.ThreatError, match="no threat with id nope"):
+    with pytest.raises(DecisionError, match="no threat with id nope"):
         threats.approve(records, "nope")
     assert records.read(BAN_COMMANDS) is None
 
@@ -103,7 +105,7 @@ def test_approve_of_an_unbannable_target_is_refused_and_stays_pending(records, w
 
 def test_approve_a_threat_without_an_address(records):
     t, _ = threats.add_or_merge(records, {"level": "HIGH", "dedupe_key": "k", "event": {}})
-    with pytest.raises(threats.ThreatError, match="names no address"):
+    with pytest.raises(DecisionError, match="names no address"):
         threats.approve(records, t["id"])
     assert threats.list_threats(records)[0]["status"] == "pending"
 
@@ -132,9 +134,9 @@ def test_reject_without_whitelist_and_twice(records):
     t, _ = threats.add_or_merge(records, threat())
     decided = threats.reject(records, t["id"])
     assert decided["status"] == "rejected" and "whitelisted" not in decided
-    with pytest.raises(threats.ThreatError, match="already rejected"):
+    with pytest.raises(DecisionError, match="already rejected"):
         threats.reject(records, t["id"])
-    with pytest.raises(threats.ThreatError, match="already rejected"):
+    with pytest.raises(DecisionError, match="already rejected"):
         threats.approve(records, t["id"])
 
 

@@ -5,11 +5,11 @@ reported once (file:line) and skipped, never fatal."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import time
 from typing import Callable
 
 from ..addresses import AddressError, canonical, parse_target
+from ..watch import FileSignature
 
 CHECK_EVERY = 2.0  # seconds between stat() calls: a list may be long, events are many
 
@@ -18,7 +18,7 @@ class AddressList:
     def __init__(self, path: str, warn: Callable[[str], None]):
         self.path = path
         self.warn = warn
-        self._sig = None
+        self._watch = FileSignature(path, follow_symlinks=True)  # a list a person points us at
         self._next_check = 0.0
         # (version, prefixlen) -> set of network numbers, for O(prefix lengths) lookup
         self._nets: dict[tuple[int, int], set[int]] = {}
@@ -26,17 +26,12 @@ class AddressList:
         self.reload()
 
     def reload(self) -> None:
-        try:
-            st = os.stat(self.path)
-        except OSError as e:
-            if self._sig != "missing":
-                self.warn(f"known-bad list {self.path}: {e.strerror}; treated as empty")
-            self._sig, self._nets, self.size = "missing", {}, 0
+        if not self._watch.changed():
             return
-        sig = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if sig == self._sig:
+        if not self._watch.present:
+            self.warn(f"known-bad list {self.path}: {self._watch.error}; treated as empty")
+            self._nets, self.size = {}, 0
             return
-        self._sig = sig
         nets: dict[tuple[int, int], set[int]] = {}
         size = 0
         with open(self.path, encoding="utf-8", errors="replace") as f:

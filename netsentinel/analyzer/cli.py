@@ -11,16 +11,17 @@ import sys
 from .. import paths, threats
 from ..cliargs import EXIT_FAILURE, EXIT_USAGE, quiet_on_closed_stdout, tool_parser
 from ..bancheck import BanRefused
-from ..llm.config import (BACKENDS, DEFAULT_LLM_CONFIG, HF_DEVICES, HF_QUANTIZE, SCOPES,
-                          load_env, validate_llm_config)
-from ..netinfo import protected_addresses
-from ..store import (ANALYZER_STATUS, DASHBOARD_LOGS, LLM_CONFIG, PENDING_THREATS, RecordsStore,
-                     StoreError)
+from ..llm.config import DEFAULT_LLM_CONFIG, FIELDS, validate_llm_config
+from ..llm.env import load_env
+from ..errors import DecisionError
+from ..netinfo import ProtectedCache
+from ..records import (ANALYZER_STATUS, DASHBOARD_LOGS, HISTORY, LLM_CONFIG, PENDING_THREATS,
+                       history_files)
+from ..store import RecordsStore, StoreError
 from ..whitelist import ConfigError, WhitelistFile
 from ..llm.backends import BackendError, HuggingFaceBackend
 from .rules import DEFAULT_RULES_PATH, RuleEngine, RuleFileError
 from .settings import SettingsWatcher
-from .sinks import HISTORY
 
 PROG = "llm_analyzer.py"
 
@@ -52,45 +53,21 @@ docs/ANALYZER.md has the rules format and output contracts."""
 
 
 def _flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("LLM")
-    g.add_argument("--backend", choices=BACKENDS, help="default: auto")
-    g.add_argument("--model", help="model name (defaults: zhipuai glm-4-flash, ollama qwen3:8b)")
-    g.add_argument("--base-url", "--host", dest="host",
-                   help="endpoint URL: OpenAI-compatible base (…/v1), Ollama host or zhipuai base; "
-                        "default from OPENAI_BASE_URL / OLLAMA_HOST / ZHIPUAI_BASE_URL")
-    g.add_argument("--temperature", type=float)
-    g.add_argument("--timeout", dest="timeout_seconds", type=float, metavar="SECONDS",
-                   help="per LLM call (default 20); a late answer falls back to the rules")
-    g.add_argument("--llm-scope", choices=SCOPES,
-                   help="unsettled (default): ask only about events the rules did not settle; "
-                        "all: every non-whitelisted event")
-    g.add_argument("--cache-ttl", dest="cache_ttl_seconds", type=float, metavar="SECONDS")
-    g.add_argument("--max-calls-per-minute", type=int)
-    g.add_argument("--queue-size", type=int, help="bounded LLM queue (overflow counted)")
-    g.add_argument("--workers", type=int, help="concurrent LLM calls")
-    g.add_argument("--hf-model", help="huggingface: model name or local path (sets --model)")
-    g.add_argument("--hf-device", choices=HF_DEVICES)
-    g.add_argument("--hf-quantize", choices=HF_QUANTIZE, help="4bit/8bit need bitsandbytes and a GPU")
-    r = p.add_argument_group("rules")
-    r.add_argument("--rules", help=f"rules file (default {DEFAULT_RULES_PATH.relative_to(paths.PROJECT_ROOT)})")
-    r.add_argument("--known-bad", action="append", default=[], metavar="FILE",
-                   help="extra known-bad list of IPs/CIDRs (repeatable)")
-    r.add_argument("--scan-window", dest="scan_window_seconds", type=float, metavar="SECONDS")
-    r.add_argument("--scan-ports", dest="scan_port_threshold", type=int, metavar="N",
-                   help="distinct ports on one host that make a port scan (default 15)")
-    r.add_argument("--scan-hosts", dest="scan_host_threshold", type=int, metavar="N",
-                   help="distinct hosts that make a host sweep (default 20)")
-    a = p.add_argument_group("auto-ban (off by default)")
-    a.add_argument("--auto-ban-critical", action="store_const", const=True,
-                   help="ban CRITICAL verdicts above the confidence threshold without waiting")
-    a.add_argument("--auto-ban-min-confidence", type=float)
-    a.add_argument("--auto-ban-ttl", dest="auto_ban_ttl_seconds", type=int, metavar="SECONDS")
-    o = p.add_argument_group("records")
+    # Every settings flag comes from the one field table (llm/config.FIELDS);
+    # the others only steer this run.
+    groups = {name: p.add_argument_group(name) for name in ("LLM", "rules", "auto-ban (off by default)",
+                                                           "records")}
+    for field in FIELDS:
+        if field.flags:
+            groups[field.group].add_argument(*field.flags, **field.cli_kwargs())
+    groups["LLM"].add_argument("--hf-model", help="huggingface: model name or local path (sets --model)")
+    groups["rules"].add_argument(
+        "--rules", help=f"rules file (default {DEFAULT_RULES_PATH.relative_to(paths.PROJECT_ROOT)})")
+    o = groups["records"]
     o.add_argument("--clear", action="store_true",
                    help="empty the analyzer's data files on start (threats, logs, history, status)")
     o.add_argument("--no-history", action="store_true",
                    help=f"do not keep the full history in records/{HISTORY}")
-    o.add_argument("--log-max-entries", type=int, help="dashboard_logs.json window (default 2000)")
     o.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="at EOF, wait at most this long for queued LLM answers (default 10)")
     o.add_argument("--status-interval", type=float, default=2.0, metavar="SECONDS")
@@ -138,8 +115,6 @@ def _base_config(args) -> dict:
     raw = {k: getattr(args, k) for k in DEFAULT_LLM_CONFIG if getattr(args, k, None) is not None}
     if args.hf_model:
         raw["model"] = args.hf_model
-    if args.known_bad:
-        raw["known_bad_files"] = list(args.known_bad)
     return validate_llm_config(raw)
 
 
@@ -148,7 +123,7 @@ def clear_records(store: RecordsStore, max_entries: int) -> list[str]:
     store.write(PENDING_THREATS, [])
     store.write(DASHBOARD_LOGS, {"updated_at": None, "max_entries": max_entries, "entries": []})
     cleared += [PENDING_THREATS, DASHBOARD_LOGS]
-    for name in [ANALYZER_STATUS, HISTORY] + [f"{HISTORY}.{i}" for i in range(1, 10)]:
+    for name in [ANALYZER_STATUS, *history_files()]:
         if store.remove(name):
             cleared.append(name)
     return cleared
@@ -222,10 +197,9 @@ def _print_threats(items: list[dict]) -> None:
         return
     print(f"{'ID':<12}  {'STATUS':<8}  {'LEVEL':<8}  {'COUNT':>5}  {'TARGET':<18}  {'CATEGORY':<20}  REASON")
     for t in items:
-        ev = t.get("event") or {}
         reason = " ".join(str(t.get("reason", "")).split())
         print(f"{t.get('id', '?'):<12}  {t.get('status', '?'):<8}  {t.get('level', '?'):<8}  "
-              f"{t.get('count', 1):>5}  {str(t.get('target') or ev.get('daddr')):<18}  "
+              f"{t.get('count', 1):>5}  {str(threats.target_of(t)):<18}  "
               f"{str(t.get('category'))[:20]:<20}  {reason[:100]}")
 
 
@@ -243,7 +217,7 @@ def run_threats(args) -> int:
         if args.action == "approve":
             wl = wl_file.load()
             t = threats.approve(store, args.id, by="cli", note=args.note, ttl_seconds=args.ttl,
-                                whitelist=wl, protected=protected_addresses(wl.config["protect_ssh_ports"]))
+                                whitelist=wl, protected=ProtectedCache().get(wl.config["protect_ssh_ports"]))
             print(f"approved {t['id']}: ban command queued: {json.dumps(t['ban_command'])}")
             return 0
         t = threats.reject(store, args.id, by="cli", note=args.note,
@@ -253,7 +227,7 @@ def run_threats(args) -> int:
         return 0
     except BanRefused as e:
         _warn(f"error: ban refused: {e}; threat stays pending (reject it, or ban by hand)")
-    except (threats.ThreatError, ConfigError, StoreError) as e:
+    except (DecisionError, ConfigError, StoreError) as e:
         _warn(f"error: {e}")
     return 1
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..levels import rank as level_rank
 from ..llm.config import DEFAULT_THRESHOLDS, merge_thresholds  # noqa: F401 (re-exported)
 from .flowmodel import FlowModel
 
-LEVEL_RANK = {"MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
 # When several kinds fire, the most specific one names the flood (an SSDP
 # flood is also a UDP flood).
 SPECIFICITY = {"udp_flood": 0}
@@ -74,7 +74,7 @@ class FloodDetector:
                              f"{rate:.0f} {t['counter']} packets/s from {ev.get('src')} "
                              f"({share:.0%} of its traffic; {level} at {t['high'] if level == 'HIGH' else t['critical']}/s)",
                              "thresholds", label, conf)
-            rank = (LEVEL_RANK[v.level], SPECIFICITY.get(kind, 1), v.rate)
+            rank = (level_rank(v.level), SPECIFICITY.get(kind, 1), v.rate)
             if best is None or rank > best_rank:
                 best, best_rank = v, rank
         if best is not None:

@@ -8,6 +8,7 @@ import json
 import time
 from typing import Callable
 
+from ..errors import NetSentinelError
 from ..events import EVENT_TYPES, SCHEMA_VERSION
 
 # Checked by hand rather than with jsonschema: this runs for every event and
@@ -19,8 +20,8 @@ _CONN_NULLABLE = {"ppid": int, "exe": str, "cmdline": str, "saddr": str, "sport"
                   "proc_error": str}
 
 
-class BadLine(ValueError):
-    pass
+class BadLine(NetSentinelError, ValueError):
+    """An input line that is not an event; str() is the one-line reason."""
 
 
 def parse_line(line: bytes | str) -> dict:

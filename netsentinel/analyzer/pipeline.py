@@ -16,21 +16,26 @@ from collections import deque
 from typing import IO, Callable
 
 from .. import proposals
+from ..levels import LEVELS
+from ..llm.backends import BackendError, BackendManager
+from ..llm.config import LLM_BACKENDS, resolve_model
+from ..llm.probe import choose_auto, probe_backend
+from ..netinfo import ProtectedCache
+from ..records import ANALYZER_STATUS
+from ..store import RecordsStore, StoreError
+from ..timefmt import utc_now_iso
+from ..whitelist import Whitelist, WhitelistFile
 from .floods import FloodDetector
 from .flowmodel import FlowModel
-from ..llm.config import LLM_BACKENDS, probe_backend, resolve_model
-from ..netinfo import protected_addresses
-from ..store import ANALYZER_STATUS, RecordsStore, StoreError, utc_now_iso
-from ..whitelist import Whitelist, WhitelistFile
-from ..llm.backends import BackendError, BackendManager, choose_auto
 from .inputs import BadLine, RateLimitedWarn, parse_line
 from .rules import RuleEngine
 from .settings import CHECK_EVERY, SettingsWatcher
 from .sinks import RecordsSink, threat_from
-from .verdict import LEVELS, Verdict
+from .verdict import Verdict
 from .worker import Job, LLMWorker
 
 FLUSH_EVERY = 0.25
+_PROTECTED = ProtectedCache()  # for rule proposals; the sink keeps its own for auto-bans
 PROPOSE_EVERY_S = 600.0  # at most one LLM rule proposal per flooding source per this
 
 
@@ -220,8 +225,8 @@ class Analyzer:
         try:
             backend = self.manager.get(cfg)
             p = proposals.propose(
-                self.store, lambda messages: backend.ask(messages, cfg), [ev],
-                backend=backend.describe(), protected=protected_addresses(wl.config["protect_ssh_ports"]),
+                self.store, lambda messages, schema: backend.ask_json(messages, cfg, schema), [ev],
+                backend=backend.describe(), protected=_PROTECTED.get(wl.config["protect_ssh_ports"]),
                 ssh_ports=wl.config["protect_ssh_ports"], context=v.reason,
                 trigger={"kind": "flood", "src": ev["src"], "category": v.category})
         except (proposals.ProposalError, BackendError, StoreError) as e:

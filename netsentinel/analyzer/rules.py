@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..addresses import AddressError, canonical, parse_target
+from ..errors import NetSentinelError
+from ..levels import LEVELS, rank
 from ..paths import PROJECT_ROOT
-from ..store import parse_iso
+from ..timefmt import parse_iso
 from .addrlist import AddressList
 from .scan import ProcessHistory, SlidingDistinct
-from .verdict import LEVELS, Verdict, rank
+from .verdict import Verdict
 
 DEFAULT_RULES_PATH = PROJECT_ROOT / "rules" / "default_rules.json"
 KINDS = ("whitelist", "match", "scan")
@@ -45,7 +47,7 @@ _TEMPLATE_FIELDS = {"comm", "exe", "daddr", "dport", "port_label", "why", "disti
                     "sample", "entry", "threshold", "host", "who"}
 
 
-class RuleFileError(ValueError):
+class RuleFileError(NetSentinelError, ValueError):
     """The rules file is unusable; str() is one line naming the file and rule."""
 
 

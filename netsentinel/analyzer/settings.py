@@ -9,7 +9,9 @@ import time
 from typing import Callable
 
 from ..llm.config import load_llm_config
-from ..store import LLM_CONFIG, RecordsStore
+from ..records import LLM_CONFIG
+from ..store import RecordsStore
+from ..watch import FileSignature
 
 CHECK_EVERY = 0.05  # seconds; a change is in force for the first event after that
 
@@ -19,7 +21,7 @@ class SettingsWatcher:
         self.store = store
         self.base = base
         self.warn = warn
-        self._sig = object()  # differs from any stat signature: first call loads
+        self._watch = FileSignature(store.path(LLM_CONFIG))  # first changed() is True: loads
         self._cfg = dict(base)
         self.error: str | None = None
         self.from_file = False
@@ -35,14 +37,9 @@ class SettingsWatcher:
         if now < self._next_check:
             return self._cfg
         self._next_check = now + CHECK_EVERY
-        st = self.store.stat(LLM_CONFIG)
-        sig = None if st is None else (st.st_mtime_ns, st.st_size, st.st_ino)
-        if sig == self._sig:
-            return self._cfg
         with self._lock:
-            if sig == self._sig:
+            if not self._watch.changed():
                 return self._cfg
-            self._sig = sig
             cfg, err = load_llm_config(self.store, self.base)
             if err:
                 self.error = err
@@ -57,7 +54,7 @@ class SettingsWatcher:
                 self.warn(f"{LLM_CONFIG} reloaded: "
                           + ", ".join(f"{k}={cfg[k]!r}" for k in changed[:8])
                           + (" ..." if len(changed) > 8 else ""))
-            self.from_file = sig is not None
+            self.from_file = self._watch.present
             self._cfg = cfg
             self.generation += 1
             return cfg

@@ -24,16 +24,17 @@ from typing import Callable
 
 from .. import threats
 from ..bancheck import BanRefused
-from ..netinfo import protected_addresses
-from ..store import DASHBOARD_LOGS, RecordsStore, StoreError, utc_now_iso
+from ..levels import THREAT_LEVELS, rank
+from ..errors import DecisionError
+from ..netinfo import ProtectedCache
+from ..records import DASHBOARD_LOGS, HISTORY, HISTORY_KEEP, HISTORY_MAX_BYTES
+from ..store import RecordsStore, StoreError
+from ..timefmt import utc_now_iso
 from .rules import destination_key
-from .verdict import THREAT_LEVELS, rank
 
-HISTORY = "analyzed_events.jsonl"
 _RUN_ID = uuid.uuid4().hex[:6]
 _SEQ = itertools.count(1)
 LOG_WRITE_EVERY = 1.0
-PROTECTED_REFRESH = 30.0
 
 
 class RecordsSink:
@@ -52,8 +53,7 @@ class RecordsSink:
         self._last_log_write = 0.0
         self._history_buf: list = []
         self._threats: dict = {}   # dedupe_key -> [threat, times]
-        self._protected = None
-        self._protected_at = 0.0
+        self._protected = ProtectedCache()
         self._refused_autoban: set = set()
         self.threats_written = 0
         self.auto_bans = 0
@@ -119,7 +119,7 @@ class RecordsSink:
         with self._lock:
             buf, self._history_buf = self._history_buf, []
         if buf:
-            self.store.append_jsonl_many(HISTORY, buf)
+            self.store.append_jsonl_many(HISTORY, buf, max_bytes=HISTORY_MAX_BYTES, keep=HISTORY_KEEP)
 
     def _flush_threats(self) -> None:
         with self._lock:
@@ -140,11 +140,8 @@ class RecordsSink:
                 self._auto_ban(stored, cfg)
 
     def _auto_ban(self, threat: dict, cfg: dict, flood: bool = False) -> None:
-        now = time.monotonic()
-        if self._protected is None or now - self._protected_at > PROTECTED_REFRESH:
-            wl = self.get_whitelist()
-            self._protected = protected_addresses(wl.config["protect_ssh_ports"])
-            self._protected_at = now
+        wl = self.get_whitelist()
+        protected = self._protected.get(wl.config["protect_ssh_ports"])
         if flood:
             ttl, by, source = cfg["flood_ban_ttl_seconds"], "auto-block", "auto-flood"
             note = "auto_block_floods: CRITICAL flood"
@@ -154,7 +151,7 @@ class RecordsSink:
                     f"{cfg['auto_ban_min_confidence']}")
         try:
             threats.approve(self.store, threat["id"], by=by, source=source, ttl_seconds=ttl,
-                            whitelist=self.get_whitelist(), protected=self._protected, note=note)
+                            whitelist=wl, protected=protected, note=note)
             self.auto_bans += 1
             self.warn(f"{by}: {threat.get('target')} for {ttl}s "
                       f"(threat {threat['id']}, {threat.get('category')})")
@@ -163,7 +160,7 @@ class RecordsSink:
                 self._refused_autoban.add(threat["id"])
                 self.warn(f"auto-ban of {threat.get('target')} refused: {e}; threat {threat['id']} "
                           "stays pending for a person")
-        except threats.ThreatError:
+        except DecisionError:
             pass  # decided by a person meanwhile
 
     def pending_threat_batch(self) -> int:

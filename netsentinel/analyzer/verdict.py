@@ -1,5 +1,5 @@
-"""Verdicts: the levels, the JSON schema an LLM answer must satisfy, parsing
-an answer out of model text, and combining it with the rule verdict.
+"""Verdicts: the JSON schema an LLM answer must satisfy, reading one out of
+model text (llm/answers.py), and combining it with the rule verdict.
 
 The one invariant: an LLM may raise the level a rule assigned (and say
 why), never lower it.
@@ -7,16 +7,11 @@ why), never lower it.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 
-import jsonschema
-
-from ..threats import LEVEL_RANK
-
-LEVELS = ("INFO", "MEDIUM", "HIGH", "CRITICAL")
-THREAT_LEVELS = ("HIGH", "CRITICAL")  # what goes to pending_threats.json
+from ..errors import InvalidAnswer
+from ..levels import LEVELS, rank
+from ..llm.answers import clip, parse_json_answer
 
 # What the model must answer (also quoted in the prompt).
 VERDICT_SCHEMA = {
@@ -30,11 +25,9 @@ VERDICT_SCHEMA = {
         "recommended_action": {"type": "string", "minLength": 1, "maxLength": 300},
     },
 }
-_VALIDATOR = jsonschema.Draft202012Validator(VERDICT_SCHEMA)
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
 
 
-class InvalidVerdict(ValueError):
+class InvalidVerdict(InvalidAnswer):
     """A model answer that is not a valid verdict; str() is one line."""
 
 
@@ -59,33 +52,16 @@ class Verdict:
                 "rule_level": self.rule_level, "llm_level": self.llm_level, "note": self.note}
 
 
-def rank(level: str | None) -> int:
-    return LEVEL_RANK.get(level or "", -1)
+def _upper_level(obj: dict) -> None:
+    if isinstance(obj.get("level"), str):
+        obj["level"] = obj["level"].strip().upper()
 
 
 def parse_llm_verdict(text: str) -> dict:
-    """The first JSON object in a model's text, validated against
-    VERDICT_SCHEMA. Tolerates <think> blocks, code fences and prose around
-    the object; level is upper-cased. Raises InvalidVerdict."""
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidVerdict("empty answer")
-    body = _THINK.sub("", text)
-    start = body.find("{")
-    if start < 0:
-        raise InvalidVerdict(f"no JSON object in answer: {_clip(text)}")
-    try:
-        obj, _ = json.JSONDecoder().raw_decode(body[start:])
-    except json.JSONDecodeError as e:
-        raise InvalidVerdict(f"answer is not valid JSON ({e.msg}): {_clip(text)}") from None
-    if not isinstance(obj, dict):
-        raise InvalidVerdict("answer is not a JSON object")
-    if isinstance(obj.get("level"), str):
-        obj["level"] = obj["level"].strip().upper()
-    errors = sorted(_VALIDATOR.iter_errors(obj), key=lambda e: list(e.path))
-    if errors:
-        e = errors[0]
-        where = ".".join(str(p) for p in e.path) or "answer"
-        raise InvalidVerdict(f"verdict fails the schema at {where}: {_clip(e.message)}")
+    """The verdict in a model's text (llm/answers.py: first JSON object,
+    checked against VERDICT_SCHEMA); level is upper-cased first. Raises
+    InvalidVerdict."""
+    obj = parse_json_answer(text, VERDICT_SCHEMA, error=InvalidVerdict, prepare=_upper_level)
     return {k: obj[k] for k in VERDICT_SCHEMA["required"]}
 
 
@@ -105,7 +81,7 @@ def combine(rule: Verdict, llm: dict) -> Verdict:
                    reason=rule.reason, recommended_action=rule.recommended_action,
                    verdict_source="llm", rule_ids=list(rule.rule_ids), rule_level=rule.level,
                    llm_level=llm_level,
-                   note=f"LLM said {llm_level} ({_clip(llm['reason'], 200)}); "
+                   note=f"LLM said {llm_level} ({clip(llm['reason'], 200)}); "
                         f"rules keep {rule.level}")
 
 
@@ -117,7 +93,3 @@ def fallback(rule: Verdict, why: str) -> Verdict:
     out.note = why
     return out
 
-
-def _clip(text: str, n: int = 160) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"

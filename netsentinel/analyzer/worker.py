@@ -17,7 +17,7 @@ from typing import Callable
 
 from ..llm.backends import BackendError, BackendManager
 from .prompt import build_messages
-from .verdict import InvalidVerdict, Verdict, combine, fallback, parse_llm_verdict
+from .verdict import VERDICT_SCHEMA, InvalidVerdict, Verdict, combine, fallback, parse_llm_verdict
 
 CACHE_MAX = 50000
 
@@ -99,12 +99,6 @@ class LLMWorker:
                 return
         self.deliver(job, verdict, verdict.verdict_source == "llm")
 
-    def depth(self) -> int:
-        return len(self._queue)
-
-    def in_flight(self) -> int:
-        return self._in_flight
-
     # --------------------------------------------------------------- workers
     def _ensure_workers(self, n: int) -> None:
         # Grows only: a lowered "workers" setting leaves idle threads, harmless.
@@ -150,7 +144,7 @@ class LLMWorker:
         try:
             backend = self.manager.get(cfg)
             self._count("calls")
-            text = backend.ask(messages, cfg)
+            text = backend.ask(messages, cfg, VERDICT_SCHEMA)
             llm = parse_llm_verdict(text)
         except BackendError as e:
             self._count("failures")

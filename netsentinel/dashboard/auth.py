@@ -11,7 +11,7 @@ import os
 
 import streamlit as st
 
-from ..llm.config import load_env
+from ..llm.env import load_env
 
 PASSWORD_ENV = "NETSENTINEL_DASHBOARD_PASSWORD"
 

@@ -8,6 +8,7 @@ import time
 import streamlit as st
 
 from ..bancheck import validate
+from ..errors import InputError
 from .context import Ctx
 from .data import ago, duration, ts_of
 from .ui import act, loader_hint, ttl_seconds, ttl_select
@@ -18,7 +19,7 @@ def _ban(ctx: Ctx) -> None:
 
     def do() -> str:
         if not target:
-            raise ValueError("Enter an IPv4/IPv6 address or a CIDR such as 198.51.100.0/24.")
+            raise InputError("Enter an IPv4/IPv6 address or a CIDR such as 198.51.100.0/24.")
         cmd = {"action": "ban", "ip": target,
                "reason": (st.session_state.get("ban_reason") or "").strip() or "banned from the dashboard",
                "source": "dashboard"}
@@ -40,7 +41,7 @@ def _unban(ctx: Ctx) -> None:
 
     def do() -> str:
         if not target:
-            raise ValueError("Pick a ban to lift.")
+            raise InputError("Pick a ban to lift.")
         ctx.store.append_command({"action": "unban", "ip": target, "source": "dashboard"})
         return f"Unban of {target} queued; {loader_hint(ctx)}"
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..netinfo import Protected, protected_addresses
+from ..netinfo import Protected, ProtectedCache
 from ..store import RecordsStore
 from ..whitelist import Whitelist, WhitelistFile
 from .data import Snapshot
 from .settings import Settings
+
+
+# Streamlit reruns the script per interaction: one cache for the process.
+_PROTECTED = ProtectedCache()
 
 
 @dataclass
@@ -34,4 +38,4 @@ class Ctx:
         return self.whitelist_file.load()
 
     def protected(self, whitelist: Whitelist) -> Protected:
-        return protected_addresses(whitelist.config["protect_ssh_ports"])
+        return _PROTECTED.get(whitelist.config["protect_ssh_ports"])

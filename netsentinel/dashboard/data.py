@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from .. import store as S
-from ..store import CorruptFile, RecordsStore, StoreError, parse_iso
-
-LEVELS = ("INFO", "MEDIUM", "HIGH", "CRITICAL")
+from .. import records
+from ..levels import LEVELS
+from ..store import CorruptFile, RecordsStore, StoreError
+from ..timefmt import parse_iso
 
 
 def _shape(value: Any) -> str:
@@ -86,24 +86,24 @@ class Snapshot:
 
     @cached_property
     def loader_status(self) -> dict:
-        return self._get(S.LOADER_STATUS, {})
+        return self._get(records.LOADER_STATUS, {})
 
     @cached_property
     def analyzer_status(self) -> dict:
-        return self._get(S.ANALYZER_STATUS, {})
+        return self._get(records.ANALYZER_STATUS, {})
 
     @cached_property
     def log_entries(self) -> list[dict]:
-        logs = self._get(S.DASHBOARD_LOGS, {})
+        logs = self._get(records.DASHBOARD_LOGS, {})
         entries = logs.get("entries", [])
         if not isinstance(entries, list):
-            self.notices[S.DASHBOARD_LOGS] = f"{S.DASHBOARD_LOGS}: 'entries' is not a list; ignored"
+            self.notices[records.DASHBOARD_LOGS] = f"{records.DASHBOARD_LOGS}: 'entries' is not a list; ignored"
             return []
         return [e for e in entries if isinstance(e, dict)]
 
     @cached_property
     def threats(self) -> list[dict]:
-        return [t for t in self._get(S.PENDING_THREATS, []) if isinstance(t, dict)]
+        return [t for t in self._get(records.PENDING_THREATS, []) if isinstance(t, dict)]
 
     @cached_property
     def pending(self) -> list[dict]:
@@ -111,15 +111,15 @@ class Snapshot:
 
     @cached_property
     def bans(self) -> dict[str, dict]:
-        return {k: (v if isinstance(v, dict) else {}) for k, v in self._get(S.BANNED_IPS, {}).items()}
+        return {k: (v if isinstance(v, dict) else {}) for k, v in self._get(records.BANNED_IPS, {}).items()}
 
     @cached_property
     def queued_commands(self) -> list[dict]:
-        return [c for c in self._get(S.BAN_COMMANDS, []) if isinstance(c, dict)]
+        return [c for c in self._get(records.BAN_COMMANDS, []) if isinstance(c, dict)]
 
     @cached_property
     def rejected_commands(self) -> list[dict]:
-        return [c for c in self._get(S.BAN_COMMANDS_REJECTED, []) if isinstance(c, dict)]
+        return [c for c in self._get(records.BAN_COMMANDS_REJECTED, []) if isinstance(c, dict)]
 
 
 # ------------------------------------------------------------ log entries

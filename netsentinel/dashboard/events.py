@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from .context import Ctx
-from .data import LEVELS, log_frame
+from ..levels import LEVELS
+from .data import log_frame
 
 COLUMNS = ["time", "level", "process", "destination", "port", "verdict", "reason", "source",
            "backend", "confidence", "exe", "pid", "uid", "rules", "id"]

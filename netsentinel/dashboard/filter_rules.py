@@ -15,9 +15,10 @@ import time
 import streamlit as st
 
 from .. import proposals
+from ..errors import InputError
 from ..filterrules import RuleRefused, check_rule_policy, parse_rule
 from ..llm.config import LLM_BACKENDS, load_llm_config
-from ..store import FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED
+from ..records import FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RULE_PROPOSALS
 from .context import Ctx
 from .data import ago, read_json
 from .ui import act, code, loader_hint, md
@@ -42,7 +43,7 @@ def _remove(ctx: Ctx) -> None:
 
     def do() -> str:
         if not rid:
-            raise ValueError("Pick a rule to remove.")
+            raise InputError("Pick a rule to remove.")
         _queue(ctx, {"action": "remove_rule", "id": rid})
         return f"Removal of rule {rid} queued; {loader_hint(ctx)}"
     act(do)
@@ -78,8 +79,7 @@ def _decide(ctx: Ctx, pid: str, approve: bool) -> None:
 
 
 def pending_proposals(ctx: Ctx, now: float) -> None:
-    items = [p for p in _file(ctx, proposals.RULE_PROPOSALS, []) if isinstance(p, dict)]
-    pending = [p for p in items if p.get("status") == "pending"]
+    pending = proposals.list_proposals(_file(ctx, RULE_PROPOSALS, []), "pending")
     st.subheader(f"Proposed by the LLM, waiting for review ({len(pending)})")
     if not pending:
         st.caption("No proposals waiting. The analyzer asks for one on a CRITICAL flood when an LLM "
@@ -117,32 +117,33 @@ def flood_evidence(ctx: Ctx, limit: int = 5) -> list[dict]:
 
 def _ask(ctx: Ctx) -> None:
     def do() -> str:
-        from ..llm.backends import BackendError, BackendManager, choose_auto
+        from ..llm.backends import BackendError, BackendManager
+        from ..llm.probe import choose_auto
         flows = flood_evidence(ctx)
         if not flows:
-            raise ValueError("No flood evidence in the analyzer's recent events to base rules on.")
+            raise InputError("No flood evidence in the analyzer's recent events to base rules on.")
         cfg, error = load_llm_config(ctx.store)
         if error:
-            raise ValueError(f"LLM settings: {error}")
+            raise InputError(f"LLM settings: {error}")
         backend = cfg["backend"]
         if backend == "auto":
             backend, why = choose_auto(cfg)
             if backend not in LLM_BACKENDS:
-                raise ValueError(f"No LLM is reachable ({why}); choose one on the LLM settings page.")
+                raise InputError(f"No LLM is reachable ({why}); choose one on the LLM settings page.")
         elif backend not in LLM_BACKENDS:
-            raise ValueError("The analyzer runs on rules only; choose an LLM on the LLM settings page.")
+            raise InputError("The analyzer runs on rules only; choose an LLM on the LLM settings page.")
         cfg = dict(cfg, backend=backend)
         wl = ctx.whitelist_for_write()
         try:
             llm = BackendManager(lambda m: None).get(cfg)
-            p = proposals.propose(ctx.store, lambda msgs: llm.ask(msgs, cfg), flows,
+            p = proposals.propose(ctx.store, lambda msgs, schema: llm.ask_json(msgs, cfg, schema), flows,
                                   backend=llm.describe(), protected=ctx.protected(wl),
                                   ssh_ports=wl.config["protect_ssh_ports"],
                                   trigger={"kind": "dashboard", "src": ", ".join(f["src"] for f in flows)})
         except BackendError as e:
-            raise ValueError(f"The LLM did not answer: {e}") from None
+            raise InputError(f"The LLM did not answer: {e}") from None
         except proposals.ProposalError as e:
-            raise ValueError(f"The LLM's answer was unusable: {e}") from None
+            raise InputError(f"The LLM's answer was unusable: {e}") from None
         valid = sum(r["valid"] for r in p["rules"])
         return f"Proposal {p['id']}: {valid} valid rule(s) of {len(p['rules'])}, waiting for review below."
     act(do)
@@ -167,13 +168,13 @@ def _add(ctx: Ctx) -> None:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"Not JSON: {e.msg} (line {e.lineno}, column {e.colno}).") from None
+            raise InputError(f"Not JSON: {e.msg} (line {e.lineno}, column {e.colno}).") from None
         wl = ctx.whitelist_for_write()
         try:
             rule = parse_rule(raw)
             check_rule_policy(rule, ctx.protected(wl), wl.config["protect_ssh_ports"])
         except RuleRefused as e:
-            raise ValueError(f"Rule refused: {e}") from None
+            raise InputError(f"Rule refused: {e}") from None
         _queue(ctx, {"action": "add_rule", "rule": {**raw, "id": rule.id}})
         return f"Rule {rule.id} queued; {loader_hint(ctx)}"
 

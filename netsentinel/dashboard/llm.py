@@ -8,8 +8,10 @@ import os
 
 import streamlit as st
 
-from ..llm.config import (BACKENDS, DEFAULT_LLM_CONFIG, SCOPES, load_env, load_llm_config,
-                          probe_backend, save_llm_config, validate_llm_config)
+from ..llm.config import (DEFAULT_LLM_CONFIG, FIELD, Field, load_llm_config, save_llm_config,
+                          validate_llm_config)
+from ..llm.env import load_env
+from ..llm.probe import probe_backend
 from .context import Ctx
 from .data import mask_secret, mask_text, masked
 from .status import liveness
@@ -18,22 +20,53 @@ from .ui import act, flash, sync_widgets
 SECRET_ENV = ("ZHIPUAI_API_KEY", "OPENAI_API_KEY")
 URL_ENV = ("ZHIPUAI_BASE_URL", "OLLAMA_HOST", "OPENAI_BASE_URL")
 
-# form key -> (setting, widget value -> setting, setting -> widget value)
-FIELDS = {
-    "llm_backend": ("backend", str, str),
-    "llm_model": ("model", lambda v: v.strip() or None, lambda v: v or ""),
-    "llm_host": ("host", lambda v: v.strip() or None, lambda v: v or ""),
-    "llm_temperature": ("temperature", float, float),
-    "llm_timeout": ("timeout_seconds", float, float),
-    "llm_scope": ("llm_scope", str, str),
-    "llm_max_calls": ("max_calls_per_minute", int, int),
-    "llm_scan_window": ("scan_window_seconds", float, float),
-    "llm_scan_ports": ("scan_port_threshold", int, int),
-    "llm_scan_hosts": ("scan_host_threshold", int, int),
-    "llm_auto_ban": ("auto_ban_critical", bool, bool),
-    "llm_auto_conf": ("auto_ban_min_confidence", float, float),
-    "llm_auto_ttl": ("auto_ban_ttl_seconds", int, int),
-}
+# The form: sections of (widget key, setting). Labels, bounds, choices and
+# help come from the field table (llm/config.FIELDS); only the layout is here.
+FORM = (
+    ("", (("llm_backend", "backend"), ("llm_model", "model"), ("llm_host", "host"),
+          ("llm_temperature", "temperature"), ("llm_timeout", "timeout_seconds"),
+          ("llm_scope", "llm_scope"))),
+    ("**Thresholds**", (("llm_max_calls", "max_calls_per_minute"),
+                        ("llm_scan_window", "scan_window_seconds"),
+                        ("llm_scan_ports", "scan_port_threshold"),
+                        ("llm_scan_hosts", "scan_host_threshold"))),
+    ("**Auto-ban** (CRITICAL only; HIGH always waits for a person)",
+     (("llm_auto_ban", "auto_ban_critical"), ("llm_auto_conf", "auto_ban_min_confidence"),
+      ("llm_auto_ttl", "auto_ban_ttl_seconds"))),
+)
+WIDGETS = {key: FIELD[setting] for _, row in FORM for key, setting in row}
+_SLIDERS = {"temperature": 0.05, "auto_ban_min_confidence": 0.01}  # setting -> step
+_PLACEHOLDERS = {"model": "empty: the backend's default",
+                 "host": "empty: from the environment or the default"}
+
+
+def to_setting(field: Field, value):
+    """A widget's value as the setting (empty text: null)."""
+    if field.kind in ("model", "url"):
+        return value.strip() or None
+    return {"int": int, "float": float, "bool": bool}.get(field.kind, str)(value)
+
+
+def to_widget(field: Field, value):
+    if field.kind in ("model", "url"):
+        return value or ""
+    return {"int": int, "float": float, "bool": bool}.get(field.kind, str)(value)
+
+
+def widget(col, key: str, field: Field) -> None:
+    """The widget for one setting, bounded exactly as validation bounds it."""
+    kw = {"key": key, "help": field.help}
+    if field.kind == "choice":
+        col.selectbox(field.label, field.choices, **kw)
+    elif field.kind == "bool":
+        col.toggle(field.label, **kw)
+    elif field.kind in ("model", "url"):
+        col.text_input(field.label, placeholder=_PLACEHOLDERS.get(field.name), **kw)
+    elif field.name in _SLIDERS:
+        col.slider(field.label, float(field.lo), float(field.hi), step=_SLIDERS[field.name], **kw)
+    else:
+        num = int if field.kind == "int" else float
+        col.number_input(field.label, num(field.lo), num(field.hi), **kw)
 
 
 def in_force(ctx: Ctx) -> tuple[dict, str | None]:
@@ -49,9 +82,9 @@ def in_force(ctx: Ctx) -> tuple[dict, str | None]:
 
 def form_config(cfg: dict) -> dict:
     out = {k: v for k, v in cfg.items() if k not in ("updated_at", "updated_by")}
-    for key, (setting, to_setting, _) in FIELDS.items():
+    for key, field in WIDGETS.items():
         if key in st.session_state:
-            out[setting] = to_setting(st.session_state[key])
+            out[field.name] = to_setting(field, st.session_state[key])
     out["updated_by"] = "dashboard"
     return out
 
@@ -73,33 +106,15 @@ def _probe(cfg: dict) -> None:
 
 
 def settings_form(ctx: Ctx, cfg: dict) -> None:
-    if sync_widgets("llm", {key: to_widget(cfg[setting])
-                            for key, (setting, _, to_widget) in FIELDS.items()}):
+    if sync_widgets("llm", {key: to_widget(field, cfg[field.name]) for key, field in WIDGETS.items()}):
         st.info("The settings changed since the form was filled; it now shows what is in force.")
     with st.form("llm_form"):
-        c1, c2, c3 = st.columns(3)
-        c1.selectbox("Backend", BACKENDS, key="llm_backend",
-                     help="auto: zhipuai when ZHIPUAI_API_KEY is set, else ollama when it answers, "
-                          "else rules only")
-        c2.text_input("Model", key="llm_model",
-                      placeholder="empty: the backend's default")
-        c3.text_input("Host / base URL", key="llm_host",
-                      placeholder="empty: from the environment or the default")
-        c1.slider("Temperature", 0.0, 2.0, step=0.05, key="llm_temperature")
-        c2.number_input("Timeout per call (s)", 0.1, 600.0, key="llm_timeout")
-        c3.selectbox("Ask the LLM about", SCOPES, key="llm_scope",
-                     help="unsettled: only what the rules are not sure of")
-        st.markdown("**Thresholds**")
-        c1, c2, c3, c4 = st.columns(4)
-        c1.number_input("Max LLM calls / min", 1, 100000, key="llm_max_calls")
-        c2.number_input("Scan window (s)", 1.0, 86400.0, key="llm_scan_window")
-        c3.number_input("Port-scan threshold (ports)", 2, 65535, key="llm_scan_ports")
-        c4.number_input("Host-sweep threshold (hosts)", 2, 1000000, key="llm_scan_hosts")
-        st.markdown("**Auto-ban** (CRITICAL only; HIGH always waits for a person)")
-        c1, c2, c3 = st.columns(3)
-        c1.toggle("Auto-ban CRITICAL threats", key="llm_auto_ban")
-        c2.slider("Minimum confidence", 0.0, 1.0, step=0.01, key="llm_auto_conf")
-        c3.number_input("Auto-ban expires after (s)", 1, 10 * 365 * 86400, key="llm_auto_ttl")
+        for title, row in FORM:
+            if title:
+                st.markdown(title)
+            cols = st.columns(3 if len(row) != 4 else 4)
+            for i, (key, setting) in enumerate(row):
+                widget(cols[i % len(cols)], key, FIELD[setting])
         b1, b2, _ = st.columns([1, 1, 4])
         with b1:
             st.form_submit_button("Save", type="primary", key="llm_save", on_click=_save,

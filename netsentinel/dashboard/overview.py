@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from .context import Ctx
-from .data import LEVELS, log_frame, ts_of
+from ..levels import LEVELS, rank
+from .data import log_frame, ts_of
 from .status import liveness
 from .ui import LEVEL_COLORS
 
@@ -92,7 +93,6 @@ def timeline(df: pd.DataFrame) -> None:
 
 
 def _top(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    rank = {lv: i for i, lv in enumerate(LEVELS)}
     g = df.assign(rank=df["level"].map(rank)).groupby(by, dropna=False)
     out = g.agg(events=("id", "size"), worst=("rank", "max"), last=("time", "max")).reset_index()
     out["worst"] = out["worst"].map(dict(enumerate(LEVELS)))

@@ -7,16 +7,16 @@ from __future__ import annotations
 import streamlit as st
 
 from .. import threats
+from ..levels import rank
 from .context import Ctx
 from .data import ago
 from .ui import LEVEL_ICONS, act, code, loader_hint, md, ttl_seconds, ttl_select
 
-LEVEL_ORDER = {"CRITICAL": 0, "HIGH": 1}
 RECENT_DECIDED = 20
 
 
 def target_of(t: dict) -> str:
-    return t.get("target") or (t.get("event") or {}).get("daddr") or "?"
+    return threats.target_of(t) or "?"
 
 
 def _approve(ctx: Ctx, tid: str) -> None:
@@ -104,7 +104,7 @@ def render(ctx: Ctx) -> None:
     st.header("Review")
     # CRITICAL first; within a level, the most recently seen first.
     pending = sorted(ctx.snap.pending, key=lambda t: str(t.get("last_seen") or ""), reverse=True)
-    pending.sort(key=lambda t: LEVEL_ORDER.get(t.get("level"), 2))
+    pending.sort(key=lambda t: rank(t.get("level")), reverse=True)
     if not pending:
         st.success("Nothing waits for a decision.")
     else:

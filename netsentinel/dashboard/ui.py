@@ -11,8 +11,7 @@ from typing import Callable
 import streamlit as st
 
 from ..bancheck import BanRefused
-from ..store import StoreError
-from ..whitelist import ConfigError
+from ..errors import NetSentinelError
 from .context import Ctx
 from .status import liveness
 
@@ -56,8 +55,9 @@ def show_flash() -> None:
         getattr(st, kind)(message)
 
 
-# What a person can get wrong, or another process can be doing: one line each.
-EXPECTED_ERRORS = (BanRefused, ConfigError, ValueError, StoreError)
+# What a person can get wrong, or another process can be doing: one line
+# each. Anything else is a bug and shows as one.
+EXPECTED_ERRORS = (NetSentinelError,)
 
 
 def act(action: Callable[[], str], refused: str = "Refused: {}") -> bool:

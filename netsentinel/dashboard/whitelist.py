@@ -7,6 +7,7 @@ import json
 
 import streamlit as st
 
+from ..errors import InputError
 from ..store import StoreError
 from ..whitelist import KINDS, ConfigError, Whitelist
 from .context import Ctx
@@ -21,7 +22,7 @@ def _add(ctx: Ctx) -> None:
 
     def do() -> str:
         if not value:
-            raise ValueError(f"Enter a {KIND_LABELS[kind]}.")
+            raise InputError(f"Enter a {KIND_LABELS[kind]}.")
         changed, entry = ctx.whitelist_file.edit(kind, value)
         return f"Trusted {kind} {entry}." if changed else f"{kind} {entry} was already trusted."
 
@@ -34,7 +35,7 @@ def _remove(ctx: Ctx) -> None:
 
     def do() -> str:
         if not picked:
-            raise ValueError("Pick an entry to remove.")
+            raise InputError("Pick an entry to remove.")
         kind, value = picked.split(" ", 1)
         changed, entry = ctx.whitelist_file.edit(kind, value, remove=True)
         return f"No longer trusted: {kind} {entry}." if changed else f"{kind} {entry} was not trusted."
@@ -61,7 +62,7 @@ def _save_raw(ctx: Ctx) -> None:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+            raise InputError(f"not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
         ctx.whitelist_file.save(raw)
         return "Saved filter_config.json."
 

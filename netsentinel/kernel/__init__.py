@@ -12,6 +12,8 @@ kernel detaches it if the loader dies in any way, SIGKILL included. A clean
 exit detaches explicitly, once, and only what this process attached.
 """
 
+from ..errors import NetSentinelError
 
-class KernelError(RuntimeError):
+
+class KernelError(NetSentinelError, RuntimeError):
     """A kernel feature could not be used; the message says what to do."""

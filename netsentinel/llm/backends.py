@@ -18,10 +18,13 @@ import os
 import threading
 from typing import Callable
 
-from .config import (LLM_BACKENDS, load_env, probe_backend, resolve_host, resolve_model)
+from ..errors import NetSentinelError
+from .answers import parse_json_answer
+from .config import LLM_BACKENDS, resolve_model
+from .env import load_env, resolve_host
 
 
-class BackendError(Exception):
+class BackendError(NetSentinelError):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
@@ -37,8 +40,15 @@ class Backend:
     def describe(self) -> str:
         return f"{self.name} {self.model}" + (f" at {self.host}" if self.host else "")
 
-    def ask(self, messages: list[dict], cfg: dict) -> str:
+    def ask(self, messages: list[dict], cfg: dict, schema: dict | None = None) -> str:
+        """The model's text. schema: the JSON schema the answer must meet,
+        for backends that can constrain decoding to it (ollama)."""
         raise NotImplementedError
+
+    def ask_json(self, messages: list[dict], cfg: dict, schema: dict) -> dict:
+        """The answer as a JSON object valid against schema; raises
+        BackendError, or errors.InvalidAnswer for an unusable answer."""
+        return parse_json_answer(self.ask(messages, cfg, schema), schema)
 
     def close(self) -> None:
         pass
@@ -63,7 +73,7 @@ class ZhipuAIBackend(Backend):
         self.client = ZhipuAI(api_key=key, base_url=self.host, max_retries=0,
                               timeout=cfg["timeout_seconds"])
 
-    def ask(self, messages: list[dict], cfg: dict) -> str:
+    def ask(self, messages: list[dict], cfg: dict, schema: dict | None = None) -> str:
         import httpx
         import zhipuai
 
@@ -98,13 +108,13 @@ class OllamaBackend(Backend):
         # it is dropped after the first refusal.
         self.think_flag = True
 
-    def ask(self, messages: list[dict], cfg: dict) -> str:
+    def ask(self, messages: list[dict], cfg: dict, schema: dict | None = None) -> str:
         import httpx
         import ollama
 
-        from ..analyzer.verdict import VERDICT_SCHEMA
-
-        kwargs = dict(model=self.model, messages=messages, format=VERDICT_SCHEMA,
+        # ollama constrains decoding to the schema asked for (the verdict or a
+        # rule proposal); without one it answers free text.
+        kwargs = dict(model=self.model, messages=messages, format=schema,
                       options={"temperature": cfg["temperature"], "num_predict": cfg["max_tokens"]})
         think = self.think_flag
         try:
@@ -140,7 +150,7 @@ class OpenAIBackend(Backend):
             headers["Authorization"] = f"Bearer {os.environ['OPENAI_API_KEY']}"
         self.client = httpx.Client(base_url=self.host.rstrip("/") + "/", headers=headers)
 
-    def ask(self, messages: list[dict], cfg: dict) -> str:
+    def ask(self, messages: list[dict], cfg: dict, schema: dict | None = None) -> str:
         import httpx
 
         body = {"model": self.model, "messages": messages, "temperature": cfg["temperature"],
@@ -238,7 +248,7 @@ class HuggingFaceBackend(Backend):
                                f"the model's {limit}-token context")
         return {k: v.to(self.lm.device) for k, v in enc.items()}
 
-    def ask(self, messages: list[dict], cfg: dict) -> str:
+    def ask(self, messages: list[dict], cfg: dict, schema: dict | None = None) -> str:
         tf = self._transformers
         with self._lock:
             inputs = self._inputs(messages)
@@ -262,19 +272,6 @@ class HuggingFaceBackend(Backend):
 
 BACKEND_CLASSES = {c.name: c for c in (ZhipuAIBackend, OllamaBackend, OpenAIBackend,
                                        HuggingFaceBackend)}
-
-
-def choose_auto(cfg: dict, timeout: float = 2.0) -> tuple[str, str]:
-    """What "auto" means right now: zhipuai with a key, else a reachable
-    ollama with the model, else rules. Returns (backend, why)."""
-    load_env()
-    if os.environ.get("ZHIPUAI_API_KEY"):
-        return "zhipuai", "ZHIPUAI_API_KEY is set"
-    ok, msg = probe_backend(dict(cfg, backend="ollama"), timeout=timeout)
-    if ok:
-        return "ollama", msg
-    return "rules", ("no LLM backend configured (no ZHIPUAI_API_KEY) and none reachable "
-                     f"({msg}); judging with rules only")
 
 
 class BackendManager:

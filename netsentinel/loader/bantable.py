@@ -10,18 +10,19 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable
 
 from ..addresses import AddressError, Network, canonical, parse_target
 from .cmdqueue import CommandQueue
 from ..bancheck import BanCommand, BanRefused, check_policy, parse_command
-from ..netinfo import Protected, protected_addresses
-from ..store import BAN_COMMANDS, BANNED_IPS, RecordsStore, expiry_of, utc_now_iso
+from ..netinfo import Protected, ProtectedCache
+from ..records import BAN_COMMANDS, BAN_COMMANDS_REJECTED, BANNED_IPS
+from ..store import RecordsStore
+from ..timefmt import is_expired, utc_now_iso
+from .refusals import Refusals
 from ..whitelist import WhitelistFile
 
-PROTECTED_TTL_S = 5.0
 SYNC_SLICE = 4096  # bans whose kernel counters are copied per status cycle
 Emit = Callable[..., Any]
 
@@ -37,22 +38,18 @@ class BanTable:
         self.warn = warn
         self.clock = clock
         self._protected_fn = protected
-        self._protected: tuple[float, Protected] | None = None
+        self._protected = ProtectedCache()
         self.bans: dict[str, dict] = {}
         self._nets: dict[str, Network] = {}
+        self._refuse = Refusals(store, BAN_COMMANDS_REJECTED, "ban_rejected", "command", warn, emit)
         self.queue = CommandQueue(store, BAN_COMMANDS, self._handle, self._refuse, self._save)
         self._sync_pos = 0
-        self.rejected = 0
 
     # ------------------------------------------------------------ policy
     def protected(self) -> Protected:
         if self._protected_fn is not None:
             return self._protected_fn()
-        now = time.monotonic()
-        if self._protected is None or now - self._protected[0] > PROTECTED_TTL_S:
-            ports = self.whitelist.current().config["protect_ssh_ports"]
-            self._protected = (now, protected_addresses(ports))
-        return self._protected[1]
+        return self._protected.get(self.whitelist.current().config["protect_ssh_ports"])
 
     def check(self, raw: Any) -> BanCommand:
         cmd = parse_command(raw)
@@ -75,8 +72,7 @@ class BanTable:
             except AddressError as e:
                 self._refuse({"action": "ban", "ip": key, **rec}, f"restore: {e}")
                 continue
-            exp = expiry_of(rec)
-            if exp is not None and exp <= now:
+            if is_expired(rec, now):
                 self.emit("unban", ip=canonical(net), result="expired", reason=rec.get("reason"),
                           source=rec.get("source"), expires_at=rec.get("expires_at"))
                 continue
@@ -130,9 +126,8 @@ class BanTable:
         rec.update(reason=cmd.reason, source=cmd.source, expires_at=expires)
         if not existed:
             rec["banned_at"] = utc_now_iso(now)
-        for extra in ("threat_id",):
-            if extra in raw:
-                rec[extra] = raw[extra]
+        if "threat_id" in raw:
+            rec["threat_id"] = raw["threat_id"]
         self.bans[k], self._nets[k] = rec, cmd.net
         self.emit("ban", ip=k, result="updated" if existed else "applied", reason=cmd.reason,
                   source=cmd.source, expires_at=expires)
@@ -146,16 +141,14 @@ class BanTable:
                   reason=(rec or {}).get("reason"), source=cmd.source,
                   expires_at=(rec or {}).get("expires_at"))
 
-    def _refuse(self, raw: Any, error: str) -> None:
-        self.rejected += 1
-        self.warn(f"refused command {json.dumps(raw, ensure_ascii=False)[:200]}: {error}")
-        self.store.reject_command(raw, error)
-        self.emit("ban_rejected", command=raw, error=error)
+    @property
+    def rejected(self) -> int:
+        return self._refuse.count
 
     # ------------------------------------------------------------ expiry, counters
     def expire(self) -> int:
         now = self.clock()
-        due = [k for k, rec in self.bans.items() if (expiry_of(rec) or float("inf")) <= now]
+        due = [k for k, rec in self.bans.items() if is_expired(rec, now)]
         for k in due:
             net = self._nets[k]
             self._unban(BanCommand("unban", net, None, "ttl", None), result="expired")

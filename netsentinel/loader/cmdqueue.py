@@ -24,6 +24,7 @@ import time
 from typing import Any, Callable
 
 from ..store import RecordsStore
+from ..watch import FileSignature
 
 SETTLE_S = 0.3
 
@@ -47,20 +48,15 @@ class CommandQueue:
         self.handle = handle
         self.refuse = refuse
         self.commit = commit  # persists what handle() changed, before the queue shrinks
-        self._sig: tuple | None = None
+        self._watch = FileSignature(store.path(name))
         self._bad_text: tuple[str, float] | None = None
         self._handled_unremoved: list = []  # handled, still in the file (removal deferred)
 
-    def _stat_sig(self) -> tuple | None:
-        st = self.store.stat(self.name)
-        return None if st is None else (st.st_mtime_ns, st.st_size, st.st_ino)
-
     def changed(self) -> bool:
-        """Cheap check (one lstat) for the run loop."""
-        sig = self._stat_sig()
-        if sig != self._sig or self._bad_text is not None or self._handled_unremoved:
-            self._sig = sig
-            return sig is not None
+        """Cheap check for the run loop (one lstat; a small read while the
+        file is seconds old, see netsentinel/watch.py)."""
+        if self._watch.changed() or self._bad_text is not None or self._handled_unremoved:
+            return self._watch.present
         return False
 
     @staticmethod
@@ -134,7 +130,7 @@ class CommandQueue:
             self._recover_late_write(fd, before, current)
         finally:
             os.close(fd)
-            self._sig = self._stat_sig()
+            self._watch.remember()
 
     def _recover_late_write(self, fd: int, before: os.stat_result, seen: list) -> None:
         """A writer that opened the file before our replace writes into the

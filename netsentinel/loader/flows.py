@@ -14,7 +14,7 @@ import time
 from typing import Callable
 
 from ..kernel.enforcer import ktime_to_epoch
-from ..store import utc_now_iso
+from ..timefmt import utc_now_iso
 
 COUNTERS = ("packets", "bytes", "tcp", "udp", "icmp", "other", "tcp_syn", "tcp_ack", "icmp_echo",
             "udp_ssdp", "udp_reflect")

@@ -14,15 +14,16 @@ filter_rules.json is written only here and restored at start.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable
 
 from .cmdqueue import CommandQueue
 from ..filterrules import RuleRefused, validate_rules
 from ..netinfo import Protected
-from ..store import (FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RecordsStore, expiry_of,
-                    utc_now_iso)
+from ..records import FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED
+from ..store import RecordsStore
+from ..timefmt import check_ttl, is_expired, utc_now_iso
+from .refusals import Refusals
 
 
 class RuleTable:
@@ -37,6 +38,8 @@ class RuleTable:
         self.warn = warn
         self.clock = clock
         self.rules: list[dict] = []   # as stored, in evaluation order
+        self._refuse = Refusals(store, RULE_COMMANDS_REJECTED, "rule_rejected", "rule command",
+                                warn, emit)
         self.queue = CommandQueue(store, RULE_COMMANDS, self._handle, self._refuse, self._save)
 
     # ------------------------------------------------------------ load
@@ -55,7 +58,7 @@ class RuleTable:
         saved = self.store.read(FILTER_RULES, default={})
         raws = saved.get("rules", []) if isinstance(saved, dict) else []
         now = self.clock()
-        keep = [r for r in raws if isinstance(r, dict) and not _expired(r, now)]
+        keep = [r for r in raws if isinstance(r, dict) and not is_expired(r, now)]
         for r in keep:
             r["hits_base"] = r.get("hits", 0)
         try:
@@ -99,8 +102,10 @@ class RuleTable:
                           source=rule.get("source") or raw.get("source") or "manual")
             ttl = rule.get("ttl_seconds")
             if ttl is not None:
-                if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
-                    raise RuleRefused(f"ttl_seconds must be a positive number, got {ttl!r}")
+                try:
+                    check_ttl(ttl)
+                except ValueError as e:
+                    raise RuleRefused(str(e)) from None
                 stored["expires_at"] = utc_now_iso(self.clock() + ttl)
             replaced = any(r["id"] == stored["id"] for r in self.rules)
             new = [stored if r["id"] == stored["id"] else r for r in self.rules]
@@ -112,17 +117,12 @@ class RuleTable:
             return
         self.emit("rule", id=stored["id"], result="updated" if replaced else "applied", rule=stored)
 
-    def _refuse(self, raw: Any, error: str) -> None:
-        self.warn(f"refused rule command {json.dumps(raw, ensure_ascii=False)[:200]}: {error}")
-        self.store.reject_command(raw, error, name=RULE_COMMANDS_REJECTED)
-        self.emit("rule_rejected", command=raw, error=error)
-
     # ------------------------------------------------------------ upkeep
     def expire(self) -> int:
         now = self.clock()
-        due = [r for r in self.rules if _expired(r, now)]
+        due = [r for r in self.rules if is_expired(r, now)]
         if due:
-            self._load([r for r in self.rules if not _expired(r, now)])
+            self._load([r for r in self.rules if not is_expired(r, now)])
             for r in due:
                 self.emit("rule", id=r["id"], result="expired")
             self._save()
@@ -147,7 +147,3 @@ def _kernel_view(stored: dict) -> dict:
     """The rule fields filterrules understands (drop bookkeeping fields)."""
     return {k: v for k, v in stored.items() if k not in ("hits", "hits_base", "created_at")}
 
-
-def _expired(rule: dict, now: float) -> bool:
-    exp = expiry_of(rule)
-    return exp is not None and exp <= now

@@ -25,7 +25,9 @@ from ..kernel.libbpf import program_ids
 from ..kernel.monitor import ConnectionMonitor, RawConnection
 from .procinfo import ProcCache
 from .ruletable import RuleTable
-from ..store import LOADER_STATUS, RecordsStore, StoreError, utc_now_iso
+from ..records import LOADER_STATUS
+from ..store import RecordsStore, StoreError
+from ..timefmt import utc_now_iso
 from ..whitelist import WhitelistFile
 
 POLL_MS = 50            # ban commands are picked up within ~this

@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from ..records import ANALYZER_LOG, LOADER_LOG
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 VENV_PY = str(ROOT / ".venv" / "bin" / "python")
 
@@ -222,10 +224,10 @@ def start_pipeline(lab: Lab, records: Path, config: Path, analyzer_args: list[st
     loader = subprocess.Popen(
         ["ip", "netns", "exec", lab.dut, VENV_PY, "-u", str(ROOT / "unified_ebpf.py"), "-i", lab.dut_if,
          "--records", str(records), "--config", str(config), *loader_args],
-        stdout=subprocess.PIPE, stderr=open(records / "loader.log", "w"), cwd=ROOT)
+        stdout=subprocess.PIPE, stderr=open(records / LOADER_LOG, "w"), cwd=ROOT)
     analyzer = subprocess.Popen(
         [VENV_PY, "-u", str(ROOT / "llm_analyzer.py"), "--records", str(records), "--config", str(config),
          *analyzer_args],
-        stdin=loader.stdout, stdout=subprocess.DEVNULL, stderr=open(records / "analyzer.log", "w"), cwd=ROOT)
+        stdin=loader.stdout, stdout=subprocess.DEVNULL, stderr=open(records / ANALYZER_LOG, "w"), cwd=ROOT)
     loader.stdout.close()   # the analyzer owns the read end now
     return loader, analyzer

@@ -1,0 +1,51 @@
+"""The records/ contract: the name of every file under records/.
+
+Only this module and store.py name files there (docs/ARCHITECTURE.md, "The
+records/ contract", describes each one; tests/test_records.py checks that
+every name below has its row). Names, not paths: RecordsStore.path() turns a
+name into a path inside whichever records/ directory a process was given.
+"""
+
+from __future__ import annotations
+
+LOCK_NAME = ".lock"  # flock'ed by every writer for read-modify-write cycles
+
+# Commands for the loader, and the ones it refused.
+BAN_COMMANDS = "ban_commands.json"  # list of {action, ip, reason?, ttl_seconds?, ...}
+BAN_COMMANDS_REJECTED = "ban_commands.rejected.json"  # list of {command, error, rejected_at, by}
+RULE_COMMANDS = "rule_commands.json"  # list of {action: add_rule|remove_rule, rule?, id?}
+RULE_COMMANDS_REJECTED = "rule_commands.rejected.json"
+
+# What the loader enforces (written by the loader only).
+BANNED_IPS = "banned_ips.json"  # {cidr: {reason, source, banned_at, expires_at, drops, last_drop_at}}
+FILTER_RULES = "filter_rules.json"  # {"rules": [rule + hits, created_at, expires_at]}
+
+# What waits for a person.
+PENDING_THREATS = "pending_threats.json"
+RULE_PROPOSALS = "rule_proposals.json"
+
+# The analyzer's output and settings.
+DASHBOARD_LOGS = "dashboard_logs.json"
+HISTORY = "analyzed_events.jsonl"  # append-only, rotated to HISTORY.1..HISTORY_KEEP
+HISTORY_MAX_BYTES = 50 * 1024 * 1024
+HISTORY_KEEP = 3
+LLM_CONFIG = "llm_config.json"
+
+# Heartbeats.
+LOADER_STATUS = "loader_status.json"
+ANALYZER_STATUS = "analyzer_status.json"
+
+# stderr of the processes the lab harness starts (testing.lab.start_pipeline,
+# `make demo`); only people read them.
+LOADER_LOG = "loader.log"
+ANALYZER_LOG = "analyzer.log"
+DASHBOARD_LOG = "dashboard.log"
+
+FILES = (BAN_COMMANDS, BAN_COMMANDS_REJECTED, RULE_COMMANDS, RULE_COMMANDS_REJECTED, BANNED_IPS,
+         FILTER_RULES, PENDING_THREATS, RULE_PROPOSALS, DASHBOARD_LOGS, HISTORY, LLM_CONFIG,
+         LOADER_STATUS, ANALYZER_STATUS, LOADER_LOG, ANALYZER_LOG, DASHBOARD_LOG)
+
+
+def history_files() -> list[str]:
+    """The history file and its rotated copies, newest first."""
+    return [HISTORY] + [f"{HISTORY}.{i}" for i in range(1, HISTORY_KEEP + 1)]

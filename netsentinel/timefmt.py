@@ -1,0 +1,54 @@
+"""The one time format of events and records: ISO-8601 UTC with
+microseconds and a trailing Z. Time is not storage, so it lives here and
+not in store.py."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+
+def utc_now_iso(ts: float | None = None) -> str:
+    """ISO-8601 UTC with microseconds and a trailing Z (the event/record time format)."""
+    dt = datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(s: str | None) -> float | None:
+    """Inverse of utc_now_iso (also accepts +00:00 offsets); None for None/empty."""
+    if not s:
+        return None
+    s = s.strip()
+    if s.endswith("Z"):
+        s = s[:-1] + "+00:00"
+    dt = datetime.fromisoformat(s)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+MAX_TTL_S = 10 * 365 * 86400  # longer is a typo for "never" (or an overflow), not a TTL
+
+
+def check_ttl(value: object) -> float:
+    """A ttl_seconds value: a positive number of seconds up to MAX_TTL_S;
+    ValueError with a one-line reason otherwise (bans and rules alike)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TTL_S:
+        raise ValueError(f"ttl_seconds must be a positive number of seconds up to {MAX_TTL_S}, "
+                         f"got {value!r}")
+    return value
+
+
+def expiry_of(record: dict) -> float | None:
+    """A record's "expires_at" as Unix time; None when absent or unreadable
+    (a hand-edited file: such a record simply does not expire)."""
+    try:
+        return parse_iso(record.get("expires_at"))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def is_expired(record: dict, now: float) -> bool:
+    """Has a ban or rule record's expires_at passed? (no readable expiry: never)"""
+    exp = expiry_of(record)
+    return exp is not None and exp <= now
