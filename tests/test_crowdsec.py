@@ -66,6 +66,34 @@ def test_go_durations():
             go_duration(bad)
 
 
+def test_fleet_options_from_flags_environment_and_dotenv(tmp_path, monkeypatch):
+    from netsentinel.loader.cli import build_parser, fleet_options
+    for k in ("CROWDSEC_LAPI_URL", "CROWDSEC_BOUNCER_KEY", "CROWDSEC_MACHINE_ID",
+              "CROWDSEC_MACHINE_PASSWORD"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.chdir(tmp_path)
+    parse = build_parser().parse_args
+    assert fleet_options(parse([])) is None
+    (tmp_path / ".env").write_text("CROWDSEC_LAPI_URL=http://10.0.0.5:8080\nCROWDSEC_BOUNCER_KEY=s3cr3t\n")
+    o = fleet_options(parse([]))
+    assert (o.url, o.key, o.machine_id, o.interval) == ("http://10.0.0.5:8080", "s3cr3t", None, 10.0)
+    assert "s3cr3t" not in repr(o)
+    monkeypatch.setenv("CROWDSEC_BOUNCER_KEY", "fromenv")
+    assert fleet_options(parse([])).key == "fromenv"                  # environment beats .env
+    o = fleet_options(parse(["--crowdsec-key", "flag", "--crowdsec-interval", "2",
+                             "--crowdsec-machine-id", "m", "--crowdsec-machine-password", "pw"]))
+    assert (o.key, o.interval, o.machine_id, o.machine_password) == ("flag", 2.0, "m", "pw")
+    assert "pw" not in repr(o)
+    for argv, words in ((["--crowdsec-url", "10.0.0.5:8080"], "must start with http"),
+                        (["--crowdsec-interval", "0"], "between 0.5 and 3600")):
+        with pytest.raises(ValueError, match=words):
+            fleet_options(parse(argv))
+    monkeypatch.delenv("CROWDSEC_BOUNCER_KEY")
+    (tmp_path / ".env").write_text("CROWDSEC_LAPI_URL=http://10.0.0.5:8080\n")
+    with pytest.raises(ValueError, match="bouncer key"):
+        fleet_options(parse([]))
+
+
 @pytest.fixture(scope="module")
 def lapi():
     if SKIP:
@@ -231,3 +259,29 @@ def test_machine_pushes_approved_bans_and_deletes_only_its_own(lapi, tmp_path):
         for ip in ("203.0.113.40",):
             lapi.cscli("decisions", "delete", "-i", ip)
         lapi.cscli("decisions", "delete", "-r", "203.0.113.0/28")
+
+
+def test_hostile_stream_entries_are_ignored_or_refused_with_a_reason(tmp_path):
+    """What a compromised or buggy LAPI could send: nothing crashes, nothing
+    unsafe is banned, each kind gets one line."""
+    maps = Maps()
+    table = table_for(tmp_path, maps)
+    b = Bouncer("http://127.0.0.1:9", "k", table.warnings.append)
+    body = {"new": [
+        "not an object", {"id": 1, "type": "ban", "scope": "Country", "value": "FR", "duration": "1h"},
+        {"id": 2, "type": "ban", "scope": "Ip", "value": "203.0.113.50", "duration": "forever"},
+        {"id": 3, "type": "ban", "scope": "Ip", "value": "not-an-ip", "duration": "1h"},
+        {"id": 4, "type": "ban", "scope": "Range", "value": "0.0.0.0/0", "duration": "1h"},
+        {"id": 5, "type": "ban", "scope": "Ip", "value": "203.0.113.51", "duration": "-1s"},
+        {"id": 6, "type": "ban", "scope": "ip", "value": "203.0.113.52", "duration": "30m"},
+    ], "deleted": [{"id": 99}, None]}
+    assert b._apply(table, True, body, time.time()) == 3
+    assert maps.nets == {"203.0.113.52/32"}
+    assert b.counts["refused"] == 2 and b.counts["applied"] == 1 and b.counts["ignored"] == 3
+    rejected = {r["command"]["ip"]: r["error"] for r in
+                json.loads((tmp_path / "ban_commands.rejected.json").read_text())}
+    assert "not a valid IP" in rejected["not-an-ip"] and "too broad" in rejected["0.0.0.0/0"]
+    line = next(w for w in table.warnings if w.startswith("crowdsec: ignored"))
+    assert "1 malformed" in line and "'Country'-scope" in line and "readable duration" in line
+    assert b._apply(table, False, {"new": "x", "deleted": 5}, time.time()) == 0
+    b.client.close()

@@ -74,14 +74,14 @@ def status(loader) -> dict:
 def test_decision_drops_at_xdp_and_blocks_connect_then_lifts(lab, lapi, loader):
     assert lab.ping(lab.peer, lab.dut4)
     lapi.cscli("decisions", "add", "-i", lab.peer4, "-d", "1h", "-R", "lab-scan")
-    ev = ban_event(loader, lab.peer4, result="applied", timeout=15)
+    ev = ban_event(loader, lab.peer4, result="applied", timeout=30)
     assert ev["source"] == "crowdsec" and ev["reason"] == "lab-scan (cscli)" and ev["expires_at"]
     assert not lab.ping(lab.peer, lab.dut4, count=2)
     assert ns_connect(lab, lab.peer4)["errno"] == errno.EPERM
     assert lab.ping(lab.peer, lab.dut4, source=lab.peer4b)     # its neighbour still passes
     assert read_json(loader.records / "banned_ips.json")[lab.peer4]["source"] == "crowdsec"
     lapi.cscli("decisions", "delete", "-i", lab.peer4)
-    ban_event(loader, lab.peer4, type_="unban", result="removed", timeout=15)
+    ban_event(loader, lab.peer4, type_="unban", result="removed", timeout=30)
     assert lab.ping(lab.peer, lab.dut4)
     assert ns_connect(lab, lab.peer4)["errno"] != errno.EPERM
 
@@ -91,11 +91,11 @@ def test_own_address_and_whitelisted_decisions_are_refused(lab, lapi, loader):
     for ip in (lab.dut4, lab.peer6b):
         lapi.cscli("decisions", "add", "-i", ip, "-d", "1h")
         ev = validate(loader.wait_for(lambda e: e["type"] == "ban_rejected"
-                                      and e["command"].get("ip") == ip, 15, f"refusal of {ip}"))
+                                      and e["command"].get("ip") == ip, 30, f"refusal of {ip}"))
         assert ev["command"]["source"] == "crowdsec"
         errors.append(ev["error"])
     assert "an address of this machine" in errors[0] and "whitelisted" in errors[1], errors
-    wait_until(lambda: status(loader).get("bouncer", {}).get("refused", 0) >= 2, 10,
+    wait_until(lambda: status(loader).get("bouncer", {}).get("refused", 0) >= 2, 30,
                what="refusals counted in loader_status.json")
     banned = read_json(loader.records / "banned_ips.json", {})
     assert lab.dut4 not in banned and lab.peer6b not in banned
@@ -107,23 +107,23 @@ def test_own_address_and_whitelisted_decisions_are_refused(lab, lapi, loader):
 def test_approved_ban_is_pushed_and_its_unban_deletes_it(lab, lapi, loader):
     write_commands(loader.records, [{"action": "ban", "ip": lab.peer4b, "reason": "approved scan",
                                      "source": "manual", "ttl_seconds": 900}])
-    ban_event(loader, lab.peer4b, result="applied")
-    listed = wait_until(lambda: [d for d in lapi.decisions() if d["value"] == lab.peer4b], 20,
+    ban_event(loader, lab.peer4b, result="applied", timeout=30)
+    listed = wait_until(lambda: [d for d in lapi.decisions() if d["value"] == lab.peer4b], 30,
                         what="the ban in `cscli decisions list`")
     assert listed[0]["scenario"] == "netsentinel/manual" and listed[0]["type"] == "ban"
     # Pulled back by its own bouncer, it stays a local ban.
     assert read_json(loader.records / "banned_ips.json")[lab.peer4b]["source"] == "manual"
     write_commands(loader.records, [{"action": "unban", "ip": lab.peer4b}])
-    ban_event(loader, lab.peer4b, type_="unban", result="removed")
-    wait_until(lambda: not [d for d in lapi.decisions() if d["value"] == lab.peer4b], 20,
+    ban_event(loader, lab.peer4b, type_="unban", result="removed", timeout=30)
+    wait_until(lambda: not [d for d in lapi.decisions() if d["value"] == lab.peer4b], 30,
                what="its decision deleted from LAPI")
 
 
 def test_lapi_outage_keeps_enforcement_and_recovers(lab, lapi, loader):
     lapi.cscli("decisions", "add", "-i", lab.peer4, "-d", "1h", "-R", "before-outage")
-    ban_event(loader, lab.peer4, result="applied", timeout=15)
+    ban_event(loader, lab.peer4, result="applied", timeout=30)
     lapi.kill()
-    wait_until(lambda: status(loader).get("bouncer", {}).get("state") == "outage", 20,
+    wait_until(lambda: status(loader).get("bouncer", {}).get("state") == "outage", 30,
                what="the outage in loader_status.json")
     assert any("unreachable" in line for line in loader.stderr_lines)
     assert not lab.ping(lab.peer, lab.dut4, count=2)
@@ -131,7 +131,7 @@ def test_lapi_outage_keeps_enforcement_and_recovers(lab, lapi, loader):
     lapi.start()
     lapi.cscli("decisions", "add", "-i", lab.peer4b, "-d", "1h", "-R", "after-outage")
     ban_event(loader, lab.peer4b, result="applied", timeout=60)
-    wait_until(lambda: status(loader).get("bouncer", {}).get("state") == "ok", 10, what="state ok")
+    wait_until(lambda: status(loader).get("bouncer", {}).get("state") == "ok", 30, what="state ok")
     assert not lab.ping(lab.peer, lab.dut4, count=1)
 
 
@@ -141,15 +141,18 @@ def test_restart_loses_nothing_and_duplicates_nothing(lab, lapi, loader, records
     lapi.cscli("decisions", "delete", "-i", lab.peer4b)    # lifted while the loader was down
     lp = start(lab, lapi, records, *creds)
     try:
-        ban_event(lp, lab.peer4b, type_="unban", result="removed", timeout=15)
-        wait_until(lambda: status(lp).get("bouncer", {}).get("pulls", 0) >= 2, 15, what="two pulls")
+        ban_event(lp, lab.peer4b, type_="unban", result="removed", timeout=30)
+        wait_until(lambda: status(lp).get("bouncer", {}).get("pulls", 0) >= 2, 30, what="two pulls")
         bans = [(e["ip"], e["result"]) for e in lp.all_events if e["type"] == "ban"]
         # Back from banned_ips.json; the full pull applied nothing a second time.
         assert bans == [(lab.peer4, "restored"), (lab.peer4b, "restored")]
         assert not lab.ping(lab.peer, lab.dut4, count=1)
         assert lab.ping(lab.peer, lab.dut4, source=lab.peer4b)
         lapi.cscli("decisions", "delete", "-i", lab.peer4)
-        ban_event(lp, lab.peer4, type_="unban", result="removed", timeout=15)
+        ban_event(lp, lab.peer4, type_="unban", result="removed", timeout=30)
         assert lab.ping(lab.peer, lab.dut4)
     finally:
         stop_loader(lab, lp)
+    said = "\n".join(loader.stderr_lines + lp.stderr_lines) + json.dumps(lp.all_events) + (
+        records / "loader_status.json").read_text()
+    assert creds[0] not in said and creds[1][1] not in said, "a credential was printed"

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 CACHE_ROOT = Path("/var/cache/netsentinel/crowdsec/root")
@@ -111,8 +112,12 @@ class Lapi:
                     ready.set()
             ready.set()
         threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(timeout) or self.proc.poll() is not None:
-            raise RuntimeError(f"LAPI did not start within {timeout}s; log: {self.log[-8:]}")
+        deadline = time.monotonic() + timeout
+        # It logs "listening" just before it binds: wait for a connect to succeed.
+        while not (ready.is_set() and self._listening()):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"LAPI did not start within {timeout}s; log: {self.log[-8:]}")
+            ready.wait(0.2)
         if not (self.dir / "etc/local_api_credentials.yaml").exists():
             # cscli's own machine, for `decisions add/delete/list`.
             self.cscli("machines", "add", "-a", "-f", str(self.dir / "etc/local_api_credentials.yaml"))
@@ -134,6 +139,10 @@ class Lapi:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _listening(self) -> bool:
+        probe = f"import socket; socket.create_connection(('127.0.0.1', {self.port}), 2).close()"
+        return self._run(["/usr/bin/python3", "-c", probe], check=False).returncode == 0
 
     # ------------------------------------------------------------ cscli
     def cscli(self, *args: str, timeout: float = 30) -> str:
