@@ -14,7 +14,7 @@ from netsentinel.loader.bantable import BanTable
 from netsentinel.loader.crowdsec import Bouncer, go_duration
 from netsentinel.loader.crowdsec_machine import STATE, Machine
 from netsentinel.netinfo import Protected
-from netsentinel.store import RecordsStore, expiry_of
+from netsentinel.store import PENDING_THREATS, RecordsStore, expiry_of
 from netsentinel.testing.crowdsec import Lapi, missing_reason
 from netsentinel.testing.lab import wait_until
 from netsentinel.whitelist import WhitelistFile
@@ -191,8 +191,11 @@ def test_outage_keeps_bans_backs_off_and_recovers(tmp_path):
         maps = Maps()
         table = table_for(tmp_path, maps)
         b = Bouncer(lapi.url, key, table.warnings.append, interval=0.5)
+        m = Machine(lapi.url, *lapi.machine("outage-machine"), table.store, table.warnings.append,
+                    retry=0.5)
         lapi.cscli("decisions", "add", "-i", "203.0.113.30", "-d", "1h")
         b.start()
+        m.start()
         try:
             pull(b, table)
             assert "203.0.113.30/32" in maps.nets
@@ -201,14 +204,22 @@ def test_outage_keeps_bans_backs_off_and_recovers(tmp_path):
             assert "203.0.113.30/32" in maps.nets and table.bans["203.0.113.30"]["source"] == "crowdsec"
             assert b.status()["state"] == "outage" and b.status()["last_error"]
             assert any("unreachable" in w and "keeping the 1 crowdsec bans" in w for w in table.warnings)
+            # A ban approved here meanwhile waits in the machine's queue.
+            assert table.apply_external([{"action": "ban", "ip": "203.0.113.32"}]) == [True]
+            m.on_outcome(*table.events[-1], table)
+            wait_until(lambda: m.status()["state"] == "outage", 15, what="the machine's outage")
+            assert m.status()["queued"] == 1 and m.status()["last_error"]
             lapi.start()
             lapi.cscli("decisions", "add", "-i", "203.0.113.31", "-d", "1h")
             wait_until(lambda: (b.poll(table), "203.0.113.31/32" in maps.nets)[1], 60,
                        what="recovery after LAPI came back")
             assert b.state == "ok" and "203.0.113.30/32" in maps.nets
             assert any("answers again" in w for w in table.warnings)
+            wait_until(lambda: [d for d in lapi.decisions() if d["value"] == "203.0.113.32"], 60,
+                       what="the queued push delivered")
         finally:
             b.stop()
+            m.stop()
     finally:
         lapi.close()
 
@@ -227,7 +238,10 @@ def test_machine_pushes_approved_bans_and_deletes_only_its_own(lapi, tmp_path):
             ty, f = table.events[-1]
             m.on_outcome(ty, f, table)
 
-        outcome({"action": "ban", "ip": "203.0.113.40", "source": "review:t1", "reason": "HIGH port_scan"})
+        store.write(PENDING_THREATS, [{"id": "t1", "category": "port_scan",
+                                       "reason": "SYNs to 40 ports in 3 s"}])
+        outcome({"action": "ban", "ip": "203.0.113.40", "source": "review:t1", "reason": "HIGH port_scan",
+                 "threat_id": "t1"})
         outcome({"action": "ban", "ip": "203.0.113.41", "source": "auto", "reason": "llm"})   # not pushed
         outcome({"action": "ban", "ip": "203.0.113.0/28", "source": "auto-flood", "ttl_seconds": 600})
 
@@ -235,7 +249,8 @@ def test_machine_pushes_approved_bans_and_deletes_only_its_own(lapi, tmp_path):
             m.poll()
             return {d["value"]: d for d in lapi.decisions() if d["scenario"].startswith("netsentinel/")}
         got = wait_until(lambda: len(mine()) == 2 and mine(), 20, what="both pushed")
-        assert got["203.0.113.40"]["scenario"] == "netsentinel/manual"
+        assert got["203.0.113.40"]["scenario"] == "netsentinel/port_scan"
+        assert got["203.0.113.40"]["message"].startswith("SYNs to 40 ports in 3 s")
         assert got["203.0.113.0/28"]["scope"] == "Range" and got["203.0.113.0/28"]["scenario"] == "netsentinel/flood"
         assert go_duration(got["203.0.113.0/28"]["duration"]) <= 600
         saved = json.loads((store.root / STATE).read_text())
@@ -275,7 +290,8 @@ def test_hostile_stream_entries_are_ignored_or_refused_with_a_reason(tmp_path):
         {"id": 5, "type": "ban", "scope": "Ip", "value": "203.0.113.51", "duration": "-1s"},
         {"id": 6, "type": "ban", "scope": "ip", "value": "203.0.113.52", "duration": "30m"},
     ], "deleted": [{"id": 99}, None]}
-    assert b._apply(table, True, body, time.time()) == 3
+    b._results.put(("pull", True, body, time.time()))
+    assert b.poll(table) == 3
     assert maps.nets == {"203.0.113.52/32"}
     assert b.counts["refused"] == 2 and b.counts["applied"] == 1 and b.counts["ignored"] == 3
     rejected = {r["command"]["ip"]: r["error"] for r in
@@ -283,5 +299,24 @@ def test_hostile_stream_entries_are_ignored_or_refused_with_a_reason(tmp_path):
     assert "not a valid IP" in rejected["not-an-ip"] and "too broad" in rejected["0.0.0.0/0"]
     line = next(w for w in table.warnings if w.startswith("crowdsec: ignored"))
     assert "1 malformed" in line and "'Country'-scope" in line and "readable duration" in line
-    assert b._apply(table, False, {"new": "x", "deleted": 5}, time.time()) == 0
+    b._results.put(("pull", False, {"new": "x", "deleted": 5}, time.time()))
+    assert b.poll(table) == 0 and "without 'new'/'deleted' lists" in table.warnings[-1]
+    b.client.close()
+
+
+def test_a_large_pull_is_applied_in_chunks_before_the_next_answer(tmp_path):
+    """12,000 decisions: applied CHUNK per loop turn (the loop never stalls on
+    a big startup pull), and a delete that arrives meanwhile waits until the
+    ban it lifts is in place."""
+    from netsentinel.loader.crowdsec import CHUNK
+    maps = Maps()
+    table = table_for(tmp_path, maps)
+    b = Bouncer("http://127.0.0.1:9", "k", table.warnings.append)
+    new = [{"id": i, "type": "ban", "scope": "Ip", "value": f"100.64.{i // 250}.{i % 250 + 1}",
+            "duration": "1h"} for i in range(12000)]
+    b._results.put(("pull", True, {"new": new, "deleted": None}, time.time()))
+    b._results.put(("pull", False, {"new": None, "deleted": [new[-1]]}, time.time()))
+    assert [b.poll(table) for _ in range(4)] == [CHUNK, CHUNK, 12000 - 2 * CHUNK, 1]
+    assert len(maps.nets) == 11999 and "100.64.47.250/32" not in maps.nets
+    assert b.poll(table) == 0 and b.counts["applied"] == 12000 and b.counts["removed"] == 1
     b.client.close()

@@ -25,6 +25,7 @@ import queue
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -37,6 +38,7 @@ from ..store import expiry_of, utc_now_iso
 SOURCE = "crowdsec"
 MAX_BACKOFF_S = 300.0
 EXPIRY_SLACK_S = 5.0   # a ban within this of the decision's expiry is left as it is
+CHUNK = 5000           # commands applied per loop turn: a 100k startup pull never stalls the loop
 _DURATION = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)")
 _UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -86,6 +88,7 @@ class Bouncer:
         self.decisions: dict[object, Decision] = {}
         self.own_ids: Callable[[], set] = set   # decisions this host pushed (machine side)
         self._results: queue.Queue = queue.Queue()
+        self._pending: deque[dict] = deque()   # computed from one answer, applied CHUNK a turn
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.state = "starting"
@@ -135,18 +138,21 @@ class Bouncer:
 
     # ------------------------------------------------------------ loop side
     def poll(self, table) -> int:
-        """Apply whatever the thread fetched since the last call (never blocks).
-        Returns how many ban/unban commands went to the table."""
-        n = 0
-        while True:
+        """Apply what the thread fetched (never blocks on HTTP), at most CHUNK
+        commands per call. Returns how many commands went to the table."""
+        while not self._pending:
             try:
                 item = self._results.get_nowait()
             except queue.Empty:
-                return n
+                return 0
             if item[0] == "error":
                 self._outage(item[1], item[2], table)
             else:
-                n += self._apply(table, *item[1:])
+                self._apply(table, *item[1:])
+        # The next answer is computed against the table only once this one
+        # is fully applied (a delete must see the ban it lifts).
+        return self._send(table, [self._pending.popleft()
+                                  for _ in range(min(CHUNK, len(self._pending)))])
 
     def _outage(self, msg: str, wait: float, table) -> None:
         self.counts["failures"] += 1
@@ -157,7 +163,7 @@ class Bouncer:
                       f"crowdsec bans enforced, retrying with backoff (next in {wait:.0f}s)")
         self.state = "outage"
 
-    def _apply(self, table, startup: bool, body: dict, fetched_at: float) -> int:
+    def _apply(self, table, startup: bool, body: dict, fetched_at: float) -> None:
         if self.state == "outage":
             self.warn(f"crowdsec: LAPI {self.url} answers again; resynchronised")
         self.state, self.last_error, self.retry_in = "ok", None, None
@@ -166,7 +172,7 @@ class Bouncer:
         new, deleted = body.get("new") or [], body.get("deleted") or []
         if not isinstance(new, list) or not isinstance(deleted, list):
             self.warn("crowdsec: LAPI stream answer without 'new'/'deleted' lists; ignored")
-            return 0
+            return
         touched: set[str] = set()
         if startup:
             self.decisions.clear()
@@ -185,8 +191,7 @@ class Bouncer:
         if ignored:
             self.counts["ignored"] += sum(ignored.values())
             self.warn("crowdsec: ignored " + ", ".join(f"{n} {w}" for w, n in ignored.items()))
-        cmds += self._commands_for(touched, table)
-        return self._send(table, cmds)
+        self._pending.extend(cmds + self._commands_for(touched, table))
 
     def _take(self, d: object, fetched_at: float, own: set, touched: set, cmds: list) -> str | None:
         """Record one new decision; returns why it was ignored, or None."""

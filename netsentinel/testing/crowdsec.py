@@ -160,7 +160,8 @@ class Lapi:
 
     def decisions(self) -> list[dict]:
         """Active decisions as `cscli decisions list -o json` gives them, flattened:
-        [{"value", "scope", "type", "origin", "scenario", "id", "duration"}, ...]."""
+        [{"value", "scope", "type", "origin", "scenario", "id", "duration", "message"}, ...]
+        (message: the alert's)."""
         alerts = json.loads(self.cscli("decisions", "list", "-o", "json") or "null") or []
-        return [d for a in alerts for d in (a.get("decisions") or [])]
+        return [{**d, "message": a.get("message")} for a in alerts for d in (a.get("decisions") or [])]
 
