@@ -259,5 +259,6 @@ class Bouncer:
 
     def status(self) -> dict:
         return {"lapi": self.url, "state": self.state, "decisions": len(self.decisions),
+                "pending": len(self._pending),
                 "last_pull_at": self.last_pull_at, "last_error": self.last_error,
                 "retry_in_s": self.retry_in, **self.counts}
