@@ -320,3 +320,22 @@ def test_a_large_pull_is_applied_in_chunks_before_the_next_answer(tmp_path):
     assert len(maps.nets) == 11999 and "100.64.47.250/32" not in maps.nets
     assert b.poll(table) == 0 and b.counts["applied"] == 12000 and b.counts["removed"] == 1
     b.client.close()
+
+
+def test_unhashable_ids_and_a_corrupt_machine_state_do_not_crash(tmp_path):
+    maps = Maps()
+    table = table_for(tmp_path, maps)
+    b = Bouncer("http://127.0.0.1:9", "k", table.warnings.append)
+    b._results.put(("pull", False, {"new": [{"id": [1], "type": "ban", "scope": "Ip",
+                                             "value": "203.0.113.60", "duration": "1h"}],
+                                    "deleted": [{"id": {"x": 1}}]}, time.time()))
+    assert b.poll(table) == 0 and maps.nets == set() and b.counts["ignored"] == 1
+    b.client.close()
+    (tmp_path / STATE).write_text('{"pushed": {"203.0.113.61": [1, "x", true]}, "to_delete": 7}')
+    m = Machine("http://127.0.0.1:9", "m", "pw", table.store, table.warnings.append)
+    assert m.pushed == {"203.0.113.61": [1]} and m.to_delete == {}
+    m.client.close()
+    (tmp_path / STATE).write_text('[1, 2]')
+    m = Machine("http://127.0.0.1:9", "m", "pw", table.store, table.warnings.append)
+    assert m.pushed == {} and any("set aside" in w for w in table.warnings)
+    m.client.close()

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "add NAME`): enforce the fleet's ban decisions here")
     fleet.add_argument("--crowdsec-machine-id", metavar="ID", help="machine login (`cscli machines "
                        "add ID`): push this host's approved bans and flood blocks as alerts")
-    fleet.add_argument("--crowdsec-machine-password", metavar="PASSWORD", help=argparse.SUPPRESS)
+    fleet.add_argument("--crowdsec-machine-password", metavar="PW", help="its password "
+                       "(better in .env: a flag shows in ps)")
     fleet.add_argument("--crowdsec-interval", type=float, default=10.0, metavar="SECONDS",
                        help="seconds between decision pulls (default: %(default)s)")
     p.add_argument("--duration", type=float, help=argparse.SUPPRESS)  # tests, benchmarks

@@ -54,6 +54,12 @@ def go_duration(text: object) -> float:
     return sign * sum(float(n) * _UNIT[u] for n, u in parts)
 
 
+def decision_id(d: object) -> int | str | None:
+    """A decision's id, or None when it has none usable (a malformed entry)."""
+    i = d.get("id") if isinstance(d, dict) else None
+    return i if isinstance(i, (int, str)) and not isinstance(i, bool) else None
+
+
 @dataclass
 class FleetOptions:
     """--crowdsec-* flags. repr never shows the key or password."""
@@ -178,7 +184,7 @@ class Bouncer:
             self.decisions.clear()
             touched |= {k for k, r in table.bans.items() if r.get("source") == SOURCE}
         for d in deleted:
-            old = self.decisions.pop(d.get("id") if isinstance(d, dict) else None, None)
+            old = self.decisions.pop(decision_id(d), None)
             if old:
                 touched.add(old.key)
         cmds: list[dict] = []
@@ -195,7 +201,7 @@ class Bouncer:
 
     def _take(self, d: object, fetched_at: float, own: set, touched: set, cmds: list) -> str | None:
         """Record one new decision; returns why it was ignored, or None."""
-        if not isinstance(d, dict):
+        if decision_id(d) is None:
             return "malformed decisions"
         if str(d.get("type", "")).lower() != "ban":
             return f"{d.get('type')!r} decisions (only bans are enforced)"
@@ -216,7 +222,7 @@ class Bouncer:
             # Refused like any bad ban: logged, counted, kept in the rejected file.
             cmds.append({"action": "ban", "ip": d.get("value"), "reason": reason, "source": SOURCE})
             return None
-        self.decisions[d.get("id")] = Decision(key, fetched_at + secs, reason)
+        self.decisions[decision_id(d)] = Decision(key, fetched_at + secs, reason)
         touched.add(key)
         return None
 
@@ -248,13 +254,11 @@ class Bouncer:
         if not cmds:
             return 0
         applied = table.apply_external(cmds)
+        refused = {cmd["ip"] for cmd, ok in zip(cmds, applied) if not ok}
         for cmd, ok in zip(cmds, applied):
-            if not ok:
-                self.counts["refused"] += 1
-                for i in [i for i, d in self.decisions.items() if d.key == cmd["ip"]]:
-                    del self.decisions[i]   # refused once, not again at every delta
-            else:
-                self.counts["applied" if cmd["action"] == "ban" else "removed"] += 1
+            self.counts["refused" if not ok else "applied" if cmd["action"] == "ban" else "removed"] += 1
+        if refused:   # refused once, not again at every delta
+            self.decisions = {i: d for i, d in self.decisions.items() if d.key not in refused}
         return len(cmds)
 
     def status(self) -> dict:

@@ -47,6 +47,14 @@ def scenario_of(rec: dict, threat: dict | None) -> tuple[str, str]:
     return f"netsentinel/{slug}", f"{msg} (NetSentinel, source {rec.get('source')})"[:500]
 
 
+def id_lists(m: object) -> dict[str, list]:
+    """{address: [decision ids]} from the state file, anything else dropped."""
+    if not isinstance(m, dict):
+        return {}
+    return {k: [i for i in v if isinstance(i, int) and not isinstance(i, bool)]
+            for k, v in m.items() if isinstance(k, str) and isinstance(v, list)}
+
+
 class Machine:
     def __init__(self, url: str, machine_id: str, password: str, store: RecordsStore,
                  warn: Callable[[str], None], *, timeout: float = 10.0, retry: float = 2.0):
@@ -59,8 +67,12 @@ class Machine:
                                    timeout=httpx.Timeout(timeout, connect=min(3.0, timeout)),
                                    headers={"User-Agent": f"netsentinel-machine/{__version__}"})
         saved = store.read(STATE, default={}) or {}
-        self.pushed: dict[str, list] = dict(saved.get("pushed") or {})
-        self.to_delete: dict[str, list] = dict(saved.get("to_delete") or {})
+        if not isinstance(saved, dict):
+            store.set_aside(STATE)
+            warn(f"{STATE} was not a JSON object; set aside (decisions pushed before may stay in LAPI)")
+            saved = {}
+        self.pushed: dict[str, list] = id_lists(saved.get("pushed"))
+        self.to_delete: dict[str, list] = id_lists(saved.get("to_delete"))
         self._ops: deque = deque(("delete", k, ids) for k, ids in self.to_delete.items())
         self._cond = threading.Condition()
         self._results: queue.Queue = queue.Queue()
