@@ -86,6 +86,23 @@ def test_decision_drops_at_xdp_and_blocks_connect_then_lifts(lab, lapi, loader):
     assert ns_connect(lab, lab.peer4)["errno"] != errno.EPERM
 
 
+def test_range_and_ipv6_decisions(lab, lapi, loader):
+    cidr = lab.peer4b.rsplit(".", 1)[0] + ".128/25"
+    lapi.cscli("decisions", "add", "-r", cidr, "-d", "1h")
+    lapi.cscli("decisions", "add", "-i", lab.peer6, "-d", "1h")
+    ban_event(loader, cidr, result="applied", timeout=30)
+    ban_event(loader, lab.peer6, result="applied", timeout=30)
+    assert not lab.ping(lab.peer, lab.dut4, source=lab.peer4b)      # .130 is inside the /25
+    assert lab.ping(lab.peer, lab.dut4, source=lab.peer4)           # .2 is not
+    assert not lab.ping(lab.peer, lab.dut6, source=lab.peer6, count=2)
+    assert ns_connect(lab, lab.peer6)["errno"] == errno.EPERM
+    lapi.cscli("decisions", "delete", "-r", cidr)
+    lapi.cscli("decisions", "delete", "-i", lab.peer6)
+    ban_event(loader, cidr, type_="unban", result="removed", timeout=30)
+    ban_event(loader, lab.peer6, type_="unban", result="removed", timeout=30)
+    assert lab.ping(lab.peer, lab.dut4, source=lab.peer4b) and lab.ping(lab.peer, lab.dut6)
+
+
 def test_own_address_and_whitelisted_decisions_are_refused(lab, lapi, loader):
     errors = []
     for ip in (lab.dut4, lab.peer6b):
