@@ -67,7 +67,8 @@ def test_go_durations():
 
 
 def test_fleet_options_from_flags_environment_and_dotenv(tmp_path, monkeypatch):
-    from netsentinel.loader.cli import build_parser, fleet_options
+    from netsentinel.loader.cli import build_parser
+    from netsentinel.loader.fleet import fleet_options
     for k in ("CROWDSEC_LAPI_URL", "CROWDSEC_BOUNCER_KEY", "CROWDSEC_MACHINE_ID",
               "CROWDSEC_MACHINE_PASSWORD"):
         monkeypatch.delenv(k, raising=False)

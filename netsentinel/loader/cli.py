@@ -15,6 +15,7 @@ import sys
 
 from .. import netinfo, paths
 from ..addresses import AddressError, parse_target
+from .fleet import add_fleet_arguments, fleet_options
 
 EPILOG = """examples:
   sudo .venv/bin/python -u unified_ebpf.py                  # default-route interface
@@ -89,19 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="top talkers reported per flow sample (default: %(default)s)")
     p.add_argument("--flow-pps-threshold", type=float, default=1000.0,
                    help="also report every source above this many packets/s (default: %(default)s)")
-    fleet = p.add_argument_group("CrowdSec fleet (docs/FLEET.md; each flag also from the "
-                                 "environment or .env: CROWDSEC_LAPI_URL, CROWDSEC_BOUNCER_KEY, "
-                                 "CROWDSEC_MACHINE_ID, CROWDSEC_MACHINE_PASSWORD)")
-    fleet.add_argument("--crowdsec-url", metavar="URL", help="CrowdSec Local API, e.g. "
-                       "http://10.0.0.5:8080")
-    fleet.add_argument("--crowdsec-key", metavar="KEY", help="bouncer API key (`cscli bouncers "
-                       "add NAME`): enforce the fleet's ban decisions here")
-    fleet.add_argument("--crowdsec-machine-id", metavar="ID", help="machine login (`cscli machines "
-                       "add ID`): push this host's approved bans and flood blocks as alerts")
-    fleet.add_argument("--crowdsec-machine-password", metavar="PW", help="its password "
-                       "(better in .env: a flag shows in ps)")
-    fleet.add_argument("--crowdsec-interval", type=float, default=10.0, metavar="SECONDS",
-                       help="seconds between decision pulls (default: %(default)s)")
+    add_fleet_arguments(p)
     p.add_argument("--duration", type=float, help=argparse.SUPPRESS)  # tests, benchmarks
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -119,29 +108,6 @@ def dump_ebpf(args) -> int:
         src, flags = Enforcer(None, max_bans=args.max_bans).source_and_flags()
         print(f"// ---- enforce cflags: {' '.join(flags)}\n{src}")
     return 0
-
-
-def fleet_options(args):
-    """FleetOptions from the flags, then the environment, then .env; None when
-    no LAPI is configured. The key and password are never printed."""
-    from dotenv import dotenv_values
-    from .crowdsec import FleetOptions
-    env = {**dotenv_values(os.path.join(os.getcwd(), ".env")),
-           **dotenv_values(paths.PROJECT_ROOT / ".env"), **os.environ}
-    url = args.crowdsec_url or env.get("CROWDSEC_LAPI_URL")
-    key = args.crowdsec_key or env.get("CROWDSEC_BOUNCER_KEY")
-    mid = args.crowdsec_machine_id or env.get("CROWDSEC_MACHINE_ID")
-    pw = args.crowdsec_machine_password or env.get("CROWDSEC_MACHINE_PASSWORD")
-    if not (url or key or mid):
-        return None
-    if not url or not (key or (mid and pw)):
-        raise ValueError("CrowdSec needs --crowdsec-url and a bouncer key (--crowdsec-key) "
-                         "and/or a machine id and password (--crowdsec-machine-id/-password)")
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"--crowdsec-url must start with http:// or https://, got {url!r}")
-    if not 0.5 <= args.crowdsec_interval <= 3600:
-        raise ValueError("--crowdsec-interval must be between 0.5 and 3600 seconds")
-    return FleetOptions(url, key, mid, pw, args.crowdsec_interval)
 
 
 def main(argv=None) -> int:
