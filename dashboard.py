@@ -28,8 +28,13 @@ if _under_streamlit():
 
     main()
 elif __name__ == "__main__":
+    from netsentinel.cliargs import EXIT_USAGE, die, quiet_on_closed_stdout
     from netsentinel.dashboard.settings import build_parser
 
-    build_parser().parse_args()
-    sys.exit("dashboard.py is a Streamlit app: run `streamlit run dashboard.py` "
-             "(or `make run`); see --help")
+    @quiet_on_closed_stdout
+    def main() -> int:
+        build_parser().parse_args()  # --help, --version, or a one-line usage error
+        die("dashboard.py", "this is a Streamlit app: run `streamlit run dashboard.py` "
+            "(or `make run`); see --help", EXIT_USAGE)
+
+    sys.exit(main())

@@ -36,7 +36,7 @@ import threading
 import time
 
 from common import (ROOT, Cleanup, LoaderProc, Progress, emit, enter_netns, lab_session, need_root, parser,
-                    percentile, pyplot, save_figure, scratch_dir, style_axes)
+                    percentile, pyplot, save_figure, scratch_dir, style_axes, wait_until)
 
 from netsentinel import threats
 from netsentinel.store import RecordsStore
@@ -155,15 +155,12 @@ class Traffic:
 
 
 def wait(pred, timeout: float, traffic: Traffic):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """pred's value, or None at the deadline (a missed round, counted).
+    Polled every millisecond: the poll is the measurement's resolution."""
+    def probes_alive() -> None:
         if traffic.errors:
             raise RuntimeError("probe thread failed: " + "; ".join(traffic.errors))
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.001)
-    return None
+    return wait_until(pred, timeout, 0.001, "a round's condition", each=probes_alive, give_up=True)
 
 
 def ban_by_file(store: RecordsStore, ip: str, i: int) -> tuple[float, float]:
@@ -237,6 +234,54 @@ def plot(rows: list[dict], path: str, via: str = "file") -> None:
     save_figure(fig, path)
 
 
+def start_loader(lab, cleanup: Cleanup, tmp) -> tuple:
+    """The loader on the lab veth with fresh records/: (records, config, startup facts)."""
+    records = tmp / "records"
+    records.mkdir()
+    cfg = tmp / "filter_config.json"
+    cfg.write_text("{}\n")
+    loader = LoaderProc(lab, records, cfg, echo=False)
+    cleanup.push(loader.stop)
+    startup = loader.wait_started()
+    return records, cfg, {k: startup.get(k) for k in ("xdp_mode", "capture_mode", "cgroup_block")}
+
+
+def dashboard_clicker(cleanup: Cleanup, progress: Progress, store: RecordsStore, records, cfg,
+                      tmp) -> DashboardClicker:
+    """The dashboard on these records, and Chromium on its Review page."""
+    from netsentinel.testing.dashboard_browser import chromium_page, dashboard_server
+    server = dashboard_server(records, cfg, tmp / "dashboard.log", refresh=0)
+    url = server.__enter__()
+    cleanup.push(server.__exit__, None, None, None)
+    browser = chromium_page()
+    page = browser.__enter__()
+    cleanup.push(browser.__exit__, None, None, None)
+    progress(f"dashboard at {url}, Chromium driving its Review page")
+    return DashboardClicker(store, page, url)
+
+
+def run_rounds(args, bans: int, progress: Progress, cleanup: Cleanup, extra: dict) -> list[dict]:
+    rows: list[dict] = []
+    with lab_session(cleanup, progress) as lab:
+        tmp = scratch_dir(cleanup)
+        records, cfg, extra["loader"] = start_loader(lab, cleanup, tmp)
+        progress(f"loader up ({extra['loader']}); {bans} bans")
+        store = RecordsStore(records)
+        traffic = Traffic(lab, args.send_interval, args.connect_interval)
+        traffic.start()
+        cleanup.push(traffic.close)
+        ban = ban_by_file
+        if args.via == "dashboard":
+            ban = dashboard_clicker(cleanup, progress, store, records, cfg, tmp)
+        for i in range(bans):
+            rows.append(one_round(i, store, lab, traffic, ban))
+            if (i + 1) % 10 == 0 or i + 1 == bans:
+                r = rows[-1]
+                progress(f"ban {i + 1}/{bans}: drop {r['drop_ms']} ms, connect {r['connect_ms']} ms")
+        extra["packets_sent"] = len(traffic.sent)
+    return rows
+
+
 def main() -> int:
     p = parser(NAME, __doc__, EPILOG)
     p.add_argument("--bans", type=int, help="rounds (default 100, or 20 via the dashboard; quick 5/2)")
@@ -252,41 +297,9 @@ def main() -> int:
     dash = args.via == "dashboard"
     bans = args.bans or ((2 if dash else 5) if args.quick else (20 if dash else 100))
     started, progress, cleanup = time.time(), Progress(NAME), Cleanup()
-    rows: list[dict] = []
-    extra = {}
+    extra: dict = {}
     try:
-        with lab_session(cleanup, progress) as lab:
-            tmp = scratch_dir(cleanup)
-            records = tmp / "records"
-            records.mkdir()
-            cfg = tmp / "filter_config.json"
-            cfg.write_text("{}\n")
-            loader = LoaderProc(lab, records, cfg, echo=False)
-            cleanup.push(loader.stop)
-            startup = loader.wait_started()
-            extra["loader"] = {k: startup.get(k) for k in ("xdp_mode", "capture_mode", "cgroup_block")}
-            progress(f"loader up ({extra['loader']}); {bans} bans")
-            store = RecordsStore(records)
-            traffic = Traffic(lab, args.send_interval, args.connect_interval)
-            traffic.start()
-            cleanup.push(traffic.close)
-            ban = ban_by_file
-            if dash:
-                from netsentinel.testing.dashboard_browser import chromium_page, dashboard_server
-                server = dashboard_server(records, cfg, tmp / "dashboard.log", refresh=0)
-                url = server.__enter__()
-                cleanup.push(server.__exit__, None, None, None)
-                browser = chromium_page()
-                page = browser.__enter__()
-                cleanup.push(browser.__exit__, None, None, None)
-                ban = DashboardClicker(store, page, url)
-                progress(f"dashboard at {url}, Chromium driving its Review page")
-            for i in range(bans):
-                rows.append(one_round(i, store, lab, traffic, ban))
-                if (i + 1) % 10 == 0 or i + 1 == bans:
-                    r = rows[-1]
-                    progress(f"ban {i + 1}/{bans}: drop {r['drop_ms']} ms, connect {r['connect_ms']} ms")
-            extra["packets_sent"] = len(traffic.sent)
+        rows = run_rounds(args, bans, progress, cleanup, extra)
     finally:
         cleanup.run()
     summary = {k: summarize(rows, k) for k in ("drop_ms", "connect_ms", "unban_ms", "write_ms")}

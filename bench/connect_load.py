@@ -12,6 +12,7 @@ can. Prints one JSON line when done:
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import socket
@@ -40,7 +41,7 @@ def run(addr: str, port: int, rate: float, seconds: float) -> dict:
         for _ in range(min(due, 1000)):
             s = socket.socket(fam, socket.SOCK_STREAM)
             s.setblocking(False)
-            if s.connect_ex((addr, port)) not in (0, 115):   # EINPROGRESS is the normal answer
+            if s.connect_ex((addr, port)) not in (0, errno.EINPROGRESS):   # the normal answer
                 errors += 1
             s.close()
             made += 1

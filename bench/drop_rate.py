@@ -284,6 +284,36 @@ def plot(rows: list[dict], path: str) -> None:
     save_figure(fig, path)
 
 
+def one_filter(lab, m: str, n: int, fillers: list[str], args, cfg, cleanup: Cleanup,
+               progress: Progress) -> dict:
+    """One filter method with n banned prefixes: loaded, flooded, measured, torn down."""
+    row = {"prefixes": n, "method": m}
+    progress(f"{n:>9,} prefixes  {m}: loading")
+    t = time.monotonic()
+    try:
+        read, teardown, info = setup(m, lab, f"{lab.peer4}/32", fillers, args, cleanup)
+    except Skip as e:
+        row["skipped"] = str(e)
+        progress(f"{n:>9,} prefixes  {m}: skipped: {e}")
+        return row
+    row["setup_s"] = round(time.monotonic() - t, 2)
+    row.update(info)
+    # Reading nft's own counter means listing the set: skipped when huge.
+    own_ok = m.startswith(("xdp", "iptables")) or n <= 100_000
+    try:
+        before = read() if own_ok else None
+        row.update(measure(lab, read if m.startswith("xdp") else (lambda: rx_packets(lab)),
+                           args, cfg, cleanup))
+        if own_ok:
+            # The filter's own count over the whole flood: it dropped them all.
+            row["filter_counted"] = read() - before
+    finally:
+        teardown()
+    progress(f"{n:>9,} prefixes  {m}: {row['drops_per_s']:,} drops/s, "
+             f"softirq {row['rx_cpu']['softirq']}% of CPU {args.cpu}")
+    return row
+
+
 def main() -> int:
     p = parser(NAME, __doc__, EPILOG)
     p.add_argument("--sizes", help="comma-separated ban-set sizes (default 1,10,1000,100000,1000000; "
@@ -316,36 +346,9 @@ def main() -> int:
     try:
         with lab_session(cleanup, progress) as lab:
             cfg = scratch_dir(cleanup) / "flood.cfg"
-            banned = f"{lab.peer4}/32"
             for n in sizes:
                 fillers = filler_prefixes(n - 1)
-                for m in methods:
-                    row = {"prefixes": n, "method": m}
-                    progress(f"{n:>9,} prefixes  {m}: loading")
-                    t = time.monotonic()
-                    try:
-                        read, teardown, info = setup(m, lab, banned, fillers, args, cleanup)
-                    except Skip as e:
-                        row["skipped"] = str(e)
-                        progress(f"{n:>9,} prefixes  {m}: skipped: {e}")
-                        rows.append(row)
-                        continue
-                    row["setup_s"] = round(time.monotonic() - t, 2)
-                    row.update(info)
-                    # Reading nft's own counter means listing the set: skipped when huge.
-                    own_ok = m.startswith(("xdp", "iptables")) or n <= 100_000
-                    try:
-                        before = read() if own_ok else None
-                        row.update(measure(lab, read if m.startswith("xdp") else (lambda: rx_packets(lab)),
-                                           args, cfg, cleanup))
-                        if own_ok:
-                            # The filter's own count over the whole flood: it dropped them all.
-                            row["filter_counted"] = read() - before
-                    finally:
-                        teardown()
-                    progress(f"{n:>9,} prefixes  {m}: {row['drops_per_s']:,} drops/s, "
-                             f"softirq {row['rx_cpu']['softirq']}% of CPU {args.cpu}")
-                    rows.append(row)
+                rows += [one_filter(lab, m, n, fillers, args, cfg, cleanup, progress) for m in methods]
         add_ratios(rows)
     finally:
         cleanup.run()

@@ -1,7 +1,8 @@
 /* conn_monitor.c - outbound TCP connection monitor.
  *
- * Two capture paths, one compiled per load (see netsentinel/kernel.py):
- *  - default: tracepoint sock:inet_sock_set_state, transition to SYN_SENT.
+ * Two capture paths, one compiled per load (netsentinel/kernel/monitor.py;
+ * at run time --capture auto tries the kprobe path first, then this one):
+ *  - without NS_CAPTURE_KPROBE: tracepoint sock:inet_sock_set_state, transition to SYN_SENT.
  *    Stable ABI (a tracepoint format), works without kprobes; it fires in
  *    the connecting task's context after the route (so saddr) is chosen but
  *    before the source port is, so sport is reported as unknown (0).

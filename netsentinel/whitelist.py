@@ -1,10 +1,11 @@
 """The whitelist in filter_config.json: trusted addresses, processes, ports.
 
-Whitelisted connections are not emitted by the loader (or are emitted with
-"whitelisted": true when "whitelisted_connections" is "mark"), and a
-whitelisted address can never be banned. The file is hot-reloaded: a
-change takes effect on the next event; a broken file is refused with a
-one-line message and the previous whitelist stays in force.
+Whitelisted connections are not emitted by the loader (or, when
+"whitelisted_connections" is "mark", are emitted with "whitelisted" set to
+the reason, e.g. "ip 10.0.0.0/8" or "port 53"), and a whitelisted address
+can never be banned. The file is hot-reloaded: a change takes effect on the
+next event; a broken file is refused with a one-line message and the
+previous whitelist stays in force.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ Output contract:
   list --json   one JSON object: {"path": str, "exists": bool, "config": {...}}
                 where config is the complete, normalised filter_config.json.
   exit codes    0 done; 1 the file is invalid or cannot be read/written;
-                2 bad input (usage, invalid value) - the file is left untouched.
+                2 bad input (usage, invalid value) - the file is left untouched;
+                141 stdout closed early (| head). See netsentinel/cliargs.py.
   errors        one line on stderr: "user_whitelist.py: error: ...".
 """
 
@@ -26,12 +27,12 @@ import json
 import sys
 
 from . import paths
-from .cliargs import EXIT_BAD_INPUT, OneLineParser, die
+from .cliargs import EXIT_FAILURE, EXIT_USAGE, die, quiet_on_closed_stdout, tool_parser
 from .store import StoreError
 from .whitelist import KINDS, ConfigError, WhitelistFile, normalize_entry
 
 PROG = "user_whitelist.py"
-EXIT_INVALID_FILE = 1
+EXIT_INVALID_FILE = EXIT_FAILURE
 
 EPILOG = """examples:
   python3 user_whitelist.py list
@@ -45,8 +46,8 @@ EPILOG = """examples:
   NETSENTINEL_CONFIG=/tmp/lab_filter.json python3 user_whitelist.py list
 
 the file: --config FILE, else $NETSENTINEL_CONFIG, else filter_config.json
-beside this script. Exit codes: 0 ok, 1 invalid or unreadable file,
-2 bad input (nothing is written).
+beside this script. An invalid or unreadable file is a runtime failure (1);
+a bad value is a usage error (2) and nothing is written.
 """
 
 
@@ -61,11 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     config_opt.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                             help="whitelist file (default: $NETSENTINEL_CONFIG or "
                                  "filter_config.json beside this script)")
-    p = OneLineParser(prog=PROG, description="List and edit NetSentinel's whitelist.",
-                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                      parents=[config_opt])
-    sub = p.add_subparsers(dest="command", required=True, metavar="{list,add,remove,check}",
-                           parser_class=OneLineParser)
+    p = tool_parser(PROG, description="List and edit NetSentinel's whitelist.", epilog=EPILOG,
+                    parents=[config_opt])
+    # Subcommand parsers are the same class: their errors are one line too.
+    sub = p.add_subparsers(dest="command", required=True, metavar="{list,add,remove,check}")
     ls = sub.add_parser("list", parents=[config_opt], help="show the entries and settings")
     ls.add_argument("--json", action="store_true", help="one JSON object for machines")
     for name, verb in (("add", "whitelist"), ("remove", "stop whitelisting")):
@@ -118,7 +118,7 @@ def cmd_edit(wf: WhitelistFile, kind: str, values: list[str], remove: bool) -> i
     try:
         entries = [normalize_entry(kind, v) for v in values]
     except ConfigError as e:
-        fail(str(e), EXIT_BAD_INPUT)
+        fail(str(e), EXIT_USAGE)
     results = []
     try:
         # One lock around all the edits, so another writer never sees half of them.
@@ -135,6 +135,7 @@ def cmd_edit(wf: WhitelistFile, kind: str, values: list[str], remove: bool) -> i
     return 0
 
 
+@quiet_on_closed_stdout
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = paths.config_path(getattr(args, "config", None))

@@ -15,7 +15,6 @@ USAGE: sudo .venv/bin/python scripts/demo.py [--no-dashboard] [--no-wait] [--app
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -28,9 +27,11 @@ import time
 from pathlib import Path
 
 
-from netsentinel import threats  # noqa: E402
-from netsentinel.testing.lab import ROOT, VENV_PY, Lab, lab_octet, read_json, sh, start_pipeline  # noqa: E402
-from netsentinel.store import RecordsStore  # noqa: E402
+from netsentinel import threats
+from netsentinel.cliargs import EXIT_FAILURE, die, tool_parser
+from netsentinel.testing.lab import (ROOT, VENV_PY, Lab, lab_octet, read_json, sh,
+                                     start_pipeline, wait_until)
+from netsentinel.store import RecordsStore
 
 SERVER = """
 import socket, sys, threading
@@ -56,6 +57,10 @@ print(json.dumps(out))
 """
 
 
+PROG = "demo.py"
+SPINNER = "|/-\\"
+
+
 class Demo:
     def __init__(self, args):
         self.args = args
@@ -77,28 +82,25 @@ class Demo:
         print(f"      {text}", flush=True)
 
     def wait(self, what: str, pred, timeout: float):
-        """Poll pred() with a live progress line; returns its value or None."""
-        end = time.monotonic() + timeout
-        spin = "|/-\\"
-        i = 0
-        while time.monotonic() < end:
-            v = pred()
-            if v:
-                if self.tty:
-                    print("\r" + " " * 78 + "\r", end="")
-                return v
-            if self.tty:
-                st = read_json(self.records / "loader_status.json", {}) or {}
-                s = st.get("stats", {})
-                print(f"\r      {spin[i % 4]} {what}: {s.get('events', 0)} events, "
-                      f"{s.get('bans_active', 0)} bans, {s.get('drops_total', 0)} drops ",
-                      end="", flush=True)
-            i += 1
-            time.sleep(0.2)
-        if self.tty:
-            print()
-        self.say(f"! gave up waiting for {what} after {timeout:.0f}s")
-        return None
+        """wait_until with a live progress line; returns pred's value, or None
+        (said on screen) at the deadline: the demo goes on and reports it."""
+        rounds = [0]
+
+        def progress() -> None:
+            if not self.tty:
+                return
+            s = (read_json(self.records / "loader_status.json", {}) or {}).get("stats", {})
+            print(f"\r      {SPINNER[rounds[0] % 4]} {what}: {s.get('events', 0)} events, "
+                  f"{s.get('bans_active', 0)} bans, {s.get('drops_total', 0)} drops ",
+                  end="", flush=True)
+            rounds[0] += 1
+
+        v = wait_until(pred, timeout, 0.2, what, each=progress, give_up=True)
+        if rounds[0] and self.tty:
+            print("\r" + " " * 78 + "\r", end="")
+        if not v:
+            self.say(f"! gave up waiting for {what} after {timeout:.0f}s")
+        return v
 
     # ------------------------------------------------------------- pieces
     def start(self) -> None:
@@ -160,6 +162,18 @@ class Demo:
                 if category is None or t.get("category") == category]
 
     def play(self) -> None:
+        """Steps 3-9, one method each (steps 1-2 are start())."""
+        self.normal_traffic()
+        self.suspicious_ports()
+        scan = self.port_scan()
+        target = self.approve(scan)
+        self.ban_takes_effect(target)
+        self.inbound_flood()
+        self.step("Done")
+        self.results["seconds"] = round(time.monotonic() - self.t0, 1)
+        self.say(f"records: {self.records}")
+
+    def normal_traffic(self) -> None:
         lab = self.lab
         self.step(f"Normal connections from the host to the service host ({lab.peer4}: 22, 80, 443)")
         out = self.traffic("normal", lab.peer4, "--ports", "22,80,443")
@@ -170,6 +184,8 @@ class Demo:
                                                       if e["event"].get("daddr") == lab.peer4]) >= 3, 15)
         self.say(f"analysed: {n and 'INFO for all three' or 'not seen'}")
 
+    def suspicious_ports(self) -> None:
+        lab = self.lab
         self.step(f"Suspicious ports on the malicious host ({lab.peer4b}: 23, 445, 3389)")
         self.traffic("high", lab.peer4b)
         high = self.wait("HIGH threats", lambda: [t for t in self.pending() if t["level"] == "HIGH"], 15)
@@ -177,8 +193,9 @@ class Demo:
             self.say(f"pending review: {t['level']} {t['category']} -> {t.get('target')}:"
                      f"{t['event'].get('dport')} ({t['reason'][:60]})")
 
+    def port_scan(self) -> dict:
         self.step("A port scan of the malicious host (ports 1-200): traffic.py scan")
-        self.traffic("scan", lab.peer4b)
+        self.traffic("scan", self.lab.peer4b)
         crit = self.wait("a CRITICAL scan threat", lambda: [t for t in self.pending()
                                                             if t["level"] == "CRITICAL"], 20)
         if not crit:
@@ -187,29 +204,33 @@ class Demo:
         self.say(f"pending review: CRITICAL {scan['category']} of {scan.get('target')} "
                  f"(seen {scan['count']}x): {scan['reason'][:70]}")
         self.results["scan_threat"] = scan["id"]
+        return scan
 
+    def approve(self, scan: dict) -> str:
+        """A person's decision in the dashboard, else the demo's own; the
+        banned address."""
         self.step("Review: the ban is approved")
+        decided = None
         if not self.args.no_dashboard and self.args.approve_after > 0:
             self.say(f"open http://127.0.0.1:{self.args.port}, Review, and click Approve "
                      f"(the demo approves by itself after {self.args.approve_after}s)")
             decided = self.wait("your decision", lambda: next(
                 (t for t in threats.list_threats(self.store) if t["id"] == scan["id"]
                  and t["status"] != "pending"), None), self.args.approve_after)
-        else:
-            decided = None
+        t_click = time.monotonic()
         if decided is None:
-            t_click = time.monotonic()
             decided = threats.approve(self.store, scan["id"], by="demo", note="approved by make demo")
-        else:
-            t_click = time.monotonic()
         self.say(f"{decided['status']} by {decided['decided_by']}: ban command for {decided.get('target')}")
-        target = decided.get("target") or lab.peer4b
+        target = decided.get("target") or self.lab.peer4b
         banned = self.wait("the ban in the kernel",
                            lambda: target in (read_json(self.records / "banned_ips.json") or {}), 10)
         self.results["approve_to_ban_ms"] = round((time.monotonic() - t_click) * 1000)
         self.say(f"banned {target} {self.results['approve_to_ban_ms']} ms after approval"
                  if banned else "! the ban did not reach the kernel")
+        return target
 
+    def ban_takes_effect(self, target: str) -> None:
+        lab = self.lab
         self.step("The ban takes effect")
         err, ms = self.client(target, "80")["80"]
         self.say(f"connect() to {target}:80 -> {os.strerror(err) if err else 'connected?!'} in {ms} ms")
@@ -221,6 +242,11 @@ class Demo:
         self.say(f"banned_ips.json: {drops or 0} packets dropped from {target}")
         self.results["drops"] = drops or 0
 
+    def flood_threat(self) -> dict | None:
+        return next((t for t in threats.list_threats(self.store) if t.get("target") == self.flooder), None)
+
+    def inbound_flood(self) -> None:
+        lab = self.lab
         self.step(f"An inbound ICMP flood from {self.flooder} (hping3, 5 s)")
         if not shutil.which("hping3"):
             self.say("hping3 is not installed (sudo make install); skipped")
@@ -230,33 +256,24 @@ class Demo:
                                   "-q", "--icmp", "-i", "u500", "-a", self.flooder, lab.dut4],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0 = time.monotonic()
-
-        def flood_threat():
-            return next((t for t in threats.list_threats(self.store) if t.get("target") == self.flooder), None)
-        first = self.wait("flood detection", flood_threat, 8)
+        first = self.wait("flood detection", self.flood_threat, 8)
         if first:
             self.say(f"detected {time.monotonic() - t0:.1f}s after the flood started: "
                      f"{first['level']} {first['category']}")
         # The first window may be partial (HIGH); a full one is CRITICAL and auto-blocked.
-        done = self.wait("the automatic block", lambda: (flood_threat() or {}).get("status") == "approved"
-                         and flood_threat(), 8)
+        done = self.wait("the automatic block", lambda: (self.flood_threat() or {}).get("status")
+                         == "approved" and self.flood_threat(), 8)
         flood.wait(timeout=20)
-        seen = [done or flood_threat()] if (done or flood_threat()) else []
-        if seen:
-            t = seen[0]
-            self.say(f"{t['level']} {t['category']}: {t['reason'][:70]}")
-            ban = (read_json(self.records / "banned_ips.json") or {}).get(self.flooder, {})
-            self.say(f"{t['status']} by {t['decided_by'] or 'nobody yet'}; "
-                     f"{ban.get('drops', 0)} flood packets dropped at XDP, ban expires {ban.get('expires_at')}")
-            self.results["flood"] = {"level": t["level"], "status": t["status"],
-                                     "drops": ban.get("drops", 0)}
-        else:
+        t = done or self.flood_threat()
+        if not t:
             self.say(f"the analyzer raised no flood threat ({len(self.pending()) - before} new "
                      "threats); flow events are in the loader's stream")
-
-        self.step("Done")
-        self.results["seconds"] = round(time.monotonic() - self.t0, 1)
-        self.say(f"records: {self.records}")
+            return
+        self.say(f"{t['level']} {t['category']}: {t['reason'][:70]}")
+        ban = (read_json(self.records / "banned_ips.json") or {}).get(self.flooder, {})
+        self.say(f"{t['status']} by {t['decided_by'] or 'nobody yet'}; "
+                 f"{ban.get('drops', 0)} flood packets dropped at XDP, ban expires {ban.get('expires_at')}")
+        self.results["flood"] = {"level": t["level"], "status": t["status"], "drops": ban.get("drops", 0)}
 
     def cleanup(self) -> None:
         for p in reversed(self.procs):
@@ -276,11 +293,10 @@ class Demo:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="examples:\n  sudo make demo\n"
-                                       "  sudo .venv/bin/python scripts/demo.py --no-dashboard --no-wait\n"
-                                       "  sudo .venv/bin/python scripts/demo.py --analyzer-args '--backend ollama'")
+    p = tool_parser(PROG, description=__doc__.split("\n\n")[1],
+                    epilog="examples:\n  sudo make demo\n"
+                           "  sudo .venv/bin/python scripts/demo.py --no-dashboard --no-wait\n"
+                           "  sudo .venv/bin/python scripts/demo.py --analyzer-args '--backend ollama'")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
     p.add_argument("--no-wait", action="store_true", help="exit when the script ends (default: "
                    "keep the lab up for the dashboard until Ctrl-C)")
@@ -292,8 +308,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print a JSON summary line at the end")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
-        print("demo: error: needs root (try: sudo make demo)", file=sys.stderr)
-        return 1
+        die(PROG, "needs root (try: sudo make demo)", EXIT_FAILURE)
     demo = Demo(args)
 
     def stop(signum, _frame):
@@ -313,8 +328,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", flush=True)
     except (RuntimeError, socket.error, subprocess.SubprocessError) as e:
-        print(f"\ndemo: error: {e}", file=sys.stderr, flush=True)
-        code = 1
+        print(f"\n{PROG}: error: {e}", file=sys.stderr, flush=True)
+        code = EXIT_FAILURE
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -21,15 +21,9 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-if [ -f dashboard.py ]; then
-  "$PY" -m streamlit run dashboard.py --server.address 127.0.0.1 --server.port "$PORT" \
-    --server.headless true --browser.gatherUsageStats false > logs/dashboard.log 2>&1 &
-  pids+=($!)
-  echo "run: dashboard on http://127.0.0.1:$PORT (log: logs/dashboard.log)" >&2
-fi
-if [ -f llm_analyzer.py ]; then
-  # shellcheck disable=SC2086
-  "$PY" -u unified_ebpf.py "${LOADER_ARGS[@]}" | "$PY" -u llm_analyzer.py ${ANALYZER_ARGS:-}
-else
-  "$PY" -u unified_ebpf.py "${LOADER_ARGS[@]}"
-fi
+"$PY" -m streamlit run dashboard.py --server.address 127.0.0.1 --server.port "$PORT" \
+  --server.headless true --browser.gatherUsageStats false > logs/dashboard.log 2>&1 &
+pids+=($!)
+echo "run: dashboard on http://127.0.0.1:$PORT (log: logs/dashboard.log)" >&2
+# shellcheck disable=SC2086
+"$PY" -u unified_ebpf.py "${LOADER_ARGS[@]}" | "$PY" -u llm_analyzer.py ${ANALYZER_ARGS:-}

@@ -24,7 +24,8 @@ Output contract:
   serve: "listening on ADDR:PORT ..." once every port is bound (flushed), then
     "serve: accepted N connections" at SIGINT/SIGTERM; exit 0.
   exit codes: 0 done; 1 a serve port could not be bound; 2 bad input
-    (usage, bad port list, unresolvable target). Errors are one line on stderr.
+    (usage, bad port list, unresolvable target); 141 stdout closed early
+    (| head). Errors are one line on stderr (netsentinel/cliargs.py).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from netsentinel.cliargs import EXIT_BAD_INPUT, OneLineParser, die
+from netsentinel.cliargs import (EXIT_FAILURE, EXIT_USAGE, die, quiet_on_closed_stdout,
+                                 tool_parser)
 
 PROG = "traffic.py"
 MODE_PORTS = {"normal": "80,443,53,22", "high": "23,445,3389", "scan": "1-200"}
@@ -135,7 +137,7 @@ def generate(args) -> int:
         family, address = resolve(args.target)
         port_lists = {m: parse_ports(args.ports or MODE_PORTS[m]) for m in modes}
     except ValueError as e:
-        fail(str(e), EXIT_BAD_INPUT)
+        fail(str(e), EXIT_USAGE)
     results = []
     for mode in modes:
         r = run_mode(mode, port_lists[mode], family, address, args)
@@ -195,7 +197,7 @@ def serve(args) -> int:
         if args.bind is not None:
             resolve(args.bind)
     except ValueError as e:
-        fail(str(e), EXIT_BAD_INPUT)
+        fail(str(e), EXIT_USAGE)
     sel = selectors.DefaultSelector()
     listening = []
     for port in ports:
@@ -203,7 +205,7 @@ def serve(args) -> int:
             s = listen(args.bind, port)
         except OSError as e:
             hint = " (ports below 1024 need root)" if e.errno == errno.EACCES else ""
-            fail(f"cannot listen on {args.bind or '*'}:{port}: {e.strerror}{hint}", 1)
+            fail(f"cannot listen on {args.bind or '*'}:{port}: {e.strerror}{hint}", EXIT_FAILURE)
         sel.register(s, selectors.EVENT_READ)
         host = s.getsockname()[0]
         listening.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
@@ -230,8 +232,7 @@ def serve(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog=PROG, description="Generate (or receive) test TCP connections.",
-                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(PROG, description="Generate (or receive) test TCP connections.", epilog=EPILOG)
     p.add_argument("mode", nargs="?", choices=["normal", "high", "scan", "serve"],
                    help="what to do (or --all for normal, high and scan)")
     p.add_argument("--all", action="store_true", help="normal, high and scan in sequence")
@@ -248,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_on_closed_stdout
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -7,9 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+from netsentinel.testing.lab import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 ANALYZER = ROOT / "llm_analyzer.py"
@@ -70,19 +71,11 @@ def read(records: Path, name: str, default=None):
     return json.loads(p.read_text())
 
 
-def wait_for(fn, timeout: float = 10.0, every: float = 0.05):
-    """Poll fn until it returns something truthy; return it (or the last value)."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        try:
-            value = fn()
-        except (OSError, ValueError, KeyError, TypeError):
-            value = None
-        if value:
-            return value
-        time.sleep(every)
-    return value
+def wait_for(fn, timeout: float = 10.0, what: str = "the analyzer's records"):
+    """wait_until for records the analyzer is still writing: a file that does
+    not exist yet (read() gives None: TypeError on indexing) or lacks a key
+    is "not yet". Raises TimeoutError at the deadline."""
+    return wait_until(fn, timeout, what=what, not_yet=(OSError, ValueError, KeyError, TypeError))
 
 
 def pending(records: Path) -> list[dict]:

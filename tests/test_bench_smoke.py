@@ -82,7 +82,11 @@ def test_event_capture_quick():
         assert r["missing"] == r["made"] - r["received"] and 0 <= r["loss_pct"] <= 100
         # At 200-1000 connects/s nothing should be lost.
         assert r["received"] > 0 and r["lost_reported"] == 0, r
-        assert r["loader_cpu_s"] >= 0 and r["buffer_pages"] == 64
+        assert r["buffer_pages"] == 64, r
+    # The CPU figure is read from the loader's own /proc entry: hundreds of
+    # events cannot have cost it nothing. (One 0.5 s step may fall under a
+    # 10 ms clock tick, so the two steps are taken together.)
+    assert sum(r["loader_cpu_s"] for r in out["results"]) > 0, out["results"]
 
 
 def test_crowdsec_pull_quick():
@@ -109,9 +113,11 @@ def test_analyzer_quick():
     assert rules["case"] == "rules" and rules["judged"] == out["params"]["events"] == 2000
     assert rules["llm_calls"] == 0 and rules["events_per_s"] > 0 and rules["max_rss_mb"] > 0
     # With a 1 s model every event is still judged; what the model could not
-    # take is counted, never silently lost.
+    # take is counted, never silently lost. The 2,000 events hold 1,009
+    # distinct questions, fed in about a second to 2 workers of one answer a
+    # second each: far more than the 256-question queue holds, so drops must show.
     assert llm["judged"] == 2000 and llm["llm_calls"] >= 1
-    assert llm["max_queue_depth"] <= 256 and llm["queue_dropped"] >= 0
+    assert llm["max_queue_depth"] <= 256 and llm["queue_dropped"] > 0, llm
 
 
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),

@@ -18,8 +18,7 @@ def test_demo_runs_start_to_finish_and_cleans_up():
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["scan_threat"]
-    assert result["blocked_connect"]["errno"] == 1          # EPERM, at once
-    assert result["blocked_connect"]["ms"] < 100
+    assert result["blocked_connect"]["errno"] == 1   # EPERM from the cgroup hook, not a timeout
     assert result["drops"] >= 1
     assert result["flood"]["status"] == "approved" and result["flood"]["drops"] > 100
     assert "[9/9] Done" in r.stdout

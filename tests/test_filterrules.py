@@ -80,9 +80,18 @@ def test_rules_that_would_lock_the_owner_out_are_refused(raw, words):
 
 
 def test_count_rules_and_narrow_drops_of_protected_sources_are_allowed():
-    validate_rules([{"action": "count"}, {"action": "drop", "src": "192.0.2.1", "proto": "udp",
-                                          "dport": 1900}], PROTECTED)
-    validate_rules([{"action": "drop", "proto": "tcp", "dport": 22, "src": "203.0.113.0/24"}], PROTECTED)
+    """Accepted as written: a count rule matches all, a drop of the gateway
+    narrowed to one UDP port, a drop of SSH from a network that holds no
+    live SSH peer."""
+    out = [r.to_json() for r in validate_rules(
+        [{"action": "count"}, {"action": "drop", "src": "192.0.2.1", "proto": "udp", "dport": 1900}],
+        PROTECTED)]
+    assert [{k: v for k, v in r.items() if k != "id"} for r in out] == [
+        {"action": "count", "src": "any", "proto": "any"},
+        {"action": "drop", "src": "192.0.2.1", "proto": "udp", "dport": 1900}]
+    (ssh,) = validate_rules([{"action": "drop", "proto": "tcp", "dport": 22, "src": "203.0.113.0/24"}],
+                            PROTECTED)
+    assert (ssh.action, ssh.proto, ssh.dport, str(ssh.src)) == ("drop", 6, (22, 22), "203.0.113.0/24")
 
 
 def test_set_level_checks():

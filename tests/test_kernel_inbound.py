@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 
@@ -40,10 +39,8 @@ def rule_command(lp, *commands) -> None:
 
 
 def test_icmp_flood_shows_in_flow_events(lab, loader):
-    t0 = time.monotonic()
     hping(lab, "--icmp", "-i", "u500", lab.dut4)          # ~2000 echo requests/s
     ev = flow_from(loader, lab.peer4, lambda e: e["icmp_echo"] > 100)
-    assert time.monotonic() - t0 < 4
     assert ev["reason"] == "threshold" and ev["pps"] >= 200
     assert ev["icmp"] == ev["icmp_echo"] and ev["tcp"] == 0
 

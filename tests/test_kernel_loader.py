@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import pytest
 
@@ -48,9 +47,7 @@ def test_startup_reports_mode_and_clean_stderr(loader):
 def test_ping_ban_drop_counter_unban(lab, loader):
     assert lab.ping(lab.peer, lab.dut4)
     write_commands(loader.records, [{"action": "ban", "ip": lab.peer4, "reason": "Malicious scan"}])
-    t0 = time.monotonic()
     ev = ban_event(loader, lab.peer4, result="applied")
-    assert time.monotonic() - t0 < 2.0
     assert ev["reason"] == "Malicious scan"
     assert not lab.ping(lab.peer, lab.dut4, count=2)
     # A neighbouring address of the same host is not banned and still passes.
@@ -100,8 +97,9 @@ def test_connect_to_banned_destination_fails_at_once(lab, loader):
     for addr, proto in ((lab.peer4, "tcp"), (lab.peer6, "tcp"), (f"::ffff:{lab.peer4}", "tcp"),
                         (lab.peer4, "udp"), (lab.peer6, "udp")):
         r = ns_connect(lab, addr, 9, proto)
-        assert r["errno"] == 1, f"{proto} to {addr}: expected EPERM, got {r}"   # EPERM
-        assert r["secs"] < 0.5, f"{proto} to {addr} took {r['secs']:.2f}s"
+        # EPERM comes from the cgroup hook, synchronously: a dropped packet
+        # would end in a timeout (ETIMEDOUT), not EPERM.
+        assert r["errno"] == 1, f"{proto} to {addr}: expected EPERM, got {r}"
     # Neighbour address still reachable.
     assert ns_connect(lab, lab.peer4b)["errno"] == 111
     write_commands(loader.records, [{"action": "unban", "ip": lab.peer4},
@@ -152,9 +150,16 @@ def test_event_reads_proc_of_live_process(lab, loader):
     assert ev["proc_error"] is None
 
 
-def test_stats_events(loader):
-    ev = validate(loader.wait_for(lambda e: e["type"] == "stats", 5, "stats event"))
-    assert ev["events"] >= 0 and ev["lost"] == 0
+def test_stats_count_the_connection_events_streamed(lab, loader):
+    r = ns_connect(lab, lab.peer4, 4435)
+    loader.wait_for(lambda e: e["type"] == "connection" and e["pid"] == r["pid"], 10,
+                    "connection event")
+    stats = validate(loader.wait_for(lambda e: e["type"] == "stats", 5, "stats event after it"))
+    # The counter and the stream agree: every connection event written
+    # before this stats event, this test's one included, and nothing else.
+    upto = next(i for i, e in enumerate(loader.all_events) if e is stats)
+    streamed = sum(1 for e in loader.all_events[:upto] if e["type"] == "connection")
+    assert stats["events"] == streamed >= 1 and stats["lost"] == 0
 
 
 # --------------------------------------------------------------------------- bad input
@@ -190,20 +195,30 @@ def test_malformed_json_is_set_aside_not_lost(loader):
     assert loader.proc.poll() is None
 
 
+def replace_config(loader, cfg: dict) -> None:
+    """Write the whitelist as an editor does: a new file renamed over the old."""
+    tmp = loader.config.with_name(loader.config.name + ".new")
+    tmp.write_text(json.dumps(cfg))
+    tmp.replace(loader.config)
+
+
 def test_whitelisted_address_cannot_be_banned_and_is_hidden(lab, loader):
-    cfg = json.loads(loader.config.read_text())
-    cfg["trusted_ips"] = [lab.peer4b]
-    loader.config.write_text(json.dumps(cfg))           # hot reload, no restart
-    time.sleep(0.2)
-    write_commands(loader.records, [{"action": "ban", "ip": lab.peer4b}])
-    ev = validate(loader.wait_for(lambda e: e["type"] == "ban_rejected", 5, "whitelist refusal"))
-    assert "whitelisted" in ev["error"]
-    hidden = ns_connect(lab, lab.peer4b, 5555)
-    shown = ns_connect(lab, lab.peer4, 5556)
-    loader.wait_for(lambda e: e["type"] == "connection" and e["pid"] == shown["pid"], 10, "event")
-    assert not any(e.get("pid") == hidden["pid"] for e in loader.all_events if e["type"] == "connection")
-    cfg["trusted_ips"] = []
-    loader.config.write_text(json.dumps(cfg))
+    original = json.loads(loader.config.read_text())
+    # Hot reload, no restart: the loader looks at the file (a new inode) when it
+    # checks the next ban command and the next connection, so no wait is needed.
+    replace_config(loader, {**original, "trusted_ips": [lab.peer4b]})
+    try:
+        write_commands(loader.records, [{"action": "ban", "ip": lab.peer4b}])
+        ev = validate(loader.wait_for(lambda e: e["type"] == "ban_rejected", 5, "whitelist refusal"))
+        assert "whitelisted" in ev["error"]
+        hidden = ns_connect(lab, lab.peer4b, 5555)
+        shown = ns_connect(lab, lab.peer4, 5556)
+        loader.wait_for(lambda e: e["type"] == "connection" and e["pid"] == shown["pid"], 10, "event")
+        assert not any(e.get("pid") == hidden["pid"] for e in loader.all_events
+                       if e["type"] == "connection")
+    finally:
+        # The loader is shared by the module's tests: never leave them a whitelist.
+        replace_config(loader, original)
 
 
 APPENDER = """

@@ -9,6 +9,7 @@ import signal
 import sys
 
 from .. import paths, threats
+from ..cliargs import EXIT_FAILURE, EXIT_USAGE, quiet_on_closed_stdout, tool_parser
 from ..bancheck import BanRefused
 from ..llm.config import (BACKENDS, DEFAULT_LLM_CONFIG, HF_DEVICES, HF_QUANTIZE, SCOPES,
                           load_env, validate_llm_config)
@@ -47,7 +48,6 @@ pending threats from a terminal:
 settings: command-line flags are the starting values; records/{LLM_CONFIG}, when
 present and valid, overrides them key by key and is re-read on every change
 (a bad file is refused with a message; the previous settings stay).
-Exit status: 0 after EOF on stdin, 2 for a usage or configuration error.
 docs/ANALYZER.md has the rules format and output contracts."""
 
 
@@ -104,8 +104,7 @@ def _common(p: argparse.ArgumentParser, default) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(PROG, description=DESCRIPTION, epilog=EPILOG)
     _common(p, None)
     _flags(p)
     sub = p.add_subparsers(dest="command", metavar="{threats}")
@@ -161,20 +160,20 @@ def run_analyzer(args) -> int:
         base = _base_config(args)
     except ValueError as e:
         _warn(f"error: {e}")
-        return 2
+        return EXIT_USAGE
     store = RecordsStore(paths.records_dir(args.records), warn=_warn)
     if base["backend"] == "huggingface":
         try:
             HuggingFaceBackend.preflight(base)
         except BackendError as e:
             _warn(f"error: {e}")
-            return 2
+            return EXIT_USAGE
     try:
         engine = RuleEngine(args.rules or DEFAULT_RULES_PATH, extra_lists=base["known_bad_files"],
                             warn=_warn)
     except RuleFileError as e:
         _warn(f"error: {e}")
-        return 2
+        return EXIT_USAGE
     if args.clear:
         cleared = clear_records(store, base["log_max_entries"])
         _warn(f"--clear: emptied {', '.join(cleared)} in {store.root}")
@@ -259,6 +258,7 @@ def run_threats(args) -> int:
     return 1
 
 
+@quiet_on_closed_stdout
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -267,4 +267,4 @@ def main(argv: list[str] | None = None) -> int:
         return run_analyzer(args)
     except StoreError as e:  # e.g. a records directory that cannot be created
         _warn(f"error: {e}")
-        return 2
+        return EXIT_FAILURE

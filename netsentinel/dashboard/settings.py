@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cliargs import OneLineParser, tool_parser
 from ..paths import config_path, records_dir
 
 DEFAULT_REFRESH_SECONDS = 5.0
@@ -46,11 +47,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(*, raising: bool = False) -> argparse.ArgumentParser:
-    ap = (_Parser if raising else argparse.ArgumentParser)(
-        prog="streamlit run dashboard.py --",
+    ap = tool_parser(
+        "streamlit run dashboard.py --", parser_class=_Parser if raising else OneLineParser,
         description="NetSentinel dashboard: watch and steer the loader and analyzer "
                     "through records/ and filter_config.json.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+        epilog=EPILOG, allow_abbrev=False)
     ap.add_argument("--records", metavar="DIR",
                     help="records directory (default: NETSENTINEL_RECORDS, else <checkout>/records)")
     ap.add_argument("--config", metavar="FILE",

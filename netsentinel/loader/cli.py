@@ -11,11 +11,13 @@ USAGE: sudo .venv/bin/python -u unified_ebpf.py [-i IFACE] [--no-xdp] [--ban IP 
 
 import argparse
 import os
-import sys
 
 from .. import netinfo, paths
 from ..addresses import AddressError, parse_target
+from ..cliargs import EXIT_FAILURE, die, quiet_on_closed_stdout, tool_parser
 from .fleet import add_fleet_arguments, fleet_options
+
+PROG = "unified_ebpf.py"
 
 EPILOG = """examples:
   sudo .venv/bin/python -u unified_ebpf.py                  # default-route interface
@@ -59,9 +61,7 @@ def ban_target(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="unified_ebpf.py", description=__doc__.split("\n\n")[1].replace("\n", " "),
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(PROG, description=__doc__.split("\n\n")[1].replace("\n", " "), epilog=EPILOG)
     p.add_argument("-i", "--interface", help="interface for the XDP filter "
                    "(default: the one holding the default route)")
     p.add_argument("--no-xdp", action="store_true",
@@ -110,35 +110,29 @@ def dump_ebpf(args) -> int:
     return 0
 
 
+@quiet_on_closed_stdout
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         fleet = fleet_options(args)
     except ValueError as e:
-        print(f"unified_ebpf: error: {e}", file=sys.stderr)
-        return 2
+        parser.error(str(e))
     if args.ebpf:
         return dump_ebpf(args)
     if args.no_xdp and args.ban:
-        print("unified_ebpf: error: --ban needs enforcement; drop --no-xdp", file=sys.stderr)
-        return 2
+        parser.error("--ban needs enforcement; drop --no-xdp")
     if args.buffer_pages & (args.buffer_pages - 1):
-        print("unified_ebpf: error: --buffer-pages must be a power of two", file=sys.stderr)
-        return 2
+        parser.error("--buffer-pages must be a power of two")
     if os.geteuid() != 0:
-        print("unified_ebpf: error: must run as root (try: sudo .venv/bin/python -u unified_ebpf.py)",
-              file=sys.stderr)
-        return 1
+        die(PROG, "must run as root (try: sudo .venv/bin/python -u unified_ebpf.py)", EXIT_FAILURE)
     iface = None
     if not args.no_xdp:
         iface = args.interface or netinfo.default_route_interface()
         if not iface:
-            print("unified_ebpf: error: no default route to pick an interface from; "
-                  "pass -i IFACE", file=sys.stderr)
-            return 2
+            parser.error("no default route to pick an interface from; pass -i IFACE")
         if not netinfo.interface_exists(iface):
-            print(f"unified_ebpf: error: no interface named {iface!r}", file=sys.stderr)
-            return 2
+            parser.error(f"no interface named {iface!r}; pass -i IFACE (see: ip link)")
 
     from ..store import StoreError
     from .run import Loader, LoaderOptions
@@ -152,6 +146,4 @@ def main(argv=None) -> int:
     try:
         return Loader(opts).run()
     except StoreError as e:
-        print(f"unified_ebpf: error: {e}", file=sys.stderr)
-        return 1
-
+        die(PROG, str(e), EXIT_FAILURE)

@@ -1,7 +1,9 @@
 """The loader's XDP filter-rule table: rule_commands.json → kernel → filter_rules.json.
 
-Commands (appended by people, the analyzer or the dashboard; consumed here
-through cmdqueue.CommandQueue exactly like ban commands):
+Commands (written by people, or by the dashboard: its filter rules page and
+an approved rule_proposals.json entry; the analyzer only proposes, in
+rule_proposals.json. Consumed here through cmdqueue.CommandQueue exactly like
+ban commands):
     {"action": "add_rule", "rule": {...filterrules rule...}}
     {"action": "remove_rule", "id": "ssdp-reflection"}
 An add whose rule is invalid, or that would make the whole set invalid, is

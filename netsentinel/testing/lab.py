@@ -186,13 +186,31 @@ def read_json(path: Path, default=None):
         return default
 
 
-def wait_until(pred, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+def wait_until(pred, timeout: float = 10.0, interval: float = 0.05, what: str = "condition", *,
+               not_yet: tuple[type[Exception], ...] = (), each=None, give_up: bool = False):
+    """The one poller of tests, bench and demo: call pred() until it returns
+    something truthy, and return that.
+    not_yet:  exceptions from pred() that mean "not there yet" (a status file
+              not written yet, a key it does not have yet);
+    each:     called every round, e.g. a progress line, or a check that raises
+              to abort the wait;
+    give_up:  at the deadline return None (a caller that counts misses)
+              instead of raising TimeoutError."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
+    while True:
+        try:
+            v = pred()
+        except not_yet:
+            v = None
         if v:
             return v
+        if time.monotonic() >= deadline:
+            break
+        if each is not None:
+            each()
         time.sleep(interval)
+    if give_up:
+        return None
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
