@@ -90,16 +90,21 @@ def test_range_and_ipv6_decisions(lab, lapi, loader):
     cidr = lab.peer4b.rsplit(".", 1)[0] + ".128/25"
     lapi.cscli("decisions", "add", "-r", cidr, "-d", "1h")
     lapi.cscli("decisions", "add", "-i", lab.peer6, "-d", "1h")
-    ban_event(loader, cidr, result="applied", timeout=30)
-    ban_event(loader, lab.peer6, result="applied", timeout=30)
+    both = {cidr, lab.peer6}
+    wait_until(lambda: both <= set(read_json(loader.records / "banned_ips.json", {})), 30,
+               what="both decisions applied")
     assert not lab.ping(lab.peer, lab.dut4, source=lab.peer4b)      # .130 is inside the /25
     assert lab.ping(lab.peer, lab.dut4, source=lab.peer4)           # .2 is not
     assert not lab.ping(lab.peer, lab.dut6, source=lab.peer6, count=2)
     assert ns_connect(lab, lab.peer6)["errno"] == errno.EPERM
     lapi.cscli("decisions", "delete", "-r", cidr)
     lapi.cscli("decisions", "delete", "-i", lab.peer6)
-    ban_event(loader, cidr, type_="unban", result="removed", timeout=30)
-    ban_event(loader, lab.peer6, type_="unban", result="removed", timeout=30)
+    wait_until(lambda: not both & set(read_json(loader.records / "banned_ips.json", {})), 30,
+               what="both lifted")
+    want = {("ban", ip, "applied", "crowdsec") for ip in both} | {
+        ("unban", ip, "removed", "crowdsec") for ip in both}
+    wait_until(lambda: {(e["type"], e["ip"], e["result"], e["source"]) for e in loader.all_events
+                        if e.get("ip") in both} == want, 10, what="their ban and unban events")
     assert lab.ping(lab.peer, lab.dut4, source=lab.peer4b) and lab.ping(lab.peer, lab.dut6)
 
 
