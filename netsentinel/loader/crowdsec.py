@@ -157,8 +157,10 @@ class Bouncer:
                 self._apply(table, *item[1:])
         # The next answer is computed against the table only once this one
         # is fully applied (a delete must see the ban it lifts).
-        return self._send(table, [self._pending.popleft()
-                                  for _ in range(min(CHUNK, len(self._pending)))])
+        chunk = [self._pending.popleft() for _ in range(min(CHUNK, len(self._pending)))]
+        # banned_ips.json is saved once the whole answer is in (a 100k-ban
+        # file takes about a second to write); until then LAPI still has it all.
+        return self._send(table, chunk, save=not self._pending)
 
     def _outage(self, msg: str, wait: float, table) -> None:
         self.counts["failures"] += 1
@@ -250,10 +252,10 @@ class Bouncer:
                          "ttl_seconds": max(1, math.ceil(d.expires - now))})
         return cmds
 
-    def _send(self, table, cmds: list[dict]) -> int:
+    def _send(self, table, cmds: list[dict], save: bool = True) -> int:
         if not cmds:
             return 0
-        applied = table.apply_external(cmds)
+        applied = table.apply_external(cmds, save)
         refused = {cmd["ip"] for cmd, ok in zip(cmds, applied) if not ok}
         for cmd, ok in zip(cmds, applied):
             self.counts["refused" if not ok else "applied" if cmd["action"] == "ban" else "removed"] += 1
