@@ -200,3 +200,23 @@ def test_machine_pushes_approved_bans_and_deletes_only_its_own(lapi, tmp_path):
         for ip in ("203.0.113.40",):
             lapi.cscli("decisions", "delete", "-i", ip)
         lapi.cscli("decisions", "delete", "-r", "203.0.113.0/28")
+
+
+@needs_lapi
+def test_machine_unban_while_the_push_is_in_flight(lapi, tmp_path):
+    """Unbanned before LAPI answered the push: the decision it made is deleted
+    once its id is known, and nothing stays recorded as owed."""
+    mid, pw = lapi.machine("inflight-machine")
+    table = table_for(tmp_path, Maps())
+    m = Machine(lapi.url, mid, pw, table.store, table.warnings.append)
+    for raw in ({"action": "ban", "ip": "203.0.113.70"}, {"action": "unban", "ip": "203.0.113.70"}):
+        assert table.apply_external([raw]) == [True]
+        m.on_outcome(*table.events[-1], table)
+    m.start()   # the worker starts only now: both happened before any answer
+    try:
+        wait_until(lambda: (m.poll(), m.counts["pushed"] == 1 and m.counts["deleted"] == 1
+                            and not m.to_delete)[1], 20, what="push then delete")
+        assert not [d for d in lapi.decisions() if d["value"] == "203.0.113.70"]
+        assert json.loads((table.store.root / STATE).read_text()) == {"pushed": {}, "to_delete": {}}
+    finally:
+        m.stop()

@@ -100,7 +100,9 @@ class Machine:
             self._queue(("push", k, self._alert(k, rec)))
         elif type_ == "unban" and k in self.pushed:
             ids = self.pushed.pop(k)
-            if fields.get("result") != "expired":   # an expired one expired in LAPI as well
+            # An expired one expired in LAPI as well; one still in flight
+            # (no ids yet) is deleted when its push reports back (poll).
+            if fields.get("result") != "expired" and ids:
                 self.to_delete[k] = ids
                 self._queue(("delete", k, ids))
             self._save()
@@ -139,7 +141,8 @@ class Machine:
                     self._queue(("delete", k, payload))
                 self.counts["pushed"] += 1
             elif kind == "deleted":
-                self.to_delete.pop(k, None)
+                if self.to_delete.get(k) == payload:
+                    del self.to_delete[k]
                 self.counts["deleted"] += 1
             changed = True
         if changed:
