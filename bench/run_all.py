@@ -23,7 +23,8 @@ ROOT = HERE.parent
 # name in the results file: (script, extra arguments)
 BENCHES = {"drop_rate": ("drop_rate", []), "ban_latency": ("ban_latency", []),
            "ban_latency_dashboard": ("ban_latency", ["--via", "dashboard"]),
-           "event_capture": ("event_capture", []), "analyzer": ("analyzer", [])}
+           "event_capture": ("event_capture", []), "analyzer": ("analyzer", []),
+           "crowdsec_pull": ("crowdsec_pull", [])}
 EPILOG = """examples:
   sudo make bench                                   # full size, writes docs/bench-results.json and plots
   sudo .venv/bin/python bench/run_all.py --quick --out /tmp/quick.json

@@ -2,7 +2,8 @@
 # install.sh - everything NetSentinel needs on a Debian/Ubuntu host, idempotent.
 # Called by `make install` (and so by `make run` and `make test`); run as root.
 #
-#  1. Debian packages from scripts/debian-packages.txt (BCC, iproute2, ...)
+#  1. Debian packages from scripts/debian-packages.txt (BCC, iproute2, ...),
+#     and crowdsec's binaries extracted (not installed) for the fleet tests
 #  2. kernel headers for BCC: linux-headers-$(uname -r) when the distro has it,
 #     otherwise the newest linux-headers-*-<arch> linked as
 #     /lib/modules/$(uname -r)/{build,source}. Safe only because our BPF code
@@ -57,6 +58,22 @@ if [ ${#MISSING[@]} -gt 0 ]; then
   for p in "${MISSING[@]}"; do is_installed "$p" || die "could not install Debian package $p"; done
 else
   echo "  all ${#WANT[@]} present"
+fi
+
+# CrowdSec's LAPI and cscli for the fleet tests (docs/FLEET.md). Not installed:
+# the package's post-install registers with the online Central API and fails
+# offline. Its binaries are extracted into a cache the tests look in.
+CS_CACHE=/var/cache/netsentinel/crowdsec
+if [ -x "$CS_CACHE/root/usr/bin/crowdsec" ] && [ -x "$CS_CACHE/root/usr/bin/cscli" ]; then
+  echo "  crowdsec binaries in $CS_CACHE"
+else
+  apt_update_once
+  mkdir -p "$CS_CACHE" && rm -rf "$CS_CACHE/root" "$CS_CACHE"/crowdsec_*.deb
+  ( cd "$CS_CACHE" && apt-get download -q crowdsec >/dev/null 2>&1 ) \
+    || die "apt-get download crowdsec failed (needed by tests/test_crowdsec*.py)"
+  dpkg -x "$CS_CACHE"/crowdsec_*.deb "$CS_CACHE/root" || die "could not extract the crowdsec package"
+  rm -f "$CS_CACHE"/crowdsec_*.deb
+  echo "  crowdsec binaries extracted into $CS_CACHE"
 fi
 
 # ---------------------------------------------------------------- 2. headers

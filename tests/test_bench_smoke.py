@@ -89,6 +89,15 @@ def test_event_capture_quick():
     assert sum(r["loader_cpu_s"] for r in out["results"]) > 0, out["results"]
 
 
+def test_crowdsec_pull_quick():
+    from netsentinel.testing.crowdsec import missing_reason
+    if missing_reason():
+        pytest.skip(missing_reason())
+    r = run_bench("crowdsec_pull")["results"][0]
+    assert r["decisions"] == 1000 and r["refused"] == 0 and r["reapplied_after_restart"] == 0, r
+    assert r["enforced"] and r["enforced_after_restart"], r
+
+
 def test_run_all_collects(tmp_path):
     out_file = tmp_path / "all.json"
     r = subprocess.run([VENV_PY, str(ROOT / "bench" / "run_all.py"), "--quick", "--only", "ban_latency",

@@ -192,6 +192,21 @@ class BanTable:
             self._save()
         return self.rejected == before
 
+    def apply_external(self, cmds: list[dict], save: bool = True) -> list[bool]:
+        """Apply commands from another channel than ban_commands.json (the
+        CrowdSec bouncer) with the same checks, refusals and events, under
+        the records lock, saved once (save=False: by a later call; a big
+        batch comes in slices). Returns applied-or-not per command."""
+        done = []
+        with self.store.locked():
+            for raw in cmds:
+                before = self.rejected
+                self._handle(raw)
+                done.append(self.rejected == before)
+            if save:
+                self._save()
+        return done
+
     def _save(self) -> None:
         self.store.write(BANNED_IPS, self.bans)
 

@@ -15,6 +15,7 @@ import os
 from .. import netinfo, paths
 from ..addresses import AddressError, parse_target
 from ..cliargs import EXIT_FAILURE, die, quiet_on_closed_stdout, tool_parser
+from .fleet import add_fleet_arguments, fleet_options
 
 PROG = "unified_ebpf.py"
 
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="top talkers reported per flow sample (default: %(default)s)")
     p.add_argument("--flow-pps-threshold", type=float, default=1000.0,
                    help="also report every source above this many packets/s (default: %(default)s)")
+    add_fleet_arguments(p)
     p.add_argument("--duration", type=float, help=argparse.SUPPRESS)  # tests, benchmarks
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -112,6 +114,10 @@ def dump_ebpf(args) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        fleet = fleet_options(args)
+    except ValueError as e:
+        parser.error(str(e))
     if args.ebpf:
         return dump_ebpf(args)
     if args.no_xdp and args.ban:
@@ -136,7 +142,7 @@ def main(argv=None) -> int:
         xdp_mode=args.xdp_mode, capture=args.capture, bans=args.ban, max_bans=args.max_bans,
         page_cnt=args.buffer_pages, stats_interval=args.stats_interval,
         flow_interval=args.flow_interval, flow_top=args.flow_top,
-        flow_pps_threshold=args.flow_pps_threshold, duration=args.duration)
+        flow_pps_threshold=args.flow_pps_threshold, duration=args.duration, fleet=fleet)
     try:
         return Loader(opts).run()
     except StoreError as e:

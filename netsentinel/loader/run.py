@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from .bantable import BanTable
+from .crowdsec import FleetOptions
+from .fleet import Fleet
 from ..events import EventWriter
 from .flows import FlowTracker
 from ..kernel import KernelError
@@ -57,6 +59,7 @@ class LoaderOptions:
     flow_top: int = 5
     flow_pps_threshold: float = 1000.0
     duration: float | None = None
+    fleet: FleetOptions | None = None   # CrowdSec LAPI (docs/FLEET.md)
 
 
 class Loader:
@@ -72,6 +75,7 @@ class Loader:
         self.bans: BanTable | None = None
         self.rules: RuleTable | None = None
         self.flows: FlowTracker | None = None
+        self.fleet = None
         self.stop_reason: str | None = None
         self.started = time.time()
         self.counts = {"events": 0, "lost": 0, "whitelisted": 0}
@@ -114,6 +118,8 @@ class Loader:
         """ban/unban/rule outcomes (and refusals, already on stderr)."""
         if not type_.endswith("_rejected"):
             warn(f"{type_} {fields.get('ip') or fields.get('id')}: {fields.get('result')}")
+        if self.fleet:
+            self.fleet.on_outcome(type_, fields, self.bans)
         if self._held is not None:
             # Restoring bans happens before the startup event is written;
             # hold these so "startup" is always the first line of the stream.
@@ -131,6 +137,7 @@ class Loader:
             "drops_total": totals.get("xdp_drops", 0),
             "blocked_connects": totals.get("connect_blocked", 0) + totals.get("sendmsg_blocked", 0),
             "rule_drops": totals.get("rule_drops", 0),
+            **({"crowdsec": self.fleet.status()} if self.fleet else {}),
         }
 
     def write_status(self, running: bool) -> None:
@@ -185,6 +192,10 @@ class Loader:
             warn(f"kprobes unavailable: {self.monitor.fallback_reason}; "
                  "falling back to tracepoint sock:inet_sock_set_state")
         warn(f"capture mode: {mode}")
+        if o.fleet and self.bans:
+            self.fleet = Fleet(o.fleet, self.store, warn)
+        elif o.fleet:
+            warn("crowdsec: --no-xdp enforces nothing; the LAPI is not followed")
         restored = self.bans.restore() if self.bans else 0
         rules_restored = self.rules.restore() if self.rules else 0
         for ip in o.bans:
@@ -202,6 +213,8 @@ class Loader:
             self.events.emit(type_, **fields)
         warn(f"running; records in {self.store.root}; Ctrl-C to stop")
         self.write_status(True)
+        if self.fleet:
+            self.fleet.start()
         self._loop()
         return 0
 
@@ -220,6 +233,8 @@ class Loader:
                 if self.bans.commands_changed() or rescan:
                     self.bans.process_commands()
                 self.bans.expire()
+                if self.fleet:
+                    self.fleet.poll(self.bans)
             if self.rules:
                 if self.rules.queue.changed() or rescan:
                     self.rules.process_commands()
@@ -255,6 +270,8 @@ class Loader:
                     self.bans.sync_counters(limit=None)
             except Exception as e:  # counters are a nicety; detaching is not
                 warn(f"could not save final counters: {e}")
+            if self.fleet:
+                self.fleet.stop()
             self.monitor.stop()
             if self.enforcer:
                 self.enforcer.detach()

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""bench/crowdsec_pull.py - how long does a big CrowdSec startup pull take to enforce?
+
+A real CrowdSec LAPI (Debian's crowdsec, netsentinel/testing/crowdsec.py)
+runs in the lab's host-under-test namespace with --decisions ban decisions
+imported by `cscli decisions import` (the lab peer's address among them).
+The real loader starts there as a bouncer; measured, from the loader's own
+event timestamps:
+  - startup -> last decision applied (the whole set in the kernel maps),
+  - first crowdsec ban -> last (the apply itself),
+then a restart on the same records: startup -> first full pull reconciled,
+with how many bans it had to apply again (0: nothing duplicated).
+The peer's ping must fail while the set is in place (enforcement checked).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from common import (Cleanup, LoaderProc, Progress, emit, lab_session, need_root, parser,
+                    scratch_dir, stop_process, wait_until)
+
+from netsentinel.store import parse_iso
+from netsentinel.testing.crowdsec import Lapi, missing_reason
+
+NAME = "crowdsec_pull"
+EPILOG = """examples:
+  sudo .venv/bin/python bench/crowdsec_pull.py --quick      # 1,000 decisions
+  sudo .venv/bin/python bench/crowdsec_pull.py              # 100,000 decisions
+
+output: one JSON line on stdout ({"bench": "crowdsec_pull", "results": [...]}), a table on stderr.
+"""
+
+
+def decision_addresses(n: int) -> list[str]:
+    """n distinct addresses from 11.0.0.1 upwards (never the lab's 10.x)."""
+    base = (11 << 24) + 1
+    return [f"{(a >> 24) & 255}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
+            for a in (base + i for i in range(n))]
+
+
+def ts(ev: dict) -> float:
+    return parse_iso(ev["ts"])
+
+
+def run_loader(lab, records, lapi, key, cleanup):
+    """A loader following the LAPI; returns it and its startup event."""
+    lp = LoaderProc(lab, records, records / "filter_config.json", "--crowdsec-url", lapi.url,
+                    "--crowdsec-key", key, "--crowdsec-interval", "2", echo=False)
+    cleanup.push(stop_process, lp.proc, signal.SIGTERM, 15)
+    return lp, lp.wait_started(120)
+
+
+def main() -> int:
+    p = parser(NAME, __doc__, EPILOG)
+    p.add_argument("--decisions", type=int, help="decisions in LAPI (default 100000; quick 1000)")
+    args = p.parse_args()
+    need_root(NAME)
+    why = missing_reason()
+    if why:
+        print(f"bench/{NAME}.py: error: {why}", flush=True)
+        return 2
+    n = args.decisions or (1000 if args.quick else 100000)
+    started, progress, cleanup = time.time(), Progress(NAME), Cleanup()
+    try:
+        with lab_session(cleanup, progress) as lab:
+            records = scratch_dir(cleanup)
+            (records / "filter_config.json").write_text("{}")
+            lapi = Lapi(ns=lab.dut)
+            cleanup.push(lapi.close)
+            lapi.start()
+            addrs = decision_addresses(n - 1) + [lab.peer4]
+            (lapi.dir / "import.json").write_text(json.dumps(
+                [{"duration": "4h", "scope": "ip", "type": "ban", "value": a,
+                  "origin": "bench", "reason": "bench/list"} for a in addrs]))
+            t = time.monotonic()
+            lapi.cscli("decisions", "import", "-i", str(lapi.dir / "import.json"), timeout=1800)
+            import_s = time.monotonic() - t
+            progress(f"{n} decisions imported into LAPI in {import_s:.1f}s")
+            key = lapi.bouncer_key("bench")
+
+            lp, start = run_loader(lab, records, lapi, key, cleanup)
+            bans = []
+            while len(bans) < n:
+                ev = lp.wait_for(lambda e: e["type"] in ("ban", "ban_rejected"), 1800, "crowdsec bans")
+                bans.append(ev)
+            refused = sum(e["type"] == "ban_rejected" for e in bans)
+            first, last = ts(bans[0]), ts(bans[-1])
+            progress(f"{n} bans in place {last - ts(start):.2f}s after startup ({refused} refused)")
+            enforced = not lab.ping(lab.peer, lab.dut4, count=2)
+            stop_process(lp.proc, signal.SIGTERM, 15)
+
+            lp2, start2 = run_loader(lab, records, lapi, key, cleanup)
+            restored = wait_until(lambda: next((e for e in lp2.all_events if e["type"] == "stats"
+                                                and e.get("crowdsec", {}).get("bouncer", {})
+                                                .get("pulls", 0) >= 1 and e["crowdsec"]["bouncer"]
+                                                ["pending"] == 0), None), 1800,
+                                  what="the first pull after a restart")
+            again = restored["crowdsec"]["bouncer"]["applied"]
+            restart_s = ts(restored) - ts(start2)
+            enforced2 = not lab.ping(lab.peer, lab.dut4, count=2)
+            stop_process(lp2.proc, signal.SIGTERM, 15)
+    finally:
+        cleanup.run()
+    results = [{"decisions": n, "import_s": round(import_s, 2),
+                "startup_to_enforced_s": round(last - ts(start), 3),
+                "apply_s": round(last - first, 3), "refused": refused, "enforced": enforced,
+                "restart_to_pulled_s": round(restart_s, 3), "reapplied_after_restart": again,
+                "enforced_after_restart": enforced2}]
+    if args.plot:
+        progress("no plot for this benchmark (one row)")
+    r = results[0]
+    emit(NAME, args.quick, {"decisions": n, "pull_interval_s": 2}, results, started,
+         ["decisions", "startup->enforced s", "apply s", "restart->pulled s", "re-applied", "enforced"],
+         [[n, r["startup_to_enforced_s"], r["apply_s"], r["restart_to_pulled_s"],
+           r["reapplied_after_restart"], r["enforced"] and r["enforced_after_restart"]]])
+    return 0 if enforced and enforced2 and again == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
