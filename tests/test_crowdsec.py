@@ -12,7 +12,8 @@ import pytest
 from crowdsec_support import OWN, TRUSTED, Maps, table_for
 from netsentinel.loader.crowdsec import Bouncer, go_duration
 from netsentinel.loader.crowdsec_machine import STATE, Machine
-from netsentinel.store import PENDING_THREATS, expiry_of
+from netsentinel.records import PENDING_THREATS
+from netsentinel.timefmt import expiry_of
 from netsentinel.testing.crowdsec import Lapi, missing_reason
 from netsentinel.testing.lab import wait_until
 

@@ -33,7 +33,7 @@ import httpx
 
 from .. import __version__
 from ..addresses import AddressError, canonical, parse_target
-from ..store import expiry_of, utc_now_iso
+from ..timefmt import expiry_of, utc_now_iso
 
 SOURCE = "crowdsec"
 MAX_BACKOFF_S = 300.0

@@ -27,10 +27,12 @@ from typing import Callable
 import httpx
 
 from .. import __version__
-from ..store import PENDING_THREATS, RecordsStore, expiry_of, utc_now_iso
+from ..records import CROWDSEC_MACHINE, PENDING_THREATS
+from ..store import RecordsStore
+from ..timefmt import expiry_of, utc_now_iso
 from .crowdsec import MAX_BACKOFF_S, PullError, SOURCE as FLEET_SOURCE
 
-STATE = "crowdsec_machine.json"
+STATE = CROWDSEC_MACHINE
 NOT_PUSHED = {FLEET_SOURCE, "auto"}
 PERMANENT = "87600h"   # a ban without expiry: LAPI needs a duration; ten years
 
