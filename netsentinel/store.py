@@ -48,6 +48,7 @@ ANALYZER_STATUS = "analyzer_status.json"
 RULE_COMMANDS = "rule_commands.json"  # list of {action: add_rule|remove_rule, rule?, id?}
 RULE_COMMANDS_REJECTED = "rule_commands.rejected.json"
 FILTER_RULES = "filter_rules.json"  # {"rules": [rule + hits, created_at, expires_at]} (loader only)
+SUPERVISOR_STATUS = "supervisor_status.json"  # the pipeline supervisor's heartbeat (netsentinel/service)
 
 
 class StoreError(Exception):
