@@ -131,7 +131,9 @@ else
 fi
 # The netsentinel package itself, editable (pyproject.toml): every tool,
 # test and benchmark imports it from this checkout, with no sys.path tricks.
-if ! (cd / && "$VENV/bin/python" -c 'import netsentinel, pathlib, sys; sys.exit(pathlib.Path(netsentinel.__file__).resolve().parent.parent != pathlib.Path(sys.argv[1]).resolve())' "$ROOT") 2>/dev/null; then
+# (Again when a console script pyproject.toml names is missing, e.g. `netsentinel`.)
+if ! (cd / && "$VENV/bin/python" -c 'import netsentinel, pathlib, sys; sys.exit(pathlib.Path(netsentinel.__file__).resolve().parent.parent != pathlib.Path(sys.argv[1]).resolve())' "$ROOT") 2>/dev/null \
+    || [ ! -x "$VENV/bin/netsentinel" ] || [ ! -x "$VENV/bin/netsentinel-supervise" ]; then
   echo "  pip install -e . (the netsentinel package from this checkout)"
   ( cd / && "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$ROOT" ) \
     || die "pip install -e . failed"
