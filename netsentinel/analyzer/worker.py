@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..llm.backends import BackendError, BackendManager
+from ..metrics import LLM_SECONDS
 from .prompt import build_messages
 from .verdict import InvalidVerdict, Verdict, combine, fallback, parse_llm_verdict
 
@@ -150,7 +151,11 @@ class LLMWorker:
         try:
             backend = self.manager.get(cfg)
             self._count("calls")
-            text = backend.ask(messages, cfg)
+            started = time.monotonic()
+            try:
+                text = backend.ask(messages, cfg)
+            finally:
+                LLM_SECONDS.observe(time.monotonic() - started)
             llm = parse_llm_verdict(text)
         except BackendError as e:
             self._count("failures")
