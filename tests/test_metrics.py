@@ -141,3 +141,66 @@ def test_loader_metrics_count_bans_and_drops(lab, tmp_path):
     finally:
         assert lp.stop() == 0
     assert not lab.xdp_attached()
+
+
+def test_grafana_dashboard_names_only_served_metrics():
+    """docs/grafana-netsentinel.json is what scripts/grafana/make_dashboard.py
+    writes, and every metric its queries name is one the endpoints serve."""
+    import re
+    sys.path.insert(0, str(ROOT / "scripts" / "grafana"))
+    try:
+        import make_dashboard
+    finally:
+        sys.path.pop(0)
+    from netsentinel import metrics
+    shipped = json.loads((ROOT / "docs" / "grafana-netsentinel.json").read_text())
+    assert shipped == make_dashboard.dashboard(), "regenerate: scripts/grafana/make_dashboard.py"
+    families = metrics.loader_families(
+        {"events": 1, "lost": 0, "whitelisted": 0, "drops_total": 1, "blocked_connects": 0,
+         "rule_drops": 0, "uptime_s": 1}, {"startup": 1}, {"192.0.2.1": {"source": "manual", "drops": 1}},
+        [{"id": "r1", "hits": 2}], "native", True, 0)
+    families += metrics.analyzer_families(
+        {"input": {"lines": 1, "connections": 1, "other_events": {}}, "counts": {"HIGH": 1},
+         "verdict_sources": {"rules": 1}, "threats": {"auto_bans": 0},
+         "llm": {"calls": 1, "failures": 0, "cache_hits": 0, "queue_depth": 0, "in_flight": 0}},
+        {"pending": 1}, ("2026-01-01T00:00:00Z", 1767225600.0))
+    served = {s.name for f in families + list(metrics.LLM_SECONDS.collect()) for s in f.samples}
+    named = {n for p in shipped["panels"] for t in p["targets"]
+             for n in re.findall(r"netsentinel_\w+", t["expr"])}
+    assert named and named <= served, named - served
+
+
+@pytest.mark.skipif(__import__("shutil").which("prometheus") is None,
+                    reason="Debian's prometheus package is not installed (scripts/debian-packages.txt)")
+def test_a_real_prometheus_scrapes_the_analyzer(tmp_path):
+    import urllib.parse
+    port, prom_port = free_port(), free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs:\n  - job_name: netsentinel-analyzer\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n")
+    p = start_analyzer(tmp_path, ["--backend", "rules", "--metrics-addr", str(port)])
+    prom = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{prom_port}"],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"))
+    try:
+        p.stdin.write(lines([conn(i, daddr="203.0.113.90", dport=8000 + i) for i in range(7)]))
+        p.stdin.flush()
+
+        def queried():
+            q = urllib.parse.quote("netsentinel_analyzer_lines_total")
+            with urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/api/v1/query?query={q}",
+                                        timeout=5) as r:
+                result = json.loads(r.read())["data"]["result"]
+            return result and float(result[0]["value"][1]) == 7 and result[0]
+        got = wait_until(queried, 60, 0.5, "Prometheus to have scraped the counter",
+                         not_yet=(OSError, KeyError, ValueError),
+                         each=lambda: prom.poll() is None or pytest.fail(
+                             (tmp_path / "prometheus.log").read_text()[-2000:]))
+        assert got["metric"]["job"] == "netsentinel-analyzer"
+    finally:
+        prom.terminate()
+        prom.wait(timeout=30)
+        p.stdin.close()
+        p.wait(timeout=60)
