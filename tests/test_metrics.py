@@ -171,7 +171,7 @@ def test_grafana_dashboard_names_only_served_metrics():
 
 
 @pytest.mark.skipif(__import__("shutil").which("prometheus") is None,
-                    reason="Debian's prometheus package is not installed (scripts/debian-packages.txt)")
+                    reason="Debian's prometheus package is not installed (apt-get install --no-install-recommends prometheus)")
 def test_a_real_prometheus_scrapes_the_analyzer(tmp_path):
     import urllib.parse
     port, prom_port = free_port(), free_port()
