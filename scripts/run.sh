@@ -27,4 +27,4 @@ pids+=($!)
 echo "run: dashboard on http://127.0.0.1:$PORT (log: logs/dashboard.log)" >&2
 # unified_ebpf.py | llm_analyzer.py under the supervisor: the analyzer is
 # restarted if it dies while the loader keeps enforcing (docs/SERVICE.md).
-"$PY" -u -m netsentinel.service "${LOADER_ARGS[@]}" --analyzer-args "${ANALYZER_ARGS:-}"
+"$PY" -u -m netsentinel.service "${LOADER_ARGS[@]}" --analyzer-args="${ANALYZER_ARGS:-}"

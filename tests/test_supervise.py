@@ -102,8 +102,8 @@ def test_analyzer_sigkill_is_restarted_and_bans_stay(lab, tmp_path):
         msgs = Messages(sock)
         sup = subprocess.Popen(
             [VENV_PY, "-m", "netsentinel.service", "--netns", lab.dut, "-i", lab.dut_if,
-             "--records", str(records), "--config", str(cfg), "--analyzer-args", "--backend rules",
-             "--loader-args", "--stats-interval 1"],
+             "--records", str(records), "--config", str(cfg), "--analyzer-args=--backend rules",
+             "--loader-args=--stats-interval 1"],
             stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT,
             env={**os.environ, "NOTIFY_SOCKET": str(notify_path)})
         try:
@@ -157,6 +157,23 @@ def test_analyzer_sigkill_is_restarted_and_bans_stay(lab, tmp_path):
         (lab.peer4, "applied", "manual"), (lab.peer4b, "applied", "manual")}
     # The restarted analyzer was told, in its own event stream.
     assert "analyzer restarted by the supervisor (killed by SIGKILL)" in _text(log)
+
+
+@pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
+def test_an_analyzer_usage_error_stops_the_pipeline_with_status_2(tmp_path):
+    """Restarting an analyzer that refuses its flags would fail forever: the
+    loader is stopped (it detaches) and the supervisor exits 2, which the
+    unit's RestartPreventExitStatus=2 leaves stopped."""
+    r = subprocess.run([VENV_PY, "-m", "netsentinel.service", "--records", str(tmp_path / "rec"),
+                        "--config", str(tmp_path / "f.json"), "--loader-args=--no-xdp",
+                        "--analyzer-args=--no-such-flag"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 2, r.stderr
+    got = [logfmt.parse(x) for x in r.stderr.splitlines() if x.startswith("event=")]
+    (exit_,) = [x for x in got if x["event"] == "analyzer_exit"]
+    assert exit_["code"] == "2" and exit_["restart"].startswith("no (a usage error")
+    assert [x for x in got if x["event"] == "loader_exit"][0]["code"] == "0"
+    assert "llm_analyzer.py: error: unrecognized arguments: --no-such-flag" in r.stderr
 
 
 def _restarted(records, old_pid):

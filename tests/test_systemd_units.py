@@ -48,7 +48,8 @@ def test_units_verify_without_a_warning(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
     service = render("netsentinel.service")
-    for setting in ("Type=notify", "Restart=on-failure", "KillMode=mixed", "NotifyAccess=main"):
+    for setting in ("Type=notify", "Restart=on-failure", "KillMode=mixed", "NotifyAccess=main",
+                    "RestartPreventExitStatus=2"):
         assert f"\n{setting}\n" in service
     assert "\nUser=netsentinel\n" in render("netsentinel-dashboard.service")
 

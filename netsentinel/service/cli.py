@@ -15,8 +15,8 @@ PROG = "netsentinel-supervise"
 
 EPILOG = f"""examples:
   sudo {PROG} -i eth0
-  sudo {PROG} -i eth0 --analyzer-args "--backend ollama --model qwen3:8b"
-  sudo {PROG} --records /srv/netsentinel/records --loader-args "--flow-top 20"
+  sudo {PROG} -i eth0 --analyzer-args="--backend ollama --model qwen3:8b"
+  sudo {PROG} --records /srv/netsentinel/records --loader-args="--flow-top 20"
 
 The loader (unified_ebpf.py) and analyzer (llm_analyzer.py) are run with this
 Python, from this checkout, with the same --records and --config. Stop with
@@ -33,7 +33,7 @@ def build_parser():
     p.add_argument("--records", metavar="DIR", help="records directory (both processes)")
     p.add_argument("--config", metavar="FILE", help="whitelist file (both processes)")
     p.add_argument("--loader-args", default="", metavar="ARGS",
-                   help="more unified_ebpf.py flags, one shell-quoted string")
+                   help="more unified_ebpf.py flags, one shell-quoted string: --loader-args=\"--flow-top 20\"")
     p.add_argument("--analyzer-args", default="", metavar="ARGS",
                    help="more llm_analyzer.py flags, one shell-quoted string")
     p.add_argument("--netns", metavar="NAME",
