@@ -6,9 +6,11 @@ dropping real pings; bad addresses and a taken port as the CLI contract says."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -17,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from analyzer_support import analyzer_env, conn, lines, start_analyzer
 from netlab import (ROOT, VENV_PY, LoaderProc, kernel_test_skip_reason, lab,  # noqa: F401 (lab)
                     read_json, wait_until)
+from netsentinel import __version__
 from netsentinel.metrics import parse_addr
 from netsentinel.testing.llm_standins import StandinServer
 
@@ -82,7 +85,7 @@ def test_analyzer_metrics_move_with_events(tmp_path):
             assert value(m, "netsentinel_llm_calls_total") >= 1
             assert value(m, "netsentinel_llm_failures_total") == 0
             assert value(m, "netsentinel_analyzer_lag_seconds") >= 0
-            assert value(m, "netsentinel_build_info", version=__import__("netsentinel").__version__) == 1
+            assert value(m, "netsentinel_build_info", version=__version__) == 1
         finally:
             p.stdin.close()
             assert p.wait(timeout=60) == 0, p.stderr.read()
@@ -170,10 +173,9 @@ def test_grafana_dashboard_names_only_served_metrics():
     assert named and named <= served, named - served
 
 
-@pytest.mark.skipif(__import__("shutil").which("prometheus") is None,
+@pytest.mark.skipif(shutil.which("prometheus") is None,
                     reason="Debian's prometheus package is not installed (apt-get install --no-install-recommends prometheus)")
 def test_a_real_prometheus_scrapes_the_analyzer(tmp_path):
-    import urllib.parse
     port, prom_port = free_port(), free_port()
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def test_bans_list_table_and_json(ns, records):
         "203.0.113.5": {"reason": "scan", "source": "auto", "banned_at": utc_now_iso(),
                       "expires_at": None, "drops": 12, "last_drop_at": None},
         "10.9.0.0/16": {"reason": "f2b", "source": "fail2ban", "banned_at": utc_now_iso(),
-                        "expires_at": utc_now_iso(__import__("time").time() + 7200), "drops": 0,
+                        "expires_at": utc_now_iso(time.time() + 7200), "drops": 0,
                         "last_drop_at": None}})
     p = ns("bans", "list")
     assert p.returncode == 0, p.stderr
@@ -104,7 +105,7 @@ def _threat(records, target: str, category: str, age_s: float, level: str = "HIG
         def age(cur):
             for x in cur:
                 if x["id"] == t["id"]:
-                    x["created_at"] = utc_now_iso(__import__("time").time() - age_s)
+                    x["created_at"] = utc_now_iso(time.time() - age_s)
             return cur
         records.update(PENDING_THREATS, age, default=[])
     return t["id"]

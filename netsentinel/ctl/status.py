@@ -23,6 +23,11 @@ def _read(store, name: str) -> dict:
     return v if isinstance(v, dict) else {}
 
 
+def _proc(name: str, status: dict, now: float) -> dict:
+    live = liveness(name, status, now)
+    return {"state": live.state, "text": live.text, "status": status}
+
+
 def collect(store) -> dict:
     now = time.time()
     procs = {name: _read(store, f) for name, f in
@@ -40,8 +45,7 @@ def collect(store) -> dict:
     pending = Counter(t.get("level") for t in items if t.get("status") == "pending")
     return {
         "version": __version__, "records": str(store.root),
-        **{name: {"state": liveness(name, st, now).state, "text": liveness(name, st, now).text,
-                  "status": st} for name, st in procs.items()},
+        **{name: _proc(name, st, now) for name, st in procs.items()},
         "bans": {"active": len(bans), "by_source": dict(by_source), "drops_by_source": dict(drops)},
         "threats": {"pending": sum(pending.values()), "pending_by_level": dict(pending),
                     **{s: sum(1 for t in items if t.get("status") == s)
