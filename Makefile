@@ -4,27 +4,36 @@ PY      := .venv/bin/python
 IFACE   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test demo help
+.PHONY: deps install uninstall run test demo help
 
 help:
 	@echo "sudo make run  [IFACE=eth0]  install if needed, start loader | analyzer + dashboard"
 	@echo "sudo make test               install if needed, run the whole test suite (kernel tests too)"
 	@echo "sudo make demo               the whole system in a namespace lab (Ctrl-C cleans up)"
-	@echo "sudo make install            only install"
+	@echo "sudo make install            only install (plus systemd units where systemd runs)"
+	@echo "sudo make uninstall          remove the systemd units"
 
-install:
+# deps: what run/test/demo need; install adds the systemd units (only where
+# systemd runs), which a test run has no business creating.
+deps:
 	@bash scripts/install.sh
 
-run: install
+install: deps
+	@bash scripts/systemd/units.sh install
+
+uninstall:
+	@bash scripts/systemd/units.sh uninstall
+
+run: deps
 	@bash scripts/run.sh $(IFACE)
 
-test: install
+test: deps
 	$(PY) -m pytest tests/ -ra $(PYTEST_ARGS)
 
-demo: install
+demo: deps
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 # Benchmarks (docs/benchmarks.md): drop rate, ban latency (file and dashboard click), event capture, analyzer; ~8 minutes.
 .PHONY: bench
-bench: install
+bench: deps
 	.venv/bin/python bench/run_all.py

@@ -39,6 +39,7 @@ class EventWriter:
         self._lock = threading.Lock()
         self.broken = False
         self.written = 0
+        self.by_type: dict[str, int] = {}  # for the metrics endpoint
         # Set while the loader shuts down: the reader (the analyzer, got the
         # same Ctrl-C) may already be gone, and that is no news.
         self.closing = False
@@ -53,6 +54,7 @@ class EventWriter:
                 self.stream.write(line)
                 self.stream.flush()
                 self.written += 1
+                self.by_type[type_] = self.by_type.get(type_, 0) + 1
             except (BrokenPipeError, ValueError):
                 self.broken = True
                 if not self.closing:

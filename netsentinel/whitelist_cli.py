@@ -27,7 +27,7 @@ import json
 import sys
 
 from . import paths
-from .cliargs import EXIT_FAILURE, EXIT_USAGE, die, quiet_on_closed_stdout, tool_parser
+from .cliargs import EXIT_FAILURE, EXIT_USAGE, die, quiet_on_closed_stdout, tool_name, tool_parser
 from .store import StoreError
 from .whitelist import KINDS, ConfigError, WhitelistFile, normalize_entry
 
@@ -51,18 +51,22 @@ a bad value is a usage error (2) and nothing is written.
 """
 
 
+# The name errors carry: "netsentinel whitelist" runs this same code (main's prog).
+_prog = PROG
+
+
 def fail(message: str, code: int):
-    die(PROG, message, code)
+    die(_prog, message, code)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     # --config is accepted before or after the subcommand; SUPPRESS keeps the
     # subcommand's copy from overwriting a value given before it.
     config_opt = argparse.ArgumentParser(add_help=False)
     config_opt.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                             help="whitelist file (default: $NETSENTINEL_CONFIG or "
                                  "filter_config.json beside this script)")
-    p = tool_parser(PROG, description="List and edit NetSentinel's whitelist.", epilog=EPILOG,
+    p = tool_parser(prog, description="List and edit NetSentinel's whitelist.", epilog=EPILOG,
                     parents=[config_opt])
     # Subcommand parsers are the same class: their errors are one line too.
     sub = p.add_subparsers(dest="command", required=True, metavar="{list,add,remove,check}")
@@ -136,8 +140,10 @@ def cmd_edit(wf: WhitelistFile, kind: str, values: list[str], remove: bool) -> i
 
 
 @quiet_on_closed_stdout
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    global _prog
+    _prog = tool_name(prog)
+    args = build_parser(prog).parse_args(argv)
     path = paths.config_path(getattr(args, "config", None))
     try:
         wf = WhitelistFile(path)

@@ -3,7 +3,7 @@
 # Called by `make install` (and so by `make run` and `make test`); run as root.
 #
 #  1. Debian packages from scripts/debian-packages.txt (BCC, iproute2, ...),
-#     and crowdsec's binaries extracted (not installed) for the fleet tests
+#     and crowdsec's and prometheus' binaries extracted (not installed) for tests
 #  2. kernel headers for BCC: linux-headers-$(uname -r) when the distro has it,
 #     otherwise the newest linux-headers-*-<arch> linked as
 #     /lib/modules/$(uname -r)/{build,source}. Safe only because our BPF code
@@ -60,21 +60,28 @@ else
   echo "  all ${#WANT[@]} present"
 fi
 
-# CrowdSec's LAPI and cscli for the fleet tests (docs/FLEET.md). Not installed:
-# the package's post-install registers with the online Central API and fails
-# offline. Its binaries are extracted into a cache the tests look in.
-CS_CACHE=/var/cache/netsentinel/crowdsec
-if [ -x "$CS_CACHE/root/usr/bin/crowdsec" ] && [ -x "$CS_CACHE/root/usr/bin/cscli" ]; then
-  echo "  crowdsec binaries in $CS_CACHE"
-else
+# Servers some tests start themselves, extracted (not installed) into a cache
+# the tests look in: installing them would start system services on this
+# host (prometheus), or fail offline (crowdsec's post-install registers with
+# the online Central API). extract_pkg PACKAGE BINARY...
+extract_pkg() {
+  local pkg=$1; shift
+  local cache=/var/cache/netsentinel/$pkg ok=1
+  for bin in "$@"; do [ -x "$cache/root/usr/bin/$bin" ] || ok=0; done
+  if [ "$ok" -eq 1 ]; then
+    echo "  $pkg binaries in $cache"
+    return
+  fi
   apt_update_once
-  mkdir -p "$CS_CACHE" && rm -rf "$CS_CACHE/root" "$CS_CACHE"/crowdsec_*.deb
-  ( cd "$CS_CACHE" && apt-get download -q crowdsec >/dev/null 2>&1 ) \
-    || die "apt-get download crowdsec failed (needed by tests/test_crowdsec*.py)"
-  dpkg -x "$CS_CACHE"/crowdsec_*.deb "$CS_CACHE/root" || die "could not extract the crowdsec package"
-  rm -f "$CS_CACHE"/crowdsec_*.deb
-  echo "  crowdsec binaries extracted into $CS_CACHE"
-fi
+  mkdir -p "$cache" && rm -rf "$cache/root" "$cache/${pkg}"_*.deb
+  ( cd "$cache" && apt-get download -q "$pkg" >/dev/null 2>&1 ) \
+    || die "apt-get download $pkg failed (needed by the tests)"
+  dpkg -x "$cache/${pkg}"_*.deb "$cache/root" || die "could not extract the $pkg package"
+  rm -f "$cache/${pkg}"_*.deb
+  echo "  $pkg binaries extracted into $cache"
+}
+extract_pkg crowdsec crowdsec cscli      # docs/FLEET.md, tests/test_crowdsec*.py
+extract_pkg prometheus prometheus        # tests/test_metrics.py scrapes with a real Prometheus
 
 # ---------------------------------------------------------------- 2. headers
 step 2 "kernel headers for BCC"
@@ -148,7 +155,9 @@ else
 fi
 # The netsentinel package itself, editable (pyproject.toml): every tool,
 # test and benchmark imports it from this checkout, with no sys.path tricks.
-if ! (cd / && "$VENV/bin/python" -c 'import netsentinel, pathlib, sys; sys.exit(pathlib.Path(netsentinel.__file__).resolve().parent.parent != pathlib.Path(sys.argv[1]).resolve())' "$ROOT") 2>/dev/null; then
+# (Again when a console script pyproject.toml names is missing, e.g. `netsentinel`.)
+if ! (cd / && "$VENV/bin/python" -c 'import netsentinel, pathlib, sys; sys.exit(pathlib.Path(netsentinel.__file__).resolve().parent.parent != pathlib.Path(sys.argv[1]).resolve())' "$ROOT") 2>/dev/null \
+    || [ ! -x "$VENV/bin/netsentinel" ] || [ ! -x "$VENV/bin/netsentinel-supervise" ]; then
   echo "  pip install -e . (the netsentinel package from this checkout)"
   ( cd / && "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$ROOT" ) \
     || die "pip install -e . failed"

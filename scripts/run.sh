@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # run.sh - start NetSentinel: the dashboard in the background, then the
-# pipeline `unified_ebpf.py | llm_analyzer.py` in the foreground. Ctrl-C (or
+# supervised pipeline `unified_ebpf.py | llm_analyzer.py` in the foreground. Ctrl-C (or
 # SIGTERM) stops everything; the loader detaches its programs on the way out.
 # Usage: sudo bash scripts/run.sh [IFACE]     (normally via: sudo make run IFACE=eth0)
 # Environment: DASHBOARD_PORT (8501), ANALYZER_ARGS (e.g. "--backend ollama").
@@ -25,5 +25,6 @@ trap stop INT TERM EXIT
   --server.headless true --browser.gatherUsageStats false > logs/dashboard.log 2>&1 &
 pids+=($!)
 echo "run: dashboard on http://127.0.0.1:$PORT (log: logs/dashboard.log)" >&2
-# shellcheck disable=SC2086
-"$PY" -u unified_ebpf.py "${LOADER_ARGS[@]}" | "$PY" -u llm_analyzer.py ${ANALYZER_ARGS:-}
+# unified_ebpf.py | llm_analyzer.py under the supervisor: the analyzer is
+# restarted if it dies while the loader keeps enforcing (docs/SERVICE.md).
+"$PY" -u -m netsentinel.service "${LOADER_ARGS[@]}" --analyzer-args="${ANALYZER_ARGS:-}"

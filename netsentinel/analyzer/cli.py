@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 
-from .. import paths, threats
+from .. import metrics, paths, threats
 from ..cliargs import EXIT_FAILURE, EXIT_USAGE, quiet_on_closed_stdout, tool_parser
 from ..bancheck import BanRefused
 from ..llm.config import DEFAULT_LLM_CONFIG, FIELDS, validate_llm_config
@@ -68,6 +68,7 @@ def _flags(p: argparse.ArgumentParser) -> None:
                    help="empty the analyzer's data files on start (threats, logs, history, status)")
     o.add_argument("--no-history", action="store_true",
                    help=f"do not keep the full history in records/{HISTORY}")
+    metrics.add_option(o)
     o.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="at EOF, wait at most this long for queued LLM answers (default 10)")
     o.add_argument("--status-interval", type=float, default=2.0, metavar="SECONDS")
@@ -129,6 +130,15 @@ def clear_records(store: RecordsStore, max_entries: int) -> list[str]:
     return cleared
 
 
+def serve_metrics(addr: tuple[str, int], analyzer, store: RecordsStore) -> None:
+    def families():
+        counts = dict.fromkeys(threats.STATUSES, 0)
+        for t in threats.list_threats(store):
+            counts[t.get("status")] = counts.get(t.get("status"), 0) + 1
+        return metrics.analyzer_families(analyzer.status(), counts, analyzer.last_event)
+    metrics.serve_or_exit(PROG, addr, families, metrics.LLM_SECONDS)
+
+
 def run_analyzer(args) -> int:
     load_env()
     try:
@@ -165,6 +175,8 @@ def run_analyzer(args) -> int:
                                                                warn=_warn),
                         warn=_warn, history=not args.no_history,
                         status_interval=args.status_interval)
+    if args.metrics_addr:
+        serve_metrics(args.metrics_addr, analyzer, store)
     analyzer.start()
     st = analyzer.status()
     _warn(f"reading events on stdin; backend {st['backend']} (setting: {st['backend_setting']}); "

@@ -53,6 +53,7 @@ class Analyzer:
         self.counts = dict.fromkeys(LEVELS, 0)
         self.sources = {"rules": 0, "llm": 0, "rules_fallback": 0}
         self.input = {"lines": 0, "invalid_lines": 0, "connections": 0, "other_events": {}}
+        self.last_event: tuple | None = None
         self.loader = {"lost_total": 0, "last_stats": None, "started": None, "stopped": None}
         self._lock = threading.Lock()
         self._per_second: deque = deque()  # (whole second, delivered count)
@@ -146,6 +147,7 @@ class Analyzer:
         if ev["type"] == "connection":
             self.input["connections"] += 1
             self.handle_connection(ev)
+            self.last_event = (ev.get("ts"), time.time())  # the metrics' analyzer lag
         else:
             self.handle_other(ev)
 

@@ -22,7 +22,7 @@ import uuid
 from collections import deque
 from typing import Callable
 
-from .. import threats
+from .. import logfmt, threats
 from ..bancheck import BanRefused
 from ..levels import THREAT_LEVELS, rank
 from ..errors import DecisionError
@@ -129,7 +129,12 @@ class RecordsSink:
         cfg = self.get_cfg()
         results = threats.add_or_merge_many(self.store, [(t, n) for t, n in batch.values()])
         self.threats_written += len(results)
-        for stored, _ in results:
+        for stored, merged in results:
+            if not merged:  # one key=value line per new threat (docs/SERVICE.md)
+                logfmt.log("threat", "analyzer", id=stored.get("id"), level=stored.get("level"),
+                           category=stored.get("category"), target=stored.get("target"),
+                           confidence=stored.get("confidence"), kind=stored.get("kind"),
+                           source=stored.get("verdict_source"), reason=stored.get("reason"))
             if stored.get("status") != "pending" or stored.get("level") != "CRITICAL":
                 continue
             if stored.get("kind") == "flood":
@@ -155,11 +160,15 @@ class RecordsSink:
             self.auto_bans += 1
             self.warn(f"{by}: {threat.get('target')} for {ttl}s "
                       f"(threat {threat['id']}, {threat.get('category')})")
+            logfmt.log(by, "analyzer", ip=threat.get("target"), ttl_s=ttl, source=source,
+                       threat=threat["id"], category=threat.get("category"))
         except BanRefused as e:
             if threat["id"] not in self._refused_autoban:
                 self._refused_autoban.add(threat["id"])
                 self.warn(f"auto-ban of {threat.get('target')} refused: {e}; threat {threat['id']} "
                           "stays pending for a person")
+                logfmt.log(f"{by}_refused", "analyzer", ip=threat.get("target"),
+                           threat=threat["id"], error=str(e))
         except DecisionError:
             pass  # decided by a person meanwhile
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..llm.backends import BackendError, BackendManager
+from ..metrics import LLM_SECONDS
 from .prompt import build_messages
 from .verdict import VERDICT_SCHEMA, InvalidVerdict, Verdict, combine, fallback, parse_llm_verdict
 
@@ -144,7 +145,11 @@ class LLMWorker:
         try:
             backend = self.manager.get(cfg)
             self._count("calls")
-            text = backend.ask(messages, cfg, VERDICT_SCHEMA)
+            started = time.monotonic()
+            try:
+                text = backend.ask(messages, cfg, VERDICT_SCHEMA)
+            finally:
+                LLM_SECONDS.observe(time.monotonic() - started)
             llm = parse_llm_verdict(text)
         except BackendError as e:
             self._count("failures")

@@ -10,7 +10,6 @@ reader learns why, the file stays where it is for its writer to deal with).
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -21,6 +20,7 @@ from .. import records
 from ..levels import LEVELS
 from ..store import CorruptFile, RecordsStore, StoreError
 from ..timefmt import parse_iso
+from ..liveness import ago, duration, ts_of  # noqa: F401 (the pages import them from here)
 
 
 def _shape(value: Any) -> str:
@@ -43,32 +43,6 @@ def read_json(store: RecordsStore, name: str, default: Any) -> tuple[Any, str | 
 
 def _copy(default: Any) -> Any:
     return type(default)(default) if isinstance(default, (list, dict)) else default
-
-
-def ts_of(value: Any) -> float | None:
-    """Seconds since the epoch for an ISO time from a record, None when absent or bad."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return parse_iso(value)
-    except ValueError:
-        return None
-
-
-def ago(value: Any, now: float | None = None) -> str:
-    """'12 s ago' / '3 min ago' for an ISO time; '-' when unknown."""
-    t = ts_of(value)
-    if t is None:
-        return "-"
-    return f"{duration((now or time.time()) - t)} ago"
-
-
-def duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit}" if seconds < 10 * size else f"{seconds // size:.0f} {unit}"
-    return f"{seconds:.0f} s"
 
 
 @dataclass

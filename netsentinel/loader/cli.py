@@ -12,7 +12,7 @@ USAGE: sudo .venv/bin/python -u unified_ebpf.py [-i IFACE] [--no-xdp] [--ban IP 
 import argparse
 import os
 
-from .. import netinfo, paths
+from .. import metrics, netinfo, paths
 from ..addresses import AddressError, parse_target
 from ..cliargs import EXIT_FAILURE, die, quiet_on_closed_stdout, tool_parser
 from .fleet import add_fleet_arguments, fleet_options
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-pps-threshold", type=float, default=1000.0,
                    help="also report every source above this many packets/s (default: %(default)s)")
     add_fleet_arguments(p)
+    metrics.add_option(p)
     p.add_argument("--duration", type=float, help=argparse.SUPPRESS)  # tests, benchmarks
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -108,6 +109,16 @@ def dump_ebpf(args) -> int:
         src, flags = Enforcer(None, max_bans=args.max_bans).source_and_flags()
         print(f"// ---- enforce cflags: {' '.join(flags)}\n{src}")
     return 0
+
+
+def serve_metrics(addr: tuple[str, int], loader) -> None:
+    def families():
+        bans, rules, enf = loader.bans, loader.rules, loader.enforcer
+        return metrics.loader_families(
+            loader.stats(), dict(loader.events.by_type), dict(bans.bans) if bans else {},
+            list(rules.rules) if rules else [], enf.xdp_mode if enf else None,
+            bool(enf and enf.cgroup_path), bans.rejected if bans else 0)
+    metrics.serve_or_exit(PROG, addr, families)
 
 
 @quiet_on_closed_stdout
@@ -144,6 +155,9 @@ def main(argv=None) -> int:
         flow_interval=args.flow_interval, flow_top=args.flow_top,
         flow_pps_threshold=args.flow_pps_threshold, duration=args.duration, fleet=fleet)
     try:
-        return Loader(opts).run()
+        loader = Loader(opts)
+        if args.metrics_addr:
+            serve_metrics(args.metrics_addr, loader)
+        return loader.run()
     except StoreError as e:
         die(PROG, str(e), EXIT_FAILURE)

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .. import __version__
+from .. import __version__, logfmt
 from .bantable import BanTable
 from .crowdsec import FleetOptions
 from .fleet import Fleet
@@ -116,8 +116,11 @@ class Loader:
 
     def emit_outcome(self, type_: str, **fields) -> None:
         """ban/unban/rule outcomes (and refusals, already on stderr)."""
-        if not type_.endswith("_rejected"):
-            warn(f"{type_} {fields.get('ip') or fields.get('id')}: {fields.get('result')}")
+        # One key=value line per decision (docs/SERVICE.md); a refusal's
+        # human line came from the table, this is the machine-readable one.
+        cmd = fields.get("command") if isinstance(fields.get("command"), dict) else {}
+        logfmt.log(type_, "loader", **{k: fields.get(k, cmd.get(k)) for k in (
+            "ip", "id", "result", "source", "reason", "expires_at", "error")})
         if self.fleet:
             self.fleet.on_outcome(type_, fields, self.bans)
         if self._held is not None:
