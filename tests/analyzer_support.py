@@ -63,6 +63,26 @@ def start_analyzer(tmp_path: Path, args: list[str], *, records: Path | None = No
                             text=True, env=env or analyzer_env(tmp_path), cwd=tmp_path)
 
 
+def start_pipeline(tmp_path: Path, env: dict | None = None) -> tuple:
+    """`unified_ebpf.py --no-xdp | llm_analyzer.py --backend rules` on
+    tmp_path/records with an empty whitelist: (loader, analyzer, records)."""
+    records = tmp_path / "records"
+    records.mkdir()
+    cfg = tmp_path / "filter_config.json"
+    cfg.write_text("{}")
+    env = env or analyzer_env(tmp_path)
+    loader = subprocess.Popen([sys.executable, "-u", str(ROOT / "unified_ebpf.py"), "--no-xdp",
+                               "--records", str(records), "--config", str(cfg)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    analyzer = subprocess.Popen([sys.executable, "-u", str(ANALYZER), "--records", str(records),
+                                 "--config", str(cfg), "--backend", "rules",
+                                 "--status-interval", "0.3"],
+                                stdin=loader.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, cwd=ROOT)
+    loader.stdout.close()  # the analyzer holds the read end now
+    return loader, analyzer, records
+
+
 def read(records: Path, name: str, default=None):
     p = records / name
     if not p.exists():
