@@ -9,7 +9,6 @@ LLM or for a records/ write.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -20,18 +19,24 @@ from .floods import FloodDetector
 from .flowmodel import FlowModel
 from ..llm.config import LLM_BACKENDS, probe_backend, resolve_model
 from ..netinfo import protected_addresses
+from ..events import scrub_text
 from ..store import ANALYZER_STATUS, RecordsStore, StoreError, utc_now_iso
 from ..whitelist import Whitelist, WhitelistFile
 from ..llm.backends import BackendError, BackendManager, choose_auto
-from .inputs import BadLine, RateLimitedWarn, parse_line
+from .guard import Flusher
+from .inputs import MAX_LINE, BadLine, RateLimitedWarn, parse_line, read_lines
 from .rules import RuleEngine
 from .settings import CHECK_EVERY, SettingsWatcher
-from .sinks import RecordsSink, threat_from
+from .status import build_status
+from .evidence import threat_from
+from .sinks import RecordsSink
 from .verdict import LEVELS, Verdict
 from .worker import Job, LLMWorker
 
 FLUSH_EVERY = 0.25
 PROPOSE_EVERY_S = 600.0  # at most one LLM rule proposal per flooding source per this
+PROPOSED_MAX = 4096      # flooding sources remembered for that
+CHECK_THREADS_EVERY = 1024  # lines between checks that the writer and workers live
 
 
 class Analyzer:
@@ -69,9 +74,8 @@ class Analyzer:
         except (OSError, ValueError) as e:
             self._flow_model = None
             warn(f"flow classifier unavailable ({e}); flood thresholds only")
-        self._stop = threading.Event()
-        self._flusher = threading.Thread(target=self._flush_loop, name="records-flusher",
-                                         daemon=True)
+        self.flusher = Flusher(self.sink.flush, self.write_status, self.sink.recording, warn,
+                               every=FLUSH_EVERY, status_interval=status_interval)
 
     # ------------------------------------------------------------- settings
     def whitelist(self) -> Whitelist:
@@ -121,22 +125,33 @@ class Analyzer:
 
     def start(self) -> None:
         self._track_settings(self.settings.current(), wait=True)
-        self._flusher.start()
+        self.flusher.start()
 
     # ------------------------------------------------------------ the loop
     def run(self, stream: IO[bytes]) -> None:
-        for line in stream:
+        for line in read_lines(stream):
             self.handle_line(line)
 
-    def handle_line(self, line: bytes | str) -> None:
+    def handle_line(self, line: bytes | str | int) -> None:
+        """One input line (an int: the length of a line too long to read)."""
         self.input["lines"] += 1
-        if not line.strip():
-            return
+        if self.input["lines"] % CHECK_THREADS_EVERY == 0:
+            self.flusher.ensure_alive()
         try:
+            if isinstance(line, int):
+                raise BadLine(f"line of {line} bytes is over the {MAX_LINE}-byte cap")
+            if not line.strip():
+                return
             ev = parse_line(line)
         except BadLine as e:
             self.input["invalid_lines"] += 1
-            self._bad_line_warn(f"input line {self.input['lines']}: {e}; skipped")
+            self._bad_line_warn(f"input line {self.input['lines']}: {e}; skipped "
+                                f"(kept in records/analyzer_rejected.jsonl)")
+            excerpt = "" if isinstance(line, int) else (
+                line.decode("utf-8", "backslashreplace") if isinstance(line, bytes) else line)
+            self.sink.reject({"ts": utc_now_iso(), "line": self.input["lines"], "reason": str(e),
+                              "bytes": line if isinstance(line, int) else len(line),
+                              "excerpt": scrub_text(excerpt[:2000])})
             return
         if ev["type"] == "connection":
             self.input["connections"] += 1
@@ -196,6 +211,7 @@ class Analyzer:
         if v is None:
             return
         verdict = {"level": v.level, "category": v.category, "confidence": v.confidence,
+                   "rule_level": v.level,
                    "reason": v.reason, "verdict_source": "rules", "rule_ids": [f"flood:{v.category}"],
                    "recommended_action": "ban the source" if v.level != "MEDIUM" else "watch the source",
                    "detector": v.source, "model_label": v.model_label,
@@ -209,6 +225,9 @@ class Analyzer:
         if v.level == "CRITICAL" and cfg["propose_rules_on_flood"] and self._backend in LLM_BACKENDS:
             now = time.monotonic()
             if now - self._proposed.get(ev["src"], -PROPOSE_EVERY_S) >= PROPOSE_EVERY_S:
+                if len(self._proposed) >= PROPOSED_MAX:
+                    self._proposed = {k: t for k, t in self._proposed.items()
+                                      if now - t < PROPOSE_EVERY_S}
                 self._proposed[ev["src"]] = now
                 threading.Thread(target=self._propose_rules, args=(ev, v), daemon=True,
                                  name="rule-proposal").start()
@@ -236,7 +255,8 @@ class Analyzer:
         """Record one final verdict (any thread)."""
         backend = "rules" if verdict.verdict_source == "rules" else self._backend
         entry = RecordsSink.make_entry(job.event, verdict.as_dict(), backend, cached)
-        threat = threat_from(entry, job.extra.get("target"), job.extra.get("dedupe_key"))
+        threat = threat_from(entry, job.extra.get("target"), job.extra.get("dedupe_key"),
+                             job.rule.confidence)
         self.sink.add(entry, threat)
         self._tally(verdict.level, verdict.verdict_source)
 
@@ -254,48 +274,13 @@ class Analyzer:
 
     # -------------------------------------------------------------- status
     def status(self, running: bool = True) -> dict:
-        cfg = self.settings.current()
-        now = int(time.monotonic())
-        with self._lock:
-            counts = dict(self.counts)
-            sources = dict(self.sources)
-            per_min = sum(n for s, n in self._per_second if s > now - 60)
-        llm = self.worker.snapshot()
-        if self._backend == "rules":
-            backend_status = self._backend_note
-        else:
-            backend_status = self.manager.status if self.manager.status != "not started" \
-                else f"ready: {self._backend_note}"
-        return {
-            "pid": os.getpid(), "started_at": self.started_at, "updated_at": utc_now_iso(),
-            "running": running,
-            "backend": self._backend, "backend_setting": cfg["backend"],
-            "backend_status": backend_status,
-            "model": resolve_model(cfg, self._backend) if self._backend != "rules" else None,
-            "events_total": sum(counts.values()), "events_per_minute": per_min,
-            "counts": counts, "verdict_sources": sources, "llm": llm,
-            "input": {**self.input, "other_events": dict(self.input["other_events"])},
-            "loader": dict(self.loader),
-            "threats": {"flushes": self.sink.threats_written, "auto_bans": self.sink.auto_bans,
-                        "waiting_to_write": self.sink.pending_threat_batch()},
-            "config": {"from_file": self.settings.from_file, "error": self.settings.error,
-                       "in_force": cfg},
-            "rules_file": str(self.engine.path),
-        }
+        return build_status(self, running)
 
     def write_status(self, running: bool = True) -> None:
         try:
             self.store.write(ANALYZER_STATUS, self.status(running))
-        except StoreError as e:
+        except (StoreError, OSError, ValueError) as e:
             self.warn(f"cannot write {ANALYZER_STATUS}: {e}")
-
-    def _flush_loop(self) -> None:
-        next_status = 0.0
-        while not self._stop.wait(FLUSH_EVERY):
-            self.sink.flush()
-            if time.monotonic() >= next_status:
-                next_status = time.monotonic() + self.status_interval
-                self.write_status()
 
     # ---------------------------------------------------------------- exit
     def finish(self, drain_seconds: float) -> dict:
@@ -305,28 +290,13 @@ class Analyzer:
         if abandoned:
             self.warn(f"{abandoned} events had no LLM answer within {drain_seconds:g}s of EOF; "
                       "recorded with their rule verdicts")
-        self._stop.set()
-        if self._flusher.is_alive():
-            self._flusher.join(timeout=30)
+        self.flusher.join(timeout=30)
         self.sink.flush(force=True)
         self._bad_line_warn.flush("input warnings")
         status = self.status(running=False)
         status["finished_at"] = utc_now_iso()
         try:
             self.store.write(ANALYZER_STATUS, status)
-        except StoreError as e:
+        except (StoreError, OSError, ValueError) as e:
             self.warn(f"cannot write {ANALYZER_STATUS}: {e}")
         return status
-
-
-def summary_line(status: dict) -> str:
-    """The one-line summary printed on stderr at exit."""
-    c, llm = status["counts"], status["llm"]
-    return (f"{status['events_total']} connections judged "
-            f"(CRITICAL {c['CRITICAL']}, HIGH {c['HIGH']}, MEDIUM {c['MEDIUM']}, INFO {c['INFO']}); "
-            f"backend {status['backend']}; LLM calls {llm['calls']}, answered {llm['answered']}, "
-            f"cache hits {llm['cache_hits']}, coalesced {llm['coalesced']}, "
-            f"queue dropped {llm['queue_dropped']}, rate-limited {llm['rate_limited']}, "
-            f"failures {llm['failures']}, invalid answers {llm['invalid_answers']}, "
-            f"abandoned {llm['abandoned']}; invalid input lines {status['input']['invalid_lines']}; "
-            f"loader lost {status['loader']['lost_total']}")
