@@ -361,3 +361,35 @@ def test_distinct_pending_items_are_capped_with_one_overflow_summary(tmp_path):
     assert over["count"] == 600 - threats.MAX_OPEN and over["category"] == "overflow"
     assert over["reason"].startswith(f"review queue full ({threats.MAX_OPEN} open threats)")
     assert over["target"] is None and len(over["targets_sample"]) == threats.TARGET_SAMPLE
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_the_writer_thread_survives_errors_and_is_restarted_if_it_dies():
+    """Any exception in a flush is one line and the loop goes on; a thread
+    killed anyway (SystemExit escapes `except Exception`) is restarted by
+    the reader's periodic check."""
+    import threading
+
+    from netsentinel.analyzer.guard import Flusher
+
+    calls, warned = [], []
+    third = threading.Event()
+
+    def flush():
+        calls.append(1)
+        if len(calls) == 1:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        if len(calls) == 2:
+            raise SystemExit  # what no except Exception catches
+        third.set()
+        return True
+
+    f = Flusher(flush, lambda: None, lambda: {"failing_for_s": None}, warned.append,
+                every=0.01, status_interval=60)
+    f.start()
+    assert wait_for(lambda: len(calls) >= 2 and not f._thread.is_alive(), timeout=10)
+    assert f.crashes == 1 and "records writer: UnicodeEncodeError" in warned[0]
+    f.ensure_alive()
+    assert third.wait(10) and f.restarts == 1
+    assert "records writer thread had stopped; restarted (1 so far)" in warned
+    f.join(5)
