@@ -214,6 +214,9 @@ def approve(store: RecordsStore, threat_id: str, *, by: str = "dashboard", note:
     bancheck.BanRefused and the threat stays pending. source: the ban
     command's source (default review:ID; the analyzer's auto-ban uses "auto")."""
     def ban(t: dict) -> None:
+        if t.get("aggregate"):  # many targets folded together: no one address to ban
+            raise ThreatError(f"threat {threat_id} folds many targets ({t.get('count')} sightings): "
+                              "reject it, or ban addresses from its targets_sample one by one")
         target = t.get("target") or (t.get("event") or {}).get("daddr")
         if not target:
             raise ThreatError(f"threat {threat_id} names no address to ban")

@@ -361,6 +361,9 @@ def test_distinct_pending_items_are_capped_with_one_overflow_summary(tmp_path):
     assert over["count"] == 600 - threats.MAX_OPEN and over["category"] == "overflow"
     assert over["reason"].startswith(f"review queue full ({threats.MAX_OPEN} open threats)")
     assert over["target"] is None and len(over["targets_sample"]) == threats.TARGET_SAMPLE
+    with pytest.raises(threats.ThreatError, match="folds many targets"):
+        threats.approve(store, over["id"])
+    assert threats.reject(store, over["id"])["status"] == "rejected"
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -393,3 +396,48 @@ def test_the_writer_thread_survives_errors_and_is_restarted_if_it_dies():
     assert third.wait(10) and f.restarts == 1
     assert "records writer thread had stopped; restarted (1 so far)" in warned
     f.join(5)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_llm_workers_survive_errors_and_dead_ones_are_replaced():
+    """A recording callback that raises is one warning and the worker goes
+    on; one that kills its thread (SystemExit) gets the thread replaced at
+    the next question, counted in llm.worker_restarts."""
+    import threading
+
+    from netsentinel.analyzer.rules import RuleEngine
+    from netsentinel.analyzer.worker import Job, LLMWorker
+    from netsentinel.llm.backends import BackendManager
+    from netsentinel.llm.config import validate_llm_config
+
+    delivered, warned = [], []
+    done = threading.Event()
+
+    def deliver(job, verdict, cached):
+        delivered.append(job.event["dport"])
+        if job.event["dport"] == 9001:
+            raise ValueError("disk says no")
+        if job.event["dport"] == 9002:
+            raise SystemExit
+        if job.event["dport"] == 9004:
+            done.set()
+
+    with StandinServer("medium") as s:
+        cfg = validate_llm_config({"backend": "openai", "host": f"{s.url}/v1", "workers": 1,
+                                   "model": "standin-model", "timeout_seconds": 5})
+        engine = RuleEngine()
+        worker = LLMWorker(lambda: cfg, BackendManager(warned.append), deliver, warned.append)
+
+        def ask(port):
+            ev = conn(port, dport=port, daddr="198.51.100.9")
+            worker.submit(("x", ev["daddr"], port), Job(ev, engine.evaluate(ev, cfg).verdict, {}),
+                          cfg)
+        for port in (9001, 9002):
+            ask(port)
+        assert wait_for(lambda: delivered == [9001, 9002] and not worker._threads[0].is_alive())
+        for port in (9003, 9004):
+            ask(port)
+        assert done.wait(15), delivered
+        worker.finish(5)
+    assert worker.counts["worker_errors"] == 1 and worker.counts["worker_restarts"] == 1
+    assert any("LLM worker: cannot record a verdict (ValueError: disk says no)" in w for w in warned)
