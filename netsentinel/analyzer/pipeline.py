@@ -243,8 +243,11 @@ class Analyzer:
                 backend=backend.describe(), protected=protected_addresses(wl.config["protect_ssh_ports"]),
                 ssh_ports=wl.config["protect_ssh_ports"], context=v.reason,
                 trigger={"kind": "flood", "src": ev["src"], "category": v.category})
-        except (proposals.ProposalError, BackendError, StoreError) as e:
-            self.warn(f"no rule proposal for the {v.category} from {ev['src']}: {e}")
+        except Exception as e:  # noqa: BLE001 (ProposalError, BackendError, StoreError, or a
+            # hand-edited rule_proposals.json): this one-off thread says why and ends
+            why = str(e) if isinstance(e, (proposals.ProposalError, BackendError, StoreError)) \
+                else f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+            self.warn(f"no rule proposal for the {v.category} from {ev['src']}: {why}")
             return
         valid = sum(r["valid"] for r in p["rules"])
         self.warn(f"rule proposal {p['id']} for the {v.category} from {ev['src']}: {valid} valid "

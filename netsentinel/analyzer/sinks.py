@@ -40,6 +40,7 @@ REJECTED = "analyzer_rejected.jsonl"
 REJECTED_MAX_BYTES = 5 * 1024 * 1024
 REJECTED_PER_FLUSH = 200     # kept aside per flush; more are counted only
 BATCH_MAX = 2000             # distinct threats waiting for one flush; more fold per actor
+HISTORY_BUF_MAX = 20000      # history lines waiting for a write (normally one flush's worth)
 _RUN_ID = uuid.uuid4().hex[:6]
 _SEQ = itertools.count(1)
 LOG_WRITE_EVERY = 1.0
@@ -67,6 +68,7 @@ class RecordsSink:
         self._refused_autoban: set = set()
         self._rejected: list = []
         self.rejected_dropped = 0
+        self.history_dropped = 0
         self.threats_written = 0
         self.threats_folded = 0
         self.auto_bans = 0
@@ -81,7 +83,10 @@ class RecordsSink:
             self._window.append(entry)
             self._dirty = True
             if self.history:
-                self._history_buf.append(entry)
+                if len(self._history_buf) < HISTORY_BUF_MAX:
+                    self._history_buf.append(entry)
+                else:  # writing has been failing for a while: bounded, and counted
+                    self.history_dropped += 1
             if threat is not None:
                 cur = self._threats.get(threat["dedupe_key"])
                 if cur is None and len(self._threats) >= BATCH_MAX:
@@ -176,6 +181,7 @@ class RecordsSink:
         """How writing records/ goes, for analyzer_status.json."""
         since = self.failing_since
         return {"ok": since is None, "write_errors": self.write_errors,
+                "history_lines_not_written": self.history_dropped,
                 "failing_for_s": None if since is None else round(time.monotonic() - since, 1),
                 "last_error": self.last_error}
 
@@ -183,7 +189,12 @@ class RecordsSink:
         with self._lock:
             buf, self._rejected = self._rejected, []
         if buf:
-            self.store.append_jsonl_many(REJECTED, buf, max_bytes=REJECTED_MAX_BYTES, keep=1)
+            try:
+                self.store.append_jsonl_many(REJECTED, buf, max_bytes=REJECTED_MAX_BYTES, keep=1)
+            except Exception:
+                with self._lock:  # kept for the next try, within the same bound
+                    self._rejected[:0] = buf[:REJECTED_PER_FLUSH - len(self._rejected)]
+                raise
 
     def _flush_logs(self, force: bool) -> None:
         now = time.monotonic()
@@ -196,14 +207,14 @@ class RecordsSink:
                 return
             entries = list(self._window)
             self._dirty = False
-        self._last_log_write = now
         try:
             self.store.write(DASHBOARD_LOGS, {"updated_at": utc_now_iso(), "max_entries": maxlen,
                                               "entries": entries})
         except Exception:
             with self._lock:
-                self._dirty = True  # write the window again at the next flush
+                self._dirty = True  # write the window again at the very next flush
             raise
+        self._last_log_write = now
 
     def _flush_history(self) -> None:
         with self._lock:
