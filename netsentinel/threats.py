@@ -7,8 +7,12 @@ nothing here ever decides a threat on a timeout.
 A threat:
   {id, created_at, last_seen, count, level, category, confidence, reason,
    recommended_action, verdict_source, backend, event, target, dedupe_key,
-   status: pending|approved|rejected, decided_at, decided_by, note,
+   rule_level, rule_confidence (what the rules alone said: auto-ban rests on
+   these), status: pending|approved|rejected, decided_at, decided_by, note,
    ban_command}
+An aggregate (many targets of one actor, or the overflow summary) also has
+aggregate: true and targets_sample, and no target: it cannot be approved
+into a ban.
 """
 
 from __future__ import annotations
