@@ -14,15 +14,14 @@ import time
 from collections import deque
 from typing import IO, Callable
 
-from .. import proposals
 from .floods import FloodDetector
 from .flowmodel import FlowModel
 from ..llm.config import LLM_BACKENDS, probe_backend, resolve_model
-from ..netinfo import protected_addresses
 from ..events import scrub_text
 from ..store import ANALYZER_STATUS, RecordsStore, StoreError, utc_now_iso
 from ..whitelist import Whitelist, WhitelistFile
-from ..llm.backends import BackendError, BackendManager, choose_auto
+from ..llm.backends import BackendManager, choose_auto
+from .flowjudge import FlowJudging
 from .guard import Flusher
 from .inputs import MAX_LINE, BadLine, RateLimitedWarn, parse_line, read_lines
 from .rules import RuleEngine
@@ -34,12 +33,10 @@ from .verdict import LEVELS, Verdict
 from .worker import Job, LLMWorker
 
 FLUSH_EVERY = 0.25
-PROPOSE_EVERY_S = 600.0  # at most one LLM rule proposal per flooding source per this
-PROPOSED_MAX = 4096      # flooding sources remembered for that
 CHECK_THREADS_EVERY = 1024  # lines between checks that the writer and workers live
 
 
-class Analyzer:
+class Analyzer(FlowJudging):
     def __init__(self, store: RecordsStore, settings: SettingsWatcher, engine: RuleEngine,
                  whitelist_file: WhitelistFile | None, *, warn: Callable[[str], None],
                  history: bool = True, status_interval: float = 2.0):
@@ -52,7 +49,8 @@ class Analyzer:
         self.started_at = utc_now_iso()
         self.counts = dict.fromkeys(LEVELS, 0)
         self.sources = {"rules": 0, "llm": 0, "rules_fallback": 0}
-        self.input = {"lines": 0, "invalid_lines": 0, "connections": 0, "other_events": {}}
+        self.input = {"lines": 0, "invalid_lines": 0, "handler_errors": 0, "connections": 0,
+                      "other_events": {}}
         self.loader = {"lost_total": 0, "last_stats": None, "started": None, "stopped": None}
         self._lock = threading.Lock()
         self._per_second: deque = deque()  # (whole second, delivered count)
@@ -143,21 +141,27 @@ class Analyzer:
             if not line.strip():
                 return
             ev = parse_line(line)
+            if ev["type"] == "connection":
+                self.input["connections"] += 1
+                self.handle_connection(ev)
+            else:
+                self.handle_other(ev)
         except BadLine as e:
-            self.input["invalid_lines"] += 1
-            self._bad_line_warn(f"input line {self.input['lines']}: {e}; skipped "
-                                f"(kept in records/analyzer_rejected.jsonl)")
-            excerpt = "" if isinstance(line, int) else (
-                line.decode("utf-8", "backslashreplace") if isinstance(line, bytes) else line)
-            self.sink.reject({"ts": utc_now_iso(), "line": self.input["lines"], "reason": str(e),
-                              "bytes": line if isinstance(line, int) else len(line),
-                              "excerpt": scrub_text(excerpt[:2000])})
-            return
-        if ev["type"] == "connection":
-            self.input["connections"] += 1
-            self.handle_connection(ev)
-        else:
-            self.handle_other(ev)
+            self._refuse(line, str(e), "invalid_lines")
+        except Exception as e:  # noqa: BLE001 (an event no check foresaw: the reader goes on)
+            self._refuse(line, f"could not be judged: {type(e).__name__}: "
+                               f"{' '.join(str(e).split())[:200]}", "handler_errors")
+
+    def _refuse(self, line: bytes | str | int, why: str, counter: str) -> None:
+        """Count, say (rate-limited) and keep aside one input line."""
+        self.input[counter] += 1
+        self._bad_line_warn(f"input line {self.input['lines']}: {why}; skipped "
+                            "(kept in records/analyzer_rejected.jsonl)")
+        excerpt = "" if isinstance(line, int) else (
+            line.decode("utf-8", "backslashreplace") if isinstance(line, bytes) else line)
+        self.sink.reject({"ts": utc_now_iso(), "line": self.input["lines"], "reason": why,
+                          "bytes": line if isinstance(line, int) else len(line),
+                          "excerpt": scrub_text(excerpt[:2000])})
 
     def handle_connection(self, ev: dict) -> None:
         cfg = self.settings.current()
@@ -192,66 +196,6 @@ class Analyzer:
             self.handle_flow(ev)
         elif t in ("ban_rejected", "rule_rejected", "warning"):
             self.warn(f"loader {t}: {ev.get('error') or ev.get('message')}")
-
-    # ------------------------------------------------------------- floods
-    def floods(self, cfg: dict) -> FloodDetector:
-        gen = self.settings.generation
-        if self._flood_detector is None or self._flood_detector[0] != gen:
-            self._flood_detector = (gen, FloodDetector(cfg["flood_thresholds"], self._flow_model))
-        return self._flood_detector[1]
-
-    def handle_flow(self, ev: dict) -> None:
-        """An inbound per-source window: a flood becomes a threat (one per
-        source and kind), auto-blocked when CRITICAL (auto_block_floods)."""
-        if not isinstance(ev.get("src"), str):
-            return
-        cfg = self.settings.current()
-        self._track_settings(cfg)
-        v = self.floods(cfg).judge(ev)
-        if v is None:
-            return
-        verdict = {"level": v.level, "category": v.category, "confidence": v.confidence,
-                   "rule_level": v.level,
-                   "reason": v.reason, "verdict_source": "rules", "rule_ids": [f"flood:{v.category}"],
-                   "recommended_action": "ban the source" if v.level != "MEDIUM" else "watch the source",
-                   "detector": v.source, "model_label": v.model_label,
-                   "model_confidence": v.model_confidence}
-        entry = RecordsSink.make_entry(ev, verdict, "rules", False)
-        threat = threat_from(entry, ev["src"], f"flood|{v.category}|{ev['src']}")
-        if threat is not None:
-            threat["kind"] = "flood"
-        self.sink.add(entry, threat)
-        self._tally(v.level, "rules")
-        if v.level == "CRITICAL" and cfg["propose_rules_on_flood"] and self._backend in LLM_BACKENDS:
-            now = time.monotonic()
-            if now - self._proposed.get(ev["src"], -PROPOSE_EVERY_S) >= PROPOSE_EVERY_S:
-                if len(self._proposed) >= PROPOSED_MAX:
-                    self._proposed = {k: t for k, t in self._proposed.items()
-                                      if now - t < PROPOSE_EVERY_S}
-                self._proposed[ev["src"]] = now
-                threading.Thread(target=self._propose_rules, args=(ev, v), daemon=True,
-                                 name="rule-proposal").start()
-
-    def _propose_rules(self, ev: dict, v) -> None:
-        """Ask the LLM for filter rules against this flood; a person reviews them."""
-        cfg = self.llm_cfg()
-        wl = self.whitelist()
-        try:
-            backend = self.manager.get(cfg)
-            p = proposals.propose(
-                self.store, lambda messages: backend.ask(messages, cfg), [ev],
-                backend=backend.describe(), protected=protected_addresses(wl.config["protect_ssh_ports"]),
-                ssh_ports=wl.config["protect_ssh_ports"], context=v.reason,
-                trigger={"kind": "flood", "src": ev["src"], "category": v.category})
-        except Exception as e:  # noqa: BLE001 (ProposalError, BackendError, StoreError, or a
-            # hand-edited rule_proposals.json): this one-off thread says why and ends
-            why = str(e) if isinstance(e, (proposals.ProposalError, BackendError, StoreError)) \
-                else f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
-            self.warn(f"no rule proposal for the {v.category} from {ev['src']}: {why}")
-            return
-        valid = sum(r["valid"] for r in p["rules"])
-        self.warn(f"rule proposal {p['id']} for the {v.category} from {ev['src']}: {valid} valid "
-                  f"rule(s) of {len(p['rules'])}, waiting for review")
 
     # ---------------------------------------------------------- verdicts
     def deliver(self, job: Job, verdict: Verdict, cached: bool) -> None:
