@@ -7,6 +7,7 @@ is described in docs/events.md. Diagnostics never go to stdout.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import threading
@@ -22,6 +23,81 @@ EVENT_TYPES = ("startup", "connection", "lost", "stats", "ban", "unban", "ban_re
                "flow", "rule", "rule_rejected", "warning", "shutdown")
 
 
+# Fields that carry bytes chosen by whoever started a process (file names,
+# argv, comm): not necessarily UTF-8. Producers hand them over as str
+# decoded with "surrogateescape" (what os.readlink/os.fsdecode give), and
+# the writer turns them into valid JSON without losing a byte.
+BYTE_FIELDS = ("comm", "exe", "cmdline")
+
+
+def text_of(raw: bytes) -> tuple[str, str | None]:
+    """(printable text, base64 of raw or None). Valid UTF-8 is itself;
+    anything else becomes UTF-8 text with a \\xNN escape per undecodable
+    byte, and the raw bytes in base64 (so a file literally named "\\xff"
+    and one with the byte 0xff stay distinguishable)."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "backslashreplace"), base64.b64encode(raw).decode("ascii")
+
+
+def _raw_of(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        # A surrogate that is not an escaped byte (e.g. "\ud800" out of some
+        # JSON): keep its code point visible instead.
+        return text.encode("utf-8", "backslashreplace")
+
+
+def scrub_text(text: str) -> str:
+    """Any str as text that encodes as UTF-8 (lone surrogates escaped)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text_of(_raw_of(text))[0]
+
+
+def scrub_value(value: Any, depth: int = 0) -> Any:
+    """scrub_text over every string in a JSON-like value (keys too)."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if depth > 32:
+        return repr(value)[:200]
+    if isinstance(value, dict):
+        return {scrub_text(str(k)): scrub_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_value(v, depth + 1) for v in value]
+    return value
+
+
+def byte_exact(event: dict) -> dict:
+    """The event with every BYTE_FIELDS value as valid UTF-8 text plus
+    NAME_b64 (the raw bytes) where the value was not UTF-8, and any other
+    stray surrogate escaped. Returns the same dict when nothing needed it."""
+    bad = False
+    for k, v in event.items():
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                bad = True
+                break
+    if not bad:
+        return event
+    out = {}
+    for k, v in event.items():
+        if k in BYTE_FIELDS and isinstance(v, str):
+            text, b64 = text_of(_raw_of(v))
+            out[k] = text
+            if b64 is not None:
+                out[f"{k}_b64"] = b64
+        else:
+            out[k] = scrub_value(v)
+    return out
+
+
 def make_event(type_: str, **fields: Any) -> dict:
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}")
@@ -32,7 +108,12 @@ def make_event(type_: str, **fields: Any) -> dict:
 
 class EventWriter:
     """Thread-safe JSON-lines writer. A closed pipe (the analyzer went away)
-    is reported once on stderr; the loader keeps enforcing bans."""
+    is reported once on stderr; the loader keeps enforcing bans.
+
+    Lines are written as UTF-8 bytes whatever the locale, and an event that
+    cannot be encoded (non-UTF-8 file names, stray surrogates) is made
+    byte-exact first (byte_exact): encoding can never be mistaken for a
+    closed pipe, and never stops the stream."""
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stdout
@@ -46,22 +127,46 @@ class EventWriter:
 
     def emit(self, type_: str, **fields: Any) -> dict:
         event = make_event(type_, **fields)
-        line = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
+        try:
+            line = _encode(event)
+        except (UnicodeEncodeError, TypeError, ValueError, RecursionError):
+            event = byte_exact(event)
+            try:
+                line = _encode(event)
+            except (TypeError, ValueError, RecursionError) as e:
+                # Never expected (the loader builds its events): say so on
+                # stdout's reader side as a warning event, not by silence.
+                event = make_event("warning", message=f"an event of type {type_} could not be "
+                                   f"encoded ({type(e).__name__}); dropped")
+                line = _encode(event)
+        buffer = getattr(self.stream, "buffer", None)
         with self._lock:
             if self.broken:
                 return event
             try:
-                self.stream.write(line)
-                self.stream.flush()
+                if buffer is not None:
+                    self.stream.flush()  # anything written as text before stays in order
+                    buffer.write(line)
+                    buffer.flush()
+                else:
+                    self.stream.write(line.decode("utf-8"))
+                    self.stream.flush()
                 self.written += 1
                 self.by_type[type_] = self.by_type.get(type_, 0) + 1
-            except (BrokenPipeError, ValueError):
+            except (BrokenPipeError, ValueError, OSError):
                 self.broken = True
                 if not self.closing:
                     print("unified_ebpf: stdout closed (reader went away); "
                           "events are no longer written, bans stay enforced",
                           file=sys.stderr, flush=True)
         return event
+
+
+def _encode(event: dict) -> bytes:
+    # ensure_ascii=False keeps lines short for non-Latin text; the strict
+    # UTF-8 encode refuses lone surrogates (then byte_exact mends them).
+    return (json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            + "\n").encode("utf-8")
 
 
 def load_schema() -> dict:

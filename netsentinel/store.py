@@ -24,6 +24,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import sys
 import tempfile
 import threading
@@ -178,6 +179,9 @@ class RecordsStore:
             if e.errno == errno.ELOOP:
                 raise StoreError(f"refusing to read {p}: it is a symbolic link") from e
             raise StoreError(f"cannot read {p}: {e.strerror}") from e
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # e.g. a directory put in its place
+            os.close(fd)
+            raise StoreError(f"cannot read {p}: not a regular file")
         with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as f:
             return f.read()
 
@@ -193,7 +197,10 @@ class RecordsStore:
         if text is None or not text.strip():
             return _copy_default(default)
         try:
-            return json.loads(text)
+            try:
+                return json.loads(text)
+            except RecursionError:  # hostile nesting: as corrupt as bad syntax
+                raise json.JSONDecodeError("nested too deeply", text, 0) from None
         except json.JSONDecodeError as e:
             msg = f"{name}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
             if on_corrupt == "raise":

@@ -7,8 +7,12 @@ nothing here ever decides a threat on a timeout.
 A threat:
   {id, created_at, last_seen, count, level, category, confidence, reason,
    recommended_action, verdict_source, backend, event, target, dedupe_key,
-   status: pending|approved|rejected, decided_at, decided_by, note,
+   rule_level, rule_confidence (what the rules alone said: auto-ban rests on
+   these), status: pending|approved|rejected, decided_at, decided_by, note,
    ban_command}
+An aggregate (many targets of one actor, or the overflow summary) also has
+aggregate: true and targets_sample, and no target: it cannot be approved
+into a ban.
 """
 
 from __future__ import annotations
@@ -26,14 +30,70 @@ from .timefmt import utc_now_iso
 
 STATUSES = ("pending", "approved", "rejected")
 KEEP_DECIDED = 1000  # decided threats kept for the record; pending ones are never dropped
+# The review queue must stay readable under attack (100,000 scanned hosts
+# must not become 100,000 decisions): past PER_ACTOR_CAP open threats of one
+# actor (a process identity, or a flood's source) in one category, further
+# targets fold into one aggregate threat for that actor; past MAX_OPEN open
+# threats in all, anything new folds into one overflow summary threat.
+PER_ACTOR_CAP = 20
+MAX_OPEN = 500
+TARGET_SAMPLE = 20
+OVERFLOW_KEY = "overflow"
 
 
 def _as_list(cur: Any, store: RecordsStore) -> list:
-    if isinstance(cur, list):
-        return cur
-    store.set_aside(PENDING_THREATS)
-    store.warn(f"{PENDING_THREATS} was not a JSON list; set aside")
-    return []
+    """The threats of a (possibly hand-edited) file: a list of objects with
+    a usable id and status. Anything else is kept aside (the file is copied
+    to NAME.corrupt-<time> once) and left out, with one line saying so."""
+    if not isinstance(cur, list):
+        store.set_aside(PENDING_THREATS)
+        store.warn(f"{PENDING_THREATS} was not a JSON list; set aside")
+        return []
+    good = [t for t in cur if isinstance(t, dict) and isinstance(t.get("id"), str)
+            and t.get("status") in STATUSES]
+    if len(good) != len(cur):
+        stamp = utc_now_iso().replace(":", "")
+        store.write(f"{PENDING_THREATS}.corrupt-{stamp}", cur)
+        store.warn(f"{PENDING_THREATS}: {len(cur) - len(good)} entries are not threats "
+                   "(no id or status); kept aside, the rest used")
+    for t in good:
+        c = t.get("count")
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            t["count"] = 1  # a hand-edited count ("many") restarts the tally
+        if not isinstance(t.get("confidence", 0), (int, float)) or isinstance(t.get("confidence"), bool):
+            t["confidence"] = 0.0
+    return good
+
+
+def actor_of(threat: dict) -> str:
+    """Who a threat is about: a flood's source, else the process identity
+    (exe or comm, and uid) of its sighting."""
+    ev = threat.get("event") if isinstance(threat.get("event"), dict) else {}
+    if threat.get("kind") == "flood":
+        return f"source {ev.get('src')}"
+    return f"{ev.get('exe') or ev.get('comm')} (uid {ev.get('uid')})"
+
+
+def folded(threat: dict, key: str, why: str) -> dict:
+    """The aggregate/overflow threat a new target folds into."""
+    out = dict(threat, dedupe_key=key, target=None, aggregate=True,
+               targets_sample=[], reason=f"{why}; e.g. {threat.get('reason')}"[:600],
+               recommended_action="review the process (or source) behind these; "
+                                  "single destinations are not banned from here")
+    return out
+
+
+def rule_evidence(t: dict) -> tuple:
+    """How strong the rules' own case for a threat is: (level rank, confidence)."""
+    conf = t.get("rule_confidence")
+    return (rank(t.get("rule_level")),
+            conf if isinstance(conf, (int, float)) and not isinstance(conf, bool) else -1)
+
+
+def _sample(t: dict, target: Any) -> None:
+    sample = t.setdefault("targets_sample", [])
+    if target and target not in sample and len(sample) < TARGET_SAMPLE:
+        sample.append(target)
 
 
 def add_or_merge(store: RecordsStore, threat: dict, times: int = 1) -> tuple[dict, bool]:
@@ -55,14 +115,38 @@ def add_or_merge_many(store: RecordsStore, items: list[tuple[dict, int]]) -> lis
         threats = _as_list(cur, store)
         open_by_key = {t.get("dedupe_key"): t for t in threats
                        if t.get("status") == "pending" and t.get("dedupe_key") is not None}
+        per_actor: dict = {}
+        for t in open_by_key.values():
+            g = (actor_of(t), t.get("category"))
+            per_actor[g] = per_actor.get(g, 0) + 1
         for threat, times in items:
             t = open_by_key.get(threat.get("dedupe_key"))
+            if t is None:
+                actor, cat = actor_of(threat), threat.get("category")
+                if per_actor.get((actor, cat), 0) >= PER_ACTOR_CAP:
+                    threat = folded(threat, f"agg|{cat}|{actor}",
+                                     f"{actor}: more than {PER_ACTOR_CAP} {cat} threats; "
+                                     "further targets are counted here")
+                if threat.get("dedupe_key") not in open_by_key and len(open_by_key) >= MAX_OPEN:
+                    threat = folded(threat, OVERFLOW_KEY,
+                                     f"review queue full ({MAX_OPEN} open threats); "
+                                     "further threats are counted here")
+                    threat["category"] = "overflow"
+                t = open_by_key.get(threat.get("dedupe_key"))
+                if threat.get("aggregate"):
+                    _sample(t if t is not None else threat, (threat.get("event") or {}).get("daddr")
+                            or (threat.get("event") or {}).get("src"))
             if t is not None:
                 t["count"] = int(t.get("count", 1)) + times
                 t["last_seen"] = now
                 t["event"] = threat.get("event", t.get("event"))
                 if threat.get("confidence", 0) > t.get("confidence", 0):
                     t["confidence"] = threat["confidence"]
+                # What rules/measurements alone said (auto-ban rests on this,
+                # never on a level a model raised).
+                if rule_evidence(threat) > rule_evidence(t):
+                    t["rule_level"] = threat["rule_level"]
+                    t["rule_confidence"] = threat.get("rule_confidence")
                 if rank(threat.get("level")) > rank(t.get("level")):
                     t["level"] = threat["level"]
                     for k in ("reason", "category", "recommended_action", "verdict_source",
@@ -78,6 +162,8 @@ def add_or_merge_many(store: RecordsStore, items: list[tuple[dict, int]]) -> lis
             threats.append(new)
             if new.get("dedupe_key") is not None:
                 open_by_key[new["dedupe_key"]] = new
+                g = (actor_of(new), new.get("category"))
+                per_actor[g] = per_actor.get(g, 0) + 1
             out.append((new, False))
         return trim_decided(threats, KEEP_DECIDED)
 
@@ -118,6 +204,9 @@ def approve(store: RecordsStore, threat_id: str, *, by: str = "dashboard", note:
     bancheck.BanRefused and the threat stays pending. source: the ban
     command's source (default review:ID; the analyzer's auto-ban uses "auto")."""
     def ban(t: dict) -> None:
+        if t.get("aggregate"):  # many targets folded together: no one address to ban
+            raise DecisionError(f"threat {threat_id} folds many targets ({t.get('count')} sightings): "
+                              "reject it, or ban addresses from its targets_sample one by one")
         target = target_of(t)
         if not target:
             raise DecisionError(f"threat {threat_id} names no address to ban")

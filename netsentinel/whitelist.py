@@ -29,6 +29,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "min_ban_prefix": {"ipv4": 8, "ipv6": 32},
 }
 KINDS = {"ip": "trusted_ips", "process": "trusted_processes", "port": "trusted_ports"}
+# A whitelisted network is never reported and never banned: 0.0.0.0/0 would
+# hide every connection and block every ban. Entries broader than these are
+# refused (the same floor as the default min_ban_prefix).
+MIN_TRUST_PREFIX = {4: 8, 6: 32}
 
 
 def _port(value: Any) -> int:
@@ -58,9 +62,15 @@ def normalize_entry(kind: str, value: Any) -> Any:
     """Validate one whitelist entry of a kind (ip, process, port)."""
     if kind == "ip":
         try:
-            return canonical(parse_target(value))
+            net = parse_target(value)
         except AddressError as e:
             raise ConfigError(str(e)) from None
+        floor = MIN_TRUST_PREFIX[net.version]
+        if net.prefixlen < floor:
+            raise ConfigError(f"{canonical(net)} is too broad to trust: whitelist entries need a "
+                              f"prefix of /{floor} or longer (it would hide every connection "
+                              "and block every ban there)")
+        return canonical(net)
     if kind == "process":
         return _process(value)
     if kind == "port":
@@ -137,7 +147,12 @@ class Whitelist:
 
 
 class WhitelistFile:
-    """filter_config.json on disk, through the locked atomic store."""
+    """filter_config.json on disk, through the locked atomic store.
+
+    A file that goes missing is an error, not an empty whitelist: the
+    previous whitelist stays in force (deleting the file must not silently
+    un-trust everything, nor make bans of trusted addresses possible). With
+    no file at first start the defaults are used, with a warning."""
 
     def __init__(self, path: str | Path, warn: Callable[[str], None] | None = None):
         self.path = Path(path)
@@ -145,6 +160,7 @@ class WhitelistFile:
         self.name = self.path.name
         self._watch = FileSignature(self.store.path(self.name))
         self._current = Whitelist()
+        self._seen = False
         self.last_error: str | None = None
 
     def load(self) -> Whitelist:
@@ -154,13 +170,23 @@ class WhitelistFile:
 
     def current(self) -> Whitelist:
         """Hot reload: re-read when the file changed; keep the old one on error."""
-        if self._watch.changed():
+        if self._watch.changed() or not self._seen:
+            first, self._seen = not self._seen, True
+            if self.store.stat(self.name) is None:
+                if first:
+                    self.store.warn(f"{self.path} not found; starting with the default whitelist "
+                                    "(nothing trusted but the protected SSH ports)")
+                else:
+                    self.last_error = f"{self.path} is missing"
+                    self.store.warn(f"{self.path} is missing; keeping the previous whitelist "
+                                    "(restore the file, or save an empty one to trust nothing)")
+                return self._current
             try:
                 self._current = self.load()
                 if self.last_error:
                     self.store.warn(f"{self.name}: valid again, reloaded")
                 self.last_error = None
-            except (ConfigError, StoreError) as e:
+            except (ConfigError, StoreError, OSError) as e:
                 self.last_error = str(e)
                 self.store.warn(f"{self.name}: {e}; keeping the previous whitelist")
         return self._current

@@ -64,6 +64,26 @@ def start_analyzer(tmp_path: Path, args: list[str], *, records: Path | None = No
                             text=True, env=env or analyzer_env(tmp_path), cwd=tmp_path)
 
 
+def start_pipeline(tmp_path: Path, env: dict | None = None) -> tuple:
+    """`unified_ebpf.py --no-xdp | llm_analyzer.py --backend rules` on
+    tmp_path/records with an empty whitelist: (loader, analyzer, records)."""
+    records = tmp_path / "records"
+    records.mkdir()
+    cfg = tmp_path / "filter_config.json"
+    cfg.write_text("{}")
+    env = env or analyzer_env(tmp_path)
+    loader = subprocess.Popen([sys.executable, "-u", str(ROOT / "unified_ebpf.py"), "--no-xdp",
+                               "--records", str(records), "--config", str(cfg)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    analyzer = subprocess.Popen([sys.executable, "-u", str(ANALYZER), "--records", str(records),
+                                 "--config", str(cfg), "--backend", "rules",
+                                 "--status-interval", "0.3"],
+                                stdin=loader.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, cwd=ROOT)
+    loader.stdout.close()  # the analyzer holds the read end now
+    return loader, analyzer, records
+
+
 def read(records: Path, name: str, default=None):
     p = records / name
     if not p.exists():
@@ -80,3 +100,36 @@ def wait_for(fn, timeout: float = 10.0, what: str = "the analyzer's records"):
 
 def pending(records: Path) -> list[dict]:
     return [t for t in read(records, "pending_threats.json", []) if t["status"] == "pending"]
+
+
+def status_of(records):
+    return read(records, "analyzer_status.json") or {}
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def feed_and_measure(tmp_path, n: int, event) -> dict:
+    """event(i) for i < n into a rules-only analyzer, in batches; its RSS
+    (kB) once it has judged n/2 and n events: {n // 2: kB, n: kB}."""
+    records = tmp_path / "records"
+    proc = start_analyzer(tmp_path, ["--backend", "rules", "--status-interval", "0.5",
+                                     "--no-history"])
+    rss = {}
+    try:
+        for start in range(0, n, 5000):
+            proc.stdin.write(lines(event(i) for i in range(start, min(n, start + 5000))))
+            proc.stdin.flush()
+            done = min(n, start + 5000)
+            if done in (n // 2, n):
+                assert wait_for(lambda: status_of(records).get("events_total") == done, timeout=120)
+                rss[done] = rss_kb(proc.pid)
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    return rss

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from analyzer_support import ANALYZER, ROOT, analyzer_env, pending, read, wait_for
+from analyzer_support import pending, read, start_pipeline, wait_for
 from netlab import kernel_test_skip_reason
 
 SKIP = kernel_test_skip_reason()
@@ -33,20 +33,7 @@ SCANNER = textwrap.dedent("""
 
 
 def test_loader_to_analyzer_port_scan_is_one_critical_threat(tmp_path):
-    records = tmp_path / "records"
-    records.mkdir()
-    cfg = tmp_path / "filter_config.json"
-    cfg.write_text("{}")
-    env = analyzer_env(tmp_path)
-    loader = subprocess.Popen([sys.executable, "-u", str(ROOT / "unified_ebpf.py"), "--no-xdp",
-                               "--records", str(records), "--config", str(cfg)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
-    analyzer = subprocess.Popen([sys.executable, "-u", str(ANALYZER), "--records", str(records),
-                                 "--config", str(cfg), "--backend", "rules",
-                                 "--status-interval", "0.3"],
-                                stdin=loader.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env, cwd=ROOT)
-    loader.stdout.close()  # the analyzer holds the read end now
+    loader, analyzer, records = start_pipeline(tmp_path)
     try:
         started = wait_for(lambda: read(records, "analyzer_status.json")["input"]["other_events"]
                            .get("startup"), timeout=60)

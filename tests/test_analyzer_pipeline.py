@@ -247,8 +247,10 @@ def test_auto_ban_critical(tmp_path):
     assert "auto-ban: 192.0.2.55 for 900s" in r.stderr
 
 
-def test_auto_backend_with_nothing_reachable_runs_on_rules(tmp_path):
-    r = run_analyzer(tmp_path, [], lines(scan_events()))
+def test_auto_backend_with_nothing_configured_runs_on_rules(tmp_path):
+    env = analyzer_env(tmp_path)
+    env.pop("OLLAMA_HOST")
+    r = run_analyzer(tmp_path, [], lines(scan_events()), env=env)
     assert r.returncode == 0, r.stderr
     notes = [ln for ln in r.stderr.splitlines() if "no LLM backend configured" in ln]
     assert len(notes) == 1, r.stderr

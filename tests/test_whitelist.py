@@ -49,6 +49,14 @@ def test_good_config_is_normalised():
     ({"trusted_ips": ["1.2.3.400"]}, "is not a valid IP address or CIDR"),
     ({"trusted_ips": ["10.1.2.3/8"]}, "did you mean 10.0.0.0/8?"),
     ({"trusted_ips": ["fe80::1%eth0"]}, "scoped IPv6"),
+    # Trusting everything would hide every connection and block every ban.
+    ({"trusted_ips": ["0.0.0.0/0"]}, "0.0.0.0/0 is too broad to trust: whitelist entries need a "
+                                     "prefix of /8 or longer"),
+    ({"trusted_ips": ["0.0.0.0/1"]}, "too broad to trust"),
+    ({"trusted_ips": ["12.0.0.0/7"]}, "/8 or longer"),
+    ({"trusted_ips": ["::/0"]}, "::/0 is too broad to trust: whitelist entries need a prefix of "
+                                "/32 or longer"),
+    ({"trusted_ips": ["2001::/31"]}, "/32 or longer"),
     ({"trusted_processes": [""]}, "must be a name or an absolute exe path"),
     ({"trusted_processes": [7]}, "must be a name or an absolute exe path"),
     ({"trusted_processes": ["a-very-long-process"]}, "longer than 15 characters"),
@@ -136,9 +144,18 @@ def wfile(tmp_path):
     return wf
 
 
-def test_missing_file_means_defaults(wfile):
+def test_missing_file_at_first_start_means_defaults_with_a_warning(wfile):
     wl = wfile.current()
     assert wl.config == DEFAULT_CONFIG and wfile.last_error is None
+    assert wfile.warnings == [f"{wfile.path} not found; starting with the default whitelist "
+                              "(nothing trusted but the protected SSH ports)"]
+    wfile.current()
+    assert len(wfile.warnings) == 1  # said once
+
+
+def test_narrowest_accepted_entries():
+    assert normalize_entry("ip", "10.0.0.0/8") == "10.0.0.0/8"
+    assert normalize_entry("ip", "2001:db8::/32") == "2001:db8::/32"
 
 
 def test_hot_reload_keeps_previous_whitelist_while_the_file_is_broken(wfile):
@@ -169,11 +186,18 @@ def test_hot_reload_keeps_previous_whitelist_while_the_file_is_broken(wfile):
     assert "valid again, reloaded" in wfile.warnings[-1]
 
 
-def test_deleting_the_file_falls_back_to_defaults(wfile):
-    replace_file(wfile.path, json.dumps({"trusted_ports": [8443]}))
-    assert wfile.current().ports == {8443}
+def test_deleting_the_file_is_an_error_and_keeps_the_previous_whitelist(wfile):
+    replace_file(wfile.path, json.dumps({"trusted_ports": [8443], "trusted_ips": ["10.9.0.0/16"]}))
+    before = wfile.current()
+    assert before.ports == {8443}
     wfile.path.unlink()
-    assert wfile.current().ports == set()
+    assert wfile.current() is before  # still trusted, still unbannable
+    assert wfile.last_error == f"{wfile.path} is missing"
+    assert wfile.warnings[-1] == (f"{wfile.path} is missing; keeping the previous whitelist "
+                                  "(restore the file, or save an empty one to trust nothing)")
+    replace_file(wfile.path, json.dumps({}))
+    assert wfile.current().ports == set() and wfile.last_error is None
+    assert "valid again" in wfile.warnings[-1]
 
 
 # ------------------------------------------------------------------------- edit

@@ -169,7 +169,9 @@ def run_analyzer(args) -> int:
     elif settings.from_file:
         _warn(f"{store.path(LLM_CONFIG)} is in force over command-line flags "
               f"(backend {cfg['backend']})")
-    from .pipeline import Analyzer, summary_line  # after the cheap checks: fail fast
+    from .guard import EXIT_RECORDING_FAILED
+    from .pipeline import Analyzer  # after the cheap checks: fail fast
+    from .status import summary_line
 
     analyzer = Analyzer(store, settings, engine, WhitelistFile(paths.config_path(args.config),
                                                                warn=_warn),
@@ -200,6 +202,9 @@ def run_analyzer(args) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     status = analyzer.finish(drain)
     _warn(summary_line(status))
+    if analyzer.flusher.fatal:
+        _warn(f"error: {analyzer.flusher.fatal}")
+        return EXIT_RECORDING_FAILED
     return 0
 
 

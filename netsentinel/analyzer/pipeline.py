@@ -9,37 +9,38 @@ LLM or for a records/ write.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
 from typing import IO, Callable
 
-from .. import proposals
+from ..events import scrub_text
 from ..levels import LEVELS
-from ..llm.backends import BackendError, BackendManager
+from ..llm.backends import BackendManager
 from ..llm.config import LLM_BACKENDS, resolve_model
 from ..llm.probe import choose_auto, probe_backend
-from ..netinfo import ProtectedCache
 from ..records import ANALYZER_STATUS
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
 from ..whitelist import Whitelist, WhitelistFile
+from .evidence import threat_from
 from .floods import FloodDetector
+from .flowjudge import FlowJudging
 from .flowmodel import FlowModel
-from .inputs import BadLine, RateLimitedWarn, parse_line
+from .guard import Flusher
+from .inputs import MAX_LINE, BadLine, RateLimitedWarn, parse_line, read_lines
 from .rules import RuleEngine
 from .settings import CHECK_EVERY, SettingsWatcher
-from .sinks import RecordsSink, threat_from
+from .sinks import RecordsSink
+from .status import build_status
 from .verdict import Verdict
 from .worker import Job, LLMWorker
 
 FLUSH_EVERY = 0.25
-_PROTECTED = ProtectedCache()  # for rule proposals; the sink keeps its own for auto-bans
-PROPOSE_EVERY_S = 600.0  # at most one LLM rule proposal per flooding source per this
+CHECK_THREADS_EVERY = 1024  # lines between checks that the writer and workers live
 
 
-class Analyzer:
+class Analyzer(FlowJudging):
     def __init__(self, store: RecordsStore, settings: SettingsWatcher, engine: RuleEngine,
                  whitelist_file: WhitelistFile | None, *, warn: Callable[[str], None],
                  history: bool = True, status_interval: float = 2.0):
@@ -52,7 +53,8 @@ class Analyzer:
         self.started_at = utc_now_iso()
         self.counts = dict.fromkeys(LEVELS, 0)
         self.sources = {"rules": 0, "llm": 0, "rules_fallback": 0}
-        self.input = {"lines": 0, "invalid_lines": 0, "connections": 0, "other_events": {}}
+        self.input = {"lines": 0, "invalid_lines": 0, "handler_errors": 0, "connections": 0,
+                      "other_events": {}}
         self.last_event: tuple | None = None
         self.loader = {"lost_total": 0, "last_stats": None, "started": None, "stopped": None}
         self._lock = threading.Lock()
@@ -75,9 +77,8 @@ class Analyzer:
         except (OSError, ValueError) as e:
             self._flow_model = None
             warn(f"flow classifier unavailable ({e}); flood thresholds only")
-        self._stop = threading.Event()
-        self._flusher = threading.Thread(target=self._flush_loop, name="records-flusher",
-                                         daemon=True)
+        self.flusher = Flusher(self.sink.flush, self.write_status, self.sink.recording, warn,
+                               every=FLUSH_EVERY, status_interval=status_interval)
 
     # ------------------------------------------------------------- settings
     def whitelist(self) -> Whitelist:
@@ -127,29 +128,46 @@ class Analyzer:
 
     def start(self) -> None:
         self._track_settings(self.settings.current(), wait=True)
-        self._flusher.start()
+        self.flusher.start()
 
     # ------------------------------------------------------------ the loop
     def run(self, stream: IO[bytes]) -> None:
-        for line in stream:
+        for line in read_lines(stream):
             self.handle_line(line)
 
-    def handle_line(self, line: bytes | str) -> None:
+    def handle_line(self, line: bytes | str | int) -> None:
+        """One input line (an int: the length of a line too long to read)."""
         self.input["lines"] += 1
-        if not line.strip():
-            return
+        if self.input["lines"] % CHECK_THREADS_EVERY == 0:
+            self.flusher.ensure_alive()
         try:
+            if isinstance(line, int):
+                raise BadLine(f"line of {line} bytes is over the {MAX_LINE}-byte cap")
+            if not line.strip():
+                return
             ev = parse_line(line)
+            if ev["type"] == "connection":
+                self.input["connections"] += 1
+                self.handle_connection(ev)
+                self.last_event = (ev.get("ts"), time.time())  # the metrics' analyzer lag
+            else:
+                self.handle_other(ev)
         except BadLine as e:
-            self.input["invalid_lines"] += 1
-            self._bad_line_warn(f"input line {self.input['lines']}: {e}; skipped")
-            return
-        if ev["type"] == "connection":
-            self.input["connections"] += 1
-            self.handle_connection(ev)
-            self.last_event = (ev.get("ts"), time.time())  # the metrics' analyzer lag
-        else:
-            self.handle_other(ev)
+            self._refuse(line, str(e), "invalid_lines")
+        except Exception as e:  # noqa: BLE001 (an event no check foresaw: the reader goes on)
+            self._refuse(line, f"could not be judged: {type(e).__name__}: "
+                               f"{' '.join(str(e).split())[:200]}", "handler_errors")
+
+    def _refuse(self, line: bytes | str | int, why: str, counter: str) -> None:
+        """Count, say (rate-limited) and keep aside one input line."""
+        self.input[counter] += 1
+        self._bad_line_warn(f"input line {self.input['lines']}: {why}; skipped "
+                            "(kept in records/analyzer_rejected.jsonl)")
+        excerpt = "" if isinstance(line, int) else (
+            line.decode("utf-8", "backslashreplace") if isinstance(line, bytes) else line)
+        self.sink.reject({"ts": utc_now_iso(), "line": self.input["lines"], "reason": why,
+                          "bytes": line if isinstance(line, int) else len(line),
+                          "excerpt": scrub_text(excerpt[:2000])})
 
     def handle_connection(self, ev: dict) -> None:
         cfg = self.settings.current()
@@ -185,65 +203,13 @@ class Analyzer:
         elif t in ("ban_rejected", "rule_rejected", "warning"):
             self.warn(f"loader {t}: {ev.get('error') or ev.get('message')}")
 
-    # ------------------------------------------------------------- floods
-    def floods(self, cfg: dict) -> FloodDetector:
-        gen = self.settings.generation
-        if self._flood_detector is None or self._flood_detector[0] != gen:
-            self._flood_detector = (gen, FloodDetector(cfg["flood_thresholds"], self._flow_model))
-        return self._flood_detector[1]
-
-    def handle_flow(self, ev: dict) -> None:
-        """An inbound per-source window: a flood becomes a threat (one per
-        source and kind), auto-blocked when CRITICAL (auto_block_floods)."""
-        if not isinstance(ev.get("src"), str):
-            return
-        cfg = self.settings.current()
-        self._track_settings(cfg)
-        v = self.floods(cfg).judge(ev)
-        if v is None:
-            return
-        verdict = {"level": v.level, "category": v.category, "confidence": v.confidence,
-                   "reason": v.reason, "verdict_source": "rules", "rule_ids": [f"flood:{v.category}"],
-                   "recommended_action": "ban the source" if v.level != "MEDIUM" else "watch the source",
-                   "detector": v.source, "model_label": v.model_label,
-                   "model_confidence": v.model_confidence}
-        entry = RecordsSink.make_entry(ev, verdict, "rules", False)
-        threat = threat_from(entry, ev["src"], f"flood|{v.category}|{ev['src']}")
-        if threat is not None:
-            threat["kind"] = "flood"
-        self.sink.add(entry, threat)
-        self._tally(v.level, "rules")
-        if v.level == "CRITICAL" and cfg["propose_rules_on_flood"] and self._backend in LLM_BACKENDS:
-            now = time.monotonic()
-            if now - self._proposed.get(ev["src"], -PROPOSE_EVERY_S) >= PROPOSE_EVERY_S:
-                self._proposed[ev["src"]] = now
-                threading.Thread(target=self._propose_rules, args=(ev, v), daemon=True,
-                                 name="rule-proposal").start()
-
-    def _propose_rules(self, ev: dict, v) -> None:
-        """Ask the LLM for filter rules against this flood; a person reviews them."""
-        cfg = self.llm_cfg()
-        wl = self.whitelist()
-        try:
-            backend = self.manager.get(cfg)
-            p = proposals.propose(
-                self.store, lambda messages, schema: backend.ask_json(messages, cfg, schema), [ev],
-                backend=backend.describe(), protected=_PROTECTED.get(wl.config["protect_ssh_ports"]),
-                ssh_ports=wl.config["protect_ssh_ports"], context=v.reason,
-                trigger={"kind": "flood", "src": ev["src"], "category": v.category})
-        except (proposals.ProposalError, BackendError, StoreError) as e:
-            self.warn(f"no rule proposal for the {v.category} from {ev['src']}: {e}")
-            return
-        valid = sum(r["valid"] for r in p["rules"])
-        self.warn(f"rule proposal {p['id']} for the {v.category} from {ev['src']}: {valid} valid "
-                  f"rule(s) of {len(p['rules'])}, waiting for review")
-
     # ---------------------------------------------------------- verdicts
     def deliver(self, job: Job, verdict: Verdict, cached: bool) -> None:
         """Record one final verdict (any thread)."""
         backend = "rules" if verdict.verdict_source == "rules" else self._backend
         entry = RecordsSink.make_entry(job.event, verdict.as_dict(), backend, cached)
-        threat = threat_from(entry, job.extra.get("target"), job.extra.get("dedupe_key"))
+        threat = threat_from(entry, job.extra.get("target"), job.extra.get("dedupe_key"),
+                             job.rule.confidence)
         self.sink.add(entry, threat)
         self._tally(verdict.level, verdict.verdict_source)
 
@@ -261,48 +227,13 @@ class Analyzer:
 
     # -------------------------------------------------------------- status
     def status(self, running: bool = True) -> dict:
-        cfg = self.settings.current()
-        now = int(time.monotonic())
-        with self._lock:
-            counts = dict(self.counts)
-            sources = dict(self.sources)
-            per_min = sum(n for s, n in self._per_second if s > now - 60)
-        llm = self.worker.snapshot()
-        if self._backend == "rules":
-            backend_status = self._backend_note
-        else:
-            backend_status = self.manager.status if self.manager.status != "not started" \
-                else f"ready: {self._backend_note}"
-        return {
-            "pid": os.getpid(), "started_at": self.started_at, "updated_at": utc_now_iso(),
-            "running": running,
-            "backend": self._backend, "backend_setting": cfg["backend"],
-            "backend_status": backend_status,
-            "model": resolve_model(cfg, self._backend) if self._backend != "rules" else None,
-            "events_total": sum(counts.values()), "events_per_minute": per_min,
-            "counts": counts, "verdict_sources": sources, "llm": llm,
-            "input": {**self.input, "other_events": dict(self.input["other_events"])},
-            "loader": dict(self.loader),
-            "threats": {"flushes": self.sink.threats_written, "auto_bans": self.sink.auto_bans,
-                        "waiting_to_write": self.sink.pending_threat_batch()},
-            "config": {"from_file": self.settings.from_file, "error": self.settings.error,
-                       "in_force": cfg},
-            "rules_file": str(self.engine.path),
-        }
+        return build_status(self, running)
 
     def write_status(self, running: bool = True) -> None:
         try:
             self.store.write(ANALYZER_STATUS, self.status(running))
-        except StoreError as e:
+        except (StoreError, OSError, ValueError) as e:
             self.warn(f"cannot write {ANALYZER_STATUS}: {e}")
-
-    def _flush_loop(self) -> None:
-        next_status = 0.0
-        while not self._stop.wait(FLUSH_EVERY):
-            self.sink.flush()
-            if time.monotonic() >= next_status:
-                next_status = time.monotonic() + self.status_interval
-                self.write_status()
 
     # ---------------------------------------------------------------- exit
     def finish(self, drain_seconds: float) -> dict:
@@ -312,28 +243,13 @@ class Analyzer:
         if abandoned:
             self.warn(f"{abandoned} events had no LLM answer within {drain_seconds:g}s of EOF; "
                       "recorded with their rule verdicts")
-        self._stop.set()
-        if self._flusher.is_alive():
-            self._flusher.join(timeout=30)
+        self.flusher.join(timeout=30)
         self.sink.flush(force=True)
         self._bad_line_warn.flush("input warnings")
         status = self.status(running=False)
         status["finished_at"] = utc_now_iso()
         try:
             self.store.write(ANALYZER_STATUS, status)
-        except StoreError as e:
+        except (StoreError, OSError, ValueError) as e:
             self.warn(f"cannot write {ANALYZER_STATUS}: {e}")
         return status
-
-
-def summary_line(status: dict) -> str:
-    """The one-line summary printed on stderr at exit."""
-    c, llm = status["counts"], status["llm"]
-    return (f"{status['events_total']} connections judged "
-            f"(CRITICAL {c['CRITICAL']}, HIGH {c['HIGH']}, MEDIUM {c['MEDIUM']}, INFO {c['INFO']}); "
-            f"backend {status['backend']}; LLM calls {llm['calls']}, answered {llm['answered']}, "
-            f"cache hits {llm['cache_hits']}, coalesced {llm['coalesced']}, "
-            f"queue dropped {llm['queue_dropped']}, rate-limited {llm['rate_limited']}, "
-            f"failures {llm['failures']}, invalid answers {llm['invalid_answers']}, "
-            f"abandoned {llm['abandoned']}; invalid input lines {status['input']['invalid_lines']}; "
-            f"loader lost {status['loader']['lost_total']}")

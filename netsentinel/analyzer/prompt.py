@@ -2,13 +2,15 @@
 chosen by whoever started the process, so they travel only as JSON string
 values inside a data block, with control characters removed and lengths
 capped, and the instructions say that nothing in that block is an
-instruction. The rule verdict is given too: the model may raise it, and the
+instruction. Secrets in them (passwords, tokens, keys) are redacted first
+(llm/redact.py): whoever runs the model never sees root's credentials. The rule verdict is given too: the model may raise it, and the
 analyzer ignores any attempt to lower it (verdict.combine)."""
 
 from __future__ import annotations
 
 import json
 
+from ..llm.redact import redact
 from .verdict import VERDICT_SCHEMA
 
 MAX_FIELD = 512  # characters of any one attacker-controlled string
@@ -36,10 +38,11 @@ Answer with ONE JSON object and nothing else, matching this JSON schema:
 
 
 def _clean(value):
-    """Attacker-controlled text as inert data: no control characters, capped."""
+    """Attacker-controlled text as inert data: secrets redacted (the model
+    may be someone else's), no control characters, capped."""
     if not isinstance(value, str):
         return value
-    text = "".join(ch if ch.isprintable() else " " for ch in value)
+    text = "".join(ch if ch.isprintable() else " " for ch in redact(value))
     return text if len(text) <= MAX_FIELD else text[:MAX_FIELD] + "…[truncated]"
 
 
@@ -66,7 +69,7 @@ def describe(event: dict, rule_verdict: dict, history: list[dict]) -> dict:
             {"destination": h.get("daddr"), "port": h.get("dport"), "time": h.get("ts")}
             for h in history[-8:]
         ],
-        "rule_verdict": {k: rule_verdict.get(k) for k in
+        "rule_verdict": {k: _clean(rule_verdict.get(k)) for k in
                          ("level", "category", "reason", "rule_ids")},
     }
 

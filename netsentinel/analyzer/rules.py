@@ -290,6 +290,13 @@ class RuleEngine:
             raise RuleFileError(f"{self.path}: {e}") from None
         self.history = ProcessHistory()
 
+    def memory(self) -> dict:
+        """What the bounded detectors hold and have forgotten (for the status)."""
+        wins = [r.windows for r in self.rules if r.kind == "scan"]
+        return {"scan_groups": sum(len(w) for w in wins),
+                "scan_groups_evicted": sum(w.evicted for w in wins),
+                "processes_tracked": len(self.history), "processes_evicted": self.history.evicted}
+
     def evaluate(self, ev: dict, cfg: dict, whitelist=None) -> RuleOutcome:
         """Judge one connection event (and remember it for scan windows and history)."""
         t = _event_time(ev)

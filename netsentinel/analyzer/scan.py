@@ -34,10 +34,11 @@ class SlidingDistinct:
     Memory is bounded: at most max_groups groups (least recently used are
     forgotten) and max_events per group (oldest forgotten first)."""
 
-    def __init__(self, max_groups: int = 20000, max_events: int = 4096):
+    def __init__(self, max_groups: int = 8192, max_events: int = 4096):
         self.max_groups = max_groups
         self.max_events = max_events
         self._groups: OrderedDict = OrderedDict()
+        self.evicted = 0   # groups forgotten to stay within max_groups (reported in status)
 
     def __len__(self) -> int:
         return len(self._groups)
@@ -48,6 +49,7 @@ class SlidingDistinct:
             g = self._groups[group] = _Group()
             if len(self._groups) > self.max_groups:
                 self._groups.popitem(last=False)
+                self.evicted += 1
         else:
             self._groups.move_to_end(group)
         g.events.append((t, sub, value))
@@ -79,6 +81,10 @@ class ProcessHistory:
         self.per_process = per_process
         self.max_processes = max_processes
         self._by_pid: OrderedDict = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._by_pid)
 
     def recent(self, pid) -> list[dict]:
         return list(self._by_pid.get(pid, ()))
@@ -89,6 +95,7 @@ class ProcessHistory:
             d = self._by_pid[pid] = deque(maxlen=self.per_process)
             if len(self._by_pid) > self.max_processes:
                 self._by_pid.popitem(last=False)
+                self.evicted += 1
         else:
             self._by_pid.move_to_end(pid)
         d.append(entry)

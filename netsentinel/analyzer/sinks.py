@@ -8,14 +8,20 @@ rewritten per event:
                         duplicates coalesced between flushes (count kept)
   ban_commands.json     only for auto-ban (off by default) and for CRITICAL
                         inbound floods (auto_block_floods, on by default)
+  analyzer_rejected.jsonl  refused input lines (why, and their first bytes),
+                        bounded, so hostile input is kept aside for a person
 
 add() is called from the reader and worker threads and only touches
-memory; flush() runs on the analyzer's flusher thread.
+memory; flush() runs on the analyzer's flusher thread and never raises:
+a failed write is retried at the next flush, a records file replaced by a
+directory (or anything not a file) is set aside, and how long writing has
+kept failing is in `recording` for the status and the exit decision.
 """
 
 from __future__ import annotations
 
 import itertools
+import stat
 import threading
 import time
 import uuid
@@ -24,13 +30,19 @@ from typing import Callable
 
 from .. import logfmt, threats
 from ..bancheck import BanRefused
-from ..levels import THREAT_LEVELS, rank
 from ..errors import DecisionError
+from ..levels import rank
 from ..netinfo import ProtectedCache
-from ..records import DASHBOARD_LOGS, HISTORY, HISTORY_KEEP, HISTORY_MAX_BYTES
+from ..records import (ANALYZER_REJECTED, DASHBOARD_LOGS, HISTORY, HISTORY_KEEP, HISTORY_MAX_BYTES)
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
-from .rules import destination_key
+from .evidence import auto_bannable
+
+REJECTED = ANALYZER_REJECTED
+REJECTED_MAX_BYTES = 5 * 1024 * 1024
+REJECTED_PER_FLUSH = 200     # kept aside per flush; more are counted only
+BATCH_MAX = 2000             # distinct threats waiting for one flush; more fold per actor
+HISTORY_BUF_MAX = 20000      # history lines waiting for a write (normally one flush's worth)
 
 _RUN_ID = uuid.uuid4().hex[:6]
 _SEQ = itertools.count(1)
@@ -55,9 +67,16 @@ class RecordsSink:
         self._threats: dict = {}   # dedupe_key -> [threat, times]
         self._protected = ProtectedCache()
         self._refused_autoban: set = set()
+        self._rejected: list = []
+        self.rejected_dropped = 0
+        self.history_dropped = 0
         self.threats_written = 0
+        self.threats_folded = 0
         self.auto_bans = 0
         self.write_errors = 0
+        self.failing_since: float | None = None   # monotonic time of the first failure in a row
+        self.last_error: str | None = None
+        self._threats_next = 0.0
 
     # -------------------------------------------------------- from any thread
     def add(self, entry: dict, threat: dict | None) -> None:
@@ -65,20 +84,44 @@ class RecordsSink:
             self._window.append(entry)
             self._dirty = True
             if self.history:
-                self._history_buf.append(entry)
+                if len(self._history_buf) < HISTORY_BUF_MAX:
+                    self._history_buf.append(entry)
+                else:  # writing has been failing for a while: bounded, and counted
+                    self.history_dropped += 1
             if threat is not None:
                 cur = self._threats.get(threat["dedupe_key"])
+                if cur is None and len(self._threats) >= BATCH_MAX:
+                    # A flood of distinct targets between two flushes: one
+                    # entry per actor and category, not one per target.
+                    self.threats_folded += 1
+                    actor = threats.actor_of(threat)
+                    threat = threats.folded(threat, f"agg|{threat['category']}|{actor}",
+                                            f"{actor}: many {threat['category']} threats at once; "
+                                            "further targets are counted here")
+                    cur = self._threats.get(threat["dedupe_key"])
                 if cur is None:
                     self._threats[threat["dedupe_key"]] = [threat, 1]
                 else:
                     best = cur[0]
+                    evidence = max((best, threat), key=threats.rule_evidence)
                     if rank(threat["level"]) > rank(best["level"]) or (
                             threat["level"] == best["level"]
                             and threat.get("confidence", 0) > best.get("confidence", 0)):
-                        cur[0] = threat
+                        cur[0] = best = threat
                     else:
                         best["event"] = threat["event"]  # newest sighting, highest words
+                    # The strongest rule evidence of either stays (auto-ban rests on it).
+                    best["rule_level"] = evidence.get("rule_level")
+                    best["rule_confidence"] = evidence.get("rule_confidence")
                     cur[1] += 1
+
+    def reject(self, record: dict) -> None:
+        """Keep a refused input line aside (any thread; memory only)."""
+        with self._lock:
+            if len(self._rejected) < REJECTED_PER_FLUSH:
+                self._rejected.append(record)
+            else:
+                self.rejected_dropped += 1
 
     @staticmethod
     def make_entry(event: dict, verdict: dict, backend: str, cached: bool) -> dict:
@@ -90,15 +133,69 @@ class RecordsSink:
         return entry
 
     # ------------------------------------------------------ flusher thread
-    def flush(self, force: bool = False) -> None:
+    def flush(self, force: bool = False) -> bool:
+        """Write what is waiting; True when every write succeeded. Never
+        raises: this runs on the flusher thread, which must outlive any
+        hostile records file."""
+        ok = True
         with self._flush_lock:
+            for name, step in ((threats.PENDING_THREATS, lambda: self._flush_threats(force)),
+                               (HISTORY, self._flush_history),
+                               (DASHBOARD_LOGS, lambda: self._flush_logs(force)),
+                               (REJECTED, self._flush_rejected)):
+                try:
+                    step()
+                except Exception as e:  # noqa: BLE001 (any failure is reported, never fatal here)
+                    ok = False
+                    self._failed(name, e)
+        if ok and self.failing_since is not None:
+            self.warn("records are written again")
+            self.failing_since = None
+            self.last_error = None
+        return ok
+
+    def _failed(self, name: str, e: Exception) -> None:
+        self.write_errors += 1
+        msg = f"{name}: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        if self._not_a_file(name):
+            # Something that is not a file where a records file belongs: move
+            # it aside so the next flush writes a fresh file.
             try:
-                self._flush_threats()
-                self._flush_history()
-                self._flush_logs(force)
-            except StoreError as e:
-                self.write_errors += 1
-                self.warn(f"records write failed: {e} (will retry)")
+                aside = self.store.set_aside(name)
+                msg += f"; set aside as {aside.name}"
+            except Exception as e2:  # noqa: BLE001
+                msg += f"; cannot set it aside ({type(e2).__name__}: {e2})"
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        if msg != self.last_error:
+            self.warn(f"records write failed: {msg} (will retry)")
+        self.last_error = msg
+
+    def _not_a_file(self, name: str) -> bool:
+        try:
+            st = self.store.stat(name)
+        except (OSError, StoreError):
+            return False
+        return st is not None and not stat.S_ISREG(st.st_mode)
+
+    def recording(self) -> dict:
+        """How writing records/ goes, for analyzer_status.json."""
+        since = self.failing_since
+        return {"ok": since is None, "write_errors": self.write_errors,
+                "history_lines_not_written": self.history_dropped,
+                "failing_for_s": None if since is None else round(time.monotonic() - since, 1),
+                "last_error": self.last_error}
+
+    def _flush_rejected(self) -> None:
+        with self._lock:
+            buf, self._rejected = self._rejected, []
+        if buf:
+            try:
+                self.store.append_jsonl_many(REJECTED, buf, max_bytes=REJECTED_MAX_BYTES, keep=1)
+            except Exception:
+                with self._lock:  # kept for the next try, within the same bound
+                    self._rejected[:0] = buf[:REJECTED_PER_FLUSH - len(self._rejected)]
+                raise
 
     def _flush_logs(self, force: bool) -> None:
         now = time.monotonic()
@@ -111,23 +208,46 @@ class RecordsSink:
                 return
             entries = list(self._window)
             self._dirty = False
+        try:
+            self.store.write(DASHBOARD_LOGS, {"updated_at": utc_now_iso(), "max_entries": maxlen,
+                                              "entries": entries})
+        except Exception:
+            with self._lock:
+                self._dirty = True  # write the window again at the very next flush
+            raise
         self._last_log_write = now
-        self.store.write(DASHBOARD_LOGS, {"updated_at": utc_now_iso(), "max_entries": maxlen,
-                                          "entries": entries})
 
     def _flush_history(self) -> None:
         with self._lock:
             buf, self._history_buf = self._history_buf, []
         if buf:
-            self.store.append_jsonl_many(HISTORY, buf, max_bytes=HISTORY_MAX_BYTES, keep=HISTORY_KEEP)
+            try:
+                self.store.append_jsonl_many(HISTORY, buf, max_bytes=HISTORY_MAX_BYTES, keep=HISTORY_KEEP)
+            except Exception:
+                with self._lock:  # kept for the next try, within the same bound as the window
+                    self._history_buf[:0] = buf[-self._window.maxlen:]
+                raise
 
-    def _flush_threats(self) -> None:
+    def _flush_threats(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._threats_next:
+            return
         with self._lock:
             batch, self._threats = self._threats, {}
         if not batch:
             return
         cfg = self.get_cfg()
-        results = threats.add_or_merge_many(self.store, [(t, n) for t, n in batch.values()])
+        try:
+            results = threats.add_or_merge_many(self.store, [(t, n) for t, n in batch.values()])
+        except Exception:
+            with self._lock:  # keep the batch for the next try (new sightings merge in)
+                for key, (t, n) in batch.items():
+                    cur = self._threats.setdefault(key, [t, 0])
+                    cur[1] += n
+            raise
+        # The file is rewritten whole: at most a fifth of the time goes to it,
+        # however big a hostile flood has made it.
+        self._threats_next = now + 4 * (time.monotonic() - now)
         self.threats_written += len(results)
         for stored, merged in results:
             if not merged:  # one key=value line per new threat (docs/SERVICE.md)
@@ -140,8 +260,7 @@ class RecordsSink:
             if stored.get("kind") == "flood":
                 if cfg["auto_block_floods"]:
                     self._auto_ban(stored, cfg, flood=True)
-            elif (cfg["auto_ban_critical"]
-                  and float(stored.get("confidence") or 0) >= cfg["auto_ban_min_confidence"]):
+            elif cfg["auto_ban_critical"] and auto_bannable(stored, cfg["auto_ban_min_confidence"]):
                 self._auto_ban(stored, cfg)
 
     def _auto_ban(self, threat: dict, cfg: dict, flood: bool = False) -> None:
@@ -152,8 +271,8 @@ class RecordsSink:
             note = "auto_block_floods: CRITICAL flood"
         else:
             ttl, by, source = cfg["auto_ban_ttl_seconds"], "auto-ban", "auto"
-            note = (f"auto_ban_critical: confidence {threat.get('confidence')} >= "
-                    f"{cfg['auto_ban_min_confidence']}")
+            note = (f"auto_ban_critical: rules said CRITICAL with confidence "
+                    f"{threat.get('rule_confidence')} >= {cfg['auto_ban_min_confidence']}")
         try:
             threats.approve(self.store, threat["id"], by=by, source=source, ttl_seconds=ttl,
                             whitelist=wl, protected=protected, note=note)
@@ -175,17 +294,3 @@ class RecordsSink:
     def pending_threat_batch(self) -> int:
         with self._lock:
             return len(self._threats)
-
-
-def threat_from(entry: dict, target: str | None, dedupe_key: str | None) -> dict | None:
-    """The pending-threat record for a HIGH/CRITICAL verdict, else None."""
-    if entry["level"] not in THREAT_LEVELS:
-        return None
-    event = entry["event"]
-    return {"level": entry["level"], "category": entry["category"],
-            "confidence": entry["confidence"], "reason": entry["reason"],
-            "recommended_action": entry["recommended_action"],
-            "verdict_source": entry["verdict_source"], "backend": entry["backend"],
-            "rule_ids": entry.get("rule_ids", []), "event": event,
-            "target": target or event.get("daddr"),
-            "dedupe_key": dedupe_key or destination_key(event.get("daddr"))}

@@ -15,12 +15,14 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..events import scrub_value
 from ..llm.backends import BackendError, BackendManager
 from ..metrics import LLM_SECONDS
 from .prompt import build_messages
 from .verdict import VERDICT_SCHEMA, InvalidVerdict, Verdict, combine, fallback, parse_llm_verdict
 
 CACHE_MAX = 50000
+COALESCE_MAX = 1000   # events waiting on one question; more get their rule verdict at once
 
 
 @dataclass
@@ -56,7 +58,8 @@ class RateCap:
 
 class LLMWorker:
     COUNTERS = ("submitted", "calls", "answered", "cache_hits", "coalesced", "queue_dropped",
-                "failures", "timeouts", "invalid_answers", "rate_limited", "stale", "abandoned")
+                "failures", "timeouts", "invalid_answers", "rate_limited", "stale", "abandoned",
+                "cache_evictions", "coalesce_dropped", "worker_restarts", "worker_errors")
 
     def __init__(self, get_cfg: Callable[[], dict], manager: BackendManager,
                  deliver: Callable[[Job, Verdict, bool], None], warn: Callable[[str], None]):
@@ -86,10 +89,13 @@ class LLMWorker:
             if hit is not None and hit[0] > now:
                 self.counts["cache_hits"] += 1
                 verdict = combine(job.rule, hit[1])
-            elif key in self._pending:
+            elif key in self._pending and len(self._pending[key].jobs) < COALESCE_MAX:
                 self._pending[key].jobs.append(job)
                 self.counts["coalesced"] += 1
                 return
+            elif key in self._pending:
+                self.counts["coalesce_dropped"] += 1
+                verdict = fallback(job.rule, f"{COALESCE_MAX} identical questions already waiting")
             elif len(self._queue) >= cfg["queue_size"] or self._closing:
                 self.counts["queue_dropped"] += 1
                 verdict = fallback(job.rule, f"LLM queue full ({cfg['queue_size']}); dropped")
@@ -103,6 +109,12 @@ class LLMWorker:
     # --------------------------------------------------------------- workers
     def _ensure_workers(self, n: int) -> None:
         # Grows only: a lowered "workers" setting leaves idle threads, harmless.
+        # A thread that died anyway (it should not: _run catches everything)
+        # is replaced, and counted.
+        alive = [t for t in self._threads if t.is_alive()]
+        if len(alive) != len(self._threads) and not self._closing:
+            self.counts["worker_restarts"] += len(self._threads) - len(alive)
+            self._threads = alive
         while len(self._threads) < n:
             t = threading.Thread(target=self._run, name=f"llm-worker-{len(self._threads)}",
                                  daemon=True)
@@ -123,10 +135,17 @@ class LLMWorker:
                 self._in_flight += 1
             try:
                 llm, why = self._answer(q)
+            except Exception as e:  # noqa: BLE001 (a worker outlives any answer)
+                self._count("failures")
+                llm, why = None, f"LLM worker error: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
             finally:
                 with self._cond:
                     self._in_flight -= 1
-            self._settle(key, llm, why)
+            try:
+                self._settle(key, llm, why)
+            except Exception as e:  # noqa: BLE001
+                self._count("worker_errors")
+                self.warn(f"LLM worker: cannot record a verdict ({type(e).__name__}: {e}); going on")
 
     def _answer(self, q: _Question) -> tuple[dict | None, str | None]:
         cfg = self.get_cfg()
@@ -150,7 +169,9 @@ class LLMWorker:
                 text = backend.ask(messages, cfg, VERDICT_SCHEMA)
             finally:
                 LLM_SECONDS.observe(time.monotonic() - started)
-            llm = parse_llm_verdict(text)
+            # A model's text may hold anything, "\ud800" included: make it
+            # writable once, here, before it reaches records/.
+            llm = scrub_value(parse_llm_verdict(text))
         except BackendError as e:
             self._count("failures")
             if e.kind == "timeout":
@@ -176,6 +197,7 @@ class LLMWorker:
             self._cache.move_to_end(q.key)
             while len(self._cache) > CACHE_MAX:
                 self._cache.popitem(last=False)
+                self.counts["cache_evictions"] += 1
         return llm, None
 
     def _settle(self, key: tuple, llm: dict | None, why: str | None) -> None:

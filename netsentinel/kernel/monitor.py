@@ -88,7 +88,7 @@ class ConnectionMonitor:
             saddr = _addr(e.family, bytes(e.saddr))[1] if e.has_saddr else None
             on_event(RawConnection(
                 ts_ns=e.ts_ns, pid=e.pid, tid=e.tid, uid=e.uid,
-                comm=e.comm.decode("utf-8", "replace"), family=family,
+                comm=e.comm.decode("utf-8", "surrogateescape"), family=family,  # lossless, see byte_exact
                 # SYN_SENT is set before the source port is picked: 0 means unknown.
                 saddr=saddr, sport=e.sport or None,
                 daddr=daddr, dport=e.dport, mode=MODE_NAMES.get(e.mode, "unknown")))

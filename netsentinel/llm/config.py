@@ -201,7 +201,8 @@ _SCAN, _BAN, _REC = "rules", "auto-ban (off by default)", "records"
 FIELDS: tuple[Field, ...] = (
     Field("version", "int", 1, "format version of the file", 1, 1),
     Field("backend", "choice", "auto", "auto: zhipuai when ZHIPUAI_API_KEY is set, else ollama "
-          "when it answers, else rules only", choices=BACKENDS, flags=("--backend",), label="Backend"),
+          "when OLLAMA_HOST or a host is configured and answers, else rules only (never a server "
+          "merely found listening)", choices=BACKENDS, flags=("--backend",), label="Backend"),
     Field("model", "model", None, "null: the backend's default model (zhipuai glm-4-flash, "
           "ollama qwen3:8b); --hf-model sets it too", flags=("--model",), label="Model"),
     Field("host", "url", None, "endpoint URL: OpenAI-compatible base (…/v1), Ollama host or "
@@ -229,8 +230,9 @@ FIELDS: tuple[Field, ...] = (
           label="Port-scan threshold (ports)"),
     Field("scan_host_threshold", "int", 20, "distinct hosts that make a host sweep", 2, 1000000,
           flags=("--scan-hosts",), metavar="N", group=_SCAN, label="Host-sweep threshold (hosts)"),
-    Field("auto_ban_critical", "bool", False, "ban CRITICAL verdicts above the confidence "
-          "threshold without waiting for a person", flags=("--auto-ban-critical",), group=_BAN,
+    Field("auto_ban_critical", "bool", False, "ban without waiting for a person when the rules "
+          "(a match or a measurement) said CRITICAL above the confidence threshold; a level raised "
+          "by the model never bans by itself", flags=("--auto-ban-critical",), group=_BAN,
           label="Auto-ban CRITICAL threats"),
     Field("auto_ban_min_confidence", "float", 0.9, "confidence an auto-ban needs", 0, 1,
           flags=("--auto-ban-min-confidence",), group=_BAN, label="Minimum confidence"),

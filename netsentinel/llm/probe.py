@@ -83,13 +83,24 @@ def _probe_huggingface(model: str, cfg: dict) -> tuple[bool, str]:
 
 
 def choose_auto(cfg: dict, timeout: float = 2.0) -> tuple[str, str]:
-    """What "auto" means right now: zhipuai with a key, else a reachable
-    ollama with the model, else rules. Returns (backend, why)."""
+    """What "auto" means right now: zhipuai with a key, else ollama when an
+    Ollama endpoint is configured (OLLAMA_HOST in the environment or .env,
+    or "host" in llm_config.json) and answers with the model, else rules.
+    Returns (backend, why).
+
+    Never a server merely found listening: any local user can listen on
+    localhost:11434, and whoever answers there would read root's command
+    lines and write verdicts."""
     load_env()
     if os.environ.get("ZHIPUAI_API_KEY"):
         return "zhipuai", "ZHIPUAI_API_KEY is set"
+    where = ("OLLAMA_HOST" if os.environ.get("OLLAMA_HOST")
+             else "host in llm_config.json" if cfg.get("host") else None)
+    if where is None:
+        return "rules", ("no LLM backend configured (auto uses zhipuai when ZHIPUAI_API_KEY is "
+                         "set, ollama when OLLAMA_HOST or a host is configured; it never adopts "
+                         "a server it merely finds listening); judging with rules only")
     ok, msg = probe_backend(dict(cfg, backend="ollama"), timeout=timeout)
     if ok:
-        return "ollama", msg
-    return "rules", ("no LLM backend configured (no ZHIPUAI_API_KEY) and none reachable "
-                     f"({msg}); judging with rules only")
+        return "ollama", f"{where} is configured: {msg}"
+    return "rules", f"ollama configured ({where}) but not usable ({msg}); judging with rules only"

@@ -4,6 +4,11 @@ A connecting process may be gone before its event is read (a short-lived
 curl, a scanner's child); then the fields are None and `proc_error` says why.
 Results are cached briefly per (pid, start time) so a scanner making
 thousands of connects costs three /proc reads, not thousands.
+
+exe and cmdline are bytes chosen by whoever started the process, not
+necessarily UTF-8: they are returned as str decoded with "surrogateescape"
+(lossless), and the EventWriter turns them into valid JSON with the raw
+bytes beside the text (events.byte_exact).
 """
 
 from __future__ import annotations
@@ -11,6 +16,10 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+
+# argv can be megabytes; an event carries the first MAX_CMDLINE bytes and says
+# how much was left out (the scan rules and a person need the start of it).
+MAX_CMDLINE = 4096
 
 
 def _read(path: str) -> bytes:
@@ -25,8 +34,7 @@ def read_process(pid: int) -> dict:
         stat = _read(f"{base}/stat").decode("utf-8", "replace")
         # comm may contain spaces and parentheses: split after the last ')'.
         info["ppid"] = int(stat[stat.rindex(")") + 2:].split()[1])
-        raw = _read(f"{base}/cmdline")
-        info["cmdline"] = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace") or None
+        info["cmdline"] = _cmdline(_read(f"{base}/cmdline"))
     except FileNotFoundError:
         info["proc_error"] = "process exited before it could be read"
         return info
@@ -41,6 +49,17 @@ def read_process(pid: int) -> dict:
         # Kernel threads have no exe; permission errors name themselves.
         info["proc_error"] = f"exe unavailable: {e.strerror}"
     return info
+
+
+def _cmdline(raw: bytes) -> str | None:
+    raw = raw.rstrip(b"\0").replace(b"\0", b" ")
+    if not raw:
+        return None
+    if len(raw) > MAX_CMDLINE:
+        cut = len(raw) - MAX_CMDLINE
+        shown = raw[:MAX_CMDLINE].decode("utf-8", "surrogateescape")
+        return f"{shown} [{cut} more bytes not shown]"
+    return raw.decode("utf-8", "surrogateescape")
 
 
 class ProcCache:

@@ -1,0 +1,39 @@
+"""From a recorded verdict to a pending threat, and what an automatic ban
+may rest on: evidence the rules measured, never words a model wrote."""
+
+from __future__ import annotations
+
+from .rules import destination_key
+from ..levels import THREAT_LEVELS
+
+
+def auto_bannable(threat: dict, min_confidence: float) -> bool:
+    """May auto_ban_critical ban this threat's target? Only on evidence an
+    attacker's text cannot write: the rules (matches and measurements) said
+    CRITICAL with enough confidence. A level a model raised (perhaps because
+    a command line told it to) never bans by itself; it waits for a person."""
+    conf = threat.get("rule_confidence")
+    return (threat.get("rule_level") == "CRITICAL" and not threat.get("aggregate")
+            and isinstance(conf, (int, float)) and conf >= min_confidence)
+
+
+def threat_from(entry: dict, target: str | None, dedupe_key: str | None,
+                rule_confidence: float | None = None) -> dict | None:
+    """The pending-threat record for a HIGH/CRITICAL verdict, else None.
+    rule_confidence: the rules' own confidence when a model's words are in
+    entry (for rule verdicts it is entry's)."""
+    if entry["level"] not in THREAT_LEVELS:
+        return None
+    event = entry["event"]
+    rule_level = entry.get("rule_level") or (
+        entry["level"] if entry.get("verdict_source", "rules") != "llm" else None)
+    if rule_confidence is None and entry.get("verdict_source") != "llm":
+        rule_confidence = entry["confidence"]
+    return {"level": entry["level"], "category": entry["category"],
+            "rule_level": rule_level, "rule_confidence": rule_confidence,
+            "confidence": entry["confidence"], "reason": entry["reason"],
+            "recommended_action": entry["recommended_action"],
+            "verdict_source": entry["verdict_source"], "backend": entry["backend"],
+            "rule_ids": entry.get("rule_ids", []), "event": event,
+            "target": target or event.get("daddr"),
+            "dedupe_key": dedupe_key or destination_key(event.get("daddr"))}

@@ -1,0 +1,85 @@
+"""Inbound `flow` events in the analyzer: a flood becomes a threat (one per
+source and kind), auto-blocked when CRITICAL (auto_block_floods), and may
+trigger an LLM proposal of filter rules for a person to review. A mixin of
+pipeline.Analyzer, whose state it uses."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from .. import proposals
+from ..llm.backends import BackendError
+from ..llm.config import LLM_BACKENDS
+from ..netinfo import ProtectedCache
+from ..store import StoreError
+from .evidence import threat_from
+from .floods import FloodDetector
+from .sinks import RecordsSink
+
+PROPOSE_EVERY_S = 600.0  # at most one LLM rule proposal per flooding source per this
+PROPOSED_MAX = 4096      # flooding sources remembered for that
+_PROTECTED = ProtectedCache()  # for rule proposals; the sink keeps its own for auto-bans
+
+
+class FlowJudging:
+    """handle_flow and what it needs; Analyzer provides settings, sink, store,
+    manager, warn, whitelist(), llm_cfg(), _track_settings(), _tally()."""
+
+    def floods(self, cfg: dict) -> FloodDetector:
+        gen = self.settings.generation
+        if self._flood_detector is None or self._flood_detector[0] != gen:
+            self._flood_detector = (gen, FloodDetector(cfg["flood_thresholds"], self._flow_model))
+        return self._flood_detector[1]
+
+    def handle_flow(self, ev: dict) -> None:
+        """An inbound per-source window: a flood becomes a threat (one per
+        source and kind), auto-blocked when CRITICAL (auto_block_floods)."""
+        if not isinstance(ev.get("src"), str):
+            return
+        cfg = self.settings.current()
+        self._track_settings(cfg)
+        v = self.floods(cfg).judge(ev)
+        if v is None:
+            return
+        verdict = {"level": v.level, "category": v.category, "confidence": v.confidence,
+                   "rule_level": v.level, "reason": v.reason, "verdict_source": "rules", "rule_ids": [f"flood:{v.category}"],
+                   "recommended_action": "ban the source" if v.level != "MEDIUM" else "watch the source",
+                   "detector": v.source, "model_label": v.model_label,
+                   "model_confidence": v.model_confidence}
+        entry = RecordsSink.make_entry(ev, verdict, "rules", False)
+        threat = threat_from(entry, ev["src"], f"flood|{v.category}|{ev['src']}")
+        if threat is not None:
+            threat["kind"] = "flood"
+        self.sink.add(entry, threat)
+        self._tally(v.level, "rules")
+        if v.level == "CRITICAL" and cfg["propose_rules_on_flood"] and self._backend in LLM_BACKENDS:
+            now = time.monotonic()
+            if now - self._proposed.get(ev["src"], -PROPOSE_EVERY_S) >= PROPOSE_EVERY_S:
+                if len(self._proposed) >= PROPOSED_MAX:
+                    self._proposed = {k: t for k, t in self._proposed.items()
+                                      if now - t < PROPOSE_EVERY_S}
+                self._proposed[ev["src"]] = now
+                threading.Thread(target=self._propose_rules, args=(ev, v), daemon=True,
+                                 name="rule-proposal").start()
+
+    def _propose_rules(self, ev: dict, v) -> None:
+        """Ask the LLM for filter rules against this flood; a person reviews them."""
+        cfg = self.llm_cfg()
+        wl = self.whitelist()
+        try:
+            backend = self.manager.get(cfg)
+            p = proposals.propose(
+                self.store, lambda messages, schema: backend.ask_json(messages, cfg, schema), [ev],
+                backend=backend.describe(), protected=_PROTECTED.get(wl.config["protect_ssh_ports"]),
+                ssh_ports=wl.config["protect_ssh_ports"], context=v.reason,
+                trigger={"kind": "flood", "src": ev["src"], "category": v.category})
+        except Exception as e:  # noqa: BLE001 (ProposalError, BackendError, StoreError, or a
+            # hand-edited rule_proposals.json): this one-off thread says why and ends
+            why = str(e) if isinstance(e, (proposals.ProposalError, BackendError, StoreError)) \
+                else f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+            self.warn(f"no rule proposal for the {v.category} from {ev['src']}: {why}")
+            return
+        valid = sum(r["valid"] for r in p["rules"])
+        self.warn(f"rule proposal {p['id']} for the {v.category} from {ev['src']}: {valid} valid "
+                  f"rule(s) of {len(p['rules'])}, waiting for review")
