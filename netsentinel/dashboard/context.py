@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import audit
 from ..netinfo import Protected, protected_addresses
 from ..store import RecordsStore
 from ..whitelist import Whitelist, WhitelistFile
@@ -19,14 +20,18 @@ class Ctx:
     store: RecordsStore
     whitelist_file: WhitelistFile
     snap: Snapshot
+    who: str = "dashboard"  # the signed-in session, for the audit trail
 
     @classmethod
-    def open(cls, settings: Settings, warn: Callable[[str], None]) -> "Ctx":
+    def open(cls, settings: Settings, warn: Callable[[str], None], who: str = "dashboard") -> "Ctx":
         """warn: where the store's one-line messages go (a file set aside
         during a write, ...); the app shows them to the user."""
         store = RecordsStore(settings.records, warn=warn)
         wl = WhitelistFile(settings.config, warn=warn)
-        return cls(settings, store, wl, Snapshot(store))
+        return cls(settings, store, wl, Snapshot(store), who)
+
+    def audit(self, action: str, details: dict, outcome: str = "ok") -> None:
+        audit.record(self.store, self.who, action, details, outcome)
 
     def whitelist_for_write(self) -> Whitelist:
         """The whitelist as it is on disk now; raises ConfigError/StoreError
