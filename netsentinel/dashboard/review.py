@@ -69,8 +69,9 @@ def threat_card(ctx: Ctx, t: dict) -> None:
     tid = str(t.get("id"))
     level = t.get("level", "?")
     with st.container(border=True):
-        st.markdown(f"#### {LEVEL_ICONS.get(level, '')} {md(level)} · {md(t.get('category', '?'))} → "
-                    f"{code(target_of(t))}")
+        # anchor=False: a heading's anchor link would carry the category's text.
+        st.subheader(f"{LEVEL_ICONS.get(level, '')} {md(level)} · {md(t.get('category', '?'))} → "
+                     f"{code(target_of(t))}", anchor=False)
         st.markdown("**Why**")
         st.text(str(t.get("reason") or "-"))
         st.markdown("**Recommended**")
