@@ -3,7 +3,8 @@
 # pipeline `unified_ebpf.py | llm_analyzer.py` in the foreground. Ctrl-C (or
 # SIGTERM) stops everything; the loader detaches its programs on the way out.
 # Usage: sudo bash scripts/run.sh [IFACE]     (normally via: sudo make run IFACE=eth0)
-# Environment: DASHBOARD_PORT (8501), ANALYZER_ARGS (e.g. "--backend ollama").
+# Environment: DASHBOARD_PORT (8501), ANALYZER_ARGS (e.g. "--backend ollama"),
+# DASHBOARD_USER (run the dashboard as this user, read-only for now).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -22,10 +23,21 @@ stop() {
 trap stop INT TERM EXIT
 
 if [ -f dashboard.py ]; then
-  "$PY" -m streamlit run dashboard.py --server.address 127.0.0.1 --server.port "$PORT" \
-    --server.headless true --browser.gatherUsageStats false > logs/dashboard.log 2>&1 &
-  pids+=($!)
-  echo "run: dashboard on http://127.0.0.1:$PORT (log: logs/dashboard.log)" >&2
+  # Every local user can reach 127.0.0.1: the dashboard asks for a token, made
+  # once and kept root-only in records/.dashboard_token (0600). It is handed to
+  # the dashboard in its environment, and printed here as the login URL.
+  if TOKEN=$("$PY" -m netsentinel.dashboard.access token); then
+    DASH=("$PY" -m streamlit run dashboard.py --server.address 127.0.0.1 --server.port "$PORT"
+          --server.headless true --browser.gatherUsageStats false)
+    # DASHBOARD_USER=netsentinel: run it as that user, which can read records/
+    # but not write it yet (docs/DASHBOARD.md, "Running unprivileged").
+    [ -n "${DASHBOARD_USER:-}" ] && DASH=(runuser -u "$DASHBOARD_USER" -- env HOME=/nonexistent "${DASH[@]}")
+    NETSENTINEL_DASHBOARD_TOKEN=$TOKEN "${DASH[@]}" > logs/dashboard.log 2>&1 &
+    pids+=($!)
+    echo "run: dashboard on http://127.0.0.1:$PORT/?token=$TOKEN (log: logs/dashboard.log)" >&2
+  else
+    echo "run: dashboard not started: no login token (see above)" >&2
+  fi
 fi
 if [ -f llm_analyzer.py ]; then
   # shellcheck disable=SC2086

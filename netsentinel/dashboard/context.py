@@ -3,6 +3,7 @@ and this render's snapshot of records/."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +30,15 @@ class Ctx:
         store = RecordsStore(settings.records, warn=warn)
         wl = WhitelistFile(settings.config, warn=warn)
         return cls(settings, store, wl, Snapshot(store), who)
+
+    def read_only(self) -> str | None:
+        """Why this dashboard cannot write records/ (run as an unprivileged
+        user, see docs/DASHBOARD.md), or None."""
+        if os.access(self.settings.records, os.W_OK):
+            return None
+        return (f"Read-only: the dashboard runs as uid {os.geteuid()}, which cannot write "
+                f"{self.settings.records}. Bans, decisions, whitelist and settings changes are "
+                "refused; make them with `sudo make run`'s dashboard or the command line.")
 
     def audit(self, action: str, details: dict, outcome: str = "ok") -> None:
         audit.record(self.store, self.who, action, details, outcome)

@@ -113,11 +113,10 @@ def dashboard_server(records: Path, config: Path, log: Path, refresh: float = 2.
            "--server.address", "127.0.0.1", "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
            "--", "--records", str(records), "--config", str(config), "--refresh", str(refresh)]
-    if user is not None:
-        cmd = ["runuser", "-u", user, "--", "env", *(f"{k}={v}" for k, v in env.items()
-                                                     if k in ("PATH", "PYTHONPATH", "LANG")
-                                                     or k.startswith("NETSENTINEL_")), *cmd]
-        env = {**env, "HOME": "/"}
+    if user is not None:  # as scripts/run.sh does with DASHBOARD_USER
+        cmd = ["runuser", "-u", user, "--", "env", "-i", "HOME=/nonexistent",
+               *(f"{k}={v}" for k, v in env.items()
+                 if k in ("PATH", "PYTHONPATH", "LANG") or k.startswith("NETSENTINEL_")), *cmd]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
