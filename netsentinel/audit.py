@@ -10,6 +10,7 @@ Any tool may record here (the dashboard does for every write it makes)."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from .store import RecordsStore, StoreError, utc_now_iso
@@ -32,15 +33,30 @@ def record(store: RecordsStore, who: str, action: str, details: dict | None = No
     return entry
 
 
-def read(store: RecordsStore, limit: int = 1000) -> tuple[list[dict], int]:
+def _tail(store: RecordsStore, max_bytes: int) -> str:
+    """The last max_bytes of the trail (it may be 50 MB; a page refresh reads
+    only the end), starting at a line boundary. Never follows a link."""
+    try:
+        fd = os.open(store.path(AUDIT), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return ""
+    except OSError as e:
+        raise StoreError(f"cannot read {store.path(AUDIT)}: {e.strerror}") from e
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(max(0, size - max_bytes))
+        data = f.read(max_bytes)
+    if size > max_bytes:
+        data = data.partition(b"\n")[2]  # the first line is cut
+    return data.decode("utf-8", errors="replace")
+
+
+def read(store: RecordsStore, limit: int = 1000, max_bytes: int = 4 * 1024 * 1024
+         ) -> tuple[list[dict], int]:
     """The newest `limit` entries (oldest first) and how many lines were not
     entries (a torn or hand-edited line is skipped, not fatal)."""
-    try:
-        text = store.read_text(AUDIT) or ""
-    except StoreError:
-        return [], 0
     entries, bad = [], 0
-    for line in text.splitlines()[-limit:]:
+    for line in _tail(store, max_bytes).splitlines()[-limit:]:
         try:
             e = json.loads(line)
         except ValueError:

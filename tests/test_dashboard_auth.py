@@ -241,3 +241,16 @@ def test_test_connection_refuses_a_settings_file_root_does_not_own(env, monkeypa
         at.button(key="llm_test").click().run()
         assert "belongs to uid 65534" in texts(at, "error")
         assert listener.seen() == []
+
+
+def test_audit_trail_reads_only_its_end_and_skips_bad_lines(records):
+    for i in range(3000):
+        audit.record(records, "cli uid 0", "ban", {"ip": f"203.0.113.{i % 250}", "n": i})
+    with open(records.path(audit.AUDIT), "a") as f:
+        f.write("not json\n[1]\n")
+    audit.record(records, "cli uid 0", "unban", {"ip": "203.0.113.1"})
+    entries, bad = audit.read(records, limit=50, max_bytes=4096)
+    assert bad == 2 and entries[-1]["action"] == "unban"
+    assert 0 < len(entries) < 50 and entries[0]["details"]["n"] > 2900  # only the tail was read
+    long = audit.record(records, "x", "whitelist_edit", {"json": "x" * 10_000})
+    assert len(long["details"]["json"]) <= audit.MAX_DETAIL_CHARS + 1

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..store import RecordsStore, StoreError
+
 TOKEN_ENV = "NETSENTINEL_DASHBOARD_TOKEN"
 PASSWORD_ENV = "NETSENTINEL_DASHBOARD_PASSWORD"
 IDLE_ENV = "NETSENTINEL_DASHBOARD_IDLE_MINUTES"
@@ -82,7 +84,10 @@ def load_or_create_token(records: Path) -> str:
 def _create_token(path: Path) -> str:
     token = secrets.token_urlsafe(32)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        RecordsStore(path.parent)  # creates records/ the way every tool does
+    except StoreError as e:
+        raise AccessError(f"{e}; set {TOKEN_ENV}") from None
+    try:
         # O_EXCL: two starting dashboards never overwrite each other's token;
         # the mode is set explicitly, whatever the umask.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

@@ -6,14 +6,20 @@ from __future__ import annotations
 import streamlit as st
 
 from .. import audit
+from ..store import StoreError
 from .context import Ctx
+from .ui import md
 
 SHOWN = 1000
 
 
 def render(ctx: Ctx) -> None:
     st.header("Audit")
-    entries, bad = audit.read(ctx.store, SHOWN)
+    try:
+        entries, bad = audit.read(ctx.store, SHOWN)
+    except StoreError as e:
+        st.error(md(e))
+        return
     st.caption(f"The newest {len(entries)} entries of records/{audit.AUDIT} (every write made from "
                "the dashboard, with the session that made it; refused attempts too).")
     if bad:
