@@ -32,13 +32,21 @@ class Ctx:
         return cls(settings, store, wl, Snapshot(store), who)
 
     def read_only(self) -> str | None:
-        """Why this dashboard cannot write records/ (run as an unprivileged
-        user, see docs/DASHBOARD.md), or None."""
-        if os.access(self.settings.records, os.W_OK):
+        """What this dashboard cannot do because it cannot write records/
+        (run as an unprivileged user, see docs/DASHBOARD.md), or None."""
+        records = self.settings.records
+        if os.access(records, os.W_OK):
             return None
+        # The loader's drop directory (group netsentinel): the store queues
+        # ban/unban and rule commands there when it may not take the lock.
+        if os.access(records / "ban_commands.d", os.W_OK | os.X_OK):
+            return (f"Limited: the dashboard runs as uid {os.geteuid()}. Bans, unbans and filter-rule "
+                    "commands are queued for the loader (ban_commands.d/, rule_commands.d/); "
+                    "approving or rejecting threats, whitelist and settings changes are refused, "
+                    "and the audit trail is not written from here.")
         return (f"Read-only: the dashboard runs as uid {os.geteuid()}, which cannot write "
-                f"{self.settings.records}. Bans, decisions, whitelist and settings changes are "
-                "refused; make them with `sudo make run`'s dashboard or the command line.")
+                f"{records}. Bans, decisions, whitelist and settings changes are refused; make "
+                "them with `sudo make run`'s dashboard or the command line.")
 
     def audit(self, action: str, details: dict, outcome: str = "ok") -> None:
         audit.record(self.store, self.who, action, details, outcome)
