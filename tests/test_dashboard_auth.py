@@ -19,7 +19,7 @@ from netsentinel import audit
 from netsentinel.dashboard import access
 from netsentinel.store import BAN_COMMANDS, LLM_CONFIG, RecordsStore
 from netsentinel.testing.dashboard_browser import Listener
-from test_dashboard_app import SCRIPT, TOKEN, env, read, start, texts  # noqa: F401  (env: fixture)
+from test_dashboard_app import TOKEN, env, read, start, texts  # noqa: F401  (env: fixture)
 
 
 def signed_in(at: AppTest) -> bool:

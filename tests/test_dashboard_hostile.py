@@ -28,7 +28,7 @@ import pytest
 
 from dashboard_seed import seed
 from netsentinel import audit, proposals, threats
-from netsentinel.store import ANALYZER_STATUS, BAN_COMMANDS, DASHBOARD_LOGS, LLM_CONFIG, RecordsStore
+from netsentinel.store import ANALYZER_STATUS, BAN_COMMANDS, DASHBOARD_LOGS, LLM_CONFIG
 from netsentinel.testing import dashboard_browser as B
 
 pytestmark = pytest.mark.skipif(B.missing() is not None, reason=B.missing() or "")

@@ -109,6 +109,8 @@ def require_access(records: Path, audit) -> Session:
     now = time.time()
     session = _current(now)
     if session is not None:
+        if "token" in st.query_params:  # signed in already: just keep it out of the address bar
+            del st.query_params["token"]
         return session
     client = client_address()
     password = configured_password()
