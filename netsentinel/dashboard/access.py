@@ -185,6 +185,13 @@ class LoginLimiter:
                     count.locked_until = now + min(self.max_lock, self.lock * 2 ** (count.lockouts - 1))
                     count.failures.clear()
 
+    def failures(self, client: str, now: float | None = None) -> int:
+        """This client's failures in the window (since its last lockout)."""
+        now = time.monotonic() if now is None else now
+        with self._guard:
+            c = self._clients.get(client)
+            return sum(1 for t in c.failures if now - t < self.window) if c else 0
+
     def succeeded(self, client: str) -> None:
         with self._guard:
             self._clients.pop(client, None)

@@ -99,7 +99,8 @@ def _try(typed: str, token: str | None, password: str | None, client: str, audit
     if wait:
         audit(f"client {client}", "login", {}, f"locked out for {wait:.0f} s")
         return f"Wrong token or password. Too many failed logins: try again in {wait:.0f} s."
-    return "Wrong token or password."
+    return (f"Wrong token or password ({LIMITER.failures(client)} of {LIMITER.per_client} tries "
+            "before a lockout).")
 
 
 def require_access(records: Path, audit) -> Session:

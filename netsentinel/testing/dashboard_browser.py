@@ -154,7 +154,7 @@ def chromium_page(width: int = 1440, height: int = 900, requests: list | None = 
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
-            page.set_default_timeout(30_000)
+            page.set_default_timeout(60_000)  # a deadline under load (2 cores shared), not a speed check
             if requests is not None:
                 page.on("request", lambda r: requests.append(r.url))
             yield page
