@@ -156,14 +156,19 @@ def test_hostile_text_is_shown_as_text_in_the_browser(tmp_path):
                 page.goto(f"{url}/?token={TOKEN}&page=review")
                 page.get_by_text("Raw threat record").first.wait_for()
                 page.get_by_text(f"curl {tracker.url}/cmd").first.wait_for()  # the evidence block
+                B.idle(page)
                 page.get_by_text("Raw threat record").first.click()  # the JSON view, opened
                 page.locator("[data-testid=stJson]").first.wait_for()
                 review_links = page.locator("a[href]").evaluate_all("els => els.map(e => e.href)")
                 review_imgs = page.locator("img[src]").evaluate_all("els => els.map(e => e.src)")
                 body = page.locator("[data-testid=stMain]").inner_text()
                 page.screenshot(path=str(tmp_path / "review.png"))
+                B.idle(page)
                 page.locator("[data-testid=stSidebar]").get_by_text("LLM settings", exact=True).click()
-                page.get_by_role("button", name="Test connection").click()
+                test_button = page.get_by_role("button", name="Test connection")
+                test_button.wait_for()
+                B.idle(page)
+                test_button.click()
                 page.get_by_text("has no model").wait_for()
                 llm_links = page.locator("a[href]").evaluate_all("els => els.map(e => e.href)")
                 llm_imgs = page.locator("img[src]").evaluate_all("els => els.map(e => e.src)")
@@ -171,10 +176,12 @@ def test_hostile_text_is_shown_as_text_in_the_browser(tmp_path):
                 others = {}
                 for name, ready in (("Filter rules", "Proposed by the LLM"), ("Events", "recent events"),
                                     ("Audit", "The newest"), ("Overview", "Top processes")):
+                    B.idle(page)
                     page.locator("[data-testid=stSidebar]").get_by_text(name, exact=True).click()
                     page.get_by_text(ready).first.wait_for()
                     for label in ("Rule commands queued",):
                         if name == "Filter rules":
+                            B.idle(page)
                             page.get_by_text(label).first.click()
                             page.get_by_text("refused", exact=False).first.wait_for()
                     others[name] = (page.locator("a[href]").evaluate_all("els => els.map(e => e.href)")
@@ -218,6 +225,8 @@ def test_dashboard_runs_as_an_unprivileged_user(tmp_path, shared_dir, intruder):
         page.goto(f"{url}/?token={TOKEN}&page=bans")
         page.get_by_text("Read-only: the dashboard runs as uid").wait_for()
         page.get_by_text("Active bans (3)").wait_for()  # root's records, readable
+        page.get_by_label("IP or CIDR").wait_for()
+        B.idle(page)
         page.get_by_label("IP or CIDR").fill("203.0.113.63")
         page.get_by_role("button", name="Ban", exact=True).click()
         # Refused in one line (the store cannot take root's lock or queue it anywhere).

@@ -162,6 +162,13 @@ def chromium_page(width: int = 1440, height: int = 900, requests: list | None = 
             browser.close()
 
 
+def idle(page) -> None:
+    """Wait until the app's script run is over: a click while it still runs
+    may be merged into that run and lost. Wait for the element you will
+    click first (it exists once the run that draws it has started)."""
+    page.locator("[data-testid=stApp][data-test-script-state=notRunning]").wait_for()
+
+
 def wait_until(fn, timeout: float = 20.0, every: float = 0.1):
     deadline = time.monotonic() + timeout
     while True:

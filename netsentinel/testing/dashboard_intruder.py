@@ -14,7 +14,7 @@ import json
 import re
 import sys
 
-from .dashboard_browser import chromium_page
+from .dashboard_browser import chromium_page, idle
 
 GUESSES = ("admin", "password", "netsentinel", "changeme", "letmein", "123456", "root", "dashboard")
 SETTLE_MS = 60_000
@@ -44,9 +44,13 @@ def attempt(url: str, token: str | None, ban: str, trust: str, host: str) -> dic
             if seen == "login":
                 continue
             if token:
+                idle(page)
                 page.locator("[data-testid=stSidebar]").get_by_text(
                     {"bans": "Bans", "whitelist": "Whitelist", "llm": "LLM settings"}[slug],
                     exact=True).click()
+            {"bans": page.get_by_label("IP or CIDR"), "whitelist": page.get_by_label("Value"),
+             "llm": page.get_by_label("Host / base URL")}[slug].wait_for()
+            idle(page)
             if slug == "bans":
                 page.get_by_label("IP or CIDR").fill(ban)
                 page.get_by_role("button", name="Ban", exact=True).click()
@@ -63,6 +67,7 @@ def attempt(url: str, token: str | None, ban: str, trust: str, host: str) -> dic
         if not token:  # the sign-in form is all there is: guess
             report["locked_out"] = False
             for n, guess in enumerate(GUESSES, 1):
+                idle(page)
                 page.locator("input[type=password]").fill(guess)
                 page.get_by_role("button", name="Sign in").click()
                 # One answer per guess before the next (a click during a run would be merged).
