@@ -56,6 +56,7 @@ def commands(records: Path) -> list:
 
 
 def sidebar_click(page, label: str) -> None:
+    B.idle(page)
     page.locator("[data-testid=stSidebar]").get_by_text(label, exact=True).click()
 
 
@@ -85,6 +86,8 @@ def test_overview_review_approve_and_refresh(seeded, tmp_path):
         sidebar_click(page, "Review")
         page.wait_for_url(re.compile(r"[?&]page=review"))  # the place survives a reload
         form = page.locator("[data-testid=stForm]", has_text="also trust 203.0.113.50")
+        form.wait_for()
+        B.idle(page)
         form.get_by_text("Yes, ban permanently", exact=True).click()  # the seeded threat, banned for good
         form.locator("[data-testid=stSelectbox]").first.click()
         page.get_by_role("option", name="permanent").click()
