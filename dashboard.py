@@ -3,8 +3,9 @@
 
 Reads and writes only records/ and filter_config.json, through the same
 locked store as the other tools. Listens on 127.0.0.1:8501 (see
-.streamlit/config.toml); on any other address it asks for
-NETSENTINEL_DASHBOARD_PASSWORD.
+.streamlit/config.toml) and asks for its token (records/.dashboard_token or
+NETSENTINEL_DASHBOARD_TOKEN; `make run` prints the login URL) or
+NETSENTINEL_DASHBOARD_PASSWORD on every address.
 
 Usage:
   streamlit run dashboard.py [-- --records DIR --config FILE --refresh SECONDS]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import random
+import secrets
 import socket
 import struct
 import sys
@@ -172,6 +173,9 @@ def ban_by_file(store: RecordsStore, ip: str, i: int) -> tuple[float, float]:
     return t0, time.monotonic()
 
 
+BENCH_TOKEN = secrets.token_urlsafe(24)
+
+
 class DashboardClicker:
     """A pending threat per round, approved by a click on the Review page."""
 
@@ -184,7 +188,7 @@ class DashboardClicker:
             "reason": f"bench round {i}", "recommended_action": "ban", "verdict_source": "rules",
             "backend": "rules", "dedupe_key": f"bench|{i}",
             "event": {"type": "connection", "daddr": ip, "dport": 9, "comm": "bench", "pid": 1}})
-        self.page.goto(f"{self.url}/?page=review")
+        self.page.goto(f"{self.url}/?token={BENCH_TOKEN}&page=review")  # each goto signs in anew
         button = self.page.locator("[data-testid=stForm]", has_text=f"also trust {ip}") \
             .get_by_role("button", name="Approve (ban)")
         button.wait_for()
@@ -251,7 +255,7 @@ def dashboard_clicker(cleanup: Cleanup, progress: Progress, store: RecordsStore,
                       tmp) -> DashboardClicker:
     """The dashboard on these records, and Chromium on its Review page."""
     from netsentinel.testing.dashboard_browser import chromium_page, dashboard_server
-    server = dashboard_server(records, cfg, tmp / DASHBOARD_LOG, refresh=0)
+    server = dashboard_server(records, cfg, tmp / DASHBOARD_LOG, refresh=0, token=BENCH_TOKEN)
     url = server.__enter__()
     cleanup.push(server.__exit__, None, None, None)
     browser = chromium_page()

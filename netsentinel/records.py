@@ -40,6 +40,11 @@ SUPERVISOR_STATUS = "supervisor_status.json"  # the pipeline supervisor's heartb
 # The CrowdSec machine side: which decisions this host pushed (loader only).
 CROWDSEC_MACHINE = "crowdsec_machine.json"
 
+# Dashboard: its sign-in token (root-only, created at first start) and the
+# audit trail of every decision made there.
+DASHBOARD_TOKEN = ".dashboard_token"
+AUDIT = "audit.jsonl"
+
 # stderr of the processes the lab harness starts (testing.lab.start_pipeline,
 # `make demo`); only people read them.
 LOADER_LOG = "loader.log"
@@ -48,7 +53,7 @@ DASHBOARD_LOG = "dashboard.log"
 
 FILES = (BAN_COMMANDS, BAN_COMMANDS_REJECTED, RULE_COMMANDS, RULE_COMMANDS_REJECTED, BANNED_IPS,
          FILTER_RULES, PENDING_THREATS, RULE_PROPOSALS, DASHBOARD_LOGS, ANALYZER_REJECTED, HISTORY, LLM_CONFIG,
-         LOADER_STATUS, ANALYZER_STATUS, SUPERVISOR_STATUS, CROWDSEC_MACHINE, LOADER_LOG, ANALYZER_LOG, DASHBOARD_LOG)
+         LOADER_STATUS, ANALYZER_STATUS, SUPERVISOR_STATUS, CROWDSEC_MACHINE, DASHBOARD_TOKEN, AUDIT, LOADER_LOG, ANALYZER_LOG, DASHBOARD_LOG)
 
 
 def history_files() -> list[str]:

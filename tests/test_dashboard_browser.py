@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(B.missing() is not None, reason=B.missing() or "
 ARTIFACTS = B.ROOT / "tests" / "artifacts"
 DOCS_SHOT = B.ROOT / "docs" / "img" / "dashboard-overview.png"
 REFRESH = 2.0
+TOKEN = "browser-test-token-0123456789"
 
 
 @pytest.fixture
@@ -56,15 +57,16 @@ def commands(records: Path) -> list:
 
 
 def sidebar_click(page, label: str) -> None:
+    B.idle(page)
     page.locator("[data-testid=stSidebar]").get_by_text(label, exact=True).click()
 
 
 def test_overview_review_approve_and_refresh(seeded, tmp_path):
     records, config, store = seeded
-    with B.dashboard_server(records, config, tmp_path / "streamlit.log", refresh=REFRESH) as url, \
-            B.chromium_page() as page:
+    with B.dashboard_server(records, config, tmp_path / "streamlit.log", refresh=REFRESH,
+                            token=TOKEN) as url, B.chromium_page() as page:
         # --- Overview: counters, chart and tables render from the seeded files.
-        page.goto(url)
+        page.goto(f"{url}/?token={TOKEN}")  # the login URL `make run` prints
         page.get_by_text("Pending", exact=True).wait_for()
         page.locator("[data-testid=stVegaLiteChart], .vega-embed").first.wait_for()
         page.locator("[data-testid=stDataFrame]").nth(1).wait_for()
@@ -85,10 +87,17 @@ def test_overview_review_approve_and_refresh(seeded, tmp_path):
         sidebar_click(page, "Review")
         page.wait_for_url(re.compile(r"[?&]page=review"))  # the place survives a reload
         form = page.locator("[data-testid=stForm]", has_text="also trust 203.0.113.50")
+        form.wait_for()
+        B.idle(page)
+        form.get_by_text("Yes, ban permanently", exact=True).click()  # the seeded threat, banned for good
+        form.locator("[data-testid=stSelectbox]").first.click()
+        page.get_by_role("option", name="permanent").click()
         form.get_by_role("button", name="Approve (ban)").click()
         cmd = B.wait_until(lambda: next((c for c in commands(records)
                                          if c.get("threat_id") == "seedcrit0001"), None))
         assert (cmd["action"], cmd["ip"], cmd["source"]) == ("ban", "203.0.113.50", "review:seedcrit0001")
+        assert "ttl_seconds" not in cmd  # permanent, confirmed
+        assert "token=" not in page.url
         page.get_by_text("Approved: ban of 203.0.113.50 queued").wait_for()
         page.get_by_text("Ban expires after").first.wait_for()
         page.wait_for_timeout(1000)

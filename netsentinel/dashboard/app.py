@@ -11,17 +11,18 @@ from __future__ import annotations
 import streamlit as st
 from streamlit_autorefresh import st_autorefresh
 
-from ..store import StoreError
-from . import bans, events, filter_rules, llm, overview, review, whitelist
-from .auth import require_access
+from .. import audit
+from ..store import RecordsStore, StoreError
+from . import auditlog, bans, events, filter_rules, llm, overview, review, whitelist
+from .auth import REFRESH_KEY, require_access, sign_out
 from .context import Ctx
 from .settings import load_settings
 from .status import liveness
-from .ui import flash, show_flash, show_notices
+from .ui import flash, md, show_flash, show_notices
 
 PAGES = {"Overview": overview.render, "Events": events.render, "Review": review.render,
          "Bans": bans.render, "Filter rules": filter_rules.render, "Whitelist": whitelist.render,
-         "LLM settings": llm.render}
+         "LLM settings": llm.render, "Audit": auditlog.render}
 SLUGS = {name: name.split()[0].lower() for name in PAGES}
 # Markdown colours, not emoji: a machine without an emoji font renders them as boxes.
 STATE_ICONS = {"running": ":green[●]", "stale": ":orange[●]", "stopped": ":red[●]", "absent": ":gray[○]"}
@@ -49,27 +50,41 @@ def sidebar(ctx: Ctx) -> str:
         for name, status in (("loader", ctx.snap.loader_status),
                              ("analyzer", ctx.snap.analyzer_status)):
             live = liveness(name, status)
-            st.markdown(f"{STATE_ICONS[live.state]} {live.text}")
+            st.markdown(f"{STATE_ICONS[live.state]} {md(live.text)}")
         st.divider()
         st.toggle("Auto-refresh", value=ctx.settings.refresh_seconds > 0, key="refresh_on")
         st.number_input("Every (seconds)", 1.0, 3600.0, max(ctx.settings.refresh_seconds, 1.0),
                         step=1.0, key="refresh_every")
         st.caption(f"records: `{ctx.settings.records}`  \nwhitelist: `{ctx.settings.config}`")
+        st.caption(md(ctx.who))
+        if st.button("Sign out", key="sign_out"):
+            ctx.audit("logout", {})
+            sign_out()
+            st.rerun()
     return page
 
 
 def main() -> None:
     st.set_page_config(page_title="NetSentinel", page_icon=":material/shield:", layout="wide")
-    require_access()
     settings = load_settings()
+
+    def record(who: str, action: str, details: dict, outcome: str) -> None:
+        try:
+            audit.record(RecordsStore(settings.records), who, action, details, outcome)
+        except StoreError as e:
+            st.warning(f"Not recorded in the audit trail: {md(e)}")
+
+    session = require_access(settings.records, record)
     try:
-        ctx = Ctx.open(settings, warn=lambda m: flash("warning", m))
+        ctx = Ctx.open(settings, warn=lambda m: flash("warning", m), who=session.who)
     except StoreError as e:
-        st.error(f"Cannot open the records directory: {e}")
+        st.error(f"Cannot open the records directory: {md(e)}")
         st.stop()
     if settings.argv_error:
-        st.warning(settings.argv_error)
+        st.warning(md(settings.argv_error))
     page = sidebar(ctx)
+    if ctx.read_only():
+        st.info(md(ctx.read_only()))
     show_flash()
     notices = st.container()
     PAGES[page](ctx)
@@ -78,4 +93,4 @@ def main() -> None:
     if st.session_state.get("refresh_on"):
         # debounce: a click or keystroke pushes the next refresh back.
         st_autorefresh(interval=int(st.session_state["refresh_every"] * 1000), debounce=True,
-                       key="autorefresh")
+                       key=REFRESH_KEY)

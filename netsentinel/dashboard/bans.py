@@ -11,7 +11,7 @@ from ..bancheck import validate
 from ..errors import InputError
 from .context import Ctx
 from .data import ago, duration, ts_of
-from .ui import act, loader_hint, ttl_seconds, ttl_select
+from .ui import PERMANENT_CONFIRM, act, check_permanent, loader_hint, ttl_seconds, ttl_select
 
 
 def _ban(ctx: Ctx) -> None:
@@ -20,6 +20,7 @@ def _ban(ctx: Ctx) -> None:
     def do() -> str:
         if not target:
             raise InputError("Enter an IPv4/IPv6 address or a CIDR such as 198.51.100.0/24.")
+        check_permanent("ban_ttl", "ban_permanent_ok")
         cmd = {"action": "ban", "ip": target,
                "reason": (st.session_state.get("ban_reason") or "").strip() or "banned from the dashboard",
                "source": "dashboard"}
@@ -31,9 +32,12 @@ def _ban(ctx: Ctx) -> None:
         ctx.store.append_command(cmd)
         return f"Ban of {cmd['ip']} queued; {loader_hint(ctx)}"
 
-    if act(do, refused="Ban refused: {}"):
+    details = {"ip": target, "reason": st.session_state.get("ban_reason") or "",
+               "ttl_seconds": ttl_seconds("ban_ttl")}
+    if act(do, refused="Ban refused: {}", audit=(ctx, "ban", details)):
         st.session_state["ban_ip"] = ""
         st.session_state["ban_reason"] = ""
+        st.session_state["ban_permanent_ok"] = False
 
 
 def _unban(ctx: Ctx) -> None:
@@ -45,7 +49,7 @@ def _unban(ctx: Ctx) -> None:
         ctx.store.append_command({"action": "unban", "ip": target, "source": "dashboard"})
         return f"Unban of {target} queued; {loader_hint(ctx)}"
 
-    act(do)
+    act(do, audit=(ctx, "unban", {"ip": target}))
 
 
 def ban_form(ctx: Ctx) -> None:
@@ -56,6 +60,7 @@ def ban_form(ctx: Ctx) -> None:
         c2.text_input("Reason", key="ban_reason", placeholder="why (kept with the ban)")
         with c3:
             ttl_select("ban_ttl")
+            st.checkbox(PERMANENT_CONFIRM, key="ban_permanent_ok", help="needed when the ban is permanent")
         st.form_submit_button("Ban", type="primary", key="ban_submit", on_click=_ban, args=(ctx,))
 
 

@@ -46,7 +46,7 @@ def _remove(ctx: Ctx) -> None:
             raise InputError("Pick a rule to remove.")
         _queue(ctx, {"action": "remove_rule", "id": rid})
         return f"Removal of rule {rid} queued; {loader_hint(ctx)}"
-    act(do)
+    act(do, audit=(ctx, "rule_remove", {"id": rid}))
 
 
 def in_force(ctx: Ctx, now: float) -> None:
@@ -75,7 +75,8 @@ def _decide(ctx: Ctx, pid: str, approve: bool) -> None:
         if approve:
             return f"Approved: {len(p['applied'])} rule(s) queued for the loader; {loader_hint(ctx)}"
         return f"Proposal {pid} rejected."
-    act(do)
+    act(do, audit=(ctx, "rule_proposal_" + ("approve" if approve else "reject"),
+                   {"proposal": pid, "note": note}))
 
 
 def pending_proposals(ctx: Ctx, now: float) -> None:
@@ -154,7 +155,7 @@ def ask_llm(ctx: Ctx) -> None:
     st.subheader("Ask the LLM for rules")
     if flows:
         st.caption("Recent flood evidence it will see: " +
-                   ", ".join(f"{f['src']} ({f.get('pps', 0):,.0f} pps)" for f in flows))
+                   md(", ".join(f"{f['src']} ({f.get('pps', 0):,.0f} pps)" for f in flows)))
     else:
         st.caption("No flood evidence in the analyzer's recent events yet.")
     st.button("Propose rules", key="rules_ask", disabled=not flows, on_click=_ask, args=(ctx,))
@@ -178,7 +179,7 @@ def _add(ctx: Ctx) -> None:
         _queue(ctx, {"action": "add_rule", "rule": {**raw, "id": rule.id}})
         return f"Rule {rule.id} queued; {loader_hint(ctx)}"
 
-    if act(do):
+    if act(do, audit=(ctx, "rule_add", {"rule": text})):
         st.session_state["rule_json"] = ""
 
 

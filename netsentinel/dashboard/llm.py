@@ -12,10 +12,11 @@ from ..llm.config import (DEFAULT_LLM_CONFIG, FIELD, Field, load_llm_config, sav
                           validate_llm_config)
 from ..llm.env import load_env
 from ..llm.probe import probe_backend
+from ..records import LLM_CONFIG
 from .context import Ctx
 from .data import mask_secret, mask_text, masked
 from .status import liveness
-from .ui import act, flash, sync_widgets
+from .ui import act, flash, md, needs_confirmation, sync_widgets
 
 SECRET_ENV = ("ZHIPUAI_API_KEY", "OPENAI_API_KEY")
 URL_ENV = ("ZHIPUAI_BASE_URL", "OLLAMA_HOST", "OPENAI_BASE_URL")
@@ -90,19 +91,34 @@ def form_config(cfg: dict) -> dict:
 
 
 def _save(ctx: Ctx, cfg: dict) -> None:
+    new = form_config(cfg)
+
     def do() -> str:
-        saved = save_llm_config(ctx.store, form_config(cfg))
+        # The backend's API key goes to this host: a new one is confirmed first.
+        if (new.get("host") or None) != (cfg.get("host") or None):
+            needs_confirmation("llm_host_ok", f"Changing the host to {new.get('host') or 'the default'} "
+                                              "sends the API key there")
+        saved = save_llm_config(ctx.store, new)
         who = ("the analyzer picks it up within a second" if
                liveness("analyzer", ctx.snap.analyzer_status).running
                else "the analyzer is not running: it uses it when it starts")
         return f"Saved llm_config.json (backend {saved['backend']}); {who}."
 
-    act(do)
+    act(do, audit=(ctx, "llm_settings", {k: v for k, v in new.items() if k != "updated_by"}))
+    st.session_state["llm_host_ok"] = False
 
 
-def _probe(cfg: dict) -> None:
-    ok, message = probe_backend(form_config(cfg), timeout=5)
-    flash("success" if ok else "error", f"Test connection: {mask_text(message)}")
+def _probe(ctx: Ctx) -> None:
+    """Probes what is SAVED (root's file or the analyzer's flags), never what
+    is typed in the form: an API key only goes to the configured endpoint."""
+    owner = ctx.store.stat(LLM_CONFIG)
+    if owner is not None and owner.st_uid not in (0, os.geteuid()):
+        flash("error", f"Test connection refused: {LLM_CONFIG} belongs to uid {owner.st_uid}, not "
+                       "root; fix its owner (chown root) before a key is sent anywhere.")
+        return
+    cfg, _ = in_force(ctx)
+    ok, message = probe_backend(cfg, timeout=5)
+    flash("success" if ok else "error", f"Test connection (saved settings): {mask_text(message)}")
 
 
 def settings_form(ctx: Ctx, cfg: dict) -> None:
@@ -115,12 +131,16 @@ def settings_form(ctx: Ctx, cfg: dict) -> None:
             cols = st.columns(3 if len(row) != 4 else 4)
             for i, (key, setting) in enumerate(row):
                 widget(cols[i % len(cols)], key, FIELD[setting])
+            if "llm_host" in dict(row):
+                cols[2].checkbox("Yes, send the API key to this host", key="llm_host_ok",
+                                 help="needed to save a changed host")
         b1, b2, _ = st.columns([1, 1, 4])
         with b1:
             st.form_submit_button("Save", type="primary", key="llm_save", on_click=_save,
                                   args=(ctx, cfg))
         with b2:
-            st.form_submit_button("Test connection", key="llm_test", on_click=_probe, args=(cfg,))
+            st.form_submit_button("Test connection", key="llm_test", on_click=_probe, args=(ctx,),
+                                  help="probes the saved settings; save first")
 
 
 def environment() -> None:
@@ -138,9 +158,9 @@ def render(ctx: Ctx) -> None:
     if status:
         st.caption(f"Analyzer uses backend **{status.get('backend', '?')}**"
                    f"{' model ' + str(status['model']) if status.get('model') else ''}: "
-                   f"{mask_text(str(status.get('backend_status', '?')))}")
+                   f"{md(mask_text(str(status.get('backend_status', '?'))))}")
     if error:
-        st.warning(f"{error}. The analyzer keeps its previous settings; saving here replaces the file.")
+        st.warning(f"{md(error)}. The analyzer keeps its previous settings; saving here replaces the file.")
     settings_form(ctx, cfg)
     st.caption("Saved to records/llm_config.json; the analyzer reloads it without a restart. "
                "API keys are read from .env or the environment, never from here.")

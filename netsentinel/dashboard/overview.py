@@ -12,7 +12,7 @@ from .context import Ctx
 from ..levels import LEVELS, rank
 from .data import log_frame, ts_of
 from .status import liveness
-from .ui import LEVEL_COLORS
+from .ui import LEVEL_COLORS, md
 
 TOP_N = 10
 TOP_COLUMNS = {"last": st.column_config.DatetimeColumn("last seen (UTC)", format="HH:mm:ss"),
@@ -120,7 +120,7 @@ def render(ctx: Ctx) -> None:
                                    liveness("analyzer", ctx.snap.analyzer_status, now))
             if not live.running]
     if down:
-        st.info(" · ".join(down) + ". Start both with `sudo make run`; what is shown here is "
+        st.info(md(" · ".join(down)) + ". Start both with `sudo make run`; what is shown here is "
                 "what they last wrote.")
     df = log_frame(ctx.snap.log_entries)
     counters(ctx, df, now)

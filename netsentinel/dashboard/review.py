@@ -10,7 +10,8 @@ from .. import threats
 from ..levels import rank
 from .context import Ctx
 from .data import ago
-from .ui import LEVEL_ICONS, act, code, loader_hint, md, ttl_seconds, ttl_select
+from .ui import (LEVEL_ICONS, PERMANENT_CONFIRM, act, check_permanent, code, loader_hint, md,
+                 ttl_seconds, ttl_select)
 
 RECENT_DECIDED = 20
 
@@ -21,12 +22,14 @@ def target_of(t: dict) -> str:
 
 def _approve(ctx: Ctx, tid: str) -> None:
     def do() -> str:
+        check_permanent(f"ttl_{tid}", f"perm_{tid}")
         wl = ctx.whitelist_for_write()
         t = threats.approve(ctx.store, tid, by="dashboard", note=st.session_state.get(f"note_{tid}"),
                             ttl_seconds=ttl_seconds(f"ttl_{tid}"), whitelist=wl,
                             protected=ctx.protected(wl))
         return f"Approved: ban of {t['ban_command']['ip']} queued; {loader_hint(ctx)}"
-    act(do, refused="Ban refused: {}. The threat stays pending: reject it, or ban by hand.")
+    act(do, refused="Ban refused: {}. The threat stays pending: reject it, or ban by hand.",
+        audit=(ctx, "approve", {"threat": tid, "ttl_seconds": ttl_seconds(f"ttl_{tid}")}))
 
 
 def _reject(ctx: Ctx, tid: str) -> None:
@@ -37,26 +40,27 @@ def _reject(ctx: Ctx, tid: str) -> None:
                            whitelist_file=ctx.whitelist_file if trust else None)
         extra = f"; {t['whitelisted']} is now trusted" if t.get("whitelisted") else ""
         return f"Rejected threat against {target_of(t)}{extra}."
-    act(do)
+    act(do, audit=(ctx, "reject", {"threat": tid, "trust_destination": bool(trust)}))
 
 
 def evidence(t: dict) -> None:
+    """Every field here came from the watched process or a model: st.code
+    and st.text only (plain text, never linked)."""
     ev = t.get("event") if isinstance(t.get("event"), dict) else {}
 
-    def g(key: str) -> str:
-        return md(ev.get(key) if ev.get(key) is not None else "?")
+    def g(key: str) -> object:
+        return ev.get(key) if ev.get(key) is not None else "?"
 
-    left, right = st.columns(2)
-    left.markdown(
-        f"**Process** {code(ev.get('comm') or '?')} pid {g('pid')} (parent {g('ppid')}, uid {g('uid')})"
-        f"  \n**Executable** {code(ev.get('exe') or '?')}  \n"
-        f"**Command line** {code(ev.get('cmdline') or '?')}")
-    right.markdown(
-        f"**Connection** {g('saddr')} → {g('daddr')}:{g('dport')} ({g('family')})  \n"
-        f"**Seen** {md(t.get('count', 1))}× · first {ago(t.get('created_at'))} · last "
-        f"{ago(t.get('last_seen'))}  \n**Verdict by** {md(t.get('verdict_source', '?'))} "
-        f"({md(t.get('backend', '?'))}), confidence {md(t.get('confidence', '?'))}, rules "
-        f"{md(', '.join(map(str, t.get('rule_ids') or [])) or '-')}")
+    rules = ", ".join(map(str, t.get("rule_ids") or [])) or "-"
+    st.code(f"process       {g('comm')}  pid {g('pid')} (parent {g('ppid')}, uid {g('uid')})\n"
+            f"executable    {g('exe')}\n"
+            f"command line  {g('cmdline')}\n"
+            f"connection    {g('saddr')} -> {g('daddr')}:{g('dport')} ({g('family')})\n"
+            f"seen          {t.get('count', 1)}x, first {ago(t.get('created_at'))}, "
+            f"last {ago(t.get('last_seen'))}\n"
+            f"verdict by    {t.get('verdict_source', '?')} ({t.get('backend', '?')}), "
+            f"confidence {t.get('confidence', '?')}, rules {rules}",
+            language=None, wrap_lines=True)
     with st.expander("Raw threat record"):
         st.json(t, expanded=False)
 
@@ -65,19 +69,24 @@ def threat_card(ctx: Ctx, t: dict) -> None:
     tid = str(t.get("id"))
     level = t.get("level", "?")
     with st.container(border=True):
-        st.markdown(f"### {LEVEL_ICONS.get(level, '')} {md(level)} · {md(t.get('category', '?'))} → "
-                    f"{code(target_of(t))}")
-        st.markdown(f"**Why:** {md(t.get('reason') or '-')}")
-        st.markdown(f"**Recommended:** {md(t.get('recommended_action') or '-')}")
+        # anchor=False: a heading's anchor link would carry the category's text.
+        st.subheader(f"{LEVEL_ICONS.get(level, '')} {md(level)} · {md(t.get('category', '?'))} → "
+                     f"{code(target_of(t))}", anchor=False)
+        st.markdown("**Why**")
+        st.text(str(t.get("reason") or "-"))
+        st.markdown("**Recommended**")
+        st.text(str(t.get("recommended_action") or "-"))
         if t.get("note"):
-            st.caption(md(t["note"]))
+            st.text(f"note: {t['note']}")
         evidence(t)
         with st.form(f"decide_{tid}", border=False):
             c1, c2, c3 = st.columns([1, 2, 2])
             with c1:
                 ttl_select(f"ttl_{tid}", "Ban expires after")
+                st.checkbox(PERMANENT_CONFIRM, key=f"perm_{tid}",
+                            help="needed when the ban is permanent")
             c2.text_input("Note (optional)", key=f"note_{tid}")
-            c3.checkbox(f"On reject, also trust {md(target_of(t))}", key=f"trust_{tid}",
+            c3.checkbox(f"On reject, also trust {code(target_of(t))}", key=f"trust_{tid}",
                         help="adds it to the whitelist in filter_config.json")
             b1, b2, _ = st.columns([1, 1, 4])
             with b1:

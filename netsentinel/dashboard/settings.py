@@ -24,7 +24,9 @@ examples:
   streamlit run dashboard.py -- --records /tmp/rec --config /tmp/filter_config.json
   streamlit run dashboard.py -- --refresh 2
   NETSENTINEL_RECORDS=/tmp/rec streamlit run dashboard.py
-  streamlit run dashboard.py --server.address 0.0.0.0   # needs NETSENTINEL_DASHBOARD_PASSWORD
+  python -m netsentinel.dashboard.access token --url 127.0.0.1:8501   # the login URL
+signing in: the token (records/.dashboard_token, or NETSENTINEL_DASHBOARD_TOKEN)
+or NETSENTINEL_DASHBOARD_PASSWORD (a password or its hash), on every address.
 """
 
 

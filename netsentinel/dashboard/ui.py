@@ -11,7 +11,7 @@ from typing import Callable
 import streamlit as st
 
 from ..bancheck import BanRefused
-from ..errors import NetSentinelError
+from ..errors import InputError, NetSentinelError
 from .context import Ctx
 from .status import liveness
 
@@ -21,19 +21,29 @@ LEVEL_ICONS = {"INFO": ":gray[●]", "MEDIUM": ":orange[●]", "HIGH": ":orange[
 TTL_CHOICES = {"permanent": None, "1 hour": 3600, "24 hours": 86400, "7 days": 7 * 86400,
                "30 days": 30 * 86400}
 
-# Process names, command lines and LLM reasons are attacker-influenced: shown
-# as text, never as markdown (no links, images, colour directives or LaTeX).
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
+# Process names, command lines, paths, model output and backend error text
+# are attacker-controlled: never markdown. Long values go through st.text /
+# st.code; short ones inside a markdown line through md(), which escapes
+# every markdown character AND breaks what GitHub-flavoured markdown turns
+# into links by itself (http://..., www.x, a@b.c: Streamlit's renderer finds
+# those in the text after escapes are undone), with an invisible word joiner.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=&^\"'])")
+# GFM's literal autolinks: scheme://..., www., and e-mail (mailto:/xmpp: need an @ too).
+_AUTOLINK = re.compile(r"(?i)(?<=:)(?=//)|(?<=www)(?=\.)|(?<=@)")
+_JOINER = "\u2060"
 
 
 def md(value: object) -> str:
-    """Text for st.markdown, every markdown character escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
+    """Text for st.markdown (and widget labels): shown as written, never
+    as a link, image, colour, formula or HTML."""
+    text = _AUTOLINK.sub(_JOINER, str(value).replace("\r", " ").replace("\n", " "))
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def code(value: object) -> str:
-    """An inline code span (a backtick inside would end it early)."""
-    return "`" + str(value).replace("`", "'").replace("\n", " ") + "`"
+    """An inline code span (a backtick inside would end it early); code is
+    never linked."""
+    return "`" + str(value).replace("`", "'").replace("\n", " ").replace("\r", " ") + "`"
 
 
 _FLASH = "_flash"
@@ -52,7 +62,8 @@ def show_flash() -> None:
     live = [m for m in st.session_state.get(_FLASH, []) if now - m[0] < FLASH_SECONDS]
     st.session_state[_FLASH] = live
     for _, kind, message in reversed(live):  # newest first
-        getattr(st, kind)(message)
+        # Messages quote what was typed and what a backend answered: plain text.
+        getattr(st, kind)(md(message))
 
 
 # What a person can get wrong, or another process can be doing: one line
@@ -60,17 +71,27 @@ def show_flash() -> None:
 EXPECTED_ERRORS = (NetSentinelError,)
 
 
-def act(action: Callable[[], str], refused: str = "Refused: {}") -> bool:
+def act(action: Callable[[], str], refused: str = "Refused: {}",
+        audit: tuple[Ctx, str, dict] | None = None) -> bool:
     """Run a write; flash its success line or its one-line error (a refused
-    ban worded by `refused`). True on success."""
+    ban worded by `refused`). True on success. audit=(ctx, action, details):
+    the attempt and its outcome go to the audit trail."""
     try:
         flash("success", action())
-        return True
+        outcome, ok = "ok", True
     except BanRefused as e:
         flash("error", refused.format(e))
+        outcome, ok = f"refused: {e}", False
     except EXPECTED_ERRORS as e:
         flash("error", str(e))
-    return False
+        outcome, ok = f"refused: {e}", False
+    if audit is not None and not audit[0].read_only():  # unprivileged: the page says it is not kept
+        ctx, name, details = audit
+        try:
+            ctx.audit(name, details, outcome)
+        except StoreError as e:
+            flash("error", f"Not recorded in the audit trail: {e}. Fix records/ before acting again.")
+    return ok
 
 
 def sync_widgets(name: str, values: dict) -> bool:
@@ -88,12 +109,23 @@ def sync_widgets(name: str, values: dict) -> bool:
     return changed
 
 
+# A permanent ban is one of the dangerous actions: not the default, and it
+# needs the form's confirmation box (PERMANENT_CONFIRM).
+DEFAULT_TTL = "24 hours"
+PERMANENT_CONFIRM = "Yes, ban permanently"
+
+
 def ttl_select(key: str, label: str = "Expires after") -> None:
-    st.selectbox(label, list(TTL_CHOICES), key=key)
+    st.selectbox(label, list(TTL_CHOICES), index=list(TTL_CHOICES).index(DEFAULT_TTL), key=key)
+
+
+def check_permanent(ttl_key: str, confirm_key: str) -> None:
+    if ttl_seconds(ttl_key) is None:
+        needs_confirmation(confirm_key, "A permanent ban needs confirmation")
 
 
 def ttl_seconds(key: str) -> int | None:
-    return TTL_CHOICES.get(st.session_state.get(key, "permanent"))
+    return TTL_CHOICES.get(st.session_state.get(key, DEFAULT_TTL))
 
 
 def loader_hint(ctx: Ctx) -> str:
@@ -105,4 +137,15 @@ def loader_hint(ctx: Ctx) -> str:
 
 def show_notices(ctx: Ctx) -> None:
     for _, notice in sorted(ctx.snap.notices.items()):
-        st.warning(notice, icon="⚠️")
+        st.warning(md(notice), icon="⚠️")
+
+
+def confirm_box(key: str, label: str) -> bool:
+    """A tick-box a dangerous action needs (inside the action's form)."""
+    return bool(st.checkbox(label, key=key))
+
+
+def needs_confirmation(key: str, what: str) -> None:
+    """Raise (a one-line refusal) unless the form's confirm box is ticked."""
+    if not st.session_state.get(key):
+        raise InputError(f"{what}: tick the confirmation box and submit again.")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 import streamlit as st
@@ -11,9 +12,33 @@ from ..errors import InputError
 from ..store import StoreError
 from ..whitelist import KINDS, ConfigError, Whitelist
 from .context import Ctx
-from .ui import act, sync_widgets
+from .ui import act, md, needs_confirmation, sync_widgets
 
 KIND_LABELS = {"ip": "IP or CIDR", "process": "process (comm or absolute exe path)", "port": "port"}
+# Trusting a network wider than these hides every connection to it and
+# blocks every ban inside it: the form asks for confirmation first.
+BROAD_PREFIX = {4: 24, 6: 64}
+BROAD_CONFIRM = "Yes, trust this whole network"
+
+
+def broad(entries) -> list[str]:
+    """The entries that are networks wider than BROAD_PREFIX."""
+    out = []
+    for e in entries:
+        try:
+            net = ipaddress.ip_network(str(e).strip(), strict=False)
+        except ValueError:
+            continue  # not an address: the whitelist's own validation says why
+        if net.prefixlen < BROAD_PREFIX[net.version]:
+            out.append(str(net))
+    return out
+
+
+def _confirm_broad(entries, key: str) -> None:
+    wide = broad(entries)
+    if wide:
+        needs_confirmation(key, f"Trusting {', '.join(wide)} hides every connection to it and "
+                                "blocks every ban inside it")
 
 
 def _add(ctx: Ctx) -> None:
@@ -23,11 +48,14 @@ def _add(ctx: Ctx) -> None:
     def do() -> str:
         if not value:
             raise InputError(f"Enter a {KIND_LABELS[kind]}.")
+        if kind == "ip":
+            _confirm_broad([value], "wl_broad_ok")
         changed, entry = ctx.whitelist_file.edit(kind, value)
         return f"Trusted {kind} {entry}." if changed else f"{kind} {entry} was already trusted."
 
-    if act(do):
+    if act(do, audit=(ctx, "whitelist_add", {"kind": kind, "value": value})):
         st.session_state["wl_value"] = ""
+        st.session_state["wl_broad_ok"] = False
 
 
 def _remove(ctx: Ctx) -> None:
@@ -40,7 +68,7 @@ def _remove(ctx: Ctx) -> None:
         changed, entry = ctx.whitelist_file.edit(kind, value, remove=True)
         return f"No longer trusted: {kind} {entry}." if changed else f"{kind} {entry} was not trusted."
 
-    act(do)
+    act(do, audit=(ctx, "whitelist_remove", {"entry": picked}))
 
 
 def _save_options(ctx: Ctx, wl: Whitelist) -> None:
@@ -53,7 +81,10 @@ def _save_options(ctx: Ctx, wl: Whitelist) -> None:
         ctx.whitelist_file.save(cfg)
         return "Saved filter_config.json."
 
-    act(do)
+    act(do, audit=(ctx, "whitelist_options", {
+        "whitelisted_connections": st.session_state.get("wl_mode"),
+        "protect_ssh_ports": st.session_state.get("wl_ssh_ports"),
+        "min_ban_prefix": [st.session_state.get("wl_min4"), st.session_state.get("wl_min6")]}))
 
 
 def _save_raw(ctx: Ctx) -> None:
@@ -63,10 +94,23 @@ def _save_raw(ctx: Ctx) -> None:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
             raise InputError(f"not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        new = raw.get("trusted_ips") if isinstance(raw, dict) else None
+        if isinstance(new, list):
+            _confirm_broad([e for e in new if str(e) not in map(str, old_ips)], "wl_raw_broad_ok")
         ctx.whitelist_file.save(raw)
         return "Saved filter_config.json."
 
-    act(do)
+    old_ips = _current_ips(ctx)
+    act(do, audit=(ctx, "whitelist_edit", {"json": st.session_state.get("wl_raw") or ""}))
+
+
+def _current_ips(ctx: Ctx) -> list:
+    """The trusted IPs on disk now ([] when the file is broken: then every
+    broad entry in the new text needs confirming)."""
+    try:
+        return list(ctx.whitelist_file.load().config["trusted_ips"])
+    except (ConfigError, StoreError):
+        return []
 
 
 def entries(ctx: Ctx, wl: Whitelist) -> None:
@@ -79,6 +123,8 @@ def entries(ctx: Ctx, wl: Whitelist) -> None:
         c1, c2 = st.columns([1, 3])
         c1.selectbox("Kind", list(KINDS), key="wl_kind", format_func=lambda k: k)
         c2.text_input("Value", key="wl_value", placeholder="192.0.2.10, 10.20.0.0/16, chronyd, 53")
+        st.checkbox(BROAD_CONFIRM, key="wl_broad_ok",
+                    help=f"needed for networks wider than /{BROAD_PREFIX[4]} (IPv4) or /{BROAD_PREFIX[6]} (IPv6)")
         st.form_submit_button("Trust", type="primary", key="wl_add", on_click=_add, args=(ctx,))
     options = [f"{kind} {v}" for kind, key in KINDS.items() for v in wl.config[key]]
     if options:
@@ -111,6 +157,8 @@ def raw_editor(ctx: Ctx, text: str, broken: bool) -> None:
     with st.expander("Edit filter_config.json as JSON", expanded=broken):
         with st.form("wl_raw_form", border=False):
             st.text_area("filter_config.json", height=260, key="wl_raw")
+            st.checkbox(BROAD_CONFIRM, key="wl_raw_broad_ok", help="needed when the text adds a "
+                        f"network wider than /{BROAD_PREFIX[4]} (IPv4) or /{BROAD_PREFIX[6]} (IPv6)")
             st.form_submit_button("Validate and save", key="wl_raw_save", on_click=_save_raw,
                                   args=(ctx,))
 
@@ -123,12 +171,12 @@ def render(ctx: Ctx) -> None:
     try:
         text = wf.store.read_text(wf.name) or ""
     except StoreError as e:
-        st.error(str(e))
+        st.error(md(e))
         return
     try:
         wl = wf.load()
     except (ConfigError, StoreError) as e:
-        st.error(f"{wf.name} is not usable: {e}. The loader keeps the whitelist it had; fix the "
+        st.error(f"{wf.name} is not usable: {md(e)}. The loader keeps the whitelist it had; fix the "
                  "file below (nothing here rewrites it until you save).")
         raw_editor(ctx, text, broken=True)
         return

@@ -1,0 +1,64 @@
+"""scripts/dashboard.sh, the way `make run` (scripts/run.sh) starts the
+dashboard: the login token is made root-only in records/, handed over in the
+environment (never on a command line or in the log), and the printed login
+URL signs a real browser in; the bare address gets the sign-in form only."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from netsentinel.dashboard import access
+from netsentinel.testing import dashboard_browser as B
+
+pytestmark = pytest.mark.skipif(B.missing() is not None, reason=B.missing() or "")
+
+
+def healthy(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+            return r.read().strip() == b"ok"
+    except OSError:
+        return False
+
+
+def test_make_run_prints_a_login_url_that_signs_in(tmp_path):
+    records, log, err = tmp_path / "records", tmp_path / "dashboard.log", tmp_path / "stderr"
+    port = B.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETSENTINEL_")}
+    env["NETSENTINEL_RECORDS"] = str(records)
+    with open(err, "wb") as out:
+        proc = subprocess.Popen(["bash", "scripts/dashboard.sh", str(port), str(log)], cwd=B.ROOT,
+                                env=env, stdout=subprocess.DEVNULL, stderr=out)
+    try:
+        line = B.wait_until(lambda: re.search(r"run: dashboard on (\S+)", err.read_text()), 30)
+        url = line.group(1)
+        token = (records / access.TOKEN_FILE).read_text().strip()
+        st = (records / access.TOKEN_FILE).stat()
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+        assert url == f"http://127.0.0.1:{port}/?token={token}"
+        B.wait_until(lambda: healthy(f"http://127.0.0.1:{port}") or proc.poll() is not None, 60)
+        assert proc.poll() is None, log.read_text()[-2000:]
+        # bash exec'd the dashboard: this pid is streamlit, and the token is only in its environment.
+        assert b"streamlit" in (Path(f"/proc/{proc.pid}/cmdline")).read_bytes()
+        assert token.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert f"NETSENTINEL_DASHBOARD_TOKEN={token}".encode() in \
+            Path(f"/proc/{proc.pid}/environ").read_bytes()
+        with B.chromium_page() as page:
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator("input[type=password]").wait_for()
+            assert page.locator("[data-testid=stSidebar]").count() == 0
+            page.goto(url)
+            page.locator("[data-testid=stSidebar]").get_by_text("Audit", exact=True).wait_for()
+            assert "token=" not in page.url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    text = log.read_text()
+    assert token not in text and "Traceback" not in text
