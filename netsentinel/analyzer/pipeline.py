@@ -25,6 +25,7 @@ from ..whitelist import Whitelist, WhitelistFile
 from ..llm.backends import BackendError, BackendManager, choose_auto
 from .inputs import BadLine, RateLimitedWarn, parse_line
 from .rules import RuleEngine
+from .behaviour import invalid_raw_socket, judge_raw_socket  # outbound (issue 12)
 from .settings import CHECK_EVERY, SettingsWatcher
 from .sinks import RecordsSink, threat_from
 from .verdict import LEVELS, Verdict
@@ -175,6 +176,15 @@ class Analyzer:
             self.loader["stopped"] = ev["ts"]
         elif t == "flow":
             self.handle_flow(ev)
+        elif t == "raw_socket":  # outbound (issue 12): judged by the rules alone
+            why = invalid_raw_socket(ev)
+            if why is not None:
+                self.input["invalid_lines"] += 1
+                self._bad_line_warn(f"input line {self.input['lines']}: raw_socket event: {why}; skipped")
+                return
+            out = judge_raw_socket(self.engine, ev)
+            self.deliver(Job(ev, out.verdict, {"target": None, "dedupe_key": out.dedupe_key}),
+                         out.verdict, False)
         elif t in ("ban_rejected", "rule_rejected", "warning"):
             self.warn(f"loader {t}: {ev.get('error') or ev.get('message')}")
 

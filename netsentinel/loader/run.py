@@ -24,6 +24,8 @@ from ..kernel.enforcer import Enforcer
 from ..kernel.libbpf import program_ids
 from ..kernel.monitor import ConnectionMonitor, RawConnection
 from .procinfo import ProcCache
+from ..kernel.outbound import OutboundMonitor  # outbound (issue 12)
+from .outbound import Outbound                  # outbound (issue 12)
 from .ruletable import RuleTable
 from ..store import LOADER_STATUS, RecordsStore, StoreError, utc_now_iso
 from ..whitelist import WhitelistFile
@@ -55,6 +57,7 @@ class LoaderOptions:
     flow_top: int = 5
     flow_pps_threshold: float = 1000.0
     duration: float | None = None
+    raw_sockets: bool = True  # outbound (issue 12)
 
 
 class Loader:
@@ -75,6 +78,9 @@ class Loader:
         self.counts = {"events": 0, "lost": 0, "whitelisted": 0}
         self._cleaned = False
         self._held: list[tuple[str, dict]] | None = []  # events before startup
+        # outbound (issue 12): raw/packet sockets, and signals on connections
+        self.raw = OutboundMonitor(warn=warn) if opts.raw_sockets else None
+        self.outbound = Outbound(self.procs, self.events.emit)
 
 
     # ----------------------------------------------------------- signals
@@ -100,7 +106,7 @@ class Loader:
                       dport=raw.dport, mode=raw.mode)
         if why is not None:
             fields["whitelisted"] = why
-        self.events.emit("connection", **fields)
+        self.outbound.connection(fields)  # outbound (issue 12): emits it, with signals
 
     def _on_lost(self, n: int) -> None:
         self.counts["lost"] += n
@@ -141,7 +147,8 @@ class Loader:
             "cgroup_block": bool(self.enforcer and self.enforcer.cgroup_path),
             # What this loader has in the kernel (ids as `bpftool prog show` lists them).
             "programs": {**program_ids(self.monitor.bpf),
-                         **program_ids(self.enforcer.bpf if self.enforcer else None)},
+                         **program_ids(self.enforcer.bpf if self.enforcer else None),
+                         **program_ids(self.raw.bpf if self.raw else None)},
             "stats": self.stats(),
         }
         try:
@@ -187,6 +194,10 @@ class Loader:
         rules_restored = self.rules.restore() if self.rules else 0
         for ip in o.bans:
             self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
+        # outbound (issue 12); after restoring bans: compiling it must not delay them
+        if self.raw:
+            self.raw.start(self.outbound.raw_socket, lambda n: self.outbound.lost(n, warn))
+            warn("raw/packet sockets watched (syscalls:sys_enter_socket/sys_exit_socket)")
         self.events.emit(
             "startup", capture_mode=mode, capture_fallback_reason=self.monitor.fallback_reason,
             interface=o.interface if self.enforcer else None,
@@ -212,6 +223,9 @@ class Loader:
         deadline = now + o.duration if o.duration else None
         while self.stop_reason is None:
             self.monitor.poll(POLL_MS)
+            if self.raw:  # outbound (issue 12)
+                self.raw.poll(0)
+            self.outbound.poll()
             now = time.monotonic()
             if self.bans:
                 rescan = now >= next_scan
@@ -253,6 +267,9 @@ class Loader:
                     self.bans.sync_counters(limit=None)
             except Exception as e:  # counters are a nicety; detaching is not
                 warn(f"could not save final counters: {e}")
+            self.outbound.poll(flush=True)  # outbound (issue 12)
+            if self.raw:
+                self.raw.stop()
             self.monitor.stop()
             if self.enforcer:
                 self.enforcer.detach()

