@@ -9,10 +9,23 @@
  * it when the socket was really created. Everything else (TCP, UDP, netlink,
  * unix sockets: nearly all calls) is dropped in the kernel at enter.
  *
+ * ns_egress (TCX egress on the monitored interface, attached only with one)
+ * counts what raw and packet sockets actually send: packets whose socket
+ * (skb->sk, a UAPI struct bpf_sock) is SOCK_RAW or AF_PACKET, per socket
+ * cookie x destination x protocol x port, aggregated in an LRU map that the
+ * loader reads and empties on an interval. Packets of ordinary sockets cost
+ * one pointer test and one field read; forwarded packets (no socket) none.
+ *
  * Own file and structs (bpf/netsentinel.h belongs to the enforcement side).
  * Only UAPI values and tracepoint formats are used.
  */
 #include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
 
 #define NS_AF_INET 2
 #define NS_AF_INET6 10
@@ -118,4 +131,102 @@ TRACEPOINT_PROBE(syscalls, sys_exit_socket)
         e->exec_path[0] = 0;
     raw_events.perf_submit(args, e, sizeof(*e));
     return 0;
+}
+
+/* ------------------------------------------------------------- egress */
+#ifndef NS_EGRESS_ENTRIES
+#define NS_EGRESS_ENTRIES 65536
+#endif
+#define NS_TCX_NEXT -1   /* TCX_NEXT / TC_ACT_UNSPEC: let the packet go on */
+
+struct ns_egress_key {
+    u64 cookie;     /* the sending socket (SO_COOKIE) */
+    u8 daddr[16];   /* network order; IPv4 in the first 4 bytes */
+    u16 dport;      /* host order; 0 for ICMP */
+    u8 family;      /* 4 or 6 */
+    u8 proto;       /* IPPROTO_TCP / UDP / ICMP / ICMPV6 */
+    u32 pad;
+};
+
+struct ns_egress_val {
+    u64 packets;
+    u64 syns;       /* TCP with SYN and no ACK */
+};
+
+BPF_TABLE("lru_hash", struct ns_egress_key, struct ns_egress_val, egress_stats, NS_EGRESS_ENTRIES);
+
+int ns_egress(struct __sk_buff *skb)
+{
+    struct bpf_sock *sk = skb->sk;
+    if (!sk)
+        return NS_TCX_NEXT;
+    sk = bpf_sk_fullsock(sk);
+    if (!sk)
+        return NS_TCX_NEXT;
+    u32 family = sk->family, type = sk->type;
+    if (!(family == NS_AF_PACKET || type == NS_SOCK_RAW || type == NS_SOCK_PACKET))
+        return NS_TCX_NEXT;
+
+    struct ns_egress_key k = {};
+    struct ethhdr eth;
+    if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+        return NS_TCX_NEXT;
+    u32 off = sizeof(eth);
+    u8 proto;
+    if (eth.h_proto == htons(ETH_P_IP)) {
+        struct iphdr ip;
+        if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+            return NS_TCX_NEXT;
+        if (ip.frag_off & htons(0x1fff))
+            return NS_TCX_NEXT;   /* a later fragment has no ports */
+        k.family = 4;
+        __builtin_memcpy(k.daddr, &ip.daddr, 4);
+        proto = ip.protocol;
+        off += ip.ihl * 4;
+    } else if (eth.h_proto == htons(ETH_P_IPV6)) {
+        struct ipv6hdr ip6;
+        if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+            return NS_TCX_NEXT;
+        k.family = 6;
+        __builtin_memcpy(k.daddr, &ip6.daddr, 16);
+        proto = ip6.nexthdr;      /* extension headers are not followed */
+        off += sizeof(ip6);
+    } else {
+        return NS_TCX_NEXT;
+    }
+    u8 syn = 0;
+    if (proto == IPPROTO_TCP) {
+        struct tcphdr th;
+        if (bpf_skb_load_bytes(skb, off, &th, sizeof(th)) < 0)
+            return NS_TCX_NEXT;
+        k.dport = ntohs(th.dest);
+        syn = th.syn && !th.ack;
+    } else if (proto == IPPROTO_UDP) {
+        struct udphdr uh;
+        if (bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)) < 0)
+            return NS_TCX_NEXT;
+        k.dport = ntohs(uh.dest);
+    } else if (proto == 58) {   /* ICMPv6 */
+        u8 icmp6_type;
+        if (bpf_skb_load_bytes(skb, off, &icmp6_type, 1) < 0)
+            return NS_TCX_NEXT;
+        if (icmp6_type >= 130 && icmp6_type <= 143)
+            return NS_TCX_NEXT;   /* MLD and neighbour discovery: the kernel's own */
+    } else if (proto != IPPROTO_ICMP) {
+        return NS_TCX_NEXT;
+    }
+    k.proto = proto;
+    k.cookie = bpf_get_socket_cookie(skb);
+    struct ns_egress_val *v = egress_stats.lookup(&k);
+    if (!v) {
+        struct ns_egress_val zero = {};
+        egress_stats.update(&k, &zero);
+        v = egress_stats.lookup(&k);
+        if (!v)
+            return NS_TCX_NEXT;
+    }
+    __sync_fetch_and_add(&v->packets, 1);
+    if (syn)
+        __sync_fetch_and_add(&v->syns, 1);
+    return NS_TCX_NEXT;
 }

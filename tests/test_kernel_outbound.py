@@ -1,8 +1,9 @@
 """Outbound behaviour with the kernel and real tools (issue 12): the real
-pipeline `unified_ebpf.py --no-xdp | llm_analyzer.py --backend rules`, the
-loader in the lab's dut namespace, and from there Debian's nmap -sS, hping3,
-a home-made raw SYN sender, bash reverse shells to the peer on 443 and 53,
-and benign curl/HTTP fetches.
+pipeline `unified_ebpf.py -i VETH --no-cgroup | llm_analyzer.py --backend
+rules`, the loader in the lab's dut namespace (raw-socket tracepoints, and
+the egress counter on its veth), and from there Debian's nmap -sS, hping3, a
+home-made raw SYN sender, bash reverse shells to the peer on 443 and 53, and
+benign curl/HTTP fetches.
 
 The socket() tracepoints are machine-wide: other processes' raw sockets
 (another suite's hping3) show up in these records too, so every assertion
@@ -38,8 +39,12 @@ LISTEN = textwrap.dedent("""
 RAW_SYN = textwrap.dedent("""
     import socket, struct, sys
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
-    tcp = struct.pack("!HHIIBBHHH", 40000, 22, 1, 0, 5 << 4, 0x02, 1024, 0, 0)
-    s.sendto(tcp, (sys.argv[1], 0))
+    print("open", flush=True)
+    sys.stdin.readline()          # until the loader has seen the socket
+    for port in range(20000, 20030):
+        tcp = struct.pack("!HHIIBBHHH", 40000, port, 1, 0, 5 << 4, 0x02, 1024, 0, 0)
+        s.sendto(tcp, (sys.argv[1], 0))
+    sys.stdin.readline()          # until its egress was judged
 """)
 
 
@@ -49,7 +54,7 @@ def pipeline(lab, tmp_path_factory):
     cfg = records / "filter_config.json"
     cfg.write_text("{}")
     loader, analyzer = start_pipeline(lab, records, cfg, ["--backend", "rules", "--status-interval",
-                                                          "0.3"], ["--no-xdp"])
+                                                          "0.3"], ["--no-cgroup"])
     try:
         wait_until(lambda: (read_json(records / "analyzer_status.json") or {}).get("input", {})
                    .get("other_events", {}).get("startup"), timeout=90, what="the pipeline to start")
@@ -79,8 +84,10 @@ def raw_verdicts(records, pid: int, timeout: float = 20) -> list[dict]:
 
 
 def test_nmap_syn_scan_is_a_critical_threat_naming_nmap(lab, pipeline):
+    # --scan-delay: long enough a run for the loader to read nmap's sockets
+    # while it lives (a run done before that is reported unattributed).
     p = subprocess.Popen(["ip", "netns", "exec", lab.dut, "nmap", "-sS", "-n", "-Pn", "-p", "1-200",
-                          "--max-retries", "0", lab.peer4], stdout=subprocess.DEVNULL,
+                          "--max-retries", "0", "--scan-delay", "5ms", lab.peer4], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     assert p.wait(timeout=120) == 0
     found = raw_verdicts(pipeline, p.pid)      # `ip netns exec` execs nmap: same pid
@@ -92,8 +99,19 @@ def test_nmap_syn_scan_is_a_critical_threat_naming_nmap(lab, pipeline):
     assert wait_until(lambda: [t for t in pending(pipeline) if t["category"] == "raw_scan"
                                and t["event"]["exe"] == "/usr/bin/nmap"], timeout=10,
                       what="a pending raw_scan threat naming nmap")
-    # nmap -sS never calls connect(): no connection events, only the raw socket shows it.
+    # nmap -sS never calls connect(): no connection events; the raw socket and
+    # what it sent (counted at egress) show it.
     assert not [e for e in judged(pipeline, p.pid) if e["event"]["type"] == "connection"]
+    def egress_ports() -> set:
+        return {port for e in judged(pipeline, p.pid) if e["event"]["type"] == "egress"
+                for t in e["event"]["targets"] for port in t["tcp_ports"]}
+    # Every probe seen leaving, in one or more windows, each judged a port scan.
+    wait_until(lambda: egress_ports() == set(range(1, 201)), timeout=20, what="nmap's 200 probes")
+    for scan in [e for e in judged(pipeline, p.pid) if e["event"]["type"] == "egress"]:
+        validate(dict(scan["event"]))
+        assert (scan["level"], scan["category"]) == ("CRITICAL", "port_scan")
+        assert scan["event"]["attribution"] == "cookie" and scan["event"]["comm"] == "nmap"
+        assert [t["daddr"] for t in scan["event"]["targets"]] == [lab.peer4]
 
 
 def test_hping3_syn_probe_names_hping3(lab, pipeline):
@@ -105,13 +123,27 @@ def test_hping3_syn_probe_names_hping3(lab, pipeline):
     assert all(e["level"] == "CRITICAL" and e["event"]["exe"] == "/usr/sbin/hping3" for e in found)
 
 
-def test_an_unknown_raw_sender_is_high_naming_the_process(lab, pipeline):
+def test_an_unknown_raw_sender_is_high_and_its_fan_out_critical(lab, pipeline):
     r = subprocess.Popen(["ip", "netns", "exec", lab.dut, "/usr/bin/python3", "-c", RAW_SYN,
-                          lab.peer4])
-    assert r.wait(timeout=30) == 0
-    (e,) = raw_verdicts(pipeline, r.pid)
-    assert e["event"]["comm"] == "python3" and e["event"]["exe"].startswith("/usr/bin/python3")
-    assert (e["level"], e["category"], e["rule_ids"]) == ("HIGH", "raw_socket", ["raw-socket"])
+                          lab.peer4], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert r.stdout.readline().strip() == "open"
+        (e,) = raw_verdicts(pipeline, r.pid)
+        assert e["event"]["comm"] == "python3" and e["event"]["exe"].startswith("/usr/bin/python3")
+        assert (e["level"], e["category"], e["rule_ids"]) == ("HIGH", "raw_socket", ["raw-socket"])
+        r.stdin.write("send\n")
+        r.stdin.flush()
+        out = wait_until(lambda: [e for e in judged(pipeline, r.pid) if e["event"]["type"] == "egress"],
+                         timeout=20, what="the sender's egress judged")[0]
+        assert out["event"]["attribution"] == "cookie"     # the socket's own opener
+        assert (out["level"], out["category"]) == ("CRITICAL", "port_scan")
+        assert out["event"]["targets"][0]["tcp_ports"] == list(range(20000, 20030))
+        # One threat for the process: its HIGH raw socket, raised by the scan.
+        (t,) = [t for t in pending(pipeline) if t["event"].get("pid") == r.pid]
+        assert (t["level"], t["category"], t["count"]) == ("CRITICAL", "port_scan", 2)
+    finally:
+        r.stdin.close()
+        assert r.wait(timeout=30) == 0
 
 
 @pytest.mark.parametrize("port", [443, 53])

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from netsentinel.kernel.outbound import RawSocket, protocol_name
+from netsentinel.kernel.outbound import EgressRow, RawSocket, protocol_name
+from netsentinel.loader.egress import EgressTracker, socket_cookie
 from netsentinel.loader.outbound import (Outbound, _hex_endpoint, is_shell, parent_service,
                                          signals_for, stdio_socket, usr_merged)
 from netsentinel.loader.procinfo import ProcCache
@@ -145,3 +146,44 @@ def test_address_and_protocol_decoding():
     assert protocol_name(17, 0) == "none (send only)"
     assert protocol_name(2, 6) == "tcp" and protocol_name(10, 58) == "icmpv6"
     assert usr_merged("/tmp/bin/ping") == "/tmp/bin/ping" and usr_merged("./ping") == "./ping"
+
+
+RAW_HOLDER = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP); "
+              "print(s.fileno(), int.from_bytes(s.getsockopt(socket.SOL_SOCKET, 57, 8), 'little'), "
+              "flush=True); sys.stdin.readline()")
+
+
+def raw_socket_holder(procs) -> tuple[subprocess.Popen, int, int]:
+    """A real process holding a raw socket: (process, its fd, its SO_COOKIE as it reads it)."""
+    p = procs(sys.executable, "-c", RAW_HOLDER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    fd, cookie = map(int, p.stdout.readline().split())
+    return p, fd, cookie
+
+
+def test_socket_cookie_is_read_out_of_the_owning_process(procs):
+    """pidfd_getfd + SO_COOKIE: the cookie the egress program keys on."""
+    p, fd, cookie = raw_socket_holder(procs)
+    assert socket_cookie(p.pid, fd) == cookie
+    assert socket_cookie(p.pid, 0) is None          # a pipe, not a socket
+    assert socket_cookie(2 ** 22 + 13, fd) is None  # no such process
+
+
+def test_egress_windows_name_the_socket_owner_or_list_candidates(procs):
+    p, fd, cookie = raw_socket_holder(procs)
+    tr = EgressTracker()
+    tr.remember({"pid": p.pid, "ppid": 1, "uid": 0, "comm": "python3", "exe": sys.executable,
+                 "cmdline": "x", "fd": fd})
+    tr.remember({"pid": 2 ** 22 + 17, "ppid": None, "uid": 0, "comm": "hping3",
+                 "exe": "/usr/sbin/hping3", "cmdline": None, "fd": 3})     # already gone
+    rows = [EgressRow(cookie, "ipv4", "10.0.0.5", "tcp", port, 1, 1) for port in range(100, 400)]
+    rows += [EgressRow(cookie, "ipv4", "10.0.0.6", "icmp", 0, 3, 0),
+             EgressRow(cookie + 1000, "ipv4", "10.0.0.7", "udp", 53, 2, 0)]
+    mine, other = sorted(tr.window(rows, 1.0), key=lambda b: b["cookie"])
+    assert (mine["attribution"], mine["pid"], mine["comm"]) == ("cookie", p.pid, "python3")
+    assert (mine["packets"], mine["syns"], mine["icmp"], mine["hosts"]) == (303, 300, 3, 2)
+    first = mine["targets"][0]
+    assert first["daddr"] == "10.0.0.5" and first["tcp_port_count"] == 300
+    assert first["tcp_ports"] == list(range(100, 356))                       # listed: at most 256
+    assert (other["attribution"], other["pid"]) == (None, None)
+    assert other["candidates"] == [{"pid": 2 ** 22 + 17, "comm": "hping3", "exe": "/usr/sbin/hping3"}]
+    assert other["targets"][0]["udp_ports"] == [53]

@@ -25,7 +25,7 @@ from ..whitelist import Whitelist, WhitelistFile
 from ..llm.backends import BackendError, BackendManager, choose_auto
 from .inputs import BadLine, RateLimitedWarn, parse_line
 from .rules import RuleEngine
-from .behaviour import invalid_raw_socket, judge_raw_socket  # outbound (issue 12)
+from .behaviour import Behaviour  # outbound (issue 12)
 from .settings import CHECK_EVERY, SettingsWatcher
 from .sinks import RecordsSink, threat_from
 from .verdict import LEVELS, Verdict
@@ -42,6 +42,7 @@ class Analyzer:
         self.store = store
         self.settings = settings
         self.engine = engine
+        self.behaviour = Behaviour(engine)  # outbound (issue 12)
         self.whitelist_file = whitelist_file
         self.warn = warn
         self.status_interval = status_interval
@@ -176,15 +177,16 @@ class Analyzer:
             self.loader["stopped"] = ev["ts"]
         elif t == "flow":
             self.handle_flow(ev)
-        elif t == "raw_socket":  # outbound (issue 12): judged by the rules alone
-            why = invalid_raw_socket(ev)
-            if why is not None:
+        elif t in ("raw_socket", "egress"):  # outbound (issue 12): rules only, no LLM
+            try:
+                out = self.behaviour.judge(ev, self.settings.current())
+            except BadLine as e:
                 self.input["invalid_lines"] += 1
-                self._bad_line_warn(f"input line {self.input['lines']}: raw_socket event: {why}; skipped")
+                self._bad_line_warn(f"input line {self.input['lines']}: {e}; skipped")
                 return
-            out = judge_raw_socket(self.engine, ev)
-            self.deliver(Job(ev, out.verdict, {"target": None, "dedupe_key": out.dedupe_key}),
-                         out.verdict, False)
+            if out is not None:
+                self.deliver(Job(ev, out.verdict, {"target": None, "dedupe_key": out.dedupe_key}),
+                             out.verdict, False)
         elif t in ("ban_rejected", "rule_rejected", "warning"):
             self.warn(f"loader {t}: {ev.get('error') or ev.get('message')}")
 

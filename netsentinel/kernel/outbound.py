@@ -4,12 +4,16 @@ socket(): the tools whose packets never pass through connect()."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Callable
 
 from . import KernelError
 from .host import cflags, import_bcc, program_source
+from .libbpf import link_create, link_destroy
+
+ATTACH_TCX_EGRESS = 47   # enum bpf_attach_type BPF_TCX_EGRESS (include/uapi/linux/bpf.h)
 
 AF_PACKET = 17
 FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6", AF_PACKET: "packet"}
@@ -26,6 +30,18 @@ def protocol_name(family: int, protocol: int) -> str:
         ether = socket.ntohs(protocol & 0xFFFF)
         return ETHER_TYPES.get(ether, f"ethertype 0x{ether:04x}")
     return IP_PROTOCOLS.get(protocol, str(protocol))
+
+
+@dataclass
+class EgressRow:
+    """What one raw/packet socket sent to one destination port in a window."""
+    cookie: int
+    family: str
+    daddr: str
+    proto: str       # tcp, udp, icmp, icmpv6
+    dport: int       # 0 for ICMP
+    packets: int
+    syns: int
 
 
 @dataclass
@@ -50,6 +66,8 @@ class OutboundMonitor:
         self.page_cnt = page_cnt
         self.warn = warn
         self.bpf = None
+        self.egress_link: int | None = None
+        self.egress_interface: str | None = None
 
     def start(self, on_event: Callable[[RawSocket], None], on_lost: Callable[[int], None]) -> None:
         bcc = import_bcc()
@@ -76,11 +94,54 @@ class OutboundMonitor:
         self.bpf["raw_events"].open_perf_buffer(handle, page_cnt=self.page_cnt,
                                                 lost_cb=lambda n: on_lost(int(n)))
 
+    def attach_egress(self, interface: str) -> None:
+        """ns_egress as a TCX egress link on interface (owned by this process:
+        the kernel detaches it if the loader dies)."""
+        bcc = import_bcc()
+        try:
+            ifindex = socket.if_nametoindex(interface)
+            fn = self.bpf.load_func(b"ns_egress", bcc.BPF.SCHED_CLS)
+            self.egress_link = link_create(fn.fd, ifindex, ATTACH_TCX_EGRESS)
+        except OSError as e:
+            raise KernelError(f"cannot attach the egress counter to {interface} ({e.strerror}): "
+                              "TCX needs Linux 6.6+; run with --no-raw-sockets") from e
+        except Exception as e:  # BCC's load errors are bare Exceptions
+            raise KernelError(f"ns_egress did not load ({str(e).splitlines()[0]}); "
+                              "run with --no-raw-sockets") from e
+        self.egress_interface = interface
+
+    def read_egress(self) -> list[EgressRow]:
+        """Everything counted since the last call (the map is emptied)."""
+        if self.egress_link is None:
+            return []
+        table = self.bpf["egress_stats"]
+        try:
+            items = list(table.items_lookup_and_delete_batch())
+        except Exception:  # batch ops missing: read, then delete what was read
+            items = list(table.items())
+            for k, _ in items:
+                try:
+                    del table[k]
+                except KeyError:
+                    pass
+        rows = []
+        for k, v in items:
+            raw = bytes(k.daddr)
+            fam = "ipv4" if k.family == 4 else "ipv6"
+            daddr = str(ipaddress.IPv4Address(raw[:4]) if k.family == 4 else ipaddress.IPv6Address(raw))
+            proto = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}.get(k.proto, str(k.proto))
+            rows.append(EgressRow(int(k.cookie), fam, daddr, proto, int(k.dport), int(v.packets),
+                                  int(v.syns)))
+        return rows
+
     def poll(self, timeout_ms: int = 0) -> None:
         if self.bpf is not None:
             self.bpf.perf_buffer_poll(timeout=timeout_ms)
 
     def stop(self) -> None:
+        if self.egress_link is not None:
+            link, self.egress_link = self.egress_link, None
+            link_destroy(link)
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()

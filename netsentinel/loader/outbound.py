@@ -26,6 +26,8 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
+from .egress import EgressTracker
+
 # Shells, interpreters and relays that have no business with a network socket
 # as stdin/stdout (compared with comm and the exe's basename).
 SHELLS = re.compile(r"^(?:ba|da|z|k|mk|c|tc|fi|a)?sh$|^busybox$|^python[0-9.]*$|^perl[0-9.]*$|"
@@ -141,10 +143,15 @@ class Outbound:
     """Annotates connection events with signals (holding shells' briefly) and
     turns raw-socket sightings into events. emit(type, **fields) writes one."""
 
-    def __init__(self, procs, emit: Callable[..., None], hold_s: float = HOLD_S):
+    def __init__(self, procs, emit: Callable[..., None], hold_s: float = HOLD_S, raw=None,
+                 egress_interval: float = 1.0):
         self.procs = procs
         self.emit = emit
         self.hold_s = hold_s
+        self.raw = raw              # the OutboundMonitor, for its egress counters
+        self.egress = EgressTracker()
+        self.egress_interval = egress_interval
+        self._egress_at = time.monotonic()
         self._held: OrderedDict[int, tuple[float, dict]] = OrderedDict()
         self._seq = 0
         self.counts = {"raw_sockets": 0, "signalled": 0, "held": 0, "hold_overflow": 0, "lost": 0}
@@ -164,6 +171,10 @@ class Outbound:
                   cmdline=info["cmdline"],
                   proc_error=info["proc_error"], family=raw.family, sock_type=raw.sock_type,
                   protocol=raw.protocol, protocol_name=raw.protocol_name, fd=raw.fd)
+        if self.raw is not None and self.raw.egress_link is not None:
+            self.egress.remember({"pid": raw.pid, "ppid": info["ppid"], "uid": raw.uid,
+                                  "comm": raw.comm, "exe": exe, "cmdline": info["cmdline"],
+                                  "fd": raw.fd})
 
     def connection(self, fields: dict) -> None:
         """Emit a connection event now, or hold it (a shell whose stdio is not a socket yet)."""
@@ -196,10 +207,16 @@ class Outbound:
         self.emit("lost", count=n, total=self.counts["lost"], source="raw_events")
 
     def poll(self, flush: bool = False) -> None:
-        """Re-read held connections; emit the settled ones (all with flush)."""
+        """Re-read held connections; emit the settled ones (all with flush);
+        emit egress windows when one is due (and the last one with flush)."""
+        now = time.monotonic()
+        if self.raw is not None and self.raw.egress_link is not None and (
+                flush or now - self._egress_at >= self.egress_interval):
+            for body in self.egress.window(self.raw.read_egress(), now - self._egress_at):
+                self.emit("egress", **body)
+            self._egress_at = now
         if not self._held:
             return
-        now = time.monotonic()
         for key, (until, fields) in list(self._held.items()):
             gone = not os.path.exists(f"/proc/{fields['pid']}")
             if self._annotate(fields) or gone or now >= until or flush:

@@ -80,7 +80,8 @@ class Loader:
         self._held: list[tuple[str, dict]] | None = []  # events before startup
         # outbound (issue 12): raw/packet sockets, and signals on connections
         self.raw = OutboundMonitor(warn=warn) if opts.raw_sockets else None
-        self.outbound = Outbound(self.procs, self.events.emit)
+        self.outbound = Outbound(self.procs, self.events.emit, raw=self.raw,
+                                 egress_interval=opts.flow_interval)
 
 
     # ----------------------------------------------------------- signals
@@ -198,6 +199,9 @@ class Loader:
         if self.raw:
             self.raw.start(self.outbound.raw_socket, lambda n: self.outbound.lost(n, warn))
             warn("raw/packet sockets watched (syscalls:sys_enter_socket/sys_exit_socket)")
+            if self.enforcer and o.interface:
+                self.raw.attach_egress(o.interface)
+                warn(f"raw/packet socket egress counted on {o.interface} (TCX egress)")
         self.events.emit(
             "startup", capture_mode=mode, capture_fallback_reason=self.monitor.fallback_reason,
             interface=o.interface if self.enforcer else None,
