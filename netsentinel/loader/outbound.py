@@ -15,11 +15,15 @@ fd 0/1 a moment later, so a connection by a shell or interpreter whose
 standard streams are not (yet) a socket is held up to HOLD_S and re-read
 until they are, the process is gone, or the time is up; then it is emitted
 either way (holding changes when a connection is reported, never whether).
+A shell that waits longer before redirecting is caught by the kernel
+instead: a dup()/dup2()/dup3() onto fd 0 or 1 by a process that connected
+out (or a child of one) is reported (bpf/outbound.bpf.c), and if fd 0/1 is
+then a TCP socket, that connection is emitted again with "mode": "stdio"
+and its signals (once per socket).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import time
@@ -27,6 +31,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from .egress import EgressTracker
+from .stdio import describe, stdio_tcp
 
 # Shells, interpreters and relays that have no business with a network socket
 # as stdin/stdout (compared with comm and the exe's basename).
@@ -37,12 +42,8 @@ SHELLS = re.compile(r"^(?:ba|da|z|k|mk|c|tc|fi|a)?sh$|^busybox$|^python[0-9.]*$|
 SERVICES = {"nginx", "apache2", "httpd", "lighttpd", "caddy", "php-fpm", "php-fpm8.2", "uwsgi",
             "gunicorn", "tomcat", "java", "mysqld", "mariadbd", "postgres", "postmaster",
             "redis-server", "mongod"}
-TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
-              "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
-              "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
 HOLD_S = 1.0
 MAX_HELD = 256   # beyond this, shells' connections are emitted at once (counted)
-_SOCKET = re.compile(r"^socket:\[(\d+)\]$")
 
 
 def usr_merged(path: str) -> str:
@@ -58,54 +59,6 @@ def usr_merged(path: str) -> str:
 def is_shell(comm: str | None, exe: str | None) -> bool:
     names = {(comm or "").lower(), os.path.basename((exe or "").replace(" (deleted)", "")).lower()}
     return any(n and SHELLS.match(n) for n in names)
-
-
-def _hex_endpoint(text: str) -> str:
-    """/proc/net/tcp's "0100007F:01BB" (or its 32-hex-digit IPv6 form) -> "127.0.0.1:443"."""
-    addr, port = text.split(":")
-    raw = bytes.fromhex(addr)
-    # Each 32-bit word is in host (little-endian) order.
-    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    ip = ipaddress.ip_address(raw)
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return f"[{ip}]:{int(port, 16)}" if ip.version == 6 else f"{ip}:{int(port, 16)}"
-
-
-def tcp_sockets(pid: int, inodes: set[str]) -> dict[str, str]:
-    """inode -> "remote (STATE)" for the given inodes, from the process's own
-    network namespace (/proc/PID/net/tcp{,6})."""
-    out: dict[str, str] = {}
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{name}") as f:
-                next(f, None)
-                for line in f:
-                    parts = line.split()
-                    if len(parts) > 9 and parts[9] in inodes:
-                        out[parts[9]] = f"{_hex_endpoint(parts[2])} ({TCP_STATES.get(parts[3], parts[3])})"
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def stdio_socket(pid: int) -> str | None:
-    """Evidence when fd 0 or 1 of pid is a TCP socket, else None."""
-    fds: dict[int, str] = {}
-    for fd in (0, 1):
-        try:
-            m = _SOCKET.match(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            continue
-        if m:
-            fds[fd] = m.group(1)
-    if not fds:
-        return None
-    found = tcp_sockets(pid, set(fds.values()))
-    hits = [(fd, found[ino]) for fd, ino in fds.items() if ino in found]
-    if not hits:
-        return None
-    return f"fd {','.join(str(fd) for fd, _ in hits)} -> tcp {hits[0][1]}"
 
 
 def _comm(pid: int) -> str | None:
@@ -128,11 +81,12 @@ def parent_service(ppid: int | None, comm: str | None) -> str | None:
     return None
 
 
-def signals_for(fields: dict) -> dict[str, str]:
+def signals_for(fields: dict, stdio=None) -> dict[str, str]:
+    """The signals of a connection's process; stdio: stdio_tcp(pid) if already read."""
     out = {}
-    stdio = stdio_socket(fields["pid"])
+    stdio = stdio or stdio_tcp(fields["pid"])
     if stdio:
-        out["stdio_socket"] = stdio
+        out["stdio_socket"] = describe(*stdio)
     parent = parent_service(fields.get("ppid"), fields.get("comm"))
     if parent:
         out["parent_service"] = parent
@@ -154,7 +108,9 @@ class Outbound:
         self._egress_at = time.monotonic()
         self._held: OrderedDict[int, tuple[float, dict]] = OrderedDict()
         self._seq = 0
-        self.counts = {"raw_sockets": 0, "signalled": 0, "held": 0, "hold_overflow": 0, "lost": 0}
+        self._reported: OrderedDict[str, None] = OrderedDict()  # socket inodes reported with the signal
+        self.counts = {"raw_sockets": 0, "signalled": 0, "held": 0, "hold_overflow": 0, "lost": 0,
+                       "redirected": 0}
 
     def raw_socket(self, raw) -> None:
         info = self.procs.get(raw.pid)
@@ -191,10 +147,40 @@ class Outbound:
         self._held[self._seq] = (time.monotonic() + self.hold_s, fields)
 
     def _annotate(self, fields: dict) -> bool:
-        found = signals_for(fields)
+        stdio = stdio_tcp(fields["pid"])
+        found = signals_for(fields, stdio)
         if found:
             fields["signals"] = found
-        return "stdio_socket" in found
+        if stdio:
+            self._note_reported(stdio[1].inode)
+        return stdio is not None
+
+    def _note_reported(self, inode: str) -> bool:
+        """Remember a socket as reported with its signal; False if it was.
+        By socket, not process: the shell's children inherit it as their
+        stdin and dup their own pipes onto fd 1 ($(...), pipelines)."""
+        if inode in self._reported:
+            return False
+        self._reported[inode] = None
+        while len(self._reported) > MAX_HELD * 16:
+            self._reported.popitem(last=False)
+        return True
+
+    def stdio_dup(self, dup) -> None:
+        """A process that connected out put something on fd 0 or 1 (however
+        long after connecting): if that is a TCP socket now, the connection is
+        reported again, "mode": "stdio", with its signals."""
+        hit = stdio_tcp(dup.pid)
+        if hit is None or not self._note_reported(hit[1].inode):
+            return
+        sock, info = hit[1], self.procs.get(dup.pid)
+        fields = dict(pid=dup.pid, tid=dup.tid, ppid=info["ppid"], uid=dup.uid, comm=dup.comm,
+                      exe=info["exe"], cmdline=info["cmdline"], proc_error=info["proc_error"],
+                      family=sock.family, saddr=sock.saddr, sport=sock.sport, daddr=sock.daddr,
+                      dport=sock.dport, mode="stdio")
+        fields["signals"] = signals_for(fields, hit)
+        self.counts["redirected"] += 1
+        self._emit_connection(fields)
 
     def _emit_connection(self, fields: dict) -> None:
         if "signals" in fields:

@@ -197,7 +197,8 @@ class Loader:
             self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
         # outbound (issue 12); after restoring bans: compiling it must not delay them
         if self.raw:
-            self.raw.start(self.outbound.raw_socket, lambda n: self.outbound.lost(n, warn))
+            self.raw.start(self.outbound.raw_socket, lambda n: self.outbound.lost(n, warn),
+                           self.outbound.stdio_dup)
             warn("raw/packet sockets watched (syscalls:sys_enter_socket/sys_exit_socket)")
             if self.enforcer and o.interface:
                 self.raw.attach_egress(o.interface)
