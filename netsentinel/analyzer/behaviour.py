@@ -115,15 +115,15 @@ class EgressJudge:
 def invalid_egress(ev: dict) -> str | None:
     """Why an egress event cannot be judged, or None."""
     targets = ev.get("targets")
-    if not isinstance(targets, list):
-        return f"targets must be a list, got {targets!r}"
+    if not isinstance(targets, list) or len(targets) > 64:
+        return f"targets must be a list of at most 64, got {str(targets)[:60]!r}"
     for tg in targets:
         if not isinstance(tg, dict) or not isinstance(tg.get("daddr"), str):
             return "each target needs a daddr"
         for k in ("tcp_ports", "udp_ports"):
-            if not isinstance(tg.get(k), list) or not all(
+            if not isinstance(tg.get(k), list) or len(tg[k]) > 256 or not all(
                     isinstance(p, int) and not isinstance(p, bool) for p in tg[k]):
-                return f"target {k} must be a list of integers"
+                return f"target {k} must be a list of at most 256 integers"
         for k in ("tcp_port_count", "udp_port_count"):
             if not isinstance(tg.get(k), int) or isinstance(tg.get(k), bool):
                 return f"target {k} must be an integer"

@@ -44,6 +44,7 @@ SERVICES = {"nginx", "apache2", "httpd", "lighttpd", "caddy", "php-fpm", "php-fp
             "redis-server", "mongod"}
 HOLD_S = 1.0
 MAX_HELD = 256   # beyond this, shells' connections are emitted at once (counted)
+SIGNAL_CACHE_S = 0.5
 
 
 def usr_merged(path: str) -> str:
@@ -108,6 +109,7 @@ class Outbound:
         self._egress_at = time.monotonic()
         self._held: OrderedDict[int, tuple[float, dict]] = OrderedDict()
         self._seq = 0
+        self._signal_cache: OrderedDict[tuple, tuple] = OrderedDict()
         self._reported: OrderedDict[str, None] = OrderedDict()  # socket inodes reported with the signal
         self.counts = {"raw_sockets": 0, "signalled": 0, "held": 0, "hold_overflow": 0, "lost": 0,
                        "redirected": 0}
@@ -134,7 +136,7 @@ class Outbound:
 
     def connection(self, fields: dict) -> None:
         """Emit a connection event now, or hold it (a shell whose stdio is not a socket yet)."""
-        if self._annotate(fields) or not is_shell(fields.get("comm"), fields.get("exe")) \
+        if self._annotate(fields, cached=True) or not is_shell(fields.get("comm"), fields.get("exe")) \
                 or fields.get("proc_error"):
             self._emit_connection(fields)
             return
@@ -146,9 +148,21 @@ class Outbound:
         self._seq += 1
         self._held[self._seq] = (time.monotonic() + self.hold_s, fields)
 
-    def _annotate(self, fields: dict) -> bool:
-        stdio = stdio_tcp(fields["pid"])
-        found = signals_for(fields, stdio)
+    def _annotate(self, fields: dict, cached: bool = False) -> bool:
+        """Attach the signals; True when stdio is a TCP socket. cached: reuse
+        a reading of this pid younger than SIGNAL_CACHE_S (a connect scanner
+        would otherwise cost three /proc reads per connection)."""
+        now, pid = time.monotonic(), fields["pid"]
+        hit = self._signal_cache.get((pid, fields.get("ppid"))) if cached else None
+        if hit is not None and now - hit[0] < SIGNAL_CACHE_S:
+            stdio, found = hit[1], dict(hit[2])
+        else:
+            stdio = stdio_tcp(pid)
+            found = signals_for(fields, stdio)
+            self._signal_cache[(pid, fields.get("ppid"))] = (now, stdio, found)
+            self._signal_cache.move_to_end((pid, fields.get("ppid")))
+            while len(self._signal_cache) > MAX_HELD * 16:
+                self._signal_cache.popitem(last=False)
         if found:
             fields["signals"] = found
         if stdio:
