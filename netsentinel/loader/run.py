@@ -149,7 +149,9 @@ class Loader:
             # What this loader has in the kernel (ids as `bpftool prog show` lists them).
             "programs": {**program_ids(self.monitor.bpf),
                          **program_ids(self.enforcer.bpf if self.enforcer else None),
-                         **program_ids(self.raw.bpf if self.raw else None)},
+                         # outbound (issue 12); prefixed: it also has a sock:inet_sock_set_state probe
+                         **{f"outbound:{k}": v for k, v in
+                            program_ids(self.raw.bpf if self.raw else None).items()}},
             "stats": self.stats(),
         }
         try:
