@@ -255,3 +255,17 @@ def test_curl_and_http_fetches_raise_no_threat(lab, pipeline):
         for s in servers:
             s.terminate()
             s.wait(timeout=10)
+
+
+def test_an_egress_counter_that_cannot_attach_says_why_in_one_line():
+    from netsentinel.kernel import KernelError
+    from netsentinel.kernel.outbound import OutboundMonitor
+    m = OutboundMonitor()
+    m.start(lambda raw: None, lambda n: None)
+    try:
+        with pytest.raises(KernelError, match=r"^cannot attach the egress counter to nosuch0 \(") as e:
+            m.attach_egress("nosuch0")
+        assert "\n" not in str(e.value) and m.egress_link is None
+    finally:
+        m.stop()
+    assert m.bpf is None

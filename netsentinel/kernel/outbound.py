@@ -124,11 +124,10 @@ class OutboundMonitor:
             fn = self.bpf.load_func(b"ns_egress", bcc.BPF.SCHED_CLS)
             self.egress_link = link_create(fn.fd, ifindex, ATTACH_TCX_EGRESS)
         except OSError as e:
-            raise KernelError(f"cannot attach the egress counter to {interface} ({e.strerror}): "
-                              "TCX needs Linux 6.6+; run with --no-raw-sockets") from e
+            raise KernelError(f"cannot attach the egress counter to {interface} ({e.strerror}; "
+                              "TCX egress needs Linux 6.6+)") from e
         except Exception as e:  # BCC's load errors are bare Exceptions
-            raise KernelError(f"ns_egress did not load ({str(e).splitlines()[0]}); "
-                              "run with --no-raw-sockets") from e
+            raise KernelError(f"ns_egress did not load ({str(e).splitlines()[0]})") from e
         self.egress_interface = interface
 
     def read_egress(self) -> list[EgressRow]:

@@ -202,9 +202,12 @@ class Loader:
             self.raw.start(self.outbound.raw_socket, lambda n: self.outbound.lost(n, warn),
                            self.outbound.stdio_dup)
             warn("raw/packet sockets watched (syscalls:sys_enter_socket/sys_exit_socket)")
-            if self.enforcer and o.interface:
-                self.raw.attach_egress(o.interface)
-                warn(f"raw/packet socket egress counted on {o.interface} (TCX egress)")
+            try:  # monitoring only: without it, raw_socket events still flow
+                if self.enforcer and o.interface:
+                    self.raw.attach_egress(o.interface)
+                    warn(f"raw/packet socket egress counted on {o.interface} (TCX egress)")
+            except KernelError as e:
+                warn(f"{e}: no egress events (raw_socket events still are reported)")
         self.events.emit(
             "startup", capture_mode=mode, capture_fallback_reason=self.monitor.fallback_reason,
             interface=o.interface if self.enforcer else None,
