@@ -211,3 +211,17 @@ def test_a_late_redirection_is_reported_again_once_with_its_signal(listener, pro
         "connection", "stdio", "bash", "127.0.0.1", port)
     assert f["signals"]["stdio_socket"] == f"fd 0,1 -> tcp 127.0.0.1:{port} (ESTABLISHED)"
     assert f["saddr"] == "127.0.0.1" and f["sport"] > 0 and f["exe"] == "/usr/bin/sleep"
+
+
+def test_the_redirecting_shell_is_named_not_a_child_that_inherited_the_socket(listener, procs):
+    port = listener.getsockname()[1]
+    bash = procs("bash", "-c", f"exec 0<>/dev/tcp/127.0.0.1/{port} 1>&0; sleep 60; true")
+    children = f"/proc/{bash.pid}/task/{bash.pid}/children"
+    child = int(wait_until(lambda: open(children).read().split(), what="bash's child")[0])
+    wait_until(lambda: stdio_socket(child), what="the child's inherited stdio")
+    out: list[tuple[str, dict]] = []
+    ob = Outbound(ProcCache(), lambda t, **f: out.append((t, f)))
+    ob.stdio_dup(StdioDup(pid=child, tid=child, uid=0, newfd=1, comm="sleep"))   # read first
+    ob.stdio_dup(StdioDup(pid=bash.pid, tid=bash.pid, uid=0, newfd=0, comm="bash"))
+    ((_, f),) = out
+    assert (f["pid"], f["comm"], f["dport"]) == (bash.pid, "bash", port)

@@ -185,10 +185,23 @@ class Outbound:
         long after connecting): if that is a TCP socket now, the connection is
         reported again, "mode": "stdio", with its signals."""
         hit = stdio_tcp(dup.pid)
-        if hit is None or not self._note_reported(hit[1].inode):
+        if hit is None:
             return
-        sock, info = hit[1], self.procs.get(dup.pid)
-        fields = dict(pid=dup.pid, tid=dup.tid, ppid=info["ppid"], uid=dup.uid, comm=dup.comm,
+        pid, tid, comm, info = dup.pid, dup.tid, dup.comm, self.procs.get(dup.pid)
+        # Name the process that put the socket there, not a child that
+        # inherited it and whose own dup happened to be read first (events of
+        # different CPUs come in any order): go up while the parent has the
+        # same socket on its fd 0/1.
+        for _ in range(8):
+            up = stdio_tcp(info["ppid"]) if info["ppid"] and info["ppid"] > 1 else None
+            if up is None or up[1].inode != hit[1].inode:
+                break
+            pid = tid = info["ppid"]
+            comm, info = _comm(pid) or comm, self.procs.get(pid)
+        if not self._note_reported(hit[1].inode):
+            return
+        sock = hit[1]
+        fields = dict(pid=pid, tid=tid, ppid=info["ppid"], uid=dup.uid, comm=comm,
                       exe=info["exe"], cmdline=info["cmdline"], proc_error=info["proc_error"],
                       family=sock.family, saddr=sock.saddr, sport=sock.sport, daddr=sock.daddr,
                       dport=sock.dport, mode="stdio")
