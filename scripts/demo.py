@@ -200,7 +200,8 @@ class Demo:
     def port_scan(self) -> dict:
         self.step("A port scan of the malicious host (ports 1-200): traffic.py scan")
         self.traffic("scan", self.lab.peer4b)
-        crit = self.wait("a CRITICAL scan threat", lambda: [t for t in self.pending()
+        # By category: the host's raw sockets (hping3 below, other tools) are threats too.
+        crit = self.wait("a CRITICAL scan threat", lambda: [t for t in self.pending("port_scan")
                                                             if t["level"] == "CRITICAL"], 20)
         if not crit:
             raise RuntimeError("the port scan did not become a CRITICAL threat")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from netsentinel.analyzer.behaviour import judge_raw_socket
 from netsentinel.analyzer.rules import DEFAULT_RULES_PATH, RuleEngine, RuleFileError
 from netsentinel.llm.config import validate_llm_config
 from netsentinel.whitelist import Whitelist
@@ -55,7 +56,8 @@ def test_rule_samples(sample, case):
     wl = Whitelist(sample["whitelist"]) if "whitelist" in sample else None
     out = None
     for ev in events_of(case):
-        out = engine.evaluate(ev, cfg, wl)
+        out = judge_raw_socket(engine, ev) if ev["type"] == "raw_socket" else \
+            engine.evaluate(ev, cfg, wl)
     fired = sample["rule"] in out.verdict.rule_ids
     assert fired == case["fires"], (
         f"rule {sample['rule']} {'did not fire' if case['fires'] else 'fired'}: "

@@ -30,6 +30,7 @@ from .flowmodel import FlowModel
 from .guard import Flusher
 from .inputs import MAX_LINE, BadLine, RateLimitedWarn, parse_line, read_lines
 from .rules import RuleEngine
+from .behaviour import Behaviour  # outbound (issue 12)
 from .settings import CHECK_EVERY, SettingsWatcher
 from .sinks import RecordsSink
 from .status import build_status
@@ -47,6 +48,7 @@ class Analyzer(FlowJudging):
         self.store = store
         self.settings = settings
         self.engine = engine
+        self.behaviour = Behaviour(engine)  # outbound (issue 12)
         self.whitelist_file = whitelist_file
         self.warn = warn
         self.status_interval = status_interval
@@ -200,6 +202,16 @@ class Analyzer(FlowJudging):
             self.loader["stopped"] = ev["ts"]
         elif t == "flow":
             self.handle_flow(ev)
+        elif t in ("raw_socket", "egress"):  # outbound (issue 12): rules only, no LLM
+            try:
+                out = self.behaviour.judge(ev, self.settings.current())
+            except BadLine as e:
+                self.input["invalid_lines"] += 1
+                self._bad_line_warn(f"input line {self.input['lines']}: {e}; skipped")
+                return
+            if out is not None:
+                self.deliver(Job(ev, out.verdict, {"target": None, "dedupe_key": out.dedupe_key}),
+                             out.verdict, False)
         elif t in ("ban_rejected", "rule_rejected", "warning"):
             self.warn(f"loader {t}: {ev.get('error') or ev.get('message')}")
 

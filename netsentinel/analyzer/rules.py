@@ -38,13 +38,16 @@ from .verdict import Verdict
 DEFAULT_RULES_PATH = PROJECT_ROOT / "rules" / "default_rules.json"
 KINDS = ("whitelist", "match", "scan")
 CONDITIONS = ("dport_in", "process_in", "exe_prefix", "exe_suffix", "cmdline_regex",
-              "daddr_in", "daddr_in_lists", "uid_in")
+              "daddr_in", "daddr_in_lists", "uid_in", "signal_in", "exe_not_in")
+# Event types rules judge ("on"); only connections have destinations and scans.
+EVENT_KINDS = ("connection", "raw_socket")
+DESTINATION_CONDITIONS = {"dport_in", "daddr_in", "daddr_in_lists"}
 GROUP_FIELDS = ("pid", "ppid", "exe", "comm", "uid", "saddr")
 RULE_KEYS = {"id", "kind", "description", "level", "category", "confidence", "reason",
-             "recommended_action", "settles", "when", "measure", "group_by", "ignore_ports"}
+             "recommended_action", "settles", "when", "measure", "group_by", "ignore_ports", "on"}
 _FIELD = re.compile(r"\{([^{}]*)\}")
 _TEMPLATE_FIELDS = {"comm", "exe", "daddr", "dport", "port_label", "why", "distinct", "window",
-                    "sample", "entry", "threshold", "host", "who"}
+                    "sample", "entry", "threshold", "host", "who", "signal", "socket", "pid"}
 
 
 class RuleFileError(NetSentinelError, ValueError):
@@ -106,6 +109,13 @@ class Rule:
         # "default" is the verdict when nothing matches (the file's top-level "default").
         if self.kind not in KINDS and not (index < 0 and self.kind == "default"):
             raise RuleFileError(f"{where}: kind must be one of {', '.join(KINDS)}")
+        self.on = raw.get("on", "connection")
+        if self.on not in EVENT_KINDS:
+            raise RuleFileError(f"{where}: on must be one of {', '.join(EVENT_KINDS)}")
+        if self.on != "connection" and (self.kind != "match"
+                                        or DESTINATION_CONDITIONS & set(raw.get("when") or {})):
+            raise RuleFileError(f"{where}: a rule on {self.on} events is a match rule on the "
+                                "process (no ports, destinations or scans)")
         self.level = raw.get("level", "INFO" if index < 0 else None)
         if self.level not in LEVELS:
             raise RuleFileError(f"{where}: level must be one of {', '.join(LEVELS)}")
@@ -170,6 +180,8 @@ class Rule:
                      for f in _strings(w["daddr_in_lists"], where)] + list(extra_lists)
             self.lists = [AddressList(f, warn) for f in files]
         self.uids = set(w["uid_in"]) if "uid_in" in w else None
+        self.signals = sorted(_strings(w["signal_in"], where)) if "signal_in" in w else None
+        self.exe_not_in = set(_strings(w["exe_not_in"], where)) if "exe_not_in" in w else None
 
     def match(self, ev: dict) -> dict | None:
         """Template fields when every condition holds, else None."""
@@ -192,6 +204,15 @@ class Rule:
             return None
         if self.uids is not None and ev.get("uid") not in self.uids:
             return None
+        if self.exe_not_in is not None and (ev.get("exe") or "") in self.exe_not_in:
+            return None
+        if self.signals is not None:
+            # The loader's evidence (docs/events.md#signals): name -> one line.
+            have = ev.get("signals") if isinstance(ev.get("signals"), dict) else {}
+            hit = next((s for s in self.signals if s in have), None)
+            if hit is None:
+                return None
+            fields["signal"] = f"{hit}: {have[hit]}"
         if self.nets is not None:
             hit = _in_nets(ev["daddr"], self.nets)
             if hit is None:
@@ -303,6 +324,8 @@ class RuleEngine:
         matches: list[tuple[Rule, dict]] = []
         target, dedupe = ev["daddr"], None
         for rule in self.rules:
+            if rule.on != "connection":
+                continue
             if rule.kind == "whitelist":
                 why = ev.get("whitelisted") or (whitelist.match(
                     daddr=ev["daddr"], dport=ev["dport"], comm=ev.get("comm"), exe=ev.get("exe"))
@@ -350,7 +373,8 @@ def destination_key(daddr: str) -> str:
 
 def _verdict(rule: Rule, ev: dict, fields: dict, rule_ids: list) -> Verdict:
     values = {"comm": ev.get("comm"), "exe": ev.get("exe"), "daddr": ev.get("daddr"),
-              "dport": ev.get("dport"), "port_label": f"port {ev.get('dport')}"}
+              "dport": ev.get("dport"), "port_label": f"port {ev.get('dport')}", "pid": ev.get("pid"),
+              "socket": f"{ev.get('family')}/{ev.get('sock_type')}, protocol {ev.get('protocol_name')}"}
     values.update(fields)
     reason = _FIELD.sub(lambda m: str(values.get(m.group(1), "?")), rule.reason)
     return Verdict(level=rule.level, category=rule.category, confidence=rule.confidence,

@@ -3,6 +3,7 @@
 - host.py: tracefs/debugfs/bpffs/cgroup2 mounts, kprobe availability, import_bcc
 - libbpf.py: ctypes bpf_link_create/detach, program ids
 - monitor.py: ConnectionMonitor (bpf/conn_monitor.bpf.c)
+- outbound.py: OutboundMonitor (bpf/outbound.bpf.c): raw/packet sockets
 - enforcer.py: Enforcer (bpf/enforce.bpf.c): XDP + cgroup bans, rules, flows
 - selfcheck.py: `python -m netsentinel.kernel.selfcheck`, run by the install step
 

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="monitor only: attach no XDP or cgroup program; ban commands stay queued")
     p.add_argument("--no-cgroup", action="store_true",
                    help="XDP only: do not block connect()/sendmsg() to banned addresses")
+    p.add_argument("--no-raw-sockets", action="store_true",
+                   help="do not watch socket() for raw/packet sockets (raw_socket events)")
     p.add_argument("--ban", action="append", default=[], type=ban_target, metavar="IP",
                    help="ban an address or CIDR at startup (repeatable)")
     p.add_argument("--records", help="records directory (default: records/ beside this script, "
@@ -105,6 +107,8 @@ def dump_ebpf(args) -> int:
     for mode in ("kprobe", "tracepoint"):
         src, flags = mon.source_and_flags(mode)
         print(f"// ---- conn_monitor ({mode}) cflags: {' '.join(flags)}\n{src}")
+    if not args.no_raw_sockets:
+        print(f"// ---- outbound\n{(paths.BPF_DIR / 'outbound.bpf.c').read_text()}")
     if not args.no_xdp:
         src, flags = Enforcer(None, max_bans=args.max_bans).source_and_flags()
         print(f"// ---- enforce cflags: {' '.join(flags)}\n{src}")
@@ -153,7 +157,8 @@ def main(argv=None) -> int:
         xdp_mode=args.xdp_mode, capture=args.capture, bans=args.ban, max_bans=args.max_bans,
         page_cnt=args.buffer_pages, stats_interval=args.stats_interval,
         flow_interval=args.flow_interval, flow_top=args.flow_top,
-        flow_pps_threshold=args.flow_pps_threshold, duration=args.duration, fleet=fleet)
+        flow_pps_threshold=args.flow_pps_threshold, duration=args.duration, fleet=fleet,
+        raw_sockets=not args.no_raw_sockets)
     try:
         loader = Loader(opts)
         if args.metrics_addr:

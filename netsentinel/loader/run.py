@@ -26,6 +26,8 @@ from ..kernel.enforcer import Enforcer
 from ..kernel.libbpf import program_ids
 from ..kernel.monitor import ConnectionMonitor, RawConnection
 from .procinfo import ProcCache
+from ..kernel.outbound import OutboundMonitor  # outbound (issue 12)
+from .outbound import Outbound                  # outbound (issue 12)
 from .ruletable import RuleTable
 from ..records import LOADER_STATUS
 from ..store import RecordsStore, StoreError
@@ -60,6 +62,7 @@ class LoaderOptions:
     flow_pps_threshold: float = 1000.0
     duration: float | None = None
     fleet: FleetOptions | None = None   # CrowdSec LAPI (docs/FLEET.md)
+    raw_sockets: bool = True  # outbound (issue 12)
 
 
 class Loader:
@@ -81,6 +84,10 @@ class Loader:
         self.counts = {"events": 0, "lost": 0, "whitelisted": 0}
         self._cleaned = False
         self._held: list[tuple[str, dict]] | None = []  # events before startup
+        # outbound (issue 12): raw/packet sockets, and signals on connections
+        self.raw = OutboundMonitor(warn=warn) if opts.raw_sockets else None
+        self.outbound = Outbound(self.procs, self.events.emit, raw=self.raw,
+                                 egress_interval=opts.flow_interval)
 
 
     # ----------------------------------------------------------- signals
@@ -106,7 +113,7 @@ class Loader:
                       dport=raw.dport, mode=raw.mode)
         if why is not None:
             fields["whitelisted"] = why
-        self.events.emit("connection", **fields)
+        self.outbound.connection(fields)  # outbound (issue 12): emits it, with signals
 
     def _on_lost(self, n: int) -> None:
         self.counts["lost"] += n
@@ -153,7 +160,10 @@ class Loader:
             "cgroup_block": bool(self.enforcer and self.enforcer.cgroup_path),
             # What this loader has in the kernel (ids as `bpftool prog show` lists them).
             "programs": {**program_ids(self.monitor.bpf),
-                         **program_ids(self.enforcer.bpf if self.enforcer else None)},
+                         **program_ids(self.enforcer.bpf if self.enforcer else None),
+                         # outbound (issue 12); prefixed: it also has a sock:inet_sock_set_state probe
+                         **{f"outbound:{k}": v for k, v in
+                            program_ids(self.raw.bpf if self.raw else None).items()}},
             "stats": self.stats(),
         }
         try:
@@ -203,6 +213,17 @@ class Loader:
         rules_restored = self.rules.restore() if self.rules else 0
         for ip in o.bans:
             self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
+        # outbound (issue 12); after restoring bans: compiling it must not delay them
+        if self.raw:
+            self.raw.start(self.outbound.raw_socket, lambda n: self.outbound.lost(n, warn),
+                           self.outbound.stdio_dup)
+            warn("raw/packet sockets watched (syscalls:sys_enter_socket/sys_exit_socket)")
+            try:  # monitoring only: without it, raw_socket events still flow
+                if self.enforcer and o.interface:
+                    self.raw.attach_egress(o.interface)
+                    warn(f"raw/packet socket egress counted on {o.interface} (TCX egress)")
+            except KernelError as e:
+                warn(f"{e}: no egress events (raw_socket events still are reported)")
         self.events.emit(
             "startup", capture_mode=mode, capture_fallback_reason=self.monitor.fallback_reason,
             interface=o.interface if self.enforcer else None,
@@ -230,6 +251,9 @@ class Loader:
         deadline = now + o.duration if o.duration else None
         while self.stop_reason is None:
             self.monitor.poll(POLL_MS)
+            if self.raw:  # outbound (issue 12)
+                self.raw.poll(0)
+            self.outbound.poll()
             now = time.monotonic()
             if self.bans:
                 rescan = now >= next_scan
@@ -275,6 +299,9 @@ class Loader:
                 warn(f"could not save final counters: {e}")
             if self.fleet:
                 self.fleet.stop()
+            self.outbound.poll(flush=True)  # outbound (issue 12)
+            if self.raw:
+                self.raw.stop()
             self.monitor.stop()
             if self.enforcer:
                 self.enforcer.detach()

