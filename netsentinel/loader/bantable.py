@@ -86,7 +86,7 @@ class BanTable:
             except BanRefused as e:
                 self._refuse({"action": "ban", "ip": key, **rec}, f"restore: {e}")
                 continue
-            self.enforcer.add(net)
+            self.enforcer.add(net, exp)
             k = canonical(net)
             rec.setdefault("drops", 0)
             rec.setdefault("last_drop_at", None)
@@ -120,7 +120,7 @@ class BanTable:
         k = cmd.key
         now = self.clock()
         try:
-            self.enforcer.add(cmd.net)
+            self.enforcer.add(cmd.net, now + cmd.ttl_seconds if cmd.ttl_seconds else None)
         except Exception as e:  # map full, kernel refused
             self._refuse(raw, str(e))
             return

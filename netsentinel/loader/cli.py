@@ -6,21 +6,28 @@ an XDP ingress filter plus cgroup connect/sendmsg blocks, applies ban
 commands from records/ban_commands.json, and streams JSON-lines events on
 stdout (schema: docs/events.md). Diagnostics go to stderr.
 
+Enforcement is pinned in bpffs and outlives the process: stopping or
+crashing ends monitoring, not protection; --unload removes it.
+
 USAGE: sudo .venv/bin/python -u unified_ebpf.py [-i IFACE] [--no-xdp] [--ban IP ...]
 """
 
 import argparse
 import os
+import re
 import sys
 
 from .. import netinfo, paths
+from ..abi import MAX_BANS, MAX_BANS_LIMIT
 from ..addresses import AddressError, parse_target
+from ..kernel.pins import DEFAULT_PIN_ROOT
 
 EPILOG = """examples:
   sudo .venv/bin/python -u unified_ebpf.py                  # default-route interface
   sudo .venv/bin/python -u unified_ebpf.py -i eth0
   sudo .venv/bin/python -u unified_ebpf.py -i eth0 --ban 203.0.113.7 --ban 198.51.100.0/24
   sudo .venv/bin/python -u unified_ebpf.py --no-xdp         # monitor only, enforce nothing
+  sudo .venv/bin/python -u unified_ebpf.py --unload -i eth0  # remove the pinned enforcement
   sudo sh -c '.venv/bin/python -u unified_ebpf.py -i eth0 | .venv/bin/python -u llm_analyzer.py'
 
 ban by hand while it runs (picked up within 100 ms):
@@ -57,6 +64,14 @@ def ban_target(text: str) -> str:
     return text
 
 
+def test_define(text: str) -> tuple[str, int]:
+    """NS_TEST_NAME=INT: a -D flag that changes the program (upgrade tests)."""
+    m = re.fullmatch(r"(NS_TEST_[A-Z0-9_]{1,40})=(\d{1,9})", text)
+    if not m:
+        raise argparse.ArgumentTypeError("expected NS_TEST_NAME=INTEGER")
+    return m.group(1), int(m.group(2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="unified_ebpf.py", description=__doc__.split("\n\n")[1].replace("\n", " "),
@@ -77,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connection capture path (default: kprobe, else tracepoint)")
     p.add_argument("--xdp-mode", choices=("auto", "native", "generic"), default="auto",
                    help="XDP attach mode (default: native, else generic)")
-    p.add_argument("--max-bans", type=positive_int(1, 16 * 1048576), default=1048576,
+    p.add_argument("--pin-dir", default=DEFAULT_PIN_ROOT,
+                   help="bpffs directory for the pinned maps and links, one subdirectory per "
+                   "interface (default: %(default)s)")
+    p.add_argument("--unload", action="store_true",
+                   help="detach and unpin everything pinned for -i IFACE, print what, and exit")
+    p.add_argument("--max-bans", type=positive_int(1, MAX_BANS_LIMIT), default=MAX_BANS,
                    help="capacity of each ban map (default: %(default)s)")
     p.add_argument("--buffer-pages", type=positive_int(1, 65536), default=64,
                    help="perf buffer pages per CPU (a power of two; default: %(default)s)")
@@ -91,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report every source above this many packets/s (default: %(default)s)")
     p.add_argument("--duration", type=float, help=argparse.SUPPRESS)  # tests, benchmarks
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--test-define", action="append", default=[], type=test_define,
+                   help=argparse.SUPPRESS)   # tests: a changed program, to exercise replacement
     return p
 
 
@@ -103,7 +125,8 @@ def dump_ebpf(args) -> int:
         src, flags = mon.source_and_flags(mode)
         print(f"// ---- conn_monitor ({mode}) cflags: {' '.join(flags)}\n{src}")
     if not args.no_xdp:
-        src, flags = Enforcer(None, max_bans=args.max_bans).source_and_flags()
+        src, flags = Enforcer(None, max_bans=args.max_bans,
+                              extra_cflags=dict(args.test_define)).source_and_flags()
         print(f"// ---- enforce cflags: {' '.join(flags)}\n{src}")
     return 0
 
@@ -122,6 +145,8 @@ def main(argv=None) -> int:
         print("unified_ebpf: error: must run as root (try: sudo .venv/bin/python -u unified_ebpf.py)",
               file=sys.stderr)
         return 1
+    if args.unload:
+        return unload(args)
     iface = None
     if not args.no_xdp:
         iface = args.interface or netinfo.default_route_interface()
@@ -141,10 +166,32 @@ def main(argv=None) -> int:
         xdp_mode=args.xdp_mode, capture=args.capture, bans=args.ban, max_bans=args.max_bans,
         page_cnt=args.buffer_pages, stats_interval=args.stats_interval,
         flow_interval=args.flow_interval, flow_top=args.flow_top,
-        flow_pps_threshold=args.flow_pps_threshold, duration=args.duration)
+        flow_pps_threshold=args.flow_pps_threshold, duration=args.duration,
+        pin_dir=args.pin_dir, extra_cflags=dict(args.test_define))
     try:
         return Loader(opts).run()
     except StoreError as e:
         print(f"unified_ebpf: error: {e}", file=sys.stderr)
         return 1
 
+
+
+def unload(args) -> int:
+    """--unload: the one way enforcement comes down (see kernel/pins.py)."""
+    from ..kernel import KernelError
+    from ..kernel.host import ensure_kernel_fs
+    from ..kernel.pins import unload as unload_pins
+    iface = args.interface or netinfo.default_route_interface()
+    if not iface:
+        print("unified_ebpf: error: --unload needs -i IFACE (no default route to pick one from)",
+              file=sys.stderr)
+        return 2
+    ensure_kernel_fs()
+    try:
+        n = unload_pins(args.pin_dir, iface, lambda line: print(f"unload: {line}", flush=True))
+    except (KernelError, ValueError, OSError) as e:
+        print(f"unified_ebpf: error: --unload {iface}: {e}", file=sys.stderr)
+        return 1
+    print(f"unload: {iface}: removed {n} pinned objects; nothing of NetSentinel's is enforced "
+          "there now", flush=True)
+    return 0

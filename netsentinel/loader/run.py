@@ -1,10 +1,17 @@
 """The loader's run loop (behind unified_ebpf.py).
 
-Attaches enforcement first (so restored bans hold from the first packet),
-then the connection monitor; polls the perf buffer in short slices and,
-between them, applies ban commands, expires bans, syncs counters and writes
-status. SIGINT, SIGTERM and SIGHUP end the loop; cleanup then runs with
-those signals blocked, so a second signal cannot leave a half-detached state.
+Start order: take the interface's lock, open (or create) the pinned maps,
+put the saved bans and rules in them, and only then adopt the pinned links
+(swapping the program through them if it changed) or attach new ones, so no
+program ever sees traffic before the bans are in place; then the connection
+monitor. The loop polls the perf buffer in short slices and, between them,
+applies ban commands, expires bans, syncs counters and writes status.
+
+SIGINT, SIGTERM and SIGHUP end the loop, and with it monitoring, not
+protection: the pinned programs and maps stay (kernel/pins.py) and keep
+dropping, expiring TTL bans on time, until the next loader adopts them or
+`unified_ebpf.py --unload` removes them. Cleanup runs with those signals
+blocked, so a second signal cannot cut it short.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 
 from .. import __version__
+from ..abi import MAX_BANS
+from ..addresses import canonical
 from .bantable import BanTable
 from ..events import EventWriter
 from .flows import FlowTracker
@@ -23,9 +32,10 @@ from ..kernel import KernelError
 from ..kernel.enforcer import Enforcer
 from ..kernel.libbpf import program_ids
 from ..kernel.monitor import ConnectionMonitor, RawConnection
+from ..kernel.pins import DEFAULT_PIN_ROOT, LINK_PREFIX, LoaderLock
 from .procinfo import ProcCache
 from .ruletable import RuleTable
-from ..store import LOADER_STATUS, RecordsStore, StoreError, utc_now_iso
+from ..store import BANNED_IPS, LOADER_STATUS, RecordsStore, StoreError, utc_now_iso
 from ..whitelist import WhitelistFile
 
 POLL_MS = 50            # ban commands are picked up within ~this
@@ -48,7 +58,9 @@ class LoaderOptions:
     xdp_mode: str = "auto"
     capture: str = "auto"
     bans: list[str] = field(default_factory=list)
-    max_bans: int = 1048576
+    max_bans: int = MAX_BANS
+    pin_dir: str = DEFAULT_PIN_ROOT
+    extra_cflags: dict[str, int] = field(default_factory=dict)   # tests: simulate an upgrade
     page_cnt: int = 64
     stats_interval: float = 10.0
     flow_interval: float = 1.0
@@ -66,7 +78,11 @@ class Loader:
         self.procs = ProcCache()
         self.monitor = ConnectionMonitor(opts.capture, opts.page_cnt, warn=warn)
         self.enforcer = (Enforcer(opts.interface, max_bans=opts.max_bans, cgroup=opts.cgroup,
-                                  xdp_mode=opts.xdp_mode, warn=warn) if opts.enforce else None)
+                                  xdp_mode=opts.xdp_mode, pin_root=opts.pin_dir,
+                                  extra_cflags=opts.extra_cflags, warn=warn)
+                         if opts.enforce else None)
+        self.lock = LoaderLock(self.enforcer.pins) if self.enforcer else None
+        self.restored = (0, 0)   # (bans, rules) put back at startup
         self.bans: BanTable | None = None
         self.rules: RuleTable | None = None
         self.flows: FlowTracker | None = None
@@ -141,7 +157,8 @@ class Loader:
             "cgroup_block": bool(self.enforcer and self.enforcer.cgroup_path),
             # What this loader has in the kernel (ids as `bpftool prog show` lists them).
             "programs": {**program_ids(self.monitor.bpf),
-                         **program_ids(self.enforcer.bpf if self.enforcer else None)},
+                         **(self.enforcer.links() if self.enforcer else {})},
+            "pin_dir": self.enforcer.pins.path if self.enforcer else None,
             "stats": self.stats(),
         }
         try:
@@ -151,6 +168,12 @@ class Loader:
 
     # ----------------------------------------------------------- run
     def run(self) -> int:
+        if self.lock:
+            try:   # before anything else: a refused loader must not touch records/ or the kernel
+                self.lock.acquire(f"{self.opts.interface} (pins in {self.enforcer.pins.path})")
+            except KernelError as e:
+                warn(f"error: {e}")
+                return 1
         for s in STOP_SIGNALS:
             signal.signal(s, self._on_signal)
         try:
@@ -164,18 +187,7 @@ class Loader:
     def _run(self) -> int:
         o = self.opts
         if self.enforcer:
-            self.enforcer.attach()
-            if self.enforcer.xdp_mode:
-                warn(f"XDP filter attached to {o.interface} ({self.enforcer.xdp_mode} mode)")
-            if self.enforcer.cgroup_path:
-                warn(f"connect/sendmsg blocks attached at cgroup2 root {self.enforcer.cgroup_path}")
-            self.bans = BanTable(self.store, self.enforcer, self.whitelist, self.emit_outcome, warn)
-            self.rules = RuleTable(
-                self.store, self.enforcer, self.bans.protected,
-                lambda: self.whitelist.current().config["protect_ssh_ports"], self.emit_outcome, warn)
-            if self.enforcer.xdp_mode:
-                self.flows = FlowTracker(self.enforcer.read_flows, top_n=o.flow_top,
-                                         pps_threshold=o.flow_pps_threshold)
+            self._start_enforcement()
         else:
             warn("monitor only (--no-xdp): nothing is enforced; ban commands stay queued")
         mode = self.monitor.start(self._on_connection, self._on_lost)
@@ -183,10 +195,7 @@ class Loader:
             warn(f"kprobes unavailable: {self.monitor.fallback_reason}; "
                  "falling back to tracepoint sock:inet_sock_set_state")
         warn(f"capture mode: {mode}")
-        restored = self.bans.restore() if self.bans else 0
-        rules_restored = self.rules.restore() if self.rules else 0
-        for ip in o.bans:
-            self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
+        restored, rules_restored = self.restored
         self.events.emit(
             "startup", capture_mode=mode, capture_fallback_reason=self.monitor.fallback_reason,
             interface=o.interface if self.enforcer else None,
@@ -194,7 +203,10 @@ class Loader:
             cgroup_block=bool(self.enforcer and self.enforcer.cgroup_path),
             cgroup_path=self.enforcer.cgroup_path if self.enforcer else None,
             records=str(self.store.root), pid=os.getpid(), version=__version__,
-            bans_restored=restored, rules_restored=rules_restored)
+            bans_restored=restored, rules_restored=rules_restored,
+            pin_dir=self.enforcer.pins.path if self.enforcer else None,
+            links_adopted=list(self.enforcer.adopted) if self.enforcer else [],
+            links_replaced=list(self.enforcer.replaced) if self.enforcer else [])
         held, self._held = self._held, None
         for type_, fields in held:
             self.events.emit(type_, **fields)
@@ -202,6 +214,41 @@ class Loader:
         self.write_status(True)
         self._loop()
         return 0
+
+    def _start_enforcement(self) -> None:
+        """Lock, maps, saved state into the maps, then programs (see the top)."""
+        o, e = self.opts, self.enforcer
+        e.load()
+        self.bans = BanTable(self.store, e, self.whitelist, self.emit_outcome, warn)
+        self.rules = RuleTable(
+            self.store, e, self.bans.protected,
+            lambda: self.whitelist.current().config["protect_ssh_ports"], self.emit_outcome, warn)
+        # banned_ips.json is the record: bans the pinned map kept that it lacks
+        # go, but only when the file is there and a table (a missing, empty or
+        # broken file keeps them: enforcement fails closed).
+        recorded = isinstance(self.store.read(BANNED_IPS, on_corrupt="default"), dict)
+        self.restored = (self.bans.restore(), self.rules.restore())
+        for ip in o.bans:
+            self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
+        stray = [net for net in e.banned() if canonical(net) not in self.bans.bans]
+        for net in stray if recorded else ():
+            e.remove(net)
+            warn(f"removed {canonical(net)} from the pinned ban map: not in {BANNED_IPS}")
+        if stray and not recorded:
+            warn(f"kept {len(stray)} pinned bans that {BANNED_IPS} (missing or unreadable) does not "
+                 "list; an unban command removes each")
+        e.attach()
+        if e.replaced:
+            warn(f"program changed: replaced through the pinned links ({', '.join(e.replaced)}), "
+                 "without detaching")
+        elif e.adopted:
+            warn(f"adopted the enforcement pinned in {e.pins.path} ({len(e.adopted)} links)")
+        if e.xdp_mode:
+            warn(f"XDP filter on {o.interface} ({e.xdp_mode} mode), pinned in {e.pins.path}")
+        if e.cgroup_path:
+            warn(f"connect/sendmsg blocks at cgroup2 root {e.cgroup_path}")
+        if e.xdp_mode:
+            self.flows = FlowTracker(e.read_flows, top_n=o.flow_top, pps_threshold=o.flow_pps_threshold)
 
     def _loop(self) -> None:
         o = self.opts
@@ -241,7 +288,8 @@ class Loader:
                 self.stop_reason = "duration"
 
     def cleanup(self) -> None:
-        """Detach everything, once; stop signals are held off meanwhile."""
+        """Stop monitoring and let go of the kernel handles, once, leaving the
+        pinned enforcement in place; stop signals are held off meanwhile."""
         if self._cleaned:
             return
         self._cleaned = True
@@ -254,11 +302,26 @@ class Loader:
             except Exception as e:  # counters are a nicety; detaching is not
                 warn(f"could not save final counters: {e}")
             self.monitor.stop()
+            left = self._enforcement_left()
             if self.enforcer:
-                self.enforcer.detach()
+                self.enforcer.close()
+                self.lock.release()
             self.write_status(False)
-            self.events.emit("shutdown", message=f"stopped ({self.stop_reason or 'error'}); "
-                             "all programs detached")
-            warn(f"stopped ({self.stop_reason or 'error'}); all programs detached")
+            message = f"stopped ({self.stop_reason or 'error'}); monitoring ended; {left}"
+            self.events.emit("shutdown", message=message)
+            warn(message)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _enforcement_left(self) -> str:
+        """What protection stays after this process, in words."""
+        e = self.enforcer
+        if e is None:
+            return "nothing was enforced"
+        links = [n for n in e.pins.pinned() if n.startswith(LINK_PREFIX)]
+        if not links:
+            return "no enforcement is attached"
+        bans = len(self.bans.bans) if self.bans else "the pinned"
+        return (f"enforcement stays in place ({bans} bans, {len(links)} pinned links in "
+                f"{e.pins.path}); `unified_ebpf.py --unload -i {e.interface}"
+                f"{'' if e.pins.root == DEFAULT_PIN_ROOT else ' --pin-dir ' + e.pins.root}` removes it")

@@ -1,0 +1,167 @@
+"""Enforcement that outlives the loader: one bpffs directory per interface.
+
+    <pin root>/<ifname>/            (default root /sys/fs/bpf/netsentinel)
+        bans4 bans6 rules rule_count rule_hits counters flows flow_epoch meta   maps (BCC pins them)
+        link_xdp link_connect4 link_connect6 link_sendmsg4 link_sendmsg6      BPF links
+
+A pinned link keeps its program attached after the process that made it is
+gone, SIGKILL included; the next loader opens the same maps and swaps the
+program through the link (bpf_link_update). Only unload() takes it down.
+
+One loader per pin directory: it holds an flock on a root-only file under
+/run/netsentinel/locks (bpffs holds no regular files); a second loader, or
+an --unload while a loader runs, is refused with the holder's pid.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+from pathlib import Path
+from typing import Callable
+
+from ..abi import ENFORCER_MAPS
+from . import KernelError
+from .libbpf import link_detach, obj_get
+
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/netsentinel"
+LOCK_DIR = Path("/run/netsentinel/locks")
+BPF_FS_MAGIC = 0xCAFE4A11
+LINK_PREFIX = "link_"
+
+
+def is_bpffs(path: str) -> bool:
+    """Is path on a bpf filesystem? (statfs f_type, via /proc/self/mountinfo
+    to avoid a ctypes statfs: the longest mount point containing path)."""
+    best, fstype = "", ""
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            mnt = left.split()[4].replace("\\040", " ")
+            if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, fstype = mnt, right.split()[0]
+    return fstype == "bpf"
+
+
+def _root_only_dir(path: Path) -> None:
+    """mkdir -p with mode 0700, refusing a directory another user could write."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        raise KernelError(f"{path} must be a directory owned by root and writable by nobody else; "
+                          f"remove it (sudo rm -r {path}) and start again")
+
+
+class PinDir:
+    def __init__(self, root: str, ifname: str):
+        if not ifname or "/" in ifname or ifname in (".", ".."):
+            raise ValueError(f"bad interface name {ifname!r}")
+        self.root = os.path.abspath(root)
+        self.ifname = ifname
+        self.path = os.path.join(self.root, ifname)
+
+    def prepare(self) -> None:
+        parent = os.path.dirname(self.root)
+        if not is_bpffs(parent if not os.path.exists(self.root) else self.root):
+            raise KernelError(f"{self.root} is not on a bpf filesystem; mount one "
+                              f"(`mount -t bpf bpf {parent}`) or pass --pin-dir on bpffs")
+        _root_only_dir(Path(self.root))
+        _root_only_dir(Path(self.path))
+
+    def link_path(self, name: str) -> str:
+        return os.path.join(self.path, LINK_PREFIX + name)
+
+    def pinned(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path))
+        except FileNotFoundError:
+            return []
+
+    def has_maps(self) -> bool:
+        return any(n in ENFORCER_MAPS for n in self.pinned())
+
+    def open_link(self, name: str) -> int | None:
+        try:
+            return obj_get(self.link_path(name))
+        except FileNotFoundError:
+            return None
+
+
+class LoaderLock:
+    """flock on /run/netsentinel/locks/<pin path>.lock, mode 0600, root's."""
+
+    def __init__(self, pins: PinDir):
+        self.path = LOCK_DIR / (pins.path.strip("/").replace("/", "_") + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self, what: str) -> None:
+        _root_only_dir(LOCK_DIR.parent)
+        _root_only_dir(LOCK_DIR)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        st = os.fstat(fd)
+        if st.st_uid != 0 or st.st_mode & 0o077:
+            os.close(fd)
+            raise KernelError(f"{self.path} is not root's alone; remove it (sudo rm {self.path})")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            raise KernelError(f"another loader (pid {holder}) already runs with {what}; stop it "
+                              f"first (sudo kill {holder}) or use another interface or --pin-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)   # closing drops the flock; the file stays (a 0-byte reuse is fine)
+            self.fd = None
+
+
+def unload(root: str, ifname: str, report: Callable[[str], None]) -> int:
+    """Detach and unpin everything pinned for ifname; one report line per
+    object. Returns how many objects were removed."""
+    pins = PinDir(root, ifname)
+    lock = LoaderLock(pins)
+    lock.acquire(f"pins in {pins.path} (stop it before --unload)")
+    removed = 0
+    try:
+        # Links first: nothing runs any more by the time its maps go.
+        for name in sorted(pins.pinned(), key=lambda n: not n.startswith(LINK_PREFIX)):
+            path = os.path.join(pins.path, name)
+            if name.startswith(LINK_PREFIX):
+                fd = obj_get(path)
+                try:
+                    link_detach(fd)
+                    report(f"detached link {name[len(LINK_PREFIX):]} ({path})")
+                except OSError as e:   # e.g. the device went away and took the link down
+                    report(f"link {name[len(LINK_PREFIX):]} was already detached ({e.strerror}); "
+                           f"unpinned {path}")
+                finally:
+                    os.close(fd)
+            else:
+                report(f"removed map {name} ({path})")
+            os.unlink(path)
+            removed += 1
+        for d in (pins.path, pins.root):
+            if os.path.ismount(d):
+                continue
+            try:
+                os.rmdir(d)
+                report(f"removed directory {d}")
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno != errno.ENOTEMPTY:   # the root may hold other interfaces
+                    raise
+        if removed == 0:
+            report(f"nothing pinned for {ifname} in {pins.path}")
+    finally:
+        lock.release()
+    return removed
