@@ -162,6 +162,7 @@ def unload(root: str, ifname: str, report: Callable[[str], None]) -> int:
                     raise
         if removed == 0:
             report(f"nothing pinned for {ifname} in {pins.path}")
+        lock.path.unlink(missing_ok=True)   # still held: no loader can be starting on it
     finally:
         lock.release()
     return removed

@@ -1,0 +1,209 @@
+"""Enforcement never fails open (issue 10, kernel side), measured in the lab.
+
+A banned peer sends UDP to the host under test at a fixed rate for the whole
+test while a receiver there counts what gets through: across a loader
+SIGKILL + restart, SIGTERM + restart and an upgrade that changes the program,
+nothing may arrive. A TTL ban ends on time while no loader runs. --unload
+leaves nothing; a second loader on the same interface is refused at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from netlab import (lab,  # noqa: F401  (module-scoped fixture)
+                    LoaderProc, ban_event, kernel_test_skip_reason, sh, unload_all, validate,
+                    wait_until, write_commands)
+from netsentinel.abi import ENFORCER_CGROUP, ENFORCER_XDP
+from netsentinel.kernel.pins import LoaderLock, PinDir
+from netsentinel.store import parse_iso
+
+SKIP = kernel_test_skip_reason()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
+
+LINKS = {ENFORCER_XDP, *ENFORCER_CGROUP}
+
+# Counts datagrams; after each one, "<count> <unix time of the first>" into argv[2].
+RECEIVER = """
+import os, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+out, n, first = sys.argv[2], 0, None
+open(out + ".ready", "w").close()
+while True:
+    s.recvfrom(64)
+    n += 1
+    first = first or time.time()
+    with open(out + ".tmp", "w") as f:
+        f.write(f"{n} {first}")
+    os.replace(out + ".tmp", out)
+"""
+
+# About 1000 datagrams a second from argv[1]; the running count into argv[4].
+SENDER = """
+import os, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0))
+dst, out, n, due = (sys.argv[2], int(sys.argv[3])), sys.argv[4], 0, time.monotonic()
+while True:
+    s.sendto(b"banned?", dst)
+    n += 1
+    if n % 50 == 0:
+        with open(out + ".tmp", "w") as f:
+            f.write(str(n))
+        os.replace(out + ".tmp", out)
+    due += 0.001
+    time.sleep(max(0.0, due - time.monotonic()))
+"""
+
+
+class Traffic:
+    """The banned peer sending, the host under test counting arrivals."""
+
+    def __init__(self, lab, d: Path):
+        self.rx, self.tx = d / "received", d / "sent"
+        port = str(40000 + lab.n)
+        self.procs = [subprocess.Popen(["ip", "netns", "exec", lab.dut, "/usr/bin/python3", "-c",
+                                        RECEIVER, port, str(self.rx)])]
+        wait_until(lambda: Path(str(self.rx) + ".ready").exists(), 10, what="receiver bound")
+        self.procs.append(subprocess.Popen(["ip", "netns", "exec", lab.peer, "/usr/bin/python3", "-c",
+                                            SENDER, lab.peer4, lab.dut4, port, str(self.tx)]))
+
+    def sent(self) -> int:
+        try:
+            return int(self.tx.read_text() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def received(self) -> tuple[int, float | None]:
+        try:
+            n, first = self.rx.read_text().split()
+            return int(n), float(first)
+        except FileNotFoundError:
+            return 0, None
+
+    def wait_sent(self, more: int) -> int:
+        """Wait until `more` further datagrams have left the peer."""
+        target = self.sent() + more
+        return wait_until(lambda: self.sent() >= target and self.sent(), 30,
+                          what=f"{more} more datagrams sent")
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def run(lab, tmp_path):
+    """start(*flags) → a started LoaderProc on one records dir; teardown
+    stops the sender, every loader, and unloads (leaving nothing)."""
+    cfg = tmp_path / "filter_config.json"
+    cfg.write_text("{}")
+    state = {"loaders": [], "traffic": None}
+
+    def start(*extra, records: Path = tmp_path):
+        lp = LoaderProc(lab, records, cfg, *extra)
+        state["loaders"].append(lp)
+        validate(lp.wait_started())
+        return lp
+
+    def traffic():
+        state["traffic"] = Traffic(lab, tmp_path)
+        return state["traffic"]
+    start.traffic = traffic
+    yield start
+    if state["traffic"]:
+        state["traffic"].stop()
+    for lp in state["loaders"]:
+        if lp.proc.poll() is None:
+            lp.stop()
+    unload_all(lab)
+
+
+def test_nothing_gets_through_crash_restart_and_upgrade(lab, run, tmp_path):
+    lp = run()
+    write_commands(tmp_path, [{"action": "ban", "ip": lab.peer4, "reason": "persist"}])
+    ban_event(lp, lab.peer4, result="applied")
+    t = run.traffic()
+    t.wait_sent(300)
+
+    lp.stop(signal.SIGKILL)                       # crash, then a normal start
+    t.wait_sent(300)
+    lp2 = run()
+    start = lp2.all_events[0]
+    assert set(start["links_adopted"]) == LINKS and start["links_replaced"] == []
+    assert start["bans_restored"] == 1
+    t.wait_sent(300)
+
+    assert lp2.stop(signal.SIGTERM) == 0          # plain stop, then start
+    t.wait_sent(300)
+    lp3 = run("--test-define", "NS_TEST_UPGRADE=1")   # a changed program: replaced through the links
+    start = lp3.all_events[0]
+    assert set(start["links_adopted"]) == LINKS and set(start["links_replaced"]) == LINKS
+    assert any("replaced through the pinned links" in line for line in lp3.stderr_lines)
+    t.wait_sent(300)
+    assert lp3.stop(signal.SIGINT) == 0
+    t.wait_sent(300)
+
+    sent = t.sent()
+    assert t.alive() and sent >= 2100
+    assert t.received() == (0, None), f"{t.received()[0]} of {sent} banned datagrams got through"
+    # The receiver does count: with everything unloaded the same traffic arrives.
+    unload_all(lab)
+    wait_until(lambda: t.received()[0] > 0, 10, what="datagrams once unloaded")
+
+
+def test_ttl_ban_ends_on_time_while_no_loader_runs(lab, run, tmp_path):
+    lp = run()
+    write_commands(tmp_path, [{"action": "ban", "ip": lab.peer4, "ttl_seconds": 10}])
+    expires_at = parse_iso(ban_event(lp, lab.peer4, result="applied")["expires_at"])
+    assert lp.stop() == 0
+    t = run.traffic()
+    t.wait_sent(300)
+    assert time.time() < expires_at, "the loader took longer to stop than the TTL: nothing measured"
+    assert t.received() == (0, None)
+    n, first = wait_until(lambda: (t.received()[0] or not t.alive()) and t.received(),
+                          expires_at - time.time() + 20, what="the ban to expire with no loader running")
+    assert t.alive(), "the sender or receiver died"
+    # Not before its time (0.25 s: converting Unix time to CLOCK_BOOTTIME).
+    assert first >= expires_at - 0.25, f"ban ended {expires_at - first:.2f} s early"
+    assert lp.proc.poll() is not None
+    # The next loader deletes the expired entry from the kernel map and the record.
+    lp2 = run()
+    ban_event(lp2, lab.peer4, type_="unban", result="expired")
+    dump = sh("bpftool", "-j", "map", "dump", "pinned", f"{lab.pin_root}/{lab.dut_if}/bans4").stdout
+    assert json.loads(dump) == []
+
+
+def test_second_loader_is_refused_and_unload_waits_for_the_first(lab, run, tmp_path):
+    lp = run()
+    other = tmp_path / "other"
+    other.mkdir()
+    second = LoaderProc(lab, other, tmp_path / "filter_config.json", echo=False)
+    assert second.proc.wait(timeout=60) == 1
+    err = "\n".join(second.stderr_lines)
+    assert f"another loader (pid {lp.proc.pid})" in err and f"sudo kill {lp.proc.pid}" in err
+    assert not second.all_events, "a refused loader wrote events"
+    assert not (other / "loader_status.json").exists()
+    r = lab.unload()
+    assert r.returncode == 1 and f"pid {lp.proc.pid}" in r.stderr
+    assert lp.proc.poll() is None and lab.xdp_attached()
+    # The lock is root's alone: an unprivileged user cannot even open it.
+    lock = LoaderLock(PinDir(lab.pin_root, lab.dut_if)).path
+    st = os.stat(lock)
+    assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600
+    r = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c",
+                        f"open({str(lock)!r}, 'rb')"], capture_output=True, text=True)
+    assert r.returncode != 0 and "PermissionError" in r.stderr
