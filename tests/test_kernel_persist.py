@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -207,3 +208,53 @@ def test_second_loader_is_refused_and_unload_waits_for_the_first(lab, run, tmp_p
     r = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c",
                         f"open({str(lock)!r}, 'rb')"], capture_output=True, text=True)
     assert r.returncode != 0 and "PermissionError" in r.stderr
+
+
+def pinned_map(lab, name: str) -> list:
+    out = sh("bpftool", "-j", "map", "dump", "pinned", f"{lab.pin_root}/{lab.dut_if}/{name}").stdout
+    return json.loads(out)
+
+
+def test_first_start_fills_the_maps_before_any_program_sees_traffic(lab, run, tmp_path):
+    """The banned peer is already sending when the loader first starts: had
+    XDP run before the saved ban was in its map, the peer would have a row in
+    the flow statistics (only packets that pass get one). It never does."""
+    (tmp_path / "banned_ips.json").write_text(json.dumps({lab.peer4: {"reason": "saved"}}))
+    t = run.traffic()
+    t.wait_sent(100)
+    assert t.received()[0] > 0                    # nothing enforced yet: it arrives
+    lp = run()
+    assert lp.all_events[0]["links_adopted"] == [] and lp.all_events[0]["bans_restored"] == 1
+    t.wait_sent(500)
+    assert lab.ping(lab.peer, lab.dut4, source=lab.peer4b)   # an unbanned source does get a row
+    sources = {bytes(int(b, 16) for b in row["key"])[4:8] for row in pinned_map(lab, "flows")}
+    assert socket.inet_aton(lab.peer4b) in sources
+    assert socket.inet_aton(lab.peer4) not in sources, \
+        "packets from the banned peer passed XDP before its ban was in the map"
+    bans = pinned_map(lab, "bans4")
+    assert len(bans) == 1
+    assert not any(e.get("src") == lab.peer4 for e in lp.all_events if e["type"] == "flow")
+
+
+def test_restart_drops_pinned_bans_the_record_no_longer_lists(lab, run, tmp_path):
+    lp = run()
+    write_commands(tmp_path, [{"action": "ban", "ip": lab.peer4}])
+    ban_event(lp, lab.peer4, result="applied")
+    assert lp.stop() == 0
+    assert not lab.ping(lab.peer, lab.dut4)
+    (tmp_path / "banned_ips.json").write_text("{}\n")   # a person removed it by hand
+    lp2 = run()
+    assert any(f"removed {lab.peer4} from the pinned ban map" in line for line in lp2.stderr_lines)
+    assert lab.ping(lab.peer, lab.dut4)
+
+
+def test_incompatible_pinned_maps_are_refused_and_left_enforcing(lab, run, tmp_path):
+    lp = run()
+    write_commands(tmp_path, [{"action": "ban", "ip": lab.peer4}])
+    ban_event(lp, lab.peer4, result="applied")
+    assert lp.stop() == 0
+    other = LoaderProc(lab, tmp_path, tmp_path / "filter_config.json", "--max-bans", "1024", echo=False)
+    assert other.proc.wait(timeout=120) == 1
+    err = "\n".join(other.stderr_lines)
+    assert "pinned map bans4" in err and "--unload" in err and "old enforcement stays up" in err
+    assert lab.xdp_attached() and not lab.ping(lab.peer, lab.dut4)
