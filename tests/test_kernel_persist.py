@@ -258,3 +258,31 @@ def test_incompatible_pinned_maps_are_refused_and_left_enforcing(lab, run, tmp_p
     err = "\n".join(other.stderr_lines)
     assert "pinned map bans4" in err and "--unload" in err and "old enforcement stays up" in err
     assert lab.xdp_attached() and not lab.ping(lab.peer, lab.dut4)
+
+
+def test_an_expired_ban_never_hides_a_live_broader_one_and_rules_survive(lab, run, tmp_path):
+    """With no loader running, peer4's TTL ban ends on time while peer4b's
+    expired /32 does not uncover it: the live /25 behind it still drops. A
+    drop rule keeps dropping across a crash and an adopting restart."""
+    o, n = lab.dut4.split(".")[1:3]
+    wide = f"10.{o}.{n}.128/25"                   # holds peer4b (.130), not the dut (.1) or peer4 (.2)
+    lp = run()
+    write_commands(tmp_path, [{"action": "ban", "ip": wide},
+                              {"action": "ban", "ip": lab.peer4b, "ttl_seconds": 4},
+                              {"action": "ban", "ip": lab.peer4, "ttl_seconds": 4}])
+    ban_event(lp, wide, result="applied")
+    ban_event(lp, lab.peer4b, result="applied")
+    expires_at = parse_iso(ban_event(lp, lab.peer4, result="applied")["expires_at"])
+    (tmp_path / "rule_commands.json").write_text(json.dumps([{"action": "add_rule", "rule": {
+        "id": "no-echo-v6", "action": "drop", "proto": "icmpv6", "icmp_type": 128, "src": lab.peer6}}]))
+    lp.wait_for(lambda e: e["type"] == "rule" and e.get("id") == "no-echo-v6", 10, "rule loaded")
+    lp.stop(signal.SIGKILL)
+    assert not lab.ping(lab.peer, lab.dut6)
+    wait_until(lambda: time.time() > expires_at, expires_at - time.time() + 5, what="the TTL to pass")
+    wait_until(lambda: lab.ping(lab.peer, lab.dut4), 10, what="peer4's TTL ban to end")
+    assert not lab.ping(lab.peer, lab.dut4, source=lab.peer4b), "an expired /32 uncovered its /25"
+    lp2 = run()
+    assert set(lp2.all_events[0]["links_adopted"]) == LINKS
+    assert not lab.ping(lab.peer, lab.dut6), "the drop rule stopped across the restart"
+    assert not lab.ping(lab.peer, lab.dut4, source=lab.peer4b)
+    assert lab.ping(lab.peer, lab.dut4)
