@@ -276,6 +276,8 @@ def test_an_expired_ban_never_hides_a_live_broader_one_and_rules_survive(lab, ru
     (tmp_path / "rule_commands.json").write_text(json.dumps([{"action": "add_rule", "rule": {
         "id": "no-echo-v6", "action": "drop", "proto": "icmpv6", "icmp_type": 128, "src": lab.peer6}}]))
     lp.wait_for(lambda e: e["type"] == "rule" and e.get("id") == "no-echo-v6", 10, "rule loaded")
+    wait_until(lambda: "no-echo-v6" in (tmp_path / "filter_rules.json").read_text(), 10,
+               what="the rule recorded")
     lp.stop(signal.SIGKILL)
     assert not lab.ping(lab.peer, lab.dut6)
     wait_until(lambda: time.time() > expires_at, expires_at - time.time() + 5, what="the TTL to pass")
@@ -286,3 +288,25 @@ def test_an_expired_ban_never_hides_a_live_broader_one_and_rules_survive(lab, ru
     assert not lab.ping(lab.peer, lab.dut6), "the drop rule stopped across the restart"
     assert not lab.ping(lab.peer, lab.dut4, source=lab.peer4b)
     assert lab.ping(lab.peer, lab.dut4)
+
+
+def test_a_ban_applied_but_not_yet_saved_is_never_dropped_on_restart(lab, run, tmp_path):
+    """A crash between putting a ban in the kernel and saving banned_ips.json
+    leaves the command queued: the next loader applies it before it drops
+    pinned bans the record lacks, so the ban never lapses."""
+    lp = run()
+    write_commands(tmp_path, [{"action": "ban", "ip": lab.peer4}])
+    ban_event(lp, lab.peer4, result="applied")
+    wait_until(lambda: not (tmp_path / "ban_commands.json").read_text().strip("[] \n"), 10,
+               what="the command consumed")
+    assert lp.stop() == 0
+    # The state such a crash leaves: in the kernel, still queued, not recorded.
+    (tmp_path / "banned_ips.json").write_text("{}\n")
+    write_commands(tmp_path, [{"action": "ban", "ip": lab.peer4}])
+    t = run.traffic()
+    t.wait_sent(200)
+    lp2 = run()
+    ban_event(lp2, lab.peer4, result="applied")
+    t.wait_sent(200)
+    assert not any(f"removed {lab.peer4}" in line for line in lp2.stderr_lines)
+    assert t.received() == (0, None)

@@ -103,7 +103,8 @@ class Enforcer(EnforcerMaps):
                 raise KernelError(
                     f"pinned map {name} in {where} has key/value/entries {got}, this version needs "
                     f"{want} (another --max-bans or an older release); the old enforcement stays up: "
-                    f"`unified_ebpf.py --unload -i {self.interface}` removes it, then start again")
+                    f"`{self.pins.unload_command() if self.pins else 'unified_ebpf.py --unload'}` "
+                    "removes it, then start again")
 
     # ---- attach: adopt or create the links
     def attach(self) -> None:

@@ -71,6 +71,11 @@ class PinDir:
         _root_only_dir(Path(self.root))
         _root_only_dir(Path(self.path))
 
+    def unload_command(self) -> str:
+        """What a person types to take this interface's enforcement down."""
+        pin = "" if self.root == DEFAULT_PIN_ROOT else f" --pin-dir {self.root}"
+        return f"unified_ebpf.py --unload -i {self.ifname}{pin}"
+
     def link_path(self, name: str) -> str:
         return os.path.join(self.path, LINK_PREFIX + name)
 

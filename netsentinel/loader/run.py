@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from ..abi import MAX_BANS
-from ..addresses import canonical
 from .bantable import BanTable
 from ..events import EventWriter
 from .flows import FlowTracker
@@ -32,7 +31,8 @@ from ..kernel import KernelError
 from ..kernel.enforcer import Enforcer
 from ..kernel.libbpf import program_ids
 from ..kernel.monitor import ConnectionMonitor, RawConnection
-from ..kernel.pins import DEFAULT_PIN_ROOT, LINK_PREFIX, LoaderLock
+from ..kernel.pins import DEFAULT_PIN_ROOT, LoaderLock
+from .pinned import drop_unrecorded_bans, enforcement_left, report_attached
 from .procinfo import ProcCache
 from .ruletable import RuleTable
 from ..store import BANNED_IPS, LOADER_STATUS, RecordsStore, StoreError, utc_now_iso
@@ -223,30 +223,18 @@ class Loader:
         self.rules = RuleTable(
             self.store, e, self.bans.protected,
             lambda: self.whitelist.current().config["protect_ssh_ports"], self.emit_outcome, warn)
-        # banned_ips.json is the record: bans the pinned map kept that it lacks
-        # go, but only when the file is there and a table (a missing, empty or
-        # broken file keeps them: enforcement fails closed).
+        # Read before restore() may set a broken file aside (see drop_unrecorded_bans).
         recorded = isinstance(self.store.read(BANNED_IPS, on_corrupt="default"), dict)
         self.restored = (self.bans.restore(), self.rules.restore())
         for ip in o.bans:
             self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
-        stray = [net for net in e.banned() if canonical(net) not in self.bans.bans]
-        for net in stray if recorded else ():
-            e.remove(net)
-            warn(f"removed {canonical(net)} from the pinned ban map: not in {BANNED_IPS}")
-        if stray and not recorded:
-            warn(f"kept {len(stray)} pinned bans that {BANNED_IPS} (missing or unreadable) does not "
-                 "list; an unban command removes each")
+        # Commands still queued (a crash between applying one and saving it)
+        # go in now, so a ban the pinned map holds is never dropped and re-added.
+        self.bans.process_commands()
+        self.rules.process_commands()
+        drop_unrecorded_bans(e, self.bans.bans, recorded, warn)
         e.attach()
-        if e.replaced:
-            warn(f"program changed: replaced through the pinned links ({', '.join(e.replaced)}), "
-                 "without detaching")
-        elif e.adopted:
-            warn(f"adopted the enforcement pinned in {e.pins.path} ({len(e.adopted)} links)")
-        if e.xdp_mode:
-            warn(f"XDP filter on {o.interface} ({e.xdp_mode} mode), pinned in {e.pins.path}")
-        if e.cgroup_path:
-            warn(f"connect/sendmsg blocks at cgroup2 root {e.cgroup_path}")
+        report_attached(e, warn)
         if e.xdp_mode:
             self.flows = FlowTracker(e.read_flows, top_n=o.flow_top, pps_threshold=o.flow_pps_threshold)
 
@@ -302,7 +290,7 @@ class Loader:
             except Exception as e:  # counters are a nicety; detaching is not
                 warn(f"could not save final counters: {e}")
             self.monitor.stop()
-            left = self._enforcement_left()
+            left = enforcement_left(self.enforcer, self.bans)
             if self.enforcer:
                 self.enforcer.close()
                 self.lock.release()
@@ -312,16 +300,3 @@ class Loader:
             warn(message)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-    def _enforcement_left(self) -> str:
-        """What protection stays after this process, in words."""
-        e = self.enforcer
-        if e is None:
-            return "nothing was enforced"
-        links = [n for n in e.pins.pinned() if n.startswith(LINK_PREFIX)]
-        if not links:
-            return "no enforcement is attached"
-        bans = len(self.bans.bans) if self.bans else "the pinned"
-        return (f"enforcement stays in place ({bans} bans, {len(links)} pinned links in "
-                f"{e.pins.path}); `unified_ebpf.py --unload -i {e.interface}"
-                f"{'' if e.pins.root == DEFAULT_PIN_ROOT else ' --pin-dir ' + e.pins.root}` removes it")
