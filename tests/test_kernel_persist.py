@@ -198,6 +198,12 @@ def test_second_loader_is_refused_and_unload_waits_for_the_first(lab, run, tmp_p
     assert f"another loader (pid {lp.proc.pid})" in err and f"sudo kill {lp.proc.pid}" in err
     assert not second.all_events, "a refused loader wrote events"
     assert not (other / "loader_status.json").exists()
+    # The same interface under another pin directory is the same interface.
+    third = LoaderProc(lab, other, tmp_path / "filter_config.json", "--pin-dir",
+                       f"{lab.pin_root}/elsewhere", echo=False)
+    assert third.proc.wait(timeout=60) == 1
+    assert f"another loader (pid {lp.proc.pid})" in "\n".join(third.stderr_lines)
+    assert not os.path.exists(f"{lab.pin_root}/elsewhere")
     r = lab.unload()
     assert r.returncode == 1 and f"pid {lp.proc.pid}" in r.stderr
     assert lp.proc.poll() is None and lab.xdp_attached()

@@ -8,9 +8,10 @@ A pinned link keeps its program attached after the process that made it is
 gone, SIGKILL included; the next loader opens the same maps and swaps the
 program through the link (bpf_link_update). Only unload() takes it down.
 
-One loader per pin directory: it holds an flock on a root-only file under
-/run/netsentinel/locks (bpffs holds no regular files); a second loader, or
-an --unload while a loader runs, is refused with the holder's pid.
+One loader per interface and per pin directory (LoaderLock: flocks on
+root-only files under /run/netsentinel/locks, as bpffs holds no regular
+files); a second loader, or an --unload while a loader runs, is refused with
+the holder's pid.
 """
 
 from __future__ import annotations
@@ -96,44 +97,72 @@ class PinDir:
 
 
 class LoaderLock:
-    """flock on /run/netsentinel/locks/<pin path>.lock, mode 0600, root's."""
+    """One loader per interface and per pin directory: an flock on a
+    root-only (0600) file for each, under /run/netsentinel/locks, holding the
+    owner's pid. The interface file is named by network namespace and
+    interface name, so `lo` in two namespaces are two interfaces. A holder
+    unlinks its files while still holding them, and a taker checks that the
+    file it locked is still the one at that path, so removal never lets two in."""
 
-    def __init__(self, pins: PinDir):
-        self.path = LOCK_DIR / (pins.path.strip("/").replace("/", "_") + ".lock")
-        self.fd: int | None = None
+    def __init__(self, pins: PinDir, *, interface: bool = True):
+        self.paths = [LOCK_DIR / ("pin-" + pins.path.strip("/").replace("/", "_") + ".lock")]
+        if interface:
+            netns = os.stat("/proc/self/ns/net").st_ino
+            self.paths.insert(0, LOCK_DIR / f"if-net{netns}-{pins.ifname}.lock")
+        self.path = self.paths[-1]
+        self._held: list[tuple[Path, int]] = []
 
     def acquire(self, what: str) -> None:
         _root_only_dir(LOCK_DIR.parent)
         _root_only_dir(LOCK_DIR)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        st = os.fstat(fd)
-        if st.st_uid != 0 or st.st_mode & 0o077:
-            os.close(fd)
-            raise KernelError(f"{self.path} is not root's alone; remove it (sudo rm {self.path})")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            raise KernelError(f"another loader (pid {holder}) already runs with {what}; stop it "
-                              f"first (sudo kill {holder}) or use another interface or --pin-dir") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
+            for path in self.paths:
+                self._held.append((path, self._lock(path, what)))
+        except BaseException:
+            self.release()
+            raise
+
+    @staticmethod
+    def _lock(path: Path, what: str) -> int:
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            st = os.fstat(fd)
+            if st.st_uid != 0 or st.st_mode & 0o077:
+                os.close(fd)
+                raise KernelError(f"{path} is not root's alone; remove it (sudo rm {path})")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                raise KernelError(f"another loader (pid {holder}) already runs with {what}; stop it "
+                                  f"first (sudo kill {holder}) or use another interface") from None
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == st.st_ino:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return fd
+            os.close(fd)   # its holder removed it as we took it: lock the new one
 
     def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)   # closing drops the flock; the file stays (a 0-byte reuse is fine)
-            self.fd = None
+        while self._held:
+            path, fd = self._held.pop()
+            try:
+                path.unlink(missing_ok=True)   # still held: see the class comment
+            finally:
+                os.close(fd)
 
 
 def unload(root: str, ifname: str, report: Callable[[str], None]) -> int:
     """Detach and unpin everything pinned for ifname; one report line per
     object. Returns how many objects were removed."""
     pins = PinDir(root, ifname)
-    lock = LoaderLock(pins)
+    lock = LoaderLock(pins, interface=False)   # --unload may run from another namespace
     lock.acquire(f"pins in {pins.path} (stop it before --unload)")
     removed = 0
     try:
@@ -167,7 +196,6 @@ def unload(root: str, ifname: str, report: Callable[[str], None]) -> int:
                     raise
         if removed == 0:
             report(f"nothing pinned for {ifname} in {pins.path}")
-        lock.path.unlink(missing_ok=True)   # still held: no loader can be starting on it
     finally:
         lock.release()
     return removed
