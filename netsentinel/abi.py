@@ -77,7 +77,15 @@ ENFORCER_CGROUP = ("ns_connect4", "ns_connect6", "ns_sendmsg4", "ns_sendmsg6")
 MONITOR_MAPS = ("conn_events",)
 MONITOR_PROGRAMS = {"kprobe": ("ns_kprobe_v4", "ns_kprobe_v6"), "tracepoint": ()}
 
-_PIN_DIR_OK = re.compile(r"^/[A-Za-z0-9_./@+-]{1,200}$")
+_PIN_DIR_OK = re.compile(r"^/[A-Za-z0-9_./@+%-]{1,200}$")
+
+
+def check_pin_dir(path: str) -> str:
+    """A pin directory that is safe to paste into C as a string literal."""
+    if not _PIN_DIR_OK.match(path) or "/../" in path + "/" or "//" in path:
+        raise ValueError(f"pin directory {path!r} must be an absolute path of letters, digits "
+                         "and _ . / @ + - %")
+    return path
 
 
 def cflags(*, max_bans: int = MAX_BANS, pin_dir: str | None = None,
@@ -93,8 +101,5 @@ def cflags(*, max_bans: int = MAX_BANS, pin_dir: str | None = None,
             raise ValueError(f"{name} must be an integer, got {value!r}")
         out.append(f"-D{name}={value}")
     if pin_dir is not None:
-        if not _PIN_DIR_OK.match(pin_dir) or "/../" in pin_dir + "/" or "//" in pin_dir:
-            raise ValueError(f"pin directory {pin_dir!r} must be an absolute path of letters, digits "
-                             "and _ . / @ + -")
-        out.append(f'-DNS_PIN_DIR="{pin_dir}"')
+        out.append(f'-DNS_PIN_DIR="{check_pin_dir(pin_dir)}"')
     return out

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
-                    LoaderProc, ban_event, kernel_test_skip_reason, sh, unload_all, validate,
-                    wait_until, write_commands)
+                    ROOT, VENV_PY, LoaderProc, ban_event, kernel_test_skip_reason, sh, unload_all,
+                    validate, wait_until, write_commands)
 from netsentinel.abi import ENFORCER_CGROUP, ENFORCER_XDP
 from netsentinel.kernel.pins import LoaderLock, PinDir
 from netsentinel.store import parse_iso
@@ -114,8 +114,8 @@ def run(lab, tmp_path):
     cfg.write_text("{}")
     state = {"loaders": [], "traffic": None}
 
-    def start(*extra, records: Path = tmp_path):
-        lp = LoaderProc(lab, records, cfg, *extra)
+    def start(*extra, records: Path = tmp_path, interface: str | None = None):
+        lp = LoaderProc(lab, records, cfg, *extra, interface=interface)
         state["loaders"].append(lp)
         validate(lp.wait_started())
         return lp
@@ -316,3 +316,52 @@ def test_a_ban_applied_but_not_yet_saved_is_never_dropped_on_restart(lab, run, t
     t.wait_sent(200)
     assert not any(f"removed {lab.peer4}" in line for line in lp2.stderr_lines)
     assert t.received() == (0, None)
+
+
+def test_a_local_user_cannot_stop_the_loader_by_taking_its_pin_dir(lab, run, tmp_path):
+    """/sys/fs/bpf is often mode 1777. An unprivileged user who creates the
+    pin root first (or a symlink there) must not keep enforcement from
+    starting: the loader moves it aside, says so, and enforces."""
+    shared = f"/run/netsentinel-lab/{lab.dut}-open"
+    os.makedirs(shared, exist_ok=True)
+    sh("mount", "-t", "bpf", "-o", "mode=1777", "bpf", shared)
+    try:
+        root = f"{shared}/netsentinel"
+        r = subprocess.run(["runuser", "-u", "nobody", "--", "mkdir", "-m", "0777", root],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert os.stat(root).st_uid != 0
+        lp = run("--pin-dir", root, "--ban", lab.peer4)
+        assert any(f"{root} was owned by uid" in line and "moved aside" in line
+                   for line in lp.stderr_lines)
+        assert not lab.ping(lab.peer, lab.dut4)
+        st = os.stat(root)
+        assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o700
+        assert lp.stop() == 0
+        r = sh(VENV_PY, str(ROOT / "unified_ebpf.py"), "--unload", "-i", lab.dut_if, "--pin-dir", root,
+               check=False, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert not lab.xdp_attached()
+        assert [n for n in os.listdir(shared) if n.startswith("netsentinel")] == \
+            [n for n in os.listdir(shared) if n.startswith("netsentinel-untrusted-")] != []
+    finally:
+        sh("umount", shared, check=False)
+        os.rmdir(shared)
+
+
+def test_an_interface_name_with_a_dot_is_pinned_and_unloaded(lab, run):
+    """bpffs refuses dots in names; VLAN interfaces have one (eth0.100). A veth
+    named like one stands in (this kernel may lack the 8021q module)."""
+    vlan = f"{lab.dut_if[:12]}.7"
+    sh("ip", "-n", lab.dut, "link", "add", vlan, "type", "veth", "peer", "name", f"{lab.dut_if[:12]}p7")
+    try:
+        sh("ip", "-n", lab.dut, "link", "set", vlan, "up")
+        lp = run(interface=vlan)
+        assert lp.all_events[0]["pin_dir"] == f"{lab.pin_root}/{vlan.replace('.', '%2E')}"
+        assert lp.stop() == 0
+        assert lab.pin_dirs() == [vlan]
+        r = lab.unload(vlan)
+        assert r.returncode == 0 and "detached link ns_xdp_filter" in r.stdout, r.stderr
+        assert lab.pin_dirs() == []
+    finally:
+        sh("ip", "-n", lab.dut, "link", "del", vlan, check=False)

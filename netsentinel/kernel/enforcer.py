@@ -81,7 +81,7 @@ class Enforcer(EnforcerMaps):
                 self.warn(f"bpffs was not mounted here; mounted one, but pins under {self.pins.root} "
                           "last only as long as this mount namespace: pass --pin-dir on the "
                           "host's bpffs for enforcement that outlives the loader")
-            self.pins.prepare()
+            self.pins.prepare(self.warn)
         src, flags = self.source_and_flags()
         try:
             self.bpf = self.bcc.BPF(text=src, cflags=flags)

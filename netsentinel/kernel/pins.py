@@ -20,6 +20,7 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -47,13 +48,28 @@ def is_bpffs(path: str) -> bool:
     return fstype == "bpf"
 
 
+def _untrusted(path) -> str | None:
+    """Why path (if it exists) is not a directory only root controls."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if st.st_uid != 0:
+        return f"owned by uid {st.st_uid}"
+    if st.st_mode & 0o022:
+        return "writable by other users"
+    return None
+
+
 def _root_only_dir(path: Path) -> None:
     """mkdir -p with mode 0700, refusing a directory another user could write."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
-        raise KernelError(f"{path} must be a directory owned by root and writable by nobody else; "
-                          f"remove it (sudo rm -r {path}) and start again")
+    why = _untrusted(path)
+    if why:
+        raise KernelError(f"{path} must be a directory owned by root and writable by nobody else "
+                          f"(it is {why}); remove it (sudo rm -r {path}) and start again")
 
 
 class PinDir:
@@ -62,15 +78,31 @@ class PinDir:
             raise ValueError(f"bad interface name {ifname!r}")
         self.root = os.path.abspath(root)
         self.ifname = ifname
-        self.path = os.path.join(self.root, ifname)
+        # bpffs refuses names with a dot (kept for its own *.debug files), and
+        # VLAN interfaces have one (eth0.100): percent-escape it, reversibly.
+        self.path = os.path.join(self.root, ifname.replace("%", "%25").replace(".", "%2E"))
 
-    def prepare(self) -> None:
+    def prepare(self, warn: Callable[[str], None]) -> None:
+        """Make <root>/<ifname>, root's alone. /sys/fs/bpf is often world-
+        writable (mode 1777): a local user who made <root> first, to stop the
+        loader from starting, gets it moved aside (root may, in a sticky
+        directory) and reported, instead of switching enforcement off."""
+        why = _untrusted(self.root)
+        if why:
+            aside = f"{self.root}-untrusted-{time.strftime('%Y%m%dT%H%M%S')}"   # no dots on bpffs
+            os.rename(self.root, aside)
+            warn(f"{self.root} was {why}, not NetSentinel's: moved aside to {aside} (find out who "
+                 "made it); using a fresh one")
         parent = os.path.dirname(self.root)
         if not is_bpffs(parent if not os.path.exists(self.root) else self.root):
             raise KernelError(f"{self.root} is not on a bpf filesystem; mount one "
                               f"(`mount -t bpf bpf {parent}`) or pass --pin-dir on bpffs")
-        _root_only_dir(Path(self.root))
-        _root_only_dir(Path(self.path))
+        try:
+            _root_only_dir(Path(self.root))
+            _root_only_dir(Path(self.path))
+        except PermissionError as e:
+            raise KernelError(f"cannot create {e.filename} on bpffs ({e.strerror}); bpffs names "
+                              "cannot contain '.': pick a --pin-dir without one") from e
 
     def unload_command(self) -> str:
         """What a person types to take this interface's enforcement down."""

@@ -18,7 +18,7 @@ import re
 import sys
 
 from .. import netinfo, paths
-from ..abi import MAX_BANS, MAX_BANS_LIMIT
+from ..abi import MAX_BANS, MAX_BANS_LIMIT, check_pin_dir
 from ..addresses import AddressError, parse_target
 from ..kernel.pins import DEFAULT_PIN_ROOT
 
@@ -64,6 +64,13 @@ def ban_target(text: str) -> str:
     return text
 
 
+def pin_dir(text: str) -> str:
+    try:
+        return check_pin_dir(os.path.abspath(text).rstrip("/") or "/")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def test_define(text: str) -> tuple[str, int]:
     """NS_TEST_NAME=INT: a -D flag that changes the program (upgrade tests)."""
     m = re.fullmatch(r"(NS_TEST_[A-Z0-9_]{1,40})=(\d{1,9})", text)
@@ -92,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connection capture path (default: kprobe, else tracepoint)")
     p.add_argument("--xdp-mode", choices=("auto", "native", "generic"), default="auto",
                    help="XDP attach mode (default: native, else generic)")
-    p.add_argument("--pin-dir", default=DEFAULT_PIN_ROOT,
+    p.add_argument("--pin-dir", default=DEFAULT_PIN_ROOT, type=pin_dir,
                    help="bpffs directory for the pinned maps and links, one subdirectory per "
                    "interface (default: %(default)s)")
     p.add_argument("--unload", action="store_true",

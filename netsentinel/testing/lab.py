@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 VENV_PY = str(ROOT / ".venv" / "bin" / "python")
@@ -115,13 +116,15 @@ class Lab:
         return "xdp" in link or "prog/xdp" in out
 
     def pin_dirs(self) -> list[str]:
-        """Interfaces with a pin directory (the kernel's own *.debug files aside)."""
-        return sorted(n for n in os.listdir(self.pin_root)
+        """Interfaces with a pin directory (the kernel's own *.debug files aside;
+        names are percent-escaped on bpffs, see kernel/pins.py)."""
+        return sorted(unquote(n) for n in os.listdir(self.pin_root)
                       if os.path.isdir(os.path.join(self.pin_root, n)))
 
     def pinned(self) -> list[str]:
         """Everything pinned under the lab's pin root, as interface/object."""
-        return sorted(f"{i}/{n}" for i in self.pin_dirs()
+        return sorted(f"{i}/{n}" for i in os.listdir(self.pin_root)
+                      if os.path.isdir(os.path.join(self.pin_root, i))
                       for n in (os.listdir(os.path.join(self.pin_root, i)) or [""]))
 
     def unload(self, interface: str | None = None) -> subprocess.CompletedProcess:
