@@ -150,9 +150,13 @@ def test_nothing_gets_through_crash_restart_and_upgrade(lab, run, tmp_path):
 
     assert lp2.stop(signal.SIGTERM) == 0          # plain stop, then start
     t.wait_sent(300)
+    before = pinned_link(lab, ENFORCER_XDP)
     lp3 = run("--test-define", "NS_TEST_UPGRADE=1")   # a changed program: replaced through the links
     start = lp3.all_events[0]
     assert set(start["links_adopted"]) == LINKS and set(start["links_replaced"]) == LINKS
+    after = pinned_link(lab, ENFORCER_XDP)
+    assert after["id"] == before["id"] and after["prog_id"] != before["prog_id"], \
+        "the program must change inside the same link, never by detach and attach"
     assert any("replaced through the pinned links" in line for line in lp3.stderr_lines)
     t.wait_sent(300)
     assert lp3.stop(signal.SIGINT) == 0
@@ -214,6 +218,12 @@ def test_second_loader_is_refused_and_unload_waits_for_the_first(lab, run, tmp_p
     r = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c",
                         f"open({str(lock)!r}, 'rb')"], capture_output=True, text=True)
     assert r.returncode != 0 and "PermissionError" in r.stderr
+
+
+def pinned_link(lab, name: str) -> dict:
+    """{"id", "prog_id", ...} of one pinned link, as bpftool shows it."""
+    path = f"{lab.pin_root}/{lab.dut_if}/link_{name}"
+    return json.loads(sh("bpftool", "-j", "link", "show", "pinned", path).stdout)
 
 
 def pinned_map(lab, name: str) -> list:
