@@ -30,9 +30,9 @@ NS_MAP("lpm_trie", struct ns_lpm_v4, struct ns_ban_value, bans4, NS_MAX_BANS, BP
 NS_MAP("lpm_trie", struct ns_lpm_v6, struct ns_ban_value, bans6, NS_MAX_BANS, BPF_F_NO_PREALLOC);
 NS_MAP("percpu_array", u32, u64, counters, NS_CNT_MAX, 0);
 NS_MAP("lru_percpu_hash", struct ns_flow_key, struct ns_flow_stats, flows, NS_FLOW_ENTRIES, 0);
-NS_MAP("array", u32, struct ns_rule, rules, NS_MAX_RULES, 0);
-NS_MAP("array", u32, u32, rule_count, 1, 0);        /* rules occupy slots [0, count) */
-NS_MAP("percpu_array", u32, u64, rule_hits, NS_MAX_RULES, 0);
+NS_MAP("array", u32, struct ns_rule, rules, 2 * NS_MAX_RULES, 0);     /* two sets, see the header */
+NS_MAP("array", u32, u32, rule_state, NS_RULE_STATE_MAX, 0);
+NS_MAP("percpu_array", u32, u64, rule_hits, 2 * NS_MAX_RULES, 0);
 NS_MAP("array", u32, u64, flow_epoch, 1, 0);        /* advanced by user space at each sample */
 NS_MAP("array", u32, u64, meta, NS_META_MAX, 0);      /* NS_META_*, written by user space */
 
@@ -211,15 +211,26 @@ static __always_inline int ns_rule_matches(struct ns_rule *r, struct ns_pkt *p)
     return 1;
 }
 
+_Static_assert((NS_MAX_RULES & (NS_MAX_RULES - 1)) == 0, "NS_MAX_RULES must be a power of two");
+
 static __always_inline int ns_apply_rules(struct ns_pkt *p)
 {
-    u32 zero = 0;
-    u32 *cnt = rule_count.lookup(&zero);
+    u32 key = NS_RULE_STATE_ACTIVE;
+    u32 *active = rule_state.lookup(&key);
+    if (!active)
+        return XDP_PASS;   /* an array always has the slot */
+    /* Masked, not branched on: one verifier path for both sets. */
+    u32 set = *active & 1;
+    key = NS_RULE_STATE_COUNT0 + set;
+    u32 *cnt = rule_state.lookup(&key);
     u32 n = cnt ? *cnt : 0;
+    u32 base = set * NS_MAX_RULES;
     for (u32 i = 0; i < NS_MAX_RULES; i++) {
         if (i >= n)
             break;
-        u32 idx = i;
+        /* OR, not +: keeps i the loop's only counter, whose bound the
+         * verifier sees (NS_MAX_RULES is a power of two, checked below). */
+        u32 idx = base | i;
         struct ns_rule *r = rules.lookup(&idx);
         if (!r || !r->action || !ns_rule_matches(r, p))
             continue;

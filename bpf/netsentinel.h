@@ -153,6 +153,14 @@ struct ns_flow_stats {
 #define NS_RULE_DROP 1
 #define NS_RULE_COUNT 2
 
+/* Two rule sets, double-buffered: set s occupies slots [s * NS_MAX_RULES,
+ * s * NS_MAX_RULES + count). User space writes the set that is not in use,
+ * its count, then flips ACTIVE in one store, so a packet sees the old set or
+ * the new one, never a half-written or an empty one. Slots of `rule_state`: */
+#define NS_RULE_STATE_ACTIVE 0
+#define NS_RULE_STATE_COUNT0 1      /* count of set s at NS_RULE_STATE_COUNT0 + s */
+#define NS_RULE_STATE_MAX 3
+
 struct ns_rule {
     u8 action;         /* 0 = empty slot, NS_RULE_DROP, NS_RULE_COUNT */
     u8 family;         /* 0 any, NS_FAMILY_V4, NS_FAMILY_V6 */

@@ -69,9 +69,10 @@ FLOW_COUNTERS = tuple(f for f in FLOW_FIELDS if f not in FLOW_BOOKKEEPING)
 
 # Names the Python side looks up in the compiled objects (kernel/selfcheck.py
 # checks each exists). ENFORCER_MAPS are pinned, one bpffs directory per interface.
-ENFORCER_MAPS = ("bans4", "bans6", "counters", "flows", "rules", "rule_count", "rule_hits",
+ENFORCER_MAPS = ("bans4", "bans6", "counters", "flows", "rules", "rule_state", "rule_hits",
                  "flow_epoch", "meta")
 META_PROG_VERSION, META_XDP_FLAGS = C["NS_META_PROG_VERSION"], C["NS_META_XDP_FLAGS"]
+RULE_STATE_ACTIVE, RULE_STATE_COUNT0 = C["NS_RULE_STATE_ACTIVE"], C["NS_RULE_STATE_COUNT0"]
 ENFORCER_XDP = "ns_xdp_filter"
 ENFORCER_CGROUP = ("ns_connect4", "ns_connect6", "ns_sendmsg4", "ns_sendmsg6")
 MONITOR_MAPS = ("conn_events",)

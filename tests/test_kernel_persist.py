@@ -375,3 +375,33 @@ def test_an_interface_name_with_a_dot_is_pinned_and_unloaded(lab, run):
         assert lab.pin_dirs() == []
     finally:
         sh("ip", "-n", lab.dut, "link", "del", vlan, check=False)
+
+
+def test_changing_the_rules_never_leaves_a_moment_without_them(lab, run, tmp_path):
+    """Rule sets are double-buffered: while other rules come and go 20 times,
+    a drop rule matching the peer's steady traffic lets nothing through. 50
+    more rules make each rewrite long enough that a set switched off while
+    being rewritten (as before) lets datagrams through."""
+    lp = run()
+
+    def rules(*commands):
+        (tmp_path / "rule_commands.json").write_text(json.dumps(list(commands)))
+
+    port = 40000 + lab.n
+    rules({"action": "add_rule", "rule": {"id": "steady", "action": "drop", "src": lab.peer4,
+                                          "proto": "udp", "dport": port}})
+    lp.wait_for(lambda e: e["type"] == "rule" and e.get("id") == "steady", 10, "drop rule")
+    rules(*({"action": "add_rule", "rule": {"id": f"fill{i}", "action": "count", "proto": "tcp",
+                                            "dport": 2000 + i}} for i in range(50)))
+    lp.wait_for(lambda e: e["type"] == "rule" and e.get("id") == "fill49", 20, "filler rules")
+    t = run.traffic()
+    t.wait_sent(200)
+    for i in range(10):
+        rules({"action": "add_rule", "rule": {"id": f"churn{i}", "action": "count", "proto": "tcp",
+                                              "dport": 1000 + i}})
+        lp.wait_for(lambda e: e["type"] == "rule" and e.get("id") == f"churn{i}", 10, "rule added")
+        rules({"action": "remove_rule", "id": f"churn{i}"})
+        lp.wait_for(lambda e: e["type"] == "rule" and e.get("id") == f"churn{i}"
+                    and e.get("result") == "removed", 10, "rule removed")
+    t.wait_sent(200)
+    assert t.alive() and t.received() == (0, None), f"{t.received()[0]} datagrams got through"

@@ -12,7 +12,8 @@ import math
 import time
 from dataclasses import dataclass
 
-from ..abi import COUNTERS, FAMILY_V4, RULE_ACTION
+from ..abi import (COUNTERS, FAMILY_V4, MAX_RULES, RULE_ACTION, RULE_STATE_ACTIVE,
+                   RULE_STATE_COUNT0)
 from ..addresses import Network
 from . import KernelError
 
@@ -45,6 +46,7 @@ class EnforcerMaps:
     bpf = None
     max_bans: int
     _rule_slots: list[tuple[str, int]]
+    _rule_base = 0   # first slot of the active rule set
 
     # ---- the ban set
     def _table_and_key(self, net: Network):
@@ -107,24 +109,26 @@ class EnforcerMaps:
 
     # ---- filter rules (see netsentinel/filterrules.py)
     def set_rules(self, rules: list) -> None:
-        """Load validated FilterRules into slots [0, n). Matching is switched
-        off (count 0) while slots are rewritten, so no packet ever sees a
-        half-written rule set; hit counters are rebased per slot. Slots that
-        already hold exactly these rules (a pinned map after a restart) are
-        left alone, so adopting them never switches matching off."""
-        table, count, hits = self.bpf["rules"], self.bpf["rule_count"], self.bpf["rule_hits"]
+        """Load validated FilterRules as the new rule set: written into the
+        set not in use, then switched to in one store (rule_state ACTIVE), so
+        no packet sees a half-written set or none at all. A set identical to
+        the active one (a pinned map after a restart) is kept as it is. Hit
+        counters are rebased per slot."""
+        table, state, hits = self.bpf["rules"], self.bpf["rule_state"], self.bpf["rule_hits"]
+        active = 1 if state[state.Key(RULE_STATE_ACTIVE)].value else 0
         leaves = [self._rule_leaf(table, r) for r in rules]
-        same = int(count[count.Key(0)].value) == len(rules) and all(
-            bytes(table[table.Key(i)]) == bytes(leaf) for i, leaf in enumerate(leaves))
+        base = active * MAX_RULES
+        same = state[state.Key(RULE_STATE_COUNT0 + active)].value == len(rules) and all(
+            bytes(table[table.Key(base + i)]) == bytes(leaf) for i, leaf in enumerate(leaves))
         if not same:
-            count[count.Key(0)] = ctypes.c_uint(0)
-            for i in range(len(rules), len(self._rule_slots)):
-                table[table.Key(i)] = table.Leaf()
+            active, base = 1 - active, (1 - active) * MAX_RULES
             for i, leaf in enumerate(leaves):
-                table[table.Key(i)] = leaf
-        self._rule_slots = [(r.id, int(sum(hits[hits.Key(i)]))) for i, r in enumerate(rules)]
+                table[table.Key(base + i)] = leaf
+            state[state.Key(RULE_STATE_COUNT0 + active)] = ctypes.c_uint(len(rules))
+        self._rule_base = base
+        self._rule_slots = [(r.id, int(sum(hits[hits.Key(base + i)]))) for i, r in enumerate(rules)]
         if not same:
-            count[count.Key(0)] = ctypes.c_uint(len(rules))
+            state[state.Key(RULE_STATE_ACTIVE)] = ctypes.c_uint(active)   # the switch
 
     @staticmethod
     def _rule_leaf(table, rule):
@@ -146,7 +150,8 @@ class EnforcerMaps:
 
     def rule_hits(self) -> dict[str, int]:
         hits = self.bpf["rule_hits"]
-        return {rid: int(sum(hits[hits.Key(i)])) - base for i, (rid, base) in enumerate(self._rule_slots)}
+        return {rid: int(sum(hits[hits.Key(self._rule_base + i)])) - base
+                for i, (rid, base) in enumerate(self._rule_slots)}
 
     # ---- per-source statistics
     def read_flows(self) -> dict[str, dict]:

@@ -1,7 +1,7 @@
 """Enforcement that outlives the loader: one bpffs directory per interface.
 
     <pin root>/<ifname>/            (default root /sys/fs/bpf/netsentinel)
-        bans4 bans6 rules rule_count rule_hits counters flows flow_epoch meta   maps (BCC pins them)
+        bans4 bans6 rules rule_state rule_hits counters flows flow_epoch meta   maps (BCC pins them)
         link_xdp link_connect4 link_connect6 link_sendmsg4 link_sendmsg6      BPF links
 
 A pinned link keeps its program attached after the process that made it is
