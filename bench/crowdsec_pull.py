@@ -22,7 +22,7 @@ import time
 from common import (Cleanup, LoaderProc, Progress, emit, lab_session, need_root, parser,
                     scratch_dir, stop_process, wait_until)
 
-from netsentinel.store import parse_iso
+from netsentinel.timefmt import parse_iso
 from netsentinel.testing.crowdsec import Lapi, missing_reason
 
 NAME = "crowdsec_pull"

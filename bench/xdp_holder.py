@@ -80,7 +80,7 @@ def main() -> int:
             if line.strip() == "totals":
                 print(json.dumps(enf.totals()), flush=True)
     finally:
-        enf.detach()
+        enf.close()   # unpinned: closing the last link fd detaches it
     return 0
 
 

@@ -15,14 +15,26 @@
  */
 #include "netsentinel.h"
 
-BPF_LPM_TRIE(bans4, struct ns_lpm_v4, struct ns_ban_value, NS_MAX_BANS);
-BPF_LPM_TRIE(bans6, struct ns_lpm_v6, struct ns_ban_value, NS_MAX_BANS);
-BPF_PERCPU_ARRAY(counters, u64, NS_CNT_MAX);
-BPF_TABLE("lru_percpu_hash", struct ns_flow_key, struct ns_flow_stats, flows, NS_FLOW_ENTRIES);
-BPF_ARRAY(rules, struct ns_rule, NS_MAX_RULES);
-BPF_ARRAY(rule_count, u32, 1);          /* rules occupy slots [0, count) */
-BPF_PERCPU_ARRAY(rule_hits, u64, NS_MAX_RULES);
-BPF_ARRAY(flow_epoch, u64, 1);          /* advanced by user space at each sample */
+/* With NS_PIN_DIR (a string the loader passes as -D) every map lives in
+ * bpffs: BCC creates and pins it on the first start and reuses the pinned
+ * map on every later one, so bans survive the loader. Without it (selfcheck,
+ * --ebpf) the maps are private to the process. */
+#ifdef NS_PIN_DIR
+#define NS_MAP(type, key, leaf, name, size, flags) \
+    BPF_TABLE_PINNED7(type, key, leaf, name, size, NS_PIN_DIR "/" #name, flags)
+#else
+#define NS_MAP(type, key, leaf, name, size, flags) BPF_F_TABLE(type, key, leaf, name, size, flags)
+#endif
+
+NS_MAP("lpm_trie", struct ns_lpm_v4, struct ns_ban_value, bans4, NS_MAX_BANS, BPF_F_NO_PREALLOC);
+NS_MAP("lpm_trie", struct ns_lpm_v6, struct ns_ban_value, bans6, NS_MAX_BANS, BPF_F_NO_PREALLOC);
+NS_MAP("percpu_array", u32, u64, counters, NS_CNT_MAX, 0);
+NS_MAP("lru_percpu_hash", struct ns_flow_key, struct ns_flow_stats, flows, NS_FLOW_ENTRIES, 0);
+NS_MAP("array", u32, struct ns_rule, rules, 2 * NS_MAX_RULES, 0);     /* two sets, see the header */
+NS_MAP("array", u32, u32, rule_state, NS_RULE_STATE_MAX, 0);
+NS_MAP("percpu_array", u32, u64, rule_hits, 2 * NS_MAX_RULES, 0);
+NS_MAP("array", u32, u64, flow_epoch, 1, 0);        /* advanced by user space at each sample */
+NS_MAP("array", u32, u64, meta, NS_META_MAX, 0);      /* NS_META_*, written by user space */
 
 /* What the XDP program learned about one packet. */
 struct ns_pkt {
@@ -43,13 +55,49 @@ static __always_inline void ns_count(u32 idx)
         *c += 1;
 }
 
+/* A ban counts until expires_ns (CLOCK_BOOTTIME, so suspend time counts
+ * too). An expired entry is looked past, to the next shorter prefix, so it
+ * never hides a live broader ban while no loader is there to delete it. */
+static __always_inline struct ns_ban_value *ns_live_ban4(u32 addr)
+{
+    struct ns_lpm_v4 key = {.prefixlen = 32, .addr = addr};
+    u64 now = bpf_ktime_get_boot_ns();
+#pragma unroll
+    for (int i = 0; i < NS_EXPIRED_SKIP_MAX; i++) {
+        struct ns_ban_value *v = bans4.lookup(&key);
+        if (!v || !v->expires_ns || v->expires_ns > now)
+            return v;
+        if (v->prefixlen == 0 || v->prefixlen > 32)
+            return NULL;
+        key.prefixlen = v->prefixlen - 1;
+    }
+    return NULL;
+}
+
+static __always_inline struct ns_ban_value *ns_live_ban6(const void *addr)
+{
+    struct ns_lpm_v6 key = {.prefixlen = 128};
+    __builtin_memcpy(key.addr, addr, 16);
+    u64 now = bpf_ktime_get_boot_ns();
+#pragma unroll
+    for (int i = 0; i < NS_EXPIRED_SKIP_MAX; i++) {
+        struct ns_ban_value *v = bans6.lookup(&key);
+        if (!v || !v->expires_ns || v->expires_ns > now)
+            return v;
+        if (v->prefixlen == 0 || v->prefixlen > 128)
+            return NULL;
+        key.prefixlen = v->prefixlen - 1;
+    }
+    return NULL;
+}
+
 static __always_inline int ns_drop_if_banned(struct ns_ban_value *v)
 {
     if (!v)
         return XDP_PASS;
     __sync_fetch_and_add(&v->drops, 1);
     v->last_drop_ns = bpf_ktime_get_ns();
-    ns_count(NS_CNT_XDP_DROP);
+    ns_count(NS_CNT_XDP_DROPS);
     return XDP_DROP;
 }
 
@@ -58,11 +106,11 @@ static __always_inline void ns_parse_l4(struct ns_pkt *p, void *l4, void *data_e
 {
     if (p->proto == IPPROTO_TCP) {
         u8 *t = l4;
-        if ((void *)(t + 14) > data_end)
+        if ((void *)(t + NS_TCP_FLAGS_OFFSET + 1) > data_end)
             return;
         p->sport = ((u16)t[0] << 8) | t[1];
         p->dport = ((u16)t[2] << 8) | t[3];
-        p->tcp_flags = t[13];
+        p->tcp_flags = t[NS_TCP_FLAGS_OFFSET];
         p->has_l4 = 1;
     } else if (p->proto == IPPROTO_UDP) {
         u8 *u = l4;
@@ -82,8 +130,10 @@ static __always_inline void ns_parse_l4(struct ns_pkt *p, void *l4, void *data_e
 
 static __always_inline int ns_reflect_port(u16 port)
 {
-    return port == 19 || port == 53 || port == 123 || port == 161 || port == 389 ||
-           port == 1900 || port == 11211;
+    return port == NS_REFLECT_PORT_CHARGEN || port == NS_REFLECT_PORT_DNS ||
+           port == NS_REFLECT_PORT_NTP || port == NS_REFLECT_PORT_SNMP ||
+           port == NS_REFLECT_PORT_CLDAP || port == NS_REFLECT_PORT_SSDP ||
+           port == NS_REFLECT_PORT_MEMCACHED;
 }
 
 static __always_inline void ns_update_stats(struct ns_pkt *p)
@@ -105,20 +155,20 @@ static __always_inline void ns_update_stats(struct ns_pkt *p)
     st->last_seen_ns = now;
     if (p->proto == IPPROTO_TCP) {
         st->tcp += 1;
-        if ((p->tcp_flags & 0x12) == 0x02)   /* SYN without ACK */
+        if ((p->tcp_flags & (NS_TCP_SYN | NS_TCP_ACK)) == NS_TCP_SYN)
             st->tcp_syn += 1;
-        if (p->tcp_flags & 0x10)
+        if (p->tcp_flags & NS_TCP_ACK)
             st->tcp_ack += 1;
     } else if (p->proto == IPPROTO_UDP) {
         st->udp += 1;
-        if (p->dport == 1900)
+        if (p->dport == NS_PORT_SSDP)
             st->udp_ssdp += 1;
         if (ns_reflect_port(p->sport))
             st->udp_reflect += 1;
     } else if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
         st->icmp += 1;
-        if ((p->proto == IPPROTO_ICMP && p->icmp_type == 8) ||
-            (p->proto == IPPROTO_ICMPV6 && p->icmp_type == 128))
+        if ((p->proto == IPPROTO_ICMP && p->icmp_type == NS_ICMP_ECHO_REQUEST) ||
+            (p->proto == IPPROTO_ICMPV6 && p->icmp_type == NS_ICMPV6_ECHO_REQUEST))
             st->icmp_echo += 1;
     } else {
         st->other += 1;
@@ -161,15 +211,26 @@ static __always_inline int ns_rule_matches(struct ns_rule *r, struct ns_pkt *p)
     return 1;
 }
 
+_Static_assert((NS_MAX_RULES & (NS_MAX_RULES - 1)) == 0, "NS_MAX_RULES must be a power of two");
+
 static __always_inline int ns_apply_rules(struct ns_pkt *p)
 {
-    u32 zero = 0;
-    u32 *cnt = rule_count.lookup(&zero);
+    u32 key = NS_RULE_STATE_ACTIVE;
+    u32 *active = rule_state.lookup(&key);
+    if (!active)
+        return XDP_PASS;   /* an array always has the slot */
+    /* Masked, not branched on: one verifier path for both sets. */
+    u32 set = *active & 1;
+    key = NS_RULE_STATE_COUNT0 + set;
+    u32 *cnt = rule_state.lookup(&key);
     u32 n = cnt ? *cnt : 0;
+    u32 base = set * NS_MAX_RULES;
     for (u32 i = 0; i < NS_MAX_RULES; i++) {
         if (i >= n)
             break;
-        u32 idx = i;
+        /* OR, not +: keeps i the loop's only counter, whose bound the
+         * verifier sees (NS_MAX_RULES is a power of two, checked below). */
+        u32 idx = base | i;
         struct ns_rule *r = rules.lookup(&idx);
         if (!r || !r->action || !ns_rule_matches(r, p))
             continue;
@@ -177,7 +238,7 @@ static __always_inline int ns_apply_rules(struct ns_pkt *p)
         if (hits)
             *hits += 1;
         if (r->action == NS_RULE_DROP) {
-            ns_count(NS_CNT_RULE_DROP);
+            ns_count(NS_CNT_RULE_DROPS);
             return XDP_DROP;
         }
         return XDP_PASS;   /* pass-and-count: first match wins */
@@ -213,24 +274,21 @@ int ns_xdp_filter(struct xdp_md *ctx)
         struct iphdr *ip = cursor;
         if ((void *)(ip + 1) > data_end)
             return XDP_PASS;
-        struct ns_lpm_v4 key = {.prefixlen = 32, .addr = ip->saddr};
-        if (ns_drop_if_banned(bans4.lookup(&key)) == XDP_DROP)
+        if (ns_drop_if_banned(ns_live_ban4(ip->saddr)) == XDP_DROP)
             return XDP_DROP;
-        pkt.family = 4;
+        pkt.family = NS_FAMILY_V4;
         pkt.proto = ip->protocol;
         __builtin_memcpy(pkt.saddr, &ip->saddr, 4);
         /* Only the first fragment carries the L4 header. */
-        if (ip->ihl >= 5 && !(ip->frag_off & htons(0x1FFF)))
+        if (ip->ihl >= 5 && !(ip->frag_off & htons(NS_IP_FRAG_OFFSET_MASK)))
             ns_parse_l4(&pkt, (void *)ip + ip->ihl * 4, data_end);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = cursor;
         if ((void *)(ip6 + 1) > data_end)
             return XDP_PASS;
-        struct ns_lpm_v6 key = {.prefixlen = 128};
-        __builtin_memcpy(key.addr, &ip6->saddr, 16);
-        if (ns_drop_if_banned(bans6.lookup(&key)) == XDP_DROP)
+        if (ns_drop_if_banned(ns_live_ban6(&ip6->saddr)) == XDP_DROP)
             return XDP_DROP;
-        pkt.family = 6;
+        pkt.family = NS_FAMILY_V6;
         pkt.proto = ip6->nexthdr;   /* extension headers are not walked */
         __builtin_memcpy(pkt.saddr, &ip6->saddr, 16);
         ns_parse_l4(&pkt, ip6 + 1, data_end);
@@ -254,8 +312,7 @@ static __always_inline int ns_allow_unless_banned(struct ns_ban_value *v, u32 co
 
 static __always_inline int ns_allow_v4(u32 addr, u32 counter)
 {
-    struct ns_lpm_v4 key = {.prefixlen = 32, .addr = addr};
-    return ns_allow_unless_banned(bans4.lookup(&key), counter);
+    return ns_allow_unless_banned(ns_live_ban4(addr), counter);
 }
 
 static __always_inline int ns_allow_v6(struct bpf_sock_addr *ctx, u32 counter)
@@ -263,15 +320,15 @@ static __always_inline int ns_allow_v6(struct bpf_sock_addr *ctx, u32 counter)
     u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
     if (a0 == 0 && a1 == 0 && a2 == htonl(0xffff))
         return ns_allow_v4(a3, counter);
-    struct ns_lpm_v6 key = {.prefixlen = 128};
-    __builtin_memcpy(&key.addr[0], &a0, 4);
-    __builtin_memcpy(&key.addr[4], &a1, 4);
-    __builtin_memcpy(&key.addr[8], &a2, 4);
-    __builtin_memcpy(&key.addr[12], &a3, 4);
-    return ns_allow_unless_banned(bans6.lookup(&key), counter);
+    u8 addr[16];
+    __builtin_memcpy(&addr[0], &a0, 4);
+    __builtin_memcpy(&addr[4], &a1, 4);
+    __builtin_memcpy(&addr[8], &a2, 4);
+    __builtin_memcpy(&addr[12], &a3, 4);
+    return ns_allow_unless_banned(ns_live_ban6(addr), counter);
 }
 
-int ns_connect4(struct bpf_sock_addr *ctx) { return ns_allow_v4(ctx->user_ip4, NS_CNT_CONNECT_BLOCK); }
-int ns_connect6(struct bpf_sock_addr *ctx) { return ns_allow_v6(ctx, NS_CNT_CONNECT_BLOCK); }
-int ns_sendmsg4(struct bpf_sock_addr *ctx) { return ns_allow_v4(ctx->user_ip4, NS_CNT_SENDMSG_BLOCK); }
-int ns_sendmsg6(struct bpf_sock_addr *ctx) { return ns_allow_v6(ctx, NS_CNT_SENDMSG_BLOCK); }
+int ns_connect4(struct bpf_sock_addr *ctx) { return ns_allow_v4(ctx->user_ip4, NS_CNT_CONNECT_BLOCKED); }
+int ns_connect6(struct bpf_sock_addr *ctx) { return ns_allow_v6(ctx, NS_CNT_CONNECT_BLOCKED); }
+int ns_sendmsg4(struct bpf_sock_addr *ctx) { return ns_allow_v4(ctx->user_ip4, NS_CNT_SENDMSG_BLOCKED); }
+int ns_sendmsg6(struct bpf_sock_addr *ctx) { return ns_allow_v6(ctx, NS_CNT_SENDMSG_BLOCKED); }

@@ -18,8 +18,50 @@
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>
 
+/* Python reads every `#define NS_<NAME> <integer>` in this file at import
+ * (netsentinel/abi.py) instead of retyping it: add constants here, in that
+ * form, and tests/test_abi.py checks the Python side still agrees. */
 #define NS_AF_INET 2
 #define NS_AF_INET6 10
+
+/* Address family as stored in flow keys and rules (not AF_*). */
+#define NS_FAMILY_V4 4
+#define NS_FAMILY_V6 6
+
+/* IP protocol numbers the programs and the filter rules know. */
+#define NS_IPPROTO_ICMP 1
+#define NS_IPPROTO_TCP 6
+#define NS_IPPROTO_UDP 17
+#define NS_IPPROTO_ICMPV6 58
+
+/* TCP header flag bits (byte 13 of the header). */
+#define NS_TCP_FLAGS_OFFSET 13
+#define NS_TCP_FIN 0x01
+#define NS_TCP_SYN 0x02
+#define NS_TCP_RST 0x04
+#define NS_TCP_PSH 0x08
+#define NS_TCP_ACK 0x10
+#define NS_TCP_URG 0x20
+#define NS_TCP_ECE 0x40
+#define NS_TCP_CWR 0x80
+
+/* ICMP echo requests, counted as icmp_echo. */
+#define NS_ICMP_ECHO_REQUEST 8
+#define NS_ICMPV6_ECHO_REQUEST 128
+
+/* UDP ports: SSDP (udp_ssdp, by destination) and the reflection/amplification
+ * services (udp_reflect, by source port). */
+#define NS_PORT_SSDP 1900
+#define NS_REFLECT_PORT_CHARGEN 19
+#define NS_REFLECT_PORT_DNS 53
+#define NS_REFLECT_PORT_NTP 123
+#define NS_REFLECT_PORT_SNMP 161
+#define NS_REFLECT_PORT_CLDAP 389
+#define NS_REFLECT_PORT_SSDP 1900
+#define NS_REFLECT_PORT_MEMCACHED 11211
+
+/* IPv4 frag_off: offset bits; non-zero means not the first fragment. */
+#define NS_IP_FRAG_OFFSET_MASK 0x1FFF
 
 /* Capture modes, as reported in each event. */
 #define NS_MODE_KPROBE 1
@@ -62,7 +104,15 @@ struct ns_ban_value {
     u64 last_drop_ns;     /* bpf_ktime_get_ns() of the last drop */
     u64 blocked;          /* connect()/sendmsg() refused towards this destination */
     u64 last_blocked_ns;
+    u64 expires_ns;       /* CLOCK_BOOTTIME ns after which the ban is ignored; 0 = never */
+    u32 prefixlen;        /* the entry's own prefix, to look past it once expired */
+    u32 _pad;
 };
+
+/* How many expired entries one lookup looks past (nested prefixes) before
+ * it stops looking; more nesting than this while no loader runs is treated
+ * as not banned until the loader is back and deletes the expired entries. */
+#define NS_EXPIRED_SKIP_MAX 4
 
 /* Per-source traffic statistics (inbound, per-CPU LRU hash). */
 #ifndef NS_FLOW_ENTRIES
@@ -70,7 +120,7 @@ struct ns_ban_value {
 #endif
 
 struct ns_flow_key {
-    u8 family;      /* 4 or 6 */
+    u8 family;      /* NS_FAMILY_V4 or NS_FAMILY_V6 */
     u8 _pad[3];
     u8 addr[16];    /* network order; IPv4 in the first 4 bytes */
 };
@@ -84,9 +134,9 @@ struct ns_flow_stats {
     u64 other;
     u64 tcp_syn;       /* SYN without ACK */
     u64 tcp_ack;       /* anything with ACK set */
-    u64 icmp_echo;     /* echo requests (v4 type 8, v6 type 128) */
-    u64 udp_ssdp;      /* UDP to port 1900 */
-    u64 udp_reflect;   /* UDP from a reflection port (19,53,123,161,389,1900,11211) */
+    u64 icmp_echo;     /* NS_ICMP_ECHO_REQUEST / NS_ICMPV6_ECHO_REQUEST */
+    u64 udp_ssdp;      /* UDP to NS_PORT_SSDP */
+    u64 udp_reflect;   /* UDP from a NS_REFLECT_PORT_* */
     /* bit (dport % 64) per window: a cheap estimate of distinct ports. Two
      * bitmaps alternate by window (epoch parity) so user space reads a
      * finished window while the kernel fills the next, with no reset race. */
@@ -103,10 +153,18 @@ struct ns_flow_stats {
 #define NS_RULE_DROP 1
 #define NS_RULE_COUNT 2
 
+/* Two rule sets, double-buffered: set s occupies slots [s * NS_MAX_RULES,
+ * s * NS_MAX_RULES + count). User space writes the set that is not in use,
+ * its count, then flips ACTIVE in one store, so a packet sees the old set or
+ * the new one, never a half-written or an empty one. Slots of `rule_state`: */
+#define NS_RULE_STATE_ACTIVE 0
+#define NS_RULE_STATE_COUNT0 1      /* count of set s at NS_RULE_STATE_COUNT0 + s */
+#define NS_RULE_STATE_MAX 3
+
 struct ns_rule {
     u8 action;         /* 0 = empty slot, NS_RULE_DROP, NS_RULE_COUNT */
-    u8 family;         /* 0 any, 4, 6 */
-    u8 proto;          /* 0 any, else IP protocol number (1, 6, 17, 58) */
+    u8 family;         /* 0 any, NS_FAMILY_V4, NS_FAMILY_V6 */
+    u8 proto;          /* 0 any, else NS_IPPROTO_* */
     u8 tcp_flags_mask; /* match when (flags & mask) == value */
     u8 tcp_flags_value;
     u8 icmp_type_set;  /* 1: icmp_type must match */
@@ -118,13 +176,22 @@ struct ns_rule {
     u8 mask[16];       /* prefix mask; all zero = any source */
 };
 
-/* Global counters (per-CPU array indices). */
+/* Global counters (per-CPU array indices); Python names each one by the
+ * lower-cased suffix (NS_CNT_XDP_DROPS -> "xdp_drops"). */
 #define NS_CNT_XDP_SEEN 0
-#define NS_CNT_XDP_DROP 1
-#define NS_CNT_CONNECT_BLOCK 2
-#define NS_CNT_SENDMSG_BLOCK 3
-#define NS_CNT_RULE_DROP 4
+#define NS_CNT_XDP_DROPS 1
+#define NS_CNT_CONNECT_BLOCKED 2
+#define NS_CNT_SENDMSG_BLOCKED 3
+#define NS_CNT_RULE_DROPS 4
 #define NS_CNT_MAX 5
+
+/* Slots of the pinned `meta` array, for the next loader that adopts the pins:
+ * the hash of the program source and flags behind the pinned links (a new
+ * loader replaces the programs only when its own hash differs), and the XDP
+ * attach flags the link was created with. */
+#define NS_META_PROG_VERSION 0
+#define NS_META_XDP_FLAGS 1
+#define NS_META_MAX 2
 
 /* 802.1Q / 802.1ad tag (linux/if_vlan.h is not UAPI). */
 struct ns_vlan_hdr {

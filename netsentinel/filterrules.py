@@ -19,14 +19,13 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
+from .abi import FAMILY_V4, FAMILY_V6, MAX_RULES, PROTOS, RULE_ACTION, TCP_FLAGS
 from .addresses import AddressError, Network, canonical, parse_target
 from .errors import NetSentinelError
 from .netinfo import Protected
 
-MAX_RULES = 64
-PROTOS = {"any": 0, "icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
-TCP_FLAGS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20,
-             "ECE": 0x40, "CWR": 0x80}
+# The ICMP flavours imply an address family.
+PROTO_FAMILY = {PROTOS["icmp"]: FAMILY_V4, PROTOS["icmpv6"]: FAMILY_V6}
 FIELDS = {"id", "action", "src", "proto", "sport", "dport", "tcp_flags", "icmp_type", "reason",
           "source", "ttl_seconds", "created_at", "expires_at", "hits", "proposal_id"}
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
@@ -53,7 +52,7 @@ class FilterRule:
     def family(self) -> int:
         if self.src is not None:
             return self.src.version
-        return {1: 4, 58: 6}.get(self.proto, 0)
+        return PROTO_FAMILY.get(self.proto, 0)
 
     def narrowed(self) -> bool:
         """Does it look at anything beyond the source address?"""
@@ -121,7 +120,7 @@ def parse_rule(raw: object) -> FilterRule:
     if unknown:
         raise RuleRefused(f"unknown rule field(s): {', '.join(sorted(map(str, unknown)))}")
     action = raw.get("action")
-    if action not in ("drop", "count"):
+    if not isinstance(action, str) or action not in RULE_ACTION:
         raise RuleRefused(f"rule action must be 'drop' or 'count', got {action!r}")
     rid = raw.get("id") or f"r-{uuid.uuid4().hex[:8]}"
     if not isinstance(rid, str) or not ID_RE.match(rid):
@@ -132,22 +131,22 @@ def parse_rule(raw: object) -> FilterRule:
     except AddressError as e:
         raise RuleRefused(f"src: {e}") from None
     proto_raw = raw.get("proto", "any")
-    if proto_raw not in PROTOS:
+    if not isinstance(proto_raw, str) or proto_raw not in PROTOS:
         raise RuleRefused(f"proto must be one of {', '.join(PROTOS)}, got {proto_raw!r}")
     proto = PROTOS[proto_raw]
     sport, dport = _port_range("sport", raw.get("sport")), _port_range("dport", raw.get("dport"))
     if (sport != (0, 65535) or dport != (0, 65535)) and proto not in (6, 17):
         raise RuleRefused("ports need proto 'tcp' or 'udp'")
     mask, val = _tcp_flags(raw.get("tcp_flags"))
-    if mask and proto != 6:
+    if mask and proto != PROTOS["tcp"]:
         raise RuleRefused("tcp_flags need proto 'tcp'")
     icmp = raw.get("icmp_type")
     if icmp is not None:
-        if proto not in (1, 58):
+        if proto not in PROTO_FAMILY:
             raise RuleRefused("icmp_type needs proto 'icmp' or 'icmpv6'")
         if isinstance(icmp, bool) or not isinstance(icmp, int) or not 0 <= icmp <= 255:
             raise RuleRefused(f"icmp_type must be 0-255, got {icmp!r}")
-    if src is not None and proto in (1, 58) and src.version != {1: 4, 58: 6}[proto]:
+    if src is not None and proto in PROTO_FAMILY and src.version != PROTO_FAMILY[proto]:
         raise RuleRefused(f"proto {proto_raw} does not fit an IPv{src.version} source")
     extra = {k: raw[k] for k in ("reason", "source", "ttl_seconds", "proposal_id") if k in raw}
     return FilterRule(rid, action, src, proto, sport, dport, mask, val, icmp, extra)

@@ -294,7 +294,7 @@ class Demo:
         left = sh("ip", "netns", "list", check=False).stdout
         mine = [n for n in (self.lab.dut, self.lab.peer) if n in left] if self.lab else []
         print(f"\ncleaned up: namespaces removed{' (NOT: ' + ', '.join(mine) + ')' if mine else ''}, "
-              "loader detached its programs", flush=True)
+              "enforcement unloaded (unified_ebpf.py --unload)", flush=True)
 
 
 def main(argv=None) -> int:

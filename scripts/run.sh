@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # run.sh - start NetSentinel: the dashboard in the background, then the
-# supervised pipeline `unified_ebpf.py | llm_analyzer.py` in the foreground. Ctrl-C (or
-# SIGTERM) stops everything; the loader detaches its programs on the way out.
+# pipeline `unified_ebpf.py | llm_analyzer.py` in the foreground. Ctrl-C (or
+# SIGTERM) stops everything and then runs `unified_ebpf.py --unload`: the
+# loader alone leaves its pinned enforcement in place when it stops (so bans
+# hold across restarts and crashes); `make run` is interactive, so its Ctrl-C
+# takes enforcement down too, and says so.
 # Usage: sudo bash scripts/run.sh [IFACE]     (normally via: sudo make run IFACE=eth0)
 # Environment: DASHBOARD_PORT (8501), ANALYZER_ARGS (e.g. "--backend ollama"),
 # DASHBOARD_USER (run the dashboard as this user; see scripts/dashboard.sh).
@@ -19,6 +22,9 @@ stop() {
   trap - INT TERM EXIT
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
   wait 2>/dev/null
+  echo "run: removing NetSentinel's enforcement (unified_ebpf.py --unload ${LOADER_ARGS[*]});" \
+       "bans stop applying until the next start" >&2
+  "$PY" -u unified_ebpf.py --unload "${LOADER_ARGS[@]}" >&2
 }
 trap stop INT TERM EXIT
 

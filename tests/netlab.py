@@ -48,8 +48,20 @@ def start_loader(lab: Lab, tmp_path_factory, *extra: str) -> "LoaderProc":
 
 
 def stop_loader(lab: Lab, lp: "LoaderProc") -> None:
+    """SIGTERM ends monitoring, not enforcement; --unload then removes it all."""
     assert lp.stop() == 0
-    assert not lab.xdp_attached(), "XDP program left on the interface after SIGTERM"
+    assert lab.xdp_attached(), "SIGTERM took the XDP program away: enforcement must outlive the loader"
+    unload_all(lab)
+
+
+def unload_all(lab: Lab) -> None:
+    """`unified_ebpf.py --unload` for every interface pinned in the lab; then
+    nothing of ours is attached or pinned."""
+    for ifname in lab.pin_dirs():
+        r = lab.unload(ifname)
+        assert r.returncode == 0, r.stderr
+    assert not lab.xdp_attached(), "XDP program left on the interface after --unload"
+    assert lab.pinned() == [], f"pins left after --unload: {lab.pinned()}"
 
 
 def write_commands(records: Path, commands) -> None:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
-                    kernel_test_skip_reason, read_json, sh, wait_until)
+                    kernel_test_skip_reason, read_json, sh, unload_all, wait_until)
 from netsentinel.testing.lab import lab_octet, start_pipeline
 
 SKIP = kernel_test_skip_reason()
@@ -36,7 +36,7 @@ def pipeline(lab, tmp_path_factory):
     loader.terminate()
     assert loader.wait(timeout=20) == 0
     assert analyzer.wait(timeout=20) == 0
-    assert not lab.xdp_attached()
+    unload_all(lab)
 
 
 def threat_for(rec, src):

@@ -12,6 +12,7 @@ import streamlit as st
 
 from ..bancheck import BanRefused
 from ..errors import InputError, NetSentinelError
+from ..store import StoreError
 from .context import Ctx
 from .status import liveness
 

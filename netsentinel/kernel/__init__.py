@@ -1,16 +1,21 @@
 """Everything that needs root and BCC; the only package that imports bcc.
 
 - host.py: tracefs/debugfs/bpffs/cgroup2 mounts, kprobe availability, import_bcc
-- libbpf.py: ctypes bpf_link_create/detach, program ids
+- libbpf.py: ctypes bpf_link_create/update/detach, bpf_obj_pin/get, object info
 - monitor.py: ConnectionMonitor (bpf/conn_monitor.bpf.c)
 - outbound.py: OutboundMonitor (bpf/outbound.bpf.c): raw/packet sockets
-- enforcer.py: Enforcer (bpf/enforce.bpf.c): XDP + cgroup bans, rules, flows
+- enforcer.py: Enforcer (bpf/enforce.bpf.c): load, then adopt or attach the links
+- maps.py: the enforcer's maps: bans (with expiry), rules, counters, flows
+- pins.py: the bpffs layout per interface, the one-loader lock, unload()
 - selfcheck.py: `python -m netsentinel.kernel.selfcheck`, run by the install step
 
+The constants and names both sides share come from bpf/netsentinel.h through
+netsentinel/abi.py (the shared floor: it needs no bcc).
+
 XDP and cgroup programs are attached as BPF links (libbpf's
-bpf_link_create): a link belongs to the process that holds its fd, so the
-kernel detaches it if the loader dies in any way, SIGKILL included. A clean
-exit detaches explicitly, once, and only what this process attached.
+bpf_link_create) and pinned in bpffs with the maps, so enforcement outlives
+the loader, SIGKILL included; a new loader adopts the pins and swaps the
+program through each link. Only `unified_ebpf.py --unload` detaches.
 """
 
 from ..errors import NetSentinelError

@@ -1,95 +1,179 @@
 """The enforcer: bpf/enforce.bpf.c. XDP ingress filter on one interface
 (native mode, falling back to generic with a message) and cgroup
 connect/sendmsg hooks at the cgroup2 root, sharing the bans4/bans6 LPM tries;
-filter rules and per-source statistics live in the same object."""
+filter rules and per-source statistics live in the same object.
+
+With a pin directory (kernel/pins.py) the maps and links outlive the
+process: load() opens (or creates and pins) the maps, the caller fills them,
+then attach() adopts the pinned links, swapping the program through each
+link only when the program's version differs, or creates and pins them on a
+first start. close() lets go of the process's handles and leaves enforcement
+in place; pins.unload() is the only way it comes down."""
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import ipaddress
+import hashlib
 import os
 import socket
-import time
-from dataclasses import dataclass
 from typing import Callable
 
-from ..addresses import Network
+from ..abi import (ENFORCER_CGROUP, ENFORCER_MAPS, ENFORCER_XDP, MAX_BANS, MAX_BANS_LIMIT,
+                   META_PROG_VERSION, META_XDP_FLAGS, cflags)
 from . import KernelError
-from .host import cflags, ensure_cgroup2_root, import_bcc, program_source
+from .host import ensure_cgroup2_root, ensure_kernel_fs, import_bcc, program_source
 from .libbpf import (ATTACH_CGROUP_INET4_CONNECT, ATTACH_CGROUP_INET6_CONNECT,
                      ATTACH_CGROUP_UDP4_SENDMSG, ATTACH_CGROUP_UDP6_SENDMSG, ATTACH_XDP,
-                     XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, link_create, link_destroy)
+                     XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, link_create, link_detach, link_info,
+                     link_update, map_info, obj_pin)
+from .maps import BanCounters, EnforcerMaps, ktime_to_epoch  # noqa: F401  (re-exported)
+from .pins import PinDir
 
-CGROUP_HOOKS = (
-    ("ns_connect4", ATTACH_CGROUP_INET4_CONNECT),
-    ("ns_connect6", ATTACH_CGROUP_INET6_CONNECT),
-    ("ns_sendmsg4", ATTACH_CGROUP_UDP4_SENDMSG),
-    ("ns_sendmsg6", ATTACH_CGROUP_UDP6_SENDMSG),
-)
-# Where the loader mounts its own cgroup2 view when none is visible (for
-# example inside `ip netns exec`, which remounts /sys).
+CGROUP_HOOKS = tuple(zip(ENFORCER_CGROUP, (ATTACH_CGROUP_INET4_CONNECT, ATTACH_CGROUP_INET6_CONNECT,
+                                           ATTACH_CGROUP_UDP4_SENDMSG, ATTACH_CGROUP_UDP6_SENDMSG)))
+XDP_MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
 
 
-def ktime_to_epoch(ns: int) -> float | None:
-    """bpf_ktime_get_ns() (CLOCK_MONOTONIC) → Unix time; None for 0."""
-    if not ns:
-        return None
-    return time.time() - (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - ns) / 1e9
+class Enforcer(EnforcerMaps):
+    """XDP + cgroup enforcement over one ban set: load(), fill, attach()."""
 
-
-@dataclass
-class BanCounters:
-    drops: int = 0
-    last_drop_at: float | None = None
-    blocked: int = 0
-    last_blocked_at: float | None = None
-
-
-class Enforcer:
-    """XDP + cgroup enforcement over one ban set. attach() then add()/remove()."""
-
-    def __init__(self, interface: str | None, *, max_bans: int = 1048576, cgroup: bool = True,
-                 xdp_mode: str = "auto", warn: Callable[[str], None] = print):
-        if not 1 <= max_bans <= 16 * 1048576:
-            raise ValueError("max_bans must be between 1 and 16777216")
+    def __init__(self, interface: str | None, *, max_bans: int = MAX_BANS, cgroup: bool = True,
+                 xdp_mode: str = "auto", pin_root: str | None = None,
+                 extra_cflags: dict[str, int] | None = None, warn: Callable[[str], None] = print):
+        if not 1 <= max_bans <= MAX_BANS_LIMIT:
+            raise ValueError(f"max_bans must be between 1 and {MAX_BANS_LIMIT}")
         self.interface = interface
         self.max_bans = max_bans
         self.want_cgroup = cgroup
         self.want_xdp_mode = xdp_mode
+        self.pins = PinDir(pin_root, interface) if pin_root and interface else None
+        self.extra_cflags = extra_cflags or {}
         self.warn = warn
         self.bpf = None
+        self.bcc = None
         self.xdp_mode: str | None = None
         self.cgroup_path: str | None = None
-        self._links: list[tuple[str, int]] = []
-        self._cgroup_fd: int | None = None
+        self.adopted: list[str] = []     # links found pinned and kept or updated
+        self.replaced: list[str] = []    # of those, links whose program was swapped
+        self._links: dict[str, int] = {}
         self._rule_slots: list[tuple[str, int]] = []  # (rule id, hit count at load)
 
     def source_and_flags(self) -> tuple[str, list[str]]:
-        return program_source("enforce.bpf.c"), cflags(self.max_bans)
+        return program_source("enforce.bpf.c"), cflags(
+            max_bans=self.max_bans, pin_dir=self.pins.path if self.pins else None,
+            extra=self.extra_cflags)
 
-    def attach(self) -> None:
-        bcc = import_bcc()
+    def version(self) -> int:
+        """What decides between keeping and replacing pinned programs."""
         src, flags = self.source_and_flags()
-        self.bpf = bcc.BPF(text=src, cflags=flags)
+        digest = hashlib.sha256((src + "\0" + " ".join(flags)).encode()).digest()
+        return int.from_bytes(digest[:8], "little") or 1
+
+    # ---- load: maps exist (pinned ones reused), nothing attached yet
+    def load(self) -> None:
+        mounted = ensure_kernel_fs()
+        self.bcc = import_bcc()
+        if self.pins:
+            if any(self.pins.root.startswith(m + "/") for m in mounted):
+                # A bpffs we just mounted lives in this mount namespace only
+                # (`ip netns exec` makes a private one): its pins go with it.
+                self.warn(f"bpffs was not mounted here; mounted one, but pins under {self.pins.root} "
+                          "last only as long as this mount namespace: pass --pin-dir on the "
+                          "host's bpffs for enforcement that outlives the loader")
+            self.pins.prepare(self.warn)
+        src, flags = self.source_and_flags()
         try:
+            self.bpf = self.bcc.BPF(text=src, cflags=flags)
+        except Exception as e:  # BCC raises bare Exception on compile/load errors
+            raise KernelError(f"cannot compile enforce.bpf.c: {str(e).splitlines()[0]}") from e
+        self._check_pinned_maps()
+
+    def _check_pinned_maps(self) -> None:
+        """BCC reuses a pinned map without comparing its layout; a map from an
+        older, different header would be read wrong. Refuse before attaching."""
+        for name in ENFORCER_MAPS:
+            t = self.bpf[name]
+            info = map_info(t.map_fd)
+            leaf = getattr(t, "sLeaf", t.Leaf)
+            want = (ctypes.sizeof(t.Key), ctypes.sizeof(leaf), t.max_entries)
+            got = info and (info["key_size"], info["value_size"], info["max_entries"])
+            if got != want:
+                where = self.pins.path if self.pins else "memory"
+                raise KernelError(
+                    f"pinned map {name} in {where} has key/value/entries {got}, this version needs "
+                    f"{want} (another --max-bans or an older release); the old enforcement stays up: "
+                    f"`{self.pins.unload_command() if self.pins else 'unified_ebpf.py --unload'}` "
+                    "removes it, then start again")
+
+    # ---- attach: adopt or create the links
+    def attach(self) -> None:
+        """Adopt the pinned links or attach new ones (load() first if not yet)."""
+        if self.bpf is None:
+            self.load()
+        try:
+            version = self.version()
+            meta = self.bpf["meta"]
+            pinned_version = int(meta[meta.Key(META_PROG_VERSION)].value)
             if self.interface:
-                self._attach_xdp(bcc)
+                self._attach_xdp(version != pinned_version)
             if self.want_cgroup:
-                self._attach_cgroup(bcc)
+                self._attach_cgroup(version != pinned_version)
+            elif self.pins:
+                self._drop_link_kinds(ENFORCER_CGROUP, "--no-cgroup")
+            meta[meta.Key(META_PROG_VERSION)] = ctypes.c_ulonglong(version)
         except BaseException:
-            self.detach()
+            self.close()
             raise
 
-    def _attach_xdp(self, bcc) -> None:
+    def _adopt(self, name: str, prog_name: str, prog_type, changed: bool, **load_kw) -> bool:
+        """Take over the pinned link `name`, swapping its program if changed.
+        False when there is none (or only a dead one, now unpinned)."""
+        if not self.pins:
+            return False
+        fd = self.pins.open_link(name)
+        if fd is None:
+            return False
+        info = link_info(fd)
+        if info is None or (name == ENFORCER_XDP and not info["ifindex"]):
+            os.close(fd)   # its device went away (interface recreated): start over
+            os.unlink(self.pins.link_path(name))
+            self.warn(f"pinned link {name} in {self.pins.path} was dead; attaching afresh")
+            return False
+        if changed:
+            fn = self.bpf.load_func(prog_name.encode(), prog_type, **load_kw)
+            try:
+                link_update(fd, fn.fd)
+            except OSError as e:
+                os.close(fd)
+                raise KernelError(f"cannot replace the program behind pinned link {name}: "
+                                  f"{e.strerror}; the previous program stays attached") from e
+            self.replaced.append(name)
+        self._links[name] = fd
+        self.adopted.append(name)
+        return True
+
+    def _pin(self, name: str, fd: int) -> None:
+        self._links[name] = fd
+        if self.pins:
+            obj_pin(fd, self.pins.link_path(name))
+
+    def _attach_xdp(self, changed: bool) -> None:
+        meta = self.bpf["meta"]
+        if self._adopt(ENFORCER_XDP, ENFORCER_XDP, self.bcc.BPF.XDP, changed):
+            flags = int(meta[meta.Key(META_XDP_FLAGS)].value)
+            self.xdp_mode = next((m for m, f in XDP_MODE_FLAGS.items() if f == flags), None)
+            if self.want_xdp_mode not in ("auto", self.xdp_mode):
+                self.warn(f"the pinned XDP link on {self.interface} is in {self.xdp_mode} mode; "
+                          "kept (--unload, then start again, to change it)")
+            return
         ifindex = socket.if_nametoindex(self.interface)
-        fn = self.bpf.load_func(b"ns_xdp_filter", bcc.BPF.XDP)
+        fn = self.bpf.load_func(ENFORCER_XDP.encode(), self.bcc.BPF.XDP)
         modes = {"auto": ("native", "generic"), "native": ("native",), "generic": ("generic",)}
         errors = []
         for mode in modes[self.want_xdp_mode]:
-            flag = XDP_FLAGS_DRV_MODE if mode == "native" else XDP_FLAGS_SKB_MODE
             try:
-                fd = link_create(fn.fd, ifindex, ATTACH_XDP, flag)
+                fd = link_create(fn.fd, ifindex, ATTACH_XDP, XDP_MODE_FLAGS[mode])
             except OSError as e:
                 if e.errno in (errno.EBUSY, errno.EEXIST):
                     raise KernelError(
@@ -97,7 +181,8 @@ class Enforcer:
                         f"(`ip link set dev {self.interface} xdp off`) or run with --no-xdp") from e
                 errors.append(f"{mode}: {e.strerror}")
                 continue
-            self._links.append((f"xdp:{self.interface}", fd))
+            self._pin(ENFORCER_XDP, fd)
+            meta[meta.Key(META_XDP_FLAGS)] = ctypes.c_ulonglong(XDP_MODE_FLAGS[mode])
             self.xdp_mode = mode
             if errors:
                 self.warn(f"native XDP is not supported on {self.interface} ({errors[0]}); "
@@ -105,135 +190,53 @@ class Enforcer:
             return
         raise KernelError(f"cannot attach XDP to {self.interface}: " + "; ".join(errors))
 
-    def _attach_cgroup(self, bcc) -> None:
+    def _attach_cgroup(self, changed: bool) -> None:
         root = ensure_cgroup2_root()
-        self._cgroup_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        for name, attach_type in CGROUP_HOOKS:
-            fn = self.bpf.load_func(name.encode(), bcc.BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
-            try:
-                fd = link_create(fn.fd, self._cgroup_fd, attach_type)
-            except OSError as e:
-                raise KernelError(f"cannot attach {name} to cgroup2 root {root}: {e.strerror}") from e
-            self._links.append((f"cgroup:{name}", fd))
+        cg_fd = None
+        try:
+            for name, attach_type in CGROUP_HOOKS:
+                kw = {"attach_type": attach_type}
+                if self._adopt(name, name, self.bcc.BPF.CGROUP_SOCK_ADDR, changed, **kw):
+                    continue
+                if cg_fd is None:
+                    cg_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                fn = self.bpf.load_func(name.encode(), self.bcc.BPF.CGROUP_SOCK_ADDR, **kw)
+                try:
+                    fd = link_create(fn.fd, cg_fd, attach_type)
+                except OSError as e:
+                    raise KernelError(f"cannot attach {name} to cgroup2 root {root}: {e.strerror}") from e
+                self._pin(name, fd)
+        finally:
+            if cg_fd is not None:
+                os.close(cg_fd)
         self.cgroup_path = root
 
-    def detach(self) -> None:
-        """Idempotent: detaches each link this object created, once."""
+    def _drop_link_kinds(self, names, why: str) -> None:
+        for name in names:
+            fd = self.pins.open_link(name)
+            if fd is not None:
+                try:
+                    link_detach(fd)
+                finally:
+                    os.close(fd)
+                os.unlink(self.pins.link_path(name))
+                self.warn(f"detached pinned {name} ({why})")
+
+    def links(self) -> dict[str, int]:
+        """{link name: program id behind it}, as `bpftool link` shows."""
+        out = {}
+        for name, fd in self._links.items():
+            info = link_info(fd)
+            if info:
+                out[name] = info["prog_id"]
+        return out
+
+    def close(self) -> None:
+        """Let go of this process's handles. Pinned links and maps stay, so
+        enforcement goes on; without pins, closing a link detaches it."""
         while self._links:
-            _, fd = self._links.pop()
-            link_destroy(fd)
-        if self._cgroup_fd is not None:
-            os.close(self._cgroup_fd)
-            self._cgroup_fd = None
+            _, fd = self._links.popitem()
+            os.close(fd)
         if self.bpf is not None:
             bpf, self.bpf = self.bpf, None
             bpf.cleanup()
-
-    # ---- the ban set
-    def _table_and_key(self, net: Network):
-        if net.version == 4:
-            t = self.bpf["bans4"]
-            return t, t.Key(net.prefixlen, int.from_bytes(net.network_address.packed, "little"))
-        t = self.bpf["bans6"]
-        k = t.Key()
-        k.prefixlen = net.prefixlen
-        ctypes.memmove(k.addr, net.network_address.packed, 16)
-        return t, k
-
-    def add(self, net: Network) -> None:
-        t, k = self._table_and_key(net)
-        if k in t:
-            return  # keep its counters
-        try:
-            t[k] = t.Leaf()
-        except Exception as e:
-            raise KernelError(f"cannot add {net} to the ban map (full at {self.max_bans}?): {e}") from e
-
-    def remove(self, net: Network) -> bool:
-        t, k = self._table_and_key(net)
-        try:
-            del t[k]
-            return True
-        except KeyError:
-            return False
-
-    def counters(self, net: Network) -> BanCounters | None:
-        t, k = self._table_and_key(net)
-        try:
-            v = t[k]
-        except KeyError:
-            return None
-        return BanCounters(v.drops, ktime_to_epoch(v.last_drop_ns), v.blocked,
-                           ktime_to_epoch(v.last_blocked_ns))
-
-    def totals(self) -> dict[str, int]:
-        names = ("xdp_seen", "xdp_drops", "connect_blocked", "sendmsg_blocked", "rule_drops")
-        t = self.bpf["counters"]
-        return {name: int(sum(t[t.Key(i)])) for i, name in enumerate(names)}
-
-    def attached(self) -> list[str]:
-        return [name for name, _ in self._links]
-
-    # ---- filter rules (see netsentinel/filterrules.py)
-    def set_rules(self, rules: list) -> None:
-        """Load validated FilterRules into slots [0, n). Matching is switched
-        off (count 0) while slots are rewritten, so no packet ever sees a
-        half-written rule set; hit counters are rebased per slot."""
-        table, count, hits = self.bpf["rules"], self.bpf["rule_count"], self.bpf["rule_hits"]
-        count[count.Key(0)] = ctypes.c_uint(0)
-        for i in range(len(rules), len(self._rule_slots)):
-            table[table.Key(i)] = table.Leaf()
-        for i, rule in enumerate(rules):
-            leaf = table.Leaf()
-            leaf.action = 1 if rule.action == "drop" else 2
-            leaf.family = rule.family
-            leaf.proto = rule.proto
-            leaf.tcp_flags_mask, leaf.tcp_flags_value = rule.flags_mask, rule.flags_value
-            leaf.icmp_type_set = int(rule.icmp_type is not None)
-            leaf.icmp_type = rule.icmp_type or 0
-            leaf.sport_min, leaf.sport_max = rule.sport
-            leaf.dport_min, leaf.dport_max = rule.dport
-            if rule.src is not None:
-                src = rule.src.network_address.packed
-                mask = rule.src.netmask.packed
-                ctypes.memmove(leaf.src, src, len(src))
-                ctypes.memmove(leaf.mask, mask, len(mask))
-            table[table.Key(i)] = leaf
-        self._rule_slots = [(r.id, int(sum(hits[hits.Key(i)]))) for i, r in enumerate(rules)]
-        count[count.Key(0)] = ctypes.c_uint(len(rules))
-
-    def rule_hits(self) -> dict[str, int]:
-        hits = self.bpf["rule_hits"]
-        return {rid: int(sum(hits[hits.Key(i)])) - base for i, (rid, base) in enumerate(self._rule_slots)}
-
-    # ---- per-source statistics
-    def read_flows(self) -> dict[str, dict]:
-        """Per-source totals summed over CPUs: {address: {field: value}}.
-        Also closes the destination-port window: `dport_bits` is the OR of
-        the ports seen since the previous call."""
-        epoch = self.bpf["flow_epoch"]
-        e = int(epoch[epoch.Key(0)].value)
-        epoch[epoch.Key(0)] = ctypes.c_ulonglong(e + 1)   # the kernel starts the next window
-        slot = e & 1
-        out = {}
-        for k, per_cpu in self.bpf["flows"].items():
-            raw = bytes(k.addr)
-            addr = str(ipaddress.ip_address(raw[:4] if k.family == 4 else raw))
-            agg: dict = {"dport_bits": 0}
-            for v in per_cpu:
-                if v.dport_epoch[slot] == e:
-                    agg["dport_bits"] |= v.dport_bits[slot]
-                for name, _ in v._fields_:
-                    if name.startswith("dport_"):
-                        continue
-                    x = getattr(v, name)
-                    if name == "first_seen_ns":
-                        if x and (not agg.get(name) or x < agg[name]):
-                            agg[name] = x
-                    elif name == "last_seen_ns":
-                        agg[name] = max(agg.get(name, 0), x)
-                    else:
-                        agg[name] = agg.get(name, 0) + x
-            agg["family"] = "ipv4" if k.family == 4 else "ipv6"
-            out[addr] = agg
-        return out

@@ -1,5 +1,5 @@
 """Host preparation: kernel filesystems, the cgroup2 root, kprobe support,
-importing bcc, and building a program's source and -D flags."""
+importing bcc, and reading a program's source (its -D flags: netsentinel/abi.py)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,17 @@ KERNEL_FS = (("tracefs", "/sys/kernel/tracing"), ("debugfs", "/sys/kernel/debug"
              ("bpf", "/sys/fs/bpf"))
 
 
-def ensure_kernel_fs() -> None:
-    """Mount tracefs/debugfs/bpffs where missing. BCC finds tracefs when it is
-    imported, and `ip netns exec` gives us a fresh /sys without them."""
+def ensure_kernel_fs() -> list[str]:
+    """Mount tracefs/debugfs/bpffs where missing; returns where it mounted.
+    BCC finds tracefs when it is imported, and `ip netns exec` gives us a
+    fresh /sys without them."""
+    mounted = []
     for fstype, where in KERNEL_FS:
         if os.path.isdir(where) and not os.path.ismount(where):
-            subprocess.run(["mount", "-t", fstype, fstype, where], capture_output=True)
+            r = subprocess.run(["mount", "-t", fstype, fstype, where], capture_output=True)
+            if r.returncode == 0:
+                mounted.append(where)
+    return mounted
 
 
 def import_bcc():
@@ -34,17 +39,6 @@ def import_bcc():
         raise KernelError("the bcc Python module is missing: run `sudo make install` "
                           "(installs Debian's python3-bpfcc) and use .venv/bin/python") from e
     return bcc
-
-
-def cflags(max_bans: int, extra: dict[str, int] | None = None) -> list[str]:
-    """-D flags from validated integers only (never pasted user strings)."""
-    values = {"NS_MAX_BANS": max_bans, **(extra or {})}
-    out = ["-Wno-ignored-attributes", f"-I{BPF_DIR}"]
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        out.append(f"-D{name}={value}")
-    return out
 
 
 def program_source(name: str) -> str:

@@ -1,4 +1,5 @@
-"""The libbpf calls BCC 0.26 does not wrap: BPF links and program ids (ctypes)."""
+"""The libbpf calls BCC 0.26 does not wrap (ctypes): BPF links (create,
+update, detach), pinning objects in bpffs, and object info (ids, sizes)."""
 
 from __future__ import annotations
 
@@ -43,17 +44,46 @@ def _lib():
         lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p,
                                                ctypes.POINTER(ctypes.c_uint32)]
         lib.bpf_obj_get_info_by_fd.restype = ctypes.c_int
+        lib.bpf_link_update.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+        lib.bpf_link_update.restype = ctypes.c_int
+        lib.bpf_obj_pin.argtypes = [ctypes.c_int, ctypes.c_char_p]
+        lib.bpf_obj_pin.restype = ctypes.c_int
+        lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
+        lib.bpf_obj_get.restype = ctypes.c_int
         _libbpf = lib
     return _libbpf
 
 
+def _check(ret: int, what: str = "") -> int:
+    """libbpf returns -errno (or -1 with errno set) on failure."""
+    if ret < 0:
+        err = -ret if ret < -1 else ctypes.get_errno()
+        raise OSError(err, os.strerror(err), what or None)
+    return ret
+
+
 def link_create(prog_fd: int, target_fd: int, attach_type: int, flags: int = 0) -> int:
     opts = _LinkCreateOpts(ctypes.sizeof(_LinkCreateOpts), flags, 0)
-    fd = _lib().bpf_link_create(prog_fd, target_fd, attach_type, ctypes.byref(opts))
-    if fd < 0:
-        err = -fd if fd < -1 else ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return fd
+    return _check(_lib().bpf_link_create(prog_fd, target_fd, attach_type, ctypes.byref(opts)))
+
+
+def link_update(link_fd: int, new_prog_fd: int) -> None:
+    """Swap the program behind a link in one step: no packet sees no program."""
+    _check(_lib().bpf_link_update(link_fd, new_prog_fd, None))
+
+
+def link_detach(fd: int) -> None:
+    """Detach a link from its hook now (pinned or inherited copies included)."""
+    _check(_lib().bpf_link_detach(fd))
+
+
+def obj_pin(fd: int, path: str) -> None:
+    _check(_lib().bpf_obj_pin(fd, path.encode()), path)
+
+
+def obj_get(path: str) -> int:
+    """An fd for a pinned map, program or link (FileNotFoundError if none)."""
+    return _check(_lib().bpf_obj_get(path.encode()), path)
 
 
 def link_destroy(fd: int) -> None:
@@ -67,13 +97,35 @@ def link_destroy(fd: int) -> None:
             pass
 
 
-def prog_id(fd: int) -> int | None:
-    """The kernel's id of a loaded program (what bpftool shows), from its fd."""
-    info = (ctypes.c_uint32 * 2)()   # struct bpf_prog_info starts {type, id}
+def _info(fd: int, words: int) -> list[int] | None:
+    info = (ctypes.c_uint32 * words)()
     size = ctypes.c_uint32(ctypes.sizeof(info))
     if _lib().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) != 0:
         return None
-    return int(info[1])
+    return list(info)
+
+
+def prog_id(fd: int) -> int | None:
+    """The kernel's id of a loaded program (what bpftool shows), from its fd."""
+    info = _info(fd, 2)   # struct bpf_prog_info starts {type, id}
+    return None if info is None else info[1]
+
+
+def link_info(fd: int) -> dict | None:
+    """struct bpf_link_info's head: {type, id, prog_id}, plus the XDP link's
+    ifindex (0 once its device is gone), at offset 16 (the union is 8-aligned)."""
+    info = _info(fd, 6)
+    if info is None:
+        return None
+    return {"type": info[0], "id": info[1], "prog_id": info[2], "ifindex": info[4]}
+
+
+def map_info(fd: int) -> dict | None:
+    """struct bpf_map_info's head: type, id, key_size, value_size, max_entries, map_flags."""
+    info = _info(fd, 6)
+    if info is None:
+        return None
+    return dict(zip(("type", "id", "key_size", "value_size", "max_entries", "map_flags"), info))
 
 
 def program_ids(bpf) -> dict[str, int]:

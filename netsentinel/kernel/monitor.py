@@ -9,10 +9,9 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
+from ..abi import MODE_NAMES, cflags
 from . import KernelError
-from .host import cflags, import_bcc, kprobes_unavailable_reason, program_source
-
-MODE_NAMES = {1: "kprobe", 2: "tracepoint"}
+from .host import import_bcc, kprobes_unavailable_reason, program_source
 
 
 def _addr(family: int, raw: bytes) -> tuple[str, str]:
@@ -55,7 +54,7 @@ class ConnectionMonitor:
         self.fallback_reason: str | None = None
 
     def source_and_flags(self, mode: str) -> tuple[str, list[str]]:
-        flags = cflags(1)
+        flags = cflags(max_bans=1)
         if mode == "kprobe":
             flags.append("-DNS_CAPTURE_KPROBE=1")
         return program_source("conn_monitor.bpf.c"), flags

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import KernelError
-from .host import cflags, import_bcc, program_source
+from ..abi import cflags
+from .host import import_bcc, program_source
 from .libbpf import link_create, link_destroy
 
 ATTACH_TCX_EGRESS = 47   # enum bpf_attach_type BPF_TCX_EGRESS (include/uapi/linux/bpf.h)
@@ -88,7 +89,7 @@ class OutboundMonitor:
                 raise KernelError(f"the syscalls:{tp} tracepoint is missing (CONFIG_FTRACE_SYSCALLS "
                                   "off): raw sockets cannot be watched; run with --no-raw-sockets")
         try:  # TRACEPOINT_PROBE attaches itself when the object loads
-            self.bpf = bcc.BPF(text=program_source("outbound.bpf.c"), cflags=cflags(1))
+            self.bpf = bcc.BPF(text=program_source("outbound.bpf.c"), cflags=cflags(max_bans=1))
         except Exception as e:  # BCC raises bare Exception on compile/load/attach errors
             raise KernelError(f"bpf/outbound.bpf.c did not load ({str(e).splitlines()[0]}); "
                               "run with --no-raw-sockets to go on without raw-socket events") from e

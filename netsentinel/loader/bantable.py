@@ -19,7 +19,7 @@ from ..bancheck import BanCommand, BanRefused, check_policy, parse_command
 from ..netinfo import Protected, ProtectedCache
 from ..records import BAN_COMMANDS, BAN_COMMANDS_REJECTED, BANNED_IPS
 from ..store import RecordsStore
-from ..timefmt import is_expired, utc_now_iso
+from ..timefmt import expiry_of, is_expired, utc_now_iso
 from .refusals import Refusals
 from ..whitelist import WhitelistFile
 
@@ -72,6 +72,7 @@ class BanTable:
             except AddressError as e:
                 self._refuse({"action": "ban", "ip": key, **rec}, f"restore: {e}")
                 continue
+            exp = expiry_of(rec)
             if is_expired(rec, now):
                 self.emit("unban", ip=canonical(net), result="expired", reason=rec.get("reason"),
                           source=rec.get("source"), expires_at=rec.get("expires_at"))
@@ -82,7 +83,7 @@ class BanTable:
             except BanRefused as e:
                 self._refuse({"action": "ban", "ip": key, **rec}, f"restore: {e}")
                 continue
-            self.enforcer.add(net)
+            self.enforcer.add(net, exp)
             k = canonical(net)
             rec.setdefault("drops", 0)
             rec.setdefault("last_drop_at", None)
@@ -116,7 +117,7 @@ class BanTable:
         k = cmd.key
         now = self.clock()
         try:
-            self.enforcer.add(cmd.net)
+            self.enforcer.add(cmd.net, now + cmd.ttl_seconds if cmd.ttl_seconds else None)
         except Exception as e:  # map full, kernel refused
             self._refuse(raw, str(e))
             return

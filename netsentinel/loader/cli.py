@@ -6,15 +6,21 @@ an XDP ingress filter plus cgroup connect/sendmsg blocks, applies ban
 commands from records/ban_commands.json, and streams JSON-lines events on
 stdout (schema: docs/events.md). Diagnostics go to stderr.
 
+Enforcement is pinned in bpffs and outlives the process: stopping or
+crashing ends monitoring, not protection; --unload removes it.
+
 USAGE: sudo .venv/bin/python -u unified_ebpf.py [-i IFACE] [--no-xdp] [--ban IP ...]
 """
 
 import argparse
 import os
+import re
 
 from .. import metrics, netinfo, paths
+from ..abi import MAX_BANS, MAX_BANS_LIMIT, check_pin_dir
 from ..addresses import AddressError, parse_target
-from ..cliargs import EXIT_FAILURE, die, quiet_on_closed_stdout, tool_parser
+from ..cliargs import EXIT_FAILURE, EXIT_USAGE, die, quiet_on_closed_stdout, tool_parser
+from ..kernel.pins import DEFAULT_PIN_ROOT
 from .fleet import add_fleet_arguments, fleet_options
 
 PROG = "unified_ebpf.py"
@@ -24,6 +30,7 @@ EPILOG = """examples:
   sudo .venv/bin/python -u unified_ebpf.py -i eth0
   sudo .venv/bin/python -u unified_ebpf.py -i eth0 --ban 203.0.113.7 --ban 198.51.100.0/24
   sudo .venv/bin/python -u unified_ebpf.py --no-xdp         # monitor only, enforce nothing
+  sudo .venv/bin/python -u unified_ebpf.py --unload -i eth0  # remove the pinned enforcement
   sudo sh -c '.venv/bin/python -u unified_ebpf.py -i eth0 | .venv/bin/python -u llm_analyzer.py'
 
 ban by hand while it runs (picked up within 100 ms):
@@ -60,6 +67,21 @@ def ban_target(text: str) -> str:
     return text
 
 
+def pin_dir(text: str) -> str:
+    try:
+        return check_pin_dir(os.path.abspath(text).rstrip("/") or "/")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def test_define(text: str) -> tuple[str, int]:
+    """NS_TEST_NAME=INT: a -D flag that changes the program (upgrade tests)."""
+    m = re.fullmatch(r"(NS_TEST_[A-Z0-9_]{1,40})=(\d{1,9})", text)
+    if not m:
+        raise argparse.ArgumentTypeError("expected NS_TEST_NAME=INTEGER")
+    return m.group(1), int(m.group(2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = tool_parser(PROG, description=__doc__.split("\n\n")[1].replace("\n", " "), epilog=EPILOG)
     p.add_argument("-i", "--interface", help="interface for the XDP filter "
@@ -80,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connection capture path (default: kprobe, else tracepoint)")
     p.add_argument("--xdp-mode", choices=("auto", "native", "generic"), default="auto",
                    help="XDP attach mode (default: native, else generic)")
-    p.add_argument("--max-bans", type=positive_int(1, 16 * 1048576), default=1048576,
+    p.add_argument("--pin-dir", default=DEFAULT_PIN_ROOT, type=pin_dir,
+                   help="bpffs directory for the pinned maps and links, one subdirectory per "
+                   "interface (default: %(default)s)")
+    p.add_argument("--unload", action="store_true",
+                   help="detach and unpin everything pinned for -i IFACE, print what, and exit")
+    p.add_argument("--max-bans", type=positive_int(1, MAX_BANS_LIMIT), default=MAX_BANS,
                    help="capacity of each ban map (default: %(default)s)")
     p.add_argument("--buffer-pages", type=positive_int(1, 65536), default=64,
                    help="perf buffer pages per CPU (a power of two; default: %(default)s)")
@@ -96,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_option(p)
     p.add_argument("--duration", type=float, help=argparse.SUPPRESS)  # tests, benchmarks
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--test-define", action="append", default=[], type=test_define,
+                   help=argparse.SUPPRESS)   # tests: a changed program, to exercise replacement
     return p
 
 
@@ -110,7 +139,8 @@ def dump_ebpf(args) -> int:
     if not args.no_raw_sockets:
         print(f"// ---- outbound\n{(paths.BPF_DIR / 'outbound.bpf.c').read_text()}")
     if not args.no_xdp:
-        src, flags = Enforcer(None, max_bans=args.max_bans).source_and_flags()
+        src, flags = Enforcer(None, max_bans=args.max_bans,
+                              extra_cflags=dict(args.test_define)).source_and_flags()
         print(f"// ---- enforce cflags: {' '.join(flags)}\n{src}")
     return 0
 
@@ -141,6 +171,8 @@ def main(argv=None) -> int:
         parser.error("--buffer-pages must be a power of two")
     if os.geteuid() != 0:
         die(PROG, "must run as root (try: sudo .venv/bin/python -u unified_ebpf.py)", EXIT_FAILURE)
+    if args.unload:
+        return unload(args)
     iface = None
     if not args.no_xdp:
         iface = args.interface or netinfo.default_route_interface()
@@ -158,7 +190,7 @@ def main(argv=None) -> int:
         page_cnt=args.buffer_pages, stats_interval=args.stats_interval,
         flow_interval=args.flow_interval, flow_top=args.flow_top,
         flow_pps_threshold=args.flow_pps_threshold, duration=args.duration, fleet=fleet,
-        raw_sockets=not args.no_raw_sockets)
+        raw_sockets=not args.no_raw_sockets, pin_dir=args.pin_dir, extra_cflags=dict(args.test_define))
     try:
         loader = Loader(opts)
         if args.metrics_addr:
@@ -166,3 +198,21 @@ def main(argv=None) -> int:
         return loader.run()
     except StoreError as e:
         die(PROG, str(e), EXIT_FAILURE)
+
+
+def unload(args) -> int:
+    """--unload: the one way enforcement comes down (see kernel/pins.py)."""
+    from ..kernel import KernelError
+    from ..kernel.host import ensure_kernel_fs
+    from ..kernel.pins import unload as unload_pins
+    iface = args.interface or netinfo.default_route_interface()
+    if not iface:
+        die(PROG, "--unload needs -i IFACE (no default route to pick one from)", EXIT_USAGE)
+    ensure_kernel_fs()
+    try:
+        n = unload_pins(args.pin_dir, iface, lambda line: print(f"unload: {line}", flush=True))
+    except (KernelError, ValueError, OSError) as e:
+        die(PROG, f"--unload {iface}: {e}", EXIT_FAILURE)
+    print(f"unload: {iface}: removed {n} pinned objects; nothing of NetSentinel's is enforced "
+          "there now", flush=True)
+    return 0

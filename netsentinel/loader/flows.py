@@ -13,11 +13,9 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from ..abi import FLOW_COUNTERS as COUNTERS
 from ..kernel.enforcer import ktime_to_epoch
 from ..timefmt import utc_now_iso
-
-COUNTERS = ("packets", "bytes", "tcp", "udp", "icmp", "other", "tcp_syn", "tcp_ack", "icmp_echo",
-            "udp_ssdp", "udp_reflect")
 
 
 class FlowTracker:

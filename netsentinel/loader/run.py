@@ -1,10 +1,17 @@
 """The loader's run loop (behind unified_ebpf.py).
 
-Attaches enforcement first (so restored bans hold from the first packet),
-then the connection monitor; polls the perf buffer in short slices and,
-between them, applies ban commands, expires bans, syncs counters and writes
-status. SIGINT, SIGTERM and SIGHUP end the loop; cleanup then runs with
-those signals blocked, so a second signal cannot leave a half-detached state.
+Start order: take the interface's lock, open (or create) the pinned maps,
+put the saved bans and rules in them, and only then adopt the pinned links
+(swapping the program through them if it changed) or attach new ones, so no
+program ever sees traffic before the bans are in place; then the connection
+monitor. The loop polls the perf buffer in short slices and, between them,
+applies ban commands, expires bans, syncs counters and writes status.
+
+SIGINT, SIGTERM and SIGHUP end the loop, and with it monitoring, not
+protection: the pinned programs and maps stay (kernel/pins.py) and keep
+dropping, expiring TTL bans on time, until the next loader adopts them or
+`unified_ebpf.py --unload` removes them. Cleanup runs with those signals
+blocked, so a second signal cannot cut it short.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import __version__, logfmt
+from ..abi import MAX_BANS
 from .bantable import BanTable
 from .crowdsec import FleetOptions
 from .fleet import Fleet
@@ -25,11 +33,13 @@ from ..kernel import KernelError
 from ..kernel.enforcer import Enforcer
 from ..kernel.libbpf import program_ids
 from ..kernel.monitor import ConnectionMonitor, RawConnection
+from ..kernel.pins import DEFAULT_PIN_ROOT, LoaderLock
+from .pinned import drop_unrecorded_bans, enforcement_left, report_attached
 from .procinfo import ProcCache
 from ..kernel.outbound import OutboundMonitor  # outbound (issue 12)
 from .outbound import Outbound                  # outbound (issue 12)
 from .ruletable import RuleTable
-from ..records import LOADER_STATUS
+from ..records import BANNED_IPS, LOADER_STATUS
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
 from ..whitelist import WhitelistFile
@@ -54,7 +64,9 @@ class LoaderOptions:
     xdp_mode: str = "auto"
     capture: str = "auto"
     bans: list[str] = field(default_factory=list)
-    max_bans: int = 1048576
+    max_bans: int = MAX_BANS
+    pin_dir: str = DEFAULT_PIN_ROOT
+    extra_cflags: dict[str, int] = field(default_factory=dict)   # tests: simulate an upgrade
     page_cnt: int = 64
     stats_interval: float = 10.0
     flow_interval: float = 1.0
@@ -74,7 +86,11 @@ class Loader:
         self.procs = ProcCache()
         self.monitor = ConnectionMonitor(opts.capture, opts.page_cnt, warn=warn)
         self.enforcer = (Enforcer(opts.interface, max_bans=opts.max_bans, cgroup=opts.cgroup,
-                                  xdp_mode=opts.xdp_mode, warn=warn) if opts.enforce else None)
+                                  xdp_mode=opts.xdp_mode, pin_root=opts.pin_dir,
+                                  extra_cflags=opts.extra_cflags, warn=warn)
+                         if opts.enforce else None)
+        self.lock = LoaderLock(self.enforcer.pins) if self.enforcer else None
+        self.restored = (0, 0)   # (bans, rules) put back at startup
         self.bans: BanTable | None = None
         self.rules: RuleTable | None = None
         self.flows: FlowTracker | None = None
@@ -160,10 +176,11 @@ class Loader:
             "cgroup_block": bool(self.enforcer and self.enforcer.cgroup_path),
             # What this loader has in the kernel (ids as `bpftool prog show` lists them).
             "programs": {**program_ids(self.monitor.bpf),
-                         **program_ids(self.enforcer.bpf if self.enforcer else None),
+                         **(self.enforcer.links() if self.enforcer else {}),
                          # outbound (issue 12); prefixed: it also has a sock:inet_sock_set_state probe
                          **{f"outbound:{k}": v for k, v in
                             program_ids(self.raw.bpf if self.raw else None).items()}},
+            "pin_dir": self.enforcer.pins.path if self.enforcer else None,
             "stats": self.stats(),
         }
         try:
@@ -173,6 +190,12 @@ class Loader:
 
     # ----------------------------------------------------------- run
     def run(self) -> int:
+        if self.lock:
+            try:   # before anything else: a refused loader must not touch records/ or the kernel
+                self.lock.acquire(f"{self.opts.interface} (pins in {self.enforcer.pins.path})")
+            except KernelError as e:
+                warn(f"error: {e}")
+                return 1
         for s in STOP_SIGNALS:
             signal.signal(s, self._on_signal)
         try:
@@ -185,19 +208,12 @@ class Loader:
 
     def _run(self) -> int:
         o = self.opts
+        if o.fleet and self.enforcer:  # before the bans come back: it hears their outcomes
+            self.fleet = Fleet(o.fleet, self.store, warn)
+        elif o.fleet:
+            warn("crowdsec: --no-xdp enforces nothing; the LAPI is not followed")
         if self.enforcer:
-            self.enforcer.attach()
-            if self.enforcer.xdp_mode:
-                warn(f"XDP filter attached to {o.interface} ({self.enforcer.xdp_mode} mode)")
-            if self.enforcer.cgroup_path:
-                warn(f"connect/sendmsg blocks attached at cgroup2 root {self.enforcer.cgroup_path}")
-            self.bans = BanTable(self.store, self.enforcer, self.whitelist, self.emit_outcome, warn)
-            self.rules = RuleTable(
-                self.store, self.enforcer, self.bans.protected,
-                lambda: self.whitelist.current().config["protect_ssh_ports"], self.emit_outcome, warn)
-            if self.enforcer.xdp_mode:
-                self.flows = FlowTracker(self.enforcer.read_flows, top_n=o.flow_top,
-                                         pps_threshold=o.flow_pps_threshold)
+            self._start_enforcement()
         else:
             warn("monitor only (--no-xdp): nothing is enforced; ban commands stay queued")
         mode = self.monitor.start(self._on_connection, self._on_lost)
@@ -205,14 +221,7 @@ class Loader:
             warn(f"kprobes unavailable: {self.monitor.fallback_reason}; "
                  "falling back to tracepoint sock:inet_sock_set_state")
         warn(f"capture mode: {mode}")
-        if o.fleet and self.bans:
-            self.fleet = Fleet(o.fleet, self.store, warn)
-        elif o.fleet:
-            warn("crowdsec: --no-xdp enforces nothing; the LAPI is not followed")
-        restored = self.bans.restore() if self.bans else 0
-        rules_restored = self.rules.restore() if self.rules else 0
-        for ip in o.bans:
-            self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
+        restored, rules_restored = self.restored
         # outbound (issue 12); after restoring bans: compiling it must not delay them
         if self.raw:
             self.raw.start(self.outbound.raw_socket, lambda n: self.outbound.lost(n, warn),
@@ -231,7 +240,10 @@ class Loader:
             cgroup_block=bool(self.enforcer and self.enforcer.cgroup_path),
             cgroup_path=self.enforcer.cgroup_path if self.enforcer else None,
             records=str(self.store.root), pid=os.getpid(), version=__version__,
-            bans_restored=restored, rules_restored=rules_restored)
+            bans_restored=restored, rules_restored=rules_restored,
+            pin_dir=self.enforcer.pins.path if self.enforcer else None,
+            links_adopted=list(self.enforcer.adopted) if self.enforcer else [],
+            links_replaced=list(self.enforcer.replaced) if self.enforcer else [])
         held, self._held = self._held, None
         for type_, fields in held:
             self.events.emit(type_, **fields)
@@ -241,6 +253,29 @@ class Loader:
             self.fleet.start()
         self._loop()
         return 0
+
+    def _start_enforcement(self) -> None:
+        """Lock, maps, saved state into the maps, then programs (see the top)."""
+        o, e = self.opts, self.enforcer
+        e.load()
+        self.bans = BanTable(self.store, e, self.whitelist, self.emit_outcome, warn)
+        self.rules = RuleTable(
+            self.store, e, self.bans.protected,
+            lambda: self.whitelist.current().config["protect_ssh_ports"], self.emit_outcome, warn)
+        # Read before restore() may set a broken file aside (see drop_unrecorded_bans).
+        recorded = isinstance(self.store.read(BANNED_IPS, on_corrupt="default"), dict)
+        self.restored = (self.bans.restore(), self.rules.restore())
+        for ip in o.bans:
+            self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
+        # Commands still queued (a crash between applying one and saving it)
+        # go in now, so a ban the pinned map holds is never dropped and re-added.
+        self.bans.process_commands()
+        self.rules.process_commands()
+        drop_unrecorded_bans(e, self.bans.bans, recorded, warn)
+        e.attach()
+        report_attached(e, warn)
+        if e.xdp_mode:
+            self.flows = FlowTracker(e.read_flows, top_n=o.flow_top, pps_threshold=o.flow_pps_threshold)
 
     def _loop(self) -> None:
         o = self.opts
@@ -285,7 +320,8 @@ class Loader:
                 self.stop_reason = "duration"
 
     def cleanup(self) -> None:
-        """Detach everything, once; stop signals are held off meanwhile."""
+        """Stop monitoring and let go of the kernel handles, once, leaving the
+        pinned enforcement in place; stop signals are held off meanwhile."""
         if self._cleaned:
             return
         self._cleaned = True
@@ -303,11 +339,13 @@ class Loader:
             if self.raw:
                 self.raw.stop()
             self.monitor.stop()
+            left = enforcement_left(self.enforcer, self.bans)
             if self.enforcer:
-                self.enforcer.detach()
+                self.enforcer.close()
+                self.lock.release()
             self.write_status(False)
-            self.events.emit("shutdown", message=f"stopped ({self.stop_reason or 'error'}); "
-                             "all programs detached")
-            warn(f"stopped ({self.stop_reason or 'error'}); all programs detached")
+            message = f"stopped ({self.stop_reason or 'error'}); monitoring ended; {left}"
+            self.events.emit("shutdown", message=message)
+            warn(message)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)

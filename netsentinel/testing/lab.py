@@ -6,6 +6,11 @@ permanent neighbour entries (so bans never race ARP/ND), torn down in
 close(). Names carry the creating process's pid so parallel runs on one
 machine do not collide. Traffic stays inside these namespaces.
 
+Each lab mounts its own bpffs at /run/netsentinel-lab/<dut> for the loader's
+pins (--pin-dir): `ip netns exec` hides the host's /sys/fs/bpf, and a private
+one would take the pins with each loader. close() runs `unified_ebpf.py
+--unload` for every interface pinned there, then unmounts it.
+
     dut  (device under test; the loader's XDP sits on its veth)
       v4 10.201.N.1/24   v6 fd00:201:N::1/64   (201: NETSENTINEL_LAB_OCTET)
     peer (the remote host; extra addresses .130 and ::130)
@@ -23,6 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 from ..records import ANALYZER_LOG, LOADER_LOG
 
@@ -61,6 +67,7 @@ class Lab:
         o = lab_octet()
         self.dut4, self.peer4, self.peer4b = f"10.{o}.{n}.1", f"10.{o}.{n}.2", f"10.{o}.{n}.130"
         self.dut6, self.peer6, self.peer6b = f"fd00:{o}:{n}::1", f"fd00:{o}:{n}::2", f"fd00:{o}:{n}::130"
+        self.pin_root = f"/run/netsentinel-lab/{self.dut}"
         self.closed = False
         try:
             self._build()
@@ -69,6 +76,8 @@ class Lab:
             raise
 
     def _build(self) -> None:
+        os.makedirs(self.pin_root, mode=0o700, exist_ok=True)
+        sh("mount", "-t", "bpf", "-o", "mode=0700", "bpf", self.pin_root)
         sh("ip", "netns", "add", self.dut)
         sh("ip", "netns", "add", self.peer)
         sh("ip", "link", "add", self.dut_if, "type", "veth", "peer", "name", self.peer_if)
@@ -108,12 +117,39 @@ class Lab:
         link = json.loads(out)[0]
         return "xdp" in link or "prog/xdp" in out
 
+    def pin_dirs(self) -> list[str]:
+        """Interfaces with a pin directory (the kernel's own *.debug files aside;
+        names are percent-escaped on bpffs, see kernel/pins.py)."""
+        return sorted(unquote(n) for n in os.listdir(self.pin_root)
+                      if os.path.isdir(os.path.join(self.pin_root, n)))
+
+    def pinned(self) -> list[str]:
+        """Everything pinned under the lab's pin root, as interface/object."""
+        return sorted(f"{i}/{n}" for i in os.listdir(self.pin_root)
+                      if os.path.isdir(os.path.join(self.pin_root, i))
+                      for n in (os.listdir(os.path.join(self.pin_root, i)) or [""]))
+
+    def unload(self, interface: str | None = None) -> subprocess.CompletedProcess:
+        return sh(VENV_PY, str(ROOT / "unified_ebpf.py"), "--unload", "-i", interface or self.dut_if,
+                  "--pin-dir", self.pin_root, check=False, timeout=60)
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        if os.path.ismount(self.pin_root):
+            for ifname in self.pin_dirs():
+                r = self.unload(ifname)
+                if r.returncode != 0:
+                    sys.stderr.write(f"lab: --unload {ifname} failed: {r.stderr.strip()}\n")
         for ns in (self.dut, self.peer):
             sh("ip", "netns", "del", ns, check=False)
+        if os.path.ismount(self.pin_root):
+            sh("umount", self.pin_root, check=False)   # drops anything still pinned with it
+        try:
+            os.rmdir(self.pin_root)
+        except OSError:
+            pass
 
 
 class LoaderProc:
@@ -128,6 +164,8 @@ class LoaderProc:
                "--records", str(records), "--config", str(config), "--stats-interval", "1"]
         if "--no-xdp" not in extra:
             cmd += ["-i", interface or lab.dut_if]
+        if "--pin-dir" not in extra:
+            cmd += ["--pin-dir", lab.pin_root]
         cmd += list(extra)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      cwd=ROOT)
@@ -223,7 +261,7 @@ def start_pipeline(lab: Lab, records: Path, config: Path, analyzer_args: list[st
     records/loader.log and records/analyzer.log. Returns (loader, analyzer)."""
     loader = subprocess.Popen(
         ["ip", "netns", "exec", lab.dut, VENV_PY, "-u", str(ROOT / "unified_ebpf.py"), "-i", lab.dut_if,
-         "--records", str(records), "--config", str(config), *loader_args],
+         "--pin-dir", lab.pin_root, "--records", str(records), "--config", str(config), *loader_args],
         stdout=subprocess.PIPE, stderr=open(records / LOADER_LOG, "w"), cwd=ROOT)
     analyzer = subprocess.Popen(
         [VENV_PY, "-u", str(ROOT / "llm_analyzer.py"), "--records", str(records), "--config", str(config),

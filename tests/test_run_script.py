@@ -1,0 +1,44 @@
+"""scripts/run.sh (what `make run` starts): its Ctrl-C stops the pipeline and
+then removes the enforcement with `unified_ebpf.py --unload`, and says so."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from netlab import (lab,  # noqa: F401  (module-scoped fixture)
+                    ROOT, kernel_test_skip_reason, read_json, wait_until)
+
+SKIP = kernel_test_skip_reason()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
+
+
+def test_ctrl_c_unloads_and_says_so(lab, tmp_path):
+    (tmp_path / "filter_config.json").write_text("{}")
+    env = dict(os.environ, NETSENTINEL_RECORDS=str(tmp_path),
+               NETSENTINEL_CONFIG=str(tmp_path / "filter_config.json"),
+               DASHBOARD_PORT=str(20000 + os.getpid() % 20000))
+    # In the lab's namespace, as a person's terminal would run it: its own
+    # process group, which Ctrl-C signals as a whole.
+    p = subprocess.Popen(["ip", "netns", "exec", lab.dut, "bash", str(ROOT / "scripts" / "run.sh"),
+                          lab.dut_if], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: (read_json(tmp_path / "loader_status.json") or {}).get("running")
+                   or p.poll() is not None, 120, what="the loader running")
+        assert p.poll() is None and lab.xdp_attached()
+        os.killpg(p.pid, signal.SIGINT)
+        out = p.communicate(timeout=90)[0]
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 0, out[-3000:]
+    assert "enforcement stays in place" in out                  # the loader alone would keep it
+    assert "run: removing NetSentinel's enforcement (unified_ebpf.py --unload" in out
+    assert "unload: detached link ns_xdp_filter" in out
+    assert "nothing of NetSentinel's is enforced there now" in out
+    assert not lab.xdp_attached()
