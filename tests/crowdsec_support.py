@@ -17,7 +17,7 @@ class Maps:
     def __init__(self):
         self.nets = set()
 
-    def add(self, net):
+    def add(self, net, expires_at=None):
         self.nets.add(str(net))
 
     def remove(self, net):

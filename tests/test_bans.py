@@ -15,7 +15,7 @@ def test_ban_counters_are_synced_in_round_robin_slices(tmp_path):
     class Maps:  # the kernel side, as counters the test controls
         def __init__(self):
             self.drops = {}
-        def add(self, net):
+        def add(self, net, expires_at=None):
             self.drops.setdefault(str(net), 0)
         def remove(self, net):
             return self.drops.pop(str(net), None) is not None
