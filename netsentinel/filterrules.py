@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from .addresses import AddressError, Network, canonical, parse_target
+from .bancheck import MAX_REASON_CHARS, parse_ttl
 from .netinfo import Protected
 
 MAX_RULES = 64
@@ -131,7 +132,7 @@ def parse_rule(raw: object) -> FilterRule:
     except AddressError as e:
         raise RuleRefused(f"src: {e}") from None
     proto_raw = raw.get("proto", "any")
-    if proto_raw not in PROTOS:
+    if not isinstance(proto_raw, str) or proto_raw not in PROTOS:
         raise RuleRefused(f"proto must be one of {', '.join(PROTOS)}, got {proto_raw!r}")
     proto = PROTOS[proto_raw]
     sport, dport = _port_range("sport", raw.get("sport")), _port_range("dport", raw.get("dport"))
@@ -149,6 +150,15 @@ def parse_rule(raw: object) -> FilterRule:
     if src is not None and proto in (1, 58) and src.version != {1: 4, 58: 6}[proto]:
         raise RuleRefused(f"proto {proto_raw} does not fit an IPv{src.version} source")
     extra = {k: raw[k] for k in ("reason", "source", "ttl_seconds", "proposal_id") if k in raw}
+    for name, limit in (("reason", MAX_REASON_CHARS), ("source", 128), ("proposal_id", 128)):
+        value = extra.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise RuleRefused(f"{name} must be a string of at most {limit} characters")
+    if "ttl_seconds" in extra:
+        try:
+            extra["ttl_seconds"] = parse_ttl(extra["ttl_seconds"])
+        except ValueError as e:
+            raise RuleRefused(str(e)) from None
     return FilterRule(rid, action, src, proto, sport, dport, mask, val, icmp, extra)
 
 

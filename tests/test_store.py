@@ -286,7 +286,8 @@ def test_files_are_0644_and_dir_0755_whatever_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "rec").stat().st_mode) == 0o755
-    for name in ("a.json", "h.jsonl", ".lock"):
+    assert stat.S_IMODE((store.root / ".lock").stat().st_mode) == 0o600
+    for name in ("a.json", "h.jsonl"):
         mode = stat.S_IMODE((store.root / name).stat().st_mode)
         assert mode == 0o644, (name, oct(mode))
         assert not mode & stat.S_IWOTH

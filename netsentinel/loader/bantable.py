@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable
 
+from .. import dropdir, jsonsafe
 from ..addresses import AddressError, Network, canonical, parse_target
 from .cmdqueue import CommandQueue
 from ..bancheck import BanCommand, BanRefused, check_policy, parse_command
@@ -41,6 +41,7 @@ class BanTable:
         self.bans: dict[str, dict] = {}
         self._nets: dict[str, Network] = {}
         self.queue = CommandQueue(store, BAN_COMMANDS, self._handle, self._refuse, self._save)
+        dropdir.ensure(store.root, BAN_COMMANDS)
         self._sync_pos = 0
         self.rejected = 0
 
@@ -148,8 +149,8 @@ class BanTable:
 
     def _refuse(self, raw: Any, error: str) -> None:
         self.rejected += 1
-        self.warn(f"refused command {json.dumps(raw, ensure_ascii=False)[:200]}: {error}")
-        self.store.reject_command(raw, error)
+        self.warn(f"refused command {jsonsafe.dumps_line(raw)}: {error}")
+        self.store.reject_command(raw, error, ref=self.queue.current_ref)
         self.emit("ban_rejected", command=raw, error=error)
 
     # ------------------------------------------------------------ expiry, counters

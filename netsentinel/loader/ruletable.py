@@ -12,10 +12,10 @@ filter_rules.json is written only here and restored at start.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable
 
+from .. import dropdir, jsonsafe
 from .cmdqueue import CommandQueue
 from ..filterrules import RuleRefused, validate_rules
 from ..netinfo import Protected
@@ -36,6 +36,7 @@ class RuleTable:
         self.clock = clock
         self.rules: list[dict] = []   # as stored, in evaluation order
         self.queue = CommandQueue(store, RULE_COMMANDS, self._handle, self._refuse, self._save)
+        dropdir.ensure(store.root, RULE_COMMANDS)
 
     # ------------------------------------------------------------ load
     def _load(self, candidate: list[dict]) -> None:
@@ -49,6 +50,26 @@ class RuleTable:
             r["hits_base"] = r.get("hits_base", 0) + counted.get(r["id"], 0)
         self.rules = candidate
 
+    def _load_tolerant(self, candidate: list[dict], why: str) -> None:
+        """Load a set, or if the set as a whole is refused (a rule the
+        host's addresses now make unsafe), as much of it as passes, one by
+        one, refusing the rest with the reason: never leave the old set in
+        the kernel because one other rule went bad."""
+        try:
+            self._load(candidate)
+            return
+        except RuleRefused as e:
+            self.warn(f"{why}: {e}; loading the rules one by one")
+        accepted: list[dict] = []
+        for r in candidate:  # validate only; the kernel set changes once, below
+            try:
+                validate_rules([_kernel_view(x) for x in accepted + [r]], self.protected(),
+                               self.ssh_ports())
+                accepted.append(r)
+            except RuleRefused as e2:
+                self._refuse({"action": "add_rule", "rule": r}, f"{why}: {e2}")
+        self._load(accepted)
+
     def restore(self) -> int:
         saved = self.store.read(FILTER_RULES, default={})
         raws = saved.get("rules", []) if isinstance(saved, dict) else []
@@ -56,15 +77,7 @@ class RuleTable:
         keep = [r for r in raws if isinstance(r, dict) and not _expired(r, now)]
         for r in keep:
             r["hits_base"] = r.get("hits", 0)
-        try:
-            self._load(keep)
-        except RuleRefused as e:
-            self.warn(f"{FILTER_RULES}: {e}; loading the rules one by one")
-            for r in keep:
-                try:
-                    self._load(self.rules + [r])
-                except RuleRefused as e2:
-                    self._refuse({"action": "add_rule", "rule": r}, f"restore: {e2}")
+        self._load_tolerant(keep, "restore")
         self._save()
         return len(self.rules)
 
@@ -83,7 +96,7 @@ class RuleTable:
             if len(left) == len(self.rules):
                 self.emit("rule", id=rid, result="not_found")
                 return
-            self._load(left)
+            self._load_tolerant(left, f"remove_rule {rid}")
             self.emit("rule", id=rid, result="removed")
             return
         rule = raw.get("rule")
@@ -95,10 +108,8 @@ class RuleTable:
             stored = parsed.to_json()
             stored.update(created_at=utc_now_iso(self.clock()), hits=0,
                           source=rule.get("source") or raw.get("source") or "manual")
-            ttl = rule.get("ttl_seconds")
+            ttl = parsed.extra.get("ttl_seconds")  # checked by parse_rule: 1 s to 10 years
             if ttl is not None:
-                if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
-                    raise RuleRefused(f"ttl_seconds must be a positive number, got {ttl!r}")
                 stored["expires_at"] = utc_now_iso(self.clock() + ttl)
             replaced = any(r["id"] == stored["id"] for r in self.rules)
             new = [stored if r["id"] == stored["id"] else r for r in self.rules]
@@ -111,8 +122,8 @@ class RuleTable:
         self.emit("rule", id=stored["id"], result="updated" if replaced else "applied", rule=stored)
 
     def _refuse(self, raw: Any, error: str) -> None:
-        self.warn(f"refused rule command {json.dumps(raw, ensure_ascii=False)[:200]}: {error}")
-        self.store.reject_command(raw, error, name=RULE_COMMANDS_REJECTED)
+        self.warn(f"refused rule command {jsonsafe.dumps_line(raw)}: {error}")
+        self.store.reject_command(raw, error, name=RULE_COMMANDS_REJECTED, ref=self.queue.current_ref)
         self.emit("rule_rejected", command=raw, error=error)
 
     # ------------------------------------------------------------ upkeep
@@ -120,7 +131,7 @@ class RuleTable:
         now = self.clock()
         due = [r for r in self.rules if _expired(r, now)]
         if due:
-            self._load([r for r in self.rules if not _expired(r, now)])
+            self._load_tolerant([r for r in self.rules if not _expired(r, now)], "expiry")
             for r in due:
                 self.emit("rule", id=r["id"], result="expired")
             self._save()

@@ -32,6 +32,7 @@ POLL_MS = 50            # ban commands are picked up within ~this
 COMMAND_RESCAN_S = 1.0  # re-read the queue even if its stat did not change
 STATUS_EVERY_S = 2.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+LOCK_WAIT_S = 2.0       # then back to the loop, and try again on the next pass
 
 
 def warn(msg: str) -> None:
@@ -61,7 +62,9 @@ class Loader:
     def __init__(self, opts: LoaderOptions, out=None):
         self.opts = opts
         self.events = EventWriter(out)
-        self.store = RecordsStore(opts.records, warn=warn)
+        self.store = RecordsStore(opts.records, warn=warn, lock_timeout=LOCK_WAIT_S)
+        self._records_lock = self.store.hold_loader_lock()  # one loader per records/; kept open
+        self.records_error: str | None = None  # why records/ is unusable right now (status)
         self.whitelist = WhitelistFile(opts.config, warn=warn)
         self.procs = ProcCache()
         self.monitor = ConnectionMonitor(opts.capture, opts.page_cnt, warn=warn)
@@ -143,9 +146,10 @@ class Loader:
             "programs": {**program_ids(self.monitor.bpf),
                          **program_ids(self.enforcer.bpf if self.enforcer else None)},
             "stats": self.stats(),
+            "records_error": self.records_error,
         }
         try:
-            self.store.write(LOADER_STATUS, status)
+            self.store.write(LOADER_STATUS, status, lock=False)  # ours alone: never stale
         except StoreError as e:
             warn(str(e))
 
@@ -183,10 +187,11 @@ class Loader:
             warn(f"kprobes unavailable: {self.monitor.fallback_reason}; "
                  "falling back to tracepoint sock:inet_sock_set_state")
         warn(f"capture mode: {mode}")
-        restored = self.bans.restore() if self.bans else 0
-        rules_restored = self.rules.restore() if self.rules else 0
+        restored = self._until_done(self.bans.restore) if self.bans else 0
+        rules_restored = self._until_done(self.rules.restore) if self.rules else 0
         for ip in o.bans:
-            self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
+            self._until_done(lambda ip=ip: self.bans.ban_now(
+                {"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"}))
         self.events.emit(
             "startup", capture_mode=mode, capture_fallback_reason=self.monitor.fallback_reason,
             interface=o.interface if self.enforcer else None,
@@ -203,6 +208,26 @@ class Loader:
         self._loop()
         return 0
 
+    def _records_trouble(self, e: Exception | None) -> None:
+        """records/ unusable (lock held, disk full...): say so once, keep the
+        loop and enforcement running, try again next pass; say when it is back."""
+        msg = None if e is None else f"records/ unusable, retrying: {e}"
+        if msg != self.records_error:
+            warn(msg or "records/ usable again")
+            self.records_error = msg
+            self.write_status(True)
+
+    def _until_done(self, fn):
+        while True:
+            try:
+                result = fn()
+                self._records_trouble(None)
+                return result
+            except StoreError as e:
+                self._records_trouble(e)
+                if self.stop_reason is not None:
+                    return 0
+
     def _loop(self) -> None:
         o = self.opts
         now = time.monotonic()
@@ -213,25 +238,29 @@ class Loader:
         while self.stop_reason is None:
             self.monitor.poll(POLL_MS)
             now = time.monotonic()
-            if self.bans:
-                rescan = now >= next_scan
-                if self.bans.commands_changed() or rescan:
-                    self.bans.process_commands()
-                self.bans.expire()
-            if self.rules:
-                if self.rules.queue.changed() or rescan:
-                    self.rules.process_commands()
-                self.rules.expire()
-                if rescan:
-                    next_scan = now + COMMAND_RESCAN_S
+            try:  # nothing in records/ may end the loop (and enforcement with it)
+                if self.bans:
+                    rescan = now >= next_scan
+                    if self.bans.commands_changed() or rescan:
+                        self.bans.process_commands()
+                    self.bans.expire()
+                if self.rules:
+                    if self.rules.queue.changed() or rescan:
+                        self.rules.process_commands()
+                    self.rules.expire()
+                    if rescan:
+                        next_scan = now + COMMAND_RESCAN_S
+                if self.bans and now >= next_status:
+                    self.bans.sync_counters()
+                    self.rules.sync_hits()
+                self._records_trouble(None)
+            except StoreError as e:
+                self._records_trouble(e)
             if self.flows and now >= next_flows:
                 for body in self.flows.sample():
                     self.events.emit("flow", **body)
                 next_flows = now + o.flow_interval
             if now >= next_status:
-                if self.bans:
-                    self.bans.sync_counters()
-                    self.rules.sync_hits()
                 self.write_status(True)
                 next_status = now + STATUS_EVERY_S
             if now >= next_stats:
