@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 from .. import dropdir, fsguard, jsonsafe
 from ..store import RecordsStore, StoreError
+from .cmdwatch import WriteCounter
 
 SETTLE_S = 0.3
 DROP_BATCH = 2000  # drop files per pass, so one pass never stalls the loop for long
@@ -78,6 +79,17 @@ class CommandQueue:
         self._bad_text: tuple[str, float] | None = None
         self._handled_unremoved: list = []  # handled, still in the file (removal deferred)
         self._own: tuple[int, str] | None = None  # (inode, text) of our last rewrite
+        self.own_writes = 0  # our rewrites of the file (cmdwatch counts them as sessions)
+        self.lost_reported = 0
+        self._lost_base: int | None = 0  # None: recounting after an overflow
+        self._last_sessions = 0
+        try:
+            self.watch: WriteCounter | None = WriteCounter(store.root, name)
+        except OSError:
+            self.watch = None  # no inotify: losses go undetected, nothing else changes
+        st = store.stat(name)
+        if st is not None:  # written before we watched: its values are no session of ours
+            self._own = (st.st_ino, store.read_text(name) or "")
 
     def _stat_sig(self) -> tuple | None:
         st = self.store.stat(self.name)
@@ -110,7 +122,37 @@ class CommandQueue:
     def process(self) -> int:
         """Handle what is queued; returns how many commands were handled."""
         with self.store.locked():
-            return self._process_file() + self._process_drop_dir()
+            sessions = self.watch.drain() if self.watch else None  # before reading: see cmdwatch
+            n = self._process_file() + self._process_drop_dir()
+            if sessions is not None:
+                self._report_lost(sessions)
+            return n
+
+    def _report_lost(self, sessions: int) -> None:
+        """Report writes replaced before we read them (cmdwatch): at least
+        this many were lost; never more than were."""
+        if self._bad_text is not None:
+            return  # a write not parsed yet (it may still be settling) is not lost
+        balance = sessions - self.own_writes - self.values_seen
+        quiet, self._last_sessions = sessions == self._last_sessions, sessions
+        if self.watch.overflowed:  # the kernel dropped events: the count is off from here
+            self.watch.overflowed = False
+            self._lost_base = None
+            self.refuse({"file": self.name}, f"{self.name} was written too often to count the "
+                        f"writes, so some may be lost; append with >> or queue in {self.drop_name}/")
+        if self._lost_base is None:
+            if not quiet or self._handled_unremoved:
+                return
+            # Nothing written since the last look: every session is counted
+            # and every value read, so the balance is exact; count from it.
+            self._lost_base, self.lost_reported = balance, 0
+        lost = balance - self._lost_base
+        if lost > self.lost_reported:
+            new, self.lost_reported = lost - self.lost_reported, lost
+            self.refuse({"file": self.name, "lost_writes": new},
+                        f"{new} write(s) to {self.name} were replaced by a later write before "
+                        f"the loader read them, so their commands are lost; append with >> "
+                        f"or queue in {self.drop_name}/")
 
     # ------------------------------------------------------------ the command file
     def _process_file(self) -> int:
@@ -119,6 +161,7 @@ class CommandQueue:
         except fsguard.UnsafePath as e:
             # A link, a directory, a file others may write or too big: keep it aside, once.
             aside = self.store.set_aside(self.name)
+            self.values_seen += 1  # the write that made it so was seen, not lost
             self.refuse({"file": aside.name}, f"{self.name}: {e}")
             return 1
         text = None if data is None else data.decode("utf-8", "replace")
@@ -152,6 +195,17 @@ class CommandQueue:
         self.values_seen += max(0, len(jsonsafe.loads_many(text)) - own)
         self._own = (st.st_ino, text)  # seen: a later look counts only what is added
 
+    def _read_own(self, written: list) -> tuple[int, str] | None:
+        """(inode, text) of the rewrite just made, unless someone already
+        replaced its content (then all of it is theirs, to be counted)."""
+        st = self.store.stat(self.name)
+        text = self.store.read_text(self.name) or ""
+        try:
+            ours = st is not None and parse_commands(text) == written
+        except jsonsafe.JsonRefused:
+            ours = False
+        return (st.st_ino, text) if ours else None
+
     def _bad_file(self, text: str, error: str) -> int:
         now = time.monotonic()
         if self._bad_text is None or self._bad_text[0] != text:
@@ -184,17 +238,19 @@ class CommandQueue:
                 current = None
             if current is None:
                 return  # empty or half-written: someone is writing; keep the handled list
+            self._count_values(text, before)  # a write since our read stays queued: count it
             left = _without(current, self._handled_unremoved)
             self.store.write(self.name, left)
-            st = self.store.stat(self.name)
-            self._own = (st.st_ino, self.store.read_text(self.name) or "") if st else None
+            self.own_writes += 1
+            self._own = self._read_own(left)
             self._handled_unremoved = []
-            self._recover_late_write(fd, before, current)
+            self._recover_late_write(fd, before, current, len(jsonsafe.loads_many(text)))
         finally:
             os.close(fd)
             self._sig = self._stat_sig()
 
-    def _recover_late_write(self, fd: int, before: os.stat_result, seen: list) -> None:
+    def _recover_late_write(self, fd: int, before: os.stat_result, seen: list,
+                            values_before: int) -> None:
         """A writer that opened the file before our replace writes into the
         old inode: put what it wrote back into the queue."""
         deadline = time.monotonic() + SETTLE_S
@@ -218,6 +274,8 @@ class CommandQueue:
         if extra:
             self.store.update(self.name, lambda cur: (cur if isinstance(cur, list) else []) + extra,
                               default=[])
+            self.own_writes += 1
+        self.values_seen += max(0, len(jsonsafe.loads_many(text)) - values_before)  # late sessions
 
     # ------------------------------------------------------------ the drop directory
     def _process_drop_dir(self) -> int:
