@@ -166,3 +166,20 @@ def read_capped(path: Path, max_bytes: int, *,
         return data, st
     finally:
         os.close(fd)
+
+
+def secret_file_ok(path: str | os.PathLike, warn) -> bool:
+    """Whether to read a secrets file (.env): no when missing, when other
+    users can write it (they would choose our API endpoints and keys) or, as
+    root, when another user owns it; a warning when others can read it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if st.st_mode & stat.S_IWOTH or (os.geteuid() == 0 and st.st_uid != 0):
+        warn(f"ignoring {path}: other users can change it; fix: chown root {path} && "
+             f"chmod 600 {path}")
+        return False
+    if st.st_mode & stat.S_IROTH:
+        warn(f"{path} is readable by every user (API keys); fix: chmod 600 {path}")
+    return True

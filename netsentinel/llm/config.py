@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import threading
 from typing import Any
 from urllib.parse import urlparse
 
+from .. import fsguard
 from ..paths import PROJECT_ROOT
 from ..store import LLM_CONFIG, CorruptFile, RecordsStore, StoreError, utc_now_iso
 
@@ -250,8 +252,9 @@ def load_env() -> None:
         except ImportError:  # the analyzer still runs on rules without it
             _ENV_LOADED = True
             return
-        load_dotenv(PROJECT_ROOT / ".env", override=False)
-        load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
+        for env in (PROJECT_ROOT / ".env", os.path.join(os.getcwd(), ".env")):
+            if fsguard.secret_file_ok(env, lambda m: print(f"netsentinel: {m}", file=sys.stderr)):
+                load_dotenv(env, override=False)
         _ENV_LOADED = True
 
 
