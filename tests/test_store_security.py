@@ -45,7 +45,7 @@ def _make_user(*groups: str) -> str:
 def stranger():
     name = _make_user()
     yield name
-    subprocess.run(["userdel", name], check=False)
+    _remove_user(name)
 
 
 @pytest.fixture
@@ -53,7 +53,12 @@ def member():
     _ensure_group()
     name = _make_user(fsguard.COMMAND_GROUP)
     yield name
-    subprocess.run(["userdel", name], check=False)
+    _remove_user(name)
+
+
+def _remove_user(name: str) -> None:
+    wait_until(lambda: subprocess.run(["userdel", name], capture_output=True).returncode == 0,
+               timeout=10, what=f"userdel {name}")
 
 
 @pytest.fixture
@@ -68,9 +73,15 @@ def shared():
 def as_user(user: str, code: str, *args: str, wait: bool = True):
     cmd = ["runuser", "-u", user, "--", sys.executable, "-c", code, *args]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    if not wait:
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd="/")
+    if not wait:  # its own session, so stop() can end runuser and the child together
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd="/",
+                                start_new_session=True)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd="/", timeout=60)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, 9)
+    proc.wait()
 
 
 TRY_LOCK = """
@@ -143,8 +154,7 @@ def test_lock_file_others_could_open_is_replaced_and_its_holder_powerless(shared
         assert any("replaced lock file" in w for w in warnings), warnings
         assert stat.S_IMODE(os.stat(lock).st_mode) == 0o600
     finally:
-        holder.kill()
-        holder.wait()
+        stop(holder)
 
 
 @pytest.mark.parametrize("how, fix", [("chmod", "chmod o-w"), ("chown", "chown root:root"),
