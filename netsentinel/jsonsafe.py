@@ -127,6 +127,15 @@ def loads_many(data: str | bytes, *, max_bytes: int = MAX_BYTES,
     return values
 
 
+def loads_commands(data: str | bytes) -> list:
+    """Every command in a command file: each JSON value is a command or a
+    list of them (what `>>` appends leave: '[]\n[{...}]\n{...}')."""
+    out: list = []
+    for value in loads_many(data):
+        out.extend(value if isinstance(value, list) else [value])
+    return out
+
+
 def dumps_line(value: Any, limit: int = 200) -> str:
     """A short one-line rendering for messages (never raises)."""
     try:

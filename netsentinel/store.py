@@ -307,16 +307,15 @@ class RecordsStore(RecordsLock):
                 raise StoreError(f"cannot queue the command: {e}") from None
             return cmd
 
-        def add(cur: Any) -> list:
-            if not isinstance(cur, list):
-                # A hand-written object where a list belongs: keep it aside, start a list.
-                self.set_aside(name)
-                self.warn(f"{name} was not a JSON list; set aside")
+        with self.locked():
+            try:  # the loader's reading: `>>` appends leave several values
+                cur = jsonsafe.loads_commands(self.read_text(name) or "")
+            except jsonsafe.JsonRefused as e:
+                # Not commands: keep it aside for its author, start afresh.
+                aside = self.set_aside(name)
+                self.warn(f"{name}: {e}; set aside as {aside.name}")
                 cur = []
-            cur.append(cmd)
-            return cur
-
-        self.update(name, add, default=[])
+            self.write(name, cur + [cmd])
         return cmd
 
     def reject_command(self, command: Any, error: str, *, source: str = "loader",

@@ -336,14 +336,15 @@ def test_append_command_stamps_and_appends(records):
     assert c2["requested_at"] == "2026-01-01T00:00:00.000000Z"
 
 
-def test_append_command_on_a_non_list_file_sets_it_aside(records):
-    original = '{"action": "ban", "ip": "198.51.100.7"}\n'
-    records.path(BAN_COMMANDS).write_text(original)
+def test_append_command_keeps_hand_written_commands_as_the_loader_reads_them(records):
+    """One object without brackets, and values appended with >>: all commands
+    to the loader, so all kept (they used to be set aside, i.e. dropped)."""
+    records.path(BAN_COMMANDS).write_text('{"action": "ban", "ip": "198.51.100.7"}\n'
+                                          '[{"action": "ban", "ip": "198.51.100.8"}]\n')
     cmd = records.append_command({"action": "ban", "ip": "203.0.113.2"})
-    assert records.read(BAN_COMMANDS) == [cmd]
-    [aside] = asides(records, BAN_COMMANDS)
-    assert aside.read_text() == original
-    assert any("not a JSON list" in w for w in records.warnings)
+    assert [c["ip"] for c in records.read(BAN_COMMANDS)] == ["198.51.100.7", "198.51.100.8",
+                                                             "203.0.113.2"]
+    assert cmd["ip"] == "203.0.113.2" and not asides(records, BAN_COMMANDS)
 
 
 def test_append_command_on_broken_json_sets_it_aside(records):

@@ -55,15 +55,6 @@ def _without(items: list, remove: list) -> list:
     return left
 
 
-def parse_commands(data: str | bytes) -> list:
-    """Every command in a text: each JSON value is a command or a list of
-    them. Raises jsonsafe.JsonRefused."""
-    out: list = []
-    for value in jsonsafe.loads_many(data):
-        out.extend(value if isinstance(value, list) else [value])
-    return out
-
-
 class CommandQueue:
     def __init__(self, store: RecordsStore, name: str, handle: Callable[[Any], None],
                  refuse: Callable[[Any, str], None], commit: Callable[[], None]):
@@ -169,7 +160,7 @@ class CommandQueue:
             self._bad_text = None
             return 0
         try:
-            queued = parse_commands(text)
+            queued = jsonsafe.loads_commands(text)
         except jsonsafe.JsonRefused as e:
             return self._bad_file(text, str(e))
         self._bad_text = None
@@ -201,7 +192,7 @@ class CommandQueue:
         st = self.store.stat(self.name)
         text = self.store.read_text(self.name) or ""
         try:
-            ours = st is not None and parse_commands(text) == written
+            ours = st is not None and jsonsafe.loads_commands(text) == written
         except jsonsafe.JsonRefused:
             ours = False
         return (st.st_ino, text) if ours else None
@@ -233,7 +224,7 @@ class CommandQueue:
             before = os.fstat(fd)
             text = os.read(fd, min(before.st_size, jsonsafe.MAX_BYTES) + 1).decode("utf-8", "replace")
             try:
-                current = parse_commands(text) if text.strip() else None
+                current = jsonsafe.loads_commands(text) if text.strip() else None
             except jsonsafe.JsonRefused:
                 current = None
             if current is None:
@@ -266,7 +257,7 @@ class CommandQueue:
         os.lseek(fd, 0, os.SEEK_SET)
         text = os.read(fd, min(st.st_size, jsonsafe.MAX_BYTES) + 1).decode("utf-8", "replace")
         try:
-            late = parse_commands(text)
+            late = jsonsafe.loads_commands(text)
         except jsonsafe.JsonRefused as e:
             self.refuse({"raw": text[:4096]}, f"{self.name}: a late write was refused: {e}")
             return
@@ -298,7 +289,7 @@ class CommandQueue:
             if data is None:  # gone meanwhile
                 continue
             try:
-                commands = parse_commands(data)
+                commands = jsonsafe.loads_commands(data)
             except jsonsafe.JsonRefused as e:
                 self.current_ref = f"{where}:{st.st_ino}:{st.st_mtime_ns}"
                 self.refuse({"raw": data[:4096].decode("utf-8", "replace"), "file": where},
