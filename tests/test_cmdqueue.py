@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from netsentinel import dropdir
+from poison import BAN, POISON_RULES, UNPARSEABLE_BANS
 from netsentinel.loader.cmdqueue import CommandQueue
 from netsentinel.store import RecordsStore
 from netsentinel.testing.lab import wait_until
@@ -113,19 +114,13 @@ def rejected(tmp_path, name="ban_commands.rejected.json"):
     return json.loads(p.read_text()) if p.exists() else []
 
 
-def settle(q, pred):
-    wait_until(lambda: (q.process(), pred())[1], timeout=10, what="queue to settle")
+def settle(q, pred, timeout=60):
+    wait_until(lambda: (q.process(), pred())[1], timeout=timeout, what="queue to settle")
 
 
-POISON = [
-    '[{"action": "ban", "ip": "203.0.113.9", "ttl_seconds": NaN}]',
-    '[{"action": "ban", "ip": "203.0.113.9", "ttl_seconds": Infinity}]',
-    '[{"action": "ban", "ip": "203.0.113.9", "ttl_seconds": 1e400}]',
-    "[" * 100_000 + "]" * 100_000,
-    '[{"action": "ban", "ip": "203.0.113.9", "reason": "\\ud800"}]',
-    '[{"action": "ban", "ip": "\\ud800"}]',
-    '[{"action": "add_rule", "rule": {"id": "\\ud800", "action": "drop"}}]',
-    '[{"action": "ban", "ip": "203.0.113.9", "reason": "' + "x" * 5_000_000 + '"}]',
+POISON = UNPARSEABLE_BANS + [
+    POISON_RULES[4],
+    BAN % ('"reason": "' + "x" * 5_000_000 + '"'),  # over the 4 MB a command file may be
 ]
 
 

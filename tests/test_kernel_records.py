@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
-                    LoaderProc, ban_event, kernel_test_skip_reason, read_json, validate, wait_until,
+                    LoaderProc, LoaderStarter, ban_event, kernel_test_skip_reason, read_json, validate, wait_until,
                     write_commands)
 from netsentinel import dropdir
+from netsentinel.loader.bantable import PROTECTED_TTL_S  # how long the host's addresses are cached
+from poison import INVALID_BANS, POISON_RULES, UNPARSEABLE_BANS
 
 SKIP = kernel_test_skip_reason() or (None if shutil.which("useradd") else "useradd is missing")
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
@@ -42,18 +44,8 @@ def records():
 
 @pytest.fixture
 def fresh(lab, records):
-    started = []
-
-    def start(*extra, **kw):
-        lp = LoaderProc(lab, records, records.parent / "filter_config.json", *extra, **kw)
-        started.append(lp)
-        validate(lp.wait_started())
-        return lp
-    yield start
-    for lp in started:
-        if lp.proc.poll() is None:
-            lp.stop()
-    assert not lab.xdp_attached()
+    with LoaderStarter(lab, records, records.parent / "filter_config.json") as start:
+        yield start
 
 
 @pytest.fixture
@@ -83,28 +75,7 @@ def rejected(records: Path, name="ban_commands.rejected.json") -> list:
 
 # ----------------------------------------------------------------- poison
 
-POISON_BANS = [
-    '[{"action": "ban", "ip": "203.0.113.9", "ttl_seconds": NaN}]',
-    '[{"action": "ban", "ip": "203.0.113.9", "ttl_seconds": Infinity}]',
-    '[{"action": "ban", "ip": "203.0.113.9", "ttl_seconds": 1e12}]',
-    '[{"action": "ban", "ip": "203.0.113.9", "ttl_seconds": 0.5}]',
-    "[" * 100_000 + "]" * 100_000,
-    '[{"action": "ban", "ip": "203.0.113.9", "reason": "\\ud800"}]',
-    '[{"action": "ban", "ip": "\\ud800"}]',
-    '[{"action": "ban", "ip": ["203.0.113.9"], "reason": {"a": [1]}}]',
-    '[{"action": "ban", "ip": "203.0.113.9", "reason": "' + "x" * 100_000 + '"}]',
-]
-POISON_RULES = [
-    '[{"action": "add_rule", "rule": {"id": "p1", "action": "drop", "proto": "udp", "sport": 9, '
-    '"ttl_seconds": NaN}}]',
-    '[{"action": "add_rule", "rule": {"id": "p2", "action": "drop", "proto": "udp", "sport": 9, '
-    '"ttl_seconds": Infinity}}]',
-    '[{"action": "add_rule", "rule": {"id": "p3", "action": "drop", "proto": "udp", "sport": 9, '
-    '"ttl_seconds": 1e12}}]',
-    "[" * 100_000 + "]" * 100_000,
-    '[{"action": "add_rule", "rule": {"id": "\\ud800", "action": "drop"}}]',
-    '[{"action": "add_rule", "rule": {"id": "p4", "action": "drop", "proto": ["udp"]}}]',
-]
+POISON_BANS = UNPARSEABLE_BANS + INVALID_BANS
 
 
 def test_poison_commands_are_refused_once_and_enforcement_goes_on(lab, fresh, records):
@@ -130,6 +101,33 @@ def test_poison_commands_are_refused_once_and_enforcement_goes_on(lab, fresh, re
     write_commands(records, [{"action": "ban", "ip": lab.peer4b}])
     ban_event(lp2, lab.peer4b)
     assert {n: len(rejected(records, f"{n}.rejected.json")) for n in counts} == counts
+
+
+def test_rule_expiring_after_the_host_gained_a_covered_address_does_not_crash(lab, fresh,
+                                                                              records):
+    """Rule a drops everything from a prefix; rule b expires. Meanwhile the
+    host took an address in a's prefix, so the set without b is refused as a
+    whole: b must still go, a is refused with the reason, the loader lives."""
+    net = lab_addresses(lab, 251)[250].rsplit(".", 1)[0]  # a /24 of ours the lab does not use
+    prefix, own = f"{net}.0/24", f"{net}.7"
+    lp = fresh()
+    (records / "rule_commands.json").write_text(json.dumps([
+        {"action": "add_rule", "rule": {"id": "a", "action": "drop", "src": prefix}},
+        {"action": "add_rule", "rule": {"id": "b", "action": "drop", "proto": "udp", "sport": 9,
+                                        "ttl_seconds": PROTECTED_TTL_S + 3}}]))
+    for rid in ("a", "b"):
+        lp.wait_for(lambda e: e["type"] == "rule" and e.get("id") == rid, 10, f"rule {rid}")
+    lab.ns_exec(lab.dut, "ip", "addr", "add", f"{own}/32", "dev", lab.dut_if, check=True)
+    try:
+        lp.wait_for(lambda e: e["type"] == "rule" and e.get("id") == "b"
+                    and e.get("result") == "expired", 20, "rule b expired")
+        (entry,) = rejected(records, "rule_commands.rejected.json")
+        assert entry["command"]["rule"]["id"] == "a" and own in entry["error"]
+        wait_until(lambda: read_json(records / "filter_rules.json")["rules"] == [], 5,
+                   what="filter_rules.json saved without a and b")
+        assert lp.proc.poll() is None
+    finally:
+        lab.ns_exec(lab.dut, "ip", "addr", "del", f"{own}/32", "dev", lab.dut_if)
 
 
 # ----------------------------------------------------------------- locks
@@ -219,13 +217,35 @@ def test_lock_held_past_the_wait_is_reported_and_the_loader_goes_on(lab, fresh, 
     assert any("records/ usable again" in ln for ln in lp.stderr_lines)
 
 
+APPEND = """
+import sys
+from netsentinel.store import RecordsStore
+store = RecordsStore(sys.argv[1], lock_timeout=600)  # 50 writers on 2 busy cores queue up
+for ip in sys.argv[2:]:
+    store.append_command({"action": "ban", "ip": ip, "source": "writer"})
+"""
+
+
+def test_fifty_writers_through_the_store_api_all_applied_loader_alive(lab, fresh, records):
+    """What killed the loader once in two runs (its lock timed out)."""
+    lp = fresh()
+    ips = lab_addresses(lab, 10_000)
+    writers = [subprocess.Popen([sys.executable, "-c", APPEND, str(records),
+                                 *ips[w * 200:(w + 1) * 200]]) for w in range(50)]
+    for w in writers:
+        assert w.wait(timeout=600) == 0
+    wait_until(lambda: len(_banned(records)) >= 10_000, 300, interval=0.5, what="10,000 bans")
+    assert set(_banned(records)) == set(ips) and rejected(records) == []
+    assert lp.proc.poll() is None
+
+
 def test_second_loader_on_the_same_records_is_refused_with_the_first_pid(lab, fresh, records):
     lp = fresh()
     second = LoaderProc(lab, records, records.parent / "filter_config.json", "--no-xdp", echo=False)
     assert second.proc.wait(timeout=60) != 0
     wait_until(lambda: second.stderr_lines, 5, what="the second loader's message")
     msg = " ".join(second.stderr_lines)
-    assert f"another loader (pid {lp.proc.pid})" in msg or "another loader (pid" in msg, msg
+    assert f"another loader (pid {lp.proc.pid})" in msg, msg  # ip netns exec execs: same pid
     assert lp.proc.poll() is None
 
 

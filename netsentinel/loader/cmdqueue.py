@@ -32,8 +32,10 @@ or a list, is consumed in mtime order and then removed. Nothing can be lost.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections import Counter
 from typing import Any, Callable
 
 from .. import dropdir, fsguard, jsonsafe
@@ -42,6 +44,10 @@ from .cmdwatch import WriteCounter
 
 SETTLE_S = 0.3
 DROP_BATCH = 2000  # drop files per pass, so one pass never stalls the loop for long
+
+
+def _keys(commands: list) -> Counter:
+    return Counter(json.dumps(c, sort_keys=True) for c in commands)
 
 
 def _without(items: list, remove: list) -> list:
@@ -65,11 +71,11 @@ class CommandQueue:
         self.refuse = refuse
         self.commit = commit  # persists what handle() changed, before the queue shrinks
         self.current_ref: str | None = None  # the command being handled, for refusals
-        self.values_seen = 0  # JSON values read from the command file (cmdwatch's count)
+        self.new_seen = 0  # commands that appeared in the file since we looked (cmdwatch)
         self._sig: tuple | None = None
         self._bad_text: tuple[str, float] | None = None
         self._handled_unremoved: list = []  # handled, still in the file (removal deferred)
-        self._own: tuple[int, str] | None = None  # (inode, text) of our last rewrite
+        self._known: Counter = Counter()  # the file's commands as we last knew them
         self.own_writes = 0  # our rewrites of the file (cmdwatch counts them as sessions)
         self.lost_reported = 0
         self._lost_base: int | None = 0  # None: recounting after an overflow
@@ -78,9 +84,10 @@ class CommandQueue:
             self.watch: WriteCounter | None = WriteCounter(store.root, name)
         except OSError:
             self.watch = None  # no inotify: losses go undetected, nothing else changes
-        st = store.stat(name)
-        if st is not None:  # written before we watched: its values are no session of ours
-            self._own = (st.st_ino, store.read_text(name) or "")
+        try:  # written before we watched: no session we counted
+            self._known = _keys(jsonsafe.loads_commands(store.read_text(name) or ""))
+        except (jsonsafe.JsonRefused, StoreError):
+            pass
 
     def _stat_sig(self) -> tuple | None:
         st = self.store.stat(self.name)
@@ -124,7 +131,7 @@ class CommandQueue:
         this many were lost; never more than were."""
         if self._bad_text is not None:
             return  # a write not parsed yet (it may still be settling) is not lost
-        balance = sessions - self.own_writes - self.values_seen
+        balance = sessions - self.own_writes - self.new_seen
         quiet, self._last_sessions = sessions == self._last_sessions, sessions
         if self.watch.overflowed:  # the kernel dropped events: the count is off from here
             self.watch.overflowed = False
@@ -135,7 +142,7 @@ class CommandQueue:
             if not quiet or self._handled_unremoved:
                 return
             # Nothing written since the last look: every session is counted
-            # and every value read, so the balance is exact; count from it.
+            # and every command seen, so count from here.
             self._lost_base, self.lost_reported = balance, 0
         lost = balance - self._lost_base
         if lost > self.lost_reported:
@@ -152,7 +159,7 @@ class CommandQueue:
         except fsguard.UnsafePath as e:
             # A link, a directory, a file others may write or too big: keep it aside, once.
             aside = self.store.set_aside(self.name)
-            self.values_seen += 1  # the write that made it so was seen, not lost
+            self._saw_unreadable()
             self.refuse({"file": aside.name}, f"{self.name}: {e}")
             return 1
         text = None if data is None else data.decode("utf-8", "replace")
@@ -164,7 +171,7 @@ class CommandQueue:
         except jsonsafe.JsonRefused as e:
             return self._bad_file(text, str(e))
         self._bad_text = None
-        self._count_values(text, st)
+        self._count_new(queued)
         fresh = _without(queued, self._handled_unremoved)
         base = len(queued) - len(fresh)
         for i, raw in enumerate(fresh):
@@ -178,24 +185,16 @@ class CommandQueue:
             self._remove_handled()
         return len(fresh)
 
-    def _count_values(self, text: str, st: os.stat_result) -> None:
-        """Count the JSON values people wrote since the last look (not our own rewrite)."""
-        own = 0
-        if self._own is not None and self._own[0] == st.st_ino and text.startswith(self._own[1]):
-            own = len(jsonsafe.loads_many(self._own[1]))
-        self.values_seen += max(0, len(jsonsafe.loads_many(text)) - own)
-        self._own = (st.st_ino, text)  # seen: a later look counts only what is added
+    def _count_new(self, commands: list) -> None:
+        """Every write session (a person's `>`/`>>`, a tool's replace) adds at
+        least one command: count those not in the file when we last looked."""
+        now = _keys(commands)
+        self.new_seen += sum((now - self._known).values())
+        self._known = now
 
-    def _read_own(self, written: list) -> tuple[int, str] | None:
-        """(inode, text) of the rewrite just made, unless someone already
-        replaced its content (then all of it is theirs, to be counted)."""
-        st = self.store.stat(self.name)
-        text = self.store.read_text(self.name) or ""
-        try:
-            ours = st is not None and jsonsafe.loads_commands(text) == written
-        except jsonsafe.JsonRefused:
-            ours = False
-        return (st.st_ino, text) if ours else None
+    def _saw_unreadable(self) -> None:
+        self.new_seen += 1  # the write that made the file so was seen, not lost
+        self._known = Counter()
 
     def _bad_file(self, text: str, error: str) -> int:
         now = time.monotonic()
@@ -207,7 +206,7 @@ class CommandQueue:
         self._bad_text = None
         self._handled_unremoved = []
         aside = self.store.set_aside(self.name)
-        self.values_seen += 1
+        self._saw_unreadable()
         self.refuse({"raw": text[:4096], "file": aside.name}, f"{self.name}: {error}")
         return 1
 
@@ -229,19 +228,18 @@ class CommandQueue:
                 current = None
             if current is None:
                 return  # empty or half-written: someone is writing; keep the handled list
-            self._count_values(text, before)  # a write since our read stays queued: count it
+            self._count_new(current)  # a write since our read stays queued: count it
             left = _without(current, self._handled_unremoved)
             self.store.write(self.name, left)
             self.own_writes += 1
-            self._own = self._read_own(left)
+            self._known = _keys(left)
             self._handled_unremoved = []
-            self._recover_late_write(fd, before, current, len(jsonsafe.loads_many(text)))
+            self._recover_late_write(fd, before, current)
         finally:
             os.close(fd)
             self._sig = self._stat_sig()
 
-    def _recover_late_write(self, fd: int, before: os.stat_result, seen: list,
-                            values_before: int) -> None:
+    def _recover_late_write(self, fd: int, before: os.stat_result, seen: list) -> None:
         """A writer that opened the file before our replace writes into the
         old inode: put what it wrote back into the queue."""
         deadline = time.monotonic() + SETTLE_S
@@ -259,14 +257,14 @@ class CommandQueue:
         try:
             late = jsonsafe.loads_commands(text)
         except jsonsafe.JsonRefused as e:
+            self.new_seen += 1  # that write was seen (and refused), not lost
             self.refuse({"raw": text[:4096]}, f"{self.name}: a late write was refused: {e}")
             return
         extra = _without(late, seen)
         if extra:
             self.store.update(self.name, lambda cur: (cur if isinstance(cur, list) else []) + extra,
                               default=[])
-            self.own_writes += 1
-        self.values_seen += max(0, len(jsonsafe.loads_many(text)) - values_before)  # late sessions
+            self.own_writes += 1  # (the next look counts the extra commands as new)
 
     # ------------------------------------------------------------ the drop directory
     def _process_drop_dir(self) -> int:

@@ -5,12 +5,13 @@ place, without any lock; when a second such write comes before the loader has
 read the first, the first is gone. That cannot be prevented for a plain file
 people write with `>`, so it is detected: inotify reports every write
 session that ends (IN_CLOSE_WRITE: one `>` or `>>`) and every file renamed
-onto the name (IN_MOVED_TO: a tool's atomic replace, an editor's save). Each
-session normally leaves one JSON value; CommandQueue counts the values it
-reads. Sessions minus values read (minus the loader's own rewrites) is the
-number of writes lost. Sessions are counted before each read, so a write that
-lands during the read can only make the count low for a moment, never high:
-what is reported was lost.
+onto the name (IN_MOVED_TO: a tool's atomic replace under the lock, an
+editor's save). Each session adds at least one command; CommandQueue counts
+the commands that appear between two looks. Sessions minus new commands
+(minus the loader's own rewrites) is the number of writes lost. Sessions are
+counted before each read, so a write that lands during the read can only
+make the count low for a moment, and a session writing several commands
+makes it low for good: what is reported was lost, and perhaps more was.
 """
 
 from __future__ import annotations
