@@ -46,7 +46,10 @@ def command_gid() -> int:
 
 
 def _trusted_owner(uid: int) -> bool:
-    return uid == 0 or uid == os.geteuid()
+    """root, us, or (run through sudo) the person who ran sudo: they are root
+    already, so a checkout they own may hold records/."""
+    sudo_uid = os.environ.get("SUDO_UID", "") if os.geteuid() == 0 else ""
+    return uid == 0 or uid == os.geteuid() or (sudo_uid.isdigit() and uid == int(sudo_uid))
 
 
 def check_dir(path: Path, *, group_ok: bool = False) -> None:
@@ -120,7 +123,7 @@ def open_lock(path: Path) -> tuple[int, str | None]:
                              "ban_commands.d/)") from e
         raise
     st = os.fstat(fd)
-    if stat.S_IMODE(st.st_mode) == LOCK_MODE and _trusted_owner(st.st_uid) and st.st_nlink == 1:
+    if stat.S_IMODE(st.st_mode) == LOCK_MODE and st.st_uid == os.geteuid() and st.st_nlink == 1:
         return fd, None
     os.close(fd)
     tfd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".new", dir=path.parent)

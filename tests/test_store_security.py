@@ -7,6 +7,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -173,6 +174,18 @@ def test_records_directory_another_user_could_write_is_refused(shared, stranger,
     with pytest.raises(StoreError) as exc:
         RecordsStore(rec)
     assert fix in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_checkout_owned_by_the_person_running_sudo_is_accepted(shared, stranger, monkeypatch):
+    """`sudo make run` from your own checkout: records/ is root's, the folder
+    above it yours; you are root already, so that is fine (anyone else is not)."""
+    (shared / "checkout").mkdir()
+    shutil.chown(shared / "checkout", stranger)
+    monkeypatch.setenv("SUDO_UID", str(pwd.getpwnam(stranger).pw_uid))
+    RecordsStore(shared / "checkout" / "records").write("x.json", [])
+    monkeypatch.setenv("SUDO_UID", "0")
+    with pytest.raises(StoreError, match="chown root:root"):
+        RecordsStore(shared / "checkout" / "records")
 
 
 def test_modes_and_owners_are_exact_whatever_the_umask(tmp_path):
