@@ -38,6 +38,7 @@ class WriteCounter:
     """Write sessions ended on one file name, counted from a directory watch."""
 
     def __init__(self, directory: str | os.PathLike, name: str):
+        self.fd = -1
         self.name = os.fsencode(name)
         self.sessions = 0
         self.overflowed = False
@@ -72,3 +73,7 @@ class WriteCounter:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    # inotify instances are limited per user (128 by default): give ours back
+    # as soon as its queue is gone.
+    __del__ = close
