@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from .abi import FAMILY_V4, FAMILY_V6, MAX_RULES, PROTOS, RULE_ACTION, TCP_FLAGS
 from .addresses import AddressError, Network, canonical, parse_target
 from .errors import NetSentinelError
+from .bancheck import MAX_REASON_CHARS, parse_ttl
 from .netinfo import Protected
 
 # The ICMP flavours imply an address family.
@@ -149,6 +150,15 @@ def parse_rule(raw: object) -> FilterRule:
     if src is not None and proto in PROTO_FAMILY and src.version != PROTO_FAMILY[proto]:
         raise RuleRefused(f"proto {proto_raw} does not fit an IPv{src.version} source")
     extra = {k: raw[k] for k in ("reason", "source", "ttl_seconds", "proposal_id") if k in raw}
+    for name, limit in (("reason", MAX_REASON_CHARS), ("source", 128), ("proposal_id", 128)):
+        value = extra.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise RuleRefused(f"{name} must be a string of at most {limit} characters")
+    if "ttl_seconds" in extra:
+        try:
+            extra["ttl_seconds"] = parse_ttl(extra["ttl_seconds"])
+        except ValueError as e:
+            raise RuleRefused(str(e)) from None
     return FilterRule(rid, action, src, proto, sport, dport, mask, val, icmp, extra)
 
 

@@ -9,12 +9,16 @@ name into a path inside whichever records/ directory a process was given.
 from __future__ import annotations
 
 LOCK_NAME = ".lock"  # flock'ed by every writer for read-modify-write cycles
+LOADER_LOCK_NAME = ".loader.lock"  # held by the one loader of a records directory
 
 # Commands for the loader, and the ones it refused.
 BAN_COMMANDS = "ban_commands.json"  # list of {action, ip, reason?, ttl_seconds?, ...}
 BAN_COMMANDS_REJECTED = "ban_commands.rejected.json"  # list of {command, error, rejected_at, by}
 RULE_COMMANDS = "rule_commands.json"  # list of {action: add_rule|remove_rule, rule?, id?}
 RULE_COMMANDS_REJECTED = "rule_commands.rejected.json"
+COMMAND_FILES = (BAN_COMMANDS, RULE_COMMANDS)  # root:netsentinel 0660 (fsguard)
+# Append-only drop directories beside them: one file per command (netsentinel/dropdir.py).
+DROP_DIRS = tuple(name.rsplit(".json", 1)[0] + ".d" for name in COMMAND_FILES)
 
 # What the loader enforces (written by the loader only).
 BANNED_IPS = "banned_ips.json"  # {cidr: {reason, source, banned_at, expires_at, drops, last_drop_at}}

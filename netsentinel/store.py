@@ -9,76 +9,51 @@ Guarantees:
 - Read-modify-write cycles run under one advisory lock file
   (records/.lock, flock), shared by every writer, with a timeout. flock is
   released by the kernel when a process dies, so a crashed writer never
-  leaves a stale lock behind.
+  leaves a stale lock behind. The lock file is root 0600 (fsguard): flock
+  works on any descriptor, so a lock others could open would let them stall
+  every writer. Processes that cannot open it (the netsentinel group) queue
+  commands in the drop directories instead (dropdir).
 - A file that does not parse is set aside as NAME.corrupt-<UTC time> and
   reported; it is never overwritten.
 - Symlinks are not followed (the directory may be writable by a person; we
   run as root): reading or writing through a link is refused.
-- Files are created 0644 and the directory 0755: never world-writable.
+- Modes and owners are exact whatever the umask (fsguard): files root
+  0644, command files root:netsentinel 0660, the directory 0755; a records
+  directory other users can write, or (as root) one another user owns, is
+  refused with the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import stat
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from .errors import NetSentinelError
-from .records import BAN_COMMANDS, BAN_COMMANDS_REJECTED, LOCK_NAME
+from . import dropdir, fsguard, jsonsafe
+from .records import BAN_COMMANDS, BAN_COMMANDS_REJECTED, COMMAND_FILES  # noqa: F401
+from .storelock import (LOCK_NAME, CorruptFile, LockTimeout, RecordsLock,  # noqa: F401
+                        StoreError, _dir_lock)
+from .fsguard import DIR_MODE, FILE_MODE  # noqa: F401  (re-exported)
 from .timefmt import utc_now_iso
 
-FILE_MODE = 0o644
-DIR_MODE = 0o755
-
-
-class StoreError(NetSentinelError):
-    """A records/ operation that could not be done; the message is one line."""
-
-
-class LockTimeout(StoreError):
-    pass
-
-
-class CorruptFile(StoreError):
-    """Raised only by read(..., on_corrupt='raise')."""
-
-
-class _DirLock:
-    """The lock state of one directory in this process. Every RecordsStore
-    over that directory shares it, so nesting two of them (threats.reject
-    holding records/ while editing a filter_config.json kept in records/)
-    re-enters instead of deadlocking on its own flock."""
-
-    def __init__(self) -> None:
-        self.tlock = threading.RLock()
-        self.depth = 0
-        self.fd: int | None = None
-
-
-_DIR_LOCKS: dict[str, _DirLock] = {}
-_DIR_LOCKS_GUARD = threading.Lock()
-
-
-def _dir_lock(root: Path) -> _DirLock:
-    with _DIR_LOCKS_GUARD:
-        return _DIR_LOCKS.setdefault(os.path.realpath(root), _DirLock())
+READ_MAX_BYTES = 512 * 1024 * 1024
+READ_MAX_DEPTH = 64
+REJECT_DEDUP_WINDOW = 10000  # refusals a re-handled command is checked against
 
 
 def _default_warn(msg: str) -> None:
     print(f"netsentinel: {msg}", file=sys.stderr, flush=True)
 
 
-class RecordsStore:
+class RecordsStore(RecordsLock):
     """Locked, atomic JSON files in one directory.
 
     warn: called with a one-line message when something is set aside or
@@ -103,63 +78,30 @@ class RecordsStore:
             # A link made by the owner is fine as long as it leads to a directory.
             if not self.root.resolve().is_dir():
                 raise StoreError(f"records directory {self.root} is a dangling link")
+            self._check_owner()
             return
         try:
-            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            self.root.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            if not self.root.exists():
+                fsguard.ensure_dir(self.root, DIR_MODE)
         except OSError as e:
             raise StoreError(f"cannot create records directory {self.root}: {e.strerror}") from e
         if not self.root.is_dir():
             raise StoreError(f"records path {self.root} is not a directory")
+        self._check_owner()
+
+    def _check_owner(self) -> None:
+        try:
+            fsguard.check_dir(self.root)  # the real directory and all above it
+            if self.root.is_symlink():  # and where the link lives: its owner could re-point it
+                fsguard.check_dir(self.root.parent)
+        except fsguard.UnsafePath as e:
+            raise StoreError(f"refusing records directory: {e}") from None
 
     def path(self, name: str) -> Path:
         if "/" in name or name.startswith("."):
             raise StoreError(f"invalid records file name {name!r}")
         return self.root / name
-
-    # ------------------------------------------------------------------ lock
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the store-wide lock (re-entrant within this process)."""
-        shared = self._shared
-        if not shared.tlock.acquire(timeout=self.lock_timeout):
-            raise LockTimeout(f"timed out after {self.lock_timeout:g}s waiting for "
-                              f"{self.root / LOCK_NAME} (held by another thread)")
-        try:
-            if shared.depth == 0:
-                shared.fd = self._acquire()
-            shared.depth += 1
-            try:
-                yield
-            finally:
-                shared.depth -= 1
-                if shared.depth == 0 and shared.fd is not None:
-                    fcntl.flock(shared.fd, fcntl.LOCK_UN)
-                    os.close(shared.fd)
-                    shared.fd = None
-        finally:
-            shared.tlock.release()
-
-    def _acquire(self) -> int:
-        lock_path = self.root / LOCK_NAME
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise StoreError(f"refusing to use {lock_path}: it is a symbolic link") from e
-            raise StoreError(f"cannot open lock file {lock_path}: {e.strerror}") from e
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.001
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise LockTimeout(
-                        f"timed out after {self.lock_timeout:g}s waiting for {lock_path}")
-                time.sleep(delay)
-                delay = min(delay * 2, 0.02)
 
     # ------------------------------------------------------------------ read
     def stat(self, name: str) -> os.stat_result | None:
@@ -197,12 +139,10 @@ class RecordsStore:
         if text is None or not text.strip():
             return _copy_default(default)
         try:
-            try:
-                return json.loads(text)
-            except RecursionError:  # hostile nesting: as corrupt as bad syntax
-                raise json.JSONDecodeError("nested too deeply", text, 0) from None
-        except json.JSONDecodeError as e:
-            msg = f"{name}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+            # Total: NaN, depth bombs and lone surrogates are "corrupt", not a crash.
+            return jsonsafe.loads(text, max_bytes=READ_MAX_BYTES, max_depth=READ_MAX_DEPTH)
+        except jsonsafe.JsonRefused as e:
+            msg = f"{name}: {e}"
             if on_corrupt == "raise":
                 raise CorruptFile(msg) from e
             if on_corrupt == "set_aside":
@@ -224,9 +164,14 @@ class RecordsStore:
             return aside
 
     # ----------------------------------------------------------------- write
-    def write(self, name: str, data: Any) -> None:
-        """Atomically replace a file with the JSON of data (under the lock)."""
+    def write(self, name: str, data: Any, *, lock: bool = True) -> None:
+        """Atomically replace a file with the JSON of data (under the lock).
+        lock=False: a file only this process writes (the loader's status), so
+        that a lock held elsewhere cannot keep it stale."""
         payload = (json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
+        if not lock:
+            self._write_bytes(name, payload)
+            return
         with self.locked():
             self._write_bytes(name, payload)
 
@@ -234,7 +179,8 @@ class RecordsStore:
         target = self.path(name)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.root)
         try:
-            os.fchmod(fd, FILE_MODE)
+            fsguard.set_mode(fd, fsguard.COMMAND_MODE if name in COMMAND_FILES else FILE_MODE,
+                             group=name in COMMAND_FILES)
             with os.fdopen(fd, "wb") as f:
                 f.write(payload)
                 f.flush()
@@ -290,6 +236,8 @@ class RecordsStore:
                     j += 1
                 fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                              | os.O_CLOEXEC, FILE_MODE)
+                if not size:  # just created: exact mode whatever the umask
+                    fsguard.set_mode(fd, FILE_MODE)
                 with os.fdopen(fd, "ab") as f:
                     f.write(b"".join(lines[i:j]))
                 i = j
@@ -307,31 +255,44 @@ class RecordsStore:
     # ------------------------------------------------------- ban commands API
     def append_command(self, command: dict, *, name: str = BAN_COMMANDS) -> dict:
         """Queue one command for the loader (any process may call): a ban or
-        unban in ban_commands.json, or a rule command in rule_commands.json."""
+        unban in ban_commands.json, or a rule command in rule_commands.json.
+        A process that may not take the lock (not root: the netsentinel
+        group) drops it in ban_commands.d/ (rule_commands.d/) instead."""
         cmd = dict(command)
         cmd.setdefault("requested_at", utc_now_iso())
+        if not self._may_lock():
+            try:
+                dropdir.submit(self.root, dropdir.drop_dir_name(name), cmd)
+            except (fsguard.UnsafePath, OSError) as e:
+                raise StoreError(f"cannot queue the command: {e}") from None
+            return cmd
 
-        def add(cur: Any) -> list:
-            if not isinstance(cur, list):
-                # A hand-written object where a list belongs: keep it aside, start a list.
-                self.set_aside(name)
-                self.warn(f"{name} was not a JSON list; set aside")
+        with self.locked():
+            try:  # the loader's reading: `>>` appends leave several values
+                cur = jsonsafe.loads_commands(self.read_text(name) or "")
+            except jsonsafe.JsonRefused as e:
+                # Not commands: keep it aside for its author, start afresh.
+                aside = self.set_aside(name)
+                self.warn(f"{name}: {e}; set aside as {aside.name}")
                 cur = []
-            cur.append(cmd)
-            return cur
-
-        self.update(name, add, default=[])
+            self.write(name, cur + [cmd])
         return cmd
 
     def reject_command(self, command: Any, error: str, *, source: str = "loader",
-                       name: str = BAN_COMMANDS_REJECTED) -> None:
+                       name: str = BAN_COMMANDS_REJECTED, ref: str | None = None) -> None:
         """Keep a refused command, with why, in ban_commands.rejected.json
-        (or another *.rejected.json)."""
+        (or another *.rejected.json). ref names the command's place in the
+        queue: refusing the same ref again (after a crash) records nothing."""
         entry = {"command": command, "error": error, "rejected_at": utc_now_iso(), "by": source}
+        if ref is not None:
+            entry["ref"] = ref
 
-        def add(cur: Any) -> list:
+        def add(cur: Any) -> list | None:
             if not isinstance(cur, list):
                 cur = []
+            if ref is not None and any(isinstance(e, dict) and e.get("ref") == ref
+                                       for e in cur[-REJECT_DEDUP_WINDOW:]):
+                return None
             cur.append(entry)
             return cur
 

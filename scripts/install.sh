@@ -131,6 +131,15 @@ else
   mount_if_missing cgroup2 /run/netsentinel/cgroup2
 fi
 
+# Who may queue ban/rule commands (records/*_commands.json 0660 and the
+# records/*_commands.d/ drop directories 2770 belong to this group). Add a
+# person with: usermod -aG netsentinel NAME
+if getent group netsentinel >/dev/null; then
+  echo "  group netsentinel exists"
+else
+  groupadd --system netsentinel && echo "  created group netsentinel" || die "groupadd netsentinel failed"
+fi
+
 # ---------------------------------------------------------------- 4. venv
 step 4 "Python virtualenv $VENV"
 SYSPY=/usr/bin/python3

@@ -64,6 +64,31 @@ def unload_all(lab: Lab) -> None:
     assert lab.pinned() == [], f"pins left after --unload: {lab.pinned()}"
 
 
+class LoaderStarter:
+    """`with LoaderStarter(lab, records, config) as start:` start(*flags)
+    starts a checked loader; on leaving, each still running is stopped and
+    nothing may stay attached."""
+
+    def __init__(self, lab: Lab, records: Path, config: Path):
+        self.lab, self.records, self.config = lab, records, config
+        self.started: list[LoaderProc] = []
+
+    def __call__(self, *extra: str, **kw) -> LoaderProc:
+        lp = LoaderProc(self.lab, self.records, self.config, *extra, **kw)
+        self.started.append(lp)
+        validate(lp.wait_started())
+        return lp
+
+    def __enter__(self) -> "LoaderStarter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for lp in self.started:
+            if lp.proc.poll() is None:
+                lp.stop()
+        assert not self.lab.xdp_attached()
+
+
 def write_commands(records: Path, commands) -> None:
     """Write ban_commands.json the way a person does: plain text, in place."""
     (records / "ban_commands.json").write_text(json.dumps(commands) + "\n")

@@ -287,7 +287,8 @@ def test_files_are_0644_and_dir_0755_whatever_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "rec").stat().st_mode) == 0o755
-    for name in ("a.json", "h.jsonl", ".lock"):
+    assert stat.S_IMODE((store.root / ".lock").stat().st_mode) == 0o600
+    for name in ("a.json", "h.jsonl"):
         mode = stat.S_IMODE((store.root / name).stat().st_mode)
         assert mode == 0o644, (name, oct(mode))
         assert not mode & stat.S_IWOTH
@@ -336,14 +337,15 @@ def test_append_command_stamps_and_appends(records):
     assert c2["requested_at"] == "2026-01-01T00:00:00.000000Z"
 
 
-def test_append_command_on_a_non_list_file_sets_it_aside(records):
-    original = '{"action": "ban", "ip": "198.51.100.7"}\n'
-    records.path(BAN_COMMANDS).write_text(original)
+def test_append_command_keeps_hand_written_commands_as_the_loader_reads_them(records):
+    """One object without brackets, and values appended with >>: all commands
+    to the loader, so all kept (they used to be set aside, i.e. dropped)."""
+    records.path(BAN_COMMANDS).write_text('{"action": "ban", "ip": "198.51.100.7"}\n'
+                                          '[{"action": "ban", "ip": "198.51.100.8"}]\n')
     cmd = records.append_command({"action": "ban", "ip": "203.0.113.2"})
-    assert records.read(BAN_COMMANDS) == [cmd]
-    [aside] = asides(records, BAN_COMMANDS)
-    assert aside.read_text() == original
-    assert any("not a JSON list" in w for w in records.warnings)
+    assert [c["ip"] for c in records.read(BAN_COMMANDS)] == ["198.51.100.7", "198.51.100.8",
+                                                             "203.0.113.2"]
+    assert cmd["ip"] == "203.0.113.2" and not asides(records, BAN_COMMANDS)
 
 
 def test_append_command_on_broken_json_sets_it_aside(records):

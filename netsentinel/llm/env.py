@@ -5,8 +5,10 @@ backend talks to when llm_config.json names none. API keys live here (in
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
+from .. import fsguard
 from ..paths import PROJECT_ROOT
 
 DEFAULT_OLLAMA_HOST = "http://localhost:11434"
@@ -30,8 +32,11 @@ def load_env() -> None:
         except ImportError:  # the analyzer still runs on rules without it
             _ENV_LOADED = True
             return
-        load_dotenv(PROJECT_ROOT / ".env", override=False)
-        load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
+        for env in (PROJECT_ROOT / ".env", os.path.join(os.getcwd(), ".env")):
+            # Not one others can write (they would pick our endpoints and
+            # keys), nor another user's when we are root; warns if readable.
+            if fsguard.secret_file_ok(env, lambda m: print(f"netsentinel: {m}", file=sys.stderr)):
+                load_dotenv(env, override=False)
         _ENV_LOADED = True
 
 

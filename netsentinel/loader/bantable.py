@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from .. import dropdir, jsonsafe
 from ..addresses import AddressError, Network, canonical, parse_target
 from .cmdqueue import CommandQueue
 from ..bancheck import BanCommand, BanRefused, check_policy, parse_command
@@ -43,6 +44,8 @@ class BanTable:
         self._nets: dict[str, Network] = {}
         self._refuse = Refusals(store, BAN_COMMANDS_REJECTED, "ban_rejected", "command", warn, emit)
         self.queue = CommandQueue(store, BAN_COMMANDS, self._handle, self._refuse, self._save)
+        self._refuse.ref = lambda: self.queue.current_ref
+        dropdir.ensure(store.root, BAN_COMMANDS)
         self._sync_pos = 0
 
     # ------------------------------------------------------------ policy

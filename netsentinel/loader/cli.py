@@ -33,9 +33,16 @@ EPILOG = """examples:
   sudo .venv/bin/python -u unified_ebpf.py --unload -i eth0  # remove the pinned enforcement
   sudo sh -c '.venv/bin/python -u unified_ebpf.py -i eth0 | .venv/bin/python -u llm_analyzer.py'
 
-ban by hand while it runs (picked up within 100 ms):
-  echo '[{"action": "ban", "ip": "1.2.3.4", "reason": "Malicious scan"}]' | sudo tee records/ban_commands.json
-  echo '[{"action": "unban", "ip": "1.2.3.4"}]' | sudo tee records/ban_commands.json
+ban by hand while it runs (picked up within 100 ms; append with -a / >> so that
+two people writing at once lose nothing; a write replaced before it was read is
+reported in records/ban_commands.rejected.json):
+  echo '[{"action": "ban", "ip": "1.2.3.4", "reason": "Malicious scan"}]' | sudo tee -a records/ban_commands.json
+  echo '[{"action": "unban", "ip": "1.2.3.4"}]' | sudo tee -a records/ban_commands.json
+
+scripts that write often: the drop directory (one file per command or list, any
+name not starting with '.' nor ending in .tmp; consumed, then removed; nothing lost):
+  f=records/ban_commands.d/$(date +%s%N)-$$.json   # rules: records/rule_commands.d/
+  echo '{"action": "ban", "ip": "1.2.3.4"}' | sudo tee "$f.tmp" >/dev/null && sudo mv "$f.tmp" "$f"
 
 XDP filter rules (protocol, ports, TCP flags, ICMP type, source CIDR; drop or count):
   echo '[{"action": "add_rule", "rule": {"id": "ssdp", "action": "drop", "proto": "udp", "sport": 1900}}]' \

@@ -1,19 +1,33 @@
-"""Consuming a command file in records/ (ban_commands.json, rule_commands.json).
+"""Consuming commands from records/: a command file (ban_commands.json,
+rule_commands.json) and its drop directory (ban_commands.d/, rule_commands.d/).
 
-People and tools append commands; the loader consumes them. Under the store
-lock the loader reads the list, hands each command to `handle` (which applies
-it or refuses it), persists the outcome (`commit`), and only then rewrites the
-file minus exactly the commands it handled, re-reading first so a command
-added meanwhile stays.
+People and tools add commands; the loader consumes them. Under the store
+lock the loader reads what is queued, hands each command to `handle` (which
+applies it or refuses it), persists the outcome (`commit`), and only then
+removes exactly the commands it handled.
 
-Tools write through the store's lock; people do not: `echo ... > file`
-truncates the file and writes it in place, and may do so at any moment. So:
+Nothing queued can stop the loader: every text goes through jsonsafe (size,
+depth, NaN/Infinity, lone surrogates) and any exception while handling one
+command refuses that command, with the reason, instead of escaping. A
+refusal carries a reference (file, inode, mtime, position) so a command
+handled again after a crash is not recorded as refused twice.
+
+The command file. Tools write through the store's lock; people do not:
+`echo ... > file` truncates the file and writes it in place, at any moment.
 - a file that does not parse gets SETTLE_S to settle (an editor mid-save); if
   it still does not parse it is set aside and recorded as refused;
+- several JSON values one after another (`echo ... >> file` twice) are all
+  read; a value may be one command or a list of them;
 - the queue is never rewritten over an empty or half-written file: the
   removal waits (the handled commands are remembered, not handled twice);
 - after the rewrite, the replaced file is checked for a late in-place write,
   and any command found there is put back in the queue.
+A write that another `>` replaces before the loader reads it cannot be
+recovered; cmdwatch counts such writes and reports them.
+
+The drop directory is for scripts that write often: each file (any name not
+starting with '.'; write it under a '.name' and rename it) holds one command
+or a list, is consumed in mtime order and then removed. Nothing can be lost.
 """
 
 from __future__ import annotations
@@ -21,12 +35,20 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from typing import Any, Callable
 
-from ..store import RecordsStore
+from .. import dropdir, fsguard, jsonsafe
+from ..store import RecordsStore, StoreError
 from ..watch import FileSignature
+from .cmdwatch import WriteCounter
 
 SETTLE_S = 0.3
+DROP_BATCH = 2000  # drop files per pass, so one pass never stalls the loop for long
+
+
+def _keys(commands: list) -> Counter:
+    return Counter(json.dumps(c, sort_keys=True) for c in commands)
 
 
 def _without(items: list, remove: list) -> list:
@@ -45,57 +67,129 @@ class CommandQueue:
                  refuse: Callable[[Any, str], None], commit: Callable[[], None]):
         self.store = store
         self.name = name
+        self.drop_name = dropdir.drop_dir_name(name)
         self.handle = handle
         self.refuse = refuse
         self.commit = commit  # persists what handle() changed, before the queue shrinks
+        self.current_ref: str | None = None  # the command being handled, for refusals
+        self.new_seen = 0  # commands that appeared in the file since we looked (cmdwatch)
         self._watch = FileSignature(store.path(name))
+        self._drop_watch = FileSignature(store.path(self.drop_name))  # a file added or removed
         self._bad_text: tuple[str, float] | None = None
         self._handled_unremoved: list = []  # handled, still in the file (removal deferred)
+        self._known: Counter = Counter()  # the file's commands as we last knew them
+        self.own_writes = 0  # our rewrites of the file (cmdwatch counts them as sessions)
+        self.lost_reported = 0
+        self._lost_base: int | None = 0  # None: recounting after an overflow
+        self._last_sessions = 0
+        try:
+            self.watch: WriteCounter | None = WriteCounter(store.root, name)
+        except OSError:
+            self.watch = None  # no inotify: losses go undetected, nothing else changes
+        try:  # written before we watched: no session we counted
+            self._known = _keys(jsonsafe.loads_commands(store.read_text(name) or ""))
+        except (jsonsafe.JsonRefused, StoreError):
+            pass
 
     def changed(self) -> bool:
-        """Cheap check for the run loop (one lstat; a small read while the
-        file is seconds old, see netsentinel/watch.py)."""
-        if self._watch.changed() or self._bad_text is not None or self._handled_unremoved:
-            return self._watch.present
+        """Cheap check for the run loop (an lstat each of the file and the
+        drop directory; a small read while the file is seconds old, see
+        netsentinel/watch.py)."""
+        file_changed, drop_changed = self._watch.changed(), self._drop_watch.changed()
+        if file_changed or drop_changed or self._bad_text is not None or self._handled_unremoved:
+            return self._watch.present or self._drop_watch.present
         return False
 
-    @staticmethod
-    def _parse(text: str) -> list | None:
+    def _apply(self, raw: Any, ref: str) -> None:
+        """handle() one command; whatever goes wrong refuses that command only."""
+        self.current_ref = ref
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            return None
-        if isinstance(data, dict):
-            return [data]  # one command written without the list brackets
-        return data if isinstance(data, list) else None
+            self.handle(raw)
+        except StoreError:
+            raise  # records/ itself is unusable: the pass stops, the command stays queued
+        except Exception as e:  # a bug or a kernel error must not crash the loader
+            self.refuse(raw, f"could not be applied: {type(e).__name__}: {str(e)[:200]}")
+        finally:
+            self.current_ref = None
 
     def process(self) -> int:
         """Handle what is queued; returns how many commands were handled."""
         with self.store.locked():
-            text = self.store.read_text(self.name)
-            if text is None or not text.strip():
-                self._bad_text = None
-                return 0
-            queued = self._parse(text)
-            if queued is None:
-                try:
-                    json.loads(text)
-                    error = "expected a JSON list of commands"
-                except json.JSONDecodeError as e:
-                    error = f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-                return self._bad_file(text, error)
+            sessions = self.watch.drain() if self.watch else None  # before reading: see cmdwatch
+            n = self._process_file() + self._process_drop_dir()
+            if sessions is not None:
+                self._report_lost(sessions)
+            return n
+
+    def _report_lost(self, sessions: int) -> None:
+        """Report writes replaced before we read them (cmdwatch): at least
+        this many were lost; never more than were."""
+        if self._bad_text is not None:
+            return  # a write not parsed yet (it may still be settling) is not lost
+        balance = sessions - self.own_writes - self.new_seen
+        quiet, self._last_sessions = sessions == self._last_sessions, sessions
+        if self.watch.overflowed:  # the kernel dropped events: the count is off from here
+            self.watch.overflowed = False
+            self._lost_base = None
+            self.refuse({"file": self.name}, f"{self.name} was written too often to count the "
+                        f"writes, so some may be lost; append with >> or queue in {self.drop_name}/")
+        if self._lost_base is None:
+            if not quiet or self._handled_unremoved:
+                return
+            # Nothing written since the last look: every session is counted
+            # and every command seen, so count from here.
+            self._lost_base, self.lost_reported = balance, 0
+        lost = balance - self._lost_base
+        if lost > self.lost_reported:
+            new, self.lost_reported = lost - self.lost_reported, lost
+            self.refuse({"file": self.name, "lost_writes": new},
+                        f"{new} write(s) to {self.name} were replaced by a later write before "
+                        f"the loader read them, so their commands are lost; append with >> "
+                        f"or queue in {self.drop_name}/")
+
+    # ------------------------------------------------------------ the command file
+    def _process_file(self) -> int:
+        try:
+            data, st = fsguard.read_capped(self.store.path(self.name), jsonsafe.MAX_BYTES)
+        except fsguard.UnsafePath as e:
+            # A link, a directory, a file others may write or too big: keep it aside, once.
+            aside = self.store.set_aside(self.name)
+            self._saw_unreadable()
+            self.refuse({"file": aside.name}, f"{self.name}: {e}")
+            return 1
+        text = None if data is None else data.decode("utf-8", "replace")
+        if text is None or not text.strip():
             self._bad_text = None
-            fresh = _without(queued, self._handled_unremoved)
-            for raw in fresh:
-                self.handle(raw)
-            if fresh:
-                # Save the outcome first: a crash from here on re-applies
-                # (idempotent) rather than loses a command.
-                self.commit()
-            self._handled_unremoved += fresh
-            if self._handled_unremoved:
-                self._remove_handled()
-            return len(fresh)
+            return 0
+        try:
+            queued = jsonsafe.loads_commands(text)
+        except jsonsafe.JsonRefused as e:
+            return self._bad_file(text, str(e))
+        self._bad_text = None
+        self._count_new(queued)
+        fresh = _without(queued, self._handled_unremoved)
+        base = len(queued) - len(fresh)
+        for i, raw in enumerate(fresh):
+            self._apply(raw, f"{self.name}:{st.st_ino}:{st.st_mtime_ns}:{base + i}")
+        if fresh:
+            # Save the outcome first: a crash from here on re-applies
+            # (idempotent) rather than loses a command.
+            self.commit()
+        self._handled_unremoved += fresh
+        if self._handled_unremoved:
+            self._remove_handled()
+        return len(fresh)
+
+    def _count_new(self, commands: list) -> None:
+        """Every write session (a person's `>`/`>>`, a tool's replace) adds at
+        least one command: count those not in the file when we last looked."""
+        now = _keys(commands)
+        self.new_seen += sum((now - self._known).values())
+        self._known = now
+
+    def _saw_unreadable(self) -> None:
+        self.new_seen += 1  # the write that made the file so was seen, not lost
+        self._known = Counter()
 
     def _bad_file(self, text: str, error: str) -> int:
         now = time.monotonic()
@@ -107,6 +201,7 @@ class CommandQueue:
         self._bad_text = None
         self._handled_unremoved = []
         aside = self.store.set_aside(self.name)
+        self._saw_unreadable()
         self.refuse({"raw": text[:4096], "file": aside.name}, f"{self.name}: {error}")
         return 1
 
@@ -115,17 +210,24 @@ class CommandQueue:
         writing it right now (then try again on the next pass)."""
         path = self.store.path(self.name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             self._handled_unremoved = []
             return
         try:
             before = os.fstat(fd)
-            text = os.read(fd, before.st_size + 1).decode("utf-8", "replace")
-            current = self._parse(text) if text.strip() else None
+            text = os.read(fd, min(before.st_size, jsonsafe.MAX_BYTES) + 1).decode("utf-8", "replace")
+            try:
+                current = jsonsafe.loads_commands(text) if text.strip() else None
+            except jsonsafe.JsonRefused:
+                current = None
             if current is None:
                 return  # empty or half-written: someone is writing; keep the handled list
-            self.store.write(self.name, _without(current, self._handled_unremoved))
+            self._count_new(current)  # a write since our read stays queued: count it
+            left = _without(current, self._handled_unremoved)
+            self.store.write(self.name, left)
+            self.own_writes += 1
+            self._known = _keys(left)
             self._handled_unremoved = []
             self._recover_late_write(fd, before, current)
         finally:
@@ -146,12 +248,54 @@ class CommandQueue:
                 break
             st = again
         os.lseek(fd, 0, os.SEEK_SET)
-        text = os.read(fd, st.st_size + 1).decode("utf-8", "replace")
-        late = self._parse(text)
-        if late is None:
-            self.refuse({"raw": text[:4096]}, f"{self.name}: a late write did not parse")
+        text = os.read(fd, min(st.st_size, jsonsafe.MAX_BYTES) + 1).decode("utf-8", "replace")
+        try:
+            late = jsonsafe.loads_commands(text)
+        except jsonsafe.JsonRefused as e:
+            self.new_seen += 1  # that write was seen (and refused), not lost
+            self.refuse({"raw": text[:4096]}, f"{self.name}: a late write was refused: {e}")
             return
         extra = _without(late, seen)
         if extra:
             self.store.update(self.name, lambda cur: (cur if isinstance(cur, list) else []) + extra,
                               default=[])
+            self.own_writes += 1  # (the next look counts the extra commands as new)
+
+    # ------------------------------------------------------------ the drop directory
+    def _process_drop_dir(self) -> int:
+        try:
+            names = dropdir.list_files(self.store.root, self.drop_name)[:DROP_BATCH]
+        except fsguard.UnsafePath as e:
+            raise StoreError(str(e)) from None  # reported by the loop; the command file still works
+        done: list[str] = []
+        handled = 0
+        for fname in names:
+            where = f"{self.drop_name}/{fname}"
+            try:
+                data, st = dropdir.read(self.store.root, self.drop_name, fname)
+            except fsguard.UnsafePath as e:
+                self.current_ref = f"{where}:refused"
+                self.refuse({"file": where}, str(e))
+                self.current_ref = None
+                done.append(fname)
+                continue
+            if data is None:  # gone meanwhile
+                continue
+            try:
+                commands = jsonsafe.loads_commands(data)
+            except jsonsafe.JsonRefused as e:
+                self.current_ref = f"{where}:{st.st_ino}:{st.st_mtime_ns}"
+                self.refuse({"raw": data[:4096].decode("utf-8", "replace"), "file": where},
+                            f"{where}: {e}")
+                self.current_ref = None
+                commands = []
+            for i, raw in enumerate(commands):
+                self._apply(raw, f"{where}:{st.st_ino}:{st.st_mtime_ns}:{i}")
+            handled += max(1, len(commands))
+            done.append(fname)
+        if done:
+            self.commit()  # the outcome is saved before any file goes
+            for fname in done:
+                dropdir.remove(self.store.root, self.drop_name, fname)
+        return handled
+

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from .. import dropdir, jsonsafe
 from .cmdqueue import CommandQueue
 from ..filterrules import RuleRefused, validate_rules
 from ..netinfo import Protected
@@ -41,6 +42,8 @@ class RuleTable:
         self._refuse = Refusals(store, RULE_COMMANDS_REJECTED, "rule_rejected", "rule command",
                                 warn, emit)
         self.queue = CommandQueue(store, RULE_COMMANDS, self._handle, self._refuse, self._save)
+        self._refuse.ref = lambda: self.queue.current_ref
+        dropdir.ensure(store.root, RULE_COMMANDS)
 
     # ------------------------------------------------------------ load
     def _load(self, candidate: list[dict]) -> None:
@@ -54,6 +57,26 @@ class RuleTable:
             r["hits_base"] = r.get("hits_base", 0) + counted.get(r["id"], 0)
         self.rules = candidate
 
+    def _load_tolerant(self, candidate: list[dict], why: str) -> None:
+        """Load a set, or if the set as a whole is refused (a rule the
+        host's addresses now make unsafe), as much of it as passes, one by
+        one, refusing the rest with the reason: never leave the old set in
+        the kernel because one other rule went bad."""
+        try:
+            self._load(candidate)
+            return
+        except RuleRefused as e:
+            self.warn(f"{why}: {e}; loading the rules one by one")
+        accepted: list[dict] = []
+        for r in candidate:  # validate only; the kernel set changes once, below
+            try:
+                validate_rules([_kernel_view(x) for x in accepted + [r]], self.protected(),
+                               self.ssh_ports())
+                accepted.append(r)
+            except RuleRefused as e2:
+                self._refuse({"action": "add_rule", "rule": r}, f"{why}: {e2}")
+        self._load(accepted)
+
     def restore(self) -> int:
         saved = self.store.read(FILTER_RULES, default={})
         raws = saved.get("rules", []) if isinstance(saved, dict) else []
@@ -61,15 +84,7 @@ class RuleTable:
         keep = [r for r in raws if isinstance(r, dict) and not is_expired(r, now)]
         for r in keep:
             r["hits_base"] = r.get("hits", 0)
-        try:
-            self._load(keep)
-        except RuleRefused as e:
-            self.warn(f"{FILTER_RULES}: {e}; loading the rules one by one")
-            for r in keep:
-                try:
-                    self._load(self.rules + [r])
-                except RuleRefused as e2:
-                    self._refuse({"action": "add_rule", "rule": r}, f"restore: {e2}")
+        self._load_tolerant(keep, "restore")
         self._save()
         return len(self.rules)
 
@@ -88,7 +103,7 @@ class RuleTable:
             if len(left) == len(self.rules):
                 self.emit("rule", id=rid, result="not_found")
                 return
-            self._load(left)
+            self._load_tolerant(left, f"remove_rule {rid}")
             self.emit("rule", id=rid, result="removed")
             return
         rule = raw.get("rule")
@@ -100,12 +115,8 @@ class RuleTable:
             stored = parsed.to_json()
             stored.update(created_at=utc_now_iso(self.clock()), hits=0,
                           source=rule.get("source") or raw.get("source") or "manual")
-            ttl = rule.get("ttl_seconds")
+            ttl = parsed.extra.get("ttl_seconds")  # checked by parse_rule: 1 s to 10 years
             if ttl is not None:
-                try:
-                    check_ttl(ttl)
-                except ValueError as e:
-                    raise RuleRefused(str(e)) from None
                 stored["expires_at"] = utc_now_iso(self.clock() + ttl)
             replaced = any(r["id"] == stored["id"] for r in self.rules)
             new = [stored if r["id"] == stored["id"] else r for r in self.rules]
@@ -122,7 +133,7 @@ class RuleTable:
         now = self.clock()
         due = [r for r in self.rules if is_expired(r, now)]
         if due:
-            self._load([r for r in self.rules if not is_expired(r, now)])
+            self._load_tolerant([r for r in self.rules if not is_expired(r, now)], "expiry")
             for r in due:
                 self.emit("rule", id=r["id"], result="expired")
             self._save()

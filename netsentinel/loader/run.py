@@ -48,6 +48,7 @@ POLL_MS = 50            # ban commands are picked up within ~this
 COMMAND_RESCAN_S = 1.0  # re-read the queue even if its stat did not change
 STATUS_EVERY_S = 2.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+LOCK_WAIT_S = 2.0       # then back to the loop, and try again on the next pass
 
 
 def warn(msg: str) -> None:
@@ -81,7 +82,9 @@ class Loader:
     def __init__(self, opts: LoaderOptions, out=None):
         self.opts = opts
         self.events = EventWriter(out)
-        self.store = RecordsStore(opts.records, warn=warn)
+        self.store = RecordsStore(opts.records, warn=warn, lock_timeout=LOCK_WAIT_S)
+        self._records_lock = self.store.hold_loader_lock()  # one loader per records/; kept open
+        self.records_error: str | None = None  # why records/ is unusable right now (status)
         self.whitelist = WhitelistFile(opts.config, warn=warn)
         self.procs = ProcCache()
         self.monitor = ConnectionMonitor(opts.capture, opts.page_cnt, warn=warn)
@@ -182,9 +185,10 @@ class Loader:
                             program_ids(self.raw.bpf if self.raw else None).items()}},
             "pin_dir": self.enforcer.pins.path if self.enforcer else None,
             "stats": self.stats(),
+            "records_error": self.records_error,
         }
         try:
-            self.store.write(LOADER_STATUS, status)
+            self.store.write(LOADER_STATUS, status, lock=False)  # ours alone: never stale
         except StoreError as e:
             warn(str(e))
 
@@ -263,19 +267,43 @@ class Loader:
             self.store, e, self.bans.protected,
             lambda: self.whitelist.current().config["protect_ssh_ports"], self.emit_outcome, warn)
         # Read before restore() may set a broken file aside (see drop_unrecorded_bans).
-        recorded = isinstance(self.store.read(BANNED_IPS, on_corrupt="default"), dict)
-        self.restored = (self.bans.restore(), self.rules.restore())
+        # records/ trouble (a held lock, a full disk) is retried, never fatal.
+        recorded = isinstance(self._until_done(
+            lambda: self.store.read(BANNED_IPS, on_corrupt="default")), dict)
+        self.restored = (self._until_done(self.bans.restore), self._until_done(self.rules.restore))
         for ip in o.bans:
-            self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
+            self._until_done(lambda ip=ip: self.bans.ban_now(
+                {"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"}))
         # Commands still queued (a crash between applying one and saving it)
         # go in now, so a ban the pinned map holds is never dropped and re-added.
-        self.bans.process_commands()
-        self.rules.process_commands()
+        self._until_done(self.bans.process_commands)
+        self._until_done(self.rules.process_commands)
         drop_unrecorded_bans(e, self.bans.bans, recorded, warn)
         e.attach()
         report_attached(e, warn)
         if e.xdp_mode:
             self.flows = FlowTracker(e.read_flows, top_n=o.flow_top, pps_threshold=o.flow_pps_threshold)
+
+    def _records_trouble(self, e: Exception | None) -> None:
+        """records/ unusable (lock held, disk full...): say so once, keep the
+        loop and enforcement running, try again next pass; say when it is back."""
+        msg = None if e is None else f"records/ unusable, retrying: {e}"
+        if msg != self.records_error:
+            warn(msg or "records/ usable again")
+            self.records_error = msg
+            self.write_status(True)
+
+    def _until_done(self, fn):
+        while True:
+            try:
+                result = fn()
+                self._records_trouble(None)
+                return result
+            except StoreError as e:
+                self._records_trouble(e)
+                if self.stop_reason is not None:
+                    return 0
+                time.sleep(0.5)  # a lock wait paces itself; a full disk would not
 
     def _loop(self) -> None:
         o = self.opts
@@ -290,27 +318,31 @@ class Loader:
                 self.raw.poll(0)
             self.outbound.poll()
             now = time.monotonic()
-            if self.bans:
-                rescan = now >= next_scan
-                if self.bans.commands_changed() or rescan:
-                    self.bans.process_commands()
-                self.bans.expire()
-                if self.fleet:
-                    self.fleet.poll(self.bans)
-            if self.rules:
-                if self.rules.queue.changed() or rescan:
-                    self.rules.process_commands()
-                self.rules.expire()
-                if rescan:
-                    next_scan = now + COMMAND_RESCAN_S
+            try:  # nothing in records/ may end the loop (and enforcement with it)
+                if self.bans:
+                    rescan = now >= next_scan
+                    if self.bans.commands_changed() or rescan:
+                        self.bans.process_commands()
+                    self.bans.expire()
+                    if self.fleet:
+                        self.fleet.poll(self.bans)
+                if self.rules:
+                    if self.rules.queue.changed() or rescan:
+                        self.rules.process_commands()
+                    self.rules.expire()
+                    if rescan:
+                        next_scan = now + COMMAND_RESCAN_S
+                if self.bans and now >= next_status:
+                    self.bans.sync_counters()
+                    self.rules.sync_hits()
+                self._records_trouble(None)
+            except StoreError as e:
+                self._records_trouble(e)
             if self.flows and now >= next_flows:
                 for body in self.flows.sample():
                     self.events.emit("flow", **body)
                 next_flows = now + o.flow_interval
             if now >= next_status:
-                if self.bans:
-                    self.bans.sync_counters()
-                    self.rules.sync_hits()
                 self.write_status(True)
                 next_status = now + STATUS_EVERY_S
             if now >= next_stats:
