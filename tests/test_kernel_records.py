@@ -22,7 +22,7 @@ from netlab import (lab,  # noqa: F401  (module-scoped fixture)
                     LoaderProc, LoaderStarter, ban_event, kernel_test_skip_reason, read_json, validate, wait_until,
                     write_commands)
 from netsentinel import dropdir
-from netsentinel.loader.bantable import PROTECTED_TTL_S  # how long the host's addresses are cached
+from netsentinel.netinfo import PROTECTED_TTL_S  # how long the host's addresses are cached
 from poison import INVALID_BANS, POISON_RULES, UNPARSEABLE_BANS
 
 SKIP = kernel_test_skip_reason() or (None if shutil.which("useradd") else "useradd is missing")
