@@ -6,7 +6,8 @@ journald, `journalctl -u netsentinel | grep event=ban` and log shippers
 (Loki, Vector, fluent-bit) read it without a parser of ours. The keys are a
 contract (docs/SERVICE.md): "event" and "component" come first, then the
 fields in the order given; a value with a space, quote, '=' or nothing in it
-is double-quoted with backslash escapes; None is left out.
+is double-quoted with backslash escapes; None is left out; a value longer
+than MAX_VALUE characters is cut, saying how long it was.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+MAX_VALUE = 300  # characters per value: a hostile reason or command must not flood the journal
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
                    "-_.:/@+,[]%")
 
@@ -22,6 +24,8 @@ def value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     s = str(v)
+    if len(s) > MAX_VALUE:
+        s = f"{s[:MAX_VALUE]}... ({len(s)} characters)"
     if s and all(c in _PLAIN for c in s):
         return s
     s = s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")

@@ -86,7 +86,7 @@ class LoaderStarter:
         for lp in self.started:
             if lp.proc.poll() is None:
                 lp.stop()
-        assert not self.lab.xdp_attached()
+        unload_all(self.lab)  # a stopped loader leaves enforcement pinned; --unload removes it
 
 
 def write_commands(records: Path, commands) -> None:

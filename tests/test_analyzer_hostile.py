@@ -123,8 +123,8 @@ def test_hostile_records_files_are_set_aside_and_recording_goes_on(tmp_path):
         proc.kill()
     err = proc.stderr.read()
     status = status_of(records)
-    assert status["config"]["error"].startswith("llm_config.json: invalid JSON")
-    assert "nested too deeply" in status["config"]["error"]
+    # Refused by the store's one safe parser (netsentinel/jsonsafe.py), not a crash.
+    assert status["config"]["error"].startswith("llm_config.json: nested 50000 levels deep")
     assert status["recording"]["ok"] and status["recording"]["writer_errors"] == 0
     assert "pending_threats.json: 3 entries are not threats (no id or status); kept aside" in err
     aside = [p for p in records.iterdir() if p.name.startswith("pending_threats.json.corrupt-")]
