@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-pps-threshold", type=float, default=1000.0,
                    help="also report every source above this many packets/s (default: %(default)s)")
     add_fleet_arguments(p)
+    p.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
+                   help="count kernel packet drops per reason and place (docs/STACK.md; default: on)")
+    p.add_argument("--stack-interval", type=float, default=2.0,
+                   help="seconds between drops events (default: %(default)s)")
     p.add_argument("--duration", type=float, help=argparse.SUPPRESS)  # tests, benchmarks
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -142,7 +146,8 @@ def main(argv=None) -> int:
         xdp_mode=args.xdp_mode, capture=args.capture, bans=args.ban, max_bans=args.max_bans,
         page_cnt=args.buffer_pages, stats_interval=args.stats_interval,
         flow_interval=args.flow_interval, flow_top=args.flow_top,
-        flow_pps_threshold=args.flow_pps_threshold, duration=args.duration, fleet=fleet)
+        flow_pps_threshold=args.flow_pps_threshold, duration=args.duration, fleet=fleet,
+        stack=args.stack, stack_interval=args.stack_interval)
     try:
         return Loader(opts).run()
     except StoreError as e:

@@ -27,6 +27,7 @@ from ..kernel.libbpf import program_ids
 from ..kernel.monitor import ConnectionMonitor, RawConnection
 from .procinfo import ProcCache
 from .ruletable import RuleTable
+from .stack import StackReporter  # issue 17: drop reasons
 from ..records import LOADER_STATUS
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
@@ -60,6 +61,8 @@ class LoaderOptions:
     flow_pps_threshold: float = 1000.0
     duration: float | None = None
     fleet: FleetOptions | None = None   # CrowdSec LAPI (docs/FLEET.md)
+    stack: bool = True                  # drop reasons (docs/STACK.md)
+    stack_interval: float = 2.0
 
 
 class Loader:
@@ -76,6 +79,7 @@ class Loader:
         self.rules: RuleTable | None = None
         self.flows: FlowTracker | None = None
         self.fleet = None
+        self.stack: StackReporter | None = None
         self.stop_reason: str | None = None
         self.started = time.time()
         self.counts = {"events": 0, "lost": 0, "whitelisted": 0}
@@ -138,6 +142,7 @@ class Loader:
             "blocked_connects": totals.get("connect_blocked", 0) + totals.get("sendmsg_blocked", 0),
             "rule_drops": totals.get("rule_drops", 0),
             **({"crowdsec": self.fleet.status()} if self.fleet else {}),
+            **({"stack": self.stack.totals} if self.stack else {}),
         }
 
     def write_status(self, running: bool) -> None:
@@ -192,6 +197,9 @@ class Loader:
             warn(f"kprobes unavailable: {self.monitor.fallback_reason}; "
                  "falling back to tracepoint sock:inet_sock_set_state")
         warn(f"capture mode: {mode}")
+        # --- stack visibility (issue 17, docs/STACK.md) ---
+        if o.stack:
+            self._start_stack()
         if o.fleet and self.bans:
             self.fleet = Fleet(o.fleet, self.store, warn)
         elif o.fleet:
@@ -218,12 +226,24 @@ class Loader:
         self._loop()
         return 0
 
+    def _start_stack(self) -> None:
+        e = self.enforcer if self.enforcer and self.enforcer.xdp_mode else None
+        self.stack = StackReporter(
+            self.events.emit, warn, xdp_mode=e.xdp_mode if e else None,
+            xdp_ifname=self.opts.interface if e else None,
+            xdp_drops=(lambda: self.enforcer.totals().get("xdp_drops", 0)) if e else None)
+        if not self.stack.start():
+            warn(f"stack: {self.stack.off_reason}")
+            self._held.append(("warning", {"message": f"stack: {self.stack.off_reason}"}))
+            self.stack = None
+
     def _loop(self) -> None:
         o = self.opts
         now = time.monotonic()
         next_scan = next_status = now
         next_stats = now + o.stats_interval
         next_flows = now
+        next_stack = last_stack = now
         deadline = now + o.duration if o.duration else None
         while self.stop_reason is None:
             self.monitor.poll(POLL_MS)
@@ -245,6 +265,11 @@ class Loader:
                 for body in self.flows.sample():
                     self.events.emit("flow", **body)
                 next_flows = now + o.flow_interval
+            if self.stack and now >= next_stack:
+                body = self.stack.sample(now - last_stack)
+                if body:
+                    self.events.emit("drops", **body)
+                last_stack, next_stack = now, now + o.stack_interval
             if now >= next_status:
                 if self.bans:
                     self.bans.sync_counters()
@@ -273,6 +298,8 @@ class Loader:
             if self.fleet:
                 self.fleet.stop()
             self.monitor.stop()
+            if self.stack:
+                self.stack.stop()
             if self.enforcer:
                 self.enforcer.detach()
             self.write_status(False)
