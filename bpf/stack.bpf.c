@@ -15,11 +15,15 @@
 #include <uapi/linux/in.h>
 #include "stack.h"
 
+#define NS_AF_INET6 10
+
 /* The tracepoint's `reason` field is typed `enum skb_drop_reason`, which no
  * UAPI header defines; BCC builds the args struct from the format file, so
  * give the enum a body (4 bytes, as the format says) without its values:
  * their names are read from the same format file by the loader. */
 enum skb_drop_reason { NS_SKB_DROP_REASON_OPAQUE = 0 };
+/* Same for tcp:tcp_send_reset's `reason` (enum sk_rst_reason, unused here). */
+enum sk_rst_reason { NS_SK_RST_REASON_OPAQUE = 0 };
 
 /* Reasons below this are "not dropped yet" / "consumed": not drops. */
 #define NS_FIRST_DROP_REASON 2
@@ -138,3 +142,115 @@ TRACEPOINT_PROBE(skb, kfree_skb)
     ns_bump_site(&site);
     return 0;
 }
+
+/* ---------------------------------------------------------------- TCP health
+ * Entries are made on a TCP state change (so only for real connections, not
+ * listeners) and updated by the per-connection tracepoints; the loader
+ * reads them each interval and deletes the closed ones after their final
+ * report. LRU: a host with more connections than NS_MAX_CONNS loses the
+ * least recently active, never a new one. */
+#ifdef NS_STACK_TCP
+BPF_TABLE("lru_hash", u64, struct ns_tcp_health, tcp_conns, NS_MAX_CONNS);
+BPF_PERCPU_ARRAY(tcp_zero, struct ns_tcp_health, 1);
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != IPPROTO_TCP)
+        return 0;
+    int ns = args->newstate;
+    u64 key = (u64)args->skaddr;
+    struct ns_tcp_health *h = tcp_conns.lookup(&key);
+    /* A closed entry not yet collected whose socket memory was reused by a
+     * new connection: start over (its final report is lost; rare, as the
+     * loader collects closed entries every interval). */
+    if (!h || (h->closed && ns != BPF_TCP_CLOSE)) {
+        /* A listener or a socket that never connected is not a connection. */
+        if (ns == BPF_TCP_LISTEN || ns == BPF_TCP_CLOSE)
+            return 0;
+        u32 zero = 0;
+        struct ns_tcp_health *z = tcp_zero.lookup(&zero);
+        if (!z)
+            return 0;
+        z->first_ns = bpf_ktime_get_ns();
+        if (ns == BPF_TCP_SYN_SENT) {
+            /* connect() runs in the caller's context: the process is known. */
+            u64 pt = bpf_get_current_pid_tgid();
+            z->pid = pt >> 32;
+            z->uid = (u32)bpf_get_current_uid_gid();
+            bpf_get_current_comm(&z->comm, sizeof(z->comm));
+        } else {
+            z->pid = 0;
+            z->uid = 0;
+            __builtin_memset(z->comm, 0, sizeof(z->comm));
+        }
+        tcp_conns.update(&key, z);
+        h = tcp_conns.lookup(&key);
+        if (!h)
+            return 0;
+    }
+    u64 now = bpf_ktime_get_ns();
+    h->last_ns = now;
+    u32 i = h->state_changes & (NS_TCP_STATE_LOG - 1);
+    h->states[i] = ns;
+    h->state_ns[i] = now;
+    h->state_changes++;
+    h->state = ns;
+    /* Ports and addresses are final from ESTABLISHED on (sport is 0 in SYN_SENT). */
+    h->family = args->family;
+    h->sport = args->sport;
+    h->dport = args->dport;
+    if (args->family == NS_AF_INET6) {
+        __builtin_memcpy(h->saddr, args->saddr_v6, 16);
+        __builtin_memcpy(h->daddr, args->daddr_v6, 16);
+    } else {
+        __builtin_memcpy(h->saddr, args->saddr, 4);
+        __builtin_memcpy(h->daddr, args->daddr, 4);
+    }
+    if (ns == BPF_TCP_CLOSE)
+        h->closed = 1;
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_probe)
+{
+    u64 key = (u64)args->skaddr;
+    struct ns_tcp_health *h = tcp_conns.lookup(&key);
+    if (!h)
+        return 0;
+    h->srtt_us = args->srtt;
+    h->cwnd = args->snd_cwnd;
+    h->ssthresh = args->ssthresh;
+    h->probes++;
+    h->last_ns = bpf_ktime_get_ns();
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
+{
+    u64 key = (u64)args->skaddr;
+    struct ns_tcp_health *h = tcp_conns.lookup(&key);
+    if (h) {
+        __sync_fetch_and_add(&h->retransmits, 1);
+        h->last_ns = bpf_ktime_get_ns();
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_send_reset)
+{
+    u64 key = (u64)args->skaddr;   /* NULL for a reset answering no socket */
+    struct ns_tcp_health *h = key ? tcp_conns.lookup(&key) : 0;
+    if (h)
+        __sync_fetch_and_add(&h->rst_sent, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_receive_reset)
+{
+    u64 key = (u64)args->skaddr;
+    struct ns_tcp_health *h = tcp_conns.lookup(&key);
+    if (h)
+        __sync_fetch_and_add(&h->rst_recv, 1);
+    return 0;
+}
+#endif

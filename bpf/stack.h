@@ -28,4 +28,32 @@ struct ns_drop_flow {
 #define NS_MISS_FLOWS_FULL 1
 #define NS_MISS_SLOTS 2
 
+/* TCP health of one connection, keyed by its socket address (a value the
+ * tcp/sock tracepoints carry; never dereferenced). */
+#define NS_TCP_STATE_LOG 8
+struct ns_tcp_health {
+    u64 first_ns;       /* bpf_ktime_get_ns() at first sight */
+    u64 last_ns;        /* last tracepoint hit */
+    u64 state_ns[NS_TCP_STATE_LOG];   /* ring of the last state changes */
+    u8 states[NS_TCP_STATE_LOG];
+    u32 state_changes;  /* also the ring's write index */
+    u32 pid;            /* the connecting process (SYN_SENT), 0 when inbound */
+    u32 uid;
+    u32 srtt_us;        /* from tcp_probe (the kernel's srtt_us >> 3) */
+    u32 cwnd;
+    u32 ssthresh;
+    u32 probes;         /* tcp_probe hits (segments received) */
+    u32 retransmits;
+    u32 rst_sent;
+    u32 rst_recv;
+    u16 sport;
+    u16 dport;
+    u16 family;
+    u8 state;           /* current TCP state (BPF_TCP_*) */
+    u8 closed;
+    u8 saddr[16];
+    u8 daddr[16];
+    char comm[16];
+};
+
 #endif

@@ -19,7 +19,8 @@ from .timefmt import utc_now_iso
 SCHEMA_VERSION = 1
 SCHEMA_PATH = PROJECT_ROOT / "docs" / "events.schema.json"
 EVENT_TYPES = ("startup", "connection", "lost", "stats", "ban", "unban", "ban_rejected",
-               "flow", "rule", "rule_rejected", "warning", "shutdown", "drops")
+               "flow", "rule", "rule_rejected", "warning", "shutdown", "drops",
+               "tcp_health")
 
 
 def make_event(type_: str, **fields: Any) -> dict:

@@ -117,3 +117,81 @@ def test_xdp_drops_of_a_banned_source_are_counted_once(lab, loader):
         assert e["total"] == sum(e["reasons"].values()) + e["xdp"]["added"]
     # Every drop of ours was already an skb drop: none is added a second time.
     assert sum(e["xdp"]["added"] for e in seen) == 0, [e["xdp"] for e in seen]
+
+
+SINK = """
+import socket, sys
+s = socket.socket(); s.bind((sys.argv[1], 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); n = 0
+while True:
+    b = c.recv(65536)
+    if not b: break
+    n += len(b)
+c.sendall(str(n).encode()); c.close()
+"""
+
+SEND = """
+import os, socket, sys
+print(os.getpid(), flush=True)
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+for _ in range(64): c.sendall(b"x" * 4096)
+c.shutdown(socket.SHUT_WR); print(c.recv(100).decode(), flush=True); c.close()
+"""
+
+
+def lose_packets(lab, port: int, percent: int) -> str:
+    """Lose `percent`% of the segments towards the peer's `port`: netem on the
+    dut's veth where the kernel has it, else a random nft drop in the peer
+    (this kernel has no sch_netem). Returns which was used."""
+    r = lab.ns_exec(lab.dut, "tc", "qdisc", "add", "dev", lab.dut_if, "root", "netem", "loss", f"{percent}%")
+    if r.returncode == 0:
+        return "netem"
+    print(f"netem unavailable ({r.stderr.strip()}): losing packets with nft numgen instead")
+    rules = (f"table inet nsloss {{\n chain input {{\n type filter hook input priority 0;\n"
+             f" tcp dport {port} numgen random mod 100 < {percent} drop\n }}\n}}\n")
+    r = subprocess.run(["ip", "netns", "exec", lab.peer, "nft", "-f", "-"], input=rules,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return "nft"
+
+
+def test_packet_loss_shows_as_retransmits_of_that_connection(lab, loader):
+    sink = subprocess.Popen(["ip", "netns", "exec", lab.peer, "python3", "-c", SINK, lab.peer4],
+                            stdout=subprocess.PIPE, text=True)
+    how = None
+    try:
+        port = int(sink.stdout.readline())
+        how = lose_packets(lab, port, 30)
+        send = subprocess.run(["ip", "netns", "exec", lab.dut, "python3", "-c", SEND, lab.peer4, str(port)],
+                              capture_output=True, text=True, timeout=120)
+        assert send.returncode == 0, send.stderr
+        pid, got = map(int, send.stdout.split())
+        assert got == 64 * 4096
+        ev = validate(loader.wait_for(
+            lambda e: e["type"] == "tcp_health" and e["final"] and e["pid"] == pid,
+            15, f"final tcp_health of pid {pid}"))
+        assert (ev["daddr"], ev["dport"], ev["direction"]) == (lab.peer4, port, "outbound")
+        assert ev["comm"] == "python3"
+        assert ev["retransmits"] > 0, ev
+        assert ev["srtt_ms"] > 0 and ev["cwnd"] > 0
+        assert [s["state"] for s in ev["states"]][:2] == ["SYN_SENT", "ESTABLISHED"]
+        assert ev["states"][-1]["state"] == "CLOSE" and ev["state"] == "CLOSE"
+    finally:
+        if how == "netem":
+            lab.ns_exec(lab.dut, "tc", "qdisc", "del", "dev", lab.dut_if, "root")
+        elif how == "nft":
+            lab.ns_exec(lab.peer, "nft", "delete", "table", "inet", "nsloss")
+        sink.kill()
+        sink.wait(timeout=30)
+
+
+def test_no_stack_loads_no_stack_program(lab, tmp_path_factory):
+    lp = start_loader(lab, tmp_path_factory, "--no-stack", "--no-xdp")
+    try:
+        syns(lab, lab.peer4, 7, 5)
+        ev = lp.wait_for(lambda e: e["type"] == "stats", 10, "stats event")
+        assert "stack" not in ev
+        assert not any(e["type"] in ("drops", "tcp_health") for e in lp.all_events)
+    finally:
+        assert lp.stop() == 0

@@ -14,6 +14,7 @@ import bisect
 import ctypes
 import ipaddress
 import re
+import socket
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +26,15 @@ TRACEFS = Path("/sys/kernel/tracing")
 KFREE_SKB_FORMAT = TRACEFS / "events/skb/kfree_skb/format"
 MAX_SITES = 4096
 MAX_FLOWS = 16384
+MAX_CONNS = 16384
 MISS_NAMES = ("sites_full", "flows_full")
+TCP_TRACEPOINTS = (("sock", "inet_sock_set_state"), ("tcp", "tcp_probe"), ("tcp", "tcp_retransmit_skb"),
+                   ("tcp", "tcp_send_reset"), ("tcp", "tcp_receive_reset"))
+# BPF_TCP_* (UAPI linux/bpf.h), the kernel's TCP state numbers.
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
+              11: "CLOSING", 12: "NEW_SYN_RECV"}
+STATE_LOG = 8
 
 _SYMBOLIC = re.compile(r"__print_symbolic\(REC->reason,(.*)\)\s*$", re.S)
 _PAIR = re.compile(r"\{\s*(\d+)\s*,\s*\"([A-Z0-9_]+)\"\s*\}")
@@ -80,6 +89,7 @@ class StackProbe:
         self.reasons: dict[int, str] = {}
         self.symbols: Symbols | None = None
         self.detail_off_reason: str | None = None
+        self.tcp_off_reason: str | None = None
 
     def start(self) -> None:
         bcc = import_bcc()
@@ -93,6 +103,12 @@ class StackProbe:
             raise KernelError("kfree_skb has no drop reasons on this kernel (before 5.17): "
                               "drop reasons are off")
         extra = {"NS_MAX_SITES": MAX_SITES, "NS_MAX_FLOWS": MAX_FLOWS}
+        missing = [f"{c}:{e}" for c, e in TCP_TRACEPOINTS if not bcc.BPF.tracepoint_exists(c, e)]
+        if missing:
+            self.tcp_off_reason = f"TCP health is off: this kernel lacks {', '.join(missing)}"
+            self.warn(self.tcp_off_reason)
+        else:
+            extra.update(NS_STACK_TCP=1, NS_MAX_CONNS=MAX_CONNS)
         try:
             extra.update(stack_offsets())
             extra["NS_HAVE_SKB_OFFSETS"] = 1
@@ -139,6 +155,32 @@ class StackProbe:
         out = {}
         for i, name in enumerate(MISS_NAMES):
             out[name] = int(sum(t[t.Key(i)]))
+        return out
+
+    def read_tcp(self) -> list[dict]:
+        """Every tracked connection; closed ones are deleted once read (this
+        is their final report)."""
+        if self.tcp_off_reason is not None:
+            return []
+        table = self.bpf["tcp_conns"]
+        out = []
+        for k, h in table.items():
+            fam = 6 if h.family == socket.AF_INET6 else 4
+            n = h.state_changes
+            log = [(TCP_STATES.get(h.states[i % STATE_LOG], str(h.states[i % STATE_LOG])),
+                    h.state_ns[i % STATE_LOG]) for i in range(max(0, n - STATE_LOG), n)]
+            out.append({
+                "key": k.value, "family": f"ipv{fam}", "saddr": _addr(fam, bytes(h.saddr)),
+                "sport": h.sport, "daddr": _addr(fam, bytes(h.daddr)), "dport": h.dport,
+                "state": TCP_STATES.get(h.state, str(h.state)), "closed": bool(h.closed),
+                "pid": h.pid or None, "uid": h.uid if h.pid else None,
+                "comm": h.comm.decode("utf-8", "replace") if h.pid else None,
+                "srtt_us": h.srtt_us, "cwnd": h.cwnd, "ssthresh": h.ssthresh,
+                "segments_in": h.probes, "retransmits": h.retransmits,
+                "rst_sent": h.rst_sent, "rst_recv": h.rst_recv, "state_changes": n,
+                "states": log, "first_ns": h.first_ns, "last_ns": h.last_ns})
+            if h.closed:
+                table.pop(k, None)
         return out
 
     def stop(self) -> None:

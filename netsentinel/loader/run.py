@@ -28,6 +28,7 @@ from ..kernel.monitor import ConnectionMonitor, RawConnection
 from .procinfo import ProcCache
 from .ruletable import RuleTable
 from .stack import StackReporter  # issue 17: drop reasons
+from .tcphealth import TcpHealth    # issue 17: TCP health
 from ..records import LOADER_STATUS
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
@@ -80,6 +81,7 @@ class Loader:
         self.flows: FlowTracker | None = None
         self.fleet = None
         self.stack: StackReporter | None = None
+        self.tcp: TcpHealth | None = None
         self.stop_reason: str | None = None
         self.started = time.time()
         self.counts = {"events": 0, "lost": 0, "whitelisted": 0}
@@ -142,7 +144,8 @@ class Loader:
             "blocked_connects": totals.get("connect_blocked", 0) + totals.get("sendmsg_blocked", 0),
             "rule_drops": totals.get("rule_drops", 0),
             **({"crowdsec": self.fleet.status()} if self.fleet else {}),
-            **({"stack": self.stack.totals} if self.stack else {}),
+            **({"stack": {**self.stack.totals, **(self.tcp.totals if self.tcp else {})}}
+               if self.stack else {}),
         }
 
     def write_status(self, running: bool) -> None:
@@ -236,6 +239,10 @@ class Loader:
             warn(f"stack: {self.stack.off_reason}")
             self._held.append(("warning", {"message": f"stack: {self.stack.off_reason}"}))
             self.stack = None
+        elif self.stack.probe.tcp_off_reason:
+            self._held.append(("warning", {"message": self.stack.probe.tcp_off_reason}))
+        else:
+            self.tcp = TcpHealth(self.stack.probe.read_tcp, self.procs.get)
 
     def _loop(self) -> None:
         o = self.opts
@@ -269,6 +276,8 @@ class Loader:
                 body = self.stack.sample(now - last_stack)
                 if body:
                     self.events.emit("drops", **body)
+                for body in (self.tcp.sample() if self.tcp else ()):
+                    self.events.emit("tcp_health", **body)
                 last_stack, next_stack = now, now + o.stack_interval
             if now >= next_status:
                 if self.bans:
