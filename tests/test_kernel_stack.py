@@ -5,13 +5,15 @@ flow."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 
 import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
-                    ban_event, kernel_test_skip_reason, start_loader, stop_loader, validate,
-                    write_commands)
+                    ban_event, kernel_test_skip_reason, read_json, start_loader, stop_loader, validate,
+                    wait_until, write_commands)
+from netsentinel.testing.lab import start_pipeline
 from netsentinel.kernel.stack import KFREE_SKB_FORMAT, Symbols, drop_reason_names
 
 SKIP = kernel_test_skip_reason()
@@ -195,3 +197,37 @@ def test_no_stack_loads_no_stack_program(lab, tmp_path_factory):
         assert not any(e["type"] in ("drops", "tcp_health") for e in lp.all_events)
     finally:
         assert lp.stop() == 0
+
+
+def test_syns_to_many_closed_ports_are_an_inbound_scan(lab, tmp_path):
+    """loader | analyzer: a scan far too slow for the flood thresholds
+    (~50 SYNs/s) shows as NO_SOCKET drops across ports -> one HIGH threat."""
+    records = tmp_path / "records"
+    records.mkdir()
+    cfg = tmp_path / "filter_config.json"
+    cfg.write_text("{}")
+    loader, analyzer = start_pipeline(lab, records, cfg, ["--backend", "rules", "--status-interval", "0.3"],
+                                      ["--no-xdp", "--stack-interval", "0.3"])
+    try:
+        wait_until(lambda: (read_json(records / "analyzer_status.json") or {})
+                   .get("input", {}).get("other_events", {}).get("startup"), 60, what="pipeline startup")
+        subprocess.run(["ip", "netns", "exec", lab.peer, "hping3", "-q", "-S", "-a", lab.peer4,
+                        "-p", "++3000", "-c", "30", "-i", "u20000", lab.dut4],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+        def scan_threats():
+            # Tracepoints see every namespace: other traffic on this machine may
+            # raise threats too; this test owns only its peer's address.
+            return [t for t in read_json(records / "pending_threats.json", [])
+                    if t["status"] == "pending" and t["target"] == lab.peer4]
+        found = wait_until(scan_threats, 15, what="an inbound scan threat")
+        assert len(found) == 1, found
+        (t,) = found
+        assert t["rule_ids"] == ["stack:inbound_scan"]
+        assert (t["target"], t["category"], t["level"]) == (lab.peer4, "port_scan", "HIGH")
+        assert "NO_SOCKET" in t["reason"] and lab.dut4 in t["reason"]
+    finally:
+        loader.send_signal(signal.SIGTERM)
+        assert loader.wait(timeout=30) == 0
+        analyzer.wait(timeout=30)
+    assert analyzer.returncode == 0, (records / "analyzer.log").read_text()[-2000:]

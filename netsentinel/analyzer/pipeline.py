@@ -31,6 +31,7 @@ from .inputs import BadLine, RateLimitedWarn, parse_line
 from .rules import RuleEngine
 from .settings import CHECK_EVERY, SettingsWatcher
 from .sinks import RecordsSink, threat_from
+from .stackscan import StackScanDetector, record_stack_scans  # issue 17
 from .verdict import Verdict
 from .worker import Job, LLMWorker
 
@@ -67,6 +68,7 @@ class Analyzer:
         self.manager = BackendManager(warn)
         self.worker = LLMWorker(self.llm_cfg, self.manager, self.deliver, warn)
         self.sink = RecordsSink(store, settings.current, self.whitelist, warn, history)
+        self.stackscan = StackScanDetector()
         self._flood_detector: tuple[int, FloodDetector] | None = None
         self._proposed: dict[str, float] = {}
         try:
@@ -180,6 +182,8 @@ class Analyzer:
             self.loader["stopped"] = ev["ts"]
         elif t == "flow":
             self.handle_flow(ev)
+        elif t == "drops":
+            record_stack_scans(self.stackscan, ev, self.sink, self._tally)
         elif t in ("ban_rejected", "rule_rejected", "warning"):
             self.warn(f"loader {t}: {ev.get('error') or ev.get('message')}")
 
