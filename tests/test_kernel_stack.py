@@ -179,6 +179,11 @@ def test_packet_loss_shows_as_retransmits_of_that_connection(lab, loader):
         assert ev["srtt_ms"] > 0 and ev["cwnd"] > 0
         assert [s["state"] for s in ev["states"]][:2] == ["SYN_SENT", "ESTABLISHED"]
         assert ev["states"][-1]["state"] == "CLOSE" and ev["state"] == "CLOSE"
+        # The Stack page's file has it too, beside the drop history.
+        doc = wait_until(lambda: (lambda d: d if d and any(c["pid"] == pid for c in d["connections"])
+                                  else None)(read_json(loader.records / "stack.json")),
+                         10, what="the connection in stack.json")
+        assert doc["history"] and doc["sites"] and doc["totals"]["drops"] > 0
     finally:
         if how == "netem":
             lab.ns_exec(lab.dut, "tc", "qdisc", "del", "dev", lab.dut_if, "root")

@@ -27,8 +27,7 @@ from ..kernel.libbpf import program_ids
 from ..kernel.monitor import ConnectionMonitor, RawConnection
 from .procinfo import ProcCache
 from .ruletable import RuleTable
-from .stack import StackReporter  # issue 17: drop reasons
-from .tcphealth import TcpHealth    # issue 17: TCP health
+from .stack import Stack  # issue 17: drop reasons, TCP health (docs/STACK.md)
 from ..records import LOADER_STATUS
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
@@ -80,8 +79,7 @@ class Loader:
         self.rules: RuleTable | None = None
         self.flows: FlowTracker | None = None
         self.fleet = None
-        self.stack: StackReporter | None = None
-        self.tcp: TcpHealth | None = None
+        self.stack: Stack | None = None
         self.stop_reason: str | None = None
         self.started = time.time()
         self.counts = {"events": 0, "lost": 0, "whitelisted": 0}
@@ -144,8 +142,7 @@ class Loader:
             "blocked_connects": totals.get("connect_blocked", 0) + totals.get("sendmsg_blocked", 0),
             "rule_drops": totals.get("rule_drops", 0),
             **({"crowdsec": self.fleet.status()} if self.fleet else {}),
-            **({"stack": {**self.stack.totals, **(self.tcp.totals if self.tcp else {})}}
-               if self.stack else {}),
+            **({"stack": self.stack.totals()} if self.stack else {}),
         }
 
     def write_status(self, running: bool) -> None:
@@ -158,13 +155,16 @@ class Loader:
             "cgroup_block": bool(self.enforcer and self.enforcer.cgroup_path),
             # What this loader has in the kernel (ids as `bpftool prog show` lists them).
             "programs": {**program_ids(self.monitor.bpf),
-                         **program_ids(self.enforcer.bpf if self.enforcer else None)},
+                         **program_ids(self.enforcer.bpf if self.enforcer else None),
+                         **program_ids(self.stack.drops.probe.bpf if self.stack else None)},
             "stats": self.stats(),
         }
         try:
             self.store.write(LOADER_STATUS, status)
         except StoreError as e:
             warn(str(e))
+        if self.stack:
+            self.stack.record(self.store)
 
     # ----------------------------------------------------------- run
     def run(self) -> int:
@@ -200,8 +200,7 @@ class Loader:
             warn(f"kprobes unavailable: {self.monitor.fallback_reason}; "
                  "falling back to tracepoint sock:inet_sock_set_state")
         warn(f"capture mode: {mode}")
-        # --- stack visibility (issue 17, docs/STACK.md) ---
-        if o.stack:
+        if o.stack:   # --- stack visibility (issue 17) ---
             self._start_stack()
         if o.fleet and self.bans:
             self.fleet = Fleet(o.fleet, self.store, warn)
@@ -231,18 +230,14 @@ class Loader:
 
     def _start_stack(self) -> None:
         e = self.enforcer if self.enforcer and self.enforcer.xdp_mode else None
-        self.stack = StackReporter(
-            self.events.emit, warn, xdp_mode=e.xdp_mode if e else None,
-            xdp_ifname=self.opts.interface if e else None,
-            xdp_drops=(lambda: self.enforcer.totals().get("xdp_drops", 0)) if e else None)
-        if not self.stack.start():
-            warn(f"stack: {self.stack.off_reason}")
-            self._held.append(("warning", {"message": f"stack: {self.stack.off_reason}"}))
+        self.stack = Stack(self.events.emit, warn, self.procs.get, self.opts.stack_interval,
+                           xdp_drops=(lambda: e.totals().get("xdp_drops", 0)) if e else None,
+                           xdp_mode=e.xdp_mode if e else None, xdp_ifname=self.opts.interface if e else None)
+        for note in self.stack.start():
+            warn(note)
+            self._held.append(("warning", {"message": note}))
+        if not self.stack.running:
             self.stack = None
-        elif self.stack.probe.tcp_off_reason:
-            self._held.append(("warning", {"message": self.stack.probe.tcp_off_reason}))
-        else:
-            self.tcp = TcpHealth(self.stack.probe.read_tcp, self.procs.get)
 
     def _loop(self) -> None:
         o = self.opts
@@ -250,7 +245,6 @@ class Loader:
         next_scan = next_status = now
         next_stats = now + o.stats_interval
         next_flows = now
-        next_stack = last_stack = now
         deadline = now + o.duration if o.duration else None
         while self.stop_reason is None:
             self.monitor.poll(POLL_MS)
@@ -272,13 +266,8 @@ class Loader:
                 for body in self.flows.sample():
                     self.events.emit("flow", **body)
                 next_flows = now + o.flow_interval
-            if self.stack and now >= next_stack:
-                body = self.stack.sample(now - last_stack)
-                if body:
-                    self.events.emit("drops", **body)
-                for body in (self.tcp.sample() if self.tcp else ()):
-                    self.events.emit("tcp_health", **body)
-                last_stack, next_stack = now, now + o.stack_interval
+            if self.stack:
+                self.stack.tick(now)
             if now >= next_status:
                 if self.bans:
                     self.bans.sync_counters()
