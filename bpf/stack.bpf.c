@@ -109,6 +109,9 @@ static __always_inline void ns_flow(void *skb, struct ns_drop_flow *f)
         if (bpf_probe_read_kernel(ports, sizeof(ports), head + l4) == 0)
             f->dport = ntohs(ports[1]);
     }
+    /* The flags tell a probe (SYN, FIN/NULL/Xmas) from backscatter (RST, SYN-ACK). */
+    if (f->proto == IPPROTO_TCP)
+        bpf_probe_read_kernel(&f->tcp_flags, 1, head + l4 + 13);
 }
 #endif
 

@@ -19,6 +19,8 @@ struct ns_drop_flow {
     u16 dport;      /* host order; 0 when not TCP/UDP */
     u32 reason;
     u32 netns;
+    u8 tcp_flags;   /* TCP header flags byte (FIN 0x01 ... ACK 0x10); 0 otherwise */
+    u8 pad[3];
     u8 saddr[16];
     u8 daddr[16];
 };

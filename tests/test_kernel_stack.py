@@ -67,7 +67,8 @@ def test_locations_are_symbolised_from_kallsyms():
 def test_syns_to_a_closed_port_are_no_socket(lab, loader):
     syns(lab, lab.peer4, 7, 20)
     n, events = dropped(loader, lambda f: f["src"] == lab.peer4 and f["dport"] == 7
-                        and f["reason"] == "NO_SOCKET", "NO_SOCKET drops from the peer", 20)
+                        and f["reason"] == "NO_SOCKET" and f["tcp_flags"] == 0x02,
+                        "NO_SOCKET drops of the peer's SYNs", 20)
     assert n == 20     # each SYN dropped once, none double-counted
     sites = [s for e in events for s in e["sites"] if s["reason"] == "NO_SOCKET"]
     assert any(s["ifname"] == lab.dut_if and s["location"].startswith("tcp_v4_rcv+") for s in sites), sites

@@ -10,11 +10,12 @@ from analyzer_support import lines, pending, run_analyzer, ts
 from netsentinel.analyzer.stackscan import StackScanDetector
 
 
-def drops(at: float, src: str, ports, reason: str = "NO_SOCKET", dst: str = "10.9.0.1") -> dict:
+def drops(at: float, src: str, ports, reason: str = "NO_SOCKET", dst: str = "10.9.0.1",
+          flags: int = 0x02) -> dict:
     return {"v": 1, "type": "drops", "ts": ts(at), "interval_s": 2.0, "total": len(ports),
             "reasons": {reason: len(ports)}, "sites": [], "flows_more": 0,
             "flows": [{"reason": reason, "family": "ipv4", "proto": 6, "src": src, "dst": dst,
-                       "dport": p, "netns": None, "count": 1} for p in ports],
+                       "dport": p, "tcp_flags": flags, "netns": None, "count": 1} for p in ports],
             "xdp": {"ours": 0, "seen_as_skb": 0, "added": 0, "mode": None},
             "missed": {}, "detail_off_reason": None}
 
@@ -37,8 +38,11 @@ def test_many_ports_escalate_once_and_other_reasons_do_not_count():
     assert levels == ["HIGH", "CRITICAL"]
 
 
-def test_local_and_malformed_rows_are_ignored():
+def test_local_and_malformed_rows_and_backscatter_are_ignored():
     d = StackScanDetector()
+    # RSTs and SYN-ACKs to closed ports: replies to someone else's packets.
+    assert d.judge(drops(0, "198.51.100.9", range(50), flags=0x04)) == []
+    assert d.judge(drops(1, "198.51.100.9", range(50, 100), flags=0x12)) == []
     ev = drops(0, "127.0.0.1", range(50), dst="127.0.0.2")
     ev["flows"] += [{"reason": "NO_SOCKET", "src": 5, "dst": "x", "dport": "80"}, "junk",
                     *drops(0, "10.9.0.1", range(50))["flows"]]   # src == dst

@@ -4,8 +4,10 @@ A SYN (or UDP datagram) to a closed port is dropped by the stack with reason
 NO_SOCKET; the loader's `drops` events carry them per source, destination
 and port. Many distinct ports from one source within SCAN_WINDOW_S is a
 scan, however slowly it is sent: the flood thresholds (floods.py) need a
-rate, this needs only breadth. TCP_RESET / TCP_FLAGS drops (stray resets,
-odd flag combinations, as FIN/NULL/Xmas scans send) count the same way.
+rate, this needs only breadth. TCP_RESET / TCP_FLAGS drops count the same
+way. Only probes count: a TCP segment with ACK or RST set (a SYN-ACK or RST
+to a closed port) is backscatter of someone else's traffic or a reply to a
+scan *we* sent, never a probe of ours.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .sinks import RecordsSink, threat_from
 
 SCAN_REASONS = frozenset({"NO_SOCKET", "TCP_RESET", "TCP_FLAGS", "TCP_INVALID_SYN"})
 SCAN_WINDOW_S = 300.0
+TCP_RST, TCP_ACK = 0x04, 0x10
 HIGH_PORTS = 20      # distinct closed ports on one host from one source in the window
 CRITICAL_PORTS = 200
 
@@ -46,6 +49,9 @@ class StackScanDetector:
             src, dst, port = f.get("src"), f.get("dst"), f.get("dport")
             if not (isinstance(src, str) and isinstance(dst, str) and isinstance(port, int)):
                 continue   # a malformed row says nothing; the rest still counts
+            if f.get("proto") == 6 and (not isinstance(f.get("tcp_flags"), int)
+                                        or f["tcp_flags"] & (TCP_ACK | TCP_RST)):
+                continue   # backscatter or a reply, not a probe
             if src == dst or _loopback(src):
                 continue   # the host probing itself: outbound, judged from connection events
             w = self.ports.observe((src,), t, dst, port, self.window_s)

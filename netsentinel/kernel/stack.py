@@ -147,7 +147,8 @@ class StackProbe:
             raw_s, raw_d = bytes(k.saddr), bytes(k.daddr)
             out.append({"reason": self.reason_name(k.reason), "family": f"ipv{k.family}",
                         "proto": k.proto, "src": _addr(k.family, raw_s), "dst": _addr(k.family, raw_d),
-                        "dport": k.dport or None, "netns": k.netns or None, "count": n})
+                        "dport": k.dport or None, "tcp_flags": k.tcp_flags if k.proto == 6 else None,
+                        "netns": k.netns or None, "count": n})
         return out
 
     def read_misses(self) -> dict[str, int]:

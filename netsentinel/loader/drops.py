@@ -123,7 +123,7 @@ class DropReporter:
         self.totals["drops"] += total
         self.totals["intervals"] += 1
         site_rows = _merge(sites, ("reason", "location", "ifname", "ifindex", "netns", "xdp"))
-        flow_rows = _merge(flows, ("reason", "family", "proto", "src", "dst", "dport", "netns"))
+        flow_rows = _merge(flows, ("reason", "family", "proto", "src", "dst", "dport", "tcp_flags", "netns"))
         return {
             "interval_s": round(interval_s, 3), "total": total, "reasons": reasons,
             "sites": site_rows[:TOP_SITES], "flows": flow_rows[:TOP_FLOWS],
