@@ -12,7 +12,7 @@ import streamlit as st
 from streamlit_autorefresh import st_autorefresh
 
 from ..store import StoreError
-from . import bans, events, filter_rules, llm, overview, review, whitelist
+from . import bans, events, filter_rules, llm, overview, review, stack, whitelist
 from .auth import require_access
 from .context import Ctx
 from .settings import load_settings
@@ -22,6 +22,7 @@ from .ui import flash, show_flash, show_notices
 PAGES = {"Overview": overview.render, "Events": events.render, "Review": review.render,
          "Bans": bans.render, "Filter rules": filter_rules.render, "Whitelist": whitelist.render,
          "LLM settings": llm.render}
+PAGES["Stack"] = stack.render  # issue 17: drop reasons and TCP health
 SLUGS = {name: name.split()[0].lower() for name in PAGES}
 # Markdown colours, not emoji: a machine without an emoji font renders them as boxes.
 STATE_ICONS = {"running": ":green[●]", "stale": ":orange[●]", "stopped": ":red[●]", "absent": ":gray[○]"}
