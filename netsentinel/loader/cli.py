@@ -128,6 +128,8 @@ def main(argv=None) -> int:
         parser.error("--ban needs enforcement; drop --no-xdp")
     if args.buffer_pages & (args.buffer_pages - 1):
         parser.error("--buffer-pages must be a power of two")
+    if not args.stack_interval > 0:
+        parser.error("--stack-interval must be a positive number of seconds")
     if os.geteuid() != 0:
         die(PROG, "must run as root (try: sudo .venv/bin/python -u unified_ebpf.py)", EXIT_FAILURE)
     iface = None
