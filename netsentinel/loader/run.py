@@ -156,7 +156,9 @@ class Loader:
             # What this loader has in the kernel (ids as `bpftool prog show` lists them).
             "programs": {**program_ids(self.monitor.bpf),
                          **program_ids(self.enforcer.bpf if self.enforcer else None),
-                         **program_ids(self.stack.drops.probe.bpf if self.stack else None)},
+                         # "stack/": its set_state program shares the monitor's name
+                         **{f"stack/{n}": i for n, i in
+                            program_ids(self.stack.drops.probe.bpf if self.stack else None).items()}},
             "stats": self.stats(),
         }
         try:
@@ -200,8 +202,6 @@ class Loader:
             warn(f"kprobes unavailable: {self.monitor.fallback_reason}; "
                  "falling back to tracepoint sock:inet_sock_set_state")
         warn(f"capture mode: {mode}")
-        if o.stack:   # --- stack visibility (issue 17) ---
-            self._start_stack()
         if o.fleet and self.bans:
             self.fleet = Fleet(o.fleet, self.store, warn)
         elif o.fleet:
@@ -210,6 +210,8 @@ class Loader:
         rules_restored = self.rules.restore() if self.rules else 0
         for ip in o.bans:
             self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
+        if o.stack:   # --- stack visibility (issue 17); after the bans are back in force
+            self._start_stack()
         self.events.emit(
             "startup", capture_mode=mode, capture_fallback_reason=self.monitor.fallback_reason,
             interface=o.interface if self.enforcer else None,
@@ -295,11 +297,12 @@ class Loader:
                 warn(f"could not save final counters: {e}")
             if self.fleet:
                 self.fleet.stop()
+            stack_detach = self.stack.stop_async() if self.stack else None
             self.monitor.stop()
-            if self.stack:
-                self.stack.stop()
             if self.enforcer:
                 self.enforcer.detach()
+            if stack_detach:
+                stack_detach.join()
             self.write_status(False)
             self.events.emit("shutdown", message=f"stopped ({self.stop_reason or 'error'}); "
                              "all programs detached")

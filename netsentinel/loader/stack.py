@@ -6,6 +6,7 @@ summary in records/stack.json for the dashboard's Stack page.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import Callable
@@ -96,3 +97,10 @@ class Stack:
 
     def stop(self) -> None:
         self.drops.stop()
+
+    def stop_async(self) -> threading.Thread:
+        """Detach in the background, overlapping the loader's other detaches
+        (join it before exiting)."""
+        t = threading.Thread(target=self.stop, name="stack-detach")
+        t.start()
+        return t
