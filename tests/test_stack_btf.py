@@ -1,7 +1,8 @@
-"""Kernel struct offsets from BTF (netsentinel/kernel/btf.py) and the stack
-loader's command line: offsets found through anonymous members and typedefs
-as C does, the real kernel's BTF read when present, and a missing BTF turned
-into a one-line reason."""
+"""Kernel struct offsets from BTF (netsentinel/kernel/btf.py), the stack's
+command line, and its parts turning off with their reason: offsets found
+through anonymous members and typedefs as C does, the real kernel's BTF read
+when present, a missing BTF, tracepoint or drop-reason field each turned
+into a one-line reason while the rest goes on."""
 
 from __future__ import annotations
 
@@ -70,3 +71,41 @@ def test_stack_interval_must_be_positive():
     r = subprocess.run([sys.executable, str(ROOT / "unified_ebpf.py"), "--stack-interval", "0"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "--stack-interval must be a positive" in r.stderr
+
+
+# ---------------------------------------------------------------- parts off, with their reason
+needs_root = pytest.mark.skipif(__import__("os").geteuid() != 0, reason="loads BPF programs: needs root")
+
+
+@needs_root
+def test_a_missing_tcp_tracepoint_turns_tcp_health_off_not_drops(monkeypatch):
+    """As on a kernel without tcp:tcp_probe: TCP health says why it is off;
+    drop reasons still load and count."""
+    import socket
+    from netsentinel.kernel import stack
+    monkeypatch.setattr(stack, "TCP_TRACEPOINTS", stack.TCP_TRACEPOINTS + (("tcp", "no_such_event"),))
+    p = stack.StackProbe(warn=lambda m: None)
+    p.start()
+    try:
+        assert p.tcp_off_reason == "TCP health is off: this kernel lacks tcp:no_such_event"
+        assert p.read_tcp() == []
+        for _ in range(3):
+            try:
+                socket.create_connection(("127.0.0.1", 1), timeout=1).close()
+            except OSError:
+                pass
+        assert sum(s["count"] for s in p.read_sites()
+                   if s["reason"] == "NO_SOCKET" and s["location"].startswith("tcp_v4_rcv+")) >= 3
+    finally:
+        p.stop()
+
+
+@needs_root
+def test_a_kfree_skb_without_reasons_turns_drops_off(monkeypatch, tmp_path):
+    """As on a kernel before 5.17, whose kfree_skb has no reason field."""
+    from netsentinel.kernel import KernelError, stack
+    old = tmp_path / "format"
+    old.write_text('name: kfree_skb\nprint fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr\n')
+    monkeypatch.setattr(stack, "KFREE_SKB_FORMAT", old)
+    with pytest.raises(KernelError, match="no drop reasons on this kernel"):
+        stack.StackProbe(warn=lambda m: None).start()
