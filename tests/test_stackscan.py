@@ -58,3 +58,15 @@ def test_the_analyzer_records_one_threat_per_scanning_source(tmp_path):
     (t,) = threats
     assert (t["target"], t["category"], t["level"]) == ("203.0.113.5", "port_scan", "HIGH")
     assert t["rule_ids"] == ["stack:inbound_scan"] and t["event"]["type"] == "drops"
+
+
+def test_a_drops_event_with_a_bad_time_is_skipped_with_a_reason(tmp_path):
+    bad = drops(0, "203.0.113.9", range(30))
+    bad["ts"] = "yesterday"
+    events = [bad, drops(1, "203.0.113.9", range(30, 50))]
+    r = run_analyzer(tmp_path, ["--backend", "rules"], lines(events))
+    assert r.returncode == 0, r.stderr
+    assert "unreadable ts 'yesterday'; skipped" in r.stderr
+    # The good event alone (20 ports) still makes the threat.
+    (t,) = pending(tmp_path / "records")
+    assert t["target"] == "203.0.113.9"

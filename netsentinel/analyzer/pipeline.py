@@ -183,7 +183,7 @@ class Analyzer:
         elif t == "flow":
             self.handle_flow(ev)
         elif t == "drops":
-            record_stack_scans(self.stackscan, ev, self.sink, self._tally)
+            record_stack_scans(self.stackscan, ev, self.sink, self._tally, self._bad_line_warn)
         elif t in ("ban_rejected", "rule_rejected", "warning"):
             self.warn(f"loader {t}: {ev.get('error') or ev.get('message')}")
 

@@ -41,13 +41,19 @@ class StackScanDetector:
 
     def judge(self, ev: dict) -> list[dict]:
         """Verdicts (with their evidence) for one `drops` event."""
-        t = parse_iso(ev.get("ts")) or 0.0
+        try:
+            t = parse_iso(ev.get("ts"))
+        except (ValueError, AttributeError, TypeError):
+            t = None
+        if t is None:
+            raise ValueError(f"drops event with an unreadable ts {str(ev.get('ts'))[:40]!r}")
         found: dict[str, dict] = {}
         for f in ev.get("flows") or ():
             if not isinstance(f, dict) or f.get("reason") not in SCAN_REASONS:
                 continue
             src, dst, port = f.get("src"), f.get("dst"), f.get("dport")
-            if not (isinstance(src, str) and isinstance(dst, str) and isinstance(port, int)):
+            if not (isinstance(src, str) and isinstance(dst, str) and isinstance(port, int)
+                    and not isinstance(port, bool)):
                 continue   # a malformed row says nothing; the rest still counts
             if f.get("proto") == 6 and (not isinstance(f.get("tcp_flags"), int)
                                         or f["tcp_flags"] & (TCP_ACK | TCP_RST)):
@@ -84,10 +90,15 @@ class StackScanDetector:
         }
 
 
-def record_stack_scans(detector: StackScanDetector, ev: dict, sink: RecordsSink, tally) -> int:
+def record_stack_scans(detector: StackScanDetector, ev: dict, sink: RecordsSink, tally, warn) -> int:
     """Feed one `drops` event; each scan found becomes a log entry and a
-    threat (one per source). Returns how many."""
-    verdicts = detector.judge(ev)
+    threat (one per source). Returns how many. An unusable event is
+    skipped with a one-line warning."""
+    try:
+        verdicts = detector.judge(ev)
+    except ValueError as e:
+        warn(f"{e}; skipped")
+        return 0
     for v in verdicts:
         evidence = v["evidence"]
         event = {"type": "drops", "ts": ev.get("ts"), "src": evidence["src"], "daddr": evidence["dst"],
