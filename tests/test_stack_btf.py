@@ -84,7 +84,7 @@ def test_a_missing_tcp_tracepoint_turns_tcp_health_off_not_drops(monkeypatch):
     import socket
     from netsentinel.kernel import stack
     monkeypatch.setattr(stack, "TCP_TRACEPOINTS", stack.TCP_TRACEPOINTS + (("tcp", "no_such_event"),))
-    p = stack.StackProbe(warn=lambda m: None)
+    p = stack.StackProbe()
     p.start()
     try:
         assert p.tcp_off_reason == "TCP health is off: this kernel lacks tcp:no_such_event"
@@ -108,4 +108,4 @@ def test_a_kfree_skb_without_reasons_turns_drops_off(monkeypatch, tmp_path):
     old.write_text('name: kfree_skb\nprint fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr\n')
     monkeypatch.setattr(stack, "KFREE_SKB_FORMAT", old)
     with pytest.raises(KernelError, match="no drop reasons on this kernel"):
-        stack.StackProbe(warn=lambda m: None).start()
+        stack.StackProbe().start()

@@ -11,13 +11,11 @@ off and `detail_off_reason` says why.
 from __future__ import annotations
 
 import bisect
-import ctypes
 import ipaddress
 import re
 import socket
 import threading
 from pathlib import Path
-from typing import Callable
 
 from . import KernelError
 from .btf import BTFError, stack_offsets
@@ -84,8 +82,9 @@ def _addr(family: int, raw: bytes) -> str:
 class StackProbe:
     """Loads bpf/stack.bpf.c and hands out per-interval drop counts."""
 
-    def __init__(self, warn: Callable[[str], None] = print):
-        self.warn = warn
+    def __init__(self):
+        # Parts this kernel cannot do are off; the reasons are kept here for
+        # the caller to say (detail_off_reason, tcp_off_reason).
         self.bpf = None
         self.reasons: dict[int, str] = {}
         self.symbols: Symbols | None = None
@@ -107,7 +106,6 @@ class StackProbe:
         missing = [f"{c}:{e}" for c, e in TCP_TRACEPOINTS if not bcc.BPF.tracepoint_exists(c, e)]
         if missing:
             self.tcp_off_reason = f"TCP health is off: this kernel lacks {', '.join(missing)}"
-            self.warn(self.tcp_off_reason)
         else:
             extra.update(NS_STACK_TCP=1, NS_MAX_CONNS=MAX_CONNS)
         try:
@@ -115,7 +113,6 @@ class StackProbe:
             extra["NS_HAVE_SKB_OFFSETS"] = 1
         except (BTFError, OSError, ValueError) as e:
             self.detail_off_reason = f"per-device and per-address drops are off: {e}"
-            self.warn(self.detail_off_reason)
         self.symbols = Symbols()
         self.bpf = bcc.BPF(text=program_source("stack.bpf.c"), cflags=cflags(1, extra))
 

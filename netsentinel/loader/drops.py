@@ -70,7 +70,7 @@ class DropReporter:
         self.xdp_mode = xdp_mode
         self.xdp_ifname = xdp_ifname
         self._xdp_credit = 0   # skb frees seen at our XDP sites before our counter moved
-        self.probe = StackProbe(warn=warn)
+        self.probe = StackProbe()
         self.netns = own_netns()
         self._xdp_last = 0
         self._misses_last: dict[str, int] = {}

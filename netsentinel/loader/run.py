@@ -27,7 +27,7 @@ from ..kernel.libbpf import program_ids
 from ..kernel.monitor import ConnectionMonitor, RawConnection
 from .procinfo import ProcCache
 from .ruletable import RuleTable
-from .stack import Stack  # issue 17: drop reasons, TCP health (docs/STACK.md)
+from .stack import Stack, start_stack  # issue 17: drop reasons, TCP health (docs/STACK.md)
 from ..records import LOADER_STATUS
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
@@ -156,9 +156,7 @@ class Loader:
             # What this loader has in the kernel (ids as `bpftool prog show` lists them).
             "programs": {**program_ids(self.monitor.bpf),
                          **program_ids(self.enforcer.bpf if self.enforcer else None),
-                         # "stack/": its set_state program shares the monitor's name
-                         **{f"stack/{n}": i for n, i in
-                            program_ids(self.stack.drops.probe.bpf if self.stack else None).items()}},
+                         **(self.stack.program_ids() if self.stack else {})},
             "stats": self.stats(),
         }
         try:
@@ -211,7 +209,8 @@ class Loader:
         for ip in o.bans:
             self.bans.ban_now({"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"})
         if o.stack:   # --- stack visibility (issue 17); after the bans are back in force
-            self._start_stack()
+            self.stack, notes = start_stack(self.enforcer, o, self.events.emit, warn, self.procs.get)
+            self._held += [("warning", {"message": n}) for n in notes]
         self.events.emit(
             "startup", capture_mode=mode, capture_fallback_reason=self.monitor.fallback_reason,
             interface=o.interface if self.enforcer else None,
@@ -229,17 +228,6 @@ class Loader:
             self.fleet.start()
         self._loop()
         return 0
-
-    def _start_stack(self) -> None:
-        e = self.enforcer if self.enforcer and self.enforcer.xdp_mode else None
-        self.stack = Stack(self.events.emit, warn, self.procs.get, self.opts.stack_interval,
-                           xdp_drops=(lambda: e.totals().get("xdp_drops", 0)) if e else None,
-                           xdp_mode=e.xdp_mode if e else None, xdp_ifname=self.opts.interface if e else None)
-        for note in self.stack.start():
-            warn(note)
-            self._held.append(("warning", {"message": note}))
-        if not self.stack.running:
-            self.stack = None
 
     def _loop(self) -> None:
         o = self.opts

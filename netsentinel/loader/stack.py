@@ -11,6 +11,7 @@ import time
 from collections import deque
 from typing import Callable
 
+from ..kernel.libbpf import program_ids
 from ..records import STACK
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
@@ -79,6 +80,10 @@ class Stack:
             keep = sorted(self.sites.items(), key=lambda kv: -kv[1]["count"])[:2 * TOP_SITES]
             self.sites = dict(keep)
 
+    def program_ids(self) -> dict[str, int]:
+        # "stack/": its set_state program has the connection monitor's name.
+        return {f"stack/{n}": i for n, i in program_ids(self.drops.probe.bpf).items()}
+
     def totals(self) -> dict:
         return {**self.drops.totals, **(self.tcp.totals if self.tcp else {})}
 
@@ -104,3 +109,16 @@ class Stack:
         t = threading.Thread(target=self.stop, name="stack-detach")
         t.start()
         return t
+
+
+def start_stack(enforcer, opts, emit, warn, proc_info) -> tuple[Stack | None, list[str]]:
+    """The loader's Stack, started (None if it could not be), and the
+    warnings for the event stream (already said on stderr)."""
+    e = enforcer if enforcer and enforcer.xdp_mode else None
+    stack = Stack(emit, warn, proc_info, opts.stack_interval,
+                  xdp_drops=(lambda: e.totals().get("xdp_drops", 0)) if e else None,
+                  xdp_mode=e.xdp_mode if e else None, xdp_ifname=opts.interface if e else None)
+    notes = stack.start()
+    for note in notes:
+        warn(note)
+    return (stack if stack.running else None), notes
