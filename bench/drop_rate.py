@@ -212,6 +212,22 @@ def window(read, args) -> dict:
             "others": {c: cpu_delta(cpu0, cpu1, c)["softirq"] / secs * 100 for c in cpu0 if c != args.cpu}}
 
 
+def flood_options(p, repeat_help: str) -> None:
+    """The flood's command-line options (also bench/stack_cost.py's)."""
+    p.add_argument("--window", type=float, help="seconds per measured window (default 2; quick 0.5)")
+    p.add_argument("--repeat", type=int, help=f"{repeat_help} (default 3; quick 1)")
+    p.add_argument("--warmup", type=float, help="seconds of flood before measuring (default 1; quick 0.3)")
+    p.add_argument("--cpu", type=int, default=1, help="CPU the flood and its receive path run on (default 1)")
+    p.add_argument("--max-packets", type=int, help="trafgen packet cap per run (default 30M; quick 3M)")
+
+
+def flood_defaults(args) -> None:
+    args.window = args.window or (0.5 if args.quick else 2.0)
+    args.repeat = args.repeat or (1 if args.quick else 3)
+    args.warmup = args.warmup or (0.3 if args.quick else 1.0)
+    args.max_packets = args.max_packets or (3_000_000 if args.quick else 30_000_000)
+
+
 def median(v: list[float]) -> float:
     s = sorted(v)
     return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
@@ -319,16 +335,11 @@ def main() -> int:
     p.add_argument("--sizes", help="comma-separated ban-set sizes (default 1,10,1000,100000,1000000; "
                    "quick: 1,10)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
-    p.add_argument("--window", type=float, help="seconds per measured window (default 2; quick 0.5)")
-    p.add_argument("--repeat", type=int, help="measured windows per filter and size; medians are "
-                   "reported (default 3; quick 1)")
-    p.add_argument("--warmup", type=float, help="seconds of flood before measuring (default 1; quick 0.3)")
-    p.add_argument("--cpu", type=int, default=1, help="CPU the flood and its receive path run on (default 1)")
+    flood_options(p, "measured windows per filter and size; medians are reported")
     p.add_argument("--linear-max", type=int, default=10_000,
                    help="largest size tried as one iptables rule per prefix (default %(default)s)")
     p.add_argument("--setup-timeout", type=float, default=300,
                    help="give up loading a rule set after this many seconds (default %(default)s)")
-    p.add_argument("--max-packets", type=int, help="trafgen packet cap per run (default 30M; quick 3M)")
     args = p.parse_args()
     need_root(NAME)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(QUICK_SIZES if args.quick else FULL_SIZES)
@@ -336,10 +347,7 @@ def main() -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         p.error(f"unknown method(s): {', '.join(bad)}")
-    args.window = args.window or (0.5 if args.quick else 2.0)
-    args.repeat = args.repeat or (1 if args.quick else 3)
-    args.warmup = args.warmup or (0.3 if args.quick else 1.0)
-    args.max_packets = args.max_packets or (3_000_000 if args.quick else 30_000_000)
+    flood_defaults(args)
 
     started, progress, cleanup = time.time(), Progress(NAME), Cleanup()
     rows: list[dict] = []

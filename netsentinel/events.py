@@ -20,7 +20,8 @@ from .timefmt import utc_now_iso
 SCHEMA_VERSION = 1
 SCHEMA_PATH = PROJECT_ROOT / "docs" / "events.schema.json"
 EVENT_TYPES = ("startup", "connection", "lost", "stats", "ban", "unban", "ban_rejected",
-               "flow", "rule", "rule_rejected", "warning", "raw_socket", "egress", "shutdown")
+               "flow", "rule", "rule_rejected", "warning", "raw_socket", "egress", "shutdown",
+               "drops", "tcp_health")
 
 
 # Fields that carry bytes chosen by whoever started a process (file names,

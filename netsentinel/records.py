@@ -41,6 +41,10 @@ LOADER_STATUS = "loader_status.json"
 ANALYZER_STATUS = "analyzer_status.json"
 SUPERVISOR_STATUS = "supervisor_status.json"  # the pipeline supervisor's heartbeat (netsentinel/service)
 
+# Stack visibility (loader only): drop reasons over time, top drop sites,
+# recent TCP health (docs/STACK.md).
+STACK = "stack.json"
+
 # The CrowdSec machine side: which decisions this host pushed (loader only).
 CROWDSEC_MACHINE = "crowdsec_machine.json"
 
@@ -57,7 +61,7 @@ DASHBOARD_LOG = "dashboard.log"
 
 FILES = (BAN_COMMANDS, BAN_COMMANDS_REJECTED, RULE_COMMANDS, RULE_COMMANDS_REJECTED, BANNED_IPS,
          FILTER_RULES, PENDING_THREATS, RULE_PROPOSALS, DASHBOARD_LOGS, ANALYZER_REJECTED, HISTORY, LLM_CONFIG,
-         LOADER_STATUS, ANALYZER_STATUS, SUPERVISOR_STATUS, CROWDSEC_MACHINE, DASHBOARD_TOKEN, AUDIT, LOADER_LOG, ANALYZER_LOG, DASHBOARD_LOG)
+         LOADER_STATUS, ANALYZER_STATUS, SUPERVISOR_STATUS, STACK, CROWDSEC_MACHINE, DASHBOARD_TOKEN, AUDIT, LOADER_LOG, ANALYZER_LOG, DASHBOARD_LOG)
 
 
 def history_files() -> list[str]:

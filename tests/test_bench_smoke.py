@@ -63,6 +63,15 @@ def test_drop_rate_quick(tmp_path):
     assert png.stat().st_size > 1000
 
 
+@pytest.mark.skipif(not shutil.which("trafgen"), reason="trafgen (netsniff-ng) missing: run sudo make install")
+def test_stack_cost_quick():
+    out = run_bench("stack_cost")
+    assert {r["mode"] for r in out["results"]} == {"on", "off"}
+    for r in out["results"]:
+        assert r["packets"] > 0 and r["loader_ns_per_packet"] is not None, r
+    assert set(out["summary"]) >= {"on", "off", "added_ns_per_packet", "added_cpu_pct_at_100k_pps"}
+
+
 def test_ban_latency_quick():
     out = run_bench("ban_latency")
     assert out["params"]["bans"] == 5 and len(out["results"]) == 5

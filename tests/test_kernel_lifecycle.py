@@ -127,12 +127,15 @@ def test_monitor_only_mode(lab, fresh, tmp_path):
     lp = fresh("--no-xdp")
     assert lp.all_events[0]["xdp_mode"] is None and lp.all_events[0]["cgroup_block"] is False
     assert not lab.xdp_attached()
-    assert sorted(programs_of(lp)) == [  # the connection monitor and the outbound monitor
+    progs = programs_of(lp)
+    # The monitor, the outbound monitor, and (--stack, the default) the stack's tracepoints.
+    assert sorted(n for n in progs if not n.startswith("stack/")) == [
         "outbound:tracepoint__sched__sched_process_exec", "outbound:tracepoint__sched__sched_process_fork",
         "outbound:tracepoint__sock__inet_sock_set_state",
         "outbound:tracepoint__syscalls__sys_enter_socket", "outbound:tracepoint__syscalls__sys_exit_dup",
         "outbound:tracepoint__syscalls__sys_exit_dup2", "outbound:tracepoint__syscalls__sys_exit_dup3",
         "outbound:tracepoint__syscalls__sys_exit_socket", "tracepoint__sock__inet_sock_set_state"]
+    assert all(n.startswith("stack/tracepoint__") for n in progs if n.startswith("stack/"))
     write_commands(tmp_path, [{"action": "ban", "ip": lab.peer4}])
     r = ns_connect(lab, lab.peer4, 7777)
     lp.wait_for(lambda e: e["type"] == "connection" and e["pid"] == r["pid"], 10, "event")

@@ -34,6 +34,7 @@ from .behaviour import Behaviour  # outbound (issue 12)
 from .settings import CHECK_EVERY, SettingsWatcher
 from .sinks import RecordsSink
 from .status import build_status
+from .stackscan import StackScanDetector, record_stack_scans  # issue 17
 from .verdict import Verdict
 from .worker import Job, LLMWorker
 
@@ -72,6 +73,7 @@ class Analyzer(FlowJudging):
         self.manager = BackendManager(warn)
         self.worker = LLMWorker(self.llm_cfg, self.manager, self.deliver, warn)
         self.sink = RecordsSink(store, settings.current, self.whitelist, warn, history)
+        self.stackscan = StackScanDetector()
         self._flood_detector: tuple[int, FloodDetector] | None = None
         self._proposed: dict[str, float] = {}
         try:
@@ -212,6 +214,8 @@ class Analyzer(FlowJudging):
             if out is not None:
                 self.deliver(Job(ev, out.verdict, {"target": None, "dedupe_key": out.dedupe_key}),
                              out.verdict, False)
+        elif t == "drops":
+            record_stack_scans(self.stackscan, ev, self.sink, self._tally, self._bad_line_warn)
         elif t in ("ban_rejected", "rule_rejected", "warning"):
             self.warn(f"loader {t}: {ev.get('error') or ev.get('message')}")
 

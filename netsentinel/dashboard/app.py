@@ -13,7 +13,7 @@ from streamlit_autorefresh import st_autorefresh
 
 from .. import audit
 from ..store import RecordsStore, StoreError
-from . import auditlog, bans, events, filter_rules, llm, overview, review, whitelist
+from . import auditlog, bans, events, filter_rules, llm, overview, review, stack, whitelist
 from .auth import REFRESH_KEY, require_access, sign_out
 from .context import Ctx
 from .settings import load_settings
@@ -23,6 +23,7 @@ from .ui import flash, md, show_flash, show_notices
 PAGES = {"Overview": overview.render, "Events": events.render, "Review": review.render,
          "Bans": bans.render, "Filter rules": filter_rules.render, "Whitelist": whitelist.render,
          "LLM settings": llm.render, "Audit": auditlog.render}
+PAGES["Stack"] = stack.render  # issue 17: drop reasons and TCP health
 SLUGS = {name: name.split()[0].lower() for name in PAGES}
 # Markdown colours, not emoji: a machine without an emoji font renders them as boxes.
 STATE_ICONS = {"running": ":green[●]", "stale": ":orange[●]", "stopped": ":red[●]", "absent": ":gray[○]"}

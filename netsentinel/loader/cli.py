@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report every source above this many packets/s (default: %(default)s)")
     add_fleet_arguments(p)
     metrics.add_option(p)
+    p.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
+                   help="count kernel packet drops per reason and place (docs/STACK.md; default: on)")
+    p.add_argument("--stack-interval", type=float, default=2.0,
+                   help="seconds between drops events (default: %(default)s)")
     p.add_argument("--duration", type=float, help=argparse.SUPPRESS)  # tests, benchmarks
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--test-define", action="append", default=[], type=test_define,
@@ -176,6 +180,8 @@ def main(argv=None) -> int:
         parser.error("--ban needs enforcement; drop --no-xdp")
     if args.buffer_pages & (args.buffer_pages - 1):
         parser.error("--buffer-pages must be a power of two")
+    if not args.stack_interval > 0:
+        parser.error("--stack-interval must be a positive number of seconds")
     if os.geteuid() != 0:
         die(PROG, "must run as root (try: sudo .venv/bin/python -u unified_ebpf.py)", EXIT_FAILURE)
     if args.unload:
@@ -197,7 +203,8 @@ def main(argv=None) -> int:
         page_cnt=args.buffer_pages, stats_interval=args.stats_interval,
         flow_interval=args.flow_interval, flow_top=args.flow_top,
         flow_pps_threshold=args.flow_pps_threshold, duration=args.duration, fleet=fleet,
-        raw_sockets=not args.no_raw_sockets, pin_dir=args.pin_dir, extra_cflags=dict(args.test_define))
+        raw_sockets=not args.no_raw_sockets, pin_dir=args.pin_dir, extra_cflags=dict(args.test_define),
+        stack=args.stack, stack_interval=args.stack_interval)
     try:
         loader = Loader(opts)
         if args.metrics_addr:

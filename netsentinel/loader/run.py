@@ -40,6 +40,7 @@ from ..kernel.outbound import OutboundMonitor  # outbound (issue 12)
 from .outbound import Outbound                  # outbound (issue 12)
 from .ruletable import RuleTable
 from ..records import BANNED_IPS, LOADER_STATUS
+from .stack import Stack, start_stack  # issue 17: drop reasons, TCP health (docs/STACK.md)
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
 from ..whitelist import WhitelistFile
@@ -76,6 +77,8 @@ class LoaderOptions:
     duration: float | None = None
     fleet: FleetOptions | None = None   # CrowdSec LAPI (docs/FLEET.md)
     raw_sockets: bool = True  # outbound (issue 12)
+    stack: bool = True                  # drop reasons (docs/STACK.md)
+    stack_interval: float = 2.0
 
 
 class Loader:
@@ -98,6 +101,7 @@ class Loader:
         self.rules: RuleTable | None = None
         self.flows: FlowTracker | None = None
         self.fleet = None
+        self.stack: Stack | None = None
         self.stop_reason: str | None = None
         self.started = time.time()
         self.counts = {"events": 0, "lost": 0, "whitelisted": 0}
@@ -167,6 +171,7 @@ class Loader:
             "blocked_connects": totals.get("connect_blocked", 0) + totals.get("sendmsg_blocked", 0),
             "rule_drops": totals.get("rule_drops", 0),
             **({"crowdsec": self.fleet.status()} if self.fleet else {}),
+            **({"stack": self.stack.totals()} if self.stack else {}),
         }
 
     def write_status(self, running: bool) -> None:
@@ -182,7 +187,8 @@ class Loader:
                          **(self.enforcer.links() if self.enforcer else {}),
                          # outbound (issue 12); prefixed: it also has a sock:inet_sock_set_state probe
                          **{f"outbound:{k}": v for k, v in
-                            program_ids(self.raw.bpf if self.raw else None).items()}},
+                            program_ids(self.raw.bpf if self.raw else None).items()},
+                         **(self.stack.program_ids() if self.stack else {})},
             "pin_dir": self.enforcer.pins.path if self.enforcer else None,
             "stats": self.stats(),
             "records_error": self.records_error,
@@ -191,6 +197,8 @@ class Loader:
             self.store.write(LOADER_STATUS, status, lock=False)  # ours alone: never stale
         except StoreError as e:
             warn(str(e))
+        if self.stack:
+            self.stack.record(self.store)
 
     # ----------------------------------------------------------- run
     def run(self) -> int:
@@ -237,6 +245,9 @@ class Loader:
                     warn(f"raw/packet socket egress counted on {o.interface} (TCX egress)")
             except KernelError as e:
                 warn(f"{e}: no egress events (raw_socket events still are reported)")
+        if o.stack:   # --- stack visibility (issue 17); after the bans are back in force
+            self.stack, notes = start_stack(self.enforcer, o, self.events.emit, warn, self.procs.get)
+            self._held += [("warning", {"message": n}) for n in notes]
         self.events.emit(
             "startup", capture_mode=mode, capture_fallback_reason=self.monitor.fallback_reason,
             interface=o.interface if self.enforcer else None,
@@ -342,6 +353,8 @@ class Loader:
                 for body in self.flows.sample():
                     self.events.emit("flow", **body)
                 next_flows = now + o.flow_interval
+            if self.stack:
+                self.stack.tick(now)
             if now >= next_status:
                 self.write_status(True)
                 next_status = now + STATUS_EVERY_S
@@ -370,11 +383,14 @@ class Loader:
             self.outbound.poll(flush=True)  # outbound (issue 12)
             if self.raw:
                 self.raw.stop()
+            stack_detach = self.stack.stop_async() if self.stack else None
             self.monitor.stop()
             left = enforcement_left(self.enforcer, self.bans)
             if self.enforcer:
                 self.enforcer.close()
                 self.lock.release()
+            if stack_detach:
+                stack_detach.join()
             self.write_status(False)
             message = f"stopped ({self.stop_reason or 'error'}); monitoring ended; {left}"
             self.events.emit("shutdown", message=message)

@@ -1,0 +1,111 @@
+"""Kernel struct member offsets from the running kernel's BTF.
+
+The stack programs read a few sk_buff/net_device fields that no tracepoint
+carries (an skb's device and headers). Their offsets differ between kernel
+builds, so they come from /sys/kernel/btf/vmlinux of *this* kernel (through
+`bpftool btf dump ... format raw`), never from headers. Without BTF or
+bpftool the caller turns the feature off and says why.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+
+_TYPE = re.compile(r"^\[(\d+)\] (\w+) '([^']*)'(?: .*?type_id=(\d+))?")
+_MEMBER = re.compile(r"^\s+'([^']*)' type_id=(\d+) bits_offset=(\d+)(?: bitfield_size=(\d+))?")
+
+
+class BTFError(Exception):
+    """BTF is missing or lacks a member we need; the message says which."""
+
+
+class BTF:
+    def __init__(self, text: str):
+        # id -> (kind, name, ref type id or None, [(member, type_id, bits, bitfield)])
+        self.types: dict[int, tuple[str, str, int | None, list]] = {}
+        self.by_name: dict[tuple[str, str], int] = {}
+        current = None
+        for line in text.splitlines():
+            m = _TYPE.match(line)
+            if m:
+                tid, kind, name = int(m[1]), m[2], m[3]
+                current = (kind, name, int(m[4]) if m[4] else None, [])
+                self.types[tid] = current
+                if kind in ("STRUCT", "UNION") and name != "(anon)":
+                    self.by_name.setdefault((kind, name), tid)
+                continue
+            m = _MEMBER.match(line)
+            if m and current is not None:
+                current[3].append((m[1], int(m[2]), int(m[3]), m[4]))
+
+    @classmethod
+    def load(cls, path: Path = VMLINUX_BTF) -> "BTF":
+        if not path.exists():
+            raise BTFError(f"{path} is missing (kernel built without CONFIG_DEBUG_INFO_BTF)")
+        tool = shutil.which("bpftool") or next(
+            (p for p in ("/usr/sbin/bpftool", "/sbin/bpftool") if Path(p).exists()), None)
+        if tool is None:
+            raise BTFError("bpftool is not installed: install the Debian package bpftool")
+        r = subprocess.run([tool, "btf", "dump", "file", str(path), "format", "raw"],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise BTFError(f"bpftool could not read {path}: {r.stderr.strip()[:200]}")
+        return cls(r.stdout)
+
+    def _strip(self, tid: int) -> int:
+        """Follow typedef/const/volatile to the underlying type."""
+        while tid in self.types and self.types[tid][0] in ("TYPEDEF", "CONST", "VOLATILE", "RESTRICT"):
+            tid = self.types[tid][2]
+        return tid
+
+    def _find(self, tid: int, member: str) -> tuple[int, int] | None:
+        """(byte offset, member type id) of `member`, looking through anonymous
+        structs/unions the way C does."""
+        for name, mtid, bits, bitfield in self.types[tid][3]:
+            if name == member:
+                if bitfield or bits % 8:
+                    raise BTFError(f"{member} is a bit-field: cannot be read by offset")
+                return bits // 8, mtid
+            if name == "(anon)":
+                inner = self._strip(mtid)
+                if self.types.get(inner, ("",))[0] in ("STRUCT", "UNION"):
+                    found = self._find(inner, member)
+                    if found:
+                        return bits // 8 + found[0], found[1]
+        return None
+
+    def offset(self, struct: str, path: str) -> int:
+        """Byte offset of a dotted member path, e.g. offset("net", "ns.inum")."""
+        tid = self.by_name.get(("STRUCT", struct))
+        if tid is None:
+            raise BTFError(f"struct {struct} is not in this kernel's BTF")
+        total = 0
+        for part in path.split("."):
+            found = self._find(tid, part)
+            if found is None:
+                raise BTFError(f"struct {struct} has no member {path} in this kernel's BTF")
+            total += found[0]
+            tid = self._strip(found[1])
+        return total
+
+
+# -D name -> (struct, member path): what bpf/stack.bpf.c reads.
+STACK_OFFSETS = {
+    "NS_SKB_DEV": ("sk_buff", "dev"),
+    "NS_SKB_HEAD": ("sk_buff", "head"),
+    "NS_SKB_NETWORK_HEADER": ("sk_buff", "network_header"),
+    "NS_DEV_IFINDEX": ("net_device", "ifindex"),
+    "NS_DEV_ND_NET": ("net_device", "nd_net.net"),
+    "NS_NET_INUM": ("net", "ns.inum"),
+}
+
+
+def stack_offsets(btf: BTF | None = None) -> dict[str, int]:
+    """The -D offsets for the stack program; raises BTFError with the reason."""
+    btf = btf or BTF.load()
+    return {name: btf.offset(struct, path) for name, (struct, path) in STACK_OFFSETS.items()}

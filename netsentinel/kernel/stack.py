@@ -1,0 +1,201 @@
+"""Stack visibility: bpf/stack.bpf.c on the skb:kfree_skb tracepoint.
+
+Drop reasons are named as the kernel names them, read from the tracepoint's
+own format file (its print fmt maps each enum value to its name), so a
+kernel with new reasons needs no change here. Drop locations are symbolised
+from /proc/kallsyms. Per-device and per-address counting needs sk_buff
+offsets from this kernel's BTF (kernel/btf.py); without them that part is
+off and `detail_off_reason` says why.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import re
+import socket
+import threading
+from pathlib import Path
+
+from . import KernelError
+from .btf import BTFError, stack_offsets
+from ..abi import cflags
+from .host import import_bcc, program_source
+
+TRACEFS = Path("/sys/kernel/tracing")
+KFREE_SKB_FORMAT = TRACEFS / "events/skb/kfree_skb/format"
+MAX_SITES = 4096
+MAX_FLOWS = 16384
+MAX_CONNS = 16384
+MISS_NAMES = ("sites_full", "flows_full")
+TCP_TRACEPOINTS = (("sock", "inet_sock_set_state"), ("tcp", "tcp_probe"), ("tcp", "tcp_retransmit_skb"),
+                   ("tcp", "tcp_send_reset"), ("tcp", "tcp_receive_reset"))
+# BPF_TCP_* (UAPI linux/bpf.h), the kernel's TCP state numbers.
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
+              11: "CLOSING", 12: "NEW_SYN_RECV"}
+STATE_LOG = 8
+
+_SYMBOLIC = re.compile(r"__print_symbolic\(REC->reason,(.*)\)\s*$", re.S)
+_PAIR = re.compile(r"\{\s*(\d+)\s*,\s*\"([A-Z0-9_]+)\"\s*\}")
+
+
+def drop_reason_names(format_text: str) -> dict[int, str]:
+    """{value: NAME} from a kfree_skb format file; {} if it has no reasons."""
+    m = _SYMBOLIC.search(format_text)
+    return {int(v): name for v, name in _PAIR.findall(m.group(1))} if m else {}
+
+
+class Symbols:
+    """Kernel text addresses -> "function+0xoff" from /proc/kallsyms (read as
+    root; an unprivileged read shows zeros, and then addresses stay hex)."""
+
+    def __init__(self, path: str = "/proc/kallsyms"):
+        pairs = []
+        try:
+            with open(path) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3 and parts[1] in "tTwW":
+                        addr = int(parts[0], 16)
+                        if addr:
+                            pairs.append((addr, parts[2]))
+        except OSError:
+            pass
+        pairs.sort()
+        self._addrs = [a for a, _ in pairs]
+        self._names = [n for _, n in pairs]
+        self._cache: dict[int, str] = {}
+
+    def name(self, addr: int) -> str:
+        if addr in self._cache:
+            return self._cache[addr]
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        text = f"{self._names[i]}+{addr - self._addrs[i]:#x}" if i >= 0 else f"{addr:#x}"
+        self._cache[addr] = text
+        return text
+
+
+def _addr(family: int, raw: bytes) -> str:
+    return str(ipaddress.IPv4Address(raw[:4]) if family == 4 else ipaddress.IPv6Address(raw[:16]))
+
+
+class StackProbe:
+    """Loads bpf/stack.bpf.c and hands out per-interval drop counts."""
+
+    def __init__(self):
+        # Parts this kernel cannot do are off; the reasons are kept here for
+        # the caller to say (detail_off_reason, tcp_off_reason).
+        self.bpf = None
+        self.reasons: dict[int, str] = {}
+        self.symbols: Symbols | None = None
+        self.detail_off_reason: str | None = None
+        self.tcp_off_reason: str | None = None
+
+    def start(self) -> None:
+        bcc = import_bcc()
+        if not bcc.BPF.tracepoint_exists("skb", "kfree_skb"):
+            raise KernelError("this kernel has no skb:kfree_skb tracepoint: drop reasons are off")
+        try:
+            self.reasons = drop_reason_names(KFREE_SKB_FORMAT.read_text())
+        except OSError as e:
+            raise KernelError(f"cannot read {KFREE_SKB_FORMAT}: {e.strerror}; mount tracefs") from e
+        if not self.reasons:
+            raise KernelError("kfree_skb has no drop reasons on this kernel (before 5.17): "
+                              "drop reasons are off")
+        extra = {"NS_MAX_SITES": MAX_SITES, "NS_MAX_FLOWS": MAX_FLOWS}
+        missing = [f"{c}:{e}" for c, e in TCP_TRACEPOINTS if not bcc.BPF.tracepoint_exists(c, e)]
+        if missing:
+            self.tcp_off_reason = f"TCP health is off: this kernel lacks {', '.join(missing)}"
+        else:
+            extra.update(NS_STACK_TCP=1, NS_MAX_CONNS=MAX_CONNS)
+        try:
+            extra.update(stack_offsets())
+            extra["NS_HAVE_SKB_OFFSETS"] = 1
+        except (BTFError, OSError, ValueError) as e:
+            self.detail_off_reason = f"per-device and per-address drops are off: {e}"
+        self.symbols = Symbols()
+        self.bpf = bcc.BPF(text=program_source("stack.bpf.c"), cflags=cflags(max_bans=1, extra=extra))
+
+    def reason_name(self, value: int) -> str:
+        return self.reasons.get(value, f"REASON_{value}")
+
+    def _drain(self, name: str) -> list[tuple[object, int]]:
+        """Entries read and deleted in one go (the kernel's batch
+        lookup-and-delete holds each bucket's lock: no increment is lost)."""
+        table = self.bpf[name]
+        try:
+            got = list(table.items_lookup_and_delete_batch())
+        except Exception:  # kernels without batch ops (before 5.6): read, then delete
+            got = list(table.items())
+            for k, _ in got:
+                table.pop(k, None)
+        # BCC hands out plain ints from batch reads, ctypes values otherwise.
+        return [(k, int(getattr(v, "value", v))) for k, v in got]
+
+    def read_sites(self) -> list[dict]:
+        out = []
+        for k, n in self._drain("drop_sites"):
+            out.append({"reason": self.reason_name(k.reason), "location": self.symbols.name(k.location),
+                        "ifindex": k.ifindex or None, "netns": k.netns or None, "count": n})
+        return out
+
+    def read_flows(self) -> list[dict]:
+        out = []
+        for k, n in self._drain("drop_flows"):
+            raw_s, raw_d = bytes(k.saddr), bytes(k.daddr)
+            out.append({"reason": self.reason_name(k.reason), "family": f"ipv{k.family}",
+                        "proto": k.proto, "src": _addr(k.family, raw_s), "dst": _addr(k.family, raw_d),
+                        "dport": k.dport or None, "tcp_flags": k.tcp_flags if k.proto == 6 else None,
+                        "netns": k.netns or None, "count": n})
+        return out
+
+    def read_misses(self) -> dict[str, int]:
+        t = self.bpf["stack_misses"]
+        out = {}
+        for i, name in enumerate(MISS_NAMES):
+            out[name] = int(sum(t[t.Key(i)]))
+        return out
+
+    def read_tcp(self) -> list[dict]:
+        """Every tracked connection; closed ones are deleted once read (this
+        is their final report)."""
+        if self.tcp_off_reason is not None:
+            return []
+        table = self.bpf["tcp_conns"]
+        out = []
+        for k, h in table.items():
+            fam = 6 if h.family == socket.AF_INET6 else 4
+            n = h.state_changes
+            log = [(TCP_STATES.get(h.states[i % STATE_LOG], str(h.states[i % STATE_LOG])),
+                    h.state_ns[i % STATE_LOG]) for i in range(max(0, n - STATE_LOG), n)]
+            out.append({
+                "key": k.value, "family": f"ipv{fam}", "saddr": _addr(fam, bytes(h.saddr)),
+                "sport": h.sport, "daddr": _addr(fam, bytes(h.daddr)), "dport": h.dport,
+                "state": TCP_STATES.get(h.state, str(h.state)), "closed": bool(h.closed),
+                "pid": h.pid or None, "uid": h.uid if h.pid else None,
+                "comm": h.comm.decode("utf-8", "replace") if h.pid else None,
+                "srtt_us": h.srtt_us, "cwnd": h.cwnd, "ssthresh": h.ssthresh,
+                "segments_in": h.probes, "retransmits": h.retransmits,
+                "rst_sent": h.rst_sent, "rst_recv": h.rst_recv, "state_changes": n,
+                "states": log, "first_ns": h.first_ns, "last_ns": h.last_ns})
+            if h.closed:
+                table.pop(k, None)
+        return out
+
+    def stop(self) -> None:
+        if self.bpf is None:
+            return
+        try:
+            # Each tracepoint detach waits for an RCU grace period (~75 ms
+            # here); six in a row kept a restarting loader's bans down that
+            # much longer. In parallel they overlap.
+            detach = [threading.Thread(target=self.bpf.detach_tracepoint, args=(tp,), daemon=True)
+                      for tp in list(self.bpf.tracepoint_fds)]
+            for t in detach:
+                t.start()
+            for t in detach:
+                t.join()
+            self.bpf.cleanup()   # whatever is left (a failed detach is retried here)
+        finally:
+            self.bpf = None

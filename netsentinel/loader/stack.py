@@ -1,0 +1,124 @@
+"""Stack visibility in the loader (issue 17, docs/STACK.md): the one object
+run.py holds. It starts the kernel probe, emits `drops` (drops.py) and
+`tcp_health` (tcphealth.py) events every interval, and keeps a bounded
+summary in records/stack.json for the dashboard's Stack page.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+from ..kernel.libbpf import program_ids
+from ..records import STACK
+from ..store import RecordsStore, StoreError
+from ..timefmt import utc_now_iso
+from .drops import DropReporter
+from .tcphealth import TcpHealth
+
+HISTORY_INTERVALS = 180     # drop reasons over time: the last this many intervals with drops
+TOP_SITES = 30
+TCP_ROWS = 200              # most recently reported connections
+
+
+class Stack:
+    def __init__(self, emit: Callable[..., None], warn: Callable[[str], None], proc_info,
+                 interval_s: float, xdp_drops: Callable[[], int] | None = None,
+                 xdp_mode: str | None = None, xdp_ifname: str | None = None):
+        self.emit, self.warn, self.interval_s = emit, warn, interval_s
+        self.drops = DropReporter(emit, warn, xdp_drops=xdp_drops, xdp_mode=xdp_mode,
+                                  xdp_ifname=xdp_ifname)
+        self.proc_info = proc_info
+        self.tcp: TcpHealth | None = None
+        self._next = self._last = time.monotonic()
+        self.history: deque = deque(maxlen=HISTORY_INTERVALS)
+        self.sites: dict[tuple, dict] = {}
+        self.connections: dict[tuple, dict] = {}
+
+    def start(self) -> list[str]:
+        """Attach. Returns the warnings to put on the stream (a part that this
+        kernel cannot do is off, and says why); raises nothing: visibility is
+        not enforcement, the loader goes on without it."""
+        if not self.drops.start():
+            return [f"stack: {self.drops.off_reason}"]
+        notes = [r for r in (self.drops.probe.detail_off_reason, self.drops.probe.tcp_off_reason) if r]
+        if self.drops.probe.tcp_off_reason is None:
+            self.tcp = TcpHealth(self.drops.probe.read_tcp, self.proc_info)
+        return notes
+
+    @property
+    def running(self) -> bool:
+        return self.drops.probe.bpf is not None
+
+    def tick(self, now: float) -> None:
+        if now < self._next:
+            return
+        body = self.drops.sample(now - self._last)
+        if body:
+            ev = self.emit("drops", **body)
+            self._remember_drops(ev or body)
+        for body in (self.tcp.sample() if self.tcp else ()):
+            self.emit("tcp_health", **body)
+            key = (body["saddr"], body["sport"], body["daddr"], body["dport"])
+            self.connections.pop(key, None)
+            self.connections[key] = body
+            while len(self.connections) > TCP_ROWS:
+                self.connections.pop(next(iter(self.connections)))
+        self._last, self._next = now, now + self.interval_s
+
+    def _remember_drops(self, ev: dict) -> None:
+        self.history.append({"ts": ev.get("ts") or utc_now_iso(), "total": ev["total"],
+                             "reasons": ev["reasons"], "xdp_added": ev["xdp"]["added"]})
+        for s in ev["sites"]:
+            key = (s["reason"], s["location"], s["ifname"])
+            row = self.sites.setdefault(key, {"reason": s["reason"], "location": s["location"],
+                                              "ifname": s["ifname"], "xdp": s["xdp"], "count": 0})
+            row["count"] += s["count"]
+        if len(self.sites) > 4 * TOP_SITES:   # keep the biggest; small ones are noise
+            keep = sorted(self.sites.items(), key=lambda kv: -kv[1]["count"])[:2 * TOP_SITES]
+            self.sites = dict(keep)
+
+    def program_ids(self) -> dict[str, int]:
+        # "stack/": its set_state program has the connection monitor's name.
+        return {f"stack/{n}": i for n, i in program_ids(self.drops.probe.bpf).items()}
+
+    def totals(self) -> dict:
+        return {**self.drops.totals, **(self.tcp.totals if self.tcp else {})}
+
+    def record(self, store: RecordsStore) -> None:
+        """records/stack.json: what the Stack page shows."""
+        doc = {"updated_at": utc_now_iso(), "interval_s": self.interval_s,
+               "detail_off_reason": self.drops.probe.detail_off_reason,
+               "tcp_off_reason": self.drops.probe.tcp_off_reason,
+               "totals": self.totals(), "history": list(self.history),
+               "sites": sorted(self.sites.values(), key=lambda r: -r["count"])[:TOP_SITES],
+               "connections": list(self.connections.values())}
+        try:
+            store.write(STACK, doc)
+        except StoreError as e:
+            self.warn(str(e))
+
+    def stop(self) -> None:
+        self.drops.stop()
+
+    def stop_async(self) -> threading.Thread:
+        """Detach in the background, overlapping the loader's other detaches
+        (join it before exiting)."""
+        t = threading.Thread(target=self.stop, name="stack-detach")
+        t.start()
+        return t
+
+
+def start_stack(enforcer, opts, emit, warn, proc_info) -> tuple[Stack | None, list[str]]:
+    """The loader's Stack, started (None if it could not be), and the
+    warnings for the event stream (already said on stderr)."""
+    e = enforcer if enforcer and enforcer.xdp_mode else None
+    stack = Stack(emit, warn, proc_info, opts.stack_interval,
+                  xdp_drops=(lambda: e.totals().get("xdp_drops", 0)) if e else None,
+                  xdp_mode=e.xdp_mode if e else None, xdp_ifname=opts.interface if e else None)
+    notes = stack.start()
+    for note in notes:
+        warn(note)
+    return (stack if stack.running else None), notes

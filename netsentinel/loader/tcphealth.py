@@ -1,0 +1,66 @@
+"""TCP health per connection (issue 17, slice 2): each interval, one
+`tcp_health` event per connection that was active since the last one, and a
+final one (`final: true`) when it closes.
+
+The kernel side (bpf/stack.bpf.c, NS_STACK_TCP) keeps srtt/cwnd from
+tcp:tcp_probe, retransmits, resets and the last state changes per socket.
+The process is the one that called connect() (known in SYN_SENT); accepted
+(inbound) connections have no process in the kernel's view: `pid` is null.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from ..timefmt import utc_now_iso
+
+MAX_PER_INTERVAL = 200   # events per interval; closed ones first, then by retransmits
+
+
+def _wall(ktime_ns: int, offset: float) -> str:
+    """bpf_ktime_get_ns() is CLOCK_MONOTONIC: shift it onto the wall clock."""
+    return utc_now_iso(ktime_ns / 1e9 + offset)
+
+
+class TcpHealth:
+    def __init__(self, read: Callable[[], list[dict]], proc_info: Callable[[int], dict]):
+        self.read = read
+        self.proc_info = proc_info
+        self._last: dict[int, int] = {}   # key -> last_ns already reported
+        self.totals = {"tcp_reported": 0, "tcp_omitted": 0}
+
+    def sample(self) -> list[dict]:
+        offset = time.time() - time.monotonic()
+        rows = self.read()
+        live = {r["key"] for r in rows if not r["closed"]}
+        due = [r for r in rows if r["closed"] or self._last.get(r["key"]) != r["last_ns"]]
+        due.sort(key=lambda r: (not r["closed"], -r["retransmits"], -r["srtt_us"]))
+        keep, dropped = due[:MAX_PER_INTERVAL], due[MAX_PER_INTERVAL:]
+        self.totals["tcp_omitted"] += len(dropped)
+        out = []
+        for r in keep:
+            self._last[r["key"]] = r["last_ns"]
+            out.append(self._body(r, offset))
+        # Forget closed connections (their entries are gone from the kernel).
+        self._last = {k: v for k, v in self._last.items() if k in live}
+        self.totals["tcp_reported"] += len(out)
+        return out
+
+    def _body(self, r: dict, offset: float) -> dict:
+        info = self.proc_info(r["pid"]) if r["pid"] else {}
+        return {
+            "final": r["closed"], "family": r["family"], "saddr": r["saddr"], "sport": r["sport"],
+            "daddr": r["daddr"], "dport": r["dport"], "state": r["state"],
+            "direction": "outbound" if r["pid"] else "inbound",
+            "pid": r["pid"], "uid": r["uid"], "comm": r["comm"],
+            "exe": info.get("exe"), "cmdline": info.get("cmdline"),
+            "srtt_ms": round(r["srtt_us"] / 1000, 3), "cwnd": r["cwnd"],
+            # 0x7fffffff is the kernel's "no slow-start threshold yet"
+            "ssthresh": r["ssthresh"] if r["ssthresh"] < 0x7FFFFFFF else None,
+            "segments_in": r["segments_in"], "retransmits": r["retransmits"],
+            "rst_sent": r["rst_sent"], "rst_recv": r["rst_recv"],
+            "state_changes": r["state_changes"],
+            "states": [{"state": s, "at": _wall(ns, offset)} for s, ns in r["states"]],
+            "first_seen": _wall(r["first_ns"], offset), "last_seen": _wall(r["last_ns"], offset),
+        }
