@@ -146,7 +146,10 @@ def test_loader_to_analyzer_scan_by_a_non_utf8_binary_is_reported(tmp_path):
         started = wait_for(lambda: read(records, "analyzer_status.json")["input"]["other_events"]
                            .get("startup"), timeout=60)
         assert started, "no startup event reached the analyzer"
-        script = f"for p in $(seq 21000 21029); do : 3<>/dev/tcp/{TARGET}/$p; done 2>/dev/null; true"
+        # It stays alive a moment after its last probe: the loader reads exe
+        # from /proc at event time, and a process already gone has none.
+        script = (f"for p in $(seq 21000 21029); do : 3<>/dev/tcp/{TARGET}/$p; done 2>/dev/null; "
+                  "sleep 3; true")
         run = subprocess.run([shell, b"-c", script.encode()], timeout=60)
         assert run.returncode == 0
         assert wait_for(scans, timeout=20), read(records, "dashboard_logs.json")

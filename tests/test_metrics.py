@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from analyzer_support import analyzer_env, conn, lines, start_analyzer
 from netlab import (ROOT, VENV_PY, LoaderProc, kernel_test_skip_reason, lab,  # noqa: F401 (lab)
-                    read_json, wait_until)
+                    read_json, unload_all, wait_until)
 from netsentinel import __version__
 from netsentinel.metrics import parse_addr
 from netsentinel.testing.llm_standins import StandinServer
@@ -143,7 +143,7 @@ def test_loader_metrics_count_bans_and_drops(lab, tmp_path):
         assert m[("#type", "netsentinel_ban_drops")] == "counter"
     finally:
         assert lp.stop() == 0
-    assert not lab.xdp_attached()
+        unload_all(lab)  # a stopped loader leaves enforcement pinned; --unload removes it
 
 
 def test_grafana_dashboard_names_only_served_metrics():

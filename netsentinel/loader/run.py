@@ -109,7 +109,7 @@ class Loader:
         self._held: list[tuple[str, dict]] | None = []  # events before startup
         # outbound (issue 12): raw/packet sockets, and signals on connections
         self.raw = OutboundMonitor(warn=warn) if opts.raw_sockets else None
-        self.outbound = Outbound(self.procs, self.events.emit, raw=self.raw,
+        self.outbound = Outbound(self.procs, self._emit_counted, raw=self.raw,
                                  egress_interval=opts.flow_interval)
 
 
@@ -129,7 +129,6 @@ class Loader:
             self.counts["whitelisted"] += 1
             if not self.whitelist.current().mark_only:
                 return
-        self.counts["events"] += 1
         fields = dict(pid=raw.pid, tid=raw.tid, ppid=info["ppid"], uid=raw.uid, comm=raw.comm,
                       exe=info["exe"], cmdline=info["cmdline"], proc_error=info["proc_error"],
                       family=raw.family, saddr=raw.saddr, sport=raw.sport, daddr=raw.daddr,
@@ -137,6 +136,14 @@ class Loader:
         if why is not None:
             fields["whitelisted"] = why
         self.outbound.connection(fields)  # outbound (issue 12): emits it, with signals
+
+    def _emit_counted(self, type_: str, **fields) -> None:
+        """Emit, counting connection events as they are written: a shell's
+        connection may be held up to a second (outbound), so the stats
+        counter must follow the stream, not the capture."""
+        if type_ == "connection":
+            self.counts["events"] += 1
+        self.events.emit(type_, **fields)
 
     def _on_lost(self, n: int) -> None:
         self.counts["lost"] += n
