@@ -9,7 +9,8 @@ loader's format]}. Each scenario is replayed into a fresh rule engine; its
 last event is the one judged (the earlier ones build scan windows and
 history), first by the rules, then by the model through the analyzer's own
 prompt, backend and verdict code (rule floor included), asked about every
-scenario (as --llm-scope all).
+scenario (as --llm-scope all); "scope_unsettled" scores the same answers as
+the default scope would use them (settled events keep the rule verdict).
 
 A verdict of HIGH or CRITICAL counts as "malicious". Reported per run:
 schema-valid answers, fallbacks to the rules, latency per call,
@@ -68,7 +69,8 @@ def judge(scenario: dict, cfg: dict, backend) -> dict:
         out = engine.evaluate(ev, cfg)
     ev, rule = scenario["events"][-1], out.verdict
     row = {"id": scenario["id"], "kind": scenario["kind"], "truth": scenario["truth"],
-           "rule_level": rule.level, "level": rule.level, "source": "rules"}
+           "rule_level": rule.level, "level": rule.level, "source": "rules",
+           "settled": out.settled}
     if backend is None:
         return row
     history = engine.history.recent(ev.get("pid"))[:-1]
@@ -82,6 +84,14 @@ def judge(scenario: dict, cfg: dict, backend) -> dict:
     row.update(latency_s=round(time.monotonic() - started, 2), level=v.level,
                llm_level=v.llm_level, source=v.verdict_source)
     return row
+
+
+def as_deployed(rows: list[dict]) -> list[dict]:
+    """The model's rows as the default llm_scope "unsettled" would have
+    them: an event the rules settled keeps the rule verdict, unasked."""
+    return [r if not r["settled"] else
+            {k: v for k, v in dict(r, level=r["rule_level"], source="rules").items()
+             if k not in ("schema_valid", "latency_s", "llm_level", "error")} for r in rows]
 
 
 def score(rows: list[dict]) -> dict:
@@ -158,6 +168,10 @@ def main() -> int:
                 log(f"  {s['id']}: {rows[-1]['level']} ({rows[-1]['source']}, "
                     f"{rows[-1].get('latency_s')} s)")
         res = {"case": name, **score(rows)}
+        if backend is not None:
+            # The same answers under the default scope: no further calls.
+            res["scope_unsettled"] = {k: v for k, v in score(as_deployed(rows)).items()
+                                      if k not in ("matrix", "llm_levels")}
         if a.rows:
             res["rows"] = rows
         results.append(res)

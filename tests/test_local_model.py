@@ -138,3 +138,13 @@ def test_the_shipped_model_loads_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "loading" in r.stderr and "model ready" in r.stderr
     assert r.stderr.index("model ready") < r.stderr.index("reading events")
+
+
+def test_probe_says_where_the_model_is(tmp_path):
+    """The dashboard's "Test connection" for a local model: no loading, a true sentence."""
+    from netsentinel.llm.probe import probe_backend
+
+    assert probe_backend(_cfg()) == (True, f"huggingface: GGUF file {Path(GGUF).name} in "
+                                           f"{Path(GGUF).parent}")
+    ok, msg = probe_backend(_cfg(model=str(tmp_path / "none.gguf")))
+    assert not ok and "no GGUF file" in msg
