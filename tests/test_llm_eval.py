@@ -14,7 +14,8 @@ from netlab import ROOT, VENV_PY
 
 def test_llm_eval_quick_rules_and_small_model():
     r = subprocess.run([VENV_PY, str(ROOT / "bench" / "llm_eval.py"), "--quick", "--small-model",
-                        "--rows"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+                        "--rows", "--timeout", "600"],
+                       capture_output=True, text=True, timeout=1800, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     (line,) = [x for x in r.stdout.splitlines() if x.strip()]
     out = json.loads(line)
