@@ -83,8 +83,8 @@ class HuggingFaceBackend(Backend):
         super().__init__(cfg)
         self.host = None
         say = progress or (lambda msg: None)
+        source, extra = locate(self.model, cfg.get("hf_gguf_file"))  # before torch: cheap
         device, kwargs = self.preflight(cfg)
-        source, extra = locate(self.model, cfg.get("hf_gguf_file"))
         import torch
         import transformers
 
