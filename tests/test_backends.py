@@ -78,8 +78,34 @@ def test_good_answer_raises_level(name, monkeypatch):
     assert [m["role"] for m in req["json"]["messages"]] == ["system", "user"]
     if name == "zhipuai":
         assert req["headers"]["Authorization"] == "Bearer test-id.test-secret"
+    # Structured output asked for, in each service's dialect.
+    body = req["json"]
     if name == "ollama":
-        assert req["json"]["format"]["required"][0] == "level"  # structured output asked for
+        assert body["format"]["required"][0] == "level"
+    elif name == "openai":
+        fmt = body["response_format"]
+        assert fmt["type"] == "json_schema" and fmt["json_schema"]["schema"]["required"][0] == "level"
+    else:
+        assert body["response_format"] == {"type": "json_object"}
+    assert body.get("max_tokens", body.get("options", {}).get("num_predict")) == 256
+
+
+def test_openai_server_refusing_the_schema_gets_json_mode(monkeypatch):
+    """A 400 to the json_schema response_format: asked again in JSON mode,
+    and from then on JSON mode only (one request per question)."""
+    with StandinServer("schema_refused") as s:
+        judge = Judge(backend_cfg("openai", s, monkeypatch, workers=1))  # questions in turn
+        v1, v2 = judge(conn(0, dport=8000), conn(1, dport=8001, daddr="10.0.0.9"))
+        formats = [r["json"]["response_format"]["type"] for r in s.chat_requests()]
+    assert [v1.level, v2.level] == ["MEDIUM", "MEDIUM"] and v1.verdict_source == "llm"
+    assert formats == ["json_schema", "json_object", "json_object"]
+
+
+def test_openai_other_client_errors_are_not_retried(monkeypatch):
+    with StandinServer(lambda req: (401, "bad key")) as s:
+        (v,) = Judge(backend_cfg("openai", s, monkeypatch))(conn(0, dport=445))
+        assert len(s.chat_requests()) == 1
+    assert v.verdict_source == "rules_fallback" and "HTTP 401" in v.note
 
 
 @pytest.mark.parametrize("name", NETWORK_BACKENDS)
@@ -195,50 +221,12 @@ def test_probe_backend(monkeypatch):
 
 
 # ------------------------------------------------------------ huggingface
-def _tiny_model(path) -> None:
-    """A randomly initialised GPT-2 with a byte-level BPE tokenizer trained
-    here, on the prompt itself: nothing is downloaded."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    from netsentinel.analyzer.prompt import SYSTEM_PROMPT
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([SYSTEM_PROMPT], trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>")
-    fast.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n"
-                          "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
-    fast.save_pretrained(path)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(fast), n_positions=4096, n_embd=32, n_layer=1,
-                               n_head=2, bos_token_id=0, eos_token_id=0)).save_pretrained(path)
-
-
-def test_huggingface_tiny_local_model_garbage_falls_back(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    _tiny_model(tmp_path / "tiny")
-    cfg = validate_llm_config({"backend": "huggingface", "model": str(tmp_path / "tiny"),
-                               "hf_device": "cpu", "max_tokens": 48, "timeout_seconds": 30})
-    judge = Judge(cfg)
-    v1, v2 = judge(conn(0, dport=445), conn(1, dport=8000, daddr="10.0.0.9"), wait=60)
-    assert judge.worker.counts["calls"] == 2            # the model really generated
-    assert (v1.level, v1.verdict_source) == ("HIGH", "rules_fallback")
-    assert (v2.level, v2.verdict_source) == ("INFO", "rules_fallback")
-    assert "invalid LLM answer" in v1.note
-    assert judge.worker.manager.status.startswith("ok: huggingface")
-
-
 def test_huggingface_missing_model_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     judge = Judge(validate_llm_config({"backend": "huggingface", "model": str(tmp_path / "nope"),
                                        "hf_device": "cpu"}))
-    (v,) = judge(conn(0, dport=445))
-    assert v.verdict_source == "rules_fallback" and "cannot load" in v.note
+    (v,) = judge(conn(0, dport=445), wait=120)  # a busy machine may be slow to import torch
+    assert v.verdict_source == "rules_fallback" and "no model at" in v.note
 
 
 def _cli(tmp_path, *args):

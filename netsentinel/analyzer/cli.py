@@ -38,6 +38,7 @@ EPILOG = f"""examples:
   ... | {PROG} --backend ollama --model qwen3:8b          # host: OLLAMA_HOST
   ... | {PROG} --backend openai --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
   ... | {PROG} --backend huggingface --hf-model ./my-model --hf-device cpu
+  ... | {PROG} --backend huggingface --hf-model ./SmolLM2-135M-Instruct.Q4_1.gguf
   ... | {PROG} --records /tmp/rec --clear   # separate records dir, emptied first
   {PROG} < saved_events.jsonl --backend rules            # replay a capture
 
@@ -60,7 +61,8 @@ def _flags(p: argparse.ArgumentParser) -> None:
     for field in FIELDS:
         if field.flags:
             groups[field.group].add_argument(*field.flags, **field.cli_kwargs())
-    groups["LLM"].add_argument("--hf-model", help="huggingface: model name or local path (sets --model)")
+    groups["LLM"].add_argument("--hf-model", help="huggingface: model directory, .gguf file, "
+                               "or a hub name already in the local cache (sets --model)")
     groups["rules"].add_argument(
         "--rules", help=f"rules file (default {DEFAULT_RULES_PATH.relative_to(paths.PROJECT_ROOT)})")
     o = groups["records"]
@@ -180,6 +182,15 @@ def run_analyzer(args) -> int:
     if args.metrics_addr:
         serve_metrics(args.metrics_addr, analyzer, store)
     analyzer.start()
+    if analyzer.llm_cfg()["backend"] == "huggingface":
+        # A local model loads now, with progress on stderr: one that cannot
+        # load is an error at start, not a silent fallback at the first question.
+        try:
+            analyzer.manager.get(analyzer.llm_cfg(), quiet=True)
+        except BackendError as e:
+            _warn(f"error: {e}")
+            analyzer.finish(0)
+            return EXIT_FAILURE
     st = analyzer.status()
     _warn(f"reading events on stdin; backend {st['backend']} (setting: {st['backend_setting']}); "
           f"records in {store.root}")

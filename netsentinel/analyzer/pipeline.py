@@ -36,6 +36,7 @@ from .sinks import RecordsSink
 from .status import build_status
 from .stackscan import StackScanDetector, record_stack_scans  # issue 17
 from .verdict import Verdict
+from .prompt import question_key
 from .worker import Job, LLMWorker
 
 FLUSH_EVERY = 0.25
@@ -70,7 +71,7 @@ class Analyzer(FlowJudging):
         self._resolver: threading.Thread | None = None
         self._wl = Whitelist()
         self._wl_next = 0.0
-        self.manager = BackendManager(warn)
+        self.manager = BackendManager(warn, progress=warn)  # progress: loading a local model
         self.worker = LLMWorker(self.llm_cfg, self.manager, self.deliver, warn)
         self.sink = RecordsSink(store, settings.current, self.whitelist, warn, history)
         self.stackscan = StackScanDetector()
@@ -184,7 +185,7 @@ class Analyzer(FlowJudging):
             self.deliver(Job(ev, out.verdict, extra), out.verdict, False)
             return
         history = self.engine.history.recent(ev.get("pid"))[:-1]
-        key = (ev.get("exe") or ev.get("comm"), ev["daddr"], ev["dport"])
+        key = question_key(ev, out.verdict.as_dict(), history)  # what the model would see
         self.worker.submit(key, Job(ev, out.verdict, extra, history), cfg)
 
     def handle_other(self, ev: dict) -> None:

@@ -13,18 +13,28 @@ from ..errors import InvalidAnswer
 from ..levels import LEVELS, rank
 from ..llm.answers import clip, parse_json_answer
 
-# What the model must answer (also quoted in the prompt).
-VERDICT_SCHEMA = {
-    "type": "object",
-    "required": ["level", "category", "confidence", "reason", "recommended_action"],
-    "properties": {
-        "level": {"enum": list(LEVELS)},
-        "category": {"type": "string", "minLength": 1, "maxLength": 64},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-        "reason": {"type": "string", "minLength": 1, "maxLength": 600},
-        "recommended_action": {"type": "string", "minLength": 1, "maxLength": 300},
-    },
-}
+
+
+def _schema(category: int, reason: int, action: int) -> dict:
+    return {
+        "type": "object",
+        "required": ["level", "category", "confidence", "reason", "recommended_action"],
+        "properties": {
+            "level": {"enum": list(LEVELS)},
+            "category": {"type": "string", "minLength": 1, "maxLength": category},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "reason": {"type": "string", "minLength": 1, "maxLength": reason},
+            "recommended_action": {"type": "string", "minLength": 1, "maxLength": action},
+        },
+    }
+
+
+# What the model is asked for (ollama format, OpenAI response_format,
+# constrained decoding): short strings, so a constrained small model stops
+# well inside max_tokens.
+VERDICT_SCHEMA = _schema(40, 200, 100)
+# What is accepted: a service that ignores the schema may write a longer reason.
+ACCEPT_SCHEMA = _schema(64, 600, 300)
 
 
 class InvalidVerdict(InvalidAnswer):
@@ -59,9 +69,9 @@ def _upper_level(obj: dict) -> None:
 
 def parse_llm_verdict(text: str) -> dict:
     """The verdict in a model's text (llm/answers.py: first JSON object,
-    checked against VERDICT_SCHEMA); level is upper-cased first. Raises
+    checked against ACCEPT_SCHEMA); level is upper-cased first. Raises
     InvalidVerdict."""
-    obj = parse_json_answer(text, VERDICT_SCHEMA, error=InvalidVerdict, prepare=_upper_level)
+    obj = parse_json_answer(text, ACCEPT_SCHEMA, error=InvalidVerdict, prepare=_upper_level)
     return {k: obj[k] for k in VERDICT_SCHEMA["required"]}
 
 

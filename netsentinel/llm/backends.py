@@ -6,7 +6,14 @@ retry would only make a late answer later; the rules stand in instead).
   ollama       the ollama client; OLLAMA_HOST (default http://localhost:11434)
   openai       any OpenAI-compatible /v1/chat/completions (vLLM, DeepSeek,
                LM Studio) with plain httpx; --base-url, OPENAI_API_KEY
-  huggingface  transformers, a local or hub model, optional bitsandbytes
+  huggingface  transformers: a local model directory, .gguf file or cached
+               hub model, grammar-constrained (hf.py)
+
+Structured output is asked for wherever the service offers it: ollama
+`format` (the JSON schema), OpenAI-compatible `response_format` json_schema
+(json_object where the server refuses the schema), zhipuai JSON mode, and
+constrained decoding for local models. Answers are still checked against
+the schema: a server may ignore the request.
 
 Every failure is a BackendError with a one-line message and a kind
 (timeout, http, connect, config, error) that the analyzer counts.
@@ -18,45 +25,12 @@ import os
 import threading
 from typing import Callable
 
-from ..errors import NetSentinelError
-from .answers import parse_json_answer
-from .config import LLM_BACKENDS, resolve_model
-from .env import load_env, resolve_host
+from .base import Backend, BackendError, one_line
+from .config import LLM_BACKENDS
+from .env import load_env
+from .hf import HuggingFaceBackend
 
-
-class BackendError(NetSentinelError):
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
-
-
-class Backend:
-    name = "?"
-
-    def __init__(self, cfg: dict):
-        self.model = resolve_model(cfg, self.name)
-        self.host = resolve_host(cfg, self.name)
-
-    def describe(self) -> str:
-        return f"{self.name} {self.model}" + (f" at {self.host}" if self.host else "")
-
-    def ask(self, messages: list[dict], cfg: dict, schema: dict | None = None) -> str:
-        """The model's text. schema: the JSON schema the answer must meet,
-        for backends that can constrain decoding to it (ollama)."""
-        raise NotImplementedError
-
-    def ask_json(self, messages: list[dict], cfg: dict, schema: dict) -> dict:
-        """The answer as a JSON object valid against schema; raises
-        BackendError, or errors.InvalidAnswer for an unusable answer."""
-        return parse_json_answer(self.ask(messages, cfg, schema), schema)
-
-    def close(self) -> None:
-        pass
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text[:300]
+__all__ = ["Backend", "BackendError", "BackendManager", "HuggingFaceBackend", "one_line"]
 
 
 class ZhipuAIBackend(Backend):
@@ -80,15 +54,17 @@ class ZhipuAIBackend(Backend):
         try:
             resp = self.client.chat.completions.create(
                 model=self.model, messages=messages, temperature=cfg["temperature"],
-                max_tokens=cfg["max_tokens"], timeout=cfg["timeout_seconds"])
+                max_tokens=cfg["max_tokens"], timeout=cfg["timeout_seconds"],
+                # JSON mode: zhipuai takes no schema, only "answer one JSON object".
+                **({"response_format": {"type": "json_object"}} if schema is not None else {}))
         except (zhipuai.APITimeoutError, httpx.TimeoutException) as e:
             raise BackendError("timeout", f"zhipuai: no answer within {cfg['timeout_seconds']:g}s") from e
         except zhipuai.APIStatusError as e:
-            raise BackendError("http", f"zhipuai: HTTP {e.status_code}: {_one_line(e)}") from e
+            raise BackendError("http", f"zhipuai: HTTP {e.status_code}: {one_line(e)}") from e
         except zhipuai.APIConnectionError as e:
-            raise BackendError("connect", f"zhipuai at {self.host}: {_one_line(e)}") from e
+            raise BackendError("connect", f"zhipuai at {self.host}: {one_line(e)}") from e
         except Exception as e:  # the SDK raises plain errors on odd bodies
-            raise BackendError("error", f"zhipuai: {type(e).__name__}: {_one_line(e)}") from e
+            raise BackendError("error", f"zhipuai: {type(e).__name__}: {one_line(e)}") from e
         try:
             return resp.choices[0].message.content or ""
         except (AttributeError, IndexError, TypeError) as e:
@@ -129,11 +105,11 @@ class OllamaBackend(Backend):
         except httpx.TimeoutException as e:
             raise BackendError("timeout", f"ollama: no answer within {cfg['timeout_seconds']:g}s") from e
         except ollama.ResponseError as e:
-            raise BackendError("http", f"ollama: HTTP {e.status_code}: {_one_line(e.error)}") from e
+            raise BackendError("http", f"ollama: HTTP {e.status_code}: {one_line(e.error)}") from e
         except ConnectionError as e:
             raise BackendError("connect", f"ollama at {self.host}: not reachable") from e
         except Exception as e:  # e.g. pydantic validation of an odd body
-            raise BackendError("error", f"ollama: {type(e).__name__}: {_one_line(e)}") from e
+            raise BackendError("error", f"ollama: {type(e).__name__}: {one_line(e)}") from e
         return (resp.message.content if resp.message else "") or ""
 
 
@@ -149,125 +125,47 @@ class OpenAIBackend(Backend):
         if os.environ.get("OPENAI_API_KEY"):
             headers["Authorization"] = f"Bearer {os.environ['OPENAI_API_KEY']}"
         self.client = httpx.Client(base_url=self.host.rstrip("/") + "/", headers=headers)
+        # Set once the server refuses a json_schema response_format: from then
+        # on it is asked for JSON mode only (one request per question, not two).
+        self.json_object_only = False
 
     def ask(self, messages: list[dict], cfg: dict, schema: dict | None = None) -> str:
         import httpx
 
         body = {"model": self.model, "messages": messages, "temperature": cfg["temperature"],
                 "max_tokens": cfg["max_tokens"], "stream": False}
+        formats = [None]
+        if schema is not None:
+            # The schema where the server supports it (vLLM, LM Studio, OpenAI);
+            # plain JSON mode where it answers 4xx to the schema (DeepSeek, older servers).
+            formats = [{"type": "json_schema",
+                        "json_schema": {"name": "answer", "schema": schema}},
+                       {"type": "json_object"}]
+            if self.json_object_only:
+                formats = formats[1:]
         try:
-            r = self.client.post("chat/completions", json=body, timeout=cfg["timeout_seconds"])
-            r.raise_for_status()
-            return r.json()["choices"][0]["message"]["content"] or ""
+            for i, fmt in enumerate(formats):
+                if fmt is not None:
+                    body["response_format"] = fmt
+                r = self.client.post("chat/completions", json=body, timeout=cfg["timeout_seconds"])
+                if fmt is not None and fmt["type"] == "json_schema" and 400 <= r.status_code < 500 \
+                        and r.status_code not in (401, 403, 404, 429) and i + 1 < len(formats):
+                    self.json_object_only = True
+                    continue
+                r.raise_for_status()
+                return r.json()["choices"][0]["message"]["content"] or ""
+            raise BackendError("error", "openai: no request was made")  # unreachable
         except httpx.TimeoutException as e:
             raise BackendError("timeout", f"openai: no answer within {cfg['timeout_seconds']:g}s") from e
         except httpx.HTTPStatusError as e:
             raise BackendError("http", f"openai: HTTP {e.response.status_code} from {self.host}") from e
         except httpx.TransportError as e:
-            raise BackendError("connect", f"openai at {self.host}: {_one_line(e)}") from e
+            raise BackendError("connect", f"openai at {self.host}: {one_line(e)}") from e
         except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise BackendError("error", f"openai: answer is not a chat completion: {_one_line(e)}") from e
+            raise BackendError("error", f"openai: answer is not a chat completion: {one_line(e)}") from e
 
     def close(self) -> None:
         self.client.close()
-
-
-class HuggingFaceBackend(Backend):
-    """A local transformers model. Generation is serialised (one model, one
-    forward pass at a time) and stopped at the timeout."""
-
-    name = "huggingface"
-
-    def __init__(self, cfg: dict):
-        super().__init__(cfg)
-        self.host = None
-        device, kwargs = self.preflight(cfg)
-        import torch
-        import transformers
-
-        try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model)
-            self.lm = transformers.AutoModelForCausalLM.from_pretrained(self.model, **kwargs)
-        except (OSError, ValueError) as e:
-            raise BackendError("config", f"huggingface: cannot load {self.model}: {_one_line(e)}") from e
-        if "device_map" not in kwargs:
-            self.lm.to(device)
-        self.lm.eval()
-        self.device = device
-        self._lock = threading.Lock()
-        self._torch = torch
-        self._transformers = transformers
-
-    @staticmethod
-    def preflight(cfg: dict) -> tuple[str, dict]:
-        """The cheap checks, before any model is loaded: packages, GPU,
-        quantization. Returns (device, from_pretrained kwargs)."""
-        try:
-            import torch
-            import transformers
-        except ImportError as e:
-            raise BackendError("config", f"huggingface: {e.name} is not installed") from e
-        device = cfg["hf_device"]
-        has_cuda = torch.cuda.is_available()
-        if device == "cuda" and not has_cuda:
-            raise BackendError("config", "huggingface: --hf-device cuda, but torch sees no CUDA GPU")
-        if device == "auto":
-            device = "cuda" if has_cuda else "cpu"
-        kwargs: dict = {}
-        if cfg["hf_quantize"] != "none":
-            try:
-                import bitsandbytes  # noqa: F401
-            except ImportError as e:
-                raise BackendError("config", f"huggingface: --hf-quantize {cfg['hf_quantize']} needs "
-                                   "bitsandbytes (pip install bitsandbytes)") from e
-            if not has_cuda:
-                raise BackendError("config", f"huggingface: --hf-quantize {cfg['hf_quantize']} needs "
-                                   "a CUDA GPU; torch sees none (use --hf-quantize none)")
-            bits = 4 if cfg["hf_quantize"] == "4bit" else 8
-            kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
-                **{f"load_in_{bits}bit": True})
-            kwargs["device_map"] = "auto"
-        return device, kwargs
-
-    def describe(self) -> str:
-        return f"huggingface {self.model} on {self.device}"
-
-    def _inputs(self, messages: list[dict]):
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            enc = tok.apply_chat_template(messages, add_generation_prompt=True,
-                                          return_tensors="pt", return_dict=True)
-        else:
-            text = "\n\n".join(f"{m['role'].upper()}:\n{m['content']}" for m in messages)
-            enc = tok(text + "\n\nASSISTANT:\n", return_tensors="pt")
-        limit = getattr(self.lm.config, "max_position_embeddings", None) or \
-            getattr(self.lm.config, "n_positions", None)
-        ids = enc["input_ids"]
-        if limit and ids.shape[1] >= limit:
-            raise BackendError("error", f"huggingface: prompt of {ids.shape[1]} tokens does not fit "
-                               f"the model's {limit}-token context")
-        return {k: v.to(self.lm.device) for k, v in enc.items()}
-
-    def ask(self, messages: list[dict], cfg: dict, schema: dict | None = None) -> str:
-        tf = self._transformers
-        with self._lock:
-            inputs = self._inputs(messages)
-            limit = getattr(self.lm.config, "max_position_embeddings", None) or \
-                getattr(self.lm.config, "n_positions", None) or 1 << 30
-            new = max(1, min(cfg["max_tokens"], limit - inputs["input_ids"].shape[1]))
-            sample = cfg["temperature"] > 0
-            gen = dict(max_new_tokens=new, do_sample=sample,
-                       stopping_criteria=tf.StoppingCriteriaList(
-                           [tf.MaxTimeCriteria(cfg["timeout_seconds"])]),
-                       pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id or 0)
-            if sample:
-                gen["temperature"] = cfg["temperature"]
-            try:
-                with self._torch.no_grad():
-                    out = self.lm.generate(**inputs, **gen)
-            except (RuntimeError, ValueError, IndexError) as e:
-                raise BackendError("error", f"huggingface: generation failed: {_one_line(e)}") from e
-        return self.tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 BACKEND_CLASSES = {c.name: c for c in (ZhipuAIBackend, OllamaBackend, OpenAIBackend,
@@ -279,18 +177,22 @@ class BackendManager:
     thread: loading a local model can take a while) and rebuilt when the
     backend-defining settings change."""
 
-    KEYS = ("backend", "model", "host", "hf_device", "hf_quantize", "timeout_seconds")
+    KEYS = ("backend", "model", "host", "hf_device", "hf_quantize", "hf_gguf_file",
+            "timeout_seconds")
 
-    def __init__(self, warn: Callable[[str], None]):
+    def __init__(self, warn: Callable[[str], None], progress: Callable[[str], None] | None = None):
         self.warn = warn
+        self.progress = progress  # model-loading progress lines (the local backend)
         self._lock = threading.Lock()
         self._sig: tuple | None = None
         self._backend: Backend | None = None
         self._error: BackendError | None = None
         self.status = "not started"
 
-    def get(self, cfg: dict) -> Backend:
-        """The backend for cfg (cfg["backend"] already resolved, not auto/rules)."""
+    def get(self, cfg: dict, quiet: bool = False) -> Backend:
+        """The backend for cfg (cfg["backend"] already resolved, not auto/rules).
+        quiet: raise a failure without the "rule verdicts stand in" warning
+        (at start, where the caller exits on it instead)."""
         sig = tuple(cfg.get(k) for k in self.KEYS)
         with self._lock:
             if sig != self._sig:
@@ -303,17 +205,19 @@ class BackendManager:
                         raise BackendError("config", f"unknown backend {cfg['backend']!r} "
                                            f"(known: {', '.join(LLM_BACKENDS)})")
                     try:
-                        self._backend = cls(cfg)
+                        self._backend = cls(cfg, progress=self.progress) \
+                            if cls is HuggingFaceBackend else cls(cfg)
                     except BackendError:
                         raise
                     except Exception as e:  # e.g. a model that fails to load in torch
                         raise BackendError("config", f"{cfg['backend']}: {type(e).__name__}: "
-                                           f"{_one_line(e)}") from e
+                                           f"{one_line(e)}") from e
                     self.status = f"ok: {self._backend.describe()}"
                 except BackendError as e:
                     self._error = e
                     self.status = f"error: {e}"
-                    self.warn(f"backend {cfg['backend']}: {e}; rule verdicts stand in")
+                    if not quiet:
+                        self.warn(f"backend {cfg['backend']}: {e}; rule verdicts stand in")
             if self._backend is None:
                 raise self._error or BackendError("config", "no backend")
             return self._backend

@@ -212,12 +212,13 @@ FIELDS: tuple[Field, ...] = (
           label="Temperature"),
     Field("timeout_seconds", "float", 20.0, "per LLM call; a late answer falls back to the rules",
           0.1, 600, flags=("--timeout",), metavar="SECONDS", label="Timeout per call (s)"),
-    Field("max_tokens", "int", 400, "answer length", 16, 32768),
+    Field("max_tokens", "int", 256, "answer length cap (a verdict is about 60-120 tokens)",
+          16, 32768),
     Field("llm_scope", "choice", "unsettled", "unsettled: ask only about events the rules did not "
           "settle; all: every non-whitelisted event", choices=SCOPES, flags=("--llm-scope",),
           label="Ask the LLM about"),
-    Field("cache_ttl_seconds", "float", 600, "identical questions (exe, destination, port) are "
-          "answered from cache this long", 0, 7 * DAY, flags=("--cache-ttl",), metavar="SECONDS"),
+    Field("cache_ttl_seconds", "float", 600, "identical questions (everything the model is shown "
+          "but pid and times) are answered from cache this long", 0, 7 * DAY, flags=("--cache-ttl",), metavar="SECONDS"),
     Field("max_calls_per_minute", "int", 30, "rate cap on LLM calls", 1, 100000,
           flags=("--max-calls-per-minute",), label="Max LLM calls / min"),
     Field("queue_size", "int", 256, "bounded LLM queue; overflow is dropped and counted", 1, 1000000,
@@ -254,6 +255,9 @@ FIELDS: tuple[Field, ...] = (
           flags=("--hf-device",)),
     Field("hf_quantize", "choice", "none", "huggingface: 4bit/8bit need bitsandbytes and a GPU",
           choices=HF_QUANTIZE, flags=("--hf-quantize",)),
+    Field("hf_gguf_file", "model", None, "huggingface: the .gguf file to load inside the "
+          "--hf-model directory (a --hf-model ending in .gguf needs none)",
+          flags=("--hf-gguf-file",), metavar="FILE"),
 )
 FIELD = {f.name: f for f in FIELDS}
 DEFAULT_LLM_CONFIG: dict[str, Any] = {f.name: copy.deepcopy(f.default) for f in FIELDS}

@@ -77,9 +77,18 @@ def _probe_huggingface(model: str, cfg: dict) -> tuple[bool, str]:
     if cfg["hf_quantize"] != "none" and importlib.util.find_spec("bitsandbytes") is None:
         return False, (f"huggingface: --hf-quantize {cfg['hf_quantize']} needs bitsandbytes "
                        "(pip install bitsandbytes) and a CUDA GPU")
-    if os.path.isdir(os.path.expanduser(model)):
-        return True, f"huggingface: local model {model}"
-    return True, f"huggingface: model {model} (downloaded or taken from the cache on first use)"
+    from .base import BackendError
+    from .hf import locate
+
+    try:
+        source, extra = locate(model, cfg.get("hf_gguf_file"))
+    except BackendError as e:
+        return False, str(e)
+    if os.path.isdir(source):
+        what = f"GGUF file {extra['gguf_file']} in {source}" if extra else f"model directory {source}"
+        return True, f"huggingface: {what}"
+    return True, f"huggingface: model {model}, if it is in the local Hugging Face cache " \
+        "(nothing is downloaded at run time)"
 
 
 def choose_auto(cfg: dict, timeout: float = 2.0) -> tuple[str, str]:

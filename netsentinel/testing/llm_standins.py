@@ -42,6 +42,14 @@ def gullible(req: dict) -> tuple[int, str]:
     return 200, json.dumps(MEDIUM_VERDICT)
 
 
+def schema_refused(req: dict) -> tuple[int, str]:
+    """A server with JSON mode but no JSON-schema support (as DeepSeek's
+    API): HTTP 400 to a json_schema response_format."""
+    if (req.get("response_format") or {}).get("type") == "json_schema":
+        return 400, "response_format json_schema is not supported"
+    return 200, json.dumps(MEDIUM_VERDICT)
+
+
 ANSWERS: dict[str, Callable[[dict], tuple[int, str]]] = {
     "medium": lambda req: (200, json.dumps(MEDIUM_VERDICT)),
     "critical": lambda req: (200, "Sure! Here is my verdict:\n```json\n"
@@ -51,6 +59,7 @@ ANSWERS: dict[str, Callable[[dict], tuple[int, str]]] = {
     "wrong_schema": lambda req: (200, json.dumps({"level": "SEVERE", "confidence": "very"})),
     "http500": lambda req: (500, "internal stand-in failure"),
     "gullible": gullible,
+    "schema_refused": schema_refused,
 }
 
 
