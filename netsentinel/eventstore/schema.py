@@ -1,0 +1,45 @@
+"""The event store's one table, its indexes and its migrations, for both
+engines. A row is one thing that happened, stamped with the event's own time
+(`ts`, Unix seconds), not with when the analyzer judged it (`analyzed_at`):
+
+  kind       connection | flow | threat | decision
+  level, category, confidence, verdict_source, backend, reason
+  pid, uid, comm, exe, cmdline     the process (connections)
+  saddr, daddr, dport              addresses; for a flow, saddr is its source
+  ref        the analyzer's entry id, or a threat id for threat/decision rows
+  doc        the whole record as JSON, for export and the detail view
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Column order of an inserted row (rows.row_of builds tuples in this order).
+COLUMNS = ("ts", "analyzed_at", "kind", "level", "category", "confidence", "verdict_source",
+           "backend", "reason", "pid", "uid", "comm", "exe", "cmdline", "saddr", "daddr", "dport",
+           "ref", "doc")
+
+_TYPES = {"ts": "REAL NOT NULL", "analyzed_at": "REAL NOT NULL", "kind": "TEXT NOT NULL",
+          "confidence": "REAL", "pid": "INTEGER", "uid": "INTEGER", "dport": "INTEGER",
+          "doc": "TEXT NOT NULL"}
+
+# Every filter of `netsentinel events` (and the dashboard's history pages) is
+# "this value, over a time range", so each index ends with ts. Free text and
+# cmdline are scans within a time range: not worth an index on every insert.
+INDEXED = ("kind", "level", "category", "comm", "exe", "uid", "saddr", "daddr", "dport")
+
+
+def _create(id_type: str, real: str) -> list[str]:
+    cols = ",\n  ".join(f"{c} {_TYPES.get(c, 'TEXT')}".replace("REAL", real) for c in COLUMNS)
+    stmts = [f"CREATE TABLE events (\n  id {id_type},\n  {cols}\n)",
+             "CREATE INDEX events_ts ON events (ts)"]
+    stmts += [f"CREATE INDEX events_{c}_ts ON events ({c}, ts)" for c in INDEXED]
+    return stmts
+
+
+# version -> statements that bring the previous version to it; applied in
+# order, each version in one transaction, on every start (open()).
+MIGRATIONS = {
+    "sqlite": {1: _create("INTEGER PRIMARY KEY", "REAL")},
+    "postgres": {1: _create("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION")},
+}
