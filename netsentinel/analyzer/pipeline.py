@@ -16,6 +16,7 @@ from collections import deque
 from typing import IO, Callable
 
 from .. import proposals
+from ..eventstore.writer import StoreWriter
 from ..levels import LEVELS
 from ..llm.backends import BackendError, BackendManager
 from ..llm.config import LLM_BACKENDS, resolve_model
@@ -42,7 +43,8 @@ PROPOSE_EVERY_S = 600.0  # at most one LLM rule proposal per flooding source per
 class Analyzer:
     def __init__(self, store: RecordsStore, settings: SettingsWatcher, engine: RuleEngine,
                  whitelist_file: WhitelistFile | None, *, warn: Callable[[str], None],
-                 history: bool = True, status_interval: float = 2.0):
+                 history: bool = True, status_interval: float = 2.0,
+                 events: StoreWriter | None = None):
         self.store = store
         self.settings = settings
         self.engine = engine
@@ -67,7 +69,8 @@ class Analyzer:
         self._wl_next = 0.0
         self.manager = BackendManager(warn)
         self.worker = LLMWorker(self.llm_cfg, self.manager, self.deliver, warn)
-        self.sink = RecordsSink(store, settings.current, self.whitelist, warn, history)
+        self.events = events
+        self.sink = RecordsSink(store, settings.current, self.whitelist, warn, history, events)
         self._flood_detector: tuple[int, FloodDetector] | None = None
         self._proposed: dict[str, float] = {}
         try:
@@ -288,6 +291,7 @@ class Analyzer:
             "config": {"from_file": self.settings.from_file, "error": self.settings.error,
                        "in_force": cfg},
             "rules_file": str(self.engine.path),
+            "event_store": self.events.status() if self.events is not None else None,
         }
 
     def write_status(self, running: bool = True) -> None:
@@ -316,6 +320,8 @@ class Analyzer:
         if self._flusher.is_alive():
             self._flusher.join(timeout=30)
         self.sink.flush(force=True)
+        if self.events is not None:
+            self.events.close()
         self._bad_line_warn.flush("input warnings")
         status = self.status(running=False)
         status["finished_at"] = utc_now_iso()

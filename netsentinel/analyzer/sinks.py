@@ -6,6 +6,8 @@ rewritten per event:
   analyzed_events.jsonl full history, append-only JSON lines, rotating
   pending_threats.json  HIGH/CRITICAL verdicts through threats.add_or_merge,
                         duplicates coalesced between flushes (count kept)
+  the event store      every verdict, new threat and auto-ban as a row at the
+                        event's own time (eventstore/, when given a writer)
   ban_commands.json     only for auto-ban (off by default) and for CRITICAL
                         inbound floods (auto_block_floods, on by default)
 
@@ -23,6 +25,8 @@ from collections import deque
 from typing import Callable
 
 from .. import logfmt, threats
+from ..eventstore.rows import record_row, row_of
+from ..eventstore.writer import StoreWriter
 from ..bancheck import BanRefused
 from ..levels import THREAT_LEVELS, rank
 from ..errors import DecisionError
@@ -40,8 +44,11 @@ LOG_WRITE_EVERY = 1.0
 class RecordsSink:
     def __init__(self, store: RecordsStore, get_cfg: Callable[[], dict],
                  get_whitelist: Callable[[], object], warn: Callable[[str], None],
-                 history: bool = True):
+                 history: bool = True, events: StoreWriter | None = None):
         self.store = store
+        self.events = events
+        self._events_buf: list = []
+        self._event_rows: list = []  # threat and decision rows, flusher thread only
         self.get_cfg = get_cfg
         self.get_whitelist = get_whitelist
         self.warn = warn
@@ -66,6 +73,8 @@ class RecordsSink:
             self._dirty = True
             if self.history:
                 self._history_buf.append(entry)
+            if self.events is not None:
+                self._events_buf.append(entry)
             if threat is not None:
                 cur = self._threats.get(threat["dedupe_key"])
                 if cur is None:
@@ -99,6 +108,16 @@ class RecordsSink:
             except StoreError as e:
                 self.write_errors += 1
                 self.warn(f"records write failed: {e} (will retry)")
+            self._flush_events()
+
+    def _flush_events(self) -> None:
+        if self.events is None:
+            return
+        with self._lock:
+            buf, self._events_buf = self._events_buf, []
+        rows, self._event_rows = self._event_rows + [row_of(e) for e in buf], []
+        self.events.add(rows)
+        self.events.flush()  # never raises: a broken store is reported, not fatal
 
     def _flush_logs(self, force: bool) -> None:
         now = time.monotonic()
@@ -130,6 +149,8 @@ class RecordsSink:
         results = threats.add_or_merge_many(self.store, [(t, n) for t, n in batch.values()])
         self.threats_written += len(results)
         for stored, merged in results:
+            if not merged and self.events is not None:
+                self._event_rows.append(record_row("threat", stored))
             if not merged:  # one key=value line per new threat (docs/SERVICE.md)
                 logfmt.log("threat", "analyzer", id=stored.get("id"), level=stored.get("level"),
                            category=stored.get("category"), target=stored.get("target"),
@@ -158,6 +179,9 @@ class RecordsSink:
             threats.approve(self.store, threat["id"], by=by, source=source, ttl_seconds=ttl,
                             whitelist=wl, protected=protected, note=note)
             self.auto_bans += 1
+            if self.events is not None:
+                self._event_rows.append(record_row("decision", threat, reason=f"{by}: {note}",
+                                                   category=f"{by} {ttl}s"))
             self.warn(f"{by}: {threat.get('target')} for {ttl}s "
                       f"(threat {threat['id']}, {threat.get('category')})")
             logfmt.log(by, "analyzer", ip=threat.get("target"), ttl_s=ttl, source=source,
