@@ -11,7 +11,7 @@ import pytest
 from eventstore_support import dsn, entry, pg_server  # noqa: F401 (fixtures)
 from netsentinel.eventstore import Query, Retention, SchemaTooNew, open_store
 from netsentinel.eventstore import base as base_mod
-from netsentinel.eventstore.rows import MAX_TEXT, record_row, row_of
+from netsentinel.eventstore.rows import MAX_TEXT, record_row, row_of, stored_record
 from netsentinel.eventstore.schema import SCHEMA_VERSION
 from netsentinel.timefmt import parse_iso
 
@@ -60,7 +60,22 @@ def test_rows_carry_the_events_own_time_not_the_analysis_time(db):
     assert row["ts"] == parse_iso("2026-11-21T22:40:05.250000Z")
     assert row["time"] == "2026-11-21T22:40:05.250000Z"
     assert row["analyzed_at"] > row["ts"]
-    assert json.loads(row["doc"])["event"]["ts"] == "2026-11-21T22:40:05.250000Z"
+    assert stored_record(row)["event"]["ts"] == "2026-11-21T22:40:05.250000Z"
+
+
+def test_the_stored_record_is_the_entry_as_recorded(db):
+    # Columns are not stored twice: doc keeps the rest, stored_record() puts them back.
+    plain = entry(1)
+    odd = entry(2, pid="12; DROP TABLE events", cmdline="A" * (MAX_TEXT + 5), ts="2026-11-21T22:40:05+00:00")
+    odd["confidence"] = 1
+    flow = {"id": "f1", "level": "CRITICAL", "category": "syn_flood", "confidence": 0.9, "reason": "r",
+            "verdict_source": "rules", "backend": "rules",
+            "event": {"v": 1, "type": "flow", "ts": "2026-12-01T10:40:00.000000Z", "src": "10.222.0.77"}}
+    db.add_rows([row_of(e) for e in (plain, odd, flow)])
+    got = {r["ref"]: r for r in db.search(Query())}
+    for e in (plain, odd, flow):
+        assert stored_record(got[e["id"]]) == e
+    assert len(got[plain["id"]]["doc"]) < len(json.dumps(plain)) // 2
 
 
 @pytest.mark.parametrize("query, expected", [

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..cliargs import EXIT_FAILURE, EXIT_USAGE
 from ..eventstore import DSN_ENV, Query, SchemaTooNew, describe, is_postgres, open_store, resolve_dsn
+from ..eventstore.rows import stored_record
 from ..levels import LEVELS
 from ..timefmt import parse_iso, utc_now_iso
 from .common import PROG, duration_arg, fail, one_line, open_store as open_records, print_table
@@ -115,10 +116,7 @@ def open_reader(args):
 
 def _record(row: dict) -> dict:
     out = {k: v for k, v in row.items() if k not in ("doc", "ts", "analyzed_at")}
-    try:
-        out["record"] = json.loads(row["doc"])
-    except ValueError:
-        out["record"] = row["doc"]
+    out["record"] = stored_record(row)
     return out
 
 

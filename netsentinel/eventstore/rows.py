@@ -39,8 +39,29 @@ def event_time(ts: object, fallback: float) -> float:
     return fallback if t is None else t
 
 
-def _doc(obj: dict) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)[:1 << 20]
+# Fields a column already holds, left out of `doc` when the column holds them
+# exactly (a clipped, retyped or hostile value stays in doc as it came), and
+# put back by record(): the document is what the analyzer recorded, stored once.
+_ENTRY_COLS = {"level": 3, "category": 4, "confidence": 5, "verdict_source": 6, "backend": 7,
+               "reason": 8, "id": 17}
+_CONN_COLS = {"pid": 9, "uid": 10, "comm": 11, "exe": 12, "cmdline": 13, "saddr": 14, "daddr": 15,
+              "dport": 16}
+_FLOW_COLS = {"src": 14}
+
+
+def _residual(obj: dict, cols: dict, row: list) -> dict:
+    return {k: v for k, v in obj.items() if not (k in cols and row[cols[k]] == v
+                                                 and type(row[cols[k]]) is type(v))}
+
+
+def _doc(entry: dict, ev: dict, row: list, flow: bool) -> str:
+    rest_ev = _residual(ev, _FLOW_COLS if flow else _CONN_COLS, row)
+    if isinstance(ev.get("ts"), str) and utc_now_iso(row[0]) == ev["ts"]:
+        del rest_ev["ts"]
+    rest = _residual(entry, _ENTRY_COLS, row)
+    if "event" in entry:
+        rest["event"] = rest_ev
+    return json.dumps(rest, ensure_ascii=False, separators=(",", ":"), default=str)[:1 << 20]
 
 
 def row_of(entry: dict, now: float | None = None) -> tuple:
@@ -48,13 +69,33 @@ def row_of(entry: dict, now: float | None = None) -> tuple:
     now = time.time() if now is None else now
     ev = entry.get("event") if isinstance(entry.get("event"), dict) else {}
     flow = ev.get("type") == "flow"
-    return (event_time(ev.get("ts"), now), now, "flow" if flow else "connection",
-            _text(entry.get("level")), _text(entry.get("category")), _num(entry.get("confidence")),
-            _text(entry.get("verdict_source")), _text(entry.get("backend")),
-            _text(entry.get("reason")), _int(ev.get("pid")), _int(ev.get("uid")),
-            _text(ev.get("comm")), _text(ev.get("exe")), _text(ev.get("cmdline")),
-            _text(ev.get("src") if flow else ev.get("saddr")), _text(ev.get("daddr")),
-            _int(ev.get("dport")), _text(entry.get("id")), _doc(entry))
+    row = [event_time(ev.get("ts"), now), now, "flow" if flow else "connection",
+           _text(entry.get("level")), _text(entry.get("category")), _num(entry.get("confidence")),
+           _text(entry.get("verdict_source")), _text(entry.get("backend")),
+           _text(entry.get("reason")), _int(ev.get("pid")), _int(ev.get("uid")),
+           _text(ev.get("comm")), _text(ev.get("exe")), _text(ev.get("cmdline")),
+           _text(ev.get("src") if flow else ev.get("saddr")), _text(ev.get("daddr")),
+           _int(ev.get("dport")), _text(entry.get("id"))]
+    return (*row, _doc(entry, ev, row, flow))
+
+
+def stored_record(row: dict) -> dict:
+    """The stored record as the analyzer wrote it (row_of's doc plus the
+    columns it left out)."""
+    try:
+        rec = json.loads(row["doc"])
+    except ValueError:
+        return {"doc": row["doc"]}
+    if row["kind"] not in ("connection", "flow") or not isinstance(rec, dict):
+        return rec
+    for k, i in _ENTRY_COLS.items():
+        rec.setdefault(k, row[COLUMNS[i]])
+    ev = rec.get("event")
+    if isinstance(ev, dict):
+        ev.setdefault("ts", row["time"])
+        for k, i in (_FLOW_COLS if row["kind"] == "flow" else _CONN_COLS).items():
+            ev.setdefault(k, row[COLUMNS[i]])
+    return rec
 
 
 def record_row(kind: str, record: dict, *, level: object = None, category: object = None,
@@ -72,7 +113,8 @@ def record_row(kind: str, record: dict, *, level: object = None, category: objec
             _text(ev.get("comm")), _text(ev.get("exe")), _text(ev.get("cmdline")),
             _text(ev.get("src") if flow else ev.get("saddr")),
             _text(target if not flow else ev.get("daddr")), _int(ev.get("dport")),
-            _text(record.get("id")), _doc(record))
+            _text(record.get("id")),
+            json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)[:1 << 20])
 
 
 def as_dict(values: tuple) -> dict:
