@@ -176,3 +176,20 @@ def test_sqlite_retention_by_size_keeps_the_file_under_the_cap(tmp_path, monkeyp
     assert newest["time"].startswith("2026-12-01T11:")  # the oldest went, not the newest
     assert db.count(Query(until=parse_iso("2026-12-01T10:00:00Z"))) == 0
     db.close()
+
+
+@pytest.mark.parametrize("query, index", [
+    (Query(level="HIGH", min_level=True), "events_level_ts"),
+    (Query(kind="flow"), "events_kind_ts"),
+    (Query(process="curl"), "events_comm_ts"),
+    (Query(addr="10.222.0.9"), "events_saddr_ts"),
+])
+def test_sqlite_filters_use_their_index(tmp_path, query, index):
+    # The partial indexes only serve a query that repeats their WHERE (query.where does).
+    from netsentinel.eventstore.query import where
+    db = open_store(str(tmp_path / "events.sqlite3"))
+    w, params = where(query, "?")
+    plan = " ".join(str(r) for r in db.conn.execute("EXPLAIN QUERY PLAN SELECT id FROM events" + w,
+                                                    params))
+    assert index in plan, plan
+    db.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ..levels import LEVELS
+from .schema import PARTIAL
 
 MAX_LIMIT = 10_000
 
@@ -65,13 +66,11 @@ def where(q: Query, ph: str) -> tuple[str, list]:
     for col in ("kind", "exe", "uid", "category"):
         if getattr(q, col) is not None:
             add(f"{col} = ?", getattr(q, col))
+    if q.kind not in (None, "connection"):
+        conds.append(PARTIAL["kind"])  # lets the engine use the partial index
     if q.process is not None:
-        # A path-looking process is an exe; a bare name matches comm or the exe's base name.
-        if "/" in q.process:
-            add("exe = ?", q.process)
-        else:
-            add("(comm = ? OR exe LIKE ? ESCAPE '\\')", q.process,
-                "%/" + q.process.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"))
+        # A path is an exe; a name is the process name (comm: the kernel's, 15 characters).
+        add("exe = ?" if "/" in q.process else "comm = ?", q.process)
     if q.dst is not None:
         add("daddr = ?", q.dst)
     if q.src is not None:
@@ -83,6 +82,8 @@ def where(q: Query, ph: str) -> tuple[str, list]:
     if q.level is not None:
         wanted = LEVELS[LEVELS.index(q.level):] if q.min_level else (q.level,)
         add(f"level IN ({', '.join('?' for _ in wanted)})", *wanted)
+        if "INFO" not in wanted:
+            conds.append(PARTIAL["level"])
     if q.text:
         pat = _like(q.text.lower())
         cols = ("reason", "category", "comm", "exe", "cmdline", "saddr", "daddr", "ref")

@@ -23,10 +23,15 @@ _TYPES = {"ts": "REAL NOT NULL", "analyzed_at": "REAL NOT NULL", "kind": "TEXT N
           "confidence": "REAL", "pid": "INTEGER", "uid": "INTEGER", "dport": "INTEGER",
           "doc": "TEXT NOT NULL"}
 
-# Every filter of `netsentinel events` (and the dashboard's history pages) is
-# "this value, over a time range", so each index ends with ts. Free text and
-# cmdline are scans within a time range: not worth an index on every insert.
-INDEXED = ("kind", "level", "category", "comm", "exe", "uid", "saddr", "daddr", "dport")
+# Indexes cost every insert (the store must keep up with 50k events/s), so
+# only the filters people follow over time get a full one: process, exe,
+# destination, source (investigations), and time itself. Levels above INFO
+# and kinds other than connection are rare: partial indexes hold only those
+# rows, nearly free to keep; query.where() repeats their WHERE so both
+# engines use them. Port, user, category and text are read within a time
+# range from the ts index.
+INDEXED = ("comm", "exe", "daddr", "saddr")
+PARTIAL = {"level": "level <> 'INFO'", "kind": "kind <> 'connection'"}
 
 
 def _create(id_type: str, real: str) -> list[str]:
@@ -34,6 +39,7 @@ def _create(id_type: str, real: str) -> list[str]:
     stmts = [f"CREATE TABLE events (\n  id {id_type},\n  {cols}\n)",
              "CREATE INDEX events_ts ON events (ts)"]
     stmts += [f"CREATE INDEX events_{c}_ts ON events ({c}, ts)" for c in INDEXED]
+    stmts += [f"CREATE INDEX events_{c}_ts ON events ({c}, ts) WHERE {w}" for c, w in PARTIAL.items()]
     return stmts
 
 
