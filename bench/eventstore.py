@@ -31,6 +31,7 @@ from common import emit, parser  # noqa: E402
 from gen_day import day, entry  # noqa: E402
 from netsentinel.eventstore import Query, Retention, open_store  # noqa: E402
 from netsentinel.eventstore.rows import row_of  # noqa: E402
+from netsentinel.records import EVENTS_DB  # noqa: E402
 from netsentinel.eventstore.sqlite import WAL_LIMIT_BYTES  # noqa: E402
 from netsentinel.eventstore.writer import StoreWriter  # noqa: E402
 from netsentinel.testing import postgres  # noqa: E402
@@ -153,7 +154,7 @@ def main() -> int:
     end = time.time()
     results = []
     with tempfile.TemporaryDirectory(prefix="ns-bench-store-") as tmp:
-        results.append(run_engine("sqlite", str(Path(tmp) / "events.sqlite3"), small, large, end,
+        results.append(run_engine("sqlite", str(Path(tmp) / EVENTS_DB), small, large, end,
                                   progress))
         why = "--no-postgres" if args.no_postgres else postgres.unavailable()
         if why:

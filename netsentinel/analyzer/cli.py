@@ -31,7 +31,9 @@ PROG = "llm_analyzer.py"
 DESCRIPTION = """Reads the loader's JSON-lines events on stdin, classifies every connection
 (rules first, then an LLM for what the rules do not settle) and writes
 records/: pending_threats.json (HIGH/CRITICAL, for a person to approve or
-reject), dashboard_logs.json (recent verdicts), analyzer_status.json."""
+reject), dashboard_logs.json (recent verdicts), analyzer_status.json, and
+every verdict into the event store (records/events.sqlite3 or --store-dsn;
+search it with `netsentinel events`)."""
 
 EPILOG = f"""examples:
   sudo sh -c ".venv/bin/python -u unified_ebpf.py -i eth0 | .venv/bin/python -u {PROG} --backend ollama"
