@@ -12,7 +12,7 @@ import streamlit as st
 from streamlit_autorefresh import st_autorefresh
 
 from ..store import StoreError
-from . import bans, events, filter_rules, llm, overview, review, whitelist
+from . import bans, events, filter_rules, history, llm, overview, review, whitelist
 from .auth import require_access
 from .context import Ctx
 from .settings import load_settings
@@ -20,6 +20,7 @@ from .status import liveness
 from .ui import flash, show_flash, show_notices
 
 PAGES = {"Overview": overview.render, "Events": events.render, "Review": review.render,
+         "History": history.render,
          "Bans": bans.render, "Filter rules": filter_rules.render, "Whitelist": whitelist.render,
          "LLM settings": llm.render}
 SLUGS = {name: name.split()[0].lower() for name in PAGES}
