@@ -6,6 +6,7 @@ real unprivileged user."""
 from __future__ import annotations
 
 import csv
+import grp
 import io
 import json
 import os
@@ -205,20 +206,36 @@ def test_events_reads_postgres(pg_server, tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as another user")
-def test_an_unprivileged_user_cannot_read_the_history(tmp_path):
-    # The store names processes, users and peers: 0640, root's. A traversable
-    # records dir, so the file mode alone is what stops the user.
+def test_only_root_and_the_dashboard_user_read_the_history(tmp_path):
+    # The store names processes, users and peers: 0640, root:netsentinel (the
+    # dashboard service's user). A traversable records dir, so the file's
+    # mode and group alone decide.
+    if subprocess.run(["id", "netsentinel"], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                        "/nonexistent", "--shell", "/usr/sbin/nologin", "netsentinel"], check=True)
     records = Path(tempfile.mkdtemp(prefix="ns-store-"))
     try:
         os.chmod(records, 0o755)
         r = run_analyzer(tmp_path, ["--backend", "rules"], lines(EVENTS), records=records,
                          env=analyzer_env(tmp_path))
         assert r.returncode == 0, r.stderr
-        assert (records / "events.sqlite3").stat().st_mode & 0o777 == 0o640
+        st = (records / "events.sqlite3").stat()
+        assert st.st_mode & 0o777 == 0o640 and st.st_gid == grp.getgrnam("netsentinel").gr_gid
         mine = _ctl(records, "--format", "jsonl")
         assert mine.returncode == 0 and len(mine.stdout.splitlines()) == 32
         theirs = _ctl(records, user="nobody")
         assert theirs.returncode == 1 and "Permission denied" in theirs.stderr
         assert len(theirs.stderr.strip().splitlines()) == 1 and not theirs.stdout
+        # The dashboard's user reads it, with the analyzer gone (no -wal, a
+        # directory it cannot write: opened immutable) ...
+        dash = _ctl(records, "--format", "jsonl", user="netsentinel")
+        assert dash.returncode == 0 and len(dash.stdout.splitlines()) == 32, dash.stderr
+        # ... and while the writer has it open (WAL and -shm present).
+        writer = open_store(str(records / "events.sqlite3"))
+        writer.add_rows([row_of(entry(99))])
+        assert Path(f"{records}/events.sqlite3-wal").exists()
+        dash = _ctl(records, "--format", "jsonl", user="netsentinel")
+        assert dash.returncode == 0 and len(dash.stdout.splitlines()) == 33, dash.stderr
+        writer.close()
     finally:
         subprocess.run(["rm", "-rf", str(records)], check=True)

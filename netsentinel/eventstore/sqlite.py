@@ -4,9 +4,11 @@ never block it and that it never blocks."""
 
 from __future__ import annotations
 
+import grp
 import os
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from ..timefmt import utc_now_iso
 from .base import EventStore, Retention
@@ -15,6 +17,7 @@ BUSY_TIMEOUT_MS = 2000  # how long a write waits for another writer's lock befor
 SIDECARS = ("-wal", "-shm")
 WAL_LIMIT_BYTES = 16 << 20
 WRITER_CACHE_KIB = 64 << 10
+DASHBOARD_GROUP = "netsentinel"  # the dashboard service's user and group
 
 
 class SQLiteEventStore(EventStore):
@@ -26,13 +29,17 @@ class SQLiteEventStore(EventStore):
                  readonly: bool = False):
         self.path = Path(path)
         if readonly:
-            # mode=ro: a reader never creates the file, nor takes a write lock.
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
-                                   check_same_thread=False)
+            conn = _reader(self.path)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # 0640 from the first byte (SQLite gives its -wal and -shm the same
+            # mode): the history names processes, users and peers. No symlink.
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+            try:
+                _share_with_dashboard(fd)
+            finally:
+                os.close(fd)
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-            os.chmod(self.path, 0o640)  # history names processes and peers: not for every local user
         super().__init__(conn, retention)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not readonly:
@@ -64,6 +71,38 @@ class SQLiteEventStore(EventStore):
     def _reclaim(self) -> None:
         self.conn.execute("PRAGMA incremental_vacuum(512)")
         self.conn.commit()
+
+
+def _reader(path: Path) -> sqlite3.Connection:
+    """mode=ro: a reader never creates the file, nor takes a write lock.
+    A reader without write access to the directory (the dashboard's user)
+    cannot create the -shm a WAL database needs once the writer has closed
+    it and removed it; with no writer (no -wal), the file cannot change under
+    it, so it is opened immutable instead."""
+    uri = f"file:{quote(str(path))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as e:
+        conn.close()
+        if "readonly" not in str(e) or Path(f"{path}-wal").exists():
+            raise
+    return sqlite3.connect(f"{uri}&immutable=1", uri=True, check_same_thread=False)
+
+
+def _share_with_dashboard(fd: int) -> None:
+    """Group DASHBOARD_GROUP, when it exists, so the dashboard (which runs as
+    that user, scripts/systemd/netsentinel-dashboard.service) can read the
+    history; other users cannot. SQLite gives -wal and -shm the same owner."""
+    try:
+        gid = grp.getgrnam(DASHBOARD_GROUP).gr_gid
+    except KeyError:
+        return
+    st = os.fstat(fd)
+    if st.st_gid != gid and os.geteuid() == 0:
+        os.fchown(fd, -1, gid)
+    os.fchmod(fd, 0o640)
 
 
 def set_aside(path: Path) -> Path:
