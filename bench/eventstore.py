@@ -12,6 +12,8 @@ and psycopg are installed, a throwaway PostgreSQL server:
            `netsentinel events`' queries at 10,000 and at 1,000,000 rows
   retention (SQLite) a cap of 64 MB filled twice over through the writer:
            the largest file seen and the size at the end
+  analyzer the real llm_analyzer.py (--backend rules) on 100,000 replayed
+           events without and with the store: what the store costs it
 The rows are bench/gen_day.py's day (200 programs, floods, scanners).
 
 USAGE: .venv/bin/python bench/eventstore.py [--quick] [--rows N] [--no-postgres]
@@ -31,7 +33,7 @@ from common import emit, parser  # noqa: E402
 from gen_day import day, entry  # noqa: E402
 from netsentinel.eventstore import Query, Retention, open_store  # noqa: E402
 from netsentinel.eventstore.rows import row_of  # noqa: E402
-from netsentinel.records import EVENTS_DB  # noqa: E402
+from netsentinel.records import ANALYZER_STATUS, EVENTS_DB  # noqa: E402
 from netsentinel.eventstore.sqlite import WAL_LIMIT_BYTES  # noqa: E402
 from netsentinel.eventstore.writer import StoreWriter  # noqa: E402
 from netsentinel.testing import postgres  # noqa: E402
@@ -139,6 +141,38 @@ def run_retention(tmp: Path, cap: int, end: float, progress) -> dict:
             "final_bytes_with_wal": final, "wal_limit_bytes": WAL_LIMIT_BYTES}
 
 
+def run_analyzer_cost(tmp: Path, n: int, progress) -> list[dict]:
+    """The real llm_analyzer.py (--backend rules) on n replayed events,
+    without and with the store: what the store costs the pipeline."""
+    import json
+    import os
+    import subprocess
+    feed = tmp / "day.jsonl"
+    with open(feed, "w") as f:
+        for ev, _ in day(n, seed=11):
+            f.write(json.dumps(ev, separators=(",", ":")) + "\n")
+    env = {**os.environ, "NETSENTINEL_CONFIG": str(tmp / "filter_config.json"),
+           "OLLAMA_HOST": "http://127.0.0.1:9", "ZHIPUAI_API_KEY": ""}
+    env.pop("NETSENTINEL_STORE_DSN", None)
+    out = []
+    for case, extra in (("no store", ["--no-store"]), ("sqlite store", [])):
+        records = tmp / f"records-{len(out)}"
+        t = time.perf_counter()
+        with open(feed) as stdin:
+            r = subprocess.run([sys.executable, str(HERE.parent / "llm_analyzer.py"), "--records",
+                                str(records), "--backend", "rules", "--no-history", *extra],
+                               stdin=stdin, capture_output=True, text=True, env=env, timeout=900)
+        wall = time.perf_counter() - t
+        if r.returncode != 0:
+            raise SystemExit(f"bench/eventstore.py: the analyzer failed: {r.stderr[-500:]}")
+        status = json.loads((records / ANALYZER_STATUS).read_text())
+        out.append({"case": case, "events": status["events_total"], "wall_s": round(wall, 2),
+                    "events_per_s": int(status["events_total"] / wall),
+                    "rows_stored": (status["event_store"] or {}).get("rows_written", 0)})
+        progress(f"analyzer, {case}: {out[-1]['events_per_s']} events/s")
+    return out
+
+
 def main() -> int:
     p = parser("eventstore", __doc__, EPILOG)
     p.add_argument("--rows", type=int, default=1_000_000, help="the large size (default 1,000,000)")
@@ -165,6 +199,7 @@ def main() -> int:
                 results.append(run_engine("postgres", pg.create_db("bench"), small, large, end,
                                           progress))
         retention = run_retention(Path(tmp), cap, end, progress)
+        analyzer = run_analyzer_cost(Path(tmp), 5000 if args.quick else 100_000, progress)
     rows = []
     for r in results:
         if "skipped" in r:
@@ -177,7 +212,7 @@ def main() -> int:
     emit("eventstore", args.quick, {"rows_small": small, "rows_large": large, "batch": BATCH,
                                     "retention_cap_bytes": cap}, results, started,
          ["engine", "insert rows/s", "disk per 10k", "size per 1M", f"slowest query at {large:,}"],
-         rows, retention=retention, loadavg_at_end=load)
+         rows, retention=retention, analyzer=analyzer, loadavg_at_end=load)
     return 0
 
 

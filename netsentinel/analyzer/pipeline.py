@@ -291,7 +291,8 @@ class Analyzer:
             "config": {"from_file": self.settings.from_file, "error": self.settings.error,
                        "in_force": cfg},
             "rules_file": str(self.engine.path),
-            "event_store": self.events.status() if self.events is not None else None,
+            "event_store": ({**self.events.status(), "rows_dropped_before_store":
+                             self.sink.events_dropped} if self.events is not None else None),
         }
 
     def write_status(self, running: bool = True) -> None:

@@ -39,6 +39,7 @@ from .rules import destination_key
 _RUN_ID = uuid.uuid4().hex[:6]
 _SEQ = itertools.count(1)
 LOG_WRITE_EVERY = 1.0
+EVENTS_BUFFER = 200_000  # verdicts waiting for the event store's writer
 
 
 class RecordsSink:
@@ -47,7 +48,10 @@ class RecordsSink:
                  history: bool = True, events: StoreWriter | None = None):
         self.store = store
         self.events = events
-        self._events_buf: list = []
+        # Bounded: a store slower than the stream must not grow the analyzer
+        # without end; what falls off is counted (events_dropped).
+        self._events_buf: deque = deque(maxlen=EVENTS_BUFFER)
+        self.events_dropped = 0
         self._event_rows: list = []  # threat and decision rows, flusher thread only
         self.get_cfg = get_cfg
         self.get_whitelist = get_whitelist
@@ -74,6 +78,8 @@ class RecordsSink:
             if self.history:
                 self._history_buf.append(entry)
             if self.events is not None:
+                if len(self._events_buf) == EVENTS_BUFFER:
+                    self.events_dropped += 1
                 self._events_buf.append(entry)
             if threat is not None:
                 cur = self._threats.get(threat["dedupe_key"])
@@ -114,7 +120,7 @@ class RecordsSink:
         if self.events is None:
             return
         with self._lock:
-            buf, self._events_buf = self._events_buf, []
+            buf, self._events_buf = self._events_buf, deque(maxlen=EVENTS_BUFFER)
         rows, self._event_rows = self._event_rows + [row_of(e) for e in buf], []
         self.events.add(rows)
         self.events.flush()  # never raises: a broken store is reported, not fatal

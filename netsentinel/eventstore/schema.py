@@ -37,7 +37,9 @@ PARTIAL = {"level": "level <> 'INFO'", "kind": "kind <> 'connection'"}
 def _create(id_type: str, real: str) -> list[str]:
     cols = ",\n  ".join(f"{c} {_TYPES.get(c, 'TEXT')}".replace("REAL", real) for c in COLUMNS)
     stmts = [f"CREATE TABLE events (\n  id {id_type},\n  {cols}\n)",
-             "CREATE INDEX events_ts ON events (ts)"]
+             # level and kind ride along: timelines and counts by level or kind
+             # over a range read this index alone, never the rows.
+             "CREATE INDEX events_ts ON events (ts, level, kind)"]
     stmts += [f"CREATE INDEX events_{c}_ts ON events ({c}, ts)" for c in INDEXED]
     stmts += [f"CREATE INDEX events_{c}_ts ON events ({c}, ts) WHERE {w}" for c, w in PARTIAL.items()]
     return stmts
