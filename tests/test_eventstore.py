@@ -131,13 +131,15 @@ def test_investigation_summarises_one_destination(db):
 
 
 def test_hostile_fields_are_stored_clipped_never_refused(db):
-    hostile = entry(1, comm="x\x00y", cmdline="A" * (MAX_TEXT * 3), pid="12; DROP TABLE events",
+    hostile = entry(1, comm="x\x00y", exe="/tmp/\ud800evil", cmdline="A" * (MAX_TEXT * 3),
+                    pid="12; DROP TABLE events",
                     dport=True, uid=2 ** 80, daddr=["not", "a", "string"], ts="yesterday")
     hostile["confidence"] = "high"
     hostile["reason"] = "'); DELETE FROM events; --"
     db.add_rows([row_of(hostile)])
     (r,) = db.search(Query(text="delete from"))
-    assert r["comm"] == "x\ufffdy" and len(r["cmdline"]) == MAX_TEXT
+    assert r["comm"] == "x\ufffdy" and len(r["cmdline"]) == MAX_TEXT and r["exe"] == "/tmp/?evil"
+    assert stored_record(r)["event"]["exe"] == "/tmp/\ud800evil"  # as it came, in doc
     assert r["pid"] is None and r["dport"] is None and r["uid"] is None and r["confidence"] is None
     assert r["daddr"] == "['not', 'a', 'string']"
     assert abs(r["ts"] - r["analyzed_at"]) < 1  # no readable event time: the analysis time

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from analyzer_support import analyzer_env, conn, lines, run_analyzer
-from eventstore_support import entry, pg_server  # noqa: F401 (fixture)
+from eventstore_support import dsn, entry, pg_server  # noqa: F401 (fixtures)
 from netsentinel.eventstore import Query, open_store
 from netsentinel.eventstore.rows import row_of
 from netsentinel.eventstore.writer import StoreWriter
@@ -242,3 +242,21 @@ def test_only_root_and_the_dashboard_user_read_the_history(tmp_path):
         writer.close()
     finally:
         subprocess.run(["rm", "-rf", str(records)], check=True)
+
+
+def test_a_row_the_engine_refuses_is_dropped_alone(dsn):
+    # Past row_of's checks nothing should be refused; if something is, it
+    # must not fail its whole batch on every retry and block the store.
+    w, warnings = _writer(dsn)
+    good = [row_of(entry(i)) for i in range(4)]
+    bad = list(good[0])
+    bad[9] = object()  # pid: no engine can store this
+    w.add(good[:2] + [tuple(bad)] + good[2:])
+    w.flush(now=0)
+    st = w.status()
+    assert st["ok"] and st["rows_written"] == 4 and st["rows_dropped"] == 1 and st["rows_buffered"] == 0
+    assert any("refused a row" in m and "\n" not in m for m in warnings)
+    w.close()
+    db = open_store(dsn)
+    assert db.count(Query()) == 4
+    db.close()

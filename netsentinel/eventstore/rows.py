@@ -11,18 +11,22 @@ from ..timefmt import parse_iso, utc_now_iso
 from .schema import COLUMNS
 
 MAX_TEXT = 4096  # a cmdline or an LLM reason longer than this is clipped
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+# ASCII JSON: a lone surrogate stays an escape, which every engine can store.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 KINDS = ("connection", "flow", "threat", "decision")
 
 
 def _text(v: object) -> str | None:
-    if v.__class__ is str and len(v) <= MAX_TEXT and "\x00" not in v:
+    if v.__class__ is str and len(v) <= MAX_TEXT and v.isascii() and "\x00" not in v:
         return v  # the common case, first: this runs ten times per event
     if v is None:
         return None
-    s = v if isinstance(v, str) else str(v)
-    # PostgreSQL refuses NUL in text; a NUL in a comm or cmdline is hostile anyway.
-    return s[:MAX_TEXT].replace("\x00", "\ufffd")
+    s = (v if isinstance(v, str) else str(v))[:MAX_TEXT]
+    # A lone surrogate (JSON "\ud800" from a hostile name) cannot be encoded
+    # and would fail its whole batch, again and again: replaced here (doc
+    # keeps it escaped). PostgreSQL refuses NUL in text.
+    s = s.encode("utf-8", "replace").decode("utf-8") if not s.isascii() else s
+    return s.replace("\x00", "\ufffd")
 
 
 def _int(v: object) -> int | None:

@@ -21,6 +21,20 @@ RETENTION_EVERY_S = 1.0  # one small retention step at most this often
 WRITE_BATCH = 5000       # rows per transaction
 
 
+def is_bad_data(e: BaseException) -> bool:
+    """Refused for what a row holds (it would fail on every retry), not for
+    the store's state (locked, unreachable, damaged: those are retried)."""
+    import sqlite3
+    if isinstance(e, (TypeError, ValueError, UnicodeError, sqlite3.IntegrityError,
+                      sqlite3.InterfaceError, sqlite3.DataError, sqlite3.ProgrammingError)):
+        return True
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(e, (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError))
+
+
 class StoreWriter:
     def __init__(self, dsn: str, warn: Callable[[str], None], retention: Retention | None = None,
                  opener: Callable[..., EventStore] = open_store):
@@ -57,10 +71,15 @@ class StoreWriter:
         try:
             while self._pending:
                 batch = [self._pending[i] for i in range(min(WRITE_BATCH, len(self._pending)))]
-                self.db.add_rows(batch)
+                try:
+                    self.db.add_rows(batch)
+                    self.rows_written += len(batch)
+                except Exception as e:
+                    if not is_bad_data(e):
+                        raise
+                    self._one_by_one(batch)
                 for _ in batch:
                     self._pending.popleft()
-                self.rows_written += len(batch)
             if now >= self._next_retention:
                 self._retention(now)
             if self.error:
@@ -68,6 +87,21 @@ class StoreWriter:
             self.error = None
         except Exception as e:  # any engine error: the pipeline goes on (module docstring)
             self._failed(e, now)
+
+    def _one_by_one(self, batch: list[tuple]) -> None:
+        """A batch the engine refused for its data, not for its state: write
+        it row by row and drop only the rows refused, so one bad row cannot
+        block the store by failing its batch on every retry."""
+        for row in batch:
+            try:
+                self.db.add_rows([row])
+                self.rows_written += 1
+            except Exception as e:
+                if not is_bad_data(e):
+                    raise
+                self.rows_dropped += 1
+                self.warn(f"event store refused a row ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:200]}); dropped, counted in rows_dropped")
 
     def _retention(self, now: float) -> None:
         """Small delete steps, each its own short transaction; as many per
