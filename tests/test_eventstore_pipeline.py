@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from analyzer_support import analyzer_env, conn, lines, run_analyzer
+from analyzer_support import analyzer_env, conn, lines, read, run_analyzer, start_analyzer, wait_for
 from eventstore_support import dsn, entry, pg_server  # noqa: F401 (fixtures)
 from netsentinel.eventstore import Query, open_store
 from netsentinel.eventstore.rows import row_of
@@ -260,3 +260,30 @@ def test_a_row_the_engine_refuses_is_dropped_alone(dsn):
     db = open_store(dsn)
     assert db.count(Query()) == 4
     db.close()
+
+
+def test_a_locked_store_delays_neither_threats_nor_status(tmp_path):
+    # Another writer holds SQLite's lock: the analyzer's store thread waits
+    # and retries; pending threats and the status heartbeat go on meanwhile.
+    records = tmp_path / "records"
+    open_store(str(records / "events.sqlite3")).close()
+    holder = sqlite3.connect(records / "events.sqlite3", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    proc = start_analyzer(tmp_path, ["--backend", "rules", "--status-interval", "0.2"])
+    try:
+        proc.stdin.write(lines(EVENTS))
+        proc.stdin.flush()
+        wait_for(lambda: [t["target"] for t in read(records, "pending_threats.json")] == ["10.222.0.9"],
+                 what="the threat, with the store locked")
+        st = wait_for(lambda: (s := read(records, "analyzer_status.json")["event_store"])["error"] and s,
+                      what="the locked store in the status")
+        assert "locked" in st["error"] and st["rows_written"] == 0 and st["rows_buffered"] > 0
+        assert read(records, "analyzer_status.json")["events_total"] == 31
+        holder.execute("COMMIT")
+        wait_for(lambda: read(records, "analyzer_status.json")["event_store"]["rows_written"] == 32,
+                 timeout=30, what="the rows once the lock is gone")
+    finally:
+        holder.close()
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    assert "writes again" in proc.stderr.read()

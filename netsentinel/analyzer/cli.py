@@ -170,8 +170,10 @@ def serve_metrics(addr: tuple[str, int], analyzer, store: RecordsStore) -> None:
 def _event_writer(args, store: RecordsStore) -> StoreWriter | None:
     if args.no_store:
         return None
-    return StoreWriter(resolve_dsn(args.store_dsn, store), _warn,
-                       Retention(args.store_max_age, args.store_max_mb << 20))
+    writer = StoreWriter(resolve_dsn(args.store_dsn, store), _warn,
+                         Retention(args.store_max_age, args.store_max_mb << 20))
+    writer.start()
+    return writer
 
 
 def run_analyzer(args) -> int:

@@ -122,8 +122,7 @@ class RecordsSink:
         with self._lock:
             buf, self._events_buf = self._events_buf, deque(maxlen=EVENTS_BUFFER)
         rows, self._event_rows = self._event_rows + [row_of(e) for e in buf], []
-        self.events.add(rows)
-        self.events.flush()  # never raises: a broken store is reported, not fatal
+        self.events.submit(rows)  # never raises: a broken store is reported, not fatal
 
     def _flush_logs(self, force: bool) -> None:
         now = time.monotonic()

@@ -6,6 +6,7 @@ analyzer keeps judging and status() says what is wrong."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import Callable
@@ -52,14 +53,40 @@ class StoreWriter:
         self._written_at_retention = 0
         self.error: str | None = None
         self.set_aside: list[str] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    # -------------------------------------------------- the analyzer's side
+    def start(self) -> None:
+        """Write on a thread of its own: a store that waits (a lock, a server
+        that does not answer) never delays the analyzer's other records."""
+        self._thread = threading.Thread(target=self._run, name="event-store", daemon=True)
+        self._thread.start()
+
+    def submit(self, rows: list[tuple]) -> None:
+        """Queue rows; written by the thread (start()), else at once."""
+        self.add(rows)
+        if self._thread is not None:
+            self._wake.set()
+        else:
+            self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(REOPEN_EVERY_S)
+            self._wake.clear()
+            self.flush()
+        self.flush()  # what came before close()
 
     def add(self, rows: list[tuple]) -> None:
-        """Queue rows (flusher thread, with the rest of a flush)."""
-        self._pending.extend(rows)
-        over = len(self._pending) - MAX_BUFFERED
-        if over > 0:
-            for _ in range(over):
+        with self._lock:
+            self._pending.extend(rows)
+            over = len(self._pending) - MAX_BUFFERED
+            for _ in range(max(over, 0)):
                 self._pending.popleft()
+        if over > 0:
             self.rows_dropped += over
             self._report(f"event store down and its buffer of {MAX_BUFFERED} rows full: dropping "
                          "the oldest (rows_dropped in analyzer_status.json)")
@@ -69,17 +96,18 @@ class StoreWriter:
         if self.db is None and not self._open(now):
             return
         try:
-            while self._pending:
-                batch = [self._pending[i] for i in range(min(WRITE_BATCH, len(self._pending)))]
+            while True:
+                with self._lock:
+                    batch = [self._pending.popleft()
+                             for _ in range(min(WRITE_BATCH, len(self._pending)))]
+                if not batch:
+                    break
                 try:
-                    self.db.add_rows(batch)
-                    self.rows_written += len(batch)
-                except Exception as e:
-                    if not is_bad_data(e):
-                        raise
-                    self._one_by_one(batch)
-                for _ in batch:
-                    self._pending.popleft()
+                    self._write(batch)
+                except Exception:
+                    with self._lock:  # back in front, in order, for the retry
+                        self._pending.extendleft(reversed(batch))
+                    raise
             if now >= self._next_retention:
                 self._retention(now)
             if self.error:
@@ -87,6 +115,15 @@ class StoreWriter:
             self.error = None
         except Exception as e:  # any engine error: the pipeline goes on (module docstring)
             self._failed(e, now)
+
+    def _write(self, batch: list[tuple]) -> None:
+        try:
+            self.db.add_rows(batch)
+            self.rows_written += len(batch)
+        except Exception as e:
+            if not is_bad_data(e):
+                raise
+            self._one_by_one(batch)
 
     def _one_by_one(self, batch: list[tuple]) -> None:
         """A batch the engine refused for its data, not for its state: write
@@ -159,7 +196,17 @@ class StoreWriter:
                 "rows_buffered": len(self._pending), "rows_dropped": self.rows_dropped,
                 "rows_expired": self.rows_expired, "set_aside": list(self.set_aside)}
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 30.0) -> None:
+        """Stop the thread after it wrote what was queued (at most wait_s:
+        a store that does not answer must not hold the analyzer's exit)."""
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join(wait_s)
+            if self._thread.is_alive():
+                self.warn(f"event store {describe(self.dsn)}: {len(self._pending)} rows not "
+                          f"written within {wait_s:g}s of exit")
+                return
         if self.db is not None:
             self.db.close()
             self.db = None
