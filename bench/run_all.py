@@ -24,7 +24,8 @@ ROOT = HERE.parent
 BENCHES = {"drop_rate": ("drop_rate", []), "ban_latency": ("ban_latency", []),
            "ban_latency_dashboard": ("ban_latency", ["--via", "dashboard"]),
            "event_capture": ("event_capture", []), "analyzer": ("analyzer", []),
-           "crowdsec_pull": ("crowdsec_pull", []), "stack_cost": ("stack_cost", [])}
+           "crowdsec_pull": ("crowdsec_pull", []), "stack_cost": ("stack_cost", []),
+            "eventstore": ("eventstore", [])}
 EPILOG = """examples:
   sudo make bench                                   # full size, writes docs/bench-results.json and plots
   sudo .venv/bin/python bench/run_all.py --quick --out /tmp/quick.json

@@ -35,6 +35,9 @@ HISTORY = "analyzed_events.jsonl"  # append-only, rotated to HISTORY.1..HISTORY_
 HISTORY_MAX_BYTES = 50 * 1024 * 1024
 HISTORY_KEEP = 3
 LLM_CONFIG = "llm_config.json"
+# The event store's default SQLite engine (netsentinel/eventstore/), with its
+# WAL sidecars events.sqlite3-wal and -shm; searched by `netsentinel events`.
+EVENTS_DB = "events.sqlite3"
 
 # Heartbeats.
 LOADER_STATUS = "loader_status.json"
@@ -60,7 +63,7 @@ ANALYZER_LOG = "analyzer.log"
 DASHBOARD_LOG = "dashboard.log"
 
 FILES = (BAN_COMMANDS, BAN_COMMANDS_REJECTED, RULE_COMMANDS, RULE_COMMANDS_REJECTED, BANNED_IPS,
-         FILTER_RULES, PENDING_THREATS, RULE_PROPOSALS, DASHBOARD_LOGS, ANALYZER_REJECTED, HISTORY, LLM_CONFIG,
+         FILTER_RULES, PENDING_THREATS, RULE_PROPOSALS, DASHBOARD_LOGS, ANALYZER_REJECTED, HISTORY, EVENTS_DB, LLM_CONFIG,
          LOADER_STATUS, ANALYZER_STATUS, SUPERVISOR_STATUS, STACK, CROWDSEC_MACHINE, DASHBOARD_TOKEN, AUDIT, LOADER_LOG, ANALYZER_LOG, DASHBOARD_LOG)
 
 

@@ -129,6 +129,22 @@ def test_analyzer_quick():
     assert llm["max_queue_depth"] <= 256 and llm["queue_dropped"] > 0, llm
 
 
+def test_eventstore_quick():
+    out = run_bench("eventstore")
+    engines = {r["engine"]: r for r in out["results"]}
+    sqlite = engines["sqlite"]
+    assert sqlite["insert_rows_per_s"] > 0 and sqlite["disk_bytes_per_10k"] > 0
+    assert set(sqlite["queries_ms_20000"]) == set(sqlite["queries_ms_2000"]) and all(
+        v >= 0 for v in sqlite["queries_ms_20000"].values())
+    pg = engines["postgres"]
+    assert "skipped" in pg or pg["insert_rows_per_s"] > 0, pg  # skipped only with the reason
+    r = out["retention"]
+    assert r["rows_expired"] > 0 and r["largest_db_file_bytes"] < 3 * r["cap_bytes"], r
+    without, with_store = out["analyzer"]
+    assert without["events"] == with_store["events"] > 0 and without["rows_stored"] == 0
+    assert with_store["rows_stored"] >= with_store["events"]  # every verdict, plus threats
+
+
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
                     reason="/usr/bin/chromium missing: run sudo make install")
 def test_ban_latency_from_a_dashboard_click_quick():

@@ -15,8 +15,11 @@ from ..llm.config import DEFAULT_LLM_CONFIG, FIELDS, validate_llm_config
 from ..llm.env import load_env
 from ..errors import DecisionError
 from ..netinfo import ProtectedCache
-from ..records import (ANALYZER_STATUS, DASHBOARD_LOGS, HISTORY, LLM_CONFIG, PENDING_THREATS,
-                       history_files)
+from ..eventstore import DSN_ENV, Retention, resolve_dsn
+from ..eventstore.base import DEFAULT_MAX_AGE_DAYS, DEFAULT_MAX_BYTES
+from ..eventstore.writer import StoreWriter
+from ..records import (ANALYZER_STATUS, DASHBOARD_LOGS, EVENTS_DB, HISTORY, LLM_CONFIG,
+                       PENDING_THREATS, history_files)
 from ..store import RecordsStore, StoreError
 from ..whitelist import ConfigError, WhitelistFile
 from ..llm.backends import BackendError, HuggingFaceBackend
@@ -28,7 +31,9 @@ PROG = "llm_analyzer.py"
 DESCRIPTION = """Reads the loader's JSON-lines events on stdin, classifies every connection
 (rules first, then an LLM for what the rules do not settle) and writes
 records/: pending_threats.json (HIGH/CRITICAL, for a person to approve or
-reject), dashboard_logs.json (recent verdicts), analyzer_status.json."""
+reject), dashboard_logs.json (recent verdicts), analyzer_status.json, and
+every verdict into the event store (records/events.sqlite3 or --store-dsn;
+search it with `netsentinel events`)."""
 
 EPILOG = f"""examples:
   sudo sh -c ".venv/bin/python -u unified_ebpf.py -i eth0 | .venv/bin/python -u {PROG} --backend ollama"
@@ -70,10 +75,31 @@ def _flags(p: argparse.ArgumentParser) -> None:
                    help="empty the analyzer's data files on start (threats, logs, history, status)")
     o.add_argument("--no-history", action="store_true",
                    help=f"do not keep the full history in records/{HISTORY}")
+    o.add_argument("--store-dsn", metavar="DSN",
+                   help=f"event store: postgresql://USER@HOST/DB for a fleet, or an SQLite file "
+                        f"(default: records/{EVENTS_DB}, or ${DSN_ENV})")
+    o.add_argument("--no-store", action="store_true", help="do not write the event store")
+    o.add_argument("--store-max-age", type=_positive(float), default=DEFAULT_MAX_AGE_DAYS, metavar="DAYS",
+                   help=f"delete stored events older than this (default {DEFAULT_MAX_AGE_DAYS:g})")
+    o.add_argument("--store-max-mb", type=_positive(int), default=DEFAULT_MAX_BYTES >> 20, metavar="MB",
+                   help=f"delete the oldest stored events beyond this size "
+                        f"(default {DEFAULT_MAX_BYTES >> 20})")
     metrics.add_option(o)
     o.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="at EOF, wait at most this long for queued LLM answers (default 10)")
     o.add_argument("--status-interval", type=float, default=2.0, metavar="SECONDS")
+
+
+def _positive(kind):
+    def check(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a number more than 0, got {text!r}")
+        return value
+    return check
 
 
 def _common(p: argparse.ArgumentParser, default) -> None:
@@ -126,7 +152,9 @@ def clear_records(store: RecordsStore, max_entries: int) -> list[str]:
     store.write(PENDING_THREATS, [])
     store.write(DASHBOARD_LOGS, {"updated_at": None, "max_entries": max_entries, "entries": []})
     cleared += [PENDING_THREATS, DASHBOARD_LOGS]
-    for name in [ANALYZER_STATUS, *history_files()]:
+    # The default event store too (a --store-dsn database is not ours to empty).
+    for name in [ANALYZER_STATUS, *history_files(), EVENTS_DB, f"{EVENTS_DB}-wal",
+                 f"{EVENTS_DB}-shm"]:
         if store.remove(name):
             cleared.append(name)
     return cleared
@@ -139,6 +167,15 @@ def serve_metrics(addr: tuple[str, int], analyzer, store: RecordsStore) -> None:
             counts[t.get("status")] = counts.get(t.get("status"), 0) + 1
         return metrics.analyzer_families(analyzer.status(), counts, analyzer.last_event)
     metrics.serve_or_exit(PROG, addr, families, metrics.LLM_SECONDS)
+
+
+def _event_writer(args, store: RecordsStore) -> StoreWriter | None:
+    if args.no_store:
+        return None
+    writer = StoreWriter(resolve_dsn(args.store_dsn, store), _warn,
+                         Retention(args.store_max_age, args.store_max_mb << 20))
+    writer.start()
+    return writer
 
 
 def run_analyzer(args) -> int:
@@ -178,7 +215,7 @@ def run_analyzer(args) -> int:
     analyzer = Analyzer(store, settings, engine, WhitelistFile(paths.config_path(args.config),
                                                                warn=_warn),
                         warn=_warn, history=not args.no_history,
-                        status_interval=args.status_interval)
+                        status_interval=args.status_interval, events=_event_writer(args, store))
     if args.metrics_addr:
         serve_metrics(args.metrics_addr, analyzer, store)
     analyzer.start()

@@ -15,6 +15,7 @@ from collections import deque
 from typing import IO, Callable
 
 from ..events import scrub_text
+from ..eventstore.writer import StoreWriter
 from ..levels import LEVELS
 from ..llm.backends import BackendManager
 from ..llm.config import LLM_BACKENDS, resolve_model
@@ -46,7 +47,8 @@ CHECK_THREADS_EVERY = 1024  # lines between checks that the writer and workers l
 class Analyzer(FlowJudging):
     def __init__(self, store: RecordsStore, settings: SettingsWatcher, engine: RuleEngine,
                  whitelist_file: WhitelistFile | None, *, warn: Callable[[str], None],
-                 history: bool = True, status_interval: float = 2.0):
+                 history: bool = True, status_interval: float = 2.0,
+                 events: StoreWriter | None = None):
         self.store = store
         self.settings = settings
         self.engine = engine
@@ -73,7 +75,8 @@ class Analyzer(FlowJudging):
         self._wl_next = 0.0
         self.manager = BackendManager(warn, progress=warn)  # progress: loading a local model
         self.worker = LLMWorker(self.llm_cfg, self.manager, self.deliver, warn)
-        self.sink = RecordsSink(store, settings.current, self.whitelist, warn, history)
+        self.events = events
+        self.sink = RecordsSink(store, settings.current, self.whitelist, warn, history, events)
         self.stackscan = StackScanDetector()
         self._flood_detector: tuple[int, FloodDetector] | None = None
         self._proposed: dict[str, float] = {}
@@ -262,6 +265,8 @@ class Analyzer(FlowJudging):
                       "recorded with their rule verdicts")
         self.flusher.join(timeout=30)
         self.sink.flush(force=True)
+        if self.events is not None:
+            self.events.close()
         self._bad_line_warn.flush("input warnings")
         status = self.status(running=False)
         status["finished_at"] = utc_now_iso()

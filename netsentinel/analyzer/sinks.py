@@ -6,6 +6,8 @@ rewritten per event:
   analyzed_events.jsonl full history, append-only JSON lines, rotating
   pending_threats.json  HIGH/CRITICAL verdicts through threats.add_or_merge,
                         duplicates coalesced between flushes (count kept)
+  the event store      every verdict, new threat and auto-ban as a row at the
+                        event's own time (eventstore/, when given a writer)
   ban_commands.json     only for auto-ban (off by default) and for CRITICAL
                         inbound floods (auto_block_floods, on by default)
   analyzer_rejected.jsonl  refused input lines (why, and their first bytes),
@@ -29,6 +31,8 @@ from collections import deque
 from typing import Callable
 
 from .. import logfmt, threats
+from ..eventstore.rows import record_row, row_of
+from ..eventstore.writer import StoreWriter
 from ..bancheck import BanRefused
 from ..errors import DecisionError
 from ..levels import rank
@@ -47,13 +51,20 @@ HISTORY_BUF_MAX = 20000      # history lines waiting for a write (normally one f
 _RUN_ID = uuid.uuid4().hex[:6]
 _SEQ = itertools.count(1)
 LOG_WRITE_EVERY = 1.0
+EVENTS_BUFFER = 200_000  # verdicts waiting for the event store's writer
 
 
 class RecordsSink:
     def __init__(self, store: RecordsStore, get_cfg: Callable[[], dict],
                  get_whitelist: Callable[[], object], warn: Callable[[str], None],
-                 history: bool = True):
+                 history: bool = True, events: StoreWriter | None = None):
         self.store = store
+        self.events = events
+        # Bounded: a store slower than the stream must not grow the analyzer
+        # without end; what falls off is counted (events_dropped).
+        self._events_buf: deque = deque(maxlen=EVENTS_BUFFER)
+        self.events_dropped = 0
+        self._event_rows: list = []  # threat and decision rows, flusher thread only
         self.get_cfg = get_cfg
         self.get_whitelist = get_whitelist
         self.warn = warn
@@ -88,6 +99,10 @@ class RecordsSink:
                     self._history_buf.append(entry)
                 else:  # writing has been failing for a while: bounded, and counted
                     self.history_dropped += 1
+            if self.events is not None:
+                if len(self._events_buf) == EVENTS_BUFFER:
+                    self.events_dropped += 1
+                self._events_buf.append(entry)
             if threat is not None:
                 cur = self._threats.get(threat["dedupe_key"])
                 if cur is None and len(self._threats) >= BATCH_MAX:
@@ -148,6 +163,7 @@ class RecordsSink:
                 except Exception as e:  # noqa: BLE001 (any failure is reported, never fatal here)
                     ok = False
                     self._failed(name, e)
+            self._flush_events()  # the event store reports its own trouble (status)
         if ok and self.failing_since is not None:
             self.warn("records are written again")
             self.failing_since = None
@@ -196,6 +212,14 @@ class RecordsSink:
                 with self._lock:  # kept for the next try, within the same bound
                     self._rejected[:0] = buf[:REJECTED_PER_FLUSH - len(self._rejected)]
                 raise
+
+    def _flush_events(self) -> None:
+        if self.events is None:
+            return
+        with self._lock:
+            buf, self._events_buf = self._events_buf, deque(maxlen=EVENTS_BUFFER)
+        rows, self._event_rows = self._event_rows + [row_of(e) for e in buf], []
+        self.events.submit(rows)  # never raises: a broken store is reported, not fatal
 
     def _flush_logs(self, force: bool) -> None:
         now = time.monotonic()
@@ -250,6 +274,8 @@ class RecordsSink:
         self._threats_next = now + 4 * (time.monotonic() - now)
         self.threats_written += len(results)
         for stored, merged in results:
+            if not merged and self.events is not None:
+                self._event_rows.append(record_row("threat", stored))
             if not merged:  # one key=value line per new threat (docs/SERVICE.md)
                 logfmt.log("threat", "analyzer", id=stored.get("id"), level=stored.get("level"),
                            category=stored.get("category"), target=stored.get("target"),
@@ -277,6 +303,9 @@ class RecordsSink:
             threats.approve(self.store, threat["id"], by=by, source=source, ttl_seconds=ttl,
                             whitelist=wl, protected=protected, note=note)
             self.auto_bans += 1
+            if self.events is not None:
+                self._event_rows.append(record_row("decision", threat, reason=f"{by}: {note}",
+                                                   category=f"{by} {ttl}s"))
             self.warn(f"{by}: {threat.get('target')} for {ttl}s "
                       f"(threat {threat['id']}, {threat.get('category')})")
             logfmt.log(by, "analyzer", ip=threat.get("target"), ttl_s=ttl, source=source,

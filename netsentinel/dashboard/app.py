@@ -13,7 +13,7 @@ from streamlit_autorefresh import st_autorefresh
 
 from .. import audit
 from ..store import RecordsStore, StoreError
-from . import auditlog, bans, events, filter_rules, llm, overview, review, stack, whitelist
+from . import auditlog, bans, events, filter_rules, history, llm, overview, review, stack, whitelist
 from .auth import REFRESH_KEY, require_access, sign_out
 from .context import Ctx
 from .settings import load_settings
@@ -21,6 +21,7 @@ from .status import liveness
 from .ui import flash, md, show_flash, show_notices
 
 PAGES = {"Overview": overview.render, "Events": events.render, "Review": review.render,
+         "History": history.render,
          "Bans": bans.render, "Filter rules": filter_rules.render, "Whitelist": whitelist.render,
          "LLM settings": llm.render, "Audit": auditlog.render}
 PAGES["Stack"] = stack.render  # issue 17: drop reasons and TCP health

@@ -1,0 +1,166 @@
+"""What both engines share: migrations, inserts, search, investigation,
+retention. An engine supplies a DB-API connection, its placeholder and how
+big its data is."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .query import Query, page_sql, where
+from .rows import as_dict
+from .schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION
+
+DEFAULT_MAX_AGE_DAYS = 30.0
+DEFAULT_MAX_BYTES = 1 << 30
+RETENTION_BATCH = 2000  # rows deleted per step: a short transaction, the writer barely waits
+
+
+@dataclass
+class Retention:
+    max_age_days: float = DEFAULT_MAX_AGE_DAYS
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer NetSentinel: refuse rather than guess."""
+
+
+class EventStore:
+    engine = "?"
+    ph = "?"
+    floor = "FLOOR({})"
+
+    def __init__(self, conn, retention: Retention | None = None):
+        self.conn = conn
+        self.retention = retention or Retention()
+        self._select = f"SELECT id, {', '.join(COLUMNS)} FROM events"
+        self._insert = (f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES "
+                        f"({', '.join(self.ph for _ in COLUMNS)})")
+
+    # ------------------------------------------------------------ schema
+    def migrate(self) -> int:
+        """Bring the schema to SCHEMA_VERSION; the version found before."""
+        cur = self.conn.cursor()
+        cur.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self.conn.commit()
+        cur.execute(f"SELECT value FROM meta WHERE key = {self.ph}", ("schema_version",))
+        row = cur.fetchone()
+        found = int(row[0]) if row else 0
+        if found > SCHEMA_VERSION:
+            raise SchemaTooNew(f"event store schema version {found} is newer than this "
+                               f"NetSentinel's {SCHEMA_VERSION}: upgrade NetSentinel")
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for stmt in MIGRATIONS[self.engine][version]:
+                cur.execute(stmt)
+            cur.execute(f"DELETE FROM meta WHERE key = {self.ph}", ("schema_version",))
+            cur.execute(f"INSERT INTO meta (key, value) VALUES ({self.ph}, {self.ph})",
+                        ("schema_version", str(version)))
+            self.conn.commit()
+        return found
+
+    def schema_version(self) -> int:
+        cur = self.conn.cursor()
+        cur.execute(f"SELECT value FROM meta WHERE key = {self.ph}", ("schema_version",))
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------ writing
+    def add_rows(self, rows: list[tuple]) -> None:
+        """Insert a batch in one transaction (all or none)."""
+        if not rows:
+            return
+        try:
+            self.conn.cursor().executemany(self._insert, rows)
+            self.conn.commit()
+        except Exception:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        try:
+            self.conn.rollback()
+        except Exception:  # the connection is gone too; the caller reports the first error
+            pass
+
+    # ------------------------------------------------------------ reading
+    def search(self, q: Query) -> list[dict]:
+        w, params = where(q, self.ph)
+        p, pparams = page_sql(q, self.ph)
+        return [as_dict(r) for r in self._all(self._select + w + p, params + pparams)]
+
+    def count(self, q: Query) -> int:
+        w, params = where(q, self.ph)
+        return int(self._all("SELECT COUNT(*) FROM events" + w, params)[0][0])
+
+    def counts_by(self, column: str, q: Query, top: int = 10) -> list[tuple]:
+        """[(value, rows)] most frequent first: for summaries and the Overview."""
+        if column not in COLUMNS:
+            raise ValueError(f"unknown column {column!r}")
+        w, params = where(q, self.ph)
+        return [tuple(r) for r in self._all(
+            f"SELECT {column}, COUNT(*) AS n FROM events{w} GROUP BY {column} "
+            f"ORDER BY n DESC, {column} LIMIT {int(top)}", params)]
+
+    def timeline(self, q: Query, bucket_s: int) -> list[tuple]:
+        """[(bucket start, level, rows)] for a plot, aggregated in the database."""
+        w, params = where(q, self.ph)
+        b = int(bucket_s)
+        return [tuple(r) for r in self._all(
+            f"SELECT {self.floor.format(f'ts / {b}')} * {b} AS t, level, COUNT(*) FROM events{w} "
+            f"GROUP BY t, level ORDER BY t", params)]
+
+    def investigate(self, q: Query) -> dict:
+        """Everything one process/exe/address did over the range: first and
+        last seen, rows by kind and level, top destinations, sources, ports."""
+        w, params = where(q, self.ph)
+        first, last, n = self._all(f"SELECT MIN(ts), MAX(ts), COUNT(*) FROM events{w}", params)[0]
+        return {"rows": int(n), "first_ts": first, "last_ts": last,
+                **{f"by_{c}": self.counts_by(c, q) for c in
+                   ("kind", "level", "category", "daddr", "saddr", "dport", "exe")}}
+
+    def _all(self, sql: str, params: list) -> list:
+        cur = self.conn.cursor()
+        try:
+            cur.execute(sql, params)
+            return cur.fetchall()
+        finally:
+            self._end_read()
+
+    def _end_read(self) -> None:
+        """Readers must not hold a snapshot open between queries."""
+
+    # ---------------------------------------------------------- retention
+    def size_bytes(self) -> int:
+        raise NotImplementedError
+
+    def retention_step(self, now: float | None = None) -> int:
+        """Delete at most RETENTION_BATCH of the oldest rows that are past
+        the age limit, or while the data is over the size cap; rows deleted."""
+        now = time.time() if now is None else now
+        cutoff = now - self.retention.max_age_days * 86400
+        cur = self.conn.cursor()
+        try:
+            cur.execute(f"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < {self.ph} "
+                        f"ORDER BY ts LIMIT {RETENTION_BATCH})", (cutoff,))
+            deleted = max(cur.rowcount, 0)
+            if not deleted and self.size_bytes() > self.retention.max_bytes:
+                cur.execute(f"DELETE FROM events WHERE id IN (SELECT id FROM events "
+                            f"ORDER BY ts LIMIT {RETENTION_BATCH})")
+                deleted = max(cur.rowcount, 0)
+            self.conn.commit()
+        except Exception:
+            self._rollback()
+            raise
+        if deleted:
+            self._reclaim()
+        return deleted
+
+    def _reclaim(self) -> None:
+        """Give freed space back after a delete (engine-specific)."""
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # closing a broken connection: nothing left to do
+            pass

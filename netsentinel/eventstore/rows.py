@@ -1,0 +1,134 @@
+"""Analyzer records -> store rows, and rows back to dicts. Events come from
+the loader and verdicts partly from an LLM: every field is checked for type
+and clipped, so a hostile value is stored as text or NULL, never refused."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ..timefmt import parse_iso, utc_now_iso
+from .schema import COLUMNS
+
+MAX_TEXT = 4096  # a cmdline or an LLM reason longer than this is clipped
+# ASCII JSON: a lone surrogate stays an escape, which every engine can store.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+KINDS = ("connection", "flow", "threat", "decision")
+
+
+def _text(v: object) -> str | None:
+    if v.__class__ is str and len(v) <= MAX_TEXT and v.isascii() and "\x00" not in v:
+        return v  # the common case, first: this runs ten times per event
+    if v is None:
+        return None
+    s = (v if isinstance(v, str) else str(v))[:MAX_TEXT]
+    # A lone surrogate (JSON "\ud800" from a hostile name) cannot be encoded
+    # and would fail its whole batch, again and again: replaced here (doc
+    # keeps it escaped). PostgreSQL refuses NUL in text.
+    s = s.encode("utf-8", "replace").decode("utf-8") if not s.isascii() else s
+    return s.replace("\x00", "\ufffd")
+
+
+def _int(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**63 else None
+
+
+def _num(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def event_time(ts: object, fallback: float) -> float:
+    """The event's own time; the analysis time when it has none readable."""
+    try:
+        t = parse_iso(ts) if isinstance(ts, str) else None
+    except ValueError:
+        t = None
+    return fallback if t is None else t
+
+
+# Fields a column already holds, left out of `doc` when the column holds them
+# exactly (a clipped, retyped or hostile value stays in doc as it came), and
+# put back by record(): the document is what the analyzer recorded, stored once.
+_ENTRY_COLS = {"level": 3, "category": 4, "confidence": 5, "verdict_source": 6, "backend": 7,
+               "reason": 8, "id": 17}
+_CONN_COLS = {"pid": 9, "uid": 10, "comm": 11, "exe": 12, "cmdline": 13, "saddr": 14, "daddr": 15,
+              "dport": 16}
+_FLOW_COLS = {"src": 14}
+
+
+def _residual(obj: dict, cols: dict, row: list) -> dict:
+    rest = dict(obj)
+    for k, i in cols.items():
+        if k in rest and row[i] == rest[k] and row[i].__class__ is rest[k].__class__:
+            del rest[k]
+    return rest
+
+
+def _doc(entry: dict, ev: dict, row: list, flow: bool) -> str:
+    # The event's ts string stays in doc: re-formatting it per row to prove
+    # it equal to the column would cost more than its 30 bytes.
+    rest_ev = _residual(ev, _FLOW_COLS if flow else _CONN_COLS, row)
+    rest = _residual(entry, _ENTRY_COLS, row)
+    if "event" in entry:
+        rest["event"] = rest_ev
+    return _encode(rest)[:1 << 20]
+
+
+def row_of(entry: dict, now: float | None = None) -> tuple:
+    """One analyzer verdict entry (RecordsSink.make_entry) as a row."""
+    now = time.time() if now is None else now
+    ev = entry.get("event") if isinstance(entry.get("event"), dict) else {}
+    flow = ev.get("type") == "flow"
+    row = [event_time(ev.get("ts"), now), now, "flow" if flow else "connection",
+           _text(entry.get("level")), _text(entry.get("category")), _num(entry.get("confidence")),
+           _text(entry.get("verdict_source")), _text(entry.get("backend")),
+           _text(entry.get("reason")), _int(ev.get("pid")), _int(ev.get("uid")),
+           _text(ev.get("comm")), _text(ev.get("exe")), _text(ev.get("cmdline")),
+           _text(ev.get("src") if flow else ev.get("saddr")), _text(ev.get("daddr")),
+           _int(ev.get("dport")), _text(entry.get("id"))]
+    return (*row, _doc(entry, ev, row, flow))
+
+
+def stored_record(row: dict) -> dict:
+    """The stored record as the analyzer wrote it (row_of's doc plus the
+    columns it left out)."""
+    try:
+        rec = json.loads(row["doc"])
+    except ValueError:
+        return {"doc": row["doc"]}
+    if row["kind"] not in ("connection", "flow") or not isinstance(rec, dict):
+        return rec
+    for k, i in _ENTRY_COLS.items():
+        rec.setdefault(k, row[COLUMNS[i]])
+    ev = rec.get("event")
+    if isinstance(ev, dict):
+        for k, i in (_FLOW_COLS if row["kind"] == "flow" else _CONN_COLS).items():
+            ev.setdefault(k, row[COLUMNS[i]])
+    return rec
+
+
+def record_row(kind: str, record: dict, *, level: object = None, category: object = None,
+               reason: object = None, ts: object = None, now: float | None = None) -> tuple:
+    """A threat or decision row: the triggering event's process and addresses,
+    `ref` the threat id, `doc` the record."""
+    now = time.time() if now is None else now
+    ev = record.get("event") if isinstance(record.get("event"), dict) else {}
+    flow = ev.get("type") == "flow"
+    target = record.get("target")
+    return (event_time(ts or ev.get("ts"), now), now, kind, _text(level or record.get("level")),
+            _text(category or record.get("category")), _num(record.get("confidence")),
+            _text(record.get("verdict_source")), _text(record.get("backend")),
+            _text(reason or record.get("reason")), _int(ev.get("pid")), _int(ev.get("uid")),
+            _text(ev.get("comm")), _text(ev.get("exe")), _text(ev.get("cmdline")),
+            _text(ev.get("src") if flow else ev.get("saddr")),
+            _text(target if not flow else ev.get("daddr")), _int(ev.get("dport")),
+            _text(record.get("id")),
+            _encode(record)[:1 << 20])
+
+
+def as_dict(values: tuple) -> dict:
+    """A selected row (id + COLUMNS) as a dict with readable times."""
+    d = dict(zip(("id",) + COLUMNS, values))
+    d["time"] = utc_now_iso(d["ts"])
+    d["analyzed"] = utc_now_iso(d["analyzed_at"])
+    return d

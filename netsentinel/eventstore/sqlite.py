@@ -1,0 +1,150 @@
+"""The default engine: records/events.sqlite3 in WAL mode. One writer (the
+analyzer), any number of readers (dashboard, `netsentinel events`) that
+never block it and that it never blocks."""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+from ..timefmt import utc_now_iso
+from .base import EventStore, Retention
+from .schema import COLUMNS
+
+# ASCII JSON: a lone surrogate in a process name survives as an escape.
+_encode_rows = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+BUSY_TIMEOUT_MS = 2000  # how long a write waits for another writer's lock before it reports
+SIDECARS = ("-wal", "-shm")
+WAL_LIMIT_BYTES = 16 << 20
+WRITER_CACHE_KIB = 64 << 10
+DASHBOARD_GROUP = "netsentinel"  # the dashboard service's user and group
+
+
+class SQLiteEventStore(EventStore):
+    engine = "sqlite"
+    ph = "?"
+    floor = "CAST({} AS INTEGER)"  # ts >= 0, so truncation is floor
+
+    def __init__(self, path: str | os.PathLike, retention: Retention | None = None, *,
+                 readonly: bool = False):
+        self.path = Path(path)
+        if readonly:
+            conn = _reader(self.path)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # 0640 from the first byte (SQLite gives its -wal and -shm the same
+            # mode): the history names processes, users and peers. No symlink.
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+            try:
+                _share_with_dashboard(fd)
+            finally:
+                os.close(fd)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        super().__init__(conn, retention)
+        self._insert_json = (f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT "
+                             f"{', '.join(f'value ->> {i}' for i in range(len(COLUMNS)))} "
+                             "FROM json_each(?)")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not readonly:
+            # Before the first table: auto_vacuum only takes effect on an empty file.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+                raise sqlite3.OperationalError(f"{self.path}: cannot switch to WAL mode")
+            # WAL + NORMAL: a crash may lose the last batch, never corrupts the file.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            # The WAL is reused after each checkpoint; past this it is cut back,
+            # so the cap on the data is (nearly) the cap on the disk.
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
+            # The indexes' hot pages stay in memory: inserts touch them all.
+            conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+            conn.execute("PRAGMA quick_check(1)").fetchone()  # a torn file fails here, not mid-run
+            self.migrate()
+
+    def add_rows(self, rows: list[tuple]) -> None:
+        """The batch as one JSON array in one statement: SQLite unpacks it
+        (json_each) with the GIL released for the whole batch. executemany
+        would take the GIL back for every row, and on a busy analyzer each
+        retake waits for its reader thread's switch interval."""
+        if not rows:
+            return
+        try:
+            self.conn.execute(self._insert_json, (_encode_rows(rows),))
+            self.conn.commit()
+        except Exception:
+            self._rollback()
+            raise
+
+    def size_bytes(self) -> int:
+        """Pages in use (freed pages are reused, then given back by _reclaim)."""
+        c = self.conn.cursor()
+        pages = c.execute("PRAGMA page_count").fetchone()[0]
+        free = c.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * c.execute("PRAGMA page_size").fetchone()[0]
+
+    def file_bytes(self) -> int:
+        return sum(p.stat().st_size for p in (self.path, *(Path(f"{self.path}{s}") for s in SIDECARS))
+                   if p.exists())
+
+    def _reclaim(self) -> None:
+        self.conn.execute("PRAGMA incremental_vacuum(512)")
+        self.conn.commit()
+
+
+def _reader(path: Path) -> sqlite3.Connection:
+    """mode=ro: a reader never creates the file, nor takes a write lock.
+    A reader without write access to the directory (the dashboard's user)
+    cannot create the -shm a WAL database needs once the writer has closed
+    it and removed it; with no writer (no -wal), the file cannot change under
+    it, so it is opened immutable instead."""
+    uri = f"file:{quote(str(path))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as e:
+        conn.close()
+        if "readonly" not in str(e) or Path(f"{path}-wal").exists():
+            raise
+    return sqlite3.connect(f"{uri}&immutable=1", uri=True, check_same_thread=False)
+
+
+def _share_with_dashboard(fd: int) -> None:
+    """Group DASHBOARD_GROUP, when it exists, so the dashboard (which runs as
+    that user, scripts/systemd/netsentinel-dashboard.service) can read the
+    history; other users cannot. SQLite gives -wal and -shm the same owner."""
+    try:
+        gid = grp.getgrnam(DASHBOARD_GROUP).gr_gid
+    except KeyError:
+        return
+    st = os.fstat(fd)
+    if st.st_gid != gid and os.geteuid() == 0:
+        os.fchown(fd, -1, gid)
+    os.fchmod(fd, 0o640)
+
+
+def set_aside(path: Path) -> Path:
+    """Move a corrupt database (and its WAL files) out of the way, as
+    RecordsStore does for a JSON file: NAME.corrupt-<UTC time>."""
+    stamp = utc_now_iso().replace(":", "")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", *SIDECARS):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            os.replace(src, f"{aside}{suffix}")
+    return aside
+
+
+def is_corrupt(e: BaseException) -> bool:
+    """A damaged file (set it aside), as opposed to a busy one (wait)."""
+    if not isinstance(e, sqlite3.DatabaseError):
+        return False
+    msg = str(e).lower()
+    if isinstance(e, sqlite3.OperationalError) and ("locked" in msg or "busy" in msg):
+        return False
+    return any(s in msg for s in ("malformed", "not a database", "corrupt", "disk image",
+                                  "no such table"))
