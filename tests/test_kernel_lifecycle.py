@@ -146,11 +146,21 @@ def test_ban_flag_at_startup(lab, fresh):
     assert not lab.ping(lab.peer, lab.dut4)
 
 
-def test_generic_mode_fallback_without_native_xdp(lab, fresh):
-    # The loopback device has no native XDP support: auto mode must fall back.
+def test_tcx_fallback_without_native_xdp_and_generic_only_when_asked(lab, fresh):
+    # The loopback device has no native XDP: auto falls back to TCX, never to
+    # generic XDP (kernel/ingress.py), and says why native failed.
     lp = fresh(interface="lo")
-    assert lp.all_events[0]["xdp_mode"] == "generic"
-    assert any("using generic" in line for line in lp.stderr_lines)
+    start = lp.all_events[0]
+    assert (start["xdp_mode"], start["ingress_path"]) == ("tc", "tcx-ingress")
+    assert start["xdp_native_error"].startswith("native XDP on lo (driver unknown) failed: ")
+    assert any("using tcx-ingress instead" in line for line in lp.stderr_lines)
+    assert lp.stop() == 0
+    unload_all(lab)
+    # Asked for, generic is used; lo has no fixed GRO_HW/LRO, so the taint stays as it was.
+    lp = fresh("--xdp-mode", "generic", interface="lo")
+    start = lp.all_events[0]
+    assert (start["xdp_mode"], start["ingress_path"], start["kernel_taint"]) == \
+        ("generic", "xdp-generic", None)
 
 
 def _frame(dst_mac: bytes, src_mac: bytes, tags: list[tuple[int, int]], src_ip: str, dst_ip: str) -> bytes:
