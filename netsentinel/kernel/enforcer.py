@@ -211,11 +211,18 @@ class Enforcer(EnforcerMaps):
         raise KernelError(f"cannot attach the ingress filter to {self.interface}: " + "; ".join(errors)
                           + (f" ({self.xdp_native_error})" if self.xdp_native_error else ""))
 
+    def _load_func(self, name: str, prog_type):
+        try:
+            return self.bpf.load_func(name.encode(), prog_type)
+        except Exception as e:   # BCC raises bare Exception when the verifier refuses
+            raise KernelError(f"the kernel refused {name}: {str(e).splitlines()[0]}; "
+                              "nothing was attached (`uname -r` and this line in a bug report)") from e
+
     def _link_ingress(self, mode: str, ifindex: int) -> int:
         if mode == "tc":
-            fn = self.bpf.load_func(ENFORCER_TC.encode(), self.bcc.BPF.SCHED_CLS)
+            fn = self._load_func(ENFORCER_TC, self.bcc.BPF.SCHED_CLS)
             return link_create(fn.fd, ifindex, ATTACH_TCX_INGRESS)
-        fn = self.bpf.load_func(ENFORCER_XDP.encode(), self.bcc.BPF.XDP)
+        fn = self._load_func(ENFORCER_XDP, self.bcc.BPF.XDP)
         if mode != "generic":
             return link_create(fn.fd, ifindex, ATTACH_XDP, XDP_MODE_FLAGS[mode])
         # Asked for: say beforehand if the kernel will warn, and after whether it did.
