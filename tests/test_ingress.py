@@ -6,6 +6,9 @@ is checked. The real ingress paths are in test_kernel_tcx.py."""
 from __future__ import annotations
 
 import os
+import shutil
+
+import pytest
 
 from netsentinel.kernel import ingress
 
@@ -79,6 +82,10 @@ def test_virtio_with_ctrl_guest_offloads_blames_nothing_it_cannot_see(tmp_path):
     k = VIRTIO_K.replace("rx-gro-hw: on [fixed]", "rx-gro-hw: on")
     v = ingress.read_device("eth0", fake_sysfs(tmp_path, features), ethtool_of(k, ""))
     assert ingress.generic_xdp_warning(v) is None    # on but switchable: no WARNING
+    v.combined, v.cpus = (8, 8), 4
+    assert "8 of 8 combined queues in use leave fewer than 4 for XDP TX: `ethtool -L eth0 combined 4`" \
+        in ingress.why_native_failed(v, "Operation not supported")
+    v.combined = (4, 8)
     assert ingress.why_native_failed(v, "Device or resource busy") == \
         "native XDP on eth0 (driver virtio_net) failed: Device or resource busy"
 
@@ -89,7 +96,8 @@ def test_other_drivers_lro_and_no_driver_at_all():
     line = ingress.why_native_failed(lro, "Invalid argument")
     assert line.endswith("LRO is on: drivers refuse XDP with it (`ethtool -K eth1 lro off`)")
     unknown = ingress.DeviceView("lo", driver=None)
-    assert "(driver unknown) failed: Operation not supported; the device has no native XDP" in ingress.why_native_failed(unknown, "Operation not supported")
+    assert "(driver unknown) failed: Operation not supported; the device has no native XDP" in \
+        ingress.why_native_failed(unknown, "Operation not supported")
     fixed_lro = ingress.DeviceView("eth2", offloads={"large-receive-offload": (True, True)})
     assert "failed to disable LRO" in ingress.generic_xdp_warning(fixed_lro)
 
@@ -97,7 +105,8 @@ def test_other_drivers_lro_and_no_driver_at_all():
 def test_ethtool_parsers_and_the_taint_note(tmp_path):
     assert ingress.parse_offloads(VIRTIO_K)["rx-gro-hw"] == (True, True)
     assert ingress.parse_offloads(VIRTIO_K)["generic-receive-offload"] == (True, False)
-    assert ingress.parse_channels(VIRTIO_L.replace("Combined:\t2\nCurrent", "Combined:\t8\nCurrent")) == (2, 8)
+    more = VIRTIO_L.replace("Combined:\t2\nCurrent", "Combined:\t8\nCurrent")
+    assert ingress.parse_channels(more) == (2, 8)
     assert ingress.parse_channels("garbage") == (None, None)
     assert ingress.taint_note(0, 0, "eth0") is None
     assert ingress.taint_note(None, 512, "eth0") is None
@@ -107,3 +116,11 @@ def test_ethtool_parsers_and_the_taint_note(tmp_path):
     (tmp_path / "tainted").write_text("512\n")
     assert ingress.read_taint(str(tmp_path / "tainted")) == 512
     assert ingress.read_taint(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.skipif(not shutil.which("ethtool"), reason="ethtool (Debian package) is not installed")
+def test_the_real_view_of_loopback():
+    v = ingress.read_device("lo")
+    assert v.offloads["large-receive-offload"] == (False, True)   # "off [fixed]" on lo
+    assert ingress.generic_xdp_warning(v) is None
+    assert v.mtu and v.cpus == os.cpu_count()

@@ -145,6 +145,10 @@ def why_native_failed(v: DeviceView, error: str | None) -> str:
     if v.driver == "virtio_net" and most is not None and most < 2 * v.cpus:
         why.append(f"{most} combined queues < 2x{v.cpus} CPUs: XDP would share locked TX queues "
                    "(give the VM more queues, then `ethtool -L " f"{v.ifname} combined {v.cpus}`)")
+    elif v.driver == "virtio_net" and most is not None and cur is not None and cur + v.cpus > most:
+        # virtio_net takes one XDP TX queue per CPU from the queues left unused.
+        why.append(f"{cur} of {most} combined queues in use leave fewer than {v.cpus} for XDP TX: "
+                   f"`ethtool -L {v.ifname} combined {most - v.cpus}`")
     lro_on, lro_fixed = v.offloads.get("large-receive-offload", (False, False))
     if lro_on:
         why.append(f"LRO is on{' and fixed' if lro_fixed else ''}: drivers refuse XDP with it"
