@@ -6,6 +6,9 @@
  *    (flows, read by the loader for flood detection) and evaluates the
  *    filter rules (protocol, ports, TCP flags, ICMP type, source prefix;
  *    drop or pass-and-count). Everything else passes.
+ *  - ns_tc_filter: the same body as a TCX ingress program (BPF_TCX_INGRESS
+ *    link), for interfaces without native XDP (virtio-net on most cloud
+ *    VMs); same maps, same counters, TC_ACT_SHOT for a drop.
  *  - ns_connect4/6, ns_sendmsg4/6: cgroup sock_addr hooks at the cgroup2
  *    root. XDP only sees incoming packets, so without these a connect() to a
  *    banned host would hang while SYNs retry; here it fails at once with
@@ -35,6 +38,12 @@ NS_MAP("array", u32, u32, rule_state, NS_RULE_STATE_MAX, 0);
 NS_MAP("percpu_array", u32, u64, rule_hits, 2 * NS_MAX_RULES, 0);
 NS_MAP("array", u32, u64, flow_epoch, 1, 0);        /* advanced by user space at each sample */
 NS_MAP("array", u32, u64, meta, NS_META_MAX, 0);      /* NS_META_*, written by user space */
+
+/* TC verdicts (linux/pkt_cls.h), spelled out to keep to the one header. */
+#define NS_TC_ACT_SHOT 2
+#define NS_TCX_NEXT -1      /* TCX_NEXT / TC_ACT_UNSPEC */
+/* Ethernet + two VLAN tags + IPv6 + the TCP flags byte, rounded up. */
+#define NS_TC_PULL_LEN 96
 
 /* What the XDP program learned about one packet. */
 struct ns_pkt {
@@ -246,10 +255,11 @@ static __always_inline int ns_apply_rules(struct ns_pkt *p)
     return XDP_PASS;
 }
 
-int ns_xdp_filter(struct xdp_md *ctx)
+/* The ingress filter's body, shared by the XDP and the TCX program: the
+ * frame from its Ethernet header (data..data_end), len its full length.
+ * Returns XDP_DROP or XDP_PASS; the TC wrapper translates. */
+static __always_inline int ns_filter(void *data, void *data_end, u32 len)
 {
-    void *data = (void *)(long)ctx->data;
-    void *data_end = (void *)(long)ctx->data_end;
     struct ethhdr *eth = data;
     void *cursor = eth + 1;
 
@@ -257,6 +267,8 @@ int ns_xdp_filter(struct xdp_md *ctx)
         return XDP_PASS;
     ns_count(NS_CNT_XDP_SEEN);
 
+    /* On the TC path the kernel has usually taken the outer VLAN tag into
+     * skb->vlan_tci already; a tag still in the frame is walked either way. */
     u16 proto = eth->h_proto;
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -269,7 +281,7 @@ int ns_xdp_filter(struct xdp_md *ctx)
         cursor = vh + 1;
     }
 
-    struct ns_pkt pkt = {.len = (u32)(data_end - data)};
+    struct ns_pkt pkt = {.len = len};
     if (proto == htons(ETH_P_IP)) {
         struct iphdr *ip = cursor;
         if ((void *)(ip + 1) > data_end)
@@ -297,6 +309,33 @@ int ns_xdp_filter(struct xdp_md *ctx)
     }
     ns_update_stats(&pkt);
     return ns_apply_rules(&pkt);
+}
+
+int ns_xdp_filter(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    return ns_filter(data, data_end, (u32)(data_end - data));
+}
+
+/* The same filter as a TCX ingress program, for interfaces where native XDP
+ * is refused and generic XDP would change (or fail to change, and warn about)
+ * the device's offloads: see netsentinel/kernel/ingress.py. */
+int ns_tc_filter(struct __sk_buff *ctx)
+{
+    /* Direct access reaches only the linear head; the headers we read fit
+     * in NS_TC_PULL_LEN, so pull that much (never past the packet's end). */
+    u32 want = ctx->len < NS_TC_PULL_LEN ? ctx->len : NS_TC_PULL_LEN;
+    if (ctx->data_end - ctx->data < want)
+        bpf_skb_pull_data(ctx, want);
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    if (ns_filter(data, data_end, ctx->len) == XDP_DROP)
+        return NS_TC_ACT_SHOT;
+    /* TCX_NEXT, not TC_ACT_OK: OK (TCX_PASS) would end the TCX chain and
+     * skip programs attached after ours (another tool's, or our own egress
+     * accounting's peers); NEXT passes the packet when nothing else decides. */
+    return NS_TCX_NEXT;
 }
 
 /* cgroup verdict: 1 allows, 0 refuses with EPERM (counted on the ban). */

@@ -74,6 +74,7 @@ ENFORCER_MAPS = ("bans4", "bans6", "counters", "flows", "rules", "rule_state", "
 META_PROG_VERSION, META_XDP_FLAGS = C["NS_META_PROG_VERSION"], C["NS_META_XDP_FLAGS"]
 RULE_STATE_ACTIVE, RULE_STATE_COUNT0 = C["NS_RULE_STATE_ACTIVE"], C["NS_RULE_STATE_COUNT0"]
 ENFORCER_XDP = "ns_xdp_filter"
+ENFORCER_TC = "ns_tc_filter"   # the same filter as a TCX ingress program
 ENFORCER_CGROUP = ("ns_connect4", "ns_connect6", "ns_sendmsg4", "ns_sendmsg6")
 MONITOR_MAPS = ("conn_events",)
 MONITOR_PROGRAMS = {"kprobe": ("ns_kprobe_v4", "ns_kprobe_v6"), "tracepoint": ()}

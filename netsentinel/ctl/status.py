@@ -63,9 +63,11 @@ def render(r: dict) -> list[str]:
     out = [f"NetSentinel {r['version']}  records: {r['records']}", f"|- {r['loader']['text']}"]
     if lo:
         xdp = lo.get("xdp_mode") or "off"
-        out.append(f"|    interface {lo.get('interface') or '-'}, XDP {xdp}, cgroup blocks "
-                   f"{'on' if lo.get('cgroup_block') else 'off'}, capture {lo.get('capture_mode')}, "
-                   f"up {duration(float(st.get('uptime_s') or 0))}")
+        out.append(f"|    interface {lo.get('interface') or '-'}, XDP {xdp}"
+                   + (f" ({lo['ingress_path']})" if lo.get("ingress_path") else "")
+                   + f", cgroup blocks {'on' if lo.get('cgroup_block') else 'off'}, "
+                   f"capture {lo.get('capture_mode')}, up {duration(float(st.get('uptime_s') or 0))}")
+        out += [f"|    {lo[k]}" for k in ("xdp_native_error", "kernel_taint") if lo.get(k)]
         out.append(f"|    events {st.get('events', 0)}, lost {st.get('lost', 0)}, "
                    f"drops {st.get('drops_total', 0)}, blocked connects {st.get('blocked_connects', 0)}, "
                    f"rule drops {st.get('rule_drops', 0)}")

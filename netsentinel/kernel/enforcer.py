@@ -1,5 +1,6 @@
-"""The enforcer: bpf/enforce.bpf.c. XDP ingress filter on one interface
-(native mode, falling back to generic with a message) and cgroup
+"""The enforcer: bpf/enforce.bpf.c. An ingress filter on one interface
+(native XDP, else the same filter as a TCX ingress program; generic XDP only
+when asked: kernel/ingress.py says why) and cgroup
 connect/sendmsg hooks at the cgroup2 root, sharing the bans4/bans6 LPM tries;
 filter rules and per-source statistics live in the same object.
 
@@ -19,20 +20,25 @@ import os
 import socket
 from typing import Callable
 
-from ..abi import (ENFORCER_CGROUP, ENFORCER_MAPS, ENFORCER_XDP, MAX_BANS, MAX_BANS_LIMIT,
+from ..abi import (ENFORCER_CGROUP, ENFORCER_MAPS, ENFORCER_TC, ENFORCER_XDP, MAX_BANS, MAX_BANS_LIMIT,
                    META_PROG_VERSION, META_XDP_FLAGS, cflags)
 from . import KernelError
 from .host import ensure_cgroup2_root, ensure_kernel_fs, import_bcc, program_source
 from .libbpf import (ATTACH_CGROUP_INET4_CONNECT, ATTACH_CGROUP_INET6_CONNECT,
-                     ATTACH_CGROUP_UDP4_SENDMSG, ATTACH_CGROUP_UDP6_SENDMSG, ATTACH_XDP,
+                     ATTACH_CGROUP_UDP4_SENDMSG, ATTACH_CGROUP_UDP6_SENDMSG, ATTACH_TCX_INGRESS,
+                     ATTACH_XDP,
                      XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, link_create, link_detach, link_info,
                      link_update, map_info, obj_pin)
+from . import ingress
 from .maps import BanCounters, EnforcerMaps, ktime_to_epoch  # noqa: F401  (re-exported)
 from .pins import PinDir
 
 CGROUP_HOOKS = tuple(zip(ENFORCER_CGROUP, (ATTACH_CGROUP_INET4_CONNECT, ATTACH_CGROUP_INET6_CONNECT,
                                            ATTACH_CGROUP_UDP4_SENDMSG, ATTACH_CGROUP_UDP6_SENDMSG)))
 XDP_MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
+# --xdp-mode -> the paths tried in order; generic only when asked (kernel/ingress.py).
+XDP_MODES = {"auto": ("native", "tc"), "native": ("native",), "generic": ("generic",), "tc": ("tc",)}
+INGRESS_PATHS = {"native": "xdp-native", "generic": "xdp-generic", "tc": "tcx-ingress"}
 
 
 class Enforcer(EnforcerMaps):
@@ -52,7 +58,9 @@ class Enforcer(EnforcerMaps):
         self.warn = warn
         self.bpf = None
         self.bcc = None
-        self.xdp_mode: str | None = None
+        self.xdp_mode: str | None = None          # native, generic or tc
+        self.xdp_native_error: str | None = None  # why native XDP is not in use, one line
+        self.kernel_taint: str | None = None      # set when attaching generic XDP tainted it
         self.cgroup_path: str | None = None
         self.adopted: list[str] = []     # links found pinned and kept or updated
         self.replaced: list[str] = []    # of those, links whose program was swapped
@@ -116,7 +124,7 @@ class Enforcer(EnforcerMaps):
             meta = self.bpf["meta"]
             pinned_version = int(meta[meta.Key(META_PROG_VERSION)].value)
             if self.interface:
-                self._attach_xdp(version != pinned_version)
+                self._attach_ingress(version != pinned_version)
             if self.want_cgroup:
                 self._attach_cgroup(version != pinned_version)
             elif self.pins:
@@ -135,7 +143,7 @@ class Enforcer(EnforcerMaps):
         if fd is None:
             return False
         info = link_info(fd)
-        if info is None or (name == ENFORCER_XDP and not info["ifindex"]):
+        if info is None or (name in (ENFORCER_XDP, ENFORCER_TC) and not info["ifindex"]):
             os.close(fd)   # its device went away (interface recreated): start over
             os.unlink(self.pins.link_path(name))
             self.warn(f"pinned link {name} in {self.pins.path} was dead; attaching afresh")
@@ -158,37 +166,81 @@ class Enforcer(EnforcerMaps):
         if self.pins:
             obj_pin(fd, self.pins.link_path(name))
 
-    def _attach_xdp(self, changed: bool) -> None:
+    def _adopt_ingress(self, changed: bool) -> bool:
         meta = self.bpf["meta"]
         if self._adopt(ENFORCER_XDP, ENFORCER_XDP, self.bcc.BPF.XDP, changed):
             flags = int(meta[meta.Key(META_XDP_FLAGS)].value)
             self.xdp_mode = next((m for m, f in XDP_MODE_FLAGS.items() if f == flags), None)
-            if self.want_xdp_mode not in ("auto", self.xdp_mode):
-                self.warn(f"the pinned XDP link on {self.interface} is in {self.xdp_mode} mode; "
-                          "kept (--unload, then start again, to change it)")
+        elif self._adopt(ENFORCER_TC, ENFORCER_TC, self.bcc.BPF.SCHED_CLS, changed):
+            self.xdp_mode = "tc"
+            self.xdp_native_error = ingress.why_native_failed(
+                ingress.read_device(self.interface), None) + " (kept the pinned TCX link)"
+        else:
+            return False
+        if self.want_xdp_mode not in ("auto", self.xdp_mode):
+            self.warn(f"the pinned ingress link on {self.interface} is in {self.xdp_mode} mode; "
+                      "kept (--unload, then start again, to change it)")
+        return True
+
+    def _attach_ingress(self, changed: bool) -> None:
+        if self._adopt_ingress(changed):
             return
         ifindex = socket.if_nametoindex(self.interface)
-        fn = self.bpf.load_func(ENFORCER_XDP.encode(), self.bcc.BPF.XDP)
-        modes = {"auto": ("native", "generic"), "native": ("native",), "generic": ("generic",)}
         errors = []
-        for mode in modes[self.want_xdp_mode]:
+        for mode in XDP_MODES[self.want_xdp_mode]:
             try:
-                fd = link_create(fn.fd, ifindex, ATTACH_XDP, XDP_MODE_FLAGS[mode])
+                fd = self._link_ingress(mode, ifindex)
             except OSError as e:
                 if e.errno in (errno.EBUSY, errno.EEXIST):
                     raise KernelError(
                         f"{self.interface} already has an XDP program attached; remove it "
                         f"(`ip link set dev {self.interface} xdp off`) or run with --no-xdp") from e
-                errors.append(f"{mode}: {e.strerror}")
+                errors.append(f"{mode}: {e.strerror}" + (" (TCX needs Linux 6.6+)" if mode == "tc" else ""))
+                if mode == "native":
+                    self.xdp_native_error = ingress.why_native_failed(
+                        ingress.read_device(self.interface), e.strerror)
                 continue
-            self._pin(ENFORCER_XDP, fd)
-            meta[meta.Key(META_XDP_FLAGS)] = ctypes.c_ulonglong(XDP_MODE_FLAGS[mode])
+            self._pin(ENFORCER_TC if mode == "tc" else ENFORCER_XDP, fd)
+            if mode != "tc":
+                meta = self.bpf["meta"]
+                meta[meta.Key(META_XDP_FLAGS)] = ctypes.c_ulonglong(XDP_MODE_FLAGS[mode])
             self.xdp_mode = mode
-            if errors:
-                self.warn(f"native XDP is not supported on {self.interface} ({errors[0]}); "
-                          "using generic (skb) mode, which is slower")
+            if self.xdp_native_error:
+                self.warn(f"{self.xdp_native_error}; using {INGRESS_PATHS[mode]} instead")
             return
-        raise KernelError(f"cannot attach XDP to {self.interface}: " + "; ".join(errors))
+        raise KernelError(f"cannot attach the ingress filter to {self.interface}: " + "; ".join(errors)
+                          + (f" ({self.xdp_native_error})" if self.xdp_native_error else ""))
+
+    def _load_func(self, name: str, prog_type):
+        try:
+            return self.bpf.load_func(name.encode(), prog_type)
+        except Exception as e:   # BCC raises bare Exception when the verifier refuses
+            raise KernelError(f"the kernel refused {name}: {str(e).splitlines()[0]}; "
+                              "nothing was attached (`uname -r` and this line in a bug report)") from e
+
+    def _link_ingress(self, mode: str, ifindex: int) -> int:
+        if mode == "tc":
+            fn = self._load_func(ENFORCER_TC, self.bcc.BPF.SCHED_CLS)
+            return link_create(fn.fd, ifindex, ATTACH_TCX_INGRESS)
+        fn = self._load_func(ENFORCER_XDP, self.bcc.BPF.XDP)
+        if mode != "generic":
+            return link_create(fn.fd, ifindex, ATTACH_XDP, XDP_MODE_FLAGS[mode])
+        # Asked for: say beforehand if the kernel will warn, and after whether it did.
+        why = ingress.generic_xdp_warning(ingress.read_device(self.interface))
+        if why:
+            self.warn(f"{why}; attaching generic XDP anyway as asked (--xdp-mode tc would not)")
+        before = ingress.read_taint()
+        fd = link_create(fn.fd, ifindex, ATTACH_XDP, XDP_MODE_FLAGS[mode])
+        self.kernel_taint = ingress.taint_note(before, ingress.read_taint(), self.interface)
+        if self.kernel_taint:
+            self.warn(self.kernel_taint)
+        return fd
+
+    def ingress_report(self) -> dict:
+        """What the startup event and the status file say about the ingress path."""
+        return {"xdp_mode": self.xdp_mode, "xdp_native_error": self.xdp_native_error,
+                "ingress_path": INGRESS_PATHS.get(self.xdp_mode or "", None),
+                "kernel_taint": self.kernel_taint}
 
     def _attach_cgroup(self, changed: bool) -> None:
         root = ensure_cgroup2_root()

@@ -15,6 +15,7 @@ ATTACH_CGROUP_INET6_CONNECT = 11
 ATTACH_CGROUP_UDP4_SENDMSG = 14
 ATTACH_CGROUP_UDP6_SENDMSG = 15
 ATTACH_XDP = 37
+ATTACH_TCX_INGRESS = 46   # Linux 6.6+
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 
@@ -50,6 +51,9 @@ def _lib():
         lib.bpf_obj_pin.restype = ctypes.c_int
         lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
         lib.bpf_obj_get.restype = ctypes.c_int
+        u32p = ctypes.POINTER(ctypes.c_uint32)
+        lib.bpf_prog_query.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint32, u32p, u32p, u32p]
+        lib.bpf_prog_query.restype = ctypes.c_int
         _libbpf = lib
     return _libbpf
 
@@ -86,6 +90,17 @@ def obj_get(path: str) -> int:
     return _check(_lib().bpf_obj_get(path.encode()), path)
 
 
+def prog_query(target: int, attach_type: int, most: int = 64) -> list[int]:
+    """Ids of the programs attached at one hook (for TCX: target is the
+    ifindex in the caller's network namespace). What a newer `bpftool net
+    show` lists; Debian 12's bpftool 7.1 predates TCX and shows nothing."""
+    ids = (ctypes.c_uint32 * most)()
+    count, flags = ctypes.c_uint32(most), ctypes.c_uint32(0)
+    _check(_lib().bpf_prog_query(target, attach_type, 0, ctypes.byref(flags), ids,
+                                 ctypes.byref(count)), "BPF_PROG_QUERY")
+    return list(ids[:count.value])
+
+
 def link_destroy(fd: int) -> None:
     """Detach now (even if a child inherited the fd) and close."""
     try:
@@ -112,8 +127,9 @@ def prog_id(fd: int) -> int | None:
 
 
 def link_info(fd: int) -> dict | None:
-    """struct bpf_link_info's head: {type, id, prog_id}, plus the XDP link's
-    ifindex (0 once its device is gone), at offset 16 (the union is 8-aligned)."""
+    """struct bpf_link_info's head: {type, id, prog_id}, plus the XDP or TCX
+    link's ifindex (0 once its device is gone), at offset 16 (the union is
+    8-aligned; both unions start with ifindex)."""
     info = _info(fd, 6)
     if info is None:
         return None

@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "script, or $NETSENTINEL_CONFIG)")
     p.add_argument("--capture", choices=("auto", "kprobe", "tracepoint"), default="auto",
                    help="connection capture path (default: kprobe, else tracepoint)")
-    p.add_argument("--xdp-mode", choices=("auto", "native", "generic"), default="auto",
-                   help="XDP attach mode (default: native, else generic)")
+    p.add_argument("--xdp-mode", choices=("auto", "native", "generic", "tc"), default="auto",
+                   help="ingress filter: native XDP, generic XDP, tc (TCX ingress, Linux 6.6+); "
+                   "default auto: native, else tc (generic only when asked: it can taint the kernel)")
     p.add_argument("--pin-dir", default=DEFAULT_PIN_ROOT, type=pin_dir,
                    help="bpffs directory for the pinned maps and links, one subdirectory per "
                    "interface (default: %(default)s)")

@@ -31,7 +31,8 @@ def report_attached(e, warn: Callable[[str], None]) -> None:
     elif e.adopted:
         warn(f"adopted the enforcement pinned in {e.pins.path} ({len(e.adopted)} links)")
     if e.xdp_mode:
-        warn(f"XDP filter on {e.interface} ({e.xdp_mode} mode), pinned in {e.pins.path}")
+        path = e.ingress_report()["ingress_path"]
+        warn(f"ingress filter on {e.interface} ({path}), pinned in {e.pins.path}")
     if e.cgroup_path:
         warn(f"connect/sendmsg blocks at cgroup2 root {e.cgroup_path}")
 

@@ -187,7 +187,8 @@ class Loader:
             "running": running, "capture_mode": self.monitor.mode,
             "capture_fallback_reason": self.monitor.fallback_reason,
             "interface": self.opts.interface if self.enforcer else None,
-            "xdp_mode": self.enforcer.xdp_mode if self.enforcer else None,
+            # xdp_mode, xdp_native_error, ingress_path, kernel_taint (kernel/ingress.py)
+            **(self.enforcer.ingress_report() if self.enforcer else {"xdp_mode": None}),
             "cgroup_block": bool(self.enforcer and self.enforcer.cgroup_path),
             # What this loader has in the kernel (ids as `bpftool prog show` lists them).
             "programs": {**program_ids(self.monitor.bpf),
@@ -258,7 +259,7 @@ class Loader:
         self.events.emit(
             "startup", capture_mode=mode, capture_fallback_reason=self.monitor.fallback_reason,
             interface=o.interface if self.enforcer else None,
-            xdp_mode=self.enforcer.xdp_mode if self.enforcer else None,
+            **(self.enforcer.ingress_report() if self.enforcer else {"xdp_mode": None}),
             cgroup_block=bool(self.enforcer and self.enforcer.cgroup_path),
             cgroup_path=self.enforcer.cgroup_path if self.enforcer else None,
             records=str(self.store.root), pid=os.getpid(), version=__version__,
