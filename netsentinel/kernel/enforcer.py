@@ -73,9 +73,11 @@ class Enforcer(EnforcerMaps):
             extra=self.extra_cflags)
 
     def version(self) -> int:
-        """What decides between keeping and replacing pinned programs."""
+        """What decides between keeping and replacing pinned programs: the
+        program, the shared header it includes, and the flags."""
         src, flags = self.source_and_flags()
-        digest = hashlib.sha256((src + "\0" + " ".join(flags)).encode()).digest()
+        header = program_source("netsentinel.h")
+        digest = hashlib.sha256((src + "\0" + header + "\0" + " ".join(flags)).encode()).digest()
         return int.from_bytes(digest[:8], "little") or 1
 
     # ---- load: maps exist (pinned ones reused), nothing attached yet
