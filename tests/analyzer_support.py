@@ -115,10 +115,12 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
 
 def feed_and_measure(tmp_path, n: int, event) -> dict:
     """event(i) for i < n into a rules-only analyzer, in batches; its RSS
-    (kB) once it has judged n/2 and n events: {n // 2: kB, n: kB}."""
+    (kB) once it has judged n/2 and n events: {n // 2: kB, n: kB}. Without
+    the history file and the event store, whose buffers have caps of their
+    own (tests/test_eventstore*.py): this measures the analyzer's state."""
     records = tmp_path / "records"
     proc = start_analyzer(tmp_path, ["--backend", "rules", "--status-interval", "0.5",
-                                     "--no-history"])
+                                     "--no-history", "--no-store"])
     rss = {}
     try:
         for start in range(0, n, 5000):

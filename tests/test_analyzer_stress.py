@@ -114,8 +114,10 @@ def test_100k_events_with_a_slow_llm(tmp_path):
     assert max_active <= WORKERS
     assert llm["answered"] >= CAP - WORKERS and llm["rate_limited"] > 0
 
-    # Cache and coalescing answered most repeats; the rest dropped, counted.
-    assert llm["cache_hits"] > 1000 and llm["coalesced"] > 100
+    # Cache and coalescing answered repeats; the rest dropped, counted. The
+    # cache key is everything the model is shown (the process's recent
+    # connections included), so only true repeats hit it.
+    assert llm["cache_hits"] + llm["coalesced"] > 100
     assert llm["queue_dropped"] > 0
     assert status["verdict_sources"]["llm"] >= llm["cache_hits"]
     assert llm["queue_depth"] == 0

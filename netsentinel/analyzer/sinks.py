@@ -51,7 +51,7 @@ HISTORY_BUF_MAX = 20000      # history lines waiting for a write (normally one f
 _RUN_ID = uuid.uuid4().hex[:6]
 _SEQ = itertools.count(1)
 LOG_WRITE_EVERY = 1.0
-EVENTS_BUFFER = 200_000  # verdicts waiting for the event store's writer
+EVENTS_BUFFER = 20_000  # verdicts waiting for the event store's writer (bounded memory; overflow counted)
 
 
 class RecordsSink:

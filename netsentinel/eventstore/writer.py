@@ -16,7 +16,7 @@ from pathlib import Path
 from . import describe, is_postgres, open_store
 from .base import EventStore, Retention
 
-MAX_BUFFERED = 200_000   # rows kept while the store is down; the oldest go first beyond this
+MAX_BUFFERED = 50_000    # rows kept while the store is down; the oldest go first beyond this
 REOPEN_EVERY_S = 5.0
 RETENTION_EVERY_S = 1.0  # one small retention step at most this often
 WRITE_BATCH = 5000       # rows per transaction
