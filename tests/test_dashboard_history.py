@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from analyzer_support import BASE_EVENT, lines, run_analyzer
 from netsentinel.timefmt import utc_now_iso
-from test_dashboard_app import SCRIPT, env  # noqa: F401 (fixture)
+from test_dashboard_app import SCRIPT, env, start  # noqa: F401 (fixture)
 
 def _events():
     t = time.time() - 600  # ten minutes ago: inside the page's default "last 24 h"
@@ -21,11 +21,7 @@ def _events():
 
 
 def _open_history() -> AppTest:
-    at = AppTest.from_file(SCRIPT, default_timeout=60).run()
-    assert not at.exception, at.exception
-    at.radio(key="nav").set_value("History").run()
-    assert not at.exception, at.exception
-    return at
+    return start("History")  # signed in with the test token
 
 
 def _table(at: AppTest):

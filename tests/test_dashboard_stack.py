@@ -13,32 +13,22 @@ import pytest
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
+from test_dashboard_app import env, start  # noqa: F401 (fixture)
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = str(ROOT / "dashboard.py")
 SAMPLE = ROOT / "tests" / "samples" / "stack.json"
 
 
 @pytest.fixture
-def records(tmp_path, monkeypatch):
-    records = tmp_path / "records"
-    records.mkdir()
-    monkeypatch.setenv("NETSENTINEL_RECORDS", str(records))
-    monkeypatch.setenv("NETSENTINEL_CONFIG", str(tmp_path / "filter_config.json"))
-    monkeypatch.setenv("NETSENTINEL_DASHBOARD_REFRESH", "0")
-    for var in ("NETSENTINEL_DASHBOARD_PASSWORD", "ZHIPUAI_API_KEY", "OPENAI_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    old = st_config.get_option("server.address")
-    st_config.set_option("server.address", "127.0.0.1")
-    yield records
-    st_config.set_option("server.address", old)
+def records(env):  # test_dashboard_app's: loopback, a known login token, a fresh limiter
+    records, _ = env
+    records.mkdir(exist_ok=True)
+    return records
 
 
 def stack_page() -> AppTest:
-    at = AppTest.from_file(SCRIPT, default_timeout=60).run()
-    assert not at.exception, at.exception
-    at.radio(key="nav").set_value("Stack").run()
-    assert not at.exception, at.exception
-    return at
+    return start("Stack")  # signed in with the test token
 
 
 def test_the_stack_page_shows_reasons_sites_and_tcp_health(records):

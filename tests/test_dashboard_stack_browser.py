@@ -22,9 +22,10 @@ def test_stack_page_in_a_browser(tmp_path):
     records.mkdir()
     config.write_text("{}")
     shutil.copy(SAMPLE, records / "stack.json")
-    with B.dashboard_server(records, config, tmp_path / "streamlit.log", refresh=0) as url, \
-            B.chromium_page() as page:
-        page.goto(url + "?page=stack")
+    token = "stack-browser-token-0123456789"
+    with B.dashboard_server(records, config, tmp_path / "streamlit.log", refresh=0,
+                            token=token) as url, B.chromium_page() as page:
+        page.goto(f"{url}/?token={token}&page=stack")  # the login URL, on the Stack page
         page.get_by_role("heading", name="Stack").wait_for()
         page.get_by_text("Drop reasons over time").wait_for()
         page.locator("[data-testid=stVegaLiteChart], .vega-embed").first.wait_for()
