@@ -54,6 +54,39 @@ def go_duration(text: object) -> float:
     return sign * sum(float(n) * _UNIT[u] for n, u in parts)
 
 
+def prepare(d: object) -> tuple:
+    """One `new` decision read without the table (run in the HTTP thread, so
+    parsing a 100,000-decision pull never stalls the loop):
+    (kind, id, what) with kind ignore/late (what: why), refuse (what: the
+    command to refuse), take (what: key, seconds left, reason) or expired."""
+    did = decision_id(d)
+    if did is None:
+        return ("ignore", None, "malformed decisions")
+    if str(d.get("type", "")).lower() != "ban":
+        return ("ignore", did, f"{d.get('type')!r} decisions (only bans are enforced)")
+    if str(d.get("scope", "")).lower() not in ("ip", "range"):
+        return ("ignore", did, f"{d.get('scope')!r}-scope decisions")
+    try:
+        secs = go_duration(d.get("duration"))
+    except ValueError:
+        return ("late", did, "decisions without a readable duration")
+    if secs <= 0:
+        return ("expired", did, None)
+    reason = f"{d.get('scenario') or '?'} ({d.get('origin') or '?'})"[:300]
+    try:
+        key = canonical(parse_target(d.get("value")))
+    except AddressError:
+        return ("refuse", did, {"action": "ban", "ip": d.get("value"), "reason": reason,
+                                "source": SOURCE})
+    return ("take", did, (key, secs, reason))
+
+
+def prepare_answer(body: dict) -> list[tuple] | None:
+    """prepare() for each decision of an answer; None when it has no 'new' list."""
+    new = body.get("new") or []
+    return [prepare(d) for d in new] if isinstance(new, list) else None
+
+
 def decision_id(d: object) -> int | str | None:
     """A decision's id, or None when it has none usable (a malformed entry)."""
     i = d.get("id") if isinstance(d, dict) else None
@@ -132,7 +165,8 @@ class Bouncer:
         while not self._stop.is_set():
             try:
                 body = self._pull(startup)
-                self._results.put(("pull", startup, body, self.clock()))
+                fetched_at = self.clock()
+                self._results.put(("pull", startup, body, fetched_at, prepare_answer(body)))
                 startup, failures, wait = False, 0, self.interval
             except (httpx.HTTPError, ValueError, PullError) as e:
                 failures += 1
@@ -171,13 +205,16 @@ class Bouncer:
                       f"crowdsec bans enforced, retrying with backoff (next in {wait:.0f}s)")
         self.state = "outage"
 
-    def _apply(self, table, startup: bool, body: dict, fetched_at: float) -> None:
+    def _apply(self, table, startup: bool, body: dict, fetched_at: float,
+               prepared: list[tuple] | None = None) -> None:
         if self.state == "outage":
             self.warn(f"crowdsec: LAPI {self.url} answers again; resynchronised")
         self.state, self.last_error, self.retry_in = "ok", None, None
         self.counts["pulls"] += 1
         self.last_pull_at = utc_now_iso(fetched_at)
         new, deleted = body.get("new") or [], body.get("deleted") or []
+        if prepared is None and isinstance(new, list):
+            prepared = prepare_answer(body)
         if not isinstance(new, list) or not isinstance(deleted, list):
             self.warn("crowdsec: LAPI stream answer without 'new'/'deleted' lists; ignored")
             return
@@ -192,8 +229,8 @@ class Bouncer:
         cmds: list[dict] = []
         own = self.own_ids()
         ignored: dict[str, int] = {}
-        for d in new:
-            why = self._take(d, fetched_at, own, touched, cmds)
+        for p in prepared:
+            why = self._take(p, fetched_at, own, touched, cmds)
             if why:
                 ignored[why] = ignored.get(why, 0) + 1
         if ignored:
@@ -201,31 +238,22 @@ class Bouncer:
             self.warn("crowdsec: ignored " + ", ".join(f"{n} {w}" for w, n in ignored.items()))
         self._pending.extend(cmds + self._commands_for(touched, table))
 
-    def _take(self, d: object, fetched_at: float, own: set, touched: set, cmds: list) -> str | None:
-        """Record one new decision; returns why it was ignored, or None."""
-        if decision_id(d) is None:
-            return "malformed decisions"
-        if str(d.get("type", "")).lower() != "ban":
-            return f"{d.get('type')!r} decisions (only bans are enforced)"
-        if str(d.get("scope", "")).lower() not in ("ip", "range"):
-            return f"{d.get('scope')!r}-scope decisions"
-        if d.get("id") in own:
+    def _take(self, p: tuple, fetched_at: float, own: set, touched: set, cmds: list) -> str | None:
+        """Record one new decision as prepare() read it; returns why it was ignored, or None."""
+        kind, did, what = p
+        if kind == "ignore":
+            return what
+        if did in own:
             return None   # this host's own ban, pushed as a machine: already here
-        try:
-            secs = go_duration(d.get("duration"))
-        except ValueError:
-            return "decisions without a readable duration"
-        if secs <= 0:
-            return None
-        reason = f"{d.get('scenario') or '?'} ({d.get('origin') or '?'})"[:300]
-        try:
-            key = canonical(parse_target(d.get("value")))
-        except AddressError:
+        if kind == "late":   # what prepare() found after the own-ids check
+            return what
+        if kind == "refuse":
             # Refused like any bad ban: logged, counted, kept in the rejected file.
-            cmds.append({"action": "ban", "ip": d.get("value"), "reason": reason, "source": SOURCE})
-            return None
-        self.decisions[decision_id(d)] = Decision(key, fetched_at + secs, reason)
-        touched.add(key)
+            cmds.append(what)
+        elif kind == "take":
+            key, secs, reason = what
+            self.decisions[did] = Decision(key, fetched_at + secs, reason)
+            touched.add(key)
         return None
 
     def _commands_for(self, keys: set[str], table) -> list[dict]:
