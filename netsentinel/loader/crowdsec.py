@@ -127,13 +127,15 @@ class Bouncer:
         self.decisions: dict[object, Decision] = {}
         self.own_ids: Callable[[], set] = set   # decisions this host pushed (machine side)
         self._results: queue.Queue = queue.Queue()
-        self._pending: deque[dict] = deque()   # computed from one answer, applied CHUNK a turn
+        # (command, expiry or None), computed from one answer, applied CHUNK a turn
+        self._pending: deque[tuple[dict, float | None]] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.state = "starting"
         self.counts = {"pulls": 0, "failures": 0, "applied": 0, "removed": 0, "refused": 0,
                        "ignored": 0}
         self.last_pull_at: str | None = None
+        self.full_fetch_s: float | None = None   # last full answer: request, JSON, prepare()
         self.last_error: str | None = None
         self.retry_in: float | None = None
 
@@ -164,9 +166,12 @@ class Bouncer:
         startup, failures = True, 0
         while not self._stop.is_set():
             try:
+                t = time.monotonic()
                 body = self._pull(startup)
                 fetched_at = self.clock()
-                self._results.put(("pull", startup, body, fetched_at, prepare_answer(body)))
+                prepared = prepare_answer(body)
+                self._results.put(("pull", startup, body, fetched_at, prepared,
+                                   time.monotonic() - t))
                 startup, failures, wait = False, 0, self.interval
             except (httpx.HTTPError, ValueError, PullError) as e:
                 failures += 1
@@ -191,7 +196,12 @@ class Bouncer:
                 self._apply(table, *item[1:])
         # The next answer is computed against the table only once this one
         # is fully applied (a delete must see the ban it lifts).
-        chunk = [self._pending.popleft() for _ in range(min(CHUNK, len(self._pending)))]
+        now = self.clock()
+        # ttl_seconds from the decision's expiry as each slice goes in: a ban
+        # applied 10 s into a big pull must not end 10 s late (and be seen as
+        # changed, and re-applied, at the next full pull).
+        chunk = [dict(c, ttl_seconds=max(1, math.ceil(e - now))) if e is not None else c
+                 for c, e in (self._pending.popleft() for _ in range(min(CHUNK, len(self._pending))))]
         # banned_ips.json is saved once the whole answer is in (a 100k-ban
         # file takes about a second to write); until then LAPI still has it all.
         return self._send(table, chunk, save=not self._pending)
@@ -206,12 +216,14 @@ class Bouncer:
         self.state = "outage"
 
     def _apply(self, table, startup: bool, body: dict, fetched_at: float,
-               prepared: list[tuple] | None = None) -> None:
+               prepared: list[tuple] | None = None, fetch_s: float | None = None) -> None:
         if self.state == "outage":
             self.warn(f"crowdsec: LAPI {self.url} answers again; resynchronised")
         self.state, self.last_error, self.retry_in = "ok", None, None
         self.counts["pulls"] += 1
         self.last_pull_at = utc_now_iso(fetched_at)
+        if startup and fetch_s is not None:
+            self.full_fetch_s = round(fetch_s, 3)
         new, deleted = body.get("new") or [], body.get("deleted") or []
         if prepared is None and isinstance(new, list):
             prepared = prepare_answer(body)
@@ -236,7 +248,7 @@ class Bouncer:
         if ignored:
             self.counts["ignored"] += sum(ignored.values())
             self.warn("crowdsec: ignored " + ", ".join(f"{n} {w}" for w, n in ignored.items()))
-        self._pending.extend(cmds + self._commands_for(touched, table))
+        self._pending.extend([(c, None) for c in cmds] + self._commands_for(touched, table))
 
     def _take(self, p: tuple, fetched_at: float, own: set, touched: set, cmds: list) -> str | None:
         """Record one new decision as prepare() read it; returns why it was ignored, or None."""
@@ -256,8 +268,9 @@ class Bouncer:
             touched.add(key)
         return None
 
-    def _commands_for(self, keys: set[str], table) -> list[dict]:
-        """What the table needs so each key matches the live decisions."""
+    def _commands_for(self, keys: set[str], table) -> list[tuple[dict, float | None]]:
+        """What the table needs so each key matches the live decisions, each
+        ban with its expiry (poll() turns it into ttl_seconds)."""
         now = self.clock()
         best: dict[str, Decision] = {}
         for d in self.decisions.values():
@@ -272,12 +285,12 @@ class Bouncer:
             d = best.get(k)
             if d is None:
                 if mine:
-                    cmds.append({"action": "unban", "ip": k, "source": SOURCE})
+                    cmds.append(({"action": "unban", "ip": k, "source": SOURCE}, None))
                 continue
             if mine and rec.get("reason") == d.reason and abs((expiry_of(rec) or 0) - d.expires) < EXPIRY_SLACK_S:
                 continue
-            cmds.append({"action": "ban", "ip": k, "reason": d.reason, "source": SOURCE,
-                         "ttl_seconds": max(1, math.ceil(d.expires - now))})
+            cmds.append(({"action": "ban", "ip": k, "reason": d.reason, "source": SOURCE},
+                         d.expires))
         return cmds
 
     def _send(self, table, cmds: list[dict], save: bool = True) -> int:
@@ -294,5 +307,6 @@ class Bouncer:
     def status(self) -> dict:
         return {"lapi": self.url, "state": self.state, "decisions": len(self.decisions),
                 "pending": len(self._pending),
-                "last_pull_at": self.last_pull_at, "last_error": self.last_error,
+                "last_pull_at": self.last_pull_at, "full_fetch_s": self.full_fetch_s,
+                "last_error": self.last_error,
                 "retry_in_s": self.retry_in, **self.counts}
