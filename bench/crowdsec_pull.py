@@ -21,7 +21,7 @@ import signal
 import time
 
 from common import (Cleanup, LoaderProc, Progress, emit, lab_session, need_root, parser,
-                    scratch_dir, stop_process, wait_until)
+                    process_cpu_seconds, scratch_dir, stop_process, wait_until)
 
 from netsentinel.timefmt import parse_iso
 from netsentinel.testing.crowdsec import Lapi, missing_reason
@@ -84,6 +84,7 @@ def main() -> int:
             key = lapi.bouncer_key("bench")
 
             lp, start = run_loader(lab, records, lapi, key, cleanup)
+            cpu0 = process_cpu_seconds(lp.proc.pid)   # the loader's own CPU, startup -> enforced
             # A big pull is summed up per slice (`ban_batch`, docs/FLEET.md);
             # a small one is one `ban` event per address. Refusals: one each.
             done, refused, marks = 0, 0, []
@@ -98,9 +99,11 @@ def main() -> int:
                     done += ev.get("applied", 0) + ev.get("updated", 0)
                 marks.append(ts(ev))
             first, last = marks[0], marks[-1]
+            cpu_s = process_cpu_seconds(lp.proc.pid) - cpu0
             slowest = max((b - a for a, b in zip(marks, marks[1:])), default=0.0)
             load = os.getloadavg()
-            progress(f"{n} bans in place {last - ts(start):.2f}s after startup ({refused} refused, "
+            progress(f"{n} bans in place {last - ts(start):.2f}s after startup, {cpu_s:.2f}s of "
+                     f"loader CPU ({refused} refused, "
                      f"{len(marks)} events, slowest slice {slowest:.3f}s, load {load[0]:.2f})")
             enforced = not lab.ping(lab.peer, lab.dut4, count=2)
             # The LAPI's answer: request, download, JSON and reading the decisions.
@@ -123,6 +126,7 @@ def main() -> int:
         cleanup.run()
     results = [{"decisions": n, "import_s": round(import_s, 2),
                 "startup_to_enforced_s": round(last - ts(start), 3), "full_fetch_s": fetch_s,
+                "loader_cpu_s": round(cpu_s, 2),
                 "apply_s": round(last - first, 3), "slowest_slice_s": round(slowest, 3),
                 "refused": refused, "enforced": enforced, "load_avg_1m": round(load[0], 2),
                 "restart_to_pulled_s": round(restart_s, 3), "reapplied_after_restart": again,

@@ -96,8 +96,7 @@ def apply_batch(table, cmds: list[Any]) -> list[bool]:
         if cmd.key in pending:   # a ban earlier in the batch goes in first
             _flush(table, adds, done, counts)
             pending.clear()
-        rec = table.bans.pop(cmd.key, None)
-        table._nets.pop(cmd.key, None)
+        rec = table.drop(cmd.key)
         removed = table.enforcer.remove(cmd.net)
         counts["removed" if (rec or removed) else "not_banned"] += 1
         done[i] = True
@@ -133,6 +132,6 @@ def _flush(table, adds: list, done: list[bool], counts: dict) -> None:
         rec.update(reason=cmd.reason, source=cmd.source, expires_at=expires)
         if "threat_id" in raw:
             rec["threat_id"] = raw["threat_id"]
-        table.bans[k], table._nets[k] = rec, cmd.net
+        table.put(k, cmd.net, rec, now + ttl if ttl else None)
         done[i] = True
     adds.clear()
