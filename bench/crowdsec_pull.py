@@ -84,7 +84,8 @@ def main() -> int:
             key = lapi.bouncer_key("bench")
 
             lp, start = run_loader(lab, records, lapi, key, cleanup)
-            cpu0 = process_cpu_seconds(lp.proc.pid)   # the loader's own CPU, startup -> enforced
+            # CPU seconds, startup -> enforced: the loader's own, and LAPI's (its answer)
+            cpu0, lapi0 = process_cpu_seconds(lp.proc.pid), process_cpu_seconds(lapi.proc.pid)
             # A big pull is summed up per slice (`ban_batch`, docs/FLEET.md);
             # a small one is one `ban` event per address. Refusals: one each.
             done, refused, marks = 0, 0, []
@@ -100,16 +101,17 @@ def main() -> int:
                 marks.append(ts(ev))
             first, last = marks[0], marks[-1]
             cpu_s = process_cpu_seconds(lp.proc.pid) - cpu0
+            lapi_cpu_s = process_cpu_seconds(lapi.proc.pid) - lapi0
             slowest = max((b - a for a, b in zip(marks, marks[1:])), default=0.0)
             load = os.getloadavg()
             progress(f"{n} bans in place {last - ts(start):.2f}s after startup, {cpu_s:.2f}s of "
-                     f"loader CPU ({refused} refused, "
+                     f"loader CPU, {lapi_cpu_s:.2f}s of LAPI CPU ({refused} refused, "
                      f"{len(marks)} events, slowest slice {slowest:.3f}s, load {load[0]:.2f})")
             enforced = not lab.ping(lab.peer, lab.dut4, count=2)
-            # The LAPI's answer: request, download, JSON and reading the decisions.
-            fetch_s = wait_until(lambda: next((e["crowdsec"]["bouncer"]["full_fetch_s"] for e in
-                                               reversed(lp.all_events) if e["type"] == "stats"), None),
-                                 30, what="a stats event")
+            # The LAPI's answer: request, download and JSON (fetch), reading the decisions (read).
+            bouncer = wait_until(lambda: next((e["crowdsec"]["bouncer"] for e in reversed(lp.all_events)
+                                               if e["type"] == "stats"), None), 30, what="a stats event")
+            fetch_s, read_s = bouncer["full_fetch_s"], bouncer["full_read_s"]
             stop_process(lp.proc, signal.SIGTERM, 15)
 
             lp2, start2 = run_loader(lab, records, lapi, key, cleanup)
@@ -125,8 +127,8 @@ def main() -> int:
     finally:
         cleanup.run()
     results = [{"decisions": n, "import_s": round(import_s, 2),
-                "startup_to_enforced_s": round(last - ts(start), 3), "full_fetch_s": fetch_s,
-                "loader_cpu_s": round(cpu_s, 2),
+                "startup_to_enforced_s": round(last - ts(start), 3), "full_fetch_s": fetch_s, "full_read_s": read_s,
+                "loader_cpu_s": round(cpu_s, 2), "lapi_cpu_s": round(lapi_cpu_s, 2),
                 "apply_s": round(last - first, 3), "slowest_slice_s": round(slowest, 3),
                 "refused": refused, "enforced": enforced, "load_avg_1m": round(load[0], 2),
                 "restart_to_pulled_s": round(restart_s, 3), "reapplied_after_restart": again,

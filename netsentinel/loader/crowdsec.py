@@ -135,7 +135,9 @@ class Bouncer:
         self.counts = {"pulls": 0, "failures": 0, "applied": 0, "removed": 0, "refused": 0,
                        "ignored": 0}
         self.last_pull_at: str | None = None
-        self.full_fetch_s: float | None = None   # last full answer: request, JSON, prepare()
+        # The last full answer: request and JSON (fetch), then prepare() (read).
+        self.full_fetch_s: float | None = None
+        self.full_read_s: float | None = None
         self.last_error: str | None = None
         self.retry_in: float | None = None
 
@@ -168,10 +170,10 @@ class Bouncer:
             try:
                 t = time.monotonic()
                 body = self._pull(startup)
-                fetched_at = self.clock()
+                fetched_at, t1 = self.clock(), time.monotonic()
                 prepared = prepare_answer(body)
                 self._results.put(("pull", startup, body, fetched_at, prepared,
-                                   time.monotonic() - t))
+                                   (t1 - t, time.monotonic() - t1)))
                 startup, failures, wait = False, 0, self.interval
             except (httpx.HTTPError, ValueError, PullError) as e:
                 failures += 1
@@ -216,14 +218,14 @@ class Bouncer:
         self.state = "outage"
 
     def _apply(self, table, startup: bool, body: dict, fetched_at: float,
-               prepared: list[tuple] | None = None, fetch_s: float | None = None) -> None:
+               prepared: list[tuple] | None = None, took: tuple | None = None) -> None:
         if self.state == "outage":
             self.warn(f"crowdsec: LAPI {self.url} answers again; resynchronised")
         self.state, self.last_error, self.retry_in = "ok", None, None
         self.counts["pulls"] += 1
         self.last_pull_at = utc_now_iso(fetched_at)
-        if startup and fetch_s is not None:
-            self.full_fetch_s = round(fetch_s, 3)
+        if startup and took is not None:
+            self.full_fetch_s, self.full_read_s = (round(x, 3) for x in took)
         new, deleted = body.get("new") or [], body.get("deleted") or []
         if prepared is None and isinstance(new, list):
             prepared = prepare_answer(body)
@@ -307,6 +309,6 @@ class Bouncer:
     def status(self) -> dict:
         return {"lapi": self.url, "state": self.state, "decisions": len(self.decisions),
                 "pending": len(self._pending),
-                "last_pull_at": self.last_pull_at, "full_fetch_s": self.full_fetch_s,
+                "last_pull_at": self.last_pull_at, "full_fetch_s": self.full_fetch_s, "full_read_s": self.full_read_s,
                 "last_error": self.last_error,
                 "retry_in_s": self.retry_in, **self.counts}
