@@ -20,7 +20,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Any
 
-from ..addresses import Network, canonical
+from ..addresses import Network
 from ..bancheck import BanCommand, BanRefused, check_policy, parse_command
 from ..netinfo import Protected
 from ..timefmt import utc_now_iso
