@@ -16,11 +16,12 @@ The peer's ping must fail while the set is in place (enforcement checked).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 
 from common import (Cleanup, LoaderProc, Progress, emit, lab_session, need_root, parser,
-                    scratch_dir, stop_process, wait_until)
+                    process_cpu_seconds, scratch_dir, stop_process, wait_until)
 
 from netsentinel.timefmt import parse_iso
 from netsentinel.testing.crowdsec import Lapi, missing_reason
@@ -48,7 +49,8 @@ def ts(ev: dict) -> float:
 def run_loader(lab, records, lapi, key, cleanup):
     """A loader following the LAPI; returns it and its startup event."""
     lp = LoaderProc(lab, records, records / "filter_config.json", "--crowdsec-url", lapi.url,
-                    "--crowdsec-key", key, "--crowdsec-interval", "2", echo=False)
+                    "--crowdsec-key", key, "--crowdsec-interval", "2",
+                    "--stats-interval", "0.5", echo=False)   # the restart's end, to 0.5 s
     cleanup.push(stop_process, lp.proc, signal.SIGTERM, 15)
     return lp, lp.wait_started(120)
 
@@ -82,14 +84,34 @@ def main() -> int:
             key = lapi.bouncer_key("bench")
 
             lp, start = run_loader(lab, records, lapi, key, cleanup)
-            bans = []
-            while len(bans) < n:
-                ev = lp.wait_for(lambda e: e["type"] in ("ban", "ban_rejected"), 1800, "crowdsec bans")
-                bans.append(ev)
-            refused = sum(e["type"] == "ban_rejected" for e in bans)
-            first, last = ts(bans[0]), ts(bans[-1])
-            progress(f"{n} bans in place {last - ts(start):.2f}s after startup ({refused} refused)")
+            # CPU seconds, startup -> enforced: the loader's own, and LAPI's (its answer)
+            cpu0, lapi0 = process_cpu_seconds(lp.proc.pid), process_cpu_seconds(lapi.proc.pid)
+            # A big pull is summed up per slice (`ban_batch`, docs/FLEET.md);
+            # a small one is one `ban` event per address. Refusals: one each.
+            done, refused, marks = 0, 0, []
+            while done + refused < n:
+                ev = lp.wait_for(lambda e: e["type"] in ("ban", "ban_batch", "ban_rejected")
+                                 and e.get("result") != "restored", 1800, "crowdsec bans")
+                if ev["type"] == "ban_rejected":
+                    refused += 1
+                elif ev["type"] == "ban":
+                    done += 1
+                else:
+                    done += ev.get("applied", 0) + ev.get("updated", 0)
+                marks.append(ts(ev))
+            first, last = marks[0], marks[-1]
+            cpu_s = process_cpu_seconds(lp.proc.pid) - cpu0
+            lapi_cpu_s = process_cpu_seconds(lapi.proc.pid) - lapi0
+            slowest = max((b - a for a, b in zip(marks, marks[1:])), default=0.0)
+            load = os.getloadavg()
+            progress(f"{n} bans in place {last - ts(start):.2f}s after startup, {cpu_s:.2f}s of "
+                     f"loader CPU, {lapi_cpu_s:.2f}s of LAPI CPU ({refused} refused, "
+                     f"{len(marks)} events, slowest slice {slowest:.3f}s, load {load[0]:.2f})")
             enforced = not lab.ping(lab.peer, lab.dut4, count=2)
+            # The LAPI's answer: request, download and JSON (fetch), reading the decisions (read).
+            bouncer = wait_until(lambda: next((e["crowdsec"]["bouncer"] for e in reversed(lp.all_events)
+                                               if e["type"] == "stats"), None), 30, what="a stats event")
+            fetch_s, read_s = bouncer["full_fetch_s"], bouncer["full_read_s"]
             stop_process(lp.proc, signal.SIGTERM, 15)
 
             lp2, start2 = run_loader(lab, records, lapi, key, cleanup)
@@ -105,16 +127,20 @@ def main() -> int:
     finally:
         cleanup.run()
     results = [{"decisions": n, "import_s": round(import_s, 2),
-                "startup_to_enforced_s": round(last - ts(start), 3),
-                "apply_s": round(last - first, 3), "refused": refused, "enforced": enforced,
+                "startup_to_enforced_s": round(last - ts(start), 3), "full_fetch_s": fetch_s, "full_read_s": read_s,
+                "loader_cpu_s": round(cpu_s, 2), "lapi_cpu_s": round(lapi_cpu_s, 2),
+                "apply_s": round(last - first, 3), "slowest_slice_s": round(slowest, 3),
+                "refused": refused, "enforced": enforced, "load_avg_1m": round(load[0], 2),
                 "restart_to_pulled_s": round(restart_s, 3), "reapplied_after_restart": again,
                 "enforced_after_restart": enforced2}]
     if args.plot:
         progress("no plot for this benchmark (one row)")
     r = results[0]
     emit(NAME, args.quick, {"decisions": n, "pull_interval_s": 2}, results, started,
-         ["decisions", "startup->enforced s", "apply s", "restart->pulled s", "re-applied", "enforced"],
-         [[n, r["startup_to_enforced_s"], r["apply_s"], r["restart_to_pulled_s"],
+         ["decisions", "startup->enforced s", "fetch s", "apply s", "slowest slice s",
+          "restart->pulled s", "re-applied", "enforced"],
+         [[n, r["startup_to_enforced_s"], fetch_s, r["apply_s"], r["slowest_slice_s"],
+           r["restart_to_pulled_s"],
            r["reapplied_after_restart"], r["enforced"] and r["enforced_after_restart"]]])
     return 0 if enforced and enforced2 and again == 0 else 1
 

@@ -164,11 +164,13 @@ class RecordsStore(RecordsLock):
             return aside
 
     # ----------------------------------------------------------------- write
-    def write(self, name: str, data: Any, *, lock: bool = True) -> None:
+    def write(self, name: str, data: Any, *, lock: bool = True, compact: bool = False) -> None:
         """Atomically replace a file with the JSON of data (under the lock).
         lock=False: a file only this process writes (the loader's status), so
-        that a lock held elsewhere cannot keep it stale."""
-        payload = (json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
+        that a lock held elsewhere cannot keep it stale. compact: no
+        indentation, so json's C encoder runs (about 3x faster; big files)."""
+        payload = (json.dumps(data, indent=None if compact else 2, ensure_ascii=False)
+                   + "\n").encode()
         if not lock:
             self._write_bytes(name, payload)
             return

@@ -20,6 +20,11 @@ class Maps:
     def add(self, net, expires_at=None):
         self.nets.add(str(net))
 
+    def add_many(self, items):
+        for net, _ in items:
+            self.add(net)
+        return [None] * len(items)
+
     def remove(self, net):
         had = str(net) in self.nets
         self.nets.discard(str(net))

@@ -115,3 +115,72 @@ def test_unhashable_ids_and_a_corrupt_machine_state_do_not_crash(tmp_path):
     m = Machine("http://127.0.0.1:9", "m", "pw", table.store, table.warnings.append)
     assert m.pushed == {} and any("set aside" in w for w in table.warnings)
     m.client.close()
+
+
+def test_a_big_pull_is_summed_up_and_still_refuses_what_it_must(tmp_path):
+    """From BULK_MIN commands the batch path runs: one ban_batch event per
+    slice instead of one per ban, and the same refusals, each with its
+    reason: this host, a whitelisted address, ranges covering either."""
+    from crowdsec_support import OWN, TRUSTED
+    from netsentinel.loader.banbatch import BULK_MIN
+    maps = Maps()
+    table = table_for(tmp_path, maps)
+    b = Bouncer("http://127.0.0.1:9", "k", table.warnings.append)
+    values = [f"100.65.{i // 250}.{i % 250 + 1}" for i in range(BULK_MIN * 2)]
+    hostile = [OWN, TRUSTED, "192.0.2.0/24", "198.51.100.8/29", "2001:db8::/32"]
+    new = [{"id": i, "type": "ban", "scope": "Range" if "/" in v else "Ip", "value": v,
+            "duration": "1h", "scenario": "list", "origin": "lists"}
+           for i, v in enumerate(values + hostile + ["198.51.100.16/29"])]
+    b._results.put(("pull", True, {"new": new, "deleted": []}, time.time()))
+    assert b.poll(table) == len(new) and b.poll(table) == 0
+    assert maps.nets == {f"{v}/32" for v in values} | {"198.51.100.16/29", "2001:db8::/32"}
+    rejected = {r["command"]["ip"]: r["error"] for r in
+                json.loads((tmp_path / "ban_commands.rejected.json").read_text())}
+    assert set(rejected) == set(hostile[:4])
+    assert "an address of this machine" in rejected[OWN] and "whitelisted" in rejected[TRUSTED]
+    assert "covers 192.0.2.1" in rejected["192.0.2.0/24"]
+    assert "overlaps whitelisted 198.51.100.9" in rejected["198.51.100.8/29"]
+    kinds = [t for t, _ in table.events]
+    assert "ban" not in kinds and kinds.count("ban_rejected") == 4
+    (summary,) = [f for t, f in table.events if t == "ban_batch"]
+    assert summary["applied"] == len(values) + 2 and summary["refused"] == 4
+    assert summary["source"] == "crowdsec" and summary["count"] == len(new)
+    assert b.counts["applied"] == len(values) + 2 and b.counts["refused"] == 4
+    saved = json.loads((tmp_path / "banned_ips.json").read_text())
+    assert set(saved) == {*values, "198.51.100.16/29", "2001:db8::/32"}
+    b.client.close()
+
+
+def test_policy_index_never_clears_what_check_policy_refuses(tmp_path):
+    """The batch path's shortcut: a target it lets through without asking
+    check_policy must be one check_policy lets through too."""
+    import ipaddress
+    import random
+    from netsentinel.addresses import parse_target
+    from netsentinel.bancheck import BanCommand, BanRefused, check_policy
+    from netsentinel.loader.banbatch import PolicyIndex
+    from netsentinel.netinfo import Protected
+    from netsentinel.whitelist import WhitelistFile
+    cfg = tmp_path / "fc.json"
+    cfg.write_text(json.dumps({"trusted_ips": ["10.1.2.3", "10.1.4.0/24", "fd00::5"]}))
+    wl = WhitelistFile(cfg).current()
+    prot = Protected([(parse_target(a), "x") for a in ("10.1.2.4", "10.1.2.128/25", "127.0.0.0/8",
+                                                       "fd00::6")])
+    index = PolicyIndex(wl, prot)
+    rng = random.Random(7)
+    checked = cleared = 0
+    for _ in range(20000):
+        if rng.random() < 0.8:
+            addr, plen = ipaddress.IPv4Address(rng.randrange(0x0A010000, 0x0A010600)), rng.randint(20, 32)
+        else:
+            addr, plen = ipaddress.IPv6Address(0xFD00 << 112 | rng.randrange(0, 16)), rng.randint(120, 128)
+        net = ipaddress.ip_network(f"{addr}/{plen}", strict=False)
+        try:
+            check_policy(BanCommand("ban", net, None, "t", None), wl, prot)
+            allowed = True
+        except BanRefused:
+            allowed = False
+        assert allowed or not index.clear(net), net
+        checked += allowed
+        cleared += index.clear(net)
+    assert 0 < cleared <= checked < 20000   # both kinds were tried, the shortcut taken

@@ -7,8 +7,10 @@ loaded BCC object, its maps pinned or private."""
 from __future__ import annotations
 
 import ctypes
+import errno
 import ipaddress
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -16,6 +18,8 @@ from ..abi import (COUNTERS, FAMILY_V4, MAX_RULES, RULE_ACTION, RULE_STATE_ACTIV
                    RULE_STATE_COUNT0)
 from ..addresses import Network
 from . import KernelError
+
+BPF_NOEXIST = 1   # bpf_map_update_elem flag: fail with EEXIST when the key is there
 
 
 def ktime_to_epoch(ns: int) -> float | None:
@@ -75,6 +79,39 @@ class EnforcerMaps:
             t[k] = leaf
         except Exception as e:
             raise KernelError(f"cannot add {net} to the ban map (full at {self.max_bans}?): {e}") from e
+
+    def add_many(self, items: list[tuple[Network, float | None]]) -> list[str | None]:
+        """add() for many bans in one loop of bpf(BPF_MAP_UPDATE_ELEM) calls
+        (LPM tries have no batch operation): per item None when it is in the
+        map, else why not (one line). A new entry goes in with BPF_NOEXIST and
+        zeroed counters; one already there goes through add(), which keeps
+        its counters."""
+        from bcc.libbcc import lib   # only kernel/ imports bcc
+        offset = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.time_ns()
+        tables = {4: self.bpf["bans4"], 6: self.bpf["bans6"]}
+        leaves = {v: t.Leaf() for v, t in tables.items()}
+        out: list[str | None] = []
+        for net, expires_at in items:
+            t, k = self._table_and_key(net)
+            leaf = leaves[net.version]
+            if expires_at is None or not math.isfinite(expires_at):
+                leaf.expires_ns = 0   # never; an unreadable expiry fails closed
+            else:
+                leaf.expires_ns = min(max(int(expires_at * 1e9) + offset, 1), 2**64 - 1)
+            leaf.prefixlen = net.prefixlen
+            if lib.bpf_update_elem(t.map_fd, ctypes.byref(k), ctypes.byref(leaf), BPF_NOEXIST) == 0:
+                out.append(None)
+                continue
+            err = ctypes.get_errno()
+            try:
+                if err != errno.EEXIST:
+                    raise KernelError(f"cannot add {net} to the ban map (full at {self.max_bans}?): "
+                                      f"{os.strerror(err)}")
+                self.add(net, expires_at)
+                out.append(None)
+            except KernelError as e:
+                out.append(str(e))
+        return out
 
     def banned(self) -> list[Network]:
         """Every network in the ban maps (what a pinned map kept)."""

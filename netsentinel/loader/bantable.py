@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import heapq
 import time
 from typing import Any, Callable
 
 from .. import dropdir, jsonsafe
 from ..addresses import AddressError, Network, canonical, parse_target
+from .banbatch import BULK_MIN, PolicyIndex, apply_batch
 from .cmdqueue import CommandQueue
 from ..bancheck import BanCommand, BanRefused, check_policy, parse_command
 from ..netinfo import Protected, ProtectedCache
@@ -25,6 +27,10 @@ from .refusals import Refusals
 from ..whitelist import WhitelistFile
 
 SYNC_SLICE = 4096  # bans whose kernel counters are copied per status cycle
+# From this many bans banned_ips.json is written without indentation: json's
+# C encoder only runs without indent (100,000 bans: 0.17 s of CPU against
+# 0.5 s in the pure-Python one, which also holds the GIL in small steps).
+COMPACT_FROM = 1000
 Emit = Callable[..., Any]
 
 
@@ -47,6 +53,8 @@ class BanTable:
         self._refuse.ref = lambda: self.queue.current_ref
         dropdir.ensure(store.root, BAN_COMMANDS)
         self._sync_pos = 0
+        self._exp: dict[str, float | None] = {}    # key -> expiry (Unix time), None: never
+        self._heap: list[tuple[float, str]] = []   # (expiry, key), see expire()
 
     # ------------------------------------------------------------ policy
     def protected(self) -> Protected:
@@ -66,34 +74,41 @@ class BanTable:
             self.store.set_aside(BANNED_IPS)
             self.warn(f"{BANNED_IPS} was not a JSON object; set aside, starting with no bans")
             saved = {}
-        restored = 0
         now = self.clock()
+        index = PolicyIndex(self.whitelist.current(), self.protected())
+        keep: list[tuple[str, Network, float | None, dict]] = []
         for key, rec in saved.items():
             rec = dict(rec) if isinstance(rec, dict) else {}
             try:
                 net = parse_target(key)
-            except AddressError as e:
+                if not is_expired(rec, now):
+                    index.check(BanCommand("ban", net, rec.get("reason"),
+                                           rec.get("source") or "manual", None))
+            except (AddressError, BanRefused) as e:
                 self._refuse({"action": "ban", "ip": key, **rec}, f"restore: {e}")
                 continue
-            exp = expiry_of(rec)
             if is_expired(rec, now):
                 self.emit("unban", ip=canonical(net), result="expired", reason=rec.get("reason"),
                           source=rec.get("source"), expires_at=rec.get("expires_at"))
                 continue
-            try:
-                check_policy(BanCommand("ban", net, rec.get("reason"), rec.get("source") or "manual",
-                                        None), self.whitelist.current(), self.protected())
-            except BanRefused as e:
-                self._refuse({"action": "ban", "ip": key, **rec}, f"restore: {e}")
+            keep.append((canonical(net), net, expiry_of(rec), rec))
+        # One loop of bpf() calls; many bans: one ban_batch event (banbatch).
+        errors = self.enforcer.add_many([(net, exp) for _, net, exp, _ in keep])
+        quiet = len(keep) >= BULK_MIN
+        for (k, net, exp, rec), err in zip(keep, errors):
+            if err is not None:   # map full, kernel refused
+                self._refuse({"action": "ban", "ip": k, **rec}, f"restore: {err}")
                 continue
-            self.enforcer.add(net, exp)
-            k = canonical(net)
             rec.setdefault("drops", 0)
             rec.setdefault("last_drop_at", None)
-            self.bans[k], self._nets[k] = rec, net
-            restored += 1
-            self.emit("ban", ip=k, result="restored", reason=rec.get("reason"),
-                      source=rec.get("source"), expires_at=rec.get("expires_at"))
+            self.put(k, net, rec, exp)
+            if not quiet:
+                self.emit("ban", ip=k, result="restored", reason=rec.get("reason"),
+                          source=rec.get("source"), expires_at=rec.get("expires_at"))
+        restored = sum(e is None for e in errors)
+        if quiet:
+            self.emit("ban_batch", result="restored", reason=f"{restored} restored of {len(keep)}",
+                      count=len(keep), restored=restored, refused=len(keep) - restored)
         self._save()
         return restored
 
@@ -132,14 +147,13 @@ class BanTable:
             rec["banned_at"] = utc_now_iso(now)
         if "threat_id" in raw:
             rec["threat_id"] = raw["threat_id"]
-        self.bans[k], self._nets[k] = rec, cmd.net
+        self.put(k, cmd.net, rec, now + cmd.ttl_seconds if cmd.ttl_seconds else None)
         self.emit("ban", ip=k, result="updated" if existed else "applied", reason=cmd.reason,
                   source=cmd.source, expires_at=expires)
 
     def _unban(self, cmd: BanCommand, result: str = "removed") -> None:
         k = cmd.key
-        rec = self.bans.pop(k, None)
-        self._nets.pop(k, None)
+        rec = self.drop(k)
         removed = self.enforcer.remove(cmd.net)
         self.emit("unban", ip=k, result=result if (rec or removed) else "not_banned",
                   reason=(rec or {}).get("reason"), source=cmd.source,
@@ -149,10 +163,33 @@ class BanTable:
     def rejected(self) -> int:
         return self._refuse.count
 
+    # ------------------------------------------------------------ the table itself
+    def put(self, k: str, net: Network, rec: dict, expires: float | None) -> None:
+        """Record a ban (rec's expires_at is the text of `expires`)."""
+        self.bans[k], self._nets[k] = rec, net
+        self._exp[k] = expires
+        if expires is not None:
+            heapq.heappush(self._heap, (expires, k))
+            if len(self._heap) > 2 * len(self.bans) + 1024:   # re-bans leave stale entries
+                self._heap = [(e, b) for b, e in self._exp.items() if e is not None]
+                heapq.heapify(self._heap)
+
+    def drop(self, k: str) -> dict | None:
+        self._nets.pop(k, None)
+        self._exp.pop(k, None)
+        return self.bans.pop(k, None)
+
     # ------------------------------------------------------------ expiry, counters
     def expire(self) -> int:
+        """Lift the bans whose time is up: called every loop turn, so a heap
+        of expiries (entries of re-banned or lifted keys skipped) and not a
+        scan of every ban (100,000 bans: 0.2 s a turn)."""
         now = self.clock()
-        due = [k for k, rec in self.bans.items() if is_expired(rec, now)]
+        due: dict[str, None] = {}   # ordered, each key once (a re-ban may push the same entry)
+        while self._heap and self._heap[0][0] <= now:
+            exp, k = heapq.heappop(self._heap)
+            if self._exp.get(k) == exp:
+                due[k] = None
         for k in due:
             net = self._nets[k]
             self._unban(BanCommand("unban", net, None, "ttl", None), result="expired")
@@ -200,17 +237,22 @@ class BanTable:
         """Apply commands from another channel than ban_commands.json (the
         CrowdSec bouncer) with the same checks, refusals and events, under
         the records lock, saved once (save=False: by a later call; a big
-        batch comes in slices). Returns applied-or-not per command."""
+        batch comes in slices). From BULK_MIN commands on, through
+        banbatch (one `ban_batch` event instead of one per ban). Returns
+        applied-or-not per command."""
         done = []
         with self.store.locked():
-            for raw in cmds:
-                before = self.rejected
-                self._handle(raw)
-                done.append(self.rejected == before)
+            if len(cmds) >= BULK_MIN:   # one summary event, see banbatch
+                done = apply_batch(self, cmds)
+            else:
+                for raw in cmds:
+                    before = self.rejected
+                    self._handle(raw)
+                    done.append(self.rejected == before)
             if save:
                 self._save()
         return done
 
     def _save(self) -> None:
-        self.store.write(BANNED_IPS, self.bans)
+        self.store.write(BANNED_IPS, self.bans, compact=len(self.bans) >= COMPACT_FROM)
 

@@ -54,6 +54,39 @@ def go_duration(text: object) -> float:
     return sign * sum(float(n) * _UNIT[u] for n, u in parts)
 
 
+def prepare(d: object) -> tuple:
+    """One `new` decision read without the table (run in the HTTP thread, so
+    parsing a 100,000-decision pull never stalls the loop):
+    (kind, id, what) with kind ignore/late (what: why), refuse (what: the
+    command to refuse), take (what: key, seconds left, reason) or expired."""
+    did = decision_id(d)
+    if did is None:
+        return ("ignore", None, "malformed decisions")
+    if str(d.get("type", "")).lower() != "ban":
+        return ("ignore", did, f"{d.get('type')!r} decisions (only bans are enforced)")
+    if str(d.get("scope", "")).lower() not in ("ip", "range"):
+        return ("ignore", did, f"{d.get('scope')!r}-scope decisions")
+    try:
+        secs = go_duration(d.get("duration"))
+    except ValueError:
+        return ("late", did, "decisions without a readable duration")
+    if secs <= 0:
+        return ("expired", did, None)
+    reason = f"{d.get('scenario') or '?'} ({d.get('origin') or '?'})"[:300]
+    try:
+        key = canonical(parse_target(d.get("value")))
+    except AddressError:
+        return ("refuse", did, {"action": "ban", "ip": d.get("value"), "reason": reason,
+                                "source": SOURCE})
+    return ("take", did, (key, secs, reason))
+
+
+def prepare_answer(body: dict) -> list[tuple] | None:
+    """prepare() for each decision of an answer; None when it has no 'new' list."""
+    new = body.get("new") or []
+    return [prepare(d) for d in new] if isinstance(new, list) else None
+
+
 def decision_id(d: object) -> int | str | None:
     """A decision's id, or None when it has none usable (a malformed entry)."""
     i = d.get("id") if isinstance(d, dict) else None
@@ -94,13 +127,17 @@ class Bouncer:
         self.decisions: dict[object, Decision] = {}
         self.own_ids: Callable[[], set] = set   # decisions this host pushed (machine side)
         self._results: queue.Queue = queue.Queue()
-        self._pending: deque[dict] = deque()   # computed from one answer, applied CHUNK a turn
+        # (command, expiry or None), computed from one answer, applied CHUNK a turn
+        self._pending: deque[tuple[dict, float | None]] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.state = "starting"
         self.counts = {"pulls": 0, "failures": 0, "applied": 0, "removed": 0, "refused": 0,
                        "ignored": 0}
         self.last_pull_at: str | None = None
+        # The last full answer: request and JSON (fetch), then prepare() (read).
+        self.full_fetch_s: float | None = None
+        self.full_read_s: float | None = None
         self.last_error: str | None = None
         self.retry_in: float | None = None
 
@@ -131,8 +168,12 @@ class Bouncer:
         startup, failures = True, 0
         while not self._stop.is_set():
             try:
+                t = time.monotonic()
                 body = self._pull(startup)
-                self._results.put(("pull", startup, body, self.clock()))
+                fetched_at, t1 = self.clock(), time.monotonic()
+                prepared = prepare_answer(body)
+                self._results.put(("pull", startup, body, fetched_at, prepared,
+                                   (t1 - t, time.monotonic() - t1)))
                 startup, failures, wait = False, 0, self.interval
             except (httpx.HTTPError, ValueError, PullError) as e:
                 failures += 1
@@ -157,7 +198,12 @@ class Bouncer:
                 self._apply(table, *item[1:])
         # The next answer is computed against the table only once this one
         # is fully applied (a delete must see the ban it lifts).
-        chunk = [self._pending.popleft() for _ in range(min(CHUNK, len(self._pending)))]
+        now = self.clock()
+        # ttl_seconds from the decision's expiry as each slice goes in: a ban
+        # applied 10 s into a big pull must not end 10 s late (and be seen as
+        # changed, and re-applied, at the next full pull).
+        chunk = [dict(c, ttl_seconds=max(1, math.ceil(e - now))) if e is not None else c
+                 for c, e in (self._pending.popleft() for _ in range(min(CHUNK, len(self._pending))))]
         # banned_ips.json is saved once the whole answer is in (a 100k-ban
         # file takes about a second to write); until then LAPI still has it all.
         return self._send(table, chunk, save=not self._pending)
@@ -171,13 +217,18 @@ class Bouncer:
                       f"crowdsec bans enforced, retrying with backoff (next in {wait:.0f}s)")
         self.state = "outage"
 
-    def _apply(self, table, startup: bool, body: dict, fetched_at: float) -> None:
+    def _apply(self, table, startup: bool, body: dict, fetched_at: float,
+               prepared: list[tuple] | None = None, took: tuple | None = None) -> None:
         if self.state == "outage":
             self.warn(f"crowdsec: LAPI {self.url} answers again; resynchronised")
         self.state, self.last_error, self.retry_in = "ok", None, None
         self.counts["pulls"] += 1
         self.last_pull_at = utc_now_iso(fetched_at)
+        if startup and took is not None:
+            self.full_fetch_s, self.full_read_s = (round(x, 3) for x in took)
         new, deleted = body.get("new") or [], body.get("deleted") or []
+        if prepared is None and isinstance(new, list):
+            prepared = prepare_answer(body)
         if not isinstance(new, list) or not isinstance(deleted, list):
             self.warn("crowdsec: LAPI stream answer without 'new'/'deleted' lists; ignored")
             return
@@ -192,44 +243,36 @@ class Bouncer:
         cmds: list[dict] = []
         own = self.own_ids()
         ignored: dict[str, int] = {}
-        for d in new:
-            why = self._take(d, fetched_at, own, touched, cmds)
+        for p in prepared:
+            why = self._take(p, fetched_at, own, touched, cmds)
             if why:
                 ignored[why] = ignored.get(why, 0) + 1
         if ignored:
             self.counts["ignored"] += sum(ignored.values())
             self.warn("crowdsec: ignored " + ", ".join(f"{n} {w}" for w, n in ignored.items()))
-        self._pending.extend(cmds + self._commands_for(touched, table))
+        self._pending.extend([(c, None) for c in cmds] + self._commands_for(touched, table))
 
-    def _take(self, d: object, fetched_at: float, own: set, touched: set, cmds: list) -> str | None:
-        """Record one new decision; returns why it was ignored, or None."""
-        if decision_id(d) is None:
-            return "malformed decisions"
-        if str(d.get("type", "")).lower() != "ban":
-            return f"{d.get('type')!r} decisions (only bans are enforced)"
-        if str(d.get("scope", "")).lower() not in ("ip", "range"):
-            return f"{d.get('scope')!r}-scope decisions"
-        if d.get("id") in own:
+    def _take(self, p: tuple, fetched_at: float, own: set, touched: set, cmds: list) -> str | None:
+        """Record one new decision as prepare() read it; returns why it was ignored, or None."""
+        kind, did, what = p
+        if kind == "ignore":
+            return what
+        if did in own:
             return None   # this host's own ban, pushed as a machine: already here
-        try:
-            secs = go_duration(d.get("duration"))
-        except ValueError:
-            return "decisions without a readable duration"
-        if secs <= 0:
-            return None
-        reason = f"{d.get('scenario') or '?'} ({d.get('origin') or '?'})"[:300]
-        try:
-            key = canonical(parse_target(d.get("value")))
-        except AddressError:
+        if kind == "late":   # what prepare() found after the own-ids check
+            return what
+        if kind == "refuse":
             # Refused like any bad ban: logged, counted, kept in the rejected file.
-            cmds.append({"action": "ban", "ip": d.get("value"), "reason": reason, "source": SOURCE})
-            return None
-        self.decisions[decision_id(d)] = Decision(key, fetched_at + secs, reason)
-        touched.add(key)
+            cmds.append(what)
+        elif kind == "take":
+            key, secs, reason = what
+            self.decisions[did] = Decision(key, fetched_at + secs, reason)
+            touched.add(key)
         return None
 
-    def _commands_for(self, keys: set[str], table) -> list[dict]:
-        """What the table needs so each key matches the live decisions."""
+    def _commands_for(self, keys: set[str], table) -> list[tuple[dict, float | None]]:
+        """What the table needs so each key matches the live decisions, each
+        ban with its expiry (poll() turns it into ttl_seconds)."""
         now = self.clock()
         best: dict[str, Decision] = {}
         for d in self.decisions.values():
@@ -244,12 +287,12 @@ class Bouncer:
             d = best.get(k)
             if d is None:
                 if mine:
-                    cmds.append({"action": "unban", "ip": k, "source": SOURCE})
+                    cmds.append(({"action": "unban", "ip": k, "source": SOURCE}, None))
                 continue
             if mine and rec.get("reason") == d.reason and abs((expiry_of(rec) or 0) - d.expires) < EXPIRY_SLACK_S:
                 continue
-            cmds.append({"action": "ban", "ip": k, "reason": d.reason, "source": SOURCE,
-                         "ttl_seconds": max(1, math.ceil(d.expires - now))})
+            cmds.append(({"action": "ban", "ip": k, "reason": d.reason, "source": SOURCE},
+                         d.expires))
         return cmds
 
     def _send(self, table, cmds: list[dict], save: bool = True) -> int:
@@ -266,5 +309,6 @@ class Bouncer:
     def status(self) -> dict:
         return {"lapi": self.url, "state": self.state, "decisions": len(self.decisions),
                 "pending": len(self._pending),
-                "last_pull_at": self.last_pull_at, "last_error": self.last_error,
+                "last_pull_at": self.last_pull_at, "full_fetch_s": self.full_fetch_s, "full_read_s": self.full_read_s,
+                "last_error": self.last_error,
                 "retry_in_s": self.retry_in, **self.counts}

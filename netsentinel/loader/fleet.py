@@ -44,6 +44,16 @@ class Fleet:
     def on_outcome(self, type_: str, fields: dict, table) -> None:
         if self.machine and type_ in ("ban", "unban"):
             self.machine.on_outcome(type_, fields, table)
+        elif self.machine and type_ == "ban_batch" and fields.get("result") == "restored":
+            # A big restore sums itself up in one event (banbatch); the machine
+            # still looks at each ban (it skips fleet bans and those it pushed).
+            for k in list(table.bans):
+                self.machine.on_outcome("ban", {"ip": k, "result": "restored"}, table)
+        # A pull's ban_batch carries only crowdsec bans, which are never pushed.
+
+    def busy(self) -> bool:
+        """A pull is being applied: the loop should come back without waiting."""
+        return bool(self.bouncer and self.bouncer.status()["pending"])
 
     def status(self) -> dict:
         return {**({"bouncer": self.bouncer.status()} if self.bouncer else {}),

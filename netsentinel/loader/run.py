@@ -332,7 +332,8 @@ class Loader:
         next_flows = now
         deadline = now + o.duration if o.duration else None
         while self.stop_reason is None:
-            self.monitor.poll(POLL_MS)
+            # A big CrowdSec pull in progress: no idle wait between its slices.
+            self.monitor.poll(0 if self.fleet and self.fleet.busy() else POLL_MS)
             if self.raw:  # outbound (issue 12)
                 self.raw.poll(0)
             self.outbound.poll()
