@@ -75,7 +75,30 @@ class Lab:
             self.close()
             raise
 
+    @staticmethod
+    def sweep_stale() -> None:
+        """A lab whose process was killed before close() leaves its bpffs
+        mounted, and the cgroup links pinned there stay attached at the
+        machine's cgroup2 root. Unmount (which drops what is pinned) every
+        lab bpffs whose namespace is gone, with its namespace twin."""
+        base = "/run/netsentinel-lab"
+        if not os.path.isdir(base):
+            return
+        alive = set(sh("ip", "netns", "list", check=False).stdout.split())
+        for name in os.listdir(base):
+            where = os.path.join(base, name)
+            if name in alive or not name.startswith("nsdut"):
+                continue
+            if os.path.ismount(where):
+                sh("umount", where, check=False)
+            try:
+                os.rmdir(where)
+            except OSError:
+                pass
+            sh("ip", "netns", "del", "nspeer" + name[len("nsdut"):], check=False)
+
     def _build(self) -> None:
+        Lab.sweep_stale()
         os.makedirs(self.pin_root, mode=0o700, exist_ok=True)
         sh("mount", "-t", "bpf", "-o", "mode=0700", "bpf", self.pin_root)
         sh("ip", "netns", "add", self.dut)
