@@ -89,6 +89,11 @@ class Lab:
             where = os.path.join(base, name)
             if name in alive or not name.startswith("nsdut"):
                 continue
+            try:  # a lab being built this moment mounts before it adds its namespace
+                if time.time() - os.stat(where).st_ctime < 60:
+                    continue
+            except OSError:
+                continue
             if os.path.ismount(where):
                 sh("umount", where, check=False)
             try:
