@@ -109,8 +109,40 @@ class Protected:
         return None
 
 
+RESOLV_CONFS = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")
+# Never a ban target whatever the evidence: cloud instance metadata (link-local)
+# and the limited broadcast address.
+ALWAYS_PROTECTED = (("169.254.169.254", "the cloud instance-metadata address"),
+                    ("fd00:ec2::254", "the cloud instance-metadata address"),
+                    ("255.255.255.255", "the broadcast address"))
+
+
+def resolvers(paths=None) -> list[Network]:
+    """The DNS servers this host uses (nameserver lines; the stub resolver's
+    upstreams too where systemd-resolved keeps them)."""
+    out: list[Network] = []
+    for path in RESOLV_CONFS if paths is None else paths:
+        try:
+            with open(path) as f:
+                lines = f.read(65536).splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                try:
+                    net = parse_target(parts[1].split("%")[0])
+                except ValueError:
+                    continue
+                if net not in out:
+                    out.append(net)
+    return out
+
+
 def protected_addresses(ssh_ports=(22,)) -> Protected:
     entries: list[tuple[Network, str]] = []
+    entries += [(n, "a DNS resolver this host uses") for n in resolvers()]
+    entries += [(parse_target(a), why) for a, why in ALWAYS_PROTECTED]
     entries += [(n, "an address of this machine") for n in local_addresses()]
     entries += [(parse_target("127.0.0.0/8"), "loopback"), (parse_target("::1"), "loopback")]
     entries += [(n, "the default gateway") for n in default_gateways()]

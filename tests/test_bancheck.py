@@ -220,3 +220,21 @@ def test_protected_addresses_refuse_banning_this_host():
     for ip in stable:
         with pytest.raises(BanRefused, match="covers"):
             validate({"action": "ban", "ip": ip}, Whitelist(), prot)
+
+
+def test_resolvers_metadata_and_broadcast_are_never_banned(tmp_path, monkeypatch):
+    """A ban covering the host's DNS resolver, the cloud metadata address or
+    the broadcast address is refused, each with its reason."""
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# comment\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch lan\n")
+    monkeypatch.setattr(netinfo, "RESOLV_CONFS", (str(conf),))
+    assert [str(n) for n in netinfo.resolvers((str(conf),))] == ["192.0.2.53/32", "fe80::1/128"]
+    prot = netinfo.protected_addresses()
+    wl = Whitelist()
+    for ip, why in (("192.0.2.0/24", "a DNS resolver this host uses"),
+                    ("169.254.169.254", "the cloud instance-metadata address"),
+                    ("169.254.0.0/16", "the cloud instance-metadata address"),
+                    ("255.255.255.255", "the broadcast address")):
+        with pytest.raises(BanRefused, match=why):
+            validate({"action": "ban", "ip": ip}, wl, prot)
+    validate({"action": "ban", "ip": "198.51.100.7"}, wl, prot)  # an ordinary address still goes
