@@ -169,8 +169,15 @@ class RecordsStore(RecordsLock):
         lock=False: a file only this process writes (the loader's status), so
         that a lock held elsewhere cannot keep it stale. compact: no
         indentation, so json's C encoder runs (about 3x faster; big files)."""
-        payload = (json.dumps(data, indent=None if compact else 2, ensure_ascii=False)
-                   + "\n").encode()
+        text = json.dumps(data, indent=None if compact else 2, ensure_ascii=False) + "\n"
+        try:
+            payload = text.encode()
+        except UnicodeEncodeError:
+            # A str carrying bytes that are not UTF-8 (a process name read
+            # with surrogateescape): written as \xNN text, never a crash.
+            from .events import scrub_value
+            payload = (json.dumps(scrub_value(data), indent=None if compact else 2,
+                                  ensure_ascii=False) + "\n").encode()
         if not lock:
             self._write_bytes(name, payload)
             return

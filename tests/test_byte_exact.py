@@ -157,7 +157,8 @@ def test_loader_to_analyzer_scan_by_a_non_utf8_binary_is_reported(tmp_path):
         subprocess.run([shutil.which("bash"), "-c", f": 3<>/dev/tcp/{OTHER}/21999"],
                        stderr=subprocess.DEVNULL, timeout=30)
         assert wait_for(lambda: any(e["event"]["dport"] == 21999 for e in
-                                    read(records, "dashboard_logs.json")["entries"]), timeout=20)
+                                    (read(records, "dashboard_logs.json") or {}).get("entries", [])),
+                        timeout=60)
     finally:
         loader.send_signal(signal.SIGTERM)
         loader.wait(timeout=30)

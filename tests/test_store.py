@@ -363,3 +363,13 @@ def test_reject_command_and_remove(records):
     assert entry["error"] == "too broad" and entry["by"] == "test" and entry["rejected_at"]
     assert records.remove("ban_commands.rejected.json") is True
     assert records.remove("ban_commands.rejected.json") is False
+
+
+def test_a_value_with_non_utf8_bytes_is_written_as_text_not_a_crash(tmp_path):
+    """A process name read with surrogateescape (bytes 0xff 0xfe) in any
+    records file: written as \\xNN text; it once stopped the loader through
+    records/stack.json."""
+    from netsentinel.store import RecordsStore
+    store = RecordsStore(tmp_path)
+    store.write("x.json", {"connections": [{"comm": b"scan\xff\xfe".decode("utf-8", "surrogateescape")}]})
+    assert store.read("x.json") == {"connections": [{"comm": "scan\\xff\\xfe"}]}

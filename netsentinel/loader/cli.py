@@ -15,6 +15,7 @@ USAGE: sudo .venv/bin/python -u unified_ebpf.py [-i IFACE] [--no-xdp] [--ban IP 
 import argparse
 import os
 import re
+import signal
 
 from .. import metrics, netinfo, paths
 from ..abi import MAX_BANS, MAX_BANS_LIMIT, check_pin_dir
@@ -167,8 +168,17 @@ def serve_metrics(addr: tuple[str, int], loader) -> None:
     metrics.serve_or_exit(PROG, addr, families)
 
 
+def _stop_while_starting(signum, _frame):
+    # A stop asked for before Loader.run installs its own handlers (BCC
+    # compiles for seconds) ends the start with status 0, as a stop does
+    # later, instead of a death by signal; nothing is attached yet.
+    raise SystemExit(0)
+
+
 @quiet_on_closed_stdout
 def main(argv=None) -> int:
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, _stop_while_starting)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -97,8 +97,8 @@ class Stack:
                "connections": list(self.connections.values())}
         try:
             store.write(STACK, doc)
-        except StoreError as e:
-            self.warn(str(e))
+        except Exception as e:  # noqa: BLE001 (a display file must never stop the loader)
+            self.warn(f"{STACK}: {type(e).__name__}: {e}" if not isinstance(e, StoreError) else str(e))
 
     def stop(self) -> None:
         self.drops.stop()
