@@ -1,8 +1,8 @@
 """What the analyzer writes into records/, batched so that no file is
 rewritten per event:
 
-  dashboard_logs.json   bounded window of recent verdicts, rewritten at most
-                        about once a second
+  dashboard_logs.json   a small window of the latest verdicts (people, scripts),
+                        rewritten at most every LOG_WRITE_EVERY seconds
   analyzed_events.jsonl full history, append-only JSON lines, rotating
   pending_threats.json  HIGH/CRITICAL verdicts through threats.add_or_merge,
                         duplicates coalesced between flushes (count kept)
@@ -51,7 +51,9 @@ HISTORY_BUF_MAX = 20000      # history lines waiting for a write (normally one f
 
 _RUN_ID = uuid.uuid4().hex[:6]
 _SEQ = itertools.count(1)
-LOG_WRITE_EVERY = 1.0
+# dashboard_logs.json is a small window for people and scripts (history is in
+# the event store): rewritten at most every few seconds, never per event.
+LOG_WRITE_EVERY = 3.0
 EVENTS_BUFFER = 20_000  # verdicts waiting for the event store's writer (bounded memory; overflow counted)
 
 
