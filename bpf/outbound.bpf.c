@@ -221,6 +221,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_dup) { return ns_stdio_dup(args, args->ret);
  *   ns_udp_connect4/6: cgroup connect hooks, a UDP socket's connect(): the
  *     socket cookie is remembered (udp_socks) and what the socket sends later
  *     (no address, so no sendmsg hook) is counted by ns_egress by cookie.
+ *   ns_udp_recvmsg4/6: cgroup recvmsg hooks: a peer that spoke first on a
+ *     socket (udp_peers) makes what the socket sends it a reply, not counted:
+ *     a DNS or NTP server answering its clients' random ports is no port
+ *     scan. A peer this socket spoke to first stays a destination however
+ *     often it answers (a tunnel's resolver).
  * They are separate programs from enforce.bpf.c's, attached as links (many
  * programs per hook), owned by the loader process: monitoring dies with it.
  * They always return 1 (allow): enforcement is not their job. */
@@ -260,6 +265,17 @@ struct ns_udp_event {
 BPF_TABLE("lru_hash", struct ns_udp_key, struct ns_udp_val, udp_counts, NS_UDP_FLOWS);
 BPF_TABLE("lru_hash", struct ns_udp_key, u8, udp_seen, NS_UDP_FLOWS);
 BPF_TABLE("lru_hash", u64, struct ns_udp_key, udp_socks, NS_UDP_FLOWS);
+/* Who spoke first on a socket with one peer: NS_UDP_WE_FIRST or NS_UDP_THEY_FIRST. */
+#define NS_UDP_WE_FIRST 1
+#define NS_UDP_THEY_FIRST 2
+struct ns_udp_peer {
+    u64 cookie;
+    u8 addr[16];
+    u16 port;       /* host order */
+    u8 family;
+    u8 pad[5];
+};
+BPF_TABLE("lru_hash", struct ns_udp_peer, u8, udp_peers, NS_UDP_FLOWS);
 BPF_PERF_OUTPUT(udp_events);
 BPF_PERCPU_ARRAY(udp_scratch, struct ns_udp_event, 1);
 
@@ -319,13 +335,38 @@ static __always_inline int ns_udp_key_of(struct bpf_sock_addr *ctx, struct ns_ud
     return 1;
 }
 
+/* Who spoke first between this socket and the peer of k: the first to be
+ * seen (first sets it, BPF_NOEXIST); the LRU forgets idle pairs. */
+static __always_inline u8 ns_udp_initiator(struct bpf_sock_addr *ctx, struct ns_udp_key *k, u8 me)
+{
+    struct ns_udp_peer p = {};
+    p.cookie = bpf_get_socket_cookie(ctx);
+    __builtin_memcpy(p.addr, k->daddr, sizeof(p.addr));
+    p.port = k->dport;
+    p.family = k->family;
+    u8 *who = udp_peers.lookup(&p);
+    if (who)
+        return *who;
+    udp_peers.insert(&p, &me);
+    return me;
+}
+
 static __always_inline int ns_udp_sendmsg(struct bpf_sock_addr *ctx, int v6)
 {
     struct ns_udp_key k = {};
-    if (ns_udp_key_of(ctx, &k, v6)) {
+    if (ns_udp_key_of(ctx, &k, v6) && ns_udp_initiator(ctx, &k, NS_UDP_WE_FIRST) == NS_UDP_WE_FIRST) {
         ns_udp_add(&k, 1, 0);
         ns_udp_first(ctx, &k, NS_UDP_VIA_SENDMSG);
     }
+    return 1;
+}
+
+/* A datagram received with its source address asked for (recvfrom/recvmsg). */
+static __always_inline int ns_udp_recvmsg(struct bpf_sock_addr *ctx, int v6)
+{
+    struct ns_udp_key k = {};
+    if (ns_udp_key_of(ctx, &k, v6))
+        ns_udp_initiator(ctx, &k, NS_UDP_THEY_FIRST);
     return 1;
 }
 
@@ -345,6 +386,8 @@ int ns_udp_sendmsg4(struct bpf_sock_addr *ctx) { return ns_udp_sendmsg(ctx, 0); 
 int ns_udp_sendmsg6(struct bpf_sock_addr *ctx) { return ns_udp_sendmsg(ctx, 1); }
 int ns_udp_connect4(struct bpf_sock_addr *ctx) { return ns_udp_connect(ctx, 0); }
 int ns_udp_connect6(struct bpf_sock_addr *ctx) { return ns_udp_connect(ctx, 1); }
+int ns_udp_recvmsg4(struct bpf_sock_addr *ctx) { return ns_udp_recvmsg(ctx, 0); }
+int ns_udp_recvmsg6(struct bpf_sock_addr *ctx) { return ns_udp_recvmsg(ctx, 1); }
 
 /* ------------------------------------------------------------- egress */
 #ifndef NS_EGRESS_ENTRIES

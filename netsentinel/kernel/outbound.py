@@ -19,8 +19,10 @@ from .libbpf import (ATTACH_CGROUP_INET4_CONNECT, ATTACH_CGROUP_INET6_CONNECT,
                      ATTACH_CGROUP_UDP4_SENDMSG, ATTACH_CGROUP_UDP6_SENDMSG, link_create, link_destroy)
 
 ATTACH_TCX_EGRESS = 47   # enum bpf_attach_type BPF_TCX_EGRESS (include/uapi/linux/bpf.h)
+ATTACH_CGROUP_UDP4_RECVMSG, ATTACH_CGROUP_UDP6_RECVMSG = 19, 20   # enum bpf_attach_type
 UDP_HOOKS = (("ns_udp_sendmsg4", ATTACH_CGROUP_UDP4_SENDMSG), ("ns_udp_sendmsg6", ATTACH_CGROUP_UDP6_SENDMSG),
-             ("ns_udp_connect4", ATTACH_CGROUP_INET4_CONNECT), ("ns_udp_connect6", ATTACH_CGROUP_INET6_CONNECT))
+             ("ns_udp_connect4", ATTACH_CGROUP_INET4_CONNECT), ("ns_udp_connect6", ATTACH_CGROUP_INET6_CONNECT),
+             ("ns_udp_recvmsg4", ATTACH_CGROUP_UDP4_RECVMSG), ("ns_udp_recvmsg6", ATTACH_CGROUP_UDP6_RECVMSG))
 UDP_VIA = {1: "sendmsg", 2: "connect"}
 
 AF_PACKET = 17
