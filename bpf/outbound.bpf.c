@@ -279,20 +279,24 @@ BPF_TABLE("lru_hash", struct ns_udp_peer, u8, udp_peers, NS_UDP_FLOWS);
 BPF_PERF_OUTPUT(udp_events);
 BPF_PERCPU_ARRAY(udp_scratch, struct ns_udp_event, 1);
 
-static __always_inline void ns_udp_add(struct ns_udp_key *k, u64 datagrams, u64 connects)
+/* Count into udp_counts; 1 when this made the flow's entry for the window
+ * (only then is udp_seen asked: an LRU insert attempt is not cheap). */
+static __always_inline int ns_udp_add(struct ns_udp_key *k, u64 datagrams, u64 connects)
 {
+    int fresh = 0;
     struct ns_udp_val *v = udp_counts.lookup(k);
     if (!v) {
         struct ns_udp_val zero = {};
-        udp_counts.insert(k, &zero);   /* BPF_NOEXIST: another CPU may have won */
+        fresh = udp_counts.insert(k, &zero) == 0;   /* BPF_NOEXIST: another CPU may have won */
         v = udp_counts.lookup(k);
         if (!v)
-            return;
+            return fresh;
     }
     if (datagrams)
         __sync_fetch_and_add(&v->datagrams, datagrams);
     if (connects)
         __sync_fetch_and_add(&v->connects, connects);
+    return fresh;
 }
 
 static __always_inline void ns_udp_first(void *ctx, struct ns_udp_key *k, u8 via)
@@ -355,8 +359,8 @@ static __always_inline int ns_udp_sendmsg(struct bpf_sock_addr *ctx, int v6)
 {
     struct ns_udp_key k = {};
     if (ns_udp_key_of(ctx, &k, v6) && ns_udp_initiator(ctx, &k, NS_UDP_WE_FIRST) == NS_UDP_WE_FIRST) {
-        ns_udp_add(&k, 1, 0);
-        ns_udp_first(ctx, &k, NS_UDP_VIA_SENDMSG);
+        if (ns_udp_add(&k, 1, 0))
+            ns_udp_first(ctx, &k, NS_UDP_VIA_SENDMSG);
     }
     return 1;
 }
@@ -376,8 +380,8 @@ static __always_inline int ns_udp_connect(struct bpf_sock_addr *ctx, int v6)
     if (ns_udp_key_of(ctx, &k, v6)) {
         u64 cookie = bpf_get_socket_cookie(ctx);
         udp_socks.update(&cookie, &k);
-        ns_udp_add(&k, 0, 1);
-        ns_udp_first(ctx, &k, NS_UDP_VIA_CONNECT);
+        if (ns_udp_add(&k, 0, 1))
+            ns_udp_first(ctx, &k, NS_UDP_VIA_CONNECT);
     }
     return 1;
 }
