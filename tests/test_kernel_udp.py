@@ -136,6 +136,12 @@ class Pipeline:
         return [t for t in read_json(self.records / "pending_threats.json", []) if t["status"] == "pending"
                 and (category is None or t["category"] == category)]
 
+    def drained(self) -> None:
+        """Wait until the analyzer has read every line the loader wrote so far."""
+        written = len(self.loader.all_events)
+        wait_until(lambda: (read_json(self.records / "analyzer_status.json") or {}).get("input", {})
+                   .get("lines", 0) >= written, timeout=20, what=f"the analyzer to read {written} lines")
+
     def threat(self, category: str, uid: int, what: str) -> dict:
         return wait_until(lambda: next((t for t in self.pending(category)
                                         if t["event"].get("uid") == uid), None),
@@ -241,14 +247,38 @@ def test_benign_lookups_and_ntp_are_seen_and_not_threats(lab, pipe, user, resolv
         wait_until(lambda: [e for e in pipe.udp(user) if (e["comm"] or "").startswith(comm[:4])
                             and any(f["dport"] == port for f in e["flows"])],
                    timeout=20, what=f"{comm}'s udp event")
-    # The analyzer has read every line the loader wrote up to now.
-    written = len(pipe.loader.all_events)
-    wait_until(lambda: (read_json(pipe.records / "analyzer_status.json") or {}).get("input", {})
-               .get("lines", 0) >= written, timeout=20, what=f"the analyzer to read {written} lines")
+    pipe.drained()
     # The responder answered every lookup and the tunnel (3000 datagrams, to
-    # dozens of the dut's ports): replies to peers that spoke first are not
+    # each client's own port): replies to peers that spoke first are not
     # outbound flows.
     assert not [e for e in pipe.loader.all_events if e["type"] == "udp" and e["pid"] == resolver.pid]
     benign = {"getent", "curl", "sntp", "ntpdig"}
     assert not [t for t in pipe.pending() if t["event"].get("uid") == user
                 and t["event"].get("comm") in benign], pipe.pending()
+
+
+def test_browser_quic_to_443_is_seen_and_normal(lab, pipe, user):
+    """Headless Chromium forced onto QUIC (HTTP/3) towards the peer: its
+    Initial packets (retried with backoff, no QUIC server answers) are UDP to
+    443 from a browser, the `normal` pair, not a beacon or a scan."""
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    home = f"/tmp/nsudp-chromium-{os.getpid()}"
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    os.chown(home, user, -1)
+    try:
+        as_user(lab, "env", f"HOME={home}", "timeout", "60", "/usr/bin/chromium", "--headless", "--no-sandbox",
+                "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                f"--user-data-dir={home}/profile", "--enable-quic",
+                "--origin-to-force-quic-on=www.example.org:443",
+                f"--host-resolver-rules=MAP www.example.org {lab.peer4}", "--dump-dom",
+                "https://www.example.org/", timeout=90)
+        quic = wait_until(lambda: [e for e in pipe.udp(user) if (e["exe"] or "").endswith("/chromium")
+                                   and any((f["daddr"], f["dport"]) == (lab.peer4, 443) for f in e["flows"])],
+                          timeout=20, what="Chromium's QUIC datagrams to the peer's 443")
+        validate(quic[0])
+        pipe.drained()
+        assert not [t for t in pipe.pending() if t["event"].get("uid") == user
+                    and (t["event"].get("exe") or "").endswith("/chromium")], pipe.pending()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
