@@ -19,6 +19,10 @@
  * The outbound UDP section (cgroup sendmsg/connect hooks) aggregates what
  * ordinary UDP sockets send per process x destination x port.
  *
+ * One file, longer than the project's usual limit, on purpose: BCC rewrites
+ * map calls (table.lookup()) only in the main source file, so sections that
+ * share maps cannot move into included headers.
+ *
  * Own file and structs (bpf/netsentinel.h belongs to the enforcement side).
  * Only UAPI values and tracepoint formats are used.
  */

@@ -5,7 +5,7 @@ checked, with the identity read at each flow's first datagram."""
 from __future__ import annotations
 
 from netlab import validate
-from netsentinel.kernel.outbound import UdpRow
+from netsentinel.kernel.outbound import UdpRow, _addr
 from netsentinel.loader.udp import MAX_FLOWS, UdpTracker
 from netsentinel.timefmt import utc_now_iso
 
@@ -49,3 +49,9 @@ def test_a_sender_never_announced_is_looked_up_and_a_known_pid_reused_is_noticed
     assert seen == [30] and event(body)["comm"] == "gone"
     t.first(40, ident(40, "bash"))
     assert t.known(40, "bash") and not t.known(40, "python3")   # another program under that pid
+
+
+def test_a_dual_stack_sockets_v4_mapped_destination_is_the_ipv4_host():
+    assert _addr(6, bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 7])) == ("ipv4", "10.0.0.7")
+    assert _addr(6, bytes([0xfd]) + bytes(14) + b"\x01") == ("ipv6", "fd00::1")
+    assert _addr(4, bytes([192, 0, 2, 1]) + bytes(12)) == ("ipv4", "192.0.2.1")

@@ -81,9 +81,12 @@ class UdpRow:
 
 
 def _addr(family: int, raw: bytes) -> tuple[str, str]:
+    """A flow's destination; a dual-stack socket's v4-mapped address as the
+    IPv4 address it is (one host, whichever socket reached it)."""
     if family == 4:
         return "ipv4", str(ipaddress.IPv4Address(raw[:4]))
-    return "ipv6", str(ipaddress.IPv6Address(raw[:16]))
+    v6 = ipaddress.IPv6Address(raw[:16])
+    return ("ipv4", str(v6.ipv4_mapped)) if v6.ipv4_mapped else ("ipv6", str(v6))
 
 
 @dataclass

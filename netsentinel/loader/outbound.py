@@ -229,6 +229,18 @@ class Outbound:
             self.counts["signalled"] += 1
         self.emit("connection", **fields)
 
+    def _udp_window(self, window_s: float) -> None:
+        rows = self.raw.read_udp()
+        # A pid reused by another program sending to a flow the old one had
+        # (no new first-datagram event): re-read who it is.
+        for pid in {r.pid for r in rows}:
+            comm = _comm(pid)
+            if comm is not None and not self.udp.known(pid, comm):
+                self.udp.forget(pid)
+        lookup = lambda pid: self._identity(pid, None, _comm(pid), None)  # noqa: E731
+        for body in self.udp.window(rows, window_s, lookup):
+            self.emit("udp", **body)
+
     def lost(self, n: int, warn: Callable[[str], None]) -> None:
         self.counts["lost"] += n
         warn(f"kernel buffer overflow: {n} raw-socket events lost ({self.counts['lost']} in all)")
@@ -244,9 +256,7 @@ class Outbound:
                 for body in self.egress.window(self.raw.read_egress(), window_s):
                     self.emit("egress", **body)
             if self.raw.udp_links:
-                lookup = lambda pid: self._identity(pid, None, _comm(pid), None)  # noqa: E731
-                for body in self.udp.window(self.raw.read_udp(), window_s, lookup):
-                    self.emit("udp", **body)
+                self._udp_window(window_s)
             self._egress_at = now
         if not self._held:
             return

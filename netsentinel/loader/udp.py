@@ -33,6 +33,9 @@ class UdpTracker:
         while len(self.idents) > MAX_IDENTITIES:
             self.idents.popitem(last=False)
 
+    def forget(self, pid: int) -> None:
+        self.idents.pop(pid, None)
+
     def known(self, pid: int, comm: str) -> bool:
         """Is the identity of pid already read (and still the same program)?"""
         ident = self.idents.get(pid)
