@@ -24,6 +24,7 @@ UDP_HOOKS = (("ns_udp_sendmsg4", ATTACH_CGROUP_UDP4_SENDMSG), ("ns_udp_sendmsg6"
              ("ns_udp_connect4", ATTACH_CGROUP_INET4_CONNECT), ("ns_udp_connect6", ATTACH_CGROUP_INET6_CONNECT),
              ("ns_udp_recvmsg4", ATTACH_CGROUP_UDP4_RECVMSG), ("ns_udp_recvmsg6", ATTACH_CGROUP_UDP6_RECVMSG))
 UDP_VIA = {1: "sendmsg", 2: "connect"}
+UDP_PAGES = 64
 
 AF_PACKET = 17
 FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6", AF_PACKET: "packet"}
@@ -126,6 +127,7 @@ class OutboundMonitor:
         self.udp_links: list[int] = []
         self.udp_error: str | None = None
         self.on_udp: Callable[[UdpFlow], None] | None = None   # set by the loader's Outbound
+        self.udp_lost = 0   # first-datagram sightings lost (perf buffer full)
 
     def start(self, on_event: Callable[[RawSocket], None], on_lost: Callable[[int], None],
               on_stdio: Callable[[StdioDup], None] | None = None) -> None:
@@ -173,8 +175,13 @@ class OutboundMonitor:
                                     family=fam, daddr=daddr, dport=int(e.dport),
                                     via=UDP_VIA.get(e.via, str(e.via))))
 
-        self.bpf["udp_events"].open_perf_buffer(handle_udp, page_cnt=self.page_cnt,
-                                                lost_cb=lambda n: on_lost(int(n)))
+        def udp_lost(n):
+            self.udp_lost += int(n)
+
+        # Bigger: a UDP scan announces a new flow per port. A lost sighting
+        # costs only the moment of the /proc read (the window reads it then).
+        self.bpf["udp_events"].open_perf_buffer(handle_udp, page_cnt=max(self.page_cnt, UDP_PAGES),
+                                                lost_cb=udp_lost)
         self._attach_udp()
 
     def _attach_udp(self) -> None:

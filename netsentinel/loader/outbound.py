@@ -113,6 +113,7 @@ class Outbound:
             raw.on_udp = self.udp_flow
         self.egress_interval = egress_interval
         self._egress_at = time.monotonic()
+        self._udp_lost = 0
         self._held: OrderedDict[int, tuple[float, dict]] = OrderedDict()
         self._seq = 0
         self._signal_cache: OrderedDict[tuple, tuple] = OrderedDict()
@@ -231,6 +232,9 @@ class Outbound:
 
     def _udp_window(self, window_s: float) -> None:
         rows = self.raw.read_udp()
+        if self.raw.udp_lost > self._udp_lost:
+            n, self._udp_lost = self.raw.udp_lost - self._udp_lost, self.raw.udp_lost
+            self.emit("lost", count=n, total=self._udp_lost, source="udp_events")
         # A pid reused by another program sending to a flow the old one had
         # (no new first-datagram event): re-read who it is.
         for pid in {r.pid for r in rows}:
