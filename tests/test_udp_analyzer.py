@@ -12,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from analyzer_support import lines, pending, read, run_analyzer
 from netsentinel.analyzer.inputs import BadLine
 from netsentinel.analyzer.udp import UdpJudge, UdpRulesError, load_udp_rules
 from netsentinel.events import load_schema
@@ -126,3 +127,34 @@ def test_a_broken_rules_file_is_one_line_naming_it(tmp_path):
     bad.write_text(json.dumps(good))
     with pytest.raises(UdpRulesError, match="min_sightings"):
         load_udp_rules(bad)
+
+
+def test_the_real_analyzer_merges_per_process_skips_hostile_lines_and_targets_beacons(tmp_path):
+    """llm_analyzer.py --backend rules over a stream of udp events: the DNS
+    tunnel's windows are one threat (count), a hostile line is skipped with
+    one line on stderr and the stream goes on, a beacon's destination is its
+    target, a browser's QUIC is nothing."""
+    tunnel = expand({"repeat": 5, "every": 1.0, "comm": "python3", "exe": "/usr/bin/python3.11",
+                     "flows": [{"daddr": "10.0.0.53", "dport": 53, "datagrams": 100}]})
+    beacon = expand({"repeat": 7, "every": 3.0, "comm": "kworkerd", "exe": "/tmp/.k/kworkerd", "pid_step": 0,
+                     "flows": [{"daddr": "198.51.100.7", "dport": 8443, "datagrams": 1}]})
+    quic = expand({"repeat": 7, "every": 3.0, "comm": "chromium", "exe": "/usr/lib/chromium/chromium",
+                   "flows": [{"daddr": "192.0.2.80", "dport": 443, "datagrams": 3}]})
+    for ev in beacon:
+        ev["pid"] = 5151
+    hostile = dict(tunnel[0], flows=[{"daddr": "10.0.0.53", "dport": 99999, "datagrams": 1}])
+    events = sorted(tunnel + beacon + quic, key=lambda e: e["ts"])
+    events.insert(2, hostile)
+    events.insert(3, "{not json")
+    r = run_analyzer(tmp_path, ["--backend", "rules"], lines(events))
+    assert r.returncode == 0, r.stderr
+    assert "udp event: each flow needs a daddr, a dport (0-65535) and datagrams" in r.stderr
+    threats = {t["category"]: t for t in pending(tmp_path / "records")}
+    assert set(threats) == {"dns_tunnel", "udp_beacon"}, threats
+    dns, c2 = threats["dns_tunnel"], threats["udp_beacon"]
+    assert (dns["level"], dns["count"], dns["target"]) == ("HIGH", 3, None)   # windows 3, 4 and 5
+    assert "sent 300 port-53 datagrams" in dns["reason"]
+    assert (c2["level"], c2["target"]) == ("HIGH", "198.51.100.7")
+    assert "kworkerd (/tmp/.k/kworkerd, pid 5151" in c2["reason"]
+    status = read(tmp_path / "records", "analyzer_status.json")
+    assert status["input"]["other_events"]["udp"] == len(tunnel + beacon + quic) + 1
