@@ -202,6 +202,12 @@ def test_unprivileged_udp_port_scan_is_critical_naming_nc(lab, pipe, user):
     ports = {f["dport"] for e in pipe.udp(user, t["event"]["comm"]) for f in e["flows"]
              if f["daddr"] == lab.peer4b}
     assert ports == set(range(1, 61))
+    # The same over IPv6 (cgroup connect6/sendmsg6).
+    as_user(lab, "nc", "-6", "-zu", "-w0", lab.peer6b, "1-20", timeout=60)
+    v6 = wait_until(lambda: {(f["family"], f["dport"]) for e in pipe.udp(user, ev["comm"]) for f in e["flows"]
+                             if f["daddr"] == lab.peer6b} == {("ipv6", p) for p in range(1, 21)},
+                    timeout=20, what=f"nc's 20 datagram ports to {lab.peer6b}")
+    assert v6
 
 
 def test_a_periodic_udp_beacon_is_high_with_its_destination(lab, pipe, user):
