@@ -16,6 +16,13 @@
  * loader reads and empties on an interval. Packets of ordinary sockets cost
  * one pointer test and one field read; forwarded packets (no socket) none.
  *
+ * The outbound UDP section (cgroup sendmsg/connect hooks) aggregates what
+ * ordinary UDP sockets send per process x destination x port.
+ *
+ * One file, longer than the project's usual limit, on purpose: BCC rewrites
+ * map calls (table.lookup()) only in the main source file, so sections that
+ * share maps cannot move into included headers.
+ *
  * Own file and structs (bpf/netsentinel.h belongs to the enforcement side).
  * Only UAPI values and tracepoint formats are used.
  */
@@ -74,6 +81,17 @@ BPF_TABLE("lru_hash", u32, struct ns_exec_path, exec_paths, NS_EXEC_PATHS);
 BPF_PERF_OUTPUT(raw_events);
 BPF_PERCPU_ARRAY(raw_scratch, struct ns_raw_event, 1);   /* too big for the BPF stack */
 
+/* The sender's comm, and the path it was started with (when seen). */
+static __always_inline void ns_who(u32 tgid, char *comm, char *exec_path)
+{
+    bpf_get_current_comm(comm, 16);
+    struct ns_exec_path *p = exec_paths.lookup(&tgid);
+    if (p)
+        __builtin_memcpy(exec_path, p->path, NS_PATH_LEN);
+    else
+        exec_path[0] = 0;
+}
+
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -123,12 +141,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_socket)
     e->tid = tid;
     e->uid = (u32)bpf_get_current_uid_gid();
     e->fd = (s32)args->ret;
-    bpf_get_current_comm(&e->comm, sizeof(e->comm));
-    struct ns_exec_path *p = exec_paths.lookup(&e->pid);
-    if (p)
-        __builtin_memcpy(e->exec_path, p->path, sizeof(e->exec_path));
-    else
-        e->exec_path[0] = 0;
+    ns_who(e->pid, e->comm, e->exec_path);
     raw_events.perf_submit(args, e, sizeof(*e));
     return 0;
 }
@@ -199,6 +212,191 @@ TRACEPOINT_PROBE(syscalls, sys_exit_dup2) { return ns_stdio_dup(args, args->ret)
 TRACEPOINT_PROBE(syscalls, sys_exit_dup3) { return ns_stdio_dup(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_exit_dup) { return ns_stdio_dup(args, args->ret); }
 
+/* --------------------------------------------------------- outbound UDP */
+/* Ordinary UDP sockets never pass through connect() monitoring either: a
+ * DNS tunnel, an unprivileged `nmap -sU` or a UDP beacon use sendto() or a
+ * connected datagram socket. Aggregated here so a flood of datagrams is not
+ * a flood of events: the first datagram (or connect()) of a process x
+ * destination x port is one perf event (udp_events, gated by udp_seen), and
+ * every datagram adds one to udp_counts, which the loader reads and empties
+ * on an interval.
+ *   ns_udp_sendmsg4/6: cgroup sendmsg hooks, every sendto()/sendmsg() with a
+ *     destination (unconnected sockets);
+ *   ns_udp_connect4/6: cgroup connect hooks, a UDP socket's connect(): the
+ *     socket cookie is remembered (udp_socks) and what the socket sends later
+ *     (no address, so no sendmsg hook) is counted by ns_egress by cookie.
+ *   ns_udp_recvmsg4/6: cgroup recvmsg hooks: a peer that spoke first on a
+ *     socket (udp_peers) makes what the socket sends it a reply, not counted:
+ *     a DNS or NTP server answering its clients' random ports is no port
+ *     scan. A peer this socket spoke to first stays a destination however
+ *     often it answers (a tunnel's resolver).
+ * They are separate programs from enforce.bpf.c's, attached as links (many
+ * programs per hook), owned by the loader process: monitoring dies with it.
+ * They always return 1 (allow): enforcement is not their job. */
+#ifndef NS_UDP_FLOWS
+#define NS_UDP_FLOWS 65536
+#endif
+#define NS_SOCK_DGRAM 2
+#define NS_UDP_VIA_SENDMSG 1
+#define NS_UDP_VIA_CONNECT 2
+
+struct ns_udp_key {
+    u32 pid;        /* tgid of the sender */
+    u16 dport;      /* host order */
+    u8 family;      /* 4 or 6 */
+    u8 pad;
+    u8 daddr[16];   /* network order; IPv4 in the first 4 bytes */
+};
+
+struct ns_udp_val {
+    u64 datagrams;  /* sendto()/sendmsg() calls, plus connected sends seen at egress */
+    u64 connects;   /* connect() calls of UDP sockets (a resolver lookup: one each) */
+};
+
+struct ns_udp_event {
+    u64 ts_ns;
+    u32 pid;
+    u32 tid;
+    u32 uid;
+    u16 dport;
+    u8 family;
+    u8 via;         /* NS_UDP_VIA_* */
+    u8 daddr[16];
+    char comm[16];
+    char exec_path[NS_PATH_LEN];
+};
+
+BPF_TABLE("lru_hash", struct ns_udp_key, struct ns_udp_val, udp_counts, NS_UDP_FLOWS);
+BPF_TABLE("lru_hash", struct ns_udp_key, u8, udp_seen, NS_UDP_FLOWS);
+BPF_TABLE("lru_hash", u64, struct ns_udp_key, udp_socks, NS_UDP_FLOWS);
+/* Who spoke first on a socket with one peer: NS_UDP_WE_FIRST or NS_UDP_THEY_FIRST. */
+#define NS_UDP_WE_FIRST 1
+#define NS_UDP_THEY_FIRST 2
+struct ns_udp_peer {
+    u64 cookie;
+    u8 addr[16];
+    u16 port;       /* host order */
+    u8 family;
+    u8 pad[5];
+};
+BPF_TABLE("lru_hash", struct ns_udp_peer, u8, udp_peers, NS_UDP_FLOWS);
+BPF_PERF_OUTPUT(udp_events);
+BPF_PERCPU_ARRAY(udp_scratch, struct ns_udp_event, 1);
+
+/* Count into udp_counts; 1 when this made the flow's entry for the window
+ * (only then is udp_seen asked: an LRU insert attempt is not cheap). */
+static __always_inline int ns_udp_add(struct ns_udp_key *k, u64 datagrams, u64 connects)
+{
+    int fresh = 0;
+    struct ns_udp_val *v = udp_counts.lookup(k);
+    if (!v) {
+        struct ns_udp_val zero = {};
+        fresh = udp_counts.insert(k, &zero) == 0;   /* BPF_NOEXIST: another CPU may have won */
+        v = udp_counts.lookup(k);
+        if (!v)
+            return fresh;
+    }
+    if (datagrams)
+        __sync_fetch_and_add(&v->datagrams, datagrams);
+    if (connects)
+        __sync_fetch_and_add(&v->connects, connects);
+    return fresh;
+}
+
+static __always_inline void ns_udp_first(void *ctx, struct ns_udp_key *k, u8 via)
+{
+    u8 one = 1;
+    if (udp_seen.insert(k, &one) != 0)
+        return;   /* this process already sent there: counted, not reported */
+    u32 zero = 0;
+    struct ns_udp_event *e = udp_scratch.lookup(&zero);
+    if (!e)
+        return;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    e->ts_ns = bpf_ktime_get_ns();
+    e->pid = k->pid;
+    e->tid = (u32)pid_tgid;
+    e->uid = (u32)bpf_get_current_uid_gid();
+    e->dport = k->dport;
+    e->family = k->family;
+    e->via = via;
+    __builtin_memcpy(e->daddr, k->daddr, sizeof(e->daddr));
+    ns_who(e->pid, e->comm, e->exec_path);
+    udp_events.perf_submit(ctx, e, sizeof(*e));
+}
+
+static __always_inline int ns_udp_key_of(struct bpf_sock_addr *ctx, struct ns_udp_key *k, int v6)
+{
+    if (ctx->type != NS_SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
+        return 0;
+    k->pid = bpf_get_current_pid_tgid() >> 32;
+    k->dport = ntohs((u16)ctx->user_port);
+    if (v6) {
+        k->family = 6;
+        u32 a[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
+        __builtin_memcpy(k->daddr, a, 16);
+    } else {
+        k->family = 4;
+        u32 a = ctx->user_ip4;
+        __builtin_memcpy(k->daddr, &a, 4);
+    }
+    return 1;
+}
+
+/* Who spoke first between this socket and the peer of k: the first to be
+ * seen (first sets it, BPF_NOEXIST); the LRU forgets idle pairs. */
+static __always_inline u8 ns_udp_initiator(struct bpf_sock_addr *ctx, struct ns_udp_key *k, u8 me)
+{
+    struct ns_udp_peer p = {};
+    p.cookie = bpf_get_socket_cookie(ctx);
+    __builtin_memcpy(p.addr, k->daddr, sizeof(p.addr));
+    p.port = k->dport;
+    p.family = k->family;
+    u8 *who = udp_peers.lookup(&p);
+    if (who)
+        return *who;
+    udp_peers.insert(&p, &me);
+    return me;
+}
+
+static __always_inline int ns_udp_sendmsg(struct bpf_sock_addr *ctx, int v6)
+{
+    struct ns_udp_key k = {};
+    if (ns_udp_key_of(ctx, &k, v6) && ns_udp_initiator(ctx, &k, NS_UDP_WE_FIRST) == NS_UDP_WE_FIRST) {
+        if (ns_udp_add(&k, 1, 0))
+            ns_udp_first(ctx, &k, NS_UDP_VIA_SENDMSG);
+    }
+    return 1;
+}
+
+/* A datagram received with its source address asked for (recvfrom/recvmsg). */
+static __always_inline int ns_udp_recvmsg(struct bpf_sock_addr *ctx, int v6)
+{
+    struct ns_udp_key k = {};
+    if (ns_udp_key_of(ctx, &k, v6))
+        ns_udp_initiator(ctx, &k, NS_UDP_THEY_FIRST);
+    return 1;
+}
+
+static __always_inline int ns_udp_connect(struct bpf_sock_addr *ctx, int v6)
+{
+    struct ns_udp_key k = {};
+    if (ns_udp_key_of(ctx, &k, v6)) {
+        u64 cookie = bpf_get_socket_cookie(ctx);
+        udp_socks.update(&cookie, &k);
+        if (ns_udp_add(&k, 0, 1))
+            ns_udp_first(ctx, &k, NS_UDP_VIA_CONNECT);
+    }
+    return 1;
+}
+
+int ns_udp_sendmsg4(struct bpf_sock_addr *ctx) { return ns_udp_sendmsg(ctx, 0); }
+int ns_udp_sendmsg6(struct bpf_sock_addr *ctx) { return ns_udp_sendmsg(ctx, 1); }
+int ns_udp_connect4(struct bpf_sock_addr *ctx) { return ns_udp_connect(ctx, 0); }
+int ns_udp_connect6(struct bpf_sock_addr *ctx) { return ns_udp_connect(ctx, 1); }
+int ns_udp_recvmsg4(struct bpf_sock_addr *ctx) { return ns_udp_recvmsg(ctx, 0); }
+int ns_udp_recvmsg6(struct bpf_sock_addr *ctx) { return ns_udp_recvmsg(ctx, 1); }
+
 /* ------------------------------------------------------------- egress */
 #ifndef NS_EGRESS_ENTRIES
 #define NS_EGRESS_ENTRIES 65536
@@ -230,6 +428,17 @@ int ns_egress(struct __sk_buff *skb)
     if (!sk)
         return NS_TCX_NEXT;
     u32 family = sk->family, type = sk->type;
+    if (type == NS_SOCK_DGRAM && sk->protocol == IPPROTO_UDP) {
+        /* A connected UDP socket's sends carry no address, so no sendmsg
+         * hook saw them: count them against the flow its connect() made. */
+        u64 cookie = bpf_get_socket_cookie(skb);
+        struct ns_udp_key *flow = udp_socks.lookup(&cookie);
+        if (flow) {
+            struct ns_udp_key k = *flow;
+            ns_udp_add(&k, 1, 0);
+        }
+        return NS_TCX_NEXT;
+    }
     if (!(family == NS_AF_PACKET || type == NS_SOCK_RAW || type == NS_SOCK_PACKET))
         return NS_TCX_NEXT;
 

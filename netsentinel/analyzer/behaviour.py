@@ -8,7 +8,8 @@ by ordinary rules of rules/default_rules.json:
   - "signal_in" conditions on connection rules match the loader's signals
     (stdio_socket: a shell whose stdin/stdout is a TCP socket; parent_service).
 
-`egress` events (what raw sockets sent) are judged by EgressJudge below.
+`egress` events (what raw sockets sent) are judged by EgressJudge below,
+`udp` events (what ordinary UDP sockets sent) by analyzer/udp.py.
 
 raw_socket events are decided by the rules alone (there is no destination for
 an LLM to weigh) and merged into one threat per process identity (uid and
@@ -20,6 +21,7 @@ from __future__ import annotations
 from .inputs import BadLine
 from .rules import RuleEngine, RuleOutcome, _event_time, _verdict
 from .scan import SlidingDistinct
+from .udp import UdpJudge
 from .verdict import Verdict, rank
 
 _RAW_TYPES = {"pid": int, "uid": int, "comm": str, "family": str, "sock_type": str,
@@ -131,15 +133,18 @@ def invalid_egress(ev: dict) -> str | None:
 
 
 class Behaviour:
-    """The analyzer's entry point for raw_socket and egress events."""
+    """The analyzer's entry point for raw_socket, egress and udp events."""
 
     def __init__(self, engine: RuleEngine):
         self.engine = engine
         self.egress = EgressJudge()
+        self.udp = UdpJudge()
 
     def judge(self, ev: dict, cfg: dict) -> RuleOutcome | None:
         """The outcome to record (None: an unremarkable egress window, not
         recorded: a ping would write one a second), or BadLine."""
+        if ev["type"] == "udp":
+            return self.udp.judge(ev, cfg)   # None: nothing remarkable this window
         if ev["type"] == "raw_socket":
             why = invalid_raw_socket(ev)
             if why is None:

@@ -208,7 +208,7 @@ class Analyzer(FlowJudging):
             self.loader["stopped"] = ev["ts"]
         elif t == "flow":
             self.handle_flow(ev)
-        elif t in ("raw_socket", "egress"):  # outbound (issue 12): rules only, no LLM
+        elif t in ("raw_socket", "egress", "udp"):  # outbound (issue 12): rules only, no LLM
             try:
                 out = self.behaviour.judge(ev, self.settings.current())
             except BadLine as e:
@@ -216,7 +216,7 @@ class Analyzer(FlowJudging):
                 self._bad_line_warn(f"input line {self.input['lines']}: {e}; skipped")
                 return
             if out is not None:
-                self.deliver(Job(ev, out.verdict, {"target": None, "dedupe_key": out.dedupe_key}),
+                self.deliver(Job(ev, out.verdict, {"target": out.target, "dedupe_key": out.dedupe_key}),
                              out.verdict, False)
         elif t == "drops":
             record_stack_scans(self.stackscan, ev, self.sink, self._tally, self._bad_line_warn)

@@ -20,6 +20,28 @@ def target_of(t: dict) -> str:
     return threats.target_of(t) or "?"
 
 
+def subject_of(t: dict) -> str:
+    """What a threat is about, in one line (card heading, table rows): its
+    address, or for a process's threat with no single destination (a raw
+    socket, a raw or UDP fan-out) the process and its fan-out."""
+    ev = t.get("event") if isinstance(t.get("event"), dict) else {}
+    addr = threats.target_of({**t, "event": ev})   # a hand-edited record may hold anything
+    kind = ev.get("type")
+    if addr or kind not in ("udp", "egress", "raw_socket"):
+        return addr or "?"
+    who = f"{ev.get('comm') or '?'} (pid {ev.get('pid', '?')}, uid {ev.get('uid', '?')})"
+    if kind == "udp":
+        return (f"{who}: UDP to {ev.get('hosts', '?')} host(s), {ev.get('busiest_host_ports', '?')} "
+                f"port(s) on {ev.get('busiest_host') or '?'}")
+    if kind == "egress":
+        targets = ev.get("targets") if isinstance(ev.get("targets"), list) else []
+        top = targets[0] if targets and isinstance(targets[0], dict) else {}
+        ports = sum(n for n in (top.get("tcp_port_count"), top.get("udp_port_count")) if isinstance(n, int))
+        return (f"{who}: raw packets to {ev.get('hosts', '?')} host(s), {ports} port(s) on "
+                f"{top.get('daddr') or '?'}")
+    return f"{who}: {ev.get('family', '?')} {ev.get('sock_type', '?')} socket ({ev.get('protocol_name', '?')})"
+
+
 def _approve(ctx: Ctx, tid: str) -> None:
     def do() -> str:
         check_permanent(f"ttl_{tid}", f"perm_{tid}")
@@ -55,8 +77,9 @@ def evidence(t: dict) -> None:
     st.code(f"process       {g('comm')}  pid {g('pid')} (parent {g('ppid')}, uid {g('uid')})\n"
             f"executable    {g('exe')}\n"
             f"command line  {g('cmdline')}\n"
-            f"connection    {g('saddr')} -> {g('daddr')}:{g('dport')} ({g('family')})\n"
-            f"seen          {t.get('count', 1)}x, first {ago(t.get('created_at'))}, "
+            + (f"connection    {g('saddr')} -> {g('daddr')}:{g('dport')} ({g('family')})\n"
+               if ev.get("daddr") is not None else f"sent          {subject_of(t)}\n")
+            + f"seen          {t.get('count', 1)}x, first {ago(t.get('created_at'))}, "
             f"last {ago(t.get('last_seen'))}\n"
             f"verdict by    {t.get('verdict_source', '?')} ({t.get('backend', '?')}), "
             f"confidence {t.get('confidence', '?')}, rules {rules}",
@@ -71,7 +94,7 @@ def threat_card(ctx: Ctx, t: dict) -> None:
     with st.container(border=True):
         # anchor=False: a heading's anchor link would carry the category's text.
         st.subheader(f"{LEVEL_ICONS.get(level, '')} {md(level)} · {md(t.get('category', '?'))} → "
-                     f"{code(target_of(t))}", anchor=False)
+                     f"{code(subject_of(t))}", anchor=False)
         st.markdown("**Why**")
         st.text(str(t.get("reason") or "-"))
         st.markdown("**Recommended**")
@@ -102,7 +125,7 @@ def decided(ctx: Ctx) -> None:
     done.sort(key=lambda t: t.get("decided_at") or "", reverse=True)
     with st.expander(f"Recently decided ({min(len(done), RECENT_DECIDED)} of {len(done)})"):
         rows = [{"decided": t.get("decided_at"), "status": t.get("status"), "by": t.get("decided_by"),
-                 "level": t.get("level"), "target": target_of(t), "category": t.get("category"),
+                 "level": t.get("level"), "target": subject_of(t), "category": t.get("category"),
                  "note": t.get("note"), "whitelisted": t.get("whitelisted"),
                  "ban ttl": (t.get("ban_command") or {}).get("ttl_seconds")}
                 for t in done[:RECENT_DECIDED]]

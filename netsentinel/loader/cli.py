@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cgroup", action="store_true",
                    help="XDP only: do not block connect()/sendmsg() to banned addresses")
     p.add_argument("--no-raw-sockets", action="store_true",
-                   help="do not watch socket() for raw/packet sockets (raw_socket events)")
+                   help="do not watch outbound raw/packet sockets and UDP (raw_socket, egress, udp events)")
     p.add_argument("--ban", action="append", default=[], type=ban_target, metavar="IP",
                    help="ban an address or CIDR at startup (repeatable)")
     p.add_argument("--records", help="records directory (default: records/ beside this script, "

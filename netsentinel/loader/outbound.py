@@ -31,6 +31,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from .egress import EgressTracker
+from .udp import UdpTracker
 from .stdio import describe, stdio_tcp
 
 # Shells, interpreters and relays that have no business with a network socket
@@ -104,35 +105,50 @@ class Outbound:
         self.emit = emit
         self.hold_s = hold_s
         self.raw = raw              # the OutboundMonitor, for its egress counters
+        self.counts = {"raw_sockets": 0, "signalled": 0, "held": 0, "hold_overflow": 0, "lost": 0,
+                       "redirected": 0}
         self.egress = EgressTracker()
+        self.udp = UdpTracker(self.counts)
+        if raw is not None:
+            raw.on_udp = self.udp_flow
         self.egress_interval = egress_interval
         self._egress_at = time.monotonic()
+        self._udp_lost = 0
         self._held: OrderedDict[int, tuple[float, dict]] = OrderedDict()
         self._seq = 0
         self._signal_cache: OrderedDict[tuple, tuple] = OrderedDict()
         self._reported: OrderedDict[str, None] = OrderedDict()  # socket inodes reported with the signal
-        self.counts = {"raw_sockets": 0, "signalled": 0, "held": 0, "hold_overflow": 0, "lost": 0,
-                       "redirected": 0}
 
     def raw_socket(self, raw) -> None:
-        info = self.procs.get(raw.pid)
+        ident = self._identity(raw.pid, raw.uid, raw.comm, raw.exec_path)
         self.counts["raw_sockets"] += 1
-        exe, source = info["exe"], "proc"
-        if exe is None and raw.exec_path:
-            # Gone already (ping -c1 lives a millisecond): the path the kernel
-            # saw at execve is the best identity left.
-            exe, source = usr_merged(raw.exec_path), "exec"
-        elif exe is None:
-            source = None
-        self.emit("raw_socket", pid=raw.pid, tid=raw.tid, ppid=info["ppid"], uid=raw.uid,
-                  comm=raw.comm, exe=exe, exe_source=source, exec_path=raw.exec_path,
-                  cmdline=info["cmdline"],
-                  proc_error=info["proc_error"], family=raw.family, sock_type=raw.sock_type,
+        self.emit("raw_socket", pid=raw.pid, tid=raw.tid, ppid=ident["ppid"], uid=raw.uid,
+                  comm=raw.comm, exe=ident["exe"], exe_source=ident["exe_source"],
+                  exec_path=raw.exec_path, cmdline=ident["cmdline"], proc_error=ident["proc_error"],
+                  family=raw.family, sock_type=raw.sock_type,
                   protocol=raw.protocol, protocol_name=raw.protocol_name, fd=raw.fd)
         if self.raw is not None and self.raw.egress_link is not None:
-            self.egress.remember({"pid": raw.pid, "ppid": info["ppid"], "uid": raw.uid,
-                                  "comm": raw.comm, "exe": exe, "cmdline": info["cmdline"],
-                                  "fd": raw.fd})
+            self.egress.remember({**ident, "fd": raw.fd})
+
+    def _identity(self, pid: int, uid: int, comm: str, exec_path: str | None) -> dict:
+        """Who a kernel sighting's process is, from /proc, else the path it was started with."""
+        info = self.procs.get(pid)
+        exe, source = info["exe"], "proc"
+        if exe is None and exec_path:
+            # Gone already (ping -c1 lives a millisecond): the path the kernel
+            # saw at execve is the best identity left.
+            exe, source = usr_merged(exec_path), "exec"
+        elif exe is None:
+            source = None
+        return {"pid": pid, "ppid": info["ppid"], "uid": uid, "comm": comm, "exe": exe,
+                "exe_source": source, "cmdline": info["cmdline"], "proc_error": info["proc_error"]}
+
+    def udp_flow(self, flow) -> None:
+        """The first datagram of a process to a UDP destination port (kernel/outbound.UdpFlow)."""
+        if not self.udp.known(flow.pid, flow.comm):
+            self.udp.first(flow.pid, self._identity(flow.pid, flow.uid, flow.comm, flow.exec_path))
+        else:
+            self.udp.first(flow.pid, self.udp.idents[flow.pid])
 
     def connection(self, fields: dict) -> None:
         """Emit a connection event now, or hold it (a shell whose stdio is not a socket yet)."""
@@ -214,6 +230,21 @@ class Outbound:
             self.counts["signalled"] += 1
         self.emit("connection", **fields)
 
+    def _udp_window(self, window_s: float) -> None:
+        rows = self.raw.read_udp()
+        if self.raw.udp_lost > self._udp_lost:
+            n, self._udp_lost = self.raw.udp_lost - self._udp_lost, self.raw.udp_lost
+            self.emit("lost", count=n, total=self._udp_lost, source="udp_events")
+        # A pid reused by another program sending to a flow the old one had
+        # (no new first-datagram event): re-read who it is.
+        for pid in {r.pid for r in rows}:
+            comm = _comm(pid)
+            if comm is not None and not self.udp.known(pid, comm):
+                self.udp.forget(pid)
+        lookup = lambda pid: self._identity(pid, None, _comm(pid), None)  # noqa: E731
+        for body in self.udp.window(rows, window_s, lookup):
+            self.emit("udp", **body)
+
     def lost(self, n: int, warn: Callable[[str], None]) -> None:
         self.counts["lost"] += n
         warn(f"kernel buffer overflow: {n} raw-socket events lost ({self.counts['lost']} in all)")
@@ -223,10 +254,13 @@ class Outbound:
         """Re-read held connections; emit the settled ones (all with flush);
         emit egress windows when one is due (and the last one with flush)."""
         now = time.monotonic()
-        if self.raw is not None and self.raw.egress_link is not None and (
-                flush or now - self._egress_at >= self.egress_interval):
-            for body in self.egress.window(self.raw.read_egress(), now - self._egress_at):
-                self.emit("egress", **body)
+        if self.raw is not None and (flush or now - self._egress_at >= self.egress_interval):
+            window_s = now - self._egress_at
+            if self.raw.egress_link is not None:
+                for body in self.egress.window(self.raw.read_egress(), window_s):
+                    self.emit("egress", **body)
+            if self.raw.udp_links:
+                self._udp_window(window_s)
             self._egress_at = now
         if not self._held:
             return
