@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 
 from common import ROOT, Progress, emit, parser  # noqa: E402
 from gen_day import bans, fill_store, pending_threats  # noqa: E402
-from netsentinel.records import BANNED_IPS, PENDING_THREATS  # noqa: E402
+from netsentinel.records import BANNED_IPS, EVENTS_DB, PENDING_THREATS  # noqa: E402
 from netsentinel.store import RecordsStore  # noqa: E402
 
 EPILOG = """examples:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             store.write(PENDING_THREATS, pending_threats(300))
             store.write(BANNED_IPS, bans(10_000))
             say(f"{n:,} events: filling the store")
-            rows = fill_store(str(records / "events.sqlite3"), n)
+            rows = fill_store(str(records / EVENTS_DB), n)
             os.environ.update(NETSENTINEL_RECORDS=str(records),
                               NETSENTINEL_CONFIG=str(Path(tmp) / "filter_config.json"),
                               NETSENTINEL_DASHBOARD_REFRESH="0", NETSENTINEL_DASHBOARD_TOKEN=TOKEN)
