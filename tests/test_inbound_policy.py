@@ -150,3 +150,19 @@ def test_brute_force_through_the_analyzer_is_a_high_threat(tmp_path):
     [t] = json.loads((tmp_path / "records" / PENDING_THREATS).read_text())
     assert (t["category"], t["level"], t["target"], t["status"]) == ("brute_force", "HIGH", "10.9.0.66", "pending")
     assert "on port 22" in t["reason"] and t["event"]["count"] >= BRUTE_HIGH
+
+
+def test_a_udp_stream_opening_with_its_tcp_session_is_held_until_the_session_is_known(tmp_path):
+    udp = [w for w in windows("udp_flood") if w["udp"] / w["window_s"] >= 3000][:4]
+    first = dict(udp[0], src="10.9.0.89", tcp=6, tcp_ack=5, packets=udp[0]["packets"] + 6)
+    # iperf3: the control connection's ACKs in the first window, the session
+    # reported after the second; a flood faking ACKs is held as long, no more.
+    events = ([first, dict(udp[1], src="10.9.0.89"), tcp_health("10.9.0.89"), dict(udp[2], src="10.9.0.89")]
+              + [dict(first, src="10.9.0.90")] + [dict(w, src="10.9.0.90") for w in udp[1:4]])
+    r = run_analyzer(tmp_path, ["--backend", "rules"], feed(events))
+    assert r.returncode == 0, r.stderr
+    threats = json.loads((tmp_path / "records" / PENDING_THREATS).read_text())
+    assert [(t["target"], t["level"]) for t in threats] == [("10.9.0.90", "CRITICAL")]
+    logs = json.loads((tmp_path / "records" / "dashboard_logs.json").read_text())["entries"]
+    stream = [(e["level"], e["category"]) for e in logs if e["event"].get("src") == "10.9.0.89"]
+    assert stream == [("MEDIUM", "udp_flood"), ("MEDIUM", "udp_flood"), ("MEDIUM", "udp_session_stream")]

@@ -15,9 +15,9 @@ import time
 import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
-                    kernel_test_skip_reason, read_json, sh, unload_all, wait_until)
-from netsentinel.testing.inbound import connector, listener
-from netsentinel.testing.lab import lab_octet, start_pipeline
+                    kernel_test_skip_reason, pipeline_with_listeners, read_json, sh, wait_until)
+from netsentinel.testing.inbound import connector
+from netsentinel.testing.lab import lab_octet
 
 SKIP = kernel_test_skip_reason()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
@@ -31,19 +31,7 @@ FLOODS = {  # kind: hping3 arguments (about 2,000 packets/s)
 
 @pytest.fixture(scope="module")
 def pipeline(lab, tmp_path_factory):
-    rec = tmp_path_factory.mktemp("records")
-    cfg = rec / "filter_config.json"
-    cfg.write_text("{}")
-    loader, analyzer = start_pipeline(lab, rec, cfg, ["--backend", "rules"])
-    wait_until(lambda: (read_json(rec / "loader_status.json") or {}).get("running"), 90, what="loader")
-    srv = listener(lab.dut, lab.dut4, 80)
-    yield rec
-    srv.terminate()
-    srv.wait(timeout=10)
-    loader.terminate()
-    assert loader.wait(timeout=20) == 0
-    assert analyzer.wait(timeout=20) == 0
-    unload_all(lab)
+    yield from pipeline_with_listeners(lab, tmp_path_factory, (80,))
 
 
 def threat_for(rec, src):

@@ -27,6 +27,13 @@ PROPOSED_MAX = 4096      # flooding sources remembered for that
 _PROTECTED = ProtectedCache()  # for rule proposals; the sink keeps its own for auto-bans
 # Flood kinds a two-way session makes a stream: an iperf3 UDP test, a video call.
 SESSION_KINDS = frozenset({"udp_flood"})
+# A stream that starts with its TCP control connection (iperf3) is judged
+# before the loader's next stack interval (2 s) reports that session: a
+# window that carries TCP ACKs from the source is held at MEDIUM for up to
+# this many windows, until the session is known. A flood that fakes ACKs
+# gains these windows, no more.
+HOLD_WINDOWS = 2
+HELD_MAX = 4096
 
 
 class FlowJudging:
@@ -37,6 +44,7 @@ class FlowJudging:
         """The inbound view and the auto-ban policy the sink asks before a
         flood auto-ban (called once by Analyzer.__init__)."""
         self.inbound = InboundView()
+        self._held: dict[str, int] = {}   # source -> windows its UDP verdict was held
         self.autoban = AutoBanPolicy(self.inbound, self.settings.current)
         self.sink.flood_gate = lambda threat: self.autoban.gate(threat, self.warn)
 
@@ -78,13 +86,22 @@ class FlowJudging:
         src = ev["src"]
         v = self.floods(cfg).judge(ev, self.inbound.accept_rate(src))
         if v is None:
+            self._held.pop(src, None)
             return
         session = self.inbound.session(src) if v.category in SESSION_KINDS else None
+        held = self._held.get(src, 0) if v.category in SESSION_KINDS else HOLD_WINDOWS
         if session:
             # Two-way and established: a stream the host takes part in, kept
             # in view below the threat levels, never blocked.
             v.level, v.category = "MEDIUM", "udp_session_stream"
             v.reason += f"; not a flood: {session}"
+        elif held < HOLD_WINDOWS and (held or int(ev.get("tcp_ack") or 0) > 0):
+            self._held[src] = held + 1
+            while len(self._held) > HELD_MAX:
+                self._held.pop(next(iter(self._held)))
+            v.reason += (f"; held at MEDIUM (window {held + 1} of {HOLD_WINDOWS}): TCP ACKs from it "
+                         "suggest a session being set up")
+            v.level = "MEDIUM"
         elif v.level == "CRITICAL":
             refusal = self.autoban.refusal({"target": src, "category": v.category})
             v.reason += f"; {refusal}" if refusal else "; may be auto-blocked: " + (
