@@ -61,3 +61,26 @@ def test_half_open_syns_are_not_accepts(lab, loader):
     assert c.communicate(timeout=30)[0].strip() == "1"
     n, _ = accepted(loader, lab.peer4b, PORT, 1)
     assert n == 1
+
+
+def cookies_received(lab) -> int:
+    """TcpExt SyncookiesRecv of the host under test: cookies returned in ACKs."""
+    lines = [line.split() for line in lab.ns_exec(lab.dut, "cat", "/proc/net/netstat").stdout.splitlines()
+             if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0], lines[1]))["SyncookiesRecv"])
+
+
+def test_syn_cookie_handshakes_are_accepts(lab, loader):
+    # tcp_syncookies=2: every SYN is answered with a cookie, no request is
+    # kept; the source proves itself only by returning it (issue 13).
+    old = lab.ns_exec(lab.dut, "sysctl", "-n", "net.ipv4.tcp_syncookies").stdout.strip()
+    lab.ns_exec(lab.dut, "sysctl", "-w", "net.ipv4.tcp_syncookies=2", check=True)
+    try:
+        before = cookies_received(lab)
+        c = connector(lab.peer, lab.dut4, PORT, 5, 0.05, source=lab.peer4b)
+        assert c.communicate(timeout=60)[0].strip() == "5"
+        assert cookies_received(lab) - before == 5     # each handshake by cookie
+        n, _ = accepted(loader, lab.peer4b, PORT, 5)
+        assert n == 5
+    finally:
+        lab.ns_exec(lab.dut, "sysctl", "-w", f"net.ipv4.tcp_syncookies={old}", check=True)

@@ -123,7 +123,8 @@ class InboundView:
         both (the socket's peer)."""
         key = (ev.get("saddr"), ev.get("sport"), ev.get("daddr"), ev.get("dport"))
         remote = ev.get("daddr")
-        if not isinstance(remote, str):
+        if not (isinstance(remote, str) and isinstance(key[0], str)
+                and _count(key[1]) is not None and _count(key[3]) is not None):
             return
         with self._lock:
             self._forget(key)
