@@ -21,10 +21,11 @@ PORT = 2222
 @pytest.fixture(scope="module")
 def loader(lab, tmp_path_factory):
     lp = start_loader(lab, tmp_path_factory, "--stack-interval", "0.3")
-    srv = listener(lab.dut, lab.dut4, PORT)
+    srvs = [listener(lab.dut, lab.dut4, PORT), listener(lab.dut, lab.dut6, PORT)]
     yield lp
-    srv.terminate()
-    srv.wait(timeout=10)
+    for srv in srvs:
+        srv.terminate()
+        srv.wait(timeout=10)
     stop_loader(lab, lp)
 
 
@@ -49,6 +50,13 @@ def test_completed_handshakes_are_counted_per_client_and_port(lab, loader):
     n, events = accepted(loader, lab.peer4, PORT, 12)
     assert n == 12            # each handshake once
     assert all(e["other_netns"] >= 0 and e["total"] >= 1 for e in events)
+
+
+def test_ipv6_handshakes_are_counted(lab, loader):
+    c = connector(lab.peer, lab.dut6, PORT, 3, 0.05, source=lab.peer6)
+    assert c.communicate(timeout=60)[0].strip() == "3"
+    n, _ = accepted(loader, lab.peer6, PORT, 3)
+    assert n == 3
 
 
 def test_half_open_syns_are_not_accepts(lab, loader):
