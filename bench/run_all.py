@@ -25,7 +25,7 @@ BENCHES = {"drop_rate": ("drop_rate", []), "ban_latency": ("ban_latency", []),
            "ban_latency_dashboard": ("ban_latency", ["--via", "dashboard"]),
            "event_capture": ("event_capture", []), "analyzer": ("analyzer", []),
            "crowdsec_pull": ("crowdsec_pull", []), "stack_cost": ("stack_cost", []),
-            "eventstore": ("eventstore", [])}
+            "eventstore": ("eventstore", []), "dashboard_render": ("dashboard_render", [])}
 EPILOG = """examples:
   sudo make bench                                   # full size, writes docs/bench-results.json and plots
   sudo .venv/bin/python bench/run_all.py --quick --out /tmp/quick.json

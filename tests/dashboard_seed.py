@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 
+from netsentinel.eventstore import open_store, resolve_dsn  # noqa: E402
+from netsentinel.eventstore.rows import record_row, row_of  # noqa: E402
 from netsentinel.records import (ANALYZER_STATUS, BAN_COMMANDS_REJECTED, BANNED_IPS,  # noqa: E402
                                  DASHBOARD_LOGS, LOADER_STATUS, PENDING_THREATS)
 from netsentinel.store import RecordsStore  # noqa: E402
@@ -109,6 +111,17 @@ def banned(now: float) -> dict:
     }
 
 
+def store_rows(records: Path, entries: list[dict] = (), threats: list[dict] = ()) -> None:
+    """Verdict entries and threats into the event store, as the analyzer
+    records them (eventstore.rows), where the Overview, Events and History
+    pages read them."""
+    db = open_store(resolve_dsn(None, RecordsStore(records)))
+    try:
+        db.add_rows([row_of(e) for e in entries] + [record_row("threat", t) for t in threats])
+    finally:
+        db.close()
+
+
 def heartbeat(store: RecordsStore, pid: int | None = None, now: float | None = None) -> None:
     """Loader and analyzer status as if both were running as `pid` (default:
     this process, so the dashboard sees a live pid)."""
@@ -134,9 +147,12 @@ def seed(records: Path, *, events: int = 600, span: float = 3600.0, live: bool =
     store = RecordsStore(records)
     now = time.time()
     rng = random.Random(seed_value)
+    entries = log_entries(events, now, span, rng)
     store.write(DASHBOARD_LOGS, {"updated_at": utc_now_iso(now), "max_entries": 2000,
-                                 "entries": log_entries(events, now, span, rng)})
-    store.write(PENDING_THREATS, pending_threats(now))
+                                 "entries": entries[-200:]})
+    threats = pending_threats(now)
+    store_rows(records, entries, threats)
+    store.write(PENDING_THREATS, threats)
     store.write(BANNED_IPS, banned(now))
     store.write(BAN_COMMANDS_REJECTED, [{
         "command": {"action": "ban", "ip": "0.0.0.0/0", "reason": "typo", "source": "manual"},

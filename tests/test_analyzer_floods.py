@@ -5,6 +5,7 @@ traffic is left alone, and with an LLM in force a rule proposal waits."""
 
 import json
 
+from netsentinel.eventstore import Query, open_store
 from analyzer_support import analyzer_env, read, run_analyzer, start_analyzer, wait_for
 from netsentinel.testing.llm_standins import StandinServer
 from netsentinel.records import BAN_COMMANDS, PENDING_THREATS
@@ -39,6 +40,9 @@ def test_critical_flood_is_auto_blocked_with_a_ttl(tmp_path):
     cmd = read(rec, BAN_COMMANDS)
     assert cmd == [dict(cmd[0], action="ban", ip=flood[0]["src"], source="auto-flood", ttl_seconds=600)]
     assert "auto-block" in r.stderr
+    db = open_store(str(rec / "events.sqlite3"), readonly=True)  # the decision, in the history too
+    assert [d["reason"][:20] for d in db.search(Query(kind="decision"))] == ["auto-block: approved"]
+    db.close()
 
 
 def test_auto_block_off_leaves_floods_for_review(tmp_path):

@@ -145,6 +145,13 @@ def test_eventstore_quick():
     assert with_store["rows_stored"] >= with_store["events"]  # every verdict, plus threats
 
 
+def test_dashboard_render_quick():
+    out = run_bench("dashboard_render", timeout=600)
+    pages = {(r["events"], r["page"]) for r in out["results"]}
+    assert len(pages) == 10 and all(r["median_s"] > 0 for r in out["results"])
+    assert {r["rows"] > r["events"] * 0.9 for r in out["results"]} == {True}  # the store was filled
+
+
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
                     reason="/usr/bin/chromium missing: run sudo make install")
 def test_ban_latency_from_a_dashboard_click_quick():

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from dashboard_seed import seed
+from dashboard_seed import seed, store_rows
 from netsentinel import audit, proposals, threats
-from netsentinel.records import ANALYZER_STATUS, BAN_COMMANDS, DASHBOARD_LOGS, LLM_CONFIG
+from netsentinel.records import ANALYZER_STATUS, BAN_COMMANDS, LLM_CONFIG
+from netsentinel.timefmt import utc_now_iso
 from netsentinel.testing import dashboard_browser as B
 
 pytestmark = pytest.mark.skipif(B.missing() is not None, reason=B.missing() or "")
@@ -139,11 +140,10 @@ def test_hostile_text_is_shown_as_text_in_the_browser(tmp_path):
         store.reject_command({"action": "ban", "ip": evil}, f"refused: {evil}", name="rule_commands.rejected.json")
         audit.record(store, f"dashboard session {tracker.url}", "ban", {"ip": evil, "reason": evil},
                      f"refused: {evil}")
-        logs = json.loads((records / DASHBOARD_LOGS).read_text())
-        logs["entries"].append({"id": "evil01", "ts": logs["updated_at"], "level": "HIGH", "category": evil,
-                                "reason": evil, "verdict_source": "llm", "backend": evil,
-                                "event": {"comm": evil, "exe": evil, "daddr": "203.0.113.92", "dport": 80}})
-        store.write(DASHBOARD_LOGS, logs)
+        store_rows(records, [{"id": "evil01", "ts": utc_now_iso(), "level": "HIGH", "category": evil,
+                              "reason": evil, "verdict_source": "llm", "backend": evil,
+                              "event": {"comm": evil, "exe": evil, "daddr": "203.0.113.92", "dport": 80,
+                                        "ts": utc_now_iso()}}])
         status = json.loads((records / ANALYZER_STATUS).read_text())
         status["backend_status"] = f"error: {evil}"
         store.write(ANALYZER_STATUS, status)

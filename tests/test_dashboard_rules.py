@@ -8,7 +8,8 @@ import json
 
 from netsentinel.testing.llm_standins import StandinServer
 from netsentinel import proposals
-from netsentinel.records import DASHBOARD_LOGS, FILTER_RULES, LLM_CONFIG, RULE_COMMANDS, RULE_PROPOSALS
+from dashboard_seed import store_rows
+from netsentinel.records import FILTER_RULES, LLM_CONFIG, RULE_COMMANDS, RULE_PROPOSALS
 from netsentinel.store import RecordsStore
 from test_dashboard_app import env, read, start, texts  # noqa: F401  (env is a fixture)
 
@@ -32,8 +33,8 @@ def seed_rules(records):
     store.write(FILTER_RULES, {"rules": [{"id": "ssdp", "action": "drop", "src": "any", "proto": "udp",
                                           "sport": 1900, "hits": 1234, "source": "manual",
                                           "created_at": "2026-11-21T23:00:00.000000Z"}]})
-    store.write(DASHBOARD_LOGS, {"entries": [{"id": "x1", "ts": FLOW["ts"], "level": "CRITICAL",
-                                              "category": "icmp_flood", "event": FLOW}]})
+    store_rows(records, [{"id": "x1", "ts": FLOW["ts"], "level": "CRITICAL",
+                          "category": "icmp_flood", "event": FLOW}])
     return store
 
 

@@ -94,6 +94,8 @@ def test_the_stored_record_is_the_entry_as_recorded(db):
     (Query(level="HIGH", min_level=True), 3),
     (Query(category="syn_flood"), 2),
     (Query(kind="flow"), 1),
+    (Query(levels=("HIGH", "CRITICAL")), 3),
+    (Query(levels=()), 0),                         # nothing picked, nothing shown
     (Query(kind="threat"), 1),
     (Query(text="/BIN/SH"), 1),                    # case-insensitive, cmdline
     (Query(text="50%_of"), 1),                     # LIKE wildcards are literal
@@ -117,6 +119,18 @@ def test_paging_is_newest_first_and_stable(db):
     assert len({r["id"] for p in pages for r in p}) == 23
     oldest = db.search(Query(limit=1, oldest_first=True))[0]
     assert oldest["time"] == "2026-12-01T10:00:00.000000Z"
+
+
+def test_top_lists_skip_blank_values_and_name_the_worst_level(db):
+    db.add_rows(_mix())
+    top = db.top(("daddr", "dport"), Query(), 5)
+    assert top[0][:4] == ("10.222.0.5", 443, 20, "INFO")
+    assert all(r[0] and r[1] is not None for r in top)  # the flow and the threat (no destination port) are left out
+    assert ("10.222.0.9", 4444, 1, "HIGH") in [r[:4] for r in top]
+    by_exe = dict((r[0], r[1]) for r in db.top(("exe",), Query(kind="connection"), 5))
+    assert by_exe["/usr/bin/curl"] == 20
+    with pytest.raises(ValueError):
+        db.top(("daddr; DROP TABLE events",), Query())
 
 
 def test_investigation_summarises_one_destination(db):

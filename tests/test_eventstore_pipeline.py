@@ -124,6 +124,36 @@ def test_a_corrupt_store_never_stops_the_analyzer(tmp_path):
     assert _status(records)["event_store"]["set_aside"]
 
 
+def test_a_persons_decision_is_stored_once_while_the_analyzer_runs(tmp_path):
+    """`netsentinel threats reject` (root, by hand) while the analyzer runs:
+    one decision row at the decision's time, naming who and the note; a
+    restarted analyzer does not record it again."""
+    records = tmp_path / "records"
+    proc = start_analyzer(tmp_path, ["--backend", "rules"])
+    try:
+        proc.stdin.write(lines(EVENTS))
+        proc.stdin.flush()
+        tid = wait_for(lambda: json.loads((records / "pending_threats.json").read_text())[0]["id"])
+        r = subprocess.run([sys.executable, "-m", "netsentinel", "--records", str(records), "threats",
+                            "reject", tid, "--note", "lab host"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        db = open_store(str(records / "events.sqlite3"), readonly=True)
+        wait_for(lambda: db.count(Query(kind="decision")) == 1 or None, timeout=20)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    (row,) = db.search(Query(kind="decision"))
+    decided = json.loads((records / "pending_threats.json").read_text())[0]
+    assert row["ref"] == tid and row["category"].startswith("rejected")
+    assert row["ts"] == parse_iso(decided["decided_at"]) and "lab host" in row["reason"]
+    assert row["daddr"] == "10.222.0.9"
+    r = run_analyzer(tmp_path, ["--backend", "rules"], lines(EVENTS[:3]))  # a restart
+    assert r.returncode == 0, r.stderr
+    assert db.count(Query(kind="decision")) == 1
+    db.close()
+
+
 def test_the_analyzer_writes_postgres_through_store_dsn(tmp_path, pg_server):
     dsn = pg_server.create_db("analyzer")
     r = run_analyzer(tmp_path, ["--backend", "rules", "--store-dsn", dsn], lines(EVENTS))

@@ -1,8 +1,8 @@
 """What the analyzer writes into records/, batched so that no file is
 rewritten per event:
 
-  dashboard_logs.json   bounded window of recent verdicts, rewritten at most
-                        about once a second
+  dashboard_logs.json   a small window of the latest verdicts (people, scripts),
+                        rewritten at most every LOG_WRITE_EVERY seconds
   analyzed_events.jsonl full history, append-only JSON lines, rotating
   pending_threats.json  HIGH/CRITICAL verdicts through threats.add_or_merge,
                         duplicates coalesced between flushes (count kept)
@@ -33,6 +33,7 @@ from typing import Callable
 from .. import logfmt, threats
 from ..eventstore.rows import record_row, row_of
 from ..eventstore.writer import StoreWriter
+from .decisionlog import DecisionLog, newest_decision
 from ..bancheck import BanRefused
 from ..errors import DecisionError
 from ..levels import rank
@@ -50,7 +51,9 @@ HISTORY_BUF_MAX = 20000      # history lines waiting for a write (normally one f
 
 _RUN_ID = uuid.uuid4().hex[:6]
 _SEQ = itertools.count(1)
-LOG_WRITE_EVERY = 1.0
+# dashboard_logs.json is a small window for people and scripts (history is in
+# the event store): rewritten at most every few seconds, never per event.
+LOG_WRITE_EVERY = 3.0
 EVENTS_BUFFER = 20_000  # verdicts waiting for the event store's writer (bounded memory; overflow counted)
 
 
@@ -64,7 +67,10 @@ class RecordsSink:
         # without end; what falls off is counted (events_dropped).
         self._events_buf: deque = deque(maxlen=EVENTS_BUFFER)
         self.events_dropped = 0
-        self._event_rows: list = []  # threat and decision rows, flusher thread only
+        self._event_rows: list = []  # threat rows, flusher thread only
+        # Decisions (people's and the auto-ban's) from pending_threats.json.
+        self.decisions = (None if events is None else
+                          DecisionLog(store, newest_decision(events.dsn, warn), warn))
         self.get_cfg = get_cfg
         self.get_whitelist = get_whitelist
         self.warn = warn
@@ -220,6 +226,8 @@ class RecordsSink:
         with self._lock:
             buf, self._events_buf = self._events_buf, deque(maxlen=EVENTS_BUFFER)
         rows, self._event_rows = self._event_rows + [row_of(e) for e in buf], []
+        if self.decisions is not None:
+            rows += self.decisions.poll()
         self.events.submit(rows)  # never raises: a broken store is reported, not fatal
 
     def _flush_logs(self, force: bool) -> None:
@@ -304,10 +312,7 @@ class RecordsSink:
         try:
             threats.approve(self.store, threat["id"], by=by, source=source, ttl_seconds=ttl,
                             whitelist=wl, protected=protected, note=note)
-            self.auto_bans += 1
-            if self.events is not None:
-                self._event_rows.append(record_row("decision", threat, reason=f"{by}: {note}",
-                                                   category=f"{by} {ttl}s"))
+            self.auto_bans += 1  # its decision row comes from the file (decisionlog)
             self.warn(f"{by}: {threat.get('target')} for {ttl}s "
                       f"(threat {threat['id']}, {threat.get('category')})")
             logfmt.log(by, "analyzer", ip=threat.get("target"), ttl_s=ttl, source=source,

@@ -14,12 +14,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import pandas as pd
-
 from .. import records
-from ..levels import LEVELS
 from ..store import CorruptFile, RecordsStore, StoreError
-from ..timefmt import parse_iso
 from ..liveness import ago, duration, ts_of  # noqa: F401 (the pages import them from here)
 
 
@@ -67,15 +63,6 @@ class Snapshot:
         return self._get(records.ANALYZER_STATUS, {})
 
     @cached_property
-    def log_entries(self) -> list[dict]:
-        logs = self._get(records.DASHBOARD_LOGS, {})
-        entries = logs.get("entries", [])
-        if not isinstance(entries, list):
-            self.notices[records.DASHBOARD_LOGS] = f"{records.DASHBOARD_LOGS}: 'entries' is not a list; ignored"
-            return []
-        return [e for e in entries if isinstance(e, dict)]
-
-    @cached_property
     def threats(self) -> list[dict]:
         return [t for t in self._get(records.PENDING_THREATS, []) if isinstance(t, dict)]
 
@@ -94,36 +81,6 @@ class Snapshot:
     @cached_property
     def rejected_commands(self) -> list[dict]:
         return [c for c in self._get(records.BAN_COMMANDS_REJECTED, []) if isinstance(c, dict)]
-
-
-# ------------------------------------------------------------ log entries
-def entry_row(e: dict) -> dict:
-    """One analysed event as a flat table row (defensive: entries come from a file)."""
-    ev = e.get("event") if isinstance(e.get("event"), dict) else {}
-    return {
-        "time": ts_of(e.get("ts")) or ts_of(ev.get("ts")),
-        "level": e.get("level") if e.get("level") in LEVELS else "INFO",
-        "process": ev.get("comm") or "",
-        "exe": ev.get("exe") or "",
-        "destination": ev.get("daddr") or "",
-        "port": ev.get("dport"),
-        "verdict": e.get("category") or "",
-        "reason": e.get("reason") or "",
-        "source": e.get("verdict_source") or "",
-        "backend": e.get("backend") or "",
-        "confidence": e.get("confidence"),
-        "pid": ev.get("pid"),
-        "uid": ev.get("uid"),
-        "rules": ", ".join(str(r) for r in e.get("rule_ids") or []),
-        "id": e.get("id") or "",
-    }
-
-
-def log_frame(entries: list[dict]) -> pd.DataFrame:
-    """The analyzer's recent-events window as a table (time as UTC datetimes)."""
-    df = pd.DataFrame([entry_row(e) for e in entries], columns=list(entry_row({}).keys()))
-    df["time"] = pd.to_datetime(df["time"], unit="s", utc=True)
-    return df
 
 
 # ------------------------------------------------------------- secrets

@@ -1,49 +1,54 @@
-"""Events: the analyzer's recent verdicts, filterable and searchable."""
+"""Events: the analyzer's latest verdicts from the event store, newest
+first, one page at a time, filtered by level and searched in the database
+(the History page has the full search, investigation and export)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from .context import Ctx
+from ..eventstore import Query
 from ..levels import LEVELS
-from .data import log_frame
+from .context import Ctx
+from .ui import md
+from .storeview import opened, pick_range, times
 
-COLUMNS = ["time", "level", "process", "destination", "port", "verdict", "reason", "source",
-           "backend", "confidence", "exe", "pid", "uid", "rules", "id"]
-SEARCHED = ["process", "exe", "destination", "verdict", "reason", "rules", "backend"]
+# Page column <- store column.
+COLUMNS = {"time": "ts", "level": "level", "process": "comm", "destination": "daddr", "port": "dport",
+           "verdict": "category", "reason": "reason", "source": "verdict_source",
+           "backend": "backend", "confidence": "confidence", "exe": "exe", "pid": "pid",
+           "uid": "uid", "id": "ref"}
 
 
-def filtered(df: pd.DataFrame, levels: list[str], sources: list[str], text: str) -> pd.DataFrame:
-    out = df[df["level"].isin(levels)]
-    if sources:
-        out = out[out["source"].isin(sources)]
-    text = text.strip().lower()
-    if text:
-        hay = out[SEARCHED].astype(str).agg(" ".join, axis=1).str.lower()
-        port_hit = out["port"].astype(str) == text
-        out = out[hay.str.contains(text, regex=False) | port_hit]
-    return out
+def frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame([{name: r.get(col) for name, col in COLUMNS.items()} for r in rows],
+                      columns=list(COLUMNS))
+    return times(df, "time")
 
 
 def render(ctx: Ctx) -> None:
     st.header("Events")
-    df = log_frame(ctx.snap.log_entries)
-    c1, c2, c3, c4 = st.columns([2, 2, 3, 1])
+    c0, c1, c2, c3 = st.columns([2, 3, 3, 1])
+    label, since = pick_range("events_range", where=c0)
     levels = c1.multiselect("Level", LEVELS, default=list(LEVELS), key="events_levels")
-    sources = c2.multiselect("Verdict source", sorted(x for x in df["source"].unique() if x),
-                             key="events_sources", placeholder="all")
-    text = c3.text_input("Search", key="events_search",
+    text = c2.text_input("Search", key="events_search",
                          placeholder="process, destination, port, reason ...")
-    limit = c4.number_input("Rows", min_value=10, max_value=5000, value=500, step=100,
-                            key="events_limit")
-    out = filtered(df, levels, sources, text).iloc[::-1].head(int(limit))
-    st.caption(f"{len(out)} shown of {len(df)} recent events (newest first)")
-    if df.empty:
-        st.info("No analysed events yet (records/dashboard_logs.json is written by the analyzer).")
-        return
+    limit = int(c3.number_input("Rows", min_value=10, max_value=5000, value=500, step=100,
+                                key="events_limit"))
+    with opened(ctx) as (db, where):
+        if db is None:
+            st.info(md(where) + ": the analyzer writes it.")
+            return
+        text = text.strip()
+        # A number alone is a port; anything else is searched in the text columns.
+        port = int(text) if text.isdigit() and int(text) < 65536 else None
+        q = Query(since=since, kind="connection", levels=tuple(levels), port=port,
+                  text=None if port is not None else (text or None), limit=limit)
+        total = db.count(q)
+        out = frame(db.search(q))
+    st.caption(f"{len(out)} shown of {total} events {label} (newest first; {where})")
     st.dataframe(
-        out[COLUMNS], hide_index=True, key="events_table",
+        out, hide_index=True, key="events_table",
         column_config={
             "time": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
             "port": st.column_config.NumberColumn(format="%d"),

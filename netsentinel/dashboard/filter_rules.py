@@ -16,11 +16,14 @@ import streamlit as st
 
 from .. import proposals
 from ..errors import InputError
+from ..eventstore import Query
+from ..eventstore.rows import stored_record
 from ..filterrules import RuleRefused, check_rule_policy, parse_rule
 from ..llm.config import LLM_BACKENDS, load_llm_config
 from ..records import FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RULE_PROPOSALS
 from .context import Ctx
 from .data import ago, read_json
+from .storeview import opened
 from .ui import act, code, loader_hint, md
 
 RULE_COLUMNS = ("id", "action", "src", "proto", "sport", "dport", "tcp_flags", "icmp_type")
@@ -106,12 +109,16 @@ def pending_proposals(ctx: Ctx, now: float) -> None:
             c2.button("Reject", key=f"prop_reject_{pid}", on_click=_decide, args=(ctx, pid, False))
 
 
-def flood_evidence(ctx: Ctx, limit: int = 5) -> list[dict]:
-    """The newest flow window per flooding source from the analyzer's log."""
+def flood_evidence(ctx: Ctx, limit: int = 5, recent: int = 200) -> list[dict]:
+    """The newest flow window per flooding source, from the event store's
+    latest flow verdicts."""
+    with opened(ctx) as (db, _):
+        rows = db.search(Query(kind="flow", limit=recent)) if db is not None else []
     latest: dict[str, dict] = {}
-    for e in ctx.snap.log_entries:
-        ev = e.get("event") or {}
-        if ev.get("type") == "flow" and isinstance(ev.get("src"), str):
+    for row in reversed(rows):  # oldest first: the newest window per source wins
+        ev = stored_record(row).get("event")
+        if isinstance(ev, dict) and ev.get("type") == "flow" and isinstance(ev.get("src"), str):
+            latest.pop(ev["src"], None)
             latest[ev["src"]] = ev
     return list(latest.values())[-limit:]
 

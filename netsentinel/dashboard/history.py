@@ -14,14 +14,12 @@ import time
 import pandas as pd
 import streamlit as st
 
-from ..eventstore import Query, describe, open_store, resolve_dsn
+from ..eventstore import Query
 from ..eventstore.rows import stored_record
 from ..levels import LEVELS
 from .context import Ctx
-
-RANGES = {"last 15 min": 900, "last hour": 3600, "last 24 h": 86400, "last 7 days": 7 * 86400,
-          "everything": None}
-BUCKETS = {900: 30, 3600: 120, 86400: 1800, 7 * 86400: 6 * 3600, None: 86400}
+from .ui import md
+from .storeview import RANGES, bucket_of, opened, times
 PAGE_ROWS = 100
 SHOWN = ["time", "kind", "level", "comm", "pid", "uid", "exe", "saddr", "daddr", "dport", "category",
          "reason"]
@@ -85,16 +83,10 @@ def _summary(s: dict) -> None:
 
 def render(ctx: Ctx) -> None:
     st.header("History")
-    dsn = resolve_dsn(None, ctx.store)
-    try:
-        db = open_store(dsn, readonly=True)
-        if db.schema_version() == 0:
-            raise FileNotFoundError("no event table yet")
-    except Exception as e:  # absent, unreadable, damaged: say so, the other pages still work
-        st.info(f"No event history at {describe(dsn)} yet ({' '.join(str(e).split())}): the "
-                "analyzer creates it when it starts.")
-        return
-    try:
+    with opened(ctx) as (db, where):
+        if db is None:
+            st.info(md(where) + ": the analyzer creates it when it starts.")
+            return
         f = _filters()
         page = int(st.number_input("Page", min_value=1, value=1, step=1, key="hist_page"))
         try:
@@ -104,12 +96,10 @@ def render(ctx: Ctx) -> None:
             return
         total = db.count(q)
         st.caption(f"{total} events, page {page} of {max(1, -(-total // PAGE_ROWS))} "
-                   f"(newest first; {describe(dsn)})")
-        bucket = BUCKETS[RANGES[f["range"]]]
-        tl = db.timeline(q, bucket)
+                   f"(newest first; {where})")
+        tl = db.timeline(q, bucket_of(f["range"]))
         if tl:
-            chart = pd.DataFrame(tl, columns=["t", "level", "n"])
-            chart["t"] = pd.to_datetime(chart["t"].astype(float), unit="s", utc=True)
+            chart = times(pd.DataFrame(tl, columns=["t", "level", "n"]), "t")
             st.bar_chart(chart.pivot_table(index="t", columns="level", values="n", fill_value=0))
         if f["follow"].strip():
             _summary(db.investigate(q))
@@ -122,5 +112,3 @@ def render(ctx: Ctx) -> None:
             c1.download_button("CSV", csv_bytes, "netsentinel-events.csv", "text/csv")
             c2.download_button("JSON lines", jl_bytes, "netsentinel-events.jsonl",
                                "application/jsonl")
-    finally:
-        db.close()

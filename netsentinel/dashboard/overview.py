@@ -1,4 +1,8 @@
-"""Overview: live counters, events over time by level, top destinations and processes."""
+"""Overview: live counters, threats by level, connections and inbound flows
+over time, top destinations and processes. Counters come from the loader's
+and analyzer's status files; everything over time from aggregate queries on
+the event store (storeview), so a day of history renders as fast as an
+empty one."""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from ..eventstore import Query
+from ..levels import LEVELS, THREAT_LEVELS
 from .context import Ctx
-from ..levels import LEVELS, rank
-from .data import log_frame, ts_of
 from .status import liveness
+from .storeview import bucket_of, opened, pick_range, times
 from .ui import LEVEL_COLORS, md
 
 TOP_N = 10
@@ -20,21 +25,14 @@ TOP_COLUMNS = {"last": st.column_config.DatetimeColumn("last seen (UTC)", format
                "worst": st.column_config.TextColumn("worst level")}
 
 
-def _per_minute(ctx: Ctx, df: pd.DataFrame, now: float) -> tuple[float, str]:
+def _per_minute(ctx: Ctx, db, now: float) -> tuple[float | None, str]:
     st_ = ctx.snap.analyzer_status
     if liveness("analyzer", st_, now).running and isinstance(st_.get("events_per_minute"),
                                                                (int, float)):
         return float(st_["events_per_minute"]), "analyzer, last minute"
-    recent = df["time"] >= pd.Timestamp(now - 60, unit="s", tz="UTC")
-    return float(recent.sum()), "recent events window, last minute"
-
-
-def _level_counts(ctx: Ctx, df: pd.DataFrame) -> tuple[dict, str]:
-    counts = ctx.snap.analyzer_status.get("counts")
-    if isinstance(counts, dict) and all(isinstance(counts.get(lv, 0), int) for lv in LEVELS):
-        return {lv: counts.get(lv, 0) for lv in LEVELS}, "since the analyzer started"
-    vc = df["level"].value_counts()
-    return {lv: int(vc.get(lv, 0)) for lv in LEVELS}, f"in the last {len(df)} events"
+    if db is None:
+        return None, "no event history"
+    return float(db.count(Query(since=now - 60, kind="connection"))), "event history, last minute"
 
 
 def _drops(ctx: Ctx) -> int:
@@ -51,14 +49,25 @@ def compact(n: float) -> str:
     return f"{n:.0f}"
 
 
-def counters(ctx: Ctx, df: pd.DataFrame, now: float) -> None:
-    per_min, per_min_src = _per_minute(ctx, df, now)
-    levels, levels_src = _level_counts(ctx, df)
+def threat_counts(db, since: float | None) -> dict[str, int]:
+    """Threats (not events) recorded in the range, by level."""
+    if db is None:
+        return {}
+    return {lv: n for lv, n in db.counts_by("level", Query(since=since, kind="threat"), top=len(LEVELS))}
+
+
+def counters(ctx: Ctx, db, since: float | None, label: str, now: float) -> None:
+    per_min, per_min_src = _per_minute(ctx, db, now)
+    levels = threat_counts(db, since)
     cols = st.columns(7)
-    cols[0].metric("Conn / min", f"{per_min:.0f}", help=f"connections per minute, from the {per_min_src}",
-                   border=True)
+    cols[0].metric("Conn / min", "?" if per_min is None else f"{per_min:.0f}",
+                   help=f"connections per minute, from the {per_min_src}", border=True)
     for col, lv in zip(cols[1:4], ("CRITICAL", "HIGH", "MEDIUM")):
-        col.metric(lv.title(), levels[lv], help=f"{lv} verdicts {levels_src}", border=True)
+        help_ = (f"{lv} threats recorded, {label}" if lv in THREAT_LEVELS else
+                 f"{lv} verdicts are logged, not threats: the analyzer saw "
+                 f"{ctx.snap.analyzer_status.get('counts', {}).get(lv, '?')} since it started")
+        value = levels.get(lv, 0) if lv in THREAT_LEVELS else _status_count(ctx, lv)
+        col.metric(lv.title(), value, help=help_, border=True)
     pending = ctx.snap.pending
     crit = sum(1 for t in pending if t.get("level") == "CRITICAL")
     cols[4].metric("Pending", len(pending), help=f"threats waiting for review, {crit} of them CRITICAL",
@@ -69,48 +78,63 @@ def counters(ctx: Ctx, df: pd.DataFrame, now: float) -> None:
                    border=True)
 
 
-def timeline(df: pd.DataFrame) -> None:
-    if df.empty:
-        st.info("No analysed events yet. They appear here as soon as the analyzer writes "
-                "dashboard_logs.json.")
-        return
-    span = (df["time"].max() - df["time"].min()).total_seconds()
-    freq = "1min" if span <= 3 * 3600 else "10min" if span <= 24 * 3600 else "1h"
-    binned = (df.assign(bucket=df["time"].dt.floor(freq))
-              .groupby(["bucket", "level"]).size().reset_index(name="events"))
-    chart = (alt.Chart(binned).mark_bar()
-             .encode(x=alt.X("bucket:T", title=f"time (UTC, per {freq})", axis=alt.Axis(format="%H:%M"),
+def _status_count(ctx: Ctx, level: str) -> int | str:
+    counts = ctx.snap.analyzer_status.get("counts")
+    n = counts.get(level) if isinstance(counts, dict) else None
+    return n if isinstance(n, int) else "?"
+
+
+def _bars(rows: list[tuple], bucket: int, title: str, key: str) -> None:
+    df = times(pd.DataFrame(rows, columns=["bucket", "level", "events"]), "bucket")
+    chart = (alt.Chart(df).mark_bar()
+             .encode(x=alt.X("bucket:T", title=f"time (UTC, per {bucket // 60 or 1} min)",
                              scale=alt.Scale(type="utc")),
-                     y=alt.Y("events:Q", title="events", stack=True),
+                     y=alt.Y("events:Q", title=title, stack=True),
                      color=alt.Color("level:N", sort=list(LEVELS),
                                      scale=alt.Scale(domain=list(LEVELS),
                                                      range=[LEVEL_COLORS[lv] for lv in LEVELS])),
                      order=alt.Order("level_rank:Q"),
                      tooltip=["bucket:T", "level:N", "events:Q"])
              .transform_calculate(level_rank=f"indexof({list(LEVELS)!r}, datum.level)")
-             .properties(height=260))
-    st.altair_chart(chart, width="stretch")
+             .properties(height=220))
+    st.altair_chart(chart, width="stretch", key=key)
 
 
-def _top(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    g = df.assign(rank=df["level"].map(rank)).groupby(by, dropna=False)
-    out = g.agg(events=("id", "size"), worst=("rank", "max"), last=("time", "max")).reset_index()
-    out["worst"] = out["worst"].map(dict(enumerate(LEVELS)))
-    return out.sort_values(["events", "last"], ascending=False).head(TOP_N)
+def timelines(db, since: float | None, label: str) -> None:
+    bucket = bucket_of(label)
+    conns = db.timeline(Query(since=since, kind="connection"), bucket)
+    flows = db.timeline(Query(since=since, kind="flow"), bucket)
+    if not conns and not flows:
+        st.info(f"No events recorded {label}.")
+        return
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Outbound connections")
+        if conns:
+            _bars(conns, bucket, "connections", "tl_connections")
+    with right:
+        st.subheader("Inbound floods and flows")
+        if flows:
+            _bars(flows, bucket, "flow verdicts", "tl_flows")
+        else:
+            st.caption(f"No inbound flow verdicts {label}.")
 
 
-def tops(df: pd.DataFrame) -> None:
+def _top(rows: list[tuple], names: list[str]) -> pd.DataFrame:
+    return times(pd.DataFrame(rows, columns=[*names, "events", "worst", "last"]), "last")
+
+
+def tops(db, since: float | None) -> None:
+    q = Query(since=since, kind="connection")
     left, right = st.columns(2)
     with left:
         st.subheader("Top destinations")
-        if not df.empty:
-            st.dataframe(_top(df, ["destination", "port"]), hide_index=True, key="top_destinations",
-                         column_config=TOP_COLUMNS)
+        st.dataframe(_top(db.top(("daddr", "dport"), q, TOP_N), ["destination", "port"]),
+                     hide_index=True, key="top_destinations", column_config=TOP_COLUMNS)
     with right:
         st.subheader("Top processes")
-        if not df.empty:
-            st.dataframe(_top(df, ["process", "exe"]), hide_index=True, key="top_processes",
-                         column_config=TOP_COLUMNS)
+        st.dataframe(_top(db.top(("comm", "exe"), q, TOP_N), ["process", "exe"]),
+                     hide_index=True, key="top_processes", column_config=TOP_COLUMNS)
 
 
 def render(ctx: Ctx) -> None:
@@ -122,11 +146,12 @@ def render(ctx: Ctx) -> None:
     if down:
         st.info(md(" · ".join(down)) + ". Start both with `sudo make run`; what is shown here is "
                 "what they last wrote.")
-    df = log_frame(ctx.snap.log_entries)
-    counters(ctx, df, now)
-    logs_at = ts_of(ctx.snap.analyzer_status.get("updated_at"))
-    st.caption(f"{len(df)} recent events in the window"
-               + (f" · analyzer status {time.strftime('%H:%M:%S', time.gmtime(logs_at))} UTC"
-                  if logs_at else ""))
-    timeline(df)
-    tops(df)
+    label, since = pick_range("overview_range", where=st.columns(4)[0])
+    with opened(ctx) as (db, where):
+        counters(ctx, db, since, label, now)
+        if db is None:
+            st.info(md(where) + ": the analyzer creates it when it starts.")
+            return
+        st.caption(f"{label} · {where}")
+        timelines(db, since, label)
+        tops(db, since)

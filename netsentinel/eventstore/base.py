@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ..levels import LEVELS
 from .query import Query, page_sql, where
 from .rows import as_dict
 from .schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION
@@ -101,6 +102,24 @@ class EventStore:
         return [tuple(r) for r in self._all(
             f"SELECT {column}, COUNT(*) AS n FROM events{w} GROUP BY {column} "
             f"ORDER BY n DESC, {column} LIMIT {int(top)}", params)]
+
+    def top(self, columns: tuple[str, ...], q: Query, top: int = 10) -> list[tuple]:
+        """[(*values, rows, worst level, last ts)] for the most frequent
+        combinations of `columns` that are all set (no blank destination row)."""
+        bad = [c for c in columns if c not in COLUMNS]
+        if bad:
+            raise ValueError(f"unknown column {bad[0]!r}")
+        w, params = where(q, self.ph)
+        cols = ", ".join(columns)
+        # Columns of text are also never blank: '' is as empty as NULL to a reader.
+        set_ = " AND ".join(f"{c} IS NOT NULL" + ("" if c in ("dport", "uid", "pid") else f" AND {c} <> ''")
+                            for c in columns)
+        worst = ("MAX(CASE level " + " ".join(f"WHEN '{lv}' THEN {i}" for i, lv in enumerate(LEVELS))
+                 + " ELSE 0 END)")
+        rows = self._all(f"SELECT {cols}, COUNT(*) AS n, {worst}, MAX(ts) FROM events"
+                         f"{w}{' AND ' if w else ' WHERE '}{set_} GROUP BY {cols} "
+                         f"ORDER BY n DESC, MAX(ts) DESC LIMIT {int(top)}", params)
+        return [(*r[:-2], LEVELS[int(r[-2])], r[-1]) for r in rows]
 
     def timeline(self, q: Query, bucket_s: int) -> list[tuple]:
         """[(bucket start, level, rows)] for a plot, aggregated in the database."""

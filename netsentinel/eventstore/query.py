@@ -25,6 +25,7 @@ class Query:
     port: int | None = None
     level: str | None = None        # this level or higher when min_level
     min_level: bool = False
+    levels: tuple[str, ...] | None = None  # any of these (the dashboard's level picker)
     category: str | None = None
     text: str | None = None         # substring of reason, category, comm, exe, cmdline, addresses
     limit: int = 100
@@ -36,6 +37,11 @@ class Query:
             self.level = self.level.upper()
             if self.level not in LEVELS:
                 raise ValueError(f"unknown level {self.level!r} (one of {', '.join(LEVELS)})")
+        if self.levels is not None:
+            self.levels = tuple(lv.upper() for lv in self.levels)
+            unknown = [lv for lv in self.levels if lv not in LEVELS]
+            if unknown:
+                raise ValueError(f"unknown level {unknown[0]!r} (one of {', '.join(LEVELS)})")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {self.limit}")
         if self.page < 1:
@@ -84,6 +90,13 @@ def where(q: Query, ph: str) -> tuple[str, list]:
         add(f"level IN ({', '.join('?' for _ in wanted)})", *wanted)
         if "INFO" not in wanted:
             conds.append(PARTIAL["level"])
+    if q.levels is not None:
+        if not q.levels:
+            conds.append("1 = 0")  # no level picked: nothing matches
+        else:
+            add(f"level IN ({', '.join('?' for _ in q.levels)})", *q.levels)
+            if "INFO" not in q.levels:
+                conds.append(PARTIAL["level"])
     if q.text:
         pat = _like(q.text.lower())
         cols = ("reason", "category", "comm", "exe", "cmdline", "saddr", "daddr", "ref")

@@ -247,7 +247,8 @@ FIELDS: tuple[Field, ...] = (
           'e.g. {"icmp_flood": {"critical": 2000}}'),
     Field("propose_rules_on_flood", "bool", True, "with an LLM in force, ask it for filter rules "
           "against a CRITICAL flood, for review"),
-    Field("log_max_entries", "int", 2000, "dashboard_logs.json window", 10, 1000000,
+    Field("log_max_entries", "int", 500, "dashboard_logs.json: the latest verdicts for people and "
+          "scripts (the dashboard reads the event store)", 10, 1000000,
           flags=("--log-max-entries",), group=_REC),
     Field("known_bad_files", "files", [], "extra known-bad lists of IPs/CIDRs, one per line "
           "(the flag is repeatable)", flags=("--known-bad",), group=_SCAN),
