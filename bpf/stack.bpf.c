@@ -155,12 +155,42 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 #ifdef NS_STACK_TCP
 BPF_TABLE("lru_hash", u64, struct ns_tcp_health, tcp_conns, NS_MAX_CONNS);
 BPF_PERCPU_ARRAY(tcp_zero, struct ns_tcp_health, 1);
+BPF_HASH(accepts, struct ns_accept_key, u64, NS_MAX_ACCEPTS);
+
+static __always_inline void ns_bump_accept(struct ns_accept_key *key)
+{
+    u64 one = 1, *v = accepts.lookup(key);
+    if (v) {
+        __sync_fetch_and_add(v, 1);
+    } else if (accepts.insert(key, &one) != 0) {
+        v = accepts.lookup(key);
+        if (v)
+            __sync_fetch_and_add(v, 1);
+        else
+            ns_miss(NS_MISS_ACCEPTS_FULL);
+    }
+}
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
     if (args->protocol != IPPROTO_TCP)
         return 0;
     int ns = args->newstate;
+    if (args->oldstate == BPF_TCP_SYN_RECV && ns == BPF_TCP_ESTABLISHED) {
+        /* An accepted socket: its source side is local, its destination the client. */
+        struct ns_accept_key a = {};
+        a.lport = args->sport;
+        if (args->family == NS_AF_INET6) {
+            a.family = 6;
+            __builtin_memcpy(a.raddr, args->daddr_v6, 16);
+            __builtin_memcpy(a.laddr, args->saddr_v6, 16);
+        } else {
+            a.family = 4;
+            __builtin_memcpy(a.raddr, args->daddr, 4);
+            __builtin_memcpy(a.laddr, args->saddr, 4);
+        }
+        ns_bump_accept(&a);
+    }
     u64 key = (u64)args->skaddr;
     struct ns_tcp_health *h = tcp_conns.lookup(&key);
     /* A closed entry not yet collected whose socket memory was reused by a

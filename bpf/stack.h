@@ -28,7 +28,20 @@ struct ns_drop_flow {
 /* Slots of stack_misses: why a drop could not be filed in a map. */
 #define NS_MISS_SITES_FULL 0
 #define NS_MISS_FLOWS_FULL 1
-#define NS_MISS_SLOTS 2
+#define NS_MISS_ACCEPTS_FULL 2
+#define NS_MISS_SLOTS 3
+
+/* Handshakes completed on this host's listeners (SYN_RECV -> ESTABLISHED,
+ * SYN-cookie ones included), counted per remote address and local port in
+ * the kernel and drained by the loader each interval: the one piece of
+ * inbound evidence a spoofed source address cannot produce. */
+struct ns_accept_key {
+    u8 family;      /* 4 or 6 */
+    u8 pad;
+    u16 lport;      /* the listener's port, host order */
+    u8 raddr[16];   /* the remote (client) address */
+    u8 laddr[16];   /* the local address it connected to */
+};
 
 /* TCP health of one connection, keyed by its socket address (a value the
  * tcp/sock tracepoints carry; never dereferenced). */

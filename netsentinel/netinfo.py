@@ -117,17 +117,21 @@ ALWAYS_PROTECTED = (("169.254.169.254", "the cloud instance-metadata address"),
                     ("255.255.255.255", "the broadcast address"))
 
 
+def config_lines(path: str, limit: int = 65536) -> list[str]:
+    """The lines of a small system config file ([] if it cannot be read)."""
+    try:
+        with open(path) as f:
+            return f.read(limit).splitlines()
+    except OSError:
+        return []
+
+
 def resolvers(paths=None) -> list[Network]:
     """The DNS servers this host uses (nameserver lines; the stub resolver's
     upstreams too where systemd-resolved keeps them)."""
     out: list[Network] = []
     for path in RESOLV_CONFS if paths is None else paths:
-        try:
-            with open(path) as f:
-                lines = f.read(65536).splitlines()
-        except OSError:
-            continue
-        for line in lines:
+        for line in config_lines(path):
             parts = line.split()
             if len(parts) >= 2 and parts[0] == "nameserver":
                 try:

@@ -133,3 +133,28 @@ def ns_connect(lab, addr, port=9, proto="tcp") -> dict:
     r = lab.ns_exec(lab.dut, "/usr/bin/python3", "-c", CONNECT_CODE, addr, str(port), proto)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
+
+
+def pipeline_with_listeners(lab: Lab, tmp_path_factory, ports):
+    """Generator for a module fixture: loader | analyzer (rules only) on the
+    lab with fresh records/, and a real TCP listener on each of ports in the
+    host under test; yields records/, then stops and unloads everything."""
+    from netsentinel.testing.inbound import listener
+    from netsentinel.testing.lab import start_pipeline
+    rec = tmp_path_factory.mktemp("records")
+    cfg = rec / "filter_config.json"
+    cfg.write_text("{}")
+    loader, analyzer = start_pipeline(lab, rec, cfg, ["--backend", "rules"])
+    servers = []
+    try:
+        wait_until(lambda: (read_json(rec / "loader_status.json") or {}).get("running"), 90, what="loader")
+        servers = [listener(lab.dut, lab.dut4, p) for p in ports]
+        yield rec
+    finally:
+        for s in servers:
+            s.terminate()
+            s.wait(timeout=10)
+        loader.terminate()
+        assert loader.wait(timeout=20) == 0
+        assert analyzer.wait(timeout=20) == 0
+        unload_all(lab)

@@ -23,7 +23,12 @@ def feed(events) -> str:
 def test_critical_flood_is_auto_blocked_with_a_ttl(tmp_path):
     flood = windows("icmp_flood", "u100")[:3]
     normal = windows("normal")[:20]
-    r = run_analyzer(tmp_path, ["--backend", "rules"], feed(normal + flood))
+    # The source proved its address first: a completed handshake (issue 13;
+    # an unproven one is withheld: tests/test_inbound_policy.py).
+    proof = {"v": 1, "type": "accepts", "ts": flood[0]["ts"], "interval_s": 2.0, "total": 1,
+             "sources": [{"src": flood[0]["src"], "port": 80, "count": 1}], "sources_more": 0,
+             "other_netns": 0}
+    r = run_analyzer(tmp_path, ["--backend", "rules"], feed([proof] + normal + flood))
     assert r.returncode == 0, r.stderr
     rec = tmp_path / "records"
     threats = read(rec, PENDING_THREATS)

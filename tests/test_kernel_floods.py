@@ -2,7 +2,10 @@
 namespace lab, floods from hping3. Each flood is detected within 2 seconds,
 auto-blocked (the default for CRITICAL floods) and dropped at XDP afterwards,
 while normal traffic from another host at the same time is neither flagged
-nor dropped."""
+nor dropped. Each flooding source first completes a TCP handshake with the
+host (issue 13: spoofable evidence bans only a source that proved its
+address; tests/test_kernel_inbound_policy.py has the unproven cases), and the
+SYN flood hits an open port, whose SYN-ACKs the flooder's kernel resets."""
 
 from __future__ import annotations
 
@@ -12,31 +15,23 @@ import time
 import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
-                    kernel_test_skip_reason, read_json, sh, unload_all, wait_until)
-from netsentinel.testing.lab import lab_octet, start_pipeline
+                    kernel_test_skip_reason, pipeline_with_listeners, read_json, sh, wait_until)
+from netsentinel.testing.inbound import connector
+from netsentinel.testing.lab import lab_octet
 
 SKIP = kernel_test_skip_reason()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
 
 FLOODS = {  # kind: hping3 arguments (about 2,000 packets/s)
     "icmp_flood": ["--icmp", "-i", "u500"],
-    "syn_flood": ["-S", "-p", "80", "-i", "u500"],
+    "syn_flood": ["-S", "-p", "80", "-i", "u500"],     # port 80 is open (the fixture's listener)
     "ssdp_flood": ["--udp", "-p", "1900", "-d", "90", "-i", "u500"],
 }
 
 
 @pytest.fixture(scope="module")
 def pipeline(lab, tmp_path_factory):
-    rec = tmp_path_factory.mktemp("records")
-    cfg = rec / "filter_config.json"
-    cfg.write_text("{}")
-    loader, analyzer = start_pipeline(lab, rec, cfg, ["--backend", "rules"])
-    wait_until(lambda: (read_json(rec / "loader_status.json") or {}).get("running"), 90, what="loader")
-    yield rec
-    loader.terminate()
-    assert loader.wait(timeout=20) == 0
-    assert analyzer.wait(timeout=20) == 0
-    unload_all(lab)
+    yield from pipeline_with_listeners(lab, tmp_path_factory, (80,))
 
 
 def threat_for(rec, src):
@@ -49,6 +44,11 @@ def test_flood_detected_blocked_and_dropped_while_normal_traffic_passes(lab, pip
     n = list(FLOODS).index(kind)
     src = f"10.{lab_octet()}.{lab.n}.{70 + n}"
     sh("ip", "-n", lab.peer, "addr", "add", f"{src}/24", "dev", lab.peer_if, "nodad")
+    accepted = lambda: ((read_json(rec / "analyzer_status.json") or {}).get("input", {})  # noqa: E731
+                        .get("other_events", {}).get("accepts", 0))
+    before = accepted()
+    assert connector(lab.peer, lab.dut4, 80, 1, 0.01, source=src).communicate(timeout=30)[0].strip() == "1"
+    wait_until(lambda: accepted() > before, 10, what="the analyzer to see the handshake")
     normal = subprocess.Popen(["ip", "netns", "exec", lab.peer, "ping", "-q", "-c", "25", "-i", "0.2",
                                "-I", lab.peer4b, lab.dut4], stdout=subprocess.PIPE, text=True)
     t0 = time.monotonic()

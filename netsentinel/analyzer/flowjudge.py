@@ -1,6 +1,9 @@
 """Inbound `flow` events in the analyzer: a flood becomes a threat (one per
-source and kind), auto-blocked when CRITICAL (auto_block_floods), and may
-trigger an LLM proposal of filter rules for a person to review. A mixin of
+source and kind), auto-blocked when CRITICAL (auto_block_floods) and the
+auto-ban policy allows it (autoban.py), and may trigger an LLM proposal of
+filter rules for a person to review. `accepts`, `tcp_health` and
+`connection` events feed the per-source inbound view (inbound.py): brute
+force, the handshakes a SYN flood lacks, sessions. A mixin of
 pipeline.Analyzer, whose state it uses."""
 
 from __future__ import annotations
@@ -13,18 +16,59 @@ from ..llm.backends import BackendError
 from ..llm.config import LLM_BACKENDS
 from ..netinfo import ProtectedCache
 from ..store import StoreError
+from .autoban import AutoBanPolicy
 from .evidence import threat_from
 from .floods import FloodDetector
+from .inbound import BruteForce, InboundView
 from .sinks import RecordsSink
 
 PROPOSE_EVERY_S = 600.0  # at most one LLM rule proposal per flooding source per this
 PROPOSED_MAX = 4096      # flooding sources remembered for that
 _PROTECTED = ProtectedCache()  # for rule proposals; the sink keeps its own for auto-bans
+# Flood kinds a two-way session makes a stream: an iperf3 UDP test, a video call.
+SESSION_KINDS = frozenset({"udp_flood"})
+# A stream that starts with its TCP control connection (iperf3) is judged
+# before the loader's next stack interval (2 s) reports that session: a
+# window that carries TCP ACKs from the source is held at MEDIUM for up to
+# this many windows, until the session is known. A flood that fakes ACKs
+# gains these windows, no more.
+HOLD_WINDOWS = 2
+HELD_MAX = 4096
 
 
 class FlowJudging:
     """handle_flow and what it needs; Analyzer provides settings, sink, store,
     manager, warn, whitelist(), llm_cfg(), _track_settings(), _tally()."""
+
+    def init_inbound(self) -> None:
+        """The inbound view and the auto-ban policy the sink asks before a
+        flood auto-ban (called once by Analyzer.__init__)."""
+        self.inbound = InboundView()
+        self._held: dict[str, int] = {}   # source -> windows its UDP verdict was held
+        self.autoban = AutoBanPolicy(self.inbound, self.settings.current)
+        self.sink.flood_gate = lambda threat: self.autoban.gate(threat, self.warn)
+
+    def handle_accepts(self, ev: dict) -> None:
+        for b in self.inbound.on_accepts(ev):
+            self._brute_force(ev, b)
+
+    def _brute_force(self, ev: dict, b: BruteForce) -> None:
+        """Many accepted connections from one source to one port: HIGH (a
+        person decides), CRITICAL auto-blocked (handshakes are not spoofable)."""
+        sighting = {"type": "accepts", "ts": ev.get("ts"), "src": b.src, "port": b.port,
+                    "count": b.count, "window_s": round(b.window_s, 1)}
+        verdict = {"level": b.level, "category": "brute_force", "confidence": 0.9,
+                   "rule_level": b.level, "reason": b.reason, "verdict_source": "rules",
+                   "rule_ids": ["inbound:brute_force"],
+                   "recommended_action": "ban the source" if b.level == "CRITICAL"
+                   else "check the service's logins; ban the source if they are not yours",
+                   "detector": "thresholds"}
+        entry = RecordsSink.make_entry(sighting, verdict, "rules", False)
+        threat = threat_from(entry, b.src, f"flood|brute_force|{b.port}|{b.src}")
+        if threat is not None:
+            threat["kind"] = "flood"
+        self.sink.add(entry, threat)
+        self._tally(b.level, "rules")
 
     def floods(self, cfg: dict) -> FloodDetector:
         gen = self.settings.generation
@@ -39,9 +83,29 @@ class FlowJudging:
             return
         cfg = self.settings.current()
         self._track_settings(cfg)
-        v = self.floods(cfg).judge(ev)
+        src = ev["src"]
+        v = self.floods(cfg).judge(ev, self.inbound.accept_rate(src))
         if v is None:
+            self._held.pop(src, None)
             return
+        session = self.inbound.session(src) if v.category in SESSION_KINDS else None
+        held = self._held.get(src, 0) if v.category in SESSION_KINDS else HOLD_WINDOWS
+        if session:
+            # Two-way and established: a stream the host takes part in, kept
+            # in view below the threat levels, never blocked.
+            v.level, v.category = "MEDIUM", "udp_session_stream"
+            v.reason += f"; not a flood: {session}"
+        elif held < HOLD_WINDOWS and (held or int(ev.get("tcp_ack") or 0) > 0):
+            self._held[src] = held + 1
+            while len(self._held) > HELD_MAX:
+                self._held.pop(next(iter(self._held)))
+            v.reason += (f"; held at MEDIUM (window {held + 1} of {HOLD_WINDOWS}): TCP ACKs from it "
+                         "suggest a session being set up")
+            v.level = "MEDIUM"
+        elif v.level == "CRITICAL":
+            refusal = self.autoban.refusal({"target": src, "category": v.category})
+            v.reason += f"; {refusal}" if refusal else "; may be auto-blocked: " + (
+                self.inbound.proven(src) or "handshake evidence")
         verdict = {"level": v.level, "category": v.category, "confidence": v.confidence,
                    "rule_level": v.level, "reason": v.reason, "verdict_source": "rules", "rule_ids": [f"flood:{v.category}"],
                    "recommended_action": "ban the source" if v.level != "MEDIUM" else "watch the source",

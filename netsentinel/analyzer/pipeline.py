@@ -80,6 +80,7 @@ class Analyzer(FlowJudging):
         self.stackscan = StackScanDetector()
         self._flood_detector: tuple[int, FloodDetector] | None = None
         self._proposed: dict[str, float] = {}
+        self.init_inbound()   # issue 13: per-source inbound view, auto-ban policy
         try:
             self._flow_model: FlowModel | None = FlowModel.load()
         except (OSError, ValueError) as e:
@@ -178,6 +179,7 @@ class Analyzer(FlowJudging):
                           "excerpt": scrub_text(excerpt[:2000])})
 
     def handle_connection(self, ev: dict) -> None:
+        self.inbound.on_connection(ev)
         cfg = self.settings.current()
         self._track_settings(cfg)
         out = self.engine.evaluate(ev, cfg, self.whitelist())
@@ -208,6 +210,10 @@ class Analyzer(FlowJudging):
             self.loader["stopped"] = ev["ts"]
         elif t == "flow":
             self.handle_flow(ev)
+        elif t == "accepts":
+            self.handle_accepts(ev)
+        elif t == "tcp_health":
+            self.inbound.on_tcp_health(ev)
         elif t in ("raw_socket", "egress", "udp"):  # outbound (issue 12): rules only, no LLM
             try:
                 out = self.behaviour.judge(ev, self.settings.current())

@@ -84,6 +84,7 @@ class RecordsSink:
         self._threats: dict = {}   # dedupe_key -> [threat, times]
         self._protected = ProtectedCache()
         self._refused_autoban: set = set()
+        self.flood_gate: Callable[[dict], bool] | None = None   # set by the analyzer
         self._rejected: list = []
         self.rejected_dropped = 0
         self.history_dropped = 0
@@ -292,7 +293,8 @@ class RecordsSink:
             if stored.get("status") != "pending" or stored.get("level") != "CRITICAL":
                 continue
             if stored.get("kind") == "flood":
-                if cfg["auto_block_floods"]:
+                # flood_gate: the auto-ban policy (analyzer/autoban.py, issue 13)
+                if cfg["auto_block_floods"] and (self.flood_gate is None or self.flood_gate(stored)):
                     self._auto_ban(stored, cfg, flood=True)
             elif cfg["auto_ban_critical"] and auto_bannable(stored, cfg["auto_ban_min_confidence"]):
                 self._auto_ban(stored, cfg)

@@ -27,7 +27,8 @@ KFREE_SKB_FORMAT = TRACEFS / "events/skb/kfree_skb/format"
 MAX_SITES = 4096
 MAX_FLOWS = 16384
 MAX_CONNS = 16384
-MISS_NAMES = ("sites_full", "flows_full")
+MAX_ACCEPTS = 8192   # (client, local address, port) pairs per interval; more are counted as missed
+MISS_NAMES = ("sites_full", "flows_full", "accepts_full")
 TCP_TRACEPOINTS = (("sock", "inet_sock_set_state"), ("tcp", "tcp_probe"), ("tcp", "tcp_retransmit_skb"),
                    ("tcp", "tcp_send_reset"), ("tcp", "tcp_receive_reset"))
 # BPF_TCP_* (UAPI linux/bpf.h), the kernel's TCP state numbers.
@@ -108,7 +109,7 @@ class StackProbe:
         if missing:
             self.tcp_off_reason = f"TCP health is off: this kernel lacks {', '.join(missing)}"
         else:
-            extra.update(NS_STACK_TCP=1, NS_MAX_CONNS=MAX_CONNS)
+            extra.update(NS_STACK_TCP=1, NS_MAX_CONNS=MAX_CONNS, NS_MAX_ACCEPTS=MAX_ACCEPTS)
         try:
             extra.update(stack_offsets())
             extra["NS_HAVE_SKB_OFFSETS"] = 1
@@ -155,6 +156,17 @@ class StackProbe:
         out = {}
         for i, name in enumerate(MISS_NAMES):
             out[name] = int(sum(t[t.Key(i)]))
+        return out
+
+    def read_accepts(self) -> list[dict]:
+        """Handshakes completed on this host's listeners since the last read,
+        per (client, local address, port), drained."""
+        if self.tcp_off_reason is not None:
+            return []
+        out = []
+        for k, n in self._drain("accepts"):
+            out.append({"src": _addr(k.family, bytes(k.raddr)), "dst": _addr(k.family, bytes(k.laddr)),
+                        "family": f"ipv{k.family}", "port": k.lport, "count": n})
         return out
 
     def read_tcp(self) -> list[dict]:

@@ -163,7 +163,7 @@ DEFAULT_THRESHOLDS: dict[str, dict] = {
     "syn_flood": {"counter": "tcp_syn", "high": 300, "critical": 800, "min_share": 0.8},
     "ssdp_flood": {"counter": "udp_ssdp", "high": 200, "critical": 800, "min_share": 0.8},
     "reflection": {"counter": "udp_reflect", "high": 200, "critical": 800, "min_share": 0.8},
-    "udp_flood": {"counter": "udp", "high": 2000, "critical": 5000, "min_share": 0.9},
+    "udp_flood": {"counter": "udp", "high": 1500, "critical": 3000, "min_share": 0.9},
 }
 
 

@@ -16,7 +16,8 @@ from ..records import STACK
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
 from .drops import DropReporter
-from .tcphealth import TcpHealth
+from ..netinfo import local_addresses
+from .tcphealth import Accepts, TcpHealth
 
 HISTORY_INTERVALS = 180     # drop reasons over time: the last this many intervals with drops
 TOP_SITES = 30
@@ -32,6 +33,7 @@ class Stack:
                                   xdp_ifname=xdp_ifname)
         self.proc_info = proc_info
         self.tcp: TcpHealth | None = None
+        self.accepts: Accepts | None = None
         self._next = self._last = time.monotonic()
         self.history: deque = deque(maxlen=HISTORY_INTERVALS)
         self.sites: dict[tuple, dict] = {}
@@ -46,6 +48,8 @@ class Stack:
         notes = [r for r in (self.drops.probe.detail_off_reason, self.drops.probe.tcp_off_reason) if r]
         if self.drops.probe.tcp_off_reason is None:
             self.tcp = TcpHealth(self.drops.probe.read_tcp, self.proc_info)
+            self.accepts = Accepts(self.drops.probe.read_accepts,
+                                   lambda: {str(n.network_address) for n in local_addresses()})
         return notes
 
     @property
@@ -59,6 +63,9 @@ class Stack:
         if body:
             ev = self.emit("drops", **body)
             self._remember_drops(ev or body)
+        accepted = self.accepts.sample(now - self._last) if self.accepts else None
+        if accepted:
+            self.emit("accepts", **accepted)
         for body in (self.tcp.sample() if self.tcp else ()):
             self.emit("tcp_health", **body)
             key = (body["saddr"], body["sport"], body["daddr"], body["dport"])
@@ -85,7 +92,8 @@ class Stack:
         return {f"stack/{n}": i for n, i in program_ids(self.drops.probe.bpf).items()}
 
     def totals(self) -> dict:
-        return {**self.drops.totals, **(self.tcp.totals if self.tcp else {})}
+        return {**self.drops.totals, **(self.tcp.totals if self.tcp else {}),
+                **(self.accepts.totals if self.accepts else {})}
 
     def record(self, store: RecordsStore) -> None:
         """records/stack.json: what the Stack page shows."""

@@ -64,3 +64,51 @@ class TcpHealth:
             "states": [{"state": s, "at": _wall(ns, offset)} for s, ns in r["states"]],
             "first_seen": _wall(r["first_ns"], offset), "last_seen": _wall(r["last_ns"], offset),
         }
+
+
+MAX_ACCEPT_ROWS = 200    # (client, port) rows per `accepts` event; the biggest first
+LOCAL_TTL_S = 5.0        # how long this namespace's own addresses are trusted
+
+
+class Accepts:
+    """`accepts` events: handshakes completed on this host's listeners in
+    the interval, per client and port, counted in the kernel (bpf/stack.bpf.c,
+    SYN_RECV -> ESTABLISHED). The tracepoint sees every network namespace;
+    only connections to an address of the loader's own namespace are kept
+    (other namespaces' are counted in `other_netns`)."""
+
+    def __init__(self, read: Callable[[], list[dict]], local: Callable[[], set[str]],
+                 clock: Callable[[], float] = time.monotonic):
+        self.read, self.local, self.clock = read, local, clock
+        self._local: set[str] = set()
+        self._local_at = -LOCAL_TTL_S
+        self.totals = {"accepts": 0, "accepts_other_netns": 0}
+
+    def _ours(self) -> set[str]:
+        now = self.clock()
+        if now - self._local_at >= LOCAL_TTL_S:
+            self._local, self._local_at = self.local(), now
+        return self._local
+
+    def sample(self, interval_s: float) -> dict | None:
+        rows = self.read()
+        if not rows:
+            return None
+        ours = self._ours()
+        merged: dict[tuple, int] = {}
+        other = 0
+        for r in rows:
+            if r["dst"] not in ours:
+                other += r["count"]
+                continue
+            key = (r["src"], r["port"])
+            merged[key] = merged.get(key, 0) + r["count"]
+        self.totals["accepts_other_netns"] += other
+        if not merged:
+            return None
+        total = sum(merged.values())
+        self.totals["accepts"] += total
+        top = sorted(merged.items(), key=lambda kv: -kv[1])
+        return {"interval_s": round(interval_s, 3), "total": total,
+                "sources": [{"src": s, "port": p, "count": n} for (s, p), n in top[:MAX_ACCEPT_ROWS]],
+                "sources_more": max(0, len(top) - MAX_ACCEPT_ROWS), "other_netns": other}
