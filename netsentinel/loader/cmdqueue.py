@@ -26,12 +26,8 @@ The command file. Tools write through the store's lock; people do not:
   the file for the next pass, a person's next `>` could wipe them after they
   were counted as seen: neither applied nor reported.
 A write that another `>` replaces before the loader reads it cannot be
-recovered; cmdwatch counts such writes and reports them. A read lease on the
-file (F_SETLEASE, which makes a writer's open wait for the loader to read)
-was measured and not used: a lease break lets every waiting writer go at
-once, and no lease can be taken again while any of them has the file open,
-so concurrent `>` writers still replace each other; it only made writers
-wait (up to /proc/sys/fs/lease-break-time, 45 s, on a stopped loader).
+recovered; cmdwatch counts such writes and reports them (and says why a
+lease on the file would not have kept them).
 
 The drop directory is for scripts that write often: each file (any name not
 starting with '.'; write it under a '.name' and rename it) holds one command

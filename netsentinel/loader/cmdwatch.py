@@ -17,6 +17,13 @@ Measured with 50 shells each writing 200 commands with `>` at once
 (tests/test_cmdqueue.py, tests/test_kernel_records.py): 99.8-99.97% of the
 commands applied or reported (it was 94-99% with one watch drained by the
 loop); the rest are closes that raced on two CPUs (see WATCH_MASK).
+
+Preventing the loss instead, with a read lease on the file (F_SETLEASE: a
+writer's open waits until the loader has read and let go), was measured and
+not used: a lease break lets every waiting writer go at once, and no lease
+can be taken again while any of them has the file open, so concurrent `>`
+writers still replace each other; it would only make writers wait, up to
+/proc/sys/fs/lease-break-time (45 s) behind a stopped loader.
 """
 
 from __future__ import annotations
