@@ -51,7 +51,9 @@ def test_person_truncating_while_we_consume_loses_nothing(tmp_path):
 
 def test_person_writing_into_the_replaced_file_loses_nothing(tmp_path):
     """The person opened the file before our atomic replace and writes
-    after it: the write lands in the old inode and must be recovered."""
+    after it: the write lands in the old inode and must be recovered: put
+    back in the queue (a crash keeps it) and handled at once (a `>` after it
+    could wipe it), then removed on the next pass, never handled twice."""
     person = {}
 
     def open_in_place(raw):
@@ -68,10 +70,11 @@ def test_person_writing_into_the_replaced_file_loses_nothing(tmp_path):
             os.close(person.pop("fd"))
     store.write = write_then_person_writes
     path.write_text(json.dumps([CMD1]))
-    assert q.process() == 1
+    assert q.process() == 2
+    assert handled == [CMD1, CMD2], "the late write was not handled"
     assert json.loads(path.read_text()) == [CMD2], "the late write was not put back"
     q.process()
-    assert handled == [CMD1, CMD2]
+    assert handled == [CMD1, CMD2] and json.loads(path.read_text()) == []
 
 
 def test_half_written_file_is_left_alone_until_complete(tmp_path):
@@ -165,7 +168,7 @@ def test_a_command_handled_again_after_a_crash_is_refused_once(tmp_path):
         store = RecordsStore(tmp_path)
         q = CommandQueue(store, "ban_commands.json", lambda raw: None, None, commit=lambda: None)
         q.handle = lambda raw, q=q, store=store: store.reject_command(raw, "bad ip", ref=q.current_ref)
-        q._remove_handled = lambda: None
+        q._remove_handled = lambda: 0
         q.process()
     assert len(rejected(tmp_path)) == 1
 
@@ -197,8 +200,8 @@ def test_fifty_shells_appending_lose_nothing(tmp_path):
 def test_writes_replaced_before_they_were_read_are_reported(tmp_path, writers, per_writer):
     """`echo > file` from many shells: what a later write replaced before the
     loader read it cannot come back, so it is counted and reported (in the
-    rejected file, with the advice). inotify merges identical events, so the
-    count may be low, never high."""
+    rejected file, with the advice). inotify merges identical neighbouring
+    events, so the count may be low, never high."""
     store, q, handled = make_recording_queue(tmp_path)
     total = writers * per_writer
     _drain_while(q, _shells(tmp_path, writers, per_writer, ">"), lambda: True)
@@ -208,9 +211,10 @@ def test_writes_replaced_before_they_were_read_are_reported(tmp_path, writers, p
     lost = sum(e["command"]["lost_writes"] for e in reports)
     assert reports and all(">>" in e["error"] and "ban_commands.d/" in e["error"] for e in reports)
     assert len(handled) + lost <= total
-    # Measured 93.6-98.5% accounted for on this 2-core VM under load; exact
-    # counting is issue 10's open item. The bound catches a detector that broke.
-    assert len(handled) + lost >= 0.90 * total, (len(handled), lost)
+    # Measured 99.8-99.97% accounted for on this 2-core VM (94-99% with one
+    # watch drained by the loop); the rest are two closes racing on two CPUs,
+    # which inotify merges on both watches (loader/cmdwatch.py).
+    assert len(handled) + lost >= 0.995 * total, (len(handled), lost)
 
 
 # --------------------------------------------------------------- drop directory

@@ -200,3 +200,38 @@ def test_changing_the_rules_never_leaves_a_moment_without_them(lab, run, tmp_pat
                     and e.get("result") == "removed", 10, "rule removed")
     t.wait_sent(200)
     assert t.alive() and t.received() == (0, None), f"{t.received()[0]} datagrams got through"
+
+
+def test_a_rule_applied_but_not_yet_saved_never_leaves_the_map(lab, run, tmp_path):
+    """A crash between putting a rule command in the kernel and saving
+    filter_rules.json leaves the command queued and the file without the rule.
+    The next loader loads file + queued commands as one set, so the rule never
+    leaves the map. Many ban commands queued with it (a crash under load) would
+    stretch a gap between loading the file and re-applying the command to
+    hundreds of datagrams at the peer's steady 1,000 a second."""
+    lp = run()
+    port = 40000 + lab.n
+    steady = {"action": "add_rule", "rule": {"id": "steady", "action": "drop", "src": lab.peer4,
+                                             "proto": "udp", "dport": port}}
+    (tmp_path / "rule_commands.json").write_text(json.dumps([steady]))
+    lp.wait_for(lambda e: e["type"] == "rule" and e.get("id") == "steady", 10, "drop rule")
+    wait_until(lambda: "steady" in (tmp_path / "filter_rules.json").read_text(), 10,
+               what="the rule recorded")
+    t = run.traffic()
+    t.wait_sent(200)
+    lp.stop(signal.SIGKILL)
+    # The state such a crash leaves: in the kernel, still queued, not recorded.
+    (tmp_path / "filter_rules.json").write_text(json.dumps({"rules": []}))
+    (tmp_path / "rule_commands.json").write_text(json.dumps([steady]))
+    o = lab.dut4.split(".")[1]
+    others = [x for x in range(1, 251) if x != lab.n][:12]
+    write_commands(tmp_path, [{"action": "ban", "ip": f"10.{o}.{x}.{h}"} for x in others
+                              for h in range(1, 251)])
+    t.wait_sent(200)
+    lp2 = run()
+    assert lp2.all_events[0]["rules_restored"] == 0
+    lp2.wait_for(lambda e: e["type"] == "rule" and e.get("id") == "steady", 10, "rule re-applied")
+    t.wait_sent(300)
+    assert "steady" in (tmp_path / "filter_rules.json").read_text()
+    assert t.alive() and t.received() == (0, None), \
+        f"{t.received()[0]} datagrams got through while the rule was out of the map"

@@ -323,7 +323,8 @@ def test_fifty_shells_writing_the_command_file_every_command_applied_or_reported
     # and counted (inotify may count low, never high). (`>>` loses nothing:
     # test_cmdqueue.)
     assert applied + lost <= 10_000 and lost > 0
-    # Not yet every one (inotify merges identical events; issue 10's open
-    # item): measured 93.6-98.5% accounted for here.
-    assert applied + lost >= 0.90 * 10_000, (applied, lost)
+    # Measured 99.85-99.96% accounted for here (93.6-98.5% with one watch
+    # drained by the loop); the rest are two closes racing on two CPUs, which
+    # inotify merges on both watches (loader/cmdwatch.py).
+    assert applied + lost >= 0.995 * 10_000, (applied, lost)
     assert lp.proc.poll() is None

@@ -6,6 +6,7 @@ for people and scripts, from a terminal (fail2ban-client / cscli style).
   status   `netsentinel status`: health of every process, bans, threats
   bans     `netsentinel bans list|add|del`
   threats  `netsentinel threats list|show|approve|reject`
+  unload   `netsentinel unload`: the loader's --unload, run as a process
 
 It reads and writes records/ only through the shared floor (store, bancheck,
 threats, whitelist): never the kernel, so it needs no root where the files

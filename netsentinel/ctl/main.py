@@ -10,7 +10,7 @@ import sys
 from .. import whitelist_cli
 from ..cliargs import EXIT_FAILURE, quiet_on_closed_stdout, tool_parser
 from ..store import StoreError
-from . import bans, events, status, threats
+from . import bans, events, status, threats, unload
 from .common import PROG, fail
 
 EPILOG = f"""examples:
@@ -24,6 +24,7 @@ EPILOG = f"""examples:
   {PROG} threats approve 3f9c2a1b7d4e --ttl 7d
   {PROG} threats reject --category host_sweep --older-than 1h --note "our monitoring"
   {PROG} events --since 1h --level HIGH+ --process curl   # the event history (--help)
+  sudo {PROG} unload -i eth0                      # take the pinned enforcement down (--json)
   {PROG} whitelist add ip 192.0.2.10              # the user_whitelist.py commands
   {PROG} --records /srv/netsentinel/records status
 
@@ -41,11 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", metavar="DIR", help="records directory")
     p.add_argument("--config", metavar="FILE", help="whitelist file (filter_config.json)")
     sub = p.add_subparsers(dest="command", required=True,
-                           metavar="{status,bans,threats,events,whitelist}")
+                           metavar="{status,bans,threats,events,unload,whitelist}")
     status.register(sub)
     bans.register(sub)
     threats.register(sub)
     events.register(sub)
+    unload.register(sub)
     # Parsed by user_whitelist.py's own parser (see main); listed here for --help.
     sub.add_parser("whitelist", help="list and edit trusted addresses, processes, ports "
                                      "(netsentinel whitelist --help)", add_help=False)

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "interface (default: %(default)s)")
     p.add_argument("--unload", action="store_true",
                    help="detach and unpin everything pinned for -i IFACE, print what, and exit")
+    p.add_argument("--json", action="store_true",
+                   help="with --unload: one JSON object {interface, pin_dir, removed, actions}")
     p.add_argument("--max-bans", type=positive_int(1, MAX_BANS_LIMIT), default=MAX_BANS,
                    help="capacity of each ban map (default: %(default)s)")
     p.add_argument("--buffer-pages", type=positive_int(1, 65536), default=64,
@@ -187,6 +189,8 @@ def main(argv=None) -> int:
         parser.error(str(e))
     if args.ebpf:
         return dump_ebpf(args)
+    if args.json and not args.unload:
+        parser.error("--json goes with --unload")
     if args.no_xdp and args.ban:
         parser.error("--ban needs enforcement; drop --no-xdp")
     if args.buffer_pages & (args.buffer_pages - 1):
@@ -226,18 +230,34 @@ def main(argv=None) -> int:
 
 
 def unload(args) -> int:
-    """--unload: the one way enforcement comes down (see kernel/pins.py)."""
+    """--unload: the one way enforcement comes down (see kernel/pins.py).
+    `netsentinel unload` runs this as a process (ctl/ never imports the kernel)."""
+    import json
     from ..kernel import KernelError
     from ..kernel.host import ensure_kernel_fs
     from ..kernel.pins import unload as unload_pins
     iface = args.interface or netinfo.default_route_interface()
     if not iface:
         die(PROG, "--unload needs -i IFACE (no default route to pick one from)", EXIT_USAGE)
+    actions: list[str] = []
+
+    def report(line: str) -> None:
+        actions.append(line)
+        if not args.json:
+            print(f"unload: {line}", flush=True)
     ensure_kernel_fs()
     try:
-        n = unload_pins(args.pin_dir, iface, lambda line: print(f"unload: {line}", flush=True))
+        n = unload_pins(args.pin_dir, iface, report)
     except (KernelError, ValueError, OSError) as e:
         die(PROG, f"--unload {iface}: {e}", EXIT_FAILURE)
-    print(f"unload: {iface}: removed {n} pinned objects; nothing of NetSentinel's is enforced "
-          "there now", flush=True)
+    if args.json:
+        print(json.dumps({"interface": iface, "pin_dir": args.pin_dir, "removed": n,
+                          "actions": actions}), flush=True)
+    else:
+        print(f"unload: {iface}: removed {n} pinned objects; nothing of NetSentinel's is enforced "
+              "there now", flush=True)
     return 0
+
+
+if __name__ == "__main__":   # `python -m netsentinel.loader.cli`: how `netsentinel unload` runs it
+    raise SystemExit(main())

@@ -20,10 +20,14 @@ The command file. Tools write through the store's lock; people do not:
   read; a value may be one command or a list of them;
 - the queue is never rewritten over an empty or half-written file: the
   removal waits (the handled commands are remembered, not handled twice);
-- after the rewrite, the replaced file is checked for a late in-place write,
-  and any command found there is put back in the queue.
+- whatever the loader has read it handles in the same pass: commands written
+  between our read and the rewrite, and a late in-place write into the
+  replaced file (put back in the queue first, so a crash keeps it). Left in
+  the file for the next pass, a person's next `>` could wipe them after they
+  were counted as seen: neither applied nor reported.
 A write that another `>` replaces before the loader reads it cannot be
-recovered; cmdwatch counts such writes and reports them.
+recovered; cmdwatch counts such writes and reports them (and says why a
+lease on the file would not have kept them).
 
 The drop directory is for scripts that write often: each file (any name not
 starting with '.'; write it under a '.name' and rename it) holds one command
@@ -128,8 +132,7 @@ class CommandQueue:
             return  # a write not parsed yet (it may still be settling) is not lost
         balance = sessions - self.own_writes - self.new_seen
         quiet, self._last_sessions = sessions == self._last_sessions, sessions
-        if self.watch.overflowed:  # the kernel dropped events: the count is off from here
-            self.watch.overflowed = False
+        if self.watch.take_overflow():  # the kernel dropped events: the count is off from here
             self._lost_base = None
             self.refuse({"file": self.name}, f"{self.name} was written too often to count the "
                         f"writes, so some may be lost; append with >> or queue in {self.drop_name}/")
@@ -168,17 +171,25 @@ class CommandQueue:
         self._bad_text = None
         self._count_new(queued)
         fresh = _without(queued, self._handled_unremoved)
-        base = len(queued) - len(fresh)
-        for i, raw in enumerate(fresh):
+        n = self._handle_now(fresh, st, len(queued) - len(fresh))
+        if self._handled_unremoved:
+            n += self._remove_handled()
+        return n
+
+    def _handle_now(self, commands: list, st: os.stat_result, base: int) -> int:
+        """Apply each command read from the file (st), save the outcome, and
+        remember them for removal. Whatever the loader has read it handles at
+        once: a command left in the file for the next pass is one a person's
+        next `>` can wipe after it was counted as seen, neither applied nor
+        reported."""
+        for i, raw in enumerate(commands):
             self._apply(raw, f"{self.name}:{st.st_ino}:{st.st_mtime_ns}:{base + i}")
-        if fresh:
+        if commands:
             # Save the outcome first: a crash from here on re-applies
             # (idempotent) rather than loses a command.
             self.commit()
-        self._handled_unremoved += fresh
-        if self._handled_unremoved:
-            self._remove_handled()
-        return len(fresh)
+        self._handled_unremoved += commands
+        return len(commands)
 
     def _count_new(self, commands: list) -> None:
         """Every write session (a person's `>`/`>>`, a tool's replace) adds at
@@ -205,15 +216,16 @@ class CommandQueue:
         self.refuse({"raw": text[:4096], "file": aside.name}, f"{self.name}: {error}")
         return 1
 
-    def _remove_handled(self) -> None:
+    def _remove_handled(self) -> int:
         """Rewrite the queue without what was handled, unless a person is
-        writing it right now (then try again on the next pass)."""
+        writing it right now (then try again on the next pass); commands
+        written since our read are handled first. Returns how many of those."""
         path = self.store.path(self.name)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             self._handled_unremoved = []
-            return
+            return 0
         try:
             before = os.fstat(fd)
             text = os.read(fd, min(before.st_size, jsonsafe.MAX_BYTES) + 1).decode("utf-8", "replace")
@@ -222,25 +234,27 @@ class CommandQueue:
             except jsonsafe.JsonRefused:
                 current = None
             if current is None:
-                return  # empty or half-written: someone is writing; keep the handled list
-            self._count_new(current)  # a write since our read stays queued: count it
+                return 0  # empty or half-written: someone is writing; keep the handled list
+            self._count_new(current)
             left = _without(current, self._handled_unremoved)
-            self.store.write(self.name, left)
+            n = self._handle_now(left, before, len(current) - len(left))
+            self.store.write(self.name, [])
             self.own_writes += 1
-            self._known = _keys(left)
+            self._known = Counter()
             self._handled_unremoved = []
-            self._recover_late_write(fd, before, current)
+            return n + self._recover_late_write(fd, before, current)
         finally:
             os.close(fd)
             self._watch.remember()
 
-    def _recover_late_write(self, fd: int, before: os.stat_result, seen: list) -> None:
+    def _recover_late_write(self, fd: int, before: os.stat_result, seen: list) -> int:
         """A writer that opened the file before our replace writes into the
-        old inode: put what it wrote back into the queue."""
+        old inode: put what it wrote back into the queue (so a crash keeps
+        it), then handle it now. Returns how many commands that was."""
         deadline = time.monotonic() + SETTLE_S
         st = os.fstat(fd)
         if (st.st_size, st.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
-            return
+            return 0
         while time.monotonic() < deadline:  # let it finish writing
             time.sleep(0.02)
             again = os.fstat(fd)
@@ -254,12 +268,16 @@ class CommandQueue:
         except jsonsafe.JsonRefused as e:
             self.new_seen += 1  # that write was seen (and refused), not lost
             self.refuse({"raw": text[:4096]}, f"{self.name}: a late write was refused: {e}")
-            return
+            return 0
         extra = _without(late, seen)
-        if extra:
-            self.store.update(self.name, lambda cur: (cur if isinstance(cur, list) else []) + extra,
-                              default=[])
-            self.own_writes += 1  # (the next look counts the extra commands as new)
+        if not extra:
+            return 0
+        self.store.update(self.name, lambda cur: (cur if isinstance(cur, list) else []) + extra,
+                          default=[])
+        self.own_writes += 1
+        self.new_seen += len(extra)
+        self._known += _keys(extra)  # so the next look does not count them again
+        return self._handle_now(extra, st, len(late) - len(extra))
 
     # ------------------------------------------------------------ the drop directory
     def _process_drop_dir(self) -> int:

@@ -39,6 +39,7 @@ class RuleTable:
         self.warn = warn
         self.clock = clock
         self.rules: list[dict] = []   # as stored, in evaluation order
+        self._restoring = False       # see restore()
         self._refuse = Refusals(store, RULE_COMMANDS_REJECTED, "rule_rejected", "rule command",
                                 warn, emit)
         self.queue = CommandQueue(store, RULE_COMMANDS, self._handle, self._refuse, self._save)
@@ -47,8 +48,12 @@ class RuleTable:
 
     # ------------------------------------------------------------ load
     def _load(self, candidate: list[dict]) -> None:
-        """Validate the whole set, then load it; raises RuleRefused untouched."""
+        """Validate the whole set, then load it; raises RuleRefused untouched.
+        While restoring, only validate: restore() loads the outcome once."""
         rules = validate_rules([_kernel_view(r) for r in candidate], self.protected(), self.ssh_ports())
+        if self._restoring:
+            self.rules = candidate
+            return
         counted = self.enforcer.rule_hits() if self.rules else {}
         self.enforcer.set_rules(rules)
         # The kernel's per-slot counters restart at the new load: carry the
@@ -78,15 +83,30 @@ class RuleTable:
         self._load(accepted)
 
     def restore(self) -> int:
+        """filter_rules.json plus the commands still queued, into the kernel as
+        one set. A loader killed after putting a command's rule in the (pinned)
+        map but before saving the file leaves the command queued; loading the
+        file first and the command after would take that rule out of the map
+        for as long as the start takes in between. Returns how many rules the
+        file gave back."""
         saved = self.store.read(FILTER_RULES, default={})
         raws = saved.get("rules", []) if isinstance(saved, dict) else []
         now = self.clock()
         keep = [r for r in raws if isinstance(r, dict) and not is_expired(r, now)]
         for r in keep:
             r["hits_base"] = r.get("hits", 0)
-        self._load_tolerant(keep, "restore")
+        self._restoring = True
+        try:
+            self._load_tolerant(keep, "restore")
+            restored = len(self.rules)
+            # Saves the set (commit) before the kernel has it: the file is
+            # what the next start loads, so a crash here loses nothing.
+            self.queue.process()
+        finally:
+            self._restoring = False
+        self._load_tolerant(self.rules, "restore")
         self._save()
-        return len(self.rules)
+        return restored
 
     # ------------------------------------------------------------ commands
     def process_commands(self) -> int:
