@@ -1,0 +1,181 @@
+"""What an unprivileged dashboard asks root to do (records/dashboard_commands.d/,
+netsentinel/dashcmd.py), applied by the analyzer (analyzer/dashcmds.py).
+
+A real system user in the netsentinel group (useradd --system, runuser)
+writes the commands; a user outside the group cannot; the applier (root)
+applies each with the root dashboard's checks, audits it naming the file's
+owner uid and the claimed user as unverified, and refuses hostile ones with
+a one-line reason in dashboard_commands.rejected.json, going on."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from dashboard_seed import seed
+from netsentinel import audit, dashcmd, threats
+from netsentinel.analyzer.dashcmds import DashboardCommands
+from netsentinel.llm.config import DEFAULT_LLM_CONFIG, load_llm_config, save_llm_config
+from netsentinel.records import BAN_COMMANDS, DASHBOARD_COMMANDS, DASHBOARD_COMMANDS_REJECTED
+from netsentinel.store import RecordsStore
+from netsentinel.whitelist import WhitelistFile
+
+ROOT = Path(__file__).resolve().parent.parent
+MEMBER = "ns-dash202"    # in the netsentinel group, as the dashboard's user is
+OUTSIDER = "ns-out202"   # any other local user
+
+
+def _user(name: str, *extra: str) -> None:
+    subprocess.run(["userdel", name], capture_output=True)  # a leftover from a killed run
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    *extra, name], check=True)
+
+
+@pytest.fixture(scope="module")
+def users():
+    subprocess.run(["groupadd", "--system", "-f", "netsentinel"], check=True)
+    _user(MEMBER, "--gid", "netsentinel")
+    _user(OUTSIDER)
+    try:
+        yield MEMBER, OUTSIDER
+    finally:
+        for name in (MEMBER, OUTSIDER):
+            subprocess.run(["userdel", name], check=True)
+
+
+@pytest.fixture
+def rig(users):
+    """root's records/ (0755, readable by the users) with seeded threats, the
+    whitelist file, and the applier as the analyzer builds it."""
+    base = Path(tempfile.mkdtemp(prefix="netsentinel-cmd202-"))
+    base.chmod(0o755)
+    records, config = base / "records", base / "filter_config.json"
+    seed(records)
+    config.write_text(json.dumps({"trusted_ips": ["192.0.2.0/28"]}))
+    store = RecordsStore(records)
+    warnings: list[str] = []
+    cfg = dict(DEFAULT_LLM_CONFIG, backend="rules")
+    save_llm_config(store, cfg)
+    applier = DashboardCommands(store, WhitelistFile(config), warnings.append,
+                                lambda: load_llm_config(store)[0])
+    applier.poll()  # creates dashboard_commands.d (root:netsentinel 2770)
+    try:
+        yield store, config, applier, warnings
+    finally:
+        shutil.rmtree(base)
+
+
+def submit_as(user: str, records: Path, kind: str, **fields) -> subprocess.CompletedProcess:
+    """dashcmd.submit run by a real user (what the dashboard process does)."""
+    code = ("import json, sys; from netsentinel import dashcmd; "
+            "print(dashcmd.submit(sys.argv[1], sys.argv[2], 'session abc (claims: admin)', "
+            "**json.loads(sys.argv[3])))")
+    return subprocess.run(["runuser", "-u", user, "--", "env", "-i", f"PYTHONPATH={ROOT}", "HOME=/",
+                           sys.executable, "-c", code, str(records), kind, json.dumps(fields)],
+                          capture_output=True, text=True, cwd="/", timeout=60)
+
+
+def entry(store: RecordsStore, cid: str) -> dict:
+    return next(e for e in audit.read(store)[0] if e["details"].get("command_id") == cid)
+
+
+def test_the_drop_directory_is_root_netsentinel_2770(rig):
+    store, _, _, _ = rig
+    st = os.stat(store.path(DASHBOARD_COMMANDS))
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o2770, 0)
+    import grp
+    assert st.st_gid == grp.getgrnam("netsentinel").gr_gid
+
+
+def test_member_approves_rejects_trusts_and_changes_settings(rig):
+    store, config, applier, _ = rig
+    uid = pwd.getpwnam(MEMBER).pw_uid
+    ids = {}
+    for name, kind, fields in (
+            ("approve", "approve", {"threat": "seedcrit0001", "ttl_seconds": 3600, "note": "seen"}),
+            ("reject", "reject", {"threat": "seedhigh0002", "trust": True, "note": "file server"}),
+            ("trust", "whitelist_add", {"entry_kind": "process", "value": "chronyd"}),
+            ("settings", "settings", {"config": dict(load_llm_config(store)[0],
+                                                     max_calls_per_minute=7)})):
+        done = submit_as(MEMBER, store.root, kind, **fields)
+        assert done.returncode == 0, done.stderr
+        ids[name] = done.stdout.strip()
+        file = next(store.path(DASHBOARD_COMMANDS).iterdir())
+        assert file.stat().st_uid == uid  # the owner is who wrote it: the only identity trusted
+        assert applier.poll() == 1
+    assert list(store.path(DASHBOARD_COMMANDS).iterdir()) == []  # consumed
+    pending = {t["id"]: t for t in threats.list_threats(store)}
+    assert pending["seedcrit0001"]["status"] == "approved"
+    assert pending["seedcrit0001"]["decided_by"].startswith(f"dashboard ({MEMBER})")
+    ban = json.loads(store.path(BAN_COMMANDS).read_text())
+    assert [(c["ip"], c["ttl_seconds"], c["threat_id"]) for c in ban] == [
+        ("203.0.113.50", 3600, "seedcrit0001")]
+    assert pending["seedhigh0002"]["status"] == "rejected"
+    cfg = json.loads(config.read_text())
+    assert "198.51.100.23" in cfg["trusted_ips"] and cfg["trusted_processes"] == ["chronyd"]
+    assert load_llm_config(store)[0]["max_calls_per_minute"] == 7
+    for name, cid in ids.items():
+        e = entry(store, cid)
+        assert e["outcome"] == "ok", (name, e)
+        assert e["who"].startswith(f"uid {uid} ({MEMBER}) via {DASHBOARD_COMMANDS}")
+        assert "says: session abc (claims: admin) (unverified)" in e["who"]
+        assert dashcmd.outcome(store, cid) == "ok"
+
+
+def test_refusals_are_kept_with_their_reason_and_the_applier_goes_on(rig):
+    store, config, applier, warnings = rig
+    before = config.read_text()
+    bad = [("whitelist_add", {"entry_kind": "ip", "value": "0.0.0.0/0"}, "too broad"),
+           ("approve", {"threat": "seedagg", "ttl_seconds": None, "note": None}, "no threat"),
+           ("settings", {"config": dict(load_llm_config(store)[0], host="http://127.0.0.1:9/")},
+            "only root"),
+           ("settings", {"config": dict(load_llm_config(store)[0], backend="ollama")}, "only root"),
+           ("whitelist_save", {"config": {"trusted_ips": "all"}}, "must be a list")]
+    ids = []
+    for kind, fields, _ in bad:
+        done = submit_as(MEMBER, store.root, kind, **fields)
+        assert done.returncode == 0, done.stderr
+        ids.append(done.stdout.strip())
+    # Hostile files in the directory (the group may write anything there).
+    d = store.path(DASHBOARD_COMMANDS)
+    for name, body in (("a.json", b"\xff\xfe not json"), ("b.json", b'{"kind": "rm -rf"}'),
+                       ("c.json", b'{"kind": "approve", "id": "x", "threat": "t", "shell": 1}'),
+                       ("d.json", b"[" * 100000)):
+        (d / name).write_bytes(body)
+    assert applier.poll() == len(bad) + 4
+    assert list(d.iterdir()) == []
+    for (kind, _, why), cid in zip(bad, ids):
+        assert why in dashcmd.outcome(store, cid), kind
+    rejected = json.loads(store.path(DASHBOARD_COMMANDS_REJECTED).read_text())
+    assert len(rejected) == len(bad) + 4
+    assert all(r["error"].startswith("refused: ") and "\n" not in r["error"] for r in rejected)
+    assert config.read_text() == before
+    assert load_llm_config(store)[0]["backend"] == "rules"
+    assert not store.path(BAN_COMMANDS).exists()
+    assert len(warnings) == len(bad) + 4
+
+
+def test_a_user_outside_the_group_cannot_queue_and_a_planted_file_is_refused(rig):
+    store, _, applier, _ = rig
+    done = submit_as(OUTSIDER, store.root, "approve", threat="seedcrit0001", ttl_seconds=None,
+                     note=None)
+    assert done.returncode != 0 and "Permission denied" in done.stderr
+    # A file owned by the outsider (as if planted while it was a member) is refused.
+    planted = store.path(DASHBOARD_COMMANDS) / "p.json"
+    planted.write_text(json.dumps({"kind": "approve", "id": "p1", "threat": "seedcrit0001"}))
+    os.chown(planted, pwd.getpwnam(OUTSIDER).pw_uid, -1)
+    applier.poll()
+    rejected = json.loads(store.path(DASHBOARD_COMMANDS_REJECTED).read_text())
+    assert f"written by uid {pwd.getpwnam(OUTSIDER).pw_uid}, who is neither root nor in the " \
+           "netsentinel group" in rejected[0]["error"]
+    assert not planted.exists()
+    assert next(t for t in threats.list_threats(store) if t["id"] == "seedcrit0001")["status"] == "pending"
+    assert not store.path(BAN_COMMANDS).exists()
