@@ -19,6 +19,7 @@ with exactly these fields per kind (anything else is refused):
     whitelist_remove  entry_kind, value
     whitelist_save    config (the whole filter_config.json object)
     settings          config (the whole llm_config.json object)
+    proposal          proposal, approve (true: queue its valid rules), note
     audit             action, details, outcome (an action the dashboard did
                       itself, e.g. a ban queued for the loader, to be recorded)
 "by" is whatever the dashboard process wrote: the applier labels it as a
@@ -47,6 +48,7 @@ KINDS: dict[str, set[str]] = {
     "whitelist_remove": {"entry_kind", "value"},
     "whitelist_save": {"config"},
     "settings": {"config"},
+    "proposal": {"proposal", "approve", "note"},
     "audit": {"action", "details", "outcome"},
 }
 
@@ -84,6 +86,11 @@ def validate(cmd: Any) -> dict:
             raise InputError(f"ttl_seconds must be a whole number of seconds, 1 to {TTL_MAX}, or null")
     if kind == "reject" and not isinstance(cmd.get("trust", False), bool):
         raise InputError("trust must be true or false")
+    if kind == "proposal":
+        _text(cmd, "proposal", MAX_ID)
+        _text(cmd, "note", optional=True)
+        if not isinstance(cmd.get("approve"), bool):
+            raise InputError("approve must be true or false")
     if kind.startswith("whitelist_") and kind != "whitelist_save":
         if cmd.get("entry_kind") not in ("ip", "process", "port"):
             raise InputError("entry_kind must be ip, process or port")

@@ -21,11 +21,14 @@ from pathlib import Path
 import pytest
 
 from dashboard_seed import seed
-from netsentinel import audit, dashcmd, threats
+from netsentinel import audit, dashcmd, dropdir, threats
 from netsentinel.analyzer.dashcmds import DashboardCommands
 from netsentinel.llm.config import DEFAULT_LLM_CONFIG, load_llm_config, save_llm_config
-from netsentinel.records import BAN_COMMANDS, DASHBOARD_COMMANDS, DASHBOARD_COMMANDS_REJECTED
+from netsentinel.records import (ANALYZER_STATUS, BAN_COMMANDS, DASHBOARD_COMMANDS,
+                                 DASHBOARD_COMMANDS_REJECTED, DROP_DIRS, LLM_CONFIG, RULE_COMMANDS,
+                                 RULE_PROPOSALS)
 from netsentinel.store import RecordsStore
+from netsentinel.testing.lab import wait_until
 from netsentinel.whitelist import WhitelistFile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,3 +182,82 @@ def test_a_user_outside_the_group_cannot_queue_and_a_planted_file_is_refused(rig
     assert not planted.exists()
     assert next(t for t in threats.list_threats(store) if t["id"] == "seedcrit0001")["status"] == "pending"
     assert not store.path(BAN_COMMANDS).exists()
+
+
+def test_the_dashboard_as_an_unprivileged_user_decides_through_the_analyzer(rig, tmp_path):
+    """The real pair: llm_analyzer.py as root, the dashboard (AppTest) as a
+    netsentinel-group user. Approve, reject + trust, a whitelist entry and a
+    settings change are carried out by the analyzer and audited with the
+    user's uid; the backend/host stay root's; a ban goes to the loader's
+    drop directory with an audit note."""
+    store, config, _, _ = rig
+    records = store.root
+    store.path(LLM_CONFIG).unlink()  # the analyzer's flags decide the backend
+    dropdir.ensure(records, BAN_COMMANDS)  # as the loader makes it at start
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETSENTINEL_")}
+    analyzer = subprocess.Popen([sys.executable, str(ROOT / "llm_analyzer.py"), "--records", str(records),
+                                 "--config", str(config), "--backend", "rules", "--status-interval", "0.5"],
+                                stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    try:
+        wait_until(lambda: (json.loads(store.path(ANALYZER_STATUS).read_text()).get("pid")
+                            == analyzer.pid) or analyzer.poll() is not None, 60,
+                   what="the analyzer's status")
+        assert analyzer.poll() is None
+        home = tmp_path / "home"
+        home.mkdir()
+        os.chown(home, pwd.getpwnam(MEMBER).pw_uid, -1)
+        tmp_path.chmod(0o755)
+        done = subprocess.run(
+            ["runuser", "-u", MEMBER, "--", "env", "-i", f"PYTHONPATH={ROOT}:{ROOT / 'tests'}",
+             f"HOME={home}", f"NETSENTINEL_RECORDS={records}", f"NETSENTINEL_CONFIG={config}",
+             "NETSENTINEL_DASHBOARD_REFRESH=0", "NETSENTINEL_DASHBOARD_TOKEN=unpriv-test-token-0123456789",
+             sys.executable, str(ROOT / "tests" / "dashboard_as_user.py")],
+            capture_output=True, text=True, cwd=home, timeout=300)
+    finally:
+        analyzer.stdin.close()
+        analyzer.wait(timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    uid = pwd.getpwnam(MEMBER).pw_uid
+    assert out["uid"] == uid and f"Runs as uid {uid} (unprivileged)" in out["info"]
+    for step in ("approve", "reject", "whitelist", "settings", "ban"):
+        assert not out[step]["exception"] and not out[step]["error"], (step, out[step])
+    assert "done by the analyzer" in out["approve"]["success"]
+    assert "done by the analyzer" in out["reject"]["success"]
+    assert "done by the analyzer" in out["whitelist"]["success"]
+    assert "done by the analyzer" in out["settings"]["success"]
+    assert out["locked"] == {"llm_backend": True, "llm_host": True}
+    # What root's files now say.
+    by_id = {t["id"]: t for t in threats.list_threats(store)}
+    assert by_id["seedcrit0001"]["status"] == "approved" and by_id["seedhigh0002"]["status"] == "rejected"
+    assert [(c["ip"], c["ttl_seconds"]) for c in json.loads(store.path(BAN_COMMANDS).read_text())] == [
+        ("203.0.113.50", 3600)]
+    assert {"198.51.100.23", "198.51.100.77"} <= set(json.loads(config.read_text())["trusted_ips"])
+    cfg = load_llm_config(store)[0]
+    assert (cfg["max_calls_per_minute"], cfg["backend"]) == (9, "rules")
+    queued = [json.loads(p.read_text()) for p in store.path(DROP_DIRS[0]).iterdir()]
+    assert [(c["action"], c["ip"]) for c in queued] == [("ban", "203.0.113.63")]
+    trail = {e["action"]: e for e in audit.read(store)[0]}
+    for action in ("approve", "reject", "whitelist_add", "settings", "ban"):
+        assert trail[action]["who"].startswith(f"uid {uid} ({MEMBER}) via {DASHBOARD_COMMANDS}"), action
+        assert trail[action]["outcome"] == "ok", trail[action]
+        assert "(unverified)" in trail[action]["who"]
+    stderr = analyzer.stderr.read().decode()
+    assert "Traceback" not in stderr, stderr[-3000:]
+
+
+def test_member_decides_a_rule_proposal(rig):
+    store, _, applier, _ = rig
+    rule = {"id": "r1", "action": "drop", "src": "10.202.9.0/24", "proto": "any"}
+    store.write(RULE_PROPOSALS, [
+        {"id": f"prop{n}", "created_at": "2026-12-01T16:00:00.000000Z", "status": "pending",
+         "rules": [{"id": "r1", "rule": rule, "valid": True}]} for n in (1, 2)])
+    ok = submit_as(MEMBER, store.root, "proposal", proposal="prop1", approve=True, note=None)
+    no = submit_as(MEMBER, store.root, "proposal", proposal="prop2", approve=False, note="noise")
+    assert applier.poll() == 2
+    assert (dashcmd.outcome(store, ok.stdout.strip()), dashcmd.outcome(store, no.stdout.strip())) == (
+        "ok", "ok")
+    decided = {p["id"]: p["status"] for p in json.loads(store.path(RULE_PROPOSALS).read_text())}
+    assert decided == {"prop1": "approved", "prop2": "rejected"}
+    queued = json.loads(store.path(RULE_COMMANDS).read_text())
+    assert [(c["action"], c["rule"]["src"]) for c in queued] == [("add_rule", "10.202.9.0/24")]

@@ -1,7 +1,7 @@
 """Applying what an unprivileged dashboard asked for (netsentinel/dashcmd.py):
 records/dashboard_commands.d/, consumed by the analyzer, which runs as root
-and owns pending_threats.json and llm_config.json (and edits the whitelist
-file it already watches).
+and owns pending_threats.json, rule_proposals.json and llm_config.json (and
+edits the whitelist file it already watches).
 
 Each file: read (no links, nothing others may write, size-capped), its owner
 taken from fstat (the only identity trusted; it must be root or in the
@@ -24,7 +24,7 @@ import os
 import pwd
 from typing import Any, Callable
 
-from .. import audit, dashcmd, dropdir, fsguard, jsonsafe, threats
+from .. import audit, dashcmd, dropdir, fsguard, jsonsafe, proposals, threats
 from ..errors import NetSentinelError
 from ..llm.config import save_llm_config, validate_llm_config
 from ..netinfo import ProtectedCache
@@ -176,6 +176,9 @@ class DashboardCommands:
             self._whitelist().save(cmd["config"])
         elif kind == "settings":
             self._settings(cmd["config"], uid)
+        elif kind == "proposal":
+            proposals.decide(self.store, cmd["proposal"], approve=cmd["approve"], by=by,
+                             note=cmd.get("note"))
         # "audit": nothing to apply; _record writes it.
 
     def _settings(self, new: dict, uid: int) -> None:

@@ -85,8 +85,8 @@ def main() -> None:
     if settings.argv_error:
         st.warning(md(settings.argv_error))
     page = sidebar(ctx)
-    if ctx.read_only():
-        st.info(md(ctx.read_only()))
+    if ctx.privilege_note():
+        st.info(md(ctx.privilege_note()))
     show_flash()
     notices = st.container()
     PAGES[page](ctx)

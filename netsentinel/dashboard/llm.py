@@ -16,7 +16,7 @@ from ..records import LLM_CONFIG
 from .context import Ctx
 from .data import mask_secret, mask_text, masked
 from .status import liveness
-from .ui import act, flash, md, needs_confirmation, sync_widgets
+from .ui import act, analyzer_hint, flash, md, needs_confirmation, sync_widgets
 
 SECRET_ENV = ("ZHIPUAI_API_KEY", "OPENAI_API_KEY")
 URL_ENV = ("ZHIPUAI_BASE_URL", "OLLAMA_HOST", "OPENAI_BASE_URL")
@@ -54,9 +54,15 @@ def to_widget(field: Field, value):
     return {"int": int, "float": float, "bool": bool}.get(field.kind, str)(value)
 
 
-def widget(col, key: str, field: Field) -> None:
+# Where the API key is sent: an unprivileged dashboard shows them, root sets
+# them (the analyzer refuses a change from anyone else: analyzer/dashcmds.py).
+ROOT_ONLY = ("backend", "host")
+
+
+def widget(col, key: str, field: Field, locked: bool = False) -> None:
     """The widget for one setting, bounded exactly as validation bounds it."""
-    kw = {"key": key, "help": field.help}
+    kw = {"key": key, "help": field.help + (" (only root changes this: it decides where the API "
+                                             "key goes)" if locked else ""), "disabled": locked}
     if field.kind == "choice":
         col.selectbox(field.label, field.choices, **kw)
     elif field.kind == "bool":
@@ -98,6 +104,10 @@ def _save(ctx: Ctx, cfg: dict) -> None:
         if (new.get("host") or None) != (cfg.get("host") or None):
             needs_confirmation("llm_host_ok", f"Changing the host to {new.get('host') or 'the default'} "
                                               "sends the API key there")
+        if ctx.queued:
+            validate_llm_config(new)  # a bad value is answered here, before anything is queued
+            applied = ctx.ask("settings", config=new)
+            return f"Save {LLM_CONFIG}: {analyzer_hint(ctx, applied)}."
         saved = save_llm_config(ctx.store, new)
         who = ("the analyzer picks it up within a second" if
                liveness("analyzer", ctx.snap.analyzer_status).running
@@ -130,7 +140,8 @@ def settings_form(ctx: Ctx, cfg: dict) -> None:
                 st.markdown(title)
             cols = st.columns(3 if len(row) != 4 else 4)
             for i, (key, setting) in enumerate(row):
-                widget(cols[i % len(cols)], key, FIELD[setting])
+                widget(cols[i % len(cols)], key, FIELD[setting],
+                       locked=ctx.queued and setting in ROOT_ONLY)
             if "llm_host" in dict(row):
                 cols[2].checkbox("Yes, send the API key to this host", key="llm_host_ok",
                                  help="needed to save a changed host")
