@@ -6,6 +6,8 @@ a timeout. The actions themselves are in reviewactions.ACTIONS."""
 
 from __future__ import annotations
 
+import hashlib
+
 import streamlit as st
 
 from .. import threats
@@ -26,7 +28,9 @@ COLUMNS = ("level", "category", "target", "process", "count", "last seen", "conf
 
 
 def target_of(t: dict) -> str:
-    return threats.target_of(t) or ("(many)" if t.get("aggregate") else "?")
+    if t.get("aggregate"):  # many targets folded into one: its event's is only the latest
+        return f"(many: {t.get('count', '?')} sightings)"
+    return threats.target_of(t) or "?"
 
 
 def _row(t: dict) -> dict:
@@ -105,7 +109,6 @@ def _bulk(ctx: Ctx, name: str, ids: tuple[str, ...]) -> None:
     if refused:
         flash("error", f"{verb}: {len(refused)} refused. " + " | ".join(refused[:5])
               + (" ..." if len(refused) > 5 else ""))
-    st.session_state.pop(TABLE_KEY, None)  # the decided rows leave the table: clear the selection
 
 
 # --------------------------------------------------------------------- cards
@@ -174,7 +177,11 @@ def table(ctx: Ctx, pending: list[dict]) -> list[dict]:
     rows = [r for r in map(_row, pending) if matches(r, text, levels)]
     st.caption(f"{len(rows)} of {len(pending)} pending shown. Click a column to sort; tick rows to "
                "decide them together, or open one below.")
-    event = st.dataframe(rows, hide_index=True, key=TABLE_KEY, on_select="rerun",
+    # The selection is by row position: keyed on the rows shown, so when they
+    # change (a decision, a new threat, a filter) the table and its ticks
+    # start afresh instead of pointing at other threats.
+    key = f"{TABLE_KEY}_{hashlib.sha1(' '.join(r['id'] for r in rows).encode()).hexdigest()[:12]}"
+    event = st.dataframe(rows, hide_index=True, key=key, on_select="rerun",
                          selection_mode="multi-row", width="stretch",
                          column_order=COLUMNS)
     picked = [i for i in (event.selection.rows if event else []) if 0 <= i < len(rows)]
@@ -227,12 +234,14 @@ def render(ctx: Ctx) -> None:
     # One card on demand: the one picked here (labels are plain text in a
     # select box), at first the most pressing: highest level, latest seen.
     by_id = {str(t.get("id")): t for t in shown}
+    if not shown:
+        return decided(ctx)
     if st.session_state.get("review_open") not in by_id:
-        st.session_state.pop("review_open", None)
-    first = max(range(len(shown)), default=0, key=lambda i: (
-        rank(shown[i].get("level")), str(shown[i].get("last_seen") or "")))
-    tid = st.selectbox("Open a threat", list(by_id), index=first if shown else None,
-                       key="review_open", format_func=lambda i: _label(by_id[i]))
+        # Set, not dropped: the browser then shows the card it gets.
+        st.session_state["review_open"] = str(max(shown, key=lambda t: (
+            rank(t.get("level")), str(t.get("last_seen") or ""))).get("id"))
+    tid = st.selectbox("Open a threat", list(by_id), key="review_open",
+                       format_func=lambda i: _label(by_id[i]))
     if tid in by_id:
         threat_card(ctx, by_id[tid])
     decided(ctx)
