@@ -242,6 +242,8 @@ def test_the_dashboard_as_an_unprivileged_user_decides_through_the_analyzer(rig,
         assert trail[action]["who"].startswith(f"uid {uid} ({MEMBER}) via {DASHBOARD_COMMANDS}"), action
         assert trail[action]["outcome"] == "ok", trail[action]
         assert "(unverified)" in trail[action]["who"]
+    status = json.loads(store.path(ANALYZER_STATUS).read_text())
+    assert status["dashboard_commands"]["applied"] >= 5  # 4 decisions + the ban's audit note
     stderr = analyzer.stderr.read().decode()
     assert "Traceback" not in stderr, stderr[-3000:]
 
