@@ -43,6 +43,18 @@ def scan_threat(i: int) -> dict:
                       "pid": 4242, "daddr": ip, "dport": 22}}
 
 
+def tick(page, rows: list[int]) -> None:
+    """Tick these rows of the Review table (its first data grid)."""
+    grid = page.locator("[data-testid=stDataFrame]").first
+    grid.wait_for()
+    B.idle(page)
+    box = grid.bounding_box()
+    for i in rows:
+        page.mouse.click(box["x"] + MARKER_X, box["y"] + HEADER + ROW * i + ROW / 2)
+        B.idle(page)
+    page.get_by_text(f"{len(rows)} selected").wait_for()
+
+
 def test_review_renders_100k_destinations_and_a_multi_select_approve_goes_through(tmp_path, shared_dir):
     if subprocess.run(["id", "-u", USER], capture_output=True).returncode:
         pytest.skip(f"no user {USER}: run scripts/install.sh (it creates the dashboard's user)")
@@ -80,14 +92,7 @@ def test_review_renders_100k_destinations_and_a_multi_select_approve_goes_throug
             page.get_by_label("Filter", exact=True).fill("")
             page.get_by_label("Filter", exact=True).press("Enter")
             page.get_by_text(f"{len(queue)} of {len(queue)} pending shown").wait_for()
-            grid = page.locator("[data-testid=stDataFrame]").first
-            grid.wait_for()
-            B.idle(page)
-            box = grid.bounding_box()
-            for i in picks:
-                page.mouse.click(box["x"] + MARKER_X, box["y"] + HEADER + ROW * i + ROW / 2)
-                B.idle(page)
-            page.get_by_text(f"{len(picks)} selected").wait_for()
+            tick(page, picks)
             page.get_by_role("button", name="Approve selected").click()
             page.get_by_text(f"approve: {len(picks)} of {len(picks)} done").wait_for()
             # The decided rows left; no tick moved onto the threats that took their places.
@@ -107,3 +112,28 @@ def test_review_renders_100k_destinations_and_a_multi_select_approve_goes_throug
     assert len(trail) == len(picks) and all(e["who"].startswith(f"uid {uid} ({USER})") for e in trail)
     assert "Traceback" not in (tmp_path / "streamlit.log").read_text()
     assert "Traceback" not in analyzer.stderr.read().decode()
+
+
+def test_root_dashboard_rejects_selected_and_trusts_their_targets(tmp_path):
+    """DASHBOARD_USER=root: the same table, the dashboard writes records/ itself."""
+    records, config = tmp_path / "records", tmp_path / "filter_config.json"
+    store = RecordsStore(records)
+    config.write_text("{}")
+    threats.add_or_merge_many(store, [(scan_threat(i), 1) for i in range(40)])
+    rows = ordered(threats.list_threats(store, "pending"))
+    picks = [i for i, t in enumerate(rows) if not t.get("aggregate")][:2]
+    want = {rows[i]["target"] for i in picks}
+    with B.dashboard_server(records, config, tmp_path / "streamlit.log", refresh=0,
+                            token=TOKEN) as url, B.chromium_page(height=1400) as page:
+        page.goto(f"{url}/?token={TOKEN}&page=review")
+        page.get_by_text(f"{len(rows)} of {len(rows)} pending shown").wait_for()
+        tick(page, picks)
+        page.get_by_text("On reject, also trust each target").click()
+        page.get_by_role("button", name="Reject selected").click()
+        page.get_by_text(f"reject: {len(picks)} of {len(picks)} done").wait_for()
+    rejected = {t["target"]: t for t in threats.list_threats(store) if t["status"] == "rejected"}
+    assert set(rejected) == want and all(t["decided_by"] == "dashboard" for t in rejected.values())
+    assert set(json.loads(config.read_text())["trusted_ips"]) == want
+    assert not store.path(BAN_COMMANDS).exists()
+    trail = [e for e in audit.read(store)[0] if e["action"] == "reject"]
+    assert len(trail) == 2 and all(e["who"].startswith("dashboard session") for e in trail)
