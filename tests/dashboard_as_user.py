@@ -51,7 +51,7 @@ def main() -> int:
     step("whitelist")
     at.radio(key="nav").set_value("LLM settings").run()
     out["locked"] = {k: at.selectbox(key=k).disabled if k == "llm_backend" else
-                     at.text_input(key=k).disabled for k in ("llm_backend", "llm_host")}
+                     at.text_input(key=k).disabled for k in ("llm_backend", "llm_host", "llm_model")}
     at.number_input(key="llm_max_calls").set_value(9)
     at.button(key="llm_save").click().run()
     step("settings")

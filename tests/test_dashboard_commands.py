@@ -141,6 +141,11 @@ def test_refusals_are_kept_with_their_reason_and_the_applier_goes_on(rig):
            ("settings", {"config": dict(load_llm_config(store)[0], host="http://127.0.0.1:9/")},
             "only root"),
            ("settings", {"config": dict(load_llm_config(store)[0], backend="ollama")}, "only root"),
+           ("settings", {"config": dict(load_llm_config(store)[0], model="/tmp/evil-model")},
+            "only root"),
+           ("settings", {"config": dict(load_llm_config(store)[0], known_bad_files=["/etc/shadow"])},
+            "only root"),
+           ("settings", {"config": dict(load_llm_config(store)[0], _x="anything")}, "unknown"),
            ("whitelist_save", {"config": {"trusted_ips": "all"}}, "must be a list")]
     ids = []
     for kind, fields, _ in bad:
@@ -226,7 +231,7 @@ def test_the_dashboard_as_an_unprivileged_user_decides_through_the_analyzer(rig,
     assert "done by the analyzer" in out["reject"]["success"]
     assert "done by the analyzer" in out["whitelist"]["success"]
     assert "done by the analyzer" in out["settings"]["success"]
-    assert out["locked"] == {"llm_backend": True, "llm_host": True}
+    assert out["locked"] == {"llm_backend": True, "llm_host": True, "llm_model": True}
     # What root's files now say.
     by_id = {t["id"]: t for t in threats.list_threats(store)}
     assert by_id["seedcrit0001"]["status"] == "approved" and by_id["seedhigh0002"]["status"] == "rejected"

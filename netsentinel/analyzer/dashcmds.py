@@ -14,8 +14,9 @@ with its reason. Then the file is removed. A crash between applying and
 removing applies it again: approving or rejecting twice is refused the
 second time (already decided), whitelist edits and settings are idempotent.
 
-Where API keys go is root's choice: a command from a non-root user may not
-change the backend or its host (a user who could would receive the key)."""
+Where API keys go, which model runs and which files root reads are root's
+choice: a command from a non-root user may not change llm/config's
+ROOT_ONLY_SETTINGS (backend, host, model, known_bad_files, hf_*)."""
 
 from __future__ import annotations
 
@@ -26,14 +27,12 @@ from typing import Any, Callable
 
 from .. import audit, dashcmd, dropdir, fsguard, jsonsafe, proposals, threats
 from ..errors import NetSentinelError
-from ..llm.config import save_llm_config, validate_llm_config
+from ..llm.config import ROOT_ONLY_SETTINGS, save_llm_config, validate_llm_config
 from ..netinfo import ProtectedCache
 from ..records import DASHBOARD_COMMANDS, DASHBOARD_COMMANDS_REJECTED, LLM_CONFIG
 from ..store import RecordsStore, StoreError
 from ..whitelist import WhitelistFile
 
-# Settings only root may change: they decide where the API key is sent.
-ROOT_ONLY_SETTINGS = ("backend", "host")
 MAX_PER_POLL = 100  # one poll stays short; the rest waits for the next
 
 
@@ -184,11 +183,14 @@ class DashboardCommands:
     def _settings(self, new: dict, uid: int) -> None:
         cfg = validate_llm_config(new)
         if uid != 0:
+            extra = [k for k in new if k.startswith("_")]
+            if extra:
+                raise Refused(f"unknown settings {', '.join(extra)[:100]}")
             current = self.in_force()
             changed = [k for k in ROOT_ONLY_SETTINGS if cfg.get(k) != current.get(k)]
             if changed:
-                raise Refused(f"{' and '.join(changed)} decide where the API key is sent: only root "
-                              f"changes them (edit {self.store.path(LLM_CONFIG)} or "
-                              "use the analyzer's flags)")
+                raise Refused(f"{', '.join(changed)}: only root changes these (which model runs, "
+                              f"where the API key goes, which files root reads); edit "
+                              f"{self.store.path(LLM_CONFIG)} or use the analyzer's flags")
         cfg["updated_by"] = f"dashboard ({_user(uid)})"
         save_llm_config(self.store, cfg)

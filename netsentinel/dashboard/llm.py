@@ -8,8 +8,8 @@ import os
 
 import streamlit as st
 
-from ..llm.config import (DEFAULT_LLM_CONFIG, FIELD, Field, load_llm_config, save_llm_config,
-                          validate_llm_config)
+from ..llm.config import (DEFAULT_LLM_CONFIG, FIELD, ROOT_ONLY_SETTINGS, Field, load_llm_config,
+                          save_llm_config, validate_llm_config)
 from ..llm.env import load_env
 from ..llm.probe import probe_backend
 from ..records import LLM_CONFIG
@@ -54,15 +54,13 @@ def to_widget(field: Field, value):
     return {"int": int, "float": float, "bool": bool}.get(field.kind, str)(value)
 
 
-# Where the API key is sent: an unprivileged dashboard shows them, root sets
-# them (the analyzer refuses a change from anyone else: analyzer/dashcmds.py).
-ROOT_ONLY = ("backend", "host")
 
 
 def widget(col, key: str, field: Field, locked: bool = False) -> None:
     """The widget for one setting, bounded exactly as validation bounds it."""
-    kw = {"key": key, "help": field.help + (" (only root changes this: it decides where the API "
-                                             "key goes)" if locked else ""), "disabled": locked}
+    kw = {"key": key, "help": field.help + (f" (only root changes this: edit {LLM_CONFIG} as "
+                                             "root, or the analyzer's flags)" if locked else ""),
+          "disabled": locked}
     if field.kind == "choice":
         col.selectbox(field.label, field.choices, **kw)
     elif field.kind == "bool":
@@ -141,7 +139,7 @@ def settings_form(ctx: Ctx, cfg: dict) -> None:
             cols = st.columns(3 if len(row) != 4 else 4)
             for i, (key, setting) in enumerate(row):
                 widget(cols[i % len(cols)], key, FIELD[setting],
-                       locked=ctx.queued and setting in ROOT_ONLY)
+                       locked=ctx.queued and setting in ROOT_ONLY_SETTINGS)
             if "llm_host" in dict(row):
                 cols[2].checkbox("Yes, send the API key to this host", key="llm_host_ok",
                                  help="needed to save a changed host")
