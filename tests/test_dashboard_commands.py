@@ -185,6 +185,13 @@ def test_a_user_outside_the_group_cannot_queue_and_a_planted_file_is_refused(rig
     assert f"written by uid {pwd.getpwnam(OUTSIDER).pw_uid}, who is neither root nor in the " \
            "netsentinel group" in rejected[0]["error"]
     assert not planted.exists()
+    # A hard link to a file root wrote elsewhere is not root's command.
+    elsewhere = store.root.parent / "root-wrote-this.json"
+    elsewhere.write_text(json.dumps({"kind": "approve", "id": "h1", "threat": "seedcrit0001"}))
+    os.link(elsewhere, store.path(DASHBOARD_COMMANDS) / "h.json")
+    applier.poll()
+    rejected = json.loads(store.path(DASHBOARD_COMMANDS_REJECTED).read_text())
+    assert "has 2 hard links" in rejected[-1]["error"]
     assert next(t for t in threats.list_threats(store) if t["id"] == "seedcrit0001")["status"] == "pending"
     assert not store.path(BAN_COMMANDS).exists()
 

@@ -115,6 +115,8 @@ class DashboardCommands:
             if data is None:
                 return None
             uid = st.st_uid
+            if st.st_nlink != 1:  # a hard link to someone else's file is not a command of its owner
+                raise Refused(f"has {st.st_nlink} hard links; write a file of your own")
             if not _in_group(uid):
                 raise Refused(f"written by uid {uid}, who is neither root nor in the "
                               f"{fsguard.COMMAND_GROUP} group")
