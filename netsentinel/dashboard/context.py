@@ -34,7 +34,7 @@ class Ctx:
     snap: Snapshot
     who: str = "dashboard"  # the signed-in session, for the audit trail
     asked: bool = False  # the last action went to the analyzer, which audits it
-    answer_wait: float = ANSWER_WAIT_S  # a bulk action stops waiting once one answer is late
+    deferred: list | None = None  # a bulk action's commands, answered together (answers())
 
     @classmethod
     def open(cls, settings: Settings, warn: Callable[[str], None], who: str = "dashboard") -> "Ctx":
@@ -76,23 +76,31 @@ class Ctx:
 
     def ask(self, kind: str, **fields) -> bool:
         """Have root's analyzer do it (records/dashboard_commands.d/). True
-        once applied, False while still queued; InputError (one line) when it
-        refused. The analyzer writes the audit entry."""
+        once applied, False while still queued (or deferred: see answers());
+        InputError (one line) when it refused. The analyzer audits it."""
         try:
             cid = dashcmd.submit(self.settings.records, kind, self.who, **fields)
         except OSError as e:
             raise InputError(f"cannot queue the {kind} for the analyzer: {e}") from None
         self.asked = True
-        deadline = time.monotonic() + self.answer_wait
+        if self.deferred is not None:  # a bulk action: answers() waits for all at once
+            self.deferred.append(cid)
+            return False
+        outcome = self.answers([cid])[cid]
+        if outcome is not None and outcome != "ok":
+            raise InputError(f"The analyzer refused it: {outcome.removeprefix('refused: ')}")
+        return outcome == "ok"
+
+    def answers(self, cids: list[str]) -> dict[str, str | None]:
+        """What the analyzer made of each command ("ok", "refused: why", or
+        None when not handled within ANSWER_WAIT_S)."""
+        deadline = time.monotonic() + ANSWER_WAIT_S
+        out: dict[str, str | None] = dict.fromkeys(cids)
         while True:
-            outcome = dashcmd.outcome(self.store, cid)
-            if outcome == "ok":
-                return True
-            if outcome is not None:
-                raise InputError(f"The analyzer refused it: {outcome.removeprefix('refused: ')}")
-            if time.monotonic() >= deadline:
-                self.answer_wait = 0.0
-                return False
+            for cid in [c for c, o in out.items() if o is None]:
+                out[cid] = dashcmd.outcome(self.store, cid, limit=max(200, 2 * len(cids)))
+            if all(o is not None for o in out.values()) or time.monotonic() >= deadline:
+                return out
             time.sleep(0.1)
 
     def audit(self, action: str, details: dict, outcome: str = "ok") -> None:

@@ -16,8 +16,8 @@ from ..levels import rank
 from .context import Ctx
 from .data import ago
 from .reviewactions import ACTIONS, Options, audit_details
-from .ui import (LEVEL_ICONS, PERMANENT_CONFIRM, act, check_permanent, code, flash, md,
-                 ttl_seconds, ttl_select)
+from .ui import (LEVEL_ICONS, PERMANENT_CONFIRM, act, analyzer_hint, check_permanent, code, flash,
+                 md, ttl_seconds, ttl_select)
 
 RECENT_DECIDED = 20
 TABLE_KEY = "review_table"
@@ -89,19 +89,32 @@ def _bulk(ctx: Ctx, name: str, ids: tuple[str, ...]) -> None:
         flash("error", "A permanent ban needs confirmation: tick the confirmation box and submit again.")
         return
     done, refused = [], []
+    asked: dict[str, str] = {}  # command id -> threat id (unprivileged: the analyzer decides)
+    ctx.deferred = [] if ctx.queued else None
     for tid in ids:
         ctx.asked = False
         try:
-            done.append(fn(ctx, tid, opt))
-            outcome = "ok"
+            message, outcome = fn(ctx, tid, opt), "ok"
         except NetSentinelError as e:
+            message, outcome = None, f"refused: {e}"
             refused.append(f"{tid}: {e}")
-            outcome = f"refused: {e}"
-        if not ctx.asked:  # the analyzer audits what it carried out
-            try:
-                ctx.audit(name, audit_details(name, tid, opt), outcome)
-            except NetSentinelError as e:
-                refused.append(f"not recorded in the audit trail: {e}")
+        if ctx.asked:  # queued: answered (and audited by the analyzer) below
+            asked[ctx.deferred[-1]] = tid
+            continue
+        if message is not None:
+            done.append(message)
+        try:
+            ctx.audit(name, audit_details(name, tid, opt), outcome)
+        except NetSentinelError as e:
+            refused.append(f"not recorded in the audit trail: {e}")
+    ctx.deferred = None
+    for cid, answer in ctx.answers(list(asked)).items() if asked else ():
+        if answer == "ok":
+            done.append(f"{asked[cid]}: done by the analyzer.")
+        elif answer is None:
+            done.append(f"{asked[cid]}: {analyzer_hint(ctx, False)}.")
+        else:
+            refused.append(f"{asked[cid]}: {answer.removeprefix('refused: ')}")
     verb = label.split()[0].lower()
     if done:
         flash("success", f"{verb}: {len(done)} of {len(ids)} done. " + " ".join(done[:5])
