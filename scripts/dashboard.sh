@@ -31,6 +31,14 @@ if [ "$USER_" != root ]; then
   id -nG "$USER_" | tr ' ' '\n' | grep -qx netsentinel || echo "dashboard: user $USER_ is not in" \
     "group netsentinel: it can only look (usermod -aG netsentinel $USER_ lets it act)" >&2
   DASH=(runuser -u "$USER_" -- env HOME=/nonexistent "${DASH[@]}")
+  # Root's secrets stay root's: nothing key-like in this environment (an API
+  # key exported before `sudo -E make run`) reaches the dashboard's user.
+  for v in $(compgen -e); do
+    case $v in
+      NETSENTINEL_DASHBOARD_TOKEN|NETSENTINEL_DASHBOARD_PASSWORD) ;;
+      *KEY*|*TOKEN*|*SECRET*|*PASSWORD*|*PASSWD*|*CREDENTIAL*|*_DSN) unset "$v" ;;
+    esac
+  done
 fi
 echo "run: dashboard on http://127.0.0.1:$PORT/?token=$TOKEN as user $USER_ (log: $LOG)" >&2
 mkdir -p "$(dirname "$LOG")"

@@ -45,6 +45,7 @@ def test_make_run_prints_a_login_url_that_signs_in(tmp_path, shared_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETSENTINEL_")
            and k != "DASHBOARD_USER"}
     env["NETSENTINEL_RECORDS"] = str(records)
+    env["ZHIPUAI_API_KEY"] = "root-only-key-4242"  # exported by root before `sudo -E make run`
     with open(err, "wb") as out:
         proc = subprocess.Popen(["bash", "scripts/dashboard.sh", str(port), str(log)], cwd=B.ROOT,
                                 env=env, stdout=subprocess.DEVNULL, stderr=out)
@@ -65,6 +66,7 @@ def test_make_run_prints_a_login_url_that_signs_in(tmp_path, shared_dir):
         assert token.encode() not in Path(f"/proc/{dash}/cmdline").read_bytes()
         assert f"NETSENTINEL_DASHBOARD_TOKEN={token}".encode() in \
             Path(f"/proc/{dash}/environ").read_bytes()
+        assert b"root-only-key-4242" not in Path(f"/proc/{dash}/environ").read_bytes()
         with B.chromium_page() as page:
             page.goto(f"http://127.0.0.1:{port}/")
             page.locator("input[type=password]").wait_for()
