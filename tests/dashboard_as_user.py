@@ -55,6 +55,8 @@ def main() -> int:
     at.number_input(key="llm_max_calls").set_value(9)
     at.button(key="llm_save").click().run()
     step("settings")
+    at.button(key="llm_test").click().run()
+    step("probe")
     at.radio(key="nav").set_value("Bans").run()
     at.text_input(key="ban_ip").input("203.0.113.63")
     at.button(key="ban_submit").click().run()

@@ -238,6 +238,8 @@ def test_the_dashboard_as_an_unprivileged_user_decides_through_the_analyzer(rig,
     assert "done by the analyzer" in out["reject"]["success"]
     assert "done by the analyzer" in out["whitelist"]["success"]
     assert "done by the analyzer" in out["settings"]["success"]
+    probe = out["probe"]["success"] + out["probe"]["error"]
+    assert "without root's API keys; the analyzer reports: " in probe, out["probe"]
     assert out["locked"] == {"llm_backend": True, "llm_host": True, "llm_model": True}
     # What root's files now say.
     by_id = {t["id"]: t for t in threats.list_threats(store)}

@@ -126,6 +126,11 @@ def _probe(ctx: Ctx) -> None:
         return
     cfg, _ = in_force(ctx)
     ok, message = probe_backend(cfg, timeout=5)
+    if ctx.queued:
+        # Unprivileged, this process has none of root's API keys (.env is
+        # root's): say what the analyzer, which has them, reports too.
+        message += (" (probed from the unprivileged dashboard, without root's API keys; the "
+                    f"analyzer reports: {ctx.snap.analyzer_status.get('backend_status', 'nothing yet')})")
     flash("success" if ok else "error", f"Test connection (saved settings): {mask_text(message)}")
 
 
