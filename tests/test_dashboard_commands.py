@@ -277,3 +277,15 @@ def test_member_decides_a_rule_proposal(rig):
     assert decided == {"prop1": "approved", "prop2": "rejected"}
     queued = json.loads(store.path(RULE_COMMANDS).read_text())
     assert [(c["action"], c["rule"]["src"]) for c in queued] == [("add_rule", "10.202.9.0/24")]
+
+
+def test_a_broken_target_file_refuses_the_command_instead_of_retrying_it_forever(rig):
+    store, config, applier, warnings = rig
+    config.write_text('{"trusted_ips": [')  # a person's half-finished edit
+    done = submit_as(MEMBER, store.root, "whitelist_add", entry_kind="ip", value="198.51.100.9")
+    approve = submit_as(MEMBER, store.root, "approve", threat="seedcrit0001", ttl_seconds=60, note=None)
+    assert applier.poll() == 2 and list(store.path(DASHBOARD_COMMANDS).iterdir()) == []
+    assert dashcmd.outcome(store, done.stdout.strip()).startswith("refused: ")
+    assert dashcmd.outcome(store, approve.stdout.strip()).startswith("refused: ")  # fails closed
+    assert config.read_text() == '{"trusted_ips": ['  # left for its author
+    assert not store.path(BAN_COMMANDS).exists()

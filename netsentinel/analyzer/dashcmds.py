@@ -30,7 +30,7 @@ from ..errors import NetSentinelError
 from ..llm.config import ROOT_ONLY_SETTINGS, save_llm_config, validate_llm_config
 from ..netinfo import ProtectedCache
 from ..records import DASHBOARD_COMMANDS, DASHBOARD_COMMANDS_REJECTED, LLM_CONFIG
-from ..store import RecordsStore, StoreError
+from ..store import CorruptFile, RecordsStore, StoreError
 from ..whitelist import WhitelistFile
 
 MAX_PER_POLL = 100  # one poll stays short; the rest waits for the next
@@ -72,6 +72,7 @@ class DashboardCommands:
         self.protected = ProtectedCache()
         self.counts = {"applied": 0, "refused": 0}
         self.ready = False
+        self._kept: set[str] = set()  # files kept for a retry, already reported
 
     def _ensure(self) -> bool:
         """Create the directory once (root only: as another user the
@@ -101,9 +102,12 @@ class DashboardCommands:
                 return  # taken away meanwhile
             self._record(*judged, name)
         except StoreError as e:
-            # records/ itself failing: keep the file for the next poll.
-            self.warn(f"{DASHBOARD_COMMANDS}/{name}: {e}; kept for the next try")
+            # records/ itself failing: keep the file for the next poll (said once).
+            if name not in self._kept:
+                self._kept.add(name)
+                self.warn(f"{DASHBOARD_COMMANDS}/{name}: {e}; kept for the next try")
             return
+        self._kept.discard(name)
         dropdir.remove(self.store.root, DASHBOARD_COMMANDS, name)
 
     def _judge(self, name: str) -> tuple[Any, int | None, str] | None:
@@ -124,6 +128,8 @@ class DashboardCommands:
             dashcmd.validate(cmd)
             self._apply(cmd, uid)
             return cmd, uid, "ok"
+        except CorruptFile as e:  # the target file is broken (set aside for a person): refused
+            return cmd, uid, f"refused: {' '.join(str(e).split())[:300]}"
         except StoreError:
             raise
         except (fsguard.UnsafePath, UnicodeDecodeError, NetSentinelError, ValueError) as e:
@@ -143,7 +149,10 @@ class DashboardCommands:
             details.update({k: v for k, v in cmd.items() if k not in dashcmd.COMMON})
         action = kind if kind != "audit" else str(cmd.get("action"))
         if kind == "audit" and ok:
-            details = dict(cmd.get("details") or {}, command_id=cmd.get("id"))
+            # Reported by the dashboard about what it queued elsewhere (a ban
+            # for the loader): the analyzer vouches only for who reported it.
+            details = dict(cmd.get("details") or {}, command_id=cmd.get("id"),
+                           reported="by the dashboard, not carried out by the analyzer")
             outcome = str(cmd.get("outcome"))
         audit.record(self.store, self._who(cmd, uid), str(action or "dashboard_command"),
                      details, outcome)
