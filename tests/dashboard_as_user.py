@@ -29,7 +29,7 @@ def main() -> int:
     at = AppTest.from_file(SCRIPT, default_timeout=90)
     at.query_params["token"] = os.environ["NETSENTINEL_DASHBOARD_TOKEN"]
     at.run()
-    out: dict = {"uid": os.geteuid(), "info": texts(at, "info")}
+    out: dict = {"uid": os.geteuid(), "info": texts(at, "info"), "warning": texts(at, "warning")}
 
     def step(name: str) -> None:
         out[name] = {"success": texts(at, "success"), "error": texts(at, "error"),

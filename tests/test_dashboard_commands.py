@@ -232,6 +232,7 @@ def test_the_dashboard_as_an_unprivileged_user_decides_through_the_analyzer(rig,
     out = json.loads(done.stdout.strip().splitlines()[-1])
     uid = pwd.getpwnam(MEMBER).pw_uid
     assert out["uid"] == uid and f"Runs as uid {uid} (unprivileged)" in out["info"]
+    assert "Not recorded" not in out["warning"], out["warning"]
     for step in ("approve", "reject", "whitelist", "settings", "ban"):
         assert not out[step]["exception"] and not out[step]["error"], (step, out[step])
     assert "done by the analyzer" in out["approve"]["success"]
@@ -252,7 +253,7 @@ def test_the_dashboard_as_an_unprivileged_user_decides_through_the_analyzer(rig,
     queued = [json.loads(p.read_text()) for p in store.path(DROP_DIRS[0]).iterdir()]
     assert [(c["action"], c["ip"]) for c in queued] == [("ban", "203.0.113.63")]
     trail = {e["action"]: e for e in audit.read(store)[0]}
-    for action in ("approve", "reject", "whitelist_add", "settings", "ban"):
+    for action in ("login", "approve", "reject", "whitelist_add", "settings", "ban"):
         assert trail[action]["who"].startswith(f"uid {uid} ({MEMBER}) via {DASHBOARD_COMMANDS}"), action
         assert trail[action]["outcome"] == "ok", trail[action]
         assert "(unverified)" in trail[action]["who"]
