@@ -20,6 +20,9 @@ with exactly these fields per kind (anything else is refused):
     whitelist_save    config (the whole filter_config.json object)
     settings          config (the whole llm_config.json object)
     proposal          proposal, approve (true: queue its valid rules), note
+    probe             (nothing) "Test connection" of the settings in force, run by
+                      the analyzer, which has root's API keys; its answer is
+                      the audit entry's outcome and details.message
     audit             action, details, outcome (an action the dashboard did
                       itself, e.g. a ban queued for the loader, to be recorded)
 "by" is whatever the dashboard process wrote: the applier labels it as a
@@ -49,6 +52,7 @@ KINDS: dict[str, set[str]] = {
     "whitelist_save": {"config"},
     "settings": {"config"},
     "proposal": {"proposal", "approve", "note"},
+    "probe": set(),
     "audit": {"action", "details", "outcome"},
 }
 
@@ -123,12 +127,15 @@ def submit(root: Path, kind: str, by: str, **fields: Any) -> str:
 def outcome(store: RecordsStore, command_id: str, limit: int = 200) -> str | None:
     """What the applier did with a command: "ok", "refused: why", or None
     while it has not handled it yet (read from the audit trail it writes)."""
+    entry = answer(store, command_id, limit)
+    return None if entry is None else str(entry.get("outcome"))
+
+
+def answer(store: RecordsStore, command_id: str, limit: int = 200) -> dict | None:
+    """The applier's audit entry for a command (None until it handled it)."""
     entries, _ = audit.read(store, limit=limit, max_bytes=512 * 1024)
-    for e in reversed(entries):
-        details = e.get("details")
-        if isinstance(details, dict) and details.get("command_id") == command_id:
-            return str(e.get("outcome"))
-    return None
+    return next((e for e in reversed(entries) if isinstance(e.get("details"), dict)
+                 and e["details"].get("command_id") == command_id), None)
 
 
 def pending(root: Path) -> list[str]:

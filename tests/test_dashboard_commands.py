@@ -29,6 +29,7 @@ from netsentinel.records import (ANALYZER_STATUS, BAN_COMMANDS, DASHBOARD_COMMAN
                                  RULE_PROPOSALS)
 from netsentinel.store import RecordsStore
 from netsentinel.testing.lab import wait_until
+from netsentinel.testing.llm_standins import StandinServer
 from netsentinel.whitelist import WhitelistFile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,8 +240,7 @@ def test_the_dashboard_as_an_unprivileged_user_decides_through_the_analyzer(rig,
     assert "done by the analyzer" in out["reject"]["success"]
     assert "done by the analyzer" in out["whitelist"]["success"]
     assert "done by the analyzer" in out["settings"]["success"]
-    probe = out["probe"]["success"] + out["probe"]["error"]
-    assert "without root's API keys; the analyzer reports: " in probe, out["probe"]
+    assert "(tested by the analyzer)" in out["probe"]["success"], out["probe"]
     assert out["locked"] == {"llm_backend": True, "llm_host": True, "llm_model": True}
     # What root's files now say.
     by_id = {t["id"]: t for t in threats.list_threats(store)}
@@ -290,3 +290,20 @@ def test_a_broken_target_file_refuses_the_command_instead_of_retrying_it_forever
     assert dashcmd.outcome(store, approve.stdout.strip()).startswith("refused: ")  # fails closed
     assert config.read_text() == '{"trusted_ips": ['  # left for its author
     assert not store.path(BAN_COMMANDS).exists()
+
+
+def test_connection_test_runs_in_the_analyzer_with_roots_settings(rig):
+    """Test connection from the unprivileged dashboard: the analyzer (root,
+    with the keys) probes the settings in force, off its writer thread."""
+    store, _, applier, _ = rig
+    with StandinServer() as server:
+        save_llm_config(store, dict(load_llm_config(store)[0], backend="ollama", host=server.url,
+                                    model="qwen3:8b"))
+        done = submit_as(MEMBER, store.root, "probe")
+        assert done.returncode == 0, done.stderr
+        cid = done.stdout.strip()
+        assert applier.poll() == 1
+        entry = wait_until(lambda: dashcmd.answer(store, cid), 30, what="the probe's answer")
+    assert entry["outcome"] == "ok", entry
+    assert f"ollama at {server.url}, model qwen3:8b" in entry["details"]["message"]
+    assert entry["who"].startswith(f"uid {pwd.getpwnam(MEMBER).pw_uid} ({MEMBER})")

@@ -23,11 +23,14 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import threading
 from typing import Any, Callable
 
 from .. import audit, dashcmd, dropdir, fsguard, jsonsafe, proposals, threats
 from ..errors import NetSentinelError
 from ..llm.config import ROOT_ONLY_SETTINGS, save_llm_config, validate_llm_config
+from ..llm.probe import probe_backend
+from ..llm.redact import redact
 from ..netinfo import ProtectedCache
 from ..records import DASHBOARD_COMMANDS, DASHBOARD_COMMANDS_REJECTED, LLM_CONFIG
 from ..store import CorruptFile, RecordsStore, StoreError
@@ -38,6 +41,13 @@ MAX_PER_POLL = 100  # one poll stays short; the rest waits for the next
 
 class Refused(NetSentinelError):
     pass
+
+
+class Deferred(Exception):
+    """Applied off the writer thread; recorded when it ends."""
+
+
+PROBE_TIMEOUT_S = 5
 
 
 def _user(uid: int) -> str:
@@ -73,6 +83,7 @@ class DashboardCommands:
         self.counts = {"applied": 0, "refused": 0}
         self.ready = False
         self._kept: set[str] = set()  # files kept for a retry, already reported
+        self._probe: threading.Thread | None = None
 
     def _ensure(self) -> bool:
         """Create the directory once (root only: as another user the
@@ -100,7 +111,8 @@ class DashboardCommands:
             judged = self._judge(name)
             if judged is None:
                 return  # taken away meanwhile
-            self._record(*judged, name)
+            if judged[2] is not None:  # None: recorded when it ends (a probe)
+                self._record(*judged, name)
         except StoreError as e:
             # records/ itself failing: keep the file for the next poll (said once).
             if name not in self._kept:
@@ -128,6 +140,8 @@ class DashboardCommands:
             dashcmd.validate(cmd)
             self._apply(cmd, uid)
             return cmd, uid, "ok"
+        except Deferred:
+            return cmd, uid, None
         except CorruptFile as e:  # the target file is broken (set aside for a person): refused
             return cmd, uid, f"refused: {' '.join(str(e).split())[:300]}"
         except StoreError:
@@ -140,7 +154,8 @@ class DashboardCommands:
         owner = f"uid {uid} ({_user(uid)})" if uid is not None else "uid unknown"
         return f"{owner} via {DASHBOARD_COMMANDS}; says: {claim[:200]} (unverified)"
 
-    def _record(self, cmd: Any, uid: int | None, outcome: str, name: str) -> None:
+    def _record(self, cmd: Any, uid: int | None, outcome: str, name: str,
+                extra: dict | None = None) -> None:
         ok = outcome == "ok"
         self.counts["applied" if ok else "refused"] += 1
         kind = cmd.get("kind") if isinstance(cmd, dict) else None
@@ -148,6 +163,7 @@ class DashboardCommands:
         if isinstance(cmd, dict):
             details.update({k: v for k, v in cmd.items() if k not in dashcmd.COMMON})
         action = kind if kind != "audit" else str(cmd.get("action"))
+        details.update(extra or {})
         if kind == "audit" and ok:
             # Reported by the dashboard about what it queued elsewhere (a ban
             # for the loader): the analyzer vouches only for who reported it.
@@ -186,10 +202,31 @@ class DashboardCommands:
             self._whitelist().save(cmd["config"])
         elif kind == "settings":
             self._settings(cmd["config"], uid)
+        elif kind == "probe":
+            self._start_probe(cmd, uid)
         elif kind == "proposal":
             proposals.decide(self.store, cmd["proposal"], approve=cmd["approve"], by=by,
                              note=cmd.get("note"))
         # "audit": nothing to apply; _record writes it.
+
+    def _start_probe(self, cmd: dict, uid: int) -> None:
+        """Test connection with root's keys, off the writer thread (a probe
+        may take its whole timeout); one at a time. Its answer is recorded
+        when it ends, under the command's id."""
+        if self._probe is not None and self._probe.is_alive():
+            raise Refused("a connection test is already running; try again in a few seconds")
+
+        def run() -> None:
+            try:
+                ok, message = probe_backend(self.in_force(), timeout=PROBE_TIMEOUT_S)
+                self._record(cmd, uid, "ok" if ok else f"refused: {message}", "probe",
+                             extra={"message": redact(message)})
+            except Exception as e:  # noqa: BLE001 (a thread's last word is a line, not a trace)
+                self.warn(f"{DASHBOARD_COMMANDS}: connection test failed: {type(e).__name__}: {e}")
+
+        self._probe = threading.Thread(target=run, name="dashboard-probe", daemon=True)
+        self._probe.start()
+        raise Deferred
 
     def _settings(self, new: dict, uid: int) -> None:
         cfg = validate_llm_config(new)

@@ -91,10 +91,10 @@ class Ctx:
             raise InputError(f"The analyzer refused it: {outcome.removeprefix('refused: ')}")
         return outcome == "ok"
 
-    def answers(self, cids: list[str]) -> dict[str, str | None]:
+    def answers(self, cids: list[str], wait: float = ANSWER_WAIT_S) -> dict[str, str | None]:
         """What the analyzer made of each command ("ok", "refused: why", or
-        None when not handled within ANSWER_WAIT_S)."""
-        deadline = time.monotonic() + ANSWER_WAIT_S
+        None when not handled within `wait` seconds)."""
+        deadline = time.monotonic() + wait
         out: dict[str, str | None] = dict.fromkeys(cids)
         while True:
             for cid in [c for c, o in out.items() if o is None]:

@@ -8,6 +8,7 @@ import os
 
 import streamlit as st
 
+from .. import dashcmd
 from ..llm.config import (DEFAULT_LLM_CONFIG, FIELD, ROOT_ONLY_SETTINGS, Field, load_llm_config,
                           save_llm_config, validate_llm_config)
 from ..llm.env import load_env
@@ -19,6 +20,9 @@ from .status import liveness
 from .ui import act, analyzer_hint, flash, md, needs_confirmation, sync_widgets
 
 SECRET_ENV = ("ZHIPUAI_API_KEY", "OPENAI_API_KEY")
+# The analyzer's probe has a 5 s timeout of its own, and polls its commands
+# every quarter second.
+PROBE_WAIT_S = 8.0
 URL_ENV = ("ZHIPUAI_BASE_URL", "OLLAMA_HOST", "OPENAI_BASE_URL")
 
 # The form: sections of (widget key, setting). Labels, bounds, choices and
@@ -124,13 +128,24 @@ def _probe(ctx: Ctx) -> None:
         flash("error", f"Test connection refused: {LLM_CONFIG} belongs to uid {owner.st_uid}, not "
                        "root; fix its owner (chown root) before a key is sent anywhere.")
         return
-    cfg, _ = in_force(ctx)
-    ok, message = probe_backend(cfg, timeout=5)
     if ctx.queued:
         # Unprivileged, this process has none of root's API keys (.env is
-        # root's): say what the analyzer, which has them, reports too.
-        message += (" (probed from the unprivileged dashboard, without root's API keys; the "
-                    f"analyzer reports: {ctx.snap.analyzer_status.get('backend_status', 'nothing yet')})")
+        # root's): the analyzer, which has them, runs the test.
+        try:
+            cid = dashcmd.submit(ctx.settings.records, "probe", ctx.who)
+        except OSError as e:
+            flash("error", f"Test connection: cannot ask the analyzer: {e}")
+            return
+        ctx.answers([cid], wait=PROBE_WAIT_S)
+        entry = dashcmd.answer(ctx.store, cid)
+        if entry is None:
+            flash("warning", f"Test connection: {analyzer_hint(ctx, False)}.")
+            return
+        ok = entry.get("outcome") == "ok"
+        message = f"{(entry.get('details') or {}).get('message')} (tested by the analyzer)"
+    else:
+        cfg, _ = in_force(ctx)
+        ok, message = probe_backend(cfg, timeout=5)
     flash("success" if ok else "error", f"Test connection (saved settings): {mask_text(message)}")
 
 
