@@ -1,5 +1,6 @@
 """The append-only drop directories: records/ban_commands.d/ and
-records/rule_commands.d/ (root:netsentinel 2770).
+records/rule_commands.d/ (the loader's), records/dashboard_commands.d/ (the
+analyzer's, netsentinel/dashcmd.py); root:netsentinel 2770.
 
 Whoever may queue commands (root, the netsentinel group, the dashboard)
 drops one file per command (or a list of commands) there; the loader
@@ -34,7 +35,12 @@ def drop_dir_name(command_file: str) -> str:
 
 def ensure(root: Path, command_file: str) -> Path:
     """Create (or repair the mode of) a drop directory: root:netsentinel 2770."""
-    d = Path(root) / drop_dir_name(command_file)
+    return ensure_named(root, drop_dir_name(command_file))
+
+
+def ensure_named(root: Path, drop_name: str) -> Path:
+    """ensure() by the directory's own name (records.DASHBOARD_COMMANDS)."""
+    d = Path(root) / drop_name
     fsguard.ensure_dir(d, fsguard.DROP_DIR_MODE, group=True)
     return d
 

@@ -55,6 +55,11 @@ CROWDSEC_MACHINE = "crowdsec_machine.json"
 # audit trail of every decision made there.
 DASHBOARD_TOKEN = ".dashboard_token"
 AUDIT = "audit.jsonl"
+# What an unprivileged dashboard asks root to do (approve, reject, whitelist,
+# settings, audit notes): a drop directory (root:netsentinel 2770) the analyzer
+# consumes (netsentinel/analyzer/dashcmds.py), and the commands it refused.
+DASHBOARD_COMMANDS = "dashboard_commands.d"
+DASHBOARD_COMMANDS_REJECTED = "dashboard_commands.rejected.json"
 
 # stderr of the processes the lab harness starts (testing.lab.start_pipeline,
 # `make demo`); only people read them.
@@ -64,7 +69,8 @@ DASHBOARD_LOG = "dashboard.log"
 
 FILES = (BAN_COMMANDS, BAN_COMMANDS_REJECTED, RULE_COMMANDS, RULE_COMMANDS_REJECTED, BANNED_IPS,
          FILTER_RULES, PENDING_THREATS, RULE_PROPOSALS, DASHBOARD_LOGS, ANALYZER_REJECTED, HISTORY, EVENTS_DB, LLM_CONFIG,
-         LOADER_STATUS, ANALYZER_STATUS, SUPERVISOR_STATUS, STACK, CROWDSEC_MACHINE, DASHBOARD_TOKEN, AUDIT, LOADER_LOG, ANALYZER_LOG, DASHBOARD_LOG)
+         LOADER_STATUS, ANALYZER_STATUS, SUPERVISOR_STATUS, STACK, CROWDSEC_MACHINE, DASHBOARD_TOKEN, AUDIT, DASHBOARD_COMMANDS,
+         DASHBOARD_COMMANDS_REJECTED, LOADER_LOG, ANALYZER_LOG, DASHBOARD_LOG)
 
 
 def history_files() -> list[str]:

@@ -139,6 +139,14 @@ if getent group netsentinel >/dev/null; then
 else
   groupadd --system netsentinel && echo "  created group netsentinel" || die "groupadd netsentinel failed"
 fi
+# The dashboard's own unprivileged user (scripts/dashboard.sh, the systemd unit).
+if getent passwd netsentinel >/dev/null; then
+  echo "  user netsentinel exists"
+else
+  useradd --system --gid netsentinel --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin --comment "NetSentinel dashboard" netsentinel \
+    && echo "  created user netsentinel (runs the dashboard)" || die "useradd netsentinel failed"
+fi
 
 # ---------------------------------------------------------------- 4. venv
 step 4 "Python virtualenv $VENV"

@@ -7,7 +7,8 @@
 # takes enforcement down too, and says so.
 # Usage: sudo bash scripts/run.sh [IFACE]     (normally via: sudo make run IFACE=eth0)
 # Environment: DASHBOARD_PORT (8501), ANALYZER_ARGS (e.g. "--backend ollama"),
-# DASHBOARD_USER (run the dashboard as this user; see scripts/dashboard.sh).
+# DASHBOARD_USER (the dashboard's user: netsentinel, unprivileged, unless set;
+# see scripts/dashboard.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -29,7 +30,8 @@ stop() {
 trap stop INT TERM EXIT
 
 # It asks for a token (every local user can reach 127.0.0.1); dashboard.sh
-# prints the login URL. DASHBOARD_USER runs it unprivileged.
+# prints the login URL. It runs as the unprivileged user netsentinel: what it
+# decides is carried out by the loader and the analyzer below, as root.
 bash scripts/dashboard.sh "$PORT" logs/dashboard.log &
 pids+=($!)
 # unified_ebpf.py | llm_analyzer.py under the supervisor: the analyzer is

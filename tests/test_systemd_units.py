@@ -8,6 +8,7 @@ and units.sh installs into temporary folders standing in for /etc
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -31,12 +32,13 @@ def render(name: str) -> str:
     return (UNITS / name).read_text().replace("@ROOT@", str(ROOT))
 
 
-def exec_start(name: str, env: dict) -> list[str]:
+def exec_start(name: str, env: dict, setting: str = "ExecStart=") -> list[str]:
     """ExecStart split as systemd does: words, ${VAR} inside a word replaced
-    by the whole value (one argument, spaces and all)."""
-    (line,) = [x for x in render(name).splitlines() if x.startswith("ExecStart=")]
+    by the whole value (one argument, spaces and all); a leading "+" (run
+    as root) dropped."""
+    (line,) = [x for x in render(name).splitlines() if x.startswith(setting)]
     return [re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), ""), w)
-            for w in shlex.split(line.split("=", 1)[1])]
+            for w in shlex.split(line.split("=", 1)[1].removeprefix("+"))]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
@@ -117,10 +119,28 @@ def test_dashboard_exec_start_runs_as_the_unprivileged_user():
     home.mkdir()
     shutil.chown(home, "netsentinel", "netsentinel")
     port = 18000 + os.getpid() % 1000
+    # ExecStartPre, as root: the root-only token handed over as a copy only
+    # the dashboard's user can read (standing in for its RuntimeDirectory).
+    copy = base / "token"
+    unit = render("netsentinel-dashboard.service")
+    assert "NETSENTINEL_DASHBOARD_TOKEN_FILE=/run/netsentinel-dashboard/token" in unit
+    pre = [a.replace("/run/netsentinel-dashboard/token", str(copy))
+           for a in exec_start("netsentinel-dashboard.service", {"NETSENTINEL_RECORDS": str(base / "records")},
+                               "ExecStartPre=")]
+    subprocess.run(pre, check=True, cwd=ROOT, capture_output=True)
+    token = (base / "records" / ".dashboard_token").read_text().strip()
+    st = copy.stat()
+    assert (st.st_mode & 0o777, st.st_uid) == (0o600, pwd.getpwnam("netsentinel").pw_uid)
+    seen = subprocess.run(["runuser", "-u", "netsentinel", "--", "env", f"HOME={home}",
+                           f"NETSENTINEL_DASHBOARD_TOKEN_FILE={copy}", sys.executable, "-c",
+                           "from netsentinel.dashboard import access; print(access.configured_token('/'))"],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    assert seen.stdout.strip() == token  # the dashboard signs people in with root's token
     argv = exec_start("netsentinel-dashboard.service", {"NETSENTINEL_DASHBOARD_ADDRESS": "127.0.0.1",
                                                         "NETSENTINEL_DASHBOARD_PORT": str(port)})
     proc = subprocess.Popen(["runuser", "-u", "netsentinel", "--", "env", f"HOME={home}",
-                             f"NETSENTINEL_RECORDS={base / 'records'}", *argv],
+                             f"NETSENTINEL_RECORDS={base / 'records'}",
+                             f"NETSENTINEL_DASHBOARD_TOKEN_FILE={copy}", *argv],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:

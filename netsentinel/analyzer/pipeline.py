@@ -32,6 +32,7 @@ from .guard import Flusher
 from .inputs import MAX_LINE, BadLine, RateLimitedWarn, parse_line, read_lines
 from .rules import RuleEngine
 from .behaviour import Behaviour  # outbound (issue 12)
+from .dashcmds import DashboardCommands  # the unprivileged dashboard's commands (issue 11)
 from .settings import CHECK_EVERY, SettingsWatcher
 from .sinks import RecordsSink
 from .status import build_status
@@ -86,8 +87,15 @@ class Analyzer(FlowJudging):
         except (OSError, ValueError) as e:
             self._flow_model = None
             warn(f"flow classifier unavailable ({e}); flood thresholds only")
-        self.flusher = Flusher(self.sink.flush, self.write_status, self.sink.recording, warn,
+        # What an unprivileged dashboard asks for, applied on the writer's beat.
+        self.dashboard_commands = DashboardCommands(store, whitelist_file, warn, settings.current)
+        self.flusher = Flusher(self._flush, self.write_status, self.sink.recording, warn,
                                every=FLUSH_EVERY, status_interval=status_interval)
+
+    def _flush(self) -> bool:
+        ok = self.sink.flush()
+        self.dashboard_commands.poll()
+        return ok
 
     # ------------------------------------------------------------- settings
     def whitelist(self) -> Whitelist:

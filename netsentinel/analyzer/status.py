@@ -39,6 +39,8 @@ def build_status(a, running: bool = True) -> dict:
                     "waiting_to_write": a.sink.pending_threat_batch(),
                     "folded_in_memory": a.sink.threats_folded,
                     "auto_blocks_withheld": a.autoban.withheld},
+        # The unprivileged dashboard's commands (analyzer/dashcmds.py).
+        "dashboard_commands": dict(a.dashboard_commands.counts),
         "recording": {**a.sink.recording(), "fatal": a.flusher.fatal,
                       "writer_restarts": a.flusher.restarts,
                       "writer_errors": a.flusher.crashes,

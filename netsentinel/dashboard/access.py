@@ -19,6 +19,7 @@ over all clients, each with a lockout.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -34,6 +35,7 @@ from ..records import DASHBOARD_TOKEN as TOKEN_FILE
 from ..store import RecordsStore, StoreError
 
 TOKEN_ENV = "NETSENTINEL_DASHBOARD_TOKEN"
+TOKEN_FILE_ENV = "NETSENTINEL_DASHBOARD_TOKEN_FILE"  # a private copy (the systemd unit)
 PASSWORD_ENV = "NETSENTINEL_DASHBOARD_PASSWORD"
 IDLE_ENV = "NETSENTINEL_DASHBOARD_IDLE_MINUTES"
 # Shorter tokens are refused: a guessable one defeats the rate limit's purpose.
@@ -67,9 +69,17 @@ def load_or_create_token(records: Path) -> str:
     whoever could read or replace it could log in."""
     path = token_file(records)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return read_private_token(path)
     except FileNotFoundError:
         return _create_token(path)
+
+
+def read_private_token(path: Path) -> str:
+    """A token file that only this user may read (FileNotFoundError if none)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
     except OSError as e:
         raise AccessError(f"cannot read {path}: {e.strerror}; remove it, or set {TOKEN_ENV}") from None
     with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as f:
@@ -106,7 +116,33 @@ def configured_token(records: Path) -> str:
     env = os.environ.get(TOKEN_ENV)
     if env:
         return _check_token(env, TOKEN_ENV)
+    copy = os.environ.get(TOKEN_FILE_ENV)
+    if copy:  # the systemd unit's hand-over (see copy_token)
+        try:
+            return read_private_token(Path(copy))
+        except FileNotFoundError:
+            raise AccessError(f"{TOKEN_FILE_ENV}={copy} does not exist") from None
     return load_or_create_token(records)
+
+
+def copy_token(records: Path, dest: Path, user: str) -> None:
+    """Root hands the token to the unprivileged dashboard: a copy only `user`
+    may read (netsentinel-dashboard.service's ExecStartPre, into its runtime
+    directory), so the root-only original stays root's."""
+    import pwd
+
+    env = os.environ.get(TOKEN_ENV)
+    token = _check_token(env, TOKEN_ENV) if env else load_or_create_token(records)
+    pw = pwd.getpwnam(user)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchown(f.fileno(), pw.pw_uid, pw.pw_gid)
+        os.fchmod(f.fileno(), 0o600)
+        f.write(token + "\n")
+    os.replace(tmp, dest)
 
 
 def login_url(token: str, host: str = "127.0.0.1", port: int = 8501) -> str:
@@ -220,11 +256,16 @@ def main(argv: list[str]) -> int:
     t = sub.add_parser("token", help="print the token (created in records/ when missing)")
     t.add_argument("--records", metavar="DIR", help="records directory (default: the checkout's)")
     t.add_argument("--url", metavar="HOST:PORT", help="print the login URL for this address instead")
+    t.add_argument("--copy-to", metavar="FILE", help="print nothing; write a copy only --owner can "
+                   "read (root, for the unprivileged dashboard's service)")
+    t.add_argument("--owner", metavar="USER", default="netsentinel", help="owner of the --copy-to file")
     sub.add_parser("hash", help="read a password (stdin or prompt), print its hash for "
                                 f"{PASSWORD_ENV}")
     ns = ap.parse_args(argv)
     try:
-        if ns.what == "token":
+        if ns.what == "token" and ns.copy_to:
+            copy_token(records_dir(ns.records), Path(ns.copy_to), ns.owner)
+        elif ns.what == "token":
             token = configured_token(records_dir(ns.records))
             if ns.url:
                 host, _, port = ns.url.rpartition(":")
@@ -236,7 +277,7 @@ def main(argv: list[str]) -> int:
             if not pw:
                 raise AccessError("empty password")
             print(hash_password(pw))
-    except (AccessError, ValueError) as e:
+    except (AccessError, ValueError, KeyError, OSError) as e:
         print(f"access: {e}", file=sys.stderr)
         return 1
     return 0

@@ -8,10 +8,13 @@ half-typed values across refreshes because a form is only sent on submit.
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 from streamlit_autorefresh import st_autorefresh
 
-from .. import audit
+from .. import audit, dashcmd
+from ..errors import InputError
 from ..store import RecordsStore, StoreError
 from . import auditlog, bans, events, filter_rules, history, llm, overview, review, stack, whitelist
 from .auth import REFRESH_KEY, require_access, sign_out
@@ -72,8 +75,12 @@ def main() -> None:
 
     def record(who: str, action: str, details: dict, outcome: str) -> None:
         try:
-            audit.record(RecordsStore(settings.records), who, action, details, outcome)
-        except StoreError as e:
+            if os.access(settings.records, os.W_OK) or not dashcmd.may_submit(settings.records):
+                audit.record(RecordsStore(settings.records), who, action, details, outcome)
+            else:  # unprivileged: root's analyzer writes the trail (records/dashboard_commands.d/)
+                dashcmd.submit(settings.records, "audit", who, action=action, details=details,
+                               outcome=str(outcome)[:dashcmd.MAX_TEXT])
+        except (StoreError, OSError, InputError) as e:
             st.warning(f"Not recorded in the audit trail: {md(e)}")
 
     session = require_access(settings.records, record)
@@ -85,8 +92,8 @@ def main() -> None:
     if settings.argv_error:
         st.warning(md(settings.argv_error))
     page = sidebar(ctx)
-    if ctx.read_only():
-        st.info(md(ctx.read_only()))
+    if ctx.privilege_note():
+        st.info(md(ctx.privilege_note()))
     show_flash()
     notices = st.container()
     PAGES[page](ctx)

@@ -24,7 +24,7 @@ from ..records import FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RULE_
 from .context import Ctx
 from .data import ago, read_json
 from .storeview import opened
-from .ui import act, code, loader_hint, md
+from .ui import act, analyzer_hint, code, loader_hint, md
 
 RULE_COLUMNS = ("id", "action", "src", "proto", "sport", "dport", "tcp_flags", "icmp_type")
 
@@ -74,6 +74,9 @@ def _decide(ctx: Ctx, pid: str, approve: bool) -> None:
     note = (st.session_state.get(f"prop_note_{pid}") or "").strip() or None
 
     def do() -> str:
+        if ctx.queued:  # unprivileged: root's analyzer decides it (and audits it)
+            applied = ctx.ask("proposal", proposal=pid, approve=approve, note=note)
+            return f"Proposal {pid} {'approved' if approve else 'rejected'}: {analyzer_hint(ctx, applied)}."
         p = proposals.decide(ctx.store, pid, approve=approve, by="dashboard", note=note)
         if approve:
             return f"Approved: {len(p['applied'])} rule(s) queued for the loader; {loader_hint(ctx)}"

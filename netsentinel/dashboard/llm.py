@@ -8,17 +8,21 @@ import os
 
 import streamlit as st
 
-from ..llm.config import (DEFAULT_LLM_CONFIG, FIELD, Field, load_llm_config, save_llm_config,
-                          validate_llm_config)
+from .. import dashcmd
+from ..llm.config import (DEFAULT_LLM_CONFIG, FIELD, ROOT_ONLY_SETTINGS, Field, load_llm_config,
+                          save_llm_config, validate_llm_config)
 from ..llm.env import load_env
 from ..llm.probe import probe_backend
 from ..records import LLM_CONFIG
 from .context import Ctx
 from .data import mask_secret, mask_text, masked
 from .status import liveness
-from .ui import act, flash, md, needs_confirmation, sync_widgets
+from .ui import act, analyzer_hint, flash, md, needs_confirmation, sync_widgets
 
 SECRET_ENV = ("ZHIPUAI_API_KEY", "OPENAI_API_KEY")
+# The analyzer's probe has a 5 s timeout of its own, and polls its commands
+# every quarter second.
+PROBE_WAIT_S = 8.0
 URL_ENV = ("ZHIPUAI_BASE_URL", "OLLAMA_HOST", "OPENAI_BASE_URL")
 
 # The form: sections of (widget key, setting). Labels, bounds, choices and
@@ -54,9 +58,13 @@ def to_widget(field: Field, value):
     return {"int": int, "float": float, "bool": bool}.get(field.kind, str)(value)
 
 
-def widget(col, key: str, field: Field) -> None:
+
+
+def widget(col, key: str, field: Field, locked: bool = False) -> None:
     """The widget for one setting, bounded exactly as validation bounds it."""
-    kw = {"key": key, "help": field.help}
+    kw = {"key": key, "help": field.help + (f" (only root changes this: edit {LLM_CONFIG} as "
+                                             "root, or the analyzer's flags)" if locked else ""),
+          "disabled": locked}
     if field.kind == "choice":
         col.selectbox(field.label, field.choices, **kw)
     elif field.kind == "bool":
@@ -98,6 +106,10 @@ def _save(ctx: Ctx, cfg: dict) -> None:
         if (new.get("host") or None) != (cfg.get("host") or None):
             needs_confirmation("llm_host_ok", f"Changing the host to {new.get('host') or 'the default'} "
                                               "sends the API key there")
+        if ctx.queued:
+            validate_llm_config(new)  # a bad value is answered here, before anything is queued
+            applied = ctx.ask("settings", config=new)
+            return f"Save {LLM_CONFIG}: {analyzer_hint(ctx, applied)}."
         saved = save_llm_config(ctx.store, new)
         who = ("the analyzer picks it up within a second" if
                liveness("analyzer", ctx.snap.analyzer_status).running
@@ -116,8 +128,24 @@ def _probe(ctx: Ctx) -> None:
         flash("error", f"Test connection refused: {LLM_CONFIG} belongs to uid {owner.st_uid}, not "
                        "root; fix its owner (chown root) before a key is sent anywhere.")
         return
-    cfg, _ = in_force(ctx)
-    ok, message = probe_backend(cfg, timeout=5)
+    if ctx.queued:
+        # Unprivileged, this process has none of root's API keys (.env is
+        # root's): the analyzer, which has them, runs the test.
+        try:
+            cid = dashcmd.submit(ctx.settings.records, "probe", ctx.who)
+        except OSError as e:
+            flash("error", f"Test connection: cannot ask the analyzer: {e}")
+            return
+        ctx.answers([cid], wait=PROBE_WAIT_S)
+        entry = dashcmd.answer(ctx.store, cid)
+        if entry is None:
+            flash("warning", f"Test connection: {analyzer_hint(ctx, False)}.")
+            return
+        ok = entry.get("outcome") == "ok"
+        message = f"{(entry.get('details') or {}).get('message')} (tested by the analyzer)"
+    else:
+        cfg, _ = in_force(ctx)
+        ok, message = probe_backend(cfg, timeout=5)
     flash("success" if ok else "error", f"Test connection (saved settings): {mask_text(message)}")
 
 
@@ -130,7 +158,8 @@ def settings_form(ctx: Ctx, cfg: dict) -> None:
                 st.markdown(title)
             cols = st.columns(3 if len(row) != 4 else 4)
             for i, (key, setting) in enumerate(row):
-                widget(cols[i % len(cols)], key, FIELD[setting])
+                widget(cols[i % len(cols)], key, FIELD[setting],
+                       locked=ctx.queued and setting in ROOT_ONLY_SETTINGS)
             if "llm_host" in dict(row):
                 cols[2].checkbox("Yes, send the API key to this host", key="llm_host_ok",
                                  help="needed to save a changed host")

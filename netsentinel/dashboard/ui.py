@@ -77,6 +77,8 @@ def act(action: Callable[[], str], refused: str = "Refused: {}",
     """Run a write; flash its success line or its one-line error (a refused
     ban worded by `refused`). True on success. audit=(ctx, action, details):
     the attempt and its outcome go to the audit trail."""
+    if audit is not None:
+        audit[0].asked = False
     try:
         flash("success", action())
         outcome, ok = "ok", True
@@ -86,7 +88,8 @@ def act(action: Callable[[], str], refused: str = "Refused: {}",
     except EXPECTED_ERRORS as e:
         flash("error", str(e))
         outcome, ok = f"refused: {e}", False
-    if audit is not None and not audit[0].read_only():  # unprivileged: the page says it is not kept
+    # An action the analyzer carried out is audited there; read-only: none kept.
+    if audit is not None and not audit[0].asked and not audit[0].read_only():
         ctx, name, details = audit
         try:
             ctx.audit(name, details, outcome)
@@ -127,6 +130,15 @@ def check_permanent(ttl_key: str, confirm_key: str) -> None:
 
 def ttl_seconds(key: str) -> int | None:
     return TTL_CHOICES.get(st.session_state.get(key, DEFAULT_TTL))
+
+
+def analyzer_hint(ctx: Ctx, applied: bool) -> str:
+    """Appended to actions the analyzer carries out for an unprivileged dashboard."""
+    if applied:
+        return "done by the analyzer"
+    if liveness("analyzer", ctx.snap.analyzer_status).running:
+        return "queued for the analyzer (not applied yet: see the Audit page)"
+    return "queued: the analyzer is not running; it applies it when it starts"
 
 
 def loader_hint(ctx: Ctx) -> str:

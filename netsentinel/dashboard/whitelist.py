@@ -10,9 +10,9 @@ import streamlit as st
 
 from ..errors import InputError
 from ..store import StoreError
-from ..whitelist import KINDS, ConfigError, Whitelist
+from ..whitelist import KINDS, ConfigError, Whitelist, normalize_entry, validate_config
 from .context import Ctx
-from .ui import act, md, needs_confirmation, sync_widgets
+from .ui import act, analyzer_hint, md, needs_confirmation, sync_widgets
 
 KIND_LABELS = {"ip": "IP or CIDR", "process": "process (comm or absolute exe path)", "port": "port"}
 # Trusting a network wider than these hides every connection to it and
@@ -50,6 +50,10 @@ def _add(ctx: Ctx) -> None:
             raise InputError(f"Enter a {KIND_LABELS[kind]}.")
         if kind == "ip":
             _confirm_broad([value], "wl_broad_ok")
+        if ctx.queued:
+            normalize_entry(kind, value)  # a typo is refused here, before anything is queued
+            applied = ctx.ask("whitelist_add", entry_kind=kind, value=value)
+            return f"Trust {kind} {value}: {analyzer_hint(ctx, applied)}."
         changed, entry = ctx.whitelist_file.edit(kind, value)
         return f"Trusted {kind} {entry}." if changed else f"{kind} {entry} was already trusted."
 
@@ -65,6 +69,9 @@ def _remove(ctx: Ctx) -> None:
         if not picked:
             raise InputError("Pick an entry to remove.")
         kind, value = picked.split(" ", 1)
+        if ctx.queued:
+            applied = ctx.ask("whitelist_remove", entry_kind=kind, value=value)
+            return f"Stop trusting {kind} {value}: {analyzer_hint(ctx, applied)}."
         changed, entry = ctx.whitelist_file.edit(kind, value, remove=True)
         return f"No longer trusted: {kind} {entry}." if changed else f"{kind} {entry} was not trusted."
 
@@ -78,8 +85,7 @@ def _save_options(ctx: Ctx, wl: Whitelist) -> None:
         cfg.update(whitelisted_connections=st.session_state["wl_mode"], protect_ssh_ports=ports,
                    min_ban_prefix={"ipv4": int(st.session_state["wl_min4"]),
                                    "ipv6": int(st.session_state["wl_min6"])})
-        ctx.whitelist_file.save(cfg)
-        return "Saved filter_config.json."
+        return _save(ctx, cfg)
 
     act(do, audit=(ctx, "whitelist_options", {
         "whitelisted_connections": st.session_state.get("wl_mode"),
@@ -97,11 +103,21 @@ def _save_raw(ctx: Ctx) -> None:
         new = raw.get("trusted_ips") if isinstance(raw, dict) else None
         if isinstance(new, list):
             _confirm_broad([e for e in new if str(e) not in map(str, old_ips)], "wl_raw_broad_ok")
-        ctx.whitelist_file.save(raw)
-        return "Saved filter_config.json."
+        return _save(ctx, raw)
 
     old_ips = _current_ips(ctx)
     act(do, audit=(ctx, "whitelist_edit", {"json": st.session_state.get("wl_raw") or ""}))
+
+
+def _save(ctx: Ctx, cfg) -> str:
+    """The whole file, validated here first (a typo is answered at once),
+    written here as root or by the analyzer for an unprivileged dashboard."""
+    valid = validate_config(cfg)
+    if ctx.queued:
+        applied = ctx.ask("whitelist_save", config=cfg)
+        return f"Save {ctx.whitelist_file.name}: {analyzer_hint(ctx, applied)}."
+    ctx.whitelist_file.save(valid)
+    return f"Saved {ctx.whitelist_file.name}."
 
 
 def _current_ips(ctx: Ctx) -> list:

@@ -45,6 +45,12 @@ DEFAULT_MODELS = {
 
 # Keys that may appear in the file without being settings.
 _META_KEYS = ("updated_at", "updated_by")
+# Settings only root changes (the unprivileged dashboard shows them locked;
+# the analyzer refuses a change from anyone else, analyzer/dashcmds.py):
+# which backend and model run, where the API key is sent, which files root
+# reads or loads.
+ROOT_ONLY_SETTINGS = ("backend", "host", "model", "known_bad_files", "hf_gguf_file", "hf_device",
+                      "hf_quantize")
 
 DAY = 86400
 
