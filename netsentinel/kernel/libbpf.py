@@ -10,11 +10,13 @@ import os
 from . import KernelError
 
 # enum bpf_attach_type (include/uapi/linux/bpf.h)
+ATTACH_CGROUP_INET_SOCK_CREATE = 2
 ATTACH_CGROUP_INET4_CONNECT = 10
 ATTACH_CGROUP_INET6_CONNECT = 11
 ATTACH_CGROUP_UDP4_SENDMSG = 14
 ATTACH_CGROUP_UDP6_SENDMSG = 15
 ATTACH_XDP = 37
+ATTACH_PERF_EVENT = 41    # a tracepoint's perf event behind a BPF link (Linux 5.15+)
 ATTACH_TCX_INGRESS = 46   # Linux 6.6+
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
