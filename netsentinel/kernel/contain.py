@@ -141,12 +141,13 @@ class ContainMaps:
 
     # ---- entries
     @staticmethod
-    def _put(t, k, expires_at: float | None, origin: int) -> None:
+    def _put(t, k, expires_at: float | None, origin: int, inherited: bool = False) -> None:
         try:
             leaf = t[k]   # already there: keep its counters
         except KeyError:
             leaf = t.Leaf()
-        leaf.expires_ns, leaf.origin, leaf.inherited = epoch_to_boottime(expires_at), origin, 0
+        leaf.expires_ns, leaf.origin = epoch_to_boottime(expires_at), origin
+        leaf.inherited = int(inherited)
         try:
             t[k] = leaf
         except Exception as e:
@@ -159,8 +160,9 @@ class ContainMaps:
         return t, k
 
     def contain_pid(self, tgid: int, expires_at: float | None, origin: int = 0) -> None:
+        """origin: the contained process tgid descends from (itself when 0)."""
         t = self.bpf["contain_pids"]
-        self._put(t, t.Key(tgid), expires_at, origin or tgid)
+        self._put(t, t.Key(tgid), expires_at, origin or tgid, bool(origin and origin != tgid))
 
     def contain_exe(self, dev: int, ino: int, expires_at: float | None, origin: int = 0) -> None:
         t, k = self._exe_key(dev, ino)

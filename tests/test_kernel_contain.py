@@ -1,0 +1,264 @@
+"""Process containment in the lab (issue 12): a contained process, run by a
+real unprivileged user from a copy of python3 (so the real /usr/bin/python3
+is another executable), gets EPERM on connect() and sendto() while another
+process reaches the same destination; its fork()ed child and a new run of
+the same binary are contained too; a contained root process cannot open a
+raw socket; release lifts it; the pinned maps and tracepoint links keep it
+(and end a TTL) while no loader runs; a restarted loader restores it;
+--unload removes it all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from netlab import (lab,  # noqa: F401  (module-scoped fixture)
+                    LoaderStarter, kernel_test_skip_reason, ns_connect, read_json, validate, wait_until)
+from netsentinel.abi import ENFORCER_CONTAIN
+
+SKIP = kernel_test_skip_reason()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
+USER = "nscontaintest"
+EPERM = 1
+
+# argv: host port [what]. With `what`, one attempt and its errno; without,
+# the pid first, then one errno per line read ("connect", "sendto", "raw",
+# "fork": connect() from a fork()ed child).
+VICTIM = r"""
+import os, socket, sys
+DST = (sys.argv[1], int(sys.argv[2]))
+def attempt(what):
+    try:
+        if what == "connect":
+            socket.create_connection(DST, timeout=3).close()
+        elif what == "sendto":
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", DST)
+        elif what == "raw":
+            socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
+        elif what == "fork":
+            r, w = os.pipe()
+            child = os.fork()
+            if child == 0:
+                os.write(w, str(attempt("connect")).encode())
+                os._exit(0)
+            os.waitpid(child, 0)
+            return int(os.read(r, 16))
+        return 0
+    except OSError as e:
+        return e.errno
+if len(sys.argv) > 3:
+    print(attempt(sys.argv[3]))
+    sys.exit()
+print(os.getpid(), flush=True)
+for line in sys.stdin:
+    print(attempt(line.strip()), flush=True)
+"""
+
+# A TCP listener in the peer namespace that accepts and closes.
+LISTENER = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(64)
+print("ready", flush=True)
+while True:
+    s.accept()[0].close()
+"""
+
+
+@pytest.fixture(scope="module")
+def user():
+    subprocess.run(["userdel", USER], capture_output=True)   # a leftover from a killed run
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
+                   check=True)
+    try:
+        yield USER
+    finally:
+        subprocess.run(["userdel", USER], check=True)
+
+
+@pytest.fixture(scope="module")
+def scanner():
+    """A copy of python3 named `scanner`, in a directory every user can reach."""
+    d = tempfile.mkdtemp(prefix="ns-contain-", dir="/var/tmp")
+    os.chmod(d, 0o755)
+    exe = Path(d) / "scanner"
+    shutil.copy("/usr/bin/python3", exe)
+    exe.chmod(0o755)
+    try:
+        yield str(exe)
+    finally:
+        shutil.rmtree(d)
+
+
+@pytest.fixture(scope="module")
+def port(lab):
+    p = 41000 + lab.n
+    proc = subprocess.Popen(["ip", "netns", "exec", lab.peer, "/usr/bin/python3", "-c", LISTENER, str(p)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    yield p
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def start(lab, tmp_path):
+    cfg = tmp_path / "filter_config.json"
+    cfg.write_text("{}")
+    with LoaderStarter(lab, tmp_path, cfg) as s:
+        yield s
+
+
+class Victim:
+    """A long-running process in the dut namespace that tries what it is told."""
+
+    def __init__(self, lab, exe: str, port: int, user: str | None = None):
+        run_as = ["runuser", "-u", user, "--"] if user else []
+        self.proc = subprocess.Popen(["ip", "netns", "exec", lab.dut, *run_as, exe, "-c", VICTIM,
+                                      lab.peer4, str(port)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.pid = int(self.proc.stdout.readline())
+
+    def __call__(self, what: str) -> int:
+        self.proc.stdin.write(what + "\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        try:   # the process itself: under runuser it is not Popen's own
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.kill()
+        self.proc.wait()
+
+
+def once(lab, exe: str, port: int, what: str = "connect", user: str | None = None) -> int:
+    """A fresh process of exe tries once; its errno (0: it got through)."""
+    run_as = ["runuser", "-u", user, "--"] if user else []
+    r = lab.ns_exec(lab.dut, *run_as, exe, "-c", VICTIM, lab.peer4, str(port), what)
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout)
+
+
+def queue(records: Path, *commands: dict) -> None:
+    """Queue contain commands the way a script does: one file in the drop directory."""
+    d = records / "contain_commands.d"
+    tmp = d / ".cmd.tmp"
+    tmp.write_text(json.dumps(list(commands)))
+    tmp.rename(d / f"{os.urandom(4).hex()}.json")
+
+
+def contain_event(lp, rid: str, result: str, timeout: float = 10) -> dict:
+    return validate(lp.wait_for(lambda e: e["type"] == "contain" and e["id"] == rid
+                                and e["result"] == result, timeout, f"contain {rid} {result}"))
+
+
+def test_contained_process_child_and_rerun_refused_others_connect(lab, start, tmp_path, user, scanner,
+                                                                  port):
+    lp = start()
+    v = Victim(lab, scanner, port, user)
+    try:
+        assert v("connect") == 0 and v("sendto") == 0, "before containment the process reaches the peer"
+        queue(tmp_path, {"action": "contain", "pid": v.pid, "exe": scanner, "ttl_seconds": 600,
+                         "reason": "outbound port scan", "source": "test"})
+        contain_event(lp, f"pid:{v.pid}", "applied")
+        contain_event(lp, f"exe:{scanner}", "applied")
+        assert v("connect") == EPERM
+        assert v("sendto") == EPERM
+        assert v("fork") == EPERM, "a fork()ed child of a contained process is contained"
+        assert once(lab, scanner, port, user=user) == EPERM, "a new run of the same binary is contained"
+        assert ns_connect(lab, lab.peer4, port)["errno"] == 0, "another process still connects"
+        # connect + sendto on the process's entry, the new run's on the executable's.
+        rec = wait_until(lambda: (r := read_json(tmp_path / "contained.json") or {})
+                         and r[f"pid:{v.pid}"]["blocked"] >= 2 and r[f"exe:{scanner}"]["blocked"] >= 1
+                         and r, 10, what="refusals counted in contained.json")
+        assert rec[f"pid:{v.pid}"]["exe"] == scanner
+        assert rec[f"pid:{v.pid}"]["expires_at"] is not None
+
+        queue(tmp_path, {"action": "release", "id": f"pid:{v.pid}"}, {"action": "release",
+                                                                     "id": f"exe:{scanner}"})
+        contain_event(lp, f"pid:{v.pid}", "released")
+        contain_event(lp, f"exe:{scanner}", "released")
+        assert v("connect") == 0 and v("fork") == 0 and once(lab, scanner, port, user=user) == 0
+        assert read_json(tmp_path / "contained.json") == {}
+    finally:
+        v.close()
+
+
+def test_contained_root_process_gets_no_raw_socket_and_ends_with_its_process(lab, start, tmp_path,
+                                                                           scanner, port):
+    lp = start()
+    v = Victim(lab, scanner, port)   # root: raw sockets are its to open
+    try:
+        assert v("raw") == 0
+        queue(tmp_path, {"action": "contain", "pid": v.pid, "by_exe": False, "reason": "raw SYN scan"})
+        contain_event(lp, f"pid:{v.pid}", "applied")
+        assert v("raw") == EPERM and v("connect") == EPERM
+        assert once(lab, scanner, port) == 0, "by_exe false: another run of the binary is free"
+    finally:
+        v.close()
+    contain_event(lp, f"pid:{v.pid}", "exited")
+    assert read_json(tmp_path / "contained.json") == {}
+
+
+def test_refusals_are_recorded(lab, start, tmp_path):
+    lp = start()
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        queue(tmp_path, {"action": "contain", "pid": 1}, {"action": "contain", "exe": "/bin/bash"},
+              {"action": "contain", "pid": "all"},
+              {"action": "contain", "pid": sleeper.pid, "exe": "/usr/bin/not-this"},
+              {"action": "contain", "pid": os.getpid()})
+        for _ in range(5):
+            validate(lp.wait_for(lambda e: e["type"] == "contain_rejected", 10, "contain_rejected"))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    rejected = wait_until(lambda: len(r := read_json(tmp_path / "contain_commands.rejected.json") or [])
+                          == 5 and r, 10, what="5 refusals recorded")
+    errors = [r["error"] for r in rejected]
+    assert "init" in errors[0] and "shared by every user" in errors[1] and "pid must be" in errors[2]
+    assert "pid was reused" in errors[3] and "this loader or one of its parents" in errors[4]
+    assert read_json(tmp_path / "contained.json") == {}
+
+
+def test_containment_outlives_the_loader_ttl_ends_without_it_and_unload_removes_it(lab, start, tmp_path,
+                                                                                  user, scanner, port):
+    lp = start()
+    assert set(ENFORCER_CONTAIN) <= set(read_json(tmp_path / "loader_status.json")["programs"])
+    v = Victim(lab, scanner, port, user)
+    try:
+        queue(tmp_path, {"action": "contain", "pid": v.pid, "by_exe": False, "reason": "keep"},
+              {"action": "contain", "exe": scanner, "ttl_seconds": 6, "reason": "short"})
+        contain_event(lp, f"pid:{v.pid}", "applied")
+        contain_event(lp, f"exe:{scanner}", "applied")
+        assert lp.stop() == 0
+        # No loader: the pinned maps refuse, the pinned fork tracepoint follows.
+        assert v("connect") == EPERM and v("fork") == EPERM
+        assert once(lab, scanner, port, user=user) == EPERM
+        # The executable's TTL ends in the kernel, loader or not.
+        wait_until(lambda: once(lab, scanner, port, user=user) == 0, 30,
+                   what="the executable's containment to expire with no loader")
+        assert v("connect") == EPERM, "the process's own entry has no TTL"
+
+        lp2 = start()
+        contain_event(lp2, f"pid:{v.pid}", "restored")
+        contain_event(lp2, f"exe:{scanner}", "expired")
+        assert list(read_json(tmp_path / "contained.json")) == [f"pid:{v.pid}"]
+        assert v("connect") == EPERM
+        assert set(lp2.all_events[0]["links_adopted"]) >= set(ENFORCER_CONTAIN)
+        assert lp2.stop() == 0
+        r = lab.unload()
+        assert r.returncode == 0, r.stderr
+        assert v("connect") == 0 and v("fork") == 0, "--unload removes containment"
+    finally:
+        v.close()
