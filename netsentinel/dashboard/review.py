@@ -8,6 +8,7 @@ import streamlit as st
 
 from .. import threats
 from ..levels import rank
+from .contain import contain_inputs, contain_threat
 from .context import Ctx
 from .data import ago
 from .ui import (LEVEL_ICONS, PERMANENT_CONFIRM, act, check_permanent, code, loader_hint, md,
@@ -82,16 +83,22 @@ def threat_card(ctx: Ctx, t: dict) -> None:
         with st.form(f"decide_{tid}", border=False):
             c1, c2, c3 = st.columns([1, 2, 2])
             with c1:
-                ttl_select(f"ttl_{tid}", "Ban expires after")
+                ttl_select(f"ttl_{tid}", "Ban or containment expires after")
                 st.checkbox(PERMANENT_CONFIRM, key=f"perm_{tid}",
                             help="needed when the ban is permanent")
             c2.text_input("Note (optional)", key=f"note_{tid}")
             c3.checkbox(f"On reject, also trust {code(target_of(t))}", key=f"trust_{tid}",
                         help="adds it to the whitelist in filter_config.json")
-            b1, b2, _ = st.columns([1, 1, 4])
+            contain_first = threats.default_action(t) == "contain"   # a local process is the actor
+            if threats.local_actor(t):
+                contain_inputs(t)
+            b0, b1, b2, _ = st.columns([1, 1, 1, 3])
+            if threats.local_actor(t):
+                b0.form_submit_button("Contain process", type="primary" if contain_first else "secondary",
+                                      key=f"contain_{tid}", on_click=contain_threat, args=(ctx, tid))
             with b1:
-                st.form_submit_button("Approve (ban)", type="primary", key=f"approve_{tid}",
-                                      on_click=_approve, args=(ctx, tid))
+                st.form_submit_button("Approve (ban)", type="secondary" if contain_first else "primary",
+                                      key=f"approve_{tid}", on_click=_approve, args=(ctx, tid))
             with b2:
                 st.form_submit_button("Reject", key=f"reject_{tid}", on_click=_reject,
                                       args=(ctx, tid))
