@@ -21,8 +21,11 @@ from pathlib import Path
 import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
-                    LoaderStarter, kernel_test_skip_reason, ns_connect, read_json, validate, wait_until)
+                    VENV_PY, LoaderStarter, kernel_test_skip_reason, ns_connect, read_json, validate,
+                    wait_until)
+from netsentinel import threats
 from netsentinel.abi import ENFORCER_CONTAIN
+from netsentinel.store import RecordsStore
 
 SKIP = kernel_test_skip_reason()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
@@ -194,24 +197,58 @@ def test_contained_process_child_and_rerun_refused_others_connect(lab, start, tm
         v.close()
 
 
+def ctl(records: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([VENV_PY, "-m", "netsentinel", "--records", str(records), "contain", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_contained_root_process_gets_no_raw_socket_and_ends_with_its_process(lab, start, tmp_path,
                                                                            scanner, port):
     lp = start()
     v = Victim(lab, scanner, port)   # root: raw sockets are its to open
     try:
         assert v("raw") == 0
-        queue(tmp_path, {"action": "contain", "pid": v.pid, "by_exe": False, "reason": "raw SYN scan"})
+        r = ctl(tmp_path, "add", "--pid", str(v.pid), "--process-only", "--reason", "raw SYN scan")
+        assert r.returncode == 0, r.stderr
         contain_event(lp, f"pid:{v.pid}", "applied")
         assert v("raw") == EPERM and v("connect") == EPERM
-        assert once(lab, scanner, port) == 0, "by_exe false: another run of the binary is free"
+        assert once(lab, scanner, port) == 0, "--process-only: another run of the binary is free"
+        assert f"pid:{v.pid}" in ctl(tmp_path, "list").stdout
     finally:
         v.close()
     contain_event(lp, f"pid:{v.pid}", "exited")
     assert read_json(tmp_path / "contained.json") == {}
 
 
-def test_refusals_are_recorded(lab, start, tmp_path):
+def test_review_contains_and_stops_the_threats_process(lab, start, tmp_path, scanner, port):
+    """What Review's "Contain process" does (threats.contain), through the loader."""
     lp = start()
+    v = Victim(lab, scanner, port)
+    store = RecordsStore(tmp_path)
+    try:
+        (t, _), = threats.add_or_merge_many(store, [({
+            "level": "CRITICAL", "category": "port_scan", "reason": "40 ports on the peer",
+            "confidence": 0.9, "target": lab.peer4, "dedupe_key": f"proc|{scanner}",
+            "event": {"pid": v.pid, "exe": scanner, "comm": "scanner", "uid": 0, "daddr": lab.peer4}}, 1)])
+        assert threats.default_action(t) == "contain"
+        threats.contain(store, t["id"], by="test", ttl_seconds=3600, stop="KILL")
+        ev = contain_event(lp, f"pid:{v.pid}", "applied")
+        assert ev["source"] == f"review:{t['id']}"
+        contain_event(lp, f"exe:{scanner}", "applied")
+        assert v.proc.wait(timeout=10) != 0, "SIGKILL after containment"
+        assert once(lab, scanner, port) == EPERM, "its executable stays contained"
+        contain_event(lp, f"pid:{v.pid}", "exited")
+        assert list(read_json(tmp_path / "contained.json")) == [f"exe:{scanner}"]
+    finally:
+        v.close()
+
+
+def test_refusals_are_recorded_and_a_hostile_record_file_is_survived(lab, start, tmp_path):
+    (tmp_path / "contained.json").write_text(json.dumps({
+        "weird": 5, "pid:x": {"kind": "pid", "pid": "x"}, "exe:/nope": {"kind": "exe", "dev": "a"},
+        "pid:4000000": {"kind": "pid", "pid": 4000000}}))   # no start time: never trusted as alive
+    lp = start()
+    assert read_json(tmp_path / "contained.json") == {}
     sleeper = subprocess.Popen(["sleep", "300"])
     try:
         queue(tmp_path, {"action": "contain", "pid": 1}, {"action": "contain", "exe": "/bin/bash"},

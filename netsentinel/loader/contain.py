@@ -32,57 +32,15 @@ from ..records import CONTAIN_COMMANDS, CONTAIN_COMMANDS_REJECTED, CONTAINED
 from ..store import RecordsStore
 from ..timefmt import expiry_of, utc_now_iso
 from .cmdqueue import CommandQueue
+from .containpolicy import descendants, exe_tag, protected_pids, shared_exe, start_time
 from .procinfo import read_process
 from .refusals import Refusals
 
-# Executables shared by every user and service: containing one by executable
-# would cut off every copy (each login shell, the admin's session); their
-# processes are contained by pid only, and the event says so.
-SHARED_EXES = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "tcsh", "csh", "busybox",
-                         "env", "sudo", "su", "sshd", "systemd", "init", "perl", "ruby", "node", "php",
-                         "lua", "tclsh", "java"})
 SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
 
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (jiffies after boot): a pid's identity
-    with its number, so a reused pid is told apart. None when gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode("utf-8", "replace")
-        return int(stat[stat.rindex(")") + 2:].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below pid, from one pass over /proc."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            ppid = read_process(int(name))["ppid"]
-            if ppid is not None:
-                children.setdefault(ppid, []).append(int(name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _shared(path: str) -> bool:
-    base = os.path.basename(path)
-    return base in SHARED_EXES or base.startswith(("python", "perl", "ruby", "php", "node"))
-
-
-def protected_pids() -> set[int]:
-    """pid 1, this loader and its ancestors (the supervisor, the shell that runs it)."""
-    out, pid = {1}, os.getpid()
-    while pid > 1 and pid not in out:
-        out.add(pid)
-        pid = read_process(pid)["ppid"] or 1
-    return out
+def _origin(rec: dict) -> int:
+    return exe_tag(rec["dev"], rec["ino"]) if rec["kind"] == "exe" else rec["pid"]
 
 
 class ContainTable:
@@ -100,20 +58,25 @@ class ContainTable:
     def _enforce(self, rid: str, rec: dict) -> None:
         exp = expiry_of(rec)
         if rec["kind"] == "exe":
-            self.enforcer.contain_exe(rec["dev"], rec["ino"], exp)
+            self.enforcer.contain_exe(rec["dev"], rec["ino"], exp, origin=_origin(rec))
         else:
             self.enforcer.contain_pid(rec["pid"], exp)
 
     def _lift(self, rec: dict) -> None:
+        """Its entry, and the entries of the children forked under it."""
         if rec["kind"] == "exe":
             self.enforcer.release_exe(rec["dev"], rec["ino"])
-            return
         for tgid, c in self.enforcer.contained_pids().items():
-            if tgid == rec["pid"] or c.origin == rec["pid"]:
+            if c.origin == _origin(rec) or (rec["kind"] == "pid" and tgid == rec["pid"]):
                 self.enforcer.release_pid(tgid)
 
-    def _alive(self, rec: dict) -> bool:
-        return rec["kind"] == "exe" or start_time(rec["pid"]) == rec.get("start_time")
+    @staticmethod
+    def _alive(rec: dict) -> bool:
+        """An executable stays; a process while its pid has the same start time."""
+        if rec["kind"] == "exe":
+            return True
+        began = start_time(rec["pid"]) if isinstance(rec["pid"], int) else None
+        return began is not None and began == rec.get("start_time")
 
     def _event(self, rid: str, rec: dict, result: str, **extra) -> None:
         self.emit("contain", id=rid, result=result, pid=rec.get("pid"), exe=rec.get("exe"),
@@ -123,6 +86,7 @@ class ContainTable:
     # ------------------------------------------------------------ restore
     def restore(self) -> int:
         saved = self.store.read(CONTAINED, default=None)   # a broken file is set aside
+        self.records = {}   # restore() may be run again after a records/ error (_until_done)
         file_ok = isinstance(saved, dict)
         now = self.clock()
         for rid, rec in (saved if file_ok else {}).items():
@@ -154,8 +118,9 @@ class ContainTable:
     def _drop_unrecorded(self) -> None:
         pids = {r["pid"] for r in self.records.values() if r["kind"] == "pid"}
         exes = {(r["dev"], r["ino"]) for r in self.records.values() if r["kind"] == "exe"}
+        origins = {_origin(r) for r in self.records.values()}
         for tgid, c in self.enforcer.contained_pids().items():
-            if c.origin not in pids and tgid not in pids:
+            if c.origin not in origins and tgid not in pids:
                 self.enforcer.release_pid(tgid)
                 self.warn(f"released pid {tgid} from the pinned contain map: not in {CONTAINED}")
         for key in self.enforcer.contained_exes():
@@ -206,13 +171,13 @@ class ContainTable:
         if cmd.pid:
             proc = self._process_record(cmd)
             made.append((pid_id(cmd.pid), {**proc, **common}))
-            if cmd.by_exe and _shared(proc["exe"]):
+            if cmd.by_exe and shared_exe(proc["exe"]):
                 note = f"{proc['exe']} is shared by every user: contained pid {cmd.pid} only, not its executable"
             elif cmd.by_exe:
                 made.append((exe_id(proc["exe"]), {"kind": "exe", "exe": proc["exe"], "dev": proc["dev"],
                                                    "ino": proc["ino"], "origin_pid": cmd.pid, **common}))
         else:
-            if _shared(cmd.exe):
+            if shared_exe(cmd.exe):
                 raise ContainRefused(f"{cmd.exe} is shared by every user (a shell, interpreter or "
                                      "system service): contain its processes by pid")
             try:
@@ -286,13 +251,13 @@ class ContainTable:
         pids, exes = self.enforcer.contained_pids(), self.enforcer.contained_exes()
         changed = False
         for rec in self.records.values():
-            if rec["kind"] == "exe":
-                hits = [exes[k]] if (k := (rec["dev"], rec["ino"])) in exes else []
-            else:
-                hits = [c for t, c in pids.items() if t == rec["pid"] or c.origin == rec["pid"]]
-                if len(hits) - 1 > rec.get("children", 0):
-                    rec["children"] = len(hits) - 1
-                    changed = True
+            own = [exes[k]] if rec["kind"] == "exe" and (k := (rec["dev"], rec["ino"])) in exes \
+                else [pids[rec["pid"]]] if rec["kind"] == "pid" and rec["pid"] in pids else []
+            kids = [c for t, c in pids.items() if c.origin == _origin(rec) and c.inherited]
+            hits = own + kids
+            if len(kids) > rec.get("children", 0):
+                rec["children"] = len(kids)
+                changed = True
             blocked = sum(c.blocked for c in hits)
             if blocked > rec.get("blocked", 0):
                 last = max((c.last_blocked_at or 0 for c in hits), default=0)
