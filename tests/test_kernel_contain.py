@@ -12,157 +12,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
+from contain_support import (EPERM, Victim, contain_event, contained_pids, ctl, once, port, queue,  # noqa: F401
+                             scanner, start, user)
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
-                    VENV_PY, LoaderStarter, kernel_test_skip_reason, ns_connect, read_json, validate,
-                    wait_until)
+                    kernel_test_skip_reason, ns_connect, read_json, validate, wait_until)
 from netsentinel import threats
 from netsentinel.abi import ENFORCER_CONTAIN
 from netsentinel.store import RecordsStore
 
 SKIP = kernel_test_skip_reason()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
-USER = "nscontaintest"
-EPERM = 1
-
-# argv: host port [what]. With `what`, one attempt and its errno; without,
-# the pid first, then one errno per line read ("connect", "sendto", "raw",
-# "fork": connect() from a fork()ed child).
-VICTIM = r"""
-import os, socket, sys
-DST = (sys.argv[1], int(sys.argv[2]))
-def attempt(what):
-    try:
-        if what == "connect":
-            socket.create_connection(DST, timeout=3).close()
-        elif what == "sendto":
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", DST)
-        elif what == "raw":
-            socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
-        elif what == "fork":
-            r, w = os.pipe()
-            child = os.fork()
-            if child == 0:
-                os.write(w, str(attempt("connect")).encode())
-                os._exit(0)
-            os.waitpid(child, 0)
-            return int(os.read(r, 16))
-        return 0
-    except OSError as e:
-        return e.errno
-if len(sys.argv) > 3:
-    print(attempt(sys.argv[3]))
-    sys.exit()
-print(os.getpid(), flush=True)
-for line in sys.stdin:
-    print(attempt(line.strip()), flush=True)
-"""
-
-# A TCP listener in the peer namespace that accepts and closes.
-LISTENER = r"""
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(64)
-print("ready", flush=True)
-while True:
-    s.accept()[0].close()
-"""
-
-
-@pytest.fixture(scope="module")
-def user():
-    subprocess.run(["userdel", USER], capture_output=True)   # a leftover from a killed run
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
-                   check=True)
-    try:
-        yield USER
-    finally:
-        subprocess.run(["userdel", USER], check=True)
-
-
-@pytest.fixture(scope="module")
-def scanner():
-    """A copy of python3 named `scanner`, in a directory every user can reach."""
-    d = tempfile.mkdtemp(prefix="ns-contain-", dir="/var/tmp")
-    os.chmod(d, 0o755)
-    exe = Path(d) / "scanner"
-    shutil.copy("/usr/bin/python3", exe)
-    exe.chmod(0o755)
-    try:
-        yield str(exe)
-    finally:
-        shutil.rmtree(d)
-
-
-@pytest.fixture(scope="module")
-def port(lab):
-    p = 41000 + lab.n
-    proc = subprocess.Popen(["ip", "netns", "exec", lab.peer, "/usr/bin/python3", "-c", LISTENER, str(p)],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    yield p
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture
-def start(lab, tmp_path):
-    cfg = tmp_path / "filter_config.json"
-    cfg.write_text("{}")
-    with LoaderStarter(lab, tmp_path, cfg) as s:
-        yield s
-
-
-class Victim:
-    """A long-running process in the dut namespace that tries what it is told."""
-
-    def __init__(self, lab, exe: str, port: int, user: str | None = None):
-        run_as = ["runuser", "-u", user, "--"] if user else []
-        self.proc = subprocess.Popen(["ip", "netns", "exec", lab.dut, *run_as, exe, "-c", VICTIM,
-                                      lab.peer4, str(port)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.pid = int(self.proc.stdout.readline())
-
-    def __call__(self, what: str) -> int:
-        self.proc.stdin.write(what + "\n")
-        self.proc.stdin.flush()
-        return int(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        try:   # the process itself: under runuser it is not Popen's own
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.kill()
-        self.proc.wait()
-
-
-def once(lab, exe: str, port: int, what: str = "connect", user: str | None = None) -> int:
-    """A fresh process of exe tries once; its errno (0: it got through)."""
-    run_as = ["runuser", "-u", user, "--"] if user else []
-    r = lab.ns_exec(lab.dut, *run_as, exe, "-c", VICTIM, lab.peer4, str(port), what)
-    assert r.returncode == 0, r.stderr
-    return int(r.stdout)
-
-
-def queue(records: Path, *commands: dict) -> None:
-    """Queue contain commands the way a script does: one file in the drop directory."""
-    d = records / "contain_commands.d"
-    tmp = d / ".cmd.tmp"
-    tmp.write_text(json.dumps(list(commands)))
-    tmp.rename(d / f"{os.urandom(4).hex()}.json")
-
-
-def contain_event(lp, rid: str, result: str, timeout: float = 10) -> dict:
-    return validate(lp.wait_for(lambda e: e["type"] == "contain" and e["id"] == rid
-                                and e["result"] == result, timeout, f"contain {rid} {result}"))
 
 
 def test_contained_process_child_and_rerun_refused_others_connect(lab, start, tmp_path, user, scanner,
@@ -195,11 +59,6 @@ def test_contained_process_child_and_rerun_refused_others_connect(lab, start, tm
         assert read_json(tmp_path / "contained.json") == {}
     finally:
         v.close()
-
-
-def ctl(records: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([VENV_PY, "-m", "netsentinel", "--records", str(records), "contain", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_contained_root_process_gets_no_raw_socket_and_ends_with_its_process(lab, start, tmp_path,
@@ -298,4 +157,32 @@ def test_containment_outlives_the_loader_ttl_ends_without_it_and_unload_removes_
         assert r.returncode == 0, r.stderr
         assert v("connect") == 0 and v("fork") == 0, "--unload removes containment"
     finally:
+        v.close()
+
+
+def test_children_of_a_contained_executable_follow_it_through_exec_and_go_with_its_release(
+        lab, start, tmp_path, scanner, port):
+    lp = start()
+    v = Victim(lab, scanner, port)
+    sleeper = None
+    try:
+        assert v("exec") == 0
+        queue(tmp_path, {"action": "contain", "exe": scanner, "reason": "miner"})
+        contain_event(lp, f"exe:{scanner}", "applied")
+        assert v("connect") == EPERM, "a process already running the file is contained"
+        assert v("exec") == EPERM, "its child running /usr/bin/python3 is contained (forked under it)"
+        assert ns_connect(lab, lab.peer4, port)["errno"] == 0, "/usr/bin/python3 itself is not"
+        sleeper = v("sleeper")
+        tags = contained_pids(lab)
+        assert sleeper in tags and tags[sleeper] >= 0x80000000, tags   # origin: the executable's tag
+        rec = wait_until(lambda: (read_json(tmp_path / "contained.json") or {}).get(f"exe:{scanner}", {})
+                         .get("children"), 10, what="the child counted")
+        assert rec >= 1
+        queue(tmp_path, {"action": "release", "exe": scanner})
+        contain_event(lp, f"exe:{scanner}", "released")
+        assert sleeper not in contained_pids(lab), "released with the executable"
+        assert v("connect") == 0 and v("exec") == 0
+    finally:
+        if sleeper:
+            os.kill(sleeper, signal.SIGKILL)
         v.close()

@@ -23,6 +23,7 @@ import platform
 import re
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from ..abi import CONTAIN_TRACEPOINTS, ENFORCER_SOCK_CREATE
 from . import KernelError
@@ -131,6 +132,7 @@ class ContainMaps:
     bpf = None
     bcc = None
     pins = None
+    warn: Callable[[str], None]
     _contain_flags: tuple[dict[str, int], list[str]] | None = None
 
     def contain_flags(self) -> tuple[dict[str, int], list[str]]:
@@ -200,6 +202,8 @@ class ContainMaps:
 
     # ---- attaching (called by Enforcer.attach with the cgroup links)
     def _attach_contain(self, changed: bool) -> None:
+        for note in self.contain_flags()[1]:
+            self.warn(note)
         name, kw = ENFORCER_SOCK_CREATE, {"attach_type": ATTACH_CGROUP_INET_SOCK_CREATE}
         if not self._adopt(name, name, self.bcc.BPF.CGROUP_SOCK, changed, **kw):
             fn = self.bpf.load_func(name.encode(), self.bcc.BPF.CGROUP_SOCK, **kw)

@@ -304,6 +304,8 @@ class Loader:
         if e.want_cgroup:   # containment lives in the cgroup hooks; restore() applies its queue too
             self.contain = ContainTable(self.store, e, self.emit_outcome, warn)
             self._until_done(self.contain.restore)
+        else:
+            warn("--no-cgroup: process containment is off; contain commands stay queued")
         drop_unrecorded_bans(e, self.bans.bans, recorded, warn)
         e.attach()
         report_attached(e, warn)
