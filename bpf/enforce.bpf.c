@@ -15,7 +15,8 @@
  *    EPERM (return 0). v4-mapped IPv6 destinations are checked against the
  *    IPv4 set. A contained process (contain_pids, contain_exes) is refused
  *    every destination, and ns_sock_create refuses it new inet sockets
- *    (raw ones included).
+ *    (raw ones included); ns_contain_skb drops the packets of the sockets
+ *    it already had (contain_socks, by socket cookie).
  *  - ns_contain_fork, ns_contain_exit: sched tracepoints (pinned perf_event
  *    links) that carry containment to a contained process's children and
  *    drop an exited process's entry, so a reused pid is not contained.
@@ -350,6 +351,7 @@ int ns_tc_filter(struct __sk_buff *ctx)
 NS_MAP("hash", u32, struct ns_contain_value, contain_pids, NS_MAX_CONTAINED, BPF_F_NO_PREALLOC);
 NS_MAP("hash", struct ns_exe_key, struct ns_contain_value, contain_exes, NS_MAX_CONTAINED_EXES,
        BPF_F_NO_PREALLOC);
+NS_MAP("hash", u64, struct ns_contain_value, contain_socks, NS_MAX_CONTAINED, BPF_F_NO_PREALLOC);
 
 static __always_inline int ns_contain_live(struct ns_contain_value *v)
 {
@@ -448,6 +450,22 @@ int ns_sendmsg6(struct bpf_sock_addr *ctx) { return ns_allow_v6(ctx, NS_CNT_SEND
  * (SOCK_RAW for a SYN scan, a listening socket for a bind shell); 0 = EPERM.
  * AF_PACKET sockets do not pass this hook: the outbound monitor reports them. */
 int ns_sock_create(struct bpf_sock *sk) { return ns_allow_unless_contained(); }
+
+/* BPF_CGROUP_INET_EGRESS and _INGRESS: the packets of sockets a process
+ * already had when it was contained (an established reverse shell, a
+ * miner's pool connection), by socket cookie (contain_socks, filled by the
+ * loader through pidfd_getfd + SO_COOKIE), are dropped both ways. One hash
+ * lookup per packet while the map is empty. */
+int ns_contain_skb(struct __sk_buff *skb)
+{
+    u64 cookie = bpf_get_socket_cookie(skb);
+    struct ns_contain_value *v = contain_socks.lookup(&cookie);
+    if (!ns_contain_live(v))
+        return 1;
+    __sync_fetch_and_add(&v->blocked, 1);
+    v->last_blocked_ns = bpf_ktime_get_ns();
+    return 0;
+}
 
 #ifdef NS_TP_FORK_CHILD_PID
 /* sched:sched_process_fork, in the parent: a child of a contained process

@@ -122,7 +122,9 @@ struct ns_ban_value {
  * `contain_exes` by the executable's identity (the device and inode of
  * the task's mm->exe_file, read at the hook through offsets from the
  * running kernel's BTF), so a re-run of the same binary is contained too,
- * loader or no loader. Values carry an expiry like bans. */
+ * loader or no loader. Values carry an expiry like bans. A third,
+ * `contain_socks`, holds the cookies of the sockets a contained process
+ * already had, whose packets are dropped both ways. */
 #ifndef NS_MAX_CONTAINED
 #define NS_MAX_CONTAINED 65536
 #endif

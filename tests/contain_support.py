@@ -22,7 +22,8 @@ EPERM = 1
 # argv: host port [what]. With `what`, one attempt and its errno; without,
 # the pid first, then one errno per line read ("connect", "sendto", "raw",
 # "fork": connect() from a fork()ed child, "exec": from a child running
-# /usr/bin/python3; "sleeper": a child running sleep, its pid).
+# /usr/bin/python3; "sleeper": a child running sleep, its pid; "hold": open
+# a connection and keep it; "send": a round trip over it).
 VICTIM = r"""
 import os, socket, sys
 DST = (sys.argv[1], int(sys.argv[2]))
@@ -46,6 +47,12 @@ def attempt(what):
             if child == 0:
                 os.execv("/usr/bin/sleep", ["sleep", "300"])
             return child
+        elif what == "hold":   # a connection kept open, as a reverse shell keeps its own
+            global HELD
+            HELD = socket.create_connection(DST, timeout=3)
+        elif what == "send":   # 0 when the echo comes back over the held connection
+            HELD.sendall(b"ping")
+            return 0 if HELD.recv(4) == b"ping" else 5
         elif what == "fork":
             r, w = os.pipe()
             child = os.fork()
@@ -56,7 +63,7 @@ def attempt(what):
             return int(os.read(r, 16))
         return 0
     except OSError as e:
-        return e.errno
+        return e.errno or 110   # a timeout has no errno: ETIMEDOUT
 if len(sys.argv) > 3:
     print(attempt(sys.argv[3]))
     sys.exit()
@@ -65,14 +72,21 @@ for line in sys.stdin:
     print(attempt(line.strip()), flush=True)
 """
 
-# A TCP listener in the peer namespace that accepts and closes.
+# A TCP echo server in the peer namespace.
 LISTENER = r"""
-import socket, sys
+import socket, sys, threading
+def echo(c):
+    while True:
+        data = c.recv(64)
+        if not data:
+            break
+        c.sendall(data)
+    c.close()
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(64)
 print("ready", flush=True)
 while True:
-    s.accept()[0].close()
+    threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()
 """
 
 

@@ -186,3 +186,24 @@ def test_children_of_a_contained_executable_follow_it_through_exec_and_go_with_i
         if sleeper:
             os.kill(sleeper, signal.SIGKILL)
         v.close()
+
+
+def test_a_connection_opened_before_containment_is_cut(lab, start, tmp_path, scanner, port):
+    """The reverse-shell case: containing stops new connections, and the
+    packets of the one it already has are dropped both ways."""
+    lp = start()
+    v = Victim(lab, scanner, port)
+    try:
+        assert v("hold") == 0 and v("send") == 0
+        queue(tmp_path, {"action": "contain", "pid": v.pid, "by_exe": False, "reason": "reverse shell"})
+        contain_event(lp, f"pid:{v.pid}", "applied")
+        assert read_json(tmp_path / "contained.json")[f"pid:{v.pid}"]["sockets_cut"] >= 1
+        assert v("send") != 0, "no echo over the held connection"
+        # The refusal is the kernel's: its drop counted on the socket's entry.
+        wait_until(lambda: (read_json(tmp_path / "contained.json") or {}).get(f"pid:{v.pid}", {})
+                   .get("blocked", 0) >= 1, 10, what="the held connection's packets counted as dropped")
+        queue(tmp_path, {"action": "release", "pid": v.pid})
+        contain_event(lp, f"pid:{v.pid}", "released")
+        assert v("connect") == 0
+    finally:
+        v.close()

@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..abi import CONTAIN_TRACEPOINTS, ENFORCER_SOCK_CREATE
+from ..abi import CONTAIN_SKB_LINKS, CONTAIN_SKB_PROG, CONTAIN_TRACEPOINTS, ENFORCER_SOCK_CREATE
 from . import KernelError
 from .btf import CONTAIN_OFFSETS, BTFError, offsets
 from .host import ensure_cgroup2_root
-from .libbpf import (ATTACH_CGROUP_INET_SOCK_CREATE, ATTACH_PERF_EVENT, link_create, link_detach,
-                     obj_pin)
+from .libbpf import (ATTACH_CGROUP_INET_EGRESS, ATTACH_CGROUP_INET_INGRESS,
+                     ATTACH_CGROUP_INET_SOCK_CREATE, ATTACH_PERF_EVENT, link_create, link_detach, obj_pin)
 from .maps import epoch_to_boottime, ktime_to_epoch
 
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -170,21 +170,31 @@ class ContainMaps:
         t, k = self._exe_key(dev, ino)
         self._put(t, k, expires_at, origin)
 
-    def release_pid(self, tgid: int) -> bool:
-        t = self.bpf["contain_pids"]
-        try:
-            del t[t.Key(tgid)]
-            return True
-        except KeyError:
-            return False
+    def contain_sock(self, cookie: int, expires_at: float | None, origin: int) -> None:
+        t = self.bpf["contain_socks"]
+        self._put(t, t.Key(cookie), expires_at, origin)
 
-    def release_exe(self, dev: int, ino: int) -> bool:
-        t, k = self._exe_key(dev, ino)
+    @staticmethod
+    def _delete(t, k) -> bool:
         try:
             del t[k]
             return True
         except KeyError:
             return False
+
+    def release_sock(self, cookie: int) -> bool:
+        t = self.bpf["contain_socks"]
+        return self._delete(t, t.Key(cookie))
+
+    def contained_socks(self) -> dict[int, Contained]:
+        return {int(k.value): self._entry(v) for k, v in self.bpf["contain_socks"].items()}
+
+    def release_pid(self, tgid: int) -> bool:
+        t = self.bpf["contain_pids"]
+        return self._delete(t, t.Key(tgid))
+
+    def release_exe(self, dev: int, ino: int) -> bool:
+        return self._delete(*self._exe_key(dev, ino))
 
     @staticmethod
     def _entry(v) -> Contained:
@@ -204,12 +214,18 @@ class ContainMaps:
     def _attach_contain(self, changed: bool) -> None:
         for note in self.contain_flags()[1]:
             self.warn(note)
-        name, kw = ENFORCER_SOCK_CREATE, {"attach_type": ATTACH_CGROUP_INET_SOCK_CREATE}
-        if not self._adopt(name, name, self.bcc.BPF.CGROUP_SOCK, changed, **kw):
-            fn = self.bpf.load_func(name.encode(), self.bcc.BPF.CGROUP_SOCK, **kw)
+        hooks = ((ENFORCER_SOCK_CREATE, ENFORCER_SOCK_CREATE, self.bcc.BPF.CGROUP_SOCK,
+                  ATTACH_CGROUP_INET_SOCK_CREATE, {"attach_type": ATTACH_CGROUP_INET_SOCK_CREATE}),
+                 *((link, CONTAIN_SKB_PROG, self.bcc.BPF.CGROUP_SKB, attach, {})   # one program, two hooks
+                   for link, attach in zip(CONTAIN_SKB_LINKS, (ATTACH_CGROUP_INET_EGRESS,
+                                                                ATTACH_CGROUP_INET_INGRESS))))
+        for name, prog, prog_type, attach, kw in hooks:
+            if self._adopt(name, prog, prog_type, changed, **kw):
+                continue
+            fn = self.bpf.load_func(prog.encode(), prog_type, **kw)
             cg_fd = os.open(ensure_cgroup2_root(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                self._pin(name, link_create(fn.fd, cg_fd, ATTACH_CGROUP_INET_SOCK_CREATE))
+                self._pin(name, link_create(fn.fd, cg_fd, attach))
             except OSError as e:
                 raise KernelError(f"cannot attach {name} to the cgroup2 root: {e.strerror}") from e
             finally:

@@ -10,6 +10,8 @@ import os
 from . import KernelError
 
 # enum bpf_attach_type (include/uapi/linux/bpf.h)
+ATTACH_CGROUP_INET_INGRESS = 0
+ATTACH_CGROUP_INET_EGRESS = 1
 ATTACH_CGROUP_INET_SOCK_CREATE = 2
 ATTACH_CGROUP_INET4_CONNECT = 10
 ATTACH_CGROUP_INET6_CONNECT = 11

@@ -50,12 +50,14 @@ def main() -> int:
         for note in e.contain_flags()[1]:
             print(f"  note: {note}")
         missing += _missing(bcc, b, abi.ENFORCER_MAPS,
-                            (abi.ENFORCER_XDP, *abi.ENFORCER_CGROUP, abi.ENFORCER_SOCK_CREATE, *tps))
+                            (abi.ENFORCER_XDP, *abi.ENFORCER_CGROUP, abi.ENFORCER_SOCK_CREATE,
+                             abi.CONTAIN_SKB_PROG, *tps))
         b.load_func(abi.ENFORCER_XDP.encode(), bcc.BPF.XDP)
         for name, attach_type in CGROUP_HOOKS:
             b.load_func(name.encode(), bcc.BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
         b.load_func(abi.ENFORCER_SOCK_CREATE.encode(), bcc.BPF.CGROUP_SOCK,
                     attach_type=ATTACH_CGROUP_INET_SOCK_CREATE)
+        b.load_func(abi.CONTAIN_SKB_PROG.encode(), bcc.BPF.CGROUP_SKB)
         for name in tps:
             b.load_func(name.encode(), bcc.BPF.TRACEPOINT)
         b.cleanup()

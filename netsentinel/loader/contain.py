@@ -32,7 +32,8 @@ from ..records import CONTAIN_COMMANDS, CONTAIN_COMMANDS_REJECTED, CONTAINED
 from ..store import RecordsStore
 from ..timefmt import expiry_of, utc_now_iso
 from .cmdqueue import CommandQueue
-from .containpolicy import descendants, exe_tag, protected_pids, shared_exe, start_time
+from .containpolicy import (descendants, exe_tag, protected_pids, running, shared_exe, socket_cookies,
+                            start_time)
 from .procinfo import read_process
 from .refusals import Refusals
 
@@ -63,9 +64,12 @@ class ContainTable:
             self.enforcer.contain_pid(rec["pid"], exp)
 
     def _lift(self, rec: dict) -> None:
-        """Its entry, and the entries of the children forked under it."""
+        """Its entry, and the entries of the children forked under it and of its sockets."""
         if rec["kind"] == "exe":
             self.enforcer.release_exe(rec["dev"], rec["ino"])
+        for cookie, c in self.enforcer.contained_socks().items():
+            if c.origin == _origin(rec):
+                self.enforcer.release_sock(cookie)
         for tgid, c in self.enforcer.contained_pids().items():
             if c.origin == _origin(rec) or (rec["kind"] == "pid" and tgid == rec["pid"]):
                 self.enforcer.release_pid(tgid)
@@ -123,6 +127,9 @@ class ContainTable:
             if c.origin not in origins and tgid not in pids:
                 self.enforcer.release_pid(tgid)
                 self.warn(f"released pid {tgid} from the pinned contain map: not in {CONTAINED}")
+        for cookie, c in self.enforcer.contained_socks().items():
+            if c.origin not in origins:
+                self.enforcer.release_sock(cookie)
         for key in self.enforcer.contained_exes():
             if key not in exes:
                 self.enforcer.release_exe(*key)
@@ -198,6 +205,14 @@ class ContainTable:
                 for c in kids:
                     self.enforcer.contain_pid(c, expiry_of(rec), origin=rec["pid"])
                 rec["children"] = len(kids)
+                procs = [rec["pid"], *kids]
+            else:
+                procs = running(rec["dev"], rec["ino"])
+            # Sockets they already hold: their packets are dropped from now on.
+            cookies = [c for p in procs for c in socket_cookies(p)]
+            for c in cookies:
+                self.enforcer.contain_sock(c, expiry_of(rec), _origin(rec))
+            rec["sockets_cut"] = len(cookies)
             self.records[rid] = rec
             self._event(rid, rec, "updated" if old else "applied", **({"note": note} if note else {}))
         if cmd.signal:
@@ -249,12 +264,13 @@ class ContainTable:
         never goes down: children that exited take theirs with them."""
         self._end([(rid, "exited") for rid, r in self.records.items() if not self._alive(r)])
         pids, exes = self.enforcer.contained_pids(), self.enforcer.contained_exes()
+        socks = self.enforcer.contained_socks()
         changed = False
         for rec in self.records.values():
             own = [exes[k]] if rec["kind"] == "exe" and (k := (rec["dev"], rec["ino"])) in exes \
                 else [pids[rec["pid"]]] if rec["kind"] == "pid" and rec["pid"] in pids else []
             kids = [c for t, c in pids.items() if c.origin == _origin(rec) and c.inherited]
-            hits = own + kids
+            hits = own + kids + [c for c in socks.values() if c.origin == _origin(rec)]
             if len(kids) > rec.get("children", 0):
                 rec["children"] = len(kids)
                 changed = True

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import zlib
 
+from ..kernel.contain import exe_identity
+from .egress import socket_cookie
 from .procinfo import read_process
 
 # Executables shared by every user and service: containing one by executable
@@ -42,6 +44,39 @@ def descendants(pid: int) -> list[int]:
         for c in children.get(todo.pop(), []):
             out.append(c)
             todo.append(c)
+    return out
+
+
+def socket_cookies(pid: int) -> list[int]:
+    """SO_COOKIE of every socket process pid holds now (pidfd_getfd):
+    what ns_contain_skb cuts. Empty when it is gone."""
+    out = []
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                continue
+        except OSError:
+            continue
+        cookie = socket_cookie(pid, int(fd))
+        if cookie is not None:
+            out.append(cookie)
+    return out
+
+
+def running(dev: int, ino: int) -> list[int]:
+    """The processes whose executable is (dev, ino) now."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if exe_identity(f"/proc/{name}/exe") == (dev, ino):
+                    out.append(int(name))
+            except OSError:
+                continue
     return out
 
 
