@@ -21,8 +21,7 @@ import socket
 from typing import Callable
 
 from ..abi import (ENFORCER_CGROUP, ENFORCER_CONTAIN, ENFORCER_MAPS, ENFORCER_TC, ENFORCER_XDP, MAX_BANS,
-                   MAX_BANS_LIMIT,
-                   META_PROG_VERSION, META_XDP_FLAGS, cflags)
+                   MAX_BANS_LIMIT, META_PROG_VERSION, META_XDP_FLAGS, cflags)
 from . import KernelError
 from .host import ensure_cgroup2_root, ensure_kernel_fs, import_bcc, program_source
 from .libbpf import (ATTACH_CGROUP_INET4_CONNECT, ATTACH_CGROUP_INET6_CONNECT,
