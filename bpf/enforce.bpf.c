@@ -13,8 +13,17 @@
  *    root. XDP only sees incoming packets, so without these a connect() to a
  *    banned host would hang while SYNs retry; here it fails at once with
  *    EPERM (return 0). v4-mapped IPv6 destinations are checked against the
- *    IPv4 set.
- * UAPI types only (see netsentinel.h).
+ *    IPv4 set. A contained process (contain_pids, contain_exes) is refused
+ *    every destination, and ns_sock_create refuses it new inet sockets
+ *    (raw ones included); ns_contain_skb drops the packets of the sockets
+ *    it already had (contain_socks, by socket cookie).
+ *  - ns_contain_fork, ns_contain_exit: sched tracepoints (pinned perf_event
+ *    links) that carry containment to a contained process's children and
+ *    drop an exited process's entry, so a reused pid is not contained.
+ * UAPI types and tracepoint formats only (see netsentinel.h); the few
+ * task_struct/mm/file/inode offsets the executable identity needs come as
+ * -D from the running kernel's BTF (netsentinel/kernel/btf.py), and without
+ * them only containment by executable is compiled out.
  */
 #include "netsentinel.h"
 
@@ -338,6 +347,67 @@ int ns_tc_filter(struct __sk_buff *ctx)
     return NS_TCX_NEXT;
 }
 
+/* ---- containment (issue 12), see netsentinel.h */
+NS_MAP("hash", u32, struct ns_contain_value, contain_pids, NS_MAX_CONTAINED, BPF_F_NO_PREALLOC);
+NS_MAP("hash", struct ns_exe_key, struct ns_contain_value, contain_exes, NS_MAX_CONTAINED_EXES,
+       BPF_F_NO_PREALLOC);
+NS_MAP("hash", u64, struct ns_contain_value, contain_socks, NS_MAX_CONTAINED, BPF_F_NO_PREALLOC);
+
+static __always_inline int ns_contain_live(struct ns_contain_value *v)
+{
+    return v && (!v->expires_ns || v->expires_ns > bpf_ktime_get_boot_ns());
+}
+
+#ifdef NS_OFF_TASK_MM
+/* current->mm->exe_file->f_inode: {i_ino, i_sb->s_dev}. 0 for a kernel
+ * thread or anything unreadable (then only the tgid entry can match). */
+static __always_inline int ns_exe_of_current(struct ns_exe_key *k)
+{
+    u64 task = bpf_get_current_task();
+    void *mm = 0, *file = 0, *inode = 0, *sb = 0;
+    if (bpf_probe_read_kernel(&mm, sizeof(mm), (void *)(task + NS_OFF_TASK_MM)) || !mm)
+        return 0;
+    if (bpf_probe_read_kernel(&file, sizeof(file), mm + NS_OFF_MM_EXE_FILE) || !file)
+        return 0;
+    if (bpf_probe_read_kernel(&inode, sizeof(inode), file + NS_OFF_FILE_INODE) || !inode)
+        return 0;
+    if (bpf_probe_read_kernel(&k->ino, sizeof(k->ino), inode + NS_OFF_INODE_INO))
+        return 0;
+    if (bpf_probe_read_kernel(&sb, sizeof(sb), inode + NS_OFF_INODE_SB) || !sb)
+        return 0;
+    return bpf_probe_read_kernel(&k->dev, sizeof(k->dev), sb + NS_OFF_SB_DEV) == 0;
+}
+#endif
+
+/* The live entry containing the current process: by tgid, else by its
+ * executable. */
+static __always_inline struct ns_contain_value *ns_contained(u32 tgid)
+{
+    struct ns_contain_value *v = contain_pids.lookup(&tgid);
+    if (ns_contain_live(v))
+        return v;
+#ifdef NS_OFF_TASK_MM
+    struct ns_exe_key k = {};
+    if (ns_exe_of_current(&k)) {
+        v = contain_exes.lookup(&k);
+        if (ns_contain_live(v))
+            return v;
+    }
+#endif
+    return NULL;
+}
+
+/* cgroup verdict for a contained process: 0 refuses (EPERM), counted on the entry. */
+static __always_inline int ns_allow_unless_contained(void)
+{
+    struct ns_contain_value *v = ns_contained(bpf_get_current_pid_tgid() >> 32);
+    if (!v)
+        return 1;
+    __sync_fetch_and_add(&v->blocked, 1);
+    v->last_blocked_ns = bpf_ktime_get_ns();
+    return 0;
+}
+
 /* cgroup verdict: 1 allows, 0 refuses with EPERM (counted on the ban). */
 static __always_inline int ns_allow_unless_banned(struct ns_ban_value *v, u32 counter)
 {
@@ -351,6 +421,8 @@ static __always_inline int ns_allow_unless_banned(struct ns_ban_value *v, u32 co
 
 static __always_inline int ns_allow_v4(u32 addr, u32 counter)
 {
+    if (!ns_allow_unless_contained())
+        return 0;
     return ns_allow_unless_banned(ns_live_ban4(addr), counter);
 }
 
@@ -359,6 +431,8 @@ static __always_inline int ns_allow_v6(struct bpf_sock_addr *ctx, u32 counter)
     u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
     if (a0 == 0 && a1 == 0 && a2 == htonl(0xffff))
         return ns_allow_v4(a3, counter);
+    if (!ns_allow_unless_contained())
+        return 0;
     u8 addr[16];
     __builtin_memcpy(&addr[0], &a0, 4);
     __builtin_memcpy(&addr[4], &a1, 4);
@@ -371,3 +445,66 @@ int ns_connect4(struct bpf_sock_addr *ctx) { return ns_allow_v4(ctx->user_ip4, N
 int ns_connect6(struct bpf_sock_addr *ctx) { return ns_allow_v6(ctx, NS_CNT_CONNECT_BLOCKED); }
 int ns_sendmsg4(struct bpf_sock_addr *ctx) { return ns_allow_v4(ctx->user_ip4, NS_CNT_SENDMSG_BLOCKED); }
 int ns_sendmsg6(struct bpf_sock_addr *ctx) { return ns_allow_v6(ctx, NS_CNT_SENDMSG_BLOCKED); }
+
+/* BPF_CGROUP_INET_SOCK_CREATE: a contained process gets no new inet socket
+ * (SOCK_RAW for a SYN scan, a listening socket for a bind shell); 0 = EPERM.
+ * AF_PACKET sockets do not pass this hook: the outbound monitor reports them. */
+int ns_sock_create(struct bpf_sock *sk) { return ns_allow_unless_contained(); }
+
+/* BPF_CGROUP_INET_EGRESS and _INGRESS: the packets of sockets a process
+ * already had when it was contained (an established reverse shell, a
+ * miner's pool connection), by socket cookie (contain_socks, filled by the
+ * loader through pidfd_getfd + SO_COOKIE), are dropped both ways. One hash
+ * lookup per packet while the map is empty. */
+int ns_contain_skb(struct __sk_buff *skb)
+{
+    u64 cookie = bpf_get_socket_cookie(skb);
+    struct ns_contain_value *v = contain_socks.lookup(&cookie);
+    if (!ns_contain_live(v))
+        return 1;
+    __sync_fetch_and_add(&v->blocked, 1);
+    v->last_blocked_ns = bpf_ktime_get_ns();
+    return 0;
+}
+
+#ifdef NS_TP_FORK_CHILD_PID
+/* sched:sched_process_fork, in the parent: a child of a contained process
+ * (by tgid or by executable) is contained until the same expiry. Offsets
+ * into the record come from the tracepoint's format file (-D). A child
+ * thread gets an entry too (its tid), dropped at its exit. */
+int ns_contain_fork(void *ctx)
+{
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    struct ns_contain_value *v = ns_contained(parent);
+    if (!v)
+        return 0;
+    u32 child = 0;
+    bpf_probe_read_kernel(&child, sizeof(child), ctx + NS_TP_FORK_CHILD_PID);
+    if (!child)
+        return 0;
+    struct ns_contain_value c = {.expires_ns = v->expires_ns, .origin = v->origin ? v->origin : parent,
+                                 .inherited = 1};
+    contain_pids.update(&child, &c);
+    return 0;
+}
+
+/* sched:sched_process_exit, in the exiting thread: drop its own entry (a
+ * thread's), and the process's once the whole group is dead, so a pid
+ * reused later by an unrelated process is not contained. */
+int ns_contain_exit(void *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id, tgid = id >> 32;
+    if (tid != tgid)
+        contain_pids.delete(&tid);
+#ifdef NS_TP_EXIT_GROUP_DEAD
+    u8 dead = 0;
+    bpf_probe_read_kernel(&dead, sizeof(dead), ctx + NS_TP_EXIT_GROUP_DEAD);
+#else
+    u8 dead = tid == tgid;   /* older kernels: the leader's exit stands for the group's */
+#endif
+    if (dead)
+        contain_pids.delete(&tgid);
+    return 0;
+}
+#endif

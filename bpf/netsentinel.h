@@ -114,6 +114,36 @@ struct ns_ban_value {
  * as not banned until the loader is back and deletes the expired entries. */
 #define NS_EXPIRED_SKIP_MAX 4
 
+/* Contained processes (an application firewall, issue 12): their
+ * connect()/sendmsg() fail with EPERM and they cannot create inet sockets
+ * (raw ones included), whatever the destination. Two pinned hashes:
+ * `contain_pids` by tgid (a contained parent's children are added in the
+ * kernel at fork, and an entry goes when its process exits) and
+ * `contain_exes` by the executable's identity (the device and inode of
+ * the task's mm->exe_file, read at the hook through offsets from the
+ * running kernel's BTF), so a re-run of the same binary is contained too,
+ * loader or no loader. Values carry an expiry like bans. A third,
+ * `contain_socks`, holds the cookies of the sockets a contained process
+ * already had, whose packets are dropped both ways. */
+#ifndef NS_MAX_CONTAINED
+#define NS_MAX_CONTAINED 65536
+#endif
+#define NS_MAX_CONTAINED_EXES 4096
+
+struct ns_exe_key {
+    u64 ino;
+    u32 dev;        /* the kernel's dev_t: major << 20 | minor */
+    u32 _pad;
+};
+
+struct ns_contain_value {
+    u64 expires_ns;       /* CLOCK_BOOTTIME ns after which the entry is ignored; 0 = never */
+    u64 blocked;          /* connect()/sendmsg()/socket() refused */
+    u64 last_blocked_ns;  /* bpf_ktime_get_ns() of the last refusal */
+    u32 origin;           /* the tgid user space contained; a child's copies its parent's */
+    u32 inherited;        /* 1: added in the kernel at fork (a child of a contained process) */
+};
+
 /* Per-source traffic statistics (inbound, per-CPU LRU hash). */
 #ifndef NS_FLOW_ENTRIES
 #define NS_FLOW_ENTRIES 65536

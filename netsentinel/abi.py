@@ -70,12 +70,22 @@ FLOW_COUNTERS = tuple(f for f in FLOW_FIELDS if f not in FLOW_BOOKKEEPING)
 # Names the Python side looks up in the compiled objects (kernel/selfcheck.py
 # checks each exists). ENFORCER_MAPS are pinned, one bpffs directory per interface.
 ENFORCER_MAPS = ("bans4", "bans6", "counters", "flows", "rules", "rule_state", "rule_hits",
-                 "flow_epoch", "meta")
+                 "flow_epoch", "meta", "contain_pids", "contain_exes", "contain_socks")
 META_PROG_VERSION, META_XDP_FLAGS = C["NS_META_PROG_VERSION"], C["NS_META_XDP_FLAGS"]
 RULE_STATE_ACTIVE, RULE_STATE_COUNT0 = C["NS_RULE_STATE_ACTIVE"], C["NS_RULE_STATE_COUNT0"]
 ENFORCER_XDP = "ns_xdp_filter"
 ENFORCER_TC = "ns_tc_filter"   # the same filter as a TCX ingress program
 ENFORCER_CGROUP = ("ns_connect4", "ns_connect6", "ns_sendmsg4", "ns_sendmsg6")
+# Containment (issue 12): the cgroup socket-creation hook, and the sched
+# tracepoints (pinned perf_event links) that follow a contained process tree.
+ENFORCER_SOCK_CREATE = "ns_sock_create"
+CONTAIN_TRACEPOINTS = {"ns_contain_fork": "sched/sched_process_fork",
+                       "ns_contain_exit": "sched/sched_process_exit"}
+# One cgroup_skb program, ns_contain_skb, behind two links (egress, ingress).
+CONTAIN_SKB_PROG = "ns_contain_skb"
+CONTAIN_SKB_LINKS = ("ns_contain_skb_egress", "ns_contain_skb_ingress")
+ENFORCER_CONTAIN = (ENFORCER_SOCK_CREATE, *CONTAIN_SKB_LINKS, *CONTAIN_TRACEPOINTS)
+MAX_CONTAINED, MAX_CONTAINED_EXES = C["NS_MAX_CONTAINED"], C["NS_MAX_CONTAINED_EXES"]
 MONITOR_MAPS = ("conn_events",)
 MONITOR_PROGRAMS = {"kprobe": ("ns_kprobe_v4", "ns_kprobe_v6"), "tracepoint": ()}
 

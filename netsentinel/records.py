@@ -16,13 +16,16 @@ BAN_COMMANDS = "ban_commands.json"  # list of {action, ip, reason?, ttl_seconds?
 BAN_COMMANDS_REJECTED = "ban_commands.rejected.json"  # list of {command, error, rejected_at, by}
 RULE_COMMANDS = "rule_commands.json"  # list of {action: add_rule|remove_rule, rule?, id?}
 RULE_COMMANDS_REJECTED = "rule_commands.rejected.json"
-COMMAND_FILES = (BAN_COMMANDS, RULE_COMMANDS)  # root:netsentinel 0660 (fsguard)
+CONTAIN_COMMANDS = "contain_commands.json"  # list of {action: contain|release, pid?, exe?, ...}
+CONTAIN_COMMANDS_REJECTED = "contain_commands.rejected.json"
+COMMAND_FILES = (BAN_COMMANDS, RULE_COMMANDS, CONTAIN_COMMANDS)  # root:netsentinel 0660 (fsguard)
 # Append-only drop directories beside them: one file per command (netsentinel/dropdir.py).
 DROP_DIRS = tuple(name.rsplit(".json", 1)[0] + ".d" for name in COMMAND_FILES)
 
 # What the loader enforces (written by the loader only).
 BANNED_IPS = "banned_ips.json"  # {cidr: {reason, source, banned_at, expires_at, drops, last_drop_at}}
 FILTER_RULES = "filter_rules.json"  # {"rules": [rule + hits, created_at, expires_at]}
+CONTAINED = "contained.json"  # {"pid:N"|"exe:/path": {pid?, exe, dev, ino, reason, expires_at, blocked, ...}}
 
 # What waits for a person.
 PENDING_THREATS = "pending_threats.json"
@@ -68,9 +71,10 @@ ANALYZER_LOG = "analyzer.log"
 DASHBOARD_LOG = "dashboard.log"
 
 FILES = (BAN_COMMANDS, BAN_COMMANDS_REJECTED, RULE_COMMANDS, RULE_COMMANDS_REJECTED, BANNED_IPS,
-         FILTER_RULES, PENDING_THREATS, RULE_PROPOSALS, DASHBOARD_LOGS, ANALYZER_REJECTED, HISTORY, EVENTS_DB, LLM_CONFIG,
-         LOADER_STATUS, ANALYZER_STATUS, SUPERVISOR_STATUS, STACK, CROWDSEC_MACHINE, DASHBOARD_TOKEN, AUDIT, DASHBOARD_COMMANDS,
-         DASHBOARD_COMMANDS_REJECTED, LOADER_LOG, ANALYZER_LOG, DASHBOARD_LOG)
+         CONTAIN_COMMANDS, CONTAIN_COMMANDS_REJECTED, CONTAINED, FILTER_RULES, PENDING_THREATS, RULE_PROPOSALS, DASHBOARD_LOGS,
+         ANALYZER_REJECTED, HISTORY, EVENTS_DB, LLM_CONFIG, LOADER_STATUS, ANALYZER_STATUS, SUPERVISOR_STATUS, STACK,
+         CROWDSEC_MACHINE, DASHBOARD_TOKEN, AUDIT, DASHBOARD_COMMANDS, DASHBOARD_COMMANDS_REJECTED, LOADER_LOG, ANALYZER_LOG,
+         DASHBOARD_LOG)
 
 
 def history_files() -> list[str]:

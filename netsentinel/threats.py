@@ -21,10 +21,11 @@ import uuid
 from typing import Any, Callable
 
 from .bancheck import validate as validate_ban
+from .containcmd import contain_command
 from .decisions import decide, trim_decided
 from .errors import DecisionError
 from .levels import rank
-from .records import PENDING_THREATS
+from .records import CONTAIN_COMMANDS, PENDING_THREATS
 from .store import RecordsStore
 from .timefmt import utc_now_iso
 
@@ -236,3 +237,47 @@ def reject(store: RecordsStore, threat_id: str, *, by: str = "dashboard", note: 
 
     with store.locked():
         return _decide(store, threat_id, "rejected", by, note, trust)
+
+
+# ---- containing the local process behind a threat (issue 12; containcmd.py)
+# Destinations worth banning whoever talks to them: for these, banning stays
+# the default action; for any other threat with a local actor, containing it is.
+BAN_FIRST = frozenset({"known_bad_destination", "c2", "command_and_control", "malware"})
+
+
+def local_actor(threat: dict) -> dict | None:
+    """The local process a threat is about ({pid, exe, comm, uid}), or None
+    (a flood's remote source, or a sighting without a process)."""
+    ev = threat.get("event") if isinstance(threat.get("event"), dict) else {}
+    pid = ev.get("pid")
+    if threat.get("kind") == "flood" or isinstance(pid, bool) or not isinstance(pid, int) or pid < 2:
+        return None
+    return {"pid": pid, "exe": ev.get("exe"), "comm": ev.get("comm"), "uid": ev.get("uid")}
+
+
+def default_action(threat: dict) -> str:
+    """"contain" when a local process is the actor, "ban" for C2 and known-bad destinations."""
+    if local_actor(threat) is None or threat.get("category") in BAN_FIRST:
+        return "ban"
+    return "contain"
+
+
+def contain(store: RecordsStore, threat_id: str, *, by: str = "dashboard", note: str | None = None,
+            ttl_seconds: int | None = None, stop: str | None = None, by_exe: bool = True) -> dict:
+    """Approve by containing the threat's process (and, by_exe, its
+    executable): a contain command in contain_commands.json, checked as the
+    loader checks it (containcmd.ContainRefused keeps the threat pending).
+    stop: "TERM" or "KILL" to stop the process once contained."""
+    def queue(t: dict) -> None:
+        actor = local_actor(t)
+        if actor is None:
+            raise DecisionError(f"threat {threat_id} names no local process to contain")
+        exe = actor["exe"] if isinstance(actor["exe"], str) else None
+        cmd = contain_command(pid=actor["pid"], exe=exe.removesuffix(" (deleted)") if exe else None,
+                              by_exe=by_exe, ttl_seconds=int(ttl_seconds) if ttl_seconds else None,
+                              reason=f"{t.get('level')} {t.get('category')}: {t.get('reason')}"[:300],
+                              source=f"review:{threat_id}", signal=stop, threat_id=threat_id)
+        t["contain_command"] = store.append_command(cmd, name=CONTAIN_COMMANDS)
+
+    with store.locked():
+        return _decide(store, threat_id, "approved", by, note, queue)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from netlab import LoaderProc, sh, unload_all, validate, wait_until
-from netsentinel.abi import ENFORCER_CGROUP, ENFORCER_XDP
+from netsentinel.abi import ENFORCER_CGROUP, ENFORCER_CONTAIN, ENFORCER_XDP
 
-LINKS = {ENFORCER_XDP, *ENFORCER_CGROUP}
+LINKS = {ENFORCER_XDP, *ENFORCER_CGROUP, *ENFORCER_CONTAIN}
 
 # Counts datagrams; after each one, "<count> <unix time of the first>" into argv[2].
 RECEIVER = """

@@ -78,8 +78,12 @@ def test_enforce_program_names_its_numbers():
 def test_names_python_uses_are_in_the_sources():
     for m in abi.ENFORCER_MAPS:
         assert re.search(rf"NS_MAP\([^;]*\b{m}\b", ENFORCE), m
-    for p in (abi.ENFORCER_XDP, *abi.ENFORCER_CGROUP):
+    for p in (abi.ENFORCER_XDP, *abi.ENFORCER_CGROUP, abi.ENFORCER_SOCK_CREATE, abi.CONTAIN_SKB_PROG,
+              *abi.CONTAIN_TRACEPOINTS):
         assert re.search(rf"\bint {p}\(", ENFORCE), p
+    # The containment value is the same struct Python reads (kernel/contain.py).
+    assert abi.parse_struct_fields(HEADER, "ns_contain_value") == [
+        "expires_ns", "blocked", "last_blocked_ns", "origin", "inherited"]
     monitor = (BPF_DIR / "conn_monitor.bpf.c").read_text()
     for name in (*abi.MONITOR_MAPS, *abi.MONITOR_PROGRAMS["kprobe"]):
         assert name in monitor, name

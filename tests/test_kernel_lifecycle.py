@@ -16,7 +16,7 @@ import pytest
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
                     ROOT, VENV_PY, LoaderProc, ban_event, kernel_test_skip_reason, ns_connect,
                     read_json, sh, unload_all, validate, wait_until, write_commands)
-from netsentinel.abi import ENFORCER_CGROUP, ENFORCER_MAPS, ENFORCER_XDP
+from netsentinel.abi import ENFORCER_CGROUP, ENFORCER_CONTAIN, ENFORCER_MAPS, ENFORCER_XDP
 from netsentinel.kernel.host import kprobes_unavailable_reason
 
 SKIP = kernel_test_skip_reason()
@@ -108,7 +108,7 @@ def test_sigterm_and_sigkill_leave_enforcement_and_unload_removes_it(lab, fresh)
     r = lab.unload()
     assert r.returncode == 0, r.stderr
     lines = [l for l in r.stdout.splitlines() if l.startswith("unload: ")]
-    assert sum("detached link" in l for l in lines) == 5
+    assert sum("detached link" in l for l in lines) == 1 + len(ENFORCER_CGROUP) + len(ENFORCER_CONTAIN)
     assert sum("removed map" in l for l in lines) == len(ENFORCER_MAPS)
     assert not lab.xdp_attached() and lab.pinned() == []
     assert not (cg & cgroup_prog_ids())

@@ -234,7 +234,7 @@ class Analyzer(FlowJudging):
                              out.verdict, False)
         elif t == "drops":
             record_stack_scans(self.stackscan, ev, self.sink, self._tally, self._bad_line_warn)
-        elif t in ("ban_rejected", "rule_rejected", "warning"):
+        elif t in ("ban_rejected", "rule_rejected", "contain_rejected", "warning"):
             self.warn(f"loader {t}: {ev.get('error') or ev.get('message')}")
 
     # ---------------------------------------------------------- verdicts

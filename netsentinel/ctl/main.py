@@ -10,7 +10,7 @@ import sys
 from .. import whitelist_cli
 from ..cliargs import EXIT_FAILURE, quiet_on_closed_stdout, tool_parser
 from ..store import StoreError
-from . import bans, events, status, threats, unload
+from . import bans, contain, events, status, threats, unload
 from .common import PROG, fail
 
 EPILOG = f"""examples:
@@ -19,6 +19,8 @@ EPILOG = f"""examples:
   {PROG} bans list                                # --json, --source fail2ban
   {PROG} bans add 203.0.113.7 --ttl 1h --reason "ssh brute force" --source fail2ban
   {PROG} bans del 203.0.113.7
+  {PROG} contain add --pid 4242 --ttl 1d --reason "outbound scan"   # its executable too
+  {PROG} contain list                             # contain release pid:4242
   {PROG} threats list --category host_sweep --older-than 1h
   {PROG} threats show 3f9c2a1b7d4e
   {PROG} threats approve 3f9c2a1b7d4e --ttl 7d
@@ -42,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", metavar="DIR", help="records directory")
     p.add_argument("--config", metavar="FILE", help="whitelist file (filter_config.json)")
     sub = p.add_subparsers(dest="command", required=True,
-                           metavar="{status,bans,threats,events,unload,whitelist}")
+                           metavar="{status,bans,contain,threats,events,unload,whitelist}")
     status.register(sub)
     bans.register(sub)
+    contain.register(sub)
     threats.register(sub)
     events.register(sub)
     unload.register(sub)

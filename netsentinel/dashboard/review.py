@@ -13,6 +13,7 @@ import streamlit as st
 from .. import threats
 from ..errors import NetSentinelError
 from ..levels import rank
+from .contain import contain_inputs, contain_threat
 from .context import Ctx
 from .data import ago
 from .reviewactions import ACTIONS, Options, audit_details
@@ -189,17 +190,26 @@ def threat_card(ctx: Ctx, t: dict) -> None:
         with st.form(f"decide_{tid}", border=False):
             c1, c2, c3 = st.columns([1, 2, 2])
             with c1:
-                ttl_select(f"ttl_{tid}", "Ban expires after")
+                ttl_select(f"ttl_{tid}", "Ban or containment expires after")
                 st.checkbox(PERMANENT_CONFIRM, key=f"perm_{tid}",
                             help="needed when the ban is permanent")
             c2.text_input("Note (optional)", key=f"note_{tid}")
             c3.checkbox(f"On reject, also trust {code(target_of(t))}", key=f"trust_{tid}",
                         help="adds it to the whitelist in filter_config.json")
-            cols = st.columns([1] * len(ACTIONS) + [4])
-            for col, (name, (label, _, _)) in zip(cols, ACTIONS.items()):
+            local = threats.local_actor(t)        # a local process is the actor
+            contain_first = threats.default_action(t) == "contain"
+            if local:
+                contain_inputs(t)
+            cols = st.columns([1] * (len(ACTIONS) + local) + [4])
+            if local:
+                with cols[0]:
+                    st.form_submit_button("Contain process", type="primary" if contain_first else "secondary",
+                                          key=f"contain_{tid}", on_click=contain_threat, args=(ctx, tid))
+            for col, (name, (label, _, _)) in zip(cols[local:], ACTIONS.items()):
                 with col:
-                    st.form_submit_button(label, type="primary" if name == "approve" else "secondary",
-                                          key=f"{name}_{tid}", on_click=_one, args=(ctx, name, tid))
+                    st.form_submit_button(label, type="primary" if name == "approve" and not contain_first
+                                          else "secondary", key=f"{name}_{tid}", on_click=_one,
+                                          args=(ctx, name, tid))
 
 
 # --------------------------------------------------------------------- table

@@ -105,7 +105,24 @@ STACK_OFFSETS = {
 }
 
 
+# -D name -> (struct, member path): the executable identity of the current
+# task, read by bpf/enforce.bpf.c's containment (current->mm->exe_file->f_inode).
+CONTAIN_OFFSETS = {
+    "NS_OFF_TASK_MM": ("task_struct", "mm"),
+    "NS_OFF_MM_EXE_FILE": ("mm_struct", "exe_file"),
+    "NS_OFF_FILE_INODE": ("file", "f_inode"),
+    "NS_OFF_INODE_INO": ("inode", "i_ino"),
+    "NS_OFF_INODE_SB": ("inode", "i_sb"),
+    "NS_OFF_SB_DEV": ("super_block", "s_dev"),
+}
+
+
+def offsets(table: dict[str, tuple[str, str]], btf: BTF | None = None) -> dict[str, int]:
+    """{-D name: offset} for a table like CONTAIN_OFFSETS; raises BTFError with the reason."""
+    btf = btf or BTF.load()
+    return {name: btf.offset(struct, path) for name, (struct, path) in table.items()}
+
+
 def stack_offsets(btf: BTF | None = None) -> dict[str, int]:
     """The -D offsets for the stack program; raises BTFError with the reason."""
-    btf = btf or BTF.load()
-    return {name: btf.offset(struct, path) for name, (struct, path) in STACK_OFFSETS.items()}
+    return offsets(STACK_OFFSETS, btf)

@@ -20,8 +20,8 @@ import os
 import socket
 from typing import Callable
 
-from ..abi import (ENFORCER_CGROUP, ENFORCER_MAPS, ENFORCER_TC, ENFORCER_XDP, MAX_BANS, MAX_BANS_LIMIT,
-                   META_PROG_VERSION, META_XDP_FLAGS, cflags)
+from ..abi import (ENFORCER_CGROUP, ENFORCER_CONTAIN, ENFORCER_MAPS, ENFORCER_TC, ENFORCER_XDP, MAX_BANS,
+                   MAX_BANS_LIMIT, META_PROG_VERSION, META_XDP_FLAGS, cflags)
 from . import KernelError
 from .host import ensure_cgroup2_root, ensure_kernel_fs, import_bcc, program_source
 from .libbpf import (ATTACH_CGROUP_INET4_CONNECT, ATTACH_CGROUP_INET6_CONNECT,
@@ -30,6 +30,7 @@ from .libbpf import (ATTACH_CGROUP_INET4_CONNECT, ATTACH_CGROUP_INET6_CONNECT,
                      XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, link_create, link_detach, link_info,
                      link_update, map_info, obj_pin)
 from . import ingress
+from .contain import ContainMaps
 from .maps import BanCounters, EnforcerMaps, ktime_to_epoch  # noqa: F401  (re-exported)
 from .pins import PinDir
 
@@ -41,7 +42,7 @@ XDP_MODES = {"auto": ("native", "tc"), "native": ("native",), "generic": ("gener
 INGRESS_PATHS = {"native": "xdp-native", "generic": "xdp-generic", "tc": "tcx-ingress"}
 
 
-class Enforcer(EnforcerMaps):
+class Enforcer(EnforcerMaps, ContainMaps):
     """XDP + cgroup enforcement over one ban set: load(), fill, attach()."""
 
     def __init__(self, interface: str | None, *, max_bans: int = MAX_BANS, cgroup: bool = True,
@@ -70,7 +71,7 @@ class Enforcer(EnforcerMaps):
     def source_and_flags(self) -> tuple[str, list[str]]:
         return program_source("enforce.bpf.c"), cflags(
             max_bans=self.max_bans, pin_dir=self.pins.path if self.pins else None,
-            extra=self.extra_cflags)
+            extra={**self.contain_flags()[0], **self.extra_cflags})
 
     def version(self) -> int:
         """What decides between keeping and replacing pinned programs: the
@@ -129,8 +130,9 @@ class Enforcer(EnforcerMaps):
                 self._attach_ingress(version != pinned_version)
             if self.want_cgroup:
                 self._attach_cgroup(version != pinned_version)
+                self._attach_contain(version != pinned_version)   # kernel/contain.py
             elif self.pins:
-                self._drop_link_kinds(ENFORCER_CGROUP, "--no-cgroup")
+                self._drop_link_kinds((*ENFORCER_CGROUP, *ENFORCER_CONTAIN), "--no-cgroup")
             meta[meta.Key(META_PROG_VERSION)] = ctypes.c_ulonglong(version)
         except BaseException:
             self.close()

@@ -208,8 +208,11 @@ def unload(root: str, ifname: str, report: Callable[[str], None]) -> int:
                     link_detach(fd)
                     report(f"detached link {name[len(LINK_PREFIX):]} ({path})")
                 except OSError as e:   # e.g. the device went away and took the link down
-                    report(f"link {name[len(LINK_PREFIX):]} was already detached ({e.strerror}); "
-                           f"unpinned {path}")
+                    if e.errno == errno.EOPNOTSUPP:   # a tracepoint (perf_event) link: unpinning ends it
+                        report(f"detached link {name[len(LINK_PREFIX):]} ({path}, by unpinning)")
+                    else:
+                        report(f"link {name[len(LINK_PREFIX):]} was already detached ({e.strerror}); "
+                               f"unpinned {path}")
                 finally:
                     os.close(fd)
             else:

@@ -12,6 +12,7 @@ from .. import abi
 from . import KernelError
 from .enforcer import CGROUP_HOOKS, Enforcer
 from .host import import_bcc
+from .libbpf import ATTACH_CGROUP_INET_SOCK_CREATE
 from .monitor import ConnectionMonitor
 
 
@@ -40,12 +41,25 @@ def main() -> int:
             b = bcc.BPF(text=src, cflags=flags)
             missing += [f"{m} ({mode})" for m in _missing(bcc, b, abi.MONITOR_MAPS, abi.MONITOR_PROGRAMS[mode])]
             b.cleanup()
-        src, flags = Enforcer(None, max_bans=16).source_and_flags()
+        e = Enforcer(None, max_bans=16)
+        src, flags = e.source_and_flags()
         b = bcc.BPF(text=src, cflags=flags)
-        missing += _missing(bcc, b, abi.ENFORCER_MAPS, (abi.ENFORCER_XDP, *abi.ENFORCER_CGROUP))
+        # Containment (kernel/contain.py): the fork/exit tracepoints are
+        # compiled only when their format files were readable; notes say why not.
+        tps = tuple(abi.CONTAIN_TRACEPOINTS) if "NS_TP_FORK_CHILD_PID" in e.contain_flags()[0] else ()
+        for note in e.contain_flags()[1]:
+            print(f"  note: {note}")
+        missing += _missing(bcc, b, abi.ENFORCER_MAPS,
+                            (abi.ENFORCER_XDP, *abi.ENFORCER_CGROUP, abi.ENFORCER_SOCK_CREATE,
+                             abi.CONTAIN_SKB_PROG, *tps))
         b.load_func(abi.ENFORCER_XDP.encode(), bcc.BPF.XDP)
         for name, attach_type in CGROUP_HOOKS:
             b.load_func(name.encode(), bcc.BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
+        b.load_func(abi.ENFORCER_SOCK_CREATE.encode(), bcc.BPF.CGROUP_SOCK,
+                    attach_type=ATTACH_CGROUP_INET_SOCK_CREATE)
+        b.load_func(abi.CONTAIN_SKB_PROG.encode(), bcc.BPF.CGROUP_SKB)
+        for name in tps:
+            b.load_func(name.encode(), bcc.BPF.TRACEPOINT)
         b.cleanup()
     except Exception as e:  # BCC raises bare Exception on compile/load errors
         print(f"selfcheck: {str(e).splitlines()[0] if str(e) else e!r}", file=sys.stderr)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from .. import __version__, logfmt
 from ..abi import MAX_BANS
 from .bantable import BanTable
+from .contain import ContainTable  # process containment (issue 12)
 from .crowdsec import FleetOptions
 from .fleet import Fleet
 from ..events import EventWriter
@@ -99,6 +100,7 @@ class Loader:
         self.restored = (0, 0)   # (bans, rules) put back at startup
         self.bans: BanTable | None = None
         self.rules: RuleTable | None = None
+        self.contain: ContainTable | None = None
         self.flows: FlowTracker | None = None
         self.fleet = None
         self.stack: Stack | None = None
@@ -177,6 +179,8 @@ class Loader:
             "drops_total": totals.get("xdp_drops", 0),
             "blocked_connects": totals.get("connect_blocked", 0) + totals.get("sendmsg_blocked", 0),
             "rule_drops": totals.get("rule_drops", 0),
+            **({"contained": len(self.contain.records), "contain_blocked": self.contain.blocked_total()}
+               if self.contain else {}),
             **({"crowdsec": self.fleet.status()} if self.fleet else {}),
             **({"stack": self.stack.totals()} if self.stack else {}),
         }
@@ -297,6 +301,11 @@ class Loader:
         # go in now, so a ban the pinned map holds is never dropped and re-added.
         self._until_done(self.bans.process_commands)
         self._until_done(self.rules.process_commands)
+        if e.want_cgroup:   # containment lives in the cgroup hooks; restore() applies its queue too
+            self.contain = ContainTable(self.store, e, self.emit_outcome, warn)
+            self._until_done(self.contain.restore)
+        else:
+            warn("--no-cgroup: process containment is off; contain commands stay queued")
         drop_unrecorded_bans(e, self.bans.bans, recorded, warn)
         e.attach()
         report_attached(e, warn)
@@ -352,6 +361,12 @@ class Loader:
                     self.rules.expire()
                     if rescan:
                         next_scan = now + COMMAND_RESCAN_S
+                if self.contain:  # process containment (issue 12)
+                    if self.contain.queue.changed() or rescan:
+                        self.contain.process_commands()
+                    self.contain.expire()
+                    if now >= next_status:
+                        self.contain.sync()
                 if self.bans and now >= next_status:
                     self.bans.sync_counters()
                     self.rules.sync_hits()
