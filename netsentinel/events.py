@@ -20,7 +20,7 @@ from .timefmt import utc_now_iso
 SCHEMA_VERSION = 1
 SCHEMA_PATH = PROJECT_ROOT / "docs" / "events.schema.json"
 EVENT_TYPES = ("startup", "connection", "lost", "stats", "ban", "unban", "ban_rejected",
-               "ban_batch", "flow", "rule", "rule_rejected", "warning", "raw_socket", "egress", "shutdown",
+               "ban_batch", "flow", "flow_aggregate", "rule", "rule_rejected", "warning", "raw_socket", "egress", "shutdown",
                "drops", "tcp_health")
 
 

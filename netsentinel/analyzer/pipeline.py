@@ -208,6 +208,8 @@ class Analyzer(FlowJudging):
             self.loader["stopped"] = ev["ts"]
         elif t == "flow":
             self.handle_flow(ev)
+        elif t == "flow_aggregate":
+            self.handle_aggregate(ev)
         elif t in ("raw_socket", "egress"):  # outbound (issue 12): rules only, no LLM
             try:
                 out = self.behaviour.judge(ev, self.settings.current())

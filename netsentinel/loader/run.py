@@ -28,7 +28,7 @@ from .bantable import BanTable
 from .crowdsec import FleetOptions
 from .fleet import Fleet
 from ..events import EventWriter
-from .flows import FlowTracker
+from .flows import AGG_PPS_DEFAULT, FlowFeed
 from ..kernel import KernelError
 from ..kernel.enforcer import Enforcer
 from ..kernel.libbpf import program_ids
@@ -74,6 +74,8 @@ class LoaderOptions:
     flow_interval: float = 1.0
     flow_top: int = 5
     flow_pps_threshold: float = 1000.0
+    flow_watch_pps: float = 100.0        # the XDP program reports a source from this rate
+    agg_pps: dict[str, float] = field(default_factory=lambda: dict(AGG_PPS_DEFAULT))
     duration: float | None = None
     fleet: FleetOptions | None = None   # CrowdSec LAPI (docs/FLEET.md)
     raw_sockets: bool = True  # outbound (issue 12)
@@ -99,7 +101,7 @@ class Loader:
         self.restored = (0, 0)   # (bans, rules) put back at startup
         self.bans: BanTable | None = None
         self.rules: RuleTable | None = None
-        self.flows: FlowTracker | None = None
+        self.flows: FlowFeed | None = None
         self.fleet = None
         self.stack: Stack | None = None
         self.stop_reason: str | None = None
@@ -301,7 +303,9 @@ class Loader:
         e.attach()
         report_attached(e, warn)
         if e.xdp_mode:
-            self.flows = FlowTracker(e.read_flows, top_n=o.flow_top, pps_threshold=o.flow_pps_threshold)
+            self.flows = FlowFeed(e, self.events.emit, interval=o.flow_interval, top_n=o.flow_top,
+                                  pps_threshold=o.flow_pps_threshold, watch_pps=o.flow_watch_pps,
+                                  agg_pps=o.agg_pps)
 
     def _records_trouble(self, e: Exception | None) -> None:
         """records/ unusable (lock held, disk full...): say so once, keep the
@@ -329,7 +333,6 @@ class Loader:
         now = time.monotonic()
         next_scan = next_status = now
         next_stats = now + o.stats_interval
-        next_flows = now
         deadline = now + o.duration if o.duration else None
         while self.stop_reason is None:
             # A big CrowdSec pull in progress: no idle wait between its slices.
@@ -358,10 +361,8 @@ class Loader:
                 self._records_trouble(None)
             except StoreError as e:
                 self._records_trouble(e)
-            if self.flows and now >= next_flows:
-                for body in self.flows.sample():
-                    self.events.emit("flow", **body)
-                next_flows = now + o.flow_interval
+            if self.flows:
+                self.flows.poll(now)
             if self.stack:
                 self.stack.tick(now)
             if now >= next_status:
