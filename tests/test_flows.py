@@ -65,12 +65,28 @@ def test_reported_sources_only_their_windows_top_and_threshold():
     assert a["pps"] == 1000.0 and a["icmp_echo"] == 1000 and a["pkt_size_mean"] == 60.0
     assert a["reason"] == "threshold" and a["rank"] == 1 and a["bps"] == 60000 * 8
     assert tr.watched() == 2                              # 150 pps, not renewed: still over watch_pps
-    k.t += 2.0
+    k.t += 4.0
     k.flows[key("10.0.0.1")] = stats(packets=20, bytes=1200, icmp=20)   # evicted and seen again
     evs = tr.sample()
     assert [e["src"] for e in evs] == ["10.0.0.1"]        # 10.0.0.3 sent nothing new
-    assert evs[0]["packets"] == 20 and evs[0]["pps"] == 10.0 and evs[0]["reason"] == "top"
-    assert tr.watched() == 0                              # both quiet and unreported: unwatched
+    assert evs[0]["packets"] == 20 and evs[0]["pps"] == 5.0 and evs[0]["reason"] == "top"
+    assert tr.watched() == 0                              # both quiet and unreported for 2 s: let go
+
+
+def test_a_new_source_is_read_from_its_first_packet():
+    """One packet a second (reported in every window at --flow-watch-pps 1)
+    still gives flow events: a new source's first window is its whole life."""
+    k = Kernel()
+    tr = FlowTracker(k, watch_pps=1, clock=k.clock)
+    k.flows[key("10.0.0.9")] = stats(packets=1, bytes=84, icmp=1, first_seen_ns=int(99.5e9))
+    report(tr, "10.0.0.9")
+    k.t += 0.5
+    evs = tr.sample()
+    assert len(evs) == 1 and evs[0]["packets"] == 1 and evs[0]["window_s"] == 1.0
+    k.t += 1.0
+    k.flows[key("10.0.0.9")] = stats(packets=2, bytes=168, icmp=2, first_seen_ns=int(99.5e9))
+    report(tr, "10.0.0.9")                                # the next window's report
+    assert [e["packets"] for e in tr.sample()] == [1]
 
 
 def test_evicted_source_is_dropped_from_the_watch():

@@ -28,6 +28,10 @@ from ..kernel.enforcer import ktime_to_epoch
 from ..timefmt import utc_now_iso
 
 WATCH_MAX = 4096   # sources watched at once; more reports than this are counted, not watched
+# A watched source is let go once it has not been reported for longer than
+# this (the kernel reports it again in every window it crosses the threshold).
+QUIET_S = 2.0 * WINDOW_NS / 1e9
+NEW_SOURCE_S = 2.0   # a source first seen this recently is read from its first packet
 AGG_PROTO = {"syn": "tcp", "udp": "udp", "icmp": "icmp"}
 # Aggregate thresholds (packets/s to one port and protocol, all sources
 # together) at which the XDP program reports; the analyzer decides what is a
@@ -46,7 +50,8 @@ class FlowTracker:
         self.watch_pps = watch_pps
         self.clock = clock
         self.tcp_state = tcp_state or syncookie_state
-        self._watch: dict[tuple, dict] = {}   # key -> {"src", "family", "t", "st", "reported"}
+        # key -> {"src", "family", "t": window start, "st": baseline, "reported": last report}
+        self._watch: dict[tuple, dict] = {}
         self.unwatched = 0                    # reports beyond WATCH_MAX
 
     # ---- ring-buffer records (kernel/xdpstats.decode_event)
@@ -54,17 +59,23 @@ class FlowTracker:
         """A source report starts (or renews) a watch; an aggregate record is
         returned as a flow_aggregate event body."""
         if ev["type"] == "source":
+            now = self.clock()
             w = self._watch.get(ev["key"])
             if w is not None:
-                w["reported"] = True
+                w["reported"] = now
                 return None
             if len(self._watch) >= WATCH_MAX:
                 self.unwatched += 1
                 return None
-            # The baseline is now: the first window runs from the report.
             st = self.stats.flow_stats(ev["key"], -1) or {c: 0 for c in COUNTERS}
-            self._watch[ev["key"]] = {"src": ev["src"], "family": ev["family"], "t": self.clock(),
-                                      "st": st, "reported": True}
+            first = st.get("first_seen_ns", 0) / 1e9   # CLOCK_MONOTONIC, as self.clock
+            if first and 0 <= now - first < NEW_SOURCE_S:
+                # A new source: its whole life so far is the first window.
+                t, st = first, {c: 0 for c in COUNTERS}
+            else:
+                t = now   # known before: the first window runs from the report
+            self._watch[ev["key"]] = {"src": ev["src"], "family": ev["family"], "t": t,
+                                      "st": st, "reported": now}
             return None
         return self.aggregate(ev)
 
@@ -98,9 +109,8 @@ class FlowTracker:
             if st["packets"] < old.get("packets", 0):
                 old = {}  # evicted and seen again: counts restarted
             delta = {c: st.get(c, 0) - old.get(c, 0) for c in COUNTERS}
-            reported, w["reported"] = w["reported"], False
             w["t"], w["st"] = now, st
-            if not reported and delta["packets"] / window < self.watch_pps:
+            if now - w["reported"] > QUIET_S and delta["packets"] / window < self.watch_pps:
                 del self._watch[key]   # quiet again; the kernel reports it if it comes back
             if delta["packets"] > 0:
                 rows.append((w, st, delta, window))
@@ -146,6 +156,9 @@ class FlowFeed:
         self.enforcer = enforcer
         enforcer.open_xdp_events(self._on_event)
         self._next = 0.0
+
+    def counts(self) -> dict:
+        return {"watched_sources": self.tracker.watched(), "unwatched_reports": self.tracker.unwatched}
 
     def _on_event(self, ev: dict) -> None:
         body = self.tracker.on_event(ev)
