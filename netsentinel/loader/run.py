@@ -179,6 +179,8 @@ class Loader:
             "drops_total": totals.get("xdp_drops", 0),
             "blocked_connects": totals.get("connect_blocked", 0) + totals.get("sendmsg_blocked", 0),
             "rule_drops": totals.get("rule_drops", 0),
+            **({"inbound": {**{k: totals.get(k, 0) for k in ("tcp_syn", "udp", "icmp")},
+                            **self.flows.counts()}} if self.flows else {}),
             **({"crowdsec": self.fleet.status()} if self.fleet else {}),
             **({"stack": self.stack.totals()} if self.stack else {}),
         }
