@@ -11,6 +11,7 @@ it lasts. The loader's CPU during and after the spoofed flood is printed
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -157,7 +158,6 @@ def test_spoofed_syn_flood_is_rate_limited_not_banned_then_icmp_flood_still_caug
     print(f"loader CPU after the spoofed flood (ICMP flood window): {after:.2f}s over "
           f"{time.monotonic() - t1:.1f}s")
     out, _ = session.communicate(timeout=30)
-    import json
     s = json.loads(out.strip().splitlines()[-1])
     print(f"established session during the floods: {s}")
     assert s["failed"] is None and s["ok"] > 0, s
@@ -166,3 +166,7 @@ def test_spoofed_syn_flood_is_rate_limited_not_banned_then_icmp_flood_still_caug
     assert " 0 received" not in pout, pout
     banned = read_json(rec / "banned_ips.json", {})
     assert set(banned) <= {src}, f"only the ICMP flood's source may be banned: {sorted(banned)}"
+
+    # Revocable like any rule: removed, it is gone from the kernel's set too.
+    (rec / "rule_commands.json").write_text(json.dumps([{"action": "remove_rule", "id": f"agg-syn-{PORT}"}]))
+    wait_until(lambda: rule(rec, f"agg-syn-{PORT}") is None, 5, what="the rate limit removed")
