@@ -236,8 +236,9 @@ static __always_inline void ns_update_agg(struct ns_pkt *p, u64 coarse)
     u64 limit = ns_cfg(cfg);
     struct ns_xdp_event ev = {.kind = k.kind, .dport = k.dport};
     if (coarse - v->win_start_ns >= NS_WINDOW_NS) {
-        /* Whichever CPU gets here first closes the window; a racing CPU
-         * may lose a few counts of the new one, never report it twice. */
+        /* Whichever CPU gets here first closes the window. No lock: CPUs
+         * racing here may lose a few counts of the new window or, rarely,
+         * report the ended one twice; both are harmless to a rate. */
         u64 ended = v->win_count, len = coarse - v->win_start_ns;
         v->win_start_ns = coarse;
         v->win_count = 0;
@@ -248,7 +249,6 @@ static __always_inline void ns_update_agg(struct ns_pkt *p, u64 coarse)
             xdp_events.ringbuf_output(&ev, sizeof(ev), 0);
         }
     }
-    __sync_fetch_and_add(&v->total, 1);
     u64 n = __sync_fetch_and_add(&v->win_count, 1) + 1;
     /* Crossing the threshold, and NS_AGG_STEP and NS_AGG_STEP^2 times it:
      * a lower bound on the rate that grows as fast as the flood does, so a

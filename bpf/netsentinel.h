@@ -237,12 +237,11 @@ struct ns_agg_key {
     u16 dport;         /* host order; 0 for ICMP */
 };
 
-/* One window's count (shared by all CPUs: atomic adds, so a spread-out
- * flood still sums to one rate) and the running total. */
+/* One window's count, shared by all CPUs (an atomic add, so a flood spread
+ * over CPUs still sums to one rate). Totals per protocol are NS_CNT_*. */
 struct ns_agg_value {
     u64 win_start_ns;
     u64 win_count;
-    u64 total;
 };
 
 /* Ring-buffer records (`xdp_events`). */
