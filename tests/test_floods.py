@@ -83,3 +83,5 @@ def test_aggregate_floods_are_rate_limited_never_banned():
                     "pps": 9000.0}, 103.0)
     assert icmp.rule["id"] == "agg-icmp-all" and "dport" not in icmp.rule
     assert d.judge({"kind": "udp", "proto": "udp", "dport": 53, "pps": 25000.0}, 104.0).rule is None  # HIGH
+    spread = d.judge({"kind": "syn", "proto": "tcp", "dport": None, "phase": "window", "pps": 90000.0}, 105.0)
+    assert spread.level == "CRITICAL" and spread.rule is None and "spread over ports" in spread.reason

@@ -123,3 +123,16 @@ def test_syncookie_state_reads_the_proc_files(tmp_path):
     assert syncookie_state(str(tmp_path)) == {"tcp_syncookies": 1, "sent": 12, "recv": 3, "failed": 4,
                                               "passive_opens": 77}
     assert syncookie_state(str(tmp_path / "none"))["sent"] is None
+
+
+def test_floods_spread_over_ports_come_from_the_totals_unless_a_port_crossed():
+    k = Kernel()
+    tr = FlowTracker(k, clock=k.clock, agg_pps={"syn": 500, "udp": 2000}, tcp_state=lambda: {})
+    assert tr.spread({"tcp_syn": 0, "udp": 0}) == []            # the baseline
+    k.t += 1.0
+    out = tr.spread({"tcp_syn": 9000, "udp": 100})
+    assert out == [{"kind": "syn", "proto": "tcp", "dport": None, "phase": "window", "packets": 9000,
+                    "window_s": 1.0, "elapsed_s": 1.0, "pps": 9000.0, "syncookies": {}}]
+    tr.on_event({"type": "crossed", "kind": "syn", "dport": 80, "count": 500, "elapsed_ns": 1})
+    k.t += 1.0
+    assert tr.spread({"tcp_syn": 18000, "udp": 100}) == []     # one port had it: said there

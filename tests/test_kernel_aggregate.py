@@ -221,3 +221,26 @@ def test_ratelimit_rule_passes_up_to_its_rate_and_counts_the_rest(lab, pipeline)
     assert capped + hits <= sent and free >= 0.99 * sent, (capped, hits, free)
     (rec / "rule_commands.json").write_text(json.dumps([{"action": "remove_rule", "id": "udp-cap"}]))
     wait_until(lambda: rule(rec, "udp-cap") is None, 5, what="the ratelimit rule removed")
+
+
+def test_flood_spread_over_ports_is_seen_in_the_totals_and_not_limited(lab, pipeline):
+    """`-p ++1000`: every SYN to another port, each port far under its
+    threshold; the per-protocol totals show the flood, which is logged
+    CRITICAL with no rule (one on every port would cap SSH too) and no ban."""
+    rec, _ = pipeline
+    before = {r["id"] for r in (read_json(rec / "filter_rules.json", {}) or {}).get("rules", [])}
+    flood = hping(lab, 4, "-S", "--flood", "--rand-source", "-p", "++1000")
+
+    def logged():
+        doc = read_json(rec / "dashboard_logs.json", {}) or {}
+        return next((e for e in doc.get("entries", []) if (e.get("event") or {}).get("type") == "flow_aggregate"
+                     and e["event"].get("dport") is None and e["event"].get("kind") == "syn"), None)
+    try:
+        entry = wait_until(logged, 6, what="a flow_aggregate entry for SYNs over all ports")
+    finally:
+        flood.wait(timeout=30)
+    print(f"SYNs spread over ports: {entry['level']}: {entry['reason']}")
+    assert entry["level"] in ("HIGH", "CRITICAL") and "spread over ports" in entry["reason"]
+    after = {r["id"] for r in (read_json(rec / "filter_rules.json", {}) or {}).get("rules", [])}
+    assert after == before, "no rate limit on every port"
+    assert set(read_json(rec / "banned_ips.json", {}) or {}) <= {f"10.{lab_octet()}.{lab.n}.77"}

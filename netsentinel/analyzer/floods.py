@@ -139,9 +139,15 @@ class AggregateDetector:
         if rate < t["high"]:
             return None
         dport = ev.get("dport")
-        where = f"{ev.get('proto')} port {dport}" if dport is not None else str(ev.get("proto"))
+        where = (f"{ev.get('proto')} port {dport}" if dport is not None
+                 else str(ev.get("proto")) + (" (all ports)" if kind != "icmp" else ""))
         level = "CRITICAL" if rate >= t["critical"] else "HIGH"
         reason = f"{rate:.0f} {kind} packets/s to {where} from all sources together"
+        if dport is None and kind != "icmp":
+            return AggregateVerdict(level, f"{kind}_flood", round(rate, 1),
+                                    f"{reason}, spread over ports: not limited (a cap on every port "
+                                    "would cap SSH too); add a ratelimit rule for the ports to protect",
+                                    None)
         if share is not None and share >= HANDSHAKE_SHARE_OK:
             return AggregateVerdict("HIGH", f"{kind}_flood", rate,
                                     f"{reason}, but {share:.0%} of them completed a handshake: load, "

@@ -15,7 +15,9 @@ A reported source is watched: every interval its statistics are looked up
 (packets, bytes, protocol mix, SYNs without ACK, ICMP echo requests, SSDP and
 reflection-port UDP, mean size, distinct-port estimate); it stops being
 watched when a window passes below the threshold without a new report. An
-aggregate record becomes a `flow_aggregate` event at once.
+aggregate record becomes a `flow_aggregate` event at once; the kernel's
+per-protocol totals (a per-CPU array, O(CPUs) to read) give one with no port
+for SYNs or UDP spread over many ports.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ AGG_PPS_DEFAULT = {"syn": 500, "udp": 2000, "icmp": 500}
 class FlowTracker:
     def __init__(self, stats, *, top_n: int = 5, pps_threshold: float = 1000.0,
                  watch_pps: float = 100.0, clock: Callable[[], float] = time.monotonic,
-                 tcp_state: Callable[[], dict] | None = None):
+                 tcp_state: Callable[[], dict] | None = None, agg_pps: dict | None = None):
         """stats: advance_flow_epoch() and flow_stats(key, epoch) (the Enforcer)."""
         self.stats = stats
         self.top_n = top_n
@@ -53,6 +55,9 @@ class FlowTracker:
         # key -> {"src", "family", "t": window start, "st": baseline, "reported": last report}
         self._watch: dict[tuple, dict] = {}
         self.unwatched = 0                    # reports beyond WATCH_MAX
+        self.agg_pps = dict(agg_pps or {})
+        self._totals: tuple[float, dict] | None = None   # (when, the kernel's totals)
+        self._crossed: set[str] = set()       # kinds a single port crossed since the last spread()
 
     # ---- ring-buffer records (kernel/xdpstats.decode_event)
     def on_event(self, ev: dict) -> dict | None:
@@ -77,7 +82,33 @@ class FlowTracker:
             self._watch[ev["key"]] = {"src": ev["src"], "family": ev["family"], "t": t,
                                       "st": st, "reported": now}
             return None
+        self._crossed.add(ev["kind"])
         return self.aggregate(ev)
+
+    def spread(self, totals: dict[str, int]) -> list[dict]:
+        """flow_aggregate bodies (dport null) for SYNs and UDP over their
+        threshold in all, from the kernel's per-CPU totals (O(CPUs)), in a
+        window where no single port crossed it: a flood spread over ports
+        (`-p ++1`, random ports) that the per-port counts never see whole."""
+        now = self.clock()
+        prev, self._totals = self._totals, (now, totals)
+        crossed, self._crossed = self._crossed, set()
+        if prev is None:
+            return []
+        window = max(now - prev[0], 1e-3)
+        out = []
+        for kind, counter in (("syn", "tcp_syn"), ("udp", "udp")):
+            n = totals.get(counter, 0) - prev[1].get(counter, 0)
+            limit = self.agg_pps.get(kind, 0)
+            if not limit or kind in crossed or n / window < limit:
+                continue
+            body = {"kind": kind, "proto": AGG_PROTO[kind], "dport": None, "phase": "window",
+                    "packets": n, "window_s": round(window, 3), "elapsed_s": round(window, 3),
+                    "pps": round(n / window, 1)}
+            if kind == "syn":
+                body["syncookies"] = self.tcp_state()
+            out.append(body)
+        return out
 
     def aggregate(self, ev: dict) -> dict:
         """flow_aggregate body. A crossing says `count` packets arrived within
@@ -148,7 +179,7 @@ class FlowFeed:
         self.interval = interval
         watch_pps = min(watch_pps, pps_threshold)   # every source over the threshold is reported
         self.tracker = FlowTracker(enforcer, top_n=top_n, pps_threshold=pps_threshold,
-                                   watch_pps=watch_pps)
+                                   watch_pps=watch_pps, agg_pps=agg_pps)
         # A window is one second, so packets/s are packets per window; 0 keeps
         # the kernel from reporting every source's first packet.
         enforcer.set_thresholds({"SRC_PPS": max(1, int(watch_pps)),
@@ -170,6 +201,8 @@ class FlowFeed:
         if now >= self._next:
             for body in self.tracker.sample():
                 self.emit("flow", **body)
+            for body in self.tracker.spread(self.enforcer.totals()):
+                self.emit("flow_aggregate", **body)
             self._next = now + self.interval
 
 
