@@ -186,12 +186,19 @@ class FlowFeed:
                                  **{f"AGG_{k.upper()}_PPS": int(v) for k, v in agg_pps.items()}})
         self.enforcer = enforcer
         enforcer.open_xdp_events(self._on_event)
+        # The buffer is pinned: what the kernel wrote while no loader ran is
+        # old news (a flood that may be long over), so it is read and dropped.
+        self._stale = True
+        enforcer.poll_xdp_events()
+        self._stale = False
         self._next = 0.0
 
     def counts(self) -> dict:
         return {"watched_sources": self.tracker.watched(), "unwatched_reports": self.tracker.unwatched}
 
     def _on_event(self, ev: dict) -> None:
+        if self._stale:
+            return
         body = self.tracker.on_event(ev)
         if body is not None:
             self.emit("flow_aggregate", **body)
