@@ -7,8 +7,9 @@ and the answer is a rate-limit rule on that port (no address banned) while
 an established session and ping keep being served. An ICMP flood started
 right after ten seconds of it is still detected within 2 s and dropped while
 it lasts. A hand-written ratelimit rule lets through at most its rate plus
-its burst and counts the rest as hits. The loader's CPU during and after the spoofed flood is printed
-(reported, never asserted: speed belongs in bench/)."""
+its burst and counts the rest as hits; SYNs spread over ports are seen in
+the totals and logged, not limited. The loader's CPU during and after the
+spoofed flood is printed (reported, never asserted: speed belongs in bench/)."""
 
 from __future__ import annotations
 
