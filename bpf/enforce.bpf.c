@@ -47,6 +47,32 @@ NS_MAP("array", u32, u32, rule_state, NS_RULE_STATE_MAX, 0);
 NS_MAP("percpu_array", u32, u64, rule_hits, 2 * NS_MAX_RULES, 0);
 NS_MAP("array", u32, u64, flow_epoch, 1, 0);        /* advanced by user space at each sample */
 NS_MAP("array", u32, u64, meta, NS_META_MAX, 0);      /* NS_META_*, written by user space */
+NS_MAP("array", u32, u64, xdp_config, NS_CFG_MAX, 0);  /* NS_CFG_* thresholds, written by user space */
+NS_MAP("lru_hash", struct ns_agg_key, struct ns_agg_value, agg, NS_AGG_ENTRIES, 0);
+NS_MAP("array", u32, struct ns_bucket, rule_buckets, 2 * NS_MAX_RULES, 0);
+
+/* What crosses a threshold goes to user space through a ring buffer, once
+ * per window. Pinned like the maps, so an adopted program keeps writing to
+ * the buffer the next loader reads: BCC's BPF_RINGBUF_OUTPUT with the
+ * section of a pinned table ("maps/ringbuf:<path>"). */
+#ifdef NS_PIN_DIR
+#define NS_RINGBUF_SECTION(name) __attribute__((section("maps/ringbuf:" NS_PIN_DIR "/" #name)))
+#else
+#define NS_RINGBUF_SECTION(name) __attribute__((section("maps/ringbuf")))
+#endif
+#define NS_RINGBUF(name, pages) \
+    struct name##_table_t { \
+        int key; \
+        u32 leaf; \
+        int (*ringbuf_output)(void *, u64, u64); \
+        void *(*ringbuf_reserve)(u64); \
+        void (*ringbuf_discard)(void *, u64); \
+        void (*ringbuf_submit)(void *, u64); \
+        u32 max_entries; \
+    }; \
+    NS_RINGBUF_SECTION(name) struct name##_table_t name = {.max_entries = (pages) * PAGE_SIZE}
+
+NS_RINGBUF(xdp_events, NS_XEV_PAGES);
 
 /* TC verdicts (linux/pkt_cls.h), spelled out to keep to the one header. */
 #define NS_TC_ACT_SHOT 2
@@ -113,8 +139,12 @@ static __always_inline int ns_drop_if_banned(struct ns_ban_value *v)
 {
     if (!v)
         return XDP_PASS;
-    __sync_fetch_and_add(&v->drops, 1);
-    v->last_drop_ns = bpf_ktime_get_ns();
+    /* The cheapest drop we can count (the XDP cost issue): a plain add (the exact
+     * total is the per-CPU NS_CNT_XDP_DROPS; CPUs racing on one ban may
+     * lose a few of its count) and the coarse clock, which reads no
+     * clocksource. */
+    v->drops += 1;
+    v->last_drop_ns = bpf_ktime_get_coarse_ns();
     ns_count(NS_CNT_XDP_DROPS);
     return XDP_DROP;
 }
@@ -154,19 +184,108 @@ static __always_inline int ns_reflect_port(u16 port)
            port == NS_REFLECT_PORT_MEMCACHED;
 }
 
+static __always_inline u64 ns_cfg(u32 slot)
+{
+    u64 *v = xdp_config.lookup(&slot);
+    return v ? *v : 0;
+}
+
+/* One source's packet over NS_CFG_SRC_PPS in this window: tell user space
+ * once per window, so it reads only the sources worth reading. */
+static __always_inline void ns_source_window(struct ns_flow_stats *st, struct ns_pkt *p, u64 coarse)
+{
+    if (coarse - st->win.start_ns >= NS_WINDOW_NS) {
+        st->win.start_ns = coarse;
+        st->win.count = 0;
+    }
+    st->win.count += 1;
+    u64 limit = ns_cfg(NS_CFG_SRC_PPS);
+    if (!limit || st->win.count != limit)
+        return;
+    struct ns_xdp_event ev = {.type = NS_XEV_SOURCE, .family = p->family, .count = limit,
+                              .elapsed_ns = coarse - st->win.start_ns};
+    __builtin_memcpy(ev.addr, p->saddr, 16);
+    xdp_events.ringbuf_output(&ev, sizeof(ev), 0);
+}
+
+/* Totals per destination port and protocol, whatever the source: what a
+ * spoofed or many-source flood cannot spread thin. A window over its
+ * threshold is reported when it is crossed (and at NS_AGG_STEP and
+ * NS_AGG_STEP^2 times the threshold) and again, with its full count, when
+ * it ends. */
+static __always_inline void ns_update_agg(struct ns_pkt *p, u64 coarse)
+{
+    struct ns_agg_key k = {};
+    u32 cfg, cnt;
+    if (p->proto == IPPROTO_TCP && p->has_l4 && (p->tcp_flags & (NS_TCP_SYN | NS_TCP_ACK)) == NS_TCP_SYN) {
+        k.kind = NS_AGG_SYN;
+        cfg = NS_CFG_AGG_SYN_PPS;
+        cnt = NS_CNT_TCP_SYN;
+    } else if (p->proto == IPPROTO_UDP && p->has_l4) {
+        k.kind = NS_AGG_UDP;
+        cfg = NS_CFG_AGG_UDP_PPS;
+        cnt = NS_CNT_UDP;
+    } else if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+        k.kind = NS_AGG_ICMP;
+        cfg = NS_CFG_AGG_ICMP_PPS;
+        cnt = NS_CNT_ICMP;
+    } else {
+        return;
+    }
+    ns_count(cnt);
+    k.dport = k.kind == NS_AGG_ICMP ? 0 : p->dport;
+    struct ns_agg_value *v = agg.lookup(&k);
+    if (!v) {
+        struct ns_agg_value init = {.win_start_ns = coarse};
+        agg.update(&k, &init);
+        v = agg.lookup(&k);
+        if (!v)
+            return;
+    }
+    u64 limit = ns_cfg(cfg);
+    struct ns_xdp_event ev = {.kind = k.kind, .dport = k.dport};
+    if (coarse - v->win_start_ns >= NS_WINDOW_NS) {
+        /* Whichever CPU gets here first closes the window. No lock: CPUs
+         * racing here may lose a few counts of the new window or, rarely,
+         * report the ended one twice; both are harmless to a rate. */
+        u64 ended = v->win_count, len = coarse - v->win_start_ns;
+        v->win_start_ns = coarse;
+        v->win_count = 0;
+        if (limit && ended >= limit && len < 2 * NS_WINDOW_NS) {
+            ev.type = NS_XEV_AGG_WINDOW;
+            ev.count = ended;
+            ev.elapsed_ns = len;
+            xdp_events.ringbuf_output(&ev, sizeof(ev), 0);
+        }
+    }
+    u64 n = __sync_fetch_and_add(&v->win_count, 1) + 1;
+    /* Crossing the threshold, and NS_AGG_STEP and NS_AGG_STEP^2 times it:
+     * a lower bound on the rate that grows as fast as the flood does, so a
+     * big flood is known for what it is well before its first second ends. */
+    if (limit && (n == limit || n == limit * NS_AGG_STEP || n == limit * NS_AGG_STEP * NS_AGG_STEP)) {
+        ev.type = NS_XEV_AGG;
+        ev.count = n;
+        ev.elapsed_ns = coarse - v->win_start_ns;
+        xdp_events.ringbuf_output(&ev, sizeof(ev), 0);
+    }
+}
+
 static __always_inline void ns_update_stats(struct ns_pkt *p)
 {
     struct ns_flow_key k = {.family = p->family};
     __builtin_memcpy(k.addr, p->saddr, 16);
     u64 now = bpf_ktime_get_ns();
+    u64 coarse = bpf_ktime_get_coarse_ns();
+    ns_update_agg(p, coarse);
     struct ns_flow_stats *st = flows.lookup(&k);
     if (!st) {
-        struct ns_flow_stats init = {.first_seen_ns = now};
+        struct ns_flow_stats init = {.first_seen_ns = now, .win = {.start_ns = coarse}};
         flows.update(&k, &init);
         st = flows.lookup(&k);
         if (!st)
             return;
     }
+    ns_source_window(st, p, coarse);
     /* Per-CPU values: plain increments, no atomics; user space sums CPUs. */
     st->packets += 1;
     st->bytes += p->len;
@@ -231,6 +350,26 @@ static __always_inline int ns_rule_matches(struct ns_rule *r, struct ns_pkt *p)
 
 _Static_assert((NS_MAX_RULES & (NS_MAX_RULES - 1)) == 0, "NS_MAX_RULES must be a power of two");
 
+/* NS_RULE_RATELIMIT: take a token from the slot's bucket; 1 = under the cap. */
+static __always_inline int ns_take_token(struct ns_rule *r, u32 idx)
+{
+    struct ns_bucket *b = rule_buckets.lookup(&idx);
+    if (!b || !r->cost_ns)
+        return 1;   /* an array always has the slot; a zero cost is no cap */
+    u64 now = bpf_ktime_get_ns();
+    u64 cap = (u64)r->cost_ns * (r->burst ? r->burst : 1);
+    u64 credit = b->credit_ns + (now - b->last_ns);
+    if (credit > cap || now < b->last_ns)
+        credit = cap;
+    b->last_ns = now;
+    if (credit < r->cost_ns) {
+        b->credit_ns = credit;
+        return 0;
+    }
+    b->credit_ns = credit - r->cost_ns;
+    return 1;
+}
+
 static __always_inline int ns_apply_rules(struct ns_pkt *p)
 {
     u32 key = NS_RULE_STATE_ACTIVE;
@@ -252,10 +391,12 @@ static __always_inline int ns_apply_rules(struct ns_pkt *p)
         struct ns_rule *r = rules.lookup(&idx);
         if (!r || !r->action || !ns_rule_matches(r, p))
             continue;
+        if (r->action == NS_RULE_RATELIMIT && ns_take_token(r, idx))
+            return XDP_PASS;   /* under the cap: passes, not a hit */
         u64 *hits = rule_hits.lookup(&idx);
         if (hits)
             *hits += 1;
-        if (r->action == NS_RULE_DROP) {
+        if (r->action == NS_RULE_DROP || r->action == NS_RULE_RATELIMIT) {
             ns_count(NS_CNT_RULE_DROPS);
             return XDP_DROP;
         }

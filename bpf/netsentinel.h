@@ -155,7 +155,14 @@ struct ns_flow_key {
     u8 addr[16];    /* network order; IPv4 in the first 4 bytes */
 };
 
+/* The per-source threshold window, kept beside the statistics (per CPU). */
+struct ns_flow_window {
+    u64 start_ns;      /* bpf_ktime_get_coarse_ns() when this window began */
+    u64 count;         /* packets in it */
+};
+
 struct ns_flow_stats {
+    struct ns_flow_window win;
     u64 packets;
     u64 bytes;
     u64 tcp;
@@ -182,6 +189,11 @@ struct ns_flow_stats {
 #endif
 #define NS_RULE_DROP 1
 #define NS_RULE_COUNT 2
+/* Token bucket per rule slot (rule_buckets): a packet the rule matches
+ * passes while the bucket holds a token, else it is dropped and counted as
+ * a hit. Caps new SYNs/UDP/ICMP per second for a port under an aggregate
+ * (spoofed, many-source) flood, where banning addresses makes no sense. */
+#define NS_RULE_RATELIMIT 3
 
 /* Two rule sets, double-buffered: set s occupies slots [s * NS_MAX_RULES,
  * s * NS_MAX_RULES + count). User space writes the set that is not in use,
@@ -204,6 +216,17 @@ struct ns_rule {
     u16 dport_min, dport_max;
     u8 src[16];        /* network order, already masked */
     u8 mask[16];       /* prefix mask; all zero = any source */
+    u32 cost_ns;       /* NS_RULE_RATELIMIT: 1e9 / packets per second */
+    u32 burst;         /* NS_RULE_RATELIMIT: bucket size in packets */
+};
+
+/* State of one NS_RULE_RATELIMIT slot: credit in ns (each packet costs
+ * cost_ns, time refills it up to burst * cost_ns) and when it was refilled.
+ * Shared by all CPUs, updated without atomics: under contention a few more
+ * packets than the cap may pass, never fewer. */
+struct ns_bucket {
+    u64 credit_ns;
+    u64 last_ns;
 };
 
 /* Global counters (per-CPU array indices); Python names each one by the
@@ -213,7 +236,61 @@ struct ns_rule {
 #define NS_CNT_CONNECT_BLOCKED 2
 #define NS_CNT_SENDMSG_BLOCKED 3
 #define NS_CNT_RULE_DROPS 4
-#define NS_CNT_MAX 5
+#define NS_CNT_TCP_SYN 5       /* inbound totals, every source (aggregate view) */
+#define NS_CNT_UDP 6
+#define NS_CNT_ICMP 7
+#define NS_CNT_MAX 8
+
+/* Thresholds checked in the XDP program (the `xdp_config` array, written by
+ * the loader at start): what crosses one is sent once per window through the
+ * `xdp_events` ring buffer, so user space never walks the statistics maps. */
+#define NS_CFG_SRC_PPS 0         /* packets per window from one source (per CPU) */
+#define NS_CFG_AGG_SYN_PPS 1     /* SYNs without ACK per window to one TCP port */
+#define NS_CFG_AGG_UDP_PPS 2     /* datagrams per window to one UDP port */
+#define NS_CFG_AGG_ICMP_PPS 3    /* ICMP/ICMPv6 packets per window */
+#define NS_CFG_MAX 4
+/* Threshold windows last this long (bpf_ktime_get_coarse_ns; one second). */
+#define NS_WINDOW_NS 1000000000
+
+/* Aggregate keys: what is counted per destination port. */
+#define NS_AGG_SYN 1
+#define NS_AGG_UDP 2
+#define NS_AGG_ICMP 3          /* port 0 */
+#define NS_AGG_STEP 4          /* crossings are reported at 1, 4 and 16 times the threshold */
+#ifndef NS_AGG_ENTRIES
+#define NS_AGG_ENTRIES 4096
+#endif
+
+struct ns_agg_key {
+    u8 kind;           /* NS_AGG_* */
+    u8 _pad;
+    u16 dport;         /* host order; 0 for ICMP */
+};
+
+/* One window's count, shared by all CPUs (an atomic add, so a flood spread
+ * over CPUs still sums to one rate). Totals per protocol are NS_CNT_*. */
+struct ns_agg_value {
+    u64 win_start_ns;
+    u64 win_count;
+};
+
+/* Ring-buffer records (`xdp_events`). */
+#define NS_XEV_SOURCE 1        /* a source crossed NS_CFG_SRC_PPS in this window */
+#define NS_XEV_AGG 2           /* an aggregate crossed its threshold (or a step above it) in this window */
+#define NS_XEV_AGG_WINDOW 3    /* an aggregate's window over the threshold ended: its full count */
+#define NS_XEV_PAGES 64        /* ring buffer size in pages (a power of two) */
+
+struct ns_xdp_event {
+    u8 type;           /* NS_XEV_* */
+    u8 family;         /* NS_XEV_SOURCE: NS_FAMILY_V4 or NS_FAMILY_V6 */
+    u8 kind;           /* NS_XEV_AGG*: NS_AGG_* */
+    u8 _pad;
+    u16 dport;
+    u16 _pad2;
+    u64 count;         /* packets in the window so far (the threshold when crossing) */
+    u64 elapsed_ns;    /* since the window started */
+    u8 addr[16];       /* NS_XEV_SOURCE: the source, network order */
+};
 
 /* Slots of the pinned `meta` array, for the next loader that adopts the pins:
  * the hash of the program source and flags behind the pinned links (a new

@@ -48,7 +48,7 @@ def _prefixed(prefix: str) -> dict[str, int]:
 
 
 MODE_NAMES = {C["NS_MODE_KPROBE"]: "kprobe", C["NS_MODE_TRACEPOINT"]: "tracepoint"}
-RULE_ACTION = {"drop": C["NS_RULE_DROP"], "count": C["NS_RULE_COUNT"]}
+RULE_ACTION = {"drop": C["NS_RULE_DROP"], "count": C["NS_RULE_COUNT"], "ratelimit": C["NS_RULE_RATELIMIT"]}
 # Global counters by index: NS_CNT_XDP_DROPS -> "xdp_drops".
 COUNTERS = {v: k.lower() for k, v in _prefixed("NS_CNT_").items() if k != "MAX"}
 CNT_MAX = C["NS_CNT_MAX"]
@@ -70,7 +70,13 @@ FLOW_COUNTERS = tuple(f for f in FLOW_FIELDS if f not in FLOW_BOOKKEEPING)
 # Names the Python side looks up in the compiled objects (kernel/selfcheck.py
 # checks each exists). ENFORCER_MAPS are pinned, one bpffs directory per interface.
 ENFORCER_MAPS = ("bans4", "bans6", "counters", "flows", "rules", "rule_state", "rule_hits",
-                 "flow_epoch", "meta", "contain_pids", "contain_exes", "contain_socks")
+                 "flow_epoch", "meta", "xdp_config", "agg", "rule_buckets", "xdp_events",
+                 "contain_pids", "contain_exes", "contain_socks")
+# Thresholds the XDP program checks (xdp_config slots) and the aggregate kinds.
+CFG = _prefixed("NS_CFG_")
+AGG_KINDS = {v: k.lower() for k, v in _prefixed("NS_AGG_").items() if k not in ("ENTRIES", "STEP")}
+XEV = _prefixed("NS_XEV_")
+WINDOW_NS = C["NS_WINDOW_NS"]
 META_PROG_VERSION, META_XDP_FLAGS = C["NS_META_PROG_VERSION"], C["NS_META_XDP_FLAGS"]
 RULE_STATE_ACTIVE, RULE_STATE_COUNT0 = C["NS_RULE_STATE_ACTIVE"], C["NS_RULE_STATE_COUNT0"]
 ENFORCER_XDP = "ns_xdp_filter"
@@ -106,6 +112,7 @@ def cflags(*, max_bans: int = MAX_BANS, pin_dir: str | None = None,
     (validated integers, never pasted user strings) and, for pinned maps,
     the pin directory as a string macro (checked against a strict pattern)."""
     values = {"NS_MAX_BANS": max_bans, "NS_MAX_RULES": MAX_RULES, "NS_FLOW_ENTRIES": FLOW_ENTRIES,
+              "NS_AGG_ENTRIES": C["NS_AGG_ENTRIES"],
               **(extra or {})}
     out = ["-Wno-ignored-attributes", f"-I{BPF_DIR}"]
     for name, value in values.items():

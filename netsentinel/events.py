@@ -20,8 +20,8 @@ from .timefmt import utc_now_iso
 SCHEMA_VERSION = 1
 SCHEMA_PATH = PROJECT_ROOT / "docs" / "events.schema.json"
 EVENT_TYPES = ("startup", "connection", "lost", "stats", "ban", "unban", "ban_rejected",
-               "ban_batch", "flow", "rule", "rule_rejected", "warning", "raw_socket", "egress", "udp", "shutdown",
-               "drops", "tcp_health", "accepts", "contain", "contain_rejected")
+               "ban_batch", "flow", "flow_aggregate", "rule", "rule_rejected", "warning", "raw_socket", "egress",
+               "udp", "shutdown", "drops", "tcp_health", "accepts", "contain", "contain_rejected")
 
 
 # Fields that carry bytes chosen by whoever started a process (file names,

@@ -11,6 +11,15 @@ never loaded half-way.
     {"action": "count", "src": "198.51.100.0/24", "proto": "tcp",
      "tcp_flags": "SYN,!ACK", "dport": "1-1024"}
     {"action": "drop", "proto": "icmp", "icmp_type": 8, "src": "203.0.113.9"}
+    {"action": "ratelimit", "proto": "tcp", "dport": 80, "rate_pps": 300}
+
+A `ratelimit` rule passes the packets it matches up to `rate_pps` per second
+(a token bucket of `burst` packets, default one second's worth) and drops
+the rest, counting them as hits: the answer to an aggregate flood from
+spoofed or many sources, where banning addresses would be pointless or
+could be aimed at the addresses we need. On TCP it matches new connections
+only (`tcp_flags` defaults to "SYN,!ACK"), so established ones are never
+limited.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ from .netinfo import Protected
 # The ICMP flavours imply an address family.
 PROTO_FAMILY = {PROTOS["icmp"]: FAMILY_V4, PROTOS["icmpv6"]: FAMILY_V6}
 FIELDS = {"id", "action", "src", "proto", "sport", "dport", "tcp_flags", "icmp_type", "reason",
-          "source", "ttl_seconds", "created_at", "expires_at", "hits", "proposal_id"}
+          "source", "ttl_seconds", "created_at", "expires_at", "hits", "proposal_id", "rate_pps", "burst"}
+RATE_MAX = 10_000_000   # packets/s a ratelimit rule may allow (and its burst)
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
 
 
@@ -48,6 +58,8 @@ class FilterRule:
     flags_value: int = 0
     icmp_type: int | None = None
     extra: dict = field(default_factory=dict)
+    rate_pps: int = 0      # ratelimit only
+    burst: int = 0
 
     @property
     def family(self) -> int:
@@ -73,6 +85,8 @@ class FilterRule:
                 if self.flags_mask & bit)
         if self.icmp_type is not None:
             out["icmp_type"] = self.icmp_type
+        if self.action == "ratelimit":
+            out["rate_pps"], out["burst"] = self.rate_pps, self.burst
         out.update(self.extra)
         return out
 
@@ -122,7 +136,7 @@ def parse_rule(raw: object) -> FilterRule:
         raise RuleRefused(f"unknown rule field(s): {', '.join(sorted(map(str, unknown)))}")
     action = raw.get("action")
     if not isinstance(action, str) or action not in RULE_ACTION:
-        raise RuleRefused(f"rule action must be 'drop' or 'count', got {action!r}")
+        raise RuleRefused(f"rule action must be 'drop', 'count' or 'ratelimit', got {action!r}")
     rid = raw.get("id") or f"r-{uuid.uuid4().hex[:8]}"
     if not isinstance(rid, str) or not ID_RE.match(rid):
         raise RuleRefused(f"rule id {rid!r} must be 1-48 letters, digits, '.', '_' or '-'")
@@ -138,7 +152,11 @@ def parse_rule(raw: object) -> FilterRule:
     sport, dport = _port_range("sport", raw.get("sport")), _port_range("dport", raw.get("dport"))
     if (sport != (0, 65535) or dport != (0, 65535)) and proto not in (6, 17):
         raise RuleRefused("ports need proto 'tcp' or 'udp'")
-    mask, val = _tcp_flags(raw.get("tcp_flags"))
+    rate, burst = _rate(action, raw, proto_raw)
+    flags_raw = raw.get("tcp_flags")
+    if action == "ratelimit" and proto == PROTOS["tcp"] and flags_raw is None:
+        flags_raw = "SYN,!ACK"   # new connections; established ones are never limited
+    mask, val = _tcp_flags(flags_raw)
     if mask and proto != PROTOS["tcp"]:
         raise RuleRefused("tcp_flags need proto 'tcp'")
     icmp = raw.get("icmp_type")
@@ -159,7 +177,26 @@ def parse_rule(raw: object) -> FilterRule:
             extra["ttl_seconds"] = parse_ttl(extra["ttl_seconds"])
         except ValueError as e:
             raise RuleRefused(str(e)) from None
-    return FilterRule(rid, action, src, proto, sport, dport, mask, val, icmp, extra)
+    return FilterRule(rid, action, src, proto, sport, dport, mask, val, icmp, extra, rate, burst)
+
+
+def _rate(action: str, raw: dict, proto_raw) -> tuple[int, int]:
+    """(rate_pps, burst) of a ratelimit rule; (0, 0) for the others."""
+    if action != "ratelimit":
+        if "rate_pps" in raw or "burst" in raw:
+            raise RuleRefused("rate_pps and burst belong to action 'ratelimit'")
+        return (0, 0)
+    if proto_raw not in ("tcp", "udp", "icmp", "icmpv6"):
+        raise RuleRefused("a ratelimit rule needs proto 'tcp', 'udp', 'icmp' or 'icmpv6'")
+    out = []
+    for name in ("rate_pps", "burst"):
+        v = raw.get(name)
+        if v is None and name == "burst":
+            v = out[0]   # one second's worth
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= RATE_MAX:
+            raise RuleRefused(f"{name} must be a whole number of packets from 1 to {RATE_MAX}, got {v!r}")
+        out.append(v)
+    return (out[0], out[1])
 
 
 def check_rule_policy(rule: FilterRule, protected: Protected, ssh_ports=(22,)) -> None:

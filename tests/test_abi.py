@@ -28,7 +28,7 @@ def test_every_define_is_read_and_nothing_is_lost():
 def test_counters_are_dense_and_named_from_the_header():
     assert sorted(abi.COUNTERS) == list(range(abi.CNT_MAX))
     assert set(abi.COUNTERS.values()) == {"xdp_seen", "xdp_drops", "connect_blocked",
-                                          "sendmsg_blocked", "rule_drops"}
+                                          "sendmsg_blocked", "rule_drops", "tcp_syn", "udp", "icmp"}
 
 
 def test_flow_counters_header_loader_schema_model_agree():
@@ -60,7 +60,7 @@ def test_filter_rules_use_the_header_constants():
     rule = filterrules.parse_rule({"action": "count", "proto": "tcp", "tcp_flags": "SYN,!ACK"})
     assert rule.flags_mask == abi.C["NS_TCP_SYN"] | abi.C["NS_TCP_ACK"]
     assert rule.flags_value == abi.C["NS_TCP_SYN"]
-    assert set(abi.RULE_ACTION) == {"drop", "count"}
+    assert set(abi.RULE_ACTION) == {"drop", "count", "ratelimit"}
     assert filterrules.parse_rule({"action": "drop", "proto": "icmp", "src": "192.0.2.1"}).family \
         == abi.C["NS_FAMILY_V4"]
 
@@ -77,7 +77,7 @@ def test_enforce_program_names_its_numbers():
 
 def test_names_python_uses_are_in_the_sources():
     for m in abi.ENFORCER_MAPS:
-        assert re.search(rf"NS_MAP\([^;]*\b{m}\b", ENFORCE), m
+        assert re.search(rf"NS_(MAP|RINGBUF)\([^;]*\b{m}\b", ENFORCE), m
     for p in (abi.ENFORCER_XDP, *abi.ENFORCER_CGROUP, abi.ENFORCER_SOCK_CREATE, abi.CONTAIN_SKB_PROG,
               *abi.CONTAIN_TRACEPOINTS):
         assert re.search(rf"\bint {p}\(", ENFORCE), p
@@ -87,6 +87,14 @@ def test_names_python_uses_are_in_the_sources():
     monitor = (BPF_DIR / "conn_monitor.bpf.c").read_text()
     for name in (*abi.MONITOR_MAPS, *abi.MONITOR_PROGRAMS["kprobe"]):
         assert name in monitor, name
+
+
+def test_xdp_event_struct_matches_the_header():
+    from netsentinel.kernel.xdpstats import XdpEvent
+    fields = abi.parse_struct_fields(abi._TEXT, "ns_xdp_event")
+    assert [f for f, _ in XdpEvent._fields_] == fields
+    assert set(abi.AGG_KINDS.values()) == {"syn", "udp", "icmp"}
+    assert set(abi.CFG) == {"SRC_PPS", "AGG_SYN_PPS", "AGG_UDP_PPS", "AGG_ICMP_PPS", "MAX"}
 
 
 def test_cflags_pass_the_sizes_and_refuse_odd_pin_paths():

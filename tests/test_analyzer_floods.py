@@ -96,3 +96,29 @@ def test_flood_with_an_llm_in_force_leaves_a_rule_proposal(tmp_path):
         assert p.wait(timeout=30) == 0
     assert props and props[0]["status"] == "pending" and props[0]["rules"][0]["valid"]
     assert props[0]["trigger"]["category"] == "icmp_flood"
+
+
+def test_aggregate_flood_gets_one_rate_limit_rule_and_no_ban(tmp_path):
+    """flow_aggregate events through the real analyzer: a CRITICAL one queues
+    one ratelimit rule (renewed at half its life, not per window), a HIGH one
+    is only logged, and nothing is banned or made a per-address threat."""
+    from netsentinel.records import RULE_COMMANDS
+    ts = "2026-01-01T00:00:00Z"
+    base = {"v": 1, "type": "flow_aggregate", "ts": ts, "kind": "syn", "proto": "tcp", "dport": 8080,
+            "window_s": 1.0, "elapsed_s": 0.3}
+    events = [dict(base, phase="crossed", packets=8000, pps=8000.0),
+              dict(base, phase="window", packets=30000, pps=30000.0, elapsed_s=1.0),
+              dict(base, kind="udp", proto="udp", dport=53, phase="window", packets=25000, pps=25000.0),
+              dict(base, kind="syn", dport=70000, phase="window", packets=1, pps=1.0)]   # refused input
+    r = run_analyzer(tmp_path, ["--backend", "rules"], feed(events))
+    assert r.returncode == 0, r.stderr
+    rec = tmp_path / "records"
+    cmds = read(rec, RULE_COMMANDS)
+    assert [c["rule"]["id"] for c in cmds] == ["agg-syn-8080"]
+    rule = cmds[0]["rule"]
+    assert (rule["action"], rule["proto"], rule["dport"], rule["source"], rule["ttl_seconds"]) == \
+        ("ratelimit", "tcp", 8080, "auto-flood", 600)
+    assert read(rec, BAN_COMMANDS) is None and not read(rec, PENDING_THREATS)
+    levels = sorted(e["level"] for e in read(rec, "dashboard_logs.json")["entries"])
+    assert levels == ["CRITICAL", "CRITICAL", "HIGH"]
+    assert "dport must be 0-65535" in r.stderr

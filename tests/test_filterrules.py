@@ -23,6 +23,12 @@ GOOD = [
     ({"action": "drop", "src": "2001:db8::/32", "proto": "icmpv6", "icmp_type": 128},
      {"action": "drop", "src": "2001:db8::/32", "proto": "icmpv6", "icmp_type": 128}),
     ({"action": "drop", "src": "203.0.113.66"}, {"action": "drop", "src": "203.0.113.66", "proto": "any"}),
+    # A rate limit on TCP caps new connections only, unless told otherwise.
+    ({"id": "agg-syn-80", "action": "ratelimit", "proto": "tcp", "dport": 80, "rate_pps": 1000},
+     {"id": "agg-syn-80", "action": "ratelimit", "src": "any", "proto": "tcp", "dport": 80,
+      "tcp_flags": "SYN,!ACK", "rate_pps": 1000, "burst": 1000}),
+    ({"action": "ratelimit", "proto": "icmp", "rate_pps": 50, "burst": 5},
+     {"action": "ratelimit", "src": "any", "proto": "icmp", "rate_pps": 50, "burst": 5}),
 ]
 
 
@@ -55,6 +61,13 @@ BAD = [
     ({"action": "drop", "proto": "tcp", "icmp_type": 8}, "icmp_type needs proto"),
     ({"action": "drop", "proto": "icmp", "icmp_type": 256}, "0-255"),
     ({"action": "drop", "proto": "icmp", "src": "2001:db8::1"}, "does not fit"),
+    ({"action": "ratelimit", "proto": "tcp", "dport": 80}, "rate_pps must be"),
+    ({"action": "ratelimit", "proto": "tcp", "rate_pps": 0}, "rate_pps must be"),
+    ({"action": "ratelimit", "proto": "tcp", "rate_pps": 10**8}, "rate_pps must be"),
+    ({"action": "ratelimit", "proto": "tcp", "rate_pps": 1.5}, "rate_pps must be"),
+    ({"action": "ratelimit", "proto": "udp", "rate_pps": 10, "burst": True}, "burst must be"),
+    ({"action": "ratelimit", "rate_pps": 10}, "needs proto"),
+    ({"action": "drop", "proto": "udp", "rate_pps": 10}, "belong to action 'ratelimit'"),
 ]
 
 

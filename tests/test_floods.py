@@ -63,3 +63,25 @@ def test_threshold_overrides_are_validated():
                        ({"icmp_flood": {"rate": 1}}, "unknown field")):
         with pytest.raises(ValueError, match=words):
             merge_thresholds(bad)
+
+
+def test_aggregate_floods_are_rate_limited_never_banned():
+    from netsentinel.analyzer.floods import AGG_THRESHOLDS, AggregateDetector
+    d = AggregateDetector()
+    syn = {"kind": "syn", "proto": "tcp", "dport": 8080, "phase": "crossed", "packets": 8000, "pps": 8000.0,
+           "syncookies": {"passive_opens": 10}}
+    v = d.judge(syn, 100.0)
+    assert (v.level, v.category) == ("CRITICAL", "syn_flood") and "no address banned" in v.reason
+    assert v.rule == {"id": "agg-syn-8080", "action": "ratelimit", "proto": "tcp", "dport": 8080,
+                      "rate_pps": AGG_THRESHOLDS["syn"]["cap"], "reason": v.rule["reason"]}
+    # A window whose SYNs mostly completed a handshake is load: HIGH, no rule.
+    busy = {**syn, "phase": "window", "packets": 6000, "pps": 6000.0, "syncookies": {"passive_opens": 4010}}
+    v = d.judge(busy, 101.0)
+    assert v.level == "HIGH" and v.rule is None and "completed a handshake" in v.reason
+    assert d.judge({**syn, "pps": 100.0}, 102.0) is None
+    icmp = d.judge({"kind": "icmp", "proto": "icmp", "dport": None, "phase": "window", "packets": 9000,
+                    "pps": 9000.0}, 103.0)
+    assert icmp.rule["id"] == "agg-icmp-all" and "dport" not in icmp.rule
+    assert d.judge({"kind": "udp", "proto": "udp", "dport": 53, "pps": 25000.0}, 104.0).rule is None  # HIGH
+    spread = d.judge({"kind": "syn", "proto": "tcp", "dport": None, "phase": "window", "pps": 90000.0}, 105.0)
+    assert spread.level == "CRITICAL" and spread.rule is None and "spread over ports" in spread.reason

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
 
 @pytest.fixture(scope="module")
 def loader(lab, tmp_path_factory):
-    lp = start_loader(lab, tmp_path_factory, "--flow-interval", "0.5", "--flow-pps-threshold", "200")
+    lp = start_loader(lab, tmp_path_factory, "--flow-interval", "0.5", "--flow-pps-threshold", "200",
+                      "--flow-watch-pps", "1")
     yield lp
     stop_loader(lab, lp)
 

@@ -43,7 +43,7 @@ def nothing_on_the_interface(lab) -> bool:
 
 
 def test_tc_mode_drops_hits_rules_keeps_stats_and_survives_a_crash(lab, run, tmp_path):
-    lp = run("--xdp-mode", "tc", "--flow-interval", "0.2")
+    lp = run("--xdp-mode", "tc", "--flow-interval", "0.2", "--flow-watch-pps", "1")
     start = lp.all_events[0]
     assert (start["xdp_mode"], start["ingress_path"]) == ("tc", "tcx-ingress")
     assert start["xdp_native_error"] is None and start["kernel_taint"] is None   # native not asked for

@@ -105,3 +105,82 @@ class FloodDetector:
                                 f"the flow classifier says {label} ({conf:.0%}) below the flood thresholds",
                                 "classifier", label, conf)
         return None
+
+
+# Aggregate floods (flow_aggregate events: one destination port and
+# protocol, every source together, counted in the XDP program). Higher than
+# the per-source rates, as a busy service sees many clients at once: for
+# each kind, the packets/s at which it is HIGH (logged) and CRITICAL (rate
+# limited), and the cap the rate-limit rule puts on it. hping3 `--flood
+# --rand-source` sends far more than CRITICAL in the lab (docs/flow_model.md).
+AGG_THRESHOLDS = {
+    "syn": {"high": 2000, "critical": 5000, "cap": 1000},
+    "udp": {"high": 20000, "critical": 50000, "cap": 10000},
+    # ICMP: above what the per-source path bans (800/s from one address), so
+    # one pinging flood is banned, not every client's ping limited.
+    "icmp": {"high": 3000, "critical": 6000, "cap": 1000},
+}
+# A SYN rate whose handshakes mostly complete is load, not a flood.
+HANDSHAKE_SHARE_OK = 0.5
+
+
+@dataclass
+class AggregateVerdict:
+    level: str              # HIGH or CRITICAL
+    category: str           # syn_flood, udp_flood, icmp_flood (aggregate)
+    rate: float
+    reason: str
+    rule: dict | None       # the ratelimit rule to install (CRITICAL only)
+
+
+class AggregateDetector:
+    """Judges flow_aggregate events; remembers the SYN cookie counters of the
+    last SYN window to tell completed handshakes from a flood."""
+
+    def __init__(self, thresholds: dict | None = None):
+        self.thresholds = thresholds or AGG_THRESHOLDS
+        self._last_syn: tuple[float, int] | None = None   # (ts of the window, passive opens)
+
+    def _handshake_share(self, ev: dict, now: float) -> float | None:
+        opens = (ev.get("syncookies") or {}).get("passive_opens")
+        if ev.get("kind") != "syn" or not isinstance(opens, int):
+            return None
+        last, self._last_syn = self._last_syn, (now, opens)
+        if ev.get("phase") != "window" or last is None or now - last[0] > 5 or not ev.get("packets"):
+            return None
+        return max(0, opens - last[1]) / ev["packets"]
+
+    def judge(self, ev: dict, now: float) -> AggregateVerdict | None:
+        kind = ev.get("kind")
+        t = self.thresholds.get(kind)
+        if t is None:
+            return None
+        rate = float(ev.get("pps") or 0)
+        share = self._handshake_share(ev, now)
+        if rate < t["high"]:
+            return None
+        dport = ev.get("dport")
+        where = (f"{ev.get('proto')} port {dport}" if dport is not None
+                 else str(ev.get("proto")) + (" (all ports)" if kind != "icmp" else ""))
+        level = "CRITICAL" if rate >= t["critical"] else "HIGH"
+        reason = f"{rate:.0f} {kind} packets/s to {where} from all sources together"
+        if dport is None and kind != "icmp":
+            return AggregateVerdict(level, f"{kind}_flood", round(rate, 1),
+                                    f"{reason}, spread over ports: not limited (a cap on every port "
+                                    "would cap SSH too); add a ratelimit rule for the ports to protect",
+                                    None)
+        if share is not None and share >= HANDSHAKE_SHARE_OK:
+            return AggregateVerdict("HIGH", f"{kind}_flood", rate,
+                                    f"{reason}, but {share:.0%} of them completed a handshake: load, "
+                                    "not limited", None)
+        rule = None
+        if level == "CRITICAL":
+            rule = {"id": f"agg-{kind}-{dport if dport is not None else 'all'}", "action": "ratelimit",
+                    "proto": ev.get("proto"), "rate_pps": t["cap"],
+                    "reason": f"aggregate {kind} flood: {reason}; capped at {t['cap']}/s"}
+            if dport is not None:
+                rule["dport"] = dport
+            reason += f" (CRITICAL at {t['critical']}/s): rate limit {t['cap']}/s, no address banned"
+        else:
+            reason += f" (HIGH at {t['high']}/s)"
+        return AggregateVerdict(level, f"{kind}_flood", round(rate, 1), reason, rule)

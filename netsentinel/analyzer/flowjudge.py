@@ -15,15 +15,17 @@ from .. import proposals
 from ..llm.backends import BackendError
 from ..llm.config import LLM_BACKENDS
 from ..netinfo import ProtectedCache
+from ..records import RULE_COMMANDS
 from ..store import StoreError
 from .autoban import AutoBanPolicy
 from .evidence import threat_from
-from .floods import FloodDetector
+from .floods import AggregateDetector, FloodDetector
 from .inbound import BruteForce, InboundView
 from .sinks import RecordsSink
 
 PROPOSE_EVERY_S = 600.0  # at most one LLM rule proposal per flooding source per this
 PROPOSED_MAX = 4096      # flooding sources remembered for that
+RATE_LIMIT_TTL_S = 600   # an aggregate flood's rate-limit rule lasts this long after its last renewal
 _PROTECTED = ProtectedCache()  # for rule proposals; the sink keeps its own for auto-bans
 # Flood kinds a two-way session makes a stream: an iperf3 UDP test, a video call.
 SESSION_KINDS = frozenset({"udp_flood"})
@@ -126,6 +128,41 @@ class FlowJudging:
                 self._proposed[ev["src"]] = now
                 threading.Thread(target=self._propose_rules, args=(ev, v), daemon=True,
                                  name="rule-proposal").start()
+
+    def handle_aggregate(self, ev: dict) -> None:
+        """An aggregate window (one port and protocol, all sources): a flood
+        is logged and, when CRITICAL, answered with a rate-limit rule for that
+        port and protocol (auto_block_floods), never with bans: its sources
+        may be spoofed, even to addresses this host needs."""
+        cfg = self.settings.current()
+        self._track_settings(cfg)
+        if getattr(self, "_aggregates", None) is None:
+            self._aggregates, self._limited = AggregateDetector(), {}
+        now = time.monotonic()
+        v = self._aggregates.judge(ev, now)
+        if v is None:
+            return
+        verdict = {"level": v.level, "category": v.category, "confidence": 1.0, "rule_level": v.level,
+                   "reason": v.reason, "verdict_source": "rules", "rule_ids": [f"flood:aggregate:{v.category}"],
+                   "recommended_action": "rate limit the port" if v.rule else "watch the port",
+                   "detector": "aggregate"}
+        self.sink.add(RecordsSink.make_entry(ev, verdict, "rules", False), None)
+        self._tally(v.level, "rules")
+        if v.rule is None or not cfg["auto_block_floods"]:
+            return
+        # Renewed at half its life while the flood lasts, not at every window.
+        if now - self._limited.get(v.rule["id"], -RATE_LIMIT_TTL_S) < RATE_LIMIT_TTL_S / 2:
+            return
+        rule = {**v.rule, "ttl_seconds": RATE_LIMIT_TTL_S, "source": "auto-flood"}
+        try:
+            self.store.append_command({"action": "add_rule", "rule": rule, "source": "auto-flood"},
+                                      name=RULE_COMMANDS)
+        except StoreError as e:
+            self.warn(f"rate limit {rule['id']} not queued: {e}; retried at the next window")
+            return
+        self._limited[v.rule["id"]] = now
+        self.warn(f"auto-block: rate limit {rule['id']} ({rule['rate_pps']}/s) for {RATE_LIMIT_TTL_S}s: "
+                  f"{v.reason}")
 
     def _propose_rules(self, ev: dict, v) -> None:
         """Ask the LLM for filter rules against this flood; a person reviews them."""

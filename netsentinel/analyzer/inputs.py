@@ -139,6 +139,8 @@ def parse_line(line: bytes | str) -> dict:
         _check_connection(ev)
     elif ev["type"] == "flow":
         _check_flow(ev)
+    elif ev["type"] == "flow_aggregate":
+        _check_aggregate(ev)
     return ev
 
 
@@ -170,6 +172,18 @@ def _check_flow(ev: dict) -> None:
         v = ev.get(k, 0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= _MAX_NUMBER:
             raise BadLine(f"flow event: {k} must be a number 0-{_MAX_NUMBER:g}, got {_show(v)}")
+
+
+def _check_aggregate(ev: dict) -> None:
+    if ev.get("kind") not in ("syn", "udp", "icmp"):
+        raise BadLine(f"flow_aggregate event: kind must be syn, udp or icmp, got {_show(ev.get('kind'))}")
+    d = ev.get("dport")
+    if d is not None and (isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= 65535):
+        raise BadLine(f"flow_aggregate event: dport must be 0-65535 or null, got {_show(d)}")
+    for k in ("packets", "window_s", "pps"):
+        v = ev.get(k, 0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= _MAX_NUMBER:
+            raise BadLine(f"flow_aggregate event: {k} must be a number 0-{_MAX_NUMBER:g}, got {_show(v)}")
 
 
 def _address(what: str, value) -> None:

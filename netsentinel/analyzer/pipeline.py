@@ -222,6 +222,8 @@ class Analyzer(FlowJudging):
             self.handle_accepts(ev)
         elif t == "tcp_health":
             self.inbound.on_tcp_health(ev)
+        elif t == "flow_aggregate":
+            self.handle_aggregate(ev)
         elif t in ("raw_socket", "egress", "udp"):  # outbound (issue 12): rules only, no LLM
             try:
                 out = self.behaviour.judge(ev, self.settings.current())

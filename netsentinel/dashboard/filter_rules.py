@@ -26,7 +26,7 @@ from .data import ago, read_json
 from .storeview import opened
 from .ui import act, analyzer_hint, code, loader_hint, md
 
-RULE_COLUMNS = ("id", "action", "src", "proto", "sport", "dport", "tcp_flags", "icmp_type")
+RULE_COLUMNS = ("id", "action", "src", "proto", "sport", "dport", "tcp_flags", "icmp_type", "rate_pps")
 
 
 def _file(ctx: Ctx, name: str, default):
@@ -198,9 +198,10 @@ def by_hand(ctx: Ctx) -> None:
         st.subheader("Add a rule")
         st.text_area("Rule (JSON)", key="rule_json", height=90,
                      placeholder='{"action": "drop", "src": "203.0.113.0/24", "proto": "udp", "sport": 1900}')
-        st.caption("Fields: id, action (drop|count), src (IP/CIDR or any), proto (tcp, udp, icmp, icmpv6, "
-                   "any), sport/dport (port or \"lo-hi\"), tcp_flags (\"SYN,!ACK\"), icmp_type, reason, "
-                   "ttl_seconds. Checked here and again by the loader.")
+        st.caption("Fields: id, action (drop|count|ratelimit), src (IP/CIDR or any), proto (tcp, udp, icmp, "
+                   "icmpv6, any), sport/dport (port or \"lo-hi\"), tcp_flags (\"SYN,!ACK\"), icmp_type, "
+                   "rate_pps and burst (ratelimit: packets/s let through; hits are the packets over it), "
+                   "reason, ttl_seconds. Checked here and again by the loader.")
         st.form_submit_button("Add", key="rule_add_submit", on_click=_add, args=(ctx,))
 
 

@@ -33,6 +33,7 @@ from . import ingress
 from .contain import ContainMaps
 from .maps import BanCounters, EnforcerMaps, ktime_to_epoch  # noqa: F401  (re-exported)
 from .pins import PinDir
+from .xdpstats import XdpStats
 
 CGROUP_HOOKS = tuple(zip(ENFORCER_CGROUP, (ATTACH_CGROUP_INET4_CONNECT, ATTACH_CGROUP_INET6_CONNECT,
                                            ATTACH_CGROUP_UDP4_SENDMSG, ATTACH_CGROUP_UDP6_SENDMSG)))
@@ -42,7 +43,7 @@ XDP_MODES = {"auto": ("native", "tc"), "native": ("native",), "generic": ("gener
 INGRESS_PATHS = {"native": "xdp-native", "generic": "xdp-generic", "tc": "tcx-ingress"}
 
 
-class Enforcer(EnforcerMaps, ContainMaps):
+class Enforcer(EnforcerMaps, ContainMaps, XdpStats):
     """XDP + cgroup enforcement over one ban set: load(), fill, attach()."""
 
     def __init__(self, interface: str | None, *, max_bans: int = MAX_BANS, cgroup: bool = True,
@@ -108,6 +109,8 @@ class Enforcer(EnforcerMaps, ContainMaps):
             info = map_info(t.map_fd)
             leaf = getattr(t, "sLeaf", t.Leaf)
             want = (ctypes.sizeof(t.Key), ctypes.sizeof(leaf), t.max_entries)
+            if name == "xdp_events":   # a ring buffer has no key or value, only a size
+                want = (0, 0, t.max_entries)
             got = info and (info["key_size"], info["value_size"], info["max_entries"])
             if got != want:
                 where = self.pins.path if self.pins else "memory"

@@ -1,6 +1,6 @@
 """The enforcer's maps, as the loader uses them: the ban set (two LPM tries
-whose values carry counters and an expiry), the filter-rule slots, the
-global counters and the per-source flow statistics. A mixin of Enforcer
+whose values carry counters and an expiry), the filter-rule slots and the
+global counters (the per-source and aggregate statistics: xdpstats.py). A mixin of Enforcer
 (kernel/enforcer.py), which owns loading and attaching; self.bpf is the
 loaded BCC object, its maps pinned or private."""
 
@@ -23,7 +23,8 @@ BPF_NOEXIST = 1   # bpf_map_update_elem flag: fail with EEXIST when the key is t
 
 
 def ktime_to_epoch(ns: int) -> float | None:
-    """bpf_ktime_get_ns() (CLOCK_MONOTONIC) → Unix time; None for 0."""
+    """bpf_ktime_get_ns() or bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC,
+    the coarse one a tick behind at most) → Unix time; None for 0."""
     if not ns:
         return None
     return time.time() - (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - ns) / 1e9
@@ -159,8 +160,10 @@ class EnforcerMaps:
             bytes(table[table.Key(base + i)]) == bytes(leaf) for i, leaf in enumerate(leaves))
         if not same:
             active, base = 1 - active, (1 - active) * MAX_RULES
+            buckets = self.bpf["rule_buckets"]
             for i, leaf in enumerate(leaves):
                 table[table.Key(base + i)] = leaf
+                buckets[buckets.Key(base + i)] = buckets.Leaf()   # a rate limit starts full
             state[state.Key(RULE_STATE_COUNT0 + active)] = ctypes.c_uint(len(rules))
         self._rule_base = base
         self._rule_slots = [(r.id, int(sum(hits[hits.Key(base + i)]))) for i, r in enumerate(rules)]
@@ -178,6 +181,9 @@ class EnforcerMaps:
         leaf.icmp_type = rule.icmp_type or 0
         leaf.sport_min, leaf.sport_max = rule.sport
         leaf.dport_min, leaf.dport_max = rule.dport
+        if rule.rate_pps:
+            leaf.cost_ns = max(1, 1_000_000_000 // rule.rate_pps)
+            leaf.burst = rule.burst
         if rule.src is not None:
             src = rule.src.network_address.packed
             mask = rule.src.netmask.packed
@@ -189,35 +195,3 @@ class EnforcerMaps:
         hits = self.bpf["rule_hits"]
         return {rid: int(sum(hits[hits.Key(self._rule_base + i)])) - base
                 for i, (rid, base) in enumerate(self._rule_slots)}
-
-    # ---- per-source statistics
-    def read_flows(self) -> dict[str, dict]:
-        """Per-source totals summed over CPUs: {address: {field: value}}.
-        Also closes the destination-port window: `dport_bits` is the OR of
-        the ports seen since the previous call."""
-        epoch = self.bpf["flow_epoch"]
-        e = int(epoch[epoch.Key(0)].value)
-        epoch[epoch.Key(0)] = ctypes.c_ulonglong(e + 1)   # the kernel starts the next window
-        slot = e & 1
-        out = {}
-        for k, per_cpu in self.bpf["flows"].items():
-            raw = bytes(k.addr)
-            addr = str(ipaddress.ip_address(raw[:4] if k.family == FAMILY_V4 else raw))
-            agg: dict = {"dport_bits": 0}
-            for v in per_cpu:
-                if v.dport_epoch[slot] == e:
-                    agg["dport_bits"] |= v.dport_bits[slot]
-                for name, _ in v._fields_:
-                    if name.startswith("dport_"):
-                        continue
-                    x = getattr(v, name)
-                    if name == "first_seen_ns":
-                        if x and (not agg.get(name) or x < agg[name]):
-                            agg[name] = x
-                    elif name == "last_seen_ns":
-                        agg[name] = max(agg.get(name, 0), x)
-                    else:
-                        agg[name] = agg.get(name, 0) + x
-            agg["family"] = "ipv4" if k.family == FAMILY_V4 else "ipv6"
-            out[addr] = agg
-        return out

@@ -246,8 +246,8 @@ FIELDS: tuple[Field, ...] = (
     Field("auto_ban_ttl_seconds", "int", 3600, "auto-bans expire after this", 1, 10 * 365 * DAY,
           flags=("--auto-ban-ttl",), metavar="SECONDS", group=_BAN,
           label="Auto-ban expires after (s)"),
-    Field("auto_block_floods", "bool", True, "ban a CRITICAL inbound flood at once "
-          "(netsentinel/analyzer/floods.py)"),
+    Field("auto_block_floods", "bool", True, "ban a CRITICAL inbound flood at once; rate-limit "
+          "the port of a CRITICAL aggregate (many-source) flood (netsentinel/analyzer/floods.py)"),
     Field("flood_ban_ttl_seconds", "int", 600, "flood bans expire after this", 1, 7 * DAY),
     Field("flood_thresholds", "thresholds", {}, "per-kind overrides of the flood thresholds, "
           'e.g. {"icmp_flood": {"critical": 2000}}'),

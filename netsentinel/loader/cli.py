@@ -23,6 +23,7 @@ from ..addresses import AddressError, parse_target
 from ..cliargs import EXIT_FAILURE, EXIT_USAGE, die, quiet_on_closed_stdout, tool_parser
 from ..kernel.pins import DEFAULT_PIN_ROOT
 from .fleet import add_fleet_arguments, fleet_options
+from .flows import AGG_PPS_DEFAULT
 
 PROG = "unified_ebpf.py"
 
@@ -130,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="top talkers reported per flow sample (default: %(default)s)")
     p.add_argument("--flow-pps-threshold", type=float, default=1000.0,
                    help="also report every source above this many packets/s (default: %(default)s)")
+    p.add_argument("--flow-watch-pps", type=float, default=100.0,
+                   help="the XDP program reports a source from this many packets/s (per CPU); only "
+                        "reported sources are read, so slower ones are not in flow events "
+                        "(default: %(default)s; the lower of this and --flow-pps-threshold counts)")
+    for kind, what in (("syn", "SYNs without ACK to one TCP port"), ("udp", "datagrams to one UDP port"),
+                       ("icmp", "ICMP packets")):
+        p.add_argument(f"--agg-{kind}-pps", type=float, default=AGG_PPS_DEFAULT[kind],
+                       help=f"report {what}, all sources together, from this many per second as a "
+                            "flow_aggregate event (0: never; default: %(default)s)")
     add_fleet_arguments(p)
     metrics.add_option(p)
     p.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
@@ -218,6 +228,8 @@ def main(argv=None) -> int:
         page_cnt=args.buffer_pages, stats_interval=args.stats_interval,
         flow_interval=args.flow_interval, flow_top=args.flow_top,
         flow_pps_threshold=args.flow_pps_threshold, duration=args.duration, fleet=fleet,
+        flow_watch_pps=args.flow_watch_pps,
+        agg_pps={k: getattr(args, f"agg_{k}_pps") for k in AGG_PPS_DEFAULT},
         raw_sockets=not args.no_raw_sockets, pin_dir=args.pin_dir, extra_cflags=dict(args.test_define),
         stack=args.stack, stack_interval=args.stack_interval)
     try:

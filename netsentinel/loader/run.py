@@ -29,7 +29,7 @@ from .contain import ContainTable  # process containment (issue 12)
 from .crowdsec import FleetOptions
 from .fleet import Fleet
 from ..events import EventWriter
-from .flows import FlowTracker
+from .flows import AGG_PPS_DEFAULT, FlowFeed
 from ..kernel import KernelError
 from ..kernel.enforcer import Enforcer
 from ..kernel.libbpf import program_ids
@@ -75,6 +75,8 @@ class LoaderOptions:
     flow_interval: float = 1.0
     flow_top: int = 5
     flow_pps_threshold: float = 1000.0
+    flow_watch_pps: float = 100.0        # the XDP program reports a source from this rate
+    agg_pps: dict[str, float] = field(default_factory=lambda: dict(AGG_PPS_DEFAULT))
     duration: float | None = None
     fleet: FleetOptions | None = None   # CrowdSec LAPI (docs/FLEET.md)
     raw_sockets: bool = True  # outbound (issue 12)
@@ -101,7 +103,7 @@ class Loader:
         self.bans: BanTable | None = None
         self.rules: RuleTable | None = None
         self.contain: ContainTable | None = None
-        self.flows: FlowTracker | None = None
+        self.flows: FlowFeed | None = None
         self.fleet = None
         self.stack: Stack | None = None
         self.stop_reason: str | None = None
@@ -181,6 +183,8 @@ class Loader:
             "rule_drops": totals.get("rule_drops", 0),
             **({"contained": len(self.contain.records), "contain_blocked": self.contain.blocked_total()}
                if self.contain else {}),
+            **({"inbound": {**{k: totals.get(k, 0) for k in ("tcp_syn", "udp", "icmp")},
+                            **self.flows.counts()}} if self.flows else {}),
             **({"crowdsec": self.fleet.status()} if self.fleet else {}),
             **({"stack": self.stack.totals()} if self.stack else {}),
         }
@@ -310,7 +314,9 @@ class Loader:
         e.attach()
         report_attached(e, warn)
         if e.xdp_mode:
-            self.flows = FlowTracker(e.read_flows, top_n=o.flow_top, pps_threshold=o.flow_pps_threshold)
+            self.flows = FlowFeed(e, self.events.emit, interval=o.flow_interval, top_n=o.flow_top,
+                                  pps_threshold=o.flow_pps_threshold, watch_pps=o.flow_watch_pps,
+                                  agg_pps=o.agg_pps)
 
     def _records_trouble(self, e: Exception | None) -> None:
         """records/ unusable (lock held, disk full...): say so once, keep the
@@ -338,7 +344,6 @@ class Loader:
         now = time.monotonic()
         next_scan = next_status = now
         next_stats = now + o.stats_interval
-        next_flows = now
         deadline = now + o.duration if o.duration else None
         while self.stop_reason is None:
             # A big CrowdSec pull in progress: no idle wait between its slices.
@@ -373,10 +378,8 @@ class Loader:
                 self._records_trouble(None)
             except StoreError as e:
                 self._records_trouble(e)
-            if self.flows and now >= next_flows:
-                for body in self.flows.sample():
-                    self.events.emit("flow", **body)
-                next_flows = now + o.flow_interval
+            if self.flows:
+                self.flows.poll(now)
             if self.stack:
                 self.stack.tick(now)
             if now >= next_status:
