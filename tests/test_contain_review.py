@@ -85,6 +85,7 @@ def test_stopping_the_process_needs_its_confirmation(env):
     records, _ = env
     seed(records)
     at = start("Review")
+    at.selectbox(key="review_open").set_value("seedhigh0003").run()  # one card at a time
     at.selectbox(key="stop_seedhigh0003").set_value("SIGKILL")
     at.button(key="contain_seedhigh0003").click().run()
     assert "tick the confirmation box" in texts(at, "error")

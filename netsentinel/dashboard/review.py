@@ -196,7 +196,7 @@ def threat_card(ctx: Ctx, t: dict) -> None:
             c2.text_input("Note (optional)", key=f"note_{tid}")
             c3.checkbox(f"On reject, also trust {code(target_of(t))}", key=f"trust_{tid}",
                         help="adds it to the whitelist in filter_config.json")
-            local = threats.local_actor(t)        # a local process is the actor
+            local = int(bool(threats.local_actor(t)))  # 1 when a local process is the actor
             contain_first = threats.default_action(t) == "contain"
             if local:
                 contain_inputs(t)
