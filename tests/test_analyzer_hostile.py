@@ -58,7 +58,7 @@ def test_hostile_lines_are_refused_kept_aside_and_judging_goes_on(tmp_path):
         # Not UTF-8, and a lone surrogate escape (valid JSON: judged, made writable).
         w.flush()
         proc.stdin.buffer.write(b'{"v":1,"type":"connection","comm":"\xff"}\n')
-        w.write(json.dumps(conn(5, comm="evil\ud800", dport=23, daddr="10.0.0.6")) + "\n")
+        w.write(json.dumps(conn(5, comm="evil\ud800", exe="/usr/bin/evil", dport=23, daddr="10.0.0.6")) + "\n")
         # 200 MB on one line: read past in chunks, never held.
         chunk = "A" * (1 << 20)
         w.write(HUGE_START + chunk)
@@ -95,13 +95,16 @@ def test_hostile_lines_are_refused_kept_aside_and_judging_goes_on(tmp_path):
 
 
 # ------------------------------------------------------------ records files
+KEY = "proc|connection|uid=1000|/usr/bin/curl"  # conn()'s process identity (rules.process_key)
+
+
 def test_hostile_records_files_are_set_aside_and_recording_goes_on(tmp_path):
     records = tmp_path / "records"
     records.mkdir()
     (records / "pending_threats.json").write_text(json.dumps(
         ["x", 1, None, {"id": "abc123", "status": "pending", "count": "many", "level": "HIGH",
                         "category": "suspicious_port", "confidence": "high",
-                        "dedupe_key": "dst|10.0.0.5", "target": "10.0.0.5", "event": conn()}]))
+                        "dedupe_key": KEY, "target": "10.0.0.5", "event": conn()}]))
     (records / "llm_config.json").write_text('{"a":' * 50_000 + "1" + "}" * 50_000)
     proc = start_analyzer(tmp_path, ["--backend", "rules", "--status-interval", "0.2"])
     try:
@@ -135,8 +138,8 @@ def test_hostile_records_files_are_set_aside_and_recording_goes_on(tmp_path):
     assert len(read(records, "dashboard_logs.json")["entries"]) == 21  # the window is in memory
     threats = {t["dedupe_key"]: t for t in pending(records)}
     # The hand-edited count restarted; the telnet sighting and the scan merged into it.
-    assert threats["dst|10.0.0.5"]["id"] == "abc123" and threats["dst|10.0.0.5"]["count"] == 1 + 1 + 6
-    assert threats["dst|10.0.0.5"]["level"] == "CRITICAL"
+    assert threats[KEY]["id"] == "abc123" and threats[KEY]["count"] == 1 + 1 + 6
+    assert threats[KEY]["level"] == "CRITICAL" and threats[KEY]["category"] == "port_scan"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")

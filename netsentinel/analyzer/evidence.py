@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .rules import destination_key
 from ..levels import THREAT_LEVELS
+from ..threats import sighting_of
 
 
 def auto_bannable(threat: dict, min_confidence: float) -> bool:
@@ -29,11 +30,14 @@ def threat_from(entry: dict, target: str | None, dedupe_key: str | None,
         entry["level"] if entry.get("verdict_source", "rules") != "llm" else None)
     if rule_confidence is None and entry.get("verdict_source") != "llm":
         rule_confidence = entry["confidence"]
-    return {"level": entry["level"], "category": entry["category"],
-            "rule_level": rule_level, "rule_confidence": rule_confidence,
-            "confidence": entry["confidence"], "reason": entry["reason"],
-            "recommended_action": entry["recommended_action"],
-            "verdict_source": entry["verdict_source"], "backend": entry["backend"],
-            "rule_ids": entry.get("rule_ids", []), "event": event,
-            "target": target or event.get("daddr"),
-            "dedupe_key": dedupe_key or destination_key(event.get("daddr"))}
+    threat = {"level": entry["level"], "category": entry["category"],
+              "rule_level": rule_level, "rule_confidence": rule_confidence,
+              "confidence": entry["confidence"], "reason": entry["reason"],
+              "recommended_action": entry["recommended_action"],
+              "verdict_source": entry["verdict_source"], "backend": entry["backend"],
+              "rule_ids": entry.get("rule_ids", []), "event": event,
+              "target": target or event.get("daddr"),
+              "dedupe_key": dedupe_key or destination_key(event.get("daddr")),
+              "targets_sample": [event["daddr"]] if event.get("daddr") else []}
+    threat["sightings"] = [sighting_of(threat)]  # this sighting's evidence, whole
+    return threat

@@ -6,9 +6,13 @@ only knows the rule *kinds*:
              marked it): INFO, and nothing after it is evaluated
   match      conditions on the event ("when": ports, process names, exe
              paths, command line, destination CIDRs or known-bad lists)
-  scan       one process or source touching many distinct ports on a host
-             ("measure": "ports") or many hosts ("measure": "hosts") within
-             a sliding window; thresholds come from llm_config.json
+  scan       one actor touching many distinct ports on a host ("measure":
+             "ports") or many hosts ("measure": "hosts"), counted per pid,
+             per executable and per session (a shell loop makes a process
+             per probe) over a short and a long window, on every port;
+             thresholds, windows and allowed executables come from
+             llm_config.json; destinations an executable keeps coming back
+             to (scan.Baselines) are not new and do not count
 
 Every matching rule contributes; the verdict is the highest level. It is
 "settled" (the LLM is not asked, unless llm_scope is "all") when a rule at
@@ -32,7 +36,7 @@ from ..levels import LEVELS, rank
 from ..paths import PROJECT_ROOT
 from ..timefmt import parse_iso
 from .addrlist import AddressList
-from .scan import ProcessHistory, SlidingDistinct
+from .scan import Baselines, DistinctWindow, ProcessHistory
 from .verdict import Verdict
 
 DEFAULT_RULES_PATH = PROJECT_ROOT / "rules" / "default_rules.json"
@@ -42,7 +46,7 @@ CONDITIONS = ("dport_in", "process_in", "exe_prefix", "exe_suffix", "cmdline_reg
 # Event types rules judge ("on"); only connections have destinations and scans.
 EVENT_KINDS = ("connection", "raw_socket")
 DESTINATION_CONDITIONS = {"dport_in", "daddr_in", "daddr_in_lists"}
-GROUP_FIELDS = ("pid", "ppid", "exe", "comm", "uid", "saddr")
+GROUP_FIELDS = ("pid", "ppid", "sid", "exe", "comm", "uid", "saddr")
 RULE_KEYS = {"id", "kind", "description", "level", "category", "confidence", "reason",
              "recommended_action", "settles", "when", "measure", "group_by", "ignore_ports", "on"}
 _FIELD = re.compile(r"\{([^{}]*)\}")
@@ -150,7 +154,12 @@ class Rule:
                                     f"{', '.join(GROUP_FIELDS)}")
             self.group_by = [tuple(g) for g in groups]
             self.ignore_ports = set(_ports(raw.get("ignore_ports", []), where))
-            self.windows = SlidingDistinct()
+            # (window, its length setting, its threshold setting) short then long.
+            thr = "port" if self.measure == "ports" else "host"
+            self.windows = ((DistinctWindow(1024, 512), "scan_window_seconds",
+                             f"scan_{thr}_threshold"),
+                            (DistinctWindow(256, 1024), "scan_long_window_seconds",
+                             f"scan_long_{thr}_threshold"))
 
     def _compile_when(self, where: str, base_dir: Path, extra_lists: list[str], warn) -> None:
         w = self.when
@@ -226,31 +235,45 @@ class Rule:
         return fields
 
     def scan(self, ev: dict, t: float, cfg: dict) -> tuple[dict, tuple] | None:
-        """(template fields, group) when a group crossed its threshold."""
-        window = cfg["scan_window_seconds"]
+        """(template fields, (group fields, values, sample)) when a group
+        crossed a threshold: the first group of group_by, short window first."""
         if self.measure == "ports":
-            threshold, sub, value = cfg["scan_port_threshold"], ev["daddr"], ev["dport"]
+            sub, value = ev["daddr"], ev["dport"]
         else:
             if ev["dport"] in self.ignore_ports:
                 return None
-            threshold, sub, value = cfg["scan_host_threshold"], None, ev["daddr"]
+            sub, value = None, ev["daddr"]
         best = None
         for fields in self.group_by:
             values = tuple(ev.get(f) for f in fields)
             if any(v is None for v in values):
                 continue  # e.g. saddr is null in kprobe mode: that grouping says nothing
             group = (fields, values)
-            wc = self.windows.observe(group, t, sub, value, window)
-            if wc.distinct >= threshold and best is None:
-                who = ", ".join(f"{f} {v}" for f, v in zip(fields, values))
-                best = ({"distinct": wc.distinct, "window": f"{window:g}", "threshold": threshold,
-                         "sample": ", ".join(map(str, wc.sample)), "host": ev["daddr"],
-                         "who": who}, group,
-                        wc.sample)
-        if best is None:
-            return None
-        fields, group, sample = best
-        return fields, group + (tuple(sample),)
+            for win, window_key, threshold_key in self.windows:
+                window, threshold = cfg[window_key], cfg[threshold_key]
+                n = win.observe(group, t, sub, value, window)
+                if n >= threshold and best is None:
+                    sample = win.sample(group, sub)
+                    best = ({"distinct": n, "window": f"{window:g}", "threshold": threshold,
+                             "sample": ", ".join(map(str, sample)), "host": ev["daddr"],
+                             "who": _who(fields, ev)}, (fields, values, tuple(sample)))
+        return best
+
+
+def _who(fields: tuple, ev: dict) -> str:
+    """The actor a scan group stands for, in words, naming the parent or
+    the session leader (a shell loop's probes are each a new process)."""
+    parent = f"parent {ev.get('parent_comm') or '?'} pid {ev.get('ppid')}"
+    if fields == ("pid",):
+        return f"pid {ev['pid']} ({ev.get('exe')}, {parent})"
+    if fields == ("ppid", "exe"):
+        return f"{ev.get('exe')} processes under {parent}"
+    if fields == ("uid", "exe"):
+        return f"{ev.get('exe')} run by uid {ev.get('uid')}"
+    if fields == ("uid", "sid"):
+        return (f"session {ev.get('sid')} of uid {ev.get('uid')} (leader "
+                f"{ev.get('session_leader') or '?'}, {parent})")
+    return ", ".join(f"{f} {ev.get(f)}" for f in fields)
 
 
 def _in_nets(addr: str, nets: list) -> str | None:
@@ -310,19 +333,33 @@ class RuleEngine:
         except RuleFileError as e:
             raise RuleFileError(f"{self.path}: {e}") from None
         self.history = ProcessHistory()
+        self.baselines = Baselines()
 
     def memory(self) -> dict:
         """What the bounded detectors hold and have forgotten (for the status)."""
-        wins = [r.windows for r in self.rules if r.kind == "scan"]
+        wins = [w for r in self.rules if r.kind == "scan" for w, _, _ in r.windows]
         return {"scan_groups": sum(len(w) for w in wins),
                 "scan_groups_evicted": sum(w.evicted for w in wins),
+                "scan_values_evicted": sum(w.values_evicted for w in wins),
+                "baseline_executables": len(self.baselines),
+                "baseline_learned": self.baselines.learned,
+                "baseline_evicted": self.baselines.evicted,
                 "processes_tracked": len(self.history), "processes_evicted": self.history.evicted}
+
+    def _scans_apply(self, ev: dict, t: float, cfg: dict) -> bool:
+        """Do the scan rules count this connection? Not for an allowed
+        executable, nor for a destination in its executable's baseline."""
+        exe = ev.get("exe")
+        if exe and exe in cfg["scan_allowed_exes"]:
+            return False
+        ident = (ev.get("uid"), exe or f"comm:{ev.get('comm')}")
+        return not self.baselines.known(ident, (ev["daddr"], ev["dport"]), t)
 
     def evaluate(self, ev: dict, cfg: dict, whitelist=None) -> RuleOutcome:
         """Judge one connection event (and remember it for scan windows and history)."""
         t = _event_time(ev)
         matches: list[tuple[Rule, dict]] = []
-        target, dedupe = ev["daddr"], None
+        target, scans = ev["daddr"], None
         for rule in self.rules:
             if rule.on != "connection":
                 continue
@@ -335,13 +372,14 @@ class RuleEngine:
                     return RuleOutcome(v, True, True, None, None)
                 continue
             if rule.kind == "scan":
-                hit = rule.scan(ev, t, cfg)
+                if scans is None:
+                    scans = self._scans_apply(ev, t, cfg)
+                hit = rule.scan(ev, t, cfg) if scans else None
                 if hit is None:
                     continue
                 fields, group = hit
                 if rule.measure == "hosts":
-                    target = _sweep_target(ev["daddr"], group[-1])
-                    dedupe = f"sweep|{rule.id}|{'/'.join(group[0])}={'/'.join(map(str, group[1]))}"
+                    sweep_target = _sweep_target(ev["daddr"], group[-1])
                 matches.append((rule, fields))
                 continue
             fields = rule.match(ev)
@@ -350,24 +388,32 @@ class RuleEngine:
         self.history.add(ev.get("pid"), {"ts": ev.get("ts"), "daddr": ev["daddr"], "dport": ev["dport"]})
         if not matches:
             return RuleOutcome(_verdict(self.default, ev, {}, []), self.default.settles, False,
-                               target, destination_key(ev["daddr"]))
+                               target, process_key(ev))
         top = max(rank(r.level) for r, _ in matches)
         at_top = [(r, f) for r, f in matches if rank(r.level) == top]
         # A scan names the threat (one scan is one threat) over a rule that also matched.
         rule, fields = min(at_top, key=lambda rf: rf[0].kind != "scan")
         v = _verdict(rule, ev, fields, [r.id for r, _ in matches])
         settled = any(r.settles for r, _ in at_top)
-        if dedupe is None or rule.kind != "scan" or rule.measure != "hosts":
-            dedupe, target = destination_key(ev["daddr"]), ev["daddr"]
-        return RuleOutcome(v, settled, False, target, dedupe)
+        if rule.kind == "scan" and rule.measure == "hosts":
+            target = sweep_target
+        return RuleOutcome(v, settled, False, target, process_key(ev))
+
+
+def process_key(ev: dict) -> str:
+    """Open threats are merged per process identity (uid and executable)
+    and event kind: the suspicious port a scanner touched first, its scan
+    and its sweep are one attack, one decision for a person, listing its
+    destinations (threats.py keeps each sighting's evidence together).
+    Another program hitting the same host is another actor, never folded
+    into this one. Same form as behaviour.process_key."""
+    return f"proc|{ev.get('type', 'connection')}|uid={ev.get('uid')}|" \
+           f"{ev.get('exe') or 'comm:' + str(ev.get('comm'))}"
 
 
 def destination_key(daddr: str) -> str:
-    """Open threats are merged per destination, the address a ban would
-    name: whatever the ports or processes, a suspicious port, the scan that
-    follows it and other programs hitting the same host during the scan
-    are one decision for a person (one scan is one threat). A host sweep
-    is keyed by its sweeping process instead."""
+    """The key of a threat about a destination and no process (a writer
+    that names none)."""
     return f"dst|{daddr}"
 
 

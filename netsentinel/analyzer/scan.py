@@ -99,3 +99,112 @@ class ProcessHistory:
         else:
             self._by_pid.move_to_end(pid)
         d.append(entry)
+
+
+class DistinctWindow:
+    """Per group key: the distinct (sub, value) pairs (e.g. (host, port))
+    last seen within `window` seconds, each held once whatever how often it
+    repeats: memory follows what is distinct, so a window of an hour costs
+    no more than one of a minute (the events themselves are not kept).
+
+    Bounded: at most max_groups groups (least recently used forgotten,
+    counted in `evicted`) and max_values pairs per group (oldest forgotten
+    first, counted in `values_evicted`)."""
+
+    def __init__(self, max_groups: int = 1024, max_values: int = 1024):
+        self.max_groups = max_groups
+        self.max_values = max_values
+        self._groups: OrderedDict = OrderedDict()   # group -> (OrderedDict (sub, value) -> t, {sub: n})
+        self.evicted = 0
+        self.values_evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def observe(self, group: tuple, t: float, sub, value, window: float) -> int:
+        """Record one sighting; how many distinct values `sub` has in the window."""
+        g = self._groups.get(group)
+        if g is None:
+            g = self._groups[group] = (OrderedDict(), {})
+            if len(self._groups) > self.max_groups:
+                self._groups.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._groups.move_to_end(group)
+        seen, per_sub = g
+        key = (sub, value)
+        if key in seen:
+            seen.move_to_end(key)
+        else:
+            per_sub[sub] = per_sub.get(sub, 0) + 1
+        seen[key] = t
+        horizon = t - window
+        while seen:
+            (old_sub, _), old_t = next(iter(seen.items()))
+            full = len(seen) > self.max_values
+            if old_t >= horizon and not full:
+                break
+            seen.popitem(last=False)
+            self.values_evicted += full
+            n = per_sub[old_sub] - 1
+            if n:
+                per_sub[old_sub] = n
+            else:
+                del per_sub[old_sub]
+        return per_sub.get(sub, 0)
+
+    def sample(self, group: tuple, sub, n: int = 12) -> list:
+        """Up to n of `sub`'s values in the window, sorted (for reason texts)."""
+        g = self._groups.get(group)
+        if g is None:
+            return []
+        # Numbers by value, addresses by length then text (10.0.0.2 before 10.0.0.10).
+        return sorted((v for s, v in g[0] if s == sub),
+                      key=lambda v: (1, len(v), v) if isinstance(v, str) else (0, v, ""))[:n]
+
+
+class Baselines:
+    """What each executable (uid, exe) keeps coming back to. A destination
+    (host, port) is learned when it is seen again at least min_gap seconds
+    after its first sighting: a poller scraping its exporters, an agent
+    reporting home. Learned destinations are not new, so they never count
+    towards a scan; the first round of a poller does (it looks exactly like
+    a scan: configure monitoring agents in scan_allowed_exes).
+
+    The gap keeps a scanner's own retransmissions (within a second or two)
+    from teaching it anything. Bounded: max_identities executables (least
+    recently used forgotten), max_destinations each (oldest forgotten)."""
+
+    def __init__(self, max_identities: int = 512, max_destinations: int = 512,
+                 min_gap: float = 5.0):
+        self.max_identities = max_identities
+        self.max_destinations = max_destinations
+        self.min_gap = min_gap
+        self._by_ident: OrderedDict = OrderedDict()  # ident -> OrderedDict dest -> [first_t, learned]
+        self.evicted = 0
+        self.learned = 0
+
+    def __len__(self) -> int:
+        return len(self._by_ident)
+
+    def known(self, ident: tuple, dest: tuple, t: float) -> bool:
+        """Record a sighting; True when dest is (now) part of ident's baseline."""
+        d = self._by_ident.get(ident)
+        if d is None:
+            d = self._by_ident[ident] = OrderedDict()
+            if len(self._by_ident) > self.max_identities:
+                self._by_ident.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._by_ident.move_to_end(ident)
+        entry = d.get(dest)
+        if entry is None:
+            d[dest] = [t, False]
+            if len(d) > self.max_destinations:
+                d.popitem(last=False)
+            return False
+        d.move_to_end(dest)
+        if not entry[1] and t - entry[0] >= self.min_gap:
+            entry[1] = True
+            self.learned += 1
+        return entry[1]
