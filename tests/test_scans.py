@@ -73,6 +73,17 @@ def test_a_shell_loop_sweep_on_port_80_names_the_session_leader():
     assert outs[-1].target == "10.9.0.0/24"
 
 
+def test_a_loop_whose_probes_exited_before_proc_was_read_is_still_one_actor():
+    """nc -z to hosts that answer at once: each nc is gone before the loader
+    reads /proc (no ppid, sid or exe); the kernel's uid and comm still group them."""
+    evs = [conn(i, pid=5100 + i, comm="nc", exe=None, ppid=None, cmdline=None, dport=80,
+                proc_error="process exited before it could be read", daddr=f"10.9.4.{i + 1}")
+           for i in range(20)]
+    _, outs = judge(evs)
+    v = outs[-1].verdict
+    assert v.category == "host_sweep" and "nc processes of uid 1000" in v.reason, v
+
+
 def test_a_loop_mixing_tools_is_one_session():
     """nc, curl and bash's /dev/tcp alternate: no one executable crosses the
     threshold, the session does, and the reason names its leader."""
@@ -82,7 +93,8 @@ def test_a_loop_mixing_tools_is_one_session():
            for i in range(20)]
     _, outs = judge(evs)
     v = outs[-1].verdict
-    assert v.category == "host_sweep" and "session 650 of uid 1000 (leader sshd" in v.reason, v
+    assert v.category == "host_sweep" and "session 650 of uid 1000;" in v.reason, v
+    assert "session 650 led by sshd" in v.reason
 
 
 def test_a_slow_connect_scan_crosses_the_long_window_only():

@@ -34,6 +34,7 @@ from ..addresses import AddressError, canonical, parse_target
 from ..errors import NetSentinelError
 from ..levels import LEVELS, rank
 from ..paths import PROJECT_ROOT
+from ..threats import TARGET_SAMPLE
 from ..timefmt import parse_iso
 from .addrlist import AddressList
 from .scan import Baselines, DistinctWindow, ProcessHistory
@@ -65,6 +66,7 @@ class RuleOutcome:
     whitelisted: bool
     target: str | None
     dedupe_key: str | None
+    targets: tuple = ()     # a sweep's hosts in its window (the threat lists them)
 
 
 def _ports(spec: Any, where: str) -> dict[int, str]:
@@ -253,27 +255,31 @@ class Rule:
                 window, threshold = cfg[window_key], cfg[threshold_key]
                 n = win.observe(group, t, sub, value, window)
                 if n >= threshold and best is None:
-                    sample = win.sample(group, sub)
+                    sample = win.sample(group, sub, TARGET_SAMPLE)
                     best = ({"distinct": n, "window": f"{window:g}", "threshold": threshold,
-                             "sample": ", ".join(map(str, sample)), "host": ev["daddr"],
+                             "sample": ", ".join(map(str, sample[:12])), "host": ev["daddr"],
                              "who": _who(fields, ev)}, (fields, values, tuple(sample)))
         return best
 
 
 def _who(fields: tuple, ev: dict) -> str:
-    """The actor a scan group stands for, in words, naming the parent or
-    the session leader (a shell loop's probes are each a new process)."""
-    parent = f"parent {ev.get('parent_comm') or '?'} pid {ev.get('ppid')}"
+    """The actor a scan group stands for, in words, naming the parent and
+    the session leader when /proc could be read (a shell loop's probes are
+    each a new process, often gone before the loader reads them)."""
     if fields == ("pid",):
-        return f"pid {ev['pid']} ({ev.get('exe')}, {parent})"
-    if fields == ("ppid", "exe"):
-        return f"{ev.get('exe')} processes under {parent}"
-    if fields == ("uid", "exe"):
-        return f"{ev.get('exe')} run by uid {ev.get('uid')}"
-    if fields == ("uid", "sid"):
-        return (f"session {ev.get('sid')} of uid {ev.get('uid')} (leader "
-                f"{ev.get('session_leader') or '?'}, {parent})")
-    return ", ".join(f"{f} {ev.get(f)}" for f in fields)
+        base = f"pid {ev['pid']} ({ev.get('exe') or ev.get('comm')})"
+    elif fields == ("ppid", "exe"):
+        base = f"{ev.get('exe')} processes of one parent"
+    elif fields in (("uid", "exe"), ("uid", "comm")):
+        base = f"{ev.get(fields[1])} processes of uid {ev.get('uid')}"
+    elif fields == ("uid", "sid"):
+        base = f"session {ev.get('sid')} of uid {ev.get('uid')}"
+    else:
+        base = ", ".join(f"{f} {ev.get(f)}" for f in fields)
+    if ev.get("ppid") is None:
+        return base
+    return (f"{base}; parent {ev.get('parent_comm') or '?'} pid {ev['ppid']}, session "
+            f"{ev.get('sid')} led by {ev.get('session_leader') or '?'}")
 
 
 def _in_nets(addr: str, nets: list) -> str | None:
@@ -379,7 +385,7 @@ class RuleEngine:
                     continue
                 fields, group = hit
                 if rule.measure == "hosts":
-                    sweep_target = _sweep_target(ev["daddr"], group[-1])
+                    sweep_target, swept = _sweep_target(ev["daddr"], group[-1]), group[-1]
                 matches.append((rule, fields))
                 continue
             fields = rule.match(ev)
@@ -396,7 +402,7 @@ class RuleEngine:
         v = _verdict(rule, ev, fields, [r.id for r, _ in matches])
         settled = any(r.settles for r, _ in at_top)
         if rule.kind == "scan" and rule.measure == "hosts":
-            target = sweep_target
+            return RuleOutcome(v, settled, False, sweep_target, process_key(ev), swept)
         return RuleOutcome(v, settled, False, target, process_key(ev))
 
 
