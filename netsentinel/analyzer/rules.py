@@ -37,7 +37,7 @@ from ..paths import PROJECT_ROOT
 from ..threats import TARGET_SAMPLE
 from ..timefmt import parse_iso
 from .addrlist import AddressList
-from .scan import Baselines, DistinctWindow, ProcessHistory
+from .scan import Baselines, DistinctWindow, ProcessHistory, sweep_target, who
 from .verdict import Verdict
 
 DEFAULT_RULES_PATH = PROJECT_ROOT / "rules" / "default_rules.json"
@@ -258,28 +258,8 @@ class Rule:
                     sample = win.sample(group, sub, TARGET_SAMPLE)
                     best = ({"distinct": n, "window": f"{window:g}", "threshold": threshold,
                              "sample": ", ".join(map(str, sample[:12])), "host": ev["daddr"],
-                             "who": _who(fields, ev)}, (fields, values, tuple(sample)))
+                             "who": who(fields, ev)}, (fields, values, tuple(sample)))
         return best
-
-
-def _who(fields: tuple, ev: dict) -> str:
-    """The actor a scan group stands for, in words, naming the parent and
-    the session leader when /proc could be read (a shell loop's probes are
-    each a new process, often gone before the loader reads them)."""
-    if fields == ("pid",):
-        base = f"pid {ev['pid']} ({ev.get('exe') or ev.get('comm')})"
-    elif fields == ("ppid", "exe"):
-        base = f"{ev.get('exe')} processes of one parent"
-    elif fields in (("uid", "exe"), ("uid", "comm")):
-        base = f"{ev.get(fields[1])} processes of uid {ev.get('uid')}"
-    elif fields == ("uid", "sid"):
-        base = f"session {ev.get('sid')} of uid {ev.get('uid')}"
-    else:
-        base = ", ".join(f"{f} {ev.get(f)}" for f in fields)
-    if ev.get("ppid") is None:
-        return base
-    return (f"{base}; parent {ev.get('parent_comm') or '?'} pid {ev['ppid']}, session "
-            f"{ev.get('sid')} led by {ev.get('session_leader') or '?'}")
 
 
 def _in_nets(addr: str, nets: list) -> str | None:
@@ -291,23 +271,6 @@ def _in_nets(addr: str, nets: list) -> str | None:
         if n.version == ip.version and ip in n:
             return canonical(n)
     return None
-
-
-def _sweep_target(daddr: str, hosts: tuple) -> str:
-    """A host sweep inside one /24 (IPv4) or /64 (IPv6) is banned as that
-    network; a wider one names the host that crossed the threshold."""
-    if "." in daddr and ":" not in daddr:
-        # Fast path for the common case (runs for every event of a sweep).
-        prefix = daddr.rsplit(".", 1)[0]
-        if all(isinstance(h, str) and h.rsplit(".", 1)[0] == prefix for h in hosts):
-            return f"{prefix}.0/24"
-        return daddr
-    try:
-        nets = {ipaddress.ip_network((ipaddress.ip_address(h), 64), strict=False)
-                for h in (*hosts, daddr)}
-    except (ValueError, TypeError):
-        return daddr
-    return canonical(nets.pop()) if len(nets) == 1 else daddr
 
 
 class RuleEngine:
@@ -385,7 +348,7 @@ class RuleEngine:
                     continue
                 fields, group = hit
                 if rule.measure == "hosts":
-                    sweep_target, swept = _sweep_target(ev["daddr"], group[-1]), group[-1]
+                    swept_net, swept = sweep_target(ev["daddr"], group[-1]), group[-1]
                 matches.append((rule, fields))
                 continue
             fields = rule.match(ev)
@@ -402,7 +365,7 @@ class RuleEngine:
         v = _verdict(rule, ev, fields, [r.id for r, _ in matches])
         settled = any(r.settles for r, _ in at_top)
         if rule.kind == "scan" and rule.measure == "hosts":
-            return RuleOutcome(v, settled, False, sweep_target, process_key(ev), swept)
+            return RuleOutcome(v, settled, False, swept_net, process_key(ev), swept)
         return RuleOutcome(v, settled, False, target, process_key(ev))
 
 

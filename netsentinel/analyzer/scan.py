@@ -1,6 +1,8 @@
 """Recent activity, kept in bounded memory: sliding-window distinct counts
-(the port-scan / host-sweep detector) and each process's last connections
-(context for the LLM).
+(SlidingDistinct for raw-socket egress; DistinctWindow, short and long, for
+the connect() scan rules), what each executable keeps coming back to
+(Baselines), each process's last connections (context for the LLM), and
+how a scan names its actor and its target.
 
 Time is the event's own timestamp, so a replayed stream is judged as it
 happened, not as fast as it is read.
@@ -8,8 +10,11 @@ happened, not as fast as it is read.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+
+from ..addresses import canonical
 
 
 @dataclass
@@ -208,3 +213,40 @@ class Baselines:
             entry[1] = True
             self.learned += 1
         return entry[1]
+
+
+def who(fields: tuple, ev: dict) -> str:
+    """The actor a scan group stands for, in words, naming the parent and
+    the session leader when /proc could be read (a shell loop's probes are
+    each a new process, often gone before the loader reads them)."""
+    if fields == ("pid",):
+        base = f"pid {ev['pid']} ({ev.get('exe') or ev.get('comm')})"
+    elif fields == ("ppid", "exe"):
+        base = f"{ev.get('exe')} processes of one parent"
+    elif fields in (("uid", "exe"), ("uid", "comm")):
+        base = f"{ev.get(fields[1])} processes of uid {ev.get('uid')}"
+    elif fields == ("uid", "sid"):
+        base = f"session {ev.get('sid')} of uid {ev.get('uid')}"
+    else:
+        base = ", ".join(f"{f} {ev.get(f)}" for f in fields)
+    if ev.get("ppid") is None:
+        return base
+    return (f"{base} (parent {ev.get('parent_comm') or '?'} pid {ev['ppid']}, session "
+            f"{ev.get('sid')} led by {ev.get('session_leader') or '?'})")
+
+
+def sweep_target(daddr: str, hosts: tuple) -> str:
+    """A host sweep inside one /24 (IPv4) or /64 (IPv6) is banned as that
+    network; a wider one names the host that crossed the threshold."""
+    if "." in daddr and ":" not in daddr:
+        # Fast path for the common case (runs for every event of a sweep).
+        prefix = daddr.rsplit(".", 1)[0]
+        if all(isinstance(h, str) and h.rsplit(".", 1)[0] == prefix for h in hosts):
+            return f"{prefix}.0/24"
+        return daddr
+    try:
+        nets = {ipaddress.ip_network((ipaddress.ip_address(h), 64), strict=False)
+                for h in (*hosts, daddr)}
+    except (ValueError, TypeError):
+        return daddr
+    return canonical(nets.pop()) if len(nets) == 1 else daddr
