@@ -37,7 +37,7 @@ from ..paths import PROJECT_ROOT
 from ..threats import TARGET_SAMPLE
 from ..timefmt import parse_iso
 from .addrlist import AddressList
-from .scan import Baselines, DistinctWindow, ProcessHistory, sweep_target, who
+from .scan import Baselines, DistinctWindow, ProcessHistory, group_value, sweep_target, who
 from .verdict import Verdict
 
 DEFAULT_RULES_PATH = PROJECT_ROOT / "rules" / "default_rules.json"
@@ -247,7 +247,7 @@ class Rule:
             sub, value = None, ev["daddr"]
         best = None
         for fields in self.group_by:
-            values = tuple(ev.get(f) for f in fields)
+            values = tuple(group_value(ev, f) for f in fields)
             if any(v is None for v in values):
                 continue  # e.g. saddr is null in kprobe mode: that grouping says nothing
             group = (fields, values)

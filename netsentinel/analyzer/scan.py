@@ -159,13 +159,20 @@ class DistinctWindow:
         return per_sub.get(sub, 0)
 
     def sample(self, group: tuple, sub, n: int = 12) -> list:
-        """Up to n of `sub`'s values in the window, sorted (for reason texts)."""
+        """`sub`'s n newest values in the window, sorted (for reason texts)."""
         g = self._groups.get(group)
         if g is None:
             return []
+        # The newest n (this runs for every event of a scan past its
+        # threshold: it must not walk a thousand values each time).
+        out = []
+        for s, v in reversed(g[0]):
+            if s == sub:
+                out.append(v)
+                if len(out) == n:
+                    break
         # Numbers by value, addresses by length then text (10.0.0.2 before 10.0.0.10).
-        return sorted((v for s, v in g[0] if s == sub),
-                      key=lambda v: (1, len(v), v) if isinstance(v, str) else (0, v, ""))[:n]
+        return sorted(out, key=lambda v: (1, len(v), v) if isinstance(v, str) else (0, v, ""))
 
 
 class Baselines:
@@ -215,24 +222,28 @@ class Baselines:
         return entry[1]
 
 
+def group_value(ev: dict, field: str):
+    """A scan grouping's value; exe falls back to the kernel's comm when
+    /proc could not be read (a shell loop's probe is often gone by then)."""
+    if field == "exe":
+        return ev.get("exe") or f"comm:{ev.get('comm')}"
+    return ev.get(field)
+
+
 def who(fields: tuple, ev: dict) -> str:
-    """The actor a scan group stands for, in words, naming the parent and
-    the session leader when /proc could be read (a shell loop's probes are
-    each a new process, often gone before the loader reads them)."""
-    if fields == ("pid",):
-        base = f"pid {ev['pid']} ({ev.get('exe') or ev.get('comm')})"
-    elif fields == ("ppid", "exe"):
-        base = f"{ev.get('exe')} processes of one parent"
-    elif fields in (("uid", "exe"), ("uid", "comm")):
-        base = f"{ev.get(fields[1])} processes of uid {ev.get('uid')}"
+    """The actor a scan group stands for, in words: the executable's
+    processes of one user or a session, then this process, its parent and
+    its session leader when /proc could be read."""
+    if fields == ("uid", "exe"):
+        base = f"{ev.get('exe') or ev.get('comm')} processes of uid {ev.get('uid')}"
     elif fields == ("uid", "sid"):
         base = f"session {ev.get('sid')} of uid {ev.get('uid')}"
     else:
-        base = ", ".join(f"{f} {ev.get(f)}" for f in fields)
+        base = ", ".join(f"{f} {group_value(ev, f)}" for f in fields)
     if ev.get("ppid") is None:
-        return base
-    return (f"{base} (parent {ev.get('parent_comm') or '?'} pid {ev['ppid']}, session "
-            f"{ev.get('sid')} led by {ev.get('session_leader') or '?'})")
+        return f"{base} (pid {ev.get('pid')})"
+    return (f"{base} (pid {ev.get('pid')}, parent {ev.get('parent_comm') or '?'} pid "
+            f"{ev['ppid']}, session {ev.get('sid')} led by {ev.get('session_leader') or '?'})")
 
 
 def sweep_target(daddr: str, hosts: tuple) -> str:
