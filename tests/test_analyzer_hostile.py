@@ -95,7 +95,7 @@ def test_hostile_lines_are_refused_kept_aside_and_judging_goes_on(tmp_path):
 
 
 # ------------------------------------------------------------ records files
-KEY = "proc|connection|uid=1000|/usr/bin/curl"  # conn()'s process identity (rules.process_key)
+KEY = "proc|connection|uid=1000|comm=curl"  # conn()'s process identity (rules.process_key)
 
 
 def test_hostile_records_files_are_set_aside_and_recording_goes_on(tmp_path):
@@ -178,10 +178,13 @@ def test_records_that_stay_unwritable_make_it_say_so_and_exit_non_zero(tmp_path)
 def test_many_processes_keep_memory_bounded_and_evictions_counted(tmp_path):
     records = tmp_path / "records"
     rss = feed_and_measure(tmp_path, 40_000, lambda i: conn(
-        i / 1000, pid=100_000 + i, dport=443, daddr=f"10.215.{i >> 8 & 255}.{i & 255}"))
+        i / 1000, pid=100_000 + i, comm=f"w{i}", sid=100_000 + i, dport=443,
+        daddr=f"10.215.{i >> 8 & 255}.{i & 255}"))
     mem = status_of(records)["memory"]
     assert mem["processes_tracked"] == 4096 and mem["processes_evicted"] == 40_000 - 4096
-    assert mem["scan_groups"] <= 2 * 8192 and mem["scan_groups_evicted"] > 0
+    # Two scan rules, each a short (1,024 groups) and a long (256) window.
+    assert mem["scan_groups"] <= 2 * (1024 + 256) and mem["scan_groups_evicted"] > 0
+    assert mem["baseline_executables"] == 512 and mem["baseline_evicted"] == 40_000 - 512
     assert rss[40_000] - rss[20_000] < 20_000, rss
 
 

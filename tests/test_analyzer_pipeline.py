@@ -36,7 +36,7 @@ def test_port_scan_is_exactly_one_critical_threat(tmp_path):
     assert t["verdict_source"] == "rules" and t["backend"] == "rules"
     assert t["status"] == "pending" and t["decided_at"] is None
     assert t["event"]["daddr"] == "10.0.0.5"
-    assert t["dedupe_key"] == "proc|connection|uid=1000|/usr/bin/curl"
+    assert t["dedupe_key"] == "proc|connection|uid=1000|comm=curl"
     # The shown evidence is one sighting's: the newest scan sighting, whole.
     assert t["event"]["dport"] == 1029 and "33 distinct ports" in t["reason"]
     assert t["targets_sample"] == ["10.0.0.5"] and len(t["sightings"]) == 10

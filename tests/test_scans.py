@@ -93,7 +93,7 @@ def test_a_loop_mixing_tools_is_one_session():
            for i in range(20)]
     _, outs = judge(evs)
     v = outs[-1].verdict
-    assert v.category == "host_sweep" and "session 650 of uid 1000 (pid 6019, parent sh" in v.reason, v
+    assert v.category == "host_sweep" and "session 650 of uid 1000 (pid 6019 /usr/bin/curl, parent sh" in v.reason, v
     assert "session 650 led by sshd" in v.reason
 
 

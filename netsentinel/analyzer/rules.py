@@ -321,7 +321,9 @@ class RuleEngine:
         exe = ev.get("exe")
         if exe and exe in cfg["scan_allowed_exes"]:
             return False
-        ident = (ev.get("uid"), exe or f"comm:{ev.get('comm')}")
+        # By comm, which the kernel always gives (exe is unknown for a
+        # process gone before /proc was read).
+        ident = (ev.get("uid"), ev.get("comm"))
         return not self.baselines.known(ident, (ev["daddr"], ev["dport"]), t)
 
     def evaluate(self, ev: dict, cfg: dict, whitelist=None) -> RuleOutcome:
@@ -370,14 +372,14 @@ class RuleEngine:
 
 
 def process_key(ev: dict) -> str:
-    """Open threats are merged per process identity (uid and executable)
-    and event kind: the suspicious port a scanner touched first, its scan
-    and its sweep are one attack, one decision for a person, listing its
-    destinations (threats.py keeps each sighting's evidence together).
-    Another program hitting the same host is another actor, never folded
-    into this one. Same form as behaviour.process_key."""
-    return f"proc|{ev.get('type', 'connection')}|uid={ev.get('uid')}|" \
-           f"{ev.get('exe') or 'comm:' + str(ev.get('comm'))}"
+    """Open threats are merged per process identity (uid and comm, which
+    the kernel always gives: a shell loop's probes read from /proc and those
+    already gone are one actor) and event kind: the suspicious port a
+    scanner touched first, its scan and its sweep are one attack, one
+    decision for a person, listing its destinations (threats.py keeps each
+    sighting's evidence together). Another program hitting the same host is
+    another actor, never folded into this one."""
+    return f"proc|{ev.get('type', 'connection')}|uid={ev.get('uid')}|comm={ev.get('comm')}"
 
 
 def destination_key(daddr: str) -> str:

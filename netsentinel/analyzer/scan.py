@@ -234,16 +234,19 @@ def who(fields: tuple, ev: dict) -> str:
     """The actor a scan group stands for, in words: the executable's
     processes of one user or a session, then this process, its parent and
     its session leader when /proc could be read."""
-    if fields == ("uid", "exe"):
+    if fields == ("uid", "comm"):
+        base = f"{ev.get('comm')} processes of uid {ev.get('uid')}"
+    elif fields == ("uid", "exe"):
         base = f"{ev.get('exe') or ev.get('comm')} processes of uid {ev.get('uid')}"
     elif fields == ("uid", "sid"):
         base = f"session {ev.get('sid')} of uid {ev.get('uid')}"
     else:
         base = ", ".join(f"{f} {group_value(ev, f)}" for f in fields)
+    this = f"pid {ev.get('pid')}" + (f" {ev['exe']}" if ev.get("exe") else "")
     if ev.get("ppid") is None:
-        return f"{base} (pid {ev.get('pid')})"
-    return (f"{base} (pid {ev.get('pid')}, parent {ev.get('parent_comm') or '?'} pid "
-            f"{ev['ppid']}, session {ev.get('sid')} led by {ev.get('session_leader') or '?'})")
+        return f"{base} ({this})"
+    return (f"{base} ({this}, parent {ev.get('parent_comm') or '?'} pid {ev['ppid']}, "
+            f"session {ev.get('sid')} led by {ev.get('session_leader') or '?'})")
 
 
 def sweep_target(daddr: str, hosts: tuple) -> str:
