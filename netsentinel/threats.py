@@ -11,8 +11,15 @@ A threat:
    these), status: pending|approved|rejected, decided_at, decided_by, note,
    ban_command}
 An aggregate (many targets of one actor, or the overflow summary) also has
-aggregate: true and targets_sample, and no target: it cannot be approved
-into a ban.
+aggregate: true and no target: it cannot be approved into a ban.
+
+One attack, one threat: the analyzer keys a process's threats by its
+identity (netsentinel/analyzer/rules.process_key), so a scan or sweep is
+one entry whose targets_sample lists the destinations and whose sightings
+keep the last few sightings, each whole (time, level, reason, process,
+destination). The fields a threat shows (SIGHTING) are always one
+sighting's: a stronger or newer one replaces them all together, so a
+reason is never shown beside another sighting's process.
 """
 
 from __future__ import annotations
@@ -39,6 +46,12 @@ KEEP_DECIDED = 1000  # decided threats kept for the record; pending ones are nev
 PER_ACTOR_CAP = 20
 MAX_OPEN = 500
 TARGET_SAMPLE = 20
+SIGHTINGS_KEPT = 10
+# What a threat shows of one sighting, replaced only all together: its
+# rule evidence too, so that an auto-ban rests on the rules' own word about
+# the very target it bans, never on another sighting's.
+SIGHTING = ("level", "category", "confidence", "reason", "recommended_action", "verdict_source",
+            "backend", "rule_ids", "event", "target", "rule_level", "rule_confidence")
 OVERFLOW_KEY = "overflow"
 
 
@@ -78,7 +91,7 @@ def actor_of(threat: dict) -> str:
 def folded(threat: dict, key: str, why: str) -> dict:
     """The aggregate/overflow threat a new target folds into."""
     out = dict(threat, dedupe_key=key, target=None, aggregate=True,
-               targets_sample=[], reason=f"{why}; e.g. {threat.get('reason')}"[:600],
+               targets_sample=list(threat.get("targets_sample") or [])[:TARGET_SAMPLE], reason=f"{why}; e.g. {threat.get('reason')}"[:600],
                recommended_action="review the process (or source) behind these; "
                                   "single destinations are not banned from here")
     return out
@@ -97,10 +110,47 @@ def _sample(t: dict, target: Any) -> None:
         sample.append(target)
 
 
+def sighting_of(threat: dict) -> dict:
+    """One sighting's evidence, kept together: when, what was said, who, where."""
+    ev = threat.get("event") if isinstance(threat.get("event"), dict) else {}
+    return {"ts": ev.get("ts"), "level": threat.get("level"), "category": threat.get("category"),
+            "reason": str(threat.get("reason"))[:300], "pid": ev.get("pid"), "uid": ev.get("uid"),
+            "comm": ev.get("comm"), "exe": ev.get("exe"),
+            "daddr": ev.get("daddr", ev.get("src")), "dport": ev.get("dport")}
+
+
+def merge_sighting(t: dict, new: dict) -> None:
+    """Fold `new` (one sighting, or a batch of them) into the open threat
+    t: its destinations and sightings are added (bounded); the shown
+    evidence (SIGHTING) becomes new's, whole, when new is stronger: by
+    level, then the rules' own evidence (a rule-measured CRITICAL over a
+    model's), then confidence; the newest of equals. An aggregate keeps
+    its own words; its level and rule evidence only rise."""
+    for target in new.get("targets_sample") or [(new.get("event") or {}).get("daddr")]:
+        _sample(t, target)
+    kept = t.get("sightings") if isinstance(t.get("sightings"), list) else []
+    t["sightings"] = (kept + (new.get("sightings") or [sighting_of(new)]))[-SIGHTINGS_KEPT:]
+    if t.get("aggregate"):  # never auto-banned (no target); what rules said, for people
+        if rule_evidence(new) > rule_evidence(t):
+            t["rule_level"], t["rule_confidence"] = new.get("rule_level"), new.get("rule_confidence")
+        if rank(new.get("level")) > rank(t.get("level")):
+            t["level"] = new["level"]
+        return
+    if _strength(new) >= _strength(t):
+        for k in SIGHTING:
+            if k in new:
+                t[k] = new[k]
+
+
+def _strength(t: dict) -> tuple:
+    conf = t.get("confidence", 0)
+    return (rank(t.get("level")), rule_evidence(t),
+            conf if isinstance(conf, (int, float)) and not isinstance(conf, bool) else 0)
+
+
 def add_or_merge(store: RecordsStore, threat: dict, times: int = 1) -> tuple[dict, bool]:
     """Add a pending threat, or merge it into the open one with the same
-    dedupe_key (count += times, last_seen, highest level/confidence kept;
-    a raised level brings its category, reason and action along).
+    dedupe_key (count += times, last_seen, merge_sighting).
     times: how many sightings this call stands for (a writer that batches).
     Returns (stored threat, merged?)."""
     return add_or_merge_many(store, [(threat, times)])[0]
@@ -140,20 +190,7 @@ def add_or_merge_many(store: RecordsStore, items: list[tuple[dict, int]]) -> lis
             if t is not None:
                 t["count"] = int(t.get("count", 1)) + times
                 t["last_seen"] = now
-                t["event"] = threat.get("event", t.get("event"))
-                if threat.get("confidence", 0) > t.get("confidence", 0):
-                    t["confidence"] = threat["confidence"]
-                # What rules/measurements alone said (auto-ban rests on this,
-                # never on a level a model raised).
-                if rule_evidence(threat) > rule_evidence(t):
-                    t["rule_level"] = threat["rule_level"]
-                    t["rule_confidence"] = threat.get("rule_confidence")
-                if rank(threat.get("level")) > rank(t.get("level")):
-                    t["level"] = threat["level"]
-                    for k in ("reason", "category", "recommended_action", "verdict_source",
-                              "rule_ids"):
-                        if k in threat:
-                            t[k] = threat[k]
+                merge_sighting(t, threat)
                 out.append((t, True))
                 continue
             new = {"id": uuid.uuid4().hex[:12], "created_at": now, "last_seen": now,

@@ -58,7 +58,7 @@ def test_hostile_lines_are_refused_kept_aside_and_judging_goes_on(tmp_path):
         # Not UTF-8, and a lone surrogate escape (valid JSON: judged, made writable).
         w.flush()
         proc.stdin.buffer.write(b'{"v":1,"type":"connection","comm":"\xff"}\n')
-        w.write(json.dumps(conn(5, comm="evil\ud800", dport=23, daddr="10.0.0.6")) + "\n")
+        w.write(json.dumps(conn(5, comm="evil\ud800", exe="/usr/bin/evil", dport=23, daddr="10.0.0.6")) + "\n")
         # 200 MB on one line: read past in chunks, never held.
         chunk = "A" * (1 << 20)
         w.write(HUGE_START + chunk)
@@ -95,13 +95,16 @@ def test_hostile_lines_are_refused_kept_aside_and_judging_goes_on(tmp_path):
 
 
 # ------------------------------------------------------------ records files
+KEY = "proc|connection|uid=1000|comm=curl"  # conn()'s process identity (rules.process_key)
+
+
 def test_hostile_records_files_are_set_aside_and_recording_goes_on(tmp_path):
     records = tmp_path / "records"
     records.mkdir()
     (records / "pending_threats.json").write_text(json.dumps(
         ["x", 1, None, {"id": "abc123", "status": "pending", "count": "many", "level": "HIGH",
                         "category": "suspicious_port", "confidence": "high",
-                        "dedupe_key": "dst|10.0.0.5", "target": "10.0.0.5", "event": conn()}]))
+                        "dedupe_key": KEY, "target": "10.0.0.5", "event": conn()}]))
     (records / "llm_config.json").write_text('{"a":' * 50_000 + "1" + "}" * 50_000)
     proc = start_analyzer(tmp_path, ["--backend", "rules", "--status-interval", "0.2"])
     try:
@@ -135,8 +138,8 @@ def test_hostile_records_files_are_set_aside_and_recording_goes_on(tmp_path):
     assert len(read(records, "dashboard_logs.json")["entries"]) == 21  # the window is in memory
     threats = {t["dedupe_key"]: t for t in pending(records)}
     # The hand-edited count restarted; the telnet sighting and the scan merged into it.
-    assert threats["dst|10.0.0.5"]["id"] == "abc123" and threats["dst|10.0.0.5"]["count"] == 1 + 1 + 6
-    assert threats["dst|10.0.0.5"]["level"] == "CRITICAL"
+    assert threats[KEY]["id"] == "abc123" and threats[KEY]["count"] == 1 + 1 + 6
+    assert threats[KEY]["level"] == "CRITICAL" and threats[KEY]["category"] == "port_scan"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
@@ -175,10 +178,13 @@ def test_records_that_stay_unwritable_make_it_say_so_and_exit_non_zero(tmp_path)
 def test_many_processes_keep_memory_bounded_and_evictions_counted(tmp_path):
     records = tmp_path / "records"
     rss = feed_and_measure(tmp_path, 40_000, lambda i: conn(
-        i / 1000, pid=100_000 + i, dport=443, daddr=f"10.215.{i >> 8 & 255}.{i & 255}"))
+        i / 1000, pid=100_000 + i, comm=f"w{i}", sid=100_000 + i, dport=443,
+        daddr=f"10.215.{i >> 8 & 255}.{i & 255}"))
     mem = status_of(records)["memory"]
     assert mem["processes_tracked"] == 4096 and mem["processes_evicted"] == 40_000 - 4096
-    assert mem["scan_groups"] <= 2 * 8192 and mem["scan_groups_evicted"] > 0
+    # Two scan rules, each a short (1,024 groups) and a long (256) window.
+    assert mem["scan_groups"] <= 2 * (1024 + 256) and mem["scan_groups_evicted"] > 0
+    assert mem["baseline_executables"] == 512 and mem["baseline_evicted"] == 40_000 - 512
     assert rss[40_000] - rss[20_000] < 20_000, rss
 
 

@@ -35,7 +35,11 @@ def test_port_scan_is_exactly_one_critical_threat(tmp_path):
     assert t["count"] == 3 + 19  # the three HIGH ports before the threshold merged into it
     assert t["verdict_source"] == "rules" and t["backend"] == "rules"
     assert t["status"] == "pending" and t["decided_at"] is None
-    assert t["event"]["daddr"] == "10.0.0.5" and t["dedupe_key"] == "dst|10.0.0.5"
+    assert t["event"]["daddr"] == "10.0.0.5"
+    assert t["dedupe_key"] == "proc|connection|uid=1000|comm=curl"
+    # The shown evidence is one sighting's: the newest scan sighting, whole.
+    assert t["event"]["dport"] == 1029 and "33 distinct ports" in t["reason"]
+    assert t["targets_sample"] == ["10.0.0.5"] and len(t["sightings"]) == 10
     assert len(pending(records)) == 1  # no other threats at all
     status = read(records, "analyzer_status.json")
     assert status["running"] is False and status["events_total"] == 43
@@ -47,15 +51,20 @@ def test_port_scan_is_exactly_one_critical_threat(tmp_path):
     assert "43 connections judged (CRITICAL 19, HIGH 3" in r.stderr
 
 
-def test_other_processes_hitting_a_scanned_host_join_the_same_threat(tmp_path):
+def test_other_processes_hitting_a_scanned_host_are_not_the_scan(tmp_path):
+    """After a scan of a host, another program connecting to that host (a
+    browser opening the dashboard after a loopback scan) is not labelled a
+    scan, and nothing of it is shown under the scan's threat."""
     records = tmp_path / "records"
     later = [conn(40 + i, pid=600 + i, comm="wget", exe="/usr/bin/wget", dport=2000 + i)
              for i in range(3)]
     r = run_analyzer(tmp_path, ["--backend", "rules"], lines(scan_events() + later))
     assert r.returncode == 0, r.stderr
     (t,) = pending(records)
-    assert t["level"] == "CRITICAL" and t["count"] == 22 + 3 and t["event"]["comm"] == "wget"
-    assert "saddr 10.0.0.1" in t["reason"] or "pid 4242" in t["reason"]
+    assert t["level"] == "CRITICAL" and t["count"] == 22 and t["event"]["comm"] == "curl"
+    assert all(s["comm"] == "curl" for s in t["sightings"]) and "pid 4242" in t["reason"]
+    logs = read(records, "dashboard_logs.json")["entries"]
+    assert [e["level"] for e in logs if e["event"]["comm"] == "wget"] == ["INFO"] * 3
 
 
 def test_bad_lines_are_skipped_with_rate_limited_warnings(tmp_path):
@@ -191,7 +200,8 @@ def test_threats_cli_list_approve_reject(tmp_path):
     records = tmp_path / "records"
     env = analyzer_env(tmp_path)
     run_analyzer(tmp_path, ["--backend", "rules"],
-                 lines(scan_events("192.0.2.55") + scan_events("198.18.7.7", pid=77)), env=env)
+                 lines(scan_events("192.0.2.55") + scan_events("198.18.7.7", pid=77, uid=1001)),
+                 env=env)
     threats = {t["target"]: t for t in pending(records)}
     assert set(threats) == {"192.0.2.55", "198.18.7.7"}
     r = run_analyzer(tmp_path, ["threats", "list"], env=env)
@@ -219,7 +229,8 @@ def test_threats_cli_list_approve_reject(tmp_path):
     assert {t["status"] for t in json.loads(r.stdout)} == {"approved", "rejected"}
 
     # Now whitelisted: a new scan of it is INFO, never a threat.
-    run_analyzer(tmp_path, ["--backend", "rules"], lines(scan_events("198.18.7.7", pid=78)), env=env)
+    run_analyzer(tmp_path, ["--backend", "rules"], lines(scan_events("198.18.7.7", pid=78, uid=1001)),
+                 env=env)
     assert not pending(records)
 
 
@@ -236,7 +247,8 @@ def test_approving_a_protected_target_is_refused_and_stays_pending(tmp_path):
 def test_auto_ban_critical(tmp_path):
     records = tmp_path / "records"
     r = run_analyzer(tmp_path, ["--backend", "rules", "--auto-ban-critical", "--auto-ban-ttl", "900"],
-                     lines(scan_events("192.0.2.55") + [conn(50, dport=23, daddr="192.0.2.60")]))
+                     lines(scan_events("192.0.2.55") + [conn(50, dport=23, daddr="192.0.2.60",
+                                                             pid=90, comm="nc", exe="/usr/bin/nc")]))
     assert r.returncode == 0, r.stderr
     cmds = read(records, "ban_commands.json")
     assert [(c["ip"], c["source"], c["ttl_seconds"]) for c in cmds] == [("192.0.2.55", "auto", 900)]

@@ -51,12 +51,16 @@ def test_a_shell_on_a_socket_is_critical_on_any_port_and_curl_is_not(tmp_path):
     ]
     r = run_analyzer(tmp_path, ["--backend", "rules"], lines(events))
     assert r.returncode == 0, r.stderr
-    threats = sorted(pending(tmp_path / "records"), key=lambda t: t["target"])
-    assert [(t["target"], t["level"], t["category"]) for t in threats] == [
-        ("10.0.0.5", "CRITICAL", "reverse_shell"), ("10.0.0.6", "CRITICAL", "reverse_shell")]
-    assert "reverse shell: bash (/usr/bin/bash, pid 8000)" in threats[0]["reason"]
-    assert "stdio_socket: fd 0,1 -> tcp 10.0.0.5:443" in threats[0]["reason"]
-    assert "common-service" in threats[0]["rule_ids"]   # matched, but no longer hides it
+    # One actor (bash of uid 33), one threat listing both destinations; what
+    # it shows is one sighting's, whole (the newest of the two CRITICALs).
+    (t,) = pending(tmp_path / "records")
+    assert (t["target"], t["level"], t["category"]) == ("10.0.0.6", "CRITICAL", "reverse_shell")
+    assert t["targets_sample"] == ["10.0.0.5", "10.0.0.6"] and t["count"] == 2
+    assert "reverse shell: bash (/usr/bin/bash, pid 8000)" in t["reason"]
+    assert "stdio_socket: fd 0,1 -> tcp 10.0.0.6:53" in t["reason"] and t["event"]["dport"] == 53
+    first = t["sightings"][0]
+    assert "stdio_socket: fd 0,1 -> tcp 10.0.0.5:443" in first["reason"] and first["dport"] == 443
+    assert "common-service" in t["rule_ids"]   # matched, but no longer hides it
 
 
 def egress(at: float, ports, daddr="10.0.0.5", **fields) -> dict:

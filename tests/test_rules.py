@@ -82,7 +82,7 @@ def test_every_rule_has_samples_both_ways():
 
 def test_scan_is_one_threat_key_whatever_the_ports():
     """A suspicious port seen before the scan threshold and the scan itself
-    share the dedupe key (the destination), and the key has no port."""
+    share the dedupe key (the process identity), and the key has no port."""
     engine = RuleEngine(DEFAULT_RULES_PATH)
     cfg = validate_llm_config({})
     keys = set()
@@ -90,7 +90,7 @@ def test_scan_is_one_threat_key_whatever_the_ports():
         out = engine.evaluate(dict(BASE_EVENT, dport=port, ts=_ts(i)), cfg)
         if out.verdict.level in ("HIGH", "CRITICAL"):
             keys.add(out.dedupe_key)
-    assert keys == {"dst|10.0.0.5"}
+    assert keys == {"proc|connection|uid=1000|comm=curl"}
     assert out.verdict.category == "port_scan" and out.target == "10.0.0.5"
     assert "pid 4242" in out.verdict.reason and "distinct ports on 10.0.0.5" in out.verdict.reason
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .rules import destination_key
 from ..levels import THREAT_LEVELS
+from ..threats import TARGET_SAMPLE, sighting_of
 
 
 def auto_bannable(threat: dict, min_confidence: float) -> bool:
@@ -18,10 +19,11 @@ def auto_bannable(threat: dict, min_confidence: float) -> bool:
 
 
 def threat_from(entry: dict, target: str | None, dedupe_key: str | None,
-                rule_confidence: float | None = None) -> dict | None:
+                rule_confidence: float | None = None, targets=()) -> dict | None:
     """The pending-threat record for a HIGH/CRITICAL verdict, else None.
     rule_confidence: the rules' own confidence when a model's words are in
-    entry (for rule verdicts it is entry's)."""
+    entry (for rule verdicts it is entry's). targets: the destinations a
+    sweep touched in its window (listed in targets_sample with this one)."""
     if entry["level"] not in THREAT_LEVELS:
         return None
     event = entry["event"]
@@ -29,11 +31,15 @@ def threat_from(entry: dict, target: str | None, dedupe_key: str | None,
         entry["level"] if entry.get("verdict_source", "rules") != "llm" else None)
     if rule_confidence is None and entry.get("verdict_source") != "llm":
         rule_confidence = entry["confidence"]
-    return {"level": entry["level"], "category": entry["category"],
-            "rule_level": rule_level, "rule_confidence": rule_confidence,
-            "confidence": entry["confidence"], "reason": entry["reason"],
-            "recommended_action": entry["recommended_action"],
-            "verdict_source": entry["verdict_source"], "backend": entry["backend"],
-            "rule_ids": entry.get("rule_ids", []), "event": event,
-            "target": target or event.get("daddr"),
-            "dedupe_key": dedupe_key or destination_key(event.get("daddr"))}
+    threat = {"level": entry["level"], "category": entry["category"],
+              "rule_level": rule_level, "rule_confidence": rule_confidence,
+              "confidence": entry["confidence"], "reason": entry["reason"],
+              "recommended_action": entry["recommended_action"],
+              "verdict_source": entry["verdict_source"], "backend": entry["backend"],
+              "rule_ids": entry.get("rule_ids", []), "event": event,
+              "target": target or event.get("daddr"),
+              "dedupe_key": dedupe_key or destination_key(event.get("daddr")),
+              "targets_sample": list(dict.fromkeys(
+                  [*([event["daddr"]] if event.get("daddr") else []), *targets]))[:TARGET_SAMPLE]}
+    threat["sightings"] = [sighting_of(threat)]  # this sighting's evidence, whole
+    return threat

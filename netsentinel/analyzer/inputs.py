@@ -28,7 +28,7 @@ _CONN_TYPES = {
 }
 _CONN_NULLABLE = {"ppid": int, "exe": str, "cmdline": str, "saddr": str, "sport": int,
                   "proc_error": str, "tid": int, "mode": str, "comm_b64": str, "exe_b64": str,
-                  "cmdline_b64": str}
+                  "cmdline_b64": str, "sid": int, "parent_comm": str, "session_leader": str}
 # Flow counters: numbers when present (a missing one counts as 0).
 _FLOW_NUMBERS = ("window_s", "pps", "bps", "packets", "bytes", "tcp", "udp", "icmp", "other",
                  "tcp_syn", "tcp_ack", "icmp_echo", "udp_ssdp", "udp_reflect", "pkt_size_mean",

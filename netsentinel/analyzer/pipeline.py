@@ -191,7 +191,7 @@ class Analyzer(FlowJudging):
         cfg = self.settings.current()
         self._track_settings(cfg)
         out = self.engine.evaluate(ev, cfg, self.whitelist())
-        extra = {"target": out.target, "dedupe_key": out.dedupe_key}
+        extra = {"target": out.target, "dedupe_key": out.dedupe_key, "targets": out.targets}
         ask = (self._backend != "rules" and not out.whitelisted
                and not (out.settled and cfg["llm_scope"] == "unsettled"))
         if not ask:
@@ -245,7 +245,7 @@ class Analyzer(FlowJudging):
         backend = "rules" if verdict.verdict_source == "rules" else self._backend
         entry = RecordsSink.make_entry(job.event, verdict.as_dict(), backend, cached)
         threat = threat_from(entry, job.extra.get("target"), job.extra.get("dedupe_key"),
-                             job.rule.confidence)
+                             job.rule.confidence, job.extra.get("targets", ()))
         self.sink.add(entry, threat)
         self._tally(verdict.level, verdict.verdict_source)
 

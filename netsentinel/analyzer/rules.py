@@ -6,9 +6,13 @@ only knows the rule *kinds*:
              marked it): INFO, and nothing after it is evaluated
   match      conditions on the event ("when": ports, process names, exe
              paths, command line, destination CIDRs or known-bad lists)
-  scan       one process or source touching many distinct ports on a host
-             ("measure": "ports") or many hosts ("measure": "hosts") within
-             a sliding window; thresholds come from llm_config.json
+  scan       one actor touching many distinct ports on a host ("measure":
+             "ports") or many hosts ("measure": "hosts"), counted per pid,
+             per executable and per session (a shell loop makes a process
+             per probe) over a short and a long window, on every port;
+             thresholds, windows and allowed executables come from
+             llm_config.json; destinations an executable keeps coming back
+             to (scan.Baselines) are not new and do not count
 
 Every matching rule contributes; the verdict is the highest level. It is
 "settled" (the LLM is not asked, unless llm_scope is "all") when a rule at
@@ -30,9 +34,10 @@ from ..addresses import AddressError, canonical, parse_target
 from ..errors import NetSentinelError
 from ..levels import LEVELS, rank
 from ..paths import PROJECT_ROOT
+from ..threats import TARGET_SAMPLE
 from ..timefmt import parse_iso
 from .addrlist import AddressList
-from .scan import ProcessHistory, SlidingDistinct
+from .scan import Baselines, DistinctWindow, ProcessHistory, group_value, sweep_target, who
 from .verdict import Verdict
 
 DEFAULT_RULES_PATH = PROJECT_ROOT / "rules" / "default_rules.json"
@@ -42,7 +47,7 @@ CONDITIONS = ("dport_in", "process_in", "exe_prefix", "exe_suffix", "cmdline_reg
 # Event types rules judge ("on"); only connections have destinations and scans.
 EVENT_KINDS = ("connection", "raw_socket")
 DESTINATION_CONDITIONS = {"dport_in", "daddr_in", "daddr_in_lists"}
-GROUP_FIELDS = ("pid", "ppid", "exe", "comm", "uid", "saddr")
+GROUP_FIELDS = ("pid", "ppid", "sid", "exe", "comm", "uid", "saddr")
 RULE_KEYS = {"id", "kind", "description", "level", "category", "confidence", "reason",
              "recommended_action", "settles", "when", "measure", "group_by", "ignore_ports", "on"}
 _FIELD = re.compile(r"\{([^{}]*)\}")
@@ -61,6 +66,7 @@ class RuleOutcome:
     whitelisted: bool
     target: str | None
     dedupe_key: str | None
+    targets: tuple = ()     # a sweep's hosts in its window (the threat lists them)
 
 
 def _ports(spec: Any, where: str) -> dict[int, str]:
@@ -150,7 +156,12 @@ class Rule:
                                     f"{', '.join(GROUP_FIELDS)}")
             self.group_by = [tuple(g) for g in groups]
             self.ignore_ports = set(_ports(raw.get("ignore_ports", []), where))
-            self.windows = SlidingDistinct()
+            # (window, its length setting, its threshold setting) short then long.
+            thr = "port" if self.measure == "ports" else "host"
+            self.windows = ((DistinctWindow(1024, 512), "scan_window_seconds",
+                             f"scan_{thr}_threshold"),
+                            (DistinctWindow(256, 1024), "scan_long_window_seconds",
+                             f"scan_long_{thr}_threshold"))
 
     def _compile_when(self, where: str, base_dir: Path, extra_lists: list[str], warn) -> None:
         w = self.when
@@ -226,31 +237,29 @@ class Rule:
         return fields
 
     def scan(self, ev: dict, t: float, cfg: dict) -> tuple[dict, tuple] | None:
-        """(template fields, group) when a group crossed its threshold."""
-        window = cfg["scan_window_seconds"]
+        """(template fields, (group fields, values, sample)) when a group
+        crossed a threshold: the first group of group_by, short window first."""
         if self.measure == "ports":
-            threshold, sub, value = cfg["scan_port_threshold"], ev["daddr"], ev["dport"]
+            sub, value = ev["daddr"], ev["dport"]
         else:
             if ev["dport"] in self.ignore_ports:
                 return None
-            threshold, sub, value = cfg["scan_host_threshold"], None, ev["daddr"]
+            sub, value = None, ev["daddr"]
         best = None
         for fields in self.group_by:
-            values = tuple(ev.get(f) for f in fields)
+            values = tuple(group_value(ev, f) for f in fields)
             if any(v is None for v in values):
                 continue  # e.g. saddr is null in kprobe mode: that grouping says nothing
             group = (fields, values)
-            wc = self.windows.observe(group, t, sub, value, window)
-            if wc.distinct >= threshold and best is None:
-                who = ", ".join(f"{f} {v}" for f, v in zip(fields, values))
-                best = ({"distinct": wc.distinct, "window": f"{window:g}", "threshold": threshold,
-                         "sample": ", ".join(map(str, wc.sample)), "host": ev["daddr"],
-                         "who": who}, group,
-                        wc.sample)
-        if best is None:
-            return None
-        fields, group, sample = best
-        return fields, group + (tuple(sample),)
+            for win, window_key, threshold_key in self.windows:
+                window, threshold = cfg[window_key], cfg[threshold_key]
+                n = win.observe(group, t, sub, value, window)
+                if n >= threshold and best is None:
+                    sample = win.sample(group, sub, TARGET_SAMPLE)
+                    best = ({"distinct": n, "window": f"{window:g}", "threshold": threshold,
+                             "sample": ", ".join(map(str, sample[:12])), "host": ev["daddr"],
+                             "who": who(fields, ev)}, (fields, values, tuple(sample)))
+        return best
 
 
 def _in_nets(addr: str, nets: list) -> str | None:
@@ -262,23 +271,6 @@ def _in_nets(addr: str, nets: list) -> str | None:
         if n.version == ip.version and ip in n:
             return canonical(n)
     return None
-
-
-def _sweep_target(daddr: str, hosts: tuple) -> str:
-    """A host sweep inside one /24 (IPv4) or /64 (IPv6) is banned as that
-    network; a wider one names the host that crossed the threshold."""
-    if "." in daddr and ":" not in daddr:
-        # Fast path for the common case (runs for every event of a sweep).
-        prefix = daddr.rsplit(".", 1)[0]
-        if all(isinstance(h, str) and h.rsplit(".", 1)[0] == prefix for h in hosts):
-            return f"{prefix}.0/24"
-        return daddr
-    try:
-        nets = {ipaddress.ip_network((ipaddress.ip_address(h), 64), strict=False)
-                for h in (*hosts, daddr)}
-    except (ValueError, TypeError):
-        return daddr
-    return canonical(nets.pop()) if len(nets) == 1 else daddr
 
 
 class RuleEngine:
@@ -310,19 +302,35 @@ class RuleEngine:
         except RuleFileError as e:
             raise RuleFileError(f"{self.path}: {e}") from None
         self.history = ProcessHistory()
+        self.baselines = Baselines()
 
     def memory(self) -> dict:
         """What the bounded detectors hold and have forgotten (for the status)."""
-        wins = [r.windows for r in self.rules if r.kind == "scan"]
+        wins = [w for r in self.rules if r.kind == "scan" for w, _, _ in r.windows]
         return {"scan_groups": sum(len(w) for w in wins),
                 "scan_groups_evicted": sum(w.evicted for w in wins),
+                "scan_values_evicted": sum(w.values_evicted for w in wins),
+                "baseline_executables": len(self.baselines),
+                "baseline_learned": self.baselines.learned,
+                "baseline_evicted": self.baselines.evicted,
                 "processes_tracked": len(self.history), "processes_evicted": self.history.evicted}
+
+    def _scans_apply(self, ev: dict, t: float, cfg: dict) -> bool:
+        """Do the scan rules count this connection? Not for an allowed
+        executable, nor for a destination in its executable's baseline."""
+        exe = ev.get("exe")
+        if exe and exe in cfg["scan_allowed_exes"]:
+            return False
+        # By comm, which the kernel always gives (exe is unknown for a
+        # process gone before /proc was read).
+        ident = (ev.get("uid"), ev.get("comm"))
+        return not self.baselines.known(ident, (ev["daddr"], ev["dport"]), t)
 
     def evaluate(self, ev: dict, cfg: dict, whitelist=None) -> RuleOutcome:
         """Judge one connection event (and remember it for scan windows and history)."""
         t = _event_time(ev)
         matches: list[tuple[Rule, dict]] = []
-        target, dedupe = ev["daddr"], None
+        target, scans = ev["daddr"], None
         for rule in self.rules:
             if rule.on != "connection":
                 continue
@@ -335,13 +343,14 @@ class RuleEngine:
                     return RuleOutcome(v, True, True, None, None)
                 continue
             if rule.kind == "scan":
-                hit = rule.scan(ev, t, cfg)
+                if scans is None:
+                    scans = self._scans_apply(ev, t, cfg)
+                hit = rule.scan(ev, t, cfg) if scans else None
                 if hit is None:
                     continue
                 fields, group = hit
                 if rule.measure == "hosts":
-                    target = _sweep_target(ev["daddr"], group[-1])
-                    dedupe = f"sweep|{rule.id}|{'/'.join(group[0])}={'/'.join(map(str, group[1]))}"
+                    swept_net, swept = sweep_target(ev["daddr"], group[-1]), group[-1]
                 matches.append((rule, fields))
                 continue
             fields = rule.match(ev)
@@ -350,24 +359,32 @@ class RuleEngine:
         self.history.add(ev.get("pid"), {"ts": ev.get("ts"), "daddr": ev["daddr"], "dport": ev["dport"]})
         if not matches:
             return RuleOutcome(_verdict(self.default, ev, {}, []), self.default.settles, False,
-                               target, destination_key(ev["daddr"]))
+                               target, process_key(ev))
         top = max(rank(r.level) for r, _ in matches)
         at_top = [(r, f) for r, f in matches if rank(r.level) == top]
         # A scan names the threat (one scan is one threat) over a rule that also matched.
         rule, fields = min(at_top, key=lambda rf: rf[0].kind != "scan")
         v = _verdict(rule, ev, fields, [r.id for r, _ in matches])
         settled = any(r.settles for r, _ in at_top)
-        if dedupe is None or rule.kind != "scan" or rule.measure != "hosts":
-            dedupe, target = destination_key(ev["daddr"]), ev["daddr"]
-        return RuleOutcome(v, settled, False, target, dedupe)
+        if rule.kind == "scan" and rule.measure == "hosts":
+            return RuleOutcome(v, settled, False, swept_net, process_key(ev), swept)
+        return RuleOutcome(v, settled, False, target, process_key(ev))
+
+
+def process_key(ev: dict) -> str:
+    """Open threats are merged per process identity (uid and comm, which
+    the kernel always gives: a shell loop's probes read from /proc and those
+    already gone are one actor) and event kind: the suspicious port a
+    scanner touched first, its scan and its sweep are one attack, one
+    decision for a person, listing its destinations (threats.py keeps each
+    sighting's evidence together). Another program hitting the same host is
+    another actor, never folded into this one."""
+    return f"proc|{ev.get('type', 'connection')}|uid={ev.get('uid')}|comm={ev.get('comm')}"
 
 
 def destination_key(daddr: str) -> str:
-    """Open threats are merged per destination, the address a ban would
-    name: whatever the ports or processes, a suspicious port, the scan that
-    follows it and other programs hitting the same host during the scan
-    are one decision for a person (one scan is one threat). A host sweep
-    is keyed by its sweeping process instead."""
+    """The key of a threat about a destination and no process (a writer
+    that names none)."""
     return f"dst|{daddr}"
 
 

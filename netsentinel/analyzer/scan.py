@@ -1,6 +1,8 @@
 """Recent activity, kept in bounded memory: sliding-window distinct counts
-(the port-scan / host-sweep detector) and each process's last connections
-(context for the LLM).
+(SlidingDistinct for raw-socket egress; DistinctWindow, short and long, for
+the connect() scan rules), what each executable keeps coming back to
+(Baselines), each process's last connections (context for the LLM), and
+how a scan names its actor and its target.
 
 Time is the event's own timestamp, so a replayed stream is judged as it
 happened, not as fast as it is read.
@@ -8,8 +10,11 @@ happened, not as fast as it is read.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+
+from ..addresses import canonical
 
 
 @dataclass
@@ -99,3 +104,163 @@ class ProcessHistory:
         else:
             self._by_pid.move_to_end(pid)
         d.append(entry)
+
+
+class DistinctWindow:
+    """Per group key: the distinct (sub, value) pairs (e.g. (host, port))
+    last seen within `window` seconds, each held once whatever how often it
+    repeats: memory follows what is distinct, so a window of an hour costs
+    no more than one of a minute (the events themselves are not kept).
+
+    Bounded: at most max_groups groups (least recently used forgotten,
+    counted in `evicted`) and max_values pairs per group (oldest forgotten
+    first, counted in `values_evicted`)."""
+
+    def __init__(self, max_groups: int = 1024, max_values: int = 1024):
+        self.max_groups = max_groups
+        self.max_values = max_values
+        self._groups: OrderedDict = OrderedDict()   # group -> (OrderedDict (sub, value) -> t, {sub: n})
+        self.evicted = 0
+        self.values_evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def observe(self, group: tuple, t: float, sub, value, window: float) -> int:
+        """Record one sighting; how many distinct values `sub` has in the window."""
+        g = self._groups.get(group)
+        if g is None:
+            g = self._groups[group] = (OrderedDict(), {})
+            if len(self._groups) > self.max_groups:
+                self._groups.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._groups.move_to_end(group)
+        seen, per_sub = g
+        key = (sub, value)
+        if key in seen:
+            seen.move_to_end(key)
+        else:
+            per_sub[sub] = per_sub.get(sub, 0) + 1
+        seen[key] = t
+        horizon = t - window
+        while seen:
+            (old_sub, _), old_t = next(iter(seen.items()))
+            full = len(seen) > self.max_values
+            if old_t >= horizon and not full:
+                break
+            seen.popitem(last=False)
+            self.values_evicted += full
+            n = per_sub[old_sub] - 1
+            if n:
+                per_sub[old_sub] = n
+            else:
+                del per_sub[old_sub]
+        return per_sub.get(sub, 0)
+
+    def sample(self, group: tuple, sub, n: int = 12) -> list:
+        """`sub`'s n newest values in the window, sorted (for reason texts)."""
+        g = self._groups.get(group)
+        if g is None:
+            return []
+        # The newest n (this runs for every event of a scan past its
+        # threshold: it must not walk a thousand values each time).
+        out = []
+        for s, v in reversed(g[0]):
+            if s == sub:
+                out.append(v)
+                if len(out) == n:
+                    break
+        # Numbers by value, addresses by length then text (10.0.0.2 before 10.0.0.10).
+        return sorted(out, key=lambda v: (1, len(v), v) if isinstance(v, str) else (0, v, ""))
+
+
+class Baselines:
+    """What each executable (uid, exe) keeps coming back to. A destination
+    (host, port) is learned when it is seen again at least min_gap seconds
+    after its first sighting: a poller scraping its exporters, an agent
+    reporting home. Learned destinations are not new, so they never count
+    towards a scan; the first round of a poller does (it looks exactly like
+    a scan: configure monitoring agents in scan_allowed_exes).
+
+    The gap keeps a scanner's own retransmissions (within a second or two)
+    from teaching it anything. Bounded: max_identities executables (least
+    recently used forgotten), max_destinations each (oldest forgotten)."""
+
+    def __init__(self, max_identities: int = 512, max_destinations: int = 512,
+                 min_gap: float = 5.0):
+        self.max_identities = max_identities
+        self.max_destinations = max_destinations
+        self.min_gap = min_gap
+        self._by_ident: OrderedDict = OrderedDict()  # ident -> OrderedDict dest -> [first_t, learned]
+        self.evicted = 0
+        self.learned = 0
+
+    def __len__(self) -> int:
+        return len(self._by_ident)
+
+    def known(self, ident: tuple, dest: tuple, t: float) -> bool:
+        """Record a sighting; True when dest is (now) part of ident's baseline."""
+        d = self._by_ident.get(ident)
+        if d is None:
+            d = self._by_ident[ident] = OrderedDict()
+            if len(self._by_ident) > self.max_identities:
+                self._by_ident.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._by_ident.move_to_end(ident)
+        entry = d.get(dest)
+        if entry is None:
+            d[dest] = [t, False]
+            if len(d) > self.max_destinations:
+                d.popitem(last=False)
+            return False
+        d.move_to_end(dest)
+        if not entry[1] and t - entry[0] >= self.min_gap:
+            entry[1] = True
+            self.learned += 1
+        return entry[1]
+
+
+def group_value(ev: dict, field: str):
+    """A scan grouping's value; exe falls back to the kernel's comm when
+    /proc could not be read (a shell loop's probe is often gone by then)."""
+    if field == "exe":
+        return ev.get("exe") or f"comm:{ev.get('comm')}"
+    return ev.get(field)
+
+
+def who(fields: tuple, ev: dict) -> str:
+    """The actor a scan group stands for, in words: the executable's
+    processes of one user or a session, then this process, its parent and
+    its session leader when /proc could be read."""
+    if fields == ("uid", "comm"):
+        base = f"{ev.get('comm')} processes of uid {ev.get('uid')}"
+    elif fields == ("uid", "exe"):
+        base = f"{ev.get('exe') or ev.get('comm')} processes of uid {ev.get('uid')}"
+    elif fields == ("uid", "sid"):
+        base = f"session {ev.get('sid')} of uid {ev.get('uid')}"
+    else:
+        base = ", ".join(f"{f} {group_value(ev, f)}" for f in fields)
+    this = f"pid {ev.get('pid')}" + (f" {ev['exe']}" if ev.get("exe") else "")
+    if ev.get("ppid") is None:
+        return f"{base} ({this})"
+    return (f"{base} ({this}, parent {ev.get('parent_comm') or '?'} pid {ev['ppid']}, "
+            f"session {ev.get('sid')} led by {ev.get('session_leader') or '?'})")
+
+
+def sweep_target(daddr: str, hosts: tuple) -> str:
+    """A host sweep inside one /24 (IPv4) or /64 (IPv6) is banned as that
+    network; a wider one names the host that crossed the threshold."""
+    if "." in daddr and ":" not in daddr:
+        # Fast path for the common case (runs for every event of a sweep).
+        prefix = daddr.rsplit(".", 1)[0]
+        if all(isinstance(h, str) and h.rsplit(".", 1)[0] == prefix for h in hosts):
+            return f"{prefix}.0/24"
+        return daddr
+    try:
+        nets = {ipaddress.ip_network((ipaddress.ip_address(h), 64), strict=False)
+                for h in (*hosts, daddr)}
+    except (ValueError, TypeError):
+        return daddr
+    return canonical(nets.pop()) if len(nets) == 1 else daddr

@@ -36,7 +36,6 @@ from ..eventstore.writer import StoreWriter
 from .decisionlog import DecisionLog, newest_decision
 from ..bancheck import BanRefused
 from ..errors import DecisionError
-from ..levels import rank
 from ..netinfo import ProtectedCache
 from ..records import (ANALYZER_REJECTED, DASHBOARD_LOGS, HISTORY, HISTORY_KEEP, HISTORY_MAX_BYTES)
 from ..store import RecordsStore, StoreError
@@ -124,17 +123,9 @@ class RecordsSink:
                 if cur is None:
                     self._threats[threat["dedupe_key"]] = [threat, 1]
                 else:
-                    best = cur[0]
-                    evidence = max((best, threat), key=threats.rule_evidence)
-                    if rank(threat["level"]) > rank(best["level"]) or (
-                            threat["level"] == best["level"]
-                            and threat.get("confidence", 0) > best.get("confidence", 0)):
-                        cur[0] = best = threat
-                    else:
-                        best["event"] = threat["event"]  # newest sighting, highest words
-                    # The strongest rule evidence of either stays (auto-ban rests on it).
-                    best["rule_level"] = evidence.get("rule_level")
-                    best["rule_confidence"] = evidence.get("rule_confidence")
+                    # One sighting's evidence shown whole, destinations and
+                    # sightings listed, the strongest rule evidence kept.
+                    threats.merge_sighting(cur[0], threat)
                     cur[1] += 1
 
     def reject(self, record: dict) -> None:
@@ -275,8 +266,12 @@ class RecordsSink:
         except Exception:
             with self._lock:  # keep the batch for the next try (new sightings merge in)
                 for key, (t, n) in batch.items():
-                    cur = self._threats.setdefault(key, [t, 0])
-                    cur[1] += n
+                    cur = self._threats.get(key)
+                    if cur is None:
+                        self._threats[key] = [t, n]
+                    else:  # newer sightings arrived meanwhile: keep both
+                        threats.merge_sighting(t, cur[0])
+                        self._threats[key] = [t, cur[1] + n]
             raise
         # The file is rewritten whole: at most a fifth of the time goes to it,
         # however big a hostile flood has made it.

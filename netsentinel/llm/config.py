@@ -204,6 +204,12 @@ _CHECKERS: dict[str, Callable[[Field, Any], Any]] = {
     "model": _model, "files": _files, "thresholds": _thresholds}
 
 _SCAN, _BAN, _REC = "rules", "auto-ban (off by default)", "records"
+# Monitoring agents, browsers, mail and DNS servers talk to many ports and hosts by design.
+SCAN_ALLOWED_EXES = ("/usr/bin/prometheus", "/usr/local/bin/prometheus", "/usr/bin/vmagent",
+                     "/usr/bin/telegraf", "/usr/sbin/zabbix_server", "/usr/sbin/zabbix_proxy",
+                     "/usr/lib/firefox-esr/firefox-esr", "/usr/lib/firefox/firefox",
+                     "/usr/lib/chromium/chromium", "/opt/google/chrome/chrome",
+                     "/usr/lib/postfix/sbin/smtp", "/usr/sbin/unbound", "/usr/sbin/named")
 FIELDS: tuple[Field, ...] = (
     Field("version", "int", 1, "format version of the file", 1, 1),
     Field("backend", "choice", "auto", "auto: zhipuai when ZHIPUAI_API_KEY is set, else ollama "
@@ -237,6 +243,17 @@ FIELDS: tuple[Field, ...] = (
           label="Port-scan threshold (ports)"),
     Field("scan_host_threshold", "int", 20, "distinct hosts that make a host sweep", 2, 1000000,
           flags=("--scan-hosts",), metavar="N", group=_SCAN, label="Host-sweep threshold (hosts)"),
+    Field("scan_long_window_seconds", "float", 3600.0, "long window of the scan rules: a slow "
+          "scan crosses its thresholds here", 60, 7 * DAY, flags=("--scan-long-window",),
+          metavar="SECONDS", group=_SCAN),
+    Field("scan_long_port_threshold", "int", 100, "distinct ports on one host within the long "
+          "window that make a port scan", 2, 1024, flags=("--scan-long-ports",), metavar="N",
+          group=_SCAN),
+    Field("scan_long_host_threshold", "int", 100, "distinct hosts within the long window that "
+          "make a host sweep", 2, 1024, flags=("--scan-long-hosts",), metavar="N", group=_SCAN),
+    Field("scan_allowed_exes", "files", list(SCAN_ALLOWED_EXES), "executables (exact paths, "
+          "root-owned) never judged by the scan rules: monitoring agents, browsers (the flag is "
+          "repeatable)", flags=("--scan-allow",), metavar="EXE", group=_SCAN),
     Field("auto_ban_critical", "bool", False, "ban without waiting for a person when the rules "
           "(a match or a measurement) said CRITICAL above the confidence threshold; a level raised "
           "by the model never bans by itself", flags=("--auto-ban-critical",), group=_BAN,

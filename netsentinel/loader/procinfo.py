@@ -1,4 +1,8 @@
-"""pid → ppid, exe, cmdline, read from /proc at event time.
+"""pid → ppid, session, exe, cmdline, read from /proc at event time.
+
+The session id and the parent's and session leader's names let the
+analyzer count a shell loop (a new process per probe) as one actor and
+name who ran it (issue 12).
 
 A connecting process may be gone before its event is read (a short-lived
 curl, a scanner's child); then the fields are None and `proc_error` says why.
@@ -28,13 +32,18 @@ def _read(path: str) -> bytes:
 
 
 def read_process(pid: int) -> dict:
-    info = {"ppid": None, "exe": None, "cmdline": None, "proc_error": None}
+    info = {"ppid": None, "sid": None, "parent_comm": None, "session_leader": None,
+            "exe": None, "cmdline": None, "proc_error": None}
     base = f"/proc/{pid}"
     try:
         stat = _read(f"{base}/stat").decode("utf-8", "replace")
         # comm may contain spaces and parentheses: split after the last ')'.
-        info["ppid"] = int(stat[stat.rindex(")") + 2:].split()[1])
+        # Then: state ppid pgrp session ...
+        after = stat[stat.rindex(")") + 2:].split()
+        info["ppid"], info["sid"] = int(after[1]), int(after[3])
         info["cmdline"] = _cmdline(_read(f"{base}/cmdline"))
+        info["parent_comm"] = _comm(info["ppid"])
+        info["session_leader"] = _comm(info["sid"])
     except FileNotFoundError:
         info["proc_error"] = "process exited before it could be read"
         return info
@@ -49,6 +58,17 @@ def read_process(pid: int) -> dict:
         # Kernel threads have no exe; permission errors name themselves.
         info["proc_error"] = f"exe unavailable: {e.strerror}"
     return info
+
+
+def _comm(pid: int) -> str | None:
+    """A related process's name, for people (None: gone, or pid 0). Not
+    UTF-8: each undecodable byte as \\xNN text (display only)."""
+    if pid <= 0:
+        return None
+    try:
+        return _read(f"/proc/{pid}/comm").rstrip(b"\n").decode("utf-8", "backslashreplace")
+    except OSError:
+        return None
 
 
 def _cmdline(raw: bytes) -> str | None:

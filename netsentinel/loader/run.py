@@ -133,7 +133,9 @@ class Loader:
             self.counts["whitelisted"] += 1
             if not self.whitelist.current().mark_only:
                 return
-        fields = dict(pid=raw.pid, tid=raw.tid, ppid=info["ppid"], uid=raw.uid, comm=raw.comm,
+        fields = dict(pid=raw.pid, tid=raw.tid, ppid=info["ppid"], sid=info["sid"],
+                      parent_comm=info["parent_comm"], session_leader=info["session_leader"],
+                      uid=raw.uid, comm=raw.comm,
                       exe=info["exe"], cmdline=info["cmdline"], proc_error=info["proc_error"],
                       family=raw.family, saddr=raw.saddr, sport=raw.sport, daddr=raw.daddr,
                       dport=raw.dport, mode=raw.mode)
