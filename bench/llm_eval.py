@@ -26,6 +26,7 @@ USAGE: .venv/bin/python bench/llm_eval.py [--quick | --per-kind N] [--small-mode
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -81,8 +82,11 @@ def judge(scenario: dict, cfg: dict, backend) -> dict:
     except (BackendError, InvalidVerdict) as e:
         v, row["schema_valid"] = fallback(rule, str(e)), False
         row["error"] = str(e)[:200]
+    # The 1-minute load average after the call: latency on a shared CPU says
+    # as much about the neighbours as about the model.
     row.update(latency_s=round(time.monotonic() - started, 2), level=v.level,
-               llm_level=v.llm_level, source=v.verdict_source)
+               llm_level=v.llm_level, source=v.verdict_source,
+               load1=round(os.getloadavg()[0], 2))
     return row
 
 
@@ -91,7 +95,7 @@ def as_deployed(rows: list[dict]) -> list[dict]:
     them: an event the rules settled keeps the rule verdict, unasked."""
     return [r if not r["settled"] else
             {k: v for k, v in dict(r, level=r["rule_level"], source="rules").items()
-             if k not in ("schema_valid", "latency_s", "llm_level", "error")} for r in rows]
+             if k not in ("schema_valid", "latency_s", "llm_level", "error", "load1")} for r in rows]
 
 
 def score(rows: list[dict]) -> dict:
@@ -120,7 +124,9 @@ def score(rows: list[dict]) -> dict:
                               for r in asked),
                    refused_lower=sum(r["source"] == "llm" and rank(r["llm_level"]) <
                                      rank(r["rule_level"]) for r in asked),
-                   latency_p50_s=percentile(lat, 50), latency_p90_s=percentile(lat, 90),
+                   latency_p50_s=percentile(lat, 50), latency_p95_s=percentile(lat, 95),
+                   load1_p50=percentile([r["load1"] for r in asked], 50),
+                   load1_max=max(r["load1"] for r in asked),
                    llm_levels=dict(Counter(r["llm_level"] for r in asked if r["llm_level"])))
     return out
 
@@ -136,6 +142,9 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="per call (default 120)")
     p.add_argument("--scenarios", type=Path, default=SCENARIOS)
     p.add_argument("--rows", action="store_true", help="also list every scenario's verdict")
+    p.add_argument("--rows-jsonl", type=Path, metavar="FILE",
+                   help="append each verdict to FILE as it is made (a long run stopped early "
+                        "still shows what it did)")
     p.add_argument("--per-kind", type=int, metavar="N",
                    help="only the first N scenarios of each kind (a slow model on a busy CPU)")
     a = p.parse_args()
@@ -167,6 +176,9 @@ def main() -> int:
         rows = []
         for s in scenarios:
             rows.append(judge(s, c, backend))
+            if a.rows_jsonl:
+                with a.rows_jsonl.open("a") as f:
+                    f.write(json.dumps(dict(rows[-1], run=name)) + "\n")
             if backend is not None:
                 log(f"  {s['id']}: {rows[-1]['level']} ({rows[-1]['source']}, "
                     f"{rows[-1].get('latency_s')} s)")
@@ -181,12 +193,12 @@ def main() -> int:
         table.append([name, res["accuracy"], res["malicious_precision"], res["malicious_recall"],
                       res["benign_precision"], res["benign_recall"],
                       res.get("schema_valid_rate", "-"), res.get("fallback_rate", "-"),
-                      res.get("latency_p50_s", "-")])
+                      res.get("latency_p50_s", "-"), res.get("latency_p95_s", "-")])
     emit("llm_eval", a.quick, {"scenarios": len(scenarios), "per_kind": per_kind,
                                "timeout_s": a.timeout,
                                "levels": list(LEVELS)}, results, started,
          ["case", "accuracy", "mal. prec", "mal. recall", "benign prec", "benign recall",
-          "schema-valid", "fallback", "p50 s"], table)
+          "schema-valid", "fallback", "p50 s", "p95 s"], table)
     return 0
 
 
