@@ -10,7 +10,9 @@ last event is the one judged (the earlier ones build scan windows and
 history), first by the rules, then by the model through the analyzer's own
 prompt, backend and verdict code (rule floor included), asked about every
 scenario (as --llm-scope all); "scope_unsettled" scores the same answers as
-the default scope would use them (settled events keep the rule verdict).
+the default scope would use them: an event the rules settled keeps the rule
+verdict, unless behaviour signals (netsentinel/analyzer/asksignals.py) put
+it to the model anyway.
 
 A verdict of HIGH or CRITICAL counts as "malicious". Reported per run:
 schema-valid answers, fallbacks to the rules, latency per call,
@@ -35,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 from common import emit, parser, percentile  # noqa: E402
+from netsentinel.analyzer.asksignals import asks_anyway  # noqa: E402
 from netsentinel.analyzer.prompt import build_messages  # noqa: E402
 from netsentinel.analyzer.rules import RuleEngine  # noqa: E402
 from netsentinel.analyzer.verdict import (VERDICT_SCHEMA, InvalidVerdict, combine,  # noqa: E402
@@ -69,9 +72,11 @@ def judge(scenario: dict, cfg: dict, backend) -> dict:
     for ev in scenario["events"]:
         out = engine.evaluate(ev, cfg)
     ev, rule = scenario["events"][-1], out.verdict
+    signals = sorted(asks_anyway(ev, rule.level)) if out.settled else []
     row = {"id": scenario["id"], "kind": scenario["kind"], "truth": scenario["truth"],
            "rule_level": rule.level, "level": rule.level, "source": "rules",
-           "settled": out.settled}
+           "settled": out.settled, "asked_on_signals": signals,
+           "asked_by_default": not out.settled or bool(signals)}
     if backend is None:
         return row
     history = engine.history.recent(ev.get("pid"))[:-1]
@@ -92,8 +97,9 @@ def judge(scenario: dict, cfg: dict, backend) -> dict:
 
 def as_deployed(rows: list[dict]) -> list[dict]:
     """The model's rows as the default llm_scope "unsettled" would have
-    them: an event the rules settled keeps the rule verdict, unasked."""
-    return [r if not r["settled"] else
+    them: an event the rules settled, with no behaviour signal, keeps the
+    rule verdict, unasked."""
+    return [r if r["asked_by_default"] else
             {k: v for k, v in dict(r, level=r["rule_level"], source="rules").items()
              if k not in ("schema_valid", "latency_s", "llm_level", "error", "load1")} for r in rows]
 
@@ -114,6 +120,8 @@ def score(rows: list[dict]) -> dict:
                                   f"{sum(r['kind'] == k for r in rows)}" for k in KINDS}
     out["matrix"] = {k: dict(Counter(r["level"] for r in rows if r["kind"] == k)) for k in KINDS}
     asked = [r for r in rows if "schema_valid" in r]
+    out["asked_by_default"] = sum(r["asked_by_default"] for r in rows)
+    out["asked_on_signals"] = sum(bool(r["asked_on_signals"]) for r in rows)
     if asked:
         lat = [r["latency_s"] for r in asked]
         out.update(asked=len(asked),
@@ -145,12 +153,18 @@ def main() -> int:
     p.add_argument("--rows-jsonl", type=Path, metavar="FILE",
                    help="append each verdict to FILE as it is made (a long run stopped early "
                         "still shows what it did)")
+    p.add_argument("--ids", metavar="ID,...", help="only these scenarios")
     p.add_argument("--per-kind", type=int, metavar="N",
                    help="only the first N scenarios of each kind (a slow model on a busy CPU)")
     a = p.parse_args()
     started = time.time()
     scenarios = load(a.scenarios)
     per_kind = 1 if a.quick else a.per_kind
+    if a.ids:
+        wanted = set(a.ids.split(","))
+        scenarios = [s for s in scenarios if s["id"] in wanted]
+        if len(scenarios) != len(wanted):
+            raise SystemExit(f"llm_eval: no scenario {sorted(wanted - {s['id'] for s in scenarios})}")
     if per_kind:
         scenarios = [s for k in KINDS for s in [x for x in scenarios if x["kind"] == k][:per_kind]]
     raw = {"timeout_seconds": a.timeout, "temperature": 0, "hf_device": "cpu"}
