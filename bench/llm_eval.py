@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from collections import Counter
+from itertools import zip_longest
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -165,8 +166,10 @@ def main() -> int:
         scenarios = [s for s in scenarios if s["id"] in wanted]
         if len(scenarios) != len(wanted):
             raise SystemExit(f"llm_eval: no scenario {sorted(wanted - {s['id'] for s in scenarios})}")
-    if per_kind:
-        scenarios = [s for k in KINDS for s in [x for x in scenarios if x["kind"] == k][:per_kind]]
+    by_kind = [[x for x in scenarios if x["kind"] == k][:per_kind or None] for k in KINDS]
+    # Round robin over the kinds: a slow run stopped early (--rows-jsonl) has
+    # covered every kind about equally, not only the first ones.
+    scenarios = [s for rnd in zip_longest(*by_kind) for s in rnd if s is not None]
     raw = {"timeout_seconds": a.timeout, "temperature": 0, "hf_device": "cpu"}
     if a.small_model:
         raw.update(backend="huggingface", model=smollm2_gguf())
