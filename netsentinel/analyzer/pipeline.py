@@ -184,10 +184,12 @@ class Analyzer(FlowJudging):
         self._track_settings(cfg)
         out = self.engine.evaluate(ev, cfg, self.whitelist())
         extra = {"target": out.target, "dedupe_key": out.dedupe_key}
-        skip = out.settled and cfg["llm_scope"] == "unsettled"
-        # A port rule settled it, but what the process does says ask anyway.
-        signals = asks_anyway(ev, out.verdict.level) if skip else {}
-        if self._backend == "rules" or out.whitelisted or (skip and not signals):
+        asking, signals = self._backend != "rules" and not out.whitelisted, {}
+        if asking and out.settled and cfg["llm_scope"] == "unsettled":
+            # A port rule settled it, but what the process does may say ask anyway.
+            signals = asks_anyway(ev, out.verdict.level)
+            asking = bool(signals)
+        if not asking:
             self.deliver(Job(ev, out.verdict, extra), out.verdict, False)
             return
         history = self.engine.history.recent(ev.get("pid"))[:-1]
