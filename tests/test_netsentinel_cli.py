@@ -18,6 +18,7 @@ import pytest
 
 from netsentinel import threats
 from netsentinel.records import BAN_COMMANDS, BANNED_IPS, PENDING_THREATS
+from netsentinel.store import RecordsStore
 from netsentinel.timefmt import utc_now_iso
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,6 +159,26 @@ def test_status_without_a_running_pipeline_exits_1_and_says_why(ns, records):
     assert "threats: 1 pending (CRITICAL 1)" in p.stdout
     js = json.loads(ns("status", "--json").stdout)
     assert js["loader"]["state"] == "absent" and js["threats"]["pending"] == 1
+    assert "dashboard: no login token yet" in p.stdout
+
+
+def test_status_shows_root_the_dashboard_login_url_and_others_why_not(records, shared_dir):
+    """Issue 11: the login URL `make run` prints is in `netsentinel status`,
+    for root; a user who cannot read the root-only token is told why."""
+    from netsentinel.dashboard.access import load_or_create_token
+    store = RecordsStore(shared_dir / "records")
+    token = load_or_create_token(store.root)
+    (shared_dir / "records").chmod(0o755)
+    cmd = [sys.executable, "-m", "netsentinel", "--records", str(store.root), "status"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT,
+                       env={**os.environ, "DASHBOARD_PORT": "8601"})
+    assert f"dashboard: http://127.0.0.1:8601/?token={token}" in p.stdout, p.stdout
+    nobody = subprocess.run(["runuser", "-u", "nobody", "--", "env",
+                             f"PYTHONPATH={os.environ.get('PYTHONPATH', ROOT)}", *cmd],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert "dashboard: the login token is root's: sudo netsentinel status" in nobody.stdout, \
+        nobody.stdout + nobody.stderr
+    assert token not in nobody.stdout + nobody.stderr
 
 
 def test_contract_usage_errors_version_and_closed_stdout(ns, records):

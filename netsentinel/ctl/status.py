@@ -1,19 +1,21 @@
 """`netsentinel status`: is everything up, and what is it doing
 (fail2ban-client status / cscli metrics). Built from the status files the
 processes write every few seconds, banned_ips.json and pending_threats.json.
+The dashboard's login URL is shown to root (the token is root's).
 Exit 0 when the loader and the analyzer are running, 1 when either is not
 (the report is printed either way), so `netsentinel status >/dev/null ||`
 works as a check."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 
 from .. import __version__, threats
 from ..cliargs import EXIT_FAILURE
 from ..liveness import duration, liveness
-from ..records import ANALYZER_STATUS, LOADER_STATUS, SUPERVISOR_STATUS
+from ..records import ANALYZER_STATUS, DASHBOARD_TOKEN, LOADER_STATUS, SUPERVISOR_STATUS
 from .bans import active_bans
 from .common import open_store, print_json
 
@@ -26,6 +28,25 @@ def _read(store, name: str) -> dict:
 def _proc(name: str, status: dict, now: float) -> dict:
     live = liveness(name, status, now)
     return {"state": live.state, "text": live.text, "status": status}
+
+
+def dashboard_login(store) -> dict:
+    """The login URL `make run` prints, for whoever may read the root-only
+    token (records/.dashboard_token); for anyone else, why not."""
+    port = os.environ.get("DASHBOARD_PORT") or "8501"
+    try:  # a dot file: not one RecordsStore hands out
+        fd = os.open(store.root / DASHBOARD_TOKEN, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = None
+    except OSError:
+        return {"login_url": None, "why": "the login token is root's: sudo netsentinel status"}
+    token = ""
+    if fd is not None:
+        with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+            token = f.read(4096).strip()
+    if not token:
+        return {"login_url": None, "why": "no login token yet: the dashboard makes it at its first start"}
+    return {"login_url": f"http://127.0.0.1:{port}/?token={token}"}
 
 
 def collect(store) -> dict:
@@ -47,6 +68,7 @@ def collect(store) -> dict:
         "version": __version__, "records": str(store.root),
         **{name: _proc(name, st, now) for name, st in procs.items()},
         "bans": {"active": len(bans), "by_source": dict(by_source), "drops_by_source": dict(drops)},
+        "dashboard": dashboard_login(store),
         "threats": {"pending": sum(pending.values()), "pending_by_level": dict(pending),
                     **{s: sum(1 for t in items if t.get("status") == s)
                        for s in ("approved", "rejected")}},
@@ -86,8 +108,10 @@ def render(r: dict) -> list[str]:
     b, t = r["bans"], r["threats"]
     out.append(f"|- bans: {b['active']} active ({_counts(b['by_source'])}); drops by source: "
                f"{_counts(b['drops_by_source'])}")
-    out.append(f"`- threats: {t['pending']} pending ({_counts(t['pending_by_level'])}), "
+    out.append(f"|- threats: {t['pending']} pending ({_counts(t['pending_by_level'])}), "
                f"{t['approved']} approved, {t['rejected']} rejected")
+    d = r["dashboard"]
+    out.append(f"`- dashboard: {d['login_url'] or d['why']}")
     return out
 
 
