@@ -23,6 +23,9 @@ with exactly these fields per kind (anything else is refused):
     probe             (nothing) "Test connection" of the settings in force, run by
                       the analyzer, which has root's API keys; its answer is
                       the audit entry's outcome and details.message
+    propose           (nothing) "Propose rules" on the Filter rules page: the
+                      analyzer asks the model in force about the recent floods
+                      in the event store; the proposal waits for a person
     audit             action, details, outcome (an action the dashboard did
                       itself, e.g. a ban queued for the loader, to be recorded)
 "by" is whatever the dashboard process wrote: the applier labels it as a
@@ -53,6 +56,7 @@ KINDS: dict[str, set[str]] = {
     "settings": {"config"},
     "proposal": {"proposal", "approve", "note"},
     "probe": set(),
+    "propose": set(),
     "audit": {"action", "details", "outcome"},
 }
 

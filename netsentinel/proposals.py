@@ -169,3 +169,17 @@ def decide(store: RecordsStore, proposal_id: str, *, approve: bool, by: str = "d
     with store.locked():
         store.update(RULE_PROPOSALS, change, default=[])
     return found["p"]
+
+
+def flood_evidence(db, limit: int = 5, recent: int = 200) -> list[dict]:
+    """The newest flow window per flooding source among an event store's
+    latest flow verdicts (what "Propose rules" shows the model)."""
+    from .eventstore import Query
+    from .eventstore.rows import stored_record
+    latest: dict[str, dict] = {}
+    for row in reversed(db.search(Query(kind="flow", limit=recent))):  # oldest first: newest wins
+        ev = stored_record(row).get("event")
+        if isinstance(ev, dict) and ev.get("type") == "flow" and isinstance(ev.get("src"), str):
+            latest.pop(ev["src"], None)
+            latest[ev["src"]] = ev
+    return list(latest.values())[-limit:]

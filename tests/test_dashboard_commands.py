@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from dashboard_seed import seed
-from netsentinel import audit, dashcmd, dropdir, threats
+from dashboard_seed import seed, store_rows
+from test_dashboard_rules import FLOW
+from netsentinel import audit, dashcmd, dropdir, proposals, threats
+from netsentinel.timefmt import utc_now_iso
 from netsentinel.analyzer.dashcmds import DashboardCommands
 from netsentinel.llm.config import DEFAULT_LLM_CONFIG, load_llm_config, save_llm_config
 from netsentinel.records import (ANALYZER_STATUS, BAN_COMMANDS, DASHBOARD_COMMANDS,
@@ -307,3 +309,34 @@ def test_connection_test_runs_in_the_analyzer_with_roots_settings(rig):
     assert entry["outcome"] == "ok", entry
     assert f"ollama at {server.url}, model qwen3:8b" in entry["details"]["message"]
     assert entry["who"].startswith(f"uid {pwd.getpwnam(MEMBER).pw_uid} ({MEMBER})")
+
+
+def test_rule_proposal_is_asked_by_the_analyzer_with_roots_settings(rig):
+    """"Propose rules" from the unprivileged dashboard: the analyzer (root,
+    with the keys) asks the model in force about the floods in the event
+    store; the proposal waits for a person, its id in the audit entry."""
+    store, _, applier, _ = rig
+    flow = dict(FLOW, ts=utc_now_iso(), src="198.51.100.66")
+    store_rows(store.root, [{"id": "f1", "ts": flow["ts"], "level": "CRITICAL", "category": "icmp_flood",
+                             "event": flow}])
+    answer = {"summary": "drop the flood", "rules": [
+        {"action": "drop", "src": "198.51.100.66", "proto": "icmp", "reason": "ICMP flood"}]}
+    with StandinServer(lambda req: (200, json.dumps(answer))) as server:
+        save_llm_config(store, dict(load_llm_config(store)[0], backend="ollama", host=server.url,
+                                    model="standin-model"))
+        done = submit_as(MEMBER, store.root, "propose")
+        assert done.returncode == 0, done.stderr
+        cid = done.stdout.strip()
+        assert applier.poll() == 1
+        entry = wait_until(lambda: dashcmd.answer(store, cid), 60, what="the proposal's answer")
+    assert entry["outcome"] == "ok", entry
+    (p,) = proposals.list_proposals(json.loads(store.path(RULE_PROPOSALS).read_text()), "pending")
+    assert entry["details"]["proposal"] == p["id"] and "198.51.100.66" in p["trigger"]["src"]
+    assert [r["rule"]["src"] for r in p["rules"] if r["valid"]] == ["198.51.100.66"]
+    assert entry["who"].startswith(f"uid {pwd.getpwnam(MEMBER).pw_uid} ({MEMBER})")
+    # Nothing to base rules on: refused with the reason, kept aside.
+    store.path("events.sqlite3").unlink()
+    cid = submit_as(MEMBER, store.root, "propose").stdout.strip()
+    assert applier.poll() == 1
+    entry = wait_until(lambda: dashcmd.answer(store, cid), 60, what="the refusal")
+    assert entry["outcome"].startswith("refused: No flood evidence"), entry

@@ -27,9 +27,11 @@ import threading
 from typing import Any, Callable
 
 from .. import audit, dashcmd, dropdir, fsguard, jsonsafe, proposals, threats
-from ..errors import NetSentinelError
+from ..errors import InputError, NetSentinelError
+from ..eventstore import open_store, resolve_dsn
 from ..llm.config import ROOT_ONLY_SETTINGS, save_llm_config, validate_llm_config
 from ..llm.probe import probe_backend
+from ..llm.propose import ask_for_rules, summary
 from ..llm.redact import redact
 from ..netinfo import ProtectedCache
 from ..records import DASHBOARD_COMMANDS, DASHBOARD_COMMANDS_REJECTED, LLM_CONFIG
@@ -204,6 +206,8 @@ class DashboardCommands:
             self._settings(cmd["config"], uid)
         elif kind == "probe":
             self._start_probe(cmd, uid)
+        elif kind == "propose":
+            self._start_propose(cmd, uid)
         elif kind == "proposal":
             proposals.decide(self.store, cmd["proposal"], approve=cmd["approve"], by=by,
                              note=cmd.get("note"))
@@ -227,6 +231,43 @@ class DashboardCommands:
         self._probe = threading.Thread(target=run, name="dashboard-probe", daemon=True)
         self._probe.start()
         raise Deferred
+
+    def _start_propose(self, cmd: dict, uid: int) -> None:
+        """"Propose rules" with root's settings and keys, off the writer thread
+        (the model may take its whole timeout); one model call at a time,
+        shared with the connection test. Recorded under the command's id
+        when it ends: the proposal's id, or why there is none."""
+        if self._probe is not None and self._probe.is_alive():
+            raise Refused("the model is already being asked; try again when it has answered")
+        wl = self._whitelist().load()
+        protected = self.protected.get(wl.config["protect_ssh_ports"])
+
+        def run() -> None:
+            try:
+                flows = self._recent_floods()
+                p = ask_for_rules(self.store, self.in_force(), flows, protected=protected,
+                                  ssh_ports=wl.config["protect_ssh_ports"],
+                                  trigger={"kind": "dashboard", "src": ", ".join(f["src"] for f in flows)})
+                self._record(cmd, uid, "ok", "propose", extra={"message": summary(p), "proposal": p["id"]})
+            except InputError as e:
+                self._record(cmd, uid, f"refused: {e}", "propose", extra={"message": str(e)})
+            except Exception as e:  # noqa: BLE001 (a thread's last word is a line, not a trace)
+                self.warn(f"{DASHBOARD_COMMANDS}: rule proposal failed: {type(e).__name__}: {e}")
+                self._record(cmd, uid, f"refused: {type(e).__name__}: {e}", "propose")
+
+        self._probe = threading.Thread(target=run, name="dashboard-propose", daemon=True)
+        self._probe.start()
+        raise Deferred
+
+    def _recent_floods(self) -> list[dict]:
+        try:
+            db = open_store(resolve_dsn(None, self.store), readonly=True)
+        except Exception:  # noqa: BLE001 (no history yet, or unreadable: nothing to propose from)
+            return []
+        try:
+            return proposals.flood_evidence(db) if db.schema_version() else []
+        finally:
+            db.close()
 
     def _settings(self, new: dict, uid: int) -> None:
         cfg = validate_llm_config(new)

@@ -16,10 +16,9 @@ import streamlit as st
 
 from .. import proposals
 from ..errors import InputError
-from ..eventstore import Query
-from ..eventstore.rows import stored_record
 from ..filterrules import RuleRefused, check_rule_policy, parse_rule
-from ..llm.config import LLM_BACKENDS, load_llm_config
+from ..llm.config import load_llm_config
+from ..llm.propose import ask_for_rules, summary
 from ..records import FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED, RULE_PROPOSALS
 from .context import Ctx
 from .data import ago, read_json
@@ -112,51 +111,28 @@ def pending_proposals(ctx: Ctx, now: float) -> None:
             c2.button("Reject", key=f"prop_reject_{pid}", on_click=_decide, args=(ctx, pid, False))
 
 
-def flood_evidence(ctx: Ctx, limit: int = 5, recent: int = 200) -> list[dict]:
-    """The newest flow window per flooding source, from the event store's
-    latest flow verdicts."""
+def flood_evidence(ctx: Ctx) -> list[dict]:
     with opened(ctx) as (db, _):
-        rows = db.search(Query(kind="flow", limit=recent)) if db is not None else []
-    latest: dict[str, dict] = {}
-    for row in reversed(rows):  # oldest first: the newest window per source wins
-        ev = stored_record(row).get("event")
-        if isinstance(ev, dict) and ev.get("type") == "flow" and isinstance(ev.get("src"), str):
-            latest.pop(ev["src"], None)
-            latest[ev["src"]] = ev
-    return list(latest.values())[-limit:]
+        return proposals.flood_evidence(db) if db is not None else []
 
 
 def _ask(ctx: Ctx) -> None:
     def do() -> str:
-        from ..llm.backends import BackendError, BackendManager
-        from ..llm.probe import choose_auto
-        flows = flood_evidence(ctx)
-        if not flows:
-            raise InputError("No flood evidence in the analyzer's recent events to base rules on.")
+        if ctx.queued:
+            # Unprivileged: no API key here. Root's analyzer asks the model with
+            # the settings in force; the proposal appears below when it answers.
+            ctx.ask("propose")
+            return ("Asked the analyzer to ask the model (it has root's settings and keys); the "
+                    "proposal appears below when the model answers, or the Audit page says why not.")
         cfg, error = load_llm_config(ctx.store)
         if error:
             raise InputError(f"LLM settings: {error}")
-        backend = cfg["backend"]
-        if backend == "auto":
-            backend, why = choose_auto(cfg)
-            if backend not in LLM_BACKENDS:
-                raise InputError(f"No LLM is reachable ({why}); choose one on the LLM settings page.")
-        elif backend not in LLM_BACKENDS:
-            raise InputError("The analyzer runs on rules only; choose an LLM on the LLM settings page.")
-        cfg = dict(cfg, backend=backend)
         wl = ctx.whitelist_for_write()
-        try:
-            llm = BackendManager(lambda m: None).get(cfg)
-            p = proposals.propose(ctx.store, lambda msgs, schema: llm.ask_json(msgs, cfg, schema), flows,
-                                  backend=llm.describe(), protected=ctx.protected(wl),
-                                  ssh_ports=wl.config["protect_ssh_ports"],
-                                  trigger={"kind": "dashboard", "src": ", ".join(f["src"] for f in flows)})
-        except BackendError as e:
-            raise InputError(f"The LLM did not answer: {e}") from None
-        except proposals.ProposalError as e:
-            raise InputError(f"The LLM's answer was unusable: {e}") from None
-        valid = sum(r["valid"] for r in p["rules"])
-        return f"Proposal {p['id']}: {valid} valid rule(s) of {len(p['rules'])}, waiting for review below."
+        flows = flood_evidence(ctx)
+        p = ask_for_rules(ctx.store, cfg, flows, protected=ctx.protected(wl),
+                          ssh_ports=wl.config["protect_ssh_ports"],
+                          trigger={"kind": "dashboard", "src": ", ".join(f["src"] for f in flows)})
+        return summary(p) + " below."
     act(do)
 
 
