@@ -341,6 +341,28 @@ def test_untrusted_text_is_not_rendered_as_markdown(env):
     assert not [m for m in raw if "://" in m or "](" in m or "evil" in m], raw
 
 
+def test_a_merged_threat_shows_each_sighting_whole(env):
+    """One attack, one threat (issue 12): its card lists the last sightings,
+    each with its own time, reason, process and target, as plain text."""
+    records, _ = env
+    store = seed(records)
+    items = store.read(PENDING_THREATS)
+    evil = "scan ![t](http://evil.example/p.png)"
+    items[0]["sightings"] = [
+        {"ts": "2026-12-01T10:00:00.000000Z", "level": "HIGH", "category": "port_scan", "reason": evil,
+         "pid": 4242, "uid": 1000, "comm": "python3", "exe": "/usr/bin/python3.11",
+         "daddr": "203.0.113.50", "dport": 22},
+        {"ts": "2026-12-01T10:01:00.000000Z", "level": "CRITICAL", "category": "port_scan",
+         "reason": "port scan: 15 ports", "pid": 4243, "uid": 1000, "comm": "python3",
+         "exe": "/usr/bin/python3.11", "daddr": "203.0.113.51", "dport": 23}]
+    store.write(PENDING_THREATS, items)
+    at = open_card(start("Review"), items[0]["id"])
+    rows = frame(at, "reason")
+    assert list(rows["daddr"]) == ["203.0.113.51", "203.0.113.50"]  # newest first
+    assert list(rows["pid"]) == ["4243", "4242"] and evil in list(rows["reason"])
+    assert not [m for m in (str(x.value) for x in at.markdown) if "evil" in m]
+
+
 def test_reject_with_whitelist(env):
     records, cfg = env
     seed(records)

@@ -148,6 +148,9 @@ def _bulk(ctx: Ctx, name: str, ids: tuple[str, ...]) -> None:
 
 
 # --------------------------------------------------------------------- cards
+SIGHTING_COLUMNS = ("ts", "level", "category", "comm", "pid", "uid", "daddr", "dport", "reason", "exe")
+
+
 def evidence(t: dict) -> None:
     """Every field here came from the watched process or a model: st.code
     and st.text only (plain text, never linked)."""
@@ -169,6 +172,11 @@ def evidence(t: dict) -> None:
             f"confidence {t.get('confidence', '?')}, rules {rules}"
             + (f"\ntargets e.g.  {', '.join(map(str, sample))}" if sample else ""),
             language=None, wrap_lines=True)
+    sightings = [x for x in t.get("sightings") or [] if isinstance(x, dict)]
+    if len(sightings) > 1:  # each row one sighting, whole: its time, reason, process and target
+        st.caption(f"The last {len(sightings)} sightings")
+        st.dataframe([{k: ("" if x.get(k) is None else str(x.get(k))) for k in SIGHTING_COLUMNS}
+                      for x in reversed(sightings)], hide_index=True, key=f"sightings_{t.get('id')}")
     with st.expander("Raw threat record"):
         st.json(t, expanded=False)
 
