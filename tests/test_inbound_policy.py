@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+from netsentinel.filterrules import parse_rule
+
 from analyzer_support import conn, run_analyzer
 from netsentinel.analyzer.autoban import AutoBanPolicy, ntp_servers, upstreams
 from netsentinel.analyzer.floods import FloodDetector, half_open
@@ -125,6 +127,14 @@ def test_unproven_critical_flood_is_withheld_proven_one_blocked(tmp_path):
     assert by_target["10.9.0.77"]["status"] == "approved"
     cmds = json.loads((rec / BAN_COMMANDS).read_text())
     assert [c["ip"] for c in cmds] == ["10.9.0.77"]
+    # Not banned, but rate-limited: a ratelimit rule on that source alone.
+    (limit,) = [c for c in json.loads((rec / "rule_commands.json").read_text())
+                if c["rule"].get("src") == flood[0]["src"]]
+    assert limit["action"] == "add_rule" and limit["source"] == "auto-flood"
+    assert {k: limit["rule"][k] for k in ("id", "action", "proto", "rate_pps", "ttl_seconds")} == {
+        "id": f"src-icmp-{flood[0]['src']}", "action": "ratelimit", "proto": "icmp", "rate_pps": 100,
+        "ttl_seconds": 600}
+    assert parse_rule(limit["rule"]).src is not None  # the loader's own validation accepts it
 
 
 def test_udp_stream_of_an_established_session_is_not_a_flood(tmp_path):

@@ -125,6 +125,15 @@ def test_open_port_syn_flood_from_an_unproven_source_is_detected_not_banned(lab,
         print(f"open-port SYN flood, unproven source: detected {time.monotonic() - t0:.2f}s after it started")
         wait_until(lambda: analyzer_said(rec, f"auto-block of {src} withheld: spoofable evidence only"),
                    5, what="the withheld auto-block")
+        # Not banned: rate-limited, that source alone (issue 13: limited within 2 s).
+        rule = wait_until(lambda: next((r for r in (read_json(rec / "filter_rules.json", {}) or {})
+                                        .get("rules", []) if r.get("id") == f"src-tcp-{src}"), None),
+                          5, 0.02, what="the per-source rate limit in force")
+        print(f"open-port SYN flood, unproven source: rate-limited {time.monotonic() - t0:.2f}s after it "
+              f"started ({rule['rate_pps']} SYN/s)")
+        wait_until(lambda: next((r.get("hits", 0) for r in (read_json(rec / "filter_rules.json", {}) or {})
+                                 .get("rules", []) if r.get("id") == f"src-tcp-{src}"), 0) > 0,
+                   10, what="SYNs over the cap dropped (the rule's hits)")
     finally:
         flood.wait(timeout=20)
     assert not banned(rec, src) and t["status"] == "pending"

@@ -8,6 +8,7 @@ pipeline.Analyzer, whose state it uses."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 
@@ -25,6 +26,10 @@ from .sinks import RecordsSink
 
 PROPOSE_EVERY_S = 600.0  # at most one LLM rule proposal per flooding source per this
 PROPOSED_MAX = 4096      # flooding sources remembered for that
+# A flood from one source that may not be banned (issue 13) is rate-limited
+# instead: protocol and packets/s let through from that source.
+SOURCE_CAPS = {"syn_flood": ("tcp", 100), "icmp_flood": ("icmp", 100), "ssdp_flood": ("udp", 100),
+               "reflection": ("udp", 1000), "udp_flood": ("udp", 1000)}
 RATE_LIMIT_TTL_S = 600   # an aggregate flood's rate-limit rule lasts this long after its last renewal
 _PROTECTED = ProtectedCache()  # for rule proposals; the sink keeps its own for auto-bans
 # Flood kinds a two-way session makes a stream: an iperf3 UDP test, a video call.
@@ -48,7 +53,49 @@ class FlowJudging:
         self.inbound = InboundView()
         self._held: dict[str, int] = {}   # source -> windows its UDP verdict was held
         self.autoban = AutoBanPolicy(self.inbound, self.settings.current)
-        self.sink.flood_gate = lambda threat: self.autoban.gate(threat, self.warn)
+        self._limited: dict[str, float] = {}   # rate-limit rule id -> when last queued
+        self.sink.flood_gate = self._flood_gate
+
+    def _flood_gate(self, threat: dict) -> bool:
+        """May the sink auto-ban this flood's source? When the policy says no
+        (spoofable evidence, or an address this host needs), the source is
+        only rate-limited (issue 13): a ratelimit rule on it, never a ban."""
+        if self.autoban.gate(threat, self.warn):
+            return True
+        self._limit_source(threat)
+        return False
+
+    def _limit_source(self, threat: dict) -> None:
+        src, cap = threat.get("target"), SOURCE_CAPS.get(threat.get("category"))
+        if not isinstance(src, str) or cap is None:
+            return
+        proto, pps = cap
+        if proto == "icmp" and ":" in src:
+            proto = "icmpv6"
+        rid = f"src-{proto}-{src}".replace(":", "_")
+        if len(rid) > 48:  # filterrules.ID_RE: a long IPv6 address becomes a digest
+            rid = f"src-{proto}-{hashlib.sha1(src.encode()).hexdigest()[:16]}"
+        self._queue_limit({"id": rid, "action": "ratelimit", "src": src, "proto": proto, "rate_pps": pps,
+                           "reason": f"{threat.get('category')} from {src}, not banned (its address may "
+                                     f"be spoofed or is one this host needs): capped at {pps}/s"})
+
+    def _queue_limit(self, rule: dict) -> bool:
+        """Queue an auto-flood rate limit (renewed at half its life while the
+        flood lasts, not at every window); False when it was not queued."""
+        now = time.monotonic()
+        if now - self._limited.get(rule["id"], -RATE_LIMIT_TTL_S) < RATE_LIMIT_TTL_S / 2:
+            return False
+        rule = {**rule, "ttl_seconds": RATE_LIMIT_TTL_S, "source": "auto-flood"}
+        try:
+            self.store.append_command({"action": "add_rule", "rule": rule, "source": "auto-flood"},
+                                      name=RULE_COMMANDS)
+        except StoreError as e:
+            self.warn(f"rate limit {rule['id']} not queued: {e}; retried at the next window")
+            return False
+        self._limited[rule["id"]] = now
+        self.warn(f"auto-block: rate limit {rule['id']} ({rule['rate_pps']}/s) for "
+                  f"{RATE_LIMIT_TTL_S}s: {rule['reason']}")
+        return True
 
     def handle_accepts(self, ev: dict) -> None:
         for b in self.inbound.on_accepts(ev):
@@ -137,7 +184,7 @@ class FlowJudging:
         cfg = self.settings.current()
         self._track_settings(cfg)
         if getattr(self, "_aggregates", None) is None:
-            self._aggregates, self._limited = AggregateDetector(), {}
+            self._aggregates = AggregateDetector()
         now = time.monotonic()
         v = self._aggregates.judge(ev, now)
         if v is None:
@@ -148,21 +195,8 @@ class FlowJudging:
                    "detector": "aggregate"}
         self.sink.add(RecordsSink.make_entry(ev, verdict, "rules", False), None)
         self._tally(v.level, "rules")
-        if v.rule is None or not cfg["auto_block_floods"]:
-            return
-        # Renewed at half its life while the flood lasts, not at every window.
-        if now - self._limited.get(v.rule["id"], -RATE_LIMIT_TTL_S) < RATE_LIMIT_TTL_S / 2:
-            return
-        rule = {**v.rule, "ttl_seconds": RATE_LIMIT_TTL_S, "source": "auto-flood"}
-        try:
-            self.store.append_command({"action": "add_rule", "rule": rule, "source": "auto-flood"},
-                                      name=RULE_COMMANDS)
-        except StoreError as e:
-            self.warn(f"rate limit {rule['id']} not queued: {e}; retried at the next window")
-            return
-        self._limited[v.rule["id"]] = now
-        self.warn(f"auto-block: rate limit {rule['id']} ({rule['rate_pps']}/s) for {RATE_LIMIT_TTL_S}s: "
-                  f"{v.reason}")
+        if v.rule is not None and cfg["auto_block_floods"]:
+            self._queue_limit({**v.rule, "reason": v.rule.get("reason") or v.reason})
 
     def _propose_rules(self, ev: dict, v) -> None:
         """Ask the LLM for filter rules against this flood; a person reviews them."""
