@@ -109,16 +109,19 @@ def test_aggregate_flood_gets_one_rate_limit_rule_and_no_ban(tmp_path):
     events = [dict(base, phase="crossed", packets=8000, pps=8000.0),
               dict(base, phase="window", packets=30000, pps=30000.0, elapsed_s=1.0),
               dict(base, kind="udp", proto="udp", dport=53, phase="window", packets=25000, pps=25000.0),
+              dict(base, kind="icmp", proto="icmp", dport=None, phase="window", packets=9000, pps=9000.0),
               dict(base, kind="syn", dport=70000, phase="window", packets=1, pps=1.0)]   # refused input
     r = run_analyzer(tmp_path, ["--backend", "rules"], feed(events))
     assert r.returncode == 0, r.stderr
     rec = tmp_path / "records"
     cmds = read(rec, RULE_COMMANDS)
-    assert [c["rule"]["id"] for c in cmds] == ["agg-syn-8080"]
+    # ICMP counts both families: both are capped.
+    assert [c["rule"]["id"] for c in cmds] == ["agg-syn-8080", "agg-icmp-all", "agg-icmp-all-v6"]
+    assert [c["rule"]["proto"] for c in cmds[1:]] == ["icmp", "icmpv6"]
     rule = cmds[0]["rule"]
     assert (rule["action"], rule["proto"], rule["dport"], rule["source"], rule["ttl_seconds"]) == \
         ("ratelimit", "tcp", 8080, "auto-flood", 600)
     assert read(rec, BAN_COMMANDS) is None and not read(rec, PENDING_THREATS)
     levels = sorted(e["level"] for e in read(rec, "dashboard_logs.json")["entries"])
-    assert levels == ["CRITICAL", "CRITICAL", "HIGH"]
+    assert levels == ["CRITICAL", "CRITICAL", "CRITICAL", "HIGH"]
     assert "dport must be 0-65535" in r.stderr

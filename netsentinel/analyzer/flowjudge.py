@@ -197,6 +197,9 @@ class FlowJudging:
         self._tally(v.level, "rules")
         if v.rule is not None and cfg["auto_block_floods"]:
             self._queue_limit({**v.rule, "reason": v.rule.get("reason") or v.reason})
+            if v.rule.get("proto") == "icmp":  # the ICMP total counts both families: cap both
+                self._queue_limit({**v.rule, "id": f"{v.rule['id']}-v6", "proto": "icmpv6",
+                                   "reason": v.rule.get("reason") or v.reason})
 
     def _propose_rules(self, ev: dict, v) -> None:
         """Ask the LLM for filter rules against this flood; a person reviews them."""
