@@ -1,7 +1,8 @@
 """Stack visibility in the loader (issue 17, docs/STACK.md): the one object
 run.py holds. It starts the kernel probe, emits `drops` (drops.py) and
 `tcp_health` (tcphealth.py) events every interval, and keeps a bounded
-summary in records/stack.json for the dashboard's Stack page.
+summary in records/stack.json for the dashboard's Stack page, with the
+per-flow paths (path.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
 from .drops import DropReporter
 from ..netinfo import local_addresses
+from .path import Paths
 from .tcphealth import Accepts, TcpHealth
 
 HISTORY_INTERVALS = 180     # drop reasons over time: the last this many intervals with drops
@@ -34,6 +36,7 @@ class Stack:
         self.proc_info = proc_info
         self.tcp: TcpHealth | None = None
         self.accepts: Accepts | None = None
+        self.paths: Paths | None = None
         self._next = self._last = time.monotonic()
         self.history: deque = deque(maxlen=HISTORY_INTERVALS)
         self.sites: dict[tuple, dict] = {}
@@ -45,7 +48,11 @@ class Stack:
         not enforcement, the loader goes on without it."""
         if not self.drops.start():
             return [f"stack: {self.drops.off_reason}"]
-        notes = [r for r in (self.drops.probe.detail_off_reason, self.drops.probe.tcp_off_reason) if r]
+        probe = self.drops.probe
+        notes = [r for r in (probe.detail_off_reason, probe.tcp_off_reason, probe.path_off_reason,
+                             probe.accept_off_reason) if r]
+        if probe.path_off_reason is None:
+            self.paths = Paths(probe.read_path)
         if self.drops.probe.tcp_off_reason is None:
             self.tcp = TcpHealth(self.drops.probe.read_tcp, self.proc_info)
             self.accepts = Accepts(self.drops.probe.read_accepts,
@@ -66,6 +73,8 @@ class Stack:
         accepted = self.accepts.sample(now - self._last) if self.accepts else None
         if accepted:
             self.emit("accepts", **accepted)
+        if self.paths:
+            self.paths.sample()
         for body in (self.tcp.sample() if self.tcp else ()):
             self.emit("tcp_health", **body)
             key = (body["saddr"], body["sport"], body["daddr"], body["dport"])
@@ -93,16 +102,20 @@ class Stack:
 
     def totals(self) -> dict:
         return {**self.drops.totals, **(self.tcp.totals if self.tcp else {}),
-                **(self.accepts.totals if self.accepts else {})}
+                **(self.accepts.totals if self.accepts else {}),
+                **(self.paths.totals if self.paths else {})}
 
     def record(self, store: RecordsStore) -> None:
         """records/stack.json: what the Stack page shows."""
         doc = {"updated_at": utc_now_iso(), "interval_s": self.interval_s,
                "detail_off_reason": self.drops.probe.detail_off_reason,
                "tcp_off_reason": self.drops.probe.tcp_off_reason,
+               "path_off_reason": self.drops.probe.path_off_reason,
+               "accept_off_reason": self.drops.probe.accept_off_reason,
                "totals": self.totals(), "history": list(self.history),
                "sites": sorted(self.sites.values(), key=lambda r: -r["count"])[:TOP_SITES],
-               "connections": list(self.connections.values())}
+               "connections": list(self.connections.values()),
+               "paths": self.paths.snapshot() if self.paths else []}
         try:
             store.write(STACK, doc)
         except Exception as e:  # noqa: BLE001 (a display file must never stop the loader)

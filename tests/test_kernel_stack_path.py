@@ -1,0 +1,148 @@
+"""Kernel tests of the stack's per-flow path, the process of accepted
+connections and IPv6 extension headers (issue 17): real packets between the
+lab's namespaces, real listeners and a real accept(), read back from the
+loader's stream and records/stack.json."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from netlab import (lab,  # noqa: F401  (module-scoped fixture)
+                    kernel_test_skip_reason, read_json, start_loader, validate, wait_until)
+
+SKIP = kernel_test_skip_reason()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
+
+
+@pytest.fixture(scope="module")
+def loader(lab, tmp_path_factory):
+    lp = start_loader(lab, tmp_path_factory, "--stack-interval", "0.3", "--no-xdp")
+    yield lp
+    assert lp.stop() == 0
+
+
+SERVER = """
+import os, socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.bind((sys.argv[1], 0)); s.listen()
+print(os.getpid(), s.getsockname()[1], flush=True)
+c, peer = s.accept(); n = 0
+print(peer[1], flush=True)
+while True:
+    b = c.recv(65536)
+    if not b: break
+    n += len(b)
+c.sendall(str(n).encode()); c.close()
+"""
+
+CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+for _ in range(64): c.sendall(b"x" * 4096)
+c.shutdown(socket.SHUT_WR); print(c.recv(100).decode(), flush=True); c.close()
+"""
+
+
+def inbound_connection(lab) -> tuple[int, int, int]:
+    """The peer connects to a listener in the dut's namespace and sends
+    256 KiB; returns (the accepting process's pid, the port, the client's port)."""
+    server = subprocess.Popen(["ip", "netns", "exec", lab.dut, "python3", "-c", SERVER, lab.dut4],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        pid, port = map(int, server.stdout.readline().split())
+        client = subprocess.run(["ip", "netns", "exec", lab.peer, "python3", "-c", CLIENT, lab.dut4, str(port)],
+                                capture_output=True, text=True, timeout=120)
+        assert client.returncode == 0, client.stderr
+        assert int(client.stdout) == 64 * 4096
+        cport = int(server.stdout.readline())
+        assert server.wait(timeout=30) == 0
+        return pid, port, cport
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
+
+
+def stack_path(loader, pred, what: str) -> dict:
+    """The first path in stack.json matching pred."""
+    def found():
+        doc = read_json(loader.records / "stack.json") or {}
+        return next((p for p in doc.get("paths", []) if pred(p)), None)
+    return wait_until(found, 15, what=what)
+
+
+def test_an_accepted_connection_has_the_accepting_process(lab, loader):
+    pid, port, cport = inbound_connection(lab)
+    ev = validate(loader.wait_for(
+        lambda e: e["type"] == "tcp_health" and e["final"] and e["sport"] == port and e["dport"] == cport,
+        15, f"final tcp_health of the connection to port {port}"))
+    assert (ev["saddr"], ev["daddr"], ev["direction"]) == (lab.dut4, lab.peer4, "inbound")
+    assert (ev["pid"], ev["comm"], ev["uid"]) == (pid, "python3", 0)
+    # The accepted child socket is born SYN_RECV, then ESTABLISHED.
+    assert [s["state"] for s in ev["states"]][:2] == ["SYN_RECV", "ESTABLISHED"] and ev["state"] == "CLOSE"
+    # The client's side (the peer's namespace) is an outbound connection of another process.
+    out = validate(loader.wait_for(
+        lambda e: e["type"] == "tcp_health" and e["final"] and e["sport"] == cport and e["dport"] == port,
+        15, "the client's side of the connection"))
+    assert out["direction"] == "outbound" and out["pid"] not in (None, pid)
+
+
+def test_a_tcp_flow_shows_its_path_with_counts_and_latency(lab, loader):
+    _, port, cport = inbound_connection(lab)
+    p = stack_path(loader, lambda p: (p["src"], p["sport"], p["dst"], p["dport"], p["proto"])
+                   == (lab.peer4, cport, lab.dut4, port, 6), "the client->server flow's path")
+    edges = {(e["from"], e["to"]): e for e in p["edges"]}
+    # Every segment of the flow was received; the data segments went on to
+    # TCP and were copied to the reading process.
+    assert p["packets"] == edges["start", "receive"]["count"] == p["nodes"]["receive"] > 0
+    assert edges["receive", "tcp"]["count"] > 0
+    assert edges["tcp", "socket"]["count"] > 0
+    for key in (("receive", "tcp"), ("tcp", "socket")):
+        assert edges[key]["median_us"] > 0 and edges[key]["mean_us"] > 0, edges[key]
+    assert edges["start", "receive"]["median_us"] is None
+    # No hook is counted more often than the packets that reached the one before it.
+    for (a, b), e in edges.items():
+        if a != "start":
+            assert e["count"] <= p["nodes"][a], (a, b, p)
+
+
+UDP_SEND = """
+import socket, sys
+dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+# A destination-options and a hop-by-hop header, each one PadN option: the
+# kernel builds them into every datagram (IPV6_DSTOPTS 59, IPV6_HOPOPTS 54).
+pad = bytes([0, 0, 1, 4, 0, 0, 0, 0])
+s.setsockopt(socket.IPPROTO_IPV6, 59, pad)
+s.setsockopt(socket.IPPROTO_IPV6, 54, pad)
+s.bind((sys.argv[4], 0))
+print(s.getsockname()[1], flush=True)
+for _ in range(n): s.sendto(b"probe", (dst, port))
+"""
+
+
+def test_ipv6_extension_headers_are_skipped_to_the_ports(lab, loader):
+    """Datagrams with hop-by-hop and destination-options headers to a closed
+    port: the drop and the path both name UDP and its ports."""
+    port, n = 5999, 12
+    r = subprocess.run(["ip", "netns", "exec", lab.peer, "python3", "-c", UDP_SEND, lab.dut6, str(port), str(n),
+                        lab.peer6], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    sport = int(r.stdout)
+    seen = 0
+
+    def enough(e):
+        nonlocal seen
+        if e["type"] == "drops":
+            validate(e)
+            seen += sum(f["count"] for f in e["flows"] if f["src"] == lab.peer6 and f["dport"] == port
+                        and f["proto"] == 17 and f["reason"] == "NO_SOCKET")
+        return seen >= n
+    loader.wait_for(enough, 15, "NO_SOCKET drops of the IPv6 datagrams, by port")
+    assert seen == n
+    p = stack_path(loader, lambda p: (p["src"], p["sport"], p["dport"], p["proto"]) == (lab.peer6, sport, port, 17),
+                   "the IPv6 flow's path")
+    edges = {(e["from"], e["to"]): e["count"] for e in p["edges"]}
+    assert edges == {("start", "receive"): n, ("receive", "dropped NO_SOCKET"): n}, p
