@@ -1,7 +1,9 @@
 """The Stack page (issue 17) through streamlit.testing.v1.AppTest, on a
-stack.json captured from a real lab run (tests/samples/stack.json: SYNs to a
+stack.json captured from real lab runs (tests/samples/stack.json: SYNs to a
 closed port, an nft drop rule, an XDP ban, a connection losing 30% of its
-segments)."""
+segments; then, from tests/test_kernel_stack_path.py, accepted connections
+and the paths of their flows and of IPv6 datagrams with extension headers
+to a closed port)."""
 
 from __future__ import annotations
 
@@ -63,3 +65,34 @@ def test_a_damaged_file_is_a_notice_not_a_crash(records):
     at = stack_page()
     assert not at.exception
     assert any("No drops recorded" in i.value for i in at.info)
+
+
+def test_an_accepted_connection_shows_its_process(records):
+    shutil.copy(SAMPLE, records / "stack.json")
+    sample = json.loads(SAMPLE.read_text())
+    # The older capture's inbound row predates the accept() hook: no process.
+    accepted = [c for c in sample["connections"] if c["direction"] == "inbound" and c["pid"]]
+    assert len(accepted) == 2
+    tcp = stack_page().dataframe[2].value
+    rows = tcp[tcp["pid"].isin([c["pid"] for c in accepted])]
+    assert list(rows["direction"]) == ["inbound"] * 2 and list(rows["process"]) == ["python3"] * 2
+
+
+def test_the_path_of_a_chosen_flow_is_drawn(records):
+    shutil.copy(SAMPLE, records / "stack.json")
+    paths = json.loads(SAMPLE.read_text())["paths"]
+    at = stack_page()
+    assert not at.exception
+    (dot,) = [e.proto.spec for e in at.get("graphviz_chart")]
+    first = paths[0]   # the busiest flow is chosen first
+    assert f"{first['src']}:{first['sport']} → {first['dst']}:{first['dport']}" in dot
+    edges = at.dataframe[3].value
+    assert sum(edges["packets"]) == sum(e["count"] for e in first["edges"])
+    assert {"receive", "tcp", "socket"} <= set(edges["to"])
+    # A drop ends a path in its own, named node: the IPv6 datagrams to a closed port.
+    i = next(i for i, p in enumerate(paths) if p["family"] == "ipv6")
+    at.selectbox(key="stack_path_flow").set_value(i).run()
+    assert not at.exception
+    (dot,) = [e.proto.spec for e in at.get("graphviz_chart")]
+    assert '"receive" -> "dropped NO_SOCKET" [label="12\\nmedian' in dot, dot
+    assert f"{paths[i]['src']}:{paths[i]['sport']}" in dot

@@ -75,17 +75,21 @@ def stack_path(loader, pred, what: str) -> dict:
 
 def test_an_accepted_connection_has_the_accepting_process(lab, loader):
     pid, port, cport = inbound_connection(lab)
-    ev = validate(loader.wait_for(
-        lambda e: e["type"] == "tcp_health" and e["final"] and e["sport"] == port and e["dport"] == cport,
-        15, f"final tcp_health of the connection to port {port}"))
+    # Both ends' final reports, in whatever order the loader emits them.
+    final = {}
+
+    def both(e):
+        if e["type"] == "tcp_health" and e["final"] and {e["sport"], e["dport"]} == {port, cport}:
+            final[e["sport"]] = validate(e)
+        return len(final) == 2
+    loader.wait_for(both, 15, f"final tcp_health of both ends of the connection to port {port}")
+    ev = final[port]
     assert (ev["saddr"], ev["daddr"], ev["direction"]) == (lab.dut4, lab.peer4, "inbound")
     assert (ev["pid"], ev["comm"], ev["uid"]) == (pid, "python3", 0)
     # The accepted child socket is born SYN_RECV, then ESTABLISHED.
     assert [s["state"] for s in ev["states"]][:2] == ["SYN_RECV", "ESTABLISHED"] and ev["state"] == "CLOSE"
     # The client's side (the peer's namespace) is an outbound connection of another process.
-    out = validate(loader.wait_for(
-        lambda e: e["type"] == "tcp_health" and e["final"] and e["sport"] == cport and e["dport"] == port,
-        15, "the client's side of the connection"))
+    out = final[cport]
     assert out["direction"] == "outbound" and out["pid"] not in (None, pid)
 
 
