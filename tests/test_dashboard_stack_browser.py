@@ -42,8 +42,8 @@ def test_stack_page_in_a_browser(tmp_path):
         page.get_by_text("Path of a flow").wait_for()
         svg = page.locator("[data-testid=stGraphVizChart] svg")
         svg.wait_for()
-        for label in ("netif_receive_skb", "tcp_probe", "skb_copy_datagram_iovec",
-                      f"TCP {first['src']}:{first['sport']} → {first['dst']}:{first['dport']} ({first['packets']} packets)"):
+        flow = f"TCP {first['src']}:{first['sport']} → {first['dst']}:{first['dport']} ({first['packets']} packets)"
+        for label in ("netif_receive_skb", "tcp_probe", "skb_copy_datagram_iovec", flow):
             svg.get_by_text(label, exact=True).first.wait_for()
         receive_tcp = next(e for e in first["edges"] if (e["from"], e["to"]) == ("receive", "tcp"))
         svg.get_by_text(str(receive_tcp["count"]), exact=True).first.wait_for()

@@ -5,9 +5,14 @@ loader's stream and records/stack.json."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
+import sys
 
 import pytest
+
+from analyzer_support import lines, run_analyzer
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
                     kernel_test_skip_reason, read_json, start_loader, validate, wait_until)
@@ -65,12 +70,22 @@ def inbound_connection(lab) -> tuple[int, int, int]:
             server.wait(timeout=30)
 
 
-def stack_path(loader, pred, what: str) -> dict:
-    """The first path in stack.json matching pred."""
+def stack_path(loader, pred, what: str, after: str = "") -> dict:
+    """The first path in a stack.json written after `after` (an ISO time) matching pred."""
     def found():
         doc = read_json(loader.records / "stack.json") or {}
+        if doc.get("updated_at", "") <= after:
+            return None
         return next((p for p in doc.get("paths", []) if pred(p)), None)
     return wait_until(found, 15, what=what)
+
+
+def closed_at(loader, port: int) -> str:
+    """When the loader reported the server side of the connection on `port`
+    closed: every packet of it was counted in that interval or before."""
+    ev = loader.wait_for(lambda e: e["type"] == "tcp_health" and e["final"] and e["sport"] == port,
+                         15, f"final tcp_health of the server side on port {port}")
+    return ev["ts"]
 
 
 def test_an_accepted_connection_has_the_accepting_process(lab, loader):
@@ -96,7 +111,8 @@ def test_an_accepted_connection_has_the_accepting_process(lab, loader):
 def test_a_tcp_flow_shows_its_path_with_counts_and_latency(lab, loader):
     _, port, cport = inbound_connection(lab)
     p = stack_path(loader, lambda p: (p["src"], p["sport"], p["dst"], p["dport"], p["proto"])
-                   == (lab.peer4, cport, lab.dut4, port, 6), "the client->server flow's path")
+                   == (lab.peer4, cport, lab.dut4, port, 6), "the client->server flow's path",
+                   after=closed_at(loader, port))
     edges = {(e["from"], e["to"]): e for e in p["edges"]}
     # Every segment of the flow was received; the data segments went on to
     # TCP and were copied to the reading process.
@@ -144,9 +160,50 @@ def test_ipv6_extension_headers_are_skipped_to_the_ports(lab, loader):
             seen += sum(f["count"] for f in e["flows"] if f["src"] == lab.peer6 and f["dport"] == port
                         and f["proto"] == 17 and f["reason"] == "NO_SOCKET")
         return seen >= n
-    loader.wait_for(enough, 15, "NO_SOCKET drops of the IPv6 datagrams, by port")
+    last = loader.wait_for(enough, 15, "NO_SOCKET drops of the IPv6 datagrams, by port")
     assert seen == n
     p = stack_path(loader, lambda p: (p["src"], p["sport"], p["dport"], p["proto"]) == (lab.peer6, sport, port, 17),
-                   "the IPv6 flow's path")
+                   "the IPv6 flow's path", after=last["ts"])
     edges = {(e["from"], e["to"]): e["count"] for e in p["edges"]}
     assert edges == {("start", "receive"): n, ("receive", "dropped NO_SOCKET"): n}, p
+
+
+def test_investigating_a_host_shows_its_drops_and_tcp_health(lab, loader, tmp_path):
+    """`netsentinel events --addr PEER --investigate`: beside the stored
+    events, what the loader's stack.json holds of that host."""
+    pid, port, cport = inbound_connection(lab)
+    subprocess.run(["ip", "netns", "exec", lab.peer, "hping3", "-q", "-S", "-p", "7", "-c", "10", "-i", "u2000",
+                    lab.dut4], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+
+    def ready():
+        doc = read_json(loader.records / "stack.json") or {}
+        n = sum(d["count"] for d in doc.get("drop_flows", [])
+                if (d["src"], d["dport"], d["reason"]) == (lab.peer4, 7, "NO_SOCKET"))
+        return doc if n >= 10 and any(c["pid"] == pid for c in doc.get("connections", [])) else None
+    wait_until(ready, 15, what="the drops and the accepted connection in stack.json")
+    # An event store made by the analyzer from what the loader said, beside a copy of stack.json.
+    records = tmp_path / "records"
+    records.mkdir()
+    shutil.copy(loader.records / "stack.json", records / "stack.json")
+    r = run_analyzer(tmp_path, ["--backend", "rules"], lines(loader.all_events), records=records)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    def investigate(*args: str) -> subprocess.CompletedProcess:
+        out = subprocess.run([sys.executable, "-m", "netsentinel", "--records", str(records), "events",
+                              "--investigate", *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out
+    stack = json.loads(investigate("--addr", lab.peer4, "--format", "json").stdout)["summary"]["stack"]
+    conn = next(c for c in stack["connections"] if c["sport"] == port)
+    assert (conn["pid"], conn["direction"], conn["daddr"]) == (pid, "inbound", lab.peer4)
+    assert all(lab.peer4 in (c["saddr"], c["daddr"]) for c in stack["connections"])
+    drop = next(d for d in stack["drops"] if d["dport"] == 7)
+    assert (drop["src"], drop["reason"]) == (lab.peer4, "NO_SOCKET") and drop["count"] >= 10
+    assert any(p["src"] == lab.peer4 and p["sport"] == cport for p in stack["paths"])
+    table = investigate("--addr", lab.peer4).stdout
+    assert f"dropped: {drop['count']} x NO_SOCKET {lab.peer4} -> {lab.dut4}:7" in table
+    assert f"inbound {lab.dut4}:{port} -> {lab.peer4}:{cport} python3[{pid}]" in table
+    # Following the process: its connections, not the host's drops to a closed port.
+    stack = json.loads(investigate("--process", "python3", "--format", "json").stdout)["summary"]["stack"]
+    assert any(c["pid"] == pid for c in stack["connections"])
+    assert not any(d["dport"] == 7 for d in stack["drops"])

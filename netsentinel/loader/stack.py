@@ -24,6 +24,14 @@ from .tcphealth import Accepts, TcpHealth
 HISTORY_INTERVALS = 180     # drop reasons over time: the last this many intervals with drops
 TOP_SITES = 30
 TCP_ROWS = 200              # most recently reported connections
+DROP_FLOWS = 100            # the biggest dropped flows since start (investigation views)
+
+
+def _biggest(rows: dict[tuple, dict], shown: int) -> dict[tuple, dict]:
+    """Past four times what is shown, keep the biggest twice that; small ones are noise."""
+    if len(rows) <= 4 * shown:
+        return rows
+    return dict(sorted(rows.items(), key=lambda kv: -kv[1]["count"])[:2 * shown])
 
 
 class Stack:
@@ -40,6 +48,8 @@ class Stack:
         self._next = self._last = time.monotonic()
         self.history: deque = deque(maxlen=HISTORY_INTERVALS)
         self.sites: dict[tuple, dict] = {}
+        self.drop_flows: dict[tuple, dict] = {}
+        self.started_at = utc_now_iso()
         self.connections: dict[tuple, dict] = {}
 
     def start(self) -> list[str]:
@@ -92,9 +102,15 @@ class Stack:
             row = self.sites.setdefault(key, {"reason": s["reason"], "location": s["location"],
                                               "ifname": s["ifname"], "xdp": s["xdp"], "count": 0})
             row["count"] += s["count"]
-        if len(self.sites) > 4 * TOP_SITES:   # keep the biggest; small ones are noise
-            keep = sorted(self.sites.items(), key=lambda kv: -kv[1]["count"])[:2 * TOP_SITES]
-            self.sites = dict(keep)
+        self.sites = _biggest(self.sites, TOP_SITES)
+        ts = ev.get("ts") or utc_now_iso()
+        for f in ev["flows"]:
+            key = (f["reason"], f["family"], f["proto"], f["src"], f["dst"], f["dport"])
+            row = self.drop_flows.setdefault(key, {k: f[k] for k in ("reason", "family", "proto", "src", "dst",
+                                                                    "dport")} | {"count": 0})
+            row["count"] += f["count"]
+            row["last_seen"] = ts
+        self.drop_flows = _biggest(self.drop_flows, DROP_FLOWS)
 
     def program_ids(self) -> dict[str, int]:
         # "stack/": its set_state program has the connection monitor's name.
@@ -107,13 +123,14 @@ class Stack:
 
     def record(self, store: RecordsStore) -> None:
         """records/stack.json: what the Stack page shows."""
-        doc = {"updated_at": utc_now_iso(), "interval_s": self.interval_s,
+        doc = {"updated_at": utc_now_iso(), "started_at": self.started_at, "interval_s": self.interval_s,
                "detail_off_reason": self.drops.probe.detail_off_reason,
                "tcp_off_reason": self.drops.probe.tcp_off_reason,
                "path_off_reason": self.drops.probe.path_off_reason,
                "accept_off_reason": self.drops.probe.accept_off_reason,
                "totals": self.totals(), "history": list(self.history),
                "sites": sorted(self.sites.values(), key=lambda r: -r["count"])[:TOP_SITES],
+               "drop_flows": sorted(self.drop_flows.values(), key=lambda r: -r["count"])[:DROP_FLOWS],
                "connections": list(self.connections.values()),
                "paths": self.paths.snapshot() if self.paths else []}
         try:
