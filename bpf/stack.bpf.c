@@ -74,6 +74,22 @@ static __always_inline void ns_bump_flow(struct ns_drop_flow *key)
     }
 }
 
+#ifdef NS_STACK_RCVQ
+/* sock:sock_rcvqueue_full, where a protocol still reports it (on 6.x kernels
+ * UDP and raw sockets drop with SOCKET_RCVBUFF in kfree_skb instead, counted
+ * per flow above). Its format names no socket, so this is a count. */
+BPF_PERCPU_ARRAY(rcvq_full, u64, 1);
+
+TRACEPOINT_PROBE(sock, sock_rcvqueue_full)
+{
+    u32 zero = 0;
+    u64 *v = rcvq_full.lookup(&zero);
+    if (v)
+        (*v)++;
+    return 0;
+}
+#endif
+
 #ifdef NS_HAVE_SKB_OFFSETS
 #define NS_IPV6_MAX_EXT 6   /* extension headers skipped before giving up on ports */
 

@@ -80,6 +80,15 @@ def test_an_accepted_connection_shows_its_process(records):
     assert set(rows["direction"]) == {"inbound"} and set(rows["process"]) == {"python3"}
 
 
+def test_a_full_receive_queue_is_shown_for_its_socket(records):
+    shutil.copy(SAMPLE, records / "stack.json")
+    full = [d for d in json.loads(SAMPLE.read_text())["drop_flows"] if d["reason"] == "SOCKET_RCVBUFF"]
+    at = stack_page()
+    table = next(d.value for d in at.dataframe if "socket" in d.value.columns)
+    assert [(r["socket"], r["protocol"], r["sender"], r["drops"]) for _, r in table.iterrows()] == \
+        [(f"{d['dst']}:{d['dport']}", "UDP", d["src"], d["count"]) for d in full]
+
+
 def test_the_path_of_a_chosen_flow_is_drawn(records):
     shutil.copy(SAMPLE, records / "stack.json")
     paths = json.loads(SAMPLE.read_text())["paths"]
@@ -88,9 +97,13 @@ def test_the_path_of_a_chosen_flow_is_drawn(records):
     (dot,) = [e.proto.spec for e in at.get("graphviz_chart")]
     first = paths[0]   # the busiest flow is chosen first
     assert f"{first['src']}:{first['sport']} → {first['dst']}:{first['dport']}" in dot
-    edges = at.dataframe[3].value
-    assert sum(edges["packets"]) == sum(e["count"] for e in first["edges"])
+    # A TCP flow of the lab: received, taken by TCP, read by the process.
+    i = next(i for i, p in enumerate(paths) if p["proto"] == 6 and p["dst"] == first["dst"])
+    at.selectbox(key="stack_path_flow").set_value(i).run()
+    edges = next(d.value for d in at.dataframe if "median" in d.value.columns)
+    assert sum(edges["packets"]) == sum(e["count"] for e in paths[i]["edges"])
     assert {"receive", "tcp", "socket"} <= set(edges["to"])
+    assert '"receive" -> "tcp"' in at.get("graphviz_chart")[0].proto.spec
     # A drop ends a path in its own, named node: the IPv6 datagrams to a closed port.
     i = next(i for i, p in enumerate(paths) if p["family"] == "ipv6")
     at.selectbox(key="stack_path_flow").set_value(i).run()

@@ -207,3 +207,56 @@ def test_investigating_a_host_shows_its_drops_and_tcp_health(lab, loader, tmp_pa
     stack = json.loads(investigate("--process", "python3", "--format", "json").stdout)["summary"]["stack"]
     assert any(c["pid"] == pid for c in stack["connections"])
     assert not any(d["dport"] == 7 for d in stack["drops"])
+
+
+UDP_SINK = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)   # the kernel's minimum: a few datagrams
+s.bind((sys.argv[1], 0))
+print(s.getsockname()[1], flush=True)
+sys.stdin.readline()                                    # the sender is done: read what was kept
+s.setblocking(False); n = 0
+try:
+    while True:
+        s.recv(2048); n += 1
+except BlockingIOError:
+    pass
+print(n, flush=True)
+"""
+
+UDP_FLOOD = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[3])): s.sendto(b"z" * 1000, (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_a_full_receive_queue_is_counted_for_its_socket(lab, loader):
+    """A UDP socket that does not read while 200 datagrams arrive: every one
+    it could not keep is a SOCKET_RCVBUFF drop of that flow, no more."""
+    n = 200
+    sink = subprocess.Popen(["ip", "netns", "exec", lab.dut, "python3", "-c", UDP_SINK, lab.dut4],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(sink.stdout.readline())
+        r = subprocess.run(["ip", "netns", "exec", lab.peer, "python3", "-c", UDP_FLOOD, lab.dut4, str(port), str(n)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+
+        def all_in():
+            doc = read_json(loader.records / "stack.json") or {}
+            d = next((d for d in doc.get("drop_flows", []) if (d["src"], d["dst"], d["dport"], d["reason"])
+                      == (lab.peer4, lab.dut4, port, "SOCKET_RCVBUFF")), None)
+            return (d, doc) if d and d["count"] >= n - 16 else None   # the minimum buffer keeps a few
+        d, doc = wait_until(all_in, 15, what="the full queue's drops in stack.json")
+        sink.stdin.write("done\n")
+        sink.stdin.flush()
+        kept = int(sink.stdout.readline())
+        assert 0 < kept < n
+        d, doc = wait_until(lambda: (lambda x: x if x and x[0]["count"] == n - kept else None)(all_in()), 15,
+                            what=f"{n - kept} SOCKET_RCVBUFF drops")
+        assert isinstance(doc["totals"].get("rcvqueue_full"), int)
+    finally:
+        sink.kill()
+        sink.wait(timeout=30)

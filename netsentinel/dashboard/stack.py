@@ -86,6 +86,26 @@ def tcp_table(conns: list[dict]) -> None:
 
 
 PROTOS = {6: "TCP", 17: "UDP"}
+# Drop reasons that mean "the socket's receive buffer was full".
+FULL_QUEUE_REASONS = ("SOCKET_RCVBUFF", "PROTO_MEM")
+
+
+def full_queues(drops: list[dict], conns: list[dict], tracepoint_hits) -> None:
+    """Sockets whose receive queue overflowed: their drops per sender, and
+    the process where a TCP health row names the socket's owner."""
+    st.subheader("Full receive queues")
+    owner = {(c["saddr"], c["sport"]): f"{c.get('comm')} [{c.get('pid')}]" for c in conns if c.get("pid")}
+    rows = [{"socket": f"{d['dst']}:{d['dport']}", "protocol": PROTOS.get(d.get("proto"), d.get("proto")),
+             "sender": d["src"], "drops": d["count"], "reason": d["reason"],
+             "process": owner.get((d["dst"], d["dport"]), "")}
+            for d in drops if d["reason"] in FULL_QUEUE_REASONS]
+    if isinstance(tracepoint_hits, int):
+        st.caption(f"sock:sock_rcvqueue_full fired {tracepoint_hits} times since the loader started "
+                   "(on 6.x kernels UDP and raw sockets report a full queue as SOCKET_RCVBUFF drops instead)")
+    if not rows:
+        st.info("No socket's receive queue overflowed.")
+        return
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="stack_full_queues")
 # What each hook of the path is (bpf/stack_path.bpf.c), for the diagram.
 HOOK_LABELS = {"start": "first hook", "receive": "receive\nnetif_receive_skb", "tcp": "TCP\ntcp_probe",
                "socket": "read by the process\nskb_copy_datagram_iovec", "consumed": "consumed\nconsume_skb"}
@@ -173,5 +193,8 @@ def render(ctx: Ctx) -> None:
     st.caption(f"updated {doc.get('updated_at', '-')} · every {doc.get('interval_s', '-')} s")
     reasons_over_time(_rows(doc.get("history"), ("ts", "reasons")))
     top_sites(_rows(doc.get("sites"), ("count", "reason", "location", "ifname", "xdp")))
-    tcp_table(_rows(doc.get("connections"), ("saddr", "sport", "daddr", "dport")))
+    conns = _rows(doc.get("connections"), ("saddr", "sport", "daddr", "dport"))
+    tcp_table(conns)
+    full_queues(_rows(doc.get("drop_flows"), ("src", "dst", "dport", "reason", "count")), conns,
+                totals.get("rcvqueue_full"))
     flow_path(_rows(doc.get("paths"), ("src", "sport", "dst", "dport", "nodes", "edges")))

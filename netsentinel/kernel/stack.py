@@ -103,6 +103,7 @@ class StackProbe:
         self.tcp_off_reason: str | None = None
         self.path_off_reason: str | None = None
         self.accept_off_reason: str | None = None
+        self.rcvq = False
 
     def start(self) -> None:
         bcc = import_bcc()
@@ -121,6 +122,9 @@ class StackProbe:
             self.tcp_off_reason = f"TCP health is off: this kernel lacks {', '.join(missing)}"
         else:
             extra.update(NS_STACK_TCP=1, NS_MAX_CONNS=MAX_CONNS, NS_MAX_ACCEPTS=MAX_ACCEPTS)
+        self.rcvq = bcc.BPF.tracepoint_exists("sock", "sock_rcvqueue_full")
+        if self.rcvq:
+            extra["NS_STACK_RCVQ"] = 1
         extra.update(self._btf_parts(bcc))
         self.symbols = Symbols()
         text = "\n".join(program_source(name) for name in SOURCES)
@@ -198,6 +202,13 @@ class StackProbe:
         for i, name in enumerate(MISS_NAMES):
             out[name] = int(sum(t[t.Key(i)]))
         return out
+
+    def read_rcvq_full(self) -> int | None:
+        """sock:sock_rcvqueue_full hits since load; None without the tracepoint."""
+        if not self.rcvq:
+            return None
+        t = self.bpf["rcvq_full"]
+        return int(sum(t[t.Key(0)]))
 
     def read_accepts(self) -> list[dict]:
         """Handshakes completed on this host's listeners since the last read,

@@ -50,6 +50,7 @@ class Stack:
         self.sites: dict[tuple, dict] = {}
         self.drop_flows: dict[tuple, dict] = {}
         self.started_at = utc_now_iso()
+        self._rcvq: int | None = None
         self.connections: dict[tuple, dict] = {}
 
     def start(self) -> list[str]:
@@ -117,7 +118,11 @@ class Stack:
         return {f"stack/{n}": i for n, i in program_ids(self.drops.probe.bpf).items()}
 
     def totals(self) -> dict:
+        if self.running:   # the last count stays for the final stack.json, written after stop
+            self._rcvq = self.drops.probe.read_rcvq_full()
+        rcvq = self._rcvq
         return {**self.drops.totals, **(self.tcp.totals if self.tcp else {}),
+                **({"rcvqueue_full": rcvq} if rcvq is not None else {}),
                 **(self.accepts.totals if self.accepts else {}),
                 **(self.paths.totals if self.paths else {})}
 
