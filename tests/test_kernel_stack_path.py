@@ -260,3 +260,21 @@ def test_a_full_receive_queue_is_counted_for_its_socket(lab, loader):
     finally:
         sink.kill()
         sink.wait(timeout=30)
+
+
+def test_no_stack_path_keeps_drops_and_says_the_path_is_off(lab, tmp_path_factory):
+    lp = start_loader(lab, tmp_path_factory, "--stack-interval", "0.3", "--no-xdp", "--no-stack-path")
+    try:
+        doc = wait_until(lambda: read_json(lp.records / "stack.json"), 15, what="stack.json")
+        assert doc["path_off_reason"] == "the per-flow path is off: --no-stack-path"
+        inbound_connection(lab)
+        subprocess.run(["ip", "netns", "exec", lab.peer, "hping3", "-q", "-S", "-p", "7", "-c", "3", "-i", "u2000",
+                        lab.dut4], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        lp.wait_for(lambda e: e["type"] == "drops" and any(f["src"] == lab.peer4 and f["dport"] == 7
+                                                            for f in e["flows"]), 15, "the SYNs' drops")
+        doc = wait_until(lambda: (lambda d: d if d and d["totals"]["drops"] else None)(
+            read_json(lp.records / "stack.json")), 15, what="drops in stack.json")
+        assert doc["paths"] == [] and "path_edges" not in doc["totals"]
+        assert any("--no-stack-path" in str(e.get("message")) for e in lp.all_events if e["type"] == "warning")
+    finally:
+        assert lp.stop() == 0

@@ -104,6 +104,7 @@ class StackProbe:
         self.path_off_reason: str | None = None
         self.accept_off_reason: str | None = None
         self.rcvq = False
+        self.want_path = True   # False: --no-stack-path
 
     def start(self) -> None:
         bcc = import_bcc()
@@ -143,6 +144,8 @@ class StackProbe:
             return {}
         missing = [f"{c}:{e}" for c, e in PATH_TRACEPOINTS if not bcc.BPF.tracepoint_exists(c, e)]
         try:
+            if not self.want_path:
+                raise BTFError("--no-stack-path")
             if missing:
                 raise BTFError(f"this kernel lacks {', '.join(missing)}")
             extra.update(stack_offsets(btf, PATH_OFFSETS), NS_STACK_PATH=1,

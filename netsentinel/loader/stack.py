@@ -37,10 +37,11 @@ def _biggest(rows: dict[tuple, dict], shown: int) -> dict[tuple, dict]:
 class Stack:
     def __init__(self, emit: Callable[..., None], warn: Callable[[str], None], proc_info,
                  interval_s: float, xdp_drops: Callable[[], int] | None = None,
-                 xdp_mode: str | None = None, xdp_ifname: str | None = None):
+                 xdp_mode: str | None = None, xdp_ifname: str | None = None, path: bool = True):
         self.emit, self.warn, self.interval_s = emit, warn, interval_s
         self.drops = DropReporter(emit, warn, xdp_drops=xdp_drops, xdp_mode=xdp_mode,
                                   xdp_ifname=xdp_ifname)
+        self.drops.probe.want_path = path
         self.proc_info = proc_info
         self.tcp: TcpHealth | None = None
         self.accepts: Accepts | None = None
@@ -160,7 +161,8 @@ def start_stack(enforcer, opts, emit, warn, proc_info) -> tuple[Stack | None, li
     e = enforcer if enforcer and enforcer.xdp_mode else None
     stack = Stack(emit, warn, proc_info, opts.stack_interval,
                   xdp_drops=(lambda: e.totals().get("xdp_drops", 0)) if e else None,
-                  xdp_mode=e.xdp_mode if e else None, xdp_ifname=opts.interface if e else None)
+                  xdp_mode=e.xdp_mode if e else None, xdp_ifname=opts.interface if e else None,
+                  path=opts.stack_path)
     notes = stack.start()
     for note in notes:
         warn(note)
