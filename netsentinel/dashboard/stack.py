@@ -71,7 +71,7 @@ def tcp_table(conns: list[dict]) -> None:
         return
     by = st.selectbox("Sort by", list(SORTS), key="stack_tcp_sort")
     df = pd.DataFrame([{
-        "process": c.get("comm") or "(not accepted yet)", "pid": c.get("pid"), "direction": c.get("direction"),
+        "process": c.get("comm") or "(no process)", "pid": c.get("pid"), "direction": c.get("direction"),
         "local": f"{c['saddr']}:{c['sport']}", "remote": f"{c['daddr']}:{c['dport']}",
         "state": c.get("state"), "srtt_ms": c.get("srtt_ms"), "cwnd": c.get("cwnd"),
         "retransmits": c.get("retransmits"), "rst_sent": c.get("rst_sent"), "rst_recv": c.get("rst_recv"),
