@@ -18,6 +18,7 @@ from netlab import (lab,  # noqa: F401  (module-scoped fixture)
                     kernel_test_skip_reason, read_json, start_loader, validate, wait_until)
 
 SKIP = kernel_test_skip_reason()
+WAIT = 30.0   # deadline for the loader's next intervals: generous, the machine may be busy
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
 
 
@@ -77,14 +78,14 @@ def stack_path(loader, pred, what: str, after: str = "") -> dict:
         if doc.get("updated_at", "") <= after:
             return None
         return next((p for p in doc.get("paths", []) if pred(p)), None)
-    return wait_until(found, 15, what=what)
+    return wait_until(found, WAIT, what=what)
 
 
 def closed_at(loader, port: int) -> str:
     """When the loader reported the server side of the connection on `port`
     closed: every packet of it was counted in that interval or before."""
     ev = loader.wait_for(lambda e: e["type"] == "tcp_health" and e["final"] and e["sport"] == port,
-                         15, f"final tcp_health of the server side on port {port}")
+                         WAIT, f"final tcp_health of the server side on port {port}")
     return ev["ts"]
 
 
@@ -97,7 +98,7 @@ def test_an_accepted_connection_has_the_accepting_process(lab, loader):
         if e["type"] == "tcp_health" and e["final"] and {e["sport"], e["dport"]} == {port, cport}:
             final[e["sport"]] = validate(e)
         return len(final) == 2
-    loader.wait_for(both, 15, f"final tcp_health of both ends of the connection to port {port}")
+    loader.wait_for(both, WAIT, f"final tcp_health of both ends of the connection to port {port}")
     ev = final[port]
     assert (ev["saddr"], ev["daddr"], ev["direction"]) == (lab.dut4, lab.peer4, "inbound")
     assert (ev["pid"], ev["comm"], ev["uid"]) == (pid, "python3", 0)
@@ -160,7 +161,7 @@ def test_ipv6_extension_headers_are_skipped_to_the_ports(lab, loader):
             seen += sum(f["count"] for f in e["flows"] if f["src"] == lab.peer6 and f["dport"] == port
                         and f["proto"] == 17 and f["reason"] == "NO_SOCKET")
         return seen >= n
-    last = loader.wait_for(enough, 15, "NO_SOCKET drops of the IPv6 datagrams, by port")
+    last = loader.wait_for(enough, WAIT, "NO_SOCKET drops of the IPv6 datagrams, by port")
     assert seen == n
     p = stack_path(loader, lambda p: (p["src"], p["sport"], p["dport"], p["proto"]) == (lab.peer6, sport, port, 17),
                    "the IPv6 flow's path", after=last["ts"])
@@ -180,7 +181,7 @@ def test_investigating_a_host_shows_its_drops_and_tcp_health(lab, loader, tmp_pa
         n = sum(d["count"] for d in doc.get("drop_flows", [])
                 if (d["src"], d["dport"], d["reason"]) == (lab.peer4, 7, "NO_SOCKET"))
         return doc if n >= 10 and any(c["pid"] == pid for c in doc.get("connections", [])) else None
-    wait_until(ready, 15, what="the drops and the accepted connection in stack.json")
+    wait_until(ready, WAIT, what="the drops and the accepted connection in stack.json")
     # An event store made by the analyzer from what the loader said, beside a copy of stack.json.
     records = tmp_path / "records"
     records.mkdir()
@@ -249,12 +250,12 @@ def test_a_full_receive_queue_is_counted_for_its_socket(lab, loader):
             d = next((d for d in doc.get("drop_flows", []) if (d["src"], d["dst"], d["dport"], d["reason"])
                       == (lab.peer4, lab.dut4, port, "SOCKET_RCVBUFF")), None)
             return (d, doc) if d and d["count"] >= n - 16 else None   # the minimum buffer keeps a few
-        d, doc = wait_until(all_in, 15, what="the full queue's drops in stack.json")
+        d, doc = wait_until(all_in, WAIT, what="the full queue's drops in stack.json")
         sink.stdin.write("done\n")
         sink.stdin.flush()
         kept = int(sink.stdout.readline())
         assert 0 < kept < n
-        d, doc = wait_until(lambda: (lambda x: x if x and x[0]["count"] == n - kept else None)(all_in()), 15,
+        d, doc = wait_until(lambda: (lambda x: x if x and x[0]["count"] == n - kept else None)(all_in()), WAIT,
                             what=f"{n - kept} SOCKET_RCVBUFF drops")
         assert isinstance(doc["totals"].get("rcvqueue_full"), int)
     finally:
@@ -265,15 +266,15 @@ def test_a_full_receive_queue_is_counted_for_its_socket(lab, loader):
 def test_no_stack_path_keeps_drops_and_says_the_path_is_off(lab, tmp_path_factory):
     lp = start_loader(lab, tmp_path_factory, "--stack-interval", "0.3", "--no-xdp", "--no-stack-path")
     try:
-        doc = wait_until(lambda: read_json(lp.records / "stack.json"), 15, what="stack.json")
+        doc = wait_until(lambda: read_json(lp.records / "stack.json"), WAIT, what="stack.json")
         assert doc["path_off_reason"] == "the per-flow path is off: --no-stack-path"
         inbound_connection(lab)
         subprocess.run(["ip", "netns", "exec", lab.peer, "hping3", "-q", "-S", "-p", "7", "-c", "3", "-i", "u2000",
                         lab.dut4], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
         lp.wait_for(lambda e: e["type"] == "drops" and any(f["src"] == lab.peer4 and f["dport"] == 7
-                                                            for f in e["flows"]), 15, "the SYNs' drops")
+                                                            for f in e["flows"]), WAIT, "the SYNs' drops")
         doc = wait_until(lambda: (lambda d: d if d and d["totals"]["drops"] else None)(
-            read_json(lp.records / "stack.json")), 15, what="drops in stack.json")
+            read_json(lp.records / "stack.json")), WAIT, what="drops in stack.json")
         assert doc["paths"] == [] and "path_edges" not in doc["totals"]
         assert any("--no-stack-path" in str(e.get("message")) for e in lp.all_events if e["type"] == "warning")
     finally:
