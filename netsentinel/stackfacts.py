@@ -14,9 +14,18 @@ import os
 SHOWN = 20   # rows of each kind in a summary
 
 
+# Field -> the types a row must have there to be used (the file is the
+# loader's, but a damaged one must not break a page or the command).
+_TYPES = {"saddr": str, "daddr": str, "src": str, "dst": str, "reason": str, "sport": int,
+          "count": int, "edges": list, "dport": (int, type(None))}
+
+
 def _rows(doc: dict, key: str, *fields: str) -> list[dict]:
     v = doc.get(key)
-    return [r for r in v if isinstance(r, dict) and all(f in r for f in fields)] if isinstance(v, list) else []
+    if not isinstance(v, list):
+        return []
+    return [r for r in v if isinstance(r, dict)
+            and all(isinstance(r.get(f, ...), _TYPES.get(f, object)) and f in r for f in fields)]
 
 
 def _is_process(c: dict, process: str | None, exe: str | None, uid: int | None) -> bool:
@@ -57,7 +66,7 @@ def stack_facts(doc: dict, *, process: str | None = None, exe: str | None = None
         drops = [d for d in drops if addr in (d["src"], d["dst"])]
         paths = [p for p in paths if addr in (p["src"], p["dst"])]
     mine.sort(key=lambda c: str(c.get("last_seen")), reverse=True)
-    drops.sort(key=lambda d: -d["count"] if isinstance(d["count"], int) else 0)
+    drops.sort(key=lambda d: -d["count"])
     return {"since": doc.get("started_at"), "updated_at": doc.get("updated_at"),
             "connections": mine[:SHOWN], "drops": drops[:SHOWN], "paths": paths[:SHOWN]}
 

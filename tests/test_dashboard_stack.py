@@ -61,8 +61,11 @@ def test_no_file_says_how_to_get_one(records):
 
 
 def test_a_damaged_file_is_a_notice_not_a_crash(records):
-    (records / "stack.json").write_text(json.dumps({"history": [5, {"ts": "x"}], "sites": "no",
-                                                    "connections": [{"saddr": 1}], "totals": []}))
+    (records / "stack.json").write_text(json.dumps({
+        "history": [5, {"ts": "x"}], "sites": "no", "connections": [{"saddr": 1}], "totals": [],
+        "drop_flows": [{"src": [1], "dst": {}, "dport": [], "reason": "SOCKET_RCVBUFF", "count": "x"}],
+        "paths": [{"src": 1, "sport": [], "dst": None, "dport": 2, "nodes": {"x\"y": [1]}, "edges": [{"from": [],
+                   "to": {}, "count": None, "median_us": "?"}]}]}))
     at = stack_page()
     assert not at.exception
     assert any("No drops recorded" in i.value for i in at.info)

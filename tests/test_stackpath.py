@@ -77,3 +77,15 @@ def test_facts_of_an_address_and_of_a_process_from_the_lab_sample():
                in ends for p in proc["paths"])
     assert stack_facts(doc, exe="/nonexistent")["connections"] == []
     assert stack_facts({}, addr=dut) is None and stack_facts(doc) is None
+
+
+def test_damaged_rows_are_left_out():
+    doc = {"connections": [{"saddr": ["x"], "sport": 1, "daddr": "10.0.0.9", "dport": 2},
+                           {"saddr": "10.0.0.1", "sport": 5, "daddr": "10.0.0.9", "dport": 6, "comm": "sshd"}],
+           "drop_flows": [{"src": "10.0.0.9", "dst": "10.0.0.1", "dport": "7", "reason": "NO_SOCKET", "count": 1},
+                          {"src": "10.0.0.9", "dst": "10.0.0.1", "dport": 7, "reason": "NO_SOCKET", "count": 2}],
+           "paths": [{"src": "10.0.0.9", "sport": 1, "dst": "10.0.0.1", "dport": 2, "edges": "no"}]}
+    f = stack_facts(doc, addr="10.0.0.9")
+    assert [c["comm"] for c in f["connections"]] == ["sshd"]
+    assert [d["count"] for d in f["drops"]] == [2] and f["paths"] == []
+    assert stack_facts(doc, process="sshd")["connections"][0]["sport"] == 5

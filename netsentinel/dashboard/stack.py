@@ -94,10 +94,10 @@ def full_queues(drops: list[dict], conns: list[dict], tracepoint_hits) -> None:
     """Sockets whose receive queue overflowed: their drops per sender, and
     the process where a TCP health row names the socket's owner."""
     st.subheader("Full receive queues")
-    owner = {(c["saddr"], c["sport"]): f"{c.get('comm')} [{c.get('pid')}]" for c in conns if c.get("pid")}
+    owner = {f"{c['saddr']}:{c['sport']}": f"{c.get('comm')} [{c.get('pid')}]" for c in conns if c.get("pid")}
     rows = [{"socket": f"{d['dst']}:{d['dport']}", "protocol": PROTOS.get(d.get("proto"), d.get("proto")),
              "sender": d["src"], "drops": d["count"], "reason": d["reason"],
-             "process": owner.get((d["dst"], d["dport"]), "")}
+             "process": owner.get(f"{d['dst']}:{d['dport']}", "")}
             for d in drops if d["reason"] in FULL_QUEUE_REASONS]
     if isinstance(tracepoint_hits, int):
         st.caption(f"sock:sock_rcvqueue_full fired {tracepoint_hits} times since the loader started "
