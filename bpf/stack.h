@@ -30,7 +30,8 @@ struct ns_drop_flow {
 #define NS_MISS_FLOWS_FULL 1
 #define NS_MISS_ACCEPTS_FULL 2
 #define NS_MISS_PATH_FULL 3
-#define NS_MISS_SLOTS 4
+#define NS_MISS_CLOSED_FULL 4
+#define NS_MISS_SLOTS 5
 
 /* Handshakes completed on this host's listeners (SYN_RECV -> ESTABLISHED,
  * SYN-cookie ones included), counted per remote address and local port in
@@ -71,6 +72,13 @@ struct ns_tcp_health {
     u8 saddr[16];
     u8 daddr[16];
     char comm[16];
+};
+
+/* A closed connection waiting for its final report: its socket's memory may
+ * already hold a new connection, so it is keyed by both. */
+struct ns_closed_key {
+    u64 sk;
+    u64 first_ns;
 };
 
 /* ------------------------------------------------------------- the path

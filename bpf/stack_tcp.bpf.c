@@ -43,6 +43,10 @@ TRACEPOINT_PROBE(skb, kfree_skb)
  * least recently active, never a new one. */
 #ifdef NS_STACK_TCP
 BPF_TABLE("lru_hash", u64, struct ns_tcp_health, tcp_conns, NS_MAX_CONNS);
+/* Closed connections until the loader's next read, moved out of tcp_conns at
+ * CLOSE so that a new socket at the same address cannot overwrite them
+ * before their final report (sockets are reused at once under churn). */
+BPF_HASH(tcp_closed, struct ns_closed_key, struct ns_tcp_health, NS_MAX_CLOSED);
 BPF_PERCPU_ARRAY(tcp_zero, struct ns_tcp_health, 1);
 BPF_HASH(accepts, struct ns_accept_key, u64, NS_MAX_ACCEPTS);
 
@@ -130,8 +134,14 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         __builtin_memcpy(h->saddr, args->saddr, 4);
         __builtin_memcpy(h->daddr, args->daddr, 4);
     }
-    if (ns == BPF_TCP_CLOSE)
+    if (ns == BPF_TCP_CLOSE) {
         h->closed = 1;
+        struct ns_closed_key ck = {.sk = key, .first_ns = h->first_ns};
+        if (tcp_closed.insert(&ck, h) == 0)
+            tcp_conns.delete(&key);
+        else    /* full: it stays here, where a reused socket may restart it */
+            ns_miss(NS_MISS_CLOSED_FULL);
+    }
     return 0;
 }
 

@@ -145,3 +145,29 @@ def test_missing_path_and_accept_tracepoints_turn_only_those_off(monkeypatch):
                    if s["reason"] == "NO_SOCKET" and s["location"].startswith("tcp_v4_rcv+")) >= 3
     finally:
         p.stop()
+
+
+@needs_root
+def test_every_closed_connection_keeps_its_final_report_under_churn():
+    """Connections opened and closed back to back reuse the same socket
+    memory at once; each still has its final row (closed ones wait in their
+    own map, keyed by socket and start time)."""
+    import socket
+    from netsentinel.kernel import stack
+    p = stack.StackProbe()
+    p.start()
+    try:
+        n = 40
+        with socket.create_server(("127.0.0.1", 0)) as srv:
+            port = srv.getsockname()[1]
+            for _ in range(n):
+                c = socket.create_connection(("127.0.0.1", port), timeout=5)
+                srv.accept()[0].close()
+                c.close()
+        rows = [r for r in p.read_tcp() if port in (r["sport"], r["dport"]) and r["closed"]]
+        assert len(rows) == 2 * n, len(rows)
+        assert len({r["key"] for r in rows}) == 2 * n
+        assert len({r["key"][0] for r in rows}) < 2 * n   # socket memory was reused meanwhile
+        assert p.read_misses()["tcp_closed_full"] == 0
+    finally:
+        p.stop()

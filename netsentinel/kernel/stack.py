@@ -30,7 +30,8 @@ MAX_CONNS = 16384
 MAX_ACCEPTS = 8192   # (client, local address, port) pairs per interval; more are counted as missed
 MAX_PATH_SKBS = 8192     # packets in flight between two path hooks (LRU)
 MAX_PATH_EDGES = 8192    # (flow, hook, next hook) edges per interval; more are counted as missed
-MISS_NAMES = ("sites_full", "flows_full", "accepts_full", "path_full")
+MAX_CLOSED = 8192        # connections closed since the last read
+MISS_NAMES = ("sites_full", "flows_full", "accepts_full", "path_full", "tcp_closed_full")
 # The bpf/ files compiled as one program, in this order (see stack.bpf.c).
 SOURCES = ("stack.bpf.c", "stack_path.bpf.c", "stack_tcp.bpf.c")
 PATH_TRACEPOINTS = (("net", "netif_receive_skb"), ("skb", "skb_copy_datagram_iovec"), ("skb", "consume_skb"))
@@ -122,7 +123,8 @@ class StackProbe:
         if missing:
             self.tcp_off_reason = f"TCP health is off: this kernel lacks {', '.join(missing)}"
         else:
-            extra.update(NS_STACK_TCP=1, NS_MAX_CONNS=MAX_CONNS, NS_MAX_ACCEPTS=MAX_ACCEPTS)
+            extra.update(NS_STACK_TCP=1, NS_MAX_CONNS=MAX_CONNS, NS_MAX_ACCEPTS=MAX_ACCEPTS,
+                         NS_MAX_CLOSED=MAX_CLOSED)
         self.rcvq = bcc.BPF.tracepoint_exists("sock", "sock_rcvqueue_full")
         if self.rcvq:
             extra["NS_STACK_RCVQ"] = 1
@@ -231,13 +233,17 @@ class StackProbe:
             return []
         table = self.bpf["tcp_conns"]
         out = []
-        for k, h in table.items():
+        # Live connections (and closed ones tcp_closed had no room for), then
+        # the closed ones, drained: this is their final report.
+        rows = [(k.value, h, True) for k, h in table.items()]
+        rows += [(k.sk, h, False) for k, h in self._drain_raw("tcp_closed")]
+        for key, h, live_map in rows:
             fam = 6 if h.family == socket.AF_INET6 else 4
             n = h.state_changes
             log = [(TCP_STATES.get(h.states[i % STATE_LOG], str(h.states[i % STATE_LOG])),
                     h.state_ns[i % STATE_LOG]) for i in range(max(0, n - STATE_LOG), n)]
             out.append({
-                "key": k.value, "family": f"ipv{fam}", "saddr": _addr(fam, bytes(h.saddr)),
+                "key": (key, h.first_ns), "family": f"ipv{fam}", "saddr": _addr(fam, bytes(h.saddr)),
                 "sport": h.sport, "daddr": _addr(fam, bytes(h.daddr)), "dport": h.dport,
                 "state": TCP_STATES.get(h.state, str(h.state)), "closed": bool(h.closed),
                 "inbound": bool(h.inbound),
@@ -247,8 +253,8 @@ class StackProbe:
                 "segments_in": h.probes, "retransmits": h.retransmits,
                 "rst_sent": h.rst_sent, "rst_recv": h.rst_recv, "state_changes": n,
                 "states": log, "first_ns": h.first_ns, "last_ns": h.last_ns})
-            if h.closed:
-                table.pop(k, None)
+            if h.closed and live_map:
+                table.pop(table.Key(key), None)   # a closed one left here: reported now
         return out
 
     def read_path(self) -> list[dict]:
