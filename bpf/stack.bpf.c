@@ -1,4 +1,7 @@
-/* stack.bpf.c - where the stack drops packets, and why.
+/* stack.bpf.c - where the stack drops packets, and why: the maps and the
+ * packet parser. The loader compiles it followed by stack_path.bpf.c and
+ * stack_tcp.bpf.c as one program (BCC rewrites map calls only in the text
+ * it is given, not in included headers).
  *
  * Tracepoint skb:kfree_skb (stable format: location, reason). Every drop is
  * counted in kernel maps, read and emptied by the loader on an interval
@@ -13,6 +16,7 @@
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>
 #include <uapi/linux/in.h>
+#include <uapi/linux/if_ether.h>
 #include "stack.h"
 
 #define NS_AF_INET6 10
@@ -70,220 +74,117 @@ static __always_inline void ns_bump_flow(struct ns_drop_flow *key)
     }
 }
 
+#ifdef NS_STACK_RCVQ
+/* sock:sock_rcvqueue_full, where a protocol still reports it (on 6.x kernels
+ * UDP and raw sockets drop with SOCKET_RCVBUFF in kfree_skb instead, counted
+ * per flow above). Its format names no socket, so this is a count. */
+BPF_PERCPU_ARRAY(rcvq_full, u64, 1);
+
+TRACEPOINT_PROBE(sock, sock_rcvqueue_full)
+{
+    u32 zero = 0;
+    u64 *v = rcvq_full.lookup(&zero);
+    if (v)
+        (*v)++;
+    return 0;
+}
+#endif
+
 #ifdef NS_HAVE_SKB_OFFSETS
-static __always_inline void ns_flow(void *skb, struct ns_drop_flow *f)
+#define NS_IPV6_MAX_EXT 6   /* extension headers skipped before giving up on ports */
+
+/* Parse the IP packet whose network header is at l3 (kernel memory) into p:
+ * addresses, the L4 protocol after any IPv6 extension headers, ports and
+ * TCP flags. Later fragments carry no L4 header: their ports stay 0. */
+static __always_inline void ns_parse(unsigned char *l3, struct ns_pkt *p)
+{
+    u8 first = 0;
+    if (bpf_probe_read_kernel(&first, 1, l3) != 0)
+        return;
+    unsigned char *l4 = 0;
+    int later_fragment = 0;
+    if ((first >> 4) == 4) {
+        struct iphdr ip = {};
+        if (bpf_probe_read_kernel(&ip, sizeof(ip), l3) != 0)
+            return;
+        p->family = 4;
+        p->proto = ip.protocol;
+        __builtin_memcpy(p->saddr, &ip.saddr, 4);
+        __builtin_memcpy(p->daddr, &ip.daddr, 4);
+        l4 = l3 + ip.ihl * 4;
+        later_fragment = (ip.frag_off & htons(0x1fff)) != 0;
+    } else if ((first >> 4) == 6) {
+        struct ipv6hdr ip6 = {};
+        if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l3) != 0)
+            return;
+        p->family = 6;
+        __builtin_memcpy(p->saddr, &ip6.saddr, 16);
+        __builtin_memcpy(p->daddr, &ip6.daddr, 16);
+        u8 nh = ip6.nexthdr;
+        l4 = l3 + sizeof(ip6);
+        #pragma unroll
+        for (int i = 0; i < NS_IPV6_MAX_EXT; i++) {
+            u8 h[4] = {};
+            if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS) {
+                if (bpf_probe_read_kernel(h, 2, l4) != 0)
+                    return;
+                nh = h[0];
+                l4 += (h[1] + 1) * 8;        /* length in 8-octet units, not counting the first */
+            } else if (nh == IPPROTO_FRAGMENT) {
+                if (bpf_probe_read_kernel(h, 4, l4) != 0)
+                    return;
+                nh = h[0];
+                later_fragment = ((h[2] << 8 | h[3]) & 0xfff8) != 0;
+                l4 += 8;
+            } else if (nh == IPPROTO_AH) {
+                if (bpf_probe_read_kernel(h, 2, l4) != 0)
+                    return;
+                nh = h[0];
+                l4 += (h[1] + 2) * 4;        /* length in 4-octet units, minus 2 */
+            } else {
+                break;
+            }
+        }
+        p->proto = nh;
+    } else {
+        return;
+    }
+    if (later_fragment || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP))
+        return;
+    u16 ports[2] = {};
+    if (bpf_probe_read_kernel(ports, sizeof(ports), l4) == 0) {
+        p->sport = ntohs(ports[0]);
+        p->dport = ntohs(ports[1]);
+    }
+    /* The flags tell a probe (SYN, FIN/NULL/Xmas) from backscatter (RST, SYN-ACK). */
+    if (p->proto == IPPROTO_TCP)
+        bpf_probe_read_kernel(&p->tcp_flags, 1, l4 + 13);
+}
+
+/* The packet an skb holds, from its network header (set from IP receive on). */
+static __always_inline void ns_skb_pkt(void *skb, struct ns_pkt *p)
 {
     unsigned char *head = 0;
     u16 nh = 0;
     bpf_probe_read_kernel(&head, sizeof(head), skb + NS_SKB_HEAD);
     bpf_probe_read_kernel(&nh, sizeof(nh), skb + NS_SKB_NETWORK_HEADER);
-    if (!head || nh == (u16)~0U)
-        return;             /* no network header set (e.g. dropped before L3) */
-    u8 first = 0;
-    if (bpf_probe_read_kernel(&first, 1, head + nh) != 0)
-        return;
-    u32 l4 = 0;
-    if ((first >> 4) == 4) {
-        struct iphdr ip = {};
-        if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh) != 0)
-            return;
-        f->family = 4;
-        f->proto = ip.protocol;
-        __builtin_memcpy(f->saddr, &ip.saddr, 4);
-        __builtin_memcpy(f->daddr, &ip.daddr, 4);
-        l4 = nh + ip.ihl * 4;
-    } else if ((first >> 4) == 6) {
-        struct ipv6hdr ip6 = {};
-        if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh) != 0)
-            return;
-        f->family = 6;
-        f->proto = ip6.nexthdr;   /* extension headers: port left 0 */
-        __builtin_memcpy(f->saddr, &ip6.saddr, 16);
-        __builtin_memcpy(f->daddr, &ip6.daddr, 16);
-        l4 = nh + sizeof(ip6);
-    } else {
-        return;
-    }
-    if (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP) {
-        u16 ports[2] = {};
-        if (bpf_probe_read_kernel(ports, sizeof(ports), head + l4) == 0)
-            f->dport = ntohs(ports[1]);
-    }
-    /* The flags tell a probe (SYN, FIN/NULL/Xmas) from backscatter (RST, SYN-ACK). */
-    if (f->proto == IPPROTO_TCP)
-        bpf_probe_read_kernel(&f->tcp_flags, 1, head + l4 + 13);
+    if (head && nh != (u16)~0U)   /* no network header set: dropped before L3 */
+        ns_parse(head + nh, p);
 }
-#endif
 
-TRACEPOINT_PROBE(skb, kfree_skb)
+/* The network namespace inode of an skb's device; 0 when unknown. */
+static __always_inline u32 ns_skb_netns(void *skb, u32 *ifindex)
 {
-    u32 reason = args->reason;
-    if (reason < NS_FIRST_DROP_REASON)
-        return 0;
-    struct ns_drop_site site = {};
-    site.location = (u64)args->location;
-    site.reason = reason;
-#ifdef NS_HAVE_SKB_OFFSETS
-    void *skb = (void *)args->skbaddr;
-    void *dev = 0;
+    void *dev = 0, *net = 0;
+    u32 inum = 0;
     bpf_probe_read_kernel(&dev, sizeof(dev), skb + NS_SKB_DEV);
-    if (dev) {
-        void *net = 0;
-        bpf_probe_read_kernel(&site.ifindex, sizeof(site.ifindex), dev + NS_DEV_IFINDEX);
-        bpf_probe_read_kernel(&net, sizeof(net), dev + NS_DEV_ND_NET);
-        if (net)
-            bpf_probe_read_kernel(&site.netns, sizeof(site.netns), net + NS_NET_INUM);
-    }
-    struct ns_drop_flow flow = {};
-    ns_flow(skb, &flow);
-    if (flow.family) {
-        flow.reason = reason;
-        flow.netns = site.netns;
-        ns_bump_flow(&flow);
-    }
-#endif
-    ns_bump_site(&site);
-    return 0;
-}
-
-/* ---------------------------------------------------------------- TCP health
- * Entries are made on a TCP state change (so only for real connections, not
- * listeners) and updated by the per-connection tracepoints; the loader
- * reads them each interval and deletes the closed ones after their final
- * report. LRU: a host with more connections than NS_MAX_CONNS loses the
- * least recently active, never a new one. */
-#ifdef NS_STACK_TCP
-BPF_TABLE("lru_hash", u64, struct ns_tcp_health, tcp_conns, NS_MAX_CONNS);
-BPF_PERCPU_ARRAY(tcp_zero, struct ns_tcp_health, 1);
-BPF_HASH(accepts, struct ns_accept_key, u64, NS_MAX_ACCEPTS);
-
-static __always_inline void ns_bump_accept(struct ns_accept_key *key)
-{
-    u64 one = 1, *v = accepts.lookup(key);
-    if (v) {
-        __sync_fetch_and_add(v, 1);
-    } else if (accepts.insert(key, &one) != 0) {
-        v = accepts.lookup(key);
-        if (v)
-            __sync_fetch_and_add(v, 1);
-        else
-            ns_miss(NS_MISS_ACCEPTS_FULL);
-    }
-}
-
-TRACEPOINT_PROBE(sock, inet_sock_set_state)
-{
-    if (args->protocol != IPPROTO_TCP)
+    if (!dev)
         return 0;
-    int ns = args->newstate;
-    if (args->oldstate == BPF_TCP_SYN_RECV && ns == BPF_TCP_ESTABLISHED) {
-        /* An accepted socket: its source side is local, its destination the client. */
-        struct ns_accept_key a = {};
-        a.lport = args->sport;
-        if (args->family == NS_AF_INET6) {
-            a.family = 6;
-            __builtin_memcpy(a.raddr, args->daddr_v6, 16);
-            __builtin_memcpy(a.laddr, args->saddr_v6, 16);
-        } else {
-            a.family = 4;
-            __builtin_memcpy(a.raddr, args->daddr, 4);
-            __builtin_memcpy(a.laddr, args->saddr, 4);
-        }
-        ns_bump_accept(&a);
-    }
-    u64 key = (u64)args->skaddr;
-    struct ns_tcp_health *h = tcp_conns.lookup(&key);
-    /* A closed entry not yet collected whose socket memory was reused by a
-     * new connection: start over (its final report is lost; rare, as the
-     * loader collects closed entries every interval). */
-    if (!h || (h->closed && ns != BPF_TCP_CLOSE)) {
-        /* A listener or a socket that never connected is not a connection. */
-        if (ns == BPF_TCP_LISTEN || ns == BPF_TCP_CLOSE)
-            return 0;
-        u32 zero = 0;
-        struct ns_tcp_health *z = tcp_zero.lookup(&zero);
-        if (!z)
-            return 0;
-        z->first_ns = bpf_ktime_get_ns();
-        if (ns == BPF_TCP_SYN_SENT) {
-            /* connect() runs in the caller's context: the process is known. */
-            u64 pt = bpf_get_current_pid_tgid();
-            z->pid = pt >> 32;
-            z->uid = (u32)bpf_get_current_uid_gid();
-            bpf_get_current_comm(&z->comm, sizeof(z->comm));
-        } else {
-            z->pid = 0;
-            z->uid = 0;
-            __builtin_memset(z->comm, 0, sizeof(z->comm));
-        }
-        tcp_conns.update(&key, z);
-        h = tcp_conns.lookup(&key);
-        if (!h)
-            return 0;
-    }
-    u64 now = bpf_ktime_get_ns();
-    h->last_ns = now;
-    u32 i = h->state_changes & (NS_TCP_STATE_LOG - 1);
-    h->states[i] = ns;
-    h->state_ns[i] = now;
-    h->state_changes++;
-    h->state = ns;
-    /* Ports and addresses are final from ESTABLISHED on (sport is 0 in SYN_SENT). */
-    h->family = args->family;
-    h->sport = args->sport;
-    h->dport = args->dport;
-    if (args->family == NS_AF_INET6) {
-        __builtin_memcpy(h->saddr, args->saddr_v6, 16);
-        __builtin_memcpy(h->daddr, args->daddr_v6, 16);
-    } else {
-        __builtin_memcpy(h->saddr, args->saddr, 4);
-        __builtin_memcpy(h->daddr, args->daddr, 4);
-    }
-    if (ns == BPF_TCP_CLOSE)
-        h->closed = 1;
-    return 0;
-}
-
-TRACEPOINT_PROBE(tcp, tcp_probe)
-{
-    u64 key = (u64)args->skaddr;
-    struct ns_tcp_health *h = tcp_conns.lookup(&key);
-    if (!h)
-        return 0;
-    h->srtt_us = args->srtt;
-    h->cwnd = args->snd_cwnd;
-    h->ssthresh = args->ssthresh;
-    h->probes++;
-    h->last_ns = bpf_ktime_get_ns();
-    return 0;
-}
-
-TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
-{
-    u64 key = (u64)args->skaddr;
-    struct ns_tcp_health *h = tcp_conns.lookup(&key);
-    if (h) {
-        __sync_fetch_and_add(&h->retransmits, 1);
-        h->last_ns = bpf_ktime_get_ns();
-    }
-    return 0;
-}
-
-TRACEPOINT_PROBE(tcp, tcp_send_reset)
-{
-    u64 key = (u64)args->skaddr;   /* NULL for a reset answering no socket */
-    struct ns_tcp_health *h = key ? tcp_conns.lookup(&key) : 0;
-    if (h)
-        __sync_fetch_and_add(&h->rst_sent, 1);
-    return 0;
-}
-
-TRACEPOINT_PROBE(tcp, tcp_receive_reset)
-{
-    u64 key = (u64)args->skaddr;
-    struct ns_tcp_health *h = tcp_conns.lookup(&key);
-    if (h)
-        __sync_fetch_and_add(&h->rst_recv, 1);
-    return 0;
+    if (ifindex)
+        bpf_probe_read_kernel(ifindex, sizeof(*ifindex), dev + NS_DEV_IFINDEX);
+    bpf_probe_read_kernel(&net, sizeof(net), dev + NS_DEV_ND_NET);
+    if (net)
+        bpf_probe_read_kernel(&inum, sizeof(inum), net + NS_NET_INUM);
+    return inum;
 }
 #endif

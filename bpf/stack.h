@@ -29,7 +29,9 @@ struct ns_drop_flow {
 #define NS_MISS_SITES_FULL 0
 #define NS_MISS_FLOWS_FULL 1
 #define NS_MISS_ACCEPTS_FULL 2
-#define NS_MISS_SLOTS 3
+#define NS_MISS_PATH_FULL 3
+#define NS_MISS_CLOSED_FULL 4
+#define NS_MISS_SLOTS 5
 
 /* Handshakes completed on this host's listeners (SYN_RECV -> ESTABLISHED,
  * SYN-cookie ones included), counted per remote address and local port in
@@ -66,9 +68,69 @@ struct ns_tcp_health {
     u16 family;
     u8 state;           /* current TCP state (BPF_TCP_*) */
     u8 closed;
+    u8 inbound;         /* first seen as SYN_RECV -> ESTABLISHED (pid: the accept() caller) */
     u8 saddr[16];
     u8 daddr[16];
     char comm[16];
+};
+
+/* A closed connection waiting for its final report: its socket's memory may
+ * already hold a new connection, so it is keyed by both. */
+struct ns_closed_key {
+    u64 sk;
+    u64 first_ns;
+};
+
+/* ------------------------------------------------------------- the path
+ * Hooks a received packet passes, in order. An edge (from, to) per flow
+ * counts the packets that went from one hook to the next and their
+ * latency (log2 histogram of the nanoseconds between the two hooks). */
+#define NS_HOOK_START 0      /* edge origin: the packet's first hook */
+#define NS_HOOK_RECEIVE 1    /* net:netif_receive_skb */
+#define NS_HOOK_TCP 2        /* tcp:tcp_probe (segment taken by an established socket) */
+#define NS_HOOK_SOCKET 3     /* skb:skb_copy_datagram_iovec (copied to the reading process) */
+#define NS_HOOK_CONSUMED 4   /* skb:consume_skb */
+#define NS_HOOK_DROPPED 5    /* skb:kfree_skb (the reason is in the key) */
+#define NS_PATH_BUCKETS 32
+
+/* A packet's flow as parsed from its headers (ports 0 when not TCP/UDP
+ * or not in the first fragment). */
+struct ns_pkt {
+    u8 family;      /* 4 or 6; 0 when not parsed */
+    u8 proto;       /* the L4 protocol, after IPv6 extension headers */
+    u16 sport;      /* host order */
+    u16 dport;
+    u8 tcp_flags;
+    u8 pad;
+    u8 saddr[16];
+    u8 daddr[16];
+};
+
+struct ns_path_key {
+    u8 family;
+    u8 proto;
+    u16 sport;
+    u16 dport;
+    u8 from;        /* NS_HOOK_* */
+    u8 to;
+    u32 reason;     /* the drop reason when to == NS_HOOK_DROPPED, else 0 */
+    u32 netns;      /* receiving device's namespace inode, 0 when unknown */
+    u8 saddr[16];
+    u8 daddr[16];
+};
+
+struct ns_path_edge {
+    u64 count;
+    u64 sum_ns;
+    u32 hist[NS_PATH_BUCKETS];   /* hist[i]: latencies in [2^(i-1), 2^i) ns (bpf_log2l) */
+};
+
+/* One packet in flight, keyed by its skb address. */
+struct ns_path_skb {
+    struct ns_path_key key;   /* from/to/reason unused here */
+    u64 ts;
+    u8 hook;
+    u8 pad[7];
 };
 
 #endif

@@ -1,7 +1,9 @@
 """The Stack page (issue 17) through streamlit.testing.v1.AppTest, on a
-stack.json captured from a real lab run (tests/samples/stack.json: SYNs to a
+stack.json captured from real lab runs (tests/samples/stack.json: SYNs to a
 closed port, an nft drop rule, an XDP ban, a connection losing 30% of its
-segments)."""
+segments; then, from tests/test_kernel_stack_path.py, accepted connections
+and the paths of their flows and of IPv6 datagrams with extension headers
+to a closed port)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
+from analyzer_support import BASE_EVENT, lines, run_analyzer
 from test_dashboard_app import env, start  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,8 +61,77 @@ def test_no_file_says_how_to_get_one(records):
 
 
 def test_a_damaged_file_is_a_notice_not_a_crash(records):
-    (records / "stack.json").write_text(json.dumps({"history": [5, {"ts": "x"}], "sites": "no",
-                                                    "connections": [{"saddr": 1}], "totals": []}))
+    (records / "stack.json").write_text(json.dumps({
+        "history": [5, {"ts": "x"}], "sites": "no", "connections": [{"saddr": 1}], "totals": [],
+        "drop_flows": [{"src": [1], "dst": {}, "dport": [], "reason": "SOCKET_RCVBUFF", "count": "x"}],
+        "paths": [{"src": 1, "sport": [], "dst": None, "dport": 2, "nodes": {"x\"y": [1]}, "edges": [{"from": [],
+                   "to": {}, "count": None, "median_us": "?"}]}]}))
     at = stack_page()
     assert not at.exception
     assert any("No drops recorded" in i.value for i in at.info)
+
+
+def test_an_accepted_connection_shows_its_process(records):
+    shutil.copy(SAMPLE, records / "stack.json")
+    sample = json.loads(SAMPLE.read_text())
+    # The older capture's inbound row predates the accept() hook: no process.
+    accepted = [c for c in sample["connections"] if c["direction"] == "inbound" and c["pid"]]
+    assert accepted
+    tcp = stack_page().dataframe[2].value
+    rows = tcp[tcp["pid"].isin([c["pid"] for c in accepted])]
+    assert len(rows) == len(accepted)
+    assert set(rows["direction"]) == {"inbound"} and set(rows["process"]) == {"python3"}
+
+
+def test_a_full_receive_queue_is_shown_for_its_socket(records):
+    shutil.copy(SAMPLE, records / "stack.json")
+    full = [d for d in json.loads(SAMPLE.read_text())["drop_flows"] if d["reason"] == "SOCKET_RCVBUFF"]
+    at = stack_page()
+    table = next(d.value for d in at.dataframe if "socket" in d.value.columns)
+    assert [(r["socket"], r["protocol"], r["sender"], r["drops"]) for _, r in table.iterrows()] == \
+        [(f"{d['dst']}:{d['dport']}", "UDP", d["src"], d["count"]) for d in full]
+
+
+def test_the_path_of_a_chosen_flow_is_drawn(records):
+    shutil.copy(SAMPLE, records / "stack.json")
+    paths = json.loads(SAMPLE.read_text())["paths"]
+    at = stack_page()
+    assert not at.exception
+    (dot,) = [e.proto.spec for e in at.get("graphviz_chart")]
+    first = paths[0]   # the busiest flow is chosen first
+    assert f"{first['src']}:{first['sport']} → {first['dst']}:{first['dport']}" in dot
+    # A TCP flow of the lab: received, taken by TCP, read by the process.
+    i = next(i for i, p in enumerate(paths) if p["proto"] == 6 and p["dst"] == first["dst"])
+    at.selectbox(key="stack_path_flow").set_value(i).run()
+    edges = next(d.value for d in at.dataframe if "median" in d.value.columns)
+    assert sum(edges["packets"]) == sum(e["count"] for e in paths[i]["edges"])
+    assert {"receive", "tcp", "socket"} <= set(edges["to"])
+    assert '"receive" -> "tcp"' in at.get("graphviz_chart")[0].proto.spec
+    # A drop ends a path in its own, named node: the IPv6 datagrams to a closed port.
+    i = next(i for i, p in enumerate(paths) if p["family"] == "ipv6")
+    at.selectbox(key="stack_path_flow").set_value(i).run()
+    assert not at.exception
+    (dot,) = [e.proto.spec for e in at.get("graphviz_chart")]
+    assert '"receive" -> "dropped NO_SOCKET" [label="12\\nmedian' in dot, dot
+    assert f"{paths[i]['src']}:{paths[i]['sport']}" in dot
+
+
+def test_history_following_a_host_shows_its_drops_and_tcp_health(records, tmp_path):
+    shutil.copy(SAMPLE, records / "stack.json")
+    sample = json.loads(SAMPLE.read_text())
+    peer = next(d["src"] for d in sample["drop_flows"] if d["dport"] == 7)   # the lab peer's SYN scan
+    r = run_analyzer(tmp_path, ["--backend", "rules"], lines([BASE_EVENT]), records=records)
+    assert r.returncode == 0, r.stderr
+    at = start("History")
+    at.selectbox(key="hist_what").set_value("address").run()
+    at.text_input(key="hist_follow").set_value(peer).run()
+    assert not at.exception
+    frames = {tuple(d.value.columns): d.value for d in at.dataframe}
+    tcp = next(v for k, v in frames.items() if "retransmits" in k)
+    accepted = [c for c in sample["connections"] if c["daddr"] == peer and c["direction"] == "inbound"]
+    assert accepted and set(tcp[tcp["direction"] == "inbound"]["pid"]) == {c["pid"] for c in accepted}
+    drops = next(v for k, v in frames.items() if "drop reason" in k)
+    scan = drops[drops["dport"] == 7].iloc[0]
+    assert (scan["drop reason"], scan["src"], scan["count"]) == ("NO_SOCKET", peer, 10)
+    assert all(peer in (row["src"], row["dst"]) for _, row in drops.iterrows())
+    assert any(c.value.startswith("In the stack") for c in at.caption)

@@ -109,3 +109,65 @@ def test_a_kfree_skb_without_reasons_turns_drops_off(monkeypatch, tmp_path):
     monkeypatch.setattr(stack, "KFREE_SKB_FORMAT", old)
     with pytest.raises(KernelError, match="no drop reasons on this kernel"):
         stack.StackProbe().start()
+
+
+@needs_root
+def test_missing_path_and_accept_tracepoints_turn_only_those_off(monkeypatch):
+    """As on a kernel without the path's or accept's tracepoints: each says
+    why it is off; drops and TCP health still load and count."""
+    import socket
+    from netsentinel.kernel import stack
+    monkeypatch.setattr(stack, "PATH_TRACEPOINTS", stack.PATH_TRACEPOINTS + (("net", "no_such_event"),))
+    monkeypatch.setattr(stack, "ACCEPT_TRACEPOINTS", (("syscalls", "no_such_exit"),))
+    p = stack.StackProbe()
+    p.start()
+    try:
+        assert p.path_off_reason == "the per-flow path is off: this kernel lacks net:no_such_event"
+        assert p.accept_off_reason == ("the process of accepted connections is off: this kernel lacks "
+                                       "syscalls:no_such_exit (CONFIG_FTRACE_SYSCALLS)")
+        assert p.tcp_off_reason is None and p.detail_off_reason is None
+        with socket.create_server(("127.0.0.1", 0)) as srv:
+            port = srv.getsockname()[1]
+            c = socket.create_connection(srv.getsockname(), timeout=5)
+            srv.accept()[0].close()
+            c.close()
+        # Read before new sockets can reuse the closed ones' memory (their entries' keys).
+        rows = [r for r in p.read_tcp() if port in (r["sport"], r["dport"])]
+        assert {r["inbound"] for r in rows} == {True, False}
+        assert all(r["pid"] is None for r in rows if r["inbound"])   # no accept hook: no process
+        for _ in range(3):
+            try:
+                socket.create_connection(("127.0.0.1", 1), timeout=1).close()
+            except OSError:
+                pass
+        assert p.read_path() == []
+        assert sum(s["count"] for s in p.read_sites()
+                   if s["reason"] == "NO_SOCKET" and s["location"].startswith("tcp_v4_rcv+")) >= 3
+    finally:
+        p.stop()
+
+
+@needs_root
+def test_every_closed_connection_keeps_its_final_report_under_churn():
+    """Connections opened and closed back to back reuse the same socket
+    memory at once; each still has its final row (closed ones wait in their
+    own map, keyed by socket and start time)."""
+    import socket
+    from netsentinel.kernel import stack
+    p = stack.StackProbe()
+    p.start()
+    try:
+        n = 40
+        with socket.create_server(("127.0.0.1", 0)) as srv:
+            port = srv.getsockname()[1]
+            for _ in range(n):
+                c = socket.create_connection(("127.0.0.1", port), timeout=5)
+                srv.accept()[0].close()
+                c.close()
+        rows = [r for r in p.read_tcp() if port in (r["sport"], r["dport"]) and r["closed"]]
+        assert len(rows) == 2 * n, len(rows)
+        assert len({r["key"] for r in rows}) == 2 * n
+        assert len({r["key"][0] for r in rows}) < 2 * n   # socket memory was reused meanwhile
+        assert p.read_misses()["tcp_closed_full"] == 0
+    finally:
+        p.stop()

@@ -18,6 +18,9 @@ from ..cliargs import EXIT_FAILURE, EXIT_USAGE
 from ..eventstore import DSN_ENV, Query, SchemaTooNew, describe, is_postgres, open_store, resolve_dsn
 from ..eventstore.rows import stored_record
 from ..levels import LEVELS
+from ..records import STACK
+from ..stackfacts import connection_line, drop_line, stack_facts
+from ..store import StoreError
 from ..timefmt import parse_iso, utc_now_iso
 from .common import PROG, duration_arg, fail, one_line, open_store as open_records, print_table
 
@@ -155,15 +158,35 @@ def show_summary(s: dict, fmt: str) -> None:
     if fmt == "jsonl":
         print(json.dumps({"summary": _dated(s)}, ensure_ascii=False))
         return
-    if fmt != "table" or not s["rows"]:
+    if fmt != "table":
         return
-    print(f"{s['rows']} events from {utc_now_iso(s['first_ts'])} to {utc_now_iso(s['last_ts'])}")
-    for key, title in (("by_kind", "kinds"), ("by_level", "levels"), ("by_category", "categories"),
-                       ("by_daddr", "destinations"), ("by_saddr", "sources"), ("by_dport", "ports"),
-                       ("by_exe", "executables")):
-        vals = [f"{v if v is not None else '-'} ({n})" for v, n in s[key]]
-        print(f"  {title}: {', '.join(vals) or '-'}")
-    print()
+    if s["rows"]:
+        print(f"{s['rows']} events from {utc_now_iso(s['first_ts'])} to {utc_now_iso(s['last_ts'])}")
+        for key, title in (("by_kind", "kinds"), ("by_level", "levels"), ("by_category", "categories"),
+                           ("by_daddr", "destinations"), ("by_saddr", "sources"), ("by_dport", "ports"),
+                           ("by_exe", "executables")):
+            vals = [f"{v if v is not None else '-'} ({n})" for v, n in s[key]]
+            print(f"  {title}: {', '.join(vals) or '-'}")
+    stack = s.get("stack")
+    if stack and (stack["connections"] or stack["drops"]):
+        print(f"in the stack (the running loader's stack.json, since {stack['since'] or 'its start'}):")
+        for c in stack["connections"]:
+            print(f"  tcp: {connection_line(c)}")
+        for d in stack["drops"]:
+            print(f"  dropped: {drop_line(d)}")
+    if s["rows"] or stack:
+        print()
+
+
+def _stack_summary(args, q: Query) -> dict | None:
+    """What records/stack.json holds of the followed process or address; a
+    file that cannot be read is said on stderr and left out."""
+    try:
+        doc = open_records(args).read(STACK, {}, on_corrupt="raise")   # a reader never moves it
+    except StoreError as e:
+        print(f"netsentinel events: {e}; the stack part of the summary is left out", file=sys.stderr)
+        return None
+    return stack_facts(doc, process=q.process, exe=q.exe, uid=q.uid, addr=q.addr or q.dst or q.src)
 
 
 def cmd_events(args) -> int:
@@ -175,6 +198,7 @@ def cmd_events(args) -> int:
     try:
         summary = db.investigate(q) if args.investigate else None
         if summary is not None:
+            summary["stack"] = _stack_summary(args, q)
             show_summary(summary, args.format)
         show(db.search(q), args.format, db.count(q) if args.format in ("table", "json") else 0, q,
              summary)

@@ -14,10 +14,13 @@ import time
 import pandas as pd
 import streamlit as st
 
+from .. import records
 from ..eventstore import Query
 from ..eventstore.rows import stored_record
 from ..levels import LEVELS
+from ..stackfacts import stack_facts
 from .context import Ctx
+from .data import read_json
 from .ui import md
 from .storeview import RANGES, bucket_of, opened, times
 PAGE_ROWS = 100
@@ -71,14 +74,39 @@ def _export(db, q: Query) -> tuple[bytes, bytes]:
     return out.getvalue().encode(), jl.encode()
 
 
-def _summary(s: dict) -> None:
-    if not s["rows"]:
+def _stack_of(ctx: Ctx, f: dict) -> dict | None:
+    """What the loader's stack.json holds of the followed process or address."""
+    doc, _ = read_json(ctx.store, records.STACK, {})
+    follow = f["follow"].strip()
+    return stack_facts(doc, process=follow if f["what"] == "process" else None,
+                       exe=follow if f["what"] == "exe" else None,
+                       addr=follow if f["what"] == "address" else None)
+
+
+def _summary(s: dict, stack: dict | None = None) -> None:
+    if s["rows"]:
+        cols = st.columns(4)
+        for col, key, title in zip(cols, ("by_kind", "by_level", "by_daddr", "by_dport"),
+                                   ("kinds", "levels", "destinations", "ports")):
+            col.caption(title)
+            col.dataframe(pd.DataFrame(s[key], columns=[title, "events"]), hide_index=True)
+    if not stack or not (stack["connections"] or stack["drops"] or stack["paths"]):
         return
-    cols = st.columns(4)
-    for col, key, title in zip(cols, ("by_kind", "by_level", "by_daddr", "by_dport"),
-                               ("kinds", "levels", "destinations", "ports")):
-        col.caption(title)
-        col.dataframe(pd.DataFrame(s[key], columns=[title, "events"]), hide_index=True)
+    st.caption(f"In the stack (the running loader's stack.json, since {stack['since'] or 'its start'}): "
+               "TCP health, dropped packets and packet paths")
+    conns = pd.DataFrame([{
+        "process": c.get("comm"), "pid": c.get("pid"), "direction": c.get("direction"),
+        "local": f"{c['saddr']}:{c['sport']}", "remote": f"{c['daddr']}:{c['dport']}", "state": c.get("state"),
+        "srtt_ms": c.get("srtt_ms"), "retransmits": c.get("retransmits"), "rst_sent": c.get("rst_sent"),
+        "rst_recv": c.get("rst_recv")} for c in stack["connections"]])
+    st.dataframe(conns, hide_index=True, key="hist_stack_tcp")
+    c1, c2 = st.columns(2)
+    c1.dataframe(pd.DataFrame(stack["drops"], columns=["count", "reason", "src", "dst", "dport"])
+                 .rename(columns={"reason": "drop reason"}),
+                 hide_index=True, key="hist_stack_drops")
+    c2.dataframe(pd.DataFrame([{"flow": f"{p['src']}:{p['sport']} → {p['dst']}:{p['dport']}",
+                                "packets": p.get("packets"), "reached": ", ".join(p.get("nodes") or {})}
+                               for p in stack["paths"]]), hide_index=True, key="hist_stack_paths")
 
 
 def render(ctx: Ctx) -> None:
@@ -102,7 +130,7 @@ def render(ctx: Ctx) -> None:
             chart = times(pd.DataFrame(tl, columns=["t", "level", "n"]), "t")
             st.bar_chart(chart.pivot_table(index="t", columns="level", values="n", fill_value=0))
         if f["follow"].strip():
-            _summary(db.investigate(q))
+            _summary(db.investigate(q), _stack_of(ctx, f))
         st.dataframe(_frame(db.search(q)), hide_index=True, key="hist_table",
                      column_config={"reason": st.column_config.TextColumn(width="large"),
                                     "dport": st.column_config.NumberColumn(format="%d")})

@@ -71,7 +71,7 @@ def tcp_table(conns: list[dict]) -> None:
         return
     by = st.selectbox("Sort by", list(SORTS), key="stack_tcp_sort")
     df = pd.DataFrame([{
-        "process": c.get("comm") or "(inbound)", "pid": c.get("pid"), "direction": c.get("direction"),
+        "process": c.get("comm") or "(no process)", "pid": c.get("pid"), "direction": c.get("direction"),
         "local": f"{c['saddr']}:{c['sport']}", "remote": f"{c['daddr']}:{c['dport']}",
         "state": c.get("state"), "srtt_ms": c.get("srtt_ms"), "cwnd": c.get("cwnd"),
         "retransmits": c.get("retransmits"), "rst_sent": c.get("rst_sent"), "rst_recv": c.get("rst_recv"),
@@ -85,6 +85,94 @@ def tcp_table(conns: list[dict]) -> None:
                                 "pid": st.column_config.NumberColumn(format="%d")})
 
 
+PROTOS = {6: "TCP", 17: "UDP"}
+# Drop reasons that mean "the socket's receive buffer was full".
+FULL_QUEUE_REASONS = ("SOCKET_RCVBUFF", "PROTO_MEM")
+
+
+def full_queues(drops: list[dict], conns: list[dict], tracepoint_hits) -> None:
+    """Sockets whose receive queue overflowed: their drops per sender, and
+    the process where a TCP health row names the socket's owner."""
+    st.subheader("Full receive queues")
+    owner = {f"{c['saddr']}:{c['sport']}": f"{c.get('comm')} [{c.get('pid')}]" for c in conns if c.get("pid")}
+    rows = [{"socket": f"{d['dst']}:{d['dport']}", "protocol": PROTOS.get(d.get("proto"), d.get("proto")),
+             "sender": d["src"], "drops": d["count"], "reason": d["reason"],
+             "process": owner.get(f"{d['dst']}:{d['dport']}", "")}
+            for d in drops if d["reason"] in FULL_QUEUE_REASONS]
+    if isinstance(tracepoint_hits, int):
+        st.caption(f"sock:sock_rcvqueue_full fired {tracepoint_hits} times since the loader started "
+                   "(on 6.x kernels UDP and raw sockets report a full queue as SOCKET_RCVBUFF drops instead)")
+    if not rows:
+        st.info("No socket's receive queue overflowed.")
+        return
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="stack_full_queues")
+# What each hook of the path is (bpf/stack_path.bpf.c), for the diagram.
+HOOK_LABELS = {"start": "first hook", "receive": "receive\nnetif_receive_skb", "tcp": "TCP\ntcp_probe",
+               "socket": "read by the process\nskb_copy_datagram_iovec", "consumed": "consumed\nconsume_skb"}
+
+
+def _q(text) -> str:
+    """A DOT string literal, lines kept (the file is the loader's, but a
+    quote or backslash in it must not break the diagram)."""
+    esc = str(text).replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + esc.replace("\n", "\\n") + '"'
+
+
+def _latency(us) -> str:
+    if not isinstance(us, (int, float)):
+        return ""
+    return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.1f} µs"
+
+
+def flow_label(p: dict) -> str:
+    proto = PROTOS.get(p.get("proto"), f"proto {p.get('proto')}")
+    return (f"{proto} {p.get('src')}:{p.get('sport')} → {p.get('dst')}:{p.get('dport')}"
+            f" ({p.get('packets', 0)} packets)")
+
+
+def path_dot(p: dict) -> str:
+    """The path diagram: hooks as nodes with the packets that reached them,
+    edges with their packets and median latency."""
+    nodes = p.get("nodes") if isinstance(p.get("nodes"), dict) else {}
+    out = ["digraph path {", "rankdir=LR;",
+           'node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="sans-serif"];',
+           'edge [fontname="sans-serif", fontsize=10];',
+           f'"start" [shape=plaintext, style="", label={_q(flow_label(p))}];']
+    for name, count in nodes.items():
+        if name == "start":
+            continue
+        drop = str(name).startswith("dropped")
+        label = f"dropped\n{str(name)[8:]}\nkfree_skb" if drop else HOOK_LABELS.get(name, name)
+        fill = ', fillcolor="#fbe3e3"' if drop else ""
+        text = f"{label}\n{count} packets"
+        out.append(f"{_q(name)} [label={_q(text)}{fill}];")
+    for e in _rows(p.get("edges"), ("from", "to", "count")):
+        label = f"{e['count']}"
+        if e.get("median_us") is not None:
+            label += f"\nmedian {_latency(e['median_us'])}"
+        out.append(f"{_q(e['from'])} -> {_q(e['to'])} [label={_q(label)}];")
+    out.append("}")
+    return "\n".join(out)
+
+
+def flow_path(paths: list[dict]) -> None:
+    st.subheader("Path of a flow")
+    if not paths:
+        st.info("No packet paths recorded yet.")
+        return
+    labels = [flow_label(p) for p in paths]
+    chosen = st.selectbox("Flow", range(len(paths)), format_func=lambda i: labels[i], key="stack_path_flow")
+    p = paths[chosen]
+    st.graphviz_chart(path_dot(p))
+    edges = _rows(p.get("edges"), ("from", "to", "count"))
+    st.dataframe(pd.DataFrame([{"from": e["from"], "to": e["to"], "packets": e["count"],
+                                "median": _latency(e.get("median_us")), "mean": _latency(e.get("mean_us"))}
+                               for e in edges]), hide_index=True, key="stack_path_edges")
+    st.caption("Received packets, hook by hook (kernel tracepoints); latencies are the time between two "
+               "hooks, the median to within its log2 bucket. A packet freed where no tracepoint fires "
+               "ends its path at its last hook.")
+
+
 def render(ctx: Ctx) -> None:
     st.header("Stack")
     doc = _doc(ctx)
@@ -92,7 +180,8 @@ def render(ctx: Ctx) -> None:
         st.info("No stack data yet: the loader writes stack.json while it runs with --stack "
                 "(the default). Start it with `sudo make run`.")
         return
-    for why in (doc.get("detail_off_reason"), doc.get("tcp_off_reason")):
+    for why in (doc.get("detail_off_reason"), doc.get("tcp_off_reason"), doc.get("path_off_reason"),
+                doc.get("accept_off_reason")):
         if isinstance(why, str):
             st.warning(why)
     totals = doc.get("totals") if isinstance(doc.get("totals"), dict) else {}
@@ -104,4 +193,8 @@ def render(ctx: Ctx) -> None:
     st.caption(f"updated {doc.get('updated_at', '-')} · every {doc.get('interval_s', '-')} s")
     reasons_over_time(_rows(doc.get("history"), ("ts", "reasons")))
     top_sites(_rows(doc.get("sites"), ("count", "reason", "location", "ifname", "xdp")))
-    tcp_table(_rows(doc.get("connections"), ("saddr", "sport", "daddr", "dport")))
+    conns = _rows(doc.get("connections"), ("saddr", "sport", "daddr", "dport"))
+    tcp_table(conns)
+    full_queues(_rows(doc.get("drop_flows"), ("src", "dst", "dport", "reason", "count")), conns,
+                totals.get("rcvqueue_full"))
+    flow_path(_rows(doc.get("paths"), ("src", "sport", "dst", "dport", "nodes", "edges")))

@@ -117,12 +117,28 @@ CONTAIN_OFFSETS = {
 }
 
 
+# What the accept() hook follows to the accepted socket:
+# current->files->fdt->fd[ret]->private_data (a struct socket) ->sk.
+ACCEPT_OFFSETS = {
+    "NS_TASK_FILES": ("task_struct", "files"),
+    "NS_FILES_FDT": ("files_struct", "fdt"),
+    "NS_FDT_MAX_FDS": ("fdtable", "max_fds"),
+    "NS_FDT_FD": ("fdtable", "fd"),
+    "NS_FILE_PRIVATE_DATA": ("file", "private_data"),
+    "NS_SOCKET_SK": ("socket", "sk"),
+}
+
+# The path hooks read an skb's protocol and data pointer (at net:netif_receive_skb the
+# network header is not set yet; data points at it).
+PATH_OFFSETS = {"NS_SKB_DATA": ("sk_buff", "data"), "NS_SKB_PROTOCOL": ("sk_buff", "protocol")}
+
+
 def offsets(table: dict[str, tuple[str, str]], btf: BTF | None = None) -> dict[str, int]:
     """{-D name: offset} for a table like CONTAIN_OFFSETS; raises BTFError with the reason."""
     btf = btf or BTF.load()
     return {name: btf.offset(struct, path) for name, (struct, path) in table.items()}
 
 
-def stack_offsets(btf: BTF | None = None) -> dict[str, int]:
-    """The -D offsets for the stack program; raises BTFError with the reason."""
-    return offsets(STACK_OFFSETS, btf)
+def stack_offsets(btf: BTF | None = None, table: dict = STACK_OFFSETS) -> dict[str, int]:
+    """The -D offsets of `table` for the stack program; raises BTFError with the reason."""
+    return offsets(table, btf)

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from . import KernelError
-from .btf import BTFError, stack_offsets
+from .btf import ACCEPT_OFFSETS, BTF, PATH_OFFSETS, BTFError, stack_offsets
 from ..abi import cflags
 from .host import import_bcc, program_source
 
@@ -28,7 +28,14 @@ MAX_SITES = 4096
 MAX_FLOWS = 16384
 MAX_CONNS = 16384
 MAX_ACCEPTS = 8192   # (client, local address, port) pairs per interval; more are counted as missed
-MISS_NAMES = ("sites_full", "flows_full", "accepts_full")
+MAX_PATH_SKBS = 8192     # packets in flight between two path hooks (LRU)
+MAX_PATH_EDGES = 8192    # (flow, hook, next hook) edges per interval; more are counted as missed
+MAX_CLOSED = 8192        # connections closed since the last read
+MISS_NAMES = ("sites_full", "flows_full", "accepts_full", "path_full", "tcp_closed_full")
+# The bpf/ files compiled as one program, in this order (see stack.bpf.c).
+SOURCES = ("stack.bpf.c", "stack_path.bpf.c", "stack_tcp.bpf.c")
+PATH_TRACEPOINTS = (("net", "netif_receive_skb"), ("skb", "skb_copy_datagram_iovec"), ("skb", "consume_skb"))
+ACCEPT_TRACEPOINTS = (("syscalls", "sys_exit_accept4"), ("syscalls", "sys_exit_accept"))
 TCP_TRACEPOINTS = (("sock", "inet_sock_set_state"), ("tcp", "tcp_probe"), ("tcp", "tcp_retransmit_skb"),
                    ("tcp", "tcp_send_reset"), ("tcp", "tcp_receive_reset"))
 # BPF_TCP_* (UAPI linux/bpf.h), the kernel's TCP state numbers.
@@ -36,6 +43,9 @@ TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5:
               6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
               11: "CLOSING", 12: "NEW_SYN_RECV"}
 STATE_LOG = 8
+# NS_HOOK_* (bpf/stack.h): the path's hooks, in the order a packet meets them.
+HOOKS = ("start", "receive", "tcp", "socket", "consumed", "dropped")
+HOOK_DROPPED = 5
 
 _SYMBOLIC = re.compile(r"__print_symbolic\(REC->reason,(.*)\)\s*$", re.S)
 _PAIR = re.compile(r"\{\s*(\d+)\s*,\s*\"([A-Z0-9_]+)\"\s*\}")
@@ -92,6 +102,10 @@ class StackProbe:
         self.symbols: Symbols | None = None
         self.detail_off_reason: str | None = None
         self.tcp_off_reason: str | None = None
+        self.path_off_reason: str | None = None
+        self.accept_off_reason: str | None = None
+        self.rcvq = False
+        self.want_path = True   # False: --no-stack-path
 
     def start(self) -> None:
         bcc = import_bcc()
@@ -109,30 +123,66 @@ class StackProbe:
         if missing:
             self.tcp_off_reason = f"TCP health is off: this kernel lacks {', '.join(missing)}"
         else:
-            extra.update(NS_STACK_TCP=1, NS_MAX_CONNS=MAX_CONNS, NS_MAX_ACCEPTS=MAX_ACCEPTS)
+            extra.update(NS_STACK_TCP=1, NS_MAX_CONNS=MAX_CONNS, NS_MAX_ACCEPTS=MAX_ACCEPTS,
+                         NS_MAX_CLOSED=MAX_CLOSED)
+        self.rcvq = bcc.BPF.tracepoint_exists("sock", "sock_rcvqueue_full")
+        if self.rcvq:
+            extra["NS_STACK_RCVQ"] = 1
+        extra.update(self._btf_parts(bcc))
+        self.symbols = Symbols()
+        text = "\n".join(program_source(name) for name in SOURCES)
+        self.bpf = bcc.BPF(text=text, cflags=cflags(max_bans=1, extra=extra))
+
+    def _btf_parts(self, bcc) -> dict[str, int]:
+        """-D flags of the parts that read kernel structs (offsets from this
+        kernel's BTF); each part it cannot do gets its off reason."""
         try:
-            extra.update(stack_offsets())
-            extra["NS_HAVE_SKB_OFFSETS"] = 1
+            btf = BTF.load()
+            extra = {**stack_offsets(btf), "NS_HAVE_SKB_OFFSETS": 1}
         except (BTFError, OSError, ValueError) as e:
             self.detail_off_reason = f"per-device and per-address drops are off: {e}"
-        self.symbols = Symbols()
-        self.bpf = bcc.BPF(text=program_source("stack.bpf.c"), cflags=cflags(max_bans=1, extra=extra))
+            self.path_off_reason = f"the per-flow path is off: {e}"
+            self.accept_off_reason = f"the process of accepted connections is off: {e}"
+            return {}
+        missing = [f"{c}:{e}" for c, e in PATH_TRACEPOINTS if not bcc.BPF.tracepoint_exists(c, e)]
+        try:
+            if not self.want_path:
+                raise BTFError("--no-stack-path")
+            if missing:
+                raise BTFError(f"this kernel lacks {', '.join(missing)}")
+            extra.update(stack_offsets(btf, PATH_OFFSETS), NS_STACK_PATH=1,
+                         NS_MAX_PATH_SKBS=MAX_PATH_SKBS, NS_MAX_PATH_EDGES=MAX_PATH_EDGES)
+        except BTFError as e:
+            self.path_off_reason = f"the per-flow path is off: {e}"
+        missing = [f"{c}:{e}" for c, e in ACCEPT_TRACEPOINTS if not bcc.BPF.tracepoint_exists(c, e)]
+        try:
+            if self.tcp_off_reason:
+                raise BTFError("TCP health is off")
+            if missing:
+                raise BTFError(f"this kernel lacks {', '.join(missing)} (CONFIG_FTRACE_SYSCALLS)")
+            extra.update(stack_offsets(btf, ACCEPT_OFFSETS), NS_STACK_ACCEPT=1)
+        except BTFError as e:
+            self.accept_off_reason = f"the process of accepted connections is off: {e}"
+        return extra
 
     def reason_name(self, value: int) -> str:
         return self.reasons.get(value, f"REASON_{value}")
 
-    def _drain(self, name: str) -> list[tuple[object, int]]:
+    def _drain_raw(self, name: str) -> list[tuple[object, object]]:
         """Entries read and deleted in one go (the kernel's batch
         lookup-and-delete holds each bucket's lock: no increment is lost)."""
         table = self.bpf[name]
         try:
-            got = list(table.items_lookup_and_delete_batch())
+            return list(table.items_lookup_and_delete_batch())
         except Exception:  # kernels without batch ops (before 5.6): read, then delete
             got = list(table.items())
             for k, _ in got:
                 table.pop(k, None)
+            return got
+
+    def _drain(self, name: str) -> list[tuple[object, int]]:
         # BCC hands out plain ints from batch reads, ctypes values otherwise.
-        return [(k, int(getattr(v, "value", v))) for k, v in got]
+        return [(k, int(getattr(v, "value", v))) for k, v in self._drain_raw(name)]
 
     def read_sites(self) -> list[dict]:
         out = []
@@ -158,6 +208,13 @@ class StackProbe:
             out[name] = int(sum(t[t.Key(i)]))
         return out
 
+    def read_rcvq_full(self) -> int | None:
+        """sock:sock_rcvqueue_full hits since load; None without the tracepoint."""
+        if not self.rcvq:
+            return None
+        t = self.bpf["rcvq_full"]
+        return int(sum(t[t.Key(0)]))
+
     def read_accepts(self) -> list[dict]:
         """Handshakes completed on this host's listeners since the last read,
         per (client, local address, port), drained."""
@@ -176,23 +233,43 @@ class StackProbe:
             return []
         table = self.bpf["tcp_conns"]
         out = []
-        for k, h in table.items():
+        # Live connections (and closed ones tcp_closed had no room for), then
+        # the closed ones, drained: this is their final report.
+        rows = [(k.value, h, True) for k, h in table.items()]
+        rows += [(k.sk, h, False) for k, h in self._drain_raw("tcp_closed")]
+        for key, h, live_map in rows:
             fam = 6 if h.family == socket.AF_INET6 else 4
             n = h.state_changes
             log = [(TCP_STATES.get(h.states[i % STATE_LOG], str(h.states[i % STATE_LOG])),
                     h.state_ns[i % STATE_LOG]) for i in range(max(0, n - STATE_LOG), n)]
             out.append({
-                "key": k.value, "family": f"ipv{fam}", "saddr": _addr(fam, bytes(h.saddr)),
+                "key": (key, h.first_ns), "family": f"ipv{fam}", "saddr": _addr(fam, bytes(h.saddr)),
                 "sport": h.sport, "daddr": _addr(fam, bytes(h.daddr)), "dport": h.dport,
                 "state": TCP_STATES.get(h.state, str(h.state)), "closed": bool(h.closed),
+                "inbound": bool(h.inbound),
                 "pid": h.pid or None, "uid": h.uid if h.pid else None,
                 "comm": h.comm.decode("utf-8", "replace") if h.pid else None,
                 "srtt_us": h.srtt_us, "cwnd": h.cwnd, "ssthresh": h.ssthresh,
                 "segments_in": h.probes, "retransmits": h.retransmits,
                 "rst_sent": h.rst_sent, "rst_recv": h.rst_recv, "state_changes": n,
                 "states": log, "first_ns": h.first_ns, "last_ns": h.last_ns})
-            if h.closed:
-                table.pop(k, None)
+            if h.closed and live_map:
+                table.pop(table.Key(key), None)   # a closed one left here: reported now
+        return out
+
+    def read_path(self) -> list[dict]:
+        """Path edges since the last read, drained: one row per (flow,
+        hook, next hook[, drop reason]) with its count and latency histogram."""
+        if self.path_off_reason is not None:
+            return []
+        out = []
+        for k, e in self._drain_raw("path_edges"):
+            out.append({"family": f"ipv{k.family}", "proto": k.proto,
+                        "src": _addr(k.family, bytes(k.saddr)), "sport": k.sport,
+                        "dst": _addr(k.family, bytes(k.daddr)), "dport": k.dport, "netns": k.netns or None,
+                        "from": getattr(k, "from"), "to": k.to,
+                        "reason": self.reason_name(k.reason) if k.to == HOOK_DROPPED else None,
+                        "count": e.count, "sum_ns": e.sum_ns, "hist": list(e.hist)})
         return out
 
     def stop(self) -> None:

@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_option(p)
     p.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
                    help="count kernel packet drops per reason and place (docs/STACK.md; default: on)")
+    p.add_argument("--stack-path", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --stack, also follow each received TCP/UDP packet through the stack's "
+                        "hooks (per-flow path and latency; default: on)")
     p.add_argument("--stack-interval", type=float, default=2.0,
                    help="seconds between drops events (default: %(default)s)")
     p.add_argument("--duration", type=float, help=argparse.SUPPRESS)  # tests, benchmarks
@@ -231,7 +234,7 @@ def main(argv=None) -> int:
         flow_watch_pps=args.flow_watch_pps,
         agg_pps={k: getattr(args, f"agg_{k}_pps") for k in AGG_PPS_DEFAULT},
         raw_sockets=not args.no_raw_sockets, pin_dir=args.pin_dir, extra_cflags=dict(args.test_define),
-        stack=args.stack, stack_interval=args.stack_interval)
+        stack=args.stack, stack_interval=args.stack_interval, stack_path=args.stack_path)
     try:
         loader = Loader(opts)
         if args.metrics_addr:

@@ -82,6 +82,7 @@ class LoaderOptions:
     raw_sockets: bool = True  # outbound (issue 12)
     stack: bool = True                  # drop reasons (docs/STACK.md)
     stack_interval: float = 2.0
+    stack_path: bool = True             # the per-flow path (docs/STACK.md)
 
 
 class Loader:

@@ -4,8 +4,11 @@ final one (`final: true`) when it closes.
 
 The kernel side (bpf/stack.bpf.c, NS_STACK_TCP) keeps srtt/cwnd from
 tcp:tcp_probe, retransmits, resets and the last state changes per socket.
-The process is the one that called connect() (known in SYN_SENT); accepted
-(inbound) connections have no process in the kernel's view: `pid` is null.
+The process is the one that called connect() (known in SYN_SENT) or, for an
+accepted (inbound) connection, the one whose accept() returned its socket
+(syscalls:sys_exit_accept4/accept, the fd followed to the socket with BTF
+offsets); `pid` is null until a process accepts it, or when that part is
+off (`accept_off_reason` on the stream at start).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class TcpHealth:
         return {
             "final": r["closed"], "family": r["family"], "saddr": r["saddr"], "sport": r["sport"],
             "daddr": r["daddr"], "dport": r["dport"], "state": r["state"],
-            "direction": "outbound" if r["pid"] else "inbound",
+            "direction": "inbound" if r["inbound"] else "outbound",
             "pid": r["pid"], "uid": r["uid"], "comm": r["comm"],
             "exe": info.get("exe"), "cmdline": info.get("cmdline"),
             "srtt_ms": round(r["srtt_us"] / 1000, 3), "cwnd": r["cwnd"],
