@@ -6,7 +6,8 @@ One veth pair between two throwaway namespaces; trafgen in the peer floods
 is dropped by the stack (reason NO_SOCKET) and runs the stack program on
 skb:kfree_skb: the worst case for --stack, where each packet is a drop. The
 loader (unified_ebpf.py, XDP attached, nothing banned) runs with --no-stack
-and with --stack in turn, alternating, several rounds in the same run.
+and with --stack, and with --stack --no-stack-path (what the per-flow path
+adds), in turn, rotating the order, several rounds in the same run.
 
 Measured per packet (frames the interface handed to the stack): the
 receiving CPU's softirq time (where tracepoint programs run; a veth has no
@@ -30,7 +31,8 @@ EPILOG = """examples:
 
 output: one JSON line on stdout ({"bench": "stack_cost", "results": [...]}), a table on stderr.
 """
-MODES = {"off": ["--no-stack"], "on": ["--stack", "--stack-interval", "0.5"]}
+MODES = {"off": ["--no-stack"], "on": ["--stack", "--stack-interval", "0.5"],
+         "no_path": ["--stack", "--no-stack-path", "--stack-interval", "0.5"]}
 
 
 def one(lab, mode: str, args, cfg, records, cleanup, progress) -> dict:
@@ -65,6 +67,10 @@ def summary(rows: list[dict]) -> dict:
                                        - off["cpu_ns_per_packet"] - off["loader_ns_per_packet"], 1)
     # CPU per 100k packets/s: (ns per packet x 1e5 packets) per second, as a share of one CPU.
     out["added_cpu_pct_at_100k_pps"] = round(out["added_ns_per_packet"] * 1e5 / 1e9 * 100, 2)
+    # What the per-flow path adds on top of the rest of --stack.
+    np_ = out["no_path"]
+    out["path_added_ns_per_packet"] = round(on["cpu_ns_per_packet"] + on["loader_ns_per_packet"]
+                                            - np_["cpu_ns_per_packet"] - np_["loader_ns_per_packet"], 1)
     return out
 
 
@@ -85,7 +91,8 @@ def main() -> int:
             cfg = scratch / "flood.cfg"
             for r in range(args.rounds):
                 # Alternate which goes first, so drift over the run hits both alike.
-                for mode in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                order = list(MODES)
+                for mode in order[r % len(order):] + order[:r % len(order)]:
                     records = scratch / f"records-{r}-{mode}"
                     records.mkdir()
                     (records / "filter_config.json").write_text("{}")
