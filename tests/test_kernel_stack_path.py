@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
 
 @pytest.fixture(scope="module")
 def loader(lab, tmp_path_factory):
-    lp = start_loader(lab, tmp_path_factory, "--stack-interval", "0.3", "--no-xdp")
+    lp = start_loader(lab, tmp_path_factory, "--stack-interval", "0.3", "--no-xdp", "--stack-path")
     yield lp
     assert lp.stop() == 0
 
@@ -267,7 +267,7 @@ def test_no_stack_path_keeps_drops_and_says_the_path_is_off(lab, tmp_path_factor
     lp = start_loader(lab, tmp_path_factory, "--stack-interval", "0.3", "--no-xdp", "--no-stack-path")
     try:
         doc = wait_until(lambda: read_json(lp.records / "stack.json"), WAIT, what="stack.json")
-        assert doc["path_off_reason"] == "the per-flow path is off: --no-stack-path"
+        assert doc["path_off_reason"].startswith("the per-flow path is off: not asked for (--stack-path")
         inbound_connection(lab)
         subprocess.run(["ip", "netns", "exec", lab.peer, "hping3", "-q", "-S", "-p", "7", "-c", "3", "-i", "u2000",
                         lab.dut4], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
@@ -276,6 +276,7 @@ def test_no_stack_path_keeps_drops_and_says_the_path_is_off(lab, tmp_path_factor
         doc = wait_until(lambda: (lambda d: d if d and d["totals"]["drops"] else None)(
             read_json(lp.records / "stack.json")), WAIT, what="drops in stack.json")
         assert doc["paths"] == [] and "path_edges" not in doc["totals"]
-        assert any("--no-stack-path" in str(e.get("message")) for e in lp.all_events if e["type"] == "warning")
+        assert any("--stack-path turns it on" in str(e.get("message")) for e in lp.all_events
+                   if e["type"] == "warning")
     finally:
         assert lp.stop() == 0

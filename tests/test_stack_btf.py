@@ -120,6 +120,7 @@ def test_missing_path_and_accept_tracepoints_turn_only_those_off(monkeypatch):
     monkeypatch.setattr(stack, "PATH_TRACEPOINTS", stack.PATH_TRACEPOINTS + (("net", "no_such_event"),))
     monkeypatch.setattr(stack, "ACCEPT_TRACEPOINTS", (("syscalls", "no_such_exit"),))
     p = stack.StackProbe()
+    p.want_path = True  # --stack-path
     p.start()
     try:
         assert p.path_off_reason == "the per-flow path is off: this kernel lacks net:no_such_event"
