@@ -29,6 +29,9 @@ commands live in exactly one place at a time: nothing is read twice or lost.
   each for `echo >`), and never longer while the loader is gone.
 - An open the kernel cannot give us a descriptor for (we are out of them)
   is refused by the kernel: that writer's open fails (EPERM), so it knows.
+- The price: every open of any file in records/ is answered by this thread,
+  so while the loader is stopped (SIGSTOP, a debugger) such opens wait until
+  it runs again or dies.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ class Responder:
                                          f"{jsonsafe.MAX_BYTES} allowed")
             with self._core.lock:
                 if self._core.slots[name].holder is None:
-                    self._core._store(self._core.slots[name], fd, None)
+                    self._core.store(self._core.slots[name], fd, None)
         finally:
             os.close(fd)
 

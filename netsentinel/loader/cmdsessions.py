@@ -115,7 +115,8 @@ class Sessions:
                 return False
             with self.lock:
                 slot = self.slots[name]
-                if slot.holder is not None and slot.holder != pid:
+                # (pid 0: an opener outside our pid namespace; never "the same process")
+                if slot.holder is not None and (slot.holder != pid or not pid):
                     slot.waiters.append((fd, pid))
                     return True
                 self._grant(slot, fd, pid)
@@ -142,7 +143,7 @@ class Sessions:
             if slot.holder is None:
                 slot.holder, slot.since = pid, time.monotonic()
                 self.counts["sessions"] += 1
-                self._store(slot, fd, pid)  # what a rename left, before this open can truncate it
+                self.store(slot, fd, pid)  # what a rename left, before this open can truncate it
         except Exception as e:  # a full disk: the content stays in the file for the next look
             self.failed = f"storing {slot.name}: {e}"
         finally:
@@ -158,7 +159,7 @@ class Sessions:
                     del slot.opens[key]
                 if not slot.opens:
                     try:
-                        self._store(slot, fd, slot.holder)  # exactly what this session left
+                        self.store(slot, fd, slot.holder)  # exactly what this session left
                     except Exception as e:
                         self.failed = f"storing {slot.name}: {e}"
                     finally:
@@ -184,7 +185,7 @@ class Sessions:
         if not mask & FAN_CLOSE_WRITE:
             return
         if key not in slot.opens:
-            self._store(slot, fd, pid)
+            self.store(slot, fd, pid)
         else:
             self.notes.append((slot.name, {"file": slot.name, "pid": pid, "lost_writes": 1},
                                f"pid {pid} wrote to {slot.name} while another writer had it open "
@@ -197,7 +198,7 @@ class Sessions:
         if slot.waiters:
             fd, pid = slot.waiters.popleft()
             self._grant(slot, fd, pid)
-            for w in [w for w in slot.waiters if w[1] == pid]:
+            for w in [w for w in slot.waiters if w[1] == pid and pid]:
                 slot.waiters.remove(w)
                 self._grant(slot, *w)
 
@@ -214,7 +215,7 @@ class Sessions:
                     self.counts["held_too_long"] += 1
                     self._next(slot)
 
-    def _store(self, slot: _Slot, fd: int, pid: int | None) -> None:
+    def store(self, slot: _Slot, fd: int, pid: int | None) -> None:
         """Move the file's content into the drop directory, then leave `[]` in it."""
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
