@@ -91,17 +91,23 @@ def remove(root: Path, drop_name: str, fname: str) -> None:
 def submit(root: Path, drop_name: str, command: Any) -> Path:
     """Drop one command (the writer's side): written under a '.tmp' name, then
     renamed, so the loader never sees half a file."""
+    return submit_bytes(root, drop_name, jsonsafe.dump_bytes(command), str(os.getpid()))
+
+
+def submit_bytes(root: Path, drop_name: str, payload: bytes, tag: str) -> Path:
+    """Drop a file of commands as written (unparsed: the loader refuses what
+    is not commands, with the reason); tag goes in the name."""
     d = Path(root) / drop_name
     if not _check(d):
         raise fsguard.UnsafePath(f"{d} does not exist; start the loader once (it creates it) "
                                  "or run scripts/install.sh")
-    base = f"{time.time_ns()}-{os.getpid()}-{os.urandom(4).hex()}.json"
+    base = f"{time.time_ns()}-{tag}-{os.urandom(4).hex()}.json"
     tmp = d / f".{base}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o640)
         with os.fdopen(fd, "wb") as f:
-            f.write(jsonsafe.dump_bytes(command))
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, d / base)

@@ -150,12 +150,13 @@ class RecordsStore(RecordsLock):
                 self.warn(f"{msg}; set aside as {aside.name}")
             return _copy_default(default)
 
-    def set_aside(self, name: str, text: str | None = None) -> Path:
-        """Move a file out of the way (never overwriting another one)."""
+    def set_aside(self, name: str, text: str | None = None, src: Path | None = None) -> Path:
+        """Move a file (name, or src kept under name's aside name) out of the
+        way (never overwriting another one)."""
         with self.locked():
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
             aside = self.path(f"{name}.corrupt-{stamp}")
-            src = self.path(name)
+            src = src or self.path(name)
             try:
                 os.rename(src, aside)
             except FileNotFoundError:

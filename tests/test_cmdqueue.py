@@ -1,6 +1,11 @@
 """CommandQueue against people's in-place writes: `echo '[...]' > file`
 truncates and then writes, at any moment, without our lock. Every command
-must be handled exactly once, none lost."""
+must be handled exactly once, none lost.
+
+Most queues here run the counting path alone (serialise=False): the path a
+loader takes without fanotify, and the only one a writer inside the test
+process meets (the loader's own opens are never serialised). Serialised
+writers: tests/test_cmdfan.py."""
 
 import json
 import os
@@ -19,7 +24,7 @@ CMD1 = {"action": "ban", "ip": "203.0.113.1"}
 CMD2 = {"action": "ban", "ip": "203.0.113.2"}
 
 
-def make_queue(tmp_path, on_handle=None):
+def make_queue(tmp_path, on_handle=None):  # (the counting path; see the top)
     store = RecordsStore(tmp_path)
     handled = []
 
@@ -27,7 +32,8 @@ def make_queue(tmp_path, on_handle=None):
         handled.append(raw)
         if on_handle:
             on_handle(raw)
-    q = CommandQueue(store, "ban_commands.json", handle, lambda *a: None, commit=lambda: None)
+    q = CommandQueue(store, "ban_commands.json", handle, lambda *a: None, commit=lambda: None,
+                     serialise=False)
     return store, q, handled, tmp_path / "ban_commands.json"
 
 
@@ -80,7 +86,8 @@ def test_person_writing_into_the_replaced_file_loses_nothing(tmp_path):
 def test_half_written_file_is_left_alone_until_complete(tmp_path):
     store = RecordsStore(tmp_path)
     handled = []
-    q = CommandQueue(store, "ban_commands.json", handled.append, lambda *a: None, commit=lambda: None)
+    q = CommandQueue(store, "ban_commands.json", handled.append, lambda *a: None, commit=lambda: None,
+                     serialise=False)
     path = tmp_path / "ban_commands.json"
     path.write_text('[{"action": "ban", "ip": "203.0.113.1"}]')
     q.process()
@@ -100,7 +107,7 @@ def test_half_written_file_is_left_alone_until_complete(tmp_path):
 
 # --------------------------------------------------------------- hostile input
 
-def make_recording_queue(tmp_path, handle=None, name="ban_commands.json"):
+def make_recording_queue(tmp_path, handle=None, name="ban_commands.json", serialise=False):
     """A queue whose refusals land in the rejected file, as the loader's do."""
     store = RecordsStore(tmp_path)
     handled = []
@@ -108,7 +115,8 @@ def make_recording_queue(tmp_path, handle=None, name="ban_commands.json"):
 
     def refuse(raw, error):
         store.reject_command(raw, error, ref=q.current_ref)
-    q = CommandQueue(store, name, handle or handled.append, refuse, commit=lambda: None)
+    q = CommandQueue(store, name, handle or handled.append, refuse, commit=lambda: None,
+                     serialise=serialise)
     return store, q, handled
 
 
@@ -117,7 +125,7 @@ def rejected(tmp_path, name="ban_commands.rejected.json"):
     return json.loads(p.read_text()) if p.exists() else []
 
 
-def settle(q, pred, timeout=60):
+def settle(q, pred, timeout=300):  # a deadline, not a speed: 10,000 sessions on a loaded host
     wait_until(lambda: (q.process(), pred())[1], timeout=timeout, what="queue to settle")
 
 
@@ -166,7 +174,8 @@ def test_a_command_handled_again_after_a_crash_is_refused_once(tmp_path):
     (tmp_path / "ban_commands.json").write_text(json.dumps([bad]))
     for _ in range(2):  # two loaders, the first killed before _remove_handled
         store = RecordsStore(tmp_path)
-        q = CommandQueue(store, "ban_commands.json", lambda raw: None, None, commit=lambda: None)
+        q = CommandQueue(store, "ban_commands.json", lambda raw: None, None, commit=lambda: None,
+                         serialise=False)
         q.handle = lambda raw, q=q, store=store: store.reject_command(raw, "bad ip", ref=q.current_ref)
         q._remove_handled = lambda: 0
         q.process()
@@ -188,9 +197,10 @@ def _drain_while(q, procs, done):
     settle(q, done)
 
 
-def test_fifty_shells_appending_lose_nothing(tmp_path):
+@pytest.mark.parametrize("serialise", [False, True], ids=["counted", "serialised"])
+def test_fifty_shells_appending_lose_nothing(tmp_path, serialise):
     (tmp_path / "ban_commands.json").touch()  # (a write with no command would count as lost)
-    store, q, handled = make_recording_queue(tmp_path)
+    store, q, handled = make_recording_queue(tmp_path, serialise=serialise)
     _drain_while(q, _shells(tmp_path, 50, 200, ">>"), lambda: len(handled) >= 10_000)
     assert len(handled) == 10_000 and len({c["ip"] for c in handled}) == 10_000
     assert not [e for e in rejected(tmp_path) if "lost_writes" in e["command"]]
@@ -198,10 +208,11 @@ def test_fifty_shells_appending_lose_nothing(tmp_path):
 
 @pytest.mark.parametrize("writers, per_writer", [(50, 200), (1, 200)])
 def test_writes_replaced_before_they_were_read_are_reported(tmp_path, writers, per_writer):
-    """`echo > file` from many shells: what a later write replaced before the
-    loader read it cannot come back, so it is counted and reported (in the
-    rejected file, with the advice). inotify merges identical neighbouring
-    events, so the count may be low, never high."""
+    """Without fanotify, `echo > file` from many shells: what a later write
+    replaced before the loader read it cannot come back, so it is counted
+    and reported (in the rejected file, with the advice). inotify merges
+    identical neighbouring events, so the count may be low, never high.
+    (With fanotify every one is applied: test_cmdfan.)"""
     store, q, handled = make_recording_queue(tmp_path)
     total = writers * per_writer
     _drain_while(q, _shells(tmp_path, writers, per_writer, ">"), lambda: True)

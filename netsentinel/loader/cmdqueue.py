@@ -12,22 +12,13 @@ command refuses that command, with the reason, instead of escaping. A
 refusal carries a reference (file, inode, mtime, position) so a command
 handled again after a crash is not recorded as refused twice.
 
-The command file. Tools write through the store's lock; people do not:
-`echo ... > file` truncates the file and writes it in place, at any moment.
-- a file that does not parse gets SETTLE_S to settle (an editor mid-save); if
-  it still does not parse it is set aside and recorded as refused;
-- several JSON values one after another (`echo ... >> file` twice) are all
-  read; a value may be one command or a list of them;
-- the queue is never rewritten over an empty or half-written file: the
-  removal waits (the handled commands are remembered, not handled twice);
-- whatever the loader has read it handles in the same pass: commands written
-  between our read and the rewrite, and a late in-place write into the
-  replaced file (put back in the queue first, so a crash keeps it). Left in
-  the file for the next pass, a person's next `>` could wipe them after they
-  were counted as seen: neither applied nor reported.
-A write that another `>` replaces before the loader reads it cannot be
-recovered; cmdwatch counts such writes and reports them (and says why a
-lease on the file would not have kept them).
+The command file. Where fanotify permission events are available (the
+loader runs as root), cmdfan lets one writer session in at a time and moves
+what each session left into the drop directory before the next may open
+the file: the file is then only swept here (what a tool renamed onto it),
+and every command goes through the drop directory, exactly once. Without
+fanotify the file is read in place and the writes nobody read are counted
+and reported (loader/cmdfile.py).
 
 The drop directory is for scripts that write often: each file (any name not
 starting with '.'; write it under a '.name' and rename it) holds one command
@@ -36,39 +27,23 @@ or a list, is consumed in mtime order and then removed. Nothing can be lost.
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections import Counter
 from typing import Any, Callable
 
 from .. import dropdir, fsguard, jsonsafe
 from ..store import RecordsStore, StoreError
 from ..watch import FileSignature
+from . import cmdfan
+from .cmdfile import CountedFile
 from .cmdwatch import WriteCounter
 
-SETTLE_S = 0.3
 DROP_BATCH = 2000  # drop files per pass, so one pass never stalls the loop for long
 
 
-def _keys(commands: list) -> Counter:
-    return Counter(json.dumps(c, sort_keys=True) for c in commands)
-
-
-def _without(items: list, remove: list) -> list:
-    """items minus remove, matching each removed item once (first match)."""
-    left = list(items)
-    for item in remove:
-        for i, queued in enumerate(left):
-            if queued == item:
-                del left[i]
-                break
-    return left
-
-
-class CommandQueue:
+class CommandQueue(CountedFile):
     def __init__(self, store: RecordsStore, name: str, handle: Callable[[Any], None],
-                 refuse: Callable[[Any, str], None], commit: Callable[[], None]):
+                 refuse: Callable[[Any, str], None], commit: Callable[[], None],
+                 serialise: bool = True):
         self.store = store
         self.name = name
         self.drop_name = dropdir.drop_dir_name(name)
@@ -86,14 +61,12 @@ class CommandQueue:
         self.lost_reported = 0
         self._lost_base: int | None = 0  # None: recounting after an overflow
         self._last_sessions = 0
-        try:
-            self.watch: WriteCounter | None = WriteCounter(store.root, name)
-        except OSError:
-            self.watch = None  # no inotify: losses go undetected, nothing else changes
-        try:  # written before we watched: no session we counted
-            self._known = _keys(jsonsafe.loads_commands(store.read_text(name) or ""))
-        except (jsonsafe.JsonRefused, StoreError):
-            pass
+        self.watch: WriteCounter | None = None
+        # serialise=False: the counting path alone (its tests; a writer in
+        # this process is not serialised anyway: our own opens go in at once).
+        self.fan = cmdfan.attach(store.root, name) if serialise else None
+        if self.fan is None:
+            self._start_counting()
 
     def changed(self) -> bool:
         """Cheap check for the run loop (an lstat each of the file and the
@@ -119,165 +92,36 @@ class CommandQueue:
     def process(self) -> int:
         """Handle what is queued; returns how many commands were handled."""
         with self.store.locked():
+            if self.fan is not None and not self.fan.alive():
+                self.fan = None  # its thread failed (status says why): count from here
+                self._start_counting()
+            if self.fan is not None:
+                return self._sweep() + self._process_drop_dir()
             sessions = self.watch.drain() if self.watch else None  # before reading: see cmdwatch
             n = self._process_file() + self._process_drop_dir()
             if sessions is not None:
                 self._report_lost(sessions)
             return n
 
-    def _report_lost(self, sessions: int) -> None:
-        """Report writes replaced before we read them (cmdwatch): at least
-        this many were lost; never more than were."""
-        if self._bad_text is not None:
-            return  # a write not parsed yet (it may still be settling) is not lost
-        balance = sessions - self.own_writes - self.new_seen
-        quiet, self._last_sessions = sessions == self._last_sessions, sessions
-        if self.watch.take_overflow():  # the kernel dropped events: the count is off from here
-            self._lost_base = None
-            self.refuse({"file": self.name}, f"{self.name} was written too often to count the "
-                        f"writes, so some may be lost; append with >> or queue in {self.drop_name}/")
-        if self._lost_base is None:
-            if not quiet or self._handled_unremoved:
-                return
-            # Nothing written since the last look: every session is counted
-            # and every command seen, so count from here.
-            self._lost_base, self.lost_reported = balance, 0
-        lost = balance - self._lost_base
-        if lost > self.lost_reported:
-            new, self.lost_reported = lost - self.lost_reported, lost
-            self.refuse({"file": self.name, "lost_writes": new},
-                        f"{new} write(s) to {self.name} were replaced by a later write before "
-                        f"the loader read them, so their commands are lost; append with >> "
-                        f"or queue in {self.drop_name}/")
-
     # ------------------------------------------------------------ the command file
-    def _process_file(self) -> int:
+    def _sweep(self) -> int:
+        """Serialised writers (cmdfan): record what the responder could not
+        keep, and move what a tool renamed onto the file to the drop directory."""
+        notes = self.fan.take_notes(self.name)
+        for what, why in notes:
+            self.refuse(what, why)
         try:
-            data, st = fsguard.read_capped(self.store.path(self.name), jsonsafe.MAX_BYTES)
+            self.fan.sweep(self.name)
         except fsguard.UnsafePath as e:
-            # A link, a directory, a file others may write or too big: keep it aside, once.
-            aside = self.store.set_aside(self.name)
-            self._saw_unreadable()
-            self.refuse({"file": aside.name}, f"{self.name}: {e}")
-            return 1
-        text = None if data is None else data.decode("utf-8", "replace")
-        if text is None or not text.strip():
-            self._bad_text = None
-            return 0
-        try:
-            queued = jsonsafe.loads_commands(text)
-        except jsonsafe.JsonRefused as e:
-            return self._bad_file(text, str(e))
-        self._bad_text = None
-        self._count_new(queued)
-        fresh = _without(queued, self._handled_unremoved)
-        n = self._handle_now(fresh, st, len(queued) - len(fresh))
-        if self._handled_unremoved:
-            n += self._remove_handled()
-        return n
+            return len(notes) + self._unsafe(e)
+        return len(notes)
 
-    def _handle_now(self, commands: list, st: os.stat_result, base: int) -> int:
-        """Apply each command read from the file (st), save the outcome, and
-        remember them for removal. Whatever the loader has read it handles at
-        once: a command left in the file for the next pass is one a person's
-        next `>` can wipe after it was counted as seen, neither applied nor
-        reported."""
-        for i, raw in enumerate(commands):
-            self._apply(raw, f"{self.name}:{st.st_ino}:{st.st_mtime_ns}:{base + i}")
-        if commands:
-            # Save the outcome first: a crash from here on re-applies
-            # (idempotent) rather than loses a command.
-            self.commit()
-        self._handled_unremoved += commands
-        return len(commands)
-
-    def _count_new(self, commands: list) -> None:
-        """Every write session (a person's `>`/`>>`, a tool's replace) adds at
-        least one command: count those not in the file when we last looked."""
-        now = _keys(commands)
-        self.new_seen += sum((now - self._known).values())
-        self._known = now
-
-    def _saw_unreadable(self) -> None:
-        self.new_seen += 1  # the write that made the file so was seen, not lost
-        self._known = Counter()
-
-    def _bad_file(self, text: str, error: str) -> int:
-        now = time.monotonic()
-        if self._bad_text is None or self._bad_text[0] != text:
-            self._bad_text = (text, now)  # maybe an editor mid-save: look again soon
-            return 0
-        if now - self._bad_text[1] < SETTLE_S:
-            return 0
-        self._bad_text = None
-        self._handled_unremoved = []
+    def _unsafe(self, e: fsguard.UnsafePath) -> int:
+        # A link, a directory, a file others may write or too big: keep it aside, once.
         aside = self.store.set_aside(self.name)
         self._saw_unreadable()
-        self.refuse({"raw": text[:4096], "file": aside.name}, f"{self.name}: {error}")
+        self.refuse({"file": aside.name}, f"{self.name}: {e}")
         return 1
-
-    def _remove_handled(self) -> int:
-        """Rewrite the queue without what was handled, unless a person is
-        writing it right now (then try again on the next pass); commands
-        written since our read are handled first. Returns how many of those."""
-        path = self.store.path(self.name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
-            self._handled_unremoved = []
-            return 0
-        try:
-            before = os.fstat(fd)
-            text = os.read(fd, min(before.st_size, jsonsafe.MAX_BYTES) + 1).decode("utf-8", "replace")
-            try:
-                current = jsonsafe.loads_commands(text) if text.strip() else None
-            except jsonsafe.JsonRefused:
-                current = None
-            if current is None:
-                return 0  # empty or half-written: someone is writing; keep the handled list
-            self._count_new(current)
-            left = _without(current, self._handled_unremoved)
-            n = self._handle_now(left, before, len(current) - len(left))
-            self.store.write(self.name, [])
-            self.own_writes += 1
-            self._known = Counter()
-            self._handled_unremoved = []
-            return n + self._recover_late_write(fd, before, current)
-        finally:
-            os.close(fd)
-            self._watch.remember()
-
-    def _recover_late_write(self, fd: int, before: os.stat_result, seen: list) -> int:
-        """A writer that opened the file before our replace writes into the
-        old inode: put what it wrote back into the queue (so a crash keeps
-        it), then handle it now. Returns how many commands that was."""
-        deadline = time.monotonic() + SETTLE_S
-        st = os.fstat(fd)
-        if (st.st_size, st.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
-            return 0
-        while time.monotonic() < deadline:  # let it finish writing
-            time.sleep(0.02)
-            again = os.fstat(fd)
-            if (again.st_size, again.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
-                break
-            st = again
-        os.lseek(fd, 0, os.SEEK_SET)
-        text = os.read(fd, min(st.st_size, jsonsafe.MAX_BYTES) + 1).decode("utf-8", "replace")
-        try:
-            late = jsonsafe.loads_commands(text)
-        except jsonsafe.JsonRefused as e:
-            self.new_seen += 1  # that write was seen (and refused), not lost
-            self.refuse({"raw": text[:4096]}, f"{self.name}: a late write was refused: {e}")
-            return 0
-        extra = _without(late, seen)
-        if not extra:
-            return 0
-        self.store.update(self.name, lambda cur: (cur if isinstance(cur, list) else []) + extra,
-                          default=[])
-        self.own_writes += 1
-        self.new_seen += len(extra)
-        self._known += _keys(extra)  # so the next look does not count them again
-        return self._handle_now(extra, st, len(late) - len(extra))
 
     # ------------------------------------------------------------ the drop directory
     def _process_drop_dir(self) -> int:
@@ -303,6 +147,8 @@ class CommandQueue:
                 commands = jsonsafe.loads_commands(data)
             except jsonsafe.JsonRefused as e:
                 self.current_ref = f"{where}:{st.st_ino}:{st.st_mtime_ns}"
+                if f"-{self.name}" in fname:  # a session cmdfan stored: kept aside as the file was
+                    where = self.store.set_aside(self.name, src=self.store.root / where).name
                 self.refuse({"raw": data[:4096].decode("utf-8", "replace"), "file": where},
                             f"{where}: {e}")
                 self.current_ref = None

@@ -1,4 +1,6 @@
-"""Counting the writes to a command file, to detect the ones nobody read.
+"""Counting the writes to a command file, to detect the ones nobody read
+(the fallback: where fanotify permission events are available, loader/cmdfan.py
+lets one writer in at a time and nothing is lost).
 
 `echo '[...]' > records/ban_commands.json` truncates and rewrites the file in
 place, without any lock; when a second such write comes before the loader has

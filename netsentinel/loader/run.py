@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from .. import __version__, logfmt
 from ..abi import MAX_BANS
 from .bantable import BanTable
+from . import cmdfan  # issue 10: one writer at a time on the command files
 from .contain import ContainTable  # process containment (issue 12)
 from .crowdsec import FleetOptions
 from .fleet import Fleet
@@ -211,6 +212,7 @@ class Loader:
             "pin_dir": self.enforcer.pins.path if self.enforcer else None,
             "stats": self.stats(),
             "records_error": self.records_error,
+            "command_files": cmdfan.status(self.store.root),  # None: writes counted, not serialised
         }
         try:
             self.store.write(LOADER_STATUS, status, lock=False)  # ours alone: never stale
@@ -314,6 +316,9 @@ class Loader:
         else:
             warn("--no-cgroup: process containment is off; contain commands stay queued")
         drop_unrecorded_bans(e, self.bans.bans, recorded, warn)
+        warn("command files: one writer at a time (fanotify); nothing written with > is lost"
+             if cmdfan.status(self.store.root) else f"command files: {cmdfan.unavailable}; writes "
+             "replaced by a later > before the loader read them are counted and reported")
         e.attach()
         report_attached(e, warn)
         if e.xdp_mode:
