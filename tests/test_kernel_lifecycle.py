@@ -128,8 +128,10 @@ def test_monitor_only_mode(lab, fresh, tmp_path):
     assert lp.all_events[0]["xdp_mode"] is None and lp.all_events[0]["cgroup_block"] is False
     assert not lab.xdp_attached()
     progs = programs_of(lp)
-    # The monitor, the outbound monitor, and (--stack, the default) the stack's tracepoints.
+    # The monitor, the outbound monitor (its UDP hooks count, never refuse),
+    # and (--stack, the default) the stack's tracepoints.
     assert sorted(n for n in progs if not n.startswith("stack/")) == [
+        *(f"outbound:ns_udp_{hook}{v}" for hook in ("connect", "recvmsg", "sendmsg") for v in (4, 6)),
         "outbound:tracepoint__sched__sched_process_exec", "outbound:tracepoint__sched__sched_process_fork",
         "outbound:tracepoint__sock__inet_sock_set_state",
         "outbound:tracepoint__syscalls__sys_enter_socket", "outbound:tracepoint__syscalls__sys_exit_dup",
