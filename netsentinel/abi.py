@@ -76,7 +76,7 @@ RULE_STATE_ACTIVE, RULE_STATE_COUNT0 = C["NS_RULE_STATE_ACTIVE"], C["NS_RULE_STA
 ENFORCER_XDP = "ns_xdp_filter"
 ENFORCER_TC = "ns_tc_filter"   # the same filter as a TCX ingress program
 ENFORCER_CGROUP = ("ns_connect4", "ns_connect6", "ns_sendmsg4", "ns_sendmsg6")
-MONITOR_MAPS = ("conn_events",)
+MONITOR_MAPS = ("conn_events", "conn_lost")
 MONITOR_PROGRAMS = {"kprobe": ("ns_kprobe_v4", "ns_kprobe_v6"), "tracepoint": ()}
 
 _PIN_DIR_OK = re.compile(r"^/[A-Za-z0-9_./@+%-]{1,200}$")
