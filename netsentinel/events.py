@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import select
 import sys
 import threading
 from pathlib import Path
@@ -180,7 +181,7 @@ class EventWriter:
         try:
             if buffer is not None:
                 self.stream.flush()  # anything written as text before stays in order
-                buffer.write(line)
+                _write_all(buffer, line)
                 buffer.flush()
             else:
                 self.stream.write(line.decode("utf-8"))
@@ -191,6 +192,20 @@ class EventWriter:
                 print("unified_ebpf: stdout closed (reader went away); "
                       "events are no longer written, bans stay enforced",
                       file=sys.stderr, flush=True)
+
+
+def _write_all(buffer, data: bytes) -> None:
+    """Under `python -u` stdout's buffer is the raw file: a write of more
+    than a pipe's atomic size (held lines together) may be cut short by a
+    signal and returns how much went out; the rest follows, so no line is
+    ever left half-written."""
+    view = memoryview(data)
+    while view:
+        n = buffer.write(view)
+        if n is None:   # a non-blocking stream that is full: wait for it, then go on
+            select.select([], [buffer], [])
+            continue
+        view = view[n:]
 
 
 def _encode(event: dict) -> bytes:
