@@ -5,9 +5,11 @@ Every POLL_MS it applies ban and rule commands, expires bans and rules,
 follows CrowdSec, copies counters back (every SYNC_EVERY_S) and refreshes
 the whitelist the event path matches against. It never waits for events:
 under a connect flood the main thread is busy reading the ring buffer, and
-a ban must still reach the kernel within a poll or two. Python hands the
-GIL to a waiting thread every few milliseconds, so a busy event loop only
-slows this one by that much.
+a ban must still reach the kernel within a poll or two. A thread waiting
+for the GIL gets it from a busy one after the switch interval (5 ms by
+default), and a command takes dozens of GIL hand-overs (every stat, read,
+bpf() and write gives it up): the loader sets SWITCH_S instead, so a pass
+under a flood costs tens of milliseconds, not hundreds.
 
 Only this thread touches the ban and rule tables, CrowdSec and the
 whitelist file's watch; the main thread reads the published whitelist
@@ -15,6 +17,7 @@ whitelist file's watch; the main thread reads the published whitelist
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -23,6 +26,7 @@ from ..store import StoreError
 POLL_MS = 50            # ban commands are picked up within ~this
 COMMAND_RESCAN_S = 1.0  # re-read the queue even if its stat did not change
 SYNC_EVERY_S = 2.0      # kernel counters copied into banned_ips.json / rules
+SWITCH_S = 0.0005       # sys.setswitchinterval while this loop runs (see the top)
 
 
 class EnforceLoop:
@@ -33,6 +37,7 @@ class EnforceLoop:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        sys.setswitchinterval(SWITCH_S)
         self._thread = threading.Thread(target=self._guarded, name="enforcement", daemon=True)
         self._thread.start()
 
