@@ -62,6 +62,7 @@ class EnforceLoop:
             now = time.monotonic()
             lo._wl = lo.whitelist.current()   # the one owner of the whitelist file's watch
             rescan = now >= next_scan
+            lo._outcomes = []   # the pass's ban/unban/rule events, written once it has saved
             try:  # nothing in records/ may end the loop (and enforcement with it)
                 if lo.bans.commands_changed() or rescan:
                     lo.bans.process_commands()
@@ -80,6 +81,10 @@ class EnforceLoop:
                 lo._records_trouble(None)
             except StoreError as e:
                 lo._records_trouble(e)
+            finally:
+                done, lo._outcomes = lo._outcomes, None
+                for type_, fields in done:
+                    lo.events.emit(type_, **fields)
             # A big CrowdSec pull in progress: no idle wait between its slices.
             if not (lo.fleet and lo.fleet.busy()):
                 self._stop.wait(POLL_MS / 1000)

@@ -115,6 +115,7 @@ class Loader:
         self._held: list[tuple[str, dict]] | None = []  # events before startup
         self._status_lock = threading.Lock()   # both loops write status
         self._enforcing: EnforceLoop | None = None   # bans, rules, expiry: their own thread
+        self._outcomes: list[tuple[str, dict]] | None = None   # during an enforcement pass
         # outbound (issue 12): raw/packet sockets, and signals on connections
         self.raw = OutboundMonitor(warn=warn) if opts.raw_sockets else None
         self.outbound = Outbound(self.procs, self._emit_counted, raw=self.raw,
@@ -174,6 +175,10 @@ class Loader:
             # Restoring bans happens before the startup event is written;
             # hold these so "startup" is always the first line of the stream.
             self._held.append((type_, fields))
+        elif self._outcomes is not None:
+            # Written when the enforcement pass ends, after banned_ips.json was
+            # saved: whoever reads the outcome finds the file agreeing with it.
+            self._outcomes.append((type_, fields))
         else:
             self.events.emit(type_, **fields)
 
