@@ -155,7 +155,7 @@ class ConnectionMonitor:
             # Returning < 0 ends this poll (libbpf has consumed this record):
             # the budget keeps a flood from holding the loop (see the top).
             self._budget -= 1
-            if self._budget <= 0 or (self._budget & 255 == 0 and time.monotonic() > self._stop_at):
+            if self._budget <= 0 or ((self._budget & 255) == 0 and time.monotonic() > self._stop_at):
                 return -1
             return 0
         self.bpf["conn_events"].open_ring_buffer(handle_ring)
