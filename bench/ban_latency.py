@@ -23,24 +23,43 @@ seeds a pending CRITICAL threat for the peer, opens the dashboard's Review
 page in headless Chromium (Debian's, driven by playwright) and clicks its
 Approve button; the latencies are measured from the click, so they include
 the dashboard's round trip (browser -> Streamlit -> records/) as well.
+
+Under load (issue 19's targets):
+  --preload N  the loader starts with N bans in banned_ips.json (11.0.0.1
+               upwards, never the lab's 10.x), restored at start; the
+               loader's idle CPU is measured over --idle-seconds before the
+               rounds;
+  --burst K    each round writes K ban commands one after another (K-1 of
+               11.x addresses, the peer last), as an analyzer's burst of
+               verdicts; the times are to the peer's ban, the last of them;
+  --flood G    G bench/connect_load.py processes connect flat out from the
+               loader's namespace to the peer's second address during the
+               rounds (connection events the loader must read meanwhile).
+With --flood or --preload the loader's stream goes to a file (not through
+this process).
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import os
 import random
 import secrets
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
 
-from common import (ROOT, Cleanup, LoaderProc, Progress, emit, enter_netns, lab_session, need_root, parser,
-                    percentile, pyplot, save_figure, scratch_dir, style_axes, wait_until)
+from common import (ROOT, VENV_PY, Cleanup, LoaderProc, Progress, emit, enter_netns, lab_session, need_root,
+                    parser, percentile, process_cpu_seconds, pyplot, save_figure, scratch_dir,
+                    stop_process, style_axes, wait_until)
+from crowdsec_pull import decision_addresses
 
 from netsentinel import threats
-from netsentinel.records import DASHBOARD_LOG
+from netsentinel.records import BANNED_IPS, DASHBOARD_LOG
 from netsentinel.store import RecordsStore
 
 NAME = "ban_latency"
@@ -165,10 +184,13 @@ def wait(pred, timeout: float, traffic: Traffic):
     return wait_until(pred, timeout, 0.001, "a round's condition", each=probes_alive, give_up=True)
 
 
-def ban_by_file(store: RecordsStore, ip: str, i: int) -> tuple[float, float]:
-    """Append the ban command as the analyzer/dashboard code does: (t0, written)."""
+def ban_by_file(store: RecordsStore, ip: str, i: int, others: list[str] = ()) -> tuple[float, float]:
+    """Append the ban command(s) as the analyzer/dashboard code does, the
+    peer's last: (t0, written)."""
     time.sleep(random.uniform(0, 0.05))
     t0 = time.monotonic()
+    for other in others:
+        store.append_command({"action": "ban", "ip": other, "reason": f"bench burst {i}", "source": "bench"})
     store.append_command({"action": "ban", "ip": ip, "reason": f"bench round {i}", "source": "bench"})
     return t0, time.monotonic()
 
@@ -198,16 +220,22 @@ class DashboardClicker:
         return t0, time.monotonic()
 
 
-def one_round(i: int, store: RecordsStore, lab, traffic: Traffic, ban=ban_by_file) -> dict:
+def one_round(i: int, store: RecordsStore, lab, traffic: Traffic, ban=ban_by_file,
+              burst: list[str] = ()) -> dict:
     ip = lab.peer4
     if not wait(lambda: traffic.flowing() and traffic.connect_allowed(), ROUND_TIMEOUT, traffic):
         raise RuntimeError(f"round {i}: traffic did not flow before the ban")
-    t0, t_written = ban(store, ip, i)
+    t0, t_written = ban(store, ip, i, burst) if burst else ban(store, ip, i)
     t_conn = wait(lambda: traffic.connect_blocked_since(t0), ROUND_TIMEOUT, traffic)
     t_drop = wait(lambda: traffic.first_lost_send_time(t0), ROUND_TIMEOUT, traffic)
     row = {"round": i, "write_ms": round((t_written - t0) * 1e3, 3),
            "drop_ms": round((t_drop - t0) * 1e3, 3) if t_drop else None,
-           "connect_ms": round((t_conn - t0) * 1e3, 3) if t_conn else None}
+           "connect_ms": round((t_conn - t0) * 1e3, 3) if t_conn else None,
+           # The loader's own share: from the end of the (last) write. Under a
+           # flood the writing process itself waits for a CPU.
+           "drop_after_write_ms": round(max(0.0, t_drop - t_written) * 1e3, 3) if t_drop else None}
+    for other in burst:
+        store.append_command({"action": "unban", "ip": other, "source": "bench"})
     t1 = time.monotonic()
     store.append_command({"action": "unban", "ip": ip, "source": "bench"})
     t_back = wait(lambda: traffic.last_recv > t1 and traffic.connect_allowed() and time.monotonic(),
@@ -239,16 +267,49 @@ def plot(rows: list[dict], path: str, via: str = "file") -> None:
     save_figure(fig, path)
 
 
-def start_loader(lab, cleanup: Cleanup, tmp) -> tuple:
-    """The loader on the lab veth with fresh records/: (records, config, startup facts)."""
+def start_loader(lab, cleanup: Cleanup, tmp, preload: int = 0, to_file: bool = False) -> tuple:
+    """The loader on the lab veth with fresh records/ (and `preload` saved
+    bans): (records, config, startup facts, loader pid)."""
     records = tmp / "records"
     records.mkdir()
     cfg = tmp / "filter_config.json"
     cfg.write_text("{}\n")
-    loader = LoaderProc(lab, records, cfg, echo=False)
-    cleanup.push(loader.stop)
-    startup = loader.wait_started()
-    return records, cfg, {k: startup.get(k) for k in ("xdp_mode", "capture_mode", "cgroup_block")}
+    if preload:
+        (records / BANNED_IPS).write_text(json.dumps(
+            {a: {"reason": "bench preload", "source": "bench"} for a in decision_addresses(preload)}))
+    if not to_file:
+        loader = LoaderProc(lab, records, cfg, echo=False)
+        cleanup.push(loader.stop)
+        startup = loader.wait_started()
+        pid = loader.proc.pid
+    else:   # a flood's events would swamp this process: the stream goes to a file
+        out = tmp / "loader.jsonl"
+        cmd = ["ip", "netns", "exec", lab.dut, VENV_PY, "-u", str(ROOT / "unified_ebpf.py"),
+               "--records", str(records), "--config", str(cfg), "-i", lab.dut_if,
+               "--pin-dir", lab.pin_root]
+        with open(out, "wb") as fo, open(tmp / "loader.err", "wb") as fe:
+            proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=ROOT)
+        cleanup.push(stop_process, proc, 15, 60)
+
+        def started():
+            if proc.poll() is not None:
+                raise RuntimeError(f"loader exited: {(tmp / 'loader.err').read_text()[-300:]}")
+            with open(out, "rb") as f:
+                first = f.readline()
+            return json.loads(first) if first.endswith(b"\n") else None
+        startup, pid = wait_until(started, 180, 0.1, "loader startup"), proc.pid
+    return records, cfg, {k: startup.get(k) for k in ("xdp_mode", "capture_mode", "cgroup_block",
+                                                      "bans_restored")}, pid
+
+
+def start_flood(lab, n: int, seconds: float, cleanup: Cleanup) -> list:
+    gens = [subprocess.Popen(["ip", "netns", "exec", lab.dut, VENV_PY, str(ROOT / "bench" / "connect_load.py"),
+                              lab.peer4b, "--rate", "0", "--seconds", str(seconds)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(n)]
+    for g in gens:
+        cleanup.push(stop_process, g, 15, 10)
+    return gens
 
 
 def dashboard_clicker(cleanup: Cleanup, progress: Progress, store: RecordsStore, records, cfg,
@@ -269,8 +330,18 @@ def run_rounds(args, bans: int, progress: Progress, cleanup: Cleanup, extra: dic
     rows: list[dict] = []
     with lab_session(cleanup, progress) as lab:
         tmp = scratch_dir(cleanup)
-        records, cfg, extra["loader"] = start_loader(lab, cleanup, tmp)
+        records, cfg, extra["loader"], pid = start_loader(lab, cleanup, tmp, args.preload,
+                                                          bool(args.flood or args.preload))
         progress(f"loader up ({extra['loader']}); {bans} bans")
+        if args.preload:
+            # Idle: after the restore has settled (its first counter sync included).
+            time.sleep(3.0)
+            cpu0, w0, load0 = process_cpu_seconds(pid), time.monotonic(), os.getloadavg()[0]
+            time.sleep(args.idle_seconds)
+            extra["idle_cpu_pct"] = round(100 * (process_cpu_seconds(pid) - cpu0) / (time.monotonic() - w0), 2)
+            extra["idle_loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+            progress(f"{args.preload:,} bans restored; loader idle CPU {extra['idle_cpu_pct']}% "
+                     f"(load {extra['idle_loadavg_1m']})")
         store = RecordsStore(records)
         traffic = Traffic(lab, args.send_interval, args.connect_interval)
         traffic.start()
@@ -278,12 +349,25 @@ def run_rounds(args, bans: int, progress: Progress, cleanup: Cleanup, extra: dic
         ban = ban_by_file
         if args.via == "dashboard":
             ban = dashboard_clicker(cleanup, progress, store, records, cfg, tmp)
+        burst_pool = decision_addresses(args.preload + args.burst)[args.preload:]
+        burst = burst_pool[:max(0, args.burst - 1)]
+        if args.flood:
+            cpu0, w0 = process_cpu_seconds(pid), time.monotonic()
+            gens = start_flood(lab, args.flood, 3600, cleanup)
+            time.sleep(2.0)   # the flood is under way before the first ban
+        extra["loadavg_1m_before"] = round(os.getloadavg()[0], 2)
         for i in range(bans):
-            rows.append(one_round(i, store, lab, traffic, ban))
+            rows.append(one_round(i, store, lab, traffic, ban, burst))
             if (i + 1) % 10 == 0 or i + 1 == bans:
                 r = rows[-1]
                 progress(f"ban {i + 1}/{bans}: drop {r['drop_ms']} ms, connect {r['connect_ms']} ms")
         extra["packets_sent"] = len(traffic.sent)
+        extra["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+        if args.flood:
+            extra["flood_loader_cpu_pct"] = round(100 * (process_cpu_seconds(pid) - cpu0)
+                                                  / (time.monotonic() - w0), 1)
+            for g in gens:
+                stop_process(g, 15, 10)
     return rows
 
 
@@ -297,6 +381,11 @@ def main() -> int:
                    help="seconds between UDP probe packets (default %(default)s)")
     p.add_argument("--connect-interval", type=float, default=0.001,
                    help="seconds between connect() probes (default %(default)s)")
+    p.add_argument("--preload", type=int, default=0, help="bans restored at start (e.g. 50000)")
+    p.add_argument("--burst", type=int, default=1, help="ban commands written per round, the peer's last")
+    p.add_argument("--flood", type=int, default=0, help="flat-out connecting processes during the rounds")
+    p.add_argument("--idle-seconds", type=float, default=10.0,
+                   help="with --preload: seconds the loader's idle CPU is measured (default %(default)s)")
     args = p.parse_args()
     need_root(NAME)
     dash = args.via == "dashboard"
@@ -307,11 +396,13 @@ def main() -> int:
         rows = run_rounds(args, bans, progress, cleanup, extra)
     finally:
         cleanup.run()
-    summary = {k: summarize(rows, k) for k in ("drop_ms", "connect_ms", "unban_ms", "write_ms")}
+    summary = {k: summarize(rows, k) for k in ("drop_ms", "connect_ms", "unban_ms", "write_ms",
+                                                "drop_after_write_ms")}
     if args.plot:
         plot(rows, args.plot, args.via)
     table = [[k, s["n"], s["p50"], s["p90"], s["p99"], s["max"]] for k, s in summary.items()]
     emit(NAME, args.quick, {"bans": bans, "via": args.via, "send_interval_s": args.send_interval,
+                            "preload": args.preload, "burst": args.burst, "flood": args.flood,
                             "connect_interval_s": args.connect_interval, "loader_poll_ms": 50},
          rows, started, ["ms after click" if dash else "ms after write", "n", "p50", "p90", "p99", "max"],
          table,

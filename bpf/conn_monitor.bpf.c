@@ -11,10 +11,38 @@
  *    address fields are not filled in yet, so only uaddr is read (as a UAPI
  *    sockaddr_in/sockaddr_in6); saddr is unknown in this mode.
  * Settings arrive as -D flags built from validated integers.
+ *
+ * Events leave through a BPF ring buffer (kernel >= 5.8): one buffer shared
+ * by every CPU, read in batches, and a full buffer is counted here, at the
+ * moment of the loss, in conn_lost (the perf buffer only reported a loss when
+ * a later event arrived on the same CPU, so many went unreported). With
+ * NS_CONN_PERF the perf buffer is used instead (older kernels).
  */
 #include "netsentinel.h"
 
+#ifdef NS_CONN_PERF
 BPF_PERF_OUTPUT(conn_events);
+#else
+#ifndef NS_CONN_RING_PAGES
+#define NS_CONN_RING_PAGES 128
+#endif
+BPF_RINGBUF_OUTPUT(conn_events, NS_CONN_RING_PAGES);
+BPF_PERCPU_ARRAY(conn_lost, u64, 1);
+#endif
+
+static __always_inline void ns_conn_submit(void *ctx, struct ns_conn_event *e)
+{
+#ifdef NS_CONN_PERF
+    conn_events.perf_submit(ctx, e, sizeof(*e));
+#else
+    if (conn_events.ringbuf_output(e, sizeof(*e), 0) != 0) {
+        int zero = 0;
+        u64 *n = conn_lost.lookup(&zero);
+        if (n)
+            *n += 1;   /* this CPU's own slot: no atomic needed */
+    }
+#endif
+}
 
 static __always_inline void ns_fill_task(struct ns_conn_event *e, u8 mode)
 {
@@ -42,7 +70,7 @@ int ns_kprobe_v4(struct pt_regs *ctx)
     e.family = NS_AF_INET;
     e.dport = ntohs(sin.sin_port);
     __builtin_memcpy(e.daddr, &sin.sin_addr.s_addr, 4);
-    conn_events.perf_submit(ctx, &e, sizeof(e));
+    ns_conn_submit(ctx, &e);
     return 0;
 }
 
@@ -64,7 +92,7 @@ int ns_kprobe_v6(struct pt_regs *ctx)
     e.family = NS_AF_INET6;
     e.dport = ntohs(sin6.sin6_port);
     __builtin_memcpy(e.daddr, &sin6.sin6_addr, 16);
-    conn_events.perf_submit(ctx, &e, sizeof(e));
+    ns_conn_submit(ctx, &e);
     return 0;
 }
 
@@ -89,7 +117,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     } else {
         return 0;
     }
-    conn_events.perf_submit(args, &e, sizeof(e));
+    ns_conn_submit(args, &e);
     return 0;
 }
 

@@ -1,21 +1,25 @@
 """The loader's output contract: versioned JSON lines on stdout.
 
-One object per line, flushed per line, each with "v" (schema version),
+One object per line, each with "v" (schema version),
 "type" and "ts" (ISO-8601 UTC). The schema is docs/events.schema.json and
 is described in docs/events.md. Diagnostics never go to stdout.
+Every line is flushed as it is written, except connection events: those
+are held (EventWriter.hold) and written together once per poll of the
+kernel buffer (EventWriter.flush), one write instead of one per event.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import select
 import sys
 import threading
 from pathlib import Path
 from typing import IO, Any
 
 from .paths import PROJECT_ROOT
-from .timefmt import utc_now_iso
+from .timefmt import IsoClock
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = PROJECT_ROOT / "docs" / "events.schema.json"
@@ -99,10 +103,14 @@ def byte_exact(event: dict) -> dict:
     return out
 
 
+_now_iso = IsoClock()
+HOLD_MAX = 1024   # held lines written at once, whatever the poll (bounds the memory)
+
+
 def make_event(type_: str, **fields: Any) -> dict:
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}")
-    event = {"v": SCHEMA_VERSION, "type": type_, "ts": fields.pop("ts", None) or utc_now_iso()}
+    event = {"v": SCHEMA_VERSION, "type": type_, "ts": fields.pop("ts", None) or _now_iso()}
     event.update(fields)
     return event
 
@@ -122,11 +130,24 @@ class EventWriter:
         self.broken = False
         self.written = 0
         self.by_type: dict[str, int] = {}  # for the metrics endpoint
+        self._held: list[bytes] = []
         # Set while the loader shuts down: the reader (the analyzer, got the
         # same Ctrl-C) may already be gone, and that is no news.
         self.closing = False
 
     def emit(self, type_: str, **fields: Any) -> dict:
+        """Write one event now (and whatever is held before it)."""
+        return self._put(type_, fields, True)
+
+    def hold(self, type_: str, **fields: Any) -> dict:
+        """Queue one event for the next flush() (or emit(), which keeps the order)."""
+        return self._put(type_, fields, False)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write(b"")
+
+    def _put(self, type_: str, fields: dict, now: bool) -> dict:
         event = make_event(type_, **fields)
         try:
             line = _encode(event)
@@ -140,27 +161,51 @@ class EventWriter:
                 event = make_event("warning", message=f"an event of type {type_} could not be "
                                    f"encoded ({type(e).__name__}); dropped")
                 line = _encode(event)
-        buffer = getattr(self.stream, "buffer", None)
         with self._lock:
-            if self.broken:
-                return event
-            try:
-                if buffer is not None:
-                    self.stream.flush()  # anything written as text before stays in order
-                    buffer.write(line)
-                    buffer.flush()
-                else:
-                    self.stream.write(line.decode("utf-8"))
-                    self.stream.flush()
+            if not self.broken:
                 self.written += 1
                 self.by_type[type_] = self.by_type.get(type_, 0) + 1
-            except (BrokenPipeError, ValueError, OSError):
-                self.broken = True
-                if not self.closing:
-                    print("unified_ebpf: stdout closed (reader went away); "
-                          "events are no longer written, bans stay enforced",
-                          file=sys.stderr, flush=True)
+            if now or len(self._held) >= HOLD_MAX:
+                self._write(line)
+            else:
+                self._held.append(line)
         return event
+
+    def _write(self, line: bytes) -> None:
+        """Held lines, then `line`, in one write (caller holds the lock)."""
+        if self._held:
+            line, self._held = b"".join(self._held) + line, []
+        if self.broken or not line:
+            return
+        buffer = getattr(self.stream, "buffer", None)
+        try:
+            if buffer is not None:
+                self.stream.flush()  # anything written as text before stays in order
+                _write_all(buffer, line)
+                buffer.flush()
+            else:
+                self.stream.write(line.decode("utf-8"))
+                self.stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self.broken = True
+            if not self.closing:
+                print("unified_ebpf: stdout closed (reader went away); "
+                      "events are no longer written, bans stay enforced",
+                      file=sys.stderr, flush=True)
+
+
+def _write_all(buffer, data: bytes) -> None:
+    """Under `python -u` stdout's buffer is the raw file: a write of more
+    than a pipe's atomic size (held lines together) may be cut short by a
+    signal and returns how much went out; the rest follows, so no line is
+    ever left half-written."""
+    view = memoryview(data)
+    while view:
+        n = buffer.write(view)
+        if n is None:   # a non-blocking stream that is full: wait for it, then go on
+            select.select([], [buffer], [])
+            continue
+        view = view[n:]
 
 
 def _encode(event: dict) -> bytes:

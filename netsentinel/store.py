@@ -185,6 +185,12 @@ class RecordsStore(RecordsLock):
         with self.locked():
             self._write_bytes(name, payload)
 
+    def write_bytes(self, name: str, payload: bytes) -> None:
+        """write() for JSON already encoded by the caller (the ban table
+        keeps each ban's text until it changes), under the lock."""
+        with self.locked():
+            self._write_bytes(name, payload)
+
     def _write_bytes(self, name: str, payload: bytes) -> None:
         target = self.path(name)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.root)

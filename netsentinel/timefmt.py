@@ -14,6 +14,24 @@ def utc_now_iso(ts: float | None = None) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class IsoClock:
+    """utc_now_iso() for a hot path (an event per connection): the date and
+    time of day are formatted once a second, only the microseconds per call.
+    Safe to share between threads (the cache is one tuple, swapped whole)."""
+
+    def __init__(self):
+        self._cache: tuple[int, str] = (-1, "")
+
+    def __call__(self) -> str:
+        t = time.time()
+        sec = int(t)
+        cached, prefix = self._cache
+        if sec != cached:
+            prefix = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            self._cache = (sec, prefix)
+        return f"{prefix}.{int((t - sec) * 1e6):06d}Z"
+
+
 def parse_iso(s: str | None) -> float | None:
     """Inverse of utc_now_iso (also accepts +00:00 offsets); None for None/empty."""
     if not s:

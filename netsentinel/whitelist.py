@@ -127,7 +127,7 @@ class Whitelist:
     def match(self, *, daddr: str | None = None, dport: int | None = None,
               comm: str | None = None, exe: str | None = None) -> str | None:
         """Why a connection is whitelisted (a short reason), or None."""
-        if daddr:
+        if daddr and self.networks:   # no address parsing when nothing is trusted
             try:
                 target = parse_target(daddr)
             except AddressError:

@@ -74,3 +74,71 @@ def test_expiry_follows_re_bans_and_unbans_without_scanning(tmp_path):
     now[0] += 10
     assert t2.expire() == 1 and set(t2.bans) == {"203.0.113.4"}
     assert ("unban", "203.0.113.1", "expired") in [(ty, f["ip"], f["result"]) for ty, f in events]
+
+
+class CountingMaps:
+    """Kernel side: per-ban counters and totals that add up, as in enforce.bpf.c;
+    `reads` counts per-ban counter reads."""
+    def __init__(self):
+        self.drops, self.reads = {}, 0
+    def add(self, net, expires_at=None):
+        self.drops.setdefault(str(net), 0)
+    def add_many(self, items):
+        for net, exp in items:
+            self.add(net, exp)
+        return [None] * len(items)
+    def remove(self, net):
+        return self.drops.pop(str(net), None) is not None
+    def counters(self, net):
+        self.reads += 1
+        d = self.drops[str(net)]
+        return BanCounters(d, 1.0 if d else None, 0, None)
+    def totals(self):
+        return {"xdp_seen": 0, "xdp_drops": sum(self.drops.values()), "connect_blocked": 0,
+                "sendmsg_blocked": 0, "rule_drops": 0}
+
+
+def test_counter_sync_reads_no_ban_while_the_kernel_totals_stand_still(tmp_path):
+    """Idle at 50,000 bans must cost nothing: once a whole pass has copied
+    every ban's counters and the kernel's totals have not moved since, a
+    sync reads none; a drop anywhere starts a new pass that finds it."""
+    maps = CountingMaps()
+    table = BanTable(RecordsStore(tmp_path), maps, WhitelistFile(tmp_path / "fc.json"),
+                     lambda *a, **k: None, lambda m: None, protected=lambda: Protected())
+    for i in range(10):
+        table.ban_now({"action": "ban", "ip": f"203.0.113.{i}"})
+    assert table.sync_counters(limit=4) == 0 and maps.reads == 4
+    table.sync_counters(limit=4), table.sync_counters(limit=4)
+    assert maps.reads == 12   # the pass is complete (10 bans, slices of 4)
+    table.sync_counters(limit=4)
+    assert maps.reads == 12, "totals unchanged: no ban read"
+    maps.drops["203.0.113.9/32"] = 3
+    changed = sum(table.sync_counters(limit=4) for _ in range(3))
+    assert changed == 1 and table.bans["203.0.113.9"]["drops"] == 3
+    reads = maps.reads
+    table.sync_counters(limit=4)
+    assert maps.reads == reads
+    saved = json.loads((tmp_path / "banned_ips.json").read_text())
+    assert saved["203.0.113.9"]["drops"] == 3
+
+
+def test_a_big_table_is_saved_from_cached_entries_and_stays_exact(tmp_path):
+    """From COMPACT_FROM bans each ban's text is kept until it changes: the
+    file must still be exactly the table, after bans, re-bans, unbans and
+    counter changes."""
+    from netsentinel.loader.bantable import COMPACT_FROM
+    maps = CountingMaps()
+    table = BanTable(RecordsStore(tmp_path), maps, WhitelistFile(tmp_path / "fc.json"),
+                     lambda *a, **k: None, lambda m: None, protected=lambda: Protected())
+    n = COMPACT_FROM + 50
+    table.apply_external([{"action": "ban", "ip": f"11.0.{i >> 8}.{i & 255}", "source": "bench"}
+                          for i in range(n)])
+    path = tmp_path / "banned_ips.json"
+    assert json.loads(path.read_text()) == table.bans and len(table.bans) == n
+    table.ban_now({"action": "ban", "ip": "11.0.0.1", "reason": "re-ban, new reason \u00e9"})
+    table.ban_now({"action": "unban", "ip": "11.0.0.2"})
+    maps.drops["11.0.0.3/32"] = 5
+    table.sync_counters(limit=None)
+    saved = json.loads(path.read_text())
+    assert saved == table.bans and saved["11.0.0.1"]["reason"] == "re-ban, new reason \u00e9"
+    assert "11.0.0.2" not in saved and saved["11.0.0.3"]["drops"] == 5

@@ -1,11 +1,24 @@
 """The connection monitor: bpf/conn_monitor.bpf.c. Tries the kprobe path
 (tcp_v4_connect/tcp_v6_connect) and falls back, out loud, to the
-sock:inet_sock_set_state tracepoint when kprobes are unavailable."""
+sock:inet_sock_set_state tracepoint when kprobes are unavailable.
+
+Events come through a BPF ring buffer (kernel >= 5.8; the perf buffer on
+older kernels), decoded straight from the raw bytes (no ctypes object, no
+ipaddress object per event). A poll hands over at most POLL_BUDGET events
+or POLL_BUDGET_S seconds of them: under a connect flood the buffer never
+runs dry, and the loader's other work (flushing the stream, status) must
+still get its turn. Losses are counted by the kernel at the moment the
+buffer is full (conn_lost) and reported from here at most every
+LOST_EVERY_S."""
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
+import os
 import socket
+import struct
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -13,15 +26,34 @@ from ..abi import MODE_NAMES, cflags
 from . import KernelError
 from .host import import_bcc, kprobes_unavailable_reason, program_source
 
+# struct ns_conn_event (bpf/netsentinel.h), little-endian as the kernel writes it.
+EVENT = struct.Struct("<QIIIHHHBB16s16s16s")
+POLL_BUDGET = 4096
+POLL_BUDGET_S = 0.02
+LOST_EVERY_S = 1.0
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+_V4_COMPAT = b"\0" * 12
+
 
 def _addr(family: int, raw: bytes) -> tuple[str, str]:
     """(family name, address text); v4-mapped IPv6 is reported as IPv4."""
     if family == socket.AF_INET:
-        return "ipv4", str(ipaddress.IPv4Address(bytes(raw[:4])))
-    a = ipaddress.IPv6Address(bytes(raw[:16]))
-    if a.ipv4_mapped is not None:
-        return "ipv4", str(a.ipv4_mapped)
-    return "ipv6", str(a)
+        return "ipv4", socket.inet_ntop(socket.AF_INET, raw[:4])
+    raw = raw[:16]
+    if raw[:12] == _V4_MAPPED:
+        return "ipv4", socket.inet_ntop(socket.AF_INET, raw[12:])
+    if raw[:12] == _V4_COMPAT:
+        # glibc writes ::a.b.c.d here; keep the text ipaddress (and so the
+        # rest of the project) uses for these rare addresses.
+        return "ipv6", str(ipaddress.IPv6Address(raw))
+    return "ipv6", socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def ring_pages(page_cnt: int) -> int:
+    """Ring buffer pages for --buffer-pages N (per CPU, as the perf buffer
+    counts them): the same memory in all, as the power of two the kernel needs."""
+    want = max(1, page_cnt * (os.cpu_count() or 1))
+    return 1 << (want - 1).bit_length()
 
 
 @dataclass
@@ -39,11 +71,24 @@ class RawConnection:
     mode: str
 
 
+def decode(data: bytes) -> RawConnection:
+    (ts_ns, pid, tid, uid, family, dport, sport, mode, has_saddr,
+     saddr, daddr, comm) = EVENT.unpack_from(data)
+    fam, dtext = _addr(family, daddr)
+    return RawConnection(
+        ts_ns=ts_ns, pid=pid, tid=tid, uid=uid,
+        comm=comm.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"),  # lossless, see byte_exact
+        family=fam,
+        # SYN_SENT is set before the source port is picked: 0 means unknown.
+        saddr=_addr(family, saddr)[1] if has_saddr else None, sport=sport or None,
+        daddr=dtext, dport=dport, mode=MODE_NAMES.get(mode, "unknown"))
+
+
 class ConnectionMonitor:
-    """Outbound TCP connection events from the kernel, via a perf buffer."""
+    """Outbound TCP connection events from the kernel, via a ring buffer."""
 
     def __init__(self, capture: str = "auto", page_cnt: int = 64,
-                 warn: Callable[[str], None] = print):
+                 warn: Callable[[str], None] = print, ring: bool | None = None):
         if capture not in ("auto", "kprobe", "tracepoint"):
             raise ValueError("capture must be auto, kprobe or tracepoint")
         self.capture = capture
@@ -52,15 +97,29 @@ class ConnectionMonitor:
         self.bpf = None
         self.mode: str | None = None
         self.fallback_reason: str | None = None
+        # None: the ring buffer where the kernel has one (BPF_MAP_TYPE_RINGBUF, 5.8)
+        self.ring = ring
+        self.lost_total = 0
+        self._on_lost: Callable[[int], None] = lambda n: None
+        self._lost_at = 0.0
+        self._stop_at = 0.0
+        self._budget = 0
+        self._lost_map = None
 
     def source_and_flags(self, mode: str) -> tuple[str, list[str]]:
         flags = cflags(max_bans=1)
         if mode == "kprobe":
             flags.append("-DNS_CAPTURE_KPROBE=1")
+        if self.ring is False:
+            flags.append("-DNS_CONN_PERF=1")
+        else:
+            flags.append(f"-DNS_CONN_RING_PAGES={ring_pages(int(self.page_cnt))}")
         return program_source("conn_monitor.bpf.c"), flags
 
     def start(self, on_event: Callable[[RawConnection], None], on_lost: Callable[[int], None]) -> str:
         bcc = import_bcc()
+        if self.ring is None:
+            self.ring = _kernel_at_least(5, 8)
         if self.capture in ("auto", "kprobe"):
             reason = kprobes_unavailable_reason()
             if reason is None:
@@ -80,20 +139,27 @@ class ConnectionMonitor:
             src, flags = self.source_and_flags("tracepoint")
             self.bpf = bcc.BPF(text=src, cflags=flags)  # TRACEPOINT_PROBE attaches itself
             self.mode = "tracepoint"
+        self._on_lost = on_lost
+        string_at = ctypes.string_at
+        size = EVENT.size
 
-        def handle(cpu, data, size):
-            e = self.bpf["conn_events"].event(data)
-            family, daddr = _addr(e.family, bytes(e.daddr))
-            saddr = _addr(e.family, bytes(e.saddr))[1] if e.has_saddr else None
-            on_event(RawConnection(
-                ts_ns=e.ts_ns, pid=e.pid, tid=e.tid, uid=e.uid,
-                comm=e.comm.decode("utf-8", "surrogateescape"), family=family,  # lossless, see byte_exact
-                # SYN_SENT is set before the source port is picked: 0 means unknown.
-                saddr=saddr, sport=e.sport or None,
-                daddr=daddr, dport=e.dport, mode=MODE_NAMES.get(e.mode, "unknown")))
+        if not self.ring:
+            def handle_perf(cpu, data, _size):
+                on_event(decode(string_at(data, size)))
+            self.bpf["conn_events"].open_perf_buffer(handle_perf, page_cnt=self.page_cnt,
+                                                     lost_cb=lambda n: self._lost(int(n)))
+            return self.mode
 
-        self.bpf["conn_events"].open_perf_buffer(handle, page_cnt=self.page_cnt,
-                                                 lost_cb=lambda n: on_lost(int(n)))
+        def handle_ring(ctx, data, _size):
+            on_event(decode(string_at(data, size)))
+            # Returning < 0 ends this poll (libbpf has consumed this record):
+            # the budget keeps a flood from holding the loop (see the top).
+            self._budget -= 1
+            if self._budget <= 0 or ((self._budget & 255) == 0 and time.monotonic() > self._stop_at):
+                return -1
+            return 0
+        self.bpf["conn_events"].open_ring_buffer(handle_ring)
+        self._lost_map = self.bpf["conn_lost"]
         return self.mode
 
     def _load_kprobe(self, bcc) -> None:
@@ -106,8 +172,28 @@ class ConnectionMonitor:
             self.warn(f"IPv6 kprobe unavailable ({str(e).splitlines()[0]}); IPv4 only")
         self.mode = "kprobe"
 
+    def _lost(self, n: int) -> None:
+        if n > 0:
+            self.lost_total += n
+            self._on_lost(n)
+
+    def kernel_lost(self) -> int:
+        """Events the kernel could not put in the ring buffer, in all
+        (perf buffer: as many as it has reported)."""
+        if self._lost_map is None:
+            return self.lost_total
+        return sum(int(v) for v in self._lost_map.getvalue(0))
+
     def poll(self, timeout_ms: int) -> None:
-        self.bpf.perf_buffer_poll(timeout=timeout_ms)
+        if not self.ring:
+            self.bpf.perf_buffer_poll(timeout=timeout_ms)
+            return
+        self._budget, self._stop_at = POLL_BUDGET, time.monotonic() + POLL_BUDGET_S
+        self.bpf.ring_buffer_poll(timeout=timeout_ms)
+        now = time.monotonic()
+        if now - self._lost_at >= LOST_EVERY_S:
+            self._lost_at = now
+            self._lost(self.kernel_lost() - self.lost_total)
 
     def _cleanup_bpf(self) -> None:
         if self.bpf is not None:
@@ -117,4 +203,17 @@ class ConnectionMonitor:
                 self.bpf = None
 
     def stop(self) -> None:
+        if self.bpf is not None and self.ring:
+            try:  # the last losses, so the final stats are complete
+                self._lost(self.kernel_lost() - self.lost_total)
+            except Exception:  # noqa: BLE001 - the map may be gone with a failed start
+                pass
         self._cleanup_bpf()
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        have = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return True   # an odd release string: try the ring buffer, BCC says if it fails
+    return have >= (major, minor)

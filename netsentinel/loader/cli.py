@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bans", type=positive_int(1, MAX_BANS_LIMIT), default=MAX_BANS,
                    help="capacity of each ban map (default: %(default)s)")
     p.add_argument("--buffer-pages", type=positive_int(1, 65536), default=64,
-                   help="perf buffer pages per CPU (a power of two; default: %(default)s)")
+                   help="connection event buffer pages per CPU (a power of two; the ring "
+                        "buffer gets this times the CPUs; default: %(default)s)")
     p.add_argument("--stats-interval", type=float, default=10.0,
                    help="seconds between stats events (default: %(default)s)")
     p.add_argument("--flow-interval", type=float, default=1.0,

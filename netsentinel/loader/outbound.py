@@ -164,13 +164,14 @@ class Outbound:
         self._seq += 1
         self._held[self._seq] = (time.monotonic() + self.hold_s, fields)
 
-    def _annotate(self, fields: dict, cached: bool = False) -> bool:
+    def _annotate(self, fields: dict, cached: bool = False, since: float | None = None) -> bool:
         """Attach the signals; True when stdio is a TCP socket. cached: reuse
         a reading of this pid younger than SIGNAL_CACHE_S (a connect scanner
-        would otherwise cost three /proc reads per connection)."""
+        would otherwise cost three /proc reads per connection); since: reuse
+        one taken from that time on (one reading per process per poll)."""
         now, pid = time.monotonic(), fields["pid"]
-        hit = self._signal_cache.get((pid, fields.get("ppid"))) if cached else None
-        if hit is not None and now - hit[0] < SIGNAL_CACHE_S:
+        hit = self._signal_cache.get((pid, fields.get("ppid"))) if cached or since else None
+        if hit is not None and (now - hit[0] < SIGNAL_CACHE_S if cached else hit[0] >= since):
             stdio, found = hit[1], dict(hit[2])
         else:
             stdio = stdio_tcp(pid)
@@ -264,8 +265,11 @@ class Outbound:
             self._egress_at = now
         if not self._held:
             return
+        alive: dict[int, bool] = {}   # a Python scanner's held connections: one look per pid
         for key, (until, fields) in list(self._held.items()):
-            gone = not os.path.exists(f"/proc/{fields['pid']}")
-            if self._annotate(fields) or gone or now >= until or flush:
+            pid = fields["pid"]
+            if pid not in alive:
+                alive[pid] = os.path.exists(f"/proc/{pid}")
+            if self._annotate(fields, since=now) or not alive[pid] or now >= until or flush:
                 del self._held[key]
                 self._emit_connection(fields)

@@ -26,6 +26,9 @@ from collections import OrderedDict
 MAX_CMDLINE = 4096
 
 
+EXITED = "process exited before it could be read"
+
+
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -45,7 +48,7 @@ def read_process(pid: int) -> dict:
         info["parent_comm"] = _comm(info["ppid"])
         info["session_leader"] = _comm(info["sid"])
     except FileNotFoundError:
-        info["proc_error"] = "process exited before it could be read"
+        info["proc_error"] = EXITED
         return info
     except (OSError, ValueError, IndexError) as e:
         info["proc_error"] = f"cannot read {base}: {e}"
@@ -53,7 +56,7 @@ def read_process(pid: int) -> dict:
     try:
         info["exe"] = os.readlink(f"{base}/exe")
     except FileNotFoundError:
-        info["proc_error"] = "process exited before it could be read"
+        info["proc_error"] = EXITED
     except OSError as e:
         # Kernel threads have no exe; permission errors name themselves.
         info["proc_error"] = f"exe unavailable: {e.strerror}"
@@ -91,7 +94,9 @@ class ProcCache:
     def get(self, pid: int) -> dict:
         now = time.monotonic()
         hit = self._cache.get(pid)
-        if hit and now - hit[0] < self.ttl and hit[1]["proc_error"] is None:
+        # An exited pid is remembered too (EXITED): a scanner's short-lived
+        # children would otherwise cost three failed /proc looks per event.
+        if hit and now - hit[0] < self.ttl and hit[1]["proc_error"] in (None, EXITED):
             return dict(hit[1])
         info = read_process(pid)
         self._cache[pid] = (now, info)

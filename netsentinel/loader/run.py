@@ -4,8 +4,13 @@ Start order: take the interface's lock, open (or create) the pinned maps,
 put the saved bans and rules in them, and only then adopt the pinned links
 (swapping the program through them if it changed) or attach new ones, so no
 program ever sees traffic before the bans are in place; then the connection
-monitor. The loop polls the perf buffer in short slices and, between them,
-applies ban commands, expires bans, syncs counters and writes status.
+monitor. Two loops then run side by side:
+- enforcement (its own thread, every POLL_MS): ban and rule commands,
+  expiry, CrowdSec, counter sync, and the whitelist as the event path sees
+  it. It never waits for events: a connect flood cannot delay a ban.
+- events (the main thread): the connection ring buffer in bounded polls
+  (kernel/monitor.py), the outbound monitors, one write of the held
+  connection events per turn, flows, status and stats.
 
 SIGINT, SIGTERM and SIGHUP end the loop, and with it monitoring, not
 protection: the pinned programs and maps stay (kernel/pins.py) and keep
@@ -19,6 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +34,7 @@ from .bantable import BanTable
 from . import cmdfan  # issue 10: one writer at a time on the command files
 from .contain import ContainTable  # process containment (issue 12)
 from .crowdsec import FleetOptions
+from .enforceloop import POLL_MS, EnforceLoop
 from .fleet import Fleet
 from ..events import EventWriter
 from .flows import AGG_PPS_DEFAULT, FlowFeed
@@ -47,8 +54,6 @@ from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
 from ..whitelist import WhitelistFile
 
-POLL_MS = 50            # ban commands are picked up within ~this
-COMMAND_RESCAN_S = 1.0  # re-read the queue even if its stat did not change
 STATUS_EVERY_S = 2.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LOCK_WAIT_S = 2.0       # then back to the loop, and try again on the next pass
@@ -94,6 +99,7 @@ class Loader:
         self._records_lock = self.store.hold_loader_lock()  # one loader per records/; kept open
         self.records_error: str | None = None  # why records/ is unusable right now (status)
         self.whitelist = WhitelistFile(opts.config, warn=warn)
+        self._wl = self.whitelist.current()
         self.procs = ProcCache()
         self.monitor = ConnectionMonitor(opts.capture, opts.page_cnt, warn=warn)
         self.enforcer = (Enforcer(opts.interface, max_bans=opts.max_bans, cgroup=opts.cgroup,
@@ -113,6 +119,9 @@ class Loader:
         self.counts = {"events": 0, "lost": 0, "whitelisted": 0}
         self._cleaned = False
         self._held: list[tuple[str, dict]] | None = []  # events before startup
+        self._status_lock = threading.Lock()   # both loops write status
+        self._enforcing: EnforceLoop | None = None   # bans, rules, expiry: their own thread
+        self._outcomes: list[tuple[str, dict]] | None = None   # during an enforcement pass
         # outbound (issue 12): raw/packet sockets, and signals on connections
         self.raw = OutboundMonitor(warn=warn) if opts.raw_sockets else None
         self.outbound = Outbound(self.procs, self._emit_counted, raw=self.raw,
@@ -129,11 +138,11 @@ class Loader:
     # ----------------------------------------------------------- events
     def _on_connection(self, raw: RawConnection) -> None:
         info = self.procs.get(raw.pid)
-        why = self.whitelist.current().match(daddr=raw.daddr, dport=raw.dport, comm=raw.comm,
-                                             exe=info["exe"])
+        wl = self._wl   # looked up once per loop turn, not per event (a stat each)
+        why = wl.match(daddr=raw.daddr, dport=raw.dport, comm=raw.comm, exe=info["exe"])
         if why is not None:
             self.counts["whitelisted"] += 1
-            if not self.whitelist.current().mark_only:
+            if not wl.mark_only:
                 return
         fields = dict(pid=raw.pid, tid=raw.tid, ppid=info["ppid"], sid=info["sid"],
                       parent_comm=info["parent_comm"], session_leader=info["session_leader"],
@@ -151,7 +160,9 @@ class Loader:
         counter must follow the stream, not the capture."""
         if type_ == "connection":
             self.counts["events"] += 1
-        self.events.emit(type_, **fields)
+            self.events.hold(type_, **fields)   # written once per loop turn (_loop)
+        else:
+            self.events.emit(type_, **fields)
 
     def _on_lost(self, n: int) -> None:
         self.counts["lost"] += n
@@ -172,6 +183,10 @@ class Loader:
             # Restoring bans happens before the startup event is written;
             # hold these so "startup" is always the first line of the stream.
             self._held.append((type_, fields))
+        elif self._outcomes is not None:
+            # Written when the enforcement pass ends, after banned_ips.json was
+            # saved: whoever reads the outcome finds the file agreeing with it.
+            self._outcomes.append((type_, fields))
         else:
             self.events.emit(type_, **fields)
 
@@ -214,12 +229,13 @@ class Loader:
             "records_error": self.records_error,
             "command_files": cmdfan.status(self.store.root),  # None: writes counted, not serialised
         }
-        try:
-            self.store.write(LOADER_STATUS, status, lock=False)  # ours alone: never stale
-        except StoreError as e:
-            warn(str(e))
-        if self.stack:
-            self.stack.record(self.store)
+        with self._status_lock:
+            try:
+                self.store.write(LOADER_STATUS, status, lock=False)  # ours alone: never stale
+            except StoreError as e:
+                warn(str(e))
+            if self.stack:
+                self.stack.record(self.store)
 
     # ----------------------------------------------------------- run
     def run(self) -> int:
@@ -287,7 +303,12 @@ class Loader:
         self.write_status(True)
         if self.fleet:
             self.fleet.start()
+        if self.bans:
+            self._enforcing = EnforceLoop(self)
+            self._enforcing.start()
         self._loop()
+        if self._enforcing and self._enforcing.error is not None:
+            raise self._enforcing.error
         return 0
 
     def _start_enforcement(self) -> None:
@@ -350,42 +371,18 @@ class Loader:
     def _loop(self) -> None:
         o = self.opts
         now = time.monotonic()
-        next_scan = next_status = now
+        next_status = now
         next_stats = now + o.stats_interval
         deadline = now + o.duration if o.duration else None
         while self.stop_reason is None:
-            # A big CrowdSec pull in progress: no idle wait between its slices.
-            self.monitor.poll(0 if self.fleet and self.fleet.busy() else POLL_MS)
+            if self._enforcing is None:   # monitor only: nobody else reads the whitelist
+                self._wl = self.whitelist.current()
+            self.monitor.poll(POLL_MS)
             if self.raw:  # outbound (issue 12)
                 self.raw.poll(0)
             self.outbound.poll()
+            self.events.flush()
             now = time.monotonic()
-            try:  # nothing in records/ may end the loop (and enforcement with it)
-                if self.bans:
-                    rescan = now >= next_scan
-                    if self.bans.commands_changed() or rescan:
-                        self.bans.process_commands()
-                    self.bans.expire()
-                    if self.fleet:
-                        self.fleet.poll(self.bans)
-                if self.rules:
-                    if self.rules.queue.changed() or rescan:
-                        self.rules.process_commands()
-                    self.rules.expire()
-                    if rescan:
-                        next_scan = now + COMMAND_RESCAN_S
-                if self.contain:  # process containment (issue 12)
-                    if self.contain.queue.changed() or rescan:
-                        self.contain.process_commands()
-                    self.contain.expire()
-                    if now >= next_status:
-                        self.contain.sync()
-                if self.bans and now >= next_status:
-                    self.bans.sync_counters()
-                    self.rules.sync_hits()
-                self._records_trouble(None)
-            except StoreError as e:
-                self._records_trouble(e)
             if self.flows:
                 self.flows.poll(now)
             if self.stack:
@@ -408,6 +405,8 @@ class Loader:
         self.events.closing = True
         old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
+            if self._enforcing:   # its work ends before the last counters are saved
+                self._enforcing.stop()
             try:
                 if self.bans:
                     self.bans.sync_counters(limit=None)
@@ -419,13 +418,15 @@ class Loader:
             if self.raw:
                 self.raw.stop()
             stack_detach = self.stack.stop_async() if self.stack else None
+            if stack_detach:
+                # Joined before any other BCC module is torn down: two threads
+                # freeing BCC tables at once crashed the loader (SIGSEGV) once.
+                stack_detach.join()
             self.monitor.stop()
             left = enforcement_left(self.enforcer, self.bans)
             if self.enforcer:
                 self.enforcer.close()
                 self.lock.release()
-            if stack_detach:
-                stack_detach.join()
             self.write_status(False)
             message = f"stopped ({self.stop_reason or 'error'}); monitoring ended; {left}"
             self.events.emit("shutdown", message=message)

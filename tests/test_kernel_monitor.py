@@ -1,0 +1,90 @@
+"""Kernel tests of the connection monitor itself (kernel/monitor.py): the
+ring buffer's events decoded from raw bytes, its losses counted by the
+kernel, and a poll that hands back control under a flood.
+
+Connects go to 127.0.0.1/::1 port 9 in this namespace (refused at once);
+only this process's events are counted."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from netlab import kernel_test_skip_reason, wait_until
+
+from netsentinel.kernel import monitor as mon
+
+SKIP = kernel_test_skip_reason()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
+PORT = 9
+
+
+def connect(addr: str, n: int = 1) -> None:
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    for _ in range(n):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex((addr, PORT))
+        s.close()
+
+
+@pytest.fixture
+def started(request):
+    m = mon.ConnectionMonitor("tracepoint", page_cnt=request.param)
+    got, lost = [], []
+    me = os.getpid()
+    m.start(lambda e: got.append(e) if e.pid == me and e.dport == PORT else None, lost.append)
+    yield m, got, lost
+    m.stop()
+
+
+@pytest.mark.parametrize("started", [8], indirect=True)
+def test_events_decoded_from_the_ring_buffer(started):
+    m, got, _ = started
+    assert m.ring, "kernel >= 5.8: the ring buffer is used"
+    connect("127.0.0.1")
+    connect("::ffff:127.0.0.1")
+    connect("::1")
+    wait_until(lambda: m.poll(50) or len(got) >= 3, 10, what="three connection events")
+    seen = [(e.family, e.daddr, e.comm, e.mode) for e in got]
+    comm = open("/proc/self/comm").read().strip()
+    assert seen == [("ipv4", "127.0.0.1", comm, "tracepoint"),
+                    ("ipv4", "127.0.0.1", comm, "tracepoint"),   # v4-mapped is reported as IPv4
+                    ("ipv6", "::1", comm, "tracepoint")], seen
+    assert all(e.tid == os.getpid() and e.uid == 0 and e.ts_ns > 0 for e in got)
+
+
+@pytest.mark.parametrize("started", [1], indirect=True)
+def test_losses_are_counted_in_the_kernel_and_reported(started):
+    m, got, lost = started
+    made = 3000   # far more than a 1-page-per-CPU ring holds (~90 events a page)
+    connect("127.0.0.1", made)
+    wait_until(lambda: m.poll(20) or (m.kernel_lost() > 0 and not m.poll(0) and
+                                      _drained(m, got)), 20, what="the ring drained")
+    mon_lost = m.kernel_lost()
+    assert len(got) < made, "the small ring must have overflowed"
+    # Every one of ours is either received or counted lost (other processes'
+    # losses can only add to the count).
+    assert len(got) + mon_lost >= made, (len(got), mon_lost)
+    m._lost_at = 0.0   # report now rather than within LOST_EVERY_S
+    m.poll(0)
+    assert sum(lost) == mon_lost == m.lost_total, (lost, mon_lost)
+
+
+def _drained(m, got) -> bool:
+    before = len(got)
+    m.poll(0)
+    return len(got) == before
+
+
+@pytest.mark.parametrize("started", [512], indirect=True)
+def test_a_poll_hands_back_control_within_its_budget(started):
+    m, got, _ = started
+    connect("127.0.0.1", mon.POLL_BUDGET + 2000)
+    m.poll(1000)
+    first = len(got)
+    assert 0 < first <= mon.POLL_BUDGET, first
+    wait_until(lambda: m.poll(20) or len(got) >= mon.POLL_BUDGET + 2000, 20, what="the rest")
+    assert m.kernel_lost() == 0
