@@ -129,6 +129,9 @@ def test_top_lists_skip_blank_values_and_name_the_worst_level(db):
     assert ("10.222.0.9", 4444, 1, "HIGH") in [r[:4] for r in top]
     by_exe = dict((r[0], r[1]) for r in db.top(("exe",), Query(kind="connection"), 5))
     assert by_exe["/usr/bin/curl"] == 20
+    # Over the newest rows only: the nc connection (the newest) and the 9 curl ones before it.
+    recent = {r[:2]: r[2] for r in db.top(("daddr", "dport"), Query(kind="connection"), 5, latest=10)}
+    assert recent == {("10.222.0.9", 4444): 1, ("10.222.0.5", 443): 9}
     with pytest.raises(ValueError):
         db.top(("daddr; DROP TABLE events",), Query())
 

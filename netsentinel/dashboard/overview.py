@@ -20,6 +20,7 @@ from .storeview import bucket_of, opened, pick_range, times
 from .ui import LEVEL_COLORS, md
 
 TOP_N = 10
+TOP_LATEST = 50_000   # top lists count the newest this many events of the range (a bounded cost)
 TOP_COLUMNS = {"last": st.column_config.DatetimeColumn("last seen (UTC)", format="HH:mm:ss"),
                "port": st.column_config.NumberColumn(format="%d"),
                "worst": st.column_config.TextColumn("worst level")}
@@ -129,11 +130,11 @@ def tops(db, since: float | None) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Top destinations")
-        st.dataframe(_top(db.top(("daddr", "dport"), q, TOP_N), ["destination", "port"]),
+        st.dataframe(_top(db.top(("daddr", "dport"), q, TOP_N, TOP_LATEST), ["destination", "port"]),
                      hide_index=True, key="top_destinations", column_config=TOP_COLUMNS)
     with right:
         st.subheader("Top processes")
-        st.dataframe(_top(db.top(("comm", "exe"), q, TOP_N), ["process", "exe"]),
+        st.dataframe(_top(db.top(("comm", "exe"), q, TOP_N, TOP_LATEST), ["process", "exe"]),
                      hide_index=True, key="top_processes", column_config=TOP_COLUMNS)
 
 
@@ -152,6 +153,6 @@ def render(ctx: Ctx) -> None:
         if db is None:
             st.info(md(where) + ": the analyzer creates it when it starts.")
             return
-        st.caption(f"{label} · {where}")
+        st.caption(f"{label} · {where} · top lists over the newest {TOP_LATEST:,} connections of the range")
         timelines(db, since, label)
         tops(db, since)

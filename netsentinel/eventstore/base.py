@@ -103,9 +103,12 @@ class EventStore:
             f"SELECT {column}, COUNT(*) AS n FROM events{w} GROUP BY {column} "
             f"ORDER BY n DESC, {column} LIMIT {int(top)}", params)]
 
-    def top(self, columns: tuple[str, ...], q: Query, top: int = 10) -> list[tuple]:
+    def top(self, columns: tuple[str, ...], q: Query, top: int = 10,
+            latest: int | None = None) -> list[tuple]:
         """[(*values, rows, worst level, last ts)] for the most frequent
-        combinations of `columns` that are all set (no blank destination row)."""
+        combinations of `columns` that are all set (no blank destination row).
+        latest: count only the newest `latest` matching rows (read through the
+        time index): a bounded cost however many rows the range holds."""
         bad = [c for c in columns if c not in COLUMNS]
         if bad:
             raise ValueError(f"unknown column {bad[0]!r}")
@@ -116,7 +119,12 @@ class EventStore:
                             for c in columns)
         worst = ("MAX(CASE level " + " ".join(f"WHEN '{lv}' THEN {i}" for i, lv in enumerate(LEVELS))
                  + " ELSE 0 END)")
-        rows = self._all(f"SELECT {cols}, COUNT(*) AS n, {worst}, MAX(ts) FROM events"
+        source = "events"
+        if latest is not None:
+            source = (f"(SELECT {cols}, level, ts FROM events{w} ORDER BY ts DESC "
+                      f"LIMIT {int(latest)}) AS recent")
+            params, w = params, ""
+        rows = self._all(f"SELECT {cols}, COUNT(*) AS n, {worst}, MAX(ts) FROM {source}"
                          f"{w}{' AND ' if w else ' WHERE '}{set_} GROUP BY {cols} "
                          f"ORDER BY n DESC, MAX(ts) DESC LIMIT {int(top)}", params)
         return [(*r[:-2], LEVELS[int(r[-2])], r[-1]) for r in rows]
