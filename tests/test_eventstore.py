@@ -144,6 +144,10 @@ def test_investigation_summarises_one_destination(db):
     assert dict(s["by_level"]) == {"CRITICAL": 2}
     tl = db.timeline(Query(), 600)
     assert sum(n for _, _, n in tl) == 23
+    kinds = db.timelines_by_kind(Query(), 600)
+    assert {k: sum(n for _, _, n in v) for k, v in kinds.items()} == {"connection": 21, "flow": 1, "threat": 1}
+    assert [(float(t), lv, n) for t, lv, n in kinds["connection"]] == [
+        (float(t), lv, n) for t, lv, n in db.timeline(Query(kind="connection"), 600)]
     assert (parse_iso("2026-12-01T10:40:00Z"), "CRITICAL", 2) in [(float(t), l, n) for t, l, n in tl]
 
 

@@ -103,8 +103,8 @@ def _bars(rows: list[tuple], bucket: int, title: str, key: str) -> None:
 
 def timelines(db, since: float | None, label: str) -> None:
     bucket = bucket_of(label)
-    conns = db.timeline(Query(since=since, kind="connection"), bucket)
-    flows = db.timeline(Query(since=since, kind="flow"), bucket)
+    by_kind = db.timelines_by_kind(Query(since=since), bucket)
+    conns, flows = by_kind.get("connection", []), by_kind.get("flow", [])
     if not conns and not flows:
         st.info(f"No events recorded {label}.")
         return

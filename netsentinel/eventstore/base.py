@@ -137,6 +137,18 @@ class EventStore:
             f"SELECT {self.floor.format(f'ts / {b}')} * {b} AS t, level, COUNT(*) FROM events{w} "
             f"GROUP BY t, level ORDER BY t", params)]
 
+    def timelines_by_kind(self, q: Query, bucket_s: int) -> dict[str, list[tuple]]:
+        """{kind: [(bucket start, level, rows)]}: timeline() for every kind in
+        one pass over the time index (the Overview draws two of them)."""
+        w, params = where(q, self.ph)
+        b = int(bucket_s)
+        out: dict[str, list[tuple]] = {}
+        for t, kind, level, n in self._all(
+                f"SELECT {self.floor.format(f'ts / {b}')} * {b} AS t, kind, level, COUNT(*) FROM events{w} "
+                f"GROUP BY t, kind, level ORDER BY t", params):
+            out.setdefault(kind, []).append((t, level, n))
+        return out
+
     def investigate(self, q: Query) -> dict:
         """Everything one process/exe/address did over the range: first and
         last seen, rows by kind and level, top destinations, sources, ports."""
