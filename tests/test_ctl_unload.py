@@ -15,7 +15,7 @@ import pytest
 
 from netlab import (lab,  # noqa: F401  (module-scoped fixture)
                     ROOT, LoaderStarter, ban_event, kernel_test_skip_reason, sh, write_commands)
-from netsentinel.abi import ENFORCER_CGROUP, ENFORCER_MAPS
+from netsentinel.abi import ENFORCER_CGROUP, ENFORCER_CONTAIN, ENFORCER_MAPS
 from netsentinel.cliargs import EXIT_FAILURE, EXIT_USAGE
 
 SKIP = kernel_test_skip_reason()
@@ -84,7 +84,9 @@ def test_unload_removes_what_a_crashed_loader_left(lab, records):
         assert report["interface"] == lab.dut_if and report["pin_dir"] == lab.pin_root
         links = [a for a in report["actions"] if a.startswith("detached link")]
         maps = [a for a in report["actions"] if a.startswith("removed map")]
-        assert len(links) == 1 + len(ENFORCER_CGROUP) and len(maps) == len(ENFORCER_MAPS)
+        # The ingress filter, the cgroup hooks, and containment's links (issue 12).
+        assert len(links) == 1 + len(ENFORCER_CGROUP) + len(ENFORCER_CONTAIN), links
+        assert len(maps) == len(ENFORCER_MAPS)
         assert report["removed"] == len(links) + len(maps)
         # Nothing of ours anywhere: the link, the cgroup tree, bpffs.
         assert xdp_or_tc_on_dut(lab) == ""

@@ -90,7 +90,7 @@ def test_overview_review_approve_and_refresh(seeded, tmp_path):
         form.wait_for()
         B.idle(page)
         form.get_by_text("Yes, ban permanently", exact=True).click()  # the seeded threat, banned for good
-        form.locator("[data-testid=stSelectbox]").first.click()
+        form.get_by_label("Ban or containment expires after").click()
         page.get_by_role("option", name="permanent").click()
         form.get_by_role("button", name="Approve (ban)").click()
         cmd = B.wait_until(lambda: next((c for c in commands(records)
@@ -99,7 +99,7 @@ def test_overview_review_approve_and_refresh(seeded, tmp_path):
         assert "ttl_seconds" not in cmd  # permanent, confirmed
         assert "token=" not in page.url
         page.get_by_text("Approved: ban of 203.0.113.50 queued").wait_for()
-        page.get_by_text("Ban expires after").first.wait_for()
+        page.get_by_text("Ban or containment expires after").first.wait_for()
         page.wait_for_timeout(1000)
         page.screenshot(path=str(ARTIFACTS / "dashboard-review.png"))
 

