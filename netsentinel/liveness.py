@@ -42,6 +42,14 @@ def ago(value: Any, now: float | None = None) -> str:
     return f"{duration((now or time.time()) - t)} ago"
 
 
+def expires(value: Any, now: float, past: str = "due") -> str:
+    """'never' / 'in 3.0 h' for an ISO expiry; `past` once it has passed."""
+    t = ts_of(value)
+    if t is None:
+        return "never"
+    return past if t <= now else f"in {duration(t - now)}"
+
+
 @dataclass(frozen=True)
 class Liveness:
     state: str   # running | stale | stopped | absent

@@ -9,7 +9,7 @@ import time
 
 from ..bancheck import BanRefused, check_policy, parse_command
 from ..cliargs import EXIT_FAILURE, EXIT_USAGE
-from ..liveness import ago, duration, liveness, ts_of
+from ..liveness import ago, duration, expires, liveness
 from ..netinfo import protected_addresses
 from ..records import BANNED_IPS, LOADER_STATUS
 from .common import duration_arg, fail, open_store, one_line, print_json, print_table, whitelist_file
@@ -33,9 +33,7 @@ def cmd_list(args) -> int:
     rows = []
     for ip, rec in bans.items():
         rec = rec if isinstance(rec, dict) else {}
-        exp = ts_of(rec.get("expires_at"))
-        rows.append((ip, rec.get("source"), ago(rec.get("banned_at"), now),
-                     "never" if exp is None else ("due" if exp <= now else f"in {duration(exp - now)}"),
+        rows.append((ip, rec.get("source"), ago(rec.get("banned_at"), now), expires(rec.get("expires_at"), now),
                      rec.get("drops", 0), one_line(rec.get("reason"), 60)))
     print_table(("ADDRESS", "SOURCE", "BANNED", "EXPIRES", "DROPS", "REASON"), rows, "no active bans")
     return 0

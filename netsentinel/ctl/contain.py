@@ -12,7 +12,7 @@ import time
 
 from ..cliargs import EXIT_USAGE
 from ..containcmd import ContainRefused, exe_id, parse_command, pid_id
-from ..liveness import ago, duration, liveness, ts_of
+from ..liveness import ago, expires, liveness
 from ..records import CONTAIN_COMMANDS, CONTAINED, LOADER_STATUS
 from .common import duration_arg, fail, open_store, one_line, print_json, print_table
 
@@ -29,9 +29,8 @@ def cmd_list(args) -> int:
     rows = []
     for rid, rec in recs.items():
         rec = rec if isinstance(rec, dict) else {}
-        exp = ts_of(rec.get("expires_at"))
         rows.append((rid, one_line(rec.get("exe"), 50), ago(rec.get("contained_at"), now),
-                     "never" if exp is None else ("due" if exp <= now else f"in {duration(exp - now)}"),
+                     expires(rec.get("expires_at"), now),
                      rec.get("blocked", 0), rec.get("children", "-"), one_line(rec.get("reason"), 50)))
     print_table(("ID", "EXECUTABLE", "CONTAINED", "EXPIRES", "BLOCKED", "CHILDREN", "REASON"), rows,
                 "nothing contained")

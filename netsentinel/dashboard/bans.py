@@ -10,7 +10,8 @@ import streamlit as st
 from ..bancheck import validate
 from ..errors import InputError
 from .context import Ctx
-from .data import ago, duration, ts_of
+from .data import ago
+from ..liveness import expires
 from .ui import PERMANENT_CONFIRM, act, check_permanent, loader_hint, ttl_seconds, ttl_select
 
 
@@ -73,11 +74,8 @@ def active(ctx: Ctx, now: float) -> None:
         return
     rows = []
     for ip, b in sorted(bans.items(), key=lambda kv: str(kv[1].get("banned_at") or ""), reverse=True):
-        exp = ts_of(b.get("expires_at"))
         rows.append({"ban": ip, "reason": b.get("reason"), "source": b.get("source"),
-                     "age": ago(b.get("banned_at"), now),
-                     "expires": "never" if exp is None else
-                     ("expired" if exp <= now else f"in {duration(exp - now)}"),
+                     "age": ago(b.get("banned_at"), now), "expires": expires(b.get("expires_at"), now, "expired"),
                      "drops": b.get("drops", 0), "last drop": ago(b.get("last_drop_at"), now),
                      "unban queued": ip in unbans})
     st.dataframe(rows, hide_index=True, key="bans_table",
