@@ -15,6 +15,8 @@ A command is one JSON object:
 with exactly these fields per kind (anything else is refused):
     approve           threat, ttl_seconds (null: permanent), note
     reject            threat, trust (also whitelist the target), note
+    contain           threat, ttl_seconds, note, stop (null|TERM|KILL), by_exe: approve
+                      by containing the threat's local process (threats.contain)
     whitelist_add     entry_kind (ip|process|port), value
     whitelist_remove  entry_kind, value
     whitelist_save    config (the whole filter_config.json object)
@@ -50,6 +52,7 @@ COMMON = {"kind", "id", "by", "requested_at"}
 KINDS: dict[str, set[str]] = {
     "approve": {"threat", "ttl_seconds", "note"},
     "reject": {"threat", "trust", "note"},
+    "contain": {"threat", "ttl_seconds", "note", "stop", "by_exe"},
     "whitelist_add": {"entry_kind", "value"},
     "whitelist_remove": {"entry_kind", "value"},
     "whitelist_save": {"config"},
@@ -84,10 +87,15 @@ def validate(cmd: Any) -> dict:
     _text(cmd, "id", MAX_ID)
     _text(cmd, "by", 200, optional=True)
     _text(cmd, "requested_at", 64, optional=True)
-    if kind in ("approve", "reject"):
+    if kind in ("approve", "reject", "contain"):
         _text(cmd, "threat", MAX_ID)
         _text(cmd, "note", optional=True)
-    if kind == "approve":
+    if kind == "contain":
+        if cmd.get("stop") not in (None, "TERM", "KILL"):
+            raise InputError("stop must be null, TERM or KILL")
+        if not isinstance(cmd.get("by_exe", True), bool):
+            raise InputError("by_exe must be true or false")
+    if kind in ("approve", "contain"):
         ttl = cmd.get("ttl_seconds")
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int)
                                 or not 1 <= ttl <= TTL_MAX):

@@ -26,7 +26,7 @@ from netsentinel import audit, dashcmd, dropdir, proposals, threats
 from netsentinel.timefmt import utc_now_iso
 from netsentinel.analyzer.dashcmds import DashboardCommands
 from netsentinel.llm.config import DEFAULT_LLM_CONFIG, load_llm_config, save_llm_config
-from netsentinel.records import (ANALYZER_STATUS, BAN_COMMANDS, DASHBOARD_COMMANDS,
+from netsentinel.records import (ANALYZER_STATUS, BAN_COMMANDS, CONTAIN_COMMANDS, DASHBOARD_COMMANDS,
                                  DASHBOARD_COMMANDS_REJECTED, DROP_DIRS, LLM_CONFIG, RULE_COMMANDS,
                                  RULE_PROPOSALS)
 from netsentinel.store import RecordsStore
@@ -340,3 +340,22 @@ def test_rule_proposal_is_asked_by_the_analyzer_with_roots_settings(rig):
     assert applier.poll() == 1
     entry = wait_until(lambda: dashcmd.answer(store, cid), 60, what="the refusal")
     assert entry["outcome"].startswith("refused: No flood evidence"), entry
+
+
+def test_member_contains_a_threats_process_through_the_analyzer(rig):
+    """Contain process from the unprivileged dashboard (the default): root's
+    analyzer decides the threat and queues the contain command for the loader."""
+    store, _, applier, _ = rig
+    done = submit_as(MEMBER, store.root, "contain", threat="seedcrit0001", ttl_seconds=3600,
+                     note="scanner", stop=None, by_exe=True)
+    bad = submit_as(MEMBER, store.root, "contain", threat="seedhigh0002", ttl_seconds=None,
+                    note=None, stop="HUP", by_exe=True)
+    assert bad.returncode != 0 and "stop must be null, TERM or KILL" in bad.stderr  # refused at submit
+    assert applier.poll() == 1
+    assert dashcmd.outcome(store, done.stdout.strip()) == "ok"
+    (cmd,) = json.loads(store.path(CONTAIN_COMMANDS).read_text())
+    assert (cmd["action"], cmd["pid"], cmd["by_exe"], cmd["ttl_seconds"], cmd["threat_id"]) == (
+        "contain", 4242, True, 3600, "seedcrit0001")
+    t = next(t for t in threats.list_threats(store) if t["id"] == "seedcrit0001")
+    assert t["status"] == "approved" and t["decided_by"].startswith(f"dashboard ({MEMBER}")
+    assert entry(store, done.stdout.strip())["who"].startswith(f"uid {pwd.getpwnam(MEMBER).pw_uid}")

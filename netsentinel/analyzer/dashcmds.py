@@ -172,13 +172,13 @@ class DashboardCommands:
             details = dict(cmd.get("details") or {}, command_id=cmd.get("id"),
                            reported="by the dashboard, not carried out by the analyzer")
             outcome = str(cmd.get("outcome"))
-        audit.record(self.store, self._who(cmd, uid), str(action or "dashboard_command"),
-                     details, outcome)
-        if not ok:
+        if not ok:  # kept aside first: the audit entry is the answer the dashboard waits for
             self.store.reject_command(cmd if cmd is not None else {"file": name}, outcome,
                                       source="analyzer", name=DASHBOARD_COMMANDS_REJECTED,
                                       ref=name)
             self.warn(f"{DASHBOARD_COMMANDS}/{name}: {outcome}")
+        audit.record(self.store, self._who(cmd, uid), str(action or "dashboard_command"),
+                     details, outcome)
 
     # ------------------------------------------------------------ applying
     def _whitelist(self) -> WhitelistFile:
@@ -194,6 +194,10 @@ class DashboardCommands:
             threats.approve(self.store, cmd["threat"], by=by, note=cmd.get("note"),
                             ttl_seconds=cmd.get("ttl_seconds"), whitelist=wl,
                             protected=self.protected.get(wl.config["protect_ssh_ports"]))
+        elif kind == "contain":  # contain_commands.json is the loader's: root queues it
+            threats.contain(self.store, cmd["threat"], by=by, note=cmd.get("note"),
+                            ttl_seconds=cmd.get("ttl_seconds"), stop=cmd.get("stop"),
+                            by_exe=cmd.get("by_exe", True))
         elif kind == "reject":
             threats.reject(self.store, cmd["threat"], by=by, note=cmd.get("note"),
                            whitelist_file=self._whitelist() if cmd.get("trust") else None)

@@ -11,7 +11,7 @@ import streamlit as st
 
 from .. import threats
 from .context import Ctx
-from .ui import act, code, loader_hint, needs_confirmation, ttl_seconds
+from .ui import act, analyzer_hint, code, loader_hint, needs_confirmation, ttl_seconds
 
 STOP_CHOICES = {"no": None, "SIGTERM": "TERM", "SIGKILL": "KILL"}
 
@@ -38,6 +38,10 @@ def contain_threat(ctx: Ctx, tid: str) -> None:
     def do() -> str:
         if stop:
             needs_confirmation(f"stopok_{tid}", f"Stopping the process with SIG{stop}")
+        if ctx.queued:  # unprivileged: root's analyzer decides it and queues the command
+            applied = ctx.ask("contain", threat=tid, ttl_seconds=ttl_seconds(f"ttl_{tid}"),
+                              note=st.session_state.get(f"note_{tid}") or None, stop=stop, by_exe=by_exe)
+            return f"Contain {tid}: {analyzer_hint(ctx, applied)}; the loader then contains it."
         t = threats.contain(ctx.store, tid, by="dashboard", note=st.session_state.get(f"note_{tid}"),
                             ttl_seconds=ttl_seconds(f"ttl_{tid}"), stop=stop, by_exe=by_exe)
         cmd = t["contain_command"]
