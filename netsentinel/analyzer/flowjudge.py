@@ -54,6 +54,7 @@ class FlowJudging:
         self._held: dict[str, int] = {}   # source -> windows its UDP verdict was held
         self.autoban = AutoBanPolicy(self.inbound, self.settings.current)
         self._limited: dict[str, float] = {}   # rate-limit rule id -> when last queued
+        self._aggregates = AggregateDetector()
         self.sink.flood_gate = self._flood_gate
 
     def _flood_gate(self, threat: dict) -> bool:
@@ -183,8 +184,6 @@ class FlowJudging:
         may be spoofed, even to addresses this host needs."""
         cfg = self.settings.current()
         self._track_settings(cfg)
-        if getattr(self, "_aggregates", None) is None:
-            self._aggregates = AggregateDetector()
         now = time.monotonic()
         v = self._aggregates.judge(ev, now)
         if v is None:

@@ -123,7 +123,7 @@ class EventStore:
         if latest is not None:
             source = (f"(SELECT {cols}, level, ts FROM events{w} ORDER BY ts DESC "
                       f"LIMIT {int(latest)}) AS recent")
-            params, w = params, ""
+            w = ""   # the filter is inside the subquery
         rows = self._all(f"SELECT {cols}, COUNT(*) AS n, {worst}, MAX(ts) FROM {source}"
                          f"{w}{' AND ' if w else ' WHERE '}{set_} GROUP BY {cols} "
                          f"ORDER BY n DESC, MAX(ts) DESC LIMIT {int(top)}", params)

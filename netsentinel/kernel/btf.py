@@ -139,6 +139,6 @@ def offsets(table: dict[str, tuple[str, str]], btf: BTF | None = None) -> dict[s
     return {name: btf.offset(struct, path) for name, (struct, path) in table.items()}
 
 
-def stack_offsets(btf: BTF | None = None, table: dict = STACK_OFFSETS) -> dict[str, int]:
-    """The -D offsets of `table` for the stack program; raises BTFError with the reason."""
-    return offsets(table, btf)
+def stack_offsets(btf: BTF | None = None) -> dict[str, int]:
+    """The -D offsets for the stack program; raises BTFError with the reason."""
+    return offsets(STACK_OFFSETS, btf)

@@ -30,12 +30,17 @@ def ktime_to_epoch(ns: int) -> float | None:
     return time.time() - (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - ns) / 1e9
 
 
-def epoch_to_boottime(t: float | None) -> int:
+def boottime_offset() -> int:
+    """CLOCK_BOOTTIME ns minus Unix time ns, now (read once for a batch)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.time_ns()
+
+
+def epoch_to_boottime(t: float | None, offset: int | None = None) -> int:
     """Unix time → CLOCK_BOOTTIME ns for a ban's expires_ns; 0 (never) for
     None or a non-finite value, so an unreadable expiry fails closed."""
     if t is None or not math.isfinite(t):
         return 0
-    ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME) + int((t - time.time()) * 1e9)
+    ns = int(t * 1e9) + (boottime_offset() if offset is None else offset)
     return min(max(ns, 1), 2**64 - 1)
 
 
@@ -88,17 +93,14 @@ class EnforcerMaps:
         zeroed counters; one already there goes through add(), which keeps
         its counters."""
         from bcc.libbcc import lib   # only kernel/ imports bcc
-        offset = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.time_ns()
+        offset = boottime_offset()
         tables = {4: self.bpf["bans4"], 6: self.bpf["bans6"]}
         leaves = {v: t.Leaf() for v, t in tables.items()}
         out: list[str | None] = []
         for net, expires_at in items:
             t, k = self._table_and_key(net)
             leaf = leaves[net.version]
-            if expires_at is None or not math.isfinite(expires_at):
-                leaf.expires_ns = 0   # never; an unreadable expiry fails closed
-            else:
-                leaf.expires_ns = min(max(int(expires_at * 1e9) + offset, 1), 2**64 - 1)
+            leaf.expires_ns = epoch_to_boottime(expires_at, offset)
             leaf.prefixlen = net.prefixlen
             if lib.bpf_update_elem(t.map_fd, ctypes.byref(k), ctypes.byref(leaf), BPF_NOEXIST) == 0:
                 out.append(None)

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from . import KernelError
-from .btf import ACCEPT_OFFSETS, BTF, PATH_OFFSETS, BTFError, stack_offsets
+from .btf import ACCEPT_OFFSETS, BTF, PATH_OFFSETS, BTFError, offsets, stack_offsets
 from ..abi import cflags
 from .host import import_bcc, program_source
 
@@ -151,7 +151,7 @@ class StackProbe:
                                "per received packet, docs/STACK.md)")
             if missing:
                 raise BTFError(f"this kernel lacks {', '.join(missing)}")
-            extra.update(stack_offsets(btf, PATH_OFFSETS), NS_STACK_PATH=1,
+            extra.update(offsets(PATH_OFFSETS, btf), NS_STACK_PATH=1,
                          NS_MAX_PATH_SKBS=MAX_PATH_SKBS, NS_MAX_PATH_EDGES=MAX_PATH_EDGES)
         except BTFError as e:
             self.path_off_reason = f"the per-flow path is off: {e}"
@@ -161,7 +161,7 @@ class StackProbe:
                 raise BTFError("TCP health is off")
             if missing:
                 raise BTFError(f"this kernel lacks {', '.join(missing)} (CONFIG_FTRACE_SYSCALLS)")
-            extra.update(stack_offsets(btf, ACCEPT_OFFSETS), NS_STACK_ACCEPT=1)
+            extra.update(offsets(ACCEPT_OFFSETS, btf), NS_STACK_ACCEPT=1)
         except BTFError as e:
             self.accept_off_reason = f"the process of accepted connections is off: {e}"
         return extra
