@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from ..cliargs import EXIT_USAGE
-from ..containcmd import ContainRefused, exe_id, parse_command, pid_id
+from ..containcmd import ContainRefused, contain_command, exe_id, parse_command, pid_id
 from ..liveness import ago, expires, liveness
 from ..records import CONTAIN_COMMANDS, CONTAINED, LOADER_STATUS
 from .common import duration_arg, fail, open_store, one_line, print_json, print_table
@@ -57,13 +57,12 @@ def _queue(args, raw: dict) -> int:
 def cmd_add(args) -> int:
     if args.pid is None and args.exe is None:
         fail("give --pid, --exe or both; nothing queued", EXIT_USAGE)
-    raw = {"action": "contain", "source": args.source}
-    for k, v in (("pid", args.pid), ("exe", args.exe), ("ttl_seconds", args.ttl),
-                 ("reason", args.reason), ("signal", args.stop)):
-        if v is not None:
-            raw[k] = v
-    if args.pid is not None:
-        raw["by_exe"] = not args.process_only
+    try:
+        raw = contain_command(pid=args.pid, exe=args.exe, ttl_seconds=args.ttl, reason=args.reason,
+                              source=args.source, signal=args.stop,
+                              by_exe=None if args.pid is None else not args.process_only)
+    except ContainRefused as e:
+        fail(f"{e}; nothing queued", EXIT_USAGE)
     return _queue(args, raw)
 
 
