@@ -58,9 +58,7 @@ class Ctx:
     def read_only(self) -> str | None:
         """What this dashboard cannot do itself (run as an unprivileged
         user, see docs/DASHBOARD.md), or None."""
-        if self.direct:
-            return None
-        if self.queued:
+        if self.direct or self.queued:
             return None
         return (f"Read-only: the dashboard runs as uid {os.geteuid()}, which cannot write "
                 f"{self.settings.records} nor queue commands there (not in the netsentinel group). "

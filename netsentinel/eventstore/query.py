@@ -85,18 +85,18 @@ def where(q: Query, ph: str) -> tuple[str, list]:
         add("(saddr = ? OR daddr = ?)", q.addr, q.addr)
     if q.port is not None:
         add("dport = ?", q.port)
-    if q.level is not None:
-        wanted = LEVELS[LEVELS.index(q.level):] if q.min_level else (q.level,)
+    def levels_in(wanted) -> None:
+        if not wanted:
+            conds.append("1 = 0")  # no level picked: nothing matches
+            return
         add(f"level IN ({', '.join('?' for _ in wanted)})", *wanted)
         if "INFO" not in wanted:
-            conds.append(PARTIAL["level"])
+            conds.append(PARTIAL["level"])  # lets the engine use the partial index
+
+    if q.level is not None:
+        levels_in(LEVELS[LEVELS.index(q.level):] if q.min_level else (q.level,))
     if q.levels is not None:
-        if not q.levels:
-            conds.append("1 = 0")  # no level picked: nothing matches
-        else:
-            add(f"level IN ({', '.join('?' for _ in q.levels)})", *q.levels)
-            if "INFO" not in q.levels:
-                conds.append(PARTIAL["level"])
+        levels_in(q.levels)
     if q.text:
         pat = _like(q.text.lower())
         cols = ("reason", "category", "comm", "exe", "cmdline", "saddr", "daddr", "ref")
