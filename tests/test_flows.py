@@ -136,3 +136,17 @@ def test_floods_spread_over_ports_come_from_the_totals_unless_a_port_crossed():
     tr.on_event({"type": "crossed", "kind": "syn", "dport": 80, "count": 500, "elapsed_ns": 1})
     k.t += 1.0
     assert tr.spread({"tcp_syn": 18000, "udp": 100}) == []     # one port had it: said there
+
+
+def test_a_window_too_short_for_a_rate_waits_for_the_next_sample():
+    """Three pings reported a millisecond before the sample are not 3000/s:
+    the packets stay in the window and come out at the next sample."""
+    k = Kernel()
+    tr = FlowTracker(k, pps_threshold=200, watch_pps=1, clock=k.clock)
+    k.flows[key("10.0.0.8")] = stats(packets=3, bytes=252, icmp=3, first_seen_ns=int(99.999e9))
+    report(tr, "10.0.0.8")
+    assert tr.sample() == []
+    k.t += 0.5
+    evs = tr.sample()
+    assert len(evs) == 1 and evs[0]["packets"] == 3 and evs[0]["reason"] == "top"
+    assert evs[0]["pps"] < 10

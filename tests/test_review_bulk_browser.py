@@ -84,14 +84,9 @@ def test_review_renders_100k_destinations_and_a_multi_select_approve_goes_throug
             page.get_by_text(f"{len(queue)} of {len(queue)} pending shown").wait_for()
             page.get_by_text("Runs as uid").wait_for()  # unprivileged, as by default
             # The filter finds the aggregate (its target column says how many it folds).
-            B.idle(page)
-            page.get_by_label("Filter", exact=True).fill(f"many: {DESTINATIONS - threats.PER_ACTOR_CAP} sightings")
-            page.get_by_label("Filter", exact=True).press("Enter")
-            page.get_by_text(f"1 of {len(queue)} pending shown").wait_for()
-            B.idle(page)
-            page.get_by_label("Filter", exact=True).fill("")
-            page.get_by_label("Filter", exact=True).press("Enter")
-            page.get_by_text(f"{len(queue)} of {len(queue)} pending shown").wait_for()
+            B.enter_text(page, "Filter", f"many: {DESTINATIONS - threats.PER_ACTOR_CAP} sightings",
+                         f"1 of {len(queue)} pending shown")
+            B.enter_text(page, "Filter", "", f"{len(queue)} of {len(queue)} pending shown")
             tick(page, picks)
             page.get_by_role("button", name="Approve selected").click()
             page.get_by_text(f"approve: {len(picks)} of {len(picks)} done").wait_for()

@@ -34,6 +34,10 @@ WATCH_MAX = 4096   # sources watched at once; more reports than this are counted
 # this (the kernel reports it again in every window it crosses the threshold).
 QUIET_S = 2.0 * WINDOW_NS / 1e9
 NEW_SOURCE_S = 2.0   # a source first seen this recently is read from its first packet
+# A rate is not read from a shorter window than this: a source reported a
+# millisecond before the sample would otherwise show one packet as 1000/s.
+# Its packets stay in the window and are reported at the next sample.
+MIN_WINDOW_S = 0.25
 AGG_PROTO = {"syn": "tcp", "udp": "udp", "icmp": "icmp"}
 # Aggregate thresholds (packets/s to one port and protocol, all sources
 # together) at which the XDP program reports; the analyzer decides what is a
@@ -132,10 +136,12 @@ class FlowTracker:
         rows = []
         for key, w in list(self._watch.items()):
             st = self.stats.flow_stats(key, epoch)
-            window = max(now - w["t"], 1e-3)
+            window = now - w["t"]
             old = w["st"]
             if st is None:
                 del self._watch[key]   # evicted from the LRU
+                continue
+            if window < MIN_WINDOW_S:
                 continue
             if st["packets"] < old.get("packets", 0):
                 old = {}  # evicted and seen again: counts restarted

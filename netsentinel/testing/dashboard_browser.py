@@ -169,6 +169,25 @@ def idle(page) -> None:
     page.locator("[data-testid=stApp][data-test-script-state=notRunning]").wait_for()
 
 
+def enter_text(page, label: str, text: str, expect: str, tries: int = 3) -> None:
+    """Type `text` into the text input `label`, press Enter and wait for
+    `expect` on the page. A value typed while a script run is starting can
+    be replaced by that run's redraw of the widget (Streamlit), which on a
+    loaded machine happens now and then; the typing is then repeated, at
+    most `tries` times, and the last wait's timeout is the failure."""
+    for attempt in range(tries):
+        idle(page)
+        box = page.get_by_label(label, exact=True)
+        box.fill(text)
+        box.press("Enter")
+        try:
+            page.get_by_text(expect).wait_for(timeout=20_000 if attempt < tries - 1 else None)
+            return
+        except Exception:  # playwright's TimeoutError: type again unless this was the last try
+            if attempt == tries - 1:
+                raise
+
+
 def wait_until(fn, timeout: float = 20.0, every: float = 0.1):
     deadline = time.monotonic() + timeout
     while True:
