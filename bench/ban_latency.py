@@ -53,8 +53,8 @@ import sys
 import threading
 import time
 
-from common import (ROOT, VENV_PY, Cleanup, LoaderProc, Progress, emit, enter_netns, lab_session, need_root,
-                    parser, percentile, process_cpu_seconds, pyplot, save_figure, scratch_dir,
+from common import (ROOT, VENV_PY, Cleanup, LoaderProc, Progress, emit, enter_netns, lab_session,
+                    loader_arg_option, need_root, parser, percentile, process_cpu_seconds, pyplot, save_figure, scratch_dir,
                     stop_process, style_axes, wait_until)
 from crowdsec_pull import decision_addresses
 
@@ -267,7 +267,8 @@ def plot(rows: list[dict], path: str, via: str = "file") -> None:
     save_figure(fig, path)
 
 
-def start_loader(lab, cleanup: Cleanup, tmp, preload: int = 0, to_file: bool = False) -> tuple:
+def start_loader(lab, cleanup: Cleanup, tmp, preload: int = 0, to_file: bool = False,
+                 extra: tuple[str, ...] = ()) -> tuple:
     """The loader on the lab veth with fresh records/ (and `preload` saved
     bans): (records, config, startup facts, loader pid)."""
     records = tmp / "records"
@@ -278,7 +279,7 @@ def start_loader(lab, cleanup: Cleanup, tmp, preload: int = 0, to_file: bool = F
         (records / BANNED_IPS).write_text(json.dumps(
             {a: {"reason": "bench preload", "source": "bench"} for a in decision_addresses(preload)}))
     if not to_file:
-        loader = LoaderProc(lab, records, cfg, echo=False)
+        loader = LoaderProc(lab, records, cfg, *extra, echo=False)
         cleanup.push(loader.stop)
         startup = loader.wait_started()
         pid = loader.proc.pid
@@ -286,7 +287,7 @@ def start_loader(lab, cleanup: Cleanup, tmp, preload: int = 0, to_file: bool = F
         out = tmp / "loader.jsonl"
         cmd = ["ip", "netns", "exec", lab.dut, VENV_PY, "-u", str(ROOT / "unified_ebpf.py"),
                "--records", str(records), "--config", str(cfg), "-i", lab.dut_if,
-               "--pin-dir", lab.pin_root]
+               "--pin-dir", lab.pin_root, *extra]
         with open(out, "wb") as fo, open(tmp / "loader.err", "wb") as fe:
             proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=ROOT)
         cleanup.push(stop_process, proc, 15, 60)
@@ -331,7 +332,8 @@ def run_rounds(args, bans: int, progress: Progress, cleanup: Cleanup, extra: dic
     with lab_session(cleanup, progress) as lab:
         tmp = scratch_dir(cleanup)
         records, cfg, extra["loader"], pid = start_loader(lab, cleanup, tmp, args.preload,
-                                                          bool(args.flood or args.preload))
+                                                          bool(args.flood or args.preload),
+                                                          tuple(args.loader_arg))
         progress(f"loader up ({extra['loader']}); {bans} bans")
         if args.preload:
             # Idle: after the restore has settled (its first counter sync included).
@@ -384,6 +386,7 @@ def main() -> int:
     p.add_argument("--preload", type=int, default=0, help="bans restored at start (e.g. 50000)")
     p.add_argument("--burst", type=int, default=1, help="ban commands written per round, the peer's last")
     p.add_argument("--flood", type=int, default=0, help="flat-out connecting processes during the rounds")
+    loader_arg_option(p)
     p.add_argument("--idle-seconds", type=float, default=10.0,
                    help="with --preload: seconds the loader's idle CPU is measured (default %(default)s)")
     args = p.parse_args()
@@ -403,7 +406,8 @@ def main() -> int:
     table = [[k, s["n"], s["p50"], s["p90"], s["p99"], s["max"]] for k, s in summary.items()]
     emit(NAME, args.quick, {"bans": bans, "via": args.via, "send_interval_s": args.send_interval,
                             "preload": args.preload, "burst": args.burst, "flood": args.flood,
-                            "connect_interval_s": args.connect_interval, "loader_poll_ms": 50},
+                            "connect_interval_s": args.connect_interval, "loader_poll_ms": 50,
+                            "loader_args": args.loader_arg},
          rows, started, ["ms after click" if dash else "ms after write", "n", "p50", "p90", "p99", "max"],
          table,
          summary=summary, **extra)
