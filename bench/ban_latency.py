@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import random
 import secrets
@@ -59,6 +60,8 @@ from common import (ROOT, VENV_PY, Cleanup, LoaderProc, Progress, emit, enter_ne
 from crowdsec_pull import decision_addresses
 
 from netsentinel import threats
+from netsentinel.loader.bantable import SYNC_SLICE
+from netsentinel.loader.enforceloop import SYNC_EVERY_S
 from netsentinel.records import BANNED_IPS, DASHBOARD_LOG
 from netsentinel.store import RecordsStore
 
@@ -336,8 +339,11 @@ def run_rounds(args, bans: int, progress: Progress, cleanup: Cleanup, extra: dic
                                                           tuple(args.loader_arg))
         progress(f"loader up ({extra['loader']}); {bans} bans")
         if args.preload:
-            # Idle: after the restore has settled (its first counter sync included).
-            time.sleep(3.0)
+            # Idle: after the restore has settled, its first counter sync
+            # included: one pass over every restored ban, SYNC_SLICE bans each
+            # SYNC_EVERY_S (50,000 bans: 13 slices, 26 s). Before this wait the
+            # idle figure was that pass's cost.
+            time.sleep(3.0 + SYNC_EVERY_S * math.ceil(args.preload / SYNC_SLICE))
             cpu0, w0, load0 = process_cpu_seconds(pid), time.monotonic(), os.getloadavg()[0]
             time.sleep(args.idle_seconds)
             extra["idle_cpu_pct"] = round(100 * (process_cpu_seconds(pid) - cpu0) / (time.monotonic() - w0), 2)
