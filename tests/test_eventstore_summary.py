@@ -176,3 +176,17 @@ def test_migration_builds_the_summary_of_an_older_store(dsn, monkeypatch):
     again = open_store(dsn)  # migrated once: a restart does not count twice
     assert _summary(again) == _group_by(again)
     again.close()
+
+
+def test_sqlite_reads_a_range_of_the_summary_by_its_key(tmp_path):
+    db = open_store(str(tmp_path / "events.sqlite3"))
+    db.add_rows(_rows(100))
+    seen: list[str] = []
+    db.conn.set_trace_callback(seen.append)  # the statements as run, parameters bound
+    db.timelines_by_kind(Query(since=T0 + 90.5, until=T0 + 3000.5), 600)
+    db.conn.set_trace_callback(None)
+    (summary_sql,) = [q for q in seen if "FROM event_buckets" in q]
+    plan = " ".join(str(r) for r in db.conn.execute("EXPLAIN QUERY PLAN " + summary_sql))
+    assert "USING PRIMARY KEY (bucket_start>? AND bucket_start<?)" in plan, plan
+    assert len([q for q in seen if "FROM events" in q]) == 2  # the two partial minutes
+    db.close()
