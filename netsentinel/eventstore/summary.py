@@ -18,8 +18,10 @@ from typing import Iterable
 from .query import Query, where
 from .schema import BUCKET_S, FLOOR_INT, bucket_sql
 
-NO_LEVEL = ""  # a row with no level is counted under '' (a key column cannot be NULL)
-SUMMARY_VERSION = 2
+# A row with no level is counted under '' (a key column cannot be NULL) and
+# read back as none: an empty level and none are one.
+NO_LEVEL = ""
+SUMMARY_VERSION = 2  # the schema version that added event_buckets
 # The filters the summary can answer; any other one set reads the rows.
 _ANSWERS = {"since", "until", "kind", "level", "min_level", "levels", "limit", "page",
             "oldest_first"}
@@ -61,7 +63,7 @@ def subtract(db, cur, triples: Iterable[tuple]) -> None:
 
 def answers(q: Query) -> bool:
     """Only time, kind and level filters: the summary's columns."""
-    # `is`: a uid or port of 0 is a filter (0 == False).
+    # Compared with None, not for truth: a uid or port of 0 is a filter.
     return all(f.name in _ANSWERS or getattr(q, f.name) is None or getattr(q, f.name) == ""
                for f in fields(q))
 
