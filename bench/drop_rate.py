@@ -38,7 +38,7 @@ from pathlib import Path
 
 from common import (ROOT, VENV_PY, Cleanup, Progress, emit, filler_prefixes, lab_session, need_root,
                     parser, pyplot, save_figure, scratch_dir, sh, stop_process, style_axes, tool_version)
-from flood import choose_source, flood_defaults, flood_options, in_ns, measure
+from flood import choose_source, flood_defaults, flood_options, in_ns, mac_of, measure
 from flood import median  # noqa: F401  (bench/stack_cost.py imports it from here)
 from xdp_refs import Skip, setup_xdp_filter
 
@@ -76,15 +76,17 @@ def setup_xdp(lab, banned: str, fillers: list[str], mode: str, cleanup: Cleanup,
         stop_process(proc, signal.SIGTERM)
         raise Skip(f"asked for {mode} XDP, got {ready['xdp_mode']}")
 
-    def read() -> int:
-        proc.stdin.write("totals\n")
+    def ask(line: str) -> dict:
+        proc.stdin.write(line + "\n")
         proc.stdin.flush()
-        return json.loads(proc.stdout.readline())["xdp_drops"]
+        return json.loads(proc.stdout.readline())
 
     def teardown():
         proc.stdin.close()
         proc.wait(timeout=30)
-    return read, teardown, {"xdp_mode": ready["xdp_mode"]}
+    # The program alone on the flood's frame, before the flood (no noise from it).
+    cost = ask(f"cost {mac_of(lab.dut, lab.dut_if)} {mac_of(lab.peer, lab.peer_if)} {lab.peer4} {lab.dut4}")
+    return (lambda: ask("totals")["xdp_drops"]), teardown, {"xdp_mode": ready["xdp_mode"], **cost}
 
 
 def nft_script(family: str, hook: str, lab, banned: str, fillers: list[str]) -> str:
@@ -190,6 +192,8 @@ def add_ratios(rows: list[dict]) -> None:
                 r[f"drops_ratio_to_{name}"] = round(r["drops_per_s"] / x["drops_per_s"], 3)
                 if r.get("softirq_ns_per_drop") and x.get("softirq_ns_per_drop"):
                     r[f"cost_ratio_to_{name}"] = round(r["softirq_ns_per_drop"] / x["softirq_ns_per_drop"], 3)
+                if r.get("test_run_ns") and x.get("test_run_ns"):
+                    r[f"test_run_ratio_to_{name}"] = round(r["test_run_ns"] / x["test_run_ns"], 3)
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -279,7 +283,7 @@ def main() -> int:
         plot(rows, args.plot)
     table = [[r["prefixes"], r["method"], r.get("drops_ratio_to_floor"), r.get("drops_per_s"),
               r.get("drops_ratio_to_xdp"), r.get("rx_cpu", {}).get("softirq"), r.get("softirq_ns_per_drop"),
-              r.get("cost_ratio_to_floor"), (r.get("loadavg_1m") or [None])[0], r.get("setup_s"),
+              r.get("cost_ratio_to_floor"), r.get("test_run_ns"), (r.get("loadavg_1m") or [None])[0], r.get("setup_s"),
               r.get("skipped", "")[:40]] for r in rows]
     emit(NAME, args.quick, {"sizes": sizes, "methods": methods, "source": args.source,
                             "source_note": source_note, "window_s": args.window,
@@ -293,7 +297,7 @@ def main() -> int:
                                       "xdp-tools": tool_version("dpkg-query", "-W", "-f=${Version}", "xdp-tools")}},
          rows, started,
          ["prefixes", "method", "x floor", "drops/s", "x XDP", "softirq %", "ns/pkt", "cost x floor",
-          "load", "setup s", "note"],
+          "run ns", "load", "setup s", "note"],
          table)
     return 0
 

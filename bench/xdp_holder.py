@@ -30,7 +30,7 @@ from pathlib import Path
 
 
 from common import filler_prefixes  # noqa: E402  (bench/common.py, beside this file)
-from live_frames import FLOOR_SRC, load_xdp, veth_xdp_stats  # noqa: E402
+from live_frames import FLOOR_SRC, load_xdp, run_ns, udp_frame, veth_xdp_stats  # noqa: E402
 from netsentinel.kernel.libbpf import XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE  # noqa: E402
 from netsentinel.addresses import parse_target  # noqa: E402
 from netsentinel.kernel.enforcer import Enforcer  # noqa: E402
@@ -60,11 +60,16 @@ def fill(table, prefixes: list[str]) -> None:
                                  (table.Leaf * count).from_buffer(values, start * vsz))
 
 
-def serve(totals) -> None:
-    """Answer each "totals" line on stdin until EOF."""
+def serve(totals, prog_fd: int) -> None:
+    """Answer each line on stdin until EOF: "totals" with the counters,
+    "cost DST_MAC SRC_MAC SRC DST" with the program's ns a run on that
+    frame (BPF_PROG_TEST_RUN, no flood: the program alone)."""
     for line in sys.stdin:
-        if line.strip() == "totals":
+        words = line.split()
+        if words == ["totals"]:
             print(json.dumps(totals()), flush=True)
+        elif len(words) == 5 and words[0] == "cost":
+            print(json.dumps({"test_run_ns": run_ns(prog_fd, udp_frame(*words[1:]))}), flush=True)
 
 
 def hold_floor(ifname: str, mode: str) -> int:
@@ -76,7 +81,7 @@ def hold_floor(ifname: str, mode: str) -> int:
     BPF.attach_xdp(ifname, fn, flags)
     try:
         print(json.dumps({"ready": True, "xdp_mode": mode, "entries": 0, "fill_s": 0}), flush=True)
-        serve(lambda: {"xdp_drops": veth_xdp_stats(None, ifname).get("xdp_drops", 0)})
+        serve(lambda: {"xdp_drops": veth_xdp_stats(None, ifname).get("xdp_drops", 0)}, fn.fd)
     finally:
         BPF.remove_xdp(ifname, flags)
     return 0
@@ -106,7 +111,7 @@ def main() -> int:
         fill(enf.bpf["bans4"], prefixes)
         print(json.dumps({"ready": True, "xdp_mode": enf.xdp_mode, "entries": len(prefixes),
                           "fill_s": round(time.monotonic() - t0, 3)}), flush=True)
-        serve(enf.totals)
+        serve(enf.totals, enf.bpf.load_func(b"ns_xdp_filter", enf.bcc.BPF.XDP).fd)   # the attached one (cached)
     finally:
         enf.close()   # unpinned: closing the last link fd detaches it
     return 0
