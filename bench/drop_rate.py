@@ -1,19 +1,26 @@
 #!/usr/bin/env python3
 """bench/drop_rate.py - how fast does each filter drop a flood from a banned source?
 
-One veth pair between two throwaway namespaces; trafgen (netsniff-ng) in the
-peer floods 60-byte UDP frames from a banned source; the device under test
-drops them with, in turn: NetSentinel's XDP filter (native, then generic
-mode), nftables (netdev ingress hook, then ip input hook), iptables raw
-PREROUTING (one -s rule per prefix, then one rule over an ipset hash:net).
-Then again with the ban set filled to 10, 1,000, 100,000 and 1,000,000
-prefixes (distinct /24s plus the banned /32).
+One veth pair between two throwaway namespaces; the peer floods 60-byte UDP
+frames from a banned source; the device under test drops them with, in turn:
+a bare XDP_DROP program (the floor), NetSentinel's XDP filter, xdp-filter
+(xdp-tools), NetSentinel's XDP in generic mode, nftables (netdev ingress
+hook, then ip input hook), iptables raw PREROUTING (one -s rule per prefix,
+then one rule over an ipset hash:net). Then again with the ban set filled to
+10, 1,000, 100,000 and 1,000,000 prefixes (distinct /24s plus the banned /32).
+
+The flood (--source): `live` (default) sends xdp_frames that build no skb
+(BPF_PROG_TEST_RUN with XDP live frames, bench/live_frames.py), so XDP's
+advantage shows; `trafgen` (netsniff-ng) sends skbs, which a veth hands to
+XDP already built, so every filter looks alike. Where live frames are
+refused (Linux < 5.18) the bench says why and uses trafgen.
 
 Measured over a fixed window after a warm-up: packets dropped per second
 (each filter's own counter) and the time the receiving CPU spent in softirq
 (/proc/stat). A veth has no IRQ: the receive path runs in softirq on the CPU
 that transmitted, so trafgen is pinned to one CPU (--cpu) and that CPU's
-softirq time is the receiver's cost. Ratios are to XDP at the same size.
+softirq time is the receiver's cost. Ratios are to the floor (and to
+NetSentinel's XDP) at the same size.
 
 XDP is held by bench/xdp_holder.py (the loader's Enforcer, map filled by
 batch update); see docs/benchmarks.md.
@@ -22,53 +29,43 @@ batch update); see docs/benchmarks.md.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from common import (ROOT, VENV_PY, Cleanup, Progress, cpu_delta, cpu_times, emit, filler_prefixes,
-                    lab_session, need_root, parser, pyplot, save_figure, scratch_dir, sh,
-                    stop_process, style_axes, tool_version)
+from common import (ROOT, VENV_PY, Cleanup, Progress, emit, filler_prefixes, lab_session, need_root,
+                    parser, pyplot, save_figure, scratch_dir, sh, stop_process, style_axes, tool_version)
+from flood import choose_source, flood_defaults, flood_options, in_ns, mac_of, measure
+from flood import median  # noqa: F401  (bench/stack_cost.py imports it from here)
+from xdp_refs import Skip, setup_xdp_filter
 
 NAME = "drop_rate"
 EPILOG = """examples:
   sudo .venv/bin/python bench/drop_rate.py --quick          # CI size: 1 and 10 prefixes, short windows
   sudo .venv/bin/python bench/drop_rate.py                  # 1 .. 1,000,000 prefixes
-  sudo .venv/bin/python bench/drop_rate.py --sizes 1,1000 --window 10 --methods xdp,nft-ingress
+  sudo .venv/bin/python bench/drop_rate.py --sizes 1,1000 --window 10 --methods xdp-floor,xdp,nft-ingress
+  sudo .venv/bin/python bench/drop_rate.py --source trafgen # skbs (what the docs measured before)
 
 output: one JSON line on stdout ({"bench": "drop_rate", "results": [...]}), a table on stderr.
 """
-METHODS = ("xdp", "xdp-generic", "nft-ingress", "nft-input", "iptables-raw", "iptables-raw-ipset")
+METHODS = ("xdp-floor", "xdp", "xdp-filter", "xdp-generic", "nft-ingress", "nft-input", "iptables-raw",
+           "iptables-raw-ipset")
 FULL_SIZES = (1, 10, 1000, 100_000, 1_000_000)
 QUICK_SIZES = (1, 10)
 TABLE = "nsbench"   # nft table / ipset name, inside the lab namespace only
 
 
-class Skip(Exception):
-    """This method cannot run at this size here; the message says why."""
-
-
-def mac_of(ns: str, ifc: str) -> str:
-    return json.loads(sh("ip", "-n", ns, "-j", "link", "show", ifc).stdout)[0]["address"]
-
-
-def in_ns(lab, *args: str, stdin: str | None = None, timeout: float = 600) -> str:
-    r = subprocess.run(["ip", "netns", "exec", lab.dut, *args], input=stdin, capture_output=True,
-                       text=True, timeout=timeout)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:3])} failed: {r.stderr.strip()[:300]}")
-    return r.stdout
-
-
 # ---------------------------------------------------------------- filters
 # Each setup returns (read_counter, teardown); read_counter() -> packets dropped so far.
 
-def setup_xdp(lab, banned: str, fillers: list[str], mode: str, cleanup: Cleanup, timeout: float):
+def setup_xdp(lab, banned: str, fillers: list[str], mode: str, cleanup: Cleanup, program="netsentinel"):
     proc = subprocess.Popen(
         ["ip", "netns", "exec", lab.dut, VENV_PY, str(ROOT / "bench" / "xdp_holder.py"),
-         "-i", lab.dut_if, "--ban", banned, "--fill", str(len(fillers)), "--xdp-mode", mode],
+         "-i", lab.dut_if, "--ban", banned, "--fill", str(len(fillers)), "--xdp-mode", mode,
+         "--program", program],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     cleanup.push(stop_process, proc)
     line = proc.stdout.readline()
@@ -79,15 +76,17 @@ def setup_xdp(lab, banned: str, fillers: list[str], mode: str, cleanup: Cleanup,
         stop_process(proc, signal.SIGTERM)
         raise Skip(f"asked for {mode} XDP, got {ready['xdp_mode']}")
 
-    def read() -> int:
-        proc.stdin.write("totals\n")
+    def ask(line: str) -> dict:
+        proc.stdin.write(line + "\n")
         proc.stdin.flush()
-        return json.loads(proc.stdout.readline())["xdp_drops"]
+        return json.loads(proc.stdout.readline())
 
     def teardown():
         proc.stdin.close()
         proc.wait(timeout=30)
-    return read, teardown, {"xdp_mode": ready["xdp_mode"]}
+    # The program alone on the flood's frame, before the flood (no noise from it).
+    cost = ask(f"cost {mac_of(lab.dut, lab.dut_if)} {mac_of(lab.peer, lab.peer_if)} {lab.peer4} {lab.dut4}")
+    return (lambda: ask("totals")["xdp_drops"]), teardown, {"xdp_mode": ready["xdp_mode"], **cost}
 
 
 def nft_script(family: str, hook: str, lab, banned: str, fillers: list[str]) -> str:
@@ -166,10 +165,14 @@ def rx_packets(lab) -> int:
 
 def setup(method: str, lab, banned, fillers, args, cleanup):
     t = args.setup_timeout
+    if method == "xdp-floor":
+        return setup_xdp(lab, banned, [], "native", cleanup, "floor")
     if method == "xdp":
-        return setup_xdp(lab, banned, fillers, "native", cleanup, t)
+        return setup_xdp(lab, banned, fillers, "native", cleanup)
+    if method == "xdp-filter":
+        return setup_xdp_filter(lab, banned, fillers, cleanup)
     if method == "xdp-generic":
-        return setup_xdp(lab, banned, fillers, "generic", cleanup, t)
+        return setup_xdp(lab, banned, fillers, "generic", cleanup)
     if method == "nft-ingress":
         return setup_nft(lab, banned, fillers, "netdev", "ingress", t)
     if method == "nft-input":
@@ -179,109 +182,18 @@ def setup(method: str, lab, banned, fillers, args, cleanup):
     return setup_ipset(lab, banned, fillers, t)
 
 
-# ---------------------------------------------------------------- flood
-def start_flood(lab, cpu: int, max_packets: int, cfg_path: Path, cleanup: Cleanup) -> subprocess.Popen:
-    # cpu(N): only trafgen's worker on CPU N sends; -P covers CPUs 0..N.
-    cfg_path.write_text(
-        f"cpu({cpu}): {{ eth(da={mac_of(lab.dut, lab.dut_if)}, sa={mac_of(lab.peer, lab.peer_if)}), "
-        f"ipv4(sa={lab.peer4}, da={lab.dut4}, ttl=64), udp(sp=4000, dp=9), fill(0, 18) }}\n")
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", lab.peer, "trafgen", "-o", lab.peer_if, "-i", str(cfg_path),
-         "-P", str(cpu + 1), "--no-sock-mem", "--notouch-irq", "-n", str(max_packets)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    cleanup.push(stop_process, proc, signal.SIGINT, 10, True)
-    return proc
-
-
-def timed_read(read) -> tuple[int, float]:
-    """A counter and when it was read (the middle of a read that takes a while)."""
-    t = time.monotonic()
-    c = read()
-    return c, (t + time.monotonic()) / 2
-
-
-def window(read, args) -> dict:
-    c0, t0 = timed_read(read)
-    cpu0 = cpu_times()
-    time.sleep(args.window)
-    cpu1 = cpu_times()
-    c1, t1 = timed_read(read)
-    secs, drops = t1 - t0, c1 - c0
-    rx = cpu_delta(cpu0, cpu1, args.cpu)
-    return {"secs": secs, "drops": drops, "rx": rx,
-            "others": {c: cpu_delta(cpu0, cpu1, c)["softirq"] / secs * 100 for c in cpu0 if c != args.cpu}}
-
-
-def flood_options(p, repeat_help: str) -> None:
-    """The flood's command-line options (also bench/stack_cost.py's)."""
-    p.add_argument("--window", type=float, help="seconds per measured window (default 2; quick 0.5)")
-    p.add_argument("--repeat", type=int, help=f"{repeat_help} (default 3; quick 1)")
-    p.add_argument("--warmup", type=float, help="seconds of flood before measuring (default 1; quick 0.3)")
-    p.add_argument("--cpu", type=int, default=1, help="CPU the flood and its receive path run on (default 1)")
-    p.add_argument("--max-packets", type=int, help="trafgen packet cap per run (default 30M; quick 3M)")
-
-
-def flood_defaults(args) -> None:
-    args.window = args.window or (0.5 if args.quick else 2.0)
-    args.repeat = args.repeat or (1 if args.quick else 3)
-    args.warmup = args.warmup or (0.3 if args.quick else 1.0)
-    args.max_packets = args.max_packets or (3_000_000 if args.quick else 30_000_000)
-
-
-def median(v: list[float]) -> float:
-    s = sorted(v)
-    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
-
-
-def flood_windows(lab, read, args, cfg_path: Path, cleanup: Cleanup) -> list[dict]:
-    flood = start_flood(lab, args.cpu, args.max_packets, cfg_path, cleanup)
-    try:
-        time.sleep(args.warmup)
-        if flood.poll() is not None:
-            raise RuntimeError(f"trafgen exited ({flood.returncode}): {flood.stderr.read()[-300:]}")
-        return [window(read, args) for _ in range(args.repeat)]
-    finally:
-        stop_process(flood, group=True)
-
-
-def measure(lab, read, args, cfg_path: Path, cleanup: Cleanup) -> dict:
-    """--repeat back-to-back windows under one flood; medians, plus each window's drops/s.
-    A window with nothing dropped means the flood stalled (seen once with native
-    XDP on veth: the sender's queue stopped and was not woken), not a result:
-    the flood is restarted, up to twice, and the retries are reported."""
-    for retries in range(3):
-        ws = flood_windows(lab, read, args, cfg_path, cleanup)
-        if all(w["drops"] > 0 for w in ws):
-            break
-    rates = [w["drops"] / w["secs"] for w in ws]
-
-    def pct(key):
-        return round(median([w["rx"][key] / w["secs"] * 100 for w in ws]), 1)
-
-    def ns_per_drop(*keys):
-        v = [sum(w["rx"][k] for k in keys) * 1e9 / w["drops"] for w in ws if w["drops"]]
-        return round(median(v), 1) if v else None
-    return {
-        "window_s": args.window, "windows": len(ws), "flood_restarts": retries, "dropped": sum(w["drops"] for w in ws),
-        "drops_per_s": round(median(rates)), "drops_per_s_windows": [round(r) for r in rates],
-        "rx_cpu": {k: pct(k) for k in ("softirq", "system", "user", "busy")},
-        "softirq_ns_per_drop": ns_per_drop("softirq"),
-        "cpu_ns_per_drop": ns_per_drop("softirq", "system"),
-        "other_cpus_softirq_pct": {c: round(median([w["others"][c] for w in ws]), 1) for c in ws[0]["others"]},
-    }
-
-
 def add_ratios(rows: list[dict]) -> None:
-    by_size = {}
-    for r in rows:
-        if r["method"] == "xdp" and r.get("drops_per_s"):
-            by_size[r["prefixes"]] = r
-    for r in rows:
-        x = by_size.get(r["prefixes"])
-        if x and r.get("drops_per_s") is not None:
-            r["drops_ratio_to_xdp"] = round(r["drops_per_s"] / x["drops_per_s"], 3)
-            if r.get("softirq_ns_per_drop") and x.get("softirq_ns_per_drop"):
-                r["cost_ratio_to_xdp"] = round(r["softirq_ns_per_drop"] / x["softirq_ns_per_drop"], 3)
+    """drops/s and softirq ns per drop as ratios to the floor and to NetSentinel's XDP, same size."""
+    for ref, name in (("xdp-floor", "floor"), ("xdp", "xdp")):
+        by_size = {r["prefixes"]: r for r in rows if r["method"] == ref and r.get("drops_per_s")}
+        for r in rows:
+            x = by_size.get(r["prefixes"])
+            if x and r.get("drops_per_s") is not None:
+                r[f"drops_ratio_to_{name}"] = round(r["drops_per_s"] / x["drops_per_s"], 3)
+                if r.get("softirq_ns_per_drop") and x.get("softirq_ns_per_drop"):
+                    r[f"cost_ratio_to_{name}"] = round(r["softirq_ns_per_drop"] / x["softirq_ns_per_drop"], 3)
+                if r.get("test_run_ns") and x.get("test_run_ns"):
+                    r[f"test_run_ratio_to_{name}"] = round(r["test_run_ns"] / x["test_run_ns"], 3)
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -313,16 +225,19 @@ def one_filter(lab, m: str, n: int, fillers: list[str], args, cfg, cleanup: Clea
         progress(f"{n:>9,} prefixes  {m}: skipped: {e}")
         return row
     row["setup_s"] = round(time.monotonic() - t, 2)
+    own = info.pop("own", read)
     row.update(info)
     # Reading nft's own counter means listing the set: skipped when huge.
     own_ok = m.startswith(("xdp", "iptables")) or n <= 100_000
     try:
-        before = read() if own_ok else None
+        before = own() if own_ok else None
+        load0 = os.getloadavg()[0]
         row.update(measure(lab, read if m.startswith("xdp") else (lambda: rx_packets(lab)),
                            args, cfg, cleanup))
+        row["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
         if own_ok:
             # The filter's own count over the whole flood: it dropped them all.
-            row["filter_counted"] = read() - before
+            row["filter_counted"] = own() - before
     finally:
         teardown()
     progress(f"{n:>9,} prefixes  {m}: {row['drops_per_s']:,} drops/s, "
@@ -335,6 +250,9 @@ def main() -> int:
     p.add_argument("--sizes", help="comma-separated ban-set sizes (default 1,10,1000,100000,1000000; "
                    "quick: 1,10)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    p.add_argument("--source", choices=("live", "trafgen"), default="live",
+                   help="live: XDP live frames, no skb (default; trafgen where the kernel refuses); "
+                        "trafgen: skbs")
     flood_options(p, "measured windows per filter and size; medians are reported")
     p.add_argument("--linear-max", type=int, default=10_000,
                    help="largest size tried as one iptables rule per prefix (default %(default)s)")
@@ -354,6 +272,7 @@ def main() -> int:
     try:
         with lab_session(cleanup, progress) as lab:
             cfg = scratch_dir(cleanup) / "flood.cfg"
+            source_note = choose_source(lab, args, cleanup, progress)
             for n in sizes:
                 fillers = filler_prefixes(n - 1)
                 rows += [one_filter(lab, m, n, fillers, args, cfg, cleanup, progress) for m in methods]
@@ -362,19 +281,23 @@ def main() -> int:
         cleanup.run()
     if args.plot:
         plot(rows, args.plot)
-    table = [[r["prefixes"], r["method"], r.get("drops_per_s"), r.get("drops_ratio_to_xdp"),
-              r.get("rx_cpu", {}).get("softirq"), r.get("softirq_ns_per_drop"), r.get("cost_ratio_to_xdp"),
-              r.get("setup_s"), r.get("skipped", "")[:40]] for r in rows]
-    emit(NAME, args.quick, {"sizes": sizes, "methods": methods, "window_s": args.window,
+    table = [[r["prefixes"], r["method"], r.get("drops_ratio_to_floor"), r.get("drops_per_s"),
+              r.get("drops_ratio_to_xdp"), r.get("rx_cpu", {}).get("softirq"), r.get("softirq_ns_per_drop"),
+              r.get("cost_ratio_to_floor"), r.get("test_run_ns"), (r.get("loadavg_1m") or [None])[0], r.get("setup_s"),
+              r.get("skipped", "")[:40]] for r in rows]
+    emit(NAME, args.quick, {"sizes": sizes, "methods": methods, "source": args.source,
+                            "source_note": source_note, "window_s": args.window,
                             "repeat": args.repeat,
                             "warmup_s": args.warmup, "cpu": args.cpu, "frame_bytes": 60,
                             "linear_max": args.linear_max,
                             "tools": {"trafgen": tool_version("trafgen", "-v"),
                                       "nft": tool_version("nft", "--version"),
                                       "iptables": tool_version("iptables", "--version"),
-                                      "ipset": tool_version("ipset", "--version")}},
+                                      "ipset": tool_version("ipset", "--version"),
+                                      "xdp-tools": tool_version("dpkg-query", "-W", "-f=${Version}", "xdp-tools")}},
          rows, started,
-         ["prefixes", "method", "drops/s", "x XDP", "softirq %", "ns/pkt", "cost x XDP", "setup s", "note"],
+         ["prefixes", "method", "x floor", "drops/s", "x XDP", "softirq %", "ns/pkt", "cost x floor",
+          "run ns", "load", "setup s", "note"],
          table)
     return 0
 

@@ -101,12 +101,12 @@ struct ns_lpm_v6 {
 /* Value of every ban: counters live here so `status` shows hits per ban. */
 struct ns_ban_value {
     u64 drops;            /* packets dropped at XDP from this source */
-    u64 last_drop_ns;     /* bpf_ktime_get_ns() of the last drop */
+    u64 last_drop_ns;     /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, one tick) of the last drop */
     u64 blocked;          /* connect()/sendmsg() refused towards this destination */
     u64 last_blocked_ns;
     u64 expires_ns;       /* CLOCK_BOOTTIME ns after which the ban is ignored; 0 = never */
     u32 prefixlen;        /* the entry's own prefix, to look past it once expired */
-    u32 _pad;
+    u32 last_drop_tick;   /* low 32 bits of bpf_jiffies64() when last_drop_ns was read */
 };
 
 /* How many expired entries one lookup looks past (nested prefixes) before

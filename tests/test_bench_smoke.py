@@ -43,9 +43,11 @@ def test_drop_rate_quick(tmp_path):
     png = tmp_path / "drop.png"
     out = run_bench("drop_rate", "--plot", str(png))
     rows = out["results"]
-    assert {r["method"] for r in rows} == {"xdp", "xdp-generic", "nft-ingress", "nft-input",
-                                          "iptables-raw", "iptables-raw-ipset"}
+    assert {r["method"] for r in rows} == {"xdp-floor", "xdp", "xdp-filter", "xdp-generic", "nft-ingress",
+                                          "nft-input", "iptables-raw", "iptables-raw-ipset"}
     assert {r["prefixes"] for r in rows} == {1, 10}
+    # The default flood builds no skb (XDP live frames), or says why it could not.
+    assert out["params"]["source"] == "live" or out["params"]["source_note"]
     for r in rows:
         if "skipped" in r:   # e.g. no native XDP on this kernel's veth: said why
             assert r["skipped"]
@@ -60,6 +62,7 @@ def test_drop_rate_quick(tmp_path):
         assert 0 <= r["rx_cpu"]["softirq"] <= limit and 0 <= r["rx_cpu"]["busy"] <= limit, r
         assert r.get("drops_ratio_to_xdp") is None or r["drops_ratio_to_xdp"] > 0
     assert any(r["method"] == "xdp" and "drops_per_s" in r for r in rows)
+    assert any(r.get("drops_ratio_to_floor") for r in rows if r["method"] == "xdp")
     assert png.stat().st_size > 1000
 
 
