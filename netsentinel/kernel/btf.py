@@ -133,6 +133,28 @@ ACCEPT_OFFSETS = {
 PATH_OFFSETS = {"NS_SKB_DATA": ("sk_buff", "data"), "NS_SKB_PROTOCOL": ("sk_buff", "protocol")}
 
 
+# What the full-queue count reads of the socket a dropped packet was meant
+# for (kfree_skb's rx_sk) and of the skb: the figures sock:sock_rcvqueue_full
+# carries, and the socket's owner (uid, inode).
+RCVQ_OFFSETS = {
+    "NS_SK_UID": ("sock", "sk_uid"),
+    "NS_SK_SOCKET": ("sock", "sk_socket"),
+    "NS_SK_RCVBUF": ("sock", "sk_rcvbuf"),
+    "NS_SK_RMEM_ALLOC": ("sock", "sk_backlog.rmem_alloc"),
+    "NS_SKB_TRUESIZE": ("sk_buff", "truesize"),
+}
+
+
+def rcvq_offsets(btf: BTF) -> dict[str, int]:
+    """RCVQ_OFFSETS, plus NS_SOCKET_INODE_INO: from a struct socket to its
+    inode number (the socket and its inode are allocated together, in a
+    struct socket_alloc)."""
+    out = offsets(RCVQ_OFFSETS, btf)
+    out["NS_SOCKET_INODE_INO"] = (btf.offset("socket_alloc", "vfs_inode") - btf.offset("socket_alloc", "socket")
+                                  + btf.offset("inode", "i_ino"))
+    return out
+
+
 def offsets(table: dict[str, tuple[str, str]], btf: BTF | None = None) -> dict[str, int]:
     """{-D name: offset} for a table like CONTAIN_OFFSETS; raises BTFError with the reason."""
     btf = btf or BTF.load()

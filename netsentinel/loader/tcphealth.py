@@ -62,7 +62,7 @@ class TcpHealth:
             # 0x7fffffff is the kernel's "no slow-start threshold yet"
             "ssthresh": r["ssthresh"] if r["ssthresh"] < 0x7FFFFFFF else None,
             "segments_in": r["segments_in"], "retransmits": r["retransmits"],
-            "rst_sent": r["rst_sent"], "rst_recv": r["rst_recv"],
+            "rst_sent": r["rst_sent"], "rst_recv": r["rst_recv"], "queue_drops": r.get("queue_drops", 0),
             "state_changes": r["state_changes"],
             "states": [{"state": s, "at": _wall(ns, offset)} for s, ns in r["states"]],
             "first_seen": _wall(r["first_ns"], offset), "last_seen": _wall(r["last_ns"], offset),
