@@ -74,7 +74,7 @@ struct ns_tcp_health {
     u8 daddr[16];
     char comm[16];
     u32 queue_drops;    /* its packets dropped at a full receive queue (see ns_rcvq_sock) */
-    u32 pad2;
+    u32 netns;          /* its network namespace's inode, 0 when unknown (no BTF) */
 };
 
 /* A packet's flow as parsed from its headers (ports 0 when not TCP/UDP

@@ -70,6 +70,11 @@ def stack_facts(doc: dict, *, process: str | None = None, exe: str | None = None
         paths = [p for p in paths if addr in (p["src"], p["dst"])]
         queues = [q for q in queues if addr in (q["local"], q.get("last_src"))]
     mine.sort(key=lambda c: str(c.get("last_seen")), reverse=True)
+    # The loader's own network namespace's first: the host's connections
+    # before its containers' (a busy one would push them out of the summary).
+    own = doc.get("netns")
+    if isinstance(own, int):
+        mine.sort(key=lambda c: c.get("netns") != own)
     drops.sort(key=lambda d: -d["count"])
     return {"since": doc.get("started_at"), "updated_at": doc.get("updated_at"),
             "connections": mine[:SHOWN], "drops": drops[:SHOWN], "paths": paths[:SHOWN],

@@ -16,6 +16,7 @@ from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from analyzer_support import BASE_EVENT, lines, run_analyzer
+from netsentinel.dashboard.ui import md
 from test_dashboard_app import env, start  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,12 +140,19 @@ def test_a_flow_into_a_full_socket_names_the_socket_and_its_process(records):
     at.selectbox(key="stack_path_flow").set_value(i).run()
     assert not at.exception
     assert '"receive" -> "dropped SOCKET_RCVBUFF"' in at.get("graphviz_chart")[0].proto.spec
-    assert [w.value for w in at.warning] == [
+    assert [w.value for w in at.warning] == [md(
         f"Its receiving socket's queue was full: {q['drops']} packets dropped, held by python3 [{q['pid']}] "
-        f"(memory {q['rmem_alloc']} of {q['rcvbuf']} bytes)."]
+        f"(memory {q['rmem_alloc']} of {q['rcvbuf']} bytes).")]
     # Another flow, to a socket with room: no such warning.
     at.selectbox(key="stack_path_flow").set_value(next(i for i, p in enumerate(doc["paths"]) if p["proto"] == 6)).run()
     assert not at.warning
+    # A process names itself: a link for a name stays text.
+    q["comm"] = "[x](//e.io)"
+    (records / "stack.json").write_text(json.dumps(doc))
+    at = stack_page()
+    at.selectbox(key="stack_path_flow").set_value(i).run()
+    (w,) = at.warning
+    assert "held by \\[x\\]\\(//e\\.io\\)" in w.value and "[x](" not in w.value
 
 
 def test_history_following_a_host_shows_its_drops_and_tcp_health(records, tmp_path):

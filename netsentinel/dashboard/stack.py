@@ -10,6 +10,7 @@ import streamlit as st
 from .. import records
 from .context import Ctx
 from .data import read_json
+from .ui import md
 
 SORTS = {"retransmits": "retransmits", "smoothed RTT": "srtt_ms", "resets received": "rst_recv",
          "full-queue drops": "queue_drops", "last seen": "last_seen"}
@@ -182,8 +183,9 @@ def flow_path(paths: list[dict], sockets: list[dict]) -> None:
     full = next((q for q in sockets if (q["local"], q["port"], q.get("proto")) == (p.get("dst"), p.get("dport"),
                                                                                   p.get("proto"))), None)
     if full:
-        st.warning(f"Its receiving socket's queue was full: {full['drops']} packets dropped, "
-                   f"held by {_owner(full)} (memory {full.get('rmem_alloc')} of {full.get('rcvbuf')} bytes).")
+        # md(): the process name is the process's own choice (never markdown).
+        st.warning(md(f"Its receiving socket's queue was full: {full['drops']} packets dropped, "
+                      f"held by {_owner(full)} (memory {full.get('rmem_alloc')} of {full.get('rcvbuf')} bytes)."))
     edges = _rows(p.get("edges"), ("from", "to", "count"))
     st.dataframe(pd.DataFrame([{"from": e["from"], "to": e["to"], "packets": e["count"],
                                 "median": _latency(e.get("median_us")), "mean": _latency(e.get("mean_us"))}

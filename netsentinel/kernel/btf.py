@@ -102,6 +102,7 @@ STACK_OFFSETS = {
     "NS_DEV_IFINDEX": ("net_device", "ifindex"),
     "NS_DEV_ND_NET": ("net_device", "nd_net.net"),
     "NS_NET_INUM": ("net", "ns.inum"),
+    "NS_SK_NET": ("sock", "__sk_common.skc_net.net"),   # a TCP connection's namespace
 }
 
 

@@ -11,6 +11,7 @@ off and `detail_off_reason` says why.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import threading
 from pathlib import Path
@@ -37,7 +38,7 @@ MISS_NAMES = ("sites_full", "flows_full", "accepts_full", "path_full", "tcp_clos
 # the reader does not read.
 FULL_QUEUE_REASONS = ("SOCKET_RCVBUFF", "SOCKET_BACKLOG", "PROTO_MEM", "TCP_ZEROWINDOW")
 # The bpf/ files compiled as one program, in this order (see stack.bpf.c).
-SOURCES = ("stack.bpf.c", "stack_path.bpf.c", "stack_tcp.bpf.c")
+SOURCES = ("stack.bpf.c", "stack_path.bpf.c", "stack_tcp.bpf.c", "stack_drops.bpf.c")
 PATH_TRACEPOINTS = (("net", "netif_receive_skb"), ("skb", "skb_copy_datagram_iovec"), ("skb", "consume_skb"))
 ACCEPT_TRACEPOINTS = (("syscalls", "sys_exit_accept4"), ("syscalls", "sys_exit_accept"))
 TCP_TRACEPOINTS = (("sock", "inet_sock_set_state"), ("tcp", "tcp_probe"), ("tcp", "tcp_retransmit_skb"),
@@ -50,6 +51,12 @@ STATE_LOG = 8
 # NS_HOOK_* (bpf/stack.h): the path's hooks, in the order a packet meets them.
 HOOKS = ("start", "receive", "tcp", "socket", "consumed", "dropped")
 HOOK_DROPPED = 5
+
+def own_netns() -> int:
+    """The inode of this process's network namespace (what the stack
+    program compares a device's namespace with)."""
+    return os.stat("/proc/self/ns/net").st_ino
+
 
 def _addr(family: int, raw: bytes) -> str:
     return str(ipaddress.IPv4Address(raw[:4]) if family == 4 else ipaddress.IPv6Address(raw[:16]))
@@ -85,7 +92,7 @@ class StackProbe:
         if not self.reasons:
             raise KernelError("kfree_skb has no drop reasons on this kernel (before 5.17): "
                               "drop reasons are off")
-        extra = {"NS_MAX_SITES": MAX_SITES, "NS_MAX_FLOWS": MAX_FLOWS}
+        extra = {"NS_MAX_SITES": MAX_SITES, "NS_MAX_FLOWS": MAX_FLOWS, "NS_OWN_NETNS": own_netns()}
         missing = [f"{c}:{e}" for c, e in TCP_TRACEPOINTS if not bcc.BPF.tracepoint_exists(c, e)]
         if missing:
             self.tcp_off_reason = f"TCP health is off: this kernel lacks {', '.join(missing)}"
@@ -170,7 +177,7 @@ class StackProbe:
 
     def read_flows(self) -> list[dict]:
         out = []
-        for k, n in self._drain("drop_flows"):
+        for k, n in self._drain("drop_flows_own") + self._drain("drop_flows"):
             raw_s, raw_d = bytes(k.saddr), bytes(k.daddr)
             out.append({"reason": self.reason_name(k.reason), "family": f"ipv{k.family}",
                         "proto": k.proto, "src": _addr(k.family, raw_s), "dst": _addr(k.family, raw_d),
@@ -246,7 +253,7 @@ class StackProbe:
                 "comm": h.comm.decode("utf-8", "replace") if h.pid else None,
                 "srtt_us": h.srtt_us, "cwnd": h.cwnd, "ssthresh": h.ssthresh,
                 "segments_in": h.probes, "retransmits": h.retransmits,
-                "rst_sent": h.rst_sent, "rst_recv": h.rst_recv, "queue_drops": h.queue_drops,
+                "rst_sent": h.rst_sent, "rst_recv": h.rst_recv, "queue_drops": h.queue_drops, "netns": h.netns or None,
                 "state_changes": n,
                 "states": log, "first_ns": h.first_ns, "last_ns": h.last_ns})
             if h.closed and live_map:

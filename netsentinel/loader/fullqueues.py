@@ -1,6 +1,6 @@
 """Full receive queues per socket (issue 17, docs/STACK.md "Full receive
 queues"): the kernel counts, per socket, the packets it had no room for
-(kfree_skb's rx_sk with a full-queue reason, bpf/stack_tcp.bpf.c) with the
+(kfree_skb's rx_sk with a full-queue reason, bpf/stack_drops.bpf.c) with the
 socket's memory at the last drop and its owner's uid and inode; each
 interval this drains them, finds the owning process by the inode (the
 socket link in /proc/PID/fd, as `ss -p` does) and keeps a bounded per-socket

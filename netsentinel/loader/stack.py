@@ -71,7 +71,7 @@ class Stack:
         if probe.rcvq_off_reason is None:
             self.queues = FullQueues(probe.read_rcvq, self.proc_info)
         if self.drops.probe.tcp_off_reason is None:
-            self.tcp = TcpHealth(self.drops.probe.read_tcp, self.proc_info)
+            self.tcp = TcpHealth(self.drops.probe.read_tcp, self.proc_info, netns=self.drops.netns)
             self.accepts = Accepts(self.drops.probe.read_accepts,
                                    lambda: {str(n.network_address) for n in local_addresses()})
         return notes
@@ -83,10 +83,12 @@ class Stack:
     def tick(self, now: float) -> None:
         if now < self._next:
             return
-        # Sockets first, then the drops: a full-queue drop counted there is
-        # in this interval's drop sites too (or the next one's, with its socket).
+        # A drop lands in the socket map and the site map a moment apart, so
+        # a socket's rows may come an interval after its drops: they get an
+        # event of their own then. This namespace's sockets first.
         queues = self.queues.sample(utc_now_iso()) if self.queues else []
-        body = self.drops.sample(now - self._last)
+        queues.sort(key=lambda q: q["netns"] != self.drops.netns)
+        body = self.drops.sample(now - self._last, keep_empty=bool(queues))
         if body:
             body["full_queues"] = queues[:TOP_QUEUES]
             ev = self.emit("drops", **body)
@@ -101,8 +103,9 @@ class Stack:
             key = (body["saddr"], body["sport"], body["daddr"], body["dport"])
             self.connections.pop(key, None)
             self.connections[key] = body
-            while len(self.connections) > TCP_ROWS:
-                self.connections.pop(next(iter(self.connections)))
+            while len(self.connections) > TCP_ROWS:   # another namespace's oldest first
+                self.connections.pop(next((k for k, c in self.connections.items()
+                                           if c.get("netns") != self.drops.netns), next(iter(self.connections))))
         self._last, self._next = now, now + self.interval_s
 
     def _remember_drops(self, ev: dict) -> None:
@@ -140,6 +143,7 @@ class Stack:
     def record(self, store: RecordsStore) -> None:
         """records/stack.json: what the Stack page shows."""
         doc = {"updated_at": utc_now_iso(), "started_at": self.started_at, "interval_s": self.interval_s,
+               "netns": self.drops.netns,
                "detail_off_reason": self.drops.probe.detail_off_reason,
                "tcp_off_reason": self.drops.probe.tcp_off_reason,
                "path_off_reason": self.drops.probe.path_off_reason,
