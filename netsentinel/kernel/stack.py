@@ -122,7 +122,7 @@ class StackProbe:
         missing = [f"{c}:{e}" for c, e in PATH_TRACEPOINTS if not bcc.BPF.tracepoint_exists(c, e)]
         try:
             if not self.want_path:
-                raise BTFError("not asked for (--stack-path turns it on; it costs about 1.4 µs "
+                raise BTFError("not asked for (--stack-path turns it on; it costs about 1.3 µs "
                                "per received packet, docs/STACK.md)")
             if missing:
                 raise BTFError(f"this kernel lacks {', '.join(missing)}")

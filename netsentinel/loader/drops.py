@@ -115,7 +115,7 @@ class DropReporter:
         if total == 0 and not any(new_misses.values()) and not keep_empty:
             return None
         self.totals["drops"] += total
-        self.totals["intervals"] += 1
+        self.totals["intervals"] += total > 0
         site_rows = _merge(sites, ("reason", "location", "ifname", "ifindex", "netns", "xdp"))
         flow_rows = _merge(flows, ("reason", "family", "proto", "src", "dst", "dport", "tcp_flags", "netns"))
         # This namespace's first (the sort keeps the biggest first within
