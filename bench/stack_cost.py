@@ -5,9 +5,10 @@ One veth pair between two throwaway namespaces; trafgen in the peer floods
 60-byte UDP frames to a closed port of the device under test, so every frame
 is dropped by the stack (reason NO_SOCKET) and runs the stack program on
 skb:kfree_skb: the worst case for --stack, where each packet is a drop. The
-loader (unified_ebpf.py, XDP attached, nothing banned) runs with --no-stack
-and with --stack, and with --stack --no-stack-path (what the per-flow path
-adds), in turn, rotating the order, several rounds in the same run.
+loader (unified_ebpf.py, XDP attached, nothing banned) runs with --no-stack,
+with --stack (the default: the per-flow path off) and with --stack
+--stack-path (what the path adds), in turn, rotating the order, several
+rounds in the same run.
 
 Measured per packet (frames the interface handed to the stack): the
 receiving CPU's softirq time (where tracepoint programs run; a veth has no
@@ -31,8 +32,8 @@ EPILOG = """examples:
 
 output: one JSON line on stdout ({"bench": "stack_cost", "results": [...]}), a table on stderr.
 """
-MODES = {"off": ["--no-stack"], "on": ["--stack", "--stack-interval", "0.5"],
-         "no_path": ["--stack", "--no-stack-path", "--stack-interval", "0.5"]}
+MODES = {"off": ["--no-stack"], "on": ["--stack", "--no-stack-path", "--stack-interval", "0.5"],
+         "path": ["--stack", "--stack-path", "--stack-interval", "0.5"]}
 
 
 def one(lab, mode: str, args, cfg, records, cleanup, progress) -> dict:
@@ -67,16 +68,16 @@ def summary(rows: list[dict]) -> dict:
                                        - off["cpu_ns_per_packet"] - off["loader_ns_per_packet"], 1)
     # CPU per 100k packets/s: (ns per packet x 1e5 packets) per second, as a share of one CPU.
     out["added_cpu_pct_at_100k_pps"] = round(out["added_ns_per_packet"] * 1e5 / 1e9 * 100, 2)
-    # What the per-flow path adds on top of the rest of --stack.
-    np_ = out["no_path"]
-    out["path_added_ns_per_packet"] = round(on["cpu_ns_per_packet"] + on["loader_ns_per_packet"]
-                                            - np_["cpu_ns_per_packet"] - np_["loader_ns_per_packet"], 1)
+    # What the per-flow path (--stack-path, off by default) adds on top of --stack.
+    pa = out["path"]
+    out["path_added_ns_per_packet"] = round(pa["cpu_ns_per_packet"] + pa["loader_ns_per_packet"]
+                                            - on["cpu_ns_per_packet"] - on["loader_ns_per_packet"], 1)
     return out
 
 
 def main() -> int:
     p = parser(NAME, __doc__, EPILOG)
-    p.add_argument("--rounds", type=int, help="off/on pairs, alternating (default 3; quick 1)")
+    p.add_argument("--rounds", type=int, help="rounds of the three modes, rotating (default 3; quick 1)")
     flood_options(p, "windows per loader run")
     args = p.parse_args()
     need_root(NAME)

@@ -1,6 +1,6 @@
 /* stack.bpf.c - where the stack drops packets, and why: the maps and the
- * packet parser. The loader compiles it followed by stack_path.bpf.c and
- * stack_tcp.bpf.c as one program (BCC rewrites map calls only in the text
+ * packet parser. The loader compiles it followed by stack_path.bpf.c,
+ * stack_tcp.bpf.c and stack_drops.bpf.c as one program (BCC rewrites map calls only in the text
  * it is given, not in included headers).
  *
  * Tracepoint skb:kfree_skb (stable format: location, reason). Every drop is
@@ -34,6 +34,9 @@ enum sk_rst_reason { NS_SK_RST_REASON_OPAQUE = 0 };
 
 BPF_HASH(drop_sites, struct ns_drop_site, u64, NS_MAX_SITES);
 BPF_HASH(drop_flows, struct ns_drop_flow, u64, NS_MAX_FLOWS);
+/* The loader's own network namespace's flows have a map of their own, so a
+ * flood of many sources in another namespace cannot leave them no room. */
+BPF_HASH(drop_flows_own, struct ns_drop_flow, u64, NS_MAX_FLOWS);
 BPF_PERCPU_ARRAY(stack_misses, u64, NS_MISS_SLOTS);
 
 static __always_inline void ns_miss(u32 slot)
@@ -60,8 +63,26 @@ static __always_inline void ns_bump_site(struct ns_drop_site *key)
     }
 }
 
+static __always_inline void ns_bump_own_flow(struct ns_drop_flow *key)
+{
+    u64 one = 1, *v = drop_flows_own.lookup(key);
+    if (v) {
+        __sync_fetch_and_add(v, 1);
+    } else if (drop_flows_own.insert(key, &one) != 0) {
+        v = drop_flows_own.lookup(key);
+        if (v)
+            __sync_fetch_and_add(v, 1);
+        else
+            ns_miss(NS_MISS_FLOWS_FULL);
+    }
+}
+
 static __always_inline void ns_bump_flow(struct ns_drop_flow *key)
 {
+    if (key->netns == NS_OWN_NETNS) {
+        ns_bump_own_flow(key);
+        return;
+    }
     u64 one = 1, *v = drop_flows.lookup(key);
     if (v) {
         __sync_fetch_and_add(v, 1);

@@ -31,7 +31,8 @@ struct ns_drop_flow {
 #define NS_MISS_ACCEPTS_FULL 2
 #define NS_MISS_PATH_FULL 3
 #define NS_MISS_CLOSED_FULL 4
-#define NS_MISS_SLOTS 5
+#define NS_MISS_RCVQ_FULL 5
+#define NS_MISS_SLOTS 6
 
 /* Handshakes completed on this host's listeners (SYN_RECV -> ESTABLISHED,
  * SYN-cookie ones included), counted per remote address and local port in
@@ -72,6 +73,39 @@ struct ns_tcp_health {
     u8 saddr[16];
     u8 daddr[16];
     char comm[16];
+    u32 queue_drops;    /* its packets dropped at a full receive queue (see ns_rcvq_sock) */
+    u32 netns;          /* its network namespace's inode, 0 when unknown (no BTF) */
+};
+
+/* A packet's flow as parsed from its headers (ports 0 when not TCP/UDP
+ * or not in the first fragment). */
+struct ns_pkt {
+    u8 family;      /* 4 or 6; 0 when not parsed */
+    u8 proto;       /* the L4 protocol, after IPv6 extension headers */
+    u16 sport;      /* host order */
+    u16 dport;
+    u8 tcp_flags;
+    u8 pad;
+    u8 saddr[16];
+    u8 daddr[16];
+};
+
+/* A socket whose receive queue had no room for a packet, keyed by its
+ * address (kfree_skb's rx_sk). The memory figures are those the
+ * sock:sock_rcvqueue_full tracepoint carries, read from the sock itself at
+ * the drop (UDP no longer fires that tracepoint on 6.x kernels). */
+struct ns_rcvq_sock {
+    u64 drops;
+    u64 first_ns;
+    u64 last_ns;
+    u64 inode;          /* the socket's inode: the loader finds its process in /proc/PID/fd */
+    u32 uid;            /* sk_uid: the socket's owner */
+    s32 rmem_alloc;     /* receive memory in use at the last drop */
+    s32 rcvbuf;         /* sk_rcvbuf, the limit */
+    u32 truesize;       /* the last dropped skb's */
+    u32 reason;         /* the last drop's */
+    u32 netns;
+    struct ns_pkt pkt;  /* the last dropped packet: its destination is the socket's end */
 };
 
 /* A closed connection waiting for its final report: its socket's memory may
@@ -92,19 +126,6 @@ struct ns_closed_key {
 #define NS_HOOK_CONSUMED 4   /* skb:consume_skb */
 #define NS_HOOK_DROPPED 5    /* skb:kfree_skb (the reason is in the key) */
 #define NS_PATH_BUCKETS 32
-
-/* A packet's flow as parsed from its headers (ports 0 when not TCP/UDP
- * or not in the first fragment). */
-struct ns_pkt {
-    u8 family;      /* 4 or 6; 0 when not parsed */
-    u8 proto;       /* the L4 protocol, after IPv6 extension headers */
-    u16 sport;      /* host order */
-    u16 dport;
-    u8 tcp_flags;
-    u8 pad;
-    u8 saddr[16];
-    u8 daddr[16];
-};
 
 struct ns_path_key {
     u8 family;

@@ -8,7 +8,8 @@
  * reach user space, drained on the loader's interval: never an event per
  * packet. An skb freed without a tracepoint (the kernel has such paths)
  * simply ages out of the LRU; an address reused by another packet is caught
- * by comparing the flow again at each hook.
+ * by comparing the flow again at each hook. Packets of other network
+ * namespaces are not followed (NS_OWN_NETNS: the loader's).
  */
 #ifdef NS_STACK_PATH
 BPF_TABLE("lru_hash", u64, struct ns_path_skb, path_skbs, NS_MAX_PATH_SKBS);
@@ -94,7 +95,7 @@ static __always_inline void ns_path_drop(void *skb, u32 reason, struct ns_pkt *p
     u64 addr = (u64)skb;
     if (path_skbs.lookup(&addr)) {
         ns_path_step(skb, NS_HOOK_DROPPED, reason);
-    } else if (p->family) {
+    } else if (p->family && netns == NS_OWN_NETNS) {
         struct ns_path_key k = {};
         ns_path_flow(&k, p, netns);
         k.from = NS_HOOK_START;
@@ -112,6 +113,12 @@ TRACEPOINT_PROBE(net, netif_receive_skb)
     bpf_probe_read_kernel(&proto, sizeof(proto), skb + NS_SKB_PROTOCOL);
     if (proto != htons(ETH_P_IP) && proto != htons(ETH_P_IPV6))
         return 0;
+    /* Only packets received in the loader's own network namespace: another
+     * namespace's flood (a container's) would crowd this host's flows out of
+     * the bounded maps, and costs less turned away here. */
+    u32 netns = ns_skb_netns(skb, 0);
+    if (netns != NS_OWN_NETNS)
+        return 0;
     bpf_probe_read_kernel(&data, sizeof(data), skb + NS_SKB_DATA);
     if (!data)
         return 0;
@@ -120,7 +127,7 @@ TRACEPOINT_PROBE(net, netif_receive_skb)
     if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
         return 0;
     struct ns_path_skb s = {};
-    ns_path_flow(&s.key, &p, ns_skb_netns(skb, 0));
+    ns_path_flow(&s.key, &p, netns);
     s.ts = bpf_ktime_get_ns();
     s.hook = NS_HOOK_RECEIVE;
     u64 addr = (u64)skb;

@@ -1,39 +1,5 @@
-/* stack_tcp.bpf.c - drops (skb:kfree_skb) and TCP health per connection
- * (follows stack.bpf.c and stack_path.bpf.c in one program). */
-
-/* ---------------------------------------------------------------- drops */
-TRACEPOINT_PROBE(skb, kfree_skb)
-{
-    u32 reason = args->reason;
-    if (reason < NS_FIRST_DROP_REASON)
-        return 0;
-    struct ns_drop_site site = {};
-    site.location = (u64)args->location;
-    site.reason = reason;
-#ifdef NS_HAVE_SKB_OFFSETS
-    void *skb = (void *)args->skbaddr;
-    site.netns = ns_skb_netns(skb, &site.ifindex);
-    struct ns_pkt p = {};
-    ns_skb_pkt(skb, &p);
-    if (p.family) {
-        struct ns_drop_flow flow = {};
-        flow.family = p.family;
-        flow.proto = p.proto;
-        flow.dport = p.dport;
-        flow.tcp_flags = p.tcp_flags;
-        __builtin_memcpy(flow.saddr, p.saddr, 16);
-        __builtin_memcpy(flow.daddr, p.daddr, 16);
-        flow.reason = reason;
-        flow.netns = site.netns;
-        ns_bump_flow(&flow);
-    }
-#ifdef NS_STACK_PATH
-    ns_path_drop(skb, reason, &p, site.netns);
-#endif
-#endif
-    ns_bump_site(&site);
-    return 0;
-}
+/* stack_tcp.bpf.c - TCP health per connection (follows stack.bpf.c and
+ * stack_path.bpf.c in one program; stack_drops.bpf.c comes last). */
 
 /* ---------------------------------------------------------------- TCP health
  * Entries are made on a TCP state change (so only for real connections, not
@@ -111,6 +77,13 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
             z->uid = 0;
             __builtin_memset(z->comm, 0, sizeof(z->comm));
         }
+#ifdef NS_HAVE_SKB_OFFSETS
+        void *net = 0;
+        z->netns = 0;
+        bpf_probe_read_kernel(&net, sizeof(net), (void *)key + NS_SK_NET);
+        if (net)
+            bpf_probe_read_kernel(&z->netns, sizeof(z->netns), net + NS_NET_INUM);
+#endif
         tcp_conns.update(&key, z);
         h = tcp_conns.lookup(&key);
         if (!h)

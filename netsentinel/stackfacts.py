@@ -16,7 +16,8 @@ SHOWN = 20   # rows of each kind in a summary
 
 # Field -> the types a row must have there to be used (the file is the
 # loader's, but a damaged one must not break a page or the command).
-_TYPES = {"saddr": str, "daddr": str, "src": str, "dst": str, "reason": str, "sport": int,
+_TYPES = {"saddr": str, "daddr": str, "src": str, "dst": str, "reason": str, "sport": int, "local": str, "port": int,
+          "drops": int,
           "count": int, "edges": list, "dport": (int, type(None))}
 
 
@@ -44,14 +45,16 @@ def _ends(c: dict) -> tuple:
 
 def stack_facts(doc: dict, *, process: str | None = None, exe: str | None = None,
                 uid: int | None = None, addr: str | None = None) -> dict | None:
-    """{"since", "connections", "drops", "paths"} for what is followed, or
+    """{"since", "connections", "drops", "paths", "full_queues"} for what is followed, or
     None when stack.json has nothing to say (no file, or nothing followed)."""
     if not isinstance(doc, dict) or not doc or not (process or exe or addr or uid is not None):
         return None
     conns = _rows(doc, "connections", "saddr", "sport", "daddr", "dport")
     drops = _rows(doc, "drop_flows", "src", "dst", "dport", "reason", "count")
     paths = _rows(doc, "paths", "src", "sport", "dst", "dport", "edges")
+    queues = _rows(doc, "full_queues", "local", "port", "drops")
     if process or exe or uid is not None:
+        queues = [q for q in queues if _is_process(q, process, exe, uid) and (not addr or addr == q["local"])]
         mine = [c for c in conns if _is_process(c, process, exe, uid)
                 and (not addr or addr in (c["saddr"], c["daddr"]))]
         ends = {_ends(c) for c in mine}
@@ -65,10 +68,17 @@ def stack_facts(doc: dict, *, process: str | None = None, exe: str | None = None
         mine = [c for c in conns if addr in (c["saddr"], c["daddr"])]
         drops = [d for d in drops if addr in (d["src"], d["dst"])]
         paths = [p for p in paths if addr in (p["src"], p["dst"])]
+        queues = [q for q in queues if addr in (q["local"], q.get("last_src"))]
     mine.sort(key=lambda c: str(c.get("last_seen")), reverse=True)
+    # The loader's own network namespace's first: the host's connections
+    # before its containers' (a busy one would push them out of the summary).
+    own = doc.get("netns")
+    if isinstance(own, int):
+        mine.sort(key=lambda c: c.get("netns") != own)
     drops.sort(key=lambda d: -d["count"])
     return {"since": doc.get("started_at"), "updated_at": doc.get("updated_at"),
-            "connections": mine[:SHOWN], "drops": drops[:SHOWN], "paths": paths[:SHOWN]}
+            "connections": mine[:SHOWN], "drops": drops[:SHOWN], "paths": paths[:SHOWN],
+            "full_queues": sorted(queues, key=lambda q: -q["drops"])[:SHOWN]}
 
 
 def connection_line(c: dict) -> str:

@@ -69,10 +69,10 @@ def test_drop_rate_quick(tmp_path):
 @pytest.mark.skipif(not shutil.which("trafgen"), reason="trafgen (netsniff-ng) missing: run sudo make install")
 def test_stack_cost_quick():
     out = run_bench("stack_cost")
-    assert {r["mode"] for r in out["results"]} == {"on", "off", "no_path"}
+    assert {r["mode"] for r in out["results"]} == {"on", "off", "path"}
     for r in out["results"]:
         assert r["packets"] > 0 and r["loader_ns_per_packet"] is not None, r
-    assert set(out["summary"]) >= {"on", "off", "no_path", "added_ns_per_packet", "added_cpu_pct_at_100k_pps",
+    assert set(out["summary"]) >= {"on", "off", "path", "added_ns_per_packet", "added_cpu_pct_at_100k_pps",
                                    "path_added_ns_per_packet"}
 
 

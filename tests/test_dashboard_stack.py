@@ -16,6 +16,7 @@ from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from analyzer_support import BASE_EVENT, lines, run_analyzer
+from netsentinel.dashboard.ui import md
 from test_dashboard_app import env, start  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +86,21 @@ def test_an_accepted_connection_shows_its_process(records):
 
 def test_a_full_receive_queue_is_shown_for_its_socket(records):
     shutil.copy(SAMPLE, records / "stack.json")
-    full = [d for d in json.loads(SAMPLE.read_text())["drop_flows"] if d["reason"] == "SOCKET_RCVBUFF"]
+    full = json.loads(SAMPLE.read_text())["full_queues"]
+    at = stack_page()
+    table = next(d.value for d in at.dataframe if "socket" in d.value.columns)
+    assert [(r["socket"], r["protocol"], r["process"], r["drops"], r["memory / limit"]) for _, r in table.iterrows()] \
+        == [(f"{q['local']}:{q['port']}", "UDP", f"python3 [{q['pid']}]", q["drops"],
+             f"{q['rmem_alloc']} / {q['rcvbuf']} B") for q in full]
+
+
+def test_without_per_socket_rows_full_queues_come_from_the_drop_flows(records):
+    """A stack.json from a loader that cannot name the socket (a kernel
+    without kfree_skb's rx_sk): the full-queue drop flows stand in."""
+    doc = json.loads(SAMPLE.read_text())
+    doc["full_queues"] = []
+    (records / "stack.json").write_text(json.dumps(doc))
+    full = [d for d in doc["drop_flows"] if d["reason"] == "SOCKET_RCVBUFF"]
     at = stack_page()
     table = next(d.value for d in at.dataframe if "socket" in d.value.columns)
     assert [(r["socket"], r["protocol"], r["sender"], r["drops"]) for _, r in table.iterrows()] == \
@@ -114,6 +129,30 @@ def test_the_path_of_a_chosen_flow_is_drawn(records):
     (dot,) = [e.proto.spec for e in at.get("graphviz_chart")]
     assert '"receive" -> "dropped NO_SOCKET" [label="12\\nmedian' in dot, dot
     assert f"{paths[i]['src']}:{paths[i]['sport']}" in dot
+
+
+def test_a_flow_into_a_full_socket_names_the_socket_and_its_process(records):
+    shutil.copy(SAMPLE, records / "stack.json")
+    doc = json.loads(SAMPLE.read_text())
+    (q,) = doc["full_queues"]
+    i = next(i for i, p in enumerate(doc["paths"]) if (p["dst"], p["dport"]) == (q["local"], q["port"]))
+    at = stack_page()
+    at.selectbox(key="stack_path_flow").set_value(i).run()
+    assert not at.exception
+    assert '"receive" -> "dropped SOCKET_RCVBUFF"' in at.get("graphviz_chart")[0].proto.spec
+    assert [w.value for w in at.warning] == [md(
+        f"Its receiving socket's queue was full: {q['drops']} packets dropped, held by python3 [{q['pid']}] "
+        f"(memory {q['rmem_alloc']} of {q['rcvbuf']} bytes).")]
+    # Another flow, to a socket with room: no such warning.
+    at.selectbox(key="stack_path_flow").set_value(next(i for i, p in enumerate(doc["paths"]) if p["proto"] == 6)).run()
+    assert not at.warning
+    # A process names itself: a link for a name stays text.
+    q["comm"] = "[x](//e.io)"
+    (records / "stack.json").write_text(json.dumps(doc))
+    at = stack_page()
+    at.selectbox(key="stack_path_flow").set_value(i).run()
+    (w,) = at.warning
+    assert "held by \\[x\\]\\(//e\\.io\\)" in w.value and "[x](" not in w.value
 
 
 def test_history_following_a_host_shows_its_drops_and_tcp_health(records, tmp_path):

@@ -34,8 +34,9 @@ def test_stack_page_in_a_browser(tmp_path):
         tables = page.locator("[data-testid=stDataFrame]")
         B.wait_until(lambda: tables.count() == 5)
         # Tables draw on a canvas; their accessible grid cells are hidden but present.
+        (full,) = json.loads(SAMPLE.read_text())["full_queues"]   # a socket with a full queue, its process
         for text in ("NETFILTER_DROP", "nft_do_chain+0x3e8", "veth_xdp_rcv_skb+0x27d",
-                     "10.221.227.2:57561"):
+                     "10.221.227.2:57561", f"{full['local']}:{full['port']}", f"python3 [{full['pid']}]"):
             page.get_by_text(text, exact=True).first.wait_for(state="attached")
         # The path diagram: graphviz rendered in the page, hooks as nodes, counts on edges.
         first = json.loads(SAMPLE.read_text())["paths"][0]

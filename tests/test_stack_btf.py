@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from netsentinel.kernel.btf import BTF, BTFError, VMLINUX_BTF, stack_offsets
+from netsentinel.kernel.btf import BTF, BTFError, VMLINUX_BTF, rcvq_offsets, stack_offsets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,9 +62,14 @@ def test_missing_btf_is_a_reason():
 def test_this_kernels_offsets_are_inside_the_structs():
     offs = stack_offsets()
     assert set(offs) == {"NS_SKB_DEV", "NS_SKB_HEAD", "NS_SKB_NETWORK_HEADER", "NS_DEV_IFINDEX",
-                         "NS_DEV_ND_NET", "NS_NET_INUM"}
+                         "NS_DEV_ND_NET", "NS_NET_INUM", "NS_SK_NET"}
     assert all(0 <= v < 8192 for v in offs.values())
-    assert offs["NS_SKB_DEV"] % 8 == 0 and offs["NS_SKB_HEAD"] % 8 == 0
+    assert offs["NS_SKB_DEV"] % 8 == 0 and offs["NS_SKB_HEAD"] % 8 == 0 and offs["NS_SK_NET"] % 8 == 0
+    # The full-queue count's reads of the socket (rx_sk) and its inode.
+    q = rcvq_offsets(BTF.load())
+    assert set(q) == {"NS_SK_UID", "NS_SK_SOCKET", "NS_SK_RCVBUF", "NS_SK_RMEM_ALLOC", "NS_SKB_TRUESIZE",
+                      "NS_SOCKET_INODE_INO"}
+    assert all(0 <= v < 8192 for v in q.values()) and q["NS_SK_SOCKET"] % 8 == 0
 
 
 def test_stack_interval_must_be_positive():

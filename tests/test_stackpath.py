@@ -76,6 +76,12 @@ def test_facts_of_an_address_and_of_a_process_from_the_lab_sample():
     assert all((p["dst"], p["dport"], p["src"], p["sport"]) in ends or (p["src"], p["sport"], p["dst"], p["dport"])
                in ends for p in proc["paths"])
     assert stack_facts(doc, exe="/nonexistent")["connections"] == []
+    # The socket it held whose queue overflowed, found by process and by either end.
+    (q,) = doc["full_queues"]
+    assert stack_facts(doc, process="python3")["full_queues"] == [q]
+    assert stack_facts(doc, addr=q["last_src"])["full_queues"] == [q] == stack_facts(doc, addr=q["local"])["full_queues"]
+    assert stack_facts(doc, process="python3", uid=q["uid"] + 1)["full_queues"] == []
+    assert stack_facts(doc, addr=dut)["full_queues"] == []
     assert stack_facts({}, addr=dut) is None and stack_facts(doc) is None
 
 

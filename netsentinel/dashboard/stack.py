@@ -10,11 +10,12 @@ import streamlit as st
 from .. import records
 from .context import Ctx
 from .data import read_json
+from .ui import md
 
 SORTS = {"retransmits": "retransmits", "smoothed RTT": "srtt_ms", "resets received": "rst_recv",
-         "last seen": "last_seen"}
+         "full-queue drops": "queue_drops", "last seen": "last_seen"}
 TCP_COLUMNS = ["process", "pid", "direction", "local", "remote", "state", "srtt_ms", "cwnd",
-               "retransmits", "rst_sent", "rst_recv", "segments_in", "closed", "last_seen"]
+               "retransmits", "rst_sent", "rst_recv", "queue_drops", "segments_in", "closed", "last_seen"]
 
 
 def _doc(ctx: Ctx) -> dict:
@@ -75,6 +76,7 @@ def tcp_table(conns: list[dict]) -> None:
         "local": f"{c['saddr']}:{c['sport']}", "remote": f"{c['daddr']}:{c['dport']}",
         "state": c.get("state"), "srtt_ms": c.get("srtt_ms"), "cwnd": c.get("cwnd"),
         "retransmits": c.get("retransmits"), "rst_sent": c.get("rst_sent"), "rst_recv": c.get("rst_recv"),
+        "queue_drops": c.get("queue_drops"),
         "segments_in": c.get("segments_in"), "closed": bool(c.get("final")),
         "last_seen": c.get("last_seen")} for c in conns])
     df["last_seen"] = pd.to_datetime(df["last_seen"], utc=True, errors="coerce")
@@ -90,22 +92,36 @@ PROTOS = {6: "TCP", 17: "UDP"}
 FULL_QUEUE_REASONS = ("SOCKET_RCVBUFF", "PROTO_MEM")
 
 
-def full_queues(drops: list[dict], conns: list[dict], tracepoint_hits) -> None:
-    """Sockets whose receive queue overflowed: their drops per sender, and
-    the process where a TCP health row names the socket's owner."""
+def _owner(q: dict) -> str:
+    return f"{q.get('comm')} [{q.get('pid')}]" if q.get("pid") else "(not found)"
+
+
+def full_queues(sockets: list[dict], drops: list[dict], conns: list[dict], tracepoint_hits) -> None:
+    """Sockets whose receive queue overflowed: per socket (the kernel names
+    it at the drop) with its process and memory; from an older loader, the
+    SOCKET_RCVBUFF/PROTO_MEM drop flows with the owner a TCP row names."""
     st.subheader("Full receive queues")
+    if isinstance(tracepoint_hits, int):
+        st.caption(f"sock:sock_rcvqueue_full fired {tracepoint_hits} times since the loader started "
+                   "(on 6.x kernels UDP and raw sockets report a full queue as SOCKET_RCVBUFF drops instead)")
+    if sockets:
+        st.dataframe(pd.DataFrame([{
+            "socket": f"{q['local']}:{q['port']}", "protocol": PROTOS.get(q.get("proto"), q.get("proto")),
+            "process": _owner(q), "uid": q.get("uid"), "drops": q["drops"], "reason": q.get("reason"),
+            "memory / limit": f"{q.get('rmem_alloc')} / {q.get('rcvbuf')} B", "last sender": q.get("last_src"),
+            "last seen": q.get("last_seen")} for q in sockets]), hide_index=True, key="stack_full_queues")
+        return
     owner = {f"{c['saddr']}:{c['sport']}": f"{c.get('comm')} [{c.get('pid')}]" for c in conns if c.get("pid")}
     rows = [{"socket": f"{d['dst']}:{d['dport']}", "protocol": PROTOS.get(d.get("proto"), d.get("proto")),
              "sender": d["src"], "drops": d["count"], "reason": d["reason"],
              "process": owner.get(f"{d['dst']}:{d['dport']}", "")}
             for d in drops if d["reason"] in FULL_QUEUE_REASONS]
-    if isinstance(tracepoint_hits, int):
-        st.caption(f"sock:sock_rcvqueue_full fired {tracepoint_hits} times since the loader started "
-                   "(on 6.x kernels UDP and raw sockets report a full queue as SOCKET_RCVBUFF drops instead)")
     if not rows:
         st.info("No socket's receive queue overflowed.")
         return
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="stack_full_queues")
+
+
 # What each hook of the path is (bpf/stack_path.bpf.c), for the diagram.
 HOOK_LABELS = {"start": "first hook", "receive": "receive\nnetif_receive_skb", "tcp": "TCP\ntcp_probe",
                "socket": "read by the process\nskb_copy_datagram_iovec", "consumed": "consumed\nconsume_skb"}
@@ -155,7 +171,7 @@ def path_dot(p: dict) -> str:
     return "\n".join(out)
 
 
-def flow_path(paths: list[dict]) -> None:
+def flow_path(paths: list[dict], sockets: list[dict]) -> None:
     st.subheader("Path of a flow")
     if not paths:
         st.info("No packet paths recorded yet.")
@@ -164,6 +180,12 @@ def flow_path(paths: list[dict]) -> None:
     chosen = st.selectbox("Flow", range(len(paths)), format_func=lambda i: labels[i], key="stack_path_flow")
     p = paths[chosen]
     st.graphviz_chart(path_dot(p))
+    full = next((q for q in sockets if (q["local"], q["port"], q.get("proto")) == (p.get("dst"), p.get("dport"),
+                                                                                  p.get("proto"))), None)
+    if full:
+        # md(): the process name is the process's own choice (never markdown).
+        st.warning(md(f"Its receiving socket's queue was full: {full['drops']} packets dropped, "
+                      f"held by {_owner(full)} (memory {full.get('rmem_alloc')} of {full.get('rcvbuf')} bytes)."))
     edges = _rows(p.get("edges"), ("from", "to", "count"))
     st.dataframe(pd.DataFrame([{"from": e["from"], "to": e["to"], "packets": e["count"],
                                 "median": _latency(e.get("median_us")), "mean": _latency(e.get("mean_us"))}
@@ -181,7 +203,7 @@ def render(ctx: Ctx) -> None:
                 "(the default). Start it with `sudo make run`.")
         return
     for why in (doc.get("detail_off_reason"), doc.get("tcp_off_reason"), doc.get("path_off_reason"),
-                doc.get("accept_off_reason")):
+                doc.get("accept_off_reason"), doc.get("rcvq_off_reason")):
         if isinstance(why, str):
             st.warning(why)
     totals = doc.get("totals") if isinstance(doc.get("totals"), dict) else {}
@@ -195,6 +217,7 @@ def render(ctx: Ctx) -> None:
     top_sites(_rows(doc.get("sites"), ("count", "reason", "location", "ifname", "xdp")))
     conns = _rows(doc.get("connections"), ("saddr", "sport", "daddr", "dport"))
     tcp_table(conns)
-    full_queues(_rows(doc.get("drop_flows"), ("src", "dst", "dport", "reason", "count")), conns,
+    sockets = _rows(doc.get("full_queues"), ("local", "port", "drops"))
+    full_queues(sockets, _rows(doc.get("drop_flows"), ("src", "dst", "dport", "reason", "count")), conns,
                 totals.get("rcvqueue_full"))
-    flow_path(_rows(doc.get("paths"), ("src", "sport", "dst", "dport", "nodes", "edges")))
+    flow_path(_rows(doc.get("paths"), ("src", "sport", "dst", "dport", "nodes", "edges")), sockets)

@@ -102,6 +102,7 @@ STACK_OFFSETS = {
     "NS_DEV_IFINDEX": ("net_device", "ifindex"),
     "NS_DEV_ND_NET": ("net_device", "nd_net.net"),
     "NS_NET_INUM": ("net", "ns.inum"),
+    "NS_SK_NET": ("sock", "__sk_common.skc_net.net"),   # a TCP connection's namespace
 }
 
 
@@ -131,6 +132,28 @@ ACCEPT_OFFSETS = {
 # The path hooks read an skb's protocol and data pointer (at net:netif_receive_skb the
 # network header is not set yet; data points at it).
 PATH_OFFSETS = {"NS_SKB_DATA": ("sk_buff", "data"), "NS_SKB_PROTOCOL": ("sk_buff", "protocol")}
+
+
+# What the full-queue count reads of the socket a dropped packet was meant
+# for (kfree_skb's rx_sk) and of the skb: the figures sock:sock_rcvqueue_full
+# carries, and the socket's owner (uid, inode).
+RCVQ_OFFSETS = {
+    "NS_SK_UID": ("sock", "sk_uid"),
+    "NS_SK_SOCKET": ("sock", "sk_socket"),
+    "NS_SK_RCVBUF": ("sock", "sk_rcvbuf"),
+    "NS_SK_RMEM_ALLOC": ("sock", "sk_backlog.rmem_alloc"),
+    "NS_SKB_TRUESIZE": ("sk_buff", "truesize"),
+}
+
+
+def rcvq_offsets(btf: BTF) -> dict[str, int]:
+    """RCVQ_OFFSETS, plus NS_SOCKET_INODE_INO: from a struct socket to its
+    inode number (the socket and its inode are allocated together, in a
+    struct socket_alloc)."""
+    out = offsets(RCVQ_OFFSETS, btf)
+    out["NS_SOCKET_INODE_INO"] = (btf.offset("socket_alloc", "vfs_inode") - btf.offset("socket_alloc", "socket")
+                                  + btf.offset("inode", "i_ino"))
+    return out
 
 
 def offsets(table: dict[str, tuple[str, str]], btf: BTF | None = None) -> dict[str, int]:

@@ -10,17 +10,17 @@ off and `detail_off_reason` says why.
 
 from __future__ import annotations
 
-import bisect
 import ipaddress
-import re
+import os
 import socket
 import threading
 from pathlib import Path
 
 from . import KernelError
-from .btf import ACCEPT_OFFSETS, BTF, PATH_OFFSETS, BTFError, offsets, stack_offsets
+from .btf import ACCEPT_OFFSETS, BTF, PATH_OFFSETS, BTFError, offsets, rcvq_offsets, stack_offsets
 from ..abi import cflags
 from .host import import_bcc, program_source
+from .stacknames import Symbols, drop_reason_names  # noqa: F401  (drop_reason_names: for tests)
 
 TRACEFS = Path("/sys/kernel/tracing")
 KFREE_SKB_FORMAT = TRACEFS / "events/skb/kfree_skb/format"
@@ -31,9 +31,14 @@ MAX_ACCEPTS = 8192   # (client, local address, port) pairs per interval; more ar
 MAX_PATH_SKBS = 8192     # packets in flight between two path hooks (LRU)
 MAX_PATH_EDGES = 8192    # (flow, hook, next hook) edges per interval; more are counted as missed
 MAX_CLOSED = 8192        # connections closed since the last read
-MISS_NAMES = ("sites_full", "flows_full", "accepts_full", "path_full", "tcp_closed_full")
+MAX_RCVQ_SOCKS = 4096   # sockets with a full receive queue per interval
+MISS_NAMES = ("sites_full", "flows_full", "accepts_full", "path_full", "tcp_closed_full", "rcvq_full")
+# Drop reasons that mean the socket had no room for the packet: its receive
+# buffer, its backlog, the protocol's memory, or (TCP) a zero window because
+# the reader does not read.
+FULL_QUEUE_REASONS = ("SOCKET_RCVBUFF", "SOCKET_BACKLOG", "PROTO_MEM", "TCP_ZEROWINDOW")
 # The bpf/ files compiled as one program, in this order (see stack.bpf.c).
-SOURCES = ("stack.bpf.c", "stack_path.bpf.c", "stack_tcp.bpf.c")
+SOURCES = ("stack.bpf.c", "stack_path.bpf.c", "stack_tcp.bpf.c", "stack_drops.bpf.c")
 PATH_TRACEPOINTS = (("net", "netif_receive_skb"), ("skb", "skb_copy_datagram_iovec"), ("skb", "consume_skb"))
 ACCEPT_TRACEPOINTS = (("syscalls", "sys_exit_accept4"), ("syscalls", "sys_exit_accept"))
 TCP_TRACEPOINTS = (("sock", "inet_sock_set_state"), ("tcp", "tcp_probe"), ("tcp", "tcp_retransmit_skb"),
@@ -47,44 +52,10 @@ STATE_LOG = 8
 HOOKS = ("start", "receive", "tcp", "socket", "consumed", "dropped")
 HOOK_DROPPED = 5
 
-_SYMBOLIC = re.compile(r"__print_symbolic\(REC->reason,(.*)\)\s*$", re.S)
-_PAIR = re.compile(r"\{\s*(\d+)\s*,\s*\"([A-Z0-9_]+)\"\s*\}")
-
-
-def drop_reason_names(format_text: str) -> dict[int, str]:
-    """{value: NAME} from a kfree_skb format file; {} if it has no reasons."""
-    m = _SYMBOLIC.search(format_text)
-    return {int(v): name for v, name in _PAIR.findall(m.group(1))} if m else {}
-
-
-class Symbols:
-    """Kernel text addresses -> "function+0xoff" from /proc/kallsyms (read as
-    root; an unprivileged read shows zeros, and then addresses stay hex)."""
-
-    def __init__(self, path: str = "/proc/kallsyms"):
-        pairs = []
-        try:
-            with open(path) as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) >= 3 and parts[1] in "tTwW":
-                        addr = int(parts[0], 16)
-                        if addr:
-                            pairs.append((addr, parts[2]))
-        except OSError:
-            pass
-        pairs.sort()
-        self._addrs = [a for a, _ in pairs]
-        self._names = [n for _, n in pairs]
-        self._cache: dict[int, str] = {}
-
-    def name(self, addr: int) -> str:
-        if addr in self._cache:
-            return self._cache[addr]
-        i = bisect.bisect_right(self._addrs, addr) - 1
-        text = f"{self._names[i]}+{addr - self._addrs[i]:#x}" if i >= 0 else f"{addr:#x}"
-        self._cache[addr] = text
-        return text
+def own_netns() -> int:
+    """The inode of this process's network namespace (what the stack
+    program compares a device's namespace with)."""
+    return os.stat("/proc/self/ns/net").st_ino
 
 
 def _addr(family: int, raw: bytes) -> str:
@@ -104,7 +75,9 @@ class StackProbe:
         self.tcp_off_reason: str | None = None
         self.path_off_reason: str | None = None
         self.accept_off_reason: str | None = None
+        self.rcvq_off_reason: str | None = None
         self.rcvq = False
+        self._format = ""
         self.want_path = False   # --stack-path (off by default: its cost is per packet)
 
     def start(self) -> None:
@@ -112,13 +85,14 @@ class StackProbe:
         if not bcc.BPF.tracepoint_exists("skb", "kfree_skb"):
             raise KernelError("this kernel has no skb:kfree_skb tracepoint: drop reasons are off")
         try:
-            self.reasons = drop_reason_names(KFREE_SKB_FORMAT.read_text())
+            self._format = KFREE_SKB_FORMAT.read_text()
+            self.reasons = drop_reason_names(self._format)
         except OSError as e:
             raise KernelError(f"cannot read {KFREE_SKB_FORMAT}: {e.strerror}; mount tracefs") from e
         if not self.reasons:
             raise KernelError("kfree_skb has no drop reasons on this kernel (before 5.17): "
                               "drop reasons are off")
-        extra = {"NS_MAX_SITES": MAX_SITES, "NS_MAX_FLOWS": MAX_FLOWS}
+        extra = {"NS_MAX_SITES": MAX_SITES, "NS_MAX_FLOWS": MAX_FLOWS, "NS_OWN_NETNS": own_netns()}
         missing = [f"{c}:{e}" for c, e in TCP_TRACEPOINTS if not bcc.BPF.tracepoint_exists(c, e)]
         if missing:
             self.tcp_off_reason = f"TCP health is off: this kernel lacks {', '.join(missing)}"
@@ -143,11 +117,12 @@ class StackProbe:
             self.detail_off_reason = f"per-device and per-address drops are off: {e}"
             self.path_off_reason = f"the per-flow path is off: {e}"
             self.accept_off_reason = f"the process of accepted connections is off: {e}"
+            self.rcvq_off_reason = f"full receive queues per socket are off: {e}"
             return {}
         missing = [f"{c}:{e}" for c, e in PATH_TRACEPOINTS if not bcc.BPF.tracepoint_exists(c, e)]
         try:
             if not self.want_path:
-                raise BTFError("not asked for (--stack-path turns it on; it costs about 1.4 µs "
+                raise BTFError("not asked for (--stack-path turns it on; it costs about 1.3 µs "
                                "per received packet, docs/STACK.md)")
             if missing:
                 raise BTFError(f"this kernel lacks {', '.join(missing)}")
@@ -164,6 +139,14 @@ class StackProbe:
             extra.update(offsets(ACCEPT_OFFSETS, btf), NS_STACK_ACCEPT=1)
         except BTFError as e:
             self.accept_off_reason = f"the process of accepted connections is off: {e}"
+        try:
+            if not self._format or "rx_sk;" not in self._format:
+                raise BTFError("this kernel's skb:kfree_skb names no socket (rx_sk, Linux 6.12+)")
+            value = {name: v for v, name in self.reasons.items()}
+            extra.update(rcvq_offsets(btf), NS_STACK_RCVQ_SOCK=1, NS_MAX_RCVQ_SOCKS=MAX_RCVQ_SOCKS,
+                         **{f"NS_RCVQ_REASON_{i}": value.get(n, 0) for i, n in enumerate(FULL_QUEUE_REASONS)})
+        except BTFError as e:
+            self.rcvq_off_reason = f"full receive queues per socket are off: {e}"
         return extra
 
     def reason_name(self, value: int) -> str:
@@ -194,7 +177,7 @@ class StackProbe:
 
     def read_flows(self) -> list[dict]:
         out = []
-        for k, n in self._drain("drop_flows"):
+        for k, n in self._drain("drop_flows_own") + self._drain("drop_flows"):
             raw_s, raw_d = bytes(k.saddr), bytes(k.daddr)
             out.append({"reason": self.reason_name(k.reason), "family": f"ipv{k.family}",
                         "proto": k.proto, "src": _addr(k.family, raw_s), "dst": _addr(k.family, raw_d),
@@ -215,6 +198,24 @@ class StackProbe:
             return None
         t = self.bpf["rcvq_full"]
         return int(sum(t[t.Key(0)]))
+
+    def read_rcvq(self) -> list[dict]:
+        """Sockets that had no room for a packet since the last read, drained:
+        drops, memory at the last drop, owner (uid, inode) and the last
+        dropped packet's flow (its destination is the socket's end)."""
+        if self.rcvq_off_reason is not None:
+            return []
+        out = []
+        for k, q in self._drain_raw("rcvq_socks"):
+            p = q.pkt
+            fam = p.family or 4
+            out.append({"sk": int(getattr(k, "value", k)), "inode": q.inode or None, "uid": q.uid,
+                        "drops": q.drops, "rmem_alloc": q.rmem_alloc, "rcvbuf": q.rcvbuf, "truesize": q.truesize,
+                        "reason": self.reason_name(q.reason), "netns": q.netns or None,
+                        "family": f"ipv{fam}", "proto": p.proto, "local": _addr(fam, bytes(p.daddr)),
+                        "port": p.dport, "src": _addr(fam, bytes(p.saddr)), "sport": p.sport,
+                        "first_ns": q.first_ns, "last_ns": q.last_ns})
+        return out
 
     def read_accepts(self) -> list[dict]:
         """Handshakes completed on this host's listeners since the last read,
@@ -252,7 +253,8 @@ class StackProbe:
                 "comm": h.comm.decode("utf-8", "replace") if h.pid else None,
                 "srtt_us": h.srtt_us, "cwnd": h.cwnd, "ssthresh": h.ssthresh,
                 "segments_in": h.probes, "retransmits": h.retransmits,
-                "rst_sent": h.rst_sent, "rst_recv": h.rst_recv, "state_changes": n,
+                "rst_sent": h.rst_sent, "rst_recv": h.rst_recv, "queue_drops": h.queue_drops, "netns": h.netns or None,
+                "state_changes": n,
                 "states": log, "first_ns": h.first_ns, "last_ns": h.last_ns})
             if h.closed and live_map:
                 table.pop(table.Key(key), None)   # a closed one left here: reported now

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="count kernel packet drops per reason and place (docs/STACK.md; default: on)")
     p.add_argument("--stack-path", action=argparse.BooleanOptionalAction, default=False,
                    help="with --stack, also follow each received TCP/UDP packet through the stack's "
-                        "hooks (per-flow path and latency; default: off: about 1.4 us more per "
+                        "hooks (per-flow path and latency; default: off: about 1.3 us more per "
                         "received packet, docs/STACK.md)")
     p.add_argument("--stack-interval", type=float, default=2.0,
                    help="seconds between drops events (default: %(default)s)")

@@ -11,12 +11,11 @@ mode; NOT_SPECIFIED at veth_xdp_rcv_skb on veth). Such sites are marked
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import Callable
 
 from ..kernel import KernelError
-from ..kernel.stack import StackProbe
+from ..kernel.stack import StackProbe, own_netns
 
 TOP_SITES = 20
 TOP_FLOWS = 50
@@ -27,13 +26,6 @@ XDP_SKB_FUNCS = frozenset({"veth_xdp_rcv_skb", "do_xdp_generic", "netif_receive_
 
 def is_xdp_site(reason: str, location: str) -> bool:
     return reason == "XDP" or location.split("+", 1)[0] in XDP_SKB_FUNCS
-
-
-def own_netns() -> int | None:
-    try:
-        return os.stat("/proc/self/ns/net").st_ino
-    except OSError:
-        return None
 
 
 def _ifname(ifindex: int | None, netns: int | None, mine: int | None) -> str | None:
@@ -94,8 +86,10 @@ class DropReporter:
             self._xdp_last = self.xdp_drops()
         return True
 
-    def sample(self, interval_s: float) -> dict | None:
-        """One `drops` body for the interval just ended, or None if nothing dropped."""
+    def sample(self, interval_s: float, keep_empty: bool = False) -> dict | None:
+        """One `drops` body for the interval just ended, or None if nothing
+        dropped (and not keep_empty: full-queue rows to carry, whose drops
+        the previous interval's sites already counted)."""
         sites = self.probe.read_sites()
         flows = self.probe.read_flows()
         misses = self.probe.read_misses()
@@ -118,12 +112,17 @@ class DropReporter:
         extra = max(0, -balance)
         self._xdp_credit = min(max(0, balance), seen_as_skb)
         total = sum(reasons.values()) + extra
-        if total == 0 and not any(new_misses.values()):
+        if total == 0 and not any(new_misses.values()) and not keep_empty:
             return None
         self.totals["drops"] += total
-        self.totals["intervals"] += 1
+        self.totals["intervals"] += total > 0
         site_rows = _merge(sites, ("reason", "location", "ifname", "ifindex", "netns", "xdp"))
         flow_rows = _merge(flows, ("reason", "family", "proto", "src", "dst", "dport", "tcp_flags", "netns"))
+        # This namespace's first (the sort keeps the biggest first within
+        # each): another namespace's flood of many sources must not push
+        # this host's own flows out of the event.
+        site_rows.sort(key=lambda r: r["netns"] != self.netns)
+        flow_rows.sort(key=lambda r: r["netns"] != self.netns)
         return {
             "interval_s": round(interval_s, 3), "total": total, "reasons": reasons,
             "sites": site_rows[:TOP_SITES], "flows": flow_rows[:TOP_FLOWS],

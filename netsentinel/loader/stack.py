@@ -17,6 +17,7 @@ from ..records import STACK
 from ..store import RecordsStore, StoreError
 from ..timefmt import utc_now_iso
 from .drops import DropReporter
+from .fullqueues import FullQueues
 from ..netinfo import local_addresses
 from .path import Paths
 from .tcphealth import Accepts, TcpHealth
@@ -25,6 +26,7 @@ HISTORY_INTERVALS = 180     # drop reasons over time: the last this many interva
 TOP_SITES = 30
 TCP_ROWS = 200              # most recently reported connections
 DROP_FLOWS = 100            # the biggest dropped flows since start (investigation views)
+TOP_QUEUES = 20             # sockets with a full receive queue per `drops` event
 
 
 def _biggest(rows: dict[tuple, dict], shown: int) -> dict[tuple, dict]:
@@ -46,6 +48,7 @@ class Stack:
         self.tcp: TcpHealth | None = None
         self.accepts: Accepts | None = None
         self.paths: Paths | None = None
+        self.queues: FullQueues | None = None
         self._next = self._last = time.monotonic()
         self.history: deque = deque(maxlen=HISTORY_INTERVALS)
         self.sites: dict[tuple, dict] = {}
@@ -62,11 +65,13 @@ class Stack:
             return [f"stack: {self.drops.off_reason}"]
         probe = self.drops.probe
         notes = [r for r in (probe.detail_off_reason, probe.tcp_off_reason, probe.path_off_reason,
-                             probe.accept_off_reason) if r]
+                             probe.accept_off_reason, probe.rcvq_off_reason) if r]
         if probe.path_off_reason is None:
             self.paths = Paths(probe.read_path)
+        if probe.rcvq_off_reason is None:
+            self.queues = FullQueues(probe.read_rcvq, self.proc_info)
         if self.drops.probe.tcp_off_reason is None:
-            self.tcp = TcpHealth(self.drops.probe.read_tcp, self.proc_info)
+            self.tcp = TcpHealth(self.drops.probe.read_tcp, self.proc_info, netns=self.drops.netns)
             self.accepts = Accepts(self.drops.probe.read_accepts,
                                    lambda: {str(n.network_address) for n in local_addresses()})
         return notes
@@ -78,8 +83,14 @@ class Stack:
     def tick(self, now: float) -> None:
         if now < self._next:
             return
-        body = self.drops.sample(now - self._last)
+        # A drop lands in the socket map and the site map a moment apart, so
+        # a socket's rows may come an interval after its drops: they get an
+        # event of their own then. This namespace's sockets first.
+        queues = self.queues.sample(utc_now_iso()) if self.queues else []
+        queues.sort(key=lambda q: q["netns"] != self.drops.netns)
+        body = self.drops.sample(now - self._last, keep_empty=bool(queues))
         if body:
+            body["full_queues"] = queues[:TOP_QUEUES]
             ev = self.emit("drops", **body)
             self._remember_drops(ev or body)
         accepted = self.accepts.sample(now - self._last) if self.accepts else None
@@ -92,8 +103,9 @@ class Stack:
             key = (body["saddr"], body["sport"], body["daddr"], body["dport"])
             self.connections.pop(key, None)
             self.connections[key] = body
-            while len(self.connections) > TCP_ROWS:
-                self.connections.pop(next(iter(self.connections)))
+            while len(self.connections) > TCP_ROWS:   # another namespace's oldest first
+                self.connections.pop(next((k for k, c in self.connections.items()
+                                           if c.get("netns") != self.drops.netns), next(iter(self.connections))))
         self._last, self._next = now, now + self.interval_s
 
     def _remember_drops(self, ev: dict) -> None:
@@ -125,20 +137,24 @@ class Stack:
         return {**self.drops.totals, **(self.tcp.totals if self.tcp else {}),
                 **({"rcvqueue_full": rcvq} if rcvq is not None else {}),
                 **(self.accepts.totals if self.accepts else {}),
-                **(self.paths.totals if self.paths else {})}
+                **(self.paths.totals if self.paths else {}),
+                **(self.queues.totals if self.queues else {})}
 
     def record(self, store: RecordsStore) -> None:
         """records/stack.json: what the Stack page shows."""
         doc = {"updated_at": utc_now_iso(), "started_at": self.started_at, "interval_s": self.interval_s,
+               "netns": self.drops.netns,
                "detail_off_reason": self.drops.probe.detail_off_reason,
                "tcp_off_reason": self.drops.probe.tcp_off_reason,
                "path_off_reason": self.drops.probe.path_off_reason,
                "accept_off_reason": self.drops.probe.accept_off_reason,
+               "rcvq_off_reason": self.drops.probe.rcvq_off_reason,
                "totals": self.totals(), "history": list(self.history),
                "sites": sorted(self.sites.values(), key=lambda r: -r["count"])[:TOP_SITES],
                "drop_flows": sorted(self.drop_flows.values(), key=lambda r: -r["count"])[:DROP_FLOWS],
                "connections": list(self.connections.values()),
-               "paths": self.paths.snapshot() if self.paths else []}
+               "paths": self.paths.snapshot() if self.paths else [],
+               "full_queues": self.queues.snapshot() if self.queues else []}
         try:
             store.write(STACK, doc, compact=True)   # C encoder: indent=2 cost 0.2 s a write (issue 19)
         except Exception as e:  # noqa: BLE001 (a display file must never stop the loader)

@@ -18,7 +18,8 @@ from typing import Callable
 
 from ..timefmt import utc_now_iso
 
-MAX_PER_INTERVAL = 200   # events per interval; closed ones first, then by retransmits
+MAX_PER_INTERVAL = 200   # events per interval, the most telling first (sample())
+MAX_PENDING_FINALS = 4096   # final reports carried over to the next intervals when one has no room
 
 
 def _wall(ktime_ns: int, offset: float) -> str:
@@ -27,20 +28,38 @@ def _wall(ktime_ns: int, offset: float) -> str:
 
 
 class TcpHealth:
-    def __init__(self, read: Callable[[], list[dict]], proc_info: Callable[[int], dict]):
+    def __init__(self, read: Callable[[], list[dict]], proc_info: Callable[[int], dict],
+                 netns: int | None = None):
         self.read = read
         self.proc_info = proc_info
+        self.netns = netns   # the loader's: its connections come first
         self._last: dict[int, int] = {}   # key -> last_ns already reported
+        # A closed connection's entry is gone from the kernel once read: a
+        # final report with no room this interval waits for the next ones
+        # (another namespace's connection churn must not cost it).
+        self._pending: dict[tuple, dict] = {}
         self.totals = {"tcp_reported": 0, "tcp_omitted": 0}
 
     def sample(self) -> list[dict]:
         offset = time.time() - time.monotonic()
         rows = self.read()
         live = {r["key"] for r in rows if not r["closed"]}
-        due = [r for r in rows if r["closed"] or self._last.get(r["key"]) != r["last_ns"]]
-        due.sort(key=lambda r: (not r["closed"], -r["retransmits"], -r["srtt_us"]))
-        keep, dropped = due[:MAX_PER_INTERVAL], due[MAX_PER_INTERVAL:]
-        self.totals["tcp_omitted"] += len(dropped)
+        due = list(self._pending.values()) + [
+            r for r in rows if (r["closed"] and r["key"] not in self._pending)
+            or (not r["closed"] and self._last.get(r["key"]) != r["last_ns"])]
+        # Priority: this namespace's; connections that carried data (a
+        # connect flood's sockets that never got a segment come last: the
+        # connection events already tell of them); closed ones; those with
+        # retransmits; then the longest-lived (a flood's connections live
+        # for microseconds: they must not bury one that lasted seconds).
+        due.sort(key=lambda r: (r.get("netns") != self.netns, r["segments_in"] == 0, not r["closed"],
+                                r["retransmits"] == 0, r["first_ns"] - r["last_ns"], -r["retransmits"]))
+        keep, later = due[:MAX_PER_INTERVAL], due[MAX_PER_INTERVAL:]
+        self._pending = {r["key"]: r for r in later if r["closed"]}   # in priority order
+        while len(self._pending) > MAX_PENDING_FINALS:
+            self._pending.popitem()   # the lowest priority
+            self.totals["tcp_omitted"] += 1
+        self.totals["tcp_omitted"] += sum(1 for r in later if not r["closed"])
         out = []
         for r in keep:
             self._last[r["key"]] = r["last_ns"]
@@ -62,7 +81,8 @@ class TcpHealth:
             # 0x7fffffff is the kernel's "no slow-start threshold yet"
             "ssthresh": r["ssthresh"] if r["ssthresh"] < 0x7FFFFFFF else None,
             "segments_in": r["segments_in"], "retransmits": r["retransmits"],
-            "rst_sent": r["rst_sent"], "rst_recv": r["rst_recv"],
+            "rst_sent": r["rst_sent"], "rst_recv": r["rst_recv"], "queue_drops": r.get("queue_drops", 0),
+            "netns": r.get("netns"),
             "state_changes": r["state_changes"],
             "states": [{"state": s, "at": _wall(ns, offset)} for s, ns in r["states"]],
             "first_seen": _wall(r["first_ns"], offset), "last_seen": _wall(r["last_ns"], offset),
