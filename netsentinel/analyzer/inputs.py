@@ -7,7 +7,6 @@ reported on stderr at a bounded rate and kept aside by the caller."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import time
@@ -16,6 +15,7 @@ from typing import IO, Callable, Iterator
 from ..errors import NetSentinelError
 from ..events import EVENT_TYPES, SCHEMA_VERSION, scrub_value
 from ..timefmt import parse_iso
+from .ipcache import parse_ip
 
 MAX_LINE = 64 * 1024   # a connection event with a 4 KiB cmdline and its base64 is ~12 KiB
 MAX_DEPTH = 8          # the loader's deepest event (rule) nests 3
@@ -72,21 +72,37 @@ def _finite(text: str) -> float:
     return value
 
 
+# One decoder for every line: json.loads with hooks builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
+
+
 def loads(text: str | bytes, max_depth: int = MAX_DEPTH):
     """json.loads refusing NaN/Infinity, numbers that overflow to infinity
     and nesting deeper than max_depth; every failure is a ValueError with
     a one-line message."""
     try:
-        obj = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+        if isinstance(text, str) and not text.startswith("\ufeff"):
+            obj = _DECODER.decode(text)
+        else:  # bytes (encoding detected) and a BOM (refused) as json.loads does them
+            obj = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
     except RecursionError:
         raise ValueError(f"nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"not JSON ({e.msg})") from None
     except UnicodeDecodeError:
         raise ValueError("not UTF-8") from None
-    if depth_over(obj, max_depth):
+    # Nesting needs a bracket per level: a line with few brackets (every
+    # connection event) cannot nest deeper, so it is not walked.
+    if isinstance(obj, (dict, list)) and _brackets(text) > max_depth and depth_over(obj, max_depth):
         raise ValueError(f"nested deeper than {max_depth} levels")
     return obj
+
+
+def _brackets(text: str | bytes) -> int:
+    """How many '{' and '[' text holds (inside strings too: an upper bound on nesting)."""
+    if isinstance(text, bytes):
+        return text.count(b"{") + text.count(b"[")
+    return text.count("{") + text.count("[")
 
 
 def depth_over(obj, limit: int) -> bool:
@@ -189,10 +205,8 @@ def _check_aggregate(ev: dict) -> None:
 def _address(what: str, value) -> None:
     if not isinstance(value, str):
         raise BadLine(f"{what} must be an address string, got {_show(value)}")
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise BadLine(f"{what} {_show(value)} is not an IP address") from None
+    if parse_ip(value) is None:
+        raise BadLine(f"{what} {_show(value)} is not an IP address")
 
 
 def _show(value) -> str:

@@ -39,7 +39,7 @@ from ..errors import DecisionError
 from ..netinfo import ProtectedCache
 from ..records import (ANALYZER_REJECTED, DASHBOARD_LOGS, HISTORY, HISTORY_KEEP, HISTORY_MAX_BYTES)
 from ..store import RecordsStore, StoreError
-from ..timefmt import utc_now_iso
+from ..timefmt import IsoClock, utc_now_iso
 from .evidence import auto_bannable
 
 REJECTED = ANALYZER_REJECTED
@@ -50,6 +50,7 @@ HISTORY_BUF_MAX = 20000      # history lines waiting for a write (normally one f
 
 _RUN_ID = uuid.uuid4().hex[:6]
 _SEQ = itertools.count(1)
+_clock = IsoClock()   # a verdict's time: the date formatted once a second, not per verdict
 # dashboard_logs.json is a small window for people and scripts (history is in
 # the event store): rewritten at most every few seconds, never per event.
 LOG_WRITE_EVERY = 3.0
@@ -139,7 +140,7 @@ class RecordsSink:
     @staticmethod
     def make_entry(event: dict, verdict: dict, backend: str, cached: bool) -> dict:
         # A random prefix per run and a counter: unique without a syscall per event.
-        entry = {"id": f"{_RUN_ID}{next(_SEQ):06x}", "ts": utc_now_iso(), **verdict,
+        entry = {"id": f"{_RUN_ID}{next(_SEQ):06x}", "ts": _clock(), **verdict,
                  "backend": backend, "event": event}
         if cached:
             entry["cached"] = True
