@@ -148,7 +148,7 @@ def parse_line(line: bytes | str) -> dict:
     if not isinstance(ev.get("ts"), str):
         raise BadLine("missing ts")
     try:
-        parse_iso(ev["ts"])
+        event_seconds(ev["ts"])
     except (ValueError, TypeError):
         raise BadLine(f"ts {_show(ev['ts'])} is not an ISO-8601 time") from None
     if ev["type"] == "connection":
@@ -158,6 +158,21 @@ def parse_line(line: bytes | str) -> dict:
     elif ev["type"] == "flow_aggregate":
         _check_aggregate(ev)
     return ev
+
+
+_last_ts: tuple = ("", None)   # the last time text read and its value (one tuple, swapped whole)
+
+
+def event_seconds(text: str):
+    """parse_iso(text), remembered for the last text: the reader checks an
+    event's time, then the rules read the same text again."""
+    global _last_ts
+    last = _last_ts
+    if text and last[0] == text:
+        return last[1]
+    value = parse_iso(text)
+    _last_ts = (text, value)
+    return value
 
 
 def _check_connection(ev: dict) -> None:

@@ -34,8 +34,8 @@ from ..errors import NetSentinelError
 from ..levels import LEVELS, rank
 from ..paths import PROJECT_ROOT
 from ..threats import TARGET_SAMPLE
-from ..timefmt import parse_iso
 from .addrlist import AddressList
+from .inputs import event_seconds
 from .ipcache import parse_ip
 from .reasons import TEMPLATE_FIELDS, render, template
 from .scan import Baselines, DistinctWindow, ProcessHistory, group_value, sweep_target, who
@@ -205,7 +205,7 @@ class Rule:
         if self.procs is not None:
             exe = ev.get("exe") or ""
             if (ev.get("comm") or "").lower() not in self.procs and \
-                    os.path.basename(exe).lower() not in self.procs:
+                    exe.rpartition("/")[2].lower() not in self.procs:   # basename, without a call
                 return None
         if self.exe_prefix is not None and not (ev.get("exe") or "").startswith(self.exe_prefix):
             return None
@@ -230,10 +230,13 @@ class Rule:
                 return None
             fields["entry"] = hit
         if self.lists is not None:
-            hit = next((h for h in (lst.lookup(ev["daddr"]) for lst in self.lists) if h), None)
-            if hit is None:
+            for lst in self.lists:
+                hit = lst.lookup(ev["daddr"])
+                if hit:
+                    fields["entry"] = hit
+                    break
+            else:
                 return None
-            fields["entry"] = hit
         return fields
 
     def scan(self, ev: dict, t: float, cfg: dict) -> tuple[dict, tuple] | None:
@@ -410,6 +413,6 @@ def _verdict(rule: Rule, ev: dict, fields: dict, rule_ids: list) -> Verdict:
 
 def _event_time(ev: dict) -> float:
     try:
-        return parse_iso(ev.get("ts")) or time.time()
+        return event_seconds(ev.get("ts")) or time.time()
     except (ValueError, TypeError):
         return time.time()

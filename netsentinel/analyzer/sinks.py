@@ -45,6 +45,7 @@ from .evidence import auto_bannable
 REJECTED = ANALYZER_REJECTED
 REJECTED_MAX_BYTES = 5 * 1024 * 1024
 REJECTED_PER_FLUSH = 200     # kept aside per flush; more are counted only
+THREATS_DUTY = 19           # a rewrite of pending_threats.json taking t waits THREATS_DUTY * t
 BATCH_MAX = 2000             # distinct threats waiting for one flush; more fold per actor
 HISTORY_BUF_MAX = 20000      # history lines waiting for a write (normally one flush's worth)
 
@@ -162,7 +163,7 @@ class RecordsSink:
                 except Exception as e:  # noqa: BLE001 (any failure is reported, never fatal here)
                     ok = False
                     self._failed(name, e)
-            self._flush_events()  # the event store reports its own trouble (status)
+            self._flush_events(force)  # the event store reports its own trouble (status)
         if ok and self.failing_since is not None:
             self.warn("records are written again")
             self.failing_since = None
@@ -212,14 +213,14 @@ class RecordsSink:
                     self._rejected[:0] = buf[:REJECTED_PER_FLUSH - len(self._rejected)]
                 raise
 
-    def _flush_events(self) -> None:
+    def _flush_events(self, force: bool = False) -> None:
         if self.events is None:
             return
         with self._lock:
             buf, self._events_buf = self._events_buf, deque(maxlen=EVENTS_BUFFER)
         rows, self._event_rows = self._event_rows + [row_of(e) for e in buf], []
         if self.decisions is not None:
-            rows += self.decisions.poll()
+            rows += self.decisions.poll(force)
         self.events.submit(rows)  # never raises: a broken store is reported, not fatal
 
     def _flush_logs(self, force: bool) -> None:
@@ -274,9 +275,10 @@ class RecordsSink:
                         threats.merge_sighting(t, cur[0])
                         self._threats[key] = [t, cur[1] + n]
             raise
-        # The file is rewritten whole: at most a fifth of the time goes to it,
-        # however big a hostile flood has made it.
-        self._threats_next = now + 4 * (time.monotonic() - now)
+        # The file is rewritten whole (and read back whole) on the flusher
+        # thread, which shares the interpreter with the reader: at most a
+        # twentieth of the time goes to it, however big a flood has made it.
+        self._threats_next = now + THREATS_DUTY * (time.monotonic() - now)
         self.threats_written += len(results)
         for stored, merged in results:
             if not merged and self.events is not None:
