@@ -7,6 +7,7 @@ reported on stderr at a bounded rate and kept aside by the caller."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -44,6 +45,10 @@ def read_lines(stream: IO, max_bytes: int = MAX_LINE) -> Iterator[bytes | int]:
     """The lines of a binary (or text) stream, each at most max_bytes; a
     longer line is read past in SKIP_CHUNK pieces and yielded as its length
     (an int) instead, so a 200 MB line costs 64 KiB of memory."""
+    read1 = getattr(stream, "read1", None)
+    if read1 is not None and not isinstance(stream, io.TextIOBase):
+        yield from _read_blocks(read1, max_bytes)
+        return
     while True:
         line = stream.readline(max_bytes + 1)
         if not line:
@@ -59,6 +64,50 @@ def read_lines(stream: IO, max_bytes: int = MAX_LINE) -> Iterator[bytes | int]:
             yield skipped
             continue
         yield line
+
+
+def _read_blocks(read1: Callable[[int], bytes], max_bytes: int) -> Iterator[bytes | int]:
+    """read_lines for a buffered binary stream (stdin): whatever the pipe
+    holds (up to SKIP_CHUNK) is read at once and cut into lines, not one
+    readline call per line; a line is still handed on as soon as its
+    newline arrives. Same lines, same lengths for over-long ones."""
+    pending = b""      # the start of a line whose newline has not come yet
+    skipped = -1       # bytes of an over-long line read past so far (-1: none)
+    while True:
+        chunk = read1(SKIP_CHUNK)
+        if not chunk:
+            if skipped >= 0:
+                yield skipped
+            elif pending:
+                yield pending if len(pending) <= max_bytes else len(pending)
+            return
+        start = 0
+        if skipped >= 0 or pending:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                if skipped >= 0:
+                    skipped += len(chunk)
+                else:
+                    pending += chunk
+                    if len(pending) > max_bytes:
+                        skipped, pending = len(pending), b""
+                continue
+            start = nl + 1
+            if skipped >= 0:
+                yield skipped + start
+                skipped = -1
+            else:
+                line = pending + chunk[:start]
+                pending = b""
+                yield line if len(line) <= max_bytes + 1 else len(line)
+        last = chunk.rfind(b"\n")
+        if last >= start:
+            for piece in chunk[start:last].split(b"\n"):
+                yield piece + b"\n" if len(piece) <= max_bytes else len(piece) + 1
+            start = last + 1
+        pending = chunk[start:]
+        if len(pending) > max_bytes:
+            skipped, pending = len(pending), b""
 
 
 def _refuse_constant(name: str):
@@ -176,13 +225,14 @@ def event_seconds(text: str):
 
 
 def _check_connection(ev: dict) -> None:
+    # `type(v) is t`: JSON gives exact types, and a bool is then not an int.
     for k, t in _CONN_TYPES.items():
         v = ev.get(k)
-        if not isinstance(v, t) or isinstance(v, bool):
+        if type(v) is not t:
             raise BadLine(f"connection event: {k} must be {t.__name__}, got {_show(v)}")
     for k, t in _CONN_NULLABLE.items():
         v = ev.get(k)
-        if v is not None and (not isinstance(v, t) or isinstance(v, bool)):
+        if v is not None and type(v) is not t:
             raise BadLine(f"connection event: {k} must be {t.__name__} or null, got {_show(v)}")
     if not 0 <= ev["dport"] <= 65535:
         raise BadLine(f"connection event: dport {ev['dport']} outside 0-65535")

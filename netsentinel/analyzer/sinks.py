@@ -235,8 +235,9 @@ class RecordsSink:
             entries = list(self._window)
             self._dirty = False
         try:
+            # compact: the C encoder (a window of up to thousands of verdicts)
             self.store.write(DASHBOARD_LOGS, {"updated_at": utc_now_iso(), "max_entries": maxlen,
-                                              "entries": entries})
+                                              "entries": entries}, compact=True)
         except Exception:
             with self._lock:
                 self._dirty = True  # write the window again at the very next flush
