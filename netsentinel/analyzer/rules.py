@@ -51,7 +51,8 @@ DESTINATION_CONDITIONS = {"dport_in", "daddr_in", "daddr_in_lists"}
 GROUP_FIELDS = ("pid", "ppid", "sid", "exe", "comm", "uid", "saddr")
 RULE_KEYS = {"id", "kind", "description", "level", "category", "confidence", "reason",
              "recommended_action", "settles", "when", "measure", "group_by", "ignore_ports", "on"}
-MAX_INDEXED = 8192   # (port, signals) keys of the rule index; then it starts afresh
+MAX_INDEXED = 8192        # (port, signals, comm, exe) keys of the rule index; then it starts afresh
+MAX_INDEXED_TEXT = 1024   # longer comm + exe are not indexed (judged all the same)
 
 
 class RuleFileError(NetSentinelError, ValueError):
@@ -194,6 +195,23 @@ class Rule:
         self.signals = sorted(_strings(w["signal_in"], where)) if "signal_in" in w else None
         self.exe_not_in = set(_strings(w["exe_not_in"], where)) if "exe_not_in" in w else None
 
+    def may_match(self, dport, has_signals: bool, comm, exe) -> bool:
+        """Can this rule match an event with these values? (What does not
+        depend on them, the command line, uid, destination, is left to match.)"""
+        exe = exe or ""
+        if self.ports is not None and dport not in self.ports:
+            return False
+        if self.signals is not None and not has_signals:
+            return False
+        if self.procs is not None and (comm or "").lower() not in self.procs \
+                and exe.rpartition("/")[2].lower() not in self.procs:
+            return False
+        if self.exe_prefix is not None and not exe.startswith(self.exe_prefix):
+            return False
+        if self.exe_suffix is not None and not exe.endswith(self.exe_suffix):
+            return False
+        return self.exe_not_in is None or exe not in self.exe_not_in
+
     def match(self, ev: dict) -> dict | None:
         """Template fields when every condition holds, else None."""
         fields: dict = {}
@@ -330,18 +348,20 @@ class RuleEngine:
         return not self.baselines.known(ident, (ev["daddr"], ev["dport"]), t)
 
     def _candidates_for(self, ev: dict) -> tuple:
-        """The connection rules, in file order, less those whose port or
-        signal condition cannot hold for ev: the index that spares most
-        rules a call per event (each still checks all its conditions)."""
+        """The connection rules, in file order, less those whose port,
+        signal, process name or executable condition cannot hold for ev:
+        the index that spares most rules a call per event (a candidate
+        still checks all its conditions). A host runs a few hundred
+        programs: the keys repeat."""
         signals = ev.get("signals")
-        key = (ev["dport"], isinstance(signals, dict) and bool(signals))
+        key = (ev["dport"], isinstance(signals, dict) and bool(signals), ev.get("comm"), ev.get("exe"))
         got = self._candidates.get(key)
         if got is None:
-            if len(self._candidates) >= MAX_INDEXED:
-                self._candidates.clear()
-            got = self._candidates[key] = tuple(
-                r for r in self.rules if r.on == "connection"
-                and (r.ports is None or key[0] in r.ports) and (r.signals is None or key[1]))
+            got = tuple(r for r in self.rules if r.on == "connection" and r.may_match(*key))
+            if len(key[3] or "") + len(key[2] or "") <= MAX_INDEXED_TEXT:   # memory stays bounded
+                if len(self._candidates) >= MAX_INDEXED:
+                    self._candidates.clear()
+                self._candidates[key] = got
         return got
 
     def evaluate(self, ev: dict, cfg: dict, whitelist=None) -> RuleOutcome:
