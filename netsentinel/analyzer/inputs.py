@@ -30,6 +30,12 @@ _CONN_TYPES = {
 _CONN_NULLABLE = {"ppid": int, "exe": str, "cmdline": str, "saddr": str, "sport": int,
                   "proc_error": str, "tid": int, "mode": str, "comm_b64": str, "exe_b64": str,
                   "cmdline_b64": str, "sid": int, "parent_comm": str, "session_leader": str}
+_BY_TYPE = (tuple(k for k, t in _CONN_TYPES.items() if t is int),
+            tuple(k for k, t in _CONN_TYPES.items() if t is str),
+            tuple(k for k, t in _CONN_NULLABLE.items() if t is int),
+            tuple(k for k, t in _CONN_NULLABLE.items() if t is str))
+_INT, _STR, _INT_NONE, _STR_NONE = {int}, {str}, {int, type(None)}, {str, type(None)}
+assert set(_CONN_TYPES.values()) | set(_CONN_NULLABLE.values()) == {int, str}  # what _BY_TYPE covers
 # Flow counters: numbers when present (a missing one counts as 0).
 _FLOW_NUMBERS = ("window_s", "pps", "bps", "packets", "bytes", "tcp", "udp", "icmp", "other",
                  "tcp_syn", "tcp_ack", "icmp_echo", "udp_ssdp", "udp_reflect", "pkt_size_mean",
@@ -224,8 +230,20 @@ def event_seconds(text: str):
     return value
 
 
+def _types_ok(ev: dict) -> bool:
+    """Every typed field of a connection event right, in a few C-level
+    passes (the loops below then only run to name what is wrong)."""
+    get = ev.get
+    return (set(map(type, map(get, _BY_TYPE[0]))) <= _INT and set(map(type, map(get, _BY_TYPE[1]))) <= _STR
+            and set(map(type, map(get, _BY_TYPE[2]))) <= _INT_NONE
+            and set(map(type, map(get, _BY_TYPE[3]))) <= _STR_NONE)
+
+
 def _check_connection(ev: dict) -> None:
     # `type(v) is t`: JSON gives exact types, and a bool is then not an int.
+    if _types_ok(ev):
+        _check_values(ev)
+        return
     for k, t in _CONN_TYPES.items():
         v = ev.get(k)
         if type(v) is not t:
@@ -234,6 +252,10 @@ def _check_connection(ev: dict) -> None:
         v = ev.get(k)
         if v is not None and type(v) is not t:
             raise BadLine(f"connection event: {k} must be {t.__name__} or null, got {_show(v)}")
+    _check_values(ev)
+
+
+def _check_values(ev: dict) -> None:
     if not 0 <= ev["dport"] <= 65535:
         raise BadLine(f"connection event: dport {ev['dport']} outside 0-65535")
     if ev["family"] not in ("ipv4", "ipv6"):
