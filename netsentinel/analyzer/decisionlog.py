@@ -9,7 +9,6 @@ sets a corrupt one aside)."""
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 from ..eventstore.rows import record_row
@@ -20,11 +19,6 @@ from ..watch import FileSignature
 
 DECIDED = ("approved", "rejected")
 SEEN_MAX = 4096  # ids decided at the watermark's exact time, remembered to avoid a second row
-# The threat sink rewrites the file on every flush that has threats, so its
-# signature changes four times a second on a busy host: reading it (up to a
-# few MB) that often cost the reader a fifth of its time. A decision row
-# carries its own decision time, so a second's delay changes nothing in it.
-POLL_EVERY = 1.0
 
 
 def _decided_at(item: dict) -> float | None:
@@ -46,16 +40,10 @@ class DecisionLog:
         # of them (the stored watermark after a restart).
         self._at_watermark: set[str] | None = None
         self._sig = FileSignature(store.path(PENDING_THREATS))
-        self._next = 0.0
         self.recorded = 0
 
-    def poll(self, force: bool = False) -> list[tuple]:
-        """Rows for the decisions made since the last poll (never raises).
-        The file is looked at most every POLL_EVERY seconds unless force."""
-        now = time.monotonic()
-        if not force and now < self._next:
-            return []
-        self._next = now + POLL_EVERY
+    def poll(self) -> list[tuple]:
+        """Rows for the decisions made since the last poll (never raises)."""
         if not self._sig.changed():
             return []
         try:

@@ -45,6 +45,11 @@ from .evidence import auto_bannable
 REJECTED = ANALYZER_REJECTED
 REJECTED_MAX_BYTES = 5 * 1024 * 1024
 REJECTED_PER_FLUSH = 200     # kept aside per flush; more are counted only
+# The sink rewrites pending_threats.json on every flush that has threats, so
+# its signature changes four times a second on a busy host, and reading it
+# back whole for decisions that often cost the reader a fifth of its time.
+# A decision row carries its own decision time: a second's delay changes nothing in it.
+DECISIONS_EVERY = 1.0
 THREATS_DUTY = 19           # a rewrite of pending_threats.json taking t waits THREATS_DUTY * t
 BATCH_MAX = 2000             # distinct threats waiting for one flush; more fold per actor
 HISTORY_BUF_MAX = 20000      # history lines waiting for a write (normally one flush's worth)
@@ -96,6 +101,7 @@ class RecordsSink:
         self.failing_since: float | None = None   # monotonic time of the first failure in a row
         self.last_error: str | None = None
         self._threats_next = 0.0
+        self._decisions_next = 0.0
 
     # -------------------------------------------------------- from any thread
     def add(self, entry: dict, threat: dict | None) -> None:
@@ -219,8 +225,10 @@ class RecordsSink:
         with self._lock:
             buf, self._events_buf = self._events_buf, deque(maxlen=EVENTS_BUFFER)
         rows, self._event_rows = self._event_rows + [row_of(e) for e in buf], []
-        if self.decisions is not None:
-            rows += self.decisions.poll(force)
+        now = time.monotonic()
+        if self.decisions is not None and (force or now >= self._decisions_next):
+            self._decisions_next = now + DECISIONS_EVERY
+            rows += self.decisions.poll()
         self.events.submit(rows)  # never raises: a broken store is reported, not fatal
 
     def _flush_logs(self, force: bool) -> None:
