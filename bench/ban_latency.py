@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import random
 import secrets
@@ -53,12 +54,14 @@ import sys
 import threading
 import time
 
-from common import (ROOT, VENV_PY, Cleanup, LoaderProc, Progress, emit, enter_netns, lab_session, need_root,
-                    parser, percentile, process_cpu_seconds, pyplot, save_figure, scratch_dir,
+from common import (ROOT, VENV_PY, Cleanup, LoaderProc, Progress, emit, enter_netns, lab_session,
+                    loader_arg_option, need_root, parser, percentile, process_cpu_seconds, pyplot, save_figure, scratch_dir,
                     stop_process, style_axes, wait_until)
 from crowdsec_pull import decision_addresses
 
 from netsentinel import threats
+from netsentinel.loader.bantable import SYNC_SLICE
+from netsentinel.loader.enforceloop import SYNC_EVERY_S
 from netsentinel.records import BANNED_IPS, DASHBOARD_LOG
 from netsentinel.store import RecordsStore
 
@@ -267,7 +270,8 @@ def plot(rows: list[dict], path: str, via: str = "file") -> None:
     save_figure(fig, path)
 
 
-def start_loader(lab, cleanup: Cleanup, tmp, preload: int = 0, to_file: bool = False) -> tuple:
+def start_loader(lab, cleanup: Cleanup, tmp, preload: int = 0, to_file: bool = False,
+                 extra: tuple[str, ...] = ()) -> tuple:
     """The loader on the lab veth with fresh records/ (and `preload` saved
     bans): (records, config, startup facts, loader pid)."""
     records = tmp / "records"
@@ -278,7 +282,7 @@ def start_loader(lab, cleanup: Cleanup, tmp, preload: int = 0, to_file: bool = F
         (records / BANNED_IPS).write_text(json.dumps(
             {a: {"reason": "bench preload", "source": "bench"} for a in decision_addresses(preload)}))
     if not to_file:
-        loader = LoaderProc(lab, records, cfg, echo=False)
+        loader = LoaderProc(lab, records, cfg, *extra, echo=False)
         cleanup.push(loader.stop)
         startup = loader.wait_started()
         pid = loader.proc.pid
@@ -286,7 +290,7 @@ def start_loader(lab, cleanup: Cleanup, tmp, preload: int = 0, to_file: bool = F
         out = tmp / "loader.jsonl"
         cmd = ["ip", "netns", "exec", lab.dut, VENV_PY, "-u", str(ROOT / "unified_ebpf.py"),
                "--records", str(records), "--config", str(cfg), "-i", lab.dut_if,
-               "--pin-dir", lab.pin_root]
+               "--pin-dir", lab.pin_root, *extra]
         with open(out, "wb") as fo, open(tmp / "loader.err", "wb") as fe:
             proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=ROOT)
         cleanup.push(stop_process, proc, 15, 60)
@@ -331,11 +335,15 @@ def run_rounds(args, bans: int, progress: Progress, cleanup: Cleanup, extra: dic
     with lab_session(cleanup, progress) as lab:
         tmp = scratch_dir(cleanup)
         records, cfg, extra["loader"], pid = start_loader(lab, cleanup, tmp, args.preload,
-                                                          bool(args.flood or args.preload))
+                                                          bool(args.flood or args.preload),
+                                                          tuple(args.loader_arg))
         progress(f"loader up ({extra['loader']}); {bans} bans")
         if args.preload:
-            # Idle: after the restore has settled (its first counter sync included).
-            time.sleep(3.0)
+            # Idle: after the restore has settled, its first counter sync
+            # included: one pass over every restored ban, SYNC_SLICE bans each
+            # SYNC_EVERY_S (50,000 bans: 13 slices, 26 s). Before this wait the
+            # idle figure was that pass's cost.
+            time.sleep(3.0 + SYNC_EVERY_S * math.ceil(args.preload / SYNC_SLICE))
             cpu0, w0, load0 = process_cpu_seconds(pid), time.monotonic(), os.getloadavg()[0]
             time.sleep(args.idle_seconds)
             extra["idle_cpu_pct"] = round(100 * (process_cpu_seconds(pid) - cpu0) / (time.monotonic() - w0), 2)
@@ -384,6 +392,7 @@ def main() -> int:
     p.add_argument("--preload", type=int, default=0, help="bans restored at start (e.g. 50000)")
     p.add_argument("--burst", type=int, default=1, help="ban commands written per round, the peer's last")
     p.add_argument("--flood", type=int, default=0, help="flat-out connecting processes during the rounds")
+    loader_arg_option(p)
     p.add_argument("--idle-seconds", type=float, default=10.0,
                    help="with --preload: seconds the loader's idle CPU is measured (default %(default)s)")
     args = p.parse_args()
@@ -403,7 +412,8 @@ def main() -> int:
     table = [[k, s["n"], s["p50"], s["p90"], s["p99"], s["max"]] for k, s in summary.items()]
     emit(NAME, args.quick, {"bans": bans, "via": args.via, "send_interval_s": args.send_interval,
                             "preload": args.preload, "burst": args.burst, "flood": args.flood,
-                            "connect_interval_s": args.connect_interval, "loader_poll_ms": 50},
+                            "connect_interval_s": args.connect_interval, "loader_poll_ms": 50,
+                            "loader_args": args.loader_arg},
          rows, started, ["ms after click" if dash else "ms after write", "n", "p50", "p90", "p99", "max"],
          table,
          summary=summary, **extra)

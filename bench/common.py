@@ -46,6 +46,12 @@ def parser(name: str, doc: str, epilog: str) -> argparse.ArgumentParser:
     return p
 
 
+def loader_arg_option(p: argparse.ArgumentParser) -> None:
+    """--loader-arg: compare loader settings side by side in one run."""
+    p.add_argument("--loader-arg", action="append", default=[], metavar="ARG",
+                   help="pass ARG to the loader (repeat; e.g. --loader-arg=--priority-boost=0)")
+
+
 def need_root(name: str) -> None:
     if os.geteuid() != 0:
         print(f"bench/{name}.py: error: needs root (network namespaces, BPF); try sudo",

@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import time
 
-from common import (ROOT, VENV_PY, Cleanup, Progress, emit, lab_session, need_root, parser,
+from common import (ROOT, VENV_PY, Cleanup, Progress, emit, lab_session, loader_arg_option, need_root, parser,
                     process_cpu_seconds, pyplot, save_figure, scratch_dir, stop_process, style_axes,
                     wait_until)
 
@@ -101,13 +101,14 @@ class StreamFile:
         return [json.loads(line) for line in lines if line]
 
 
-def start_loader(lab, tmp, pages: int, cleanup: Cleanup, capture: str = "tracepoint"):
+def start_loader(lab, tmp, pages: int, cleanup: Cleanup, capture: str = "tracepoint",
+                 extra: tuple[str, ...] = ()):
     cfg = tmp / "filter_config.json"
     cfg.write_text("{}\n")
     out = tmp / f"events-{pages}.jsonl"
     cmd = ["ip", "netns", "exec", lab.dut, VENV_PY, "-u", str(ROOT / "unified_ebpf.py"),
            "--records", str(tmp / "records"), "--config", str(cfg), "--no-xdp",
-           "--buffer-pages", str(pages), "--stats-interval", "1", "--capture", capture]
+           "--buffer-pages", str(pages), "--stats-interval", "1", "--capture", capture, *extra]
     (tmp / "records").mkdir(exist_ok=True)
     with open(out, "wb") as fo, open(tmp / f"loader-{pages}.err", "wb") as fe:
         proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=ROOT)
@@ -220,6 +221,7 @@ def main() -> int:
                    help="run a bpftrace one-liner side by side (default: bpftrace if installed)")
     p.add_argument("--capture", choices=("tracepoint", "kprobe", "auto"), default="tracepoint",
                    help="the loader's --capture (default %(default)s: bpftrace's tracepoint)")
+    loader_arg_option(p)
     args = p.parse_args()
     compare = args.compare or ("bpftrace" if shutil.which("bpftrace") else "none")
     need_root(NAME)
@@ -235,7 +237,8 @@ def main() -> int:
         with lab_session(cleanup, progress) as lab:
             tmp = scratch_dir(cleanup)
             for pages in pages_list:
-                proc, stream, startup = start_loader(lab, tmp, pages, cleanup, args.capture)
+                proc, stream, startup = start_loader(lab, tmp, pages, cleanup, args.capture,
+                                                       tuple(args.loader_arg))
                 bt = Bpftrace(tmp, cleanup) if compare == "bpftrace" else None
                 modes[pages] = startup["capture_mode"]
                 cpu0 = process_cpu_seconds(proc.pid)
@@ -265,7 +268,7 @@ def main() -> int:
               r["lost_reported"], r["loader_cpu_pct"], r["loader_us_per_event"],
               r.get("bpftrace_received"), r.get("bpftrace_us_per_event"), r.get("us_ratio_to_bpftrace"),
               r["loadavg_1m"][0]] for r in rows]
-    emit(NAME, args.quick, {"rates": rates, "buffer_pages": pages_list, "page_bytes": PAGE,
+    emit(NAME, args.quick, {"rates": rates, "buffer_pages": pages_list, "page_bytes": PAGE, "loader_args": args.loader_arg,
                             "seconds": seconds, "generators": args.generators, "capture_mode": modes,
                             "loader_flags": f"--no-xdp --capture {args.capture}", "compare": compare,
                             "loader_idle_cpu_pct": idle},

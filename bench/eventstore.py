@@ -10,17 +10,22 @@ and psycopg are installed, a throwaway PostgreSQL server:
   size     bytes per million events (file or pg_database_size)
   queries  median of 5 runs (after one warm-up) of the dashboard's and
            `netsentinel events`' queries at 10,000 and at 1,000,000 rows
+           (timelines and counts read the per-minute summary, the same
+           figures from the rows alone beside them)
+  migration how long the writer's start takes to build the summary of a
+           store of 1,000,000 rows an older NetSentinel wrote (one GROUP BY)
   retention (SQLite) a cap of 64 MB filled twice over through the writer:
            the largest file seen and the size at the end
   analyzer the real llm_analyzer.py (--backend rules) on 100,000 replayed
            events without and with the store: what the store costs it
 The rows are bench/gen_day.py's day (200 programs, floods, scanners).
 
-USAGE: .venv/bin/python bench/eventstore.py [--quick] [--rows N] [--no-postgres]
+USAGE: .venv/bin/python bench/eventstore.py [--quick] [--rows N] [--no-postgres] [--queries-only]
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -41,6 +46,7 @@ from netsentinel.testing import postgres  # noqa: E402
 EPILOG = """examples:
   .venv/bin/python bench/eventstore.py --quick        # CI size: 2,000 and 20,000 rows
   .venv/bin/python bench/eventstore.py                # 10,000 and 1,000,000 rows (a few minutes)
+  .venv/bin/python bench/eventstore.py --queries-only # no retention nor analyzer runs
 """
 BATCH = 5000
 
@@ -62,6 +68,10 @@ def _queries(end: float) -> dict:
             db.count(Query(since=hour_ago, level="HIGH", min_level=True))),
         "timeline 24 h (15 min x level)": lambda db: db.timeline(Query(since=day_ago), 900),
         "level counts 24 h": lambda db: db.counts_by("level", Query(since=day_ago)),
+        "timelines by kind 24 h (30 min, the Overview)":
+            lambda db: db.timelines_by_kind(Query(since=day_ago), 1800),
+        "threats by level 24 h (the Overview)":
+            lambda db: db.counts_by("level", Query(since=day_ago, kind="threat")),
         "process curl 24 h, page + count": lambda db: (
             db.search(Query(process="curl", since=day_ago)),
             db.count(Query(process="curl", since=day_ago))),
@@ -71,9 +81,24 @@ def _queries(end: float) -> dict:
     }
 
 
+# The queries the summary answers, timed again from the rows alone (a store
+# without it): what it saves.
+SUMMARISED = ("24 h count", "timeline 24 h (15 min x level)", "level counts 24 h",
+              "timelines by kind 24 h (30 min, the Overview)")
+
+
 def _time_queries(db, end: float) -> dict:
+    out = _time(db, _queries(end))
+    db._summary = False
+    out.update({f"{k}, from the rows": v for k, v in
+                _time(db, {k: _queries(end)[k] for k in SUMMARISED}).items()})
+    db._summary = None
+    return out
+
+
+def _time(db, queries: dict) -> dict:
     out = {}
-    for name, fn in _queries(end).items():
+    for name, fn in queries.items():
         fn(db)
         runs = []
         for _ in range(5):
@@ -105,6 +130,7 @@ def run_engine(engine: str, dsn: str, small: int, large: int, end: float, progre
                 res["disk_bytes_per_10k"] = int((_io_written() - io_before) * 10_000 / small)
         assert writer.status()["ok"], writer.status()
         db = open_store(dsn, readonly=True)
+        res[f"load1_at_queries_{target}"] = round(os.getloadavg()[0], 2)
         res[f"queries_ms_{target}"] = _time_queries(db, end)
         db.close()
         progress(f"{engine}: {done} rows, queries timed")
@@ -118,7 +144,25 @@ def run_engine(engine: str, dsn: str, small: int, large: int, end: float, progre
         res["bytes_per_million"] = int(cur.fetchone()[0] * 1_000_000 / done)
         db.conn.rollback()
     writer.close()
+    res["migration_s"] = _time_migration(dsn, done)
+    progress(f"{engine}: summary of {done} rows built in {res['migration_s']} s")
     return res
+
+
+def _time_migration(dsn: str, rows: int) -> float:
+    """The store as schema 1 left it (no summary), then the writer's start."""
+    db = open_store(dsn)
+    cur = db.conn.cursor()
+    cur.execute("DROP TABLE event_buckets")
+    cur.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.conn.commit()
+    db.close()
+    t = time.perf_counter()
+    db = open_store(dsn)
+    took = time.perf_counter() - t
+    assert db.count(Query()) == rows, "the summary built does not count every row"
+    db.close()
+    return round(took, 2)
 
 
 def run_retention(tmp: Path, cap: int, end: float, progress) -> dict:
@@ -177,6 +221,8 @@ def main() -> int:
     p = parser("eventstore", __doc__, EPILOG)
     p.add_argument("--rows", type=int, default=1_000_000, help="the large size (default 1,000,000)")
     p.add_argument("--no-postgres", action="store_true")
+    p.add_argument("--queries-only", action="store_true",
+                   help="insert, queries and migration only (no retention nor analyzer runs)")
     args = p.parse_args()
     started = time.time()
 
@@ -198,8 +244,10 @@ def main() -> int:
             with postgres.PgServer() as pg:
                 results.append(run_engine("postgres", pg.create_db("bench"), small, large, end,
                                           progress))
-        retention = run_retention(Path(tmp), cap, end, progress)
-        analyzer = run_analyzer_cost(Path(tmp), 5000 if args.quick else 100_000, progress)
+        retention = analyzer = None
+        if not args.queries_only:
+            retention = run_retention(Path(tmp), cap, end, progress)
+            analyzer = run_analyzer_cost(Path(tmp), 5000 if args.quick else 100_000, progress)
     rows = []
     for r in results:
         if "skipped" in r:
@@ -207,7 +255,7 @@ def main() -> int:
             continue
         rows.append([r["engine"], f"{r['insert_rows_per_s']:,}", f"{r.get('disk_bytes_per_10k', 0) >> 10:,} KiB",
                      f"{r['bytes_per_million'] >> 20:,} MiB",
-                     f"{max(r[f'queries_ms_{large}'].values()):.0f} ms"])
+                     f"{max(v for k, v in r[f'queries_ms_{large}'].items() if 'from the rows' not in k):.0f} ms"])
     load = Path("/proc/loadavg").read_text().split()[:3]
     emit("eventstore", args.quick, {"rows_small": small, "rows_large": large, "batch": BATCH,
                                     "retention_cap_bytes": cap}, results, started,

@@ -139,15 +139,30 @@ def submit(root: Path, kind: str, by: str, **fields: Any) -> str:
 def outcome(store: RecordsStore, command_id: str, limit: int = 200) -> str | None:
     """What the applier did with a command: "ok", "refused: why", or None
     while it has not handled it yet (read from the audit trail it writes)."""
-    entry = answer(store, command_id, limit)
-    return None if entry is None else str(entry.get("outcome"))
+    return outcomes(store, [command_id], limit)[command_id]
+
+
+def outcomes(store: RecordsStore, command_ids: list[str], limit: int = 200) -> dict[str, str | None]:
+    """outcome() of several commands from one read of the trail."""
+    found = answers(store, command_ids, limit)
+    return {c: None if e is None else str(e.get("outcome")) for c, e in found.items()}
 
 
 def answer(store: RecordsStore, command_id: str, limit: int = 200) -> dict | None:
     """The applier's audit entry for a command (None until it handled it)."""
+    return answers(store, [command_id], limit)[command_id]
+
+
+def answers(store: RecordsStore, command_ids: list[str], limit: int = 200) -> dict[str, dict | None]:
+    """The applier's latest audit entry for each command (None: not handled yet)."""
+    out: dict[str, dict | None] = dict.fromkeys(command_ids)
     entries, _ = audit.read(store, limit=limit, max_bytes=512 * 1024)
-    return next((e for e in reversed(entries) if isinstance(e.get("details"), dict)
-                 and e["details"].get("command_id") == command_id), None)
+    for e in entries:   # oldest first: the latest entry of a command wins
+        details = e.get("details")
+        cid = details.get("command_id") if isinstance(details, dict) else None
+        if isinstance(cid, str) and cid in out:   # a hand-edited trail may hold anything
+            out[cid] = e
+    return out
 
 
 def pending(root: Path) -> list[str]:

@@ -106,7 +106,7 @@ def test_hostile_records_files_are_set_aside_and_recording_goes_on(tmp_path):
                         "category": "suspicious_port", "confidence": "high",
                         "dedupe_key": KEY, "target": "10.0.0.5", "event": conn()}]))
     (records / "llm_config.json").write_text('{"a":' * 50_000 + "1" + "}" * 50_000)
-    proc = start_analyzer(tmp_path, ["--backend", "rules", "--status-interval", "0.2"])
+    proc = start_analyzer(tmp_path, ["--backend", "rules", "--status-interval", "0.2", "--history"])
     try:
         proc.stdin.write(lines([conn(1, dport=23)]))
         proc.stdin.flush()

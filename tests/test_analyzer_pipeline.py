@@ -98,7 +98,7 @@ def test_dashboard_window_is_bounded_and_history_complete(tmp_path):
     records = tmp_path / "records"
     evs = [conn(i * 0.01, pid=1000 + i, daddr=f"10.1.{i // 250}.{i % 250}", dport=443)
            for i in range(500)]
-    r = run_analyzer(tmp_path, ["--backend", "rules", "--log-max-entries", "50"], lines(evs))
+    r = run_analyzer(tmp_path, ["--backend", "rules", "--log-max-entries", "50", "--history"], lines(evs))
     assert r.returncode == 0, r.stderr
     logs = read(records, "dashboard_logs.json")
     assert logs["max_entries"] == 50 and len(logs["entries"]) == 50
@@ -110,7 +110,7 @@ def test_dashboard_window_is_bounded_and_history_complete(tmp_path):
 
 def test_clear_empties_data_files_and_says_so(tmp_path):
     records = tmp_path / "records"
-    run_analyzer(tmp_path, ["--backend", "rules"], lines(scan_events()))
+    run_analyzer(tmp_path, ["--backend", "rules", "--history"], lines(scan_events()))
     assert pending(records)
     r = run_analyzer(tmp_path, ["--backend", "rules", "--clear"], lines([conn(0, dport=443)]))
     assert r.returncode == 0

@@ -25,7 +25,7 @@ def test_a_model_answer_with_a_lone_surrogate_is_recorded(tmp_path):
     events = [conn(i, pid=5000 + i, daddr=f"198.51.100.{i % 3 + 1}", dport=8000 + i) for i in range(30)]
     with StandinServer(lambda req: (200, answer)) as s:
         r = run_analyzer(tmp_path, ["--backend", "openai", "--base-url", f"{s.url}/v1",
-                                    "--model", "standin-model", "--max-calls-per-minute", "100"],
+                                    "--model", "standin-model", "--max-calls-per-minute", "100", "--history"],
                          lines(events))
     assert r.returncode == 0, r.stderr
     status = status_of(records)

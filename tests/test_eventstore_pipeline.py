@@ -109,6 +109,24 @@ def test_the_analyzer_stores_every_verdict_at_the_events_time(tmp_path):
     assert db.count(Query(since=parse_iso(EVENTS[0]["ts"]), until=parse_iso(EVENTS[10]["ts"]))) == 10
     st = _status(tmp_path / "records")["event_store"]
     assert st["ok"] and st["rows_written"] == 32 and st["dsn"].startswith("sqlite:")
+    # The store holds the history: no JSON-lines copy of it by default...
+    assert not (tmp_path / "records" / "analyzed_events.jsonl").exists()
+    # ...the same records, as the analyzer made them, from the store.
+    out = _ctl(tmp_path / "records", "--kind", "connection", "--format", "jsonl", "--oldest-first")
+    assert out.returncode == 0, out.stderr
+    recs = [json.loads(ln)["record"] for ln in out.stdout.splitlines()]
+    assert len(recs) == 31 and recs[0]["event"]["ts"] == EVENTS[0]["ts"] and "verdict_source" in recs[0]
+
+
+def test_without_a_store_the_history_is_kept_in_json_lines(tmp_path):
+    r = run_analyzer(tmp_path, ["--backend", "rules", "--no-store"], lines(EVENTS))
+    assert r.returncode == 0, r.stderr
+    history = (tmp_path / "records" / "analyzed_events.jsonl").read_text().splitlines()
+    assert len(history) == 31 and not (tmp_path / "records" / "events.sqlite3").exists()
+    r = run_analyzer(tmp_path, ["--backend", "rules", "--no-store", "--no-history"], lines(EVENTS),
+                     records=tmp_path / "quiet")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "quiet" / "analyzed_events.jsonl").exists()
 
 
 def test_a_corrupt_store_never_stops_the_analyzer(tmp_path):

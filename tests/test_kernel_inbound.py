@@ -63,6 +63,17 @@ def test_udp_ssdp_and_scan_features(lab, loader):
     assert ev["dport_buckets"] > 30
 
 
+def test_the_loader_runs_above_the_priority_it_was_started_with(lab, loader):
+    """--priority-boost (default 4, as auditd): every thread of the loader,
+    the event and enforcement threads included, outranks the local
+    processes whose flood it must see through."""
+    import os
+    want = max(-20, os.getpriority(os.PRIO_PROCESS, 0) - 4)
+    tids = os.listdir(f"/proc/{loader.proc.pid}/task")
+    assert len(tids) > 1   # the enforcement thread has started
+    assert {os.getpriority(os.PRIO_PROCESS, int(t)) for t in tids} == {want}
+
+
 def test_normal_traffic_is_not_over_threshold(lab, loader):
     subprocess.run(["ip", "netns", "exec", lab.peer, "ping", "-c", "3", "-i", "0.2", "-q",
                     "-I", lab.peer4b, lab.dut4], capture_output=True, timeout=10)

@@ -73,8 +73,14 @@ def _flags(p: argparse.ArgumentParser) -> None:
     o = groups["records"]
     o.add_argument("--clear", action="store_true",
                    help="empty the analyzer's data files on start (threats, logs, history, status)")
+    # The event store holds every verdict (netsentinel events --format jsonl
+    # gives them back as recorded): the JSON-lines copy only where there is
+    # no store, or when asked for.
+    o.add_argument("--history", action="store_true",
+                   help=f"also keep the full history in records/{HISTORY} "
+                        "(default: only with --no-store; the event store holds it)")
     o.add_argument("--no-history", action="store_true",
-                   help=f"do not keep the full history in records/{HISTORY}")
+                   help=f"keep no records/{HISTORY}, even with --no-store")
     o.add_argument("--store-dsn", metavar="DSN",
                    help=f"event store: postgresql://USER@HOST/DB for a fleet, or an SQLite file "
                         f"(default: records/{EVENTS_DB}, or ${DSN_ENV})")
@@ -214,7 +220,7 @@ def run_analyzer(args) -> int:
 
     analyzer = Analyzer(store, settings, engine, WhitelistFile(paths.config_path(args.config),
                                                                warn=_warn),
-                        warn=_warn, history=not args.no_history,
+                        warn=_warn, history=args.history or (args.no_store and not args.no_history),
                         status_interval=args.status_interval, events=_event_writer(args, store))
     if args.metrics_addr:
         serve_metrics(args.metrics_addr, analyzer, store)

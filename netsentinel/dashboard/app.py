@@ -8,17 +8,14 @@ half-typed values across refreshes because a form is only sent on submit.
 
 from __future__ import annotations
 
-import os
-
 import streamlit as st
 from streamlit_autorefresh import st_autorefresh
 
-from .. import audit, dashcmd
 from ..errors import InputError
 from ..store import RecordsStore, StoreError
 from . import auditlog, bans, events, filter_rules, history, llm, overview, review, stack, whitelist
 from .auth import REFRESH_KEY, require_access, sign_out
-from .context import Ctx
+from .context import Ctx, write_audit
 from .settings import load_settings
 from .status import liveness
 from .ui import flash, md, show_flash, show_notices
@@ -75,11 +72,7 @@ def main() -> None:
 
     def record(who: str, action: str, details: dict, outcome: str) -> None:
         try:
-            if os.access(settings.records, os.W_OK) or not dashcmd.may_submit(settings.records):
-                audit.record(RecordsStore(settings.records), who, action, details, outcome)
-            else:  # unprivileged: root's analyzer writes the trail (records/dashboard_commands.d/)
-                dashcmd.submit(settings.records, "audit", who, action=action, details=details,
-                               outcome=str(outcome)[:dashcmd.MAX_TEXT])
+            write_audit(RecordsStore(settings.records), who, action, details, outcome)
         except (StoreError, OSError, InputError) as e:
             st.warning(f"Not recorded in the audit trail: {md(e)}")
 

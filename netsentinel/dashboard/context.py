@@ -26,6 +26,20 @@ ANSWER_WAIT_S = 5.0
 _PROTECTED = ProtectedCache()
 
 
+def write_audit(store: RecordsStore, who: str, action: str, details: dict, outcome: str = "ok") -> None:
+    """An audit entry: written by this process when it may write records/
+    (root), else queued for root's analyzer, which writes it naming this
+    uid. StoreError (one line) when neither works."""
+    if os.access(store.root, os.W_OK) or not dashcmd.may_submit(store.root):
+        audit.record(store, who, action, details, outcome)
+        return
+    try:
+        dashcmd.submit(store.root, "audit", who, action=action, details=details,
+                       outcome=str(outcome)[:dashcmd.MAX_TEXT])
+    except OSError as e:
+        raise StoreError(f"cannot queue the audit entry: {e}") from None
+
+
 @dataclass
 class Ctx:
     settings: Settings
@@ -95,8 +109,8 @@ class Ctx:
         deadline = time.monotonic() + wait
         out: dict[str, str | None] = dict.fromkeys(cids)
         while True:
-            for cid in [c for c, o in out.items() if o is None]:
-                out[cid] = dashcmd.outcome(self.store, cid, limit=max(200, 2 * len(cids)))
+            waiting = [c for c, o in out.items() if o is None]
+            out.update(dashcmd.outcomes(self.store, waiting, limit=max(200, 2 * len(cids))))
             if all(o is not None for o in out.values()) or time.monotonic() >= deadline:
                 return out
             time.sleep(0.1)
@@ -104,14 +118,8 @@ class Ctx:
     def audit(self, action: str, details: dict, outcome: str = "ok") -> None:
         """Root writes the trail itself; an unprivileged dashboard has the
         analyzer write it (naming this process's uid)."""
-        if self.direct:
-            audit.record(self.store, self.who, action, details, outcome)
-        elif self.queued:
-            try:
-                dashcmd.submit(self.settings.records, "audit", self.who, action=action,
-                               details=details, outcome=str(outcome)[:dashcmd.MAX_TEXT])
-            except OSError as e:
-                raise StoreError(f"cannot queue the audit entry: {e}") from None
+        if self.direct or self.queued:
+            write_audit(self.store, self.who, action, details, outcome)
 
     def whitelist_for_write(self) -> Whitelist:
         """The whitelist as it is on disk now; raises ConfigError/StoreError

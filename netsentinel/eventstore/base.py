@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from ..levels import LEVELS
+from . import summary
 from .query import Query, page_sql, where
 from .rows import as_dict
 from .schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION
@@ -30,7 +31,6 @@ class SchemaTooNew(Exception):
 class EventStore:
     engine = "?"
     ph = "?"
-    floor = "FLOOR({})"
 
     def __init__(self, conn, retention: Retention | None = None):
         self.conn = conn
@@ -38,6 +38,7 @@ class EventStore:
         self._select = f"SELECT id, {', '.join(COLUMNS)} FROM events"
         self._insert = (f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES "
                         f"({', '.join(self.ph for _ in COLUMNS)})")
+        self._summary: bool | None = None  # event_buckets there (schema 2+); asked once
 
     # ------------------------------------------------------------ schema
     def migrate(self) -> int:
@@ -58,6 +59,7 @@ class EventStore:
             cur.execute(f"INSERT INTO meta (key, value) VALUES ({self.ph}, {self.ph})",
                         ("schema_version", str(version)))
             self.conn.commit()
+        self._summary = True
         return found
 
     def schema_version(self) -> int:
@@ -68,15 +70,21 @@ class EventStore:
 
     # ------------------------------------------------------------ writing
     def add_rows(self, rows: list[tuple]) -> None:
-        """Insert a batch in one transaction (all or none)."""
+        """Insert a batch and count it into the summary, in one transaction
+        (all or none)."""
         if not rows:
             return
         try:
-            self.conn.cursor().executemany(self._insert, rows)
+            cur = self.conn.cursor()
+            self._insert_rows(cur, rows)
+            summary.add(self, cur, ((r[0], r[3], r[2]) for r in rows))  # ts, level, kind
             self.conn.commit()
         except Exception:
             self._rollback()
             raise
+
+    def _insert_rows(self, cur, rows: list[tuple]) -> None:
+        cur.executemany(self._insert, rows)
 
     def _rollback(self) -> None:
         try:
@@ -90,7 +98,21 @@ class EventStore:
         p, pparams = page_sql(q, self.ph)
         return [as_dict(r) for r in self._all(self._select + w + p, params + pparams)]
 
+    def has_summary(self) -> bool:
+        """A store from before schema 2 (a reader opened before its writer
+        migrated it) has no summary: its figures come from the rows."""
+        if self._summary is None:
+            found = self._all(f"SELECT value FROM meta WHERE key = {self.ph}", ["schema_version"])
+            self._summary = bool(found) and int(found[0][0]) >= summary.SUMMARY_VERSION
+        return self._summary
+
+    def _summarised(self, q: Query, width: int | None = None) -> bool:
+        return ((width is None or width % summary.BUCKET_S == 0) and summary.answers(q)
+                and self.has_summary())
+
     def count(self, q: Query) -> int:
+        if self._summarised(q):
+            return sum(summary.grouped(self, q, ()).values())
         w, params = where(q, self.ph)
         return int(self._all("SELECT COUNT(*) FROM events" + w, params)[0][0])
 
@@ -98,6 +120,10 @@ class EventStore:
         """[(value, rows)] most frequent first: for summaries and the Overview."""
         if column not in COLUMNS:
             raise ValueError(f"unknown column {column!r}")
+        if column in ("level", "kind") and self._summarised(q):
+            by = summary.grouped(self, q, (column,))
+            return sorted(((k[0], n) for k, n in by.items()),
+                          key=lambda r: (-r[1], r[0] is not None, r[0] or ""))[:int(top)]
         w, params = where(q, self.ph)
         return [tuple(r) for r in self._all(
             f"SELECT {column}, COUNT(*) AS n FROM events{w} GROUP BY {column} "
@@ -129,24 +155,24 @@ class EventStore:
                          f"ORDER BY n DESC, MAX(ts) DESC LIMIT {int(top)}", params)
         return [(*r[:-2], LEVELS[int(r[-2])], r[-1]) for r in rows]
 
+    def _grouped(self, q: Query, cols: tuple[str, ...], width: int | None = None) -> dict:
+        if self._summarised(q, width):
+            return summary.grouped(self, q, cols, width)
+        return summary.from_rows(self, q, cols, width)
+
     def timeline(self, q: Query, bucket_s: int) -> list[tuple]:
-        """[(bucket start, level, rows)] for a plot, aggregated in the database."""
-        w, params = where(q, self.ph)
-        b = int(bucket_s)
-        return [tuple(r) for r in self._all(
-            f"SELECT {self.floor.format(f'ts / {b}')} * {b} AS t, level, COUNT(*) FROM events{w} "
-            f"GROUP BY t, level ORDER BY t", params)]
+        """[(bucket start, level, rows)] for a plot, aggregated in the database
+        (from the summary when bucket_s is whole minutes)."""
+        by = self._grouped(q, ("t", "level"), int(bucket_s))
+        return [(t, lv, by[(t, lv)]) for t, lv in sorted(by, key=_by_time)]
 
     def timelines_by_kind(self, q: Query, bucket_s: int) -> dict[str, list[tuple]]:
         """{kind: [(bucket start, level, rows)]}: timeline() for every kind in
-        one pass over the time index (the Overview draws two of them)."""
-        w, params = where(q, self.ph)
-        b = int(bucket_s)
+        one pass over the summary or the time index (the Overview draws two)."""
+        by = self._grouped(q, ("t", "kind", "level"), int(bucket_s))
         out: dict[str, list[tuple]] = {}
-        for t, kind, level, n in self._all(
-                f"SELECT {self.floor.format(f'ts / {b}')} * {b} AS t, kind, level, COUNT(*) FROM events{w} "
-                f"GROUP BY t, kind, level ORDER BY t", params):
-            out.setdefault(kind, []).append((t, level, n))
+        for t, kind, lv in sorted(by, key=lambda k: (k[1], *_by_time((k[0], k[2])))):
+            out.setdefault(kind, []).append((t, lv, by[(t, kind, lv)]))
         return out
 
     def investigate(self, q: Query) -> dict:
@@ -175,25 +201,29 @@ class EventStore:
 
     def retention_step(self, now: float | None = None) -> int:
         """Delete at most RETENTION_BATCH of the oldest rows that are past
-        the age limit, or while the data is over the size cap; rows deleted."""
+        the age limit, or while the data is over the size cap, and count them
+        out of the summary in the same transaction; rows deleted."""
         now = time.time() if now is None else now
         cutoff = now - self.retention.max_age_days * 86400
         cur = self.conn.cursor()
+        # RETURNING: the rows this transaction deleted, none that another
+        # writer of a fleet deleted first, so each is counted out once.
+        oldest = (f"DELETE FROM events WHERE id IN (SELECT id FROM events{{}} ORDER BY ts "
+                  f"LIMIT {RETENTION_BATCH}) RETURNING ts, level, kind")
         try:
-            cur.execute(f"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < {self.ph} "
-                        f"ORDER BY ts LIMIT {RETENTION_BATCH})", (cutoff,))
-            deleted = max(cur.rowcount, 0)
-            if not deleted and self.size_bytes() > self.retention.max_bytes:
-                cur.execute(f"DELETE FROM events WHERE id IN (SELECT id FROM events "
-                            f"ORDER BY ts LIMIT {RETENTION_BATCH})")
-                deleted = max(cur.rowcount, 0)
+            cur.execute(oldest.format(f" WHERE ts < {self.ph}"), (cutoff,))
+            gone = cur.fetchall()
+            if not gone and self.size_bytes() > self.retention.max_bytes:
+                cur.execute(oldest.format(""))
+                gone = cur.fetchall()
+            summary.subtract(self, cur, gone)
             self.conn.commit()
         except Exception:
             self._rollback()
             raise
-        if deleted:
+        if gone:
             self._reclaim()
-        return deleted
+        return len(gone)
 
     def _reclaim(self) -> None:
         """Give freed space back after a delete (engine-specific)."""
@@ -203,3 +233,7 @@ class EventStore:
             self.conn.close()
         except Exception:  # closing a broken connection: nothing left to do
             pass
+
+
+def _by_time(row: tuple) -> tuple:
+    return row[0], row[1] is not None, row[1] or ""

@@ -8,11 +8,15 @@ engines. A row is one thing that happened, stamped with the event's own time
   saddr, daddr, dport              addresses; for a flow, saddr is its source
   ref        the analyzer's entry id, or a threat id for threat/decision rows
   doc        the whole record as JSON, for export and the detail view
+
+A second table, event_buckets, counts the rows per minute, level and kind
+(eventstore/summary.py): timelines and counts over a range read it instead
+of a day's million index entries.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Column order of an inserted row (rows.row_of builds tuples in this order).
 COLUMNS = ("ts", "analyzed_at", "kind", "level", "category", "confidence", "verdict_source",
@@ -45,9 +49,46 @@ def _create(id_type: str, real: str) -> list[str]:
     return stmts
 
 
+# floor(ts) as an integer, exactly, for any sign (SQLite's without its
+# optional math functions), and the remainder's function.
+FLOOR_INT = {"sqlite": "(CAST({0} AS INTEGER) - ({0} < CAST({0} AS INTEGER)))",
+             "postgres": "CAST(FLOOR({0}) AS BIGINT)"}
+_MOD = {"sqlite": "(({0}) % {1})", "postgres": "MOD({0}, {1})"}
+
+
+def bucket_sql(engine: str, int_expr: str, width: int) -> str:
+    """The start of the `width`-second bucket holding the integer int_expr:
+    int_expr - (int_expr mod width), mod taken towards minus infinity
+    (SQL's % and MOD() keep the dividend's sign). Integer arithmetic: the
+    same bucket as summary.bucket_start() for every row, with no rounding
+    at a boundary."""
+    mod = _MOD[engine]
+    return f"({int_expr} - {mod.format(mod.format(int_expr, width) + f' + {width}', width)})"
+
+
+BUCKET_S = 60  # the summary's bucket: a minute
+
+
+def _summary(engine: str, bigint: str, suffix: str) -> list[str]:
+    """event_buckets: rows per (minute, level, kind), built from the rows
+    there are (one GROUP BY), then kept by every insert and every retention
+    step in their own transaction. A row with no level is counted under ''
+    (a key column cannot be NULL). Idempotent: SQLite runs CREATE TABLE
+    outside the migration's transaction."""
+    minute = bucket_sql(engine, FLOOR_INT[engine].format("ts"), BUCKET_S)
+    return [f"CREATE TABLE IF NOT EXISTS event_buckets (\n  bucket_start {bigint} NOT NULL,\n"
+            f"  level TEXT NOT NULL,\n  kind TEXT NOT NULL,\n  n {bigint} NOT NULL,\n"
+            f"  PRIMARY KEY (bucket_start, level, kind)\n){suffix}",
+            "DELETE FROM event_buckets",
+            f"INSERT INTO event_buckets (bucket_start, level, kind, n) SELECT {minute}, "
+            f"COALESCE(level, ''), kind, COUNT(*) FROM events GROUP BY 1, 2, 3"]
+
+
 # version -> statements that bring the previous version to it; applied in
 # order, each version in one transaction, on every start (open()).
 MIGRATIONS = {
-    "sqlite": {1: _create("INTEGER PRIMARY KEY", "REAL")},
-    "postgres": {1: _create("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION")},
+    "sqlite": {1: _create("INTEGER PRIMARY KEY", "REAL"),
+               2: _summary("sqlite", "INTEGER", " WITHOUT ROWID")},
+    "postgres": {1: _create("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION"),
+                 2: _summary("postgres", "BIGINT", "")},
 }

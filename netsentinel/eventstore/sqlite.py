@@ -28,7 +28,6 @@ DASHBOARD_GROUP = "netsentinel"  # the dashboard service's user and group
 class SQLiteEventStore(EventStore):
     engine = "sqlite"
     ph = "?"
-    floor = "CAST({} AS INTEGER)"  # ts >= 0, so truncation is floor
 
     def __init__(self, path: str | os.PathLike, retention: Retention | None = None, *,
                  readonly: bool = False):
@@ -65,19 +64,12 @@ class SQLiteEventStore(EventStore):
             conn.execute("PRAGMA quick_check(1)").fetchone()  # a torn file fails here, not mid-run
             self.migrate()
 
-    def add_rows(self, rows: list[tuple]) -> None:
+    def _insert_rows(self, cur, rows: list[tuple]) -> None:
         """The batch as one JSON array in one statement: SQLite unpacks it
         (json_each) with the GIL released for the whole batch. executemany
         would take the GIL back for every row, and on a busy analyzer each
         retake waits for its reader thread's switch interval."""
-        if not rows:
-            return
-        try:
-            self.conn.execute(self._insert_json, (_encode_rows(rows),))
-            self.conn.commit()
-        except Exception:
-            self._rollback()
-            raise
+        cur.execute(self._insert_json, (_encode_rows(rows),))
 
     def size_bytes(self) -> int:
         """Pages in use (freed pages are reused, then given back by _reclaim)."""

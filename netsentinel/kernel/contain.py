@@ -54,13 +54,18 @@ def exe_identity(path: str) -> tuple[int, int]:
 
 def format_offsets(tracepoint: str) -> dict[str, int]:
     """{field: offset in the record} from a tracepoint's format file."""
+    return {m[1]: int(m[2]) for m in _FIELD.finditer(_tracefs_read(tracepoint, "format"))}
+
+
+def _tracefs_read(tracepoint: str, name: str) -> str:
+    """A tracepoint's `format` or `id` file from the first tracefs mount that has it."""
     for root in TRACEFS:
         try:
-            with open(f"{root}/events/{tracepoint}/format") as f:
-                return {m[1]: int(m[2]) for m in _FIELD.finditer(f.read())}
+            with open(f"{root}/events/{tracepoint}/{name}") as f:
+                return f.read()
         except FileNotFoundError:
             continue
-    raise KernelError(f"tracepoint {tracepoint} has no format file under {' or '.join(TRACEFS)}; "
+    raise KernelError(f"tracepoint {tracepoint} has no {name} file under {' or '.join(TRACEFS)}; "
                       "mount tracefs (mount -t tracefs tracefs /sys/kernel/tracing)")
 
 
@@ -86,13 +91,7 @@ def contain_cflags() -> tuple[dict[str, int], list[str]]:
 
 
 def _tracepoint_id(tracepoint: str) -> int:
-    for root in TRACEFS:
-        try:
-            with open(f"{root}/events/{tracepoint}/id") as f:
-                return int(f.read())
-        except FileNotFoundError:
-            continue
-    raise KernelError(f"tracepoint {tracepoint} not found; mount tracefs")
+    return int(_tracefs_read(tracepoint, "id"))
 
 
 def perf_tracepoint_link(prog_fd: int, tracepoint: str) -> int:

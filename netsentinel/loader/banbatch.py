@@ -122,16 +122,6 @@ def _flush(table, adds: list, done: list[bool], counts: dict) -> None:
             continue
         ttl = cmd.ttl_seconds
         expires = (iso.get(ttl) or iso.setdefault(ttl, utc_now_iso(now + ttl))) if ttl else None
-        k = cmd.key
-        rec = table.bans.get(k)
-        if rec is None:
-            rec = {"drops": 0, "last_drop_at": None, "banned_at": now_iso}
-            counts["applied"] += 1
-        else:
-            counts["updated"] += 1
-        rec.update(reason=cmd.reason, source=cmd.source, expires_at=expires)
-        if "threat_id" in raw:
-            rec["threat_id"] = raw["threat_id"]
-        table.put(k, cmd.net, rec, now + ttl if ttl else None)
+        counts["updated" if table.record(cmd, raw, now, expires, now_iso) else "applied"] += 1
         done[i] = True
     adds.clear()

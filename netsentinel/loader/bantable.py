@@ -149,14 +149,7 @@ class BanTable:
             self._refuse(raw, str(e))
             return
         expires = utc_now_iso(now + cmd.ttl_seconds) if cmd.ttl_seconds else None
-        existed = k in self.bans
-        rec = self.bans.get(k, {"drops": 0, "last_drop_at": None})
-        rec.update(reason=cmd.reason, source=cmd.source, expires_at=expires)
-        if not existed:
-            rec["banned_at"] = utc_now_iso(now)
-        if "threat_id" in raw:
-            rec["threat_id"] = raw["threat_id"]
-        self.put(k, cmd.net, rec, now + cmd.ttl_seconds if cmd.ttl_seconds else None)
+        existed = self.record(cmd, raw, now, expires, utc_now_iso(now))
         self.emit("ban", ip=k, result="updated" if existed else "applied", reason=cmd.reason,
                   source=cmd.source, expires_at=expires)
 
@@ -173,6 +166,19 @@ class BanTable:
         return self._refuse.count
 
     # ------------------------------------------------------------ the table itself
+    def record(self, cmd: BanCommand, raw: dict, now: float, expires: str | None, now_iso: str) -> bool:
+        """Record an applied ban command (expires: the text of now + its
+        ttl); True when it renewed a ban already in the table."""
+        rec = self.bans.get(cmd.key)
+        existed = rec is not None
+        if rec is None:
+            rec = {"drops": 0, "last_drop_at": None, "banned_at": now_iso}
+        rec.update(reason=cmd.reason, source=cmd.source, expires_at=expires)
+        if "threat_id" in raw:
+            rec["threat_id"] = raw["threat_id"]
+        self.put(cmd.key, cmd.net, rec, now + cmd.ttl_seconds if cmd.ttl_seconds else None)
+        return existed
+
     def put(self, k: str, net: Network, rec: dict, expires: float | None) -> None:
         """Record a ban (rec's expires_at is the text of `expires`)."""
         self.bans[k], self._nets[k] = rec, net

@@ -10,7 +10,7 @@ import zlib
 
 from ..kernel.contain import exe_identity
 from .egress import socket_cookie
-from .procinfo import read_process
+from .procinfo import stat_fields
 
 # Executables shared by every user and service: containing one by executable
 # would cut off every copy (each login shell, the admin's session); their
@@ -24,21 +24,21 @@ def start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat (jiffies after boot): a pid's identity
     with its number, so a reused pid is told apart. None when gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode("utf-8", "replace")
-        return int(stat[stat.rindex(")") + 2:].split()[19])
+        return int(stat_fields(pid)[19])
     except (OSError, ValueError, IndexError):
         return None
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below pid, from one pass over /proc."""
+    """Every process below pid, from one pass over /proc (one stat file each)."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
-            ppid = read_process(int(name))["ppid"]
-            if ppid is not None:
-                children.setdefault(ppid, []).append(int(name))
+            try:
+                ppid = int(stat_fields(int(name))[1])
+            except (OSError, ValueError, IndexError):
+                continue   # gone meanwhile
+            children.setdefault(ppid, []).append(int(name))
     out, todo = [], [pid]
     while todo:
         for c in children.get(todo.pop(), []):
@@ -97,5 +97,8 @@ def protected_pids() -> set[int]:
     out, pid = {1}, os.getpid()
     while pid > 1 and pid not in out:
         out.add(pid)
-        pid = read_process(pid)["ppid"] or 1
+        try:
+            pid = int(stat_fields(pid)[1]) or 1
+        except (OSError, ValueError, IndexError):
+            pid = 1
     return out

@@ -34,15 +34,21 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+def stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the name (state ppid pgrp session ...
+    starttime at [19]). comm may contain spaces and parentheses: the split is
+    after the last ')'. Raises OSError (gone: FileNotFoundError) or
+    ValueError."""
+    stat = _read(f"/proc/{pid}/stat").decode("utf-8", "replace")
+    return stat[stat.rindex(")") + 2:].split()
+
+
 def read_process(pid: int) -> dict:
     info = {"ppid": None, "sid": None, "parent_comm": None, "session_leader": None,
             "exe": None, "cmdline": None, "proc_error": None}
     base = f"/proc/{pid}"
     try:
-        stat = _read(f"{base}/stat").decode("utf-8", "replace")
-        # comm may contain spaces and parentheses: split after the last ')'.
-        # Then: state ppid pgrp session ...
-        after = stat[stat.rindex(")") + 2:].split()
+        after = stat_fields(pid)
         info["ppid"], info["sid"] = int(after[1]), int(after[3])
         info["cmdline"] = _cmdline(_read(f"{base}/cmdline"))
         info["parent_comm"] = _comm(info["ppid"])
