@@ -38,6 +38,7 @@ from .addrlist import AddressList
 from .inputs import event_seconds
 from .ipcache import parse_ip
 from .reasons import TEMPLATE_FIELDS, render, template
+from .ruleindex import RuleIndex
 from .scan import Baselines, DistinctWindow, ProcessHistory, group_value, sweep_target, who
 from .verdict import Verdict
 
@@ -51,8 +52,6 @@ DESTINATION_CONDITIONS = {"dport_in", "daddr_in", "daddr_in_lists"}
 GROUP_FIELDS = ("pid", "ppid", "sid", "exe", "comm", "uid", "saddr")
 RULE_KEYS = {"id", "kind", "description", "level", "category", "confidence", "reason",
              "recommended_action", "settles", "when", "measure", "group_by", "ignore_ports", "on"}
-MAX_INDEXED = 8192        # (port, signals, comm, exe) keys of the rule index; then it starts afresh
-MAX_INDEXED_TEXT = 1024   # longer comm + exe are not indexed (judged all the same)
 
 
 class RuleFileError(NetSentinelError, ValueError):
@@ -195,23 +194,6 @@ class Rule:
         self.signals = sorted(_strings(w["signal_in"], where)) if "signal_in" in w else None
         self.exe_not_in = set(_strings(w["exe_not_in"], where)) if "exe_not_in" in w else None
 
-    def may_match(self, dport, has_signals: bool, comm, exe) -> bool:
-        """Can this rule match an event with these values? (What does not
-        depend on them, the command line, uid, destination, is left to match.)"""
-        exe = exe or ""
-        if self.ports is not None and dport not in self.ports:
-            return False
-        if self.signals is not None and not has_signals:
-            return False
-        if self.procs is not None and (comm or "").lower() not in self.procs \
-                and exe.rpartition("/")[2].lower() not in self.procs:
-            return False
-        if self.exe_prefix is not None and not exe.startswith(self.exe_prefix):
-            return False
-        if self.exe_suffix is not None and not exe.endswith(self.exe_suffix):
-            return False
-        return self.exe_not_in is None or exe not in self.exe_not_in
-
     def match(self, ev: dict) -> dict | None:
         """Template fields when every condition holds, else None."""
         fields: dict = {}
@@ -323,7 +305,7 @@ class RuleEngine:
             raise RuleFileError(f"{self.path}: {e}") from None
         self.history = ProcessHistory()
         self.baselines = Baselines()
-        self._candidates: dict = {}   # (dport, has signals) -> the connection rules that may match
+        self.index = RuleIndex(self.rules)   # which connection rules may match an event
 
     def memory(self) -> dict:
         """What the bounded detectors hold and have forgotten (for the status)."""
@@ -347,29 +329,12 @@ class RuleEngine:
         ident = (ev.get("uid"), ev.get("comm"))
         return not self.baselines.known(ident, (ev["daddr"], ev["dport"]), t)
 
-    def _candidates_for(self, ev: dict) -> tuple:
-        """The connection rules, in file order, less those whose port,
-        signal, process name or executable condition cannot hold for ev:
-        the index that spares most rules a call per event (a candidate
-        still checks all its conditions). A host runs a few hundred
-        programs: the keys repeat."""
-        signals = ev.get("signals")
-        key = (ev["dport"], isinstance(signals, dict) and bool(signals), ev.get("comm"), ev.get("exe"))
-        got = self._candidates.get(key)
-        if got is None:
-            got = tuple(r for r in self.rules if r.on == "connection" and r.may_match(*key))
-            if len(key[3] or "") + len(key[2] or "") <= MAX_INDEXED_TEXT:   # memory stays bounded
-                if len(self._candidates) >= MAX_INDEXED:
-                    self._candidates.clear()
-                self._candidates[key] = got
-        return got
-
     def evaluate(self, ev: dict, cfg: dict, whitelist=None) -> RuleOutcome:
         """Judge one connection event (and remember it for scan windows and history)."""
         t = _event_time(ev)
         matches: list[tuple[Rule, dict]] = []
         target, scans = ev["daddr"], None
-        for rule in self._candidates_for(ev):
+        for rule in self.index.candidates(ev):
             if rule.kind == "whitelist":
                 why = ev.get("whitelisted") or (whitelist.match(
                     daddr=ev["daddr"], dport=ev["dport"], comm=ev.get("comm"), exe=ev.get("exe"))
