@@ -12,10 +12,17 @@ llm_analyzer.py as fast as a pipe takes them, twice:
          slow local model does to the pipeline
 and reports events/s, the analyzer's CPU seconds and peak memory, and for
 the LLM run the calls made, cache hits, queue depth and drops, and LLM calls
-per 10,000 events. Nothing is sent on a network but loopback; the
+per 10,000 events. The rules run is made twice, side by side: with records/
+empty and with records/ full (100,000 threats of distinct actors through
+threats.add_or_merge_many, which keeps at most MAX_OPEN of them open and
+counts the rest in one overflow threat, and a day of history, 200,000
+events from gen_day.py, in the event store); the ratio says whether the
+analyzer slows as records/ grows. --baseline DIR runs the rules cases with
+another checkout's analyzer too, interleaved with this one's (before and
+after a change, on the same machine in the same minutes). Nothing is sent on a network but loopback; the
 destination addresses are documentation ranges and are never contacted.
 
-USAGE: .venv/bin/python bench/analyzer.py [--quick] [--events N]
+USAGE: .venv/bin/python bench/analyzer.py [--quick] [--events N] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +42,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 from common import emit, parser, pyplot, save_figure  # noqa: E402
-from netsentinel.records import ANALYZER_STATUS  # noqa: E402
+from gen_day import fill_store  # noqa: E402
+from netsentinel import threats  # noqa: E402
+from netsentinel.records import ANALYZER_STATUS, EVENTS_DB, PENDING_THREATS  # noqa: E402
+from netsentinel.store import RecordsStore  # noqa: E402
 from netsentinel.testing.llm_standins import StandinServer  # noqa: E402
 
 ROOT = HERE.parent
@@ -43,7 +54,10 @@ EPILOG = """examples:
   .venv/bin/python bench/analyzer.py --quick          # the CI size
   .venv/bin/python bench/analyzer.py                  # 100,000 events per run
   .venv/bin/python bench/analyzer.py --events 20000 --plot /tmp/analyzer.png
+  .venv/bin/python bench/analyzer.py --no-llm --baseline /tmp/main   # main's code vs this one
 """
+FULL_THREATS = 100_000     # threats of distinct actors put through the queue
+FULL_DAY_EVENTS = 200_000  # a day of history in the event store
 
 
 def make_events(n: int, seed: int = 1) -> str:
@@ -88,13 +102,54 @@ def feed(proc: subprocess.Popen, events: str, rate: float | None) -> float:
     return time.monotonic()
 
 
+def fill_records(rec: Path, n_threats: int, day_events: int) -> dict:
+    """records/ as a busy host has it: n_threats threats of distinct actors
+    (a HIGH verdict each) through the review queue in flush-sized batches,
+    and a day of history in the event store. Returns what it holds."""
+    store = RecordsStore(rec)
+    batch = []
+    for i in range(n_threats):
+        comm = f"actor{i}"
+        ev = {"v": 1, "type": "connection", "ts": "2026-12-01T00:00:00.000000Z", "pid": 10000 + i,
+              "uid": 1000, "comm": comm, "exe": f"/usr/local/bin/{comm}",
+              "daddr": f"198.51.100.{i % 250 + 1}", "dport": 4444}
+        t = {"level": "HIGH", "category": "suspicious_port", "rule_level": "HIGH",
+             "rule_confidence": 0.8, "confidence": 0.8, "reason": f"{comm} connected to port 4444",
+             "recommended_action": "review", "verdict_source": "rules", "backend": "rules",
+             "rule_ids": ["suspicious-port"], "event": ev, "target": ev["daddr"],
+             "dedupe_key": f"proc|connection|uid=1000|comm={comm}", "targets_sample": [ev["daddr"]]}
+        t["sightings"] = [threats.sighting_of(t)]
+        batch.append((t, 1))
+        if len(batch) == 2000 or i == n_threats - 1:
+            threats.add_or_merge_many(store, batch)
+            batch = []
+    held = threats.list_threats(store)
+    rows = fill_store(str(rec / EVENTS_DB), day_events) if day_events else 0
+    return {"threats_added": n_threats, "queue_entries": len(held),
+            "queue_open": sum(t.get("status") == "pending" for t in held),
+            "overflow_count": next((t.get("count") for t in held
+                                    if t.get("dedupe_key") == threats.OVERFLOW_KEY), 0),
+            "pending_threats_mb": round((rec / PENDING_THREATS).stat().st_size / 1e6, 2),
+            "store_rows": rows,
+            "store_mb": round((rec / EVENTS_DB).stat().st_size / 1e6, 1) if day_events else 0}
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
 def run_case(name: str, events: str, n: int, extra: list[str], env: dict,
-             rate: float | None = None) -> dict:
-    """One analyzer run over the events; samples its status file meanwhile."""
+             rate: float | None = None, records: Path | None = None,
+             analyzer: Path = ANALYZER) -> dict:
+    """One analyzer run over the events (records/ a copy of `records`
+    when given); samples its status file meanwhile."""
     with tempfile.TemporaryDirectory(prefix="nsbench-analyzer-") as d:
         rec = Path(d)
+        if records is not None:
+            shutil.copytree(records, rec, dirs_exist_ok=True)
         (rec / "filter_config.json").write_text("{}")
-        cmd = [sys.executable, str(ANALYZER), "--records", str(rec), "--config",
+        load_before = load_average()
+        cmd = [sys.executable, str(analyzer), "--records", str(rec), "--config",
                str(rec / "filter_config.json"), "--no-history", "--status-interval", "0.5",
                "--drain-timeout", "5", *extra]
         depth = {"max": 0}
@@ -128,6 +183,7 @@ def run_case(name: str, events: str, n: int, extra: list[str], env: dict,
     llm = st["llm"]
     judged = st["events_total"]
     return {"case": name, "events": n, "fed_per_s": rate, "judged": judged, "seconds": round(seconds, 2),
+            "load_average": [load_before, load_average()],
             "events_per_s": round(judged / seconds, 1),
             "exit_after_last_event_s": round(done - fed_at, 2), "counts": st["counts"],
             "llm_calls": llm["calls"], "cache_hits": llm["cache_hits"], "coalesced": llm["coalesced"],
@@ -138,51 +194,91 @@ def run_case(name: str, events: str, n: int, extra: list[str], env: dict,
             "_rusage": (usage.ru_utime + usage.ru_stime, usage.ru_maxrss)}
 
 
+def rules_cases(events: str, n: int, env: dict, full: Path, baseline: Path | None) -> list[dict]:
+    """The rules run with records/ empty and full, side by side (and with
+    the baseline checkout's analyzer, interleaved, when given)."""
+    codes = [("", ANALYZER, env)]
+    if baseline is not None:
+        codes.insert(0, (" [baseline]", baseline / "llm_analyzer.py",
+                         dict(env, PYTHONPATH=str(baseline))))
+    out = []
+    for label, records in (("rules, records/ empty", None), ("rules, records/ full", full)):
+        for tag, analyzer, code_env in codes:
+            print(f"[bench analyzer] {label}{tag} ...", file=sys.stderr, flush=True)
+            out.append(run_case(label + tag, events, n, ["--backend", "rules"], code_env,
+                                records=records, analyzer=analyzer))
+    return out
+
+
 def main() -> int:
     p = parser("analyzer", __doc__.split("\n\n")[1], EPILOG)
     p.add_argument("--events", type=int, help="events per run (default 100,000; quick 2,000)")
     p.add_argument("--llm-rate", type=float, default=2000.0,
                    help="events/s fed in the LLM run, like a live stream (default 2,000)")
+    p.add_argument("--no-llm", action="store_true", help="the rules cases only")
+    p.add_argument("--baseline", type=Path, metavar="DIR",
+                   help="also run the rules cases with the analyzer of this checkout (e.g. main's)")
     args = p.parse_args()
     n = args.events or (2000 if args.quick else 100_000)
     started = time.time()
     events = make_events(n)
     print(f"[bench analyzer] {n} events, {len(events) / 1e6:.1f} MB of JSON lines", file=sys.stderr)
-    env = dict(os.environ, ZHIPUAI_API_KEY="", OLLAMA_HOST="http://127.0.0.1:9", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, ZHIPUAI_API_KEY="", OLLAMA_HOST="http://127.0.0.1:9", PYTHONUNBUFFERED="1",
+               PYTHONPATH=str(ROOT))
+    env.pop("NETSENTINEL_STORE_DSN", None)  # the event store in records/, as a host has it
+    with tempfile.TemporaryDirectory(prefix="nsbench-analyzer-full-") as d:
+        full = Path(d)
+        n_threats, day_events = (2000, 20_000) if args.quick else (FULL_THREATS, FULL_DAY_EVENTS)
+        print(f"[bench analyzer] filling records/: {n_threats} threats, a day of "
+              f"{day_events} events in the store ...", file=sys.stderr, flush=True)
+        held = fill_records(full, n_threats, day_events)
+        print(f"[bench analyzer] records/ full holds {held}", file=sys.stderr, flush=True)
+        runs = rules_cases(events, n, env, full, args.baseline)
     results = []
     cpu_before = 0.0
-    print("[bench analyzer] rules only ...", file=sys.stderr, flush=True)
-    r = run_case("rules", events, n, ["--backend", "rules"], env)
-    cpu_total, rss = r.pop("_rusage")
-    r["cpu_s"], r["max_rss_mb"] = round(cpu_total - cpu_before, 2), round(rss / 1024, 1)
-    cpu_before = cpu_total
-    results.append(r)
-    print("[bench analyzer] with a 1 s stand-in LLM ...", file=sys.stderr, flush=True)
-    with StandinServer("medium", delay=1.0) as server:
-        r = run_case("llm (1 s/call)", events, n,
-                     ["--backend", "openai", "--base-url", f"{server.url}/v1", "--model", "standin-model",
-                      "--llm-scope", "all", "--workers", "2", "--max-calls-per-minute", "60",
-                      "--timeout", "5"], env, rate=args.llm_rate)
-    cpu_total, rss = r.pop("_rusage")
-    # getrusage(CHILDREN) accumulates: the second run's CPU is the difference;
-    # its peak memory is the larger of the two runs' peaks.
-    r["cpu_s"], r["max_rss_mb"] = round(cpu_total - cpu_before, 2), round(rss / 1024, 1)
-    results.append(r)
+    for r in runs:   # getrusage(CHILDREN) accumulates: each run's CPU is the difference
+        cpu_total, rss = r.pop("_rusage")
+        r["cpu_s"], r["max_rss_mb"] = round(cpu_total - cpu_before, 2), round(rss / 1024, 1)
+        cpu_before = cpu_total
+        results.append(r)
+    if not args.no_llm:
+        print("[bench analyzer] with a 1 s stand-in LLM ...", file=sys.stderr, flush=True)
+        with StandinServer("medium", delay=1.0) as server:
+            r = run_case("llm (1 s/call)", events, n,
+                         ["--backend", "openai", "--base-url", f"{server.url}/v1", "--model",
+                          "standin-model", "--llm-scope", "all", "--workers", "2",
+                          "--max-calls-per-minute", "60", "--timeout", "5"], env, rate=args.llm_rate)
+        cpu_total, rss = r.pop("_rusage")
+        # Its peak memory is the largest of all the runs' peaks (RUSAGE_CHILDREN).
+        r["cpu_s"], r["max_rss_mb"] = round(cpu_total - cpu_before, 2), round(rss / 1024, 1)
+        results.append(r)
+    by_case = {x["case"]: x["events_per_s"] for x in results}
+    ratios = {tag.strip() or "this checkout": round(by_case[f"rules, records/ full{tag}"]
+                                            / by_case[f"rules, records/ empty{tag}"], 3)
+              for tag in (["", " [baseline]"] if args.baseline else [""])}
     rows = [[x["case"], x["judged"], x["seconds"], x["events_per_s"], x["exit_after_last_event_s"],
              x["cpu_s"], x["max_rss_mb"], x["llm_calls"], x["cache_hit_rate"], x["queue_dropped"],
-             x["max_queue_depth"], x["llm_calls_per_10k"]] for x in results]
+             x["max_queue_depth"], x["llm_calls_per_10k"], "-".join(map(str, x["load_average"]))]
+            for x in results]
+    print(f"[bench analyzer] full/empty events/s: {ratios} (target: within 10%, >= 0.9)",
+          file=sys.stderr)
     emit("analyzer", args.quick, {"events": n, "llm_delay_s": 1.0, "workers": 2,
                                   "max_calls_per_minute": 60, "llm_scope": "all",
-                                  "llm_feed_per_s": args.llm_rate, "drain_timeout_s": 5},
+                                  "llm_feed_per_s": args.llm_rate, "drain_timeout_s": 5,
+                                  "baseline": str(args.baseline) if args.baseline else None},
          results, started,
          ["case", "judged", "seconds", "events/s", "exit after EOF s", "cpu s", "max RSS MB",
-          "LLM calls", "cache hit rate", "queue drops", "max queue", "calls/10k"], rows)
+          "LLM calls", "cache hit rate", "queue drops", "max queue", "calls/10k", "load avg"], rows,
+         full_records=held, full_over_empty=ratios, target_events_per_s=25_000)
     if args.plot:
         plt = pyplot()
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        ax.bar([x["case"] for x in results], [x["events_per_s"] for x in results], color=["#4c72b0", "#dd8452"])
-        ax.set_ylabel("events judged per second")
+        fig, ax = plt.subplots(figsize=(7, 3.4))
+        ax.barh([x["case"] for x in results], [x["events_per_s"] for x in results], color="#4c72b0")
+        ax.axvline(25_000, color="#c44e52", linestyle="--", label="target 25,000/s")
+        ax.set_xlabel("events judged per second")
         ax.set_title(f"llm_analyzer.py, {n:,} replayed events")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
         save_figure(fig, args.plot)
     return 0
 

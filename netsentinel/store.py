@@ -215,15 +215,16 @@ class RecordsStore(RecordsLock):
             os.close(dfd)
 
     def update(self, name: str, fn: Callable[[Any], Any], default: Any = None, *,
-               on_corrupt: str = "set_aside") -> Any:
+               on_corrupt: str = "set_aside", compact: bool = False) -> Any:
         """Read-modify-write under the lock. fn gets the current value (or
         default) and returns the new value; returning None leaves the file
-        untouched. Returns what fn returned. on_corrupt as for read()."""
+        untouched. Returns what fn returned. on_corrupt as for read();
+        compact as for write()."""
         with self.locked():
             cur = self.read(name, default, on_corrupt=on_corrupt)
             new = fn(cur)
             if new is not None:
-                self.write(name, new)
+                self.write(name, new, compact=compact)
             return new
 
     def append_jsonl_many(self, name: str, objs: list, *, max_bytes: int = 50 * 1024 * 1024,

@@ -205,7 +205,8 @@ def add_or_merge_many(store: RecordsStore, items: list[tuple[dict, int]]) -> lis
             out.append((new, False))
         return trim_decided(threats, KEEP_DECIDED)
 
-    store.update(PENDING_THREATS, change, default=[])
+    # Compact: the analyzer rewrites this file several times a second (C encoder).
+    store.update(PENDING_THREATS, change, default=[], compact=True)
     return out
 
 

@@ -122,9 +122,17 @@ def test_run_all_collects(tmp_path):
 
 def test_analyzer_quick():
     out = run_bench("analyzer")
-    rules, llm = out["results"]
-    assert rules["case"] == "rules" and rules["judged"] == out["params"]["events"] == 2000
-    assert rules["llm_calls"] == 0 and rules["events_per_s"] > 0 and rules["max_rss_mb"] > 0
+    empty, full, llm = out["results"]
+    assert (empty["case"], full["case"]) == ("rules, records/ empty", "rules, records/ full")
+    for rules in (empty, full):
+        assert rules["judged"] == out["params"]["events"] == 2000
+        assert rules["llm_calls"] == 0 and rules["events_per_s"] > 0 and rules["max_rss_mb"] > 0
+    # records/ full: the queue kept what it keeps (MAX_OPEN and one overflow
+    # threat counting the rest), the store holds the generated day.
+    held = out["full_records"]
+    assert held["threats_added"] == 2000 and held["overflow_count"] > 0, held
+    assert held["queue_open"] <= 501 and held["store_rows"] > 0, held
+    assert out["full_over_empty"]["this checkout"] > 0
     # With a 1 s model every event is still judged; what the model could not
     # take is counted, never silently lost. The 2,000 events hold 1,009
     # distinct questions, fed in about a second to 2 workers of one answer a

@@ -10,6 +10,7 @@ from typing import Callable
 
 from ..addresses import AddressError, canonical, parse_target
 from ..watch import FileSignature
+from .ipcache import MAX_CACHED, MAX_TEXT, parse_ip
 
 CHECK_EVERY = 2.0  # seconds between stat() calls: a list may be long, events are many
 
@@ -23,6 +24,9 @@ class AddressList:
         # (version, prefixlen) -> set of network numbers, for O(prefix lengths) lookup
         self._nets: dict[tuple[int, int], set[int]] = {}
         self.size = 0
+        # addr -> its entry or None, for the lists now loaded (emptied on
+        # reload): most events go to destinations seen before.
+        self._hits: dict[str, str | None] = {}
         self.reload()
 
     def reload(self) -> None:
@@ -30,7 +34,7 @@ class AddressList:
             return
         if not self._watch.present:
             self.warn(f"known-bad list {self.path}: {self._watch.error}; treated as empty")
-            self._nets, self.size = {}, 0
+            self._nets, self.size, self._hits = {}, 0, {}
             return
         nets: dict[tuple[int, int], set[int]] = {}
         size = 0
@@ -48,7 +52,7 @@ class AddressList:
                 nets.setdefault((net.version, net.prefixlen), set()).add(
                     int(net.network_address) >> (bits - net.prefixlen) if net.prefixlen else 0)
                 size += 1
-        self._nets, self.size = nets, size
+        self._nets, self.size, self._hits = nets, size, {}
 
     def lookup(self, addr: str) -> str | None:
         """The list entry (canonical form) covering addr, or None."""
@@ -59,8 +63,19 @@ class AddressList:
         if not self._nets:
             return None
         try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
+            return self._hits[addr]
+        except KeyError:
+            pass
+        hit = self._find(addr)
+        if len(addr) <= MAX_TEXT:
+            if len(self._hits) >= MAX_CACHED:
+                self._hits.clear()   # bounded: many distinct addresses start it afresh
+            self._hits[addr] = hit
+        return hit
+
+    def _find(self, addr: str) -> str | None:
+        ip = parse_ip(addr)
+        if ip is None:
             return None
         if ip.version == 6 and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped

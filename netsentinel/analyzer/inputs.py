@@ -7,7 +7,7 @@ reported on stderr at a bounded rate and kept aside by the caller."""
 
 from __future__ import annotations
 
-import ipaddress
+import io
 import json
 import math
 import time
@@ -16,6 +16,7 @@ from typing import IO, Callable, Iterator
 from ..errors import NetSentinelError
 from ..events import EVENT_TYPES, SCHEMA_VERSION, scrub_value
 from ..timefmt import parse_iso
+from .ipcache import parse_ip
 
 MAX_LINE = 64 * 1024   # a connection event with a 4 KiB cmdline and its base64 is ~12 KiB
 MAX_DEPTH = 8          # the loader's deepest event (rule) nests 3
@@ -29,6 +30,12 @@ _CONN_TYPES = {
 _CONN_NULLABLE = {"ppid": int, "exe": str, "cmdline": str, "saddr": str, "sport": int,
                   "proc_error": str, "tid": int, "mode": str, "comm_b64": str, "exe_b64": str,
                   "cmdline_b64": str, "sid": int, "parent_comm": str, "session_leader": str}
+_BY_TYPE = (tuple(k for k, t in _CONN_TYPES.items() if t is int),
+            tuple(k for k, t in _CONN_TYPES.items() if t is str),
+            tuple(k for k, t in _CONN_NULLABLE.items() if t is int),
+            tuple(k for k, t in _CONN_NULLABLE.items() if t is str))
+_INT, _STR, _INT_NONE, _STR_NONE = {int}, {str}, {int, type(None)}, {str, type(None)}
+assert set(_CONN_TYPES.values()) | set(_CONN_NULLABLE.values()) == {int, str}  # what _BY_TYPE covers
 # Flow counters: numbers when present (a missing one counts as 0).
 _FLOW_NUMBERS = ("window_s", "pps", "bps", "packets", "bytes", "tcp", "udp", "icmp", "other",
                  "tcp_syn", "tcp_ack", "icmp_echo", "udp_ssdp", "udp_reflect", "pkt_size_mean",
@@ -44,6 +51,10 @@ def read_lines(stream: IO, max_bytes: int = MAX_LINE) -> Iterator[bytes | int]:
     """The lines of a binary (or text) stream, each at most max_bytes; a
     longer line is read past in SKIP_CHUNK pieces and yielded as its length
     (an int) instead, so a 200 MB line costs 64 KiB of memory."""
+    read1 = getattr(stream, "read1", None)
+    if read1 is not None and not isinstance(stream, io.TextIOBase):
+        yield from _read_blocks(read1, max_bytes)
+        return
     while True:
         line = stream.readline(max_bytes + 1)
         if not line:
@@ -61,6 +72,50 @@ def read_lines(stream: IO, max_bytes: int = MAX_LINE) -> Iterator[bytes | int]:
         yield line
 
 
+def _read_blocks(read1: Callable[[int], bytes], max_bytes: int) -> Iterator[bytes | int]:
+    """read_lines for a buffered binary stream (stdin): whatever the pipe
+    holds (up to SKIP_CHUNK) is read at once and cut into lines, not one
+    readline call per line; a line is still handed on as soon as its
+    newline arrives. Same lines, same lengths for over-long ones."""
+    pending = b""      # the start of a line whose newline has not come yet
+    skipped = -1       # bytes of an over-long line read past so far (-1: none)
+    while True:
+        chunk = read1(SKIP_CHUNK)
+        if not chunk:
+            if skipped >= 0:
+                yield skipped
+            elif pending:
+                yield pending if len(pending) <= max_bytes else len(pending)
+            return
+        start = 0
+        if skipped >= 0 or pending:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                if skipped >= 0:
+                    skipped += len(chunk)
+                else:
+                    pending += chunk
+                    if len(pending) > max_bytes:
+                        skipped, pending = len(pending), b""
+                continue
+            start = nl + 1
+            if skipped >= 0:
+                yield skipped + start
+                skipped = -1
+            else:
+                line = pending + chunk[:start]
+                pending = b""
+                yield line if len(line) <= max_bytes + 1 else len(line)
+        last = chunk.rfind(b"\n")
+        if last >= start:
+            for piece in chunk[start:last].split(b"\n"):
+                yield piece + b"\n" if len(piece) <= max_bytes else len(piece) + 1
+            start = last + 1
+        pending = chunk[start:]
+        if len(pending) > max_bytes:
+            skipped, pending = len(pending), b""
+
+
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
 
@@ -72,21 +127,37 @@ def _finite(text: str) -> float:
     return value
 
 
+# One decoder for every line: json.loads with hooks builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
+
+
 def loads(text: str | bytes, max_depth: int = MAX_DEPTH):
     """json.loads refusing NaN/Infinity, numbers that overflow to infinity
     and nesting deeper than max_depth; every failure is a ValueError with
     a one-line message."""
     try:
-        obj = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+        if isinstance(text, str) and not text.startswith("\ufeff"):
+            obj = _DECODER.decode(text)
+        else:  # bytes (encoding detected) and a BOM (refused) as json.loads does them
+            obj = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
     except RecursionError:
         raise ValueError(f"nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"not JSON ({e.msg})") from None
     except UnicodeDecodeError:
         raise ValueError("not UTF-8") from None
-    if depth_over(obj, max_depth):
+    # Nesting needs a bracket per level: a line with few brackets (every
+    # connection event) cannot nest deeper, so it is not walked.
+    if isinstance(obj, (dict, list)) and _brackets(text) > max_depth and depth_over(obj, max_depth):
         raise ValueError(f"nested deeper than {max_depth} levels")
     return obj
+
+
+def _brackets(text: str | bytes) -> int:
+    """How many '{' and '[' text holds (inside strings too: an upper bound on nesting)."""
+    if isinstance(text, bytes):
+        return text.count(b"{") + text.count(b"[")
+    return text.count("{") + text.count("[")
 
 
 def depth_over(obj, limit: int) -> bool:
@@ -132,7 +203,7 @@ def parse_line(line: bytes | str) -> dict:
     if not isinstance(ev.get("ts"), str):
         raise BadLine("missing ts")
     try:
-        parse_iso(ev["ts"])
+        event_seconds(ev["ts"])
     except (ValueError, TypeError):
         raise BadLine(f"ts {_show(ev['ts'])} is not an ISO-8601 time") from None
     if ev["type"] == "connection":
@@ -144,15 +215,47 @@ def parse_line(line: bytes | str) -> dict:
     return ev
 
 
+_last_ts: tuple = ("", None)   # the last time text read and its value (one tuple, swapped whole)
+
+
+def event_seconds(text: str):
+    """parse_iso(text), remembered for the last text: the reader checks an
+    event's time, then the rules read the same text again."""
+    global _last_ts
+    last = _last_ts
+    if text and last[0] == text:
+        return last[1]
+    value = parse_iso(text)
+    _last_ts = (text, value)
+    return value
+
+
+def _types_ok(ev: dict) -> bool:
+    """Every typed field of a connection event right, in a few C-level
+    passes (the loops below then only run to name what is wrong)."""
+    get = ev.get
+    return (set(map(type, map(get, _BY_TYPE[0]))) <= _INT and set(map(type, map(get, _BY_TYPE[1]))) <= _STR
+            and set(map(type, map(get, _BY_TYPE[2]))) <= _INT_NONE
+            and set(map(type, map(get, _BY_TYPE[3]))) <= _STR_NONE)
+
+
 def _check_connection(ev: dict) -> None:
+    # `type(v) is t`: JSON gives exact types, and a bool is then not an int.
+    if _types_ok(ev):
+        _check_values(ev)
+        return
     for k, t in _CONN_TYPES.items():
         v = ev.get(k)
-        if not isinstance(v, t) or isinstance(v, bool):
+        if type(v) is not t:
             raise BadLine(f"connection event: {k} must be {t.__name__}, got {_show(v)}")
     for k, t in _CONN_NULLABLE.items():
         v = ev.get(k)
-        if v is not None and (not isinstance(v, t) or isinstance(v, bool)):
+        if v is not None and type(v) is not t:
             raise BadLine(f"connection event: {k} must be {t.__name__} or null, got {_show(v)}")
+    _check_values(ev)
+
+
+def _check_values(ev: dict) -> None:
     if not 0 <= ev["dport"] <= 65535:
         raise BadLine(f"connection event: dport {ev['dport']} outside 0-65535")
     if ev["family"] not in ("ipv4", "ipv6"):
@@ -189,10 +292,8 @@ def _check_aggregate(ev: dict) -> None:
 def _address(what: str, value) -> None:
     if not isinstance(value, str):
         raise BadLine(f"{what} must be an address string, got {_show(value)}")
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise BadLine(f"{what} {_show(value)} is not an IP address") from None
+    if parse_ip(value) is None:
+        raise BadLine(f"{what} {_show(value)} is not an IP address")
 
 
 def _show(value) -> str:

@@ -21,7 +21,6 @@ that level says "settles": true.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -35,8 +34,11 @@ from ..errors import NetSentinelError
 from ..levels import LEVELS, rank
 from ..paths import PROJECT_ROOT
 from ..threats import TARGET_SAMPLE
-from ..timefmt import parse_iso
 from .addrlist import AddressList
+from .inputs import event_seconds
+from .ipcache import parse_ip
+from .reasons import TEMPLATE_FIELDS, render, template
+from .ruleindex import RuleIndex
 from .scan import Baselines, DistinctWindow, ProcessHistory, group_value, sweep_target, who
 from .verdict import Verdict
 
@@ -50,9 +52,6 @@ DESTINATION_CONDITIONS = {"dport_in", "daddr_in", "daddr_in_lists"}
 GROUP_FIELDS = ("pid", "ppid", "sid", "exe", "comm", "uid", "saddr")
 RULE_KEYS = {"id", "kind", "description", "level", "category", "confidence", "reason",
              "recommended_action", "settles", "when", "measure", "group_by", "ignore_ports", "on"}
-_FIELD = re.compile(r"\{([^{}]*)\}")
-_TEMPLATE_FIELDS = {"comm", "exe", "daddr", "dport", "port_label", "why", "distinct", "window",
-                    "sample", "entry", "threshold", "host", "who", "signal", "socket", "pid"}
 
 
 class RuleFileError(NetSentinelError, ValueError):
@@ -131,10 +130,11 @@ class Rule:
             raise RuleFileError(f"{where}: confidence must be a number 0-1")
         self.confidence = float(conf)
         self.reason = raw.get("reason") or self.id
-        for name in _FIELD.findall(self.reason):
-            if name not in _TEMPLATE_FIELDS:
-                raise RuleFileError(f"{where}: reason uses unknown field {{{name}}} "
-                                    f"(known: {', '.join(sorted(_TEMPLATE_FIELDS))})")
+        self.template = template(self.reason)
+        unknown = [name for _, name in self.template[0] if name not in TEMPLATE_FIELDS]
+        if unknown:
+            raise RuleFileError(f"{where}: reason uses unknown field {{{unknown[0]}}} "
+                                f"(known: {', '.join(sorted(TEMPLATE_FIELDS))})")
         self.recommended_action = raw.get("recommended_action") or "review"
         self.settles = raw.get("settles", True)
         if not isinstance(self.settles, bool):
@@ -205,7 +205,7 @@ class Rule:
         if self.procs is not None:
             exe = ev.get("exe") or ""
             if (ev.get("comm") or "").lower() not in self.procs and \
-                    os.path.basename(exe).lower() not in self.procs:
+                    exe.rpartition("/")[2].lower() not in self.procs:   # basename, without a call
                 return None
         if self.exe_prefix is not None and not (ev.get("exe") or "").startswith(self.exe_prefix):
             return None
@@ -230,10 +230,13 @@ class Rule:
                 return None
             fields["entry"] = hit
         if self.lists is not None:
-            hit = next((h for h in (lst.lookup(ev["daddr"]) for lst in self.lists) if h), None)
-            if hit is None:
+            for lst in self.lists:
+                hit = lst.lookup(ev["daddr"])
+                if hit:
+                    fields["entry"] = hit
+                    break
+            else:
                 return None
-            fields["entry"] = hit
         return fields
 
     def scan(self, ev: dict, t: float, cfg: dict) -> tuple[dict, tuple] | None:
@@ -263,9 +266,8 @@ class Rule:
 
 
 def _in_nets(addr: str, nets: list) -> str | None:
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
+    ip = parse_ip(addr)
+    if ip is None:
         return None
     for n in nets:
         if n.version == ip.version and ip in n:
@@ -303,6 +305,7 @@ class RuleEngine:
             raise RuleFileError(f"{self.path}: {e}") from None
         self.history = ProcessHistory()
         self.baselines = Baselines()
+        self.index = RuleIndex(self.rules)   # which connection rules may match an event
 
     def memory(self) -> dict:
         """What the bounded detectors hold and have forgotten (for the status)."""
@@ -331,9 +334,7 @@ class RuleEngine:
         t = _event_time(ev)
         matches: list[tuple[Rule, dict]] = []
         target, scans = ev["daddr"], None
-        for rule in self.rules:
-            if rule.on != "connection":
-                continue
+        for rule in self.index.candidates(ev):
             if rule.kind == "whitelist":
                 why = ev.get("whitelisted") or (whitelist.match(
                     daddr=ev["daddr"], dport=ev["dport"], comm=ev.get("comm"), exe=ev.get("exe"))
@@ -389,11 +390,7 @@ def destination_key(daddr: str) -> str:
 
 
 def _verdict(rule: Rule, ev: dict, fields: dict, rule_ids: list) -> Verdict:
-    values = {"comm": ev.get("comm"), "exe": ev.get("exe"), "daddr": ev.get("daddr"),
-              "dport": ev.get("dport"), "port_label": f"port {ev.get('dport')}", "pid": ev.get("pid"),
-              "socket": f"{ev.get('family')}/{ev.get('sock_type')}, protocol {ev.get('protocol_name')}"}
-    values.update(fields)
-    reason = _FIELD.sub(lambda m: str(values.get(m.group(1), "?")), rule.reason)
+    reason = render(rule.template, ev, fields)
     return Verdict(level=rule.level, category=rule.category, confidence=rule.confidence,
                    reason=reason, recommended_action=rule.recommended_action,
                    verdict_source="rules", rule_ids=rule_ids, rule_level=rule.level)
@@ -401,6 +398,6 @@ def _verdict(rule: Rule, ev: dict, fields: dict, rule_ids: list) -> Verdict:
 
 def _event_time(ev: dict) -> float:
     try:
-        return parse_iso(ev.get("ts")) or time.time()
+        return event_seconds(ev.get("ts")) or time.time()
     except (ValueError, TypeError):
         return time.time()

@@ -39,17 +39,24 @@ from ..errors import DecisionError
 from ..netinfo import ProtectedCache
 from ..records import (ANALYZER_REJECTED, DASHBOARD_LOGS, HISTORY, HISTORY_KEEP, HISTORY_MAX_BYTES)
 from ..store import RecordsStore, StoreError
-from ..timefmt import utc_now_iso
+from ..timefmt import IsoClock, utc_now_iso
 from .evidence import auto_bannable
 
 REJECTED = ANALYZER_REJECTED
 REJECTED_MAX_BYTES = 5 * 1024 * 1024
 REJECTED_PER_FLUSH = 200     # kept aside per flush; more are counted only
+# The sink rewrites pending_threats.json on every flush that has threats, so
+# its signature changes four times a second on a busy host, and reading it
+# back whole for decisions that often cost the reader a fifth of its time.
+# A decision row carries its own decision time: a second's delay changes nothing in it.
+DECISIONS_EVERY = 1.0
+THREATS_DUTY = 19           # a rewrite of pending_threats.json taking t waits THREATS_DUTY * t
 BATCH_MAX = 2000             # distinct threats waiting for one flush; more fold per actor
 HISTORY_BUF_MAX = 20000      # history lines waiting for a write (normally one flush's worth)
 
 _RUN_ID = uuid.uuid4().hex[:6]
 _SEQ = itertools.count(1)
+_clock = IsoClock()   # a verdict's time: the date formatted once a second, not per verdict
 # dashboard_logs.json is a small window for people and scripts (history is in
 # the event store): rewritten at most every few seconds, never per event.
 LOG_WRITE_EVERY = 3.0
@@ -94,6 +101,7 @@ class RecordsSink:
         self.failing_since: float | None = None   # monotonic time of the first failure in a row
         self.last_error: str | None = None
         self._threats_next = 0.0
+        self._decisions_next = 0.0
 
     # -------------------------------------------------------- from any thread
     def add(self, entry: dict, threat: dict | None) -> None:
@@ -139,7 +147,7 @@ class RecordsSink:
     @staticmethod
     def make_entry(event: dict, verdict: dict, backend: str, cached: bool) -> dict:
         # A random prefix per run and a counter: unique without a syscall per event.
-        entry = {"id": f"{_RUN_ID}{next(_SEQ):06x}", "ts": utc_now_iso(), **verdict,
+        entry = {"id": f"{_RUN_ID}{next(_SEQ):06x}", "ts": _clock(), **verdict,
                  "backend": backend, "event": event}
         if cached:
             entry["cached"] = True
@@ -161,7 +169,7 @@ class RecordsSink:
                 except Exception as e:  # noqa: BLE001 (any failure is reported, never fatal here)
                     ok = False
                     self._failed(name, e)
-            self._flush_events()  # the event store reports its own trouble (status)
+            self._flush_events(force)  # the event store reports its own trouble (status)
         if ok and self.failing_since is not None:
             self.warn("records are written again")
             self.failing_since = None
@@ -211,13 +219,15 @@ class RecordsSink:
                     self._rejected[:0] = buf[:REJECTED_PER_FLUSH - len(self._rejected)]
                 raise
 
-    def _flush_events(self) -> None:
+    def _flush_events(self, force: bool = False) -> None:
         if self.events is None:
             return
         with self._lock:
             buf, self._events_buf = self._events_buf, deque(maxlen=EVENTS_BUFFER)
         rows, self._event_rows = self._event_rows + [row_of(e) for e in buf], []
-        if self.decisions is not None:
+        now = time.monotonic()
+        if self.decisions is not None and (force or now >= self._decisions_next):
+            self._decisions_next = now + DECISIONS_EVERY
             rows += self.decisions.poll()
         self.events.submit(rows)  # never raises: a broken store is reported, not fatal
 
@@ -233,8 +243,9 @@ class RecordsSink:
             entries = list(self._window)
             self._dirty = False
         try:
+            # compact: the C encoder (a window of up to thousands of verdicts)
             self.store.write(DASHBOARD_LOGS, {"updated_at": utc_now_iso(), "max_entries": maxlen,
-                                              "entries": entries})
+                                              "entries": entries}, compact=True)
         except Exception:
             with self._lock:
                 self._dirty = True  # write the window again at the very next flush
@@ -273,9 +284,10 @@ class RecordsSink:
                         threats.merge_sighting(t, cur[0])
                         self._threats[key] = [t, cur[1] + n]
             raise
-        # The file is rewritten whole: at most a fifth of the time goes to it,
-        # however big a hostile flood has made it.
-        self._threats_next = now + 4 * (time.monotonic() - now)
+        # The file is rewritten whole (and read back whole) on the flusher
+        # thread, which shares the interpreter with the reader: at most a
+        # twentieth of the time goes to it, however big a flood has made it.
+        self._threats_next = now + THREATS_DUTY * (time.monotonic() - now)
         self.threats_written += len(results)
         for stored, merged in results:
             if not merged and self.events is not None:
