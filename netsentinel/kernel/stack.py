@@ -229,36 +229,60 @@ class StackProbe:
         return out
 
     def read_tcp(self) -> list[dict]:
-        """Every tracked connection; closed ones are deleted once read (this
-        is their final report)."""
+        """Every tracked connection, whole; closed ones are deleted once read
+        (this is their final report)."""
+        return [self.tcp_details(r) for r in self.read_tcp_light()]
+
+    def read_tcp_light(self) -> list[dict]:
+        """Every tracked connection with only what picks the ones to report
+        (key, closed, netns, segments_in, retransmits, first_ns, last_ns);
+        tcp_details() adds the rest to those picked. A connect flood leaves
+        tens of thousands of closed sockets an interval: formatting each was
+        most of the loader's CPU (docs/benchmarks.md §3). Closed ones are
+        deleted once read, as read_tcp."""
         if self.tcp_off_reason is not None:
             return []
         table = self.bpf["tcp_conns"]
-        out = []
-        # Live connections (and closed ones tcp_closed had no room for), then
-        # the closed ones, drained: this is their final report.
-        rows = [(k.value, h, True) for k, h in table.items()]
+        try:   # one syscall per batch, not two per entry
+            live = list(table.items_lookup_batch())
+        except Exception:  # noqa: BLE001 - kernels without batch ops (before 5.6)
+            live = list(table.items())
+        rows = [(int(getattr(k, "value", k)), h, True) for k, h in live]   # batch reads give ints
         rows += [(k.sk, h, False) for k, h in self._drain_raw("tcp_closed")]
+        out = []
         for key, h, live_map in rows:
-            fam = 6 if h.family == socket.AF_INET6 else 4
-            n = h.state_changes
-            log = [(TCP_STATES.get(h.states[i % STATE_LOG], str(h.states[i % STATE_LOG])),
-                    h.state_ns[i % STATE_LOG]) for i in range(max(0, n - STATE_LOG), n)]
-            out.append({
-                "key": (key, h.first_ns), "family": f"ipv{fam}", "saddr": _addr(fam, bytes(h.saddr)),
-                "sport": h.sport, "daddr": _addr(fam, bytes(h.daddr)), "dport": h.dport,
-                "state": TCP_STATES.get(h.state, str(h.state)), "closed": bool(h.closed),
-                "inbound": bool(h.inbound),
-                "pid": h.pid or None, "uid": h.uid if h.pid else None,
-                "comm": h.comm.decode("utf-8", "replace") if h.pid else None,
-                "srtt_us": h.srtt_us, "cwnd": h.cwnd, "ssthresh": h.ssthresh,
-                "segments_in": h.probes, "retransmits": h.retransmits,
-                "rst_sent": h.rst_sent, "rst_recv": h.rst_recv, "queue_drops": h.queue_drops, "netns": h.netns or None,
-                "state_changes": n,
-                "states": log, "first_ns": h.first_ns, "last_ns": h.last_ns})
-            if h.closed and live_map:
-                table.pop(table.Key(key), None)   # a closed one left here: reported now
+            if h.closed:   # its final report may wait intervals: no hold on the batch's whole buffer
+                h = type(h).from_buffer_copy(h)
+            out.append({"key": (key, h.first_ns), "closed": bool(h.closed), "netns": h.netns or None,
+                        "segments_in": h.probes, "retransmits": h.retransmits,
+                        "first_ns": h.first_ns, "last_ns": h.last_ns, "_h": h})
+            if h.closed and live_map:   # a closed one left here: reported now
+                try:
+                    del table[table.Key(key)]
+                except KeyError:
+                    pass   # the kernel's LRU (or tcp_closed's move) took it meanwhile
         return out
+
+    @staticmethod
+    def tcp_details(r: dict) -> dict:
+        """A read_tcp_light() row made whole (in place)."""
+        h = r.pop("_h", None)
+        if h is None:
+            return r
+        fam = 6 if h.family == socket.AF_INET6 else 4
+        n = h.state_changes
+        r.update({
+            "family": f"ipv{fam}", "saddr": _addr(fam, bytes(h.saddr)),
+            "sport": h.sport, "daddr": _addr(fam, bytes(h.daddr)), "dport": h.dport,
+            "state": TCP_STATES.get(h.state, str(h.state)), "inbound": bool(h.inbound),
+            "pid": h.pid or None, "uid": h.uid if h.pid else None,
+            "comm": h.comm.decode("utf-8", "replace") if h.pid else None,
+            "srtt_us": h.srtt_us, "cwnd": h.cwnd, "ssthresh": h.ssthresh,
+            "rst_sent": h.rst_sent, "rst_recv": h.rst_recv, "queue_drops": h.queue_drops,
+            "state_changes": n,
+            "states": [(TCP_STATES.get(h.states[i % STATE_LOG], str(h.states[i % STATE_LOG])),
+                        h.state_ns[i % STATE_LOG]) for i in range(max(0, n - STATE_LOG), n)]})
+        return r
 
     def read_path(self) -> list[dict]:
         """Path edges since the last read, drained: one row per (flow,

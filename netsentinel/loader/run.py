@@ -55,6 +55,7 @@ from ..timefmt import utc_now_iso
 from ..whitelist import WhitelistFile
 
 STATUS_EVERY_S = 2.0
+STACK_FAULTS_MAX = 5    # failed stack ticks in a row before stack visibility is turned off
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LOCK_WAIT_S = 2.0       # then back to the loop, and try again on the next pass
 
@@ -118,6 +119,7 @@ class Loader:
         self.started = time.time()
         self.counts = {"events": 0, "lost": 0, "whitelisted": 0}
         self._cleaned = False
+        self._stack_faults = 0   # failed stack ticks in a row
         self._held: list[tuple[str, dict]] | None = []  # events before startup
         self._status_lock = threading.Lock()   # both loops write status
         self._enforcing: EnforceLoop | None = None   # bans, rules, expiry: their own thread
@@ -386,7 +388,11 @@ class Loader:
             if self.flows:
                 self.flows.poll(now)
             if self.stack:
-                self.stack.tick(now)
+                try:
+                    self.stack.tick(now)
+                    self._stack_faults = 0
+                except Exception as e:  # noqa: BLE001 - a stack-visibility fault must not end monitoring
+                    self._stack_fault(e)
             if now >= next_status:
                 self.write_status(True)
                 next_status = now + STATUS_EVERY_S
@@ -395,6 +401,22 @@ class Loader:
                 next_stats = now + o.stats_interval
             if deadline and now >= deadline:
                 self.stop_reason = "duration"
+
+    def _stack_fault(self, e: Exception) -> None:
+        """Stack visibility failed a tick: said once per fault on stderr and
+        the stream; after STACK_FAULTS_MAX in a row it is turned off (its
+        programs detached), and connection events and enforcement go on."""
+        self._stack_faults += 1
+        msg = f"stack visibility: {type(e).__name__}: {str(e)[:200]}"
+        if self._stack_faults >= STACK_FAULTS_MAX:
+            msg += f"; turned off after {self._stack_faults} failures in a row"
+            stack, self.stack = self.stack, None
+            try:   # on this thread: two threads freeing BCC tables at once can crash (cleanup())
+                stack.stop()
+            except Exception as e2:  # noqa: BLE001
+                msg += f" (its detach failed too: {e2})"
+        warn(msg)
+        self.events.emit("warning", message=msg)
 
     def cleanup(self) -> None:
         """Stop monitoring and let go of the kernel handles, once, leaving the

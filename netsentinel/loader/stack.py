@@ -71,7 +71,8 @@ class Stack:
         if probe.rcvq_off_reason is None:
             self.queues = FullQueues(probe.read_rcvq, self.proc_info)
         if self.drops.probe.tcp_off_reason is None:
-            self.tcp = TcpHealth(self.drops.probe.read_tcp, self.proc_info, netns=self.drops.netns)
+            self.tcp = TcpHealth(self.drops.probe.read_tcp_light, self.proc_info, netns=self.drops.netns,
+                                 details=self.drops.probe.tcp_details)
             self.accepts = Accepts(self.drops.probe.read_accepts,
                                    lambda: {str(n.network_address) for n in local_addresses()})
         return notes

@@ -29,8 +29,12 @@ def _wall(ktime_ns: int, offset: float) -> str:
 
 class TcpHealth:
     def __init__(self, read: Callable[[], list[dict]], proc_info: Callable[[int], dict],
-                 netns: int | None = None):
+                 netns: int | None = None, details: Callable[[dict], dict] = lambda r: r):
+        """read: the connections, each with at least key, closed, netns,
+        segments_in, retransmits, first_ns, last_ns; details: the rest of a
+        row, added only to the ones reported (kernel/stack.py read_tcp_light)."""
         self.read = read
+        self.details = details
         self.proc_info = proc_info
         self.netns = netns   # the loader's: its connections come first
         self._last: dict[int, int] = {}   # key -> last_ns already reported
@@ -63,7 +67,7 @@ class TcpHealth:
         out = []
         for r in keep:
             self._last[r["key"]] = r["last_ns"]
-            out.append(self._body(r, offset))
+            out.append(self._body(self.details(r), offset))
         # Forget closed connections (their entries are gone from the kernel).
         self._last = {k: v for k, v in self._last.items() if k in live}
         self.totals["tcp_reported"] += len(out)
