@@ -68,8 +68,8 @@ def test_person_writing_into_the_replaced_file_loses_nothing(tmp_path):
     store, q, handled, path = make_queue(tmp_path, open_in_place)
     real_write = store.write
 
-    def write_then_person_writes(name, data):
-        real_write(name, data)
+    def write_then_person_writes(name, data, **kw):
+        real_write(name, data, **kw)
         if "fd" in person:
             os.ftruncate(person["fd"], 0)
             os.write(person["fd"], json.dumps([CMD1, CMD2]).encode())

@@ -54,7 +54,7 @@ def pipeline(lab, tmp_path_factory):
     cfg = records / "filter_config.json"
     cfg.write_text("{}")
     loader, analyzer = start_pipeline(lab, records, cfg, ["--backend", "rules", "--status-interval",
-                                                          "0.3"], ["--no-cgroup"])
+                                                          "0.3", "--history"], ["--no-cgroup"])
     try:
         wait_until(lambda: (read_json(records / "analyzer_status.json") or {}).get("input", {})
                    .get("other_events", {}).get("startup"), timeout=90, what="the pipeline to start")

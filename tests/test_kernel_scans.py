@@ -98,7 +98,7 @@ def pipeline(lab, tmp_path_factory):
     try:
         assert listener.stdout.readline().strip() == "ready"
         loader, analyzer = start_pipeline(
-            lab, records, cfg, ["--backend", "rules", "--status-interval", "0.3",
+            lab, records, cfg, ["--backend", "rules", "--status-interval", "0.3", "--history",
                                 "--scan-long-window", "600", "--scan-long-ports", "12",
                                 "--scan-allow", POLLER], ["--no-cgroup"])
         wait_until(lambda: (read_json(records / "analyzer_status.json") or {}).get("input", {})
