@@ -13,6 +13,8 @@ import os
 import time
 from typing import Callable
 
+from .procinfo import read_comm
+
 MAX_SOCKETS = 100      # sockets remembered for stack.json (the most drops first)
 RETRY_S = 10.0         # an owner not found is looked for again after this long
 OWNERS_CACHED = 4096
@@ -44,14 +46,6 @@ def socket_owners(inodes: set[int], proc: str = "/proc") -> dict[int, int]:
         if len(found) == len(want):
             break
     return found
-
-
-def _comm(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n").decode("utf-8", "backslashreplace")
-    except OSError:
-        return None
 
 
 class FullQueues:
@@ -91,7 +85,7 @@ class FullQueues:
                 row = out[key] = {
                     "family": r["family"], "proto": r["proto"], "local": r["local"], "port": r["port"],
                     "netns": r["netns"], "inode": r["inode"], "uid": r["uid"], "pid": pid,
-                    "comm": _comm(pid) if pid else None, "exe": info.get("exe"), "drops": 0}
+                    "comm": read_comm(pid) if pid else None, "exe": info.get("exe"), "drops": 0}
             row["drops"] += r["drops"]
             row.update({k: r[k] for k in ("reason", "rmem_alloc", "rcvbuf", "truesize")},
                        last_src=r["src"], last_sport=r["sport"])

@@ -51,8 +51,8 @@ def read_process(pid: int) -> dict:
         after = stat_fields(pid)
         info["ppid"], info["sid"] = int(after[1]), int(after[3])
         info["cmdline"] = _cmdline(_read(f"{base}/cmdline"))
-        info["parent_comm"] = _comm(info["ppid"])
-        info["session_leader"] = _comm(info["sid"])
+        info["parent_comm"] = read_comm(info["ppid"])
+        info["session_leader"] = read_comm(info["sid"])
     except FileNotFoundError:
         info["proc_error"] = EXITED
         return info
@@ -69,7 +69,7 @@ def read_process(pid: int) -> dict:
     return info
 
 
-def _comm(pid: int) -> str | None:
+def read_comm(pid: int) -> str | None:
     """A related process's name, for people (None: gone, or pid 0). Not
     UTF-8: each undecodable byte as \\xNN text (display only)."""
     if pid <= 0:
