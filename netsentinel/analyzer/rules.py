@@ -194,32 +194,38 @@ class Rule:
         self.signals = sorted(_strings(w["signal_in"], where)) if "signal_in" in w else None
         self.exe_not_in = set(_strings(w["exe_not_in"], where)) if "exe_not_in" in w else None
 
+    def may_match(self, dport, has_signals: bool, comm, exe) -> bool:
+        """The conditions that hold or fail on an event's port, process
+        name, executable and whether it has signals alone (ruleindex
+        remembers them per such key; match() checks them first)."""
+        exe = exe or ""
+        if self.ports is not None and dport not in self.ports:
+            return False
+        if self.signals is not None and not has_signals:
+            return False
+        if self.procs is not None and (comm or "").lower() not in self.procs \
+                and exe.rpartition("/")[2].lower() not in self.procs:   # basename, without a call
+            return False
+        if self.exe_prefix is not None and not exe.startswith(self.exe_prefix):
+            return False
+        if self.exe_suffix is not None and not exe.endswith(self.exe_suffix):
+            return False
+        return self.exe_not_in is None or exe not in self.exe_not_in
+
     def match(self, ev: dict) -> dict | None:
         """Template fields when every condition holds, else None."""
+        have = ev.get("signals") if isinstance(ev.get("signals"), dict) else {}
+        if not self.may_match(ev.get("dport"), bool(have), ev.get("comm"), ev.get("exe")):
+            return None
         fields: dict = {}
         if self.ports is not None:
-            label = self.ports.get(ev["dport"])
-            if label is None:
-                return None
-            fields["port_label"] = label or f"port {ev['dport']}"
-        if self.procs is not None:
-            exe = ev.get("exe") or ""
-            if (ev.get("comm") or "").lower() not in self.procs and \
-                    exe.rpartition("/")[2].lower() not in self.procs:   # basename, without a call
-                return None
-        if self.exe_prefix is not None and not (ev.get("exe") or "").startswith(self.exe_prefix):
-            return None
-        if self.exe_suffix is not None and not (ev.get("exe") or "").endswith(self.exe_suffix):
-            return None
+            fields["port_label"] = self.ports[ev["dport"]] or f"port {ev['dport']}"
         if self.cmdline_re is not None and not self.cmdline_re.search(ev.get("cmdline") or ""):
             return None
         if self.uids is not None and ev.get("uid") not in self.uids:
             return None
-        if self.exe_not_in is not None and (ev.get("exe") or "") in self.exe_not_in:
-            return None
         if self.signals is not None:
             # The loader's evidence (docs/events.md#signals): name -> one line.
-            have = ev.get("signals") if isinstance(ev.get("signals"), dict) else {}
             hit = next((s for s in self.signals if s in have), None)
             if hit is None:
                 return None
