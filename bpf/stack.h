@@ -32,7 +32,8 @@ struct ns_drop_flow {
 #define NS_MISS_PATH_FULL 3
 #define NS_MISS_CLOSED_FULL 4
 #define NS_MISS_RCVQ_FULL 5
-#define NS_MISS_SLOTS 6
+#define NS_MISS_QUIET_CLOSED 6
+#define NS_MISS_SLOTS 7
 
 /* Handshakes completed on this host's listeners (SYN_RECV -> ESTABLISHED,
  * SYN-cookie ones included), counted per remote address and local port in

@@ -110,10 +110,19 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     if (ns == BPF_TCP_CLOSE) {
         h->closed = 1;
         struct ns_closed_key ck = {.sk = key, .first_ns = h->first_ns};
-        if (tcp_closed.insert(&ck, h) == 0)
+        if (tcp_closed.insert(&ck, h) == 0) {
             tcp_conns.delete(&key);
-        else    /* full: it stays here, where a reused socket may restart it */
+        } else if (!h->probes && !h->retransmits && !h->rst_sent && !h->rst_recv && !h->queue_drops) {
+            /* Full, and a quiet connection (no segment in, no retransmit,
+             * no reset, no drop): its connection event already tells of it.
+             * Under a connect flood these are nearly all closes; kept, they
+             * filled the LRU (evicting live connections' health) and the
+             * loader read and deleted each one (docs/benchmarks.md §3). */
+            tcp_conns.delete(&key);
+            ns_miss(NS_MISS_QUIET_CLOSED);
+        } else {   /* full: it stays here, where a reused socket may restart it */
             ns_miss(NS_MISS_CLOSED_FULL);
+        }
     }
     return 0;
 }

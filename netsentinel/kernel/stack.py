@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from . import KernelError
+from .batchread import BatchReader
 from .btf import ACCEPT_OFFSETS, BTF, PATH_OFFSETS, BTFError, offsets, rcvq_offsets, stack_offsets
 from ..abi import cflags
 from .host import import_bcc, program_source
@@ -31,8 +32,11 @@ MAX_ACCEPTS = 8192   # (client, local address, port) pairs per interval; more ar
 MAX_PATH_SKBS = 8192     # packets in flight between two path hooks (LRU)
 MAX_PATH_EDGES = 8192    # (flow, hook, next hook) edges per interval; more are counted as missed
 MAX_CLOSED = 8192        # connections closed since the last read
+# The fields of a struct ns_tcp_health that pick the rows to report (read_tcp_light).
+TCP_LIGHT = ("first_ns", "last_ns", "probes", "retransmits", "closed", "netns")
 MAX_RCVQ_SOCKS = 4096   # sockets with a full receive queue per interval
-MISS_NAMES = ("sites_full", "flows_full", "accepts_full", "path_full", "tcp_closed_full", "rcvq_full")
+MISS_NAMES = ("sites_full", "flows_full", "accepts_full", "path_full", "tcp_closed_full", "rcvq_full",
+              "tcp_quiet_closed")
 # Drop reasons that mean the socket had no room for the packet: its receive
 # buffer, its backlog, the protocol's memory, or (TCP) a zero window because
 # the reader does not read.
@@ -69,6 +73,7 @@ class StackProbe:
         # Parts this kernel cannot do are off; the reasons are kept here for
         # the caller to say (detail_off_reason, tcp_off_reason).
         self.bpf = None
+        self._readers: dict[str, BatchReader] = {}   # per map, for this self.bpf
         self.reasons: dict[int, str] = {}
         self.symbols: Symbols | None = None
         self.detail_off_reason: str | None = None
@@ -237,30 +242,36 @@ class StackProbe:
         """Every tracked connection with only what picks the ones to report
         (key, closed, netns, segments_in, retransmits, first_ns, last_ns);
         tcp_details() adds the rest to those picked. A connect flood leaves
-        tens of thousands of closed sockets an interval: formatting each was
-        most of the loader's CPU (docs/benchmarks.md §3). Closed ones are
-        deleted once read, as read_tcp."""
+        thousands of closed sockets an interval: reading each as a ctypes
+        object, and formatting each, was most of the loader's CPU
+        (docs/benchmarks.md §3): the maps are read raw (batchread), the
+        whole entry kept as bytes. Closed ones are deleted once read."""
         if self.tcp_off_reason is not None:
             return []
-        table = self.bpf["tcp_conns"]
-        try:   # one syscall per batch, not two per entry
-            live = list(table.items_lookup_batch())
-        except Exception:  # noqa: BLE001 - kernels without batch ops (before 5.6)
-            live = list(table.items())
-        rows = [(int(getattr(k, "value", k)), h, True) for k, h in live]   # batch reads give ints
-        rows += [(k.sk, h, False) for k, h in self._drain_raw("tcp_closed")]
         out = []
-        for key, h, live_map in rows:
-            if h.closed:   # its final report may wait intervals: no hold on the batch's whole buffer
-                h = type(h).from_buffer_copy(h)
-            out.append({"key": (key, h.first_ns), "closed": bool(h.closed), "netns": h.netns or None,
-                        "segments_in": h.probes, "retransmits": h.retransmits,
-                        "first_ns": h.first_ns, "last_ns": h.last_ns, "_h": h})
-            if h.closed and live_map:   # a closed one left here: reported now
-                try:
-                    del table[table.Key(key)]
-                except KeyError:
-                    pass   # the kernel's LRU (or tcp_closed's move) took it meanwhile
+        for name, live_map in (("tcp_conns", True), ("tcp_closed", False)):
+            reader = self._readers.get(name)
+            if reader is None:
+                reader = self._readers[name] = BatchReader(self.bpf[name], TCP_LIGHT, ("sk",))
+            n = reader.read(delete=not live_map)
+            raw = memoryview(reader._vals)
+            vz = reader.vz
+            stale = []
+            for i, ((sk,), v) in enumerate(zip(reader.keys(), reader.values())):
+                first_ns, last_ns, probes, retransmits, closed, netns = v
+                out.append({"key": (sk, first_ns), "closed": bool(closed), "netns": netns or None,
+                            "segments_in": probes, "retransmits": retransmits,
+                            "first_ns": first_ns, "last_ns": last_ns,
+                            "_h": (reader.Leaf, bytes(raw[i * vz:(i + 1) * vz]))})
+                if closed and live_map:   # a closed one left here (tcp_closed was full): reported now
+                    stale.append(sk)
+            if n and stale:
+                table = self.bpf[name]
+                for sk in stale:
+                    try:
+                        del table[table.Key(sk)]
+                    except KeyError:
+                        pass   # the kernel's LRU (or tcp_closed's move) took it meanwhile
         return out
 
     @staticmethod
@@ -269,6 +280,8 @@ class StackProbe:
         h = r.pop("_h", None)
         if h is None:
             return r
+        if isinstance(h, tuple):   # (its type, its bytes) from read_tcp_light
+            h = h[0].from_buffer_copy(h[1])
         fam = 6 if h.family == socket.AF_INET6 else 4
         n = h.state_changes
         r.update({
@@ -315,3 +328,4 @@ class StackProbe:
             self.bpf.cleanup()   # whatever is left (a failed detach is retried here)
         finally:
             self.bpf = None
+            self._readers = {}
