@@ -13,7 +13,7 @@ import threading
 import time
 
 from .. import dropdir, fsguard, jsonsafe
-from . import fanotify
+from . import fanotify, wake
 from .fanotify import FAN_CLOSE_NOWRITE, FAN_CLOSE_WRITE, FAN_OPEN_PERM
 
 BOUND_S = 2.0  # longest one session holds the others back
@@ -238,5 +238,6 @@ class Sessions:
             dropdir.submit_bytes(self.root, dropdir.drop_dir_name(slot.name), data,
                                  slot.name + (f"-pid{pid}" if pid else ""))
             self.counts["stored"] += 1
+            wake.poke()
         os.ftruncate(fd, 0)
         os.pwrite(fd, EMPTY, 0)  # what the store writes for "no commands"

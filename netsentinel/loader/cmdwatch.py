@@ -37,6 +37,8 @@ import stat
 import struct
 import threading
 
+from . import wake
+
 IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
 IN_OPEN = 0x00000020
@@ -126,8 +128,11 @@ class _Follower:
         poller.register(self.fd, select.POLLIN)
         poller.register(self.stop_r, select.POLLIN)
         try:
+            seen = self.sessions
             while not any(fd == self.stop_r for fd, _ in poller.poll()):
-                self.drain()
+                if self.drain() != seen:   # a write session on our file ended (not any name's)
+                    seen = self.sessions
+                    wake.poke()   # the enforcement loop reads the file now (loader/wake.py)
         finally:
             with self.lock:
                 for fd in (self.fd, self.stop_r, self.stop_w):

@@ -22,6 +22,7 @@ import threading
 import time
 
 from ..store import StoreError
+from . import wake
 
 POLL_MS = 50            # ban commands are picked up within ~this
 COMMAND_RESCAN_S = 1.0  # re-read the queue even if its stat did not change
@@ -45,6 +46,7 @@ class EnforceLoop:
         """End the loop and wait for its current pass (cleanup saves after it)."""
         if self._thread is not None:
             self._stop.set()
+            wake.poke()
             self._thread.join()
             self._thread = None
 
@@ -59,6 +61,7 @@ class EnforceLoop:
         lo = self.loader
         next_scan = next_sync = time.monotonic()
         while not self._stop.is_set():
+            wake.COMMANDS.clear()   # before the pass: a write during it wakes the next
             now = time.monotonic()
             lo._wl = lo.whitelist.current()   # the one owner of the whitelist file's watch
             rescan = now >= next_scan
@@ -92,5 +95,6 @@ class EnforceLoop:
                 for type_, fields in done:
                     lo.events.emit(type_, **fields)
             # A big CrowdSec pull in progress: no idle wait between its slices.
+            # A write to a command file wakes it at once (loader/wake.py).
             if not (lo.fleet and lo.fleet.busy()):
-                self._stop.wait(POLL_MS / 1000)
+                wake.COMMANDS.wait(POLL_MS / 1000)
