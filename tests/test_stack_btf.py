@@ -177,3 +177,36 @@ def test_every_closed_connection_keeps_its_final_report_under_churn():
         assert p.read_misses()["tcp_closed_full"] == 0
     finally:
         p.stop()
+
+
+@needs_root
+def test_a_connect_flood_past_the_closed_map_keeps_only_what_carried_data():
+    """Past MAX_CLOSED closes in one interval, quiet connections (no segment
+    in, as a connect flood's) are counted, not kept: the LRU of live
+    connections holds none of them and the loader reads none of them; a
+    connection that carried data still gets its final report."""
+    import socket
+    from netsentinel.kernel import stack
+    p = stack.StackProbe()
+    p.start()
+    try:
+        with socket.create_server(("127.0.0.1", 0)) as srv:
+            port = srv.getsockname()[1]
+            flood = stack.MAX_CLOSED // 2 + 200   # two closed sockets each
+            for _ in range(flood):
+                c = socket.create_connection(("127.0.0.1", port), timeout=5)
+                srv.accept()[0].close()
+                c.close()
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s = srv.accept()[0]
+            c.sendall(b"x" * 1000)
+            assert s.recv(1000)
+            s.close()
+            c.close()
+        quiet = p.read_misses()["tcp_quiet_closed"]
+        rows = [r for r in p.read_tcp() if port in (r["sport"], r["dport"]) and r["closed"]]
+        assert quiet > 0   # the closes past the map's room: counted, not kept
+        assert len(rows) <= stack.MAX_CLOSED + 2
+        assert any(r["segments_in"] > 0 for r in rows)   # the one that carried data
+    finally:
+        p.stop()
