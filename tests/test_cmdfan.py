@@ -175,3 +175,15 @@ def test_without_privilege_the_queue_says_why_and_counts(tmp_path):
                           str(tmp_path)], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}).stdout
     assert out.startswith("None fanotify unavailable (fanotify_init: Operation not permitted)"), out
+
+
+def test_a_shell_write_wakes_the_enforcement_loop(tmp_path, queue):
+    """A session stored by the responder sets loader/wake.py's event: the
+    enforcement loop reads it at once instead of at its next poll."""
+    from netsentinel.loader import wake
+    q, handled = queue
+    wake.COMMANDS.clear()
+    subprocess.run(["sh", "-c", f"echo '{_cmd('192.0.2.7')}' > {tmp_path / NAME}"], check=True)
+    wait_until(wake.COMMANDS.is_set, timeout=10, what="the enforcement loop woken")
+    q.process()
+    assert [c["ip"] for c in handled] == ["192.0.2.7"]

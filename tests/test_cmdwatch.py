@@ -73,3 +73,22 @@ def test_the_thread_counts_and_stops_with_its_counter(tmp_path):
     assert w.drain() == 20 and not w.take_overflow()
     del w   # its queue is gone: the thread closes the inotify instance
     wait_until(lambda: f.fd == -1, 5, what="the follower to stop")
+
+
+def test_a_write_session_on_the_file_wakes_the_enforcement_loop(tmp_path):
+    """The follower's thread sets loader/wake.py's event when a session on
+    its file ends (the enforcement loop then reads at once, not at its next
+    poll); another file's writes in the same directory do not."""
+    from netsentinel.loader import wake
+    path = tmp_path / NAME
+    path.write_text("")
+    counter = WriteCounter(tmp_path, NAME)
+    try:
+        wake.COMMANDS.clear()
+        (tmp_path / "status.json").write_text("{}")
+        counter.drain()   # whichever thread takes them, they count as no session
+        assert not wake.COMMANDS.is_set()
+        session(os.open(path, os.O_WRONLY | os.O_TRUNC), b'[{"action": "ban", "ip": "192.0.2.1"}]')
+        wait_until(wake.COMMANDS.is_set, timeout=10, what="the enforcement loop woken")
+    finally:
+        counter.close()
