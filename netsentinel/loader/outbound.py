@@ -24,6 +24,7 @@ and its signals (once per socket).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -58,6 +59,7 @@ def usr_merged(path: str) -> str:
     return path
 
 
+@functools.lru_cache(maxsize=4096)   # asked per connection event; a pure function of two names
 def is_shell(comm: str | None, exe: str | None) -> bool:
     names = {(comm or "").lower(), os.path.basename((exe or "").replace(" (deleted)", "")).lower()}
     return any(n and SHELLS.match(n) for n in names)
