@@ -5,7 +5,9 @@ The real loader (unified_ebpf.py --no-xdp: the monitor alone) runs in a
 throwaway namespace with its event stream going to a file. bench/connect_load.py
 makes outbound TCP connects from that namespace at 1k, 10k, 50k/s and flat
 out; for each step this counts the connection events that came out for the
-generator's pid (events received vs connects made = loss), the loader's
+generator's pid (connects received vs connects made = loss; an event may
+stand for several connects, its "count": the kernel folds identical ones
+while the ring buffer is full), the loader's
 reported kernel-buffer losses (`lost` events), and the loader's CPU time
 (/proc/PID/stat) from the start of the step until its output went quiet.
 Repeated per --buffer-pages setting (buffer pages per CPU).
@@ -153,16 +155,21 @@ def step(lab, proc, stream: StreamFile, rate: int, seconds: float, generators: i
     # The tracepoint sees every process's connects (other work on a shared
     # machine too): CPU per event is taken over all the events each consumer
     # handled, loss over the generators' own.
-    received = lost = bt_got = bt_lost = seen = bt_seen = 0
+    # A connection event may stand for several connects (its "count": the
+    # kernel folded identical ones while the ring buffer was full).
+    received = ev_lines = lost = bt_got = bt_lost = seen = seen_connects = bt_seen = 0
     quiet_since = time.monotonic()
     # Drain: the loader may still be working through its buffer; stop once
     # nothing new has come for 1 s (at most 30 s).
     while time.monotonic() - quiet_since < 1.0 and time.monotonic() - t0 < seconds + 30:
         evs = stream.new_events()
         for e in evs:
-            seen += e["type"] == "connection"
-            if e["type"] == "connection" and e["pid"] in pids and e["daddr"] == lab.peer4:
-                received += 1
+            n = e.get("count", 1) if e["type"] == "connection" else 0
+            seen += bool(n)
+            seen_connects += n
+            if n and e["pid"] in pids and e["daddr"] == lab.peer4:
+                received += n
+                ev_lines += 1
                 quiet_since = time.monotonic()
             elif e["type"] == "lost":
                 lost += e["count"]
@@ -185,13 +192,15 @@ def step(lab, proc, stream: StreamFile, rate: int, seconds: float, generators: i
                 "us_ratio_to_bpftrace": round(us / bt_us, 2) if us and bt_us else None}
     return {"loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)], **side,
             "rate_target": rate or "max", "rate_made": gen["rate"], "made": gen["made"],
-            "connect_errors": gen["errors"], "received": received,
+            "connect_errors": gen["errors"], "received": received, "received_events": ev_lines,
             "missing": gen["made"] - received,
             "loss_pct": round(100 * (gen["made"] - received) / gen["made"], 3) if gen["made"] else None,
             "lost_reported": lost, "loader_cpu_s": round(cpu_s, 3),
             "loader_cpu_pct": round(100 * cpu_s / wall, 1),
             "loader_all_events": seen,
             "loader_us_per_event": round(cpu_s * 1e6 / seen, 1) if seen else None,
+            "loader_all_connects": seen_connects,
+            "loader_us_per_connect": round(cpu_s * 1e6 / seen_connects, 1) if seen_connects else None,
             "drain_s": round(max(0.0, busy_until - t0 - gen["secs"]), 2)}
 
 
@@ -264,8 +273,9 @@ def main() -> int:
         cleanup.run()
     if args.plot:
         plot(rows, args.plot)
-    table = [[r["buffer_pages"], r["rate_target"], r["rate_made"], r["made"], r["received"], r["loss_pct"],
-              r["lost_reported"], r["loader_cpu_pct"], r["loader_us_per_event"],
+    table = [[r["buffer_pages"], r["rate_target"], r["rate_made"], r["made"], r["received"],
+              r["received_events"], r["loss_pct"],
+              r["lost_reported"], r["loader_cpu_pct"], r["loader_us_per_event"], r["loader_us_per_connect"],
               r.get("bpftrace_received"), r.get("bpftrace_us_per_event"), r.get("us_ratio_to_bpftrace"),
               r["loadavg_1m"][0]] for r in rows]
     emit(NAME, args.quick, {"rates": rates, "buffer_pages": pages_list, "page_bytes": PAGE, "loader_args": args.loader_arg,
@@ -273,8 +283,8 @@ def main() -> int:
                             "loader_flags": f"--no-xdp --capture {args.capture}", "compare": compare,
                             "loader_idle_cpu_pct": idle},
          rows, started,
-         ["pages", "target/s", "made/s", "made", "events", "loss %", "lost (kernel)", "loader CPU %",
-          "us/event", "bpftrace events", "bpftrace us/event", "ratio", "load 1m"], table)
+         ["pages", "target/s", "made/s", "made", "connects received", "in events", "loss %", "lost (kernel)",
+          "loader CPU %", "us/event", "us/connect", "bpftrace events", "bpftrace us/event", "ratio", "load 1m"], table)
     return 0
 
 

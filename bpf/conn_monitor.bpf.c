@@ -28,6 +28,12 @@ BPF_PERF_OUTPUT(conn_events);
 #endif
 BPF_RINGBUF_OUTPUT(conn_events, NS_CONN_RING_PAGES);
 BPF_PERCPU_ARRAY(conn_lost, u64, 1);
+/* A full ring buffer folds a connect into its (process, destination, port)
+ * entry here instead of losing it: a connect flood (16 processes flat out
+ * outrun any user-space reader) becomes one event per process and
+ * destination per poll, with its count, and leaves the ring room for every
+ * other process's connections. Lost only when a new entry finds no room. */
+BPF_HASH(conn_folds, struct ns_conn_fold_key, struct ns_conn_fold, NS_MAX_CONN_FOLDS);
 #endif
 
 static __always_inline void ns_conn_submit(void *ctx, struct ns_conn_event *e)
@@ -35,12 +41,26 @@ static __always_inline void ns_conn_submit(void *ctx, struct ns_conn_event *e)
 #ifdef NS_CONN_PERF
     conn_events.perf_submit(ctx, e, sizeof(*e));
 #else
-    if (conn_events.ringbuf_output(e, sizeof(*e), 0) != 0) {
-        int zero = 0;
-        u64 *n = conn_lost.lookup(&zero);
-        if (n)
-            *n += 1;   /* this CPU's own slot: no atomic needed */
+    if (conn_events.ringbuf_output(e, sizeof(*e), 0) == 0)
+        return;
+    struct ns_conn_fold_key k = {.pid = e->pid, .family = e->family, .dport = e->dport};
+    __builtin_memcpy(k.daddr, e->daddr, 16);
+    struct ns_conn_fold *f = conn_folds.lookup(&k);
+    if (!f) {
+        struct ns_conn_fold nf = {.first = *e, .last_ns = e->ts_ns, .count = 1};
+        if (conn_folds.insert(&k, &nf) == 0)
+            return;
+        f = conn_folds.lookup(&k);   /* another CPU inserted it first, or the map is full */
     }
+    if (f) {
+        __sync_fetch_and_add(&f->count, 1);
+        f->last_ns = e->ts_ns;
+        return;
+    }
+    int zero = 0;
+    u64 *n = conn_lost.lookup(&zero);
+    if (n)
+        *n += 1;   /* this CPU's own slot: no atomic needed */
 #endif
 }
 

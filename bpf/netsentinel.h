@@ -87,6 +87,23 @@ struct ns_conn_event {
     char comm[16];
 };
 
+/* Connects folded when the ring buffer is full (bpf/conn_monitor.bpf.c): one
+ * entry per (process, destination, port) standing for `count` connects, the
+ * first of them whole; drained by the loader every poll. */
+#define NS_MAX_CONN_FOLDS 16384
+struct ns_conn_fold_key {
+    u32 pid;
+    u16 family;
+    u16 dport;
+    u8 daddr[16];
+};
+
+struct ns_conn_fold {
+    struct ns_conn_event first;
+    u64 last_ns;        /* bpf_ktime_get_ns() of the last connect folded in */
+    u64 count;          /* connects this entry stands for, the first included */
+};
+
 /* LPM trie keys: prefix length first, then the address in network order. */
 struct ns_lpm_v4 {
     u32 prefixlen;

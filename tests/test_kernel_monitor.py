@@ -65,20 +65,53 @@ def test_events_decoded_from_the_ring_buffer(started):
 
 
 @pytest.mark.parametrize("started", [1], indirect=True)
-def test_losses_are_counted_in_the_kernel_and_reported(started):
-    m, got, lost = started
-    made = 3000   # far more than a 1-page-per-CPU ring holds (~90 events a page)
+def test_a_full_ring_folds_identical_connects_and_loses_none(started):
+    """3,000 connects to one port with nobody reading a ring of a page per
+    CPU (~90 records a page): the kernel folds those that find it full into
+    one entry per (process, destination, port); every connect is accounted
+    for in the counts of the events handed on, none lost."""
+    m, got, _ = started
+    made = 3000
     connect("127.0.0.1", made)
-    wait_until(lambda: m.poll(20) or (m.kernel_lost() > 0 and not m.poll(0) and
-                                      _drained(m, got)), 20, what="the ring drained")
-    mon_lost = m.kernel_lost()
-    assert len(got) < made, "the small ring must have overflowed"
-    # Every one of ours is either received or counted lost (other processes'
-    # losses can only add to the count).
-    assert len(got) + mon_lost >= made, (len(got), mon_lost)
-    m._lost_at = 0.0   # report now rather than within LOST_EVERY_S
-    m.poll(0)
-    assert sum(lost) == mon_lost == m.lost_total, (lost, mon_lost)
+    wait_until(lambda: m.poll(20) or (sum(e.count for e in got) >= made and not m.poll(0)), 20,
+               what="every connect accounted for")
+    assert sum(e.count for e in got) == made, [e.count for e in got if e.count > 1]
+    folded = [e for e in got if e.count > 1]
+    assert folded and all(e.last_ns >= e.ts_ns and e.dport == PORT for e in folded)
+    assert len(got) < made / 2   # the flood took a few events, not 3,000
+
+
+def test_losses_are_counted_in_the_kernel_and_reported():
+    """More distinct (destination port) connects than the fold map holds,
+    with nobody reading: the ones with no room anywhere are counted by the
+    kernel and reported; every connect is received, folded or counted lost."""
+    m = mon.ConnectionMonitor("tracepoint", page_cnt=1)
+    got, lost, me = [], [], os.getpid()
+    ports = range(20000, 20000 + mon_folds() + 3000)
+    m.start(lambda e: got.append(e) if e.pid == me and e.dport in ports else None, lost.append)
+    try:
+        for port in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            s.close()
+        wait_until(lambda: m.poll(20) or (m.kernel_lost() > 0 and not m.poll(0) and _drained(m, got)),
+                   20, what="the ring drained")
+        mon_lost = m.kernel_lost()
+        assert mon_lost > 0, "the fold map must have run out of room"
+        # Every one of ours is received, folded or counted lost (other
+        # processes' losses can only add to the count).
+        assert sum(e.count for e in got) + mon_lost >= len(ports), (len(got), mon_lost)
+        m._lost_at = 0.0   # report now rather than within LOST_EVERY_S
+        m.poll(0)
+        assert sum(lost) == mon_lost == m.lost_total, (lost, mon_lost)
+    finally:
+        m.stop()
+
+
+def mon_folds() -> int:
+    from netsentinel import abi
+    return abi.C["NS_MAX_CONN_FOLDS"]
 
 
 def _drained(m, got) -> bool:

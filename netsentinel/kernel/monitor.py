@@ -25,6 +25,7 @@ from typing import Callable
 
 from ..abi import MODE_NAMES, cflags
 from . import KernelError, ringread
+from .batchread import BatchReader
 from .host import import_bcc, kprobes_unavailable_reason, program_source
 
 # struct ns_conn_event (bpf/netsentinel.h), little-endian as the kernel writes it.
@@ -32,6 +33,7 @@ EVENT = struct.Struct("<QIIIHHHBB16s16s16s")
 POLL_BUDGET = 4096
 POLL_BUDGET_S = 0.02
 LOST_EVERY_S = 1.0
+FOLDS_EVERY_S = 0.05   # folded connects (a full ring buffer) handed on at least this often
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 _V4_COMPAT = b"\0" * 12
 
@@ -70,6 +72,10 @@ class RawConnection:
     daddr: str
     dport: int
     mode: str
+    # Folded (the ring buffer was full: bpf/conn_monitor.bpf.c): the connects
+    # this one stands for, itself included, and the last one's time.
+    count: int = 1
+    last_ns: int = 0
 
 
 def decode(data: bytes) -> RawConnection:
@@ -113,6 +119,8 @@ class ConnectionMonitor:
         self._reader: ringread.RingReader | None = None
         self._poller = None
         self._on_event: Callable[[RawConnection], None] | None = None
+        self._folds: BatchReader | None = None   # conn_folds (ring buffer only)
+        self._folds_at = 0.0
         self.ring_reader_off_reason: str | None = None
 
     def source_and_flags(self, mode: str) -> tuple[str, list[str]]:
@@ -160,6 +168,7 @@ class ConnectionMonitor:
             return self.mode
 
         self._on_event = on_event
+        self._folds = BatchReader(self.bpf["conn_folds"], ("last_ns", "count"), ("pid",))
         why_not = ringread.available() if self.raw_ring else "asked for BCC's callback"
         if why_not is None:
             table = self.bpf["conn_events"]
@@ -218,6 +227,9 @@ class ConnectionMonitor:
             self._budget, self._stop_at = POLL_BUDGET, time.monotonic() + POLL_BUDGET_S
             self.bpf.ring_buffer_poll(timeout=timeout_ms)
         now = time.monotonic()
+        if now - self._folds_at >= FOLDS_EVERY_S:
+            self._folds_at = now
+            self.drain_folds()
         if now - self._lost_at >= LOST_EVERY_S:
             self._lost_at = now
             self._lost(self.kernel_lost() - self.lost_total)
@@ -239,7 +251,25 @@ class ConnectionMonitor:
             if n < 256 or time.monotonic() > stop_at:
                 break
 
+    def drain_folds(self) -> int:
+        """Connects the kernel folded while the ring buffer was full, each
+        (process, destination, port) handed on once with its count; read
+        and deleted in one go (the kernel's batch lookup-and-delete holds
+        each bucket's lock: a connect folded meanwhile starts a new entry).
+        Returns how many connects they stand for."""
+        if self._folds is None:
+            return 0
+        reader = self._folds
+        n, total = reader.read(delete=True), 0
+        for i, (last_ns, count) in zip(range(n), reader.values()):
+            raw = decode(reader.leaf_bytes(i))
+            raw.count, raw.last_ns = count, last_ns
+            total += count
+            self._on_event(raw)
+        return total
+
     def _cleanup_bpf(self) -> None:
+        self._folds = None
         if self._reader is not None:
             self._reader.close()
             self._reader = self._poller = None
@@ -251,7 +281,8 @@ class ConnectionMonitor:
 
     def stop(self) -> None:
         if self.bpf is not None and self.ring:
-            try:  # the last losses, so the final stats are complete
+            try:  # the last folds and losses, so the stream and the final stats are complete
+                self.drain_folds()
                 self._lost(self.kernel_lost() - self.lost_total)
             except Exception:  # noqa: BLE001 - the map may be gone with a failed start
                 pass

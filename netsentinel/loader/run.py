@@ -117,7 +117,7 @@ class Loader:
         self.stack: Stack | None = None
         self.stop_reason: str | None = None
         self.started = time.time()
-        self.counts = {"events": 0, "lost": 0, "whitelisted": 0}
+        self.counts = {"events": 0, "lost": 0, "whitelisted": 0, "folded": 0}
         self._cleaned = False
         self._stack_faults = 0   # failed stack ticks in a row
         self._held: list[tuple[str, dict]] | None = []  # events before startup
@@ -152,6 +152,10 @@ class Loader:
                       exe=info["exe"], cmdline=info["cmdline"], proc_error=info["proc_error"],
                       family=raw.family, saddr=raw.saddr, sport=raw.sport, daddr=raw.daddr,
                       dport=raw.dport, mode=raw.mode)
+        if raw.count > 1:   # connects the kernel folded while the ring buffer was full
+            fields["count"] = raw.count
+            fields["window_s"] = round(max(0, raw.last_ns - raw.ts_ns) / 1e9, 3)
+            self.counts["folded"] += raw.count - 1
         if why is not None:
             fields["whitelisted"] = why
         self.outbound.connection(fields)  # outbound (issue 12): emits it, with signals
