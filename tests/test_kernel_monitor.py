@@ -151,3 +151,21 @@ def _more(m, got) -> bool:
     before = len(got)
     m.poll(0)
     return len(got) > before
+
+
+@pytest.mark.parametrize("started", [1], indirect=True)
+def test_a_flood_cannot_hide_another_connect(started):
+    """A flood fills the ring buffer, then one connect elsewhere (the
+    reverse shell a flood would cover): it still arrives, folded on its own
+    (count 1), not lost."""
+    m, got, _ = started
+    connect("127.0.0.1", 3000)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    s.connect_ex(("127.0.0.2", PORT))
+    s.close()
+    wait_until(lambda: m.poll(20) or any(e.daddr == "127.0.0.2" for e in got), 20,
+               what="the one connect behind the flood")
+    (other,) = [e for e in got if e.daddr == "127.0.0.2"]
+    assert other.count == 1 and other.pid == os.getpid()
+    assert any(e.count > 1 for e in got), "the ring was full when it connected (the flood folded)"
