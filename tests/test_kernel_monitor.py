@@ -169,3 +169,24 @@ def test_a_flood_cannot_hide_another_connect(started):
     (other,) = [e for e in got if e.daddr == "127.0.0.2"]
     assert other.count == 1 and other.pid == os.getpid()
     assert any(e.count > 1 for e in got), "the ring was full when it connected (the flood folded)"
+
+
+def test_a_fault_handling_one_event_is_said_and_the_stream_goes_on():
+    """An exception from the event handler (a bug) does not end the poll
+    nor lose the events after it; it is said on the warn channel."""
+    warned, got, me = [], [], os.getpid()
+
+    def on_event(e):
+        if e.pid == me and e.dport == PORT:
+            got.append(e)
+            if len(got) == 1:
+                raise RuntimeError("boom")
+    m = mon.ConnectionMonitor("tracepoint", page_cnt=8, warn=warned.append)
+    m.start(on_event, lambda n: None)
+    try:
+        connect("127.0.0.1", 5)
+        wait_until(lambda: m.poll(50) or len(got) >= 5, 10, what="five events")
+        assert len(got) == 5 and m.handler_errors == 1
+        assert any("RuntimeError: boom" in w for w in warned), warned
+    finally:
+        m.stop()

@@ -122,6 +122,7 @@ class ConnectionMonitor:
         self._folds: BatchReader | None = None   # conn_folds (ring buffer only)
         self._folds_at = 0.0
         self.ring_reader_off_reason: str | None = None
+        self.handler_errors = 0
 
     def source_and_flags(self, mode: str) -> tuple[str, list[str]]:
         flags = cflags(max_bans=1)
@@ -244,7 +245,7 @@ class ConnectionMonitor:
         stop_at, left = time.monotonic() + POLL_BUDGET_S, POLL_BUDGET
 
         def handle(record: bytes) -> None:
-            on_event(decode(record))
+            self._deliver(on_event, decode(record))
         while left > 0:
             n = reader.consume(handle, min(256, left))
             left -= n
@@ -265,8 +266,20 @@ class ConnectionMonitor:
             raw = decode(reader.leaf_bytes(i))
             raw.count, raw.last_ns = count, last_ns
             total += count
-            self._on_event(raw)
+            self._deliver(self._on_event, raw)
         return total
+
+    def _deliver(self, on_event: Callable[[RawConnection], None], raw: RawConnection) -> None:
+        """on_event(raw); a fault in handling one event is said (the first
+        few, then every thousandth) and the stream goes on, as BCC's callback
+        does (ctypes prints and drops an exception raised in a callback)."""
+        try:
+            on_event(raw)
+        except Exception as e:  # noqa: BLE001 - one event's fault must not end monitoring
+            self.handler_errors += 1
+            if self.handler_errors <= 3 or self.handler_errors % 1000 == 0:
+                self.warn(f"a connection event could not be handled ({self.handler_errors} so far): "
+                          f"{type(e).__name__}: {str(e)[:200]}")
 
     def _cleanup_bpf(self) -> None:
         self._folds = None
