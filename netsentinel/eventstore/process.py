@@ -243,7 +243,8 @@ class StoreProcess:
                 self._head_done = 0
                 self._sent_rows -= left
                 k -= left
-            back = self.proc.pid if self.error is not None and self.proc is not None else None
+            back = (self.proc.pid if self.error is not None and self.proc is not None
+                    and st.get("ok") else None)
         if back:
             self.warn(f"event store writer process {back} writes again")
             self.error = None
