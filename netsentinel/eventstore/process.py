@@ -190,8 +190,11 @@ class StoreProcess:
         boot = f"import sys; sys.path.insert(0, {str(_ROOT)!r}); " \
                "from netsentinel.eventstore.child import run; run()"
         try:
+            # A session of its own: where the kernel groups CPU time by
+            # session (autogroup), a busy writer gets a share of its own
+            # instead of taking the analyzer's.
             proc = subprocess.Popen([sys.executable, "-c", boot], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, close_fds=True)
+                                    stdout=subprocess.PIPE, close_fds=True, start_new_session=True)
         except OSError as e:
             self._report(f"cannot start the event store's writer process ({e}); retried every "
                          f"{RESTART_EVERY_S:g}s, rows kept in memory")
