@@ -34,6 +34,7 @@ import signal
 import struct
 import sys
 import threading
+from collections import deque
 
 HEADER = struct.Struct("<I")
 MAX_FRAME = 1 << 30  # a length above this is a broken pipe stream, not a frame
@@ -41,6 +42,7 @@ MAX_FRAME = 1 << 30  # a length above this is a broken pipe stream, not a frame
 # bounded queue, where an overflow is counted): rows are only ever dropped
 # on the analyzer's side, so the rows done here stay a prefix of those sent.
 MAX_HELD = 50_000
+MAX_FRAMES_HELD = 25  # frames read but not yet rows (of up to 2,000 verdicts each)
 
 
 def encode(obj: object) -> bytes:
@@ -69,6 +71,7 @@ def read_frame(stream) -> bytes | None:
 
 def main() -> int:
     from .base import Retention
+    from .rows import row_of
     from .writer import StoreWriter
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -94,18 +97,34 @@ def main() -> int:
         with room:
             room.notify_all()
 
+    # Frames are read here and turned into rows on the writer's thread, just
+    # before it writes them: the GIL is then wanted by one busy thread at a
+    # time. Converting here while the writer inserts made each of its rows
+    # wait for the GIL (executemany takes it back after every row's step).
+    frames: deque = deque()
+
+    def intake() -> list[tuple]:
+        rows: list[tuple] = []
+        while frames:
+            now, ready, entries = decode(frames.popleft())
+            rows += ready
+            rows += [row_of(e, now) for e in entries]
+        with room:
+            room.notify_all()
+        return rows
+
     writer = StoreWriter(cfg["dsn"], lambda msg: send({"warn": msg}),
                          Retention(cfg["max_age_days"], cfg["max_bytes"]), max_buffered=None,
-                         on_flush=flushed)
+                         on_flush=flushed, intake=intake)
     writer.start()
     while True:
         with room:  # back-pressure: the pipe fills while the store is behind
-            room.wait_for(lambda: writer.buffered() < MAX_HELD)
+            room.wait_for(lambda: len(frames) < MAX_FRAMES_HELD and writer.buffered() < MAX_HELD)
         frame = read_frame(stdin)
         if frame is None:
             break
-        now, rows, entries = decode(frame)
-        writer.submit(rows, entries, now)
+        frames.append(frame)
+        writer.submit([])  # wakes the writer
     writer.close()
     flushed()
     return 0

@@ -42,11 +42,13 @@ class StoreWriter:
     def __init__(self, dsn: str, warn: Callable[[str], None], retention: Retention | None = None,
                  opener: Callable[..., EventStore] = open_store, *,
                  max_buffered: int | None = MAX_BUFFERED,
-                 on_flush: Callable[[], None] | None = None):
+                 on_flush: Callable[[], None] | None = None,
+                 intake: Callable[[], list[tuple]] | None = None):
         self.dsn = dsn
         # None: the caller bounds what it adds (child.py waits for room instead).
         self.max_buffered = max_buffered
         self.on_flush = on_flush  # after every write attempt (child.py reports its status)
+        self.intake = intake  # more rows, asked for by flush() on the writer's thread (child.py)
         self.warn = warn
         self.retention = retention or Retention()
         self._opener = opener
@@ -111,6 +113,8 @@ class StoreWriter:
                          "the oldest (rows_dropped in analyzer_status.json)")
 
     def flush(self, now: float | None = None) -> None:
+        if self.intake is not None:
+            self.add(self.intake())
         now = time.monotonic() if now is None else now
         if self.db is None and not self._open(now):
             return
