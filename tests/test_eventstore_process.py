@@ -12,7 +12,7 @@ import sqlite3
 
 from analyzer_support import conn, lines, read, start_analyzer, wait_for
 from eventstore_support import dsn, entry, pg_server  # noqa: F401 (fixtures)
-from netsentinel.eventstore import Query, open_store, process
+from netsentinel.eventstore import Query, child, open_store, process
 from netsentinel.eventstore.process import StoreProcess
 from netsentinel.eventstore.rows import record_row
 from netsentinel.testing.lab import wait_until
@@ -83,6 +83,41 @@ def test_a_killed_writer_is_restarted_and_sent_what_it_had_not_written(dsn, monk
     # Every row once: nothing lost, nothing the first writer had committed sent again.
     assert _refs(dsn) == sorted([f"e{i:06x}" for i in range(12)] + ["t-1"])
     assert "\n" not in "".join(warnings)
+
+
+def test_a_batch_that_kills_every_writer_is_dropped_and_counted(tmp_path, monkeypatch):
+    # A frame no writer survives must not stop the store for good: after
+    # POISON_DEATHS writers died on it with nothing written, it is dropped.
+    monkeypatch.setattr(process, "RESTART_EVERY_S", 0.1)
+    real = process.encode
+
+    def encode(obj):
+        if isinstance(obj, tuple) and any(isinstance(e, dict) and e.get("id") == "poison"
+                                          for e in obj[2]):
+            return child.HEADER.pack(3) + b"m\xff\xff"  # no marshal data: the writer dies on it
+        return real(obj)
+    monkeypatch.setattr(process, "encode", encode)
+    warnings: list[str] = []
+    dsn = str(tmp_path / "events.sqlite3")
+    sp = StoreProcess(dsn, warnings.append)
+    sp.start()
+    try:
+        sp.submit([], [entry(0)])
+        wait_until(lambda: sp.status()["rows_written"] == 1, 30, what="the first row")
+        sp.submit([], [dict(entry(1), id="poison")])
+        sp.submit([], [entry(2), ["not", "a", "verdict"]])
+        st = wait_until(lambda: (s := sp.status())["rows_written"] == 3 and s, 60,
+                        what="the rows after the poisoned batch")
+    finally:
+        sp.close()
+    assert st["rows_dropped"] == 1 and st["writer_restarts"] == process.POISON_DEATHS
+    assert any(f"killed {process.POISON_DEATHS} writer processes in a row" in w for w in warnings)
+    db = open_store(dsn, readonly=True)
+    rows = db.search(Query(oldest_first=True))
+    db.close()
+    assert [r["ref"] for r in rows] == ["e000000", "e000002", None]
+    # What row_of cannot convert is a row saying so, in its place.
+    assert rows[2]["reason"].startswith("a verdict the store could not convert (AttributeError")
 
 
 def test_the_queue_is_bounded_and_its_overflow_counted(tmp_path, monkeypatch):

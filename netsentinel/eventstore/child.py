@@ -69,6 +69,26 @@ def read_frame(stream) -> bytes | None:
     return body if len(body) == n else None
 
 
+def _die(args) -> None:
+    """The writing thread failed outside what it handles (a frame it cannot
+    decode): end the process, whose exit the analyzer sees, rather than go
+    on reading with nobody writing. Its frames are re-sent to the next."""
+    sys.__excepthook__(args.exc_type, args.exc_value, args.exc_traceback)
+    os._exit(70)
+
+
+def _row_or_note(entry: object, now: float) -> tuple:
+    """A verdict row_of cannot convert (not a dict, a cycle, ...) becomes a
+    row saying so, in its place: rows stay one per verdict and in order,
+    which is how the analyzer counts what is done; the writer goes on."""
+    from .rows import row_of
+    try:
+        return row_of(entry, now)
+    except Exception as e:
+        return row_of({"reason": f"a verdict the store could not convert ({type(e).__name__}: "
+                                 f"{' '.join(str(e).split())[:200]})"}, now)
+
+
 def main() -> int:
     from .base import Retention
     from .rows import row_of
@@ -76,6 +96,7 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.excepthook = _die
     stdin = sys.stdin.buffer
     first = read_frame(stdin)
     if first is None:
@@ -108,7 +129,10 @@ def main() -> int:
         while frames:
             now, ready, entries = decode(frames.popleft())
             rows += ready
-            rows += [row_of(e, now) for e in entries]
+            try:
+                rows += [row_of(e, now) for e in entries]
+            except Exception:  # row_of takes any JSON; anything else, one entry at a time
+                rows += [_row_or_note(e, now) for e in entries]
         with room:
             room.notify_all()
         return rows

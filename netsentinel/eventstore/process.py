@@ -32,6 +32,7 @@ from .child import encode
 FRAME_ITEMS = 2000       # entries per frame: encoding one holds the GIL a few ms
 MAX_QUEUED = 200_000     # rows not yet done, here and in the writer
 RESTART_EVERY_S = 5.0
+POISON_DEATHS = 3        # writers dying in a row before writing anything: the first frame is dropped
 _ROOT = Path(__file__).resolve().parents[2]  # the checkout or site-packages holding netsentinel
 _COUNTERS = ("rows_written", "rows_dropped", "rows_expired")
 
@@ -59,6 +60,7 @@ class StoreProcess:
         self._past_aside: list[str] = []
         self.rows_dropped = 0         # dropped here: the queue over MAX_QUEUED
         self.restarts = 0
+        self._barren_deaths = 0        # writers in a row that died with nothing done
         self.error: str | None = None  # the writer process's own trouble
         self.proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
@@ -259,10 +261,22 @@ class StoreProcess:
             self._past_aside += list(self._child.get("set_aside", []))
             self._child, self.proc = {}, None
             clean = self._stopping and code == 0
-            left = self._queued_rows + self._sent_rows
+            poison = None
             if not clean:
                 self.restarts += 1
-        if not clean:
+                self._barren_deaths = self._barren_deaths + 1 if self._done_seen == 0 else 1
+                if self._barren_deaths >= POISON_DEATHS and self._sent:
+                    # The same first frame killed every writer it was sent to
+                    # (it would kill the next): kept aside as a count, not resent.
+                    poison = _size(self._sent.popleft()) - self._head_done
+                    self._sent_rows -= poison
+                    self._head_done, self._barren_deaths = 0, 0
+                    self.rows_dropped += poison
+            left = self._queued_rows + self._sent_rows
+        if poison:
+            self._report(f"event store: a batch of {poison} rows killed {POISON_DEATHS} writer "
+                         "processes in a row; dropped, counted in rows_dropped")
+        elif not clean:
             self._report(f"event store writer process {proc.pid} exited with code {code}; a new "
                          f"one starts within {RESTART_EVERY_S:g}s and is sent the {left} rows not "
                          "yet written")
