@@ -176,3 +176,25 @@ def test_the_analyzer_judges_on_while_its_writer_is_killed(tmp_path):
     db = open_store(str(records / "events.sqlite3"), readonly=True)
     assert db.count(Query(kind="connection")) == 40
     db.close()
+
+
+def test_a_killed_analyzers_writer_writes_what_it_holds(tmp_path):
+    # The analyzer killed outright while its writer holds rows (the store
+    # locked): the writer sees the pipe close and writes them once it can.
+    records = tmp_path / "records"
+    open_store(str(records / "events.sqlite3")).close()
+    proc = start_analyzer(tmp_path, ["--backend", "rules", "--status-interval", "0.2"])
+    try:
+        with _locked(str(records / "events.sqlite3")):
+            proc.stdin.write(lines(EVENTS))
+            proc.stdin.flush()
+            st = wait_for(lambda: (s := read(records, "analyzer_status.json")["event_store"])
+                          ["error"] and "locked" in s["error"] and s, timeout=30,
+                          what="the writer holding rows, the store locked")
+            proc.kill()
+            proc.wait(timeout=30)
+        wait_until(lambda: len(_refs(str(records / "events.sqlite3"))) == 40, 30,
+                   what="the rows the killed analyzer's writer held")
+    finally:
+        proc.stdin.close()
+    wait_until(lambda: not _alive(st["writer_pid"]), 30, what="the writer's exit")

@@ -109,8 +109,11 @@ def main() -> int:
     def send(obj: dict) -> None:
         line = json.dumps(obj, separators=(",", ":"), default=str) + "\n"
         with out_lock:
-            out.write(line)
-            out.flush()
+            try:
+                out.write(line)
+                out.flush()
+            except OSError:  # the analyzer is gone (killed): write what is held all the same
+                pass
 
     def flushed() -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)  # what the store costs, for status

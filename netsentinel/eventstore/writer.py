@@ -91,7 +91,8 @@ class StoreWriter:
             self._wake.wait(REOPEN_EVERY_S)
             self._wake.clear()
             self._flush_and_tell()
-        self._flush_and_tell()  # what came before close()
+        self._next_open = 0.0  # what came before close(): one more try at once, past the retry delay
+        self._flush_and_tell()
 
     def _flush_and_tell(self) -> None:
         self.flush()
