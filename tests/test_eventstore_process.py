@@ -198,3 +198,22 @@ def test_a_killed_analyzers_writer_writes_what_it_holds(tmp_path):
     finally:
         proc.stdin.close()
     wait_until(lambda: not _alive(st["writer_pid"]), 30, what="the writer's exit")
+
+
+def test_the_writer_imports_nothing_from_the_directory_it_was_started_in(tmp_path, monkeypatch):
+    # The analyzer runs as root, maybe from a directory others can write:
+    # `python -c` would put that directory first on the writer's sys.path.
+    planted = tmp_path / "cwd"
+    planted.mkdir()
+    marker = tmp_path / "imported"
+    (planted / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(9)\n")
+    monkeypatch.chdir(planted)
+    dsn = str(tmp_path / "events.sqlite3")
+    sp = StoreProcess(dsn, lambda msg: None)
+    sp.start()
+    try:
+        sp.submit([], [entry(0)])
+        wait_until(lambda: sp.status()["rows_written"] == 1, 30, what="the row written")
+    finally:
+        sp.close()
+    assert not marker.exists() and sp.status()["writer_restarts"] == 0

@@ -195,7 +195,10 @@ class StoreProcess:
             # A session of its own: where the kernel groups CPU time by
             # session (autogroup), a busy writer gets a share of its own
             # instead of taking the analyzer's.
-            proc = subprocess.Popen([sys.executable, "-c", boot], stdin=subprocess.PIPE,
+            # -I: no current directory on sys.path (python -c would put it
+            # first: a root process importing from wherever it was started)
+            # and no PYTHON* variables; the package comes from _ROOT.
+            proc = subprocess.Popen([sys.executable, "-I", "-c", boot], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, close_fds=True, start_new_session=True)
         except OSError as e:
             self._report(f"cannot start the event store's writer process ({e}); retried every "
