@@ -124,6 +124,13 @@ class StoreProcess:
 
     # ------------------------------------------------------ sending thread
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as e:  # a bug here must show in the status, not stop storing unseen
+            self._report(f"event store: the thread feeding the writer failed ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:200]}); no more rows are stored in this run")
+
+    def _loop(self) -> None:
         tried_at_stop = False
         while True:
             with self._lock:
