@@ -12,14 +12,13 @@ llm_analyzer.py as fast as a pipe takes them, twice:
          slow local model does to the pipeline
 and reports events/s, the analyzer's CPU seconds and peak memory, and for
 the LLM run the calls made, cache hits, queue depth and drops, and LLM calls
-per 10,000 events. The rules run is made with the event store (the default) and with
---no-store, side by side (their ratio: what the store costs the analyzer),
-each with records/
-empty and with records/ full (100,000 threats of distinct actors through
-threats.add_or_merge_many, which keeps at most MAX_OPEN of them open and
-counts the rest in one overflow threat, and a day of history, 200,000
-events from gen_day.py, in the event store); the ratio says whether the
-analyzer slows as records/ grows. --baseline DIR runs the rules cases with
+per 10,000 events. The rules run is made with the event store (the
+default) and with --no-store, side by side (their ratio: what the store
+costs the analyzer), each with records/ empty and full (100,000 threats of
+distinct actors through threats.add_or_merge_many, which keeps at most
+MAX_OPEN of them open and counts the rest in one overflow threat, and a day
+of history, 200,000 events from gen_day.py, in the event store); that ratio
+says whether the analyzer slows as records/ grows. --baseline DIR runs the rules cases with
 another checkout's analyzer too, interleaved with this one's (before and
 after a change, on the same machine in the same minutes). Nothing is sent on a network but loopback; the
 destination addresses are documentation ranges and are never contacted.
@@ -29,6 +28,7 @@ USAGE: .venv/bin/python bench/analyzer.py [--quick] [--events N] [--baseline DIR
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -209,12 +209,12 @@ def rules_cases(events: str, n: int, env: dict, full: Path, baseline: Path | Non
                          dict(env, PYTHONPATH=str(baseline))))
     out = []
     for label, records in (("rules, records/ empty", None), ("rules, records/ full", full)):
-        for store, store_args in (("", []), (", --no-store", ["--no-store"])):
-            for tag, analyzer, code_env in codes:
-                name = f"{label}{store}{tag}"
-                print(f"[bench analyzer] {name} ...", file=sys.stderr, flush=True)
-                out.append(run_case(name, events, n, ["--backend", "rules", *store_args], code_env,
-                                    records=records, analyzer=analyzer))
+        for (store, store_args), (tag, analyzer, code_env) in itertools.product(
+                (("", []), (", --no-store", ["--no-store"])), codes):
+            name = f"{label}{store}{tag}"
+            print(f"[bench analyzer] {name} ...", file=sys.stderr, flush=True)
+            out.append(run_case(name, events, n, ["--backend", "rules", *store_args], code_env,
+                                records=records, analyzer=analyzer))
     return out
 
 
