@@ -12,12 +12,13 @@ llm_analyzer.py as fast as a pipe takes them, twice:
          slow local model does to the pipeline
 and reports events/s, the analyzer's CPU seconds and peak memory, and for
 the LLM run the calls made, cache hits, queue depth and drops, and LLM calls
-per 10,000 events. The rules run is made twice, side by side: with records/
-empty and with records/ full (100,000 threats of distinct actors through
-threats.add_or_merge_many, which keeps at most MAX_OPEN of them open and
-counts the rest in one overflow threat, and a day of history, 200,000
-events from gen_day.py, in the event store); the ratio says whether the
-analyzer slows as records/ grows. --baseline DIR runs the rules cases with
+per 10,000 events. The rules run is made with the event store (the
+default) and with --no-store, side by side (their ratio: what the store
+costs the analyzer), each with records/ empty and full (100,000 threats of
+distinct actors through threats.add_or_merge_many, which keeps at most
+MAX_OPEN of them open and counts the rest in one overflow threat, and a day
+of history, 200,000 events from gen_day.py, in the event store); that ratio
+says whether the analyzer slows as records/ grows. --baseline DIR runs the rules cases with
 another checkout's analyzer too, interleaved with this one's (before and
 after a change, on the same machine in the same minutes). Nothing is sent on a network but loopback; the
 destination addresses are documentation ranges and are never contacted.
@@ -27,6 +28,7 @@ USAGE: .venv/bin/python bench/analyzer.py [--quick] [--events N] [--baseline DIR
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -182,6 +184,7 @@ def run_case(name: str, events: str, n: int, extra: list[str], env: dict,
         st = json.loads((rec / ANALYZER_STATUS).read_text())
     llm = st["llm"]
     judged = st["events_total"]
+    store = st.get("event_store") or {}
     return {"case": name, "events": n, "fed_per_s": rate, "judged": judged, "seconds": round(seconds, 2),
             "load_average": [load_before, load_average()],
             "events_per_s": round(judged / seconds, 1),
@@ -191,6 +194,9 @@ def run_case(name: str, events: str, n: int, extra: list[str], env: dict,
             "max_queue_depth": depth["max"],
             "llm_calls_per_10k": round(llm["calls"] * 10000 / max(judged, 1), 1),
             "cache_hit_rate": round(llm["cache_hits"] / max(llm["submitted"], 1), 3),
+            "rows_stored": store.get("rows_written", 0),
+            # The writer's own process (its CPU is also in the analyzer's, a waited child).
+            "store_writer_cpu_s": store.get("writer_cpu_s"),
             "_rusage": (usage.ru_utime + usage.ru_stime, usage.ru_maxrss)}
 
 
@@ -203,9 +209,11 @@ def rules_cases(events: str, n: int, env: dict, full: Path, baseline: Path | Non
                          dict(env, PYTHONPATH=str(baseline))))
     out = []
     for label, records in (("rules, records/ empty", None), ("rules, records/ full", full)):
-        for tag, analyzer, code_env in codes:
-            print(f"[bench analyzer] {label}{tag} ...", file=sys.stderr, flush=True)
-            out.append(run_case(label + tag, events, n, ["--backend", "rules"], code_env,
+        for (store, store_args), (tag, analyzer, code_env) in itertools.product(
+                (("", []), (", --no-store", ["--no-store"])), codes):
+            name = f"{label}{store}{tag}"
+            print(f"[bench analyzer] {name} ...", file=sys.stderr, flush=True)
+            out.append(run_case(name, events, n, ["--backend", "rules", *store_args], code_env,
                                 records=records, analyzer=analyzer))
     return out
 
@@ -253,23 +261,32 @@ def main() -> int:
         r["cpu_s"], r["max_rss_mb"] = round(cpu_total - cpu_before, 2), round(rss / 1024, 1)
         results.append(r)
     by_case = {x["case"]: x["events_per_s"] for x in results}
-    ratios = {tag.strip() or "this checkout": round(by_case[f"rules, records/ full{tag}"]
-                                            / by_case[f"rules, records/ empty{tag}"], 3)
-              for tag in (["", " [baseline]"] if args.baseline else [""])}
+    tags = ["", " [baseline]"] if args.baseline else [""]
+    ratios = {(tag.strip() or "this checkout") + store: round(
+        by_case[f"rules, records/ full{store}{tag}"] / by_case[f"rules, records/ empty{store}{tag}"], 3)
+        for tag in tags for store in ("", ", --no-store")}
+    # What the store costs the analyzer: events/s with it over events/s without.
+    store_ratios = {(tag.strip() or "this checkout") + f", records/ {state}": round(
+        by_case[f"rules, records/ {state}{tag}"] / by_case[f"rules, records/ {state}, --no-store{tag}"], 3)
+        for tag in tags for state in ("empty", "full")}
     rows = [[x["case"], x["judged"], x["seconds"], x["events_per_s"], x["exit_after_last_event_s"],
-             x["cpu_s"], x["max_rss_mb"], x["llm_calls"], x["cache_hit_rate"], x["queue_dropped"],
+             x["cpu_s"], x["store_writer_cpu_s"] or "", x["max_rss_mb"], x["llm_calls"], x["cache_hit_rate"], x["queue_dropped"],
              x["max_queue_depth"], x["llm_calls_per_10k"], "-".join(map(str, x["load_average"]))]
             for x in results]
     print(f"[bench analyzer] full/empty events/s: {ratios} (target: within 10%, >= 0.9)",
           file=sys.stderr)
+    print(f"[bench analyzer] with the store / --no-store events/s: {store_ratios} "
+          "(target: the store never the bottleneck, 1.0)", file=sys.stderr)
     emit("analyzer", args.quick, {"events": n, "llm_delay_s": 1.0, "workers": 2,
                                   "max_calls_per_minute": 60, "llm_scope": "all",
                                   "llm_feed_per_s": args.llm_rate, "drain_timeout_s": 5,
                                   "baseline": str(args.baseline) if args.baseline else None},
          results, started,
-         ["case", "judged", "seconds", "events/s", "exit after EOF s", "cpu s", "max RSS MB",
+         ["case", "judged", "seconds", "events/s", "exit after EOF s", "cpu s",
+          "store writer cpu s", "max RSS MB",
           "LLM calls", "cache hit rate", "queue drops", "max queue", "calls/10k", "load avg"], rows,
-         full_records=held, full_over_empty=ratios, target_events_per_s=25_000)
+         full_records=held, full_over_empty=ratios, store_over_no_store=store_ratios,
+         target_events_per_s=25_000)
     if args.plot:
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(7, 3.4))

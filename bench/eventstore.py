@@ -3,8 +3,11 @@
 
 For SQLite (records/events.sqlite3's engine) and, when Debian's postgresql
 and psycopg are installed, a throwaway PostgreSQL server:
-  insert   rows/s through the analyzer's path (row_of + StoreWriter, batches
-           of 5,000 like its flusher), timed without the generator
+  insert   verdicts/s the writer takes (bench/store_insert.py): through the
+           analyzer's path (the writer's own process) and in-process, side
+           by side, 100,000 verdicts made before the clock starts
+  fill     rows/s while filling the store for the queries (row_of +
+           StoreWriter in this process, batches of 5,000)
   writes   bytes written to disk per 10,000 events (SQLite: this process's
            /proc/self/io write_bytes, WAL and checkpoints included)
   size     bytes per million events (file or pg_database_size)
@@ -21,6 +24,7 @@ and psycopg are installed, a throwaway PostgreSQL server:
 The rows are bench/gen_day.py's day (200 programs, floods, scanners).
 
 USAGE: .venv/bin/python bench/eventstore.py [--quick] [--rows N] [--no-postgres] [--queries-only]
+                                           [--writer-only] [--insert-rows N]
 """
 
 from __future__ import annotations
@@ -42,11 +46,13 @@ from netsentinel.records import ANALYZER_STATUS, EVENTS_DB  # noqa: E402
 from netsentinel.eventstore.sqlite import WAL_LIMIT_BYTES  # noqa: E402
 from netsentinel.eventstore.writer import StoreWriter  # noqa: E402
 from netsentinel.testing import postgres  # noqa: E402
+from store_insert import run_insert  # noqa: E402
 
 EPILOG = """examples:
   .venv/bin/python bench/eventstore.py --quick        # CI size: 2,000 and 20,000 rows
   .venv/bin/python bench/eventstore.py                # 10,000 and 1,000,000 rows (a few minutes)
   .venv/bin/python bench/eventstore.py --queries-only # no retention nor analyzer runs
+  .venv/bin/python bench/eventstore.py --writer-only  # the writer's rows: insert and retention
 """
 BATCH = 5000
 
@@ -220,9 +226,12 @@ def run_analyzer_cost(tmp: Path, n: int, progress) -> list[dict]:
 def main() -> int:
     p = parser("eventstore", __doc__, EPILOG)
     p.add_argument("--rows", type=int, default=1_000_000, help="the large size (default 1,000,000)")
+    p.add_argument("--insert-rows", type=int, help="verdicts for the insert row (default 100,000)")
     p.add_argument("--no-postgres", action="store_true")
     p.add_argument("--queries-only", action="store_true",
                    help="insert, queries and migration only (no retention nor analyzer runs)")
+    p.add_argument("--writer-only", action="store_true",
+                   help="the writer's rows only: insert and retention (no queries, no analyzer)")
     args = p.parse_args()
     started = time.time()
 
@@ -230,37 +239,51 @@ def main() -> int:
         print(f"[bench eventstore +{time.time() - started:.1f}s] {msg}", file=sys.stderr, flush=True)
 
     small, large = (2000, 20_000) if args.quick else (10_000, args.rows)
+    n_insert = args.insert_rows or (5000 if args.quick else 100_000)
     cap = (4 << 20) if args.quick else (64 << 20)
     end = time.time()
-    results = []
+    results, inserts = [], []
     with tempfile.TemporaryDirectory(prefix="ns-bench-store-") as tmp:
-        results.append(run_engine("sqlite", str(Path(tmp) / EVENTS_DB), small, large, end,
-                                  progress))
+        inserts += run_insert("sqlite", lambda tag: str(Path(tmp) / f"insert-{tag}.sqlite3"),
+                              n_insert, end, progress)
+        if not args.writer_only:
+            results.append(run_engine("sqlite", str(Path(tmp) / EVENTS_DB), small, large, end,
+                                      progress))
         why = "--no-postgres" if args.no_postgres else postgres.unavailable()
         if why:
             results.append({"engine": "postgres", "skipped": why})
             progress(f"postgres skipped: {why}")
         else:
             with postgres.PgServer() as pg:
-                results.append(run_engine("postgres", pg.create_db("bench"), small, large, end,
-                                          progress))
+                inserts += run_insert("postgres", lambda tag: pg.create_db(f"insert_{tag}"),
+                                      n_insert, end, progress)
+                if not args.writer_only:
+                    results.append(run_engine("postgres", pg.create_db("bench"), small, large,
+                                              end, progress))
         retention = analyzer = None
         if not args.queries_only:
             retention = run_retention(Path(tmp), cap, end, progress)
+        if not (args.queries_only or args.writer_only):
             analyzer = run_analyzer_cost(Path(tmp), 5000 if args.quick else 100_000, progress)
-    rows = []
+    rows = [[f"{r['engine']}, insert ({r['path']})", f"{r['rows_per_s']:,}",
+             r["writer_cpu_us_per_row"], r["feeder_cpu_us_per_row"] or "", "", "", r["load1"]]
+            for r in inserts]
     for r in results:
         if "skipped" in r:
-            rows.append([r["engine"], "skipped", "", "", ""])
+            rows.append([r["engine"], "skipped", "", "", "", "", ""])
             continue
-        rows.append([r["engine"], f"{r['insert_rows_per_s']:,}", f"{r.get('disk_bytes_per_10k', 0) >> 10:,} KiB",
+        rows.append([f"{r['engine']}, fill", f"{r['insert_rows_per_s']:,}", "", "",
+                     f"{r.get('disk_bytes_per_10k', 0) >> 10:,} KiB",
                      f"{r['bytes_per_million'] >> 20:,} MiB",
                      f"{max(v for k, v in r[f'queries_ms_{large}'].items() if 'from the rows' not in k):.0f} ms"])
     load = Path("/proc/loadavg").read_text().split()[:3]
     emit("eventstore", args.quick, {"rows_small": small, "rows_large": large, "batch": BATCH,
-                                    "retention_cap_bytes": cap}, results, started,
-         ["engine", "insert rows/s", "disk per 10k", "size per 1M", f"slowest query at {large:,}"],
-         rows, retention=retention, analyzer=analyzer, loadavg_at_end=load)
+                                    "insert_rows": n_insert, "retention_cap_bytes": cap},
+         results, started,
+         ["engine, case", "rows/s", "writer CPU us/row", "feeder CPU us/row", "disk per 10k",
+          "size per 1M", f"slowest query at {large:,} / load"],
+         rows, insert=inserts, insert_target_rows_per_s=50_000, retention=retention,
+         analyzer=analyzer, loadavg_at_end=load)
     return 0
 
 

@@ -122,11 +122,17 @@ def test_run_all_collects(tmp_path):
 
 def test_analyzer_quick():
     out = run_bench("analyzer")
-    empty, full, llm = out["results"]
-    assert (empty["case"], full["case"]) == ("rules, records/ empty", "rules, records/ full")
-    for rules in (empty, full):
+    empty, empty_ns, full, full_ns, llm = out["results"]
+    assert [r["case"] for r in (empty, empty_ns, full, full_ns)] == [
+        "rules, records/ empty", "rules, records/ empty, --no-store", "rules, records/ full",
+        "rules, records/ full, --no-store"]
+    for rules in (empty, empty_ns, full, full_ns):
         assert rules["judged"] == out["params"]["events"] == 2000
         assert rules["llm_calls"] == 0 and rules["events_per_s"] > 0 and rules["max_rss_mb"] > 0
+    # With the store every verdict is a row, written by the store's own process.
+    assert empty["rows_stored"] >= 2000 and empty["store_writer_cpu_s"] > 0 and empty_ns["rows_stored"] == 0
+    assert set(out["store_over_no_store"]) == {"this checkout, records/ empty",
+                                               "this checkout, records/ full"}
     # records/ full: the queue kept what it keeps (MAX_OPEN and one overflow
     # threat counting the rest), the store holds the generated day.
     held = out["full_records"]
@@ -146,6 +152,11 @@ def test_eventstore_quick():
     engines = {r["engine"]: r for r in out["results"]}
     sqlite = engines["sqlite"]
     assert sqlite["insert_rows_per_s"] > 0 and sqlite["disk_bytes_per_10k"] > 0
+    # The writer's insert rate, through its own process and in-process, per engine.
+    inserts = {(r["engine"], r["path"]): r for r in out["insert"]}
+    assert {p for e, p in inserts} == {"process", "in-process"}, inserts
+    for r in inserts.values():
+        assert r["rows"] == out["params"]["insert_rows"] and r["rows_dropped"] == 0 and r["rows_per_s"] > 0
     assert set(sqlite["queries_ms_20000"]) == set(sqlite["queries_ms_2000"]) and all(
         v >= 0 for v in sqlite["queries_ms_20000"].values())
     assert "timeline 24 h (15 min x level), from the rows" in sqlite["queries_ms_20000"]

@@ -17,7 +17,7 @@ from ..errors import DecisionError
 from ..netinfo import ProtectedCache
 from ..eventstore import DSN_ENV, Retention, resolve_dsn
 from ..eventstore.base import DEFAULT_MAX_AGE_DAYS, DEFAULT_MAX_BYTES
-from ..eventstore.writer import StoreWriter
+from ..eventstore.process import StoreProcess
 from ..records import (ANALYZER_STATUS, DASHBOARD_LOGS, EVENTS_DB, HISTORY, LLM_CONFIG,
                        PENDING_THREATS, history_files)
 from ..store import RecordsStore, StoreError
@@ -175,10 +175,10 @@ def serve_metrics(addr: tuple[str, int], analyzer, store: RecordsStore) -> None:
     metrics.serve_or_exit(PROG, addr, families, metrics.LLM_SECONDS)
 
 
-def _event_writer(args, store: RecordsStore) -> StoreWriter | None:
+def _event_writer(args, store: RecordsStore) -> StoreProcess | None:
     if args.no_store:
         return None
-    writer = StoreWriter(resolve_dsn(args.store_dsn, store), _warn,
+    writer = StoreProcess(resolve_dsn(args.store_dsn, store), _warn,
                          Retention(args.store_max_age, args.store_max_mb << 20))
     writer.start()
     return writer

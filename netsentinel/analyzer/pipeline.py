@@ -16,6 +16,7 @@ from collections import deque
 from typing import IO, Callable
 
 from ..events import scrub_text
+from ..eventstore.process import StoreProcess
 from ..eventstore.writer import StoreWriter
 from ..levels import LEVELS
 from ..llm.backends import BackendManager
@@ -51,7 +52,7 @@ class Analyzer(FlowJudging):
     def __init__(self, store: RecordsStore, settings: SettingsWatcher, engine: RuleEngine,
                  whitelist_file: WhitelistFile | None, *, warn: Callable[[str], None],
                  history: bool = True, status_interval: float = 2.0,
-                 events: StoreWriter | None = None):
+                 events: StoreProcess | StoreWriter | None = None):
         self.store = store
         self.settings = settings
         self.engine = engine

@@ -31,7 +31,8 @@ from collections import deque
 from typing import Callable
 
 from .. import logfmt, threats
-from ..eventstore.rows import record_row, row_of
+from ..eventstore.process import StoreProcess
+from ..eventstore.rows import record_row
 from ..eventstore.writer import StoreWriter
 from .decisionlog import DecisionLog, newest_decision
 from ..bancheck import BanRefused
@@ -66,7 +67,7 @@ EVENTS_BUFFER = 20_000  # verdicts waiting for the event store's writer (bounded
 class RecordsSink:
     def __init__(self, store: RecordsStore, get_cfg: Callable[[], dict],
                  get_whitelist: Callable[[], object], warn: Callable[[str], None],
-                 history: bool = True, events: StoreWriter | None = None):
+                 history: bool = True, events: StoreProcess | StoreWriter | None = None):
         self.store = store
         self.events = events
         # Bounded: a store slower than the stream must not grow the analyzer
@@ -224,12 +225,14 @@ class RecordsSink:
             return
         with self._lock:
             buf, self._events_buf = self._events_buf, deque(maxlen=EVENTS_BUFFER)
-        rows, self._event_rows = self._event_rows + [row_of(e) for e in buf], []
+        rows, self._event_rows = self._event_rows, []
         now = time.monotonic()
         if self.decisions is not None and (force or now >= self._decisions_next):
             self._decisions_next = now + DECISIONS_EVERY
             rows += self.decisions.poll()
-        self.events.submit(rows)  # never raises: a broken store is reported, not fatal
+        # The verdicts go as they are: the writer (its own process) makes
+        # them rows. Never raises: a broken store is reported, not fatal.
+        self.events.submit(rows, buf)
 
     def _flush_logs(self, force: bool) -> None:
         now = time.monotonic()

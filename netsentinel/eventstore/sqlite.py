@@ -5,7 +5,6 @@ never block it and that it never blocks."""
 from __future__ import annotations
 
 import grp
-import json
 import os
 import sqlite3
 from pathlib import Path
@@ -13,10 +12,6 @@ from urllib.parse import quote
 
 from ..timefmt import utc_now_iso
 from .base import EventStore, Retention
-from .schema import COLUMNS
-
-# ASCII JSON: a lone surrogate in a process name survives as an escape.
-_encode_rows = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 BUSY_TIMEOUT_MS = 2000  # how long a write waits for another writer's lock before it reports
 SIDECARS = ("-wal", "-shm")
@@ -45,9 +40,6 @@ class SQLiteEventStore(EventStore):
                 os.close(fd)
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
         super().__init__(conn, retention)
-        self._insert_json = (f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT "
-                             f"{', '.join(f'value ->> {i}' for i in range(len(COLUMNS)))} "
-                             "FROM json_each(?)")
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not readonly:
             # Before the first table: auto_vacuum only takes effect on an empty file.
@@ -63,13 +55,6 @@ class SQLiteEventStore(EventStore):
             conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             conn.execute("PRAGMA quick_check(1)").fetchone()  # a torn file fails here, not mid-run
             self.migrate()
-
-    def _insert_rows(self, cur, rows: list[tuple]) -> None:
-        """The batch as one JSON array in one statement: SQLite unpacks it
-        (json_each) with the GIL released for the whole batch. executemany
-        would take the GIL back for every row, and on a busy analyzer each
-        retake waits for its reader thread's switch interval."""
-        cur.execute(self._insert_json, (_encode_rows(rows),))
 
     def size_bytes(self) -> int:
         """Pages in use (freed pages are reused, then given back by _reclaim)."""

@@ -1,8 +1,9 @@
-"""The analyzer's side of the store: batches rows and writes them on the
-flusher thread, and never lets the store stop the pipeline. A locked or
-unreachable database keeps rows in memory (bounded) and is retried; a
-corrupt SQLite file is set aside and a new one started; either way the
-analyzer keeps judging and status() says what is wrong."""
+"""The store's writer: batches rows and writes them on a thread of its
+own, and never lets the store stop the pipeline. A locked or unreachable
+database keeps rows in memory (bounded) and is retried; a corrupt SQLite
+file is set aside and a new one started; either way status() says what is
+wrong. The analyzer runs it in a process of its own (child.py, fed by
+process.StoreProcess); tests and bench/eventstore.py also run it in theirs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from . import describe, is_postgres, open_store
 from .base import EventStore, Retention
+from .rows import row_of
 
 MAX_BUFFERED = 50_000    # rows kept while the store is down; the oldest go first beyond this
 REOPEN_EVERY_S = 5.0
@@ -38,8 +40,15 @@ def is_bad_data(e: BaseException) -> bool:
 
 class StoreWriter:
     def __init__(self, dsn: str, warn: Callable[[str], None], retention: Retention | None = None,
-                 opener: Callable[..., EventStore] = open_store):
+                 opener: Callable[..., EventStore] = open_store, *,
+                 max_buffered: int | None = MAX_BUFFERED,
+                 on_flush: Callable[[], None] | None = None,
+                 intake: Callable[[], list[tuple]] | None = None):
         self.dsn = dsn
+        # None: the caller bounds what it adds (child.py waits for room instead).
+        self.max_buffered = max_buffered
+        self.on_flush = on_flush  # after every write attempt (child.py reports its status)
+        self.intake = intake  # more rows, asked for by flush() on the writer's thread (child.py)
         self.warn = warn
         self.retention = retention or Retention()
         self._opener = opener
@@ -65,8 +74,12 @@ class StoreWriter:
         self._thread = threading.Thread(target=self._run, name="event-store", daemon=True)
         self._thread.start()
 
-    def submit(self, rows: list[tuple]) -> None:
-        """Queue rows; written by the thread (start()), else at once."""
+    def submit(self, rows: list[tuple], entries=(), now: float | None = None) -> None:
+        """Queue rows, and verdict entries as rows analysed at `now`;
+        written by the thread (start()), else at once."""
+        if entries:
+            now = time.time() if now is None else now
+            rows = [*rows, *(row_of(e, now) for e in entries)]
         self.add(rows)
         if self._thread is not None:
             self._wake.set()
@@ -77,21 +90,32 @@ class StoreWriter:
         while not self._stop.is_set():
             self._wake.wait(REOPEN_EVERY_S)
             self._wake.clear()
-            self.flush()
-        self.flush()  # what came before close()
+            self._flush_and_tell()
+        self._next_open = 0.0  # what came before close(): one more try at once, past the retry delay
+        self._flush_and_tell()
+
+    def _flush_and_tell(self) -> None:
+        self.flush()
+        if self.on_flush is not None:
+            self.on_flush()
+
+    def buffered(self) -> int:
+        return len(self._pending)
 
     def add(self, rows: list[tuple]) -> None:
         with self._lock:
             self._pending.extend(rows)
-            over = len(self._pending) - MAX_BUFFERED
+            over = 0 if self.max_buffered is None else len(self._pending) - self.max_buffered
             for _ in range(max(over, 0)):
                 self._pending.popleft()
         if over > 0:
             self.rows_dropped += over
-            self._report(f"event store down and its buffer of {MAX_BUFFERED} rows full: dropping "
+            self._report(f"event store down and its buffer of {self.max_buffered} rows full: dropping "
                          "the oldest (rows_dropped in analyzer_status.json)")
 
     def flush(self, now: float | None = None) -> None:
+        if self.intake is not None:
+            self.add(self.intake())
         now = time.monotonic() if now is None else now
         if self.db is None and not self._open(now):
             return

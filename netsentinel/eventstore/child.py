@@ -1,0 +1,164 @@
+"""The event store's writer process (started by process.StoreProcess, one
+per analyzer). It reads frames of verdicts from its stdin, converts them to
+rows (rows.row_of) and writes them through a StoreWriter, so row conversion,
+inserts and the summary's counting run on a core of their own instead of in
+the analyzer's interpreter, where they took the GIL from its reader.
+
+stdin:  frames, each a 4-byte little-endian length, a codec byte and the
+        payload: first the settings ({dsn, max_age_days, max_bytes}: not on
+        the command line, where every user could read a DSN's password),
+        then batches of (analysed-at time, [ready rows], [verdict entries]).
+        marshal (b"m"; pickle, b"p", for a batch holding a type marshal
+        cannot take), not JSON: the only writer of this pipe is the parent
+        analyzer, running this same interpreter (an anonymous pipe no other
+        process holds), and marshal is the cheapest encoding for the
+        analyzer's side (about 1 us a verdict; pickle 4, json 8).
+stdout: JSON lines: {"status": StoreWriter.status()} after every write,
+        {"warn": line} for a problem to report. rows_written + rows_dropped
+        counts the rows done, in the order they came, which is how the
+        parent knows what it may forget (and what to send again to a new
+        writer if this one dies).
+EOF on stdin: write what is buffered (as StoreWriter.close does), report,
+exit. SIGINT and SIGTERM are ignored: the analyzer's shutdown (its EOF) is
+what ends this process, so a Ctrl-C or a service stop reaching the whole
+process group does not throw rows away."""
+
+from __future__ import annotations
+
+import json
+import marshal
+import os
+import pickle
+import resource
+import signal
+import struct
+import sys
+import threading
+from collections import deque
+
+HEADER = struct.Struct("<I")
+MAX_FRAME = 1 << 30  # a length above this is a broken pipe stream, not a frame
+# Rows held here at most (more wait in the pipe, then in the analyzer's
+# bounded queue, where an overflow is counted): rows are only ever dropped
+# on the analyzer's side, so the rows done here stay a prefix of those sent.
+MAX_HELD = 50_000
+MAX_FRAMES_HELD = 25  # frames read but not yet rows (of up to 2,000 verdicts each)
+
+
+def encode(obj: object) -> bytes:
+    """A frame: header, codec, payload (ValueError/TypeError: pickle cannot either)."""
+    try:
+        body = b"m" + marshal.dumps(obj)
+    except ValueError:
+        body = b"p" + pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+def decode(body: bytes) -> object:
+    return marshal.loads(body[1:]) if body[:1] == b"m" else pickle.loads(body[1:])
+
+
+def read_frame(stream) -> bytes | None:
+    head = stream.read(HEADER.size)
+    if len(head) < HEADER.size:
+        return None
+    (n,) = HEADER.unpack(head)
+    if n > MAX_FRAME:
+        raise ValueError(f"frame of {n} bytes: the stream from the analyzer is broken")
+    body = stream.read(n)
+    return body if len(body) == n else None
+
+
+def _die(args) -> None:
+    """The writing thread failed outside what it handles (a frame it cannot
+    decode): end the process, whose exit the analyzer sees, rather than go
+    on reading with nobody writing. Its frames are re-sent to the next."""
+    sys.__excepthook__(args.exc_type, args.exc_value, args.exc_traceback)
+    os._exit(70)
+
+
+def _row_or_note(entry: object, now: float) -> tuple:
+    """A verdict row_of cannot convert (not a dict, a cycle, ...) becomes a
+    row saying so, in its place: rows stay one per verdict and in order,
+    which is how the analyzer counts what is done; the writer goes on."""
+    from .rows import row_of
+    try:
+        return row_of(entry, now)
+    except Exception as e:
+        return row_of({"reason": f"a verdict the store could not convert ({type(e).__name__}: "
+                                 f"{' '.join(str(e).split())[:200]})"}, now)
+
+
+def main() -> int:
+    from .base import Retention
+    from .rows import row_of
+    from .writer import StoreWriter
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.excepthook = _die
+    stdin = sys.stdin.buffer
+    first = read_frame(stdin)
+    if first is None:
+        return 0
+    cfg = decode(first)
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    out_lock = threading.Lock()
+    room = threading.Condition()
+
+    def send(obj: dict) -> None:
+        line = json.dumps(obj, separators=(",", ":"), default=str) + "\n"
+        with out_lock:
+            try:
+                out.write(line)
+                out.flush()
+            except OSError:  # the analyzer is gone (killed): write what is held all the same
+                pass
+
+    def flushed() -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)  # what the store costs, for status
+        send({"status": {**writer.status(), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}})
+        with room:
+            room.notify_all()
+
+    # Frames are read here and turned into rows on the writer's thread, just
+    # before it writes them: the GIL is then wanted by one busy thread at a
+    # time. Converting here while the writer inserts made each of its rows
+    # wait for the GIL (executemany takes it back after every row's step).
+    frames: deque = deque()
+
+    def intake() -> list[tuple]:
+        rows: list[tuple] = []
+        while frames:
+            now, ready, entries = decode(frames.popleft())
+            rows += ready
+            try:
+                rows += [row_of(e, now) for e in entries]
+            except Exception:  # row_of takes any JSON; anything else, one entry at a time
+                rows += [_row_or_note(e, now) for e in entries]
+        with room:
+            room.notify_all()
+        return rows
+
+    writer = StoreWriter(cfg["dsn"], lambda msg: send({"warn": msg}),
+                         Retention(cfg["max_age_days"], cfg["max_bytes"]), max_buffered=None,
+                         on_flush=flushed, intake=intake)
+    writer.start()
+    while True:
+        with room:  # back-pressure: the pipe fills while the store is behind
+            room.wait_for(lambda: len(frames) < MAX_FRAMES_HELD and writer.buffered() < MAX_HELD)
+        frame = read_frame(stdin)
+        if frame is None:
+            break
+        frames.append(frame)
+        writer.submit([])  # wakes the writer
+    writer.close()
+    flushed()
+    return 0
+
+
+def run() -> None:
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # the analyzer is gone: nobody left to report to
+        sys.exit(1)
