@@ -38,7 +38,7 @@ def test_ctrl_c_unloads_and_says_so(lab, tmp_path):
             p.wait()
     assert p.returncode == 0, out[-3000:]
     assert "enforcement stays in place" in out                  # the loader alone would keep it
-    assert "run: removing NetSentinel's enforcement (unified_ebpf.py --unload" in out
+    assert f"run: removing NetSentinel's enforcement (unified_ebpf.py --unload -i {lab.dut_if});" in out
     assert "unload: detached link ns_xdp_filter" in out
     assert "nothing of NetSentinel's is enforced there now" in out
     assert not lab.xdp_attached()
