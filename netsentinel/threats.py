@@ -14,7 +14,7 @@ An aggregate (many targets of one actor, or the overflow summary) also has
 aggregate: true and no target: it cannot be approved into a ban.
 
 One attack, one threat: the analyzer keys a process's threats by its
-identity (netsentinel/analyzer/rules.process_key), so a scan or sweep is
+identity (netsentinel/analyzer/keys.py), so a scan or sweep is
 one entry whose targets_sample lists the destinations and whose sightings
 keep the last few sightings, each whole (time, level, reason, process,
 destination). The fields a threat shows (SIGHTING) are always one

@@ -3,7 +3,7 @@ may rest on: evidence the rules measured, never words a model wrote."""
 
 from __future__ import annotations
 
-from .rules import destination_key
+from .keys import destination_key
 from ..levels import THREAT_LEVELS
 from ..threats import TARGET_SAMPLE, sighting_of
 

@@ -37,6 +37,7 @@ from ..threats import TARGET_SAMPLE
 from .addrlist import AddressList
 from .inputs import event_seconds
 from .ipcache import parse_ip
+from .keys import process_key
 from .reasons import TEMPLATE_FIELDS, render, template
 from .ruleindex import RuleIndex
 from .scan import Baselines, DistinctWindow, ProcessHistory, group_value, sweep_target, who
@@ -376,23 +377,6 @@ class RuleEngine:
         if rule.kind == "scan" and rule.measure == "hosts":
             return RuleOutcome(v, settled, False, swept_net, process_key(ev), swept)
         return RuleOutcome(v, settled, False, target, process_key(ev))
-
-
-def process_key(ev: dict) -> str:
-    """Open threats are merged per process identity (uid and comm, which
-    the kernel always gives: a shell loop's probes read from /proc and those
-    already gone are one actor) and event kind: the suspicious port a
-    scanner touched first, its scan and its sweep are one attack, one
-    decision for a person, listing its destinations (threats.py keeps each
-    sighting's evidence together). Another program hitting the same host is
-    another actor, never folded into this one."""
-    return f"proc|{ev.get('type', 'connection')}|uid={ev.get('uid')}|comm={ev.get('comm')}"
-
-
-def destination_key(daddr: str) -> str:
-    """The key of a threat about a destination and no process (a writer
-    that names none)."""
-    return f"dst|{daddr}"
 
 
 def _verdict(rule: Rule, ev: dict, fields: dict, rule_ids: list) -> Verdict:

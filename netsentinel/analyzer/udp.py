@@ -31,6 +31,7 @@ from pathlib import Path
 from ..errors import NetSentinelError
 from ..paths import PROJECT_ROOT
 from .inputs import BadLine
+from .keys import executable_key
 from .rules import RuleOutcome, _event_time
 from .scan import SlidingDistinct
 from .verdict import Verdict
@@ -129,8 +130,7 @@ class UdpJudge:
         level, category, reason, action, rule_id, target = found[0]
         v = Verdict(level=level, category=category, confidence=0.9 if level == "CRITICAL" else 0.8,
                     reason=reason, recommended_action=action, rule_ids=[rule_id], rule_level=level)
-        key = f"proc|udp_{category}|uid={ev.get('uid')}|{ident[1]}"
-        return RuleOutcome(v, True, False, target, key)
+        return RuleOutcome(v, True, False, target, executable_key(ev, f"udp_{category}"))
 
     def _fanout(self, ev, ident, who, t, flows, cfg):
         window = cfg["scan_window_seconds"]
