@@ -47,6 +47,11 @@ class BadLine(NetSentinelError, ValueError):
     """An input line that is not an event; str() is the one-line reason."""
 
 
+def count(v) -> int | None:
+    """An event's non-negative integer field (a bool is not one), else None."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
 def read_lines(stream: IO, max_bytes: int = MAX_LINE) -> Iterator[bytes | int]:
     """The lines of a binary (or text) stream, each at most max_bytes; a
     longer line is read past in SKIP_CHUNK pieces and yielded as its length

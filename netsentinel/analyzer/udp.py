@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..errors import NetSentinelError
 from ..paths import PROJECT_ROOT
-from .inputs import BadLine
+from .inputs import BadLine, count
 from .keys import executable_key
 from .rules import RuleOutcome, _event_time
 from .scan import SlidingDistinct
@@ -39,7 +39,6 @@ from .verdict import Verdict
 UDP_RULES_PATH = PROJECT_ROOT / "rules" / "udp.json"
 MAX_TRACKED = 16384     # processes (DNS sums) and flows (beacon sightings) remembered, LRU
 MAX_FLOWS = 256
-_INT = (int,)
 
 
 class UdpRulesError(NetSentinelError, ValueError):
@@ -75,19 +74,15 @@ def _names(ev: dict) -> set[str]:
     return {n for n in ((ev.get("comm") or "").lower(), os.path.basename(exe).lower()) if n}
 
 
-def _valid_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
 def invalid_udp(ev: dict) -> str | None:
     """Why a udp event cannot be judged, or None."""
     for k in ("pid", "datagrams", "hosts", "busiest_host_ports"):
-        if not _valid_int(ev.get(k)):
+        if count(ev.get(k)) is None:
             return f"{k} must be a non-negative integer, got {str(ev.get(k))[:40]!r}"
     for k in ("comm", "exe", "cmdline"):
         if ev.get(k) is not None and not isinstance(ev.get(k), str):
             return f"{k} must be a string or null"
-    if ev.get("uid") is not None and not _valid_int(ev.get("uid")):
+    if ev.get("uid") is not None and count(ev.get("uid")) is None:
         return "uid must be a non-negative integer or null"
     if not isinstance(ev.get("busiest_host"), str):
         return "busiest_host must be a string"
@@ -96,7 +91,7 @@ def invalid_udp(ev: dict) -> str | None:
         return f"flows must be a list of at most {MAX_FLOWS}"
     for f in flows:
         if not isinstance(f, dict) or not isinstance(f.get("daddr"), str) \
-                or not _valid_int(f.get("dport")) or f["dport"] > 65535 or not _valid_int(f.get("datagrams")):
+                or count(f.get("dport")) is None or f["dport"] > 65535 or count(f.get("datagrams")) is None:
             return "each flow needs a daddr, a dport (0-65535) and datagrams"
     return None
 
