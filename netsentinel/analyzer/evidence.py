@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .keys import destination_key
 from ..levels import THREAT_LEVELS
-from ..threats import TARGET_SAMPLE, sighting_of
+from ..threats import add_targets, sighting_of
 
 
 def auto_bannable(threat: dict, min_confidence: float) -> bool:
@@ -38,8 +38,7 @@ def threat_from(entry: dict, target: str | None, dedupe_key: str | None,
               "verdict_source": entry["verdict_source"], "backend": entry["backend"],
               "rule_ids": entry.get("rule_ids", []), "event": event,
               "target": target or event.get("daddr"),
-              "dedupe_key": dedupe_key or destination_key(event.get("daddr")),
-              "targets_sample": list(dict.fromkeys(
-                  [*([event["daddr"]] if event.get("daddr") else []), *targets]))[:TARGET_SAMPLE]}
+              "dedupe_key": dedupe_key or destination_key(event.get("daddr"))}
+    add_targets(threat, [event.get("daddr"), *targets])
     threat["sightings"] = [sighting_of(threat)]  # this sighting's evidence, whole
     return threat
