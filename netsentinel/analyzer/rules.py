@@ -40,7 +40,7 @@ from .ipcache import parse_ip
 from .keys import process_key
 from .reasons import TEMPLATE_FIELDS, render, template
 from .ruleindex import RuleIndex
-from .scan import Baselines, DistinctWindow, ProcessHistory, group_value, sweep_target, who
+from .scan import Baselines, DistinctWindow, ProcessHistory, at_least, group_value, sweep_target, who
 from .verdict import Verdict
 
 DEFAULT_RULES_PATH = PROJECT_ROOT / "rules" / "default_rules.json"
@@ -51,6 +51,8 @@ CONDITIONS = ("dport_in", "process_in", "exe_prefix", "exe_suffix", "cmdline_reg
 EVENT_KINDS = ("connection", "raw_socket")
 DESTINATION_CONDITIONS = {"dport_in", "daddr_in", "daddr_in_lists"}
 GROUP_FIELDS = ("pid", "ppid", "sid", "exe", "comm", "uid", "saddr")
+# A scan's template fields as the LLM is shown them (no pids, no exact count).
+ASKED = "asked"
 RULE_KEYS = {"id", "kind", "description", "level", "category", "confidence", "reason",
              "recommended_action", "settles", "when", "measure", "group_by", "ignore_ports", "on"}
 
@@ -268,7 +270,9 @@ class Rule:
                     sample = win.sample(group, sub, TARGET_SAMPLE)
                     best = ({"distinct": n, "window": f"{window:g}", "threshold": threshold,
                              "sample": ", ".join(map(str, sample[:12])), "host": ev["daddr"],
-                             "who": who(fields, ev)}, (fields, values, tuple(sample)))
+                             "who": who(fields, ev), ASKED: {"who": who(fields, ev, pids=False),
+                                                             "distinct": at_least(n, threshold)}},
+                            (fields, values, tuple(sample)))
         return best
 
 
@@ -381,9 +385,11 @@ class RuleEngine:
 
 def _verdict(rule: Rule, ev: dict, fields: dict, rule_ids: list) -> Verdict:
     reason = render(rule.template, ev, fields)
+    asked = fields.get(ASKED)
     return Verdict(level=rule.level, category=rule.category, confidence=rule.confidence,
                    reason=reason, recommended_action=rule.recommended_action,
-                   verdict_source="rules", rule_ids=rule_ids, rule_level=rule.level)
+                   verdict_source="rules", rule_ids=rule_ids, rule_level=rule.level,
+                   asked_reason=None if asked is None else render(rule.template, ev, {**fields, **asked}))
 
 
 def _event_time(ev: dict) -> float:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..addresses import canonical
 
+_PID_FIELDS = ("pid", "ppid", "sid")   # numbers who() leaves out of what the LLM is shown
 
 @dataclass
 class WindowCount:
@@ -230,23 +231,38 @@ def group_value(ev: dict, field: str):
     return ev.get(field)
 
 
-def who(fields: tuple, ev: dict) -> str:
+def who(fields: tuple, ev: dict, pids: bool = True) -> str:
     """The actor a scan group stands for, in words: the executable's
     processes of one user or a session, then this process, its parent and
-    its session leader when /proc could be read."""
+    its session leader when /proc could be read. pids=False: the same by
+    name only (what the LLM is shown: a pid would make every run of the
+    same scan a new question to its answer cache)."""
+    uid = ev.get("uid")
     if fields == ("uid", "comm"):
-        base = f"{ev.get('comm')} processes of uid {ev.get('uid')}"
+        base = f"{ev.get('comm')} processes of uid {uid}"
     elif fields == ("uid", "exe"):
-        base = f"{ev.get('exe') or ev.get('comm')} processes of uid {ev.get('uid')}"
+        base = f"{ev.get('exe') or ev.get('comm')} processes of uid {uid}"
     elif fields == ("uid", "sid"):
-        base = f"session {ev.get('sid')} of uid {ev.get('uid')}"
+        base = f"session {ev.get('sid')} of uid {uid}" if pids else f"one session of uid {uid}"
     else:
-        base = ", ".join(f"{f} {group_value(ev, f)}" for f in fields)
-    this = f"pid {ev.get('pid')}" + (f" {ev['exe']}" if ev.get("exe") else "")
-    if ev.get("ppid") is None:
-        return f"{base} ({this})"
-    return (f"{base} ({this}, parent {ev.get('parent_comm') or '?'} pid {ev['ppid']}, "
-            f"session {ev.get('sid')} led by {ev.get('session_leader') or '?'})")
+        base = ", ".join(f"{f} {group_value(ev, f)}" for f in fields
+                         if pids or f not in _PID_FIELDS) or "one process"
+    exe = ev.get("exe")
+    this = [f"pid {ev.get('pid')}" + (f" {exe}" if exe else "")] if pids else [exe] if exe else []
+    if ev.get("ppid") is not None:
+        parent, leader = ev.get("parent_comm") or "?", ev.get("session_leader") or "?"
+        this += [f"parent {parent} pid {ev['ppid']}", f"session {ev.get('sid')} led by {leader}"] if pids \
+            else [f"parent {parent}", f"session led by {leader}"]
+    return f"{base} ({', '.join(this)})" if this else base
+
+
+def at_least(n: int, threshold: int) -> str:
+    """A count past its threshold in doubling steps ("at least 40"): what
+    the LLM is shown instead of the exact, growing count."""
+    step = max(int(threshold), 1)
+    while step * 2 <= n:
+        step *= 2
+    return f"at least {step}"
 
 
 def sweep_target(daddr: str, hosts: tuple) -> str:
