@@ -33,7 +33,7 @@ from ..paths import PROJECT_ROOT
 from .inputs import BadLine, count
 from .keys import executable_key
 from .rules import RuleOutcome, _event_time
-from .scan import SlidingDistinct
+from .scan import SlidingDistinct, lru_slot
 from .verdict import Verdict
 
 UDP_RULES_PATH = PROJECT_ROOT / "rules" / "udp.json"
@@ -163,7 +163,7 @@ class UdpJudge:
                 per[f["daddr"]] = per.get(f["daddr"], 0) + f["datagrams"]
         if not per:
             return None
-        q = _remember(self.dns, ident, lambda: deque(maxlen=4096))
+        q = lru_slot(self.dns, ident, lambda: deque(maxlen=4096), MAX_TRACKED)[0]
         q.append((t, sum(per.values())))
         while q and q[0][0] < t - r["dns_window"]:
             q.popleft()
@@ -182,8 +182,8 @@ class UdpJudge:
         for f in flows:
             if f["dport"] in r["beacon_ignore_ports"] or f["datagrams"] == 0:
                 continue
-            q = _remember(self.sightings, (ev["pid"],) + ident + (f["daddr"], f["dport"]),
-                          lambda: deque(maxlen=r["beacon_sightings"]))
+            q = lru_slot(self.sightings, (ev["pid"],) + ident + (f["daddr"], f["dport"]),
+                         lambda: deque(maxlen=r["beacon_sightings"]), MAX_TRACKED)[0]
             q.append((t, f["datagrams"]))
             if len(q) < r["beacon_sightings"] or max(n for _, n in q) > r["beacon_max_datagrams"]:
                 continue
@@ -198,14 +198,3 @@ class UdpJudge:
                     "find what the process is; ban the destination if it is a C2 server",
                     "udp-beacon", f["daddr"])
         return None
-
-
-def _remember(table: OrderedDict, key, make):
-    q = table.get(key)
-    if q is None:
-        q = table[key] = make()
-        if len(table) > MAX_TRACKED:
-            table.popitem(last=False)
-    else:
-        table.move_to_end(key)
-    return q
