@@ -19,11 +19,13 @@ def auto_bannable(threat: dict, min_confidence: float) -> bool:
 
 
 def threat_from(entry: dict, target: str | None, dedupe_key: str | None,
-                rule_confidence: float | None = None, targets=()) -> dict | None:
+                rule_confidence: float | None = None, targets=(), kind: str | None = None) -> dict | None:
     """The pending-threat record for a HIGH/CRITICAL verdict, else None.
     rule_confidence: the rules' own confidence when a model's words are in
     entry (for rule verdicts it is entry's). targets: the destinations a
-    sweep touched in its window (listed in targets_sample with this one)."""
+    sweep touched in its window (listed in targets_sample with this one).
+    kind: "flood" or "scan" for a threat about a remote source, not a
+    local process."""
     if entry["level"] not in THREAT_LEVELS:
         return None
     event = entry["event"]
@@ -41,4 +43,6 @@ def threat_from(entry: dict, target: str | None, dedupe_key: str | None,
               "dedupe_key": dedupe_key or destination_key(event.get("daddr"))}
     add_targets(threat, [event.get("daddr"), *targets])
     threat["sightings"] = [sighting_of(threat)]  # this sighting's evidence, whole
+    if kind is not None:
+        threat["kind"] = kind
     return threat
