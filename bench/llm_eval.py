@@ -83,7 +83,7 @@ def judge(scenario: dict, cfg: dict, backend) -> dict:
     history = engine.history.recent(ev.get("pid"))[:-1]
     started = time.monotonic()
     try:
-        text = backend.ask(build_messages(ev, rule.as_dict(), history), cfg, VERDICT_SCHEMA)
+        text = backend.ask(build_messages(ev, rule.asked(), history), cfg, VERDICT_SCHEMA)
         v, row["schema_valid"] = combine(rule, parse_llm_verdict(text)), True
     except (BackendError, InvalidVerdict) as e:
         v, row["schema_valid"] = fallback(rule, str(e)), False

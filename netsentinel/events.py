@@ -86,17 +86,9 @@ def scrub_value(value: Any, depth: int = 0) -> Any:
 def byte_exact(event: dict) -> dict:
     """The event with every BYTE_FIELDS value as valid UTF-8 text plus
     NAME_b64 (the raw bytes) where the value was not UTF-8, and any other
-    stray surrogate escaped. Returns the same dict when nothing needed it."""
-    bad = False
-    for k, v in event.items():
-        if isinstance(v, str):
-            try:
-                v.encode("utf-8")
-            except UnicodeEncodeError:
-                bad = True
-                break
-    if not bad:
-        return event
+    stray surrogate escaped, however deep (an egress event's candidates
+    name processes too). For an event that did not encode: it rebuilds the
+    whole event."""
     out = {}
     for k, v in event.items():
         if k in BYTE_FIELDS and isinstance(v, str):

@@ -35,11 +35,14 @@ class JsonRefused(ValueError):
     """Input that is not acceptable JSON; str() is the one-line reason."""
 
 
-def _refuse_constant(name: str):
+def refuse_constant(name: str):
+    """json's parse_constant: NaN and Infinity are refused (also for the
+    analyzer's event reader, analyzer/inputs.py)."""
     raise JsonRefused(f"{name} is not a number JSON allows")
 
 
-def _float(s: str) -> float:
+def finite_float(s: str) -> float:
+    """json's parse_float: a number that overflows to infinity is refused."""
     v = float(s)
     if not math.isfinite(v):
         raise JsonRefused(f"number {s[:40]} is out of range")
@@ -52,7 +55,7 @@ def _int(s: str) -> int:
     return int(s)
 
 
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_float, parse_int=_int)
+_DECODER = json.JSONDecoder(parse_constant=refuse_constant, parse_float=finite_float, parse_int=_int)
 
 
 def _check_depth(text: str, max_depth: int) -> None:

@@ -14,19 +14,20 @@ import os
 SHOWN = 20   # rows of each kind in a summary
 
 
-# Field -> the types a row must have there to be used (the file is the
-# loader's, but a damaged one must not break a page or the command).
+# Field -> the types a row must have there to be used (rows()).
 _TYPES = {"saddr": str, "daddr": str, "src": str, "dst": str, "reason": str, "sport": int, "local": str, "port": int,
           "drops": int,
           "count": int, "edges": list, "dport": (int, type(None))}
 
 
-def _rows(doc: dict, key: str, *fields: str) -> list[dict]:
-    v = doc.get(key)
-    if not isinstance(v, list):
+def rows(value, fields: tuple[str, ...]) -> list[dict]:
+    """The rows of one of stack.json's lists that have every field named,
+    of its type (_TYPES); anything else is left out (the file is the
+    loader's, but a damaged one must not break a page or the command)."""
+    if not isinstance(value, list):
         return []
-    return [r for r in v if isinstance(r, dict)
-            and all(isinstance(r.get(f, ...), _TYPES.get(f, object)) and f in r for f in fields)]
+    return [r for r in value if isinstance(r, dict)
+            and all(f in r and isinstance(r[f], _TYPES.get(f, object)) for f in fields)]
 
 
 def _is_process(c: dict, process: str | None, exe: str | None, uid: int | None) -> bool:
@@ -49,10 +50,10 @@ def stack_facts(doc: dict, *, process: str | None = None, exe: str | None = None
     None when stack.json has nothing to say (no file, or nothing followed)."""
     if not isinstance(doc, dict) or not doc or not (process or exe or addr or uid is not None):
         return None
-    conns = _rows(doc, "connections", "saddr", "sport", "daddr", "dport")
-    drops = _rows(doc, "drop_flows", "src", "dst", "dport", "reason", "count")
-    paths = _rows(doc, "paths", "src", "sport", "dst", "dport", "edges")
-    queues = _rows(doc, "full_queues", "local", "port", "drops")
+    conns = rows(doc.get("connections"), ("saddr", "sport", "daddr", "dport"))
+    drops = rows(doc.get("drop_flows"), ("src", "dst", "dport", "reason", "count"))
+    paths = rows(doc.get("paths"), ("src", "sport", "dst", "dport", "edges"))
+    queues = rows(doc.get("full_queues"), ("local", "port", "drops"))
     if process or exe or uid is not None:
         queues = [q for q in queues if _is_process(q, process, exe, uid) and (not addr or addr == q["local"])]
         mine = [c for c in conns if _is_process(c, process, exe, uid)

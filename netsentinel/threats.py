@@ -14,7 +14,7 @@ An aggregate (many targets of one actor, or the overflow summary) also has
 aggregate: true and no target: it cannot be approved into a ban.
 
 One attack, one threat: the analyzer keys a process's threats by its
-identity (netsentinel/analyzer/rules.process_key), so a scan or sweep is
+identity (netsentinel/analyzer/keys.py), so a scan or sweep is
 one entry whose targets_sample lists the destinations and whose sightings
 keep the last few sightings, each whole (time, level, reason, process,
 destination). The fields a threat shows (SIGHTING) are always one
@@ -104,10 +104,13 @@ def rule_evidence(t: dict) -> tuple:
             conf if isinstance(conf, (int, float)) and not isinstance(conf, bool) else -1)
 
 
-def _sample(t: dict, target: Any) -> None:
+def add_targets(t: dict, targets) -> None:
+    """Add destinations to t's targets_sample: each once, none empty, at
+    most TARGET_SAMPLE in all (the first ones seen stay)."""
     sample = t.setdefault("targets_sample", [])
-    if target and target not in sample and len(sample) < TARGET_SAMPLE:
-        sample.append(target)
+    for target in targets:
+        if target and target not in sample and len(sample) < TARGET_SAMPLE:
+            sample.append(target)
 
 
 def sighting_of(threat: dict) -> dict:
@@ -126,8 +129,7 @@ def merge_sighting(t: dict, new: dict) -> None:
     level, then the rules' own evidence (a rule-measured CRITICAL over a
     model's), then confidence; the newest of equals. An aggregate keeps
     its own words; its level and rule evidence only rise."""
-    for target in new.get("targets_sample") or [(new.get("event") or {}).get("daddr")]:
-        _sample(t, target)
+    add_targets(t, new.get("targets_sample") or [(new.get("event") or {}).get("daddr")])
     kept = t.get("sightings") if isinstance(t.get("sightings"), list) else []
     t["sightings"] = (kept + (new.get("sightings") or [sighting_of(new)]))[-SIGHTINGS_KEPT:]
     if t.get("aggregate"):  # never auto-banned (no target); what rules said, for people
@@ -185,8 +187,8 @@ def add_or_merge_many(store: RecordsStore, items: list[tuple[dict, int]]) -> lis
                     threat["category"] = "overflow"
                 t = open_by_key.get(threat.get("dedupe_key"))
                 if threat.get("aggregate"):
-                    _sample(t if t is not None else threat, (threat.get("event") or {}).get("daddr")
-                            or (threat.get("event") or {}).get("src"))
+                    ev = threat.get("event") or {}
+                    add_targets(t if t is not None else threat, [ev.get("daddr") or ev.get("src")])
             if t is not None:
                 t["count"] = int(t.get("count", 1)) + times
                 t["last_seen"] = now

@@ -13,8 +13,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 [ "$(id -u)" -eq 0 ] || { echo "run: must run as root (sudo make run)" >&2; exit 1; }
+IFACE=${1:-}
 LOADER_ARGS=()
-[ -n "${1:-}" ] && LOADER_ARGS=(-i "$1")
+[ -n "$IFACE" ] && LOADER_ARGS=(-i "$IFACE")
 PORT=${DASHBOARD_PORT:-8501}
 mkdir -p logs
 
@@ -23,7 +24,8 @@ stop() {
   trap - INT TERM EXIT
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
   wait 2>/dev/null
-  echo "run: removing NetSentinel's enforcement (unified_ebpf.py --unload ${LOADER_ARGS[*]});" \
+  # Without IFACE the loader used the default route's interface, and so does --unload.
+  echo "run: removing NetSentinel's enforcement (unified_ebpf.py --unload${IFACE:+ -i $IFACE});" \
        "bans stop applying until the next start" >&2
   "$PY" -u unified_ebpf.py --unload "${LOADER_ARGS[@]}" >&2
 }

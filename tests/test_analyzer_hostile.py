@@ -95,7 +95,7 @@ def test_hostile_lines_are_refused_kept_aside_and_judging_goes_on(tmp_path):
 
 
 # ------------------------------------------------------------ records files
-KEY = "proc|connection|uid=1000|comm=curl"  # conn()'s process identity (rules.process_key)
+KEY = "proc|connection|uid=1000|comm=curl"  # conn()'s process identity (keys.process_key)
 
 
 def test_hostile_records_files_are_set_aside_and_recording_goes_on(tmp_path):

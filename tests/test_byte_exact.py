@@ -109,6 +109,21 @@ def test_stray_surrogates_anywhere_never_break_the_writer():
     assert byte_exact({"comm": "ok"}) == {"comm": "ok"}
 
 
+def test_a_non_utf8_name_nested_in_an_event_is_escaped_not_the_event_dropped():
+    """An unattributed egress event lists its candidate senders: one whose
+    exe is not UTF-8 must not turn the event into an 'could not be encoded'
+    warning (a scanner could hide its egress that way)."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
+    exe = (b"/tmp/" + BAD_NAME).decode("utf-8", "surrogateescape")
+    EventWriter(stream).emit("egress", pid=None, comm=None, exe=None, attribution=None,
+                             candidates=[{"pid": 4242, "comm": "scan", "exe": exe}])
+    stream.flush()
+    ev = json.loads(raw.getvalue())
+    assert ev["type"] == "egress" and ev["candidates"] == [{"pid": 4242, "comm": "scan",
+                                                            "exe": "/tmp/scan\\xff\\xfe"}]
+
+
 def test_analyzer_judges_a_scan_by_a_non_utf8_exe(tmp_path):
     exe_text, exe_b64 = text_of(b"/tmp/" + BAD_NAME)
     events = [conn(i, pid=777, comm="scan\\xff\\xfe", comm_b64=base64.b64encode(BAD_NAME).decode(),

@@ -5,12 +5,18 @@ event fields. No kernel programs here (tests/test_kernel_outbound.py)."""
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
 
 import pytest
 
+from netsentinel.events import EventWriter
 from netsentinel.kernel.outbound import EgressRow, RawSocket, StdioDup, protocol_name
 from netsentinel.loader.egress import EgressTracker, socket_cookie
 from netsentinel.loader.outbound import Outbound, is_shell, parent_service, signals_for, usr_merged
@@ -225,3 +231,26 @@ def test_the_redirecting_shell_is_named_not_a_child_that_inherited_the_socket(li
     ob.stdio_dup(StdioDup(pid=bash.pid, tid=bash.pid, uid=0, newfd=0, comm="bash"))
     ((_, f),) = out
     assert (f["pid"], f["comm"], f["dport"]) == (bash.pid, "bash", port)
+
+
+def test_a_shell_whose_name_is_not_utf8_is_named_byte_exact(listener, procs, tmp_path):
+    """comm read from /proc is hostile input: a shell copied to a name with
+    bytes 0xff 0xfe is reported as the kernel reports it (lossless), and
+    written as valid JSON with the raw bytes in comm_b64."""
+    name = b"scan\xff\xfe"
+    odd = os.path.join(os.fsencode(tmp_path), name)
+    shutil.copy(shutil.which("bash"), odd)
+    port = listener.getsockname()[1]
+    bash = procs(odd, "-c", f"exec 0<>/dev/tcp/127.0.0.1/{port} 1>&0; sleep 60; true")
+    children = f"/proc/{bash.pid}/task/{bash.pid}/children"
+    child = int(wait_until(lambda: open(children).read().split(), what="the shell's child")[0])
+    wait_until(lambda: stdio_socket(child), what="the child's inherited stdio")
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
+    writer = EventWriter(stream)
+    ob = Outbound(ProcCache(), writer.emit)
+    ob.stdio_dup(StdioDup(pid=child, tid=child, uid=0, newfd=1, comm="sleep"))
+    stream.flush()
+    ev = json.loads(raw.getvalue())
+    assert (ev["pid"], ev["comm"], ev["dport"]) == (bash.pid, "scan\\xff\\xfe", port)
+    assert base64.b64decode(ev["comm_b64"]) == name

@@ -140,3 +140,30 @@ def test_settled_events_with_behaviour_signals_are_asked(tmp_path):
     assert by_pid[6001]["level"] == "CRITICAL" and by_pid[6001]["verdict_source"] == "llm"
     assert by_pid[6002]["level"] == "INFO" and by_pid[6002]["verdict_source"] == "rules"
     assert by_pid[6003]["level"] == "CRITICAL" and by_pid[6003]["verdict_source"] == "rules"
+
+
+def test_two_sweeps_differing_only_in_pid_and_count_are_one_question():
+    """The host-sweep reason people read names the pid and the exact count;
+    the model is shown neither (a bucketed count), so the answer cache's key
+    (what the model sees) is the same for both runs of one sweeping script."""
+    from netsentinel.analyzer.rules import DEFAULT_RULES_PATH, RuleEngine
+    from netsentinel.llm.config import validate_llm_config
+
+    cfg = validate_llm_config({})
+    asked = []
+    for pid, extra in ((5001, 0), (7002, 7)):       # 30 and 37 hosts: both "at least 20"
+        engine = RuleEngine(DEFAULT_RULES_PATH)
+        hosts = [f"198.51.100.{200 + i}" for i in range(extra)] + [f"198.51.100.{i}" for i in range(1, 31)]
+        for i, host in enumerate(hosts):
+            ev = conn(i * 0.1, pid=pid, tid=pid, ppid=pid - 1, sid=pid - 1, parent_comm="bash",
+                      session_leader="sshd", comm="nc", exe="/usr/bin/nc.openbsd", cmdline="nc -z",
+                      daddr=host, dport=22)
+            out = engine.evaluate(ev, cfg)
+        assert out.verdict.category == "host_sweep"
+        assert f"pid {pid}" in out.verdict.reason and f"{len(hosts)} distinct hosts" in out.verdict.reason
+        history = engine.history.recent(pid)[:-1]
+        msgs = build_messages(ev, out.verdict.asked(), history)
+        assert str(pid) not in msgs[1]["content"] and str(pid - 1) not in msgs[1]["content"]
+        assert "at least 20 distinct hosts" in data_of(msgs)["rule_verdict"]["reason"]
+        asked.append((msgs, question_key(ev, out.verdict.asked(), history)))
+    assert asked[0] == asked[1]

@@ -19,6 +19,7 @@ executable): a scanner opening several sockets, or run again, is one threat.
 from __future__ import annotations
 
 from .inputs import BadLine
+from .keys import executable_key
 from .rules import RuleEngine, RuleOutcome, _event_time, _verdict
 from .scan import SlidingDistinct
 from .udp import UdpJudge
@@ -40,11 +41,6 @@ def invalid_raw_socket(ev: dict) -> str | None:
     return None
 
 
-def process_key(ev: dict) -> str:
-    """One pending threat per process identity and event kind."""
-    return f"proc|{ev.get('type')}|uid={ev.get('uid')}|{ev.get('exe') or 'comm:' + str(ev.get('comm'))}"
-
-
 def judge_raw_socket(engine: RuleEngine, ev: dict) -> RuleOutcome:
     matches = [(r, f) for r in engine.rules if r.on == "raw_socket"
                for f in [r.match(ev)] if f is not None]
@@ -53,11 +49,11 @@ def judge_raw_socket(engine: RuleEngine, ev: dict) -> RuleOutcome:
         v.category = "raw_socket"
         v.reason = (f"{ev.get('comm')} ({ev.get('exe')}) opened a {ev.get('family')} "
                     f"{ev.get('sock_type')} socket; no rule matched (an allowed tool)")
-        return RuleOutcome(v, True, False, None, process_key(ev))
+        return RuleOutcome(v, True, False, None, executable_key(ev))
     top = max(rank(r.level) for r, _ in matches)
     rule, fields = next((r, f) for r, f in matches if rank(r.level) == top)
     v = _verdict(rule, ev, fields, [r.id for r, _ in matches])
-    return RuleOutcome(v, True, False, None, process_key(ev))
+    return RuleOutcome(v, True, False, None, executable_key(ev))
 
 
 class EgressJudge:
@@ -109,7 +105,7 @@ class EgressJudge:
                     reason=reason, recommended_action="stop the process; it sends packets that bypass "
                     "connect() monitoring" if level == "CRITICAL" else "none",
                     rule_ids=["egress-fanout"] if level == "CRITICAL" else [], rule_level=level)
-        key = process_key(dict(ev, type="raw_socket")) if ev.get("attribution") \
+        key = executable_key(ev, "raw_socket") if ev.get("attribution") \
             else f"egress|cookie={ev.get('cookie')}"
         return RuleOutcome(v, True, False, None, key)
 

@@ -3,9 +3,9 @@ may rest on: evidence the rules measured, never words a model wrote."""
 
 from __future__ import annotations
 
-from .rules import destination_key
+from .keys import destination_key
 from ..levels import THREAT_LEVELS
-from ..threats import TARGET_SAMPLE, sighting_of
+from ..threats import add_targets, sighting_of
 
 
 def auto_bannable(threat: dict, min_confidence: float) -> bool:
@@ -19,11 +19,13 @@ def auto_bannable(threat: dict, min_confidence: float) -> bool:
 
 
 def threat_from(entry: dict, target: str | None, dedupe_key: str | None,
-                rule_confidence: float | None = None, targets=()) -> dict | None:
+                rule_confidence: float | None = None, targets=(), kind: str | None = None) -> dict | None:
     """The pending-threat record for a HIGH/CRITICAL verdict, else None.
     rule_confidence: the rules' own confidence when a model's words are in
     entry (for rule verdicts it is entry's). targets: the destinations a
-    sweep touched in its window (listed in targets_sample with this one)."""
+    sweep touched in its window (listed in targets_sample with this one).
+    kind: "flood" or "scan" for a threat about a remote source, not a
+    local process."""
     if entry["level"] not in THREAT_LEVELS:
         return None
     event = entry["event"]
@@ -38,8 +40,9 @@ def threat_from(entry: dict, target: str | None, dedupe_key: str | None,
               "verdict_source": entry["verdict_source"], "backend": entry["backend"],
               "rule_ids": entry.get("rule_ids", []), "event": event,
               "target": target or event.get("daddr"),
-              "dedupe_key": dedupe_key or destination_key(event.get("daddr")),
-              "targets_sample": list(dict.fromkeys(
-                  [*([event["daddr"]] if event.get("daddr") else []), *targets]))[:TARGET_SAMPLE]}
+              "dedupe_key": dedupe_key or destination_key(event.get("daddr"))}
+    add_targets(threat, [event.get("daddr"), *targets])
     threat["sightings"] = [sighting_of(threat)]  # this sighting's evidence, whole
+    if kind is not None:
+        threat["kind"] = kind
     return threat

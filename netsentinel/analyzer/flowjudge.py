@@ -114,10 +114,7 @@ class FlowJudging:
                    else "check the service's logins; ban the source if they are not yours",
                    "detector": "thresholds"}
         entry = RecordsSink.make_entry(sighting, verdict, "rules", False)
-        threat = threat_from(entry, b.src, f"flood|brute_force|{b.port}|{b.src}")
-        if threat is not None:
-            threat["kind"] = "flood"
-        self.sink.add(entry, threat)
+        self.sink.add(entry, threat_from(entry, b.src, f"flood|brute_force|{b.port}|{b.src}", kind="flood"))
         self._tally(b.level, "rules")
 
     def floods(self, cfg: dict) -> FloodDetector:
@@ -162,10 +159,7 @@ class FlowJudging:
                    "detector": v.source, "model_label": v.model_label,
                    "model_confidence": v.model_confidence}
         entry = RecordsSink.make_entry(ev, verdict, "rules", False)
-        threat = threat_from(entry, ev["src"], f"flood|{v.category}|{ev['src']}")
-        if threat is not None:
-            threat["kind"] = "flood"
-        self.sink.add(entry, threat)
+        self.sink.add(entry, threat_from(entry, ev["src"], f"flood|{v.category}|{ev['src']}", kind="flood"))
         self._tally(v.level, "rules")
         if v.level == "CRITICAL" and cfg["propose_rules_on_flood"] and self._backend in LLM_BACKENDS:
             now = time.monotonic()

@@ -22,6 +22,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from .inputs import count
+
 BRUTE_WINDOW_S = 60.0
 # Accepted connections per source and port in BRUTE_WINDOW_S. HIGH from 60
 # (one a second: the issue's slow SSH brute force is 120, 2/s); CRITICAL from
@@ -52,11 +54,6 @@ class BruteForce:
                 f"{BRUTE_HIGH if self.level == 'HIGH' else BRUTE_CRITICAL} a minute)")
 
 
-def _count(v) -> int | None:
-    """A non-negative int from an event (bool is not one), else None."""
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
-
-
 def _trim(table: dict, limit: int = MAX_SOURCES) -> None:
     """Drop the oldest-inserted entries past limit (dicts keep insertion
     order and every update re-inserts)."""
@@ -85,12 +82,12 @@ class InboundView:
         out = []
         rows = ev.get("sources")
         interval = ev.get("interval_s")
-        interval = float(interval) if _count(interval) is not None or isinstance(interval, float) else 0.0
+        interval = float(interval) if count(interval) is not None or isinstance(interval, float) else 0.0
         with self._lock:
             for row in rows if isinstance(rows, list) else ():
                 if not isinstance(row, dict):
                     continue
-                src, port, n = row.get("src"), _count(row.get("port")), _count(row.get("count"))
+                src, port, n = row.get("src"), count(row.get("port")), count(row.get("count"))
                 if not (isinstance(src, str) and port is not None and port < 65536 and n):
                     continue
                 key = (src, port)
@@ -124,7 +121,7 @@ class InboundView:
         key = (ev.get("saddr"), ev.get("sport"), ev.get("daddr"), ev.get("dport"))
         remote = ev.get("daddr")
         if not (isinstance(remote, str) and isinstance(key[0], str)
-                and _count(key[1]) is not None and _count(key[3]) is not None):
+                and count(key[1]) is not None and count(key[3]) is not None):
             return
         with self._lock:
             self._forget(key)

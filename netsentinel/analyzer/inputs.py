@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import time
 from typing import IO, Callable, Iterator
 
 from ..errors import NetSentinelError
 from ..events import EVENT_TYPES, SCHEMA_VERSION, scrub_value
+from ..jsonsafe import finite_float, refuse_constant
 from ..timefmt import parse_iso
 from .ipcache import parse_ip
 
@@ -45,6 +45,11 @@ _MAX_NUMBER = 1e15
 
 class BadLine(NetSentinelError, ValueError):
     """An input line that is not an event; str() is the one-line reason."""
+
+
+def count(v) -> int | None:
+    """An event's non-negative integer field (a bool is not one), else None."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
 def read_lines(stream: IO, max_bytes: int = MAX_LINE) -> Iterator[bytes | int]:
@@ -116,19 +121,8 @@ def _read_blocks(read1: Callable[[int], bytes], max_bytes: int) -> Iterator[byte
             skipped, pending = len(pending), b""
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:20]} is out of range")
-    return value
-
-
 # One decoder for every line: json.loads with hooks builds a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
+_DECODER = json.JSONDecoder(parse_constant=refuse_constant, parse_float=finite_float)
 
 
 def loads(text: str | bytes, max_depth: int = MAX_DEPTH):
@@ -139,7 +133,7 @@ def loads(text: str | bytes, max_depth: int = MAX_DEPTH):
         if isinstance(text, str) and not text.startswith("\ufeff"):
             obj = _DECODER.decode(text)
         else:  # bytes (encoding detected) and a BOM (refused) as json.loads does them
-            obj = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+            obj = json.loads(text, parse_constant=refuse_constant, parse_float=finite_float)
     except RecursionError:
         raise ValueError(f"nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as e:

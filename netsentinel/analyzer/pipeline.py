@@ -204,7 +204,7 @@ class Analyzer(FlowJudging):
             self.deliver(Job(ev, out.verdict, extra), out.verdict, False)
             return
         history = self.engine.history.recent(ev.get("pid"))[:-1]
-        key = question_key(ev, out.verdict.as_dict(), history)  # what the model would see
+        key = question_key(ev, out.verdict.asked(), history)  # what the model would see
         self.worker.submit(key, Job(ev, out.verdict, extra, history, signals), cfg)
 
     def handle_other(self, ev: dict) -> None:

@@ -16,7 +16,10 @@ a service parent): the facts that often decide, named for a model that
 would not spot them in a long command line.
 
 question_key() is the answer cache's key: everything the model is shown
-except what cannot change the answer (pid, times).
+except what cannot change the answer (pid, times). The rule verdict comes
+as Verdict.asked(): a scan's reason there names no pid and gives its count
+in doubling steps ("at least 40"), so each run of a sweeping script and
+each event of its sweep is not a new question.
 """
 
 from __future__ import annotations

@@ -13,8 +13,25 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from ..addresses import canonical
+
+_PID_FIELDS = ("pid", "ppid", "sid")   # numbers who() leaves out of what the LLM is shown
+
+def lru_slot(table: OrderedDict, key, make: Callable[[], Any], limit: int) -> tuple[Any, bool]:
+    """table[key], made by make() when missing, now the most recently used;
+    when that makes the table longer than limit, the least recently used
+    entry goes. Returns (the value, whether an entry was evicted)."""
+    value = table.get(key)
+    if value is not None:
+        table.move_to_end(key)
+        return value, False
+    value = table[key] = make()
+    if len(table) > limit:
+        table.popitem(last=False)
+        return value, True
+    return value, False
 
 
 @dataclass
@@ -49,14 +66,8 @@ class SlidingDistinct:
         return len(self._groups)
 
     def observe(self, group: tuple, t: float, sub, value, window: float) -> WindowCount:
-        g = self._groups.get(group)
-        if g is None:
-            g = self._groups[group] = _Group()
-            if len(self._groups) > self.max_groups:
-                self._groups.popitem(last=False)
-                self.evicted += 1
-        else:
-            self._groups.move_to_end(group)
+        g, gone = lru_slot(self._groups, group, _Group, self.max_groups)
+        self.evicted += gone
         g.events.append((t, sub, value))
         per_sub = g.counts.setdefault(sub, {})
         per_sub[value] = per_sub.get(value, 0) + 1
@@ -95,14 +106,8 @@ class ProcessHistory:
         return list(self._by_pid.get(pid, ()))
 
     def add(self, pid, entry: dict) -> None:
-        d = self._by_pid.get(pid)
-        if d is None:
-            d = self._by_pid[pid] = deque(maxlen=self.per_process)
-            if len(self._by_pid) > self.max_processes:
-                self._by_pid.popitem(last=False)
-                self.evicted += 1
-        else:
-            self._by_pid.move_to_end(pid)
+        d, gone = lru_slot(self._by_pid, pid, lambda: deque(maxlen=self.per_process), self.max_processes)
+        self.evicted += gone
         d.append(entry)
 
 
@@ -128,6 +133,7 @@ class DistinctWindow:
 
     def observe(self, group: tuple, t: float, sub, value, window: float) -> int:
         """Record one sighting; how many distinct values `sub` has in the window."""
+        # lru_slot inlined: this runs for every event, per group and window.
         g = self._groups.get(group)
         if g is None:
             g = self._groups[group] = (OrderedDict(), {})
@@ -201,14 +207,8 @@ class Baselines:
 
     def known(self, ident: tuple, dest: tuple, t: float) -> bool:
         """Record a sighting; True when dest is (now) part of ident's baseline."""
-        d = self._by_ident.get(ident)
-        if d is None:
-            d = self._by_ident[ident] = OrderedDict()
-            if len(self._by_ident) > self.max_identities:
-                self._by_ident.popitem(last=False)
-                self.evicted += 1
-        else:
-            self._by_ident.move_to_end(ident)
+        d, gone = lru_slot(self._by_ident, ident, OrderedDict, self.max_identities)
+        self.evicted += gone
         entry = d.get(dest)
         if entry is None:
             d[dest] = [t, False]
@@ -230,23 +230,38 @@ def group_value(ev: dict, field: str):
     return ev.get(field)
 
 
-def who(fields: tuple, ev: dict) -> str:
+def who(fields: tuple, ev: dict, pids: bool = True) -> str:
     """The actor a scan group stands for, in words: the executable's
     processes of one user or a session, then this process, its parent and
-    its session leader when /proc could be read."""
+    its session leader when /proc could be read. pids=False: the same by
+    name only (what the LLM is shown: a pid would make every run of the
+    same scan a new question to its answer cache)."""
+    uid = ev.get("uid")
     if fields == ("uid", "comm"):
-        base = f"{ev.get('comm')} processes of uid {ev.get('uid')}"
+        base = f"{ev.get('comm')} processes of uid {uid}"
     elif fields == ("uid", "exe"):
-        base = f"{ev.get('exe') or ev.get('comm')} processes of uid {ev.get('uid')}"
+        base = f"{ev.get('exe') or ev.get('comm')} processes of uid {uid}"
     elif fields == ("uid", "sid"):
-        base = f"session {ev.get('sid')} of uid {ev.get('uid')}"
+        base = f"session {ev.get('sid')} of uid {uid}" if pids else f"one session of uid {uid}"
     else:
-        base = ", ".join(f"{f} {group_value(ev, f)}" for f in fields)
-    this = f"pid {ev.get('pid')}" + (f" {ev['exe']}" if ev.get("exe") else "")
-    if ev.get("ppid") is None:
-        return f"{base} ({this})"
-    return (f"{base} ({this}, parent {ev.get('parent_comm') or '?'} pid {ev['ppid']}, "
-            f"session {ev.get('sid')} led by {ev.get('session_leader') or '?'})")
+        base = ", ".join(f"{f} {group_value(ev, f)}" for f in fields
+                         if pids or f not in _PID_FIELDS) or "one process"
+    exe = ev.get("exe")
+    this = [f"pid {ev.get('pid')}" + (f" {exe}" if exe else "")] if pids else [exe] if exe else []
+    if ev.get("ppid") is not None:
+        parent, leader = ev.get("parent_comm") or "?", ev.get("session_leader") or "?"
+        this += [f"parent {parent} pid {ev['ppid']}", f"session {ev.get('sid')} led by {leader}"] if pids \
+            else [f"parent {parent}", f"session led by {leader}"]
+    return f"{base} ({', '.join(this)})" if this else base
+
+
+def at_least(n: int, threshold: int) -> str:
+    """A count past its threshold in doubling steps ("at least 40"): what
+    the LLM is shown instead of the exact, growing count."""
+    step = max(int(threshold), 1)
+    while step * 2 <= n:
+        step *= 2
+    return f"at least {step}"
 
 
 def sweep_target(daddr: str, hosts: tuple) -> str:

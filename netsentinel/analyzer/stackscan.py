@@ -105,9 +105,6 @@ def record_stack_scans(detector: StackScanDetector, ev: dict, sink: RecordsSink,
         event = {"type": "drops", "ts": ev.get("ts"), "src": evidence["src"], "daddr": evidence["dst"],
                  "dports": evidence["ports_sample"]}
         entry = RecordsSink.make_entry(event, v, "rules", False)
-        threat = threat_from(entry, evidence["src"], f"stackscan|{evidence['src']}")
-        if threat is not None:
-            threat["kind"] = "scan"
-        sink.add(entry, threat)
+        sink.add(entry, threat_from(entry, evidence["src"], f"stackscan|{evidence['src']}", kind="scan"))
         tally(v["level"], "rules")
     return len(verdicts)

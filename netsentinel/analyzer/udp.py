@@ -30,15 +30,15 @@ from pathlib import Path
 
 from ..errors import NetSentinelError
 from ..paths import PROJECT_ROOT
-from .inputs import BadLine
+from .inputs import BadLine, count
+from .keys import executable_key
 from .rules import RuleOutcome, _event_time
-from .scan import SlidingDistinct
+from .scan import SlidingDistinct, lru_slot
 from .verdict import Verdict
 
 UDP_RULES_PATH = PROJECT_ROOT / "rules" / "udp.json"
 MAX_TRACKED = 16384     # processes (DNS sums) and flows (beacon sightings) remembered, LRU
 MAX_FLOWS = 256
-_INT = (int,)
 
 
 class UdpRulesError(NetSentinelError, ValueError):
@@ -74,19 +74,15 @@ def _names(ev: dict) -> set[str]:
     return {n for n in ((ev.get("comm") or "").lower(), os.path.basename(exe).lower()) if n}
 
 
-def _valid_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
 def invalid_udp(ev: dict) -> str | None:
     """Why a udp event cannot be judged, or None."""
     for k in ("pid", "datagrams", "hosts", "busiest_host_ports"):
-        if not _valid_int(ev.get(k)):
+        if count(ev.get(k)) is None:
             return f"{k} must be a non-negative integer, got {str(ev.get(k))[:40]!r}"
     for k in ("comm", "exe", "cmdline"):
         if ev.get(k) is not None and not isinstance(ev.get(k), str):
             return f"{k} must be a string or null"
-    if ev.get("uid") is not None and not _valid_int(ev.get("uid")):
+    if ev.get("uid") is not None and count(ev.get("uid")) is None:
         return "uid must be a non-negative integer or null"
     if not isinstance(ev.get("busiest_host"), str):
         return "busiest_host must be a string"
@@ -95,7 +91,7 @@ def invalid_udp(ev: dict) -> str | None:
         return f"flows must be a list of at most {MAX_FLOWS}"
     for f in flows:
         if not isinstance(f, dict) or not isinstance(f.get("daddr"), str) \
-                or not _valid_int(f.get("dport")) or f["dport"] > 65535 or not _valid_int(f.get("datagrams")):
+                or count(f.get("dport")) is None or f["dport"] > 65535 or count(f.get("datagrams")) is None:
             return "each flow needs a daddr, a dport (0-65535) and datagrams"
     return None
 
@@ -129,8 +125,7 @@ class UdpJudge:
         level, category, reason, action, rule_id, target = found[0]
         v = Verdict(level=level, category=category, confidence=0.9 if level == "CRITICAL" else 0.8,
                     reason=reason, recommended_action=action, rule_ids=[rule_id], rule_level=level)
-        key = f"proc|udp_{category}|uid={ev.get('uid')}|{ident[1]}"
-        return RuleOutcome(v, True, False, target, key)
+        return RuleOutcome(v, True, False, target, executable_key(ev, f"udp_{category}"))
 
     def _fanout(self, ev, ident, who, t, flows, cfg):
         window = cfg["scan_window_seconds"]
@@ -168,7 +163,7 @@ class UdpJudge:
                 per[f["daddr"]] = per.get(f["daddr"], 0) + f["datagrams"]
         if not per:
             return None
-        q = _remember(self.dns, ident, lambda: deque(maxlen=4096))
+        q = lru_slot(self.dns, ident, lambda: deque(maxlen=4096), MAX_TRACKED)[0]
         q.append((t, sum(per.values())))
         while q and q[0][0] < t - r["dns_window"]:
             q.popleft()
@@ -187,8 +182,8 @@ class UdpJudge:
         for f in flows:
             if f["dport"] in r["beacon_ignore_ports"] or f["datagrams"] == 0:
                 continue
-            q = _remember(self.sightings, (ev["pid"],) + ident + (f["daddr"], f["dport"]),
-                          lambda: deque(maxlen=r["beacon_sightings"]))
+            q = lru_slot(self.sightings, (ev["pid"],) + ident + (f["daddr"], f["dport"]),
+                         lambda: deque(maxlen=r["beacon_sightings"]), MAX_TRACKED)[0]
             q.append((t, f["datagrams"]))
             if len(q) < r["beacon_sightings"] or max(n for _, n in q) > r["beacon_max_datagrams"]:
                 continue
@@ -203,14 +198,3 @@ class UdpJudge:
                     "find what the process is; ban the destination if it is a C2 server",
                     "udp-beacon", f["daddr"])
         return None
-
-
-def _remember(table: OrderedDict, key, make):
-    q = table.get(key)
-    if q is None:
-        q = table[key] = make()
-        if len(table) > MAX_TRACKED:
-            table.popitem(last=False)
-    else:
-        table.move_to_end(key)
-    return q

@@ -53,6 +53,10 @@ class Verdict:
     rule_level: str | None = None
     llm_level: str | None = None
     note: str | None = None  # why a fallback happened, or what the LLM said that was not taken
+    # The reason as the LLM is shown it, when it must differ from `reason`: a
+    # scan's without pids and exact counts (prompt.question_key is what the
+    # model sees). Never stored: `reason` is what people read.
+    asked_reason: str | None = None
 
     def as_dict(self) -> dict:
         # By hand: dataclasses.asdict deep-copies, and this runs per event.
@@ -60,6 +64,12 @@ class Verdict:
                 "reason": self.reason, "recommended_action": self.recommended_action,
                 "verdict_source": self.verdict_source, "rule_ids": list(self.rule_ids),
                 "rule_level": self.rule_level, "llm_level": self.llm_level, "note": self.note}
+
+
+    def asked(self) -> dict:
+        """What prompt.describe takes of this rule verdict."""
+        return {"level": self.level, "category": self.category,
+                "reason": self.reason if self.asked_reason is None else self.asked_reason}
 
 
 def _upper_level(obj: dict) -> None:

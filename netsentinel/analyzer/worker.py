@@ -164,7 +164,7 @@ class LLMWorker:
             self._count("rate_limited")
             return None, f"LLM rate cap reached ({cfg['max_calls_per_minute']} calls/min)"
         job = q.jobs[0]
-        messages = build_messages(job.event, job.rule.as_dict(), job.history)
+        messages = build_messages(job.event, job.rule.asked(), job.history)
         try:
             backend = self.manager.get(cfg)
             self._count("calls")

@@ -13,12 +13,12 @@ import streamlit as st
 from .. import threats
 from ..errors import NetSentinelError
 from ..levels import rank
-from .contain import contain_inputs, contain_threat
+from .contain import STOP_CHOICES, contain_inputs
 from .context import Ctx
 from .data import ago
 from .reviewactions import ACTIONS, Options, audit_details
 from .ui import (LEVEL_ICONS, PERMANENT_CONFIRM, act, analyzer_hint, check_permanent, code, flash,
-                 md, ttl_seconds, ttl_select)
+                 md, needs_confirmation, ttl_seconds, ttl_select)
 
 RECENT_DECIDED = 20
 TABLE_KEY = "review_table"
@@ -85,25 +85,29 @@ def matches(row: dict, text: str, levels: list[str]) -> bool:
 def _options(prefix: str) -> Options:
     return Options(ttl_seconds=ttl_seconds(f"ttl_{prefix}"),
                    note=st.session_state.get(f"note_{prefix}") or None,
-                   trust=bool(st.session_state.get(f"trust_{prefix}", False)))
+                   trust=bool(st.session_state.get(f"trust_{prefix}", False)),
+                   stop=STOP_CHOICES.get(st.session_state.get(f"stop_{prefix}", "no")),
+                   by_exe=not st.session_state.get(f"proconly_{prefix}", False))
 
 
 def _one(ctx: Ctx, name: str, tid: str) -> None:
     """A card's button: one threat."""
-    label, fn, refused = ACTIONS[name]
+    action = ACTIONS[name]
     opt = _options(tid)
 
     def do() -> str:
         if name == "approve":
             check_permanent(f"ttl_{tid}", f"perm_{tid}")
-        return fn(ctx, tid, opt)
-    act(do, refused=refused, audit=(ctx, name, audit_details(name, tid, opt)))
+        if name == "contain" and opt.stop:
+            needs_confirmation(f"stopok_{tid}", f"Stopping the process with SIG{opt.stop}")
+        return action.run(ctx, tid, opt)
+    act(do, refused=action.refused, audit=(ctx, name, audit_details(name, tid, opt)))
 
 
 def _bulk(ctx: Ctx, name: str, ids: tuple[str, ...]) -> None:
     """The table's buttons: every selected threat, each on its own (one
     refusal does not stop the rest), then one summary line."""
-    label, fn, _ = ACTIONS[name]
+    label, fn = ACTIONS[name].label, ACTIONS[name].run
     if not ids:
         flash("error", "Select threats in the table first (the boxes at the left of each row).")
         return
@@ -204,20 +208,14 @@ def threat_card(ctx: Ctx, t: dict) -> None:
             c2.text_input("Note (optional)", key=f"note_{tid}")
             c3.checkbox(f"On reject, also trust {code(target_of(t))}", key=f"trust_{tid}",
                         help="adds it to the whitelist in filter_config.json")
-            local = int(bool(threats.local_actor(t)))  # 1 when a local process is the actor
-            contain_first = threats.default_action(t) == "contain"
-            if local:
-                contain_inputs(t)
-            cols = st.columns([1] * (len(ACTIONS) + local) + [4])
-            if local:
-                with cols[0]:
-                    st.form_submit_button("Contain process", type="primary" if contain_first else "secondary",
-                                          key=f"contain_{tid}", on_click=contain_threat, args=(ctx, tid))
-            for col, (name, (label, _, _)) in zip(cols[local:], ACTIONS.items()):
+            contain_inputs(t)   # only for a local process
+            primary = "contain" if threats.default_action(t) == "contain" else "approve"
+            offered = [(name, a) for name, a in ACTIONS.items() if a.offered(t)]
+            cols = st.columns([1] * len(offered) + [4])
+            for col, (name, a) in zip(cols, offered):
                 with col:
-                    st.form_submit_button(label, type="primary" if name == "approve" and not contain_first
-                                          else "secondary", key=f"{name}_{tid}", on_click=_one,
-                                          args=(ctx, name, tid))
+                    st.form_submit_button(a.label, type="primary" if name == primary else "secondary",
+                                          key=f"{name}_{tid}", on_click=_one, args=(ctx, name, tid))
 
 
 # --------------------------------------------------------------------- table
@@ -250,10 +248,11 @@ def table(ctx: Ctx, pending: list[dict]) -> list[dict]:
         f2.text_input("Note (optional)", key="note_bulk")
         f3.checkbox("On reject, also trust each target", key="trust_bulk",
                     help="adds each to the whitelist in filter_config.json")
-        cols = st.columns([1] * len(ACTIONS) + [4])
-        for col, (name, (label, _, _)) in zip(cols, ACTIONS.items()):
+        bulk = [(name, a) for name, a in ACTIONS.items() if a.bulk]
+        cols = st.columns([1] * len(bulk) + [4])
+        for col, (name, a) in zip(cols, bulk):
             with col:
-                st.form_submit_button(f"{label.split()[0]} selected", key=f"bulk_{name}",
+                st.form_submit_button(f"{a.label.split()[0]} selected", key=f"bulk_{name}",
                                       on_click=_bulk, args=(ctx, name, ids))
     by_id = {str(t.get("id")): t for t in pending}
     return [by_id[r["id"]] for r in rows]

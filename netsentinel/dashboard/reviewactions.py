@@ -1,7 +1,8 @@
 """What a person can do to a pending threat from the Review page, one
-function per action in ACTIONS (a new action, e.g. containing a process, is
-one more entry). Each runs for one threat id and returns its one-line
-result, or raises a NetSentinelError (one line) when refused.
+function per action in ACTIONS (a new action is one more entry): contain
+the threat's process, approve (ban), reject. Each runs for one threat id
+and returns its one-line result, or raises a NetSentinelError (one line)
+when refused.
 
 Run as root (DASHBOARD_USER=root) the dashboard writes records/ itself;
 unprivileged (the default) it asks root's analyzer, which applies the same
@@ -23,6 +24,30 @@ class Options:
     ttl_seconds: int | None = None  # None: permanent (confirmed by the form)
     note: str | None = None
     trust: bool = False  # on reject, whitelist the target too
+    stop: str | None = None  # on contain, also stop the process: "TERM" or "KILL" (the form confirms)
+    by_exe: bool = True  # on contain, every run of its executable, not only this process
+
+
+@dataclass(frozen=True)
+class Action:
+    label: str                                   # the button's
+    run: Callable[[Ctx, str, Options], str]
+    refused: str = "Refused: {}"                 # a refused ban's wording
+    bulk: bool = True                            # offered for the table's selection too
+    offered: Callable[[dict], bool] = lambda t: True   # on this threat's card?
+
+
+def contain(ctx: Ctx, tid: str, opt: Options) -> str:
+    """Approve by containing: a contain command for the threat's process."""
+    if ctx.queued:  # unprivileged: root's analyzer decides it and queues the command
+        applied = ctx.ask("contain", threat=tid, ttl_seconds=opt.ttl_seconds, note=opt.note,
+                          stop=opt.stop, by_exe=opt.by_exe)
+        return f"Contain {tid}: {analyzer_hint(ctx, applied)}; the loader then contains it."
+    t = threats.contain(ctx.store, tid, by="dashboard", note=opt.note, ttl_seconds=opt.ttl_seconds,
+                        stop=opt.stop, by_exe=opt.by_exe)
+    cmd = t["contain_command"]
+    what = f"pid {cmd['pid']}" + (" and its executable" if cmd.get("by_exe") else "")
+    return f"Approved: containment of {what} queued; {loader_hint(ctx)}"
 
 
 def approve(ctx: Ctx, tid: str, opt: Options) -> str:
@@ -46,11 +71,14 @@ def reject(ctx: Ctx, tid: str, opt: Options) -> str:
     return f"Rejected threat against {threats.target_of(t) or '?'}{extra}."
 
 
-# name -> (button label, function, refusal wording)
-ACTIONS: dict[str, tuple[str, Callable[[Ctx, str, Options], str], str]] = {
-    "approve": ("Approve (ban)", approve,
-                "Ban refused: {}. The threat stays pending: reject it, or ban by hand."),
-    "reject": ("Reject", reject, "Refused: {}"),
+# In the order of the buttons. Containing is for a threat whose actor is a
+# local process, one card at a time (its form has the stop choices).
+ACTIONS: dict[str, Action] = {
+    "contain": Action("Contain process", contain, bulk=False,
+                      offered=lambda t: threats.local_actor(t) is not None),
+    "approve": Action("Approve (ban)", approve,
+                      "Ban refused: {}. The threat stays pending: reject it, or ban by hand."),
+    "reject": Action("Reject", reject),
 }
 
 
@@ -59,4 +87,6 @@ def audit_details(name: str, tid: str, opt: Options) -> dict:
         return {"threat": tid, "ttl_seconds": opt.ttl_seconds}
     if name == "reject":
         return {"threat": tid, "trust_destination": bool(opt.trust)}
+    if name == "contain":
+        return {"threat": tid, "ttl_seconds": opt.ttl_seconds, "stop": opt.stop, "by_exe": opt.by_exe}
     return {"threat": tid}

@@ -7,7 +7,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from .. import records
+from .. import records, stackfacts
 from .context import Ctx
 from .data import read_json
 from .ui import md
@@ -23,13 +23,6 @@ def _doc(ctx: Ctx) -> dict:
     if notice:
         ctx.snap.notices[records.STACK] = notice
     return doc if isinstance(doc, dict) else {}
-
-
-def _rows(value, required: tuple[str, ...]) -> list[dict]:
-    """Rows that are dicts with the fields a table needs; anything else is
-    left out (the file is the loader's, but a page must not die on it)."""
-    return [r for r in value if isinstance(r, dict) and all(k in r for k in required)] \
-        if isinstance(value, list) else []
 
 
 def reasons_over_time(history: list[dict]) -> None:
@@ -162,7 +155,7 @@ def path_dot(p: dict) -> str:
         fill = ', fillcolor="#fbe3e3"' if drop else ""
         text = f"{label}\n{count} packets"
         out.append(f"{_q(name)} [label={_q(text)}{fill}];")
-    for e in _rows(p.get("edges"), ("from", "to", "count")):
+    for e in stackfacts.rows(p.get("edges"), ("from", "to", "count")):
         label = f"{e['count']}"
         if e.get("median_us") is not None:
             label += f"\nmedian {_latency(e['median_us'])}"
@@ -186,7 +179,7 @@ def flow_path(paths: list[dict], sockets: list[dict]) -> None:
         # md(): the process name is the process's own choice (never markdown).
         st.warning(md(f"Its receiving socket's queue was full: {full['drops']} packets dropped, "
                       f"held by {_owner(full)} (memory {full.get('rmem_alloc')} of {full.get('rcvbuf')} bytes)."))
-    edges = _rows(p.get("edges"), ("from", "to", "count"))
+    edges = stackfacts.rows(p.get("edges"), ("from", "to", "count"))
     st.dataframe(pd.DataFrame([{"from": e["from"], "to": e["to"], "packets": e["count"],
                                 "median": _latency(e.get("median_us")), "mean": _latency(e.get("mean_us"))}
                                for e in edges]), hide_index=True, key="stack_path_edges")
@@ -213,11 +206,11 @@ def render(ctx: Ctx) -> None:
     cols[1].metric("Intervals with drops", totals.get("intervals", 0), border=True)
     cols[2].metric("TCP reports", totals.get("tcp_reported", 0), border=True)
     st.caption(f"updated {doc.get('updated_at', '-')} · every {doc.get('interval_s', '-')} s")
-    reasons_over_time(_rows(doc.get("history"), ("ts", "reasons")))
-    top_sites(_rows(doc.get("sites"), ("count", "reason", "location", "ifname", "xdp")))
-    conns = _rows(doc.get("connections"), ("saddr", "sport", "daddr", "dport"))
+    reasons_over_time(stackfacts.rows(doc.get("history"), ("ts", "reasons")))
+    top_sites(stackfacts.rows(doc.get("sites"), ("count", "reason", "location", "ifname", "xdp")))
+    conns = stackfacts.rows(doc.get("connections"), ("saddr", "sport", "daddr", "dport"))
     tcp_table(conns)
-    sockets = _rows(doc.get("full_queues"), ("local", "port", "drops"))
-    full_queues(sockets, _rows(doc.get("drop_flows"), ("src", "dst", "dport", "reason", "count")), conns,
-                totals.get("rcvqueue_full"))
-    flow_path(_rows(doc.get("paths"), ("src", "sport", "dst", "dport", "nodes", "edges")), sockets)
+    sockets = stackfacts.rows(doc.get("full_queues"), ("local", "port", "drops"))
+    drops = stackfacts.rows(doc.get("drop_flows"), ("src", "dst", "dport", "reason", "count"))
+    full_queues(sockets, drops, conns, totals.get("rcvqueue_full"))
+    flow_path(stackfacts.rows(doc.get("paths"), ("src", "sport", "dst", "dport", "nodes", "edges")), sockets)

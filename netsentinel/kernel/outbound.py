@@ -147,11 +147,11 @@ class OutboundMonitor:
             e = self.bpf["raw_events"].event(data)
             on_event(RawSocket(
                 ts_ns=e.ts_ns, pid=e.pid, tid=e.tid, uid=e.uid, fd=e.fd,
-                comm=e.comm.decode("utf-8", "replace"),
+                comm=e.comm.decode("utf-8", "surrogateescape"),
                 family=FAMILIES.get(e.family, str(e.family)),
                 sock_type=SOCK_TYPES.get(e.type & 0xF, str(e.type & 0xF)),
                 protocol=int(e.protocol), protocol_name=protocol_name(e.family, e.protocol),
-                exec_path=e.exec_path.decode("utf-8", "replace") or None))
+                exec_path=e.exec_path.decode("utf-8", "surrogateescape") or None))
 
         self.bpf["raw_events"].open_perf_buffer(handle, page_cnt=self.page_cnt,
                                                 lost_cb=lambda n: on_lost(int(n)))
@@ -160,7 +160,7 @@ class OutboundMonitor:
             e = self.bpf["stdio_events"].event(data)
             if on_stdio is not None:
                 on_stdio(StdioDup(pid=e.pid, tid=e.tid, uid=e.uid, newfd=e.newfd,
-                                  comm=e.comm.decode("utf-8", "replace")))
+                                  comm=e.comm.decode("utf-8", "surrogateescape")))
 
         self.bpf["stdio_events"].open_perf_buffer(handle_stdio, page_cnt=self.page_cnt,
                                                   lost_cb=lambda n: on_lost(int(n)))
@@ -170,8 +170,8 @@ class OutboundMonitor:
             if self.on_udp is not None:
                 fam, daddr = _addr(e.family, bytes(e.daddr))
                 self.on_udp(UdpFlow(ts_ns=e.ts_ns, pid=e.pid, tid=e.tid, uid=e.uid,
-                                    comm=e.comm.decode("utf-8", "replace"),
-                                    exec_path=e.exec_path.decode("utf-8", "replace") or None,
+                                    comm=e.comm.decode("utf-8", "surrogateescape"),
+                                    exec_path=e.exec_path.decode("utf-8", "surrogateescape") or None,
                                     family=fam, daddr=daddr, dport=int(e.dport),
                                     via=UDP_VIA.get(e.via, str(e.via))))
 

@@ -32,6 +32,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from .egress import EgressTracker
+from .procinfo import read_comm
 from .udp import UdpTracker
 from .stdio import describe, stdio_tcp
 
@@ -66,11 +67,10 @@ def is_shell(comm: str | None, exe: str | None) -> bool:
 
 
 def _comm(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n").decode("utf-8", "replace")
-    except OSError:
-        return None
+    """A process's name as an event field: lossless, and decoded as the
+    kernel's is (kernel/outbound.py), so that the two compare equal
+    (UdpTracker.known, a parent's name against its child's)."""
+    return read_comm(pid, "surrogateescape")
 
 
 def parent_service(ppid: int | None, comm: str | None) -> str | None:

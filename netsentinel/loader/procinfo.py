@@ -69,13 +69,14 @@ def read_process(pid: int) -> dict:
     return info
 
 
-def read_comm(pid: int) -> str | None:
-    """A related process's name, for people (None: gone, or pid 0). Not
-    UTF-8: each undecodable byte as \\xNN text (display only)."""
+def read_comm(pid: int, errors: str = "backslashreplace") -> str | None:
+    """A process's name (None: gone, or pid 0). Not UTF-8: each undecodable
+    byte as \\xNN text, for people; errors="surrogateescape" for an event's
+    own comm (lossless, like the kernel's: events.byte_exact)."""
     if pid <= 0:
         return None
     try:
-        return _read(f"/proc/{pid}/comm").rstrip(b"\n").decode("utf-8", "backslashreplace")
+        return _read(f"/proc/{pid}/comm").rstrip(b"\n").decode("utf-8", errors)
     except OSError:
         return None
 
