@@ -11,13 +11,15 @@ attached: each variant is compiled by BCC, its bans4 trie filled with the
 banned /32 plus N-1 filler /24s, and run with BPF_PROG_TEST_RUN (no live
 frames: the kernel runs it `--repeat` times on the frame and reports the
 mean ns a run). Rounds are interleaved over the variants, medians reported,
-so a loaded machine moves every variant alike.
+so a loaded machine moves every variant alike. `--against REV` adds the
+program as of a git revision (e.g. the one before the drop path's cache;
+this file as of commit a556544 dissects that program: its LPM lookup, a /32
+hash before it, its ban-value counters).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 
@@ -35,38 +37,23 @@ output: one JSON line on stdout, a table on stderr (ns a run; delta to `current`
 WHAT = {"floor": "a bare XDP_DROP program"}
 BANNED, DST = "10.232.0.2", "10.232.0.1"
 
-# name -> (what it takes out, [(old, new), ...]) applied to bpf/enforce.bpf.c.
-SEEN = ("    ns_count(NS_CNT_XDP_SEEN);\n", "")
+# name -> (what it takes out, [(old, new), ...] applied to bpf/enforce.bpf.c). The frame's
+# source is banned, so after the first run every run is a hit in the drop path's cache.
 DROPS = ("    ns_count(NS_CNT_XDP_DROPS);\n    return XDP_DROP;", "    return XDP_DROP;")
+STAMP = ("    if (tick != *last_tick || !*last_ns) {", "    if (0) {")
+COUNT = ("    *drops += 1;\n", "")
 VLAN = ("    for (int i = 0; i < 2; i++) {\n        if (proto != htons(ETH_P_8021Q)",
         "    for (int i = 0; i < 0; i++) {\n        if (proto != htons(ETH_P_8021Q)")
-BANS4 = "NS_MAP(\"lpm_trie\", struct ns_lpm_v4, struct ns_ban_value, bans4, NS_MAX_BANS, BPF_F_NO_PREALLOC);\n"
 VARIANTS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "current": ("the program as it is", []),
-    "no-seen": ("without the NS_CNT_XDP_SEEN count", [SEEN]),
+    "cache-off": ("the cache off (ban_gen 0): the LPM trie for every packet", []),
     "no-drops-total": ("without the NS_CNT_XDP_DROPS count", [DROPS]),
     "no-vlan": ("without the VLAN walk", [VLAN]),
-    "no-ban-counters": ("without the ban's drops and last-drop time",
-                        [("    v->drops += 1;\n", ""),
-                         ("    if (tick != v->last_drop_tick || !v->last_drop_ns) {",
-                          "    if (0) {")]),
-    "no-last-drop": ("without the ban's last-drop time (jiffies, compare)",
-                     [("    if (tick != v->last_drop_tick || !v->last_drop_ns) {", "    if (0) {")]),
-    "array-not-lpm": ("a one-slot array lookup in place of the LPM trie lookup (the parse and counters left)",
-                      [(BANS4, BANS4 + 'NS_MAP("array", u32, struct ns_ban_value, bench_one, 1, 0);\n'),
-                       ("        struct ns_ban_value *v = bans4.lookup(&key);",
-                        "        u32 zero = 0;\n        struct ns_ban_value *v = bench_one.lookup(&zero);\n"
-                        "        if (v && !v->prefixlen)\n            v = NULL;")]),
-    "hash32-first": ("a hash of banned /32s looked up before the LPM trie (the /32 in both)",
-                     [(BANS4, BANS4 + 'NS_MAP("hash", u32, struct ns_ban_value, bans4_host, NS_MAX_BANS, '
-                       'BPF_F_NO_PREALLOC);\n'),
-                      ("    struct ns_lpm_v4 key = {.prefixlen = 32, .addr = addr};\n",
-                       "    struct ns_ban_value *h = bans4_host.lookup(&addr);\n    if (h)\n        return h;\n"
-                       "    struct ns_lpm_v4 key = {.prefixlen = 32, .addr = addr};\n")]),
-    "lpm-only": ("only the parse and the LPM lookup (no counter of any kind)",
-                 [SEEN, DROPS, ("    v->drops += 1;\n", ""),
-                  ("    if (tick != v->last_drop_tick || !v->last_drop_ns) {", "    if (0) {")]),
+    "no-drop-stamp": ("without the last-drop time (jiffies, compare)", [STAMP]),
+    "no-source-count": ("without the slot's (or ban's) drop count", [COUNT]),
+    "no-counters": ("no counter of any kind", [DROPS, STAMP, COUNT]),
 }
+CACHE_OFF = {"cache-off"}
 
 
 def variant_source(src: str, edits: list[tuple[str, str]], name: str) -> str:
@@ -90,23 +77,11 @@ def load_variants(names: list[str], prefixes: list[str], extra_src: dict[str, st
         src = extra_src.get(name) or variant_source(base, VARIANTS[name][1], name)
         b, fn = load_xdp(src, "ns_xdp_filter", flags)
         fill(b["bans4"], prefixes)
-        banned = [x for x in prefixes if x.endswith("/32")]
-        if "ban_gen" in src:   # the drop path's cache on, as Enforcer.load() turns it on
+        if "ban_gen" in src and name not in CACHE_OFF:   # the cache on, as Enforcer.load() turns it on
             t = b["ban_gen"]
             g = t.Leaf()
             g.gen, g.mult = 1, 0x9E3779B1
             t[t.Key(0)] = g
-        if "bench_one" in src:   # the array variant's one slot: a live ban
-            t = b["bench_one"]
-            leaf = t.Leaf()
-            leaf.prefixlen = 32
-            t[t.Key(0)] = leaf
-        if "bans4_host" in src:   # the /32s in the hash too
-            t = b["bans4_host"]
-            for x in banned:
-                leaf = t.Leaf()
-                leaf.prefixlen = 32
-                t[t.Key(int.from_bytes(socket.inet_aton(x.split("/")[0]), "little"))] = leaf
         out[name] = (b, fn.fd)
     b, fn = load_xdp(FLOOR_SRC, "ns_xdp_floor")
     out["floor"] = (b, fn.fd)
