@@ -41,6 +41,18 @@ EXIT_UNSUPPORTED = 3
 
 REDIRECT_SRC = "int ns_live_redirect(struct xdp_md *ctx) { return bpf_redirect(NS_IFINDEX, 0); }"
 FLOOR_SRC = "int ns_xdp_floor(struct xdp_md *ctx) { return XDP_DROP; }"
+# The floor of any filter that looks at the packet: read the IPv4 source, drop.
+READ_FLOOR_SRC = """
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+int ns_xdp_read_floor(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+    struct iphdr *ip = data + sizeof(struct ethhdr);
+    if ((void *)(ip + 1) > end)
+        return XDP_PASS;
+    return ip->saddr ? XDP_DROP : XDP_PASS;
+}
+"""
 
 
 class TestAttr(ctypes.Structure):

@@ -24,7 +24,8 @@ import subprocess
 import time
 
 from common import ROOT, emit, filler_prefixes, need_root, parser
-from live_frames import FLOOR_SRC, load_xdp, test_run, udp_frame
+from flood import median
+from live_frames import FLOOR_SRC, READ_FLOOR_SRC, load_xdp, test_run, udp_frame
 from xdp_holder import fill
 
 NAME = "xdp_variants"
@@ -34,8 +35,9 @@ EPILOG = """examples:
 
 output: one JSON line on stdout, a table on stderr (ns a run; delta to `current` and to the floor).
 """
-WHAT = {"floor": "a bare XDP_DROP program"}
-BANNED, DST = "10.232.0.2", "10.232.0.1"
+WHAT = {"floor": "a bare XDP_DROP program",
+        "read-floor": "reads the IPv4 source address, then XDP_DROP (the floor of a filter that looks)"}
+BANNED, DST = "192.0.2.2", "192.0.2.1"   # TEST-NET-1: the frame is never sent anywhere
 
 # name -> (what it takes out, [(old, new), ...] applied to bpf/enforce.bpf.c). The frame's
 # source is banned, so after the first run every run is a hit in the drop path's cache.
@@ -83,6 +85,8 @@ def load_variants(names: list[str], prefixes: list[str], extra_src: dict[str, st
             g.gen, g.mult = 1, 0x9E3779B1
             t[t.Key(0)] = g
         out[name] = (b, fn.fd)
+    b, fn = load_xdp(READ_FLOOR_SRC, "ns_xdp_read_floor")
+    out["read-floor"] = (b, fn.fd)
     b, fn = load_xdp(FLOOR_SRC, "ns_xdp_floor")
     out["floor"] = (b, fn.fd)
     return out
@@ -96,30 +100,37 @@ def measure(progs: dict, frame: bytes, rounds: int, repeat: int) -> dict[str, li
     return runs
 
 
-def median(v: list[float]) -> float:
-    s = sorted(v)
-    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
-
-
-def main() -> int:
-    p = parser(NAME, __doc__, EPILOG)
+def program_options(p, default_variants: str) -> None:
+    """--sizes, --variants, --against (also bench/xdp_pair.py's)."""
     p.add_argument("--sizes", default=None, help="comma-separated ban-set sizes (default 1,100000; quick: 1)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
+    p.add_argument("--variants", default=default_variants,
+                   help=f"comma-separated subset of {', '.join(VARIANTS)} (default {default_variants})")
     p.add_argument("--against", action="append", default=[], metavar="REV",
-                   help="also time bpf/enforce.bpf.c as of git revision REV (row `at REV`; repeatable)")
-    p.add_argument("--rounds", type=int, help="interleaved rounds (default 15; quick 3)")
-    p.add_argument("--repeat", type=int, help="runs per test run (default 2,000,000; quick 100,000)")
-    args = p.parse_args()
-    need_root(NAME)
+                   help="also bpf/enforce.bpf.c as of git revision REV (row `at REV`; repeatable)")
+
+
+def programs_chosen(p, args) -> tuple[list[int], list[str], dict[str, str]]:
+    """(sizes, variant names, {"at REV": source}) from program_options()."""
     sizes = [int(s) for s in (args.sizes or ("1" if args.quick else "1,100000")).split(",")]
     names = [n for n in args.variants.split(",") if n]
     bad = [n for n in names if n not in VARIANTS]
     if bad:
         p.error(f"unknown variant(s): {', '.join(bad)}")
-    rounds = args.rounds or (3 if args.quick else 15)
-    repeat = args.repeat or (100_000 if args.quick else 2_000_000)
     against = {f"at {rev}": subprocess.run(["git", "show", f"{rev}:bpf/enforce.bpf.c"], cwd=ROOT, check=True,
                                            capture_output=True, text=True).stdout for rev in args.against}
+    return sizes, names, against
+
+
+def main() -> int:
+    p = parser(NAME, __doc__, EPILOG)
+    program_options(p, ",".join(VARIANTS))
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 15; quick 3)")
+    p.add_argument("--repeat", type=int, help="runs per test run (default 2,000,000; quick 100,000)")
+    args = p.parse_args()
+    need_root(NAME)
+    sizes, names, against = programs_chosen(p, args)
+    rounds = args.rounds or (3 if args.quick else 15)
+    repeat = args.repeat or (100_000 if args.quick else 2_000_000)
     frame = udp_frame("02:00:00:00:00:01", "02:00:00:00:00:02", BANNED, DST)
     started, rows = time.time(), []
     for n in sizes:
