@@ -29,8 +29,9 @@ import os
 import platform
 import signal
 import socket
-import struct
 import sys
+
+from netsentinel.testing.frames import udp_frame  # noqa: F401  (xdp_holder imports it from here)
 
 BPF_PROG_TEST_RUN = 10
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
@@ -40,6 +41,18 @@ EXIT_UNSUPPORTED = 3
 
 REDIRECT_SRC = "int ns_live_redirect(struct xdp_md *ctx) { return bpf_redirect(NS_IFINDEX, 0); }"
 FLOOR_SRC = "int ns_xdp_floor(struct xdp_md *ctx) { return XDP_DROP; }"
+# The floor of any filter that looks at the packet: read the IPv4 source, drop.
+READ_FLOOR_SRC = """
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+int ns_xdp_read_floor(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+    struct iphdr *ip = data + sizeof(struct ethhdr);
+    if ((void *)(ip + 1) > end)
+        return XDP_PASS;
+    return ip->saddr ? XDP_DROP : XDP_PASS;
+}
+"""
 
 
 class TestAttr(ctypes.Structure):
@@ -52,21 +65,6 @@ class TestAttr(ctypes.Structure):
                 ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
                 ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
                 ("batch_size", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
-
-
-def udp_frame(dst_mac: str, src_mac: str, src: str, dst: str) -> bytes:
-    """60 bytes, as bench/drop_rate.py's trafgen config: Ethernet, IPv4 (with
-    its checksum), UDP 4000 -> 9 (no checksum), 18 zero bytes."""
-    payload = bytes(18)
-    udp = struct.pack("!HHHH", 4000, 9, 8 + len(payload), 0) + payload
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0,
-                      socket.inet_aton(src), socket.inet_aton(dst))
-    s = sum(struct.unpack("!10H", hdr))
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    ip = hdr[:10] + struct.pack("!H", ~s & 0xFFFF) + hdr[12:]
-    eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00"
-    return eth + ip + udp
 
 
 def test_run(prog_fd: int, frame: bytes, repeat: int, batch: int = 0, live: bool = True) -> int:

@@ -21,7 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # name in the results file: (script, extra arguments)
-BENCHES = {"drop_rate": ("drop_rate", []), "ban_latency": ("ban_latency", []),
+BENCHES = {"drop_rate": ("drop_rate", []), "xdp_pair": ("xdp_pair", []), "xdp_variants": ("xdp_variants", []),
+           "ban_latency": ("ban_latency", []),
            "ban_latency_dashboard": ("ban_latency", ["--via", "dashboard"]),
            "event_capture": ("event_capture", []), "analyzer": ("analyzer", []),
            "crowdsec_pull": ("crowdsec_pull", []), "stack_cost": ("stack_cost", []),

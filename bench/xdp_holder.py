@@ -109,6 +109,7 @@ def main() -> int:
         enf.attach()
         t0 = time.monotonic()
         fill(enf.bpf["bans4"], prefixes)
+        enf.ban_set_changed()   # as the loader does after each change (the drop path's cache)
         print(json.dumps({"ready": True, "xdp_mode": enf.xdp_mode, "entries": len(prefixes),
                           "fill_s": round(time.monotonic() - t0, 3)}), flush=True)
         serve(enf.totals, enf.bpf.load_func(b"ns_xdp_filter", enf.bcc.BPF.XDP).fd)   # the attached one (cached)

@@ -50,6 +50,8 @@ NS_MAP("array", u32, u64, meta, NS_META_MAX, 0);      /* NS_META_*, written by u
 NS_MAP("array", u32, u64, xdp_config, NS_CFG_MAX, 0);  /* NS_CFG_* thresholds, written by user space */
 NS_MAP("lru_hash", struct ns_agg_key, struct ns_agg_value, agg, NS_AGG_ENTRIES, 0);
 NS_MAP("array", u32, struct ns_bucket, rule_buckets, 2 * NS_MAX_RULES, 0);
+NS_MAP("percpu_array", u32, struct ns_ban_cache, ban_cache, NS_BAN_CACHE_SLOTS, 0);  /* see the header */
+NS_MAP("array", u32, struct ns_ban_gen, ban_gen, 1, 0);
 
 /* What crosses a threshold goes to user space through a ring buffer, once
  * per window. Pinned like the maps, so an adopted program keeps writing to
@@ -145,24 +147,82 @@ static __always_inline struct ns_ban_value *ns_live_ban6(const void *addr)
     return NULL;
 }
 
+/* Count one drop on a ban or a cache slot (its drops, last-drop time and
+ * tick) and in the per-CPU NS_CNT_XDP_DROPS (the exact total). The cheapest
+ * drop we can count (the XDP cost issue): a plain add (on a ban's value,
+ * CPUs racing on one ban may lose a few of its count; a slot is per CPU),
+ * and the last-drop time read at most once per tick: jiffies is one load
+ * (the JIT inlines it, ~3 ns), where even the coarse clock is a helper call
+ * (~15 ns, more than the LPM lookup). The coarse clock only moves once a
+ * tick, so the time is as exact. */
+static __always_inline int ns_count_drop(u64 *drops, u64 *last_ns, u32 *last_tick)
+{
+    *drops += 1;
+    u32 tick = (u32)bpf_jiffies64();
+    if (tick != *last_tick || !*last_ns) {
+        *last_tick = tick;
+        *last_ns = bpf_ktime_get_coarse_ns();
+    }
+    ns_count(NS_CNT_XDP_DROPS);
+    return XDP_DROP;
+}
+
 static __always_inline int ns_drop_if_banned(struct ns_ban_value *v)
 {
     if (!v)
         return XDP_PASS;
-    /* The cheapest drop we can count (the XDP cost issue): a plain add (the exact
-     * total is the per-CPU NS_CNT_XDP_DROPS; CPUs racing on one ban may
-     * lose a few of its count), and the last-drop time read at most once
-     * per tick: jiffies is one load (the JIT inlines it, ~3 ns), where even
-     * the coarse clock is a helper call (~15 ns, more than the LPM lookup).
-     * The coarse clock only moves once a tick, so the time is as exact. */
-    v->drops += 1;
-    u32 tick = (u32)bpf_jiffies64();
-    if (tick != v->last_drop_tick || !v->last_drop_ns) {
-        v->last_drop_tick = tick;
-        v->last_drop_ns = bpf_ktime_get_coarse_ns();
+    return ns_count_drop(&v->drops, &v->last_drop_ns, &v->last_drop_tick);
+}
+
+/* A slot's drops go to the ban that covered its source (found by that
+ * ban's own key), when the slot is about to hold another source. A ban
+ * lifted meanwhile takes its count with it. */
+static __always_inline void ns_cache_flush(struct ns_ban_cache *c)
+{
+    if (!c->drops)
+        return;
+    struct ns_lpm_v4 key = {.prefixlen = c->prefixlen, .addr = c->addr};
+    struct ns_ban_value *v = bans4.lookup(&key);
+    if (v && v->prefixlen == c->prefixlen) {
+        v->drops += c->drops;
+        if (c->last_drop_ns > v->last_drop_ns)
+            v->last_drop_ns = c->last_drop_ns;
     }
-    ns_count(NS_CNT_XDP_DROPS);
-    return XDP_DROP;
+    c->drops = 0;
+}
+
+/* IPv4: the per-CPU cache first (netsentinel.h), the trie on a miss. A
+ * source the trie finds banned takes the slot (the drop is counted on the
+ * ban, as without the cache); the next ones from it are counted in the slot.
+ * Sources the trie passes are not cached: passing traffic costs one slot
+ * compare more. */
+static __always_inline int ns_drop_v4(u32 addr)
+{
+    u32 zero = 0;
+    struct ns_ban_gen *g = ban_gen.lookup(&zero);
+    if (!g || !g->gen)   /* not set up by user space yet: no cache */
+        return ns_drop_if_banned(ns_live_ban4(addr));
+    u64 gen = g->gen;
+    u32 idx = (addr * g->mult) >> (32 - NS_BAN_CACHE_BITS);
+    struct ns_ban_cache *c = ban_cache.lookup(&idx);
+    if (!c)
+        return ns_drop_if_banned(ns_live_ban4(addr));   /* an array always has the slot */
+    if (c->gen == gen && c->addr == addr &&
+        (!c->expires_ns || c->expires_ns > bpf_ktime_get_boot_ns())) {
+        return ns_count_drop(&c->drops, &c->last_drop_ns, &c->last_drop_tick);
+    }
+    /* gen was read before this lookup: a ban-set change after it makes the
+     * slot filled below stale (a miss next time), so no slot outlives a change. */
+    struct ns_ban_value *v = ns_live_ban4(addr);
+    if (!v)
+        return XDP_PASS;
+    if (c->addr != addr || c->prefixlen != v->prefixlen)
+        ns_cache_flush(c);   /* same source, same ban: its count stays in the slot */
+    c->gen = gen;
+    c->addr = addr;
+    c->prefixlen = v->prefixlen;
+    c->expires_ns = v->expires_ns;
+    return ns_drop_if_banned(v);
 }
 
 /* Ports, TCP flags, ICMP type, from the L4 header at l4 (bounds-checked). */
@@ -421,6 +481,15 @@ static __always_inline int ns_apply_rules(struct ns_pkt *p)
     return XDP_PASS;
 }
 
+/* NS_CNT_XDP_SEEN counts the frames no ban dropped (user space adds
+ * NS_CNT_XDP_DROPS for every frame seen): a dropped frame counts once, one
+ * per-CPU count less on the drop path (the XDP cost issue). */
+static __always_inline int ns_seen(void)
+{
+    ns_count(NS_CNT_XDP_SEEN);
+    return XDP_PASS;
+}
+
 /* The ingress filter's body, shared by the XDP and the TCX program: the
  * frame from its Ethernet header (data..data_end), len its full length.
  * Returns XDP_DROP or XDP_PASS; the TC wrapper translates. */
@@ -431,7 +500,6 @@ static __always_inline int ns_filter(void *data, void *data_end, u32 len)
 
     if (cursor > data_end)
         return XDP_PASS;
-    ns_count(NS_CNT_XDP_SEEN);
 
     /* On the TC path the kernel has usually taken the outer VLAN tag into
      * skb->vlan_tci already; a tag still in the frame is walked either way. */
@@ -442,7 +510,7 @@ static __always_inline int ns_filter(void *data, void *data_end, u32 len)
             break;
         struct ns_vlan_hdr *vh = cursor;
         if ((void *)(vh + 1) > data_end)
-            return XDP_PASS;
+            return ns_seen();
         proto = vh->encap_proto;
         cursor = vh + 1;
     }
@@ -451,8 +519,8 @@ static __always_inline int ns_filter(void *data, void *data_end, u32 len)
     if (proto == htons(ETH_P_IP)) {
         struct iphdr *ip = cursor;
         if ((void *)(ip + 1) > data_end)
-            return XDP_PASS;
-        if (ns_drop_if_banned(ns_live_ban4(ip->saddr)) == XDP_DROP)
+            return ns_seen();
+        if (ns_drop_v4(ip->saddr) == XDP_DROP)
             return XDP_DROP;
         pkt.family = NS_FAMILY_V4;
         pkt.proto = ip->protocol;
@@ -463,7 +531,7 @@ static __always_inline int ns_filter(void *data, void *data_end, u32 len)
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = cursor;
         if ((void *)(ip6 + 1) > data_end)
-            return XDP_PASS;
+            return ns_seen();
         if (ns_drop_if_banned(ns_live_ban6(&ip6->saddr)) == XDP_DROP)
             return XDP_DROP;
         pkt.family = NS_FAMILY_V6;
@@ -471,8 +539,9 @@ static __always_inline int ns_filter(void *data, void *data_end, u32 len)
         __builtin_memcpy(pkt.saddr, &ip6->saddr, 16);
         ns_parse_l4(&pkt, ip6 + 1, data_end);
     } else {
-        return XDP_PASS;
+        return ns_seen();
     }
+    ns_count(NS_CNT_XDP_SEEN);
     ns_update_stats(&pkt);
     return ns_apply_rules(&pkt);
 }

@@ -71,7 +71,7 @@ FLOW_COUNTERS = tuple(f for f in FLOW_FIELDS if f not in FLOW_BOOKKEEPING)
 # checks each exists). ENFORCER_MAPS are pinned, one bpffs directory per interface.
 ENFORCER_MAPS = ("bans4", "bans6", "counters", "flows", "rules", "rule_state", "rule_hits",
                  "flow_epoch", "meta", "xdp_config", "agg", "rule_buckets", "xdp_events",
-                 "contain_pids", "contain_exes", "contain_socks")
+                 "contain_pids", "contain_exes", "contain_socks", "ban_cache", "ban_gen")
 # Thresholds the XDP program checks (xdp_config slots) and the aggregate kinds.
 CFG = _prefixed("NS_CFG_")
 AGG_KINDS = {v: k.lower() for k, v in _prefixed("NS_AGG_").items() if k not in ("ENTRIES", "STEP")}

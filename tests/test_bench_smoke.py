@@ -66,6 +66,19 @@ def test_drop_rate_quick(tmp_path):
     assert png.stat().st_size > 1000
 
 
+def test_xdp_variants_and_pair_quick():
+    """The drop path's pieces timed alone, and paired with the floor under one live flood."""
+    rows = run_bench("xdp_variants")["results"]
+    assert {"current", "cache-off", "floor", "read-floor"} <= {r["variant"] for r in rows}
+    assert all(r["ns"] > 0 and len(r["ns_rounds"]) == 3 for r in rows), rows
+    out = run_bench("xdp_pair")
+    rows = {r["program"]: r for r in out["results"]}
+    assert set(rows) == {"current", "floor", "read-floor"}
+    assert rows["floor"]["ratio_to_floor"] == 1.0
+    for r in rows.values():   # every program dropped the flood in every round
+        assert r["drops_per_s"] > 0 and len(r["ratio_to_floor_rounds"]) == 2 and min(r["ratio_to_floor_rounds"]) > 0, r
+
+
 @pytest.mark.skipif(not shutil.which("trafgen"), reason="trafgen (netsniff-ng) missing: run sudo make install")
 def test_stack_cost_quick():
     out = run_bench("stack_cost")

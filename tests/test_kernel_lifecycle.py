@@ -18,6 +18,7 @@ from netlab import (lab,  # noqa: F401  (module-scoped fixture)
                     read_json, sh, unload_all, validate, wait_until, write_commands)
 from netsentinel.abi import ENFORCER_CGROUP, ENFORCER_CONTAIN, ENFORCER_MAPS, ENFORCER_XDP
 from netsentinel.kernel.host import kprobes_unavailable_reason
+from netsentinel.testing.frames import INJECT_CODE as INJECT
 
 SKIP = kernel_test_skip_reason()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
@@ -189,16 +190,6 @@ def _checksum(data: bytes) -> int:
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF
-
-
-INJECT = """
-import socket, sys
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((sys.argv[1], 0))
-frame = bytes.fromhex(sys.argv[2])
-for _ in range(int(sys.argv[3])):
-    s.send(frame)
-"""
 
 
 @pytest.mark.parametrize("mode", ["native", "tc"])

@@ -100,6 +100,7 @@ class Enforcer(EnforcerMaps, ContainMaps, XdpStats):
         except Exception as e:  # BCC raises bare Exception on compile/load errors
             raise KernelError(f"cannot compile enforce.bpf.c: {str(e).splitlines()[0]}") from e
         self._check_pinned_maps()
+        self.init_ban_cache()
 
     def _check_pinned_maps(self) -> None:
         """BCC reuses a pinned map without comparing its layout; a map from an

@@ -11,6 +11,7 @@ import errno
 import ipaddress
 import math
 import os
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,10 @@ from ..addresses import Network
 from . import KernelError
 
 BPF_NOEXIST = 1   # bpf_map_update_elem flag: fail with EEXIST when the key is there
+# How old the read of the XDP drop path's per-CPU cache (ban_cache) that
+# counters() adds to each ban may be: the loader's counter sync asks for
+# thousands of bans in one go, and one read of every slot serves them all.
+CACHE_READ_MAX_AGE_S = 0.1
 
 
 def ktime_to_epoch(ns: int) -> float | None:
@@ -57,6 +62,47 @@ class EnforcerMaps:
     max_bans: int
     _rule_slots: list[tuple[str, int]]
     _rule_base = 0   # first slot of the active rule set
+    _cache_read: tuple[float, dict] = (-math.inf, {})   # (when, {(prefixlen, addr): [drops, last_ns]})
+
+    # ---- the XDP drop path's cache of banned sources (bpf/netsentinel.h: ns_ban_cache)
+    def init_ban_cache(self) -> None:
+        """Turn the cache on (a first generation and a random slot hash)
+        unless a pinned map already has it on."""
+        t = self.bpf["ban_gen"]
+        g = t[t.Key(0)]
+        if not g.gen:
+            g.gen, g.mult = 1, secrets.randbits(32) | 1
+            t[t.Key(0)] = g
+
+    def ban_set_changed(self) -> None:
+        """After every change to bans4/bans6: slots filled before it are stale,
+        so the trie decides again (a lifted ban stops dropping at once)."""
+        t = self.bpf["ban_gen"]
+        g = t[t.Key(0)]
+        if g.gen:
+            g.gen += 1
+            t[t.Key(0)] = g
+
+    def _cached_drops(self) -> dict:
+        """Drops counted in cache slots, per covering ban, over every CPU."""
+        when, counts = self._cache_read
+        if time.monotonic() - when <= CACHE_READ_MAX_AGE_S:
+            return counts
+        counts = {}
+        masks = {}
+        for _k, per_cpu in self.bpf["ban_cache"].items_lookup_batch():
+            for c in per_cpu:
+                if not c.gen or not c.drops or c.prefixlen > 32:
+                    continue
+                mask = masks.get(c.prefixlen)
+                if mask is None:
+                    mask = masks[c.prefixlen] = int.from_bytes(
+                        ipaddress.IPv4Network(f"0.0.0.0/{c.prefixlen}").netmask.packed, "little")
+                acc = counts.setdefault((c.prefixlen, c.addr & mask), [0, 0])
+                acc[0] += c.drops
+                acc[1] = max(acc[1], c.last_drop_ns)
+        self._cache_read = (time.monotonic(), counts)
+        return counts
 
     # ---- the ban set
     def _table_and_key(self, net: Network):
@@ -85,6 +131,7 @@ class EnforcerMaps:
             t[k] = leaf
         except Exception as e:
             raise KernelError(f"cannot add {net} to the ban map (full at {self.max_bans}?): {e}") from e
+        self.ban_set_changed()
 
     def add_many(self, items: list[tuple[Network, float | None]]) -> list[str | None]:
         """add() for many bans in one loop of bpf(BPF_MAP_UPDATE_ELEM) calls
@@ -114,6 +161,7 @@ class EnforcerMaps:
                 out.append(None)
             except KernelError as e:
                 out.append(str(e))
+        self.ban_set_changed()
         return out
 
     def banned(self) -> list[Network]:
@@ -130,9 +178,10 @@ class EnforcerMaps:
         t, k = self._table_and_key(net)
         try:
             del t[k]
-            return True
         except KeyError:
             return False
+        self.ban_set_changed()
+        return True
 
     def counters(self, net: Network) -> BanCounters | None:
         t, k = self._table_and_key(net)
@@ -140,12 +189,19 @@ class EnforcerMaps:
             v = t[k]
         except KeyError:
             return None
-        return BanCounters(v.drops, ktime_to_epoch(v.last_drop_ns), v.blocked,
-                           ktime_to_epoch(v.last_blocked_ns))
+        drops, last_drop = v.drops, v.last_drop_ns
+        if net.version == 4:
+            cached = self._cached_drops().get((k.prefixlen, k.addr))
+            if cached:
+                drops, last_drop = drops + cached[0], max(last_drop, cached[1])
+        return BanCounters(drops, ktime_to_epoch(last_drop), v.blocked, ktime_to_epoch(v.last_blocked_ns))
 
     def totals(self) -> dict[str, int]:
         t = self.bpf["counters"]
-        return {name: int(sum(t[t.Key(i)])) for i, name in COUNTERS.items()}
+        out = {name: int(sum(t[t.Key(i)])) for i, name in COUNTERS.items()}
+        # The kernel's xdp_seen leaves out what a ban dropped (one count less per drop).
+        out["xdp_seen"] += out["xdp_drops"]
+        return out
 
     # ---- filter rules (see netsentinel/filterrules.py)
     def set_rules(self, rules: list) -> None:
