@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import targets  # noqa: E402  (bench/targets.py, beside this file)
 ROOT = HERE.parent
 # name in the results file: (script, extra arguments)
 BENCHES = {"drop_rate": ("drop_rate", []), "xdp_pair": ("xdp_pair", []), "xdp_variants": ("xdp_variants", []),
@@ -26,12 +28,28 @@ BENCHES = {"drop_rate": ("drop_rate", []), "xdp_pair": ("xdp_pair", []), "xdp_va
            "ban_latency_dashboard": ("ban_latency", ["--via", "dashboard"]),
            "event_capture": ("event_capture", []), "analyzer": ("analyzer", []),
            "crowdsec_pull": ("crowdsec_pull", []), "stack_cost": ("stack_cost", []),
-            "eventstore": ("eventstore", []), "dashboard_render": ("dashboard_render", [])}
+            "eventstore": ("eventstore", []), "dashboard_render": ("dashboard_render", []),
+           # The issue 19 conditions (full size only: --quick sizes its own runs).
+           "event_capture_flood": ("event_capture", ["--rates", "0", "--generators", "16",
+                                                     "--buffer-pages", "64"]),
+           "ban_latency_flood": ("ban_latency", ["--bans", "20", "--flood", "16"]),
+           "ban_latency_preload": ("ban_latency", ["--bans", "10", "--preload", "50000", "--burst", "20"])}
+FULL_ONLY = {"event_capture_flood", "ban_latency_flood", "ban_latency_preload"}
 EPILOG = """examples:
   sudo make bench                                   # full size, writes docs/bench-results.json and plots
   sudo .venv/bin/python bench/run_all.py --quick --out /tmp/quick.json
   sudo .venv/bin/python bench/run_all.py --only ban_latency,event_capture
 """
+
+
+def old_results(out: str | None, args) -> dict:
+    """The results file's earlier runs (--only refreshes some of them)."""
+    if not out or not args.only or not Path(out).exists():
+        return {}
+    try:
+        return json.loads(Path(out).read_text())
+    except ValueError:
+        return {}
 
 
 def main() -> int:
@@ -50,6 +68,9 @@ def main() -> int:
     results, failed = {}, []
     for name in names:
         script, extra = BENCHES[name]
+        if args.quick and name in FULL_ONLY:
+            print(f"== {name}: skipped with --quick (its conditions are the full-size ones)", file=sys.stderr)
+            continue
         cmd = [sys.executable, str(HERE / f"{script}.py"), *extra]
         if args.quick:
             cmd.append("--quick")
@@ -67,10 +88,12 @@ def main() -> int:
         print(f"== {name}: done in {time.monotonic() - t:.0f}s", file=sys.stderr, flush=True)
     if out:
         # --only refreshes those benchmarks and keeps the others' last results.
-        old = json.loads(Path(out).read_text()) if args.only and Path(out).exists() else {}
+        old = old_results(out, args)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps({**old, **results}, indent=1) + "\n")
         print(f"results: {out}", file=sys.stderr)
+    # Each issue's target beside its measurement (bench/targets.py).
+    print(targets.render(targets.table({**old_results(out, args), **results})), file=sys.stderr)
     print(json.dumps({"bench": "run_all", "ran": list(results), "failed": failed, "out": out}))
     return 1 if failed else 0
 

@@ -24,6 +24,8 @@ def test_met_not_met_and_not_measured():
         "event_capture_flood": {"results": [{"rate_target": "max", "loss_pct": 0.0,
                                              "us_ratio_to_bpftrace": 1.4}]},
         "ban_latency_flood": {"summary": {"drop_after_write_ms": {"p90": 61.0}}},
+        "eventstore": {"insert": [{"engine": "sqlite", "path": "process", "rows_per_s": 23000},
+                                  {"engine": "sqlite", "path": "in-process", "rows_per_s": 60000}]},
         "analyzer": {"results": [{"case": "rules, records/ empty", "events_per_s": 20000},
                                  {"case": "rules, records/ full", "events_per_s": 19000}]},
     }
@@ -35,6 +37,7 @@ def test_met_not_met_and_not_measured():
     assert _status(rows, "analyzer >= 25,000")[1] == "NOT met"
     assert _status(rows, "analyzer flat") == ("0.95 (records/ full vs empty)", "met")
     assert _status(rows, "idle loader CPU") == ("not measured in these results", "-")
+    assert _status(rows, "the store's writer") == ("23,000 rows/s (the writer process, SQLite)", "NOT met")
     assert "NOT met" in targets.render(rows)
 
 
