@@ -6,7 +6,7 @@ Defined here: the errors several modules share. The others live beside the
 code that raises them and derive from NetSentinelError too:
   addresses.AddressError, bancheck.BanRefused, filterrules.RuleRefused,
   proposals.ProposalError, store.StoreError (LockTimeout, CorruptFile),
-  analyzer.verdict.InvalidVerdict, analyzer.inputs.BadLine,
+  analyzer.verdict.InvalidVerdict, analyzer.eventcheck.BadLine,
   analyzer.rules.RuleFileError, llm.backends.BackendError, kernel.KernelError.
 Refusals of input keep ValueError as a second base (RuntimeError for the
 kernel), so code written against the standard types still works.

@@ -54,7 +54,7 @@ def test_decide_and_trim():
 
 def test_every_deliberate_error_is_a_netsentinel_error():
     from netsentinel.addresses import AddressError
-    from netsentinel.analyzer.inputs import BadLine
+    from netsentinel.analyzer.eventcheck import BadLine
     from netsentinel.analyzer.rules import RuleFileError
     from netsentinel.analyzer.verdict import InvalidVerdict
     from netsentinel.bancheck import BanRefused

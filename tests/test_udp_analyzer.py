@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from analyzer_support import lines, pending, read, run_analyzer
-from netsentinel.analyzer.inputs import BadLine
+from netsentinel.analyzer.eventcheck import BadLine
 from netsentinel.analyzer.udp import UdpJudge, UdpRulesError, load_udp_rules
 from netsentinel.events import load_schema
 

@@ -18,7 +18,7 @@ executable): a scanner opening several sockets, or run again, is one threat.
 
 from __future__ import annotations
 
-from .inputs import BadLine
+from .eventcheck import BadLine
 from .keys import executable_key
 from .rules import RuleEngine, RuleOutcome, _event_time, _verdict
 from .scan import SlidingDistinct

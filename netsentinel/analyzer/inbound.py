@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from .inputs import count
+from .eventcheck import count
 
 BRUTE_WINDOW_S = 60.0
 # Accepted connections per source and port in BRUTE_WINDOW_S. HIGH from 60

@@ -31,7 +31,8 @@ from .floods import FloodDetector
 from .flowjudge import FlowJudging
 from .flowmodel import FlowModel
 from .guard import Flusher
-from .inputs import MAX_LINE, BadLine, RateLimitedWarn, parse_line, read_lines
+from .eventcheck import BadLine
+from .inputs import MAX_LINE, RateLimitedWarn, parse_line, read_lines
 from .asksignals import asks_anyway
 from .rules import RuleEngine
 from .behaviour import Behaviour  # outbound (issue 12)

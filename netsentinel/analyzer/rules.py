@@ -18,7 +18,7 @@ from typing import Callable
 
 from ..levels import rank
 from ..paths import PROJECT_ROOT
-from .inputs import event_seconds
+from .eventcheck import event_seconds
 from .keys import process_key
 from .reasons import render
 from .rule import ASKED, Rule, RuleFileError

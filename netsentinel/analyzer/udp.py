@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..errors import NetSentinelError
 from ..paths import PROJECT_ROOT
-from .inputs import BadLine, count
+from .eventcheck import BadLine, count
 from .keys import executable_key
 from .rules import RuleOutcome, _event_time
 from .scan import SlidingDistinct, lru_slot
