@@ -169,6 +169,7 @@ class ConnectionMonitor:
             return self.mode
 
         self._on_event = on_event
+        self._lost_map = self.bpf["conn_lost"]
         self._folds = BatchReader(self.bpf["conn_folds"], ("last_ns", "count"), ("pid",))
         why_not = ringread.available() if self.raw_ring else "asked for BCC's callback"
         if why_not is None:
@@ -180,7 +181,6 @@ class ConnectionMonitor:
         if self._reader is not None:
             self._poller = select.poll()
             self._poller.register(self._reader.fileno(), select.POLLIN)
-            self._lost_map = self.bpf["conn_lost"]
             return self.mode
         self.ring_reader_off_reason = why_not
 
@@ -193,7 +193,6 @@ class ConnectionMonitor:
                 return -1
             return 0
         self.bpf["conn_events"].open_ring_buffer(handle_ring)
-        self._lost_map = self.bpf["conn_lost"]
         return self.mode
 
     def _load_kprobe(self, bcc) -> None:
@@ -239,13 +238,13 @@ class ConnectionMonitor:
         """The ring buffer read in place (kernel/ringread.py): wait for data
         as ring_buffer_poll does (the map's fd), then at most POLL_BUDGET
         records or POLL_BUDGET_S seconds of them (see the top)."""
-        reader, on_event = self._reader, self._on_event
+        reader = self._reader
         if not reader.pending():
             self._poller.poll(timeout_ms)
         stop_at, left = time.monotonic() + POLL_BUDGET_S, POLL_BUDGET
 
         def handle(record: bytes) -> None:
-            self._deliver(on_event, decode(record))
+            self._deliver(decode(record))
         while left > 0:
             n = reader.consume(handle, min(256, left))
             left -= n
@@ -261,20 +260,21 @@ class ConnectionMonitor:
         if self._folds is None:
             return 0
         reader = self._folds
-        n, total = reader.read(delete=True), 0
-        for i, (last_ns, count) in zip(range(n), reader.values()):
+        reader.read(delete=True)
+        total = 0
+        for i, (last_ns, count) in enumerate(reader.values()):
             raw = decode(reader.leaf_bytes(i))
             raw.count, raw.last_ns = count, last_ns
             total += count
-            self._deliver(self._on_event, raw)
+            self._deliver(raw)
         return total
 
-    def _deliver(self, on_event: Callable[[RawConnection], None], raw: RawConnection) -> None:
-        """on_event(raw); a fault in handling one event is said (the first
+    def _deliver(self, raw: RawConnection) -> None:
+        """The caller's on_event(raw); a fault in handling one event is said (the first
         few, then every thousandth) and the stream goes on, as BCC's callback
         does (ctypes prints and drops an exception raised in a callback)."""
         try:
-            on_event(raw)
+            self._on_event(raw)
         except Exception as e:  # noqa: BLE001 - one event's fault must not end monitoring
             self.handler_errors += 1
             if self.handler_errors <= 3 or self.handler_errors % 1000 == 0:

@@ -254,15 +254,13 @@ class StackProbe:
             if reader is None:
                 reader = self._readers[name] = BatchReader(self.bpf[name], TCP_LIGHT, ("sk",))
             n = reader.read(delete=not live_map)
-            raw = memoryview(reader._vals)
-            vz = reader.vz
             stale = []
             for i, ((sk,), v) in enumerate(zip(reader.keys(), reader.values())):
                 first_ns, last_ns, probes, retransmits, closed, netns = v
                 out.append({"key": (sk, first_ns), "closed": bool(closed), "netns": netns or None,
                             "segments_in": probes, "retransmits": retransmits,
                             "first_ns": first_ns, "last_ns": last_ns,
-                            "_h": (reader.Leaf, bytes(raw[i * vz:(i + 1) * vz]))})
+                            "_h": (reader.Leaf, reader.leaf_bytes(i))})
                 if closed and live_map:   # a closed one left here (tcp_closed was full): reported now
                     stale.append(sk)
             if n and stale:
