@@ -70,6 +70,29 @@ def test_rule_samples(sample, case):
         assert out.target == case["target"], out
 
 
+def test_index_and_match_rest_agree_with_match():
+    """evaluate() runs only the rules the index picked, with match_rest()
+    (the index checked may_match): every sample event of every rule gets
+    the same fields from that as from the whole match()."""
+    engine = RuleEngine(DEFAULT_RULES_PATH)
+    checked = 0
+    for sample, case in (p.values for p in load_cases()):
+        for ev in events_of(case):
+            if ev["type"] != "connection":
+                continue
+            picked = engine.index.candidates(ev)
+            have = ev.get("signals") if isinstance(ev.get("signals"), dict) else {}
+            for rule in engine.index.rules:
+                fast = rule.match_rest(ev, have) if rule in picked else None
+                if rule.kind == "match":
+                    assert fast == rule.match(ev), (sample["rule"], case["name"], rule.id)
+                else:  # whitelist and scan rules: picked exactly when may_match holds
+                    assert (rule in picked) == rule.may_match(
+                        ev["dport"], bool(have), ev.get("comm"), ev.get("exe")), rule.id
+                checked += 1
+    assert checked > 1000
+
+
 def test_every_rule_has_samples_both_ways():
     rules = json.loads(DEFAULT_RULES_PATH.read_text())["rules"]
     for rule in rules:

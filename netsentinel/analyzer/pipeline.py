@@ -164,7 +164,7 @@ class Analyzer(FlowJudging):
         try:
             if isinstance(line, int):
                 raise BadLine(f"line of {line} bytes is over the {MAX_LINE}-byte cap")
-            if not line.strip():
+            if not line or line.isspace():   # (no stripped copy of every line)
                 return
             ev = parse_line(line)
             if ev["type"] == "connection":

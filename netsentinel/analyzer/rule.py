@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from ..addresses import AddressError, canonical, parse_target
 from ..errors import NetSentinelError
-from ..levels import LEVELS
+from ..levels import LEVELS, rank
 from ..threats import TARGET_SAMPLE
 from .addrlist import AddressList
 from .ipcache import parse_ip
@@ -104,6 +104,7 @@ class Rule:
         self.level = raw.get("level", "INFO" if index < 0 else None)
         if self.level not in LEVELS:
             raise RuleFileError(f"{where}: level must be one of {', '.join(LEVELS)}")
+        self.rank = rank(self.level)   # compared per verdict: looked up once
         self.category = raw.get("category") or self.id.replace("-", "_")
         conf = raw.get("confidence", 0.8)
         if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0 <= conf <= 1:
@@ -197,6 +198,11 @@ class Rule:
         have = ev.get("signals") if isinstance(ev.get("signals"), dict) else {}
         if not self.may_match(ev.get("dport"), bool(have), ev.get("comm"), ev.get("exe")):
             return None
+        return self.match_rest(ev, have)
+
+    def match_rest(self, ev: dict, have: dict) -> dict | None:
+        """match() for an event may_match() already passed (ruleindex
+        picked the rule for it); have: its signals ({} for none)."""
         fields: dict = {}
         if self.ports is not None:
             fields["port_label"] = self.ports[ev["dport"]] or f"port {ev['dport']}"

@@ -2,9 +2,9 @@
 less those whose port, signal, process name or executable condition
 cannot hold for it (Rule.may_match), remembered per (port, has signals,
 comm, exe). A host runs a few hundred programs, so the keys repeat and most
-rules are never called for most events (a candidate still checks all its conditions:
-what the key does not hold, the command line, uid and destination, is
-left to Rule.match)."""
+rules are never called for most events (a candidate then checks only
+what the key does not hold, the command line, uid, signals and
+destination: Rule.match_rest)."""
 
 from __future__ import annotations
 

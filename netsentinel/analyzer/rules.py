@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..levels import rank
 from ..paths import PROJECT_ROOT
 from .eventcheck import event_seconds
 from .keys import process_key
@@ -97,7 +96,7 @@ class RuleEngine:
         """Judge one connection event (and remember it for scan windows and history)."""
         t = _event_time(ev)
         matches: list[tuple[Rule, dict]] = []
-        target, scans = ev["daddr"], None
+        target, scans, have = ev["daddr"], None, None
         for rule in self.index.candidates(ev):
             if rule.kind == "whitelist":
                 why = ev.get("whitelisted") or (whitelist.match(
@@ -118,19 +117,25 @@ class RuleEngine:
                     swept_net, swept = sweep_target(ev["daddr"], group[-1]), group[-1]
                 matches.append((rule, fields))
                 continue
-            fields = rule.match(ev)
+            if have is None:
+                have = ev.get("signals") if isinstance(ev.get("signals"), dict) else {}
+            fields = rule.match_rest(ev, have)   # the index checked may_match
             if fields is not None:
                 matches.append((rule, fields))
-        self.history.add(ev.get("pid"), {"ts": ev.get("ts"), "daddr": ev["daddr"], "dport": ev["dport"]})
+        self.history.add(ev.get("pid"), ev.get("ts"), target, ev["dport"])
         if not matches:
             return RuleOutcome(_verdict(self.default, ev, {}, []), self.default.settles, False,
                                target, process_key(ev))
-        top = max(rank(r.level) for r, _ in matches)
-        at_top = [(r, f) for r, f in matches if rank(r.level) == top]
-        # A scan names the threat (one scan is one threat) over a rule that also matched.
-        rule, fields = min(at_top, key=lambda rf: rf[0].kind != "scan")
+        if len(matches) == 1:   # most verdicts: one rule matched
+            rule, fields = matches[0]
+            settled = rule.settles
+        else:
+            top = max(r.rank for r, _ in matches)
+            at_top = [(r, f) for r, f in matches if r.rank == top]
+            # A scan names the threat (one scan is one threat) over a rule that also matched.
+            rule, fields = min(at_top, key=lambda rf: rf[0].kind != "scan")
+            settled = any(r.settles for r, _ in at_top)
         v = _verdict(rule, ev, fields, [r.id for r, _ in matches])
-        settled = any(r.settles for r, _ in at_top)
         if rule.kind == "scan" and rule.measure == "hosts":
             return RuleOutcome(v, settled, False, swept_net, process_key(ev), swept)
         return RuleOutcome(v, settled, False, target, process_key(ev))

@@ -103,12 +103,19 @@ class ProcessHistory:
         return len(self._by_pid)
 
     def recent(self, pid) -> list[dict]:
-        return list(self._by_pid.get(pid, ()))
+        """The process's last connections, oldest first: {"ts", "daddr", "dport"} each."""
+        return [{"ts": ts, "daddr": daddr, "dport": dport}
+                for ts, daddr, dport in self._by_pid.get(pid, ())]
 
-    def add(self, pid, entry: dict) -> None:
-        d, gone = lru_slot(self._by_pid, pid, lambda: deque(maxlen=self.per_process), self.max_processes)
+    def add(self, pid, ts, daddr, dport) -> None:
+        # Kept as tuples (every event passes here; recent() is read only
+        # when the model is asked).
+        d, gone = lru_slot(self._by_pid, pid, self._new, self.max_processes)
         self.evicted += gone
-        d.append(entry)
+        d.append((ts, daddr, dport))
+
+    def _new(self) -> deque:
+        return deque(maxlen=self.per_process)
 
 
 class DistinctWindow:

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Callable
-
-import jsonschema
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import InvalidAnswer
 
+if TYPE_CHECKING:
+    import jsonschema
+
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-_VALIDATORS: dict[int, jsonschema.Draft202012Validator] = {}
+_VALIDATORS: dict[int, "jsonschema.Draft202012Validator"] = {}
 
 
 def clip(text: object, n: int = 160) -> str:
@@ -23,9 +24,12 @@ def clip(text: object, n: int = 160) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _validator(schema: dict) -> jsonschema.Draft202012Validator:
+def _validator(schema: dict) -> "jsonschema.Draft202012Validator":
     v = _VALIDATORS.get(id(schema))
     if v is None or v.schema is not schema:
+        # Imported on the first answer read: a rules-only analyzer never
+        # pays the ~40 ms jsonschema takes to import.
+        import jsonschema
         v = _VALIDATORS[id(schema)] = jsonschema.Draft202012Validator(schema)
     return v
 
