@@ -46,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 from common import emit, parser, pyplot, save_figure  # noqa: E402
 from gen_day import fill_store  # noqa: E402
 from netsentinel import threats  # noqa: E402
+from netsentinel.sightings import sighting_of  # noqa: E402
 from netsentinel.records import ANALYZER_STATUS, EVENTS_DB, PENDING_THREATS  # noqa: E402
 from netsentinel.store import RecordsStore  # noqa: E402
 from netsentinel.testing.llm_standins import StandinServer  # noqa: E402
@@ -120,7 +121,7 @@ def fill_records(rec: Path, n_threats: int, day_events: int) -> dict:
              "recommended_action": "review", "verdict_source": "rules", "backend": "rules",
              "rule_ids": ["suspicious-port"], "event": ev, "target": ev["daddr"],
              "dedupe_key": f"proc|connection|uid=1000|comm={comm}", "targets_sample": [ev["daddr"]]}
-        t["sightings"] = [threats.sighting_of(t)]
+        t["sightings"] = [sighting_of(t)]
         batch.append((t, 1))
         if len(batch) == 2000 or i == n_threats - 1:
             threats.add_or_merge_many(store, batch)

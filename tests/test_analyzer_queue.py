@@ -13,6 +13,7 @@ import pytest
 from analyzer_support import conn, feed_and_measure, lines, pending, read, run_analyzer, \
     status_of, wait_for
 from netsentinel.errors import DecisionError
+from netsentinel.sightings import TARGET_SAMPLE
 from netsentinel.testing.llm_standins import CRITICAL_VERDICT, StandinServer
 
 
@@ -90,7 +91,6 @@ def test_100000_suspicious_destinations_leave_a_bounded_queue(tmp_path):
     """One program in /tmp talking to 100,000 distinct hosts: one threat
     (its process identity) carrying the count and a sample of the hosts,
     a small file, bounded memory."""
-    from netsentinel.threats import TARGET_SAMPLE
 
     records = tmp_path / "records"
     n = 100_000
@@ -158,7 +158,7 @@ def test_distinct_pending_items_are_capped_with_one_overflow_summary(tmp_path):
     (over,) = [t for t in open_ if t["dedupe_key"] == threats.OVERFLOW_KEY]
     assert over["count"] == 600 - threats.MAX_OPEN and over["category"] == "overflow"
     assert over["reason"].startswith(f"review queue full ({threats.MAX_OPEN} open threats)")
-    assert over["target"] is None and len(over["targets_sample"]) == threats.TARGET_SAMPLE
+    assert over["target"] is None and len(over["targets_sample"]) == TARGET_SAMPLE
     with pytest.raises(DecisionError, match="folds many targets"):
         threats.approve(store, over["id"])
     assert threats.reject(store, over["id"])["status"] == "rejected"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .keys import destination_key
 from ..levels import THREAT_LEVELS
-from ..threats import add_targets, sighting_of
+from ..sightings import add_targets, sighting_of
 
 
 def auto_bannable(threat: dict, min_confidence: float) -> bool:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from ..addresses import AddressError, canonical, parse_target
 from ..errors import NetSentinelError
 from ..levels import LEVELS, rank
-from ..threats import TARGET_SAMPLE
+from ..sightings import TARGET_SAMPLE
 from .addrlist import AddressList
 from .ipcache import parse_ip
 from .reasons import TEMPLATE_FIELDS, template

@@ -30,7 +30,7 @@ import uuid
 from collections import deque
 from typing import Callable
 
-from .. import logfmt, threats
+from .. import logfmt, sightings, threats
 from ..eventstore.process import StoreProcess
 from ..eventstore.rows import record_row
 from ..eventstore.writer import StoreWriter
@@ -124,8 +124,8 @@ class RecordsSink:
                     # A flood of distinct targets between two flushes: one
                     # entry per actor and category, not one per target.
                     self.threats_folded += 1
-                    actor = threats.actor_of(threat)
-                    threat = threats.folded(threat, f"agg|{threat['category']}|{actor}",
+                    actor = sightings.actor_of(threat)
+                    threat = sightings.folded(threat, f"agg|{threat['category']}|{actor}",
                                             f"{actor}: many {threat['category']} threats at once; "
                                             "further targets are counted here")
                     cur = self._threats.get(threat["dedupe_key"])
@@ -134,7 +134,7 @@ class RecordsSink:
                 else:
                     # One sighting's evidence shown whole, destinations and
                     # sightings listed, the strongest rule evidence kept.
-                    threats.merge_sighting(cur[0], threat)
+                    sightings.merge_sighting(cur[0], threat)
                     cur[1] += 1
 
     def reject(self, record: dict) -> None:
@@ -284,7 +284,7 @@ class RecordsSink:
                     if cur is None:
                         self._threats[key] = [t, n]
                     else:  # newer sightings arrived meanwhile: keep both
-                        threats.merge_sighting(t, cur[0])
+                        sightings.merge_sighting(t, cur[0])
                         self._threats[key] = [t, cur[1] + n]
             raise
         # The file is rewritten whole (and read back whole) on the flusher
