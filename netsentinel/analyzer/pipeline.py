@@ -195,15 +195,16 @@ class Analyzer(FlowJudging):
         cfg = self.settings.current()
         self._track_settings(cfg)
         out = self.engine.evaluate(ev, cfg, self.whitelist())
-        extra = {"target": out.target, "dedupe_key": out.dedupe_key, "targets": out.targets}
         asking, signals = self._backend != "rules" and not out.whitelisted, {}
         if asking and out.settled and cfg["llm_scope"] == "unsettled":
             # A port rule settled it, but what the process does may say ask anyway.
             signals = asks_anyway(ev, out.verdict.level)
             asking = bool(signals)
-        if not asking:
-            self.deliver(Job(ev, out.verdict, extra), out.verdict, False)
+        if not asking:   # the rules' verdict is final (most events): no Job to carry
+            self._record(ev, out.verdict, False, out.target, out.dedupe_key, out.verdict.confidence,
+                         out.targets)
             return
+        extra = {"target": out.target, "dedupe_key": out.dedupe_key, "targets": out.targets}
         history = self.engine.history.recent(ev.get("pid"))[:-1]
         key = question_key(ev, out.verdict.asked(), history)  # what the model would see
         self.worker.submit(key, Job(ev, out.verdict, extra, history, signals), cfg)
@@ -249,11 +250,14 @@ class Analyzer(FlowJudging):
     # ---------------------------------------------------------- verdicts
     def deliver(self, job: Job, verdict: Verdict, cached: bool) -> None:
         """Record one final verdict (any thread)."""
+        self._record(job.event, verdict, cached, job.extra.get("target"), job.extra.get("dedupe_key"),
+                     job.rule.confidence, job.extra.get("targets", ()))
+
+    def _record(self, ev: dict, verdict: Verdict, cached: bool, target, dedupe_key,
+                rule_confidence: float, targets) -> None:
         backend = "rules" if verdict.verdict_source == "rules" else self._backend
-        entry = RecordsSink.make_entry(job.event, verdict.as_dict(), backend, cached)
-        threat = threat_from(entry, job.extra.get("target"), job.extra.get("dedupe_key"),
-                             job.rule.confidence, job.extra.get("targets", ()))
-        self.sink.add(entry, threat)
+        entry = RecordsSink.make_entry(ev, verdict.as_dict(), backend, cached)
+        self.sink.add(entry, threat_from(entry, target, dedupe_key, rule_confidence, targets))
         self._tally(verdict.level, verdict.verdict_source)
 
     def _tally(self, level: str, source: str) -> None:
