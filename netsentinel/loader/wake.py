@@ -6,18 +6,21 @@ The loop looks for commands every POLL_MS; waiting for that poll was, on
 average, half of it of every ban's latency, and under a connect flood the
 loader's share of the CPU stretches each wait. The threads that see a
 write session end (cmdsessions under fanotify, cmdwatch's inotify
-follower) set COMMANDS; the loop waits on it with POLL_MS as the upper
-bound, so nothing depends on the wake-up: a missed one costs a poll.
+follower) set COMMANDS, and so does a writer letting go of records/.lock
+(nudge: RecordsStore.append_command renames its file into place, which ends
+no session); the loop waits on it with POLL_MS as the upper bound, so
+nothing depends on the wake-up: a missed one costs a poll.
 
 GATE: under a flood the event thread runs Python flat out and so holds the
 GIL nearly all the time, including while the scheduler has it off the CPU
 (beside 16 flat-out processes it runs about a quarter of the time). Every
 time the enforcement or fanotify thread comes back from a syscall it needs
 the GIL, and each such wait lasted until the event thread's next time
-slice: a pass applying one ban took 50-200 ms that way (measured stage by
-stage, docs/benchmarks.md section 2). So while a command is due or being
-applied the gate is shut, and the event thread, which looks at it before
-each event it decodes, waits (without the GIL) until it opens: at most
+slice: 50-400 ms at a time (measured stage by stage, docs/benchmarks.md
+section 2). So while a command is due or being applied the gate is shut,
+the event thread runs at a control thread's priority (to get back on a CPU
+and let go), and, looking at the gate before each event it decodes, waits
+there (without the GIL) until it opens: at most
 YIELD_MAX_S, and at most once per shutting, so a long pass (a big
 CrowdSec pull) slows event capture down, never stops it. Events wait in
 the ring buffer meanwhile (a full one folds connects, kernel/monitor.py):
