@@ -76,8 +76,10 @@ def capture_ratio(res: dict):
 
 
 def ban_under_flood(res: dict):
-    p90 = _summary(res.get("ban_latency_flood"), "drop_after_write_ms", "p90")
-    return None if p90 is None else (p90, f"p90 {p90:.0f} ms after the write")
+    """The tail, p99: "a ban reaches the kernel within 100 ms" is every ban
+    (it was p90 until session 6, when the tail was cut)."""
+    p99 = _summary(res.get("ban_latency_flood"), "drop_after_write_ms", "p99")
+    return None if p99 is None else (p99, f"p99 {p99:.0f} ms after the write")
 
 
 def burst_over_50k(res: dict):

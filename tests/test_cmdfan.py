@@ -187,3 +187,18 @@ def test_a_shell_write_wakes_the_enforcement_loop(tmp_path, queue):
     wait_until(wake.COMMANDS.is_set, timeout=10, what="the enforcement loop woken")
     q.process()
     assert [c["ip"] for c in handled] == ["192.0.2.7"]
+
+
+def test_a_command_appended_under_the_lock_wakes_the_enforcement_loop(tmp_path, queue):
+    """RecordsStore.append_command (the analyzer, the dashboard) renames its
+    file onto the name: no session on the command file ends. The writer
+    letting go of records/.lock wakes the loop instead of its next poll."""
+    from netsentinel.loader import wake
+    q, handled = queue
+    wake.COMMANDS.clear()
+    code = ("import sys; from netsentinel.store import RecordsStore; "
+            "RecordsStore(sys.argv[1]).append_command({'action': 'ban', 'ip': '192.0.2.8'})")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    wait_until(wake.COMMANDS.is_set, timeout=10, what="the enforcement loop woken")
+    q.process()
+    assert [c["ip"] for c in handled] == ["192.0.2.8"]

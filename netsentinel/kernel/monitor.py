@@ -9,7 +9,8 @@ or POLL_BUDGET_S seconds of them: under a connect flood the buffer never
 runs dry, and the loader's other work (flushing the stream, status) must
 still get its turn. Losses are counted by the kernel at the moment the
 buffer is full (conn_lost) and reported from here at most every
-LOST_EVERY_S."""
+LOST_EVERY_S. Before each event it looks at `gate` (loader/wake.py): while a
+command is going into the kernel it waits there, without the GIL."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable
 
 from ..abi import MODE_NAMES, cflags
@@ -123,6 +125,7 @@ class ConnectionMonitor:
         self._folds_at = 0.0
         self.ring_reader_off_reason: str | None = None
         self.handler_errors = 0
+        self.gate = SimpleNamespace(shut=False)   # never shut: the monitor alone (tests, bench)
 
     def source_and_flags(self, mode: str) -> tuple[str, list[str]]:
         flags = cflags(max_bans=1)
@@ -163,6 +166,8 @@ class ConnectionMonitor:
 
         if not self.ring:
             def handle_perf(cpu, data, _size):
+                if self.gate.shut:
+                    self.gate.pause()
                 on_event(decode(string_at(data, size)))
             self.bpf["conn_events"].open_perf_buffer(handle_perf, page_cnt=self.page_cnt,
                                                      lost_cb=lambda n: self._lost(int(n)))
@@ -185,6 +190,8 @@ class ConnectionMonitor:
         self.ring_reader_off_reason = why_not
 
         def handle_ring(ctx, data, _size):
+            if self.gate.shut:
+                self.gate.pause()
             on_event(decode(string_at(data, size)))
             # Returning < 0 ends this poll (libbpf has consumed this record):
             # the budget keeps a flood from holding the loop (see the top).
@@ -242,8 +249,11 @@ class ConnectionMonitor:
         if not reader.pending():
             self._poller.poll(timeout_ms)
         stop_at, left = time.monotonic() + POLL_BUDGET_S, POLL_BUDGET
+        gate = self.gate
 
         def handle(record: bytes) -> None:
+            if gate.shut:
+                gate.pause()
             self._deliver(decode(record))
         while left > 0:
             n = reader.consume(handle, min(256, left))
@@ -262,7 +272,10 @@ class ConnectionMonitor:
         reader = self._folds
         reader.read(delete=True)
         total = 0
+        gate = self.gate
         for i, (last_ns, count) in enumerate(reader.values()):
+            if gate.shut:
+                gate.pause()
             raw = decode(reader.leaf_bytes(i))
             raw.count, raw.last_ns = count, last_ns
             total += count

@@ -15,6 +15,7 @@ import time
 from .. import dropdir, fsguard, jsonsafe
 from . import fanotify, wake
 from .fanotify import FAN_CLOSE_NOWRITE, FAN_CLOSE_WRITE, FAN_OPEN_PERM
+from ..records import LOCK_NAME
 
 BOUND_S = 2.0  # longest one session holds the others back
 EMPTY = b"[]\n"
@@ -57,6 +58,7 @@ class Sessions:
 
     # ------------------------------------------------------------ the thread
     def follow(self) -> None:
+        wake.control_thread()   # every writer of records/ waits on this thread
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
         poller.register(self.stop_r, select.POLLIN)
@@ -65,8 +67,9 @@ class Sessions:
                 ready = poller.poll(self._timeout_ms())
                 if any(fd == self.stop_r for fd, _ in ready):
                     break
-                self._read_events()
-                self._expire()
+                with wake.GATE.held():   # writers wait on us: the event thread steps aside
+                    self._read_events()
+                    self._expire()
         except Exception as e:  # never leave openers waiting on a dead thread
             self.failed = f"{type(e).__name__}: {e}"
         finally:
@@ -127,12 +130,18 @@ class Sessions:
 
     def _name_of(self, fd: int) -> str | None:
         """The command file fd is open on (None: another file)."""
+        return self._slot_of(self._path_of(fd))
+
+    @staticmethod
+    def _path_of(fd: int) -> str | None:
         try:
             p = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             return None
-        p = p.removesuffix(" (deleted)")  # replaced by a rename after it was opened
-        d, _, base = p.rpartition("/")
+        return p.removesuffix(" (deleted)")  # replaced by a rename after it was opened
+
+    def _slot_of(self, path: str | None) -> str | None:
+        d, _, base = (path or "").rpartition("/")
         return base if d == self.root and base in self.slots else None
 
     # ------------------------------------------------------------ sessions (under self.lock)
@@ -175,9 +184,15 @@ class Sessions:
                 return self._late(slot, fd, pid, mask, key)
         # A close we never let in: a file a tool wrote and renamed onto the
         # name, or one opened before we watched.
-        name = self._name_of(fd)
+        path = self._path_of(fd)
+        name = self._slot_of(path)
         if name is not None:
             self._late(self.slots[name], fd, pid, mask, key)
+        elif path == f"{self.root}/{LOCK_NAME}":
+            # A writer let go of the records lock. What it did under it may be
+            # a command file renamed into place (RecordsStore.append_command),
+            # which makes no event of its own: the loop looks now, not at its poll.
+            wake.nudge()
 
     def _late(self, slot: _Slot, fd: int, pid: int, mask: int, key: tuple) -> None:
         """A write outside the sessions ended: store it, unless the session

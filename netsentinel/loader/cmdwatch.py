@@ -124,6 +124,7 @@ class _Follower:
         return self.renames + max(self.dir_closes, self.file_closes)
 
     def follow(self) -> None:
+        wake.control_thread()
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
         poller.register(self.stop_r, select.POLLIN)

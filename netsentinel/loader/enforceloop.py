@@ -9,7 +9,9 @@ a ban must still reach the kernel within a poll or two. A thread waiting
 for the GIL gets it from a busy one after the switch interval (5 ms by
 default), and a command takes dozens of GIL hand-overs (every stat, read,
 bpf() and write gives it up): the loader sets SWITCH_S instead, so a pass
-under a flood costs tens of milliseconds, not hundreds.
+under a flood costs tens of milliseconds, not hundreds. While it applies
+commands the event thread waits aside (wake.GATE), and this thread runs
+above the rest of the loader (wake.control_thread).
 
 Only this thread touches the ban, rule and contain tables, CrowdSec and the
 whitelist file's watch; the main thread reads the published whitelist
@@ -39,6 +41,7 @@ class EnforceLoop:
 
     def start(self) -> None:
         sys.setswitchinterval(SWITCH_S)
+        wake.GATE.enable(True)
         self._thread = threading.Thread(target=self._guarded, name="enforcement", daemon=True)
         self._thread.start()
 
@@ -46,11 +49,13 @@ class EnforceLoop:
         """End the loop and wait for its current pass (cleanup saves after it)."""
         if self._thread is not None:
             self._stop.set()
-            wake.poke()
+            wake.GATE.enable(False)   # the event thread no longer waits for a pass
+            wake.COMMANDS.set()
             self._thread.join()
             self._thread = None
 
     def _guarded(self) -> None:
+        wake.control_thread()
         try:
             self._run()
         except BaseException as e:  # handed to the main thread, which stops and reports it
@@ -67,17 +72,22 @@ class EnforceLoop:
             rescan = now >= next_scan
             lo._outcomes = []   # the pass's ban/unban/rule events, written once it has saved
             try:  # nothing in records/ may end the loop (and enforcement with it)
-                if lo.bans.commands_changed() or rescan:
-                    lo.bans.process_commands()
+                bans_due = lo.bans.commands_changed()
+                rules_due = lo.rules.queue.changed()
+                contain_due = bool(lo.contain) and lo.contain.queue.changed()
+                # Commands first, with the event thread stepped aside (wake.GATE).
+                with wake.GATE.held(bans_due or rules_due or contain_due or wake.GATE.is_due()):
+                    if bans_due or rescan:
+                        lo.bans.process_commands()
+                    if rules_due or rescan:
+                        lo.rules.process_commands()
+                    if lo.contain and (contain_due or rescan):  # process containment (issue 12)
+                        lo.contain.process_commands()
                 lo.bans.expire()
                 if lo.fleet:
                     lo.fleet.poll(lo.bans)
-                if lo.rules.queue.changed() or rescan:
-                    lo.rules.process_commands()
                 lo.rules.expire()
-                if lo.contain:  # process containment (issue 12)
-                    if lo.contain.queue.changed() or rescan:
-                        lo.contain.process_commands()
+                if lo.contain:
                     lo.contain.expire()
                 if rescan:
                     next_scan = now + COMMAND_RESCAN_S
