@@ -3,7 +3,7 @@ its own (child.py), so converting verdicts to rows, inserting them and
 counting the summary use another core instead of the analyzer's GIL.
 
 The analyzer hands over its verdict entries as they are (submit); a thread
-here encodes them (child.encode: marshal) in frames of FRAME_ITEMS and writes them to the writer's
+here encodes them (child.encode: pickle) in frames of FRAME_ITEMS and writes them to the writer's
 stdin, and a second thread reads what the writer reports. A frame is kept
 until the writer reports its rows done (written, or refused for their
 content), so a writer that dies loses nothing: a new one is started
@@ -16,6 +16,7 @@ wrong, stderr gets one line per new problem."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import subprocess
 import sys
@@ -32,9 +33,22 @@ from .child import encode
 FRAME_ITEMS = 2000       # entries per frame: encoding one holds the GIL a few ms
 MAX_QUEUED = 200_000     # rows not yet done, here and in the writer
 RESTART_EVERY_S = 5.0
+PIPE_BYTES = 1 << 20     # Linux's pipe-max-size default (more needs root and a sysctl)
 POISON_DEATHS = 3        # writers dying in a row before writing anything: the first frame is dropped
 _ROOT = Path(__file__).resolve().parents[2]  # the checkout or site-packages holding netsentinel
 _COUNTERS = ("rows_written", "rows_dropped", "rows_expired")
+
+
+def _widen(pipe) -> None:
+    """A pipe of PIPE_BYTES instead of 64 KiB: a frame (about 0.5 MB) then
+    crosses in a few writes and reads instead of a dozen, and each of those
+    is a wait for the GIL on both sides (the writer's reading thread waited
+    up to the 5 ms switch interval for every 64 KiB while its writing
+    thread converted rows). Best effort: a smaller pipe only costs time."""
+    try:
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (OSError, AttributeError):
+        pass
 
 
 def _size(frame: tuple) -> int:
@@ -161,7 +175,7 @@ class StoreProcess:
     def _send(self, proc: subprocess.Popen, frame: tuple) -> None:
         try:
             payload = encode(frame)
-        except Exception as e:  # neither marshal nor pickle takes an entry: that frame only, counted
+        except Exception as e:  # pickle cannot take an entry: that frame only, counted
             with self._lock:
                 self.rows_dropped += _size(frame)
             self._report(f"event store: a batch could not be encoded ({type(e).__name__}: "
@@ -211,6 +225,7 @@ class StoreProcess:
             self._report(f"cannot start the event store's writer process ({e}); retried every "
                          f"{RESTART_EVERY_S:g}s, rows kept in memory")
             return False
+        _widen(proc.stdin)
         with self._lock:
             self.proc, self._done_seen, self._child = proc, 0, {}
             if self._sent and self._head_done:  # the rows of the first frame already done

@@ -72,10 +72,20 @@ _CONN_COLS = {"pid": 9, "uid": 10, "comm": 11, "exe": 12, "cmdline": 13, "saddr"
 _FLOW_COLS = {"src": 14}
 
 
+_ABSENT = object()
+
+
 def _residual(obj: dict, cols: dict, row: list) -> dict:
-    rest = dict(obj)
+    # One lookup per column, the same object first (what _text and _int
+    # return for a value they keep): a third of row_of's time went here.
+    # Equal and of one type otherwise; a NaN (never equal to itself) stays
+    # in doc: SQLite stores it as NULL.
+    rest = obj.copy()
+    get = rest.get
     for k, i in cols.items():
-        if k in rest and row[i] == rest[k] and row[i].__class__ is rest[k].__class__:
+        v = get(k, _ABSENT)
+        c = row[i]
+        if (c is v and c == c) or (type(c) is type(v) and c == v):
             del rest[k]
     return rest
 
