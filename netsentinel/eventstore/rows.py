@@ -8,7 +8,7 @@ import json
 import time
 
 from ..timefmt import parse_iso, utc_now_iso
-from .schema import COLUMNS
+from .schema import COLUMNS, fold
 
 MAX_TEXT = 4096  # a cmdline or an LLM reason longer than this is clipped
 # ASCII JSON: a lone surrogate stays an escape, which every engine can store.
@@ -112,7 +112,8 @@ def row_of(entry: dict, now: float | None = None) -> tuple:
            _text(ev.get("comm")), _text(ev.get("exe")), _text(ev.get("cmdline")),
            _text(ev.get("src") if flow else ev.get("saddr")), _text(ev.get("daddr")),
            _int(ev.get("dport")), _text(entry.get("id"))]
-    return (*row, _doc(entry, ev, row, flow))
+    # `count` stays in doc too (rare, a few bytes): the record comes back as it was.
+    return (*row, _doc(entry, ev, row, flow), None if flow else fold(ev.get("count")))
 
 
 def stored_record(row: dict) -> dict:
@@ -149,7 +150,7 @@ def record_row(kind: str, record: dict, *, level: object = None, category: objec
             _text(ev.get("src") if flow else ev.get("saddr")),
             _text(target if not flow else ev.get("daddr")), _int(ev.get("dport")),
             _text(record.get("id")),
-            _encode(record)[:1 << 20])
+            _encode(record)[:1 << 20], None)  # a threat or a decision is one, whatever its event
 
 
 def as_dict(values: tuple) -> dict:

@@ -68,6 +68,9 @@ class SQLiteEventStore(EventStore):
         free = c.execute("PRAGMA freelist_count").fetchone()[0]
         return (pages - free) * c.execute("PRAGMA page_size").fetchone()[0]
 
+    def columns(self, table: str) -> set[str]:
+        return {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+
     def file_bytes(self) -> int:
         return sum(p.stat().st_size for p in (self.path, *(Path(f"{self.path}{s}") for s in SIDECARS))
                    if p.exists())
