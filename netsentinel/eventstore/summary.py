@@ -39,13 +39,14 @@ def tally(rows: Iterable[tuple]) -> list[tuple[int, str, str, int, int]]:
     """[(bucket_start, level, kind, rows, connects)] of (ts, level, kind,
     connects) tuples, sorted: every writer updates the keys in one order, so
     two PostgreSQL writers of a fleet wait for each other rather than deadlock."""
-    n: Counter = Counter()
-    c: Counter = Counter()
-    for ts, level, kind, folded in rows:
-        key = (bucket_start(ts), NO_LEVEL if level is None else level, kind)
-        n[key] += 1
-        c[key] += 1 if folded is None else folded
-    return sorted((*key, rows, c[key]) for key, rows in n.items())
+    rows = rows if isinstance(rows, list) else list(rows)
+    # Counted in C first; only folded rows (rare) add to their connects.
+    n = Counter((bucket_start(ts), NO_LEVEL if lv is None else lv, k) for ts, lv, k, _ in rows)
+    c = Counter(n)
+    for ts, lv, k, folded in rows:
+        if folded is not None:
+            c[(bucket_start(ts), NO_LEVEL if lv is None else lv, k)] += folded - 1
+    return sorted((*key, count, c[key]) for key, count in n.items())
 
 
 def of_rows(rows: list[tuple]) -> Iterable[tuple]:
