@@ -3,7 +3,7 @@ its own (child.py), so converting verdicts to rows, inserting them and
 counting the summary use another core instead of the analyzer's GIL.
 
 The analyzer hands over its verdict entries as they are (submit); a thread
-here encodes them (child.encode: pickle) in frames of FRAME_ITEMS and writes them to the writer's
+here encodes them (child.encode: marshal) in frames of FRAME_ITEMS and writes them to the writer's
 stdin, and a second thread reads what the writer reports. A frame is kept
 until the writer reports its rows done (written, or refused for their
 content), so a writer that dies loses nothing: a new one is started
@@ -175,7 +175,7 @@ class StoreProcess:
     def _send(self, proc: subprocess.Popen, frame: tuple) -> None:
         try:
             payload = encode(frame)
-        except Exception as e:  # pickle cannot take an entry: that frame only, counted
+        except Exception as e:  # neither marshal nor pickle takes an entry: that frame only, counted
             with self._lock:
                 self.rows_dropped += _size(frame)
             self._report(f"event store: a batch could not be encoded ({type(e).__name__}: "
