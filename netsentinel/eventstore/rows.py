@@ -26,10 +26,13 @@ def _encode(obj) -> str:
     needed), the json module for what it refuses (a lone surrogate, an
     integer past 64 bits), which keeps the escapes above."""
     if _orjson is not None:
-        try:
-            return _orjson.dumps(obj, default=str, option=_orjson.OPT_NON_STR_KEYS).decode()
-        except TypeError:   # orjson.JSONEncodeError is one
-            pass
+        # String keys first (a tenth faster); a dict with other keys again
+        # with OPT_NON_STR_KEYS, which writes the same for string keys.
+        for option in (None, _orjson.OPT_NON_STR_KEYS):
+            try:
+                return _orjson.dumps(obj, default=str, option=option).decode()
+            except TypeError:   # orjson.JSONEncodeError is one
+                pass
     return _json_encode(obj)
 KINDS = ("connection", "flow", "threat", "decision")
 
