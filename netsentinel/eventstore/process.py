@@ -16,7 +16,6 @@ wrong, stderr gets one line per new problem."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import subprocess
 import sys
@@ -28,27 +27,14 @@ from typing import Callable
 
 from . import describe
 from .base import Retention
-from .child import encode
+from .child import encode, widen
 
 FRAME_ITEMS = 2000       # entries per frame: encoding one holds the GIL a few ms
 MAX_QUEUED = 200_000     # rows not yet done, here and in the writer
 RESTART_EVERY_S = 5.0
-PIPE_BYTES = 1 << 20     # Linux's pipe-max-size default (more needs root and a sysctl)
 POISON_DEATHS = 3        # writers dying in a row before writing anything: the first frame is dropped
 _ROOT = Path(__file__).resolve().parents[2]  # the checkout or site-packages holding netsentinel
 _COUNTERS = ("rows_written", "rows_dropped", "rows_expired")
-
-
-def _widen(pipe) -> None:
-    """A pipe of PIPE_BYTES instead of 64 KiB: a frame (about 0.5 MB) then
-    crosses in a few writes and reads instead of a dozen, and each of those
-    is a wait for the GIL on both sides (the writer's reading thread waited
-    up to the 5 ms switch interval for every 64 KiB while its writing
-    thread converted rows). Best effort: a smaller pipe only costs time."""
-    try:
-        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except (OSError, AttributeError):
-        pass
 
 
 def _size(frame: tuple) -> int:
@@ -225,7 +211,7 @@ class StoreProcess:
             self._report(f"cannot start the event store's writer process ({e}); retried every "
                          f"{RESTART_EVERY_S:g}s, rows kept in memory")
             return False
-        _widen(proc.stdin)
+        widen(proc.stdin)
         with self._lock:
             self.proc, self._done_seen, self._child = proc, 0, {}
             if self._sent and self._head_done:  # the rows of the first frame already done
