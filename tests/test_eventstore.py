@@ -201,6 +201,29 @@ def test_sqlite_retention_by_size_keeps_the_file_under_the_cap(tmp_path, monkeyp
     db.close()
 
 
+def test_sqlite_new_stores_use_16k_pages_and_an_older_store_keeps_its_own(tmp_path):
+    import sqlite3
+    from netsentinel.eventstore.sqlite import PAGE_BYTES
+    new = open_store(str(tmp_path / "new.sqlite3"))
+    assert new.conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_BYTES == 16384
+    new.close()
+    # A store an older NetSentinel made (4 KiB pages, WAL): opened, migrated,
+    # its rows kept; its page size cannot change in WAL mode and is not forced.
+    old_path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(old_path)
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.commit()
+    conn.close()
+    db = open_store(str(old_path))
+    db.add_rows([row_of(entry(i)) for i in range(50)])
+    db.close()
+    again = open_store(str(old_path))
+    assert again.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert again.count(Query()) == 50 and again.schema_version() == SCHEMA_VERSION
+    again.close()
+
+
 @pytest.mark.parametrize("query, index", [
     (Query(level="HIGH", min_level=True), "events_level_ts"),
     (Query(kind="flow"), "events_kind_ts"),

@@ -1,8 +1,8 @@
 """The time-bucketed summary (event_buckets) against real engines: it equals
-a GROUP BY over the rows after inserts, after retention and after the
-migration of a store an older NetSentinel wrote, and the figures read from
-it equal the figures read from the rows, to the event, for ranges whose ends
-fall inside a minute. SQLite files and a throwaway PostgreSQL server
+a GROUP BY over the rows (rows and the connects folded events stand for)
+after inserts, after retention and after the migration of a store an older
+NetSentinel wrote, and the figures read from it equal the figures read from
+the rows, to the event, for ranges whose ends fall inside a minute. SQLite files and a throwaway PostgreSQL server
 (tests/eventstore_support.py)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from eventstore_support import dsn, entry, pg_server  # noqa: F401 (fixtures)
 from netsentinel.eventstore import Query, Retention, open_store
 from netsentinel.eventstore import base as base_mod
-from netsentinel.eventstore.rows import row_of
-from netsentinel.eventstore.schema import SCHEMA_VERSION
+from netsentinel.eventstore.rows import row_of, stored_record
+from netsentinel.eventstore.schema import CONNECTS, COLUMNS, MIGRATIONS, SCHEMA_VERSION
 from netsentinel.timefmt import parse_iso, utc_now_iso
 
 T0 = parse_iso("2026-12-01T10:00:00Z")
@@ -23,8 +23,10 @@ T0 = parse_iso("2026-12-01T10:00:00Z")
 
 def _rows(n: int, seed: int = 3) -> list[tuple]:
     """n verdicts over two hours from T0, at microsecond times (some on a
-    minute exactly), of three levels and two kinds, a few with no level, and
-    two before 1970 (a negative time: the floor goes down, not to zero)."""
+    minute exactly), of three levels and two kinds, a few with no level, some
+    folded (`count`: the connects one event stands for; a few hostile ones,
+    counted as one), and two before 1970 (a negative time: the floor goes
+    down, not to zero)."""
     rnd = random.Random(seed)
     out = []
     for i in range(n):
@@ -32,6 +34,10 @@ def _rows(n: int, seed: int = 3) -> list[tuple]:
         e = entry(i, ts=utc_now_iso(ts), level=rnd.choice(["INFO", "INFO", "MEDIUM", "HIGH"]))
         if i % 7 == 0:
             e["event"] = {"v": 1, "type": "flow", "ts": e["event"]["ts"], "src": "10.222.0.77"}
+        elif i % 11 == 3:
+            e["event"]["count"] = rnd.randrange(2, 5000)
+        elif i % 101 == 4:
+            e["event"]["count"] = rnd.choice(["many", 2**40, -3, True, 0])
         if i % 50 == 0:
             e["level"] = None
         out.append(row_of(e))
@@ -41,17 +47,24 @@ def _rows(n: int, seed: int = 3) -> list[tuple]:
 
 
 def _summary(db) -> dict:
-    return {(int(b), lv, k): int(n) for b, lv, k, n in
-            db._all("SELECT bucket_start, level, kind, n FROM event_buckets", [])}
+    """{(minute, level, kind): (rows, connects)}"""
+    return {(int(b), lv, k): (int(n), int(c)) for b, lv, k, n, c in
+            db._all("SELECT bucket_start, level, kind, n, connects FROM event_buckets", [])}
 
 
 def _group_by(db) -> dict:
-    """What the summary must hold: the rows grouped by minute, level, kind."""
+    """What the summary must hold: the rows grouped by minute, level, kind,
+    counted and their connects added up (NULL: one)."""
     out: dict = {}
-    for ts, lv, k in db._all("SELECT ts, level, kind FROM events", []):
+    for ts, lv, k, c in db._all("SELECT ts, level, kind, connects FROM events", []):
         key = (int(ts // 60) * 60, lv or "", k)
-        out[key] = out.get(key, 0) + 1
+        n, conns = out.get(key, (0, 0))
+        out[key] = (n + 1, conns + (c or 1))
     return out
+
+
+def _rows_of(summary: dict) -> int:
+    return sum(n for n, _ in summary.values())
 
 
 @pytest.fixture
@@ -66,7 +79,8 @@ def test_the_summary_equals_a_group_by_after_inserts(db):
         db.add_rows(_rows(300, seed=k))
     got = _summary(db)
     assert got == _group_by(db)
-    assert sum(got.values()) == 4 * 302
+    assert _rows_of(got) == 4 * 302
+    assert sum(c for _, c in got.values()) > _rows_of(got)  # folded events count their connects
     assert (-60, "INFO", "connection") in got and (-120, "INFO", "connection") in got  # before 1970
     assert any(lv == "" for _, lv, _ in got)  # no level: counted under ''
 
@@ -148,27 +162,34 @@ def test_sqlite_retention_by_size_keeps_the_summary(tmp_path, monkeypatch):
     db.close()
 
 
-def _v1_store(dsn, monkeypatch, rows) -> None:
-    """What NetSentinel with schema version 1 left: the rows, no summary."""
-    monkeypatch.setattr(base_mod, "SCHEMA_VERSION", 1)
+def _old_store(dsn, monkeypatch, rows, version: int = 1) -> None:
+    """What NetSentinel with schema `version` left: the rows (no connects
+    column: a fold's `count` only in doc), and from version 2 their summary
+    (rows only)."""
+    monkeypatch.setattr(base_mod, "SCHEMA_VERSION", version)
     old = open_store(dsn)
-    old.conn.cursor().executemany(old._insert, rows)
+    cols = COLUMNS[:CONNECTS]
+    cur = old.conn.cursor()
+    cur.executemany(f"INSERT INTO events ({', '.join(cols)}) VALUES "
+                    f"({', '.join(old.ph for _ in cols)})", [r[:CONNECTS] for r in rows])
+    for stmt in MIGRATIONS[old.engine][2][1:] if version == 2 else ():  # rebuilt from the rows
+        cur.execute(stmt)
     old.conn.commit()
-    assert old.schema_version() == 1
+    assert old.schema_version() == version and "connects" not in old.columns("events")
     old.close()
     monkeypatch.undo()
 
 
 def test_migration_builds_the_summary_of_an_older_store(dsn, monkeypatch):
     rows = _rows(700)
-    _v1_store(dsn, monkeypatch, rows)
+    _old_store(dsn, monkeypatch, rows)
     reader = open_store(dsn, readonly=True)  # before the writer migrated: from the rows
     assert not reader.has_summary() and reader.count(Query(since=T0 + 90.5)) > 0
     expected_counts = reader.counts_by("level", Query(since=T0 + 90.5))
     reader.close()
     db = open_store(dsn)  # the writer migrates on start
-    assert db.schema_version() == SCHEMA_VERSION == 2 and db.has_summary()
-    assert _summary(db) == _group_by(db) and sum(_summary(db).values()) == len(rows)
+    assert db.schema_version() == SCHEMA_VERSION == 3 and db.has_summary()
+    assert _summary(db) == _group_by(db) and _rows_of(_summary(db)) == len(rows)
     assert db.counts_by("level", Query(since=T0 + 90.5)) == expected_counts
     db.add_rows(_rows(100, seed=5))  # and keeps it from then on
     assert _summary(db) == _group_by(db)
@@ -189,4 +210,32 @@ def test_sqlite_reads_a_range_of_the_summary_by_its_key(tmp_path):
     plan = " ".join(str(r) for r in db.conn.execute("EXPLAIN QUERY PLAN " + summary_sql))
     assert "USING PRIMARY KEY (bucket_start>? AND bucket_start<?)" in plan, plan
     assert len([q for q in seen if "FROM events" in q]) == 2  # the two partial minutes
+    db.close()
+
+
+def test_a_folded_event_counts_its_connects_in_timelines_and_one_row_in_counts(db):
+    minute = T0 + 600
+    folded = entry(1, ts=utc_now_iso(minute + 5), count=40, window_s=0.8)
+    db.add_rows([row_of(folded), row_of(entry(2, ts=utc_now_iso(minute + 6))),
+                 row_of(entry(3, ts=utc_now_iso(minute + 7), count="forty"))])  # hostile: one
+    q = Query(since=minute, until=minute + 60)
+    assert db.timeline(q, 60) == [(minute, "INFO", 42)]  # 40 + 1 + 1 connects
+    assert db.timelines_by_kind(Query(since=minute - 0.5), 60)["connection"] == [(minute, "INFO", 42)]
+    assert db.count(q) == 3 and db.counts_by("kind", q) == [("connection", 3)]  # rows: for paging
+    (row,) = [r for r in db.search(q) if r["ref"] == folded["id"]]
+    assert row["connects"] == 40 and stored_record(row)["event"]["count"] == 40  # doc keeps it
+
+
+def test_migration_to_3_counts_the_folds_a_schema_2_store_kept_in_doc(dsn, monkeypatch):
+    rows = _rows(700)
+    _old_store(dsn, monkeypatch, rows, version=2)
+    reader = open_store(dsn, readonly=True)  # before the writer migrated: rows, connects unknown
+    assert reader.has_summary() and {r["connects"] for r in reader.search(Query(limit=1000))} == {None}
+    assert sum(n for _, _, n in reader.timeline(Query(), 3600)) == len(rows)
+    reader.close()
+    db = open_store(dsn)
+    assert db.schema_version() == 3 and _summary(db) == _group_by(db)
+    folds = {r[-1] for r in rows if r[-1] is not None}
+    assert folds and {c for (c,) in db._all("SELECT connects FROM events", [])} == folds | {None}
+    assert sum(n for _, _, n in db.timeline(Query(), 3600)) == sum(r[-1] or 1 for r in rows)
     db.close()

@@ -35,10 +35,10 @@ class EventStore:
     def __init__(self, conn, retention: Retention | None = None):
         self.conn = conn
         self.retention = retention or Retention()
-        self._select = f"SELECT id, {', '.join(COLUMNS)} FROM events"
         self._insert = (f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES "
                         f"({', '.join(self.ph for _ in COLUMNS)})")
-        self._summary: bool | None = None  # event_buckets there (schema 2+); asked once
+        self._version: int | None = None  # the schema's, asked once (a reader does not migrate)
+        self._summary: bool | None = None  # event_buckets there (schema 2+)
 
     # ------------------------------------------------------------ schema
     def migrate(self) -> int:
@@ -54,13 +54,17 @@ class EventStore:
                                f"NetSentinel's {SCHEMA_VERSION}: upgrade NetSentinel")
         for version in range(found + 1, SCHEMA_VERSION + 1):
             for stmt in MIGRATIONS[self.engine][version]:
-                cur.execute(stmt)
+                stmt(self, cur) if callable(stmt) else cur.execute(stmt)
             cur.execute(f"DELETE FROM meta WHERE key = {self.ph}", ("schema_version",))
             cur.execute(f"INSERT INTO meta (key, value) VALUES ({self.ph}, {self.ph})",
                         ("schema_version", str(version)))
             self.conn.commit()
-        self._summary = True
+        self._summary, self._version = True, SCHEMA_VERSION
         return found
+
+    def columns(self, table: str) -> set[str]:
+        """The columns `table` has (a migration adds what is missing)."""
+        raise NotImplementedError
 
     def schema_version(self) -> int:
         cur = self.conn.cursor()
@@ -77,7 +81,7 @@ class EventStore:
         try:
             cur = self.conn.cursor()
             self._insert_rows(cur, rows)
-            summary.add(self, cur, ((r[0], r[3], r[2]) for r in rows))  # ts, level, kind
+            summary.add(self, cur, summary.of_rows(rows))
             self.conn.commit()
         except Exception:
             self._rollback()
@@ -96,15 +100,29 @@ class EventStore:
     def search(self, q: Query) -> list[dict]:
         w, params = where(q, self.ph)
         p, pparams = page_sql(q, self.ph)
-        return [as_dict(r) for r in self._all(self._select + w + p, params + pparams)]
+        # A store before schema 3 (its writer not yet upgraded) has no connects: NULL, one.
+        cols = COLUMNS if self._schema() >= summary.CONNECTS_VERSION else (
+            *(c for c in COLUMNS if c != "connects"), "NULL")
+        return [as_dict(r) for r in self._all(f"SELECT id, {', '.join(cols)} FROM events{w}{p}",
+                                             params + pparams)]
+
+    def _schema(self) -> int:
+        if self._version is None:
+            found = self._all(f"SELECT value FROM meta WHERE key = {self.ph}", ["schema_version"])
+            self._version = int(found[0][0]) if found else 0
+        return self._version
 
     def has_summary(self) -> bool:
         """A store from before schema 2 (a reader opened before its writer
         migrated it) has no summary: its figures come from the rows."""
         if self._summary is None:
-            found = self._all(f"SELECT value FROM meta WHERE key = {self.ph}", ["schema_version"])
-            self._summary = bool(found) and int(found[0][0]) >= summary.SUMMARY_VERSION
+            self._summary = self._schema() >= summary.SUMMARY_VERSION
         return self._summary
+
+    def _measure(self) -> str:
+        """What a timeline counts: connects (a folded event counts its
+        `count`), or rows in a store from before schema 3."""
+        return "connects" if self._schema() >= summary.CONNECTS_VERSION else "n"
 
     def _summarised(self, q: Query, width: int | None = None) -> bool:
         return ((width is None or width % summary.BUCKET_S == 0) and summary.answers(q)
@@ -156,18 +174,20 @@ class EventStore:
         return [(*r[:-2], LEVELS[int(r[-2])], r[-1]) for r in rows]
 
     def _grouped(self, q: Query, cols: tuple[str, ...], width: int | None = None) -> dict:
+        measure = self._measure()
         if self._summarised(q, width):
-            return summary.grouped(self, q, cols, width)
-        return summary.from_rows(self, q, cols, width)
+            return summary.grouped(self, q, cols, width, measure)
+        return summary.from_rows(self, q, cols, width, measure)
 
     def timeline(self, q: Query, bucket_s: int) -> list[tuple]:
-        """[(bucket start, level, rows)] for a plot, aggregated in the database
-        (from the summary when bucket_s is whole minutes)."""
+        """[(bucket start, level, connects)] for a plot (a row that is not a
+        folded connection event is one), aggregated in the database (from
+        the summary when bucket_s is whole minutes)."""
         by = self._grouped(q, ("t", "level"), int(bucket_s))
         return [(t, lv, by[(t, lv)]) for t, lv in sorted(by, key=_by_time)]
 
     def timelines_by_kind(self, q: Query, bucket_s: int) -> dict[str, list[tuple]]:
-        """{kind: [(bucket start, level, rows)]}: timeline() for every kind in
+        """{kind: [(bucket start, level, connects)]}: timeline() for every kind in
         one pass over the summary or the time index (the Overview draws two)."""
         by = self._grouped(q, ("t", "kind", "level"), int(bucket_s))
         out: dict[str, list[tuple]] = {}
@@ -209,7 +229,7 @@ class EventStore:
         # RETURNING: the rows this transaction deleted, none that another
         # writer of a fleet deleted first, so each is counted out once.
         oldest = (f"DELETE FROM events WHERE id IN (SELECT id FROM events{{}} ORDER BY ts "
-                  f"LIMIT {RETENTION_BATCH}) RETURNING ts, level, kind")
+                  f"LIMIT {RETENTION_BATCH}) RETURNING ts, level, kind, connects")
         try:
             cur.execute(oldest.format(f" WHERE ts < {self.ph}"), (cutoff,))
             gone = cur.fetchall()

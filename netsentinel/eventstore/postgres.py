@@ -40,6 +40,12 @@ class PostgresEventStore(EventStore):
                     cur.execute("SELECT pg_advisory_unlock(7150615)")
                 conn.commit()
 
+    def columns(self, table: str) -> set[str]:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                        "AND table_schema = current_schema()", (table,))
+            return {r[0] for r in cur.fetchall()}
+
     def _end_read(self) -> None:
         # psycopg opens a transaction on the first SELECT; a reader ends it at
         # once, so it neither holds a snapshot nor blocks vacuum.

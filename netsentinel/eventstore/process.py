@@ -27,7 +27,7 @@ from typing import Callable
 
 from . import describe
 from .base import Retention
-from .child import encode
+from .child import encode, widen
 
 FRAME_ITEMS = 2000       # entries per frame: encoding one holds the GIL a few ms
 MAX_QUEUED = 200_000     # rows not yet done, here and in the writer
@@ -211,6 +211,7 @@ class StoreProcess:
             self._report(f"cannot start the event store's writer process ({e}); retried every "
                          f"{RESTART_EVERY_S:g}s, rows kept in memory")
             return False
+        widen(proc.stdin)
         with self._lock:
             self.proc, self._done_seen, self._child = proc, 0, {}
             if self._sent and self._head_done:  # the rows of the first frame already done

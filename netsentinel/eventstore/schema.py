@@ -8,6 +8,8 @@ engines. A row is one thing that happened, stamped with the event's own time
   saddr, daddr, dport              addresses; for a flow, saddr is its source
   ref        the analyzer's entry id, or a threat id for threat/decision rows
   doc        the whole record as JSON, for export and the detail view
+  connects   the connects a folded connection event stands for (its `count`,
+             docs/events.md); NULL for one (schema 3)
 
 A second table, event_buckets, counts the rows per minute, level and kind
 (eventstore/summary.py): timelines and counts over a range read it instead
@@ -16,16 +18,22 @@ of a day's million index entries.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+import json
+import math
+
+SCHEMA_VERSION = 3
 
 # Column order of an inserted row (rows.row_of builds tuples in this order).
 COLUMNS = ("ts", "analyzed_at", "kind", "level", "category", "confidence", "verdict_source",
            "backend", "reason", "pid", "uid", "comm", "exe", "cmdline", "saddr", "daddr", "dport",
-           "ref", "doc")
+           "ref", "doc", "connects")
+CONNECTS = COLUMNS.index("connects")
+_V1_COLUMNS = COLUMNS[:CONNECTS]  # schema 1's table; schema 3 added connects
 
 _TYPES = {"ts": "REAL NOT NULL", "analyzed_at": "REAL NOT NULL", "kind": "TEXT NOT NULL",
           "confidence": "REAL", "pid": "INTEGER", "uid": "INTEGER", "dport": "INTEGER",
           "doc": "TEXT NOT NULL"}
+MAX_FOLD = 1 << 32  # a larger `count` is not a kernel fold: NULL in connects (doc keeps it)
 
 # Indexes cost every insert (the store must keep up with 50k events/s), so
 # only the filters people follow over time get a full one: process, exe,
@@ -39,7 +47,7 @@ PARTIAL = {"level": "level <> 'INFO'", "kind": "kind <> 'connection'"}
 
 
 def _create(id_type: str, real: str) -> list[str]:
-    cols = ",\n  ".join(f"{c} {_TYPES.get(c, 'TEXT')}".replace("REAL", real) for c in COLUMNS)
+    cols = ",\n  ".join(f"{c} {_TYPES.get(c, 'TEXT')}".replace("REAL", real) for c in _V1_COLUMNS)
     stmts = [f"CREATE TABLE events (\n  id {id_type},\n  {cols}\n)",
              # level and kind ride along: timelines and counts by level or kind
              # over a range read this index alone, never the rows.
@@ -69,6 +77,17 @@ def bucket_sql(engine: str, int_expr: str, width: int) -> str:
 BUCKET_S = 60  # the summary's bucket: a minute
 
 
+def bucket_start(ts: float) -> int:
+    """The start of ts's minute; the same integer as bucket_sql() (summary.py)."""
+    x = math.floor(ts)
+    return x - x % BUCKET_S
+
+
+def fold(v: object) -> int | None:
+    """A connection event's `count` as the connects column holds it."""
+    return v if v.__class__ is int and 1 <= v <= MAX_FOLD else None
+
+
 def _summary(engine: str, bigint: str, suffix: str) -> list[str]:
     """event_buckets: rows per (minute, level, kind), built from the rows
     there are (one GROUP BY), then kept by every insert and every retention
@@ -84,11 +103,43 @@ def _summary(engine: str, bigint: str, suffix: str) -> list[str]:
             f"COALESCE(level, ''), kind, COUNT(*) FROM events GROUP BY 1, 2, 3"]
 
 
-# version -> statements that bring the previous version to it; applied in
-# order, each version in one transaction, on every start (open()).
+def _connects(db, cur) -> None:
+    """Schema 3: events.connects (a folded connection event's `count`) and
+    event_buckets.connects (the connects each minute's rows stand for, which
+    timelines plot), filled from the `count` the rows' doc kept. Idempotent:
+    SQLite runs ALTER TABLE outside the migration's transaction."""
+    big = "BIGINT" if db.engine == "postgres" else "INTEGER"
+    for table, extra in (("events", ""), ("event_buckets", " NOT NULL DEFAULT 0")):
+        if "connects" not in db.columns(table):
+            cur.execute(f"ALTER TABLE {table} ADD COLUMN connects {big}{extra}")
+    cur.execute("UPDATE event_buckets SET connects = n")
+    ph = db.ph
+    cur.execute(f"SELECT id, ts, level, doc FROM events WHERE kind = 'connection' AND doc LIKE {ph}",
+                ('%"count"%',))
+    folded, more = [], {}
+    for rid, ts, level, doc in cur.fetchall():
+        try:
+            ev = json.loads(doc).get("event")
+            n = fold(ev.get("count")) if isinstance(ev, dict) else None
+        except (ValueError, AttributeError):  # a clipped doc: counted as one, as before
+            n = None
+        if n is not None:
+            folded.append((n, rid))
+            key = (bucket_start(ts), level or "", "connection")
+            more[key] = more.get(key, 0) + n - 1
+    cur.executemany(f"UPDATE events SET connects = {ph} WHERE id = {ph}", folded)
+    cur.executemany(f"UPDATE event_buckets SET connects = connects + {ph} WHERE bucket_start = {ph} "
+                    f"AND level = {ph} AND kind = {ph}", [(n, *k) for k, n in sorted(more.items())])
+
+
+# version -> statements (or functions of the store and a cursor) that bring
+# the previous version to it; applied in order, each version in one
+# transaction, on every start (open()).
 MIGRATIONS = {
     "sqlite": {1: _create("INTEGER PRIMARY KEY", "REAL"),
-               2: _summary("sqlite", "INTEGER", " WITHOUT ROWID")},
+               2: _summary("sqlite", "INTEGER", " WITHOUT ROWID"),
+               3: [_connects]},
     "postgres": {1: _create("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION"),
-                 2: _summary("postgres", "BIGINT", "")},
+                 2: _summary("postgres", "BIGINT", ""),
+                 3: [_connects]},
 }

@@ -17,6 +17,7 @@ BUSY_TIMEOUT_MS = 2000  # how long a write waits for another writer's lock befor
 SIDECARS = ("-wal", "-shm")
 WAL_LIMIT_BYTES = 16 << 20
 WRITER_CACHE_KIB = 64 << 10
+PAGE_BYTES = 16 << 10
 DASHBOARD_GROUP = "netsentinel"  # the dashboard service's user and group
 
 
@@ -42,7 +43,11 @@ class SQLiteEventStore(EventStore):
         super().__init__(conn, retention)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not readonly:
-            # Before the first table: auto_vacuum only takes effect on an empty file.
+            # Before the first table (on an empty file; a store made before
+            # keeps its pages): 16 KiB pages took a third less CPU per insert
+            # than 4 KiB (fewer splits of the indexes' pages, fewer pages to
+            # log) in bench/eventstore.py. auto_vacuum likewise.
+            conn.execute(f"PRAGMA page_size = {PAGE_BYTES}")
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                 raise sqlite3.OperationalError(f"{self.path}: cannot switch to WAL mode")
@@ -62,6 +67,9 @@ class SQLiteEventStore(EventStore):
         pages = c.execute("PRAGMA page_count").fetchone()[0]
         free = c.execute("PRAGMA freelist_count").fetchone()[0]
         return (pages - free) * c.execute("PRAGMA page_size").fetchone()[0]
+
+    def columns(self, table: str) -> set[str]:
+        return {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
 
     def file_bytes(self) -> int:
         return sum(p.stat().st_size for p in (self.path, *(Path(f"{self.path}{s}") for s in SIDECARS))

@@ -1,5 +1,7 @@
 """The time-bucketed summary (schema version 2): event_buckets holds how
-many rows each (minute, level, kind) has. The writer keeps it in the same
+many rows each (minute, level, kind) has, and (schema 3) how many connects
+they stand for (a folded connection event counts its `count`: timelines
+plot connects; counts, which page the rows, count rows). The writer keeps it in the same
 transaction as the rows it inserts or expires, so it always equals a
 GROUP BY over the rows; timelines and counts over a range read it, a few
 hundred rows a day, instead of a day's million index entries.
@@ -16,49 +18,61 @@ from dataclasses import fields, replace
 from typing import Iterable
 
 from .query import Query, where
-from .schema import BUCKET_S, FLOOR_INT, bucket_sql
+from .schema import BUCKET_S, CONNECTS, FLOOR_INT, bucket_sql, bucket_start
 
 # A row with no level is counted under '' (a key column cannot be NULL) and
 # read back as none: an empty level and none are one.
 NO_LEVEL = ""
 SUMMARY_VERSION = 2  # the schema version that added event_buckets
+CONNECTS_VERSION = 3  # ... and connects, in events and event_buckets
+# What a figure counts: rows, or the connects they stand for (a row with no
+# fold, NULL, is one), from the rows and from the summary.
+_MEASURE = {"n": ("COUNT(*)", "CAST(SUM(n) AS BIGINT)"),
+            "connects": ("CAST(SUM(COALESCE(connects, 1)) AS BIGINT)",
+                         "CAST(SUM(connects) AS BIGINT)")}
 # The filters the summary can answer; any other one set reads the rows.
 _ANSWERS = {"since", "until", "kind", "level", "min_level", "levels", "limit", "page",
             "oldest_first"}
 
 
-def bucket_start(ts: float) -> int:
-    """The start of ts's minute; the same integer as schema.bucket_sql()."""
-    x = math.floor(ts)
-    return x - x % BUCKET_S
+def tally(rows: Iterable[tuple]) -> list[tuple[int, str, str, int, int]]:
+    """[(bucket_start, level, kind, rows, connects)] of (ts, level, kind,
+    connects) tuples, sorted: every writer updates the keys in one order, so
+    two PostgreSQL writers of a fleet wait for each other rather than deadlock."""
+    rows = rows if isinstance(rows, list) else list(rows)
+    # Counted in C first; only folded rows (rare) add to their connects.
+    n = Counter((bucket_start(ts), NO_LEVEL if lv is None else lv, k) for ts, lv, k, _ in rows)
+    c = Counter(n)
+    for ts, lv, k, folded in rows:
+        if folded is not None:
+            c[(bucket_start(ts), NO_LEVEL if lv is None else lv, k)] += folded - 1
+    return sorted((*key, count, c[key]) for key, count in n.items())
 
 
-def tally(rows: Iterable[tuple]) -> list[tuple[int, str, str, int]]:
-    """[(bucket_start, level, kind, rows)] of (ts, level, kind) triples,
-    sorted: every writer updates the keys in one order, so two PostgreSQL
-    writers of a fleet wait for each other rather than deadlock."""
-    c = Counter((bucket_start(ts), NO_LEVEL if level is None else level, kind)
-                for ts, level, kind in rows)
-    return sorted((b, lv, k, n) for (b, lv, k), n in c.items())
+def of_rows(rows: list[tuple]) -> Iterable[tuple]:
+    """The (ts, level, kind, connects) of inserted rows (schema.COLUMNS order)."""
+    return ((r[0], r[3], r[2], r[CONNECTS]) for r in rows)
 
 
-def add(db, cur, triples: Iterable[tuple]) -> None:
+def add(db, cur, quads: Iterable[tuple]) -> None:
     """Count inserted rows in, inside the caller's transaction."""
     ph = db.ph
-    cur.executemany(f"INSERT INTO event_buckets (bucket_start, level, kind, n) VALUES "
-                    f"({ph}, {ph}, {ph}, {ph}) ON CONFLICT (bucket_start, level, kind) "
-                    "DO UPDATE SET n = event_buckets.n + excluded.n", tally(triples))
+    cur.executemany(f"INSERT INTO event_buckets (bucket_start, level, kind, n, connects) VALUES "
+                    f"({ph}, {ph}, {ph}, {ph}, {ph}) ON CONFLICT (bucket_start, level, kind) "
+                    "DO UPDATE SET n = event_buckets.n + excluded.n, "
+                    "connects = event_buckets.connects + excluded.connects", tally(quads))
 
 
-def subtract(db, cur, triples: Iterable[tuple]) -> None:
+def subtract(db, cur, quads: Iterable[tuple]) -> None:
     """Count deleted rows out, inside the caller's transaction: never below
-    zero, and a bucket left at zero is removed."""
+    zero, and a bucket left at zero rows is removed."""
     ph = db.ph
-    keys = [(n, n, b, lv, k) for b, lv, k, n in tally(triples)]
-    cur.executemany(f"UPDATE event_buckets SET n = CASE WHEN n > {ph} THEN n - {ph} ELSE 0 END "
+    keys = [(n, n, c, c, b, lv, k) for b, lv, k, n, c in tally(quads)]
+    cur.executemany(f"UPDATE event_buckets SET n = CASE WHEN n > {ph} THEN n - {ph} ELSE 0 END, "
+                    f"connects = CASE WHEN connects > {ph} THEN connects - {ph} ELSE 0 END "
                     f"WHERE bucket_start = {ph} AND level = {ph} AND kind = {ph}", keys)
     cur.executemany(f"DELETE FROM event_buckets WHERE bucket_start = {ph} AND level = {ph} "
-                    f"AND kind = {ph} AND n <= 0", [k[2:] for k in keys])
+                    f"AND kind = {ph} AND n <= 0", [k[4:] for k in keys])
 
 
 def answers(q: Query) -> bool:
@@ -74,9 +88,9 @@ def _exprs(db, cols: tuple[str, ...], width: int | None, on_rows: bool) -> list[
 
 
 def _select(db, source: str, cols, width, w: str, params: list, extra: list[str],
-            extra_params: list) -> list:
+            extra_params: list, measure: str) -> list:
     exprs = _exprs(db, cols, width, source == "events")
-    n = "COUNT(*)" if source == "events" else "CAST(SUM(n) AS BIGINT)"
+    n = _MEASURE[measure][source != "events"]
     conds = " AND ".join(extra)
     w = (w + " AND " + conds if w else " WHERE " + conds) if conds else w
     group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(exprs)))}" if exprs else ""
@@ -84,17 +98,18 @@ def _select(db, source: str, cols, width, w: str, params: list, extra: list[str]
                    params + extra_params)
 
 
-def grouped(db, q: Query, cols: tuple[str, ...], width: int | None = None) -> dict[tuple, int]:
-    """{(values of cols): rows} over q's range; cols among 't' (the start of
-    the `width`-second bucket, width a multiple of a minute), 'level',
-    'kind'. Whole minutes from the summary, the partial ends from the rows."""
+def grouped(db, q: Query, cols: tuple[str, ...], width: int | None = None,
+            measure: str = "n") -> dict[tuple, int]:
+    """{(values of cols): rows (or connects)} over q's range; cols among 't'
+    (the start of the `width`-second bucket, width a multiple of a minute),
+    'level', 'kind'. Whole minutes from the summary, the partial ends from the rows."""
     since, until = q.since, q.until
     lo = None if since is None else math.ceil(since) + (-math.ceil(since)) % BUCKET_S
     hi = None if until is None else math.floor(until) - math.floor(until) % BUCKET_S
     out: Counter = Counter()
 
     def rows(a: float | None, b: float | None) -> None:
-        out.update(from_rows(db, replace(q, since=a, until=b), cols, width))
+        out.update(from_rows(db, replace(q, since=a, until=b), cols, width, measure))
 
     if lo is not None and hi is not None and lo >= hi:
         rows(since, until)  # under two minutes: the rows themselves
@@ -111,17 +126,19 @@ def grouped(db, q: Query, cols: tuple[str, ...], width: int | None = None) -> di
         extra_params.append(hi)
         if hi < until:
             rows(hi, until)
-    for r in _select(db, "event_buckets", cols, width, w, params, extra, extra_params):
+    for r in _select(db, "event_buckets", cols, width, w, params, extra, extra_params, measure):
         if r[-1] is not None:
             out[tuple(r[:-1])] += int(r[-1])
     return _levels(out, cols)
 
 
-def from_rows(db, q: Query, cols: tuple[str, ...], width: int | None = None) -> dict[tuple, int]:
+def from_rows(db, q: Query, cols: tuple[str, ...], width: int | None = None,
+              measure: str = "n") -> dict[tuple, int]:
     """grouped() read from the rows alone (any width; a store without the
     summary, a filter it cannot answer): the same buckets, the same keys."""
     w, params = where(q, db.ph)
-    return {tuple(r[:-1]): int(r[-1]) for r in _select(db, "events", cols, width, w, params, [], [])}
+    return {tuple(r[:-1]): int(r[-1] or 0)
+            for r in _select(db, "events", cols, width, w, params, [], [], measure)}
 
 
 def _levels(counts: Counter, cols: tuple[str, ...]) -> dict[tuple, int]:

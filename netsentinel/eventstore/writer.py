@@ -21,7 +21,11 @@ from .rows import row_of
 MAX_BUFFERED = 50_000    # rows kept while the store is down; the oldest go first beyond this
 REOPEN_EVERY_S = 5.0
 RETENTION_EVERY_S = 1.0  # one small retention step at most this often
-WRITE_BATCH = 5000       # rows per transaction
+# Rows per transaction: an insert touches pages all over the address and
+# process indexes, each logged once per transaction it changes in, so
+# larger transactions write fewer pages per row (5,000: 2.9 KB of disk
+# writes a row; 20,000: 1.9 KB and a sixth less CPU; bench/eventstore.py).
+WRITE_BATCH = 20_000
 
 
 def is_bad_data(e: BaseException) -> bool:
