@@ -23,7 +23,7 @@ def test_met_not_met_and_not_measured():
                                   {"method": "nft", "prefixes": 1, "drops_ratio_to_floor": 0.2}]},
         "event_capture_flood": {"results": [{"rate_target": "max", "loss_pct": 0.0,
                                              "us_ratio_to_bpftrace": 1.4}]},
-        "ban_latency_flood": {"summary": {"drop_after_write_ms": {"p90": 61.0}}},
+        "ban_latency_flood": {"summary": {"drop_after_write_ms": {"p90": 61.0, "p99": 136.0}}},
         "eventstore": {"insert": [{"engine": "sqlite", "path": "process", "rows_per_s": 23000},
                                   {"engine": "sqlite", "path": "in-process", "rows_per_s": 60000}]},
         "analyzer": {"results": [{"case": "rules, records/ empty", "events_per_s": 20000},
@@ -33,7 +33,8 @@ def test_met_not_met_and_not_measured():
     assert _status(rows, "XDP drop rate") == ("0.91x (worst of 2 sizes)", "NOT met")
     assert _status(rows, "event capture: no loss")[1] == "met"
     assert _status(rows, "event capture: CPU per event")[1] == "met"
-    assert _status(rows, "a ban reaches")[1] == "met"
+    # The tail is the target's figure: every ban within 100 ms.
+    assert _status(rows, "a ban reaches") == ("p99 136 ms after the write", "NOT met")
     assert _status(rows, "analyzer >= 25,000")[1] == "NOT met"
     assert _status(rows, "analyzer flat") == ("0.95 (records/ full vs empty)", "met")
     assert _status(rows, "idle loader CPU") == ("not measured in these results", "-")
