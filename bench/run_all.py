@@ -32,7 +32,7 @@ BENCHES = {"drop_rate": ("drop_rate", []), "xdp_pair": ("xdp_pair", []), "xdp_va
            # The issue 19 conditions (full size only: --quick sizes its own runs).
            "event_capture_flood": ("event_capture", ["--rates", "0", "--generators", "16",
                                                      "--buffer-pages", "64"]),
-           "ban_latency_flood": ("ban_latency", ["--bans", "20", "--flood", "16"]),
+           "ban_latency_flood": ("ban_latency", ["--bans", "40", "--flood", "16"]),
            "ban_latency_preload": ("ban_latency", ["--bans", "10", "--preload", "50000", "--burst", "20"])}
 FULL_ONLY = {"event_capture_flood", "ban_latency_flood", "ban_latency_preload"}
 EPILOG = """examples:
