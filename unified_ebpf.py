@@ -10,7 +10,11 @@ USAGE: sudo .venv/bin/python -u unified_ebpf.py [-i IFACE] [--no-xdp] [--ban IP 
 
 import sys
 
-from netsentinel.loader.cli import main
+from netsentinel.loader import starting
+
+starting.install()   # first: a stop during the imports below is a clean stop
+
+from netsentinel.loader.cli import main  # noqa: E402  (after the handlers, see above)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,6 @@ USAGE: sudo .venv/bin/python -u unified_ebpf.py [-i IFACE] [--no-xdp] [--ban IP 
 import argparse
 import os
 import re
-import signal
 import sys
 
 from .. import metrics, netinfo, paths
@@ -25,6 +24,7 @@ from ..cliargs import EXIT_FAILURE, EXIT_USAGE, die, quiet_on_closed_stdout, too
 from ..kernel.pins import DEFAULT_PIN_ROOT
 from .fleet import add_fleet_arguments, fleet_options
 from .flows import AGG_PPS_DEFAULT
+from . import starting
 
 PROG = "unified_ebpf.py"
 # auditd's default priority_boost: a host-defence process outranks the
@@ -193,17 +193,9 @@ def serve_metrics(addr: tuple[str, int], loader) -> None:
     metrics.serve_or_exit(PROG, addr, families)
 
 
-def _stop_while_starting(signum, _frame):
-    # A stop asked for before Loader.run installs its own handlers (BCC
-    # compiles for seconds) ends the start with status 0, as a stop does
-    # later, instead of a death by signal; nothing is attached yet.
-    raise SystemExit(0)
-
-
 @quiet_on_closed_stdout
 def main(argv=None) -> int:
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, _stop_while_starting)
+    starting.install()   # (again: main may be called without unified_ebpf.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

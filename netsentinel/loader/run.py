@@ -34,6 +34,7 @@ from ..abi import MAX_BANS
 from .bantable import BanTable
 from . import cmdfan  # issue 10: one writer at a time on the command files
 from . import wake
+from .starting import STOP_SIGNALS
 from .contain import ContainTable  # process containment (issue 12)
 from .crowdsec import FleetOptions
 from .enforceloop import POLL_MS, EnforceLoop
@@ -59,7 +60,6 @@ from ..whitelist import WhitelistFile
 
 STATUS_EVERY_S = 2.0
 STACK_FAULTS_MAX = 5    # failed stack ticks in a row before stack visibility is turned off
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LOCK_WAIT_S = 2.0       # then back to the loop, and try again on the next pass
 
 
