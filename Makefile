@@ -33,7 +33,7 @@ test: deps
 demo: deps
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
-# Benchmarks (docs/benchmarks.md): drop rate, ban latency (file and dashboard click), event capture, analyzer; ~8 minutes.
+# Benchmarks (docs/benchmarks.md): every one, then each issue target beside its measurement (bench/targets.py); the seven issue-target ones alone take ~10 minutes.
 .PHONY: bench
 bench: deps
 	.venv/bin/python bench/run_all.py
