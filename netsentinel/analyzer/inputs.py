@@ -111,11 +111,15 @@ def loads(text: str | bytes, max_depth: int = MAX_DEPTH):
         raise ValueError(f"not JSON ({e.msg})") from None
     except UnicodeDecodeError:
         raise ValueError("not UTF-8") from None
-    # Nesting needs a bracket per level: a line with few brackets (every
-    # connection event) cannot nest deeper, so it is not walked.
-    if isinstance(obj, (dict, list)) and _brackets(text) > max_depth and depth_over(obj, max_depth):
+    if _too_deep(obj, text, max_depth):
         raise ValueError(f"nested deeper than {max_depth} levels")
     return obj
+
+
+def _too_deep(obj, text: str | bytes, max_depth: int) -> bool:
+    # Nesting needs a bracket per level: a line with few brackets (every
+    # connection event) cannot nest deeper, so it is not walked.
+    return isinstance(obj, (dict, list)) and _brackets(text) > max_depth and depth_over(obj, max_depth)
 
 
 def _brackets(text: str | bytes) -> int:
@@ -158,7 +162,7 @@ def _fast(line: bytes):
     NaN/Infinity, 1e400, lone surrogates, control characters in strings),
     and some of what it accepts: every refusal takes the json module's
     path, whose refusal (or reading) and its words then stand. About half
-    the cost of a line (tests/test_analyzer_hostile.py compares both)."""
+    the cost of a line (tests/test_inputs_fast.py compares both paths)."""
     if _LONG_DIGITS in line.translate(_DIGITS_ONLY):
         return None
     try:
@@ -167,21 +171,23 @@ def _fast(line: bytes):
         return None
 
 
-def parse_line(line: bytes | str) -> dict:
-    """The event of one line, or BadLine with why."""
-    ev = _fast(line) if isinstance(line, bytes) else None
-    if ev is not None:
-        if isinstance(ev, (dict, list)) and _brackets(line) > MAX_DEPTH and depth_over(ev, MAX_DEPTH):
-            raise BadLine(f"nested deeper than {MAX_DEPTH} levels")
-        if not isinstance(ev, dict):
-            raise BadLine(f"not a JSON object but {type(ev).__name__}")
-        check_event(ev)   # (no lone surrogate got past orjson: nothing to scrub)
-        return ev
-    return _parse_slow(line)
+def parse_line(line: bytes | str, *, fast: bool = True) -> dict:
+    """The event of one line, or BadLine with why. fast=False: the json
+    module only (tests compare both paths)."""
+    ev = _fast(line) if fast and isinstance(line, bytes) else None
+    if ev is None:
+        ev = _read_slow(line)
+    elif _too_deep(ev, line, MAX_DEPTH):
+        raise BadLine(f"nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(ev, dict):
+        raise BadLine(f"not a JSON object but {type(ev).__name__}")
+    check_event(ev)
+    return ev
 
 
-def _parse_slow(line: bytes | str) -> dict:
-    """parse_line with the json module (jsonsafe's hooks)."""
+def _read_slow(line: bytes | str):
+    """The JSON value of line through the json module (jsonsafe's hooks),
+    lone surrogates mended (orjson lets none through: nothing to mend there)."""
     if isinstance(line, bytes):
         try:
             line = line.decode("utf-8")
@@ -192,13 +198,10 @@ def _parse_slow(line: bytes | str) -> dict:
         ev = loads(line)
     except ValueError as e:
         raise BadLine(str(e)) from None
-    if not isinstance(ev, dict):
-        raise BadLine(f"not a JSON object but {type(ev).__name__}")
-    if "\\ud" in line or "\\uD" in line:
+    if isinstance(ev, dict) and ("\\ud" in line or "\\uD" in line):
         # A "\ud800" escape gives a str no UTF-8 writer accepts: mend such
         # values here, once, so that no later write (records, a model) trips.
         ev = scrub_value(ev)
-    check_event(ev)
     return ev
 
 
