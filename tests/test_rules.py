@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from netsentinel.analyzer.behaviour import judge_raw_socket
+from netsentinel.analyzer.rule import signals_of
 from netsentinel.analyzer.rules import DEFAULT_RULES_PATH, RuleEngine, RuleFileError
 from netsentinel.llm.config import validate_llm_config
 from netsentinel.whitelist import Whitelist
@@ -81,7 +82,7 @@ def test_index_and_match_rest_agree_with_match():
             if ev["type"] != "connection":
                 continue
             picked = engine.index.candidates(ev)
-            have = ev.get("signals") if isinstance(ev.get("signals"), dict) else {}
+            have = signals_of(ev)
             for rule in engine.index.rules:
                 fast = rule.match_rest(ev, have) if rule in picked else None
                 if rule.kind == "match":

@@ -195,7 +195,7 @@ class Rule:
 
     def match(self, ev: dict) -> dict | None:
         """Template fields when every condition holds, else None."""
-        have = ev.get("signals") if isinstance(ev.get("signals"), dict) else {}
+        have = signals_of(ev)
         if not self.may_match(ev.get("dport"), bool(have), ev.get("comm"), ev.get("exe")):
             return None
         return self.match_rest(ev, have)
@@ -257,6 +257,12 @@ class Rule:
                                                              "distinct": at_least(n, threshold)}},
                             (fields, values, tuple(sample)))
         return best
+
+
+def signals_of(ev: dict) -> dict:
+    """An event's signals (docs/events.md#signals), {} when it has none."""
+    have = ev.get("signals")
+    return have if isinstance(have, dict) else {}
 
 
 def _in_nets(addr: str, nets: list) -> str | None:

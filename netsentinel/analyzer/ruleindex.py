@@ -8,6 +8,8 @@ destination: Rule.match_rest)."""
 
 from __future__ import annotations
 
+from .rule import signals_of
+
 MAX_INDEXED = 8192        # keys remembered; then the index starts afresh (bounded memory)
 MAX_INDEXED_TEXT = 1024   # longer comm + exe are not remembered (computed each time)
 
@@ -19,8 +21,7 @@ class RuleIndex:
 
     def candidates(self, ev: dict) -> tuple:
         """The connection rules that may match ev, in file order."""
-        signals = ev.get("signals")
-        key = (ev["dport"], isinstance(signals, dict) and bool(signals), ev.get("comm"), ev.get("exe"))
+        key = (ev["dport"], bool(signals_of(ev)), ev.get("comm"), ev.get("exe"))
         got = self._by_key.get(key)
         if got is None:
             got = tuple(r for r in self.rules if r.may_match(*key))

@@ -20,7 +20,7 @@ from ..paths import PROJECT_ROOT
 from .eventcheck import event_seconds
 from .keys import process_key
 from .reasons import render
-from .rule import ASKED, Rule, RuleFileError
+from .rule import ASKED, Rule, RuleFileError, signals_of
 from .ruleindex import RuleIndex
 from .scan import Baselines, ProcessHistory, sweep_target
 from .verdict import Verdict
@@ -118,7 +118,7 @@ class RuleEngine:
                 matches.append((rule, fields))
                 continue
             if have is None:
-                have = ev.get("signals") if isinstance(ev.get("signals"), dict) else {}
+                have = signals_of(ev)
             fields = rule.match_rest(ev, have)   # the index checked may_match
             if fields is not None:
                 matches.append((rule, fields))
