@@ -171,7 +171,20 @@ class ProtectedCache:
     def get(self, ssh_ports=(22,)) -> Protected:
         key = tuple(ssh_ports)
         with self._lock:
-            now = time.monotonic()
-            if self._value is None or key != self._key or now - self._at >= self.ttl:
-                self._value, self._key, self._at = protected_addresses(key), key, now
-            return self._value
+            if self._value is not None and key == self._key and time.monotonic() - self._at < self.ttl:
+                return self._value
+        return self.refresh(key)
+
+    def refresh(self, ssh_ports=(22,)) -> Protected:
+        """Look now and keep the result. The look runs outside the lock, so
+        a reader meanwhile gets the set it holds while that is fresh (a
+        thread refreshing ahead of the TTL keeps commands from ever waiting
+        for `ip -j`, loader/protect.py); a look older than the one kept is
+        not kept."""
+        key = tuple(ssh_ports)
+        at = time.monotonic()   # before the look: its age errs on the old side
+        value = protected_addresses(key)
+        with self._lock:
+            if self._value is None or self._at <= at:
+                self._value, self._key, self._at = value, key, at
+        return value

@@ -51,7 +51,7 @@ class BanTable:
         self.warn = warn
         self.clock = clock
         self._protected_fn = protected
-        self._protected = ProtectedCache()
+        self.protected_cache = ProtectedCache()   # refreshed ahead by loader/protect.py
         self.bans: dict[str, dict] = {}
         self._nets: dict[str, Network] = {}
         self._refuse = Refusals(store, BAN_COMMANDS_REJECTED, "ban_rejected", "command", warn, emit)
@@ -69,7 +69,7 @@ class BanTable:
     def protected(self) -> Protected:
         if self._protected_fn is not None:
             return self._protected_fn()
-        return self._protected.get(self.whitelist.current().config["protect_ssh_ports"])
+        return self.protected_cache.get(self.whitelist.current().config["protect_ssh_ports"])
 
     def check(self, raw: Any) -> BanCommand:
         cmd = parse_command(raw)

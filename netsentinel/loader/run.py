@@ -332,11 +332,11 @@ class Loader:
         """Lock, maps, saved state into the maps, then programs (see the top)."""
         o, e = self.opts, self.enforcer
         e.load()
+        self.bans = BanTable(self.store, e, self.whitelist, self.emit_outcome, warn)
         # The protected set refreshed by a thread, not inside a ban (loader/protect.py).
-        self.protected = ProtectedFeed(lambda: self._wl.config["protect_ssh_ports"], warn)
+        self.protected = ProtectedFeed(self.bans.protected_cache,
+                                       lambda: self._wl.config["protect_ssh_ports"], warn)
         self.protected.start()
-        self.bans = BanTable(self.store, e, self.whitelist, self.emit_outcome, warn,
-                             protected=self.protected.get)
         self.rules = RuleTable(
             self.store, e, self.bans.protected,
             lambda: self.whitelist.current().config["protect_ssh_ports"], self.emit_outcome, warn)
