@@ -36,6 +36,14 @@ def parse_iso(s: str | None) -> float | None:
     """Inverse of utc_now_iso (also accepts +00:00 offsets); None for None/empty."""
     if not s:
         return None
+    if s[-1:] == "Z":
+        # The events' own form (every event and record has one): Python 3.11
+        # reads the Z itself, in half the time of the rewrite below. Older
+        # Pythons refuse it, and a form it refuses goes the general way.
+        try:
+            return datetime.fromisoformat(s).timestamp()
+        except ValueError:
+            pass
     s = s.strip()
     if s.endswith("Z"):
         s = s[:-1] + "+00:00"

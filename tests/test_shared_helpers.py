@@ -7,7 +7,7 @@ from netsentinel import threats
 from netsentinel.decisions import decide, trim_decided
 from netsentinel.errors import DecisionError
 from netsentinel.netinfo import PROTECTED_TTL_S, ProtectedCache
-from netsentinel.timefmt import MAX_TTL_S, check_ttl, is_expired, utc_now_iso
+from netsentinel.timefmt import MAX_TTL_S, check_ttl, is_expired, parse_iso, utc_now_iso
 
 
 def test_protected_cache_reuses_within_ttl_and_per_port_set():
@@ -34,6 +34,20 @@ def test_expiry():
     assert not is_expired({"expires_at": utc_now_iso(100.0)}, 99.0)
     assert not is_expired({"expires_at": None}, 1e12)
     assert not is_expired({"expires_at": "not a time"}, 1e12)  # hand-edited: never expires
+
+
+@pytest.mark.parametrize("text", ["2026-12-01T00:00:00.000000Z", "2026-12-01T00:00Z", "2026-12-01Z",
+                                  " 2026-12-01T00:00:00Z", "20261201T000000Z", "2026-12-01T00:00:00,5Z",
+                                  "Z", "yesterdayZ", "2026-12-01T25:00:00Z", "2026-12-01T00:00:00+00:00Z"])
+def test_a_z_time_reads_as_its_plus_00_00_form(text):
+    """parse_iso reads the events' Z form directly (Python 3.11): the same
+    time, or the same refusal, as the general path's "+00:00" rewrite."""
+    def outcome(s):
+        try:
+            return parse_iso(s)
+        except ValueError:
+            return "refused"
+    assert outcome(text) == outcome(text.strip()[:-1] + "+00:00")
 
 
 def test_threat_target():

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 
 from ..timefmt import parse_iso, utc_now_iso
 from .schema import COLUMNS, fold
 
-_fromiso = datetime.fromisoformat
 MAX_TEXT = 4096  # a cmdline or an LLM reason longer than this is clipped
 # ASCII JSON: a lone surrogate stays an escape, which every engine can store.
 _json_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
@@ -60,13 +58,6 @@ def _num(v: object) -> float | None:
 
 def event_time(ts: object, fallback: float) -> float:
     """The event's own time; the analysis time when it has none readable."""
-    try:
-        if ts.__class__ is str and ts[-1:] == "Z":
-            # The loader's form: Python 3.11 reads the Z itself, in half of
-            # parse_iso's time (older ones refuse it: parse_iso below).
-            return _fromiso(ts).timestamp()
-    except ValueError:
-        pass
     try:
         t = parse_iso(ts) if isinstance(ts, str) else None
     except ValueError:
