@@ -181,9 +181,15 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
     u32 parent = bpf_get_current_pid_tgid() >> 32;
-    if (!connected.lookup(&parent))
-        return 0;
     u32 child = args->child_pid;
+    /* Pids are reused: what an earlier process with the child's pid left is
+     * not the child's (a forked child has no exec path of its own until it
+     * execs; /proc names it meanwhile). */
+    exec_paths.delete(&child);
+    if (!connected.lookup(&parent)) {
+        connected.delete(&child);
+        return 0;
+    }
     u8 one = 1;
     connected.update(&child, &one);
     return 0;

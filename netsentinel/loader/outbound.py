@@ -32,7 +32,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from .egress import EgressTracker
-from .procinfo import read_comm
+from .procinfo import read_comm, stat_fields
 from .udp import UdpTracker
 from .stdio import describe, stdio_tcp
 
@@ -71,6 +71,14 @@ def _comm(pid: int) -> str | None:
     kernel's is (kernel/outbound.py), so that the two compare equal
     (UdpTracker.known, a parent's name against its child's)."""
     return read_comm(pid, "surrogateescape")
+
+
+def _ppid(pid: int) -> int | None:
+    """pid's parent now, from /proc (None: gone or unreadable)."""
+    try:
+        return int(stat_fields(pid)[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def parent_service(ppid: int | None, comm: str | None) -> str | None:
@@ -122,7 +130,7 @@ class Outbound:
         self._reported: OrderedDict[str, None] = OrderedDict()  # socket inodes reported with the signal
 
     def raw_socket(self, raw) -> None:
-        ident = self._identity(raw.pid, raw.uid, raw.comm, raw.exec_path)
+        ident = self._identity(raw.pid, raw.uid, raw.comm, raw.exec_path, raw.ts_ns)
         self.counts["raw_sockets"] += 1
         self.emit("raw_socket", pid=raw.pid, tid=raw.tid, ppid=ident["ppid"], uid=raw.uid,
                   comm=raw.comm, exe=ident["exe"], exe_source=ident["exe_source"],
@@ -132,9 +140,10 @@ class Outbound:
         if self.raw is not None and self.raw.egress_link is not None:
             self.egress.remember({**ident, "fd": raw.fd})
 
-    def _identity(self, pid: int, uid: int, comm: str, exec_path: str | None) -> dict:
+    def _identity(self, pid: int, uid: int, comm: str, exec_path: str | None,
+                  at_ns: int | None = None) -> dict:
         """Who a kernel sighting's process is, from /proc, else the path it was started with."""
-        info = self.procs.get(pid)
+        info = self.procs.get(pid, at_ns)
         exe, source = info["exe"], "proc"
         if exe is None and exec_path:
             # Gone already (ping -c1 lives a millisecond): the path the kernel
@@ -148,7 +157,8 @@ class Outbound:
     def udp_flow(self, flow) -> None:
         """The first datagram of a process to a UDP destination port (kernel/outbound.UdpFlow)."""
         if not self.udp.known(flow.pid, flow.comm):
-            self.udp.first(flow.pid, self._identity(flow.pid, flow.uid, flow.comm, flow.exec_path))
+            self.udp.first(flow.pid, self._identity(flow.pid, flow.uid, flow.comm, flow.exec_path,
+                                                    flow.ts_ns))
         else:
             self.udp.first(flow.pid, self.udp.idents[flow.pid])
 
@@ -203,24 +213,30 @@ class Outbound:
         """A process that connected out put something on fd 0 or 1 (however
         long after connecting): if that is a TCP socket now, the connection is
         reported again, "mode": "stdio", with its signals."""
-        hit = stdio_tcp(dup.pid)
+        ppid = _ppid(dup.pid)   # read first: a socket found below was this process's
+        hit = stdio_tcp(dup.pid) if ppid is not None else None
         if hit is None:
-            return
-        pid, tid, comm, info = dup.pid, dup.tid, dup.comm, self.procs.get(dup.pid)
+            return   # not a socket, or gone: whoever put it there reports its own dup
+        pid, tid, comm = dup.pid, dup.tid, dup.comm
         # Name the process that put the socket there, not a child that
         # inherited it and whose own dup happened to be read first (events of
         # different CPUs come in any order): go up while the parent has the
-        # same socket on its fd 0/1.
+        # same socket on its fd 0/1. Each ppid is read from /proc as the
+        # climb goes, never from the cache: pids are reused.
         for _ in range(8):
-            up = stdio_tcp(info["ppid"]) if info["ppid"] and info["ppid"] > 1 else None
+            up = stdio_tcp(ppid) if ppid > 1 else None
             if up is None or up[1].inode != hit[1].inode:
                 break
-            pid = tid = info["ppid"]
-            comm, info = _comm(pid) or comm, self.procs.get(pid)
+            grand = _ppid(ppid)
+            if grand is None:
+                break
+            pid = tid = ppid
+            comm, ppid = _comm(pid) or comm, grand
+        info = self.procs.get(pid)
         if not self._note_reported(hit[1].inode):
             return
         sock = hit[1]
-        fields = dict(pid=pid, tid=tid, ppid=info["ppid"], uid=dup.uid, comm=comm,
+        fields = dict(pid=pid, tid=tid, ppid=ppid, uid=dup.uid, comm=comm,
                       exe=info["exe"], cmdline=info["cmdline"], proc_error=info["proc_error"],
                       family=sock.family, saddr=sock.saddr, sport=sock.sport, daddr=sock.daddr,
                       dport=sock.dport, mode="stdio")

@@ -6,8 +6,8 @@ name who ran it (issue 12).
 
 A connecting process may be gone before its event is read (a short-lived
 curl, a scanner's child); then the fields are None and `proc_error` says why.
-Results are cached briefly per (pid, start time) so a scanner making
-thousands of connects costs three /proc reads, not thousands.
+Results are cached briefly per (pid, start time, name) so a scanner making
+thousands of connects costs one /proc read each (its stat), not five.
 
 exe and cmdline are bytes chosen by whoever started the process, not
 necessarily UTF-8: they are returned as str decoded with "surrogateescape"
@@ -30,8 +30,16 @@ EXITED = "process exited before it could be read"
 
 
 def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+    # os.open/os.read, not open(): no buffered file object (a third of the
+    # cost of reading a small /proc file, which the loader does per event).
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def stat_fields(pid: int) -> list[str]:
@@ -39,16 +47,37 @@ def stat_fields(pid: int) -> list[str]:
     starttime at [19]). comm may contain spaces and parentheses: the split is
     after the last ')'. Raises OSError (gone: FileNotFoundError) or
     ValueError."""
-    stat = _read(f"/proc/{pid}/stat").decode("utf-8", "replace")
-    return stat[stat.rindex(")") + 2:].split()
+    return _fields(_read(f"/proc/{pid}/stat"))
 
 
-def read_process(pid: int) -> dict:
-    info = {"ppid": None, "sid": None, "parent_comm": None, "session_leader": None,
-            "exe": None, "cmdline": None, "proc_error": None}
+def _fields(stat: bytes) -> list[str]:
+    text = stat.decode("utf-8", "replace")
+    return text[text.rindex(")") + 2:].split()
+
+
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _instance(stat: bytes) -> tuple[bytes, int]:
+    """Which process a /proc/PID/stat is of: its name, and its start time in
+    CLOCK_BOOTTIME ns (from clock ticks: rounded down). A pid is reused
+    (pid_max is 32,768 on many machines, this one included): the start time
+    tells two processes with one pid apart, the name an exec since."""
+    cut = stat.rindex(b")")
+    return stat[:cut], int(stat[cut + 2:].split(None, 20)[19]) * _TICK_NS
+
+
+def _unread(error: str | None = None) -> dict:
+    return {"ppid": None, "sid": None, "parent_comm": None, "session_leader": None,
+            "exe": None, "cmdline": None, "proc_error": error}
+
+
+def read_process(pid: int, stat: bytes | None = None) -> dict:
+    """What /proc says of pid (stat: its /proc/PID/stat, when already read)."""
+    info = _unread()
     base = f"/proc/{pid}"
     try:
-        after = stat_fields(pid)
+        after = _fields(stat if stat is not None else _read(f"{base}/stat"))
         info["ppid"], info["sid"] = int(after[1]), int(after[3])
         info["cmdline"] = _cmdline(_read(f"{base}/cmdline"))
         info["parent_comm"] = read_comm(info["ppid"])
@@ -92,21 +121,62 @@ def _cmdline(raw: bytes) -> str | None:
     return raw.decode("utf-8", "surrogateescape")
 
 
+REUSED = "process exited and its pid was reused before it could be read"
+
+
 class ProcCache:
     def __init__(self, ttl: float = 2.0, size: int = 4096):
         self.ttl = ttl
         self.size = size
-        self._cache: OrderedDict[int, tuple[float, dict]] = OrderedDict()
+        # pid -> (CLOCK_MONOTONIC ns of the reading, ns it was last seen alive
+        # as the same process, _instance of its stat or None, info)
+        self._cache: OrderedDict[int, tuple[int, int, tuple | None, dict]] = OrderedDict()
 
-    def get(self, pid: int) -> dict:
-        now = time.monotonic()
+    def get(self, pid: int, at_ns: int | None = None) -> dict:
+        """pid's process info, for an event of at_ns (CLOCK_MONOTONIC ns, the
+        kernel's bpf_ktime_get_ns) when given.
+
+        A reading is remembered for ttl seconds, but only for one process
+        instance (start time and name: pids are reused, and an exec renames):
+        a reused pid is read afresh, never given an earlier process's exe,
+        which the whitelist matches on. A reading of a process that started
+        before the event and was seen alive after it is the event's process
+        (it held the pid all along): no /proc read at all, the common case
+        for a busy process's events read in a batch. Otherwise its
+        /proc/PID/stat is read (one read; a reading makes five) to tell:
+        started after the event -> REUSED (the event's process is gone);
+        gone -> EXITED."""
+        now = time.monotonic_ns()
         hit = self._cache.get(pid)
-        # An exited pid is remembered too (EXITED): a scanner's short-lived
-        # children would otherwise cost three failed /proc looks per event.
-        if hit and now - hit[0] < self.ttl and hit[1]["proc_error"] in (None, EXITED):
-            return dict(hit[1])
-        info = read_process(pid)
-        self._cache[pid] = (now, info)
+        fresh = hit is not None and now - hit[0] < self.ttl * 1e9
+        event_boot = None
+        if at_ns is not None:
+            event_boot = at_ns + time.clock_gettime_ns(time.CLOCK_BOOTTIME) - now
+            if fresh and hit[3]["proc_error"] is None and hit[2] is not None and hit[1] >= at_ns \
+                    and hit[2][1] <= event_boot:
+                return dict(hit[3])
+        try:
+            stat = _read(f"/proc/{pid}/stat")
+            instance = _instance(stat)
+        except FileNotFoundError:
+            # Gone. An exited pid is remembered too (EXITED): a scanner's
+            # short-lived children would otherwise cost the failed looks
+            # again. Without an event time a reading within ttl stands.
+            if fresh and (hit[3]["proc_error"] == EXITED or (at_ns is None and hit[3]["proc_error"] is None)):
+                return dict(hit[3])
+            return self._remember(pid, now, None, _unread(EXITED))
+        except (OSError, ValueError, IndexError):
+            stat = instance = None    # read_process says why
+        else:
+            if event_boot is not None and instance[1] > event_boot:
+                return _unread(REUSED)   # started after the event: the event's process is gone
+            if fresh and hit[2] == instance and hit[3]["proc_error"] is None:
+                self._cache[pid] = (hit[0], now, instance, hit[3])   # seen alive now
+                return dict(hit[3])
+        return self._remember(pid, now, instance, read_process(pid, stat))
+
+    def _remember(self, pid: int, now: int, instance: tuple | None, info: dict) -> dict:
+        self._cache[pid] = (now, now, instance, info)
         self._cache.move_to_end(pid)
         while len(self._cache) > self.size:
             self._cache.popitem(last=False)
