@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from . import paths
 from .cliargs import EXIT_FAILURE, EXIT_USAGE, die, quiet_on_closed_stdout, tool_name, tool_parser

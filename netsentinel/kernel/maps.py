@@ -15,7 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from ..abi import (COUNTERS, FAMILY_V4, MAX_RULES, RULE_ACTION, RULE_STATE_ACTIVE,
+from ..abi import (COUNTERS, MAX_RULES, RULE_ACTION, RULE_STATE_ACTIVE,
                    RULE_STATE_COUNT0)
 from ..addresses import Network
 from . import KernelError

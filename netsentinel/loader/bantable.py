@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any, Callable
 
-from .. import dropdir, jsonsafe
+from .. import dropdir
 from ..addresses import AddressError, Network, canonical, parse_target
 from .banbatch import BULK_MIN, PolicyIndex, apply_batch
 from .cmdqueue import CommandQueue

@@ -226,7 +226,8 @@ def main(argv=None) -> int:
             parser.error(f"no interface named {iface!r}; pass -i IFACE (see: ip link)")
 
     from ..store import StoreError
-    from .run import Loader, LoaderOptions
+    from .options import LoaderOptions
+    from .run import Loader
     opts = LoaderOptions(
         records=str(paths.records_dir(args.records)), config=str(paths.config_path(args.config)),
         interface=iface, enforce=not args.no_xdp, cgroup=not args.no_cgroup,

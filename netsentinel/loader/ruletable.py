@@ -17,13 +17,13 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from .. import dropdir, jsonsafe
+from .. import dropdir
 from .cmdqueue import CommandQueue
 from ..filterrules import RuleRefused, validate_rules
 from ..netinfo import Protected
 from ..records import FILTER_RULES, RULE_COMMANDS, RULE_COMMANDS_REJECTED
 from ..store import RecordsStore
-from ..timefmt import check_ttl, is_expired, utc_now_iso
+from ..timefmt import is_expired, utc_now_iso
 from .refusals import Refusals
 
 

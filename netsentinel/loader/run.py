@@ -22,40 +22,36 @@ blocked, so a second signal cannot cut it short.
 from __future__ import annotations
 
 import gc
-import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 
-from .. import __version__, logfmt
-from ..abi import MAX_BANS
+from .. import logfmt
+from . import report, shutdown
 from .bantable import BanTable
-from . import cmdfan  # issue 10: one writer at a time on the command files
 from . import wake
 from .starting import STOP_SIGNALS
 from .contain import ContainTable  # process containment (issue 12)
-from .crowdsec import FleetOptions
 from .enforceloop import POLL_MS, EnforceLoop
+from .enforcestart import start_enforcement
 from .fleet import Fleet
 from ..events import EventWriter
-from .flows import AGG_PPS_DEFAULT, FlowFeed
+from .flows import FlowFeed
 from ..kernel import KernelError
 from ..kernel.enforcer import Enforcer
-from ..kernel.libbpf import program_ids
-from ..kernel.monitor import ConnectionMonitor, RawConnection
-from ..kernel.pins import DEFAULT_PIN_ROOT, LoaderLock
-from .pinned import drop_unrecorded_bans, enforcement_left, report_attached
+from ..kernel.connevent import RawConnection
+from ..kernel.monitor import ConnectionMonitor
+from ..kernel.pins import LoaderLock
+from .options import LoaderOptions
 from .procinfo import ProcCache
 from .protect import ProtectedFeed
 from ..kernel.outbound import OutboundMonitor  # outbound (issue 12)
 from .outbound import Outbound                  # outbound (issue 12)
 from .ruletable import RuleTable
-from ..records import BANNED_IPS, LOADER_STATUS
+from ..records import LOADER_STATUS
 from .stack import Stack, start_stack  # issue 17: drop reasons, TCP health (docs/STACK.md)
 from ..store import RecordsStore, StoreError
-from ..timefmt import utc_now_iso
 from ..whitelist import WhitelistFile
 
 STATUS_EVERY_S = 2.0
@@ -65,34 +61,6 @@ LOCK_WAIT_S = 2.0       # then back to the loop, and try again on the next pass
 
 def warn(msg: str) -> None:
     print(f"unified_ebpf: {msg}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class LoaderOptions:
-    records: str
-    config: str
-    interface: str | None
-    enforce: bool = True
-    cgroup: bool = True
-    xdp_mode: str = "auto"
-    capture: str = "auto"
-    bans: list[str] = field(default_factory=list)
-    max_bans: int = MAX_BANS
-    pin_dir: str = DEFAULT_PIN_ROOT
-    extra_cflags: dict[str, int] = field(default_factory=dict)   # tests: simulate an upgrade
-    page_cnt: int = 64
-    stats_interval: float = 10.0
-    flow_interval: float = 1.0
-    flow_top: int = 5
-    flow_pps_threshold: float = 1000.0
-    flow_watch_pps: float = 100.0        # the XDP program reports a source from this rate
-    agg_pps: dict[str, float] = field(default_factory=lambda: dict(AGG_PPS_DEFAULT))
-    duration: float | None = None
-    fleet: FleetOptions | None = None   # CrowdSec LAPI (docs/FLEET.md)
-    raw_sockets: bool = True  # outbound (issue 12)
-    stack: bool = True                  # drop reasons (docs/STACK.md)
-    stack_interval: float = 2.0
-    stack_path: bool = True             # the per-flow path (docs/STACK.md)
 
 
 class Loader:
@@ -203,43 +171,10 @@ class Loader:
 
     # ----------------------------------------------------------- status
     def stats(self) -> dict:
-        totals = self.enforcer.totals() if self.enforcer and self.enforcer.bpf else {}
-        return {
-            "uptime_s": round(time.time() - self.started, 3),
-            **self.counts,
-            "bans_active": len(self.bans.bans) if self.bans else 0,
-            "drops_total": totals.get("xdp_drops", 0),
-            "blocked_connects": totals.get("connect_blocked", 0) + totals.get("sendmsg_blocked", 0),
-            "rule_drops": totals.get("rule_drops", 0),
-            **({"contained": len(self.contain.records), "contain_blocked": self.contain.blocked_total()}
-               if self.contain else {}),
-            **({"inbound": {**{k: totals.get(k, 0) for k in ("tcp_syn", "udp", "icmp")},
-                            **self.flows.counts()}} if self.flows else {}),
-            **({"crowdsec": self.fleet.status()} if self.fleet else {}),
-            **({"stack": self.stack.totals()} if self.stack else {}),
-        }
+        return report.stats(self)
 
     def write_status(self, running: bool) -> None:
-        status = {
-            "pid": os.getpid(), "started_at": utc_now_iso(self.started), "updated_at": utc_now_iso(),
-            "running": running, "capture_mode": self.monitor.mode,
-            "capture_fallback_reason": self.monitor.fallback_reason,
-            "interface": self.opts.interface if self.enforcer else None,
-            # xdp_mode, xdp_native_error, ingress_path, kernel_taint (kernel/ingress.py)
-            **(self.enforcer.ingress_report() if self.enforcer else {"xdp_mode": None}),
-            "cgroup_block": bool(self.enforcer and self.enforcer.cgroup_path),
-            # What this loader has in the kernel (ids as `bpftool prog show` lists them).
-            "programs": {**program_ids(self.monitor.bpf),
-                         **(self.enforcer.links() if self.enforcer else {}),
-                         # outbound (issue 12); prefixed: it also has a sock:inet_sock_set_state probe
-                         **{f"outbound:{k}": v for k, v in
-                            program_ids(self.raw.bpf if self.raw else None).items()},
-                         **(self.stack.program_ids() if self.stack else {})},
-            "pin_dir": self.enforcer.pins.path if self.enforcer else None,
-            "stats": self.stats(),
-            "records_error": self.records_error,
-            "command_files": cmdfan.status(self.store.root),  # None: writes counted, not serialised
-        }
+        status = report.status(self, running)
         with self._status_lock:
             try:
                 self.store.write(LOADER_STATUS, status, lock=False)  # ours alone: never stale
@@ -273,7 +208,7 @@ class Loader:
         elif o.fleet:
             warn("crowdsec: --no-xdp enforces nothing; the LAPI is not followed")
         if self.enforcer:
-            self._start_enforcement()
+            start_enforcement(self, warn)
         else:
             warn("monitor only (--no-xdp): nothing is enforced; ban commands stay queued")
         mode = self.monitor.start(self._on_connection, self._on_lost)
@@ -281,7 +216,6 @@ class Loader:
             warn(f"kprobes unavailable: {self.monitor.fallback_reason}; "
                  "falling back to tracepoint sock:inet_sock_set_state")
         warn(f"capture mode: {mode}")
-        restored, rules_restored = self.restored
         # outbound (issue 12); after restoring bans: compiling it must not delay them
         if self.raw:
             self.raw.start(self.outbound.raw_socket, lambda n: self.outbound.lost(n, warn),
@@ -296,17 +230,7 @@ class Loader:
         if o.stack:   # --- stack visibility (issue 17); after the bans are back in force
             self.stack, notes = start_stack(self.enforcer, o, self.events.emit, warn, self.procs.get)
             self._held += [("warning", {"message": n}) for n in notes]
-        self.events.emit(
-            "startup", capture_mode=mode, capture_fallback_reason=self.monitor.fallback_reason,
-            interface=o.interface if self.enforcer else None,
-            **(self.enforcer.ingress_report() if self.enforcer else {"xdp_mode": None}),
-            cgroup_block=bool(self.enforcer and self.enforcer.cgroup_path),
-            cgroup_path=self.enforcer.cgroup_path if self.enforcer else None,
-            records=str(self.store.root), pid=os.getpid(), version=__version__,
-            bans_restored=restored, rules_restored=rules_restored,
-            pin_dir=self.enforcer.pins.path if self.enforcer else None,
-            links_adopted=list(self.enforcer.adopted) if self.enforcer else [],
-            links_replaced=list(self.enforcer.replaced) if self.enforcer else [])
+        self.events.emit("startup", **report.startup(self, mode))
         held, self._held = self._held, None
         for type_, fields in held:
             self.events.emit(type_, **fields)
@@ -328,46 +252,6 @@ class Loader:
             raise self._enforcing.error
         return 0
 
-    def _start_enforcement(self) -> None:
-        """Lock, maps, saved state into the maps, then programs (see the top)."""
-        o, e = self.opts, self.enforcer
-        e.load()
-        self.bans = BanTable(self.store, e, self.whitelist, self.emit_outcome, warn)
-        # The protected set refreshed by a thread, not inside a ban (loader/protect.py).
-        self.protected = ProtectedFeed(self.bans.protected_cache,
-                                       lambda: self._wl.config["protect_ssh_ports"], warn)
-        self.protected.start()
-        self.rules = RuleTable(
-            self.store, e, self.bans.protected,
-            lambda: self.whitelist.current().config["protect_ssh_ports"], self.emit_outcome, warn)
-        # Read before restore() may set a broken file aside (see drop_unrecorded_bans).
-        # records/ trouble (a held lock, a full disk) is retried, never fatal.
-        recorded = isinstance(self._until_done(
-            lambda: self.store.read(BANNED_IPS, on_corrupt="default")), dict)
-        self.restored = (self._until_done(self.bans.restore), self._until_done(self.rules.restore))
-        for ip in o.bans:
-            self._until_done(lambda ip=ip: self.bans.ban_now(
-                {"action": "ban", "ip": ip, "reason": "--ban at startup", "source": "cli"}))
-        # Commands still queued (a crash between applying one and saving it)
-        # go in now, so a ban the pinned map holds is never dropped and re-added.
-        self._until_done(self.bans.process_commands)
-        self._until_done(self.rules.process_commands)
-        if e.want_cgroup:   # containment lives in the cgroup hooks; restore() applies its queue too
-            self.contain = ContainTable(self.store, e, self.emit_outcome, warn)
-            self._until_done(self.contain.restore)
-        else:
-            warn("--no-cgroup: process containment is off; contain commands stay queued")
-        drop_unrecorded_bans(e, self.bans.bans, recorded, warn)
-        warn("command files: one writer at a time (fanotify); nothing written with > is lost"
-             if cmdfan.status(self.store.root) else f"command files: {cmdfan.unavailable}; writes "
-             "replaced by a later > before the loader read them are counted and reported")
-        e.attach()
-        report_attached(e, warn)
-        if e.xdp_mode:
-            self.flows = FlowFeed(e, self.events.emit, interval=o.flow_interval, top_n=o.flow_top,
-                                  pps_threshold=o.flow_pps_threshold, watch_pps=o.flow_watch_pps,
-                                  agg_pps=o.agg_pps)
-
     def _records_trouble(self, e: Exception | None) -> None:
         """records/ unusable (lock held, disk full...): say so once, keep the
         loop and enforcement running, try again next pass; say when it is back."""
@@ -377,7 +261,7 @@ class Loader:
             self.records_error = msg
             self.write_status(True)
 
-    def _until_done(self, fn):
+    def until_done(self, fn):
         while True:
             try:
                 result = fn()
@@ -438,41 +322,4 @@ class Loader:
         self.events.emit("warning", message=msg)
 
     def cleanup(self) -> None:
-        """Stop monitoring and let go of the kernel handles, once, leaving the
-        pinned enforcement in place; stop signals are held off meanwhile."""
-        if self._cleaned:
-            return
-        self._cleaned = True
-        self.events.closing = True
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            if self._enforcing:   # its work ends before the last counters are saved
-                self._enforcing.stop()
-            if self.protected:
-                self.protected.stop()
-            try:
-                if self.bans:
-                    self.bans.sync_counters(limit=None)
-            except Exception as e:  # counters are a nicety; detaching is not
-                warn(f"could not save final counters: {e}")
-            if self.fleet:
-                self.fleet.stop()
-            self.outbound.poll(flush=True)  # outbound (issue 12)
-            if self.raw:
-                self.raw.stop()
-            stack_detach = self.stack.stop_async() if self.stack else None
-            if stack_detach:
-                # Joined before any other BCC module is torn down: two threads
-                # freeing BCC tables at once crashed the loader (SIGSEGV) once.
-                stack_detach.join()
-            self.monitor.stop()
-            left = enforcement_left(self.enforcer, self.bans)
-            if self.enforcer:
-                self.enforcer.close()
-                self.lock.release()
-            self.write_status(False)
-            message = f"stopped ({self.stop_reason or 'error'}); monitoring ended; {left}"
-            self.events.emit("shutdown", message=message)
-            warn(message)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        shutdown.cleanup(self, warn)
