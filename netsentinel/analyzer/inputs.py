@@ -27,6 +27,14 @@ def read_lines(stream: IO, max_bytes: int = MAX_LINE) -> Iterator[bytes | int]:
     """The lines of a binary (or text) stream, each at most max_bytes; a
     longer line is read past in SKIP_CHUNK pieces and yielded as its length
     (an int) instead, so a 200 MB line costs 64 KiB of memory."""
+    for block in read_blocks(stream, max_bytes):
+        yield from block
+
+
+def read_blocks(stream: IO, max_bytes: int = MAX_LINE) -> Iterator[list[bytes | int]]:
+    """read_lines by blocks: the lines one read of the stream completed, as
+    a list, handed on at once (a block is what the pipe held, never a wait
+    for more: a line that arrives alone is a block of one)."""
     read1 = getattr(stream, "read1", None)
     if read1 is not None and not isinstance(stream, io.TextIOBase):
         yield from _read_blocks(read1, max_bytes)
@@ -43,26 +51,27 @@ def read_lines(stream: IO, max_bytes: int = MAX_LINE) -> Iterator[bytes | int]:
                 skipped += len(chunk)
                 if not chunk or chunk.endswith(nl):
                     break
-            yield skipped
+            yield [skipped]
             continue
-        yield line
+        yield [line]
 
 
-def _read_blocks(read1: Callable[[int], bytes], max_bytes: int) -> Iterator[bytes | int]:
-    """read_lines for a buffered binary stream (stdin): whatever the pipe
+def _read_blocks(read1: Callable[[int], bytes], max_bytes: int) -> Iterator[list[bytes | int]]:
+    """read_blocks for a buffered binary stream (stdin): whatever the pipe
     holds (up to SKIP_CHUNK) is read at once and cut into lines, not one
-    readline call per line; a line is still handed on as soon as its
-    newline arrives. Same lines, same lengths for over-long ones."""
+    readline call per line; the lines it completed are handed on together
+    before the next read. Same lines, same lengths for over-long ones."""
     pending = b""      # the start of a line whose newline has not come yet
     skipped = -1       # bytes of an over-long line read past so far (-1: none)
     while True:
         chunk = read1(SKIP_CHUNK)
         if not chunk:
             if skipped >= 0:
-                yield skipped
+                yield [skipped]
             elif pending:
-                yield pending if len(pending) <= max_bytes else len(pending)
+                yield [pending if len(pending) <= max_bytes else len(pending)]
             return
+        block: list[bytes | int] = []
         start = 0
         if skipped >= 0 or pending:
             nl = chunk.find(b"\n")
@@ -76,20 +85,22 @@ def _read_blocks(read1: Callable[[int], bytes], max_bytes: int) -> Iterator[byte
                 continue
             start = nl + 1
             if skipped >= 0:
-                yield skipped + start
+                block.append(skipped + start)
                 skipped = -1
             else:
                 line = pending + chunk[:start]
                 pending = b""
-                yield line if len(line) <= max_bytes + 1 else len(line)
+                block.append(line if len(line) <= max_bytes + 1 else len(line))
         last = chunk.rfind(b"\n")
         if last >= start:
-            for piece in chunk[start:last].split(b"\n"):
-                yield piece + b"\n" if len(piece) <= max_bytes else len(piece) + 1
+            block += [piece + b"\n" if len(piece) <= max_bytes else len(piece) + 1
+                      for piece in chunk[start:last].split(b"\n")]
             start = last + 1
         pending = chunk[start:]
         if len(pending) > max_bytes:
             skipped, pending = len(pending), b""
+        if block:
+            yield block
 
 
 # One decoder for every line: json.loads with hooks builds a new one per call.
