@@ -92,9 +92,12 @@ def build(records: Path, store: bool):
     return a
 
 
-def run(n: int, store: bool) -> tuple[float, dict]:
-    from analyzer import make_events
-    data = make_events(n).encode()
+def run(n: int, store: bool, path: Path | None = None) -> tuple[float, dict]:
+    if path is not None:   # made beforehand: its making is not counted
+        data = path.read_bytes()
+    else:
+        from analyzer import make_events
+        data = make_events(n).encode()
     with tempfile.TemporaryDirectory(prefix="nsbench-ir-") as d:
         a = build(Path(d), store)
         t = time.process_time()
@@ -104,10 +107,17 @@ def run(n: int, store: bool) -> tuple[float, dict]:
 
 
 def callgrind(n: int, store: bool) -> int:
-    """Instructions of a whole run of n events (valgrind's summary line)."""
-    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-           sys.executable, __file__, "--events", str(n), *(["--store"] if store else [])]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), check=True)
+    """Instructions of a whole run of n events (valgrind's summary line),
+    the events made beforehand (making them is not the analyzer's work)."""
+    from analyzer import make_events
+    with tempfile.NamedTemporaryFile(prefix="nsbench-ir-", suffix=".jsonl") as f:
+        f.write(make_events(n).encode())
+        f.flush()
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+               __file__, "--events", str(n), "--input", f.name, *(["--store"] if store else [])]
+        # A fixed hash seed: dict and set layouts (and so counts) the same each run.
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                             env=dict(os.environ, PYTHONHASHSEED="0"))
     m = re.search(r"Collected : (\d+)", out.stderr)
     if not m:
         raise SystemExit(f"no instruction count in valgrind's output: {out.stderr[-300:]}")
@@ -135,6 +145,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--store", action="store_true", help="queue verdicts for the event store too")
+    p.add_argument("--input", type=Path, help="read the events from this file (made beforehand)")
     p.add_argument("--callgrind", action="store_true", help="instructions per event (valgrind)")
     p.add_argument("--profile", action="store_true", help="cProfile's top functions")
     p.add_argument("--baseline", type=Path, metavar="DIR", help="compare with this checkout")
@@ -153,11 +164,11 @@ def main() -> int:
         import pstats
         prof = cProfile.Profile()
         prof.enable()
-        cpu, counts = run(args.events, args.store)
+        cpu, counts = run(args.events, args.store, args.input)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         return 0
-    cpu, counts = run(args.events, args.store)
+    cpu, counts = run(args.events, args.store, args.input)
     print(f"{args.events} events: {cpu:.2f} s CPU, {cpu / args.events * 1e6:.1f} µs/event "
           f"(load {os.getloadavg()[0]:.2f}); verdicts {counts}")
     return 0
