@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from operator import itemgetter
 from typing import Callable
 
 from ..eventstore.process import StoreProcess
@@ -46,6 +47,7 @@ from .prompt import question_key
 from .worker import Job, LLMWorker
 
 FLUSH_EVERY = 0.25
+_LEVEL, _SOURCE = itemgetter("level"), itemgetter("verdict_source")
 
 
 class Analyzer(LineReader, FlowJudging):
@@ -231,19 +233,21 @@ class Analyzer(LineReader, FlowJudging):
         self._tally(verdict.level, verdict.verdict_source)
 
     def _tally(self, level: str, source: str) -> None:
-        self._count(1, ((level, source),))
+        self._count(1, ((level, 1),), ((source, 1),))
 
     def _tally_many(self, entries: list) -> None:
-        """_tally for a batch of recorded entries (one lock, one clock read)."""
-        self._count(len(entries), [(e["level"], e["verdict_source"]) for e in entries])
+        """_tally for a batch of recorded entries (one lock, one clock read,
+        the levels and sources counted in C)."""
+        self._count(len(entries), Counter(map(_LEVEL, entries)).items(),
+                    Counter(map(_SOURCE, entries)).items())
 
-    def _count(self, n: int, pairs) -> None:
+    def _count(self, n: int, levels, sources) -> None:
         sec = int(time.monotonic())
         with self._lock:
-            counts, sources = self.counts, self.sources
-            for level, source in pairs:
-                counts[level] += 1
-                sources[source] += 1
+            for level, k in levels:
+                self.counts[level] += k
+            for source, k in sources:
+                self.sources[source] += k
             if self._per_second and self._per_second[-1][0] == sec:
                 self._per_second[-1][1] += n
             else:

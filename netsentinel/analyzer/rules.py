@@ -135,7 +135,7 @@ class RuleEngine:
             # A scan names the threat (one scan is one threat) over a rule that also matched.
             rule, fields = min(at_top, key=lambda rf: rf[0].kind != "scan")
             settled = any(r.settles for r, _ in at_top)
-        v = _verdict(rule, ev, fields, [r.id for r, _ in matches])
+        v = _verdict(rule, ev, fields, [rule.id] if len(matches) == 1 else [r.id for r, _ in matches])
         if rule.kind == "scan" and rule.measure == "hosts":
             return RuleOutcome(v, settled, False, swept_net, process_key(ev), swept)
         return RuleOutcome(v, settled, False, target, process_key(ev))
