@@ -162,33 +162,46 @@ def depth_over(obj, limit: int) -> bool:
 # integer there may not fit in 64 bits, which orjson reads as a float where
 # the json module keeps an int. Such a line takes the json module's path.
 # Found by mapping digits to "0" and all else to " " (a regex \d{19} cost
-# more than orjson's whole reading).
+# more than orjson's whole reading). Looked for only where orjson's reading
+# holds a float or a container, which a connection event does not: a flat
+# object of ints, strings and nulls read no integer as a float (and nests
+# no deeper than 1).
 _DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _LONG_DIGITS = b"0" * 19
+_NOT_PLAIN = {float, dict, list}
 
 
-def _fast(line: bytes):
-    """orjson's reading of line where it is the json module's exactly, else
-    None. orjson refuses all that loads() refuses (invalid UTF-8, a BOM,
-    NaN/Infinity, 1e400, lone surrogates, control characters in strings),
-    and some of what it accepts: every refusal takes the json module's
-    path, whose refusal (or reading) and its words then stand. About half
-    the cost of a line (tests/test_inputs_fast.py compares both paths)."""
-    if _LONG_DIGITS in line.translate(_DIGITS_ONLY):
-        return None
+def _plain(obj) -> bool:
+    """An object whose values are none of float, object or list."""
+    return type(obj) is dict and _NOT_PLAIN.isdisjoint(map(type, obj.values()))
+
+
+def _fast(line: bytes) -> tuple:
+    """(orjson's reading of line, whether it is _plain) where that reading
+    is the json module's exactly, else (None, False). orjson refuses all
+    that loads() refuses (invalid UTF-8, a BOM, NaN/Infinity, 1e400, lone
+    surrogates, control characters in strings), and some of what it
+    accepts: every refusal takes the json module's path, whose refusal (or
+    reading) and its words then stand. About half the cost of a line
+    (tests/test_inputs_fast.py compares both paths)."""
     try:
-        return orjson.loads(line)
+        ev = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return None
+        return None, False
+    if _plain(ev):
+        return ev, True
+    if _LONG_DIGITS in line.translate(_DIGITS_ONLY):
+        return None, False
+    return ev, False
 
 
 def parse_line(line: bytes | str, *, fast: bool = True) -> dict:
     """The event of one line, or BadLine with why. fast=False: the json
     module only (tests compare both paths)."""
-    ev = _fast(line) if fast and isinstance(line, bytes) else None
+    ev, plain = _fast(line) if fast and isinstance(line, bytes) else (None, False)
     if ev is None:
         ev = _read_slow(line)
-    elif _too_deep(ev, line, MAX_DEPTH):
+    elif not plain and _too_deep(ev, line, MAX_DEPTH):
         raise BadLine(f"nested deeper than {MAX_DEPTH} levels")
     if not isinstance(ev, dict):
         raise BadLine(f"not a JSON object but {type(ev).__name__}")
