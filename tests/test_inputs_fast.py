@@ -66,7 +66,7 @@ def test_fast_and_json_module_paths_agree():
         got = _outcome(inputs.parse_line, line)
         want = _outcome(lambda b: inputs.parse_line(b, fast=False), line)
         assert got == want, line[:200]
-        fast_taken += inputs._fast(line) is not None
+        fast_taken += inputs._fast(line)[0] is not None
     # Both paths were really exercised.
     assert fast_taken > 100 and fast_taken < len(_corpus()) - 100
 
@@ -75,6 +75,21 @@ def test_a_long_digit_run_takes_the_json_module_path():
     # orjson would read 2**64 as a float; the json module keeps the int (then
     # refused by the schema, in the json module's words).
     line = json.dumps(conn(pid=2 ** 64)).encode()
-    assert inputs._fast(line) is None
+    assert inputs._fast(line) == (None, False)
     assert _outcome(inputs.parse_line, line) == ("refused", f"connection event: pid {2 ** 64} "
                                                            "outside 0-4294967295")
+
+
+def test_field_types_remembered_by_shape_refuse_the_same():
+    # eventcheck remembers the field types of events found right; a wrong
+    # one is refused in the same words whether or not right ones came first.
+    from netsentinel.analyzer import eventcheck
+    wrong = [conn(pid=True), conn(dport="22"), conn(exe=5), conn(ppid=1.5), conn(sport=False),
+             conn(comm=None), conn(saddr=["10.0.0.1"])]
+    eventcheck._GOOD_SHAPES.clear()
+    fresh = [_outcome(inputs.parse_line, json.dumps(ev).encode()) for ev in wrong]
+    for ev in (conn(), conn(ppid=None, exe=None, sport=40000)):
+        assert _outcome(inputs.parse_line, json.dumps(ev).encode())[0] == "event"
+    assert len(eventcheck._GOOD_SHAPES) == 2
+    after = [_outcome(inputs.parse_line, json.dumps(ev).encode()) for ev in wrong]
+    assert after == fresh and all(kind == "refused" for kind, _ in after)

@@ -216,6 +216,7 @@ def run_analyzer(args) -> int:
               f"(backend {cfg['backend']})")
     from .guard import EXIT_RECORDING_FAILED
     from .pipeline import Analyzer  # after the cheap checks: fail fast
+    from .reader import quiet_collector
     from .status import summary_line
 
     analyzer = Analyzer(store, settings, engine, WhitelistFile(paths.config_path(args.config),
@@ -245,6 +246,7 @@ def run_analyzer(args) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    quiet_collector()
     try:
         analyzer.run(sys.stdin.buffer)
     except KeyboardInterrupt:

@@ -75,13 +75,25 @@ def event_seconds(text: str):
     return value
 
 
+_TYPED = _BY_TYPE[0] + _BY_TYPE[1] + _BY_TYPE[2] + _BY_TYPE[3]
+_GOOD_SHAPES: set = set()   # the typed fields' types of events found right (a loader writes a few)
+MAX_SHAPES = 1024
+
+
 def _types_ok(ev: dict) -> bool:
-    """Every typed field of a connection event right, in a few C-level
-    passes (the loops below then only run to name what is wrong)."""
+    """Every typed field of a connection event right, in one C-level pass
+    for a shape seen before, else a few (the loops below then only run to
+    name what is wrong)."""
+    shape = tuple(map(type, map(ev.get, _TYPED)))
+    if shape in _GOOD_SHAPES:
+        return True
     get = ev.get
-    return (set(map(type, map(get, _BY_TYPE[0]))) <= _INT and set(map(type, map(get, _BY_TYPE[1]))) <= _STR
-            and set(map(type, map(get, _BY_TYPE[2]))) <= _INT_NONE
-            and set(map(type, map(get, _BY_TYPE[3]))) <= _STR_NONE)
+    ok = (set(map(type, map(get, _BY_TYPE[0]))) <= _INT and set(map(type, map(get, _BY_TYPE[1]))) <= _STR
+          and set(map(type, map(get, _BY_TYPE[2]))) <= _INT_NONE
+          and set(map(type, map(get, _BY_TYPE[3]))) <= _STR_NONE)
+    if ok and len(_GOOD_SHAPES) < MAX_SHAPES:
+        _GOOD_SHAPES.add(shape)
+    return ok
 
 
 def _check_connection(ev: dict) -> None:

@@ -143,12 +143,21 @@ class InboundView:
 
     def on_connection(self, ev: dict) -> None:
         """This host connecting out: the destination is one it uses."""
-        dst = ev.get("daddr")
-        if isinstance(dst, str):
-            with self._lock:
-                self._talked.pop(dst, None)
-                self._talked[dst] = (self.clock(), ev.get("dport") if isinstance(ev.get("dport"), int) else 0)
-                _trim(self._talked)
+        self.on_connections((ev,))
+
+    def on_connections(self, evs) -> None:
+        """on_connection for connection events read together (one lock, one
+        clock read)."""
+        now = self.clock()
+        with self._lock:
+            talked = self._talked
+            for ev in evs:
+                dst = ev.get("daddr")
+                if isinstance(dst, str):
+                    talked.pop(dst, None)
+                    dport = ev.get("dport")
+                    talked[dst] = (now, dport if isinstance(dport, int) else 0)
+            _trim(talked)   # the same table as trimming after each: the newest kept
 
     # ---------------------------------------------------------- queries
     def accept_rate(self, src: str) -> float:

@@ -27,6 +27,14 @@ def read_lines(stream: IO, max_bytes: int = MAX_LINE) -> Iterator[bytes | int]:
     """The lines of a binary (or text) stream, each at most max_bytes; a
     longer line is read past in SKIP_CHUNK pieces and yielded as its length
     (an int) instead, so a 200 MB line costs 64 KiB of memory."""
+    for block in read_blocks(stream, max_bytes):
+        yield from block
+
+
+def read_blocks(stream: IO, max_bytes: int = MAX_LINE) -> Iterator[list[bytes | int]]:
+    """read_lines by blocks: the lines one read of the stream completed, as
+    a list, handed on at once (a block is what the pipe held, never a wait
+    for more: a line that arrives alone is a block of one)."""
     read1 = getattr(stream, "read1", None)
     if read1 is not None and not isinstance(stream, io.TextIOBase):
         yield from _read_blocks(read1, max_bytes)
@@ -43,26 +51,27 @@ def read_lines(stream: IO, max_bytes: int = MAX_LINE) -> Iterator[bytes | int]:
                 skipped += len(chunk)
                 if not chunk or chunk.endswith(nl):
                     break
-            yield skipped
+            yield [skipped]
             continue
-        yield line
+        yield [line]
 
 
-def _read_blocks(read1: Callable[[int], bytes], max_bytes: int) -> Iterator[bytes | int]:
-    """read_lines for a buffered binary stream (stdin): whatever the pipe
+def _read_blocks(read1: Callable[[int], bytes], max_bytes: int) -> Iterator[list[bytes | int]]:
+    """read_blocks for a buffered binary stream (stdin): whatever the pipe
     holds (up to SKIP_CHUNK) is read at once and cut into lines, not one
-    readline call per line; a line is still handed on as soon as its
-    newline arrives. Same lines, same lengths for over-long ones."""
+    readline call per line; the lines it completed are handed on together
+    before the next read. Same lines, same lengths for over-long ones."""
     pending = b""      # the start of a line whose newline has not come yet
     skipped = -1       # bytes of an over-long line read past so far (-1: none)
     while True:
         chunk = read1(SKIP_CHUNK)
         if not chunk:
             if skipped >= 0:
-                yield skipped
+                yield [skipped]
             elif pending:
-                yield pending if len(pending) <= max_bytes else len(pending)
+                yield [pending if len(pending) <= max_bytes else len(pending)]
             return
+        block: list[bytes | int] = []
         start = 0
         if skipped >= 0 or pending:
             nl = chunk.find(b"\n")
@@ -76,20 +85,22 @@ def _read_blocks(read1: Callable[[int], bytes], max_bytes: int) -> Iterator[byte
                 continue
             start = nl + 1
             if skipped >= 0:
-                yield skipped + start
+                block.append(skipped + start)
                 skipped = -1
             else:
                 line = pending + chunk[:start]
                 pending = b""
-                yield line if len(line) <= max_bytes + 1 else len(line)
+                block.append(line if len(line) <= max_bytes + 1 else len(line))
         last = chunk.rfind(b"\n")
         if last >= start:
-            for piece in chunk[start:last].split(b"\n"):
-                yield piece + b"\n" if len(piece) <= max_bytes else len(piece) + 1
+            block += [piece + b"\n" if len(piece) <= max_bytes else len(piece) + 1
+                      for piece in chunk[start:last].split(b"\n")]
             start = last + 1
         pending = chunk[start:]
         if len(pending) > max_bytes:
             skipped, pending = len(pending), b""
+        if block:
+            yield block
 
 
 # One decoder for every line: json.loads with hooks builds a new one per call.
@@ -151,33 +162,46 @@ def depth_over(obj, limit: int) -> bool:
 # integer there may not fit in 64 bits, which orjson reads as a float where
 # the json module keeps an int. Such a line takes the json module's path.
 # Found by mapping digits to "0" and all else to " " (a regex \d{19} cost
-# more than orjson's whole reading).
+# more than orjson's whole reading). Looked for only where orjson's reading
+# holds a float or a container, which a connection event does not: a flat
+# object of ints, strings and nulls read no integer as a float (and nests
+# no deeper than 1).
 _DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _LONG_DIGITS = b"0" * 19
+_NOT_PLAIN = {float, dict, list}
 
 
-def _fast(line: bytes):
-    """orjson's reading of line where it is the json module's exactly, else
-    None. orjson refuses all that loads() refuses (invalid UTF-8, a BOM,
-    NaN/Infinity, 1e400, lone surrogates, control characters in strings),
-    and some of what it accepts: every refusal takes the json module's
-    path, whose refusal (or reading) and its words then stand. About half
-    the cost of a line (tests/test_inputs_fast.py compares both paths)."""
-    if _LONG_DIGITS in line.translate(_DIGITS_ONLY):
-        return None
+def _plain(obj) -> bool:
+    """An object whose values are none of float, object or list."""
+    return type(obj) is dict and _NOT_PLAIN.isdisjoint(map(type, obj.values()))
+
+
+def _fast(line: bytes) -> tuple:
+    """(orjson's reading of line, whether it is _plain) where that reading
+    is the json module's exactly, else (None, False). orjson refuses all
+    that loads() refuses (invalid UTF-8, a BOM, NaN/Infinity, 1e400, lone
+    surrogates, control characters in strings), and some of what it
+    accepts: every refusal takes the json module's path, whose refusal (or
+    reading) and its words then stand. About half the cost of a line
+    (tests/test_inputs_fast.py compares both paths)."""
     try:
-        return orjson.loads(line)
+        ev = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return None
+        return None, False
+    if _plain(ev):
+        return ev, True
+    if _LONG_DIGITS in line.translate(_DIGITS_ONLY):
+        return None, False
+    return ev, False
 
 
 def parse_line(line: bytes | str, *, fast: bool = True) -> dict:
     """The event of one line, or BadLine with why. fast=False: the json
     module only (tests compare both paths)."""
-    ev = _fast(line) if fast and isinstance(line, bytes) else None
+    ev, plain = _fast(line) if fast and isinstance(line, bytes) else (None, False)
     if ev is None:
         ev = _read_slow(line)
-    elif _too_deep(ev, line, MAX_DEPTH):
+    elif not plain and _too_deep(ev, line, MAX_DEPTH):
         raise BadLine(f"nested deeper than {MAX_DEPTH} levels")
     if not isinstance(ev, dict):
         raise BadLine(f"not a JSON object but {type(ev).__name__}")

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from typing import IO, Callable
+from collections import Counter, deque
+from operator import itemgetter
+from typing import Callable
 
-from ..events import scrub_text
 from ..eventstore.process import StoreProcess
 from ..eventstore.writer import StoreWriter
 from ..levels import LEVELS
@@ -32,7 +32,8 @@ from .flowjudge import FlowJudging
 from .flowmodel import FlowModel
 from .guard import Flusher
 from .eventcheck import BadLine
-from .inputs import MAX_LINE, RateLimitedWarn, parse_line, read_lines
+from .inputs import RateLimitedWarn
+from .reader import LineReader
 from .asksignals import asks_anyway
 from .rules import RuleEngine
 from .behaviour import Behaviour  # outbound (issue 12)
@@ -46,10 +47,10 @@ from .prompt import question_key
 from .worker import Job, LLMWorker
 
 FLUSH_EVERY = 0.25
-CHECK_THREADS_EVERY = 1024  # lines between checks that the writer and workers live
+_LEVEL, _SOURCE = itemgetter("level"), itemgetter("verdict_source")
 
 
-class Analyzer(FlowJudging):
+class Analyzer(LineReader, FlowJudging):
     def __init__(self, store: RecordsStore, settings: SettingsWatcher, engine: RuleEngine,
                  whitelist_file: WhitelistFile | None, *, warn: Callable[[str], None],
                  history: bool = True, status_interval: float = 2.0,
@@ -86,6 +87,7 @@ class Analyzer(FlowJudging):
         self._flood_detector: tuple[int, FloodDetector] | None = None
         self._proposed: dict[str, float] = {}
         self.init_inbound()   # issue 13: per-source inbound view, auto-ban policy
+        self.init_reader()
         try:
             self._flow_model: FlowModel | None = FlowModel.load()
         except (OSError, ValueError) as e:
@@ -152,58 +154,28 @@ class Analyzer(FlowJudging):
         self.flusher.start()
 
     # ------------------------------------------------------------ the loop
-    def run(self, stream: IO[bytes]) -> None:
-        for line in read_lines(stream):
-            self.handle_line(line)
-
-    def handle_line(self, line: bytes | str | int) -> None:
-        """One input line (an int: the length of a line too long to read)."""
-        self.input["lines"] += 1
-        if self.input["lines"] % CHECK_THREADS_EVERY == 0:
-            self.flusher.ensure_alive()
-        try:
-            if isinstance(line, int):
-                raise BadLine(f"line of {line} bytes is over the {MAX_LINE}-byte cap")
-            if not line or line.isspace():   # (no stripped copy of every line)
-                return
-            ev = parse_line(line)
-            if ev["type"] == "connection":
-                self.input["connections"] += 1
-                self.handle_connection(ev)
-                self.last_event = (ev.get("ts"), time.time())  # the metrics' analyzer lag
-            else:
-                self.handle_other(ev)
-        except BadLine as e:
-            self._refuse(line, str(e), "invalid_lines")
-        except Exception as e:  # noqa: BLE001 (an event no check foresaw: the reader goes on)
-            self._refuse(line, f"could not be judged: {type(e).__name__}: "
-                               f"{' '.join(str(e).split())[:200]}", "handler_errors")
-
-    def _refuse(self, line: bytes | str | int, why: str, counter: str) -> None:
-        """Count, say (rate-limited) and keep aside one input line."""
-        self.input[counter] += 1
-        self._bad_line_warn(f"input line {self.input['lines']}: {why}; skipped "
-                            "(kept in records/analyzer_rejected.jsonl)")
-        excerpt = "" if isinstance(line, int) else (
-            line.decode("utf-8", "backslashreplace") if isinstance(line, bytes) else line)
-        self.sink.reject({"ts": utc_now_iso(), "line": self.input["lines"], "reason": why,
-                          "bytes": line if isinstance(line, int) else len(line),
-                          "excerpt": scrub_text(excerpt[:2000])})
-
+    # run(), handle_block() and handle_line() are reader.LineReader's.
     def handle_connection(self, ev: dict) -> None:
-        self.inbound.on_connection(ev)
+        """One connection event alone (the loop judges blocks of them)."""
         cfg = self.settings.current()
         self._track_settings(cfg)
-        out = self.engine.evaluate(ev, cfg, self.whitelist())
+        try:
+            self.judge_connection(ev, cfg, self.whitelist())
+        finally:
+            self.record_batch()
+
+    def judge_connection(self, ev: dict, cfg: dict, wl: Whitelist) -> None:
+        self._dests.append(ev)   # the inbound view learns it with the batch
+        out = self.engine.evaluate(ev, cfg, wl)
         asking, signals = self._backend != "rules" and not out.whitelisted, {}
         if asking and out.settled and cfg["llm_scope"] == "unsettled":
             # A port rule settled it, but what the process does may say ask anyway.
             signals = asks_anyway(ev, out.verdict.level)
             asking = bool(signals)
         if not asking:   # the rules' verdict is final (most events): no Job to carry
-            self._record(ev, out.verdict, False, out.target, out.dedupe_key, out.verdict.confidence,
-                         out.targets)
+            self.keep(ev, out.verdict, out.target, out.dedupe_key, out.targets)
             return
+        self.record_batch()   # a cached answer is delivered at once: after the batch
         extra = {"target": out.target, "dedupe_key": out.dedupe_key, "targets": out.targets}
         history = self.engine.history.recent(ev.get("pid"))[:-1]
         key = question_key(ev, out.verdict.asked(), history)  # what the model would see
@@ -261,14 +233,25 @@ class Analyzer(FlowJudging):
         self._tally(verdict.level, verdict.verdict_source)
 
     def _tally(self, level: str, source: str) -> None:
+        self._count(1, ((level, 1),), ((source, 1),))
+
+    def _tally_many(self, entries: list) -> None:
+        """_tally for a batch of recorded entries (one lock, one clock read,
+        the levels and sources counted in C)."""
+        self._count(len(entries), Counter(map(_LEVEL, entries)).items(),
+                    Counter(map(_SOURCE, entries)).items())
+
+    def _count(self, n: int, levels, sources) -> None:
         sec = int(time.monotonic())
         with self._lock:
-            self.counts[level] += 1
-            self.sources[source] += 1
+            for level, k in levels:
+                self.counts[level] += k
+            for source, k in sources:
+                self.sources[source] += k
             if self._per_second and self._per_second[-1][0] == sec:
-                self._per_second[-1][1] += 1
+                self._per_second[-1][1] += n
             else:
-                self._per_second.append([sec, 1])
+                self._per_second.append([sec, n])
                 while self._per_second and self._per_second[0][0] <= sec - 60:
                     self._per_second.popleft()
 

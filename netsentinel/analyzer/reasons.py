@@ -9,7 +9,8 @@ import re
 _FIELD = re.compile(r"\{([^{}]*)\}")
 TEMPLATE_FIELDS = {"comm", "exe", "daddr", "dport", "port_label", "why", "distinct", "window",
                    "sample", "entry", "threshold", "host", "who", "signal", "socket", "pid"}
-_EVENT_FIELDS = ("comm", "exe", "daddr", "dport", "pid")
+_EVENT_FIELDS = frozenset(("comm", "exe", "daddr", "dport", "pid"))
+_NONE = object()   # no such field (a field may hold None)
 
 
 def template(reason: str) -> tuple[tuple, str]:
@@ -39,7 +40,9 @@ def render(tpl: tuple[tuple, str], ev: dict, fields: dict) -> str:
         return rest
     out = []
     for text, name in parts:
-        out.append(text)
-        out.append(str(fields[name] if name in fields else _event_value(ev, name)))
+        v = fields.get(name, _NONE)
+        if v is _NONE:   # the event's own field, looked up without a call for the common ones
+            v = ev.get(name) if name in _EVENT_FIELDS else _event_value(ev, name)
+        out += (text, str(v))
     out.append(rest)
     return "".join(out)

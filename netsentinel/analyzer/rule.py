@@ -241,9 +241,12 @@ class Rule:
                 return None
             sub, value = None, ev["daddr"]
         best = None
+        get = ev.get
         for fields in self.group_by:
-            values = tuple(group_value(ev, f) for f in fields)
-            if any(v is None for v in values):
+            # exe has a stand-in (group_value); the other fields are the event's own
+            values = tuple(group_value(ev, f) for f in fields) if "exe" in fields \
+                else tuple(map(get, fields))
+            if None in values:   # (JSON values: none equals None but None)
                 continue  # e.g. saddr is null in kprobe mode: that grouping says nothing
             group = (fields, values)
             for win, window_key, threshold_key in self.windows:

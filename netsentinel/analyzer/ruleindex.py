@@ -19,9 +19,10 @@ class RuleIndex:
         self.rules = [r for r in rules if r.on == "connection"]
         self._by_key: dict = {}
 
-    def candidates(self, ev: dict) -> tuple:
-        """The connection rules that may match ev, in file order."""
-        key = (ev["dport"], bool(signals_of(ev)), ev.get("comm"), ev.get("exe"))
+    def candidates(self, ev: dict, have: dict | None = None) -> tuple:
+        """The connection rules that may match ev, in file order (have: its
+        signals, when the caller read them already)."""
+        key = (ev["dport"], bool(signals_of(ev) if have is None else have), ev.get("comm"), ev.get("exe"))
         got = self._by_key.get(key)
         if got is None:
             got = tuple(r for r in self.rules if r.may_match(*key))

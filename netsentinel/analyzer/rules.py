@@ -96,9 +96,15 @@ class RuleEngine:
         """Judge one connection event (and remember it for scan windows and history)."""
         t = _event_time(ev)
         matches: list[tuple[Rule, dict]] = []
-        target, scans, have = ev["daddr"], None, None
-        for rule in self.index.candidates(ev):
-            if rule.kind == "whitelist":
+        target, scans, have = ev["daddr"], None, signals_of(ev)
+        for rule in self.index.candidates(ev, have):
+            kind = rule.kind
+            if kind == "match":   # most rules
+                fields = rule.match_rest(ev, have)   # the index checked may_match
+                if fields is not None:
+                    matches.append((rule, fields))
+                continue
+            if kind == "whitelist":
                 why = ev.get("whitelisted") or (whitelist.match(
                     daddr=ev["daddr"], dport=ev["dport"], comm=ev.get("comm"), exe=ev.get("exe"))
                     if whitelist is not None else None)
@@ -106,22 +112,16 @@ class RuleEngine:
                     v = _verdict(rule, ev, {"why": why}, [rule.id])
                     return RuleOutcome(v, True, True, None, None)
                 continue
-            if rule.kind == "scan":
-                if scans is None:
-                    scans = self._scans_apply(ev, t, cfg)
-                hit = rule.scan(ev, t, cfg) if scans else None
-                if hit is None:
-                    continue
-                fields, group = hit
-                if rule.measure == "hosts":
-                    swept_net, swept = sweep_target(ev["daddr"], group[-1]), group[-1]
-                matches.append((rule, fields))
+            # a scan rule
+            if scans is None:
+                scans = self._scans_apply(ev, t, cfg)
+            hit = rule.scan(ev, t, cfg) if scans else None
+            if hit is None:
                 continue
-            if have is None:
-                have = signals_of(ev)
-            fields = rule.match_rest(ev, have)   # the index checked may_match
-            if fields is not None:
-                matches.append((rule, fields))
+            fields, group = hit
+            if rule.measure == "hosts":
+                swept_net, swept = sweep_target(ev["daddr"], group[-1]), group[-1]
+            matches.append((rule, fields))
         self.history.add(ev.get("pid"), ev.get("ts"), target, ev["dport"])
         if not matches:
             return RuleOutcome(_verdict(self.default, ev, {}, []), self.default.settles, False,
@@ -135,7 +135,7 @@ class RuleEngine:
             # A scan names the threat (one scan is one threat) over a rule that also matched.
             rule, fields = min(at_top, key=lambda rf: rf[0].kind != "scan")
             settled = any(r.settles for r, _ in at_top)
-        v = _verdict(rule, ev, fields, [r.id for r, _ in matches])
+        v = _verdict(rule, ev, fields, [rule.id] if len(matches) == 1 else [r.id for r, _ in matches])
         if rule.kind == "scan" and rule.measure == "hosts":
             return RuleOutcome(v, settled, False, swept_net, process_key(ev), swept)
         return RuleOutcome(v, settled, False, target, process_key(ev))

@@ -109,13 +109,16 @@ class ProcessHistory:
 
     def add(self, pid, ts, daddr, dport) -> None:
         # Kept as tuples (every event passes here; recent() is read only
-        # when the model is asked).
-        d, gone = lru_slot(self._by_pid, pid, self._new, self.max_processes)
-        self.evicted += gone
+        # when the model is asked); lru_slot inlined.
+        d = self._by_pid.get(pid)
+        if d is None:
+            d = self._by_pid[pid] = deque(maxlen=self.per_process)
+            if len(self._by_pid) > self.max_processes:
+                self._by_pid.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._by_pid.move_to_end(pid)
         d.append((ts, daddr, dport))
-
-    def _new(self) -> deque:
-        return deque(maxlen=self.per_process)
 
 
 class DistinctWindow:
@@ -214,8 +217,14 @@ class Baselines:
 
     def known(self, ident: tuple, dest: tuple, t: float) -> bool:
         """Record a sighting; True when dest is (now) part of ident's baseline."""
-        d, gone = lru_slot(self._by_ident, ident, OrderedDict, self.max_identities)
-        self.evicted += gone
+        d = self._by_ident.get(ident)   # lru_slot inlined: every connection passes here
+        if d is None:
+            d = self._by_ident[ident] = OrderedDict()
+            if len(self._by_ident) > self.max_identities:
+                self._by_ident.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._by_ident.move_to_end(ident)
         entry = d.get(dest)
         if entry is None:
             d[dest] = [t, False]

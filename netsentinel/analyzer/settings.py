@@ -13,7 +13,7 @@ from ..records import LLM_CONFIG
 from ..store import RecordsStore
 from ..watch import FileSignature
 
-CHECK_EVERY = 0.05  # seconds; a change is in force for the first event after that
+CHECK_EVERY = 0.05  # seconds; a change is in force for the first block of lines read after that
 
 
 class SettingsWatcher:

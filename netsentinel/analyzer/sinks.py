@@ -106,36 +106,44 @@ class RecordsSink:
 
     # -------------------------------------------------------- from any thread
     def add(self, entry: dict, threat: dict | None) -> None:
+        self.add_many([entry], () if threat is None else (threat,))
+
+    def add_many(self, entries: list, threats) -> None:
+        """Verdict entries in order, and their pending threats (one lock:
+        the reader records a block of lines at once)."""
         with self._lock:
-            self._window.append(entry)
+            self._window.extend(entries)
             self._dirty = True
             if self.history:
-                if len(self._history_buf) < HISTORY_BUF_MAX:
-                    self._history_buf.append(entry)
-                else:  # writing has been failing for a while: bounded, and counted
-                    self.history_dropped += 1
+                room = max(HISTORY_BUF_MAX - len(self._history_buf), 0)
+                # Past the bound writing has been failing for a while: counted.
+                self._history_buf += entries[:room]
+                self.history_dropped += max(len(entries) - room, 0)
             if self.events is not None:
-                if len(self._events_buf) == EVENTS_BUFFER:
-                    self.events_dropped += 1
-                self._events_buf.append(entry)
-            if threat is not None:
-                cur = self._threats.get(threat["dedupe_key"])
-                if cur is None and len(self._threats) >= BATCH_MAX:
-                    # A flood of distinct targets between two flushes: one
-                    # entry per actor and category, not one per target.
-                    self.threats_folded += 1
-                    actor = sightings.actor_of(threat)
-                    threat = sightings.folded(threat, f"agg|{threat['category']}|{actor}",
-                                            f"{actor}: many {threat['category']} threats at once; "
-                                            "further targets are counted here")
-                    cur = self._threats.get(threat["dedupe_key"])
-                if cur is None:
-                    self._threats[threat["dedupe_key"]] = [threat, 1]
-                else:
-                    # One sighting's evidence shown whole, destinations and
-                    # sightings listed, the strongest rule evidence kept.
-                    sightings.merge_sighting(cur[0], threat)
-                    cur[1] += 1
+                self.events_dropped += max(len(self._events_buf) + len(entries) - EVENTS_BUFFER, 0)
+                self._events_buf.extend(entries)
+            for threat in threats:
+                self._add_threat(threat)
+
+    def _add_threat(self, threat: dict) -> None:
+        """One pending threat into the batch (the caller holds the lock)."""
+        cur = self._threats.get(threat["dedupe_key"])
+        if cur is None and len(self._threats) >= BATCH_MAX:
+            # A flood of distinct targets between two flushes: one
+            # entry per actor and category, not one per target.
+            self.threats_folded += 1
+            actor = sightings.actor_of(threat)
+            threat = sightings.folded(threat, f"agg|{threat['category']}|{actor}",
+                                      f"{actor}: many {threat['category']} threats at once; "
+                                      "further targets are counted here")
+            cur = self._threats.get(threat["dedupe_key"])
+        if cur is None:
+            self._threats[threat["dedupe_key"]] = [threat, 1]
+        else:
+            # One sighting's evidence shown whole, destinations and
+            # sightings listed, the strongest rule evidence kept.
+            sightings.merge_sighting(cur[0], threat)
+            cur[1] += 1
 
     def reject(self, record: dict) -> None:
         """Keep a refused input line aside (any thread; memory only)."""
