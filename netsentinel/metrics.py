@@ -13,19 +13,49 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-from typing import Callable, Iterable
-
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import __version__
 from .timefmt import parse_iso
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
+
 DEFAULT_HOST = "127.0.0.1"
+
+
+# prometheus_client is imported where metrics are made, not with this module:
+# a process without --metrics-addr never needs it (importing it was ~4 % of a
+# 100,000-event analyzer run).
+def _kind(name: str):
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    return CounterMetricFamily if name == "counter" else GaugeMetricFamily
+
+
+class _LazyHistogram:
+    """A prometheus_client Histogram made at its first use."""
+
+    def __init__(self, *args, **kwargs):
+        self._args, self._kwargs, self._histogram = args, kwargs, None
+
+    def _made(self):
+        if self._histogram is None:
+            from prometheus_client import Histogram
+            self._histogram = Histogram(*self._args, **self._kwargs)
+        return self._histogram
+
+    def observe(self, value: float) -> None:
+        self._made().observe(value)
+
+    def collect(self):
+        return self._made().collect()
+
+
 # LLM answers take from tens of milliseconds (a local model, cached) to a minute.
-LLM_SECONDS = Histogram("netsentinel_llm_request_duration_seconds",
-                        "Time an LLM backend took to answer one question",
-                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60), registry=None)
+LLM_SECONDS = _LazyHistogram("netsentinel_llm_request_duration_seconds",
+                             "Time an LLM backend took to answer one question",
+                             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60), registry=None)
 
 
 def parse_addr(text: str) -> tuple[str, int]:
@@ -52,7 +82,7 @@ class _Snapshot:
         self.families = families
 
     def collect(self) -> Iterable[Metric]:
-        info = GaugeMetricFamily("netsentinel_build_info", "NetSentinel version", labels=["version"])
+        info = _kind("gauge")("netsentinel_build_info", "NetSentinel version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
         yield from self.families()
@@ -62,6 +92,7 @@ def serve(addr: tuple[str, int], families: Callable[[], Iterable[Metric]],
           *extra) -> CollectorRegistry:
     """Serve /metrics on addr in a daemon thread. OSError when the port
     cannot be bound (the caller's runtime failure)."""
+    from prometheus_client import CollectorRegistry, start_http_server
     registry = CollectorRegistry()
     registry.register(_Snapshot(families))
     for collector in extra:
@@ -71,19 +102,19 @@ def serve(addr: tuple[str, int], families: Callable[[], Iterable[Metric]],
 
 
 def _counter(name: str, doc: str, value, labels: dict | None = None) -> Metric:
-    m = CounterMetricFamily(name, doc, labels=list(labels or {}))
+    m = _kind("counter")(name, doc, labels=list(labels or {}))
     m.add_metric(list((labels or {}).values()), float(value or 0))
     return m
 
 
 def _gauge(name: str, doc: str, value, labels: dict | None = None) -> Metric:
-    m = GaugeMetricFamily(name, doc, labels=list(labels or {}))
+    m = _kind("gauge")(name, doc, labels=list(labels or {}))
     m.add_metric(list((labels or {}).values()), float(value or 0))
     return m
 
 
-def _labelled(kind, name: str, doc: str, label: str, values: dict) -> Metric:
-    m = kind(name, doc, labels=[label])
+def _labelled(kind: str, name: str, doc: str, label: str, values: dict) -> Metric:
+    m = _kind(kind)(name, doc, labels=[label])
     for k, v in sorted(values.items(), key=lambda kv: str(kv[0])):
         m.add_metric([str(k)], float(v or 0))
     return m
@@ -98,11 +129,11 @@ def loader_families(stats: dict, events_by_type: dict, bans: dict, rules: list, 
         src = str(rec.get("source") or "manual")
         by_source[src] = by_source.get(src, 0) + 1
         drops[src] = drops.get(src, 0) + int(rec.get("drops") or 0)
-    mode = GaugeMetricFamily("netsentinel_xdp_mode", "1 for the XDP attach mode in use",
-                             labels=["mode"])
+    mode = _kind("gauge")("netsentinel_xdp_mode", "1 for the XDP attach mode in use",
+                          labels=["mode"])
     mode.add_metric([xdp_mode or "off"], 1)
     return [
-        _labelled(CounterMetricFamily, "netsentinel_loader_events",
+        _labelled("counter", "netsentinel_loader_events",
                   "Events the loader wrote to its stream, by type", "type", events_by_type),
         _counter("netsentinel_loader_connections", "Connection events captured in the kernel",
                  stats.get("events")),
@@ -110,15 +141,15 @@ def loader_families(stats: dict, events_by_type: dict, bans: dict, rules: list, 
                  stats.get("lost")),
         _counter("netsentinel_loader_whitelisted_connections", "Connections of whitelisted "
                  "addresses, processes or ports", stats.get("whitelisted")),
-        _labelled(GaugeMetricFamily, "netsentinel_bans_active", "Bans in force, by source",
+        _labelled("gauge", "netsentinel_bans_active", "Bans in force, by source",
                   "source", by_source),
-        _labelled(CounterMetricFamily, "netsentinel_ban_drops", "Packets dropped by the bans in "
+        _labelled("counter", "netsentinel_ban_drops", "Packets dropped by the bans in "
                   "force, by ban source (a lifted ban takes its count with it)", "source", drops),
         _counter("netsentinel_xdp_drops", "Packets dropped by XDP ban lookups", stats.get("drops_total")),
         _counter("netsentinel_blocked_connects", "connect()/sendmsg() calls refused by the cgroup "
                  "hooks", stats.get("blocked_connects")),
         _counter("netsentinel_rule_drops", "Packets dropped by filter rules", stats.get("rule_drops")),
-        _labelled(CounterMetricFamily, "netsentinel_rule_hits", "Packets matched, by filter rule",
+        _labelled("counter", "netsentinel_rule_hits", "Packets matched, by filter rule",
                   "rule", {r.get("id"): r.get("hits") for r in rules if isinstance(r, dict)}),
         _counter("netsentinel_ban_commands_rejected", "Ban commands refused", rejected),
         mode,
@@ -138,14 +169,14 @@ def analyzer_families(status: dict, threat_counts: dict, last_event: tuple | Non
         _counter("netsentinel_analyzer_lines", "Input lines read", inp.get("lines")),
         _counter("netsentinel_analyzer_invalid_lines", "Input lines skipped as invalid",
                  inp.get("invalid_lines")),
-        _labelled(CounterMetricFamily, "netsentinel_analyzer_events", "Input events, by type", "type",
+        _labelled("counter", "netsentinel_analyzer_events", "Input events, by type", "type",
                   {"connection": inp.get("connections"), **(inp.get("other_events") or {})}),
-        _labelled(CounterMetricFamily, "netsentinel_analyzer_connections",
+        _labelled("counter", "netsentinel_analyzer_connections",
                   "Connections classified, by level", "level", status.get("counts") or {}),
-        _labelled(CounterMetricFamily, "netsentinel_analyzer_verdicts",
+        _labelled("counter", "netsentinel_analyzer_verdicts",
                   "Verdicts, by who decided (rules, llm, rules_fallback)", "source",
                   status.get("verdict_sources") or {}),
-        _labelled(GaugeMetricFamily, "netsentinel_threats", "Threats in pending_threats.json, by "
+        _labelled("gauge", "netsentinel_threats", "Threats in pending_threats.json, by "
                   "status", "status", threat_counts),
         _counter("netsentinel_analyzer_auto_bans", "Threats banned automatically (auto-ban, "
                  "auto-block)", (status.get("threats") or {}).get("auto_bans")),
