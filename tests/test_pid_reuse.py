@@ -85,6 +85,7 @@ def test_an_event_is_given_only_a_reading_of_the_process_that_made_it():
     """With the event's time: the process then is the one read if it started
     before and was read alive after; a process started after is not it."""
     procs, cold = ProcCache(), ProcCache()
+    strict = ProcCache(gone_grace=0)   # a gone process's reading only for its events before it
     a = subprocess.Popen(["/usr/bin/sleep", "60"])
     try:
         wait_until(lambda: os.readlink(f"/proc/{a.pid}/exe") == "/usr/bin/sleep",
@@ -101,13 +102,19 @@ def test_an_event_is_given_only_a_reading_of_the_process_that_made_it():
         stale = cold.get(b.pid, a_event)                                  # nothing proves it
         assert (stale["proc_error"], stale["exe"], stale["ppid"]) == (REUSED, None, None)
         b_event = time.monotonic_ns()
-        assert cold.get(b.pid, b_event)["exe"] == os.path.realpath(sys.executable)
+        b_comm = open(f"/proc/{b.pid}/comm").read().rstrip("\n")
+        for cache in (cold, strict):
+            assert cache.get(b.pid, b_event)["exe"] == os.path.realpath(sys.executable)
     finally:
         ended(b)
-    # Gone now: b's reading stands for b's event, not for a later one.
-    assert cold.get(b.pid, b_event)["exe"] == os.path.realpath(sys.executable)
-    later = cold.get(b.pid, time.monotonic_ns())
-    assert (later["proc_error"], later["exe"]) == (EXITED, None)
+    # Gone now: b's reading stands for b's event; for a later one only within
+    # the grace (a short-lived process's last connects) and under b's name.
+    python = os.path.realpath(sys.executable)
+    later = time.monotonic_ns()
+    assert strict.get(b.pid, b_event)["exe"] == python
+    assert (strict.get(b.pid, later)["proc_error"], strict.get(b.pid, later)["exe"]) == (EXITED, None)
+    assert cold.get(b.pid, later, b_comm)["exe"] == python
+    assert (cold.get(b.pid, later, "other")["proc_error"]) == EXITED
 
 
 KERNEL_SKIP = kernel_test_skip_reason()

@@ -4,9 +4,9 @@ sock:inet_sock_set_state tracepoint when kprobes are unavailable.
 
 Events come through a BPF ring buffer (kernel >= 5.8; the perf buffer on
 older kernels), decoded straight from the raw bytes (no ctypes object, no
-ipaddress object per event). Events that come a few at a time are let
-gather for GATHER_S before they are read (one turn of the loop per batch,
-not per event). A poll hands over at most POLL_BUDGET events
+ipaddress object per event). Events that come a few at a time are handled
+as they come, but a poll then waits GATHER_S for more before it returns
+(one turn of the loader's loop per batch, not per event). A poll hands over at most POLL_BUDGET events
 or POLL_BUDGET_S seconds of them: under a connect flood the buffer never
 runs dry, and the loader's other work (flushing the stream, status) must
 still get its turn. Losses are counted by the kernel at the moment the
@@ -33,8 +33,8 @@ POLL_BUDGET = 4096
 POLL_BUDGET_S = 0.02
 LOST_EVERY_S = 1.0
 FOLDS_EVERY_S = 0.05   # folded connects (a full ring buffer) handed on at least this often
-SPARSE = 64            # a read that found fewer events than this ...
-GATHER_S = 0.01        # ... makes the next one wait this long for more (see _poll_raw)
+SPARSE = 64            # a poll that found fewer events than this ...
+GATHER_S = 0.01        # ... goes on handling them as they come this long (see _poll_raw)
 
 
 def ring_pages(page_cnt: int) -> int:
@@ -71,8 +71,7 @@ class ConnectionMonitor:
         self.raw_ring = raw_ring
         self._reader: ringread.RingReader | None = None
         self._poller = None
-        self._sparse = False   # the last read found fewer than SPARSE events
-        self._gather = False   # whether a sparse read makes the next one wait (start())
+        self._gather = False   # whether a sparse poll waits GATHER_S for more (start())
         self._on_event: Callable[[RawConnection], None] | None = None
         self._folds: BatchReader | None = None   # conn_folds (ring buffer only)
         self._folds_at = 0.0
@@ -136,7 +135,7 @@ class ConnectionMonitor:
                 self._reader = ringread.RingReader(table.map_fd, int(table.max_entries))
                 # Gathering only where the ring holds a read's budget and more
                 # (the default buffer does): filling it within GATHER_S takes
-                # over 400,000 connects/s; a smaller ring is read as it fills.
+                # over 400,000 connects/s; a smaller ring's poll returns at once.
                 self._gather = int(table.max_entries) // (EVENT.size + 8) >= POLL_BUDGET
             except (OSError, ValueError) as e:   # a kernel that refuses the mapping: BCC's way
                 why_not = f"mapping the ring buffer failed ({e})"
@@ -201,29 +200,40 @@ class ConnectionMonitor:
     def _poll_raw(self, timeout_ms: int) -> None:
         """The ring buffer read in place (kernel/ringread.py): wait for data
         as ring_buffer_poll does (the map's fd), then at most POLL_BUDGET
-        records or POLL_BUDGET_S seconds of them (see the top)."""
+        records or POLL_BUDGET_S seconds of them (see the top).
+
+        Events that come a few at a time (a read finding fewer than SPARSE)
+        are each handled as they come, at once (a short-lived process is
+        read in /proc while it lives), but the poll goes on waiting for more
+        for GATHER_S before it returns: the loader's other work (the raw and
+        stdio buffers, the held events, the stream's write) then runs once
+        per GATHER_S, not once per event (at 1,000 connects/s it was most of
+        the loader's CPU)."""
         reader = self._reader
-        if not reader.pending():
-            self._poller.poll(timeout_ms)
-            if self._sparse and self._gather and reader.pending():
-                # Events come a few at a time (the last read found fewer than
-                # SPARSE): let more gather before reading, so the loop wakes
-                # once per GATHER_S, not once per event (its turn costs more
-                # than an event: at 1,000 connects/s that was most of its CPU).
-                time.sleep(GATHER_S)
-        stop_at, left = time.monotonic() + POLL_BUDGET_S, POLL_BUDGET
         gate = self.gate
 
         def handle(record: bytes) -> None:
             if gate.shut:
                 gate.pause()
             self._deliver(decode(record))
+        if not reader.pending():
+            self._poller.poll(timeout_ms)
+        stop_at, left = time.monotonic() + POLL_BUDGET_S, POLL_BUDGET
+        gather_until = None
         while left > 0:
             n = reader.consume(handle, min(256, left))
             left -= n
-            if n < 256 or time.monotonic() > stop_at:
+            now = time.monotonic()
+            if n == 256:
+                if now > stop_at:
+                    break
+                continue
+            if not self._gather or POLL_BUDGET - left >= SPARSE or not n:
                 break
-        self._sparse = POLL_BUDGET - left < SPARSE
+            gather_until = gather_until or now + GATHER_S
+            if now >= gather_until:
+                break
+            self._poller.poll(max(1, int((gather_until - now) * 1000)))
 
     def drain_folds(self) -> int:
         """Connects the kernel folded while the ring buffer was full, each

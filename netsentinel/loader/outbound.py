@@ -143,7 +143,7 @@ class Outbound:
     def _identity(self, pid: int, uid: int, comm: str, exec_path: str | None,
                   at_ns: int | None = None) -> dict:
         """Who a kernel sighting's process is, from /proc, else the path it was started with."""
-        info = self.procs.get(pid, at_ns)
+        info = self.procs.get(pid, at_ns, comm)
         exe, source = info["exe"], "proc"
         if exe is None and exec_path:
             # Gone already (ping -c1 lives a millisecond): the path the kernel

@@ -64,7 +64,7 @@ def _instance(stat: bytes) -> tuple[bytes, int]:
     (pid_max is 32,768 on many machines, this one included): the start time
     tells two processes with one pid apart, the name an exec since."""
     cut = stat.rindex(b")")
-    return stat[:cut], int(stat[cut + 2:].split(None, 20)[19]) * _TICK_NS
+    return stat[stat.index(b"(") + 1:cut], int(stat[cut + 2:].split(None, 20)[19]) * _TICK_NS
 
 
 def _unread(error: str | None = None) -> dict:
@@ -125,16 +125,26 @@ REUSED = "process exited and its pid was reused before it could be read"
 
 
 class ProcCache:
-    def __init__(self, ttl: float = 2.0, size: int = 4096):
+    def __init__(self, ttl: float = 2.0, size: int = 4096, gone_grace: float | None = None):
         self.ttl = ttl
         self.size = size
+        # A process gone by the time its event is read keeps a reading of it
+        # made at most this long before the event (default: ttl), under the
+        # event's name: a short-lived process's last connects (a poller's
+        # last round, a cron job) keep their identity. What is left: an
+        # unrelated process given it would need all of pid_max's pids used
+        # up within that time, and to be gone before its event is read (the
+        # exact answer, the process's start time in the kernel's event, is
+        # not made yet).
+        self.gone_grace_ns = int((ttl if gone_grace is None else gone_grace) * 1e9)
         # pid -> (CLOCK_MONOTONIC ns of the reading, ns it was last seen alive
         # as the same process, _instance of its stat or None, info)
         self._cache: OrderedDict[int, tuple[int, int, tuple | None, dict]] = OrderedDict()
 
-    def get(self, pid: int, at_ns: int | None = None) -> dict:
+    def get(self, pid: int, at_ns: int | None = None, comm: str | None = None) -> dict:
         """pid's process info, for an event of at_ns (CLOCK_MONOTONIC ns, the
-        kernel's bpf_ktime_get_ns) when given.
+        kernel's bpf_ktime_get_ns) and comm (the kernel's name of its
+        process) when given.
 
         A reading is remembered for ttl seconds, but only for one process
         instance (start time and name: pids are reused, and an exec renames):
@@ -145,7 +155,9 @@ class ProcCache:
         for a busy process's events read in a batch. Otherwise its
         /proc/PID/stat is read (one read; a reading makes five) to tell:
         started after the event -> REUSED (the event's process is gone);
-        gone -> EXITED."""
+        gone -> EXITED, unless a reading of a process of the event's name
+        that started before the event was seen alive at most gone_grace
+        before it (see __init__)."""
         now = time.monotonic_ns()
         hit = self._cache.get(pid)
         fresh = hit is not None and now - hit[0] < self.ttl * 1e9
@@ -162,7 +174,8 @@ class ProcCache:
             # Gone. An exited pid is remembered too (EXITED): a scanner's
             # short-lived children would otherwise cost the failed looks
             # again. Without an event time a reading within ttl stands.
-            if fresh and (hit[3]["proc_error"] == EXITED or (at_ns is None and hit[3]["proc_error"] is None)):
+            if fresh and (hit[3]["proc_error"] == EXITED or (at_ns is None and hit[3]["proc_error"] is None)
+                          or self._last_seen(hit, at_ns, event_boot, comm)):
                 return dict(hit[3])
             return self._remember(pid, now, None, _unread(EXITED))
         except (OSError, ValueError, IndexError):
@@ -174,6 +187,15 @@ class ProcCache:
                 self._cache[pid] = (hit[0], now, instance, hit[3])   # seen alive now
                 return dict(hit[3])
         return self._remember(pid, now, instance, read_process(pid, stat))
+
+    def _last_seen(self, hit: tuple, at_ns: int | None, event_boot: int | None, comm: str | None) -> bool:
+        """A live reading of the process the event came from, as far as can
+        be told once it is gone (see get)."""
+        if at_ns is None or hit[3]["proc_error"] is not None or hit[2] is None:
+            return False
+        name, start = hit[2]
+        return start <= event_boot and at_ns - hit[1] <= self.gone_grace_ns and \
+            (comm is None or name == comm.encode("utf-8", "surrogateescape"))
 
     def _remember(self, pid: int, now: int, instance: tuple | None, info: dict) -> dict:
         self._cache[pid] = (now, now, instance, info)
