@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from operator import itemgetter
 
 from ..timefmt import parse_iso, utc_now_iso
@@ -136,7 +135,6 @@ _entry_fields = itemgetter(*_ENTRY_COLS)  # level, category, confidence, ... id 
 _conn_fields = itemgetter(*_CONN_COLS)    # pid, uid, comm, exe, cmdline, saddr, daddr, dport
 _TEXT_TYPES = frozenset((str, type(None)))
 _INT_LIMIT = 2 ** 63
-_fromiso = datetime.fromisoformat
 
 
 def _plain_connection(entry: dict, now: float) -> tuple | None:
@@ -158,13 +156,7 @@ def _plain_connection(entry: dict, now: float) -> tuple | None:
     joined = "".join(filter(None, texts))
     if not (len(joined) <= MAX_TEXT and joined.isascii() and "\x00" not in joined):
         return None
-    ts = ev.get("ts")
-    try:  # the loader's Z form, as parse_iso reads it first
-        t = _fromiso(ts).timestamp() if ts.__class__ is str and ts[-1:] == "Z" else None
-    except ValueError:
-        t = None
-    if t is None:
-        t = event_time(ts, now)
+    t = event_time(ev.get("ts"), now)   # (parse_iso reads the loader's Z form first)
     # One statement a key: a third of the cost of any loop over the fields.
     rest, rest_ev = entry.copy(), ev.copy()
     del rest["level"], rest["category"], rest["confidence"], rest["verdict_source"]
