@@ -6,10 +6,10 @@ Events come through a BPF ring buffer (kernel >= 5.8; the perf buffer on
 older kernels), decoded straight from the raw bytes (no ctypes object, no
 ipaddress object per event). Events that come a few at a time are handled
 as they come, but a poll then waits GATHER_S for more before it returns
-(one turn of the loader's loop per batch, not per event). A poll hands over at most POLL_BUDGET events
-or POLL_BUDGET_S seconds of them: under a connect flood the buffer never
-runs dry, and the loader's other work (flushing the stream, status) must
-still get its turn. Losses are counted by the kernel at the moment the
+(one turn of the loader's loop per batch, not per event). A poll hands
+over at most POLL_BUDGET events or POLL_BUDGET_S seconds of them: under a
+connect flood the buffer never runs dry, and the loader's other work
+(flushing the stream, status) must still get its turn. Losses are counted by the kernel at the moment the
 buffer is full (conn_lost) and reported from here at most every
 LOST_EVERY_S. Before each event it looks at `gate` (loader/wake.py): while a
 command is going into the kernel it waits there, without the GIL."""

@@ -10,7 +10,7 @@ import zlib
 
 from ..kernel.contain import exe_identity
 from .egress import socket_cookie
-from .procinfo import stat_fields
+from .procinfo import read_ppid, stat_fields
 
 # Executables shared by every user and service: containing one by executable
 # would cut off every copy (each login shell, the admin's session); their
@@ -34,9 +34,8 @@ def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
-            try:
-                ppid = int(stat_fields(int(name))[1])
-            except (OSError, ValueError, IndexError):
+            ppid = read_ppid(int(name))
+            if ppid is None:
                 continue   # gone meanwhile
             children.setdefault(ppid, []).append(int(name))
     out, todo = [], [pid]
@@ -97,8 +96,5 @@ def protected_pids() -> set[int]:
     out, pid = {1}, os.getpid()
     while pid > 1 and pid not in out:
         out.add(pid)
-        try:
-            pid = int(stat_fields(pid)[1]) or 1
-        except (OSError, ValueError, IndexError):
-            pid = 1
+        pid = read_ppid(pid) or 1   # gone or unreadable: stop at pid 1
     return out

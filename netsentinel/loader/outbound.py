@@ -32,7 +32,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from .egress import EgressTracker
-from .procinfo import read_comm, stat_fields
+from .procinfo import read_comm, read_ppid
 from .udp import UdpTracker
 from .stdio import describe, stdio_tcp
 
@@ -71,14 +71,6 @@ def _comm(pid: int) -> str | None:
     kernel's is (kernel/outbound.py), so that the two compare equal
     (UdpTracker.known, a parent's name against its child's)."""
     return read_comm(pid, "surrogateescape")
-
-
-def _ppid(pid: int) -> int | None:
-    """pid's parent now, from /proc (None: gone or unreadable)."""
-    try:
-        return int(stat_fields(pid)[1])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def parent_service(ppid: int | None, comm: str | None) -> str | None:
@@ -213,7 +205,7 @@ class Outbound:
         """A process that connected out put something on fd 0 or 1 (however
         long after connecting): if that is a TCP socket now, the connection is
         reported again, "mode": "stdio", with its signals."""
-        ppid = _ppid(dup.pid)   # read first: a socket found below was this process's
+        ppid = read_ppid(dup.pid)   # read first: a socket found below was this process's
         hit = stdio_tcp(dup.pid) if ppid is not None else None
         if hit is None:
             return   # not a socket, or gone: whoever put it there reports its own dup
@@ -227,7 +219,7 @@ class Outbound:
             up = stdio_tcp(ppid) if ppid > 1 else None
             if up is None or up[1].inode != hit[1].inode:
                 break
-            grand = _ppid(ppid)
+            grand = read_ppid(ppid)
             if grand is None:
                 break
             pid = tid = ppid

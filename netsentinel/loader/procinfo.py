@@ -50,6 +50,14 @@ def stat_fields(pid: int) -> list[str]:
     return _fields(_read(f"/proc/{pid}/stat"))
 
 
+def read_ppid(pid: int) -> int | None:
+    """pid's parent now (None: gone or unreadable)."""
+    try:
+        return int(stat_fields(pid)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _fields(stat: bytes) -> list[str]:
     text = stat.decode("utf-8", "replace")
     return text[text.rindex(")") + 2:].split()
