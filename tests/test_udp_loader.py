@@ -4,9 +4,12 @@ checked, with the identity read at each flow's first datagram."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 from netlab import validate
 from netsentinel.kernel.outbound import UdpRow, _addr
-from netsentinel.loader.udp import MAX_FLOWS, UdpTracker
+from netsentinel.loader.udp import MAX_FLOWS, UdpTracker, start_ticks
 from netsentinel.timefmt import utc_now_iso
 
 
@@ -47,8 +50,29 @@ def test_a_sender_never_announced_is_looked_up_and_a_known_pid_reused_is_noticed
     body = t.window([UdpRow(30, "ipv4", "10.0.0.1", 9, 1, 0)], 0.5,
                     lookup=lambda pid: seen.append(pid) or ident(pid, "gone"))[0]
     assert seen == [30] and event(body)["comm"] == "gone"
-    t.first(40, ident(40, "bash"))
-    assert t.known(40, "bash") and not t.known(40, "python3")   # another program under that pid
+    # A live pid read as this process keeps its identity; the same pid held
+    # by another process instance (another start time) is read again.
+    me = os.getpid()
+    t.first(me, ident(me, "python3"))
+    assert t.idents[me][1] == start_ticks(me) is not None
+    t.forget_reused([me])
+    assert t.idents[me][0]["comm"] == "python3"
+    t.idents[me] = (t.idents[me][0], t.idents[me][1] - 1)   # as if read from an earlier process
+    t.forget_reused([me])
+    assert me not in t.idents
+
+
+def test_a_gone_senders_identity_is_kept_and_another_threads_name_is_not_a_new_process():
+    t = UdpTracker({})
+    gone = subprocess.Popen(["true"])
+    t.first(gone.pid, ident(gone.pid, "true"))
+    gone.wait()
+    t.forget_reused([gone.pid])
+    assert t.idents[gone.pid][0]["comm"] == "true"   # gone: its reading stands for its last datagrams
+    me = os.getpid()
+    t.first(me, ident(me, "Chrome_ChildIOT"))          # a thread's name (the kernel's comm)
+    t.forget_reused([me])                               # /proc names the process otherwise: same start
+    assert t.idents[me][0]["comm"] == "Chrome_ChildIOT"
 
 
 def test_a_dual_stack_sockets_v4_mapped_destination_is_the_ipv4_host():

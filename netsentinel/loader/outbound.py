@@ -69,7 +69,7 @@ def is_shell(comm: str | None, exe: str | None) -> bool:
 def _comm(pid: int) -> str | None:
     """A process's name as an event field: lossless, and decoded as the
     kernel's is (kernel/outbound.py), so that the two compare equal
-    (UdpTracker.known, a parent's name against its child's)."""
+    (a parent's name against its child's)."""
     return read_comm(pid, "surrogateescape")
 
 
@@ -148,11 +148,7 @@ class Outbound:
 
     def udp_flow(self, flow) -> None:
         """The first datagram of a process to a UDP destination port (kernel/outbound.UdpFlow)."""
-        if not self.udp.known(flow.pid, flow.comm):
-            self.udp.first(flow.pid, self._identity(flow.pid, flow.uid, flow.comm, flow.exec_path,
-                                                    flow.ts_ns))
-        else:
-            self.udp.first(flow.pid, self.udp.idents[flow.pid])
+        self.udp.first(flow.pid, self._identity(flow.pid, flow.uid, flow.comm, flow.exec_path, flow.ts_ns))
 
     def connection(self, fields: dict) -> None:
         """Emit a connection event now, or hold it (a shell whose stdio is not a socket yet)."""
@@ -246,12 +242,7 @@ class Outbound:
         if self.raw.udp_lost > self._udp_lost:
             n, self._udp_lost = self.raw.udp_lost - self._udp_lost, self.raw.udp_lost
             self.emit("lost", count=n, total=self._udp_lost, source="udp_events")
-        # A pid reused by another program sending to a flow the old one had
-        # (no new first-datagram event): re-read who it is.
-        for pid in {r.pid for r in rows}:
-            comm = _comm(pid)
-            if comm is not None and not self.udp.known(pid, comm):
-                self.udp.forget(pid)
+        self.udp.forget_reused({r.pid for r in rows})
         lookup = lambda pid: self._identity(pid, None, _comm(pid), None)  # noqa: E731
         for body in self.udp.window(rows, window_s, lookup):
             self.emit("udp", **body)

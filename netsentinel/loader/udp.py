@@ -13,33 +13,47 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from .procinfo import stat_fields
+
 MAX_IDENTITIES = 4096
 MAX_FLOWS = 256          # flows listed per event (the busiest); totals are exact
 
 
 class UdpTracker:
     def __init__(self, counts: dict):
-        self.idents: OrderedDict[int, dict] = OrderedDict()
+        # pid -> (identity, the process's start time in clock ticks when it
+        # was read; None: unknown). The start time, not the name, tells a
+        # reused pid: an event's comm is its thread's (Chromium's sockets
+        # are in threads named otherwise), /proc's is the process's.
+        self.idents: OrderedDict[int, tuple[dict, int | None]] = OrderedDict()
         self.fresh: dict[int, int] = {}    # pid -> flows first seen this window
         self.counts = counts   # the loader's outbound counters (status file)
         counts.update(udp_flows=0, udp_events=0)
 
     def first(self, pid: int, ident: dict) -> None:
-        """A flow's first datagram, with the sender's identity read at that moment."""
+        """A flow's first datagram, with the sender's identity read for it
+        (ProcCache: a reading of the same process instance, or a new one)."""
         self.counts["udp_flows"] += 1
         self.fresh[pid] = self.fresh.get(pid, 0) + 1
-        self.idents[pid] = ident
+        held = self.idents.get(pid)
+        if held is None or held[0] != ident:
+            start = start_ticks(pid) if ident.get("proc_error") is None else None
+            held = (ident, start)
+        self.idents[pid] = held
         self.idents.move_to_end(pid)
         while len(self.idents) > MAX_IDENTITIES:
             self.idents.popitem(last=False)
 
-    def forget(self, pid: int) -> None:
-        self.idents.pop(pid, None)
-
-    def known(self, pid: int, comm: str) -> bool:
-        """Is the identity of pid already read (and still the same program)?"""
-        ident = self.idents.get(pid)
-        return ident is not None and ident.get("comm") == comm
+    def forget_reused(self, pids) -> None:
+        """Forget the identity of each pid now held by another process than
+        the one read (a reused pid sending to a flow the old process had:
+        no new first-datagram event); a gone one keeps its identity."""
+        for pid in pids:
+            held = self.idents.get(pid)
+            if held is not None and held[1] is not None:
+                now = start_ticks(pid)
+                if now is not None and now != held[1]:
+                    del self.idents[pid]
 
     def window(self, rows, window_s: float, lookup) -> list[dict]:
         """One `udp` event body per sending process for this window's rows.
@@ -49,7 +63,8 @@ class UdpTracker:
             by_pid.setdefault(r.pid, []).append(r)
         out = []
         for pid, flows in by_pid.items():
-            ident = self.idents.get(pid) or lookup(pid)
+            held = self.idents.get(pid)
+            ident = held[0] if held is not None else lookup(pid)
             ports: dict[str, set] = {}
             for r in flows:
                 ports.setdefault(r.daddr, set()).add(r.dport)
@@ -67,3 +82,11 @@ class UdpTracker:
         self.fresh.clear()
         self.counts["udp_events"] += len(out)
         return out
+
+
+def start_ticks(pid: int) -> int | None:
+    """pid's start time (clock ticks since boot; None: gone or unreadable)."""
+    try:
+        return int(stat_fields(pid)[19])
+    except (OSError, ValueError, IndexError):
+        return None
