@@ -4,13 +4,12 @@ the interface that carries the default route."""
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import subprocess
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 
+from . import netlink
 from .addresses import Network, parse_target
 
 # How stale the protected set may be: a new SSH session or address of this
@@ -18,83 +17,56 @@ from .addresses import Network, parse_target
 PROTECTED_TTL_S = 5.0
 
 
-def _ip_json(*args: str) -> list:
+def _known(look, *args) -> list:
+    """A netlink look, [] when the kernel refuses it (as a failed `ip` was)."""
     try:
-        out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    if out.returncode != 0 or not out.stdout.strip():
-        return []
-    try:
-        return json.loads(out.stdout)
-    except json.JSONDecodeError:
+        return look(*args)
+    except OSError:
         return []
 
 
 def default_route_interface() -> str | None:
     """The interface holding the IPv4 default route (else IPv6), or None."""
-    for fam in ("-4", "-6"):
-        for r in _ip_json(fam, "route", "show", "default"):
-            if r.get("dev"):
-                return r["dev"]
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for _gw, oif in _known(netlink.default_routes, fam):
+            try:
+                return socket.if_indextoname(oif) if oif else None
+            except OSError:
+                continue
     return None
 
 
 def interface_exists(name: str) -> bool:
-    return bool(_ip_json("link", "show", "dev", name))
+    try:
+        socket.if_nametoindex(name)
+        return True
+    except OSError:
+        return False
 
 
-def local_addresses() -> list[Network]:
+def _targets(addresses) -> list[Network]:
     nets = []
-    for link in _ip_json("addr", "show"):
-        for a in link.get("addr_info", []):
-            try:
-                nets.append(parse_target(a["local"]))
-            except (KeyError, ValueError):
-                continue
+    for a in addresses:
+        try:
+            nets.append(parse_target(a))
+        except ValueError:
+            continue
     return nets
 
 
+def local_addresses() -> list[Network]:
+    return _targets(_known(netlink.addresses))
+
+
 def default_gateways() -> list[Network]:
-    gws = []
-    for fam in ("-4", "-6"):
-        for r in _ip_json(fam, "route", "show", "default"):
-            try:
-                gws.append(parse_target(r["gateway"]))
-            except (KeyError, ValueError):
-                continue
-    return gws
-
-
-def _hex_addr(hexaddr: str) -> ipaddress._BaseAddress:
-    raw = bytes.fromhex(hexaddr)
-    if len(raw) == 4:
-        return ipaddress.IPv4Address(raw[::-1])
-    # /proc/net/tcp6 prints four host-order 32-bit words.
-    words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
-    return ipaddress.IPv6Address(b"".join(words))
+    return _targets(gw for fam in (socket.AF_INET, socket.AF_INET6)
+                    for gw, _oif in _known(netlink.default_routes, fam) if gw)
 
 
 def ssh_peers(ports: list[int] | tuple[int, ...] = (22,)) -> list[Network]:
-    """Remote ends of ESTABLISHED TCP sessions on local SSH ports."""
-    peers = []
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = open(path).read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if len(parts) < 4 or parts[3] != "01":  # 01 = ESTABLISHED
-                continue
-            local, remote = parts[1], parts[2]
-            if int(local.split(":")[1], 16) not in ports:
-                continue
-            try:
-                peers.append(parse_target(str(_hex_addr(remote.split(":")[0]))))
-            except ValueError:
-                continue
-    return peers
+    """Remote ends of ESTABLISHED TCP sessions on local SSH ports (an IPv4
+    peer of a dual-stack listener as the IPv4 address a ban would name)."""
+    return _targets(_known(netlink.tcp_peers, list(ports)))
 
 
 @dataclass
@@ -157,7 +129,7 @@ def protected_addresses(ssh_ports=(22,)) -> Protected:
 
 class ProtectedCache:
     """protected_addresses() at most once per ttl seconds (per set of SSH
-    ports): each look runs `ip -j` three times and reads /proc/net/tcp*, too
+    ports): each look is four netlink dumps and two config files read, too
     much per command. The one policy for every writer of ban commands: a new
     SSH session or address is protected within PROTECTED_TTL_S."""
 
@@ -179,7 +151,7 @@ class ProtectedCache:
         """Look now and keep the result. The look runs outside the lock, so
         a reader meanwhile gets the set it holds while that is fresh (a
         thread refreshing ahead of the TTL keeps commands from ever waiting
-        for `ip -j`, loader/protect.py); a look older than the one kept is
+        for a look, loader/protect.py); a look older than the one kept is
         not kept."""
         key = tuple(ssh_ports)
         at = time.monotonic()   # before the look: its age errs on the old side

@@ -3,7 +3,6 @@ it (netinfo: own addresses, SSH peers from /proc/net/tcp*)."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import socket
 import subprocess
@@ -129,19 +128,6 @@ def test_check_policy_on_parsed_command_and_families_do_not_mix():
 
 # ---------------------------------------------------------------------- netinfo
 
-@pytest.mark.parametrize("hexaddr, expected", [
-    ("0100007F", "127.0.0.1"),
-    ("0202000A", "10.0.2.2"),
-    ("0200A8C0", "192.168.0.2"),
-    ("00000000000000000000000001000000", "::1"),
-    ("B80D0120000000000000000001000000", "2001:db8::1"),
-    ("000080FE00000000FF00FC00010000FE", "fe80::fc:ff:fe00:1"),
-    ("0000000000000000FFFF00000100007F", "::ffff:127.0.0.1"),
-])
-def test_hex_addr_reads_proc_net_tcp_byte_order(hexaddr, expected):
-    assert netinfo._hex_addr(hexaddr) == ipaddress.ip_address(expected)
-
-
 def _established(family: int, host: str):
     """A real ESTABLISHED loopback TCP session: (listener, client, server side, port)."""
     lst = socket.socket(family, socket.SOCK_STREAM)
@@ -165,17 +151,32 @@ def test_ssh_peers_finds_live_sessions_on_the_given_port(family, host, peer):
     except OSError as e:
         pytest.skip(f"cannot open a loopback session on {host}: {e.strerror}")
     try:
-        # The line /proc prints for our server side, in the format we parse.
-        proc = "/proc/net/tcp" if family == socket.AF_INET else "/proc/net/tcp6"
-        local_hex = f":{port:04X} "
-        lines = [ln.split() for ln in open(proc).read().splitlines()[1:]]
-        assert any(p[1].endswith(local_hex.strip()) and p[3] == "01" for p in lines)
         peers = netinfo.ssh_peers([port])
         assert parse_target(peer) in peers
         # Only the session's remote end, and only for ESTABLISHED sessions on that port.
         assert set(peers) == {parse_target(peer)}
     finally:
         for s in socks:
+            s.close()
+
+
+def test_an_ipv4_peer_of_a_dual_stack_listener_is_protected_as_ipv4():
+    """sshd listening on [::] only takes IPv4 clients as ::ffff:a.b.c.d: the
+    peer is protected under the IPv4 address a ban would name."""
+    lst = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    lst.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    lst.bind(("::", 0))
+    lst.listen(1)
+    port = lst.getsockname()[1]
+    cli = socket.create_connection(("127.0.0.1", port), timeout=5)
+    srv, _ = lst.accept()
+    try:
+        assert netinfo.ssh_peers([port]) == [parse_target("127.0.0.1")]
+        with pytest.raises(BanRefused, match="SSH session"):
+            validate({"action": "ban", "ip": "127.0.0.0/8"}, Whitelist(),
+                     Protected([(p, "the peer of a live SSH session") for p in netinfo.ssh_peers([port])]))
+    finally:
+        for s in (srv, cli, lst):
             s.close()
 
 

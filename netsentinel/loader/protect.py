@@ -2,11 +2,12 @@
 its gateway, resolvers, live SSH peers) every ban and rule is checked
 against, kept fresh by a thread of its own.
 
-It takes three `ip -j` processes and a read of /proc/net/tcp*. Under a
-connect flood that is 150-200 ms (each process waits for a CPU beside the
+It took three `ip -j` processes and a read of /proc/net/tcp*: under a
+connect flood 150-200 ms (each process waited for a CPU beside the
 flooders), and computed on demand when the cached set turned PROTECTED_TTL_S
 old it landed in whichever ban command came next: every few seconds one ban
-took 200 ms longer (the p99 of docs/benchmarks.md section 2). Here a thread
+took 200 ms longer (the p99 of docs/benchmarks.md section 2). Now it is
+four netlink dumps (netsentinel/netlink.py, about 1 ms), and still a thread
 refreshes the ban table's cache (netinfo.ProtectedCache) every REFRESH_S,
 so a command finds a set younger than the TTL. The guarantee is unchanged: a set older than PROTECTED_TTL_S (the
 thread late, the SSH ports changed) is never used, the command computes it
