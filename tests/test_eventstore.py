@@ -227,14 +227,16 @@ def test_sqlite_new_stores_use_16k_pages_and_an_older_store_keeps_its_own(tmp_pa
 @pytest.mark.parametrize("query, index", [
     (Query(level="HIGH", min_level=True), "events_level_ts"),
     (Query(kind="flow"), "events_kind_ts"),
-    (Query(process="curl"), "events_comm_ts"),
+    (Query(process="curl"), "events_proc_ts (proc=?)"),
+    (Query(exe="/usr/bin/curl", since=1.0), "events_proc_ts (proc=? AND ts>?)"),
     (Query(addr="10.222.0.9"), "events_saddr_ts"),
+    (Query(src="10.222.0.9"), "events_saddr_ts"),
 ])
 def test_sqlite_filters_use_their_index(tmp_path, query, index):
     # The partial indexes only serve a query that repeats their WHERE (query.where does).
-    from netsentinel.eventstore.query import where
     db = open_store(str(tmp_path / "events.sqlite3"))
-    w, params = where(query, "?")
+    db.add_rows([row_of(entry(0))])  # curl's procs id: a process filter names it
+    w, params = db._where(query)
     plan = " ".join(str(r) for r in db.conn.execute("EXPLAIN QUERY PLAN SELECT id FROM events" + w,
                                                     params))
     assert index in plan, plan
