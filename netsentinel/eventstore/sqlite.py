@@ -139,7 +139,8 @@ def one_writer_process() -> bool:
     """For a process whose only SQLite connection is the store writer's,
     used by one thread at a time (the writer process, child.py), before it
     opens one: SQLite without its memory statistics and its per-connection
-    mutexes. Debian's library counts every allocation under a global mutex
+    mutexes, and None bound without Python's adaptation lookups (below).
+    Debian's library counts every allocation under a global mutex
     and locks the connection on every call: a row's 13 text bindings, 28
     allocations and its step took about 6,000 instructions of locking (5 %
     of the writer's work; docs/benchmarks.md §6). Needs the library not yet
@@ -164,6 +165,11 @@ def one_writer_process() -> bool:
     ok = (lib.sqlite3_config(_CONFIG_MULTITHREAD) == 0
           and lib.sqlite3_config(_CONFIG_MEMSTATUS, ctypes.c_int(0)) == 0)
     _one_writer = lib.sqlite3_initialize() == 0 and ok
+    # Python's sqlite3 adapts every None it binds (a row's NULLs: connects,
+    # often saddr or cmdline) through two attribute lookups that fail, each
+    # formatting an AttributeError: about 1,000 instructions a None. An
+    # adapter registered for None (None -> None, in C) is found first.
+    sqlite3.register_adapter(type(None), {}.get)
     return _one_writer
 
 
