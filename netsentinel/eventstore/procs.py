@@ -28,7 +28,7 @@ MAX_CACHED = 1 << 16  # pairs whose id this writer remembers; then it starts afr
 _NONE = (None,)
 
 
-def create(db, cur) -> list[str]:
+def create(db, cur) -> None:
     """Schema 4's tables and key (idempotent: SQLite runs DDL outside the
     migration's transaction); the rows' ids are filled by fill()."""
     big = "BIGINT" if db.engine == "postgres" else "INTEGER"
@@ -45,7 +45,8 @@ def create(db, cur) -> list[str]:
 
 def fill(db, cur) -> None:
     """Every row's proc, one UPDATE a distinct pair (through the comm and
-    exe indexes schema 3 had, dropped after this), then the new indexes."""
+    exe indexes schema 3 had: schema._schema4 drops them after this, and
+    builds (proc, ts) once the ids are in)."""
     ids = Ids(db)
     ph = db.ph
     cur.execute("SELECT DISTINCT comm, exe FROM events WHERE proc IS NULL "
