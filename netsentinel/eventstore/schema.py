@@ -40,11 +40,11 @@ MAX_FOLD = 1 << 32  # a larger `count` is not a kernel fold: NULL in connects (d
 
 # Indexes cost every insert (the store must keep up with 50k events/s), so
 # only the filters people follow over time get a full one: process and exe
-# (one (proc, ts) index since schema 4), destination, source
-# (investigations), and time itself. Levels above INFO
-# and kinds other than connection are rare: partial indexes hold only those
-# rows, nearly free to keep; query.where() repeats their WHERE so both
-# engines use them. Port, user, category and text are read within a time
+# (one (proc, ts) index since schema 4), destination (investigations), and
+# time itself. Levels above INFO, kinds other than connection and (schema 4)
+# the sources of rows that are not connections are rare: partial indexes
+# hold only those rows, nearly free to keep; query.where() repeats their
+# WHERE so both engines use them. Port, user, category and text are read within a time
 # range from the ts index.
 INDEXED = ("comm", "exe", "daddr", "saddr")  # schema 1's; schema 4's: proc, daddr, partial saddr
 PARTIAL = {"level": "level <> 'INFO'", "kind": "kind <> 'connection'",
