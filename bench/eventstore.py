@@ -15,8 +15,9 @@ and psycopg are installed, a throwaway PostgreSQL server:
            `netsentinel events`' queries at 10,000 and at 1,000,000 rows
            (timelines and counts read the per-minute summary, the same
            figures from the rows alone beside them)
-  migration how long the writer's start takes to build the summary of a
-           store of 1,000,000 rows an older NetSentinel wrote (one GROUP BY)
+  migration how long the writer's start takes to migrate a store of
+           1,000,000 rows schema 3 wrote (process ids, the new indexes), and
+           one schema 1 wrote (the summary too: one GROUP BY)
   retention (SQLite) a cap of 64 MB filled twice over through the writer:
            the largest file seen and the size at the end
   analyzer the real llm_analyzer.py (--backend rules) on 100,000 replayed
@@ -150,17 +151,25 @@ def run_engine(engine: str, dsn: str, small: int, large: int, end: float, progre
         res["bytes_per_million"] = int(cur.fetchone()[0] * 1_000_000 / done)
         db.conn.rollback()
     writer.close()
-    res["migration_s"] = _time_migration(dsn, done)
-    progress(f"{engine}: summary of {done} rows built in {res['migration_s']} s")
+    res["migration_3_to_4_s"] = _time_migration(dsn, done, 3)
+    res["migration_s"] = _time_migration(dsn, done, 1)
+    progress(f"{engine}: {done} rows migrated from schema 3 in {res['migration_3_to_4_s']} s, "
+             f"from schema 1 (the summary built) in {res['migration_s']} s")
     return res
 
 
-def _time_migration(dsn: str, rows: int) -> float:
-    """The store as schema 1 left it (no summary), then the writer's start."""
+def _time_migration(dsn: str, rows: int, version: int) -> float:
+    """The store as schema 3 left it (comm, exe and saddr indexes; no proc,
+    procs nor conn_saddrs), and for version 1 also no summary (its connects
+    column stays: schema 3's step fills it again), then the writer's start."""
     db = open_store(dsn)
     cur = db.conn.cursor()
-    cur.execute("DROP TABLE event_buckets")
-    cur.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    for stmt in ("DROP INDEX events_proc_ts", "DROP INDEX events_saddr_ts",
+                 "ALTER TABLE events DROP COLUMN proc", "DROP TABLE procs", "DROP TABLE conn_saddrs",
+                 *(f"CREATE INDEX events_{c}_ts ON events ({c}, ts)" for c in ("comm", "exe", "saddr")),
+                 *(("DROP TABLE event_buckets",) if version == 1 else ())):
+        cur.execute(stmt)
+    cur.execute(f"UPDATE meta SET value = '{version}' WHERE key = 'schema_version'")
     db.conn.commit()
     db.close()
     t = time.perf_counter()

@@ -227,15 +227,48 @@ def test_sqlite_new_stores_use_16k_pages_and_an_older_store_keeps_its_own(tmp_pa
 @pytest.mark.parametrize("query, index", [
     (Query(level="HIGH", min_level=True), "events_level_ts"),
     (Query(kind="flow"), "events_kind_ts"),
-    (Query(process="curl"), "events_comm_ts"),
+    (Query(process="curl"), "events_proc_ts (proc=?)"),
+    (Query(exe="/usr/bin/curl", since=1.0), "events_proc_ts (proc=? AND ts>?)"),
     (Query(addr="10.222.0.9"), "events_saddr_ts"),
+    (Query(src="10.222.0.9"), "events_saddr_ts"),
 ])
 def test_sqlite_filters_use_their_index(tmp_path, query, index):
     # The partial indexes only serve a query that repeats their WHERE (query.where does).
-    from netsentinel.eventstore.query import where
     db = open_store(str(tmp_path / "events.sqlite3"))
-    w, params = where(query, "?")
+    db.add_rows([row_of(entry(0))])  # curl's procs id: a process filter names it
+    w, params = db._where(query)
     plan = " ".join(str(r) for r in db.conn.execute("EXPLAIN QUERY PLAN SELECT id FROM events" + w,
                                                     params))
     assert index in plan, plan
     db.close()
+
+
+_QUIET = """
+import ctypes, sys
+from netsentinel.eventstore import Query, open_store
+from netsentinel.eventstore.rows import row_of
+from netsentinel.eventstore.sqlite import one_writer_process
+sys.path.insert(0, sys.argv[2])
+from eventstore_support import entry
+lib = ctypes.CDLL("libsqlite3.so.0")
+lib.sqlite3_memory_used.restype = ctypes.c_int64
+first = open_store(sys.argv[1] + ".first") if sys.argv[3] == "open-first" else None
+print(one_writer_process(), one_writer_process() if first is None else "-")
+db = open_store(sys.argv[1])
+db.add_rows([row_of(entry(i)) for i in range(500)])
+print(db.count(Query(process="curl")), lib.sqlite3_memory_used() > 0)
+"""
+
+
+@pytest.mark.parametrize("how, out", [("alone", "True True\n500 False\n"),
+                                      ("open-first", "False -\n500 True\n")])
+def test_the_writer_process_runs_sqlite_without_its_locks_only_where_nothing_else_is_open(
+        tmp_path, how, out):
+    # Its own process: the library's settings are the process's. Memory
+    # statistics off: memory_used() reads 0 with a store open.
+    import subprocess
+    import sys
+    from pathlib import Path
+    r = subprocess.run([sys.executable, "-c", _QUIET, str(tmp_path / "events.sqlite3"),
+                        str(Path(__file__).parent), how], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == out, r.stderr

@@ -46,6 +46,15 @@ def _rows(n: int, seed: int = 3) -> list[tuple]:
     return out
 
 
+def test_the_writers_tally_in_c_equals_the_tally_of_its_rows():
+    from netsentinel.eventstore import summary
+    rows = _rows(3000) + [row_of(entry(9000 + i, ts=ts)) for i, ts in enumerate(
+        ("1969-12-31T23:59:59.999999Z", "1970-01-01T00:00:00.000000Z", "2026-12-01T10:00:59.999999Z",
+         "2026-12-01T10:01:00.000000Z", "1969-12-31T23:59:00.000000Z"))]
+    rows.append(rows[1][:3] + (None,) + rows[1][4:])  # no level
+    assert summary.tally_rows(rows) == summary.tally(summary.of_rows(rows))
+
+
 def _summary(db) -> dict:
     """{(minute, level, kind): (rows, connects)}"""
     return {(int(b), lv, k): (int(n), int(c)) for b, lv, k, n, c in
@@ -188,7 +197,7 @@ def test_migration_builds_the_summary_of_an_older_store(dsn, monkeypatch):
     expected_counts = reader.counts_by("level", Query(since=T0 + 90.5))
     reader.close()
     db = open_store(dsn)  # the writer migrates on start
-    assert db.schema_version() == SCHEMA_VERSION == 3 and db.has_summary()
+    assert db.schema_version() == SCHEMA_VERSION == 4 and db.has_summary()
     assert _summary(db) == _group_by(db) and _rows_of(_summary(db)) == len(rows)
     assert db.counts_by("level", Query(since=T0 + 90.5)) == expected_counts
     db.add_rows(_rows(100, seed=5))  # and keeps it from then on
@@ -234,7 +243,7 @@ def test_migration_to_3_counts_the_folds_a_schema_2_store_kept_in_doc(dsn, monke
     assert sum(n for _, _, n in reader.timeline(Query(), 3600)) == len(rows)
     reader.close()
     db = open_store(dsn)
-    assert db.schema_version() == 3 and _summary(db) == _group_by(db)
+    assert db.schema_version() == SCHEMA_VERSION and _summary(db) == _group_by(db)
     folds = {r[-1] for r in rows if r[-1] is not None}
     assert folds and {c for (c,) in db._all("SELECT connects FROM events", [])} == folds | {None}
     assert sum(n for _, _, n in db.timeline(Query(), 3600)) == sum(r[-1] or 1 for r in rows)

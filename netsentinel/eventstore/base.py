@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from ..levels import LEVELS
-from . import summary
+from . import procs, sources, summary
 from .query import Query, page_sql, where
 from .rows import as_dict
 from .schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION
@@ -35,8 +35,11 @@ class EventStore:
     def __init__(self, conn, retention: Retention | None = None):
         self.conn = conn
         self.retention = retention or Retention()
-        self._insert = (f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES "
-                        f"({', '.join(self.ph for _ in COLUMNS)})")
+        cols = (*COLUMNS, "proc")  # proc: appended by procs.Ids.insert
+        self._insert = (f"INSERT INTO events ({', '.join(cols)}) VALUES "
+                        f"({', '.join(self.ph for _ in cols)})")
+        self._procs = procs.Ids(self)
+        self._sources = sources.Known(self)
         self._version: int | None = None  # the schema's, asked once (a reader does not migrate)
         self._summary: bool | None = None  # event_buckets there (schema 2+)
 
@@ -81,16 +84,21 @@ class EventStore:
         try:
             cur = self.conn.cursor()
             self._insert_rows(cur, rows)
-            summary.add(self, cur, summary.of_rows(rows))
+            summary.add(self, cur, rows)
             self.conn.commit()
         except Exception:
             self._rollback()
             raise
 
     def _insert_rows(self, cur, rows: list[tuple]) -> None:
-        cur.executemany(self._insert, rows)
+        self._sources.note(cur, rows)
+        self._procs.insert(cur, self._insert, rows)
+
+    def _lock_procs(self, cur, exclusive: bool) -> None:
+        """Writers of a fleet against retention's pruning of procs (PostgreSQL)."""
 
     def _rollback(self) -> None:
+        self._sources.forget()  # what it listed in this transaction is gone with it
         try:
             self.conn.rollback()
         except Exception:  # the connection is gone too; the caller reports the first error
@@ -98,13 +106,21 @@ class EventStore:
 
     # ------------------------------------------------------------ reading
     def search(self, q: Query) -> list[dict]:
-        w, params = where(q, self.ph)
+        w, params = self._where(q)
         p, pparams = page_sql(q, self.ph)
         # A store before schema 3 (its writer not yet upgraded) has no connects: NULL, one.
         cols = COLUMNS if self._schema() >= summary.CONNECTS_VERSION else (
             *(c for c in COLUMNS if c != "connects"), "NULL")
         return [as_dict(r) for r in self._all(f"SELECT id, {', '.join(cols)} FROM events{w}{p}",
                                              params + pparams)]
+
+    def _where(self, q: Query) -> tuple[str, list]:
+        """query.where() for this store's schema: a process or exe filter
+        names the procs ids from schema 4 on."""
+        if self._schema() < procs.PROCS_VERSION:
+            return where(q, self.ph)
+        return where(q, self.ph, lambda col, value: procs.ids_where(self, col, value),
+                     lambda addr: sources.is_source(self, addr))
 
     def _schema(self) -> int:
         if self._version is None:
@@ -131,7 +147,7 @@ class EventStore:
     def count(self, q: Query) -> int:
         if self._summarised(q):
             return sum(summary.grouped(self, q, ()).values())
-        w, params = where(q, self.ph)
+        w, params = self._where(q)
         return int(self._all("SELECT COUNT(*) FROM events" + w, params)[0][0])
 
     def counts_by(self, column: str, q: Query, top: int = 10) -> list[tuple]:
@@ -142,7 +158,7 @@ class EventStore:
             by = summary.grouped(self, q, (column,))
             return sorted(((k[0], n) for k, n in by.items()),
                           key=lambda r: (-r[1], r[0] is not None, r[0] or ""))[:int(top)]
-        w, params = where(q, self.ph)
+        w, params = self._where(q)
         return [tuple(r) for r in self._all(
             f"SELECT {column}, COUNT(*) AS n FROM events{w} GROUP BY {column} "
             f"ORDER BY n DESC, {column} LIMIT {int(top)}", params)]
@@ -156,7 +172,7 @@ class EventStore:
         bad = [c for c in columns if c not in COLUMNS]
         if bad:
             raise ValueError(f"unknown column {bad[0]!r}")
-        w, params = where(q, self.ph)
+        w, params = self._where(q)
         cols = ", ".join(columns)
         # Columns of text are also never blank: '' is as empty as NULL to a reader.
         set_ = " AND ".join(f"{c} IS NOT NULL" + ("" if c in ("dport", "uid", "pid") else f" AND {c} <> ''")
@@ -198,7 +214,7 @@ class EventStore:
     def investigate(self, q: Query) -> dict:
         """Everything one process/exe/address did over the range: first and
         last seen, rows by kind and level, top destinations, sources, ports."""
-        w, params = where(q, self.ph)
+        w, params = self._where(q)
         first, last, n = self._all(f"SELECT MIN(ts), MAX(ts), COUNT(*) FROM events{w}", params)[0]
         return {"rows": int(n), "first_ts": first, "last_ts": last,
                 **{f"by_{c}": self.counts_by(c, q) for c in
@@ -229,14 +245,15 @@ class EventStore:
         # RETURNING: the rows this transaction deleted, none that another
         # writer of a fleet deleted first, so each is counted out once.
         oldest = (f"DELETE FROM events WHERE id IN (SELECT id FROM events{{}} ORDER BY ts "
-                  f"LIMIT {RETENTION_BATCH}) RETURNING ts, level, kind, connects")
+                  f"LIMIT {RETENTION_BATCH}) RETURNING ts, level, kind, connects, proc")
         try:
             cur.execute(oldest.format(f" WHERE ts < {self.ph}"), (cutoff,))
             gone = cur.fetchall()
             if not gone and self.size_bytes() > self.retention.max_bytes:
                 cur.execute(oldest.format(""))
                 gone = cur.fetchall()
-            summary.subtract(self, cur, gone)
+            summary.subtract(self, cur, [g[:4] for g in gone])
+            procs.prune(self, cur, [g[4] for g in gone])
             self.conn.commit()
         except Exception:
             self._rollback()

@@ -7,6 +7,8 @@ from __future__ import annotations
 from .base import EventStore, Retention
 
 CONNECT_TIMEOUT_S = 5
+MIGRATION_LOCK = 7150615
+PROCS_LOCK = 7150616
 
 
 def _psycopg():
@@ -32,13 +34,21 @@ class PostgresEventStore(EventStore):
         else:
             # Two writers starting together must not both create the table.
             with conn.cursor() as cur:
-                cur.execute("SELECT pg_advisory_lock(7150615)")
+                cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
             try:
                 self.migrate()
             finally:
                 with conn.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_unlock(7150615)")
+                    cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
                 conn.commit()
+
+    def _lock_procs(self, cur, exclusive: bool) -> None:
+        # Inserts share it, retention's pruning of procs takes it alone
+        # (both until their commit): a pair pruned while another writer's
+        # uncommitted rows name it would leave those rows out of a process
+        # filter. Taken after it, an insert adds the pair back.
+        cur.execute(f"SELECT pg_advisory_xact_lock{'' if exclusive else '_shared'}(%s)",
+                    (PROCS_LOCK,))
 
     def columns(self, table: str) -> set[str]:
         with self.conn.cursor() as cur:

@@ -9,6 +9,7 @@ from ..levels import LEVELS
 from .schema import PARTIAL
 
 MAX_LIMIT = 10_000
+MAX_IDS = 500  # procs ids a filter names as parameters; more: a subquery
 
 
 @dataclass
@@ -57,8 +58,13 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def where(q: Query, ph: str) -> tuple[str, list]:
-    """(' WHERE ...' or '', params) with `ph` as the placeholder."""
+def where(q: Query, ph: str, proc_ids=None, is_source=None) -> tuple[str, list]:
+    """(' WHERE ...' or '', params) with `ph` as the placeholder.
+    Schema 4's lookups (None for an older store, whose indexes differ):
+    proc_ids(column, value), the procs ids whose comm or exe is value (a
+    process or exe filter reads the (proc, ts) index); is_source(addr),
+    whether a connection ever had addr as its source (sources.py: if not,
+    a source filter reads the index of the other rows alone)."""
     conds, params = [], []
 
     def add(sql: str, *values) -> None:
@@ -69,20 +75,40 @@ def where(q: Query, ph: str) -> tuple[str, list]:
         add("ts >= ?", q.since)
     if q.until is not None:
         add("ts < ?", q.until)
-    for col in ("kind", "exe", "uid", "category"):
+    def process(col: str, value: str) -> None:
+        if proc_ids is None:
+            return add(f"{col} = ?", value)
+        ids = proc_ids(col, value)
+        # One id (a name with one executable, the common case): `proc = ?`,
+        # which reads the index in time order, with no sort for a page.
+        if len(ids) > MAX_IDS:  # a name a hostile user gave to countless programs
+            add(f"proc IN (SELECT id FROM procs WHERE {col} = ?)", value)
+        elif len(ids) == 1:
+            add("proc = ?", ids[0])
+        else:
+            add(f"proc IN ({', '.join('?' for _ in ids)})" if ids else "1 = 0", *ids)
+
+    for col in ("kind", "uid", "category"):
         if getattr(q, col) is not None:
             add(f"{col} = ?", getattr(q, col))
+    if q.exe is not None:
+        process("exe", q.exe)
     if q.kind not in (None, "connection"):
         conds.append(PARTIAL["kind"])  # lets the engine use the partial index
     if q.process is not None:
         # A path is an exe; a name is the process name (comm: the kernel's, 15 characters).
-        add("exe = ?" if "/" in q.process else "comm = ?", q.process)
+        process("exe" if "/" in q.process else "comm", q.process)
     if q.dst is not None:
         add("daddr = ?", q.dst)
+    def src(addr: str) -> str:
+        if is_source is None or is_source(addr):
+            return "saddr = ?"
+        return f"(saddr = ? AND {PARTIAL['saddr']})"  # what the partial index holds
+
     if q.src is not None:
-        add("saddr = ?", q.src)
+        add(src(q.src), q.src)
     if q.addr is not None:
-        add("(saddr = ? OR daddr = ?)", q.addr, q.addr)
+        add(f"({src(q.addr)} OR daddr = ?)", q.addr, q.addr)
     if q.port is not None:
         add("dport = ?", q.port)
     def levels_in(wanted) -> None:

@@ -10,6 +10,8 @@ engines. A row is one thing that happened, stamped with the event's own time
   doc        the whole record as JSON, for export and the detail view
   connects   the connects a folded connection event stands for (its `count`,
              docs/events.md); NULL for one (schema 3)
+  proc       the (comm, exe) pair's id in the procs table (schema 4,
+             eventstore/procs.py), filled by the store on insert
 
 A second table, event_buckets, counts the rows per minute, level and kind
 (eventstore/summary.py): timelines and counts over a range read it instead
@@ -21,9 +23,10 @@ from __future__ import annotations
 import json
 import math
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
-# Column order of an inserted row (rows.row_of builds tuples in this order).
+# Column order of a row (rows.row_of builds tuples in this order); the store
+# appends `proc` as it inserts them (procs.Ids.insert).
 COLUMNS = ("ts", "analyzed_at", "kind", "level", "category", "confidence", "verdict_source",
            "backend", "reason", "pid", "uid", "comm", "exe", "cmdline", "saddr", "daddr", "dport",
            "ref", "doc", "connects")
@@ -36,14 +39,16 @@ _TYPES = {"ts": "REAL NOT NULL", "analyzed_at": "REAL NOT NULL", "kind": "TEXT N
 MAX_FOLD = 1 << 32  # a larger `count` is not a kernel fold: NULL in connects (doc keeps it)
 
 # Indexes cost every insert (the store must keep up with 50k events/s), so
-# only the filters people follow over time get a full one: process, exe,
-# destination, source (investigations), and time itself. Levels above INFO
-# and kinds other than connection are rare: partial indexes hold only those
-# rows, nearly free to keep; query.where() repeats their WHERE so both
-# engines use them. Port, user, category and text are read within a time
+# only the filters people follow over time get a full one: process and exe
+# (one (proc, ts) index since schema 4), destination (investigations), and
+# time itself. Levels above INFO, kinds other than connection and (schema 4)
+# the sources of rows that are not connections are rare: partial indexes
+# hold only those rows, nearly free to keep; query.where() repeats their
+# WHERE so both engines use them. Port, user, category and text are read within a time
 # range from the ts index.
-INDEXED = ("comm", "exe", "daddr", "saddr")
-PARTIAL = {"level": "level <> 'INFO'", "kind": "kind <> 'connection'"}
+INDEXED = ("comm", "exe", "daddr", "saddr")  # schema 1's; schema 4's: proc, daddr, partial saddr
+PARTIAL = {"level": "level <> 'INFO'", "kind": "kind <> 'connection'",
+           "saddr": "kind <> 'connection'"}  # saddr: schema 4 (sources.py)
 
 
 def _create(id_type: str, real: str) -> list[str]:
@@ -53,7 +58,8 @@ def _create(id_type: str, real: str) -> list[str]:
              # over a range read this index alone, never the rows.
              "CREATE INDEX events_ts ON events (ts, level, kind)"]
     stmts += [f"CREATE INDEX events_{c}_ts ON events ({c}, ts)" for c in INDEXED]
-    stmts += [f"CREATE INDEX events_{c}_ts ON events ({c}, ts) WHERE {w}" for c, w in PARTIAL.items()]
+    stmts += [f"CREATE INDEX events_{c}_ts ON events ({c}, ts) WHERE {PARTIAL[c]}"
+              for c in ("level", "kind")]
     return stmts
 
 
@@ -132,14 +138,32 @@ def _connects(db, cur) -> None:
                     f"AND level = {ph} AND kind = {ph}", [(n, *k) for k, n in sorted(more.items())])
 
 
+def _schema4(db, cur) -> None:
+    """Schema 4: events.proc and the procs table (eventstore/procs.py) in
+    place of the comm and exe indexes; saddr indexed for the rows that are
+    not connections (eventstore/sources.py)."""
+    from . import procs, sources
+    procs.create(db, cur)
+    procs.fill(db, cur)
+    for stmt in _V4_INDEXES:
+        cur.execute(stmt)
+    sources.create(db, cur)
+
+
+_V4_INDEXES = ["CREATE INDEX IF NOT EXISTS events_proc_ts ON events (proc, ts)",
+               "DROP INDEX IF EXISTS events_comm_ts", "DROP INDEX IF EXISTS events_exe_ts"]
+
+
 # version -> statements (or functions of the store and a cursor) that bring
 # the previous version to it; applied in order, each version in one
 # transaction, on every start (open()).
 MIGRATIONS = {
     "sqlite": {1: _create("INTEGER PRIMARY KEY", "REAL"),
                2: _summary("sqlite", "INTEGER", " WITHOUT ROWID"),
-               3: [_connects]},
+               3: [_connects],
+               4: [_schema4]},
     "postgres": {1: _create("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION"),
                  2: _summary("postgres", "BIGINT", ""),
-                 3: [_connects]},
+                 3: [_connects],
+                 4: [_schema4]},
 }

@@ -133,3 +133,46 @@ def is_corrupt(e: BaseException) -> bool:
         return False
     return any(s in msg for s in ("malformed", "not a database", "corrupt", "disk image",
                                   "no such table"))
+
+
+def one_writer_process() -> bool:
+    """For a process whose only SQLite connection is the store writer's,
+    used by one thread at a time (the writer process, child.py), before it
+    opens one: SQLite without its memory statistics and its per-connection
+    mutexes, and None bound without Python's adaptation lookups (below).
+    Debian's library counts every allocation under a global mutex
+    and locks the connection on every call: a row's 13 text bindings, 28
+    allocations and its step took about 6,000 instructions of locking (5 %
+    of the writer's work; docs/benchmarks.md §6). Needs the library not yet
+    in use (shut down and started again); False, and nothing changed, where
+    it cannot (no ctypes, another library, a connection already open)."""
+    global _one_writer
+    if _one_writer:  # done (memory_used() reads 0 from then on: no second shutdown)
+        return True
+    import ctypes
+    try:
+        lib = ctypes.CDLL("libsqlite3.so.0")  # the one _sqlite3 is linked to, already loaded
+        if lib.sqlite3_libversion_number() != sqlite3.sqlite_version_info[0] * 1000000 + \
+                sqlite3.sqlite_version_info[1] * 1000 + sqlite3.sqlite_version_info[2]:
+            return False
+    except (OSError, AttributeError):
+        return False
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    if lib.sqlite3_memory_used() != 0:  # a connection is open: shutting down would break it
+        return False
+    if lib.sqlite3_shutdown() != 0:
+        return False
+    ok = (lib.sqlite3_config(_CONFIG_MULTITHREAD) == 0
+          and lib.sqlite3_config(_CONFIG_MEMSTATUS, ctypes.c_int(0)) == 0)
+    _one_writer = lib.sqlite3_initialize() == 0 and ok
+    # Python's sqlite3 adapts every None it binds (a row's NULLs: connects,
+    # often saddr or cmdline) through two attribute lookups that fail, each
+    # formatting an AttributeError: about 1,000 instructions a None. An
+    # adapter registered for None (None -> None, in C) is found first.
+    sqlite3.register_adapter(type(None), {}.get)
+    return _one_writer
+
+
+_one_writer = False
+_CONFIG_MULTITHREAD = 2  # sqlite3.h: SQLITE_CONFIG_MULTITHREAD
+_CONFIG_MEMSTATUS = 9    # SQLITE_CONFIG_MEMSTATUS

@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import fields, replace
+from itertools import compress, repeat
+from operator import floordiv, itemgetter
 from typing import Iterable
 
-from .query import Query, where
-from .schema import BUCKET_S, CONNECTS, FLOOR_INT, bucket_sql, bucket_start
+from .query import Query
+from .schema import BUCKET_S, COLUMNS, CONNECTS, FLOOR_INT, bucket_sql, bucket_start
 
 # A row with no level is counted under '' (a key column cannot be NULL) and
 # read back as none: an empty level and none are one.
@@ -54,13 +56,32 @@ def of_rows(rows: list[tuple]) -> Iterable[tuple]:
     return ((r[0], r[3], r[2], r[CONNECTS]) for r in rows)
 
 
-def add(db, cur, quads: Iterable[tuple]) -> None:
-    """Count inserted rows in, inside the caller's transaction."""
+_TS, _LEVEL, _KIND, _FOLD = (itemgetter(COLUMNS.index(c)) for c in ("ts", "level", "kind", "connects"))
+
+
+def tally_rows(rows: list[tuple]) -> list[tuple[int, str, str, int, int]]:
+    """tally(of_rows(rows)), counted in C: the minute of a row is
+    floor(ts) // 60 (floor division goes down for a negative time too, as
+    bucket_start does); a Python step a row was most of the summary's cost.
+    Folded rows (rare) add their connects after."""
+    minutes = map(floordiv, map(math.floor, map(_TS, rows)), repeat(BUCKET_S))
+    by_minute = Counter(zip(minutes, map(_LEVEL, rows), map(_KIND, rows)))
+    n: Counter = Counter()
+    for (minute, lv, k), count in by_minute.items():
+        n[(minute * BUCKET_S, NO_LEVEL if lv is None else lv, k)] += count
+    c = Counter(n)
+    for r in compress(rows, map(_FOLD, rows)):
+        c[(bucket_start(r[0]), NO_LEVEL if r[3] is None else r[3], r[2])] += r[CONNECTS] - 1
+    return sorted((*key, count, c[key]) for key, count in n.items())
+
+
+def add(db, cur, rows: list[tuple]) -> None:
+    """Count inserted rows (schema.COLUMNS order) in, inside the caller's transaction."""
     ph = db.ph
     cur.executemany(f"INSERT INTO event_buckets (bucket_start, level, kind, n, connects) VALUES "
                     f"({ph}, {ph}, {ph}, {ph}, {ph}) ON CONFLICT (bucket_start, level, kind) "
                     "DO UPDATE SET n = event_buckets.n + excluded.n, "
-                    "connects = event_buckets.connects + excluded.connects", tally(quads))
+                    "connects = event_buckets.connects + excluded.connects", tally_rows(rows))
 
 
 def subtract(db, cur, quads: Iterable[tuple]) -> None:
@@ -114,7 +135,7 @@ def grouped(db, q: Query, cols: tuple[str, ...], width: int | None = None,
     if lo is not None and hi is not None and lo >= hi:
         rows(since, until)  # under two minutes: the rows themselves
         return _levels(out, cols)
-    w, params = where(replace(q, since=None, until=None), db.ph)
+    w, params = db._where(replace(q, since=None, until=None))
     extra, extra_params = [], []
     if lo is not None:
         extra.append(f"bucket_start >= {db.ph}")
@@ -136,7 +157,7 @@ def from_rows(db, q: Query, cols: tuple[str, ...], width: int | None = None,
               measure: str = "n") -> dict[tuple, int]:
     """grouped() read from the rows alone (any width; a store without the
     summary, a filter it cannot answer): the same buckets, the same keys."""
-    w, params = where(q, db.ph)
+    w, params = db._where(q)
     return {tuple(r[:-1]): int(r[-1] or 0)
             for r in _select(db, "events", cols, width, w, params, [], [], measure)}
 
