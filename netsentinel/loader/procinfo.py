@@ -6,8 +6,10 @@ name who ran it (issue 12).
 
 A connecting process may be gone before its event is read (a short-lived
 curl, a scanner's child); then the fields are None and `proc_error` says why.
-Results are cached briefly per (pid, start time, name) so a scanner making
-thousands of connects costs one /proc read each (its stat), not five.
+Results are remembered per (pid, start time, name): a scanner making
+thousands of connects costs one reading, and a connection event, which
+carries the process's start from the kernel, is given the reading of its
+own process even when that process is gone by then.
 
 exe and cmdline are bytes chosen by whoever started the process, not
 necessarily UTF-8: they are returned as str decoded with "surrogateescape"
@@ -254,7 +256,10 @@ class ProcCache:
                 # since): the event's name is one of its threads'.
                 hit[4].add(name)
                 return dict(hit[3])
-        return self._remember(pid, now, instance, read_process(pid, stat))
+        info = read_process(pid, stat)
+        if info["proc_error"] is not None and mine and hit[2] == instance and hit[3]["proc_error"] is None:
+            return dict(hit[3])   # it ended while being read again: its reading stands
+        return self._remember(pid, now, instance, info)
 
     def _last_seen(self, hit: tuple, at_ns: int | None, event_boot: int | None, comm: str | None) -> bool:
         """A live reading of the process the event came from, as far as can
