@@ -97,6 +97,25 @@ def test_a_known_process_is_told_to_the_kernel_and_its_connects_still_arrive(sta
     assert len(got) == 6 and m.kernel_lost() == 0
 
 
+def test_without_the_start_offsets_the_monitor_runs_and_says_why_once(monkeypatch):
+    """A kernel whose BTF lacks a member: one warning line, events with
+    start 0 (pid reuse judged by time windows), every connect wakes the poll."""
+    from netsentinel.kernel import connknown
+    monkeypatch.setattr(connknown, "CONN_OFFSETS", {"NS_OFF_TASK_GROUP_LEADER": ("task_struct", "no_such_member"),
+                                                    "NS_OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime")})
+    warned, got = [], []
+    m = mon.ConnectionMonitor("tracepoint", page_cnt=8, warn=warned.append)
+    m.start(lambda e: got.append(e) if e.pid == os.getpid() and e.dport == PORT else None, lambda n: None)
+    try:
+        connect("127.0.0.1")
+        wait_until(lambda: m.poll(50) or got, 10, what="a connection event")
+        m.know(os.getpid(), 12345)
+        assert got[0].start_ns == 0 and m.starts.told(os.getpid()) is None
+        assert len(warned) == 1 and "no_such_member" in warned[0] and "\n" not in warned[0], warned
+    finally:
+        m.stop()
+
+
 @pytest.mark.parametrize("started", [1], indirect=True)
 def test_a_full_ring_folds_identical_connects_and_loses_none(started):
     """3,000 connects to one port with nobody reading a ring of a page per
