@@ -228,7 +228,10 @@ class ProcCache:
         answers, alive or gone, with no /proc read while younger than ttl
         (older: re-read if it still runs). Otherwise /proc/PID/stat says:
         the same start -> read it; another -> REUSED; gone -> EXITED,
-        remembered for that instance."""
+        remembered for that instance. An event under another name than the
+        reading's is of a thread with a name of its own if the stat still
+        shows the reading's name (remembered as one of its names), else of
+        the program an exec has put there since (read again)."""
         now = time.monotonic_ns()
         hit = self._cache.get(pid)
         mine = hit is not None and hit[2] is not None and hit[2][1] == ticks
