@@ -17,6 +17,17 @@
  * moment of the loss, in conn_lost (the perf buffer only reported a loss when
  * a later event arrived on the same CPU, so many went unreported). With
  * NS_CONN_PERF the perf buffer is used instead (older kernels).
+ *
+ * Wake-ups: a connect of a process the loader has already read in /proc
+ * (conn_known holds its tgid and start) goes in without waking the loader,
+ * which reads such connects in batches at its next turn (it polls with a
+ * timeout), where a wake-up per connect cost it more than the connect's own
+ * handling at 1,000/s. Any other connect wakes it at once (a short-lived
+ * process is read while it lives), and so does every NS_CONN_WAKE_EVERY-th
+ * quiet one of a CPU (a quarter of the ring, shared by the CPUs: a burst of
+ * known processes' connects is read before the ring fills). The process's start comes from task_struct fields at offsets from
+ * the running kernel's BTF (-DNS_OFF_TASK_*, kernel/btf.py CONN_OFFSETS);
+ * without them it is 0 and every connect wakes the loader.
  */
 #include "netsentinel.h"
 
@@ -34,14 +45,39 @@ BPF_PERCPU_ARRAY(conn_lost, u64, 1);
  * destination per poll, with its count, and leaves the ring room for every
  * other process's connections. Lost only when a new entry finds no room. */
 BPF_HASH(conn_folds, struct ns_conn_fold_key, struct ns_conn_fold, NS_MAX_CONN_FOLDS);
+BPF_TABLE("lru_hash", u32, u64, conn_known, NS_MAX_CONN_KNOWN);
+BPF_PERCPU_ARRAY(conn_quiet, u64, 1);   /* connects put in without a wake-up, per CPU */
+#ifndef NS_CONN_WAKE_EVERY
+#define NS_CONN_WAKE_EVERY 64
 #endif
+#endif
+
+/* Where the ring's record goes without a wake-up (see the top). */
+static __always_inline u64 ns_wake_flags(struct ns_conn_event *e)
+{
+#ifdef NS_CONN_PERF
+    return 0;
+#else
+    if (e->start_ns == 0)
+        return BPF_RB_FORCE_WAKEUP;
+    u64 *known = conn_known.lookup(&e->pid);
+    if (!known || *known != e->start_ns)
+        return BPF_RB_FORCE_WAKEUP;
+    /* (BCC 0.26 has no ringbuf_query: the ring's fill is not known here.) */
+    int zero = 0;
+    u64 *quiet = conn_quiet.lookup(&zero);
+    if (quiet && ++*quiet % NS_CONN_WAKE_EVERY == 0)
+        return BPF_RB_FORCE_WAKEUP;
+    return BPF_RB_NO_WAKEUP;
+#endif
+}
 
 static __always_inline void ns_conn_submit(void *ctx, struct ns_conn_event *e)
 {
 #ifdef NS_CONN_PERF
     conn_events.perf_submit(ctx, e, sizeof(*e));
 #else
-    if (conn_events.ringbuf_output(e, sizeof(*e), 0) == 0)
+    if (conn_events.ringbuf_output(e, sizeof(*e), ns_wake_flags(e)) == 0)
         return;
     struct ns_conn_fold_key k = {.pid = e->pid, .family = e->family, .dport = e->dport};
     __builtin_memcpy(k.daddr, e->daddr, 16);
@@ -73,6 +109,14 @@ static __always_inline void ns_fill_task(struct ns_conn_event *e, u8 mode)
     e->uid = (u32)bpf_get_current_uid_gid();
     e->mode = mode;
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
+#ifdef NS_OFF_TASK_GROUP_LEADER
+    /* current->group_leader->start_boottime: the start /proc/PID/stat shows
+     * (an exec by another thread hands the leader's start to the new leader). */
+    void *task = (void *)bpf_get_current_task();
+    void *leader = NULL;
+    if (bpf_probe_read_kernel(&leader, sizeof(leader), task + NS_OFF_TASK_GROUP_LEADER) == 0 && leader)
+        bpf_probe_read_kernel(&e->start_ns, sizeof(e->start_ns), leader + NS_OFF_TASK_START_BOOTTIME);
+#endif
 }
 
 #ifdef NS_CAPTURE_KPROBE

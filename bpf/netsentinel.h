@@ -74,6 +74,11 @@
 /* One outbound TCP connection attempt. */
 struct ns_conn_event {
     u64 ts_ns;
+    /* The process's start: its group leader's start_boottime (CLOCK_BOOTTIME
+     * ns; /proc/PID/stat's starttime is this in clock ticks), read through
+     * offsets from the running kernel's BTF. With the pid it names one
+     * process exactly (pids are reused). 0: unknown (no BTF offsets). */
+    u64 start_ns;
     u32 pid;        /* tgid */
     u32 tid;
     u32 uid;
@@ -97,6 +102,13 @@ struct ns_conn_fold_key {
     u16 dport;
     u8 daddr[16];
 };
+
+/* Processes the loader has read in /proc (`conn_known`, tgid -> start_ns,
+ * written by user space): their connects are put in the ring without a
+ * wake-up, read in batches at the loader's next turn; any other process's
+ * connect wakes the loader at once, so a short-lived process is read while
+ * it lives. */
+#define NS_MAX_CONN_KNOWN 4096
 
 struct ns_conn_fold {
     struct ns_conn_event first;

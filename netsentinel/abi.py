@@ -92,7 +92,7 @@ CONTAIN_SKB_PROG = "ns_contain_skb"
 CONTAIN_SKB_LINKS = ("ns_contain_skb_egress", "ns_contain_skb_ingress")
 ENFORCER_CONTAIN = (ENFORCER_SOCK_CREATE, *CONTAIN_SKB_LINKS, *CONTAIN_TRACEPOINTS)
 MAX_CONTAINED, MAX_CONTAINED_EXES = C["NS_MAX_CONTAINED"], C["NS_MAX_CONTAINED_EXES"]
-MONITOR_MAPS = ("conn_events", "conn_lost", "conn_folds")
+MONITOR_MAPS = ("conn_events", "conn_lost", "conn_folds", "conn_known", "conn_quiet")
 MONITOR_PROGRAMS = {"kprobe": ("ns_kprobe_v4", "ns_kprobe_v6"), "tracepoint": ()}
 
 _PIN_DIR_OK = re.compile(r"^/[A-Za-z0-9_./@+%-]{1,200}$")

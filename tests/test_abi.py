@@ -107,3 +107,21 @@ def test_cflags_pass_the_sizes_and_refuse_odd_pin_paths():
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad!r}")
+
+
+# C member types as Python's struct module spells them (little-endian, no padding).
+_CODES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "char": "s"}
+
+
+def test_connection_event_decoder_matches_the_header():
+    """kernel/connevent.py unpacks struct ns_conn_event by hand (no ctypes
+    per event): its format must follow the header's members, in order."""
+    from netsentinel.kernel.connevent import EVENT
+    body = re.search(r"struct ns_conn_event \{(.*?)\n\};", HEADER, re.S).group(1)
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    fmt = "<"
+    for ctype, name, n in re.findall(r"^\s*(u8|u16|u32|u64|char)\s+(\w+)(?:\[(\d+)\])?;", body, re.M):
+        code = _CODES[ctype]
+        fmt += f"{n}s" if n else code
+    assert EVENT.format == fmt, (EVENT.format, fmt)
+    assert abi.parse_struct_fields(HEADER, "ns_conn_event")[:3] == ["ts_ns", "start_ns", "pid"]

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 import pytest
 
 from netlab import kernel_test_skip_reason, wait_until
 
 from netsentinel.kernel import monitor as mon
+from netsentinel.loader.procinfo import start_ticks, stat_fields
 
 SKIP = kernel_test_skip_reason()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
@@ -62,6 +64,56 @@ def test_events_decoded_from_the_ring_buffer(started):
                     ("ipv4", "127.0.0.1", comm, "tracepoint"),   # v4-mapped is reported as IPv4
                     ("ipv6", "::1", comm, "tracepoint")], seen
     assert all(e.tid == os.getpid() and e.uid == 0 and e.ts_ns > 0 for e in got)
+
+
+@pytest.mark.parametrize("started", [8], indirect=True)
+def test_events_carry_the_process_start_proc_shows(started):
+    """The process's start (its group leader's, for a thread's connect too),
+    exactly the clock tick /proc/PID/stat gives: with the pid it names the
+    process (loader/procinfo.py)."""
+    m, got, _ = started
+    assert m.starts.offsets(), m.starts.off_reason
+    connect("127.0.0.1")
+    t = threading.Thread(target=connect, args=("127.0.0.1",))
+    t.start()
+    t.join()
+    wait_until(lambda: m.poll(50) or len(got) >= 2, 10, what="two connection events")
+    ticks = int(stat_fields(os.getpid())[19])
+    assert [start_ticks(e.start_ns) for e in got] == [ticks, ticks]
+    assert got[0].tid != got[1].tid
+
+
+@pytest.mark.parametrize("started", [8], indirect=True)
+def test_a_known_process_is_told_to_the_kernel_and_its_connects_still_arrive(started):
+    """know(): the kernel puts this process's connects in without a wake-up;
+    the next poll reads them all the same."""
+    m, got, _ = started
+    connect("127.0.0.1")
+    wait_until(lambda: m.poll(50) or got, 10, what="a connection event")
+    m.know(os.getpid(), got[0].start_ns)
+    assert m.starts.told(os.getpid()) == got[0].start_ns
+    connect("127.0.0.1", 5)
+    wait_until(lambda: m.poll(50) or len(got) >= 6, 10, what="five quiet connection events")
+    assert len(got) == 6 and m.kernel_lost() == 0
+
+
+def test_without_the_start_offsets_the_monitor_runs_and_says_why_once(monkeypatch):
+    """A kernel whose BTF lacks a member: one warning line, events with
+    start 0 (pid reuse judged by time windows), every connect wakes the poll."""
+    from netsentinel.kernel import connknown
+    monkeypatch.setattr(connknown, "CONN_OFFSETS", {"NS_OFF_TASK_GROUP_LEADER": ("task_struct", "no_such_member"),
+                                                    "NS_OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime")})
+    warned, got = [], []
+    m = mon.ConnectionMonitor("tracepoint", page_cnt=8, warn=warned.append)
+    m.start(lambda e: got.append(e) if e.pid == os.getpid() and e.dport == PORT else None, lambda n: None)
+    try:
+        connect("127.0.0.1")
+        wait_until(lambda: m.poll(50) or got, 10, what="a connection event")
+        m.know(os.getpid(), 12345)
+        assert got[0].start_ns == 0 and m.starts.told(os.getpid()) is None
+        assert len(warned) == 1 and "no_such_member" in warned[0] and "\n" not in warned[0], warned
+    finally:
+        m.stop()
 
 
 @pytest.mark.parametrize("started", [1], indirect=True)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from netlab import kernel_test_skip_reason, wait_until
-from netsentinel.loader.procinfo import EXITED, REUSED, ProcCache
+from netsentinel.loader.procinfo import EXITED, REUSED, ProcCache, stat_fields
 
 LAST_PID = "/proc/sys/kernel/ns_last_pid"
 PY_SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -115,6 +115,66 @@ def test_an_event_is_given_only_a_reading_of_the_process_that_made_it():
     assert (strict.get(b.pid, later)["proc_error"], strict.get(b.pid, later)["exe"]) == (EXITED, None)
     assert cold.get(b.pid, later, b_comm)["exe"] == python
     assert (cold.get(b.pid, later, "other")["proc_error"]) == EXITED
+
+
+def start_ns(pid: int) -> int:
+    """A process's start as a connection event carries it (the kernel's
+    start_boottime; /proc has it in ticks, which is all that is compared)."""
+    return int(stat_fields(pid)[19]) * TICK_NS
+
+
+def test_with_the_start_time_an_event_gets_its_own_process_alive_or_gone():
+    """The kernel's start time names the process exactly: a reading of it
+    answers its events after it is gone and its pid is taken again, and the
+    new process's events get the new one's; a process never read is REUSED
+    while its pid is taken, EXITED once free."""
+    procs, cold = ProcCache(), ProcCache()
+    a = subprocess.Popen(["/usr/bin/sleep", "60"])
+    try:
+        wait_until(lambda: os.readlink(f"/proc/{a.pid}/exe") == "/usr/bin/sleep",
+                   not_yet=(OSError,), what="sleep's exec")
+        a_start = start_ns(a.pid)
+        assert procs.get(a.pid, comm="sleep", start_ns=a_start)["exe"] == "/usr/bin/sleep"
+    finally:
+        ended(a)
+    assert procs.get(a.pid, comm="sleep", start_ns=a_start)["exe"] == "/usr/bin/sleep"   # gone: its reading
+    wait_until(lambda: time.clock_gettime_ns(time.CLOCK_BOOTTIME) > a_start + 2 * TICK_NS, what="a clock tick")
+    b = spawn_at(a.pid, PY_SLEEP)
+    try:
+        wait_until(lambda: b"time.sleep" in open(f"/proc/{b.pid}/cmdline", "rb").read(), what="b's exec")
+        b_start, b_comm = start_ns(b.pid), open(f"/proc/{b.pid}/comm").read().rstrip("\n")
+        assert b_start != a_start
+        python = os.path.realpath(sys.executable)
+        assert procs.get(a.pid, comm="sleep", start_ns=a_start)["exe"] == "/usr/bin/sleep"
+        assert procs.get(b.pid, comm=b_comm, start_ns=b_start)["exe"] == python
+        stale = cold.get(a.pid, comm="sleep", start_ns=a_start)
+        assert (stale["proc_error"], stale["exe"], stale["ppid"]) == (REUSED, None, None)
+        # A thread's own name (pthread_setname_np) is the same process.
+        assert procs.get(b.pid, comm="worker-1", start_ns=b_start)["exe"] == python
+    finally:
+        ended(b)
+    assert procs.get(b.pid, comm="worker-1", start_ns=b_start)["exe"] == python
+    assert cold.get(b.pid, comm=b_comm, start_ns=b_start)["proc_error"] == EXITED
+
+
+def test_with_the_start_time_an_exec_since_the_reading_is_read_again():
+    """exec keeps the start time and renames: a reading made before it is
+    not given to the new program's events."""
+    procs = ProcCache()
+    p = subprocess.Popen(["/bin/sh", "-c", "read x; exec /usr/bin/sleep 60"], stdin=subprocess.PIPE)
+    try:
+        sh = os.path.realpath("/bin/sh")
+        wait_until(lambda: os.readlink(f"/proc/{p.pid}/exe") == sh, not_yet=(OSError,), what="sh's exec")
+        start = start_ns(p.pid)
+        assert procs.get(p.pid, comm="sh", start_ns=start)["exe"] == sh
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        wait_until(lambda: os.readlink(f"/proc/{p.pid}/exe") == "/usr/bin/sleep", not_yet=(OSError,),
+                   what="the exec of sleep")
+        assert start_ns(p.pid) == start
+        assert procs.get(p.pid, comm="sleep", start_ns=start)["exe"] == "/usr/bin/sleep"
+    finally:
+        ended(p)
 
 
 KERNEL_SKIP = kernel_test_skip_reason()

@@ -118,6 +118,14 @@ CONTAIN_OFFSETS = {
 }
 
 
+# The connecting process's start, read by bpf/conn_monitor.bpf.c
+# (current->group_leader->start_boottime: /proc/PID/stat's starttime).
+CONN_OFFSETS = {
+    "NS_OFF_TASK_GROUP_LEADER": ("task_struct", "group_leader"),
+    "NS_OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
+}
+
+
 # What the accept() hook follows to the accepted socket:
 # current->files->fdt->fd[ret]->private_data (a struct socket) ->sk.
 ACCEPT_OFFSETS = {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..abi import MODE_NAMES
 
 # struct ns_conn_event (bpf/netsentinel.h), little-endian as the kernel writes it.
-EVENT = struct.Struct("<QIIIHHHBB16s16s16s")
+EVENT = struct.Struct("<QQIIIHHHBB16s16s16s")
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 _V4_COMPAT = b"\0" * 12
 
@@ -34,6 +34,9 @@ def _addr(family: int, raw: bytes) -> tuple[str, str]:
 @dataclass
 class RawConnection:
     ts_ns: int
+    # The process's start (CLOCK_BOOTTIME ns, its group leader's
+    # start_boottime): with pid, exactly which process. 0: unknown.
+    start_ns: int
     pid: int
     tid: int
     uid: int
@@ -51,11 +54,11 @@ class RawConnection:
 
 
 def decode(data: bytes) -> RawConnection:
-    (ts_ns, pid, tid, uid, family, dport, sport, mode, has_saddr,
+    (ts_ns, start_ns, pid, tid, uid, family, dport, sport, mode, has_saddr,
      saddr, daddr, comm) = EVENT.unpack_from(data)
     fam, dtext = _addr(family, daddr)
     return RawConnection(
-        ts_ns=ts_ns, pid=pid, tid=tid, uid=uid,
+        ts_ns=ts_ns, start_ns=start_ns, pid=pid, tid=tid, uid=uid,
         comm=comm.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"),  # lossless, see byte_exact
         family=fam,
         # SYN_SENT is set before the source port is picked: 0 means unknown.

@@ -4,9 +4,14 @@ sock:inet_sock_set_state tracepoint when kprobes are unavailable.
 
 Events come through a BPF ring buffer (kernel >= 5.8; the perf buffer on
 older kernels), decoded straight from the raw bytes (no ctypes object, no
-ipaddress object per event). Events that come a few at a time are handled
-as they come, but a poll then waits GATHER_S for more before it returns
-(one turn of the loader's loop per batch, not per event). A poll hands
+ipaddress object per event). A connect of a process the loader has read
+already (know(): kernel/connknown.py) wakes nobody: such connects are
+read in batches, when the poll's timeout ends or another process's connect
+wakes it (bpf/conn_monitor.bpf.c), so the loader's loop turns once per batch,
+not once per event. A poll that wakes to a few events (processes not read
+yet: a scanner's children, every process without the start in the events,
+i.e. without BTF offsets) handles them as they come and waits GATHER_S for
+more before it returns. A poll hands
 over at most POLL_BUDGET events or POLL_BUDGET_S seconds of them: under a
 connect flood the buffer never runs dry, and the loader's other work
 (flushing the stream, status) must still get its turn. Losses are counted by the kernel at the moment the
@@ -17,6 +22,7 @@ command is going into the kernel it waits there, without the GIL."""
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import select
 import time
@@ -26,12 +32,14 @@ from typing import Callable
 from ..abi import cflags
 from . import KernelError, ringread
 from .batchread import BatchReader
+from .connknown import ProcessStarts
 from .connevent import EVENT, RawConnection, decode
 from .host import import_bcc, kprobes_unavailable_reason, program_source
 
 POLL_BUDGET = 4096
 POLL_BUDGET_S = 0.02
 LOST_EVERY_S = 1.0
+PAGE = mmap.PAGESIZE
 FOLDS_EVERY_S = 0.05   # folded connects (a full ring buffer) handed on at least this often
 SPARSE = 64            # a poll that found fewer events than this ...
 GATHER_S = 0.01        # ... goes on handling them as they come this long (see _poll_raw)
@@ -78,6 +86,8 @@ class ConnectionMonitor:
         self.ring_reader_off_reason: str | None = None
         self.handler_errors = 0
         self.gate = SimpleNamespace(shut=False)   # never shut: the monitor alone (tests, bench)
+        self.starts = ProcessStarts(warn)   # the process's start in events; conn_known
+        self.know = self.starts.know
 
     def source_and_flags(self, mode: str) -> tuple[str, list[str]]:
         flags = cflags(max_bans=1)
@@ -87,6 +97,8 @@ class ConnectionMonitor:
             flags.append("-DNS_CONN_PERF=1")
         else:
             flags.append(f"-DNS_CONN_RING_PAGES={ring_pages(int(self.page_cnt))}")
+        ring_bytes = None if self.ring is False else ring_pages(int(self.page_cnt)) * PAGE
+        flags += self.starts.cflags(ring_bytes, EVENT.size)
         return program_source("conn_monitor.bpf.c"), flags
 
     def start(self, on_event: Callable[[RawConnection], None], on_lost: Callable[[int], None]) -> str:
@@ -127,6 +139,7 @@ class ConnectionMonitor:
 
         self._on_event = on_event
         self._lost_map = self.bpf["conn_lost"]
+        self.starts.attach(self.bpf)
         self._folds = BatchReader(self.bpf["conn_folds"], ("last_ns", "count"), ("pid",))
         why_not = ringread.available() if self.raw_ring else "asked for BCC's callback"
         if why_not is None:
@@ -270,6 +283,7 @@ class ConnectionMonitor:
 
     def _cleanup_bpf(self) -> None:
         self._folds = None
+        self.starts.detach()
         if self._reader is not None:
             self._reader.close()
             self._reader = self._poller = None

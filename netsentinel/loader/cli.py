@@ -170,7 +170,7 @@ def dump_ebpf(args) -> int:
     """Print the BPF sources and cflags that would load, then exit (no root)."""
     from ..kernel.enforcer import Enforcer
     from ..kernel.monitor import ConnectionMonitor
-    mon = ConnectionMonitor(args.capture)
+    mon = ConnectionMonitor(args.capture, warn=lambda m: print(f"// {m}"))   # a C comment in the dump
     for mode in ("kprobe", "tracepoint"):
         src, flags = mon.source_and_flags(mode)
         print(f"// ---- conn_monitor ({mode}) cflags: {' '.join(flags)}\n{src}")

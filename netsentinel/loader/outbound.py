@@ -267,10 +267,28 @@ class Outbound:
         if not self._held:
             return
         alive: dict[int, bool] = {}   # a Python scanner's held connections: one look per pid
+        if not flush and not any(self._settled(f, now, alive) for f in
+                                 {(f["pid"], f.get("ppid")): f for _, f in self._held.values()}.values()):
+            # No held process's stdio became a socket nor did one end: only
+            # the connections whose hold is up go, oldest first (this runs
+            # every loop turn; a Python connect loop keeps MAX_HELD held).
+            while self._held:
+                key, (until, fields) = next(iter(self._held.items()))
+                if now < until:
+                    return
+                del self._held[key]
+                self._annotate(fields, since=now)
+                self._emit_connection(fields)
+            return
         for key, (until, fields) in list(self._held.items()):
-            pid = fields["pid"]
-            if pid not in alive:
-                alive[pid] = os.path.exists(f"/proc/{pid}")
-            if self._annotate(fields, since=now) or not alive[pid] or now >= until or flush:
+            if self._settled(fields, now, alive) or now >= until or flush:
                 del self._held[key]
                 self._emit_connection(fields)
+
+    def _settled(self, fields: dict, now: float, alive: dict[int, bool]) -> bool:
+        """A held connection's process put a socket on its stdio, or is gone
+        (alive: one look per pid per poll)."""
+        pid = fields["pid"]
+        if pid not in alive:
+            alive[pid] = os.path.exists(f"/proc/{pid}")
+        return self._annotate(fields, since=now) or not alive[pid]

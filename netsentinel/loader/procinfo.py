@@ -6,8 +6,10 @@ name who ran it (issue 12).
 
 A connecting process may be gone before its event is read (a short-lived
 curl, a scanner's child); then the fields are None and `proc_error` says why.
-Results are cached briefly per (pid, start time, name) so a scanner making
-thousands of connects costs one /proc read each (its stat), not five.
+Results are remembered per (pid, start time, name): a scanner making
+thousands of connects costs one reading, and a connection event, which
+carries the process's start from the kernel, is given the reading of its
+own process even when that process is gone by then.
 
 exe and cmdline are bytes chosen by whoever started the process, not
 necessarily UTF-8: they are returned as str decoded with "surrogateescape"
@@ -63,16 +65,40 @@ def _fields(stat: bytes) -> list[str]:
     return text[text.rindex(")") + 2:].split()
 
 
+# /proc/PID/stat's starttime is the kernel's start_boottime in clock ticks
+# (USER_HZ), rounded down (fs/proc/array.c, nsec_to_clock_t: a plain division
+# where USER_HZ divides a second, as on every architecture Linux has), plus
+# the reader's time namespace's boottime offset.
 _TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _boottime_offset_ns() -> int:
+    try:
+        with open("/proc/self/timens_offsets") as f:
+            for line in f:
+                clock, secs, nsecs = line.split()
+                if clock == "boottime":
+                    return int(secs) * 1_000_000_000 + int(nsecs)
+    except (OSError, ValueError):
+        pass   # before Linux 5.6: no time namespaces
+    return 0
+
+
+_BOOT_OFFSET_NS = _boottime_offset_ns()
+
+
+def start_ticks(start_ns: int) -> int:
+    """A kernel start_boottime (ns, as in a connection event) as /proc shows it."""
+    return (start_ns + _BOOT_OFFSET_NS) // _TICK_NS
 
 
 def _instance(stat: bytes) -> tuple[bytes, int]:
     """Which process a /proc/PID/stat is of: its name, and its start time in
-    CLOCK_BOOTTIME ns (from clock ticks: rounded down). A pid is reused
-    (pid_max is 32,768 on many machines, this one included): the start time
-    tells two processes with one pid apart, the name an exec since."""
+    clock ticks since boot. A pid is reused (pid_max is 32,768 on many
+    machines, this one included): the start time tells two processes with
+    one pid apart, the name an exec since."""
     cut = stat.rindex(b")")
-    return stat[stat.index(b"(") + 1:cut], int(stat[cut + 2:].split(None, 20)[19]) * _TICK_NS
+    return stat[stat.index(b"(") + 1:cut], int(stat[cut + 2:].split(None, 20)[19])
 
 
 def _unread(error: str | None = None) -> dict:
@@ -134,46 +160,47 @@ REUSED = "process exited and its pid was reused before it could be read"
 
 class ProcCache:
     def __init__(self, ttl: float = 2.0, size: int = 4096, gone_grace: float | None = None):
-        self.ttl = ttl
+        self.ttl_ns = int(ttl * 1e9)
         self.size = size
-        # A process gone by the time its event is read keeps a reading of it
-        # made at most this long before the event (default: ttl), under the
-        # event's name: a short-lived process's last connects (a poller's
-        # last round, a cron job) keep their identity. What is left: an
-        # unrelated process given it would need all of pid_max's pids used
-        # up within that time, and to be gone before its event is read (the
-        # exact answer, the process's start time in the kernel's event, is
-        # not made yet).
+        # Events without the process's start (get's start_ns 0): a process
+        # gone by the time its event is read keeps a reading of it made at
+        # most this long before the event (default: ttl), under the event's
+        # name (a poller's last round keeps its identity). An unrelated
+        # process given it would need all of pid_max's pids used up within
+        # that time, and to be gone before its event is read.
         self.gone_grace_ns = int((ttl if gone_grace is None else gone_grace) * 1e9)
         # pid -> (CLOCK_MONOTONIC ns of the reading, ns it was last seen alive
-        # as the same process, _instance of its stat or None, info)
-        self._cache: OrderedDict[int, tuple[int, int, tuple | None, dict]] = OrderedDict()
+        # as the same process, _instance of its stat or None, info, the names
+        # its events came under: the stat's, and its threads' own)
+        self._cache: OrderedDict[int, tuple[int, int, tuple | None, dict, set]] = OrderedDict()
 
-    def get(self, pid: int, at_ns: int | None = None, comm: str | None = None) -> dict:
+    def get(self, pid: int, at_ns: int | None = None, comm: str | None = None, start_ns: int = 0) -> dict:
         """pid's process info, for an event of at_ns (CLOCK_MONOTONIC ns, the
-        kernel's bpf_ktime_get_ns) and comm (the kernel's name of its
-        process) when given.
+        kernel's bpf_ktime_get_ns), comm (the kernel's name of the connecting
+        thread) and start_ns (the process's start_boottime, from the kernel:
+        which process exactly) when given.
 
-        A reading is remembered for ttl seconds, but only for one process
-        instance (start time and name: pids are reused, and an exec renames):
-        a reused pid is read afresh, never given an earlier process's exe,
-        which the whitelist matches on. A reading of a process that started
+        A reading is remembered for one process instance (start time and
+        name: pids are reused, and an exec renames): a reused pid is never
+        given an earlier process's exe, which the whitelist matches on. With
+        start_ns see _exact. Without it, a reading of a process that started
         before the event and was seen alive after it is the event's process
-        (it held the pid all along): no /proc read at all, the common case
-        for a busy process's events read in a batch. Otherwise its
+        (it held the pid all along): no /proc read at all. Otherwise its
         /proc/PID/stat is read (one read; a reading makes five) to tell:
         started after the event -> REUSED (the event's process is gone);
         gone -> EXITED, unless a reading of a process of the event's name
         that started before the event was seen alive at most gone_grace
         before it (see __init__)."""
+        if start_ns:
+            return self._exact(pid, comm, start_ticks(start_ns))
         now = time.monotonic_ns()
         hit = self._cache.get(pid)
-        fresh = hit is not None and now - hit[0] < self.ttl * 1e9
+        fresh = hit is not None and now - hit[0] < self.ttl_ns
         event_boot = None
         if at_ns is not None:
             event_boot = at_ns + time.clock_gettime_ns(time.CLOCK_BOOTTIME) - now
             if fresh and hit[3]["proc_error"] is None and hit[2] is not None and hit[1] >= at_ns \
-                    and hit[2][1] <= event_boot:
+                    and hit[2][1] * _TICK_NS <= event_boot:
                 return dict(hit[3])
         try:
             stat = _read(f"/proc/{pid}/stat")
@@ -189,12 +216,53 @@ class ProcCache:
         except (OSError, ValueError, IndexError):
             stat = instance = None    # read_process says why
         else:
-            if event_boot is not None and instance[1] > event_boot:
+            if event_boot is not None and instance[1] * _TICK_NS > event_boot:
                 return _unread(REUSED)   # started after the event: the event's process is gone
             if fresh and hit[2] == instance and hit[3]["proc_error"] is None:
-                self._cache[pid] = (hit[0], now, instance, hit[3])   # seen alive now
+                self._cache[pid] = (hit[0], now, instance, hit[3], hit[4])   # seen alive now
                 return dict(hit[3])
         return self._remember(pid, now, instance, read_process(pid, stat))
+
+    def _exact(self, pid: int, comm: str | None, ticks: int) -> dict:
+        """The event's process is (pid, ticks): a reading of that instance
+        answers, alive or gone, with no /proc read while younger than ttl
+        (older: re-read if it still runs). Otherwise /proc/PID/stat says:
+        the same start -> read it; another -> REUSED; gone -> EXITED,
+        remembered for that instance. An event under another name than the
+        reading's is of a thread with a name of its own if the stat still
+        shows the reading's name (remembered as one of its names), else of
+        the program an exec has put there since (read again)."""
+        now = time.monotonic_ns()
+        hit = self._cache.get(pid)
+        mine = hit is not None and hit[2] is not None and hit[2][1] == ticks
+        name = None if comm is None else comm.encode("utf-8", "surrogateescape")
+        if mine and hit[3]["proc_error"] == EXITED:
+            return dict(hit[3])
+        if mine and now - hit[0] < self.ttl_ns and hit[3]["proc_error"] is None and (name is None or name in hit[4]):
+            return dict(hit[3])
+        try:
+            stat = _read(f"/proc/{pid}/stat")
+            instance = _instance(stat)
+        except FileNotFoundError:
+            if mine and hit[3]["proc_error"] is None and (name is None or name in hit[4]):
+                return dict(hit[3])   # its own reading: what it was
+            return self._remember(pid, now, (name or b"", ticks), _unread(EXITED))
+        except (OSError, ValueError, IndexError):
+            stat = instance = None    # read_process says why
+        else:
+            if instance[1] != ticks:
+                if mine and hit[3]["proc_error"] is None and (name is None or name in hit[4]):
+                    return dict(hit[3])   # gone, its pid taken since: its reading stands
+                return _unread(REUSED)
+            if mine and hit[2] == instance and hit[3]["proc_error"] is None and now - hit[0] < self.ttl_ns:
+                # The same process under the same name as read (no exec
+                # since): the event's name is one of its threads'.
+                hit[4].add(name)
+                return dict(hit[3])
+        info = read_process(pid, stat)
+        if info["proc_error"] is not None and mine and hit[2] == instance and hit[3]["proc_error"] is None:
+            return dict(hit[3])   # it ended while being read again: its reading stands
+        return self._remember(pid, now, instance, info)
 
     def _last_seen(self, hit: tuple, at_ns: int | None, event_boot: int | None, comm: str | None) -> bool:
         """A live reading of the process the event came from, as far as can
@@ -202,11 +270,11 @@ class ProcCache:
         if at_ns is None or hit[3]["proc_error"] is not None or hit[2] is None:
             return False
         name, start = hit[2]
-        return start <= event_boot and at_ns - hit[1] <= self.gone_grace_ns and \
+        return start * _TICK_NS <= event_boot and at_ns - hit[1] <= self.gone_grace_ns and \
             (comm is None or name == comm.encode("utf-8", "surrogateescape"))
 
     def _remember(self, pid: int, now: int, instance: tuple | None, info: dict) -> dict:
-        self._cache[pid] = (now, now, instance, info)
+        self._cache[pid] = (now, now, instance, info, {instance[0]} if instance else set())
         self._cache.move_to_end(pid)
         while len(self._cache) > self.size:
             self._cache.popitem(last=False)

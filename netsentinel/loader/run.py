@@ -112,7 +112,9 @@ class Loader:
 
     # ----------------------------------------------------------- events
     def _on_connection(self, raw: RawConnection) -> None:
-        info = self.procs.get(raw.pid, raw.ts_ns, raw.comm)
+        info = self.procs.get(raw.pid, raw.ts_ns, raw.comm, raw.start_ns)
+        if info["proc_error"] is None:
+            self.monitor.know(raw.pid, raw.start_ns)   # its next connects need not wake the loop
         wl = self._wl   # looked up once per loop turn, not per event (a stat each)
         why = wl.match(daddr=raw.daddr, dport=raw.dport, comm=raw.comm, exe=info["exe"])
         if why is not None:
