@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
@@ -154,20 +155,54 @@ RCVQ_OFFSETS = {
 }
 
 
-def rcvq_offsets(btf: BTF) -> dict[str, int]:
-    """RCVQ_OFFSETS, plus NS_SOCKET_INODE_INO: from a struct socket to its
-    inode number (the socket and its inode are allocated together, in a
-    struct socket_alloc)."""
+# From a struct socket to its inode number (the socket and its inode are
+# allocated together, in a struct socket_alloc): the first two subtracted.
+SOCKET_INODE = (("socket_alloc", "vfs_inode"), ("socket_alloc", "socket"), ("inode", "i_ino"))
+
+
+def rcvq_offsets(btf: BTF | None = None) -> dict[str, int]:
+    """RCVQ_OFFSETS, plus NS_SOCKET_INODE_INO (SOCKET_INODE)."""
     out = offsets(RCVQ_OFFSETS, btf)
-    out["NS_SOCKET_INODE_INO"] = (btf.offset("socket_alloc", "vfs_inode") - btf.offset("socket_alloc", "socket")
-                                  + btf.offset("inode", "i_ino"))
+    inode, sock, ino = (_offset(btf, *key) for key in SOCKET_INODE)
+    out["NS_SOCKET_INODE_INO"] = inode - sock + ino
     return out
+
+
+# Every (struct, member path) a program here reads, looked up in one parse
+# of the kernel's BTF (bpftool's dump of vmlinux parsed: 1-2 s and about
+# 100 MB while it lasts) and kept as numbers: the loader's stack,
+# containment and connection programs each asked for a parse of their own.
+_ALL = [*STACK_OFFSETS.values(), *CONTAIN_OFFSETS.values(), *CONN_OFFSETS.values(),
+        *ACCEPT_OFFSETS.values(), *PATH_OFFSETS.values(), *RCVQ_OFFSETS.values(), *SOCKET_INODE]
+_known: dict[tuple[str, str], int | str] | None = None   # offset, or why there is none
+_known_lock = threading.Lock()
+
+
+def _offset(btf: BTF | None, struct: str, path: str) -> int:
+    """One offset: from btf when given, else from the one parse (BTFError
+    with the reason when this kernel lacks it)."""
+    global _known
+    if btf is not None:
+        return btf.offset(struct, path)
+    with _known_lock:
+        if _known is None or (struct, path) not in _known:
+            parsed = BTF.load()   # a BTFError here is not kept: the next ask tries again
+            known = {}
+            for key in {*_ALL, (struct, path)}:
+                try:
+                    known[key] = parsed.offset(*key)
+                except BTFError as e:
+                    known[key] = str(e)
+            _known = {**(_known or {}), **known}
+        found = _known[(struct, path)]
+    if isinstance(found, str):
+        raise BTFError(found)
+    return found
 
 
 def offsets(table: dict[str, tuple[str, str]], btf: BTF | None = None) -> dict[str, int]:
     """{-D name: offset} for a table like CONTAIN_OFFSETS; raises BTFError with the reason."""
-    btf = btf or BTF.load()
-    return {name: btf.offset(struct, path) for name, (struct, path) in table.items()}
+    return {name: _offset(btf, struct, path) for name, (struct, path) in table.items()}
 
 
 def stack_offsets(btf: BTF | None = None) -> dict[str, int]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import KernelError
 from .batchread import BatchReader
-from .btf import ACCEPT_OFFSETS, BTF, PATH_OFFSETS, BTFError, offsets, rcvq_offsets, stack_offsets
+from .btf import ACCEPT_OFFSETS, PATH_OFFSETS, BTFError, offsets, rcvq_offsets, stack_offsets
 from ..abi import cflags
 from .host import import_bcc, program_source
 from .stacknames import Symbols, drop_reason_names  # noqa: F401  (drop_reason_names: for tests)
@@ -116,8 +116,7 @@ class StackProbe:
         """-D flags of the parts that read kernel structs (offsets from this
         kernel's BTF); each part it cannot do gets its off reason."""
         try:
-            btf = BTF.load()
-            extra = {**stack_offsets(btf), "NS_HAVE_SKB_OFFSETS": 1}
+            extra = {**stack_offsets(), "NS_HAVE_SKB_OFFSETS": 1}
         except (BTFError, OSError, ValueError) as e:
             self.detail_off_reason = f"per-device and per-address drops are off: {e}"
             self.path_off_reason = f"the per-flow path is off: {e}"
@@ -131,7 +130,7 @@ class StackProbe:
                                "per received packet, docs/STACK.md)")
             if missing:
                 raise BTFError(f"this kernel lacks {', '.join(missing)}")
-            extra.update(offsets(PATH_OFFSETS, btf), NS_STACK_PATH=1,
+            extra.update(offsets(PATH_OFFSETS), NS_STACK_PATH=1,
                          NS_MAX_PATH_SKBS=MAX_PATH_SKBS, NS_MAX_PATH_EDGES=MAX_PATH_EDGES)
         except BTFError as e:
             self.path_off_reason = f"the per-flow path is off: {e}"
@@ -141,14 +140,14 @@ class StackProbe:
                 raise BTFError("TCP health is off")
             if missing:
                 raise BTFError(f"this kernel lacks {', '.join(missing)} (CONFIG_FTRACE_SYSCALLS)")
-            extra.update(offsets(ACCEPT_OFFSETS, btf), NS_STACK_ACCEPT=1)
+            extra.update(offsets(ACCEPT_OFFSETS), NS_STACK_ACCEPT=1)
         except BTFError as e:
             self.accept_off_reason = f"the process of accepted connections is off: {e}"
         try:
             if not self._format or "rx_sk;" not in self._format:
                 raise BTFError("this kernel's skb:kfree_skb names no socket (rx_sk, Linux 6.12+)")
             value = {name: v for v, name in self.reasons.items()}
-            extra.update(rcvq_offsets(btf), NS_STACK_RCVQ_SOCK=1, NS_MAX_RCVQ_SOCKS=MAX_RCVQ_SOCKS,
+            extra.update(rcvq_offsets(), NS_STACK_RCVQ_SOCK=1, NS_MAX_RCVQ_SOCKS=MAX_RCVQ_SOCKS,
                          **{f"NS_RCVQ_REASON_{i}": value.get(n, 0) for i, n in enumerate(FULL_QUEUE_REASONS)})
         except BTFError as e:
             self.rcvq_off_reason = f"full receive queues per socket are off: {e}"
