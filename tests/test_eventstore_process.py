@@ -105,6 +105,7 @@ def test_a_batch_that_kills_every_writer_is_dropped_and_counted(tmp_path, monkey
         sp.submit([], [entry(0)])
         wait_until(lambda: sp.status()["rows_written"] == 1, 30, what="the first row")
         sp.submit([], [dict(entry(1), id="poison")])
+        wait_until(lambda: sp.status()["rows_dropped"] == 1, 60, what="the poisoned batch dropped")
         sp.submit([], [entry(2), ["not", "a", "verdict"]])
         st = wait_until(lambda: (s := sp.status())["rows_written"] == 3 and s, 60,
                         what="the rows after the poisoned batch")
@@ -128,12 +129,12 @@ def test_the_queue_is_bounded_and_its_overflow_counted(tmp_path, monkeypatch):
     for k in range(3):
         sp.submit([], [entry(k * 4 + i) for i in range(4)])
     st = sp.status()
-    assert st["rows_buffered"] == 8 and st["rows_dropped"] == 4 and not st["ok"]
+    assert st["rows_buffered"] == 10 and st["rows_dropped"] == 2 and not st["ok"]
     assert "dropping the oldest" in st["error"] and len(warnings) == 1
     sp.start()
     sp.close()
-    assert _refs(dsn) == [f"e{i:06x}" for i in range(4, 12)]  # the oldest went first
-    assert sp.status()["rows_written"] == 8 and sp.status()["rows_buffered"] == 0
+    assert _refs(dsn) == [f"e{i:06x}" for i in range(2, 12)]  # the oldest went first
+    assert sp.status()["rows_written"] == 10 and sp.status()["rows_buffered"] == 0
 
 
 def test_a_store_locked_at_exit_is_reported_not_waited_for(tmp_path):

@@ -2,17 +2,21 @@
 its own (child.py), so converting verdicts to rows, inserting them and
 counting the summary use another core instead of the analyzer's GIL.
 
-The analyzer hands over its verdict entries as they are (submit); a thread
-here encodes them (child.encode: marshal) in frames of FRAME_ITEMS and writes them to the writer's
-stdin, and a second thread reads what the writer reports. A frame is kept
-until the writer reports its rows done (written, or refused for their
-content), so a writer that dies loses nothing: a new one is started
-RESTART_EVERY_S later and sent every frame not yet done (a row written in
-the instant between its commit and its report may be written twice). A
-full pipe blocks only the sending thread; the analyzer's queue is bounded
-(MAX_QUEUED rows) and its overflow, the oldest first, counted in
-rows_dropped. Nothing here raises into the analyzer: status() says what is
-wrong, stderr gets one line per new problem."""
+The analyzer hands over its verdict entries as they are (submit, from
+the thread that judged them: no records thread in between, whose delays
+once overflowed a buffer of its own); a thread here cuts them into frames
+of FRAME_ITEMS (a part frame once its oldest entry has waited SEND_AFTER_S),
+encodes them (child.encode: marshal) and writes them to the writer's stdin,
+and a second thread reads what the writer reports. A frame's encoding is
+kept until the writer reports its rows done (written, or refused for their
+content): the entries themselves are let go once encoded. So a writer
+that dies loses nothing: a new one is started RESTART_EVERY_S later and
+sent every frame not yet done (a row written in the instant between its
+commit and its report may be written twice). A full pipe blocks only the
+sending thread; the analyzer's queue is bounded (MAX_QUEUED rows) and its
+overflow, the oldest first, counted in rows_dropped. Nothing here raises
+into the analyzer: status() says what is wrong, stderr gets one line per
+new problem."""
 
 from __future__ import annotations
 
@@ -27,9 +31,10 @@ from typing import Callable
 
 from . import describe
 from .base import Retention
-from .child import encode, widen
+from .child import HEADER, decode, encode, widen
 
 FRAME_ITEMS = 2000       # entries per frame: encoding one holds the GIL a few ms
+SEND_AFTER_S = 0.1       # a part frame waits at most this long for more entries
 MAX_QUEUED = 200_000     # rows not yet done, here and in the writer
 RESTART_EVERY_S = 5.0
 POISON_DEATHS = 3        # writers dying in a row before writing anything: the first frame is dropped
@@ -49,9 +54,12 @@ class StoreProcess:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
+        self._rows: list = []         # ready rows not in a frame yet
+        self._entries: list = []      # verdict entries not in a frame yet
+        self._since = 0.0             # when the oldest of them came (monotonic)
         self._queue: deque = deque()  # frames (now, rows, entries) not sent yet
-        self._sent: deque = deque()   # frames sent to the current writer, not all done
-        self._queued_rows = 0
+        self._sent: deque = deque()   # [encoded frame, its rows] sent to the current writer, not all done
+        self._queued_rows = 0         # rows in _queue and not in a frame yet
         self._sent_rows = 0           # rows of _sent not done yet
         self._head_done = 0           # rows of _sent[0] done already
         self._done_seen = 0           # rows the current writer reported done
@@ -74,26 +82,62 @@ class StoreProcess:
 
     def submit(self, rows: list[tuple], entries=(), now: float | None = None) -> None:
         """Queue ready rows and verdict entries (analysed at `now`); never
-        blocks and never raises."""
-        now = time.time() if now is None else now
-        entries = list(entries)
-        frames = [(now, rows if i == 0 else [], entries[i:i + FRAME_ITEMS])
-                  for i in range(0, max(len(entries), 1), FRAME_ITEMS)]
-        dropped = 0
+        blocks and never raises. Cheap enough to call for every block of
+        lines the analyzer reads: the sending thread is woken only when a
+        frame is full (else it takes a part frame within SEND_AFTER_S)."""
+        entries = entries if isinstance(entries, list) else list(entries)
         with self._lock:
-            for f in frames:
-                if _size(f):
-                    self._queue.append(f)
-                    self._queued_rows += _size(f)
-            while self._queue and self._queued_rows + self._sent_rows > MAX_QUEUED:
-                n = _size(self._queue.popleft())
-                self._queued_rows -= n
-                dropped += n
-            self.rows_dropped += dropped
+            first = not (self._rows or self._entries)  # the sender learns when to send it
+            if first:
+                self._since = time.monotonic()
+            self._rows += rows
+            self._entries += entries
+            self._queued_rows += len(rows) + len(entries)
+            full = len(self._entries) >= FRAME_ITEMS
+            if full:
+                self._cut(now, whole_only=True)
+            dropped = self._bound()
         if dropped:
             self._report(f"event store writer behind by more than {MAX_QUEUED} rows: dropping "
                          "the oldest (rows_dropped in analyzer_status.json)")
-        self._wake.set()
+        if full or first:
+            self._wake.set()
+
+    def _cut(self, now: float | None = None, whole_only: bool = False) -> None:
+        """Frames from what submit queued (the caller holds the lock); with
+        whole_only, a part frame stays for more entries."""
+        now = time.time() if now is None else now
+        entries, rows = self._entries, self._rows
+        end = len(entries) - len(entries) % FRAME_ITEMS if whole_only else len(entries)
+        for i in range(0, max(end, 1), FRAME_ITEMS):
+            if rows or i < end:
+                self._queue.append((now, rows, entries[i:i + FRAME_ITEMS]))
+            rows = []
+        self._entries, self._rows = entries[end:], rows
+        self._since = time.monotonic()
+
+    def _bound(self) -> int:
+        """Drop the oldest rows not sent beyond MAX_QUEUED (the caller holds
+        the lock); returns how many."""
+        over = self._queued_rows + self._sent_rows - MAX_QUEUED
+        dropped = 0
+        while over > 0 and self._queue:
+            n = _size(self._queue[0])
+            if n > over:  # part of the oldest frame
+                now, rows, entries = self._queue[0]
+                self._queue[0] = (now, rows[over:], entries[max(over - len(rows), 0):])
+                n = over
+            else:
+                self._queue.popleft()
+            over, dropped = over - n, dropped + n
+        over = min(over, len(self._rows) + len(self._entries))
+        if over > 0:  # what is not in a frame yet: ready rows first
+            k = min(over, len(self._rows))
+            del self._rows[:k], self._entries[:over - k]
+            dropped += over
+        self._queued_rows -= dropped
+        self.rows_dropped += dropped
+        return dropped
 
     def status(self) -> dict:
         with self._lock:
@@ -133,8 +177,14 @@ class StoreProcess:
     def _loop(self) -> None:
         tried_at_stop = False
         while True:
+            wait = None
             with self._lock:
                 proc, stopping = self.proc, self._stopping
+                if self._rows or self._entries:  # a part frame: sent once it has waited enough
+                    wait = self._since + SEND_AFTER_S - time.monotonic()
+                    if stopping or wait <= 0:
+                        self._cut()
+                        wait = None
                 idle = not self._queue and not self._sent
                 frame = None
                 if proc is not None and self._queue:
@@ -153,10 +203,11 @@ class StoreProcess:
                 if stopping:
                     self._end(proc)
                     continue
-                self._wake.wait()
+                self._wake.wait(wait)
                 self._wake.clear()
                 continue
             self._send(proc, frame)
+            frame = None  # its entries go now, on this thread, not when the writer reports
 
     def _send(self, proc: subprocess.Popen, frame: tuple) -> None:
         try:
@@ -168,7 +219,7 @@ class StoreProcess:
                          f"{' '.join(str(e).split())[:200]}); dropped, counted in rows_dropped")
             return
         with self._lock:
-            self._sent.append(frame)
+            self._sent.append([payload, _size(frame)])
             self._sent_rows += _size(frame)
         self._write(proc, payload)
 
@@ -215,19 +266,20 @@ class StoreProcess:
         with self._lock:
             self.proc, self._done_seen, self._child = proc, 0, {}
             if self._sent and self._head_done:  # the rows of the first frame already done
-                now_, rows, entries = self._sent[0]
+                now_, rows, entries = decode(self._sent[0][0][HEADER.size:])
                 k = self._head_done
-                self._sent[0] = (now_, rows[k:], entries[max(k - len(rows), 0):])
+                head = (now_, rows[k:], entries[max(k - len(rows), 0):])
+                self._sent[0] = [encode(head), _size(head)]
                 self._head_done = 0
-            resend = list(self._sent)
+            resend = [payload for payload, _ in self._sent]
         self._reader = threading.Thread(target=self._read, args=(proc,), name="event-store-reader",
                                         daemon=True)
         self._reader.start()
         # The settings travel on the pipe, not the command line: a DSN may hold a password.
         self._write(proc, encode({"dsn": self.dsn, "max_age_days": self.retention.max_age_days,
                                   "max_bytes": self.retention.max_bytes}))
-        for frame in resend:
-            self._write(proc, encode(frame))
+        for payload in resend:
+            self._write(proc, payload)
         return True
 
     # ------------------------------------------------------ reading thread
@@ -248,9 +300,10 @@ class StoreProcess:
         """Forget the frames whose rows the writer reports done."""
         with self._lock:
             done = int(st.get("rows_written", 0)) + int(st.get("rows_dropped", 0))
-            k, self._done_seen, self._child = done - self._done_seen, done, st
+            k, self._child = done - self._done_seen, st
+            self._done_seen = max(done, self._done_seen)  # a count never goes back
             while k > 0 and self._sent:
-                left = _size(self._sent[0]) - self._head_done
+                left = self._sent[0][1] - self._head_done
                 if k < left:
                     self._head_done += k
                     self._sent_rows -= k
@@ -279,7 +332,7 @@ class StoreProcess:
                 if self._barren_deaths >= POISON_DEATHS and self._sent:
                     # The same first frame killed every writer it was sent to
                     # (it would kill the next): kept aside as a count, not resent.
-                    poison = _size(self._sent.popleft()) - self._head_done
+                    poison = self._sent.popleft()[1] - self._head_done
                     self._sent_rows -= poison
                     self._head_done, self._barren_deaths = 0, 0
                     self.rows_dropped += poison
