@@ -93,8 +93,7 @@ def build(records: Path, store: bool):
                     a.sink._events_buf.clear()
                 elif store:   # what the sending thread takes
                     with a.sink.events._lock:
-                        a.sink.events._queue.clear()
-                        a.sink.events._queued_rows = len(a.sink.events._entries)
+                        a.sink.events._out.clear()
                 a.sink._threats = {}
                 a.sink._history_buf = []
     setattr(a, name, block)

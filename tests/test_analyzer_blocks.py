@@ -41,7 +41,7 @@ class _Store:
 
 def _queued(sp: process.StoreProcess) -> list:
     """The entries a StoreProcess not started holds, oldest first."""
-    return [e for frame in sp._queue for e in frame[2]] + sp._entries
+    return sp._out.entries()
 
 
 class _Pieces:
@@ -145,21 +145,25 @@ def test_the_sink_bounds_count_a_batch_as_they_count_one_by_one(tmp_path, monkey
     monkeypatch.setattr(sinks, "HISTORY_BUF_MAX", 4)
     store = RecordsStore(tmp_path / "records")
     cfg = validate_llm_config({"backend": "rules"})
-    made = []
+    made, stored = [], []
     for batch in (False, True):
         sink = sinks.RecordsSink(store, lambda: cfg, lambda: None, lambda m: None, history=True)
         sink.events = process.StoreProcess(str(tmp_path / "events.sqlite3"), lambda m: None)
         entries = [{"level": "INFO", "n": i} for i in range(9)]
         if batch:
             sink.add_many(entries[:2], ())
-            sink.add_many(entries[2:], ())
+            sink.add_many(entries[2:4], ())
+            sink.add_many(entries[4:], ())
         else:
             for e in entries:
                 sink.add(e, None)
-        made.append((_queued(sink.events), sink.events.rows_dropped, sink._history_buf,
-                     sink.history_dropped, list(sink._window)))
+        made.append((sink._history_buf, sink.history_dropped, list(sink._window)))
+        stored.append((_queued(sink.events), sink.events.rows_dropped))
     assert made[0] == made[1]
-    assert made[0][1] == 4 and made[0][3] == 5
+    assert made[0][1] == 5
+    # The store's queue drops the oldest whole batches (as the analyzer
+    # recorded them): every verdict is kept or counted, the newest kept.
+    assert stored[0] == (entries[4:], 4) and stored[1] == (entries[4:], 4)
 
 
 def test_a_line_alone_is_judged_and_recorded_with_stdin_open(tmp_path):

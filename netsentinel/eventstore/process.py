@@ -2,15 +2,14 @@
 its own (child.py), so converting verdicts to rows, inserting them and
 counting the summary use another core instead of the analyzer's GIL.
 
-The analyzer hands over its verdict entries as they are (submit, from
-the thread that judged them: no records thread in between, whose delays
-once overflowed a buffer of its own); a thread here cuts them into frames
-of FRAME_ITEMS (a part frame once its oldest entry has waited SEND_AFTER_S),
-encodes them (child.encode: marshal) and writes them to the writer's stdin,
-and a second thread reads what the writer reports. A frame's encoding is
-kept until the writer reports its rows done (written, or refused for their
-content): the entries themselves are let go once encoded. So a writer
-that dies loses nothing: a new one is started RESTART_EVERY_S later and
+The analyzer hands over its verdict entries as it records them (submit,
+from the thread that judged them: no records thread in between, whose
+delays once overflowed a buffer of its own); they are encoded at once
+(child.body: marshal) and queued (outbox.py); a thread here writes them
+in frames to the writer's stdin, and a second thread reads what the writer
+reports. A frame is kept, encoded, until the writer reports its rows done
+(written, or refused for their content), so a writer that dies loses
+nothing: a new one is started RESTART_EVERY_S later and
 sent every frame not yet done (a row written in the instant between its
 commit and its report may be written twice). A full pipe blocks only the
 sending thread; the analyzer's queue is bounded (MAX_QUEUED rows) and its
@@ -31,19 +30,14 @@ from typing import Callable
 
 from . import describe
 from .base import Retention
-from .child import HEADER, decode, encode, widen
+from .child import HEADER, body, decode, encode, widen
+from .outbox import Outbox
 
-FRAME_ITEMS = 2000       # entries per frame: encoding one holds the GIL a few ms
-SEND_AFTER_S = 0.1       # a part frame waits at most this long for more entries
 MAX_QUEUED = 200_000     # rows not yet done, here and in the writer
 RESTART_EVERY_S = 5.0
 POISON_DEATHS = 3        # writers dying in a row before writing anything: the first frame is dropped
 _ROOT = Path(__file__).resolve().parents[2]  # the checkout or site-packages holding netsentinel
 _COUNTERS = ("rows_written", "rows_dropped", "rows_expired")
-
-
-def _size(frame: tuple) -> int:
-    return len(frame[1]) + len(frame[2])
 
 
 class StoreProcess:
@@ -54,12 +48,8 @@ class StoreProcess:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
-        self._rows: list = []         # ready rows not in a frame yet
-        self._entries: list = []      # verdict entries not in a frame yet
-        self._since = 0.0             # when the oldest of them came (monotonic)
-        self._queue: deque = deque()  # frames (now, rows, entries) not sent yet
+        self._out = Outbox()          # not sent yet
         self._sent: deque = deque()   # [encoded frame, its rows] sent to the current writer, not all done
-        self._queued_rows = 0         # rows in _queue and not in a frame yet
         self._sent_rows = 0           # rows of _sent not done yet
         self._head_done = 0           # rows of _sent[0] done already
         self._done_seen = 0           # rows the current writer reported done
@@ -82,62 +72,29 @@ class StoreProcess:
 
     def submit(self, rows: list[tuple], entries=(), now: float | None = None) -> None:
         """Queue ready rows and verdict entries (analysed at `now`); never
-        blocks and never raises. Cheap enough to call for every block of
-        lines the analyzer reads: the sending thread is woken only when a
-        frame is full (else it takes a part frame within SEND_AFTER_S)."""
+        blocks and never raises. The entries are encoded here, by the
+        thread that just made them (in its cache: encoding them later on
+        the sending thread took it three to five times as long), and only
+        their encoding is kept."""
         entries = entries if isinstance(entries, list) else list(entries)
+        chunk = None
+        if entries:
+            try:
+                chunk = (body(entries), len(entries))
+            except Exception as e:  # neither marshal nor pickle takes one: this batch only, counted
+                self._report(f"event store: a batch could not be encoded ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:200]}); dropped, counted in rows_dropped")
+                with self._lock:
+                    self.rows_dropped += len(entries)
         with self._lock:
-            first = not (self._rows or self._entries)  # the sender learns when to send it
-            if first:
-                self._since = time.monotonic()
-            self._rows += rows
-            self._entries += entries
-            self._queued_rows += len(rows) + len(entries)
-            full = len(self._entries) >= FRAME_ITEMS
-            if full:
-                self._cut(now, whole_only=True)
-            dropped = self._bound()
+            first, full = self._out.add(rows, chunk, now)
+            dropped = self._out.bound(MAX_QUEUED - self._sent_rows)
+            self.rows_dropped += dropped
         if dropped:
             self._report(f"event store writer behind by more than {MAX_QUEUED} rows: dropping "
                          "the oldest (rows_dropped in analyzer_status.json)")
         if full or first:
             self._wake.set()
-
-    def _cut(self, now: float | None = None, whole_only: bool = False) -> None:
-        """Frames from what submit queued (the caller holds the lock); with
-        whole_only, a part frame stays for more entries."""
-        now = time.time() if now is None else now
-        entries, rows = self._entries, self._rows
-        end = len(entries) - len(entries) % FRAME_ITEMS if whole_only else len(entries)
-        for i in range(0, max(end, 1), FRAME_ITEMS):
-            if rows or i < end:
-                self._queue.append((now, rows, entries[i:i + FRAME_ITEMS]))
-            rows = []
-        self._entries, self._rows = entries[end:], rows
-        self._since = time.monotonic()
-
-    def _bound(self) -> int:
-        """Drop the oldest rows not sent beyond MAX_QUEUED (the caller holds
-        the lock); returns how many."""
-        over = self._queued_rows + self._sent_rows - MAX_QUEUED
-        dropped = 0
-        while over > 0 and self._queue:
-            n = _size(self._queue[0])
-            if n > over:  # part of the oldest frame
-                now, rows, entries = self._queue[0]
-                self._queue[0] = (now, rows[over:], entries[max(over - len(rows), 0):])
-                n = over
-            else:
-                self._queue.popleft()
-            over, dropped = over - n, dropped + n
-        over = min(over, len(self._rows) + len(self._entries))
-        if over > 0:  # what is not in a frame yet: ready rows first
-            k = min(over, len(self._rows))
-            del self._rows[:k], self._entries[:over - k]
-            dropped += over
-        self._queued_rows -= dropped
-        self.rows_dropped += dropped
-        return dropped
 
     def status(self) -> dict:
         with self._lock:
@@ -147,7 +104,7 @@ class StoreProcess:
                     **{k: self._past[k] + st.get(k, 0) for k in _COUNTERS},
                     "rows_dropped": self._past["rows_dropped"] + st.get("rows_dropped", 0)
                     + self.rows_dropped,
-                    "rows_buffered": self._queued_rows + self._sent_rows,
+                    "rows_buffered": self._out.rows + self._sent_rows,
                     "set_aside": self._past_aside + list(st.get("set_aside", [])),
                     "writer_pid": proc.pid if proc else None, "writer_restarts": self.restarts,
                     "writer_cpu_s": round(self._past["cpu_s"] + st.get("cpu_s", 0), 2)}
@@ -177,19 +134,11 @@ class StoreProcess:
     def _loop(self) -> None:
         tried_at_stop = False
         while True:
-            wait = None
             with self._lock:
                 proc, stopping = self.proc, self._stopping
-                if self._rows or self._entries:  # a part frame: sent once it has waited enough
-                    wait = self._since + SEND_AFTER_S - time.monotonic()
-                    if stopping or wait <= 0:
-                        self._cut()
-                        wait = None
-                idle = not self._queue and not self._sent
-                frame = None
-                if proc is not None and self._queue:
-                    frame = self._queue.popleft()
-                    self._queued_rows -= _size(frame)
+                wait = self._out.due(stopping)
+                idle = not self._out.frames and not self._sent
+                frame = self._out.pop() if proc is not None else None
             if proc is None:
                 if stopping and (idle or tried_at_stop):
                     return
@@ -207,20 +156,12 @@ class StoreProcess:
                 self._wake.clear()
                 continue
             self._send(proc, frame)
-            frame = None  # its entries go now, on this thread, not when the writer reports
 
     def _send(self, proc: subprocess.Popen, frame: tuple) -> None:
-        try:
-            payload = encode(frame)
-        except Exception as e:  # neither marshal nor pickle takes an entry: that frame only, counted
-            with self._lock:
-                self.rows_dropped += _size(frame)
-            self._report(f"event store: a batch could not be encoded ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:200]}); dropped, counted in rows_dropped")
-            return
+        payload = encode(frame[:3])  # the entries are bytes already: a copy
         with self._lock:
-            self._sent.append([payload, _size(frame)])
-            self._sent_rows += _size(frame)
+            self._sent.append([payload, frame[3]])
+            self._sent_rows += frame[3]
         self._write(proc, payload)
 
     def _write(self, proc: subprocess.Popen, payload: bytes) -> None:
@@ -266,10 +207,11 @@ class StoreProcess:
         with self._lock:
             self.proc, self._done_seen, self._child = proc, 0, {}
             if self._sent and self._head_done:  # the rows of the first frame already done
-                now_, rows, entries = decode(self._sent[0][0][HEADER.size:])
+                now_, rows, chunks = decode(self._sent[0][0][HEADER.size:])
+                entries = [e for c in chunks for e in decode(c)]
                 k = self._head_done
-                head = (now_, rows[k:], entries[max(k - len(rows), 0):])
-                self._sent[0] = [encode(head), _size(head)]
+                rows, entries = rows[k:], entries[max(k - len(rows), 0):]
+                self._sent[0] = [encode((now_, rows, [body(entries)])), len(rows) + len(entries)]
                 self._head_done = 0
             resend = [payload for payload, _ in self._sent]
         self._reader = threading.Thread(target=self._read, args=(proc,), name="event-store-reader",
@@ -336,7 +278,7 @@ class StoreProcess:
                     self._sent_rows -= poison
                     self._head_done, self._barren_deaths = 0, 0
                     self.rows_dropped += poison
-            left = self._queued_rows + self._sent_rows
+            left = self._out.rows + self._sent_rows
         if poison:
             self._report(f"event store: a batch of {poison} rows killed {POISON_DEATHS} writer "
                          "processes in a row; dropped, counted in rows_dropped")
