@@ -92,7 +92,8 @@ def test_a_batch_that_kills_every_writer_is_dropped_and_counted(tmp_path, monkey
     real = process.encode
 
     def encode(obj):
-        if isinstance(obj, tuple) and any(b"poison" in c for c in obj[2]):  # encoded entries
+        if isinstance(obj, tuple) and any(isinstance(e, dict) and e.get("id") == "poison"
+                                          for batch in obj[2] for e in batch):
             return child.HEADER.pack(3) + b"m\xff\xff"  # no marshal data: the writer dies on it
         return real(obj)
     monkeypatch.setattr(process, "encode", encode)

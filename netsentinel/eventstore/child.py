@@ -7,8 +7,8 @@ the analyzer's interpreter, where they took the GIL from its reader.
 stdin:  frames, each a 4-byte little-endian length, a codec byte and the
         payload: first the settings ({dsn, max_age_days, max_bytes}: not on
         the command line, where every user could read a DSN's password),
-        then batches of (analysed-at time, [ready rows], [verdict entries,
-        encoded apart in batches as the analyzer recorded them]).
+        then batches of (analysed-at time, [ready rows], [[verdict
+        entries], in batches as the analyzer recorded them]).
         marshal (b"m"; pickle, b"p", for a batch holding a type marshal
         cannot take), not JSON: the only writer of this pipe is the parent
         analyzer, running this same interpreter (an anonymous pipe no other
@@ -62,18 +62,13 @@ WAKE_BYTES = 4 << 20  # or until the frames held make this much (about 9,000 ver
 STATUS_EVERY_S = 0.25
 
 
-def body(obj: object) -> bytes:
-    """Codec and payload (ValueError/TypeError: pickle cannot either)."""
-    try:
-        return b"m" + marshal.dumps(obj)
-    except ValueError:
-        return b"p" + pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 def encode(obj: object) -> bytes:
-    """A frame: header, codec, payload."""
-    b = body(obj)
-    return HEADER.pack(len(b)) + b
+    """A frame: header, codec, payload (ValueError/TypeError: pickle cannot either)."""
+    try:
+        body = b"m" + marshal.dumps(obj)
+    except ValueError:
+        body = b"p" + pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
 
 
 def decode(body: bytes) -> object:
@@ -239,7 +234,7 @@ def main() -> int:
         for frame in pace.take():
             now, ready, chunks = decode(frame)
             rows += ready
-            entries = [e for c in chunks for e in decode(c)]
+            entries = [e for c in chunks for e in c]
             try:
                 rows += [row_of(e, now) for e in entries]
             except Exception:  # row_of takes any JSON; anything else, one entry at a time

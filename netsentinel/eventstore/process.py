@@ -4,10 +4,10 @@ counting the summary use another core instead of the analyzer's GIL.
 
 The analyzer hands over its verdict entries as it records them (submit,
 from the thread that judged them: no records thread in between, whose
-delays once overflowed a buffer of its own); they are encoded at once
-(child.body: marshal) and queued (outbox.py); a thread here writes them
-in frames to the writer's stdin, and a second thread reads what the writer
-reports. A frame is kept, encoded, until the writer reports its rows done
+delays once overflowed a buffer of its own) and they are queued
+(outbox.py); a thread here encodes them in frames (child.encode: marshal)
+and writes them to the writer's stdin, and a second thread reads what the
+writer reports. A frame is kept, encoded, until the writer reports its rows done
 (written, or refused for their content), so a writer that dies loses
 nothing: a new one is started RESTART_EVERY_S later and
 sent every frame not yet done (a row written in the instant between its
@@ -30,7 +30,7 @@ from typing import Callable
 
 from . import describe
 from .base import Retention
-from .child import HEADER, body, decode, encode, widen
+from .child import HEADER, decode, encode, widen
 from .outbox import Outbox
 
 MAX_QUEUED = 200_000     # rows not yet done, here and in the writer
@@ -72,20 +72,9 @@ class StoreProcess:
 
     def submit(self, rows: list[tuple], entries=(), now: float | None = None) -> None:
         """Queue ready rows and verdict entries (analysed at `now`); never
-        blocks and never raises. The entries are encoded here, by the
-        thread that just made them (in its cache: encoding them later on
-        the sending thread took it three to five times as long), and only
-        their encoding is kept."""
+        blocks and never raises. Cheap: the sending thread encodes them."""
         entries = entries if isinstance(entries, list) else list(entries)
-        chunk = None
-        if entries:
-            try:
-                chunk = (body(entries), len(entries))
-            except Exception as e:  # neither marshal nor pickle takes one: this batch only, counted
-                self._report(f"event store: a batch could not be encoded ({type(e).__name__}: "
-                             f"{' '.join(str(e).split())[:200]}); dropped, counted in rows_dropped")
-                with self._lock:
-                    self.rows_dropped += len(entries)
+        chunk = (entries, len(entries)) if entries else None
         with self._lock:
             first, full = self._out.add(rows, chunk, now)
             dropped = self._out.bound(MAX_QUEUED - self._sent_rows)
@@ -158,7 +147,16 @@ class StoreProcess:
             self._send(proc, frame)
 
     def _send(self, proc: subprocess.Popen, frame: tuple) -> None:
-        payload = encode(frame[:3])  # the entries are bytes already: a copy
+        try:
+            payload = encode(frame[:3])
+        except Exception as e:  # neither marshal nor pickle takes an entry: that frame only, counted
+            with self._lock:
+                self.rows_dropped += frame[3]
+            self._report(f"event store: a batch could not be encoded ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:200]}); dropped, counted in rows_dropped")
+            return
+        # Only the encoding is kept until the writer reports the rows done:
+        # the entries are let go here, not by the reading thread later.
         with self._lock:
             self._sent.append([payload, frame[3]])
             self._sent_rows += frame[3]
@@ -208,10 +206,10 @@ class StoreProcess:
             self.proc, self._done_seen, self._child = proc, 0, {}
             if self._sent and self._head_done:  # the rows of the first frame already done
                 now_, rows, chunks = decode(self._sent[0][0][HEADER.size:])
-                entries = [e for c in chunks for e in decode(c)]
+                entries = [e for c in chunks for e in c]
                 k = self._head_done
                 rows, entries = rows[k:], entries[max(k - len(rows), 0):]
-                self._sent[0] = [encode((now_, rows, [body(entries)])), len(rows) + len(entries)]
+                self._sent[0] = [encode((now_, rows, [entries])), len(rows) + len(entries)]
                 self._head_done = 0
             resend = [payload for payload, _ in self._sent]
         self._reader = threading.Thread(target=self._read, args=(proc,), name="event-store-reader",
