@@ -186,6 +186,10 @@ def run_case(name: str, events: str, n: int, extra: list[str], env: dict,
     llm = st["llm"]
     judged = st["events_total"]
     store = st.get("event_store") or {}
+    if store.get("rows_buffered"):
+        print(f"[bench analyzer] {name}: {store['rows_buffered']} rows not written when the analyzer "
+              f"exited ({store.get('error') or 'the writer still busy'}): this case's events/s is "
+              "not a measurement of the store", file=sys.stderr, flush=True)
     return {"case": name, "events": n, "fed_per_s": rate, "judged": judged, "seconds": round(seconds, 2),
             "load_average": [load_before, load_average()],
             "events_per_s": round(judged / seconds, 1),
@@ -199,6 +203,9 @@ def run_case(name: str, events: str, n: int, extra: list[str], env: dict,
             # Verdicts the store never got (its queue's overflow; before, the
             # records thread's buffer): a row lost is a result, not a speed.
             "rows_dropped": store.get("rows_dropped", 0) + store.get("rows_dropped_before_store", 0),
+            # Rows the writer still held when the analyzer gave up waiting
+            # at exit (30 s): such a run's events/s is not the store's pace.
+            "rows_not_written_at_exit": store.get("rows_buffered", 0),
             # The writer's own process (its CPU is also in the analyzer's, a waited child).
             "store_writer_cpu_s": store.get("writer_cpu_s"),
             "_rusage": (usage.ru_utime + usage.ru_stime, usage.ru_maxrss)}
