@@ -13,7 +13,7 @@ import time
 from collections import deque
 
 FRAME_ITEMS = 2000       # entries per frame (about 1 MB: one or two pipe writes)
-SEND_AFTER_S = 0.25      # a part frame waits about this long for more (the sender looks as often)
+SEND_AFTER_S = 0.1       # a part frame waits at most this long for more entries
 
 
 class Outbox:
@@ -25,9 +25,12 @@ class Outbox:
         self.frames: deque = deque()  # (now, rows, [batches of entries], rows in all), oldest first
         self.rows = 0                # rows here, in frames or not
 
-    def add(self, rows: list, chunk: tuple[list, int] | None, now: float | None = None) -> bool:
-        """Queue them; True when a frame is ready (send it now)."""
-        if not (self._rows or self._chunks):
+    def add(self, rows: list, chunk: tuple[list, int] | None,
+            now: float | None = None) -> tuple[bool, bool]:
+        """Queue them; returns (the first since a frame was cut: the sender
+        must learn when to send it, a frame is ready: send it now)."""
+        first = not (self._rows or self._chunks)
+        if first:
             self._since = time.monotonic()
         self._rows += rows
         self.rows += len(rows)
@@ -38,7 +41,7 @@ class Outbox:
         full = self._pending >= FRAME_ITEMS
         if full:
             self._cut(now)
-        return full
+        return first, full
 
     def due(self, stopping: bool) -> float | None:
         """Cut a part frame that has waited enough (or all at stop); how long

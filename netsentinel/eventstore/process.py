@@ -31,7 +31,7 @@ from typing import Callable
 from . import describe
 from .base import Retention
 from .child import HEADER, decode, encode, widen
-from .outbox import SEND_AFTER_S, Outbox
+from .outbox import Outbox
 
 MAX_QUEUED = 200_000     # rows not yet done, here and in the writer
 RESTART_EVERY_S = 5.0
@@ -76,13 +76,13 @@ class StoreProcess:
         entries = entries if isinstance(entries, list) else list(entries)
         chunk = (entries, len(entries)) if entries else None
         with self._lock:
-            full = self._out.add(rows, chunk, now)
+            first, full = self._out.add(rows, chunk, now)
             dropped = self._out.bound(MAX_QUEUED - self._sent_rows)
             self.rows_dropped += dropped
         if dropped:
             self._report(f"event store writer behind by more than {MAX_QUEUED} rows: dropping "
                          "the oldest (rows_dropped in analyzer_status.json)")
-        if full:  # else the sending thread looks every SEND_AFTER_S: no wake-up per block
+        if full or first:
             self._wake.set()
 
     def status(self) -> dict:
@@ -141,7 +141,7 @@ class StoreProcess:
                 if stopping:
                     self._end(proc)
                     continue
-                self._wake.wait(SEND_AFTER_S if wait is None else wait)
+                self._wake.wait(wait)
                 self._wake.clear()
                 continue
             self._send(proc, frame)
