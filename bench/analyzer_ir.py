@@ -69,9 +69,15 @@ def build(records: Path, store: bool):
     a = Analyzer(rs, settings, RuleEngine(), WhitelistFile(str(records / "filter_config.json")),
                  warn=lambda m: None, history=False)
     if store:
-        # What the sink does per verdict with the event store on: queue the
-        # entry for the writer (which would run in its own process).
-        a.sink.events = True
+        # What the sink does per verdict with the event store on: hand the
+        # entry to the writer's queue (a StoreProcess not started: the
+        # writer, its own process, is not this path's work).
+        from netsentinel.analyzer import sinks
+        if hasattr(sinks, "EVENTS_BUFFER"):   # a checkout from before: the sink's own buffer
+            a.sink.events = True
+        else:
+            from netsentinel.eventstore.process import StoreProcess
+            a.sink.events = StoreProcess(str(records / "events.sqlite3"), print)
     a._track_settings(settings.current(), wait=True)
     # A checkout from before blocks judged each line alone.
     name = "handle_block" if hasattr(a, "handle_block") else "handle_line"
@@ -83,7 +89,11 @@ def build(records: Path, store: bool):
         if seen[0] >= DRAIN_EVERY:   # what the flusher takes (and writes)
             seen[0] = 0
             with a.sink._lock:
-                a.sink._events_buf.clear()
+                if hasattr(a.sink, "_events_buf"):
+                    a.sink._events_buf.clear()
+                elif store:   # what the sending thread takes
+                    with a.sink.events._lock:
+                        a.sink.events._out.clear()
                 a.sink._threats = {}
                 a.sink._history_buf = []
     setattr(a, name, block)

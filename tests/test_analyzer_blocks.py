@@ -19,6 +19,7 @@ from analyzer_support import conn, lines, start_analyzer, status_of, wait_for
 from test_analyzer_hostile import HOSTILE_LINES, flow
 
 from netsentinel.analyzer import sinks
+from netsentinel.eventstore import process
 from netsentinel.analyzer.inputs import read_blocks, read_lines
 from netsentinel.analyzer.pipeline import Analyzer
 from netsentinel.analyzer.rules import RuleEngine
@@ -26,6 +27,21 @@ from netsentinel.analyzer.settings import SettingsWatcher
 from netsentinel.llm.config import validate_llm_config
 from netsentinel.store import RecordsStore
 from netsentinel.whitelist import WhitelistFile
+
+
+class _Store:
+    """What the sink hands the event store's writer, kept in order."""
+
+    def __init__(self):
+        self.entries: list = []
+
+    def submit(self, rows, entries=()):
+        self.entries += entries
+
+
+def _queued(sp: process.StoreProcess) -> list:
+    """The entries a StoreProcess not started holds, oldest first."""
+    return sp._out.entries()
 
 
 class _Pieces:
@@ -85,13 +101,13 @@ def _analyzer(tmp_path, name: str) -> Analyzer:
     settings = SettingsWatcher(store, validate_llm_config({"backend": "rules"}), lambda m: None)
     a = Analyzer(store, settings, RuleEngine(), WhitelistFile(str(tmp_path / "filter_config.json")),
                  warn=lambda m: None, history=False)
-    a.sink.events = True   # queue every verdict as for the event store (its buffer is compared)
+    a.sink.events = _Store()   # every verdict handed over as to the event store (compared)
     return a
 
 
 def _seen(a: Analyzer) -> dict:
     drop = ("id", "ts")
-    return {"entries": [{k: v for k, v in e.items() if k not in drop} for e in a.sink._events_buf],
+    return {"entries": [{k: v for k, v in e.items() if k not in drop} for e in a.sink.events.entries],
             "rejected": [{k: v for k, v in r.items() if k != "ts"} for r in a.sink._rejected],
             "threats": {k: v for k, v in a.sink._threats.items()},
             "counts": a.counts, "sources": a.sources, "input": a.input,
@@ -125,25 +141,29 @@ def test_blocks_record_what_line_by_line_records_in_the_same_order(tmp_path):
 
 
 def test_the_sink_bounds_count_a_batch_as_they_count_one_by_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(sinks, "EVENTS_BUFFER", 5)
+    monkeypatch.setattr(process, "MAX_QUEUED", 5)
     monkeypatch.setattr(sinks, "HISTORY_BUF_MAX", 4)
     store = RecordsStore(tmp_path / "records")
     cfg = validate_llm_config({"backend": "rules"})
-    made = []
+    made, stored = [], []
     for batch in (False, True):
         sink = sinks.RecordsSink(store, lambda: cfg, lambda: None, lambda m: None, history=True)
-        sink.events, sink._events_buf = True, sinks.deque(maxlen=5)
+        sink.events = process.StoreProcess(str(tmp_path / "events.sqlite3"), lambda m: None)
         entries = [{"level": "INFO", "n": i} for i in range(9)]
         if batch:
             sink.add_many(entries[:2], ())
-            sink.add_many(entries[2:], ())
+            sink.add_many(entries[2:4], ())
+            sink.add_many(entries[4:], ())
         else:
             for e in entries:
                 sink.add(e, None)
-        made.append((list(sink._events_buf), sink.events_dropped, sink._history_buf,
-                     sink.history_dropped, list(sink._window)))
+        made.append((sink._history_buf, sink.history_dropped, list(sink._window)))
+        stored.append((_queued(sink.events), sink.events.rows_dropped))
     assert made[0] == made[1]
-    assert made[0][1] == 4 and made[0][3] == 5
+    assert made[0][1] == 5
+    # The store's queue drops the oldest whole batches (as the analyzer
+    # recorded them): every verdict is kept or counted, the newest kept.
+    assert stored[0] == (entries[4:], 4) and stored[1] == (entries[4:], 4)
 
 
 def test_a_line_alone_is_judged_and_recorded_with_stdin_open(tmp_path):

@@ -156,7 +156,9 @@ def test_a_persons_decision_is_stored_once_while_the_analyzer_runs(tmp_path):
                             "reject", tid, "--note", "lab host"], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 0, r.stderr
-        db = open_store(str(records / "events.sqlite3"), readonly=True)
+        # The store's file is made by its writer process, with its first rows.
+        db = wait_for(lambda: (records / "events.sqlite3").exists()
+                      and open_store(str(records / "events.sqlite3"), readonly=True), timeout=20)
         wait_for(lambda: db.count(Query(kind="decision")) == 1 or None, timeout=20)
     finally:
         proc.stdin.close()

@@ -17,7 +17,6 @@ from operator import itemgetter
 from typing import Callable
 
 from ..eventstore.process import StoreProcess
-from ..eventstore.writer import StoreWriter
 from ..levels import LEVELS
 from ..llm.backends import BackendManager
 from ..llm.config import LLM_BACKENDS, resolve_model
@@ -54,7 +53,7 @@ class Analyzer(LineReader, FlowJudging):
     def __init__(self, store: RecordsStore, settings: SettingsWatcher, engine: RuleEngine,
                  whitelist_file: WhitelistFile | None, *, warn: Callable[[str], None],
                  history: bool = True, status_interval: float = 2.0,
-                 events: StoreProcess | StoreWriter | None = None):
+                 events: StoreProcess | None = None):
         self.store = store
         self.settings = settings
         self.engine = engine

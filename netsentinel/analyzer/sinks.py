@@ -33,7 +33,6 @@ from typing import Callable
 from .. import logfmt, sightings, threats
 from ..eventstore.process import StoreProcess
 from ..eventstore.rows import record_row
-from ..eventstore.writer import StoreWriter
 from .decisionlog import DecisionLog, newest_decision
 from ..bancheck import BanRefused
 from ..errors import DecisionError
@@ -61,19 +60,17 @@ _clock = IsoClock()   # a verdict's time: the date formatted once a second, not 
 # dashboard_logs.json is a small window for people and scripts (history is in
 # the event store): rewritten at most every few seconds, never per event.
 LOG_WRITE_EVERY = 3.0
-EVENTS_BUFFER = 20_000  # verdicts waiting for the event store's writer (bounded memory; overflow counted)
 
 
 class RecordsSink:
     def __init__(self, store: RecordsStore, get_cfg: Callable[[], dict],
                  get_whitelist: Callable[[], object], warn: Callable[[str], None],
-                 history: bool = True, events: StoreProcess | StoreWriter | None = None):
+                 history: bool = True, events: StoreProcess | None = None):
         self.store = store
+        # Verdicts go to the store's writer as they are recorded (its queue
+        # is bounded and counts its overflow), not through the flusher: a
+        # flusher held up by a big records file once made them overflow here.
         self.events = events
-        # Bounded: a store slower than the stream must not grow the analyzer
-        # without end; what falls off is counted (events_dropped).
-        self._events_buf: deque = deque(maxlen=EVENTS_BUFFER)
-        self.events_dropped = 0
         self._event_rows: list = []  # threat rows, flusher thread only
         # Decisions (people's and the auto-ban's) from pending_threats.json.
         self.decisions = (None if events is None else
@@ -119,9 +116,8 @@ class RecordsSink:
                 # Past the bound writing has been failing for a while: counted.
                 self._history_buf += entries[:room]
                 self.history_dropped += max(len(entries) - room, 0)
-            if self.events is not None:
-                self.events_dropped += max(len(self._events_buf) + len(entries) - EVENTS_BUFFER, 0)
-                self._events_buf.extend(entries)
+            if self.events is not None:  # under the lock: the store gets them in this order too
+                self.events.submit([], entries)
             for threat in threats:
                 self._add_threat(threat)
 
@@ -231,16 +227,13 @@ class RecordsSink:
     def _flush_events(self, force: bool = False) -> None:
         if self.events is None:
             return
-        with self._lock:
-            buf, self._events_buf = self._events_buf, deque(maxlen=EVENTS_BUFFER)
         rows, self._event_rows = self._event_rows, []
         now = time.monotonic()
         if self.decisions is not None and (force or now >= self._decisions_next):
             self._decisions_next = now + DECISIONS_EVERY
             rows += self.decisions.poll()
-        # The verdicts go as they are: the writer (its own process) makes
-        # them rows. Never raises: a broken store is reported, not fatal.
-        self.events.submit(rows, buf)
+        if rows:  # never raises: a broken store is reported, not fatal
+            self.events.submit(rows)
 
     def _flush_logs(self, force: bool) -> None:
         now = time.monotonic()

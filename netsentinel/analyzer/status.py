@@ -50,8 +50,7 @@ def build_status(a, running: bool = True) -> dict:
         "config": {"from_file": a.settings.from_file, "error": a.settings.error,
                    "in_force": cfg},
         "rules_file": str(a.engine.path),
-        "event_store": ({**a.events.status(), "rows_dropped_before_store": a.sink.events_dropped}
-                        if a.events is not None else None),
+        "event_store": a.events.status() if a.events is not None else None,
     }
 
 

@@ -7,7 +7,8 @@ the analyzer's interpreter, where they took the GIL from its reader.
 stdin:  frames, each a 4-byte little-endian length, a codec byte and the
         payload: first the settings ({dsn, max_age_days, max_bytes}: not on
         the command line, where every user could read a DSN's password),
-        then batches of (analysed-at time, [ready rows], [verdict entries]).
+        then batches of (analysed-at time, [ready rows], [[verdict
+        entries], in batches as the analyzer recorded them]).
         marshal (b"m"; pickle, b"p", for a batch holding a type marshal
         cannot take), not JSON: the only writer of this pipe is the parent
         analyzer, running this same interpreter (an anonymous pipe no other
@@ -15,11 +16,16 @@ stdin:  frames, each a 4-byte little-endian length, a codec byte and the
         analyzer's side (about 1 us a verdict; pickle 1.3, orjson 1.3) and,
         with the collector tamed (main()), for this one (1.1 us; pickle 1.4,
         orjson 7.6).
-stdout: JSON lines: {"status": StoreWriter.status()} after every write,
-        {"warn": line} for a problem to report. rows_written + rows_dropped
-        counts the rows done, in the order they came, which is how the
-        parent knows what it may forget (and what to send again to a new
-        writer if this one dies).
+stdout: JSON lines: {"status": StoreWriter.status()} after a write, at
+        most every STATUS_EVERY_S (at once when the store's health changes,
+        and at exit), {"warn": line} for a problem to report.
+        rows_written + rows_dropped counts the rows done, in the order they
+        came, which is how the parent knows what it may forget (and what to
+        send again to a new writer if this one dies).
+The writer takes the frames read when they make WAKE_BYTES or the oldest
+has waited HOLD_S: one transaction for a few thousand rows (a frame each
+cost SQLite a quarter more per row) and the parent's reading thread woken
+a few times a second, not per frame.
 EOF on stdin: write what is buffered (as StoreWriter.close does), report,
 exit. SIGINT and SIGTERM are ignored: the analyzer's shutdown (its EOF) is
 what ends this process, so a Ctrl-C or a service stop reaching the whole
@@ -38,7 +44,9 @@ import signal
 import struct
 import sys
 import threading
+import time
 from collections import deque
+from typing import Callable
 
 HEADER = struct.Struct("<I")
 PIPE_BYTES = 1 << 20  # Linux's pipe-max-size default (more needs root and a sysctl)
@@ -49,6 +57,9 @@ MAX_FRAME = 1 << 30  # a length above this is a broken pipe stream, not a frame
 MAX_HELD = 50_000
 GC_THRESHOLD = 100_000  # allocations between young collections (Python's default: 700)
 MAX_FRAMES_HELD = 25  # frames read but not yet rows (of up to 2,000 verdicts each)
+HOLD_S = 0.2          # a frame waits at most this long for more before the writer takes them
+WAKE_BYTES = 4 << 20  # or until the frames held make this much (about 9,000 verdicts)
+STATUS_EVERY_S = 0.25
 
 
 def encode(obj: object) -> bytes:
@@ -108,6 +119,78 @@ def _row_or_note(entry: object, now: float) -> tuple:
                                  f"{' '.join(str(e).split())[:200]})"}, now)
 
 
+class _Pace:
+    """When the writer takes the frames read, and when the analyzer is told
+    how it went (module docstring): a thread of its own keeps the times."""
+
+    def __init__(self, wake: Callable[[], None], status: Callable[[], dict],
+                 send: Callable[[dict], None]):
+        self.wake, self.status, self.send = wake, status, send
+        self.cond = threading.Condition()  # also the back-pressure's: frames taken, room made
+        self.frames: deque = deque()
+        self.bytes = 0
+        self.first: float | None = None  # when the oldest frame not yet taken came
+        self.given = False               # the writer woken for them
+        self.owed = False                # a write not yet reported
+        self.last = 0.0                  # when the last status went
+        self.health: tuple = (True, None)
+        self.closed = False
+        self.reporting = threading.Lock()  # reports in the order of their counts
+
+    def add(self, frame: bytes) -> None:
+        with self.cond:
+            self.frames.append(frame)
+            self.bytes += len(frame)
+            if self.first is None:
+                self.first = time.monotonic()
+            self.cond.notify_all()
+
+    def take(self) -> list[bytes]:
+        """The frames read (the writer's thread, in its flush)."""
+        with self.cond:
+            out, self.frames, self.bytes, self.first = list(self.frames), deque(), 0, None
+            self.given = False
+            self.cond.notify_all()
+        return out
+
+    def written(self, final: bool = False) -> None:
+        """After a write attempt (the writer's thread): report now if the
+        store's health changed, it is the last, or the last report is old."""
+        with self.reporting:
+            st = self.status()
+            health = (st["ok"], st["error"])
+            with self.cond:
+                self.cond.notify_all()  # rows written: room for more
+                now = time.monotonic()
+                if not (final or health != self.health or now >= self.last + STATUS_EVERY_S):
+                    self.owed = True
+                    return
+                self.owed, self.last, self.health = False, now, health
+            self.send({"status": st})
+
+    def run(self) -> None:
+        while True:
+            with self.cond:
+                while True:
+                    now = time.monotonic()
+                    due = [self.last + STATUS_EVERY_S] if self.owed else []
+                    if self.first is not None and not self.given:
+                        due.append(now if self.bytes >= WAKE_BYTES else self.first + HOLD_S)
+                    if self.closed or (due and min(due) <= now):
+                        break
+                    self.cond.wait(min(due) - now if due else None)
+                if self.closed:
+                    return
+                wake = self.first is not None and not self.given and (
+                    self.bytes >= WAKE_BYTES or now >= self.first + HOLD_S)
+                self.given = self.given or wake  # not again until the writer takes them
+                report = self.owed and now >= self.last + STATUS_EVERY_S
+            if wake:
+                self.wake()
+            if report:
+                self.written()
+
+
 def main() -> int:
     from .base import Retention
     from .rows import row_of
@@ -128,7 +211,6 @@ def main() -> int:
     cfg = decode(first)
     out = os.fdopen(os.dup(1), "w", buffering=1)
     out_lock = threading.Lock()
-    room = threading.Condition()
 
     def send(obj: dict) -> None:
         line = json.dumps(obj, separators=(",", ":"), default=str) + "\n"
@@ -139,45 +221,45 @@ def main() -> int:
             except OSError:  # the analyzer is gone (killed): write what is held all the same
                 pass
 
-    def flushed() -> None:
+    def status() -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)  # what the store costs, for status
-        send({"status": {**writer.status(), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}})
-        with room:
-            room.notify_all()
+        return {**writer.status(), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
 
     # Frames are read here and turned into rows on the writer's thread, just
     # before it writes them: the GIL is then wanted by one busy thread at a
     # time. Converting here while the writer inserts made each of its rows
     # wait for the GIL (executemany takes it back after every row's step).
-    frames: deque = deque()
-
     def intake() -> list[tuple]:
         rows: list[tuple] = []
-        while frames:
-            now, ready, entries = decode(frames.popleft())
+        for frame in pace.take():
+            now, ready, chunks = decode(frame)
             rows += ready
+            entries = [e for c in chunks for e in c]
             try:
                 rows += [row_of(e, now) for e in entries]
             except Exception:  # row_of takes any JSON; anything else, one entry at a time
                 rows += [_row_or_note(e, now) for e in entries]
-        with room:
-            room.notify_all()
         return rows
 
     writer = StoreWriter(cfg["dsn"], lambda msg: send({"warn": msg}),
                          Retention(cfg["max_age_days"], cfg["max_bytes"]), max_buffered=None,
-                         on_flush=flushed, intake=intake)
+                         on_flush=lambda: pace.written(), intake=intake)
+    pace = _Pace(lambda: writer.submit([]), status, send)
+    threading.Thread(target=pace.run, name="pace", daemon=True).start()
     writer.start()
     while True:
-        with room:  # back-pressure: the pipe fills while the store is behind
-            room.wait_for(lambda: len(frames) < MAX_FRAMES_HELD and writer.buffered() < MAX_HELD)
+        with pace.cond:  # back-pressure: the pipe fills while the store is behind
+            pace.cond.wait_for(lambda: len(pace.frames) < MAX_FRAMES_HELD
+                               and writer.buffered() < MAX_HELD)
         frame = read_frame(stdin)
         if frame is None:
             break
-        frames.append(frame)
-        writer.submit([])  # wakes the writer
+        pace.add(frame)
+    with pace.cond:
+        pace.closed = True
+        pace.cond.notify_all()
     writer.close()
-    flushed()
+    pace.written(final=True)
     return 0
 
 

@@ -2,17 +2,20 @@
 its own (child.py), so converting verdicts to rows, inserting them and
 counting the summary use another core instead of the analyzer's GIL.
 
-The analyzer hands over its verdict entries as they are (submit); a thread
-here encodes them (child.encode: marshal) in frames of FRAME_ITEMS and writes them to the writer's
-stdin, and a second thread reads what the writer reports. A frame is kept
-until the writer reports its rows done (written, or refused for their
-content), so a writer that dies loses nothing: a new one is started
-RESTART_EVERY_S later and sent every frame not yet done (a row written in
-the instant between its commit and its report may be written twice). A
-full pipe blocks only the sending thread; the analyzer's queue is bounded
-(MAX_QUEUED rows) and its overflow, the oldest first, counted in
-rows_dropped. Nothing here raises into the analyzer: status() says what is
-wrong, stderr gets one line per new problem."""
+The analyzer hands over its verdict entries as it records them (submit,
+from the thread that judged them: no records thread in between, whose
+delays once overflowed a buffer of its own) and they are queued
+(outbox.py); a thread here encodes them in frames (child.encode: marshal)
+and writes them to the writer's stdin, and a second thread reads what the
+writer reports. A frame is kept, encoded, until the writer reports its rows done
+(written, or refused for their content), so a writer that dies loses
+nothing: a new one is started RESTART_EVERY_S later and
+sent every frame not yet done (a row written in the instant between its
+commit and its report may be written twice). A full pipe blocks only the
+sending thread; the analyzer's queue is bounded (MAX_QUEUED rows) and its
+overflow, the oldest first, counted in rows_dropped. Nothing here raises
+into the analyzer: status() says what is wrong, stderr gets one line per
+new problem."""
 
 from __future__ import annotations
 
@@ -27,18 +30,14 @@ from typing import Callable
 
 from . import describe
 from .base import Retention
-from .child import encode, widen
+from .child import HEADER, decode, encode, widen
+from .outbox import Outbox
 
-FRAME_ITEMS = 2000       # entries per frame: encoding one holds the GIL a few ms
 MAX_QUEUED = 200_000     # rows not yet done, here and in the writer
 RESTART_EVERY_S = 5.0
 POISON_DEATHS = 3        # writers dying in a row before writing anything: the first frame is dropped
 _ROOT = Path(__file__).resolve().parents[2]  # the checkout or site-packages holding netsentinel
 _COUNTERS = ("rows_written", "rows_dropped", "rows_expired")
-
-
-def _size(frame: tuple) -> int:
-    return len(frame[1]) + len(frame[2])
 
 
 class StoreProcess:
@@ -49,9 +48,8 @@ class StoreProcess:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
-        self._queue: deque = deque()  # frames (now, rows, entries) not sent yet
-        self._sent: deque = deque()   # frames sent to the current writer, not all done
-        self._queued_rows = 0
+        self._out = Outbox()          # not sent yet
+        self._sent: deque = deque()   # [encoded frame, its rows] sent to the current writer, not all done
         self._sent_rows = 0           # rows of _sent not done yet
         self._head_done = 0           # rows of _sent[0] done already
         self._done_seen = 0           # rows the current writer reported done
@@ -74,26 +72,18 @@ class StoreProcess:
 
     def submit(self, rows: list[tuple], entries=(), now: float | None = None) -> None:
         """Queue ready rows and verdict entries (analysed at `now`); never
-        blocks and never raises."""
-        now = time.time() if now is None else now
-        entries = list(entries)
-        frames = [(now, rows if i == 0 else [], entries[i:i + FRAME_ITEMS])
-                  for i in range(0, max(len(entries), 1), FRAME_ITEMS)]
-        dropped = 0
+        blocks and never raises. Cheap: the sending thread encodes them."""
+        entries = entries if isinstance(entries, list) else list(entries)
+        chunk = (entries, len(entries)) if entries else None
         with self._lock:
-            for f in frames:
-                if _size(f):
-                    self._queue.append(f)
-                    self._queued_rows += _size(f)
-            while self._queue and self._queued_rows + self._sent_rows > MAX_QUEUED:
-                n = _size(self._queue.popleft())
-                self._queued_rows -= n
-                dropped += n
+            first, full = self._out.add(rows, chunk, now)
+            dropped = self._out.bound(MAX_QUEUED - self._sent_rows)
             self.rows_dropped += dropped
         if dropped:
             self._report(f"event store writer behind by more than {MAX_QUEUED} rows: dropping "
                          "the oldest (rows_dropped in analyzer_status.json)")
-        self._wake.set()
+        if full or first:
+            self._wake.set()
 
     def status(self) -> dict:
         with self._lock:
@@ -103,7 +93,7 @@ class StoreProcess:
                     **{k: self._past[k] + st.get(k, 0) for k in _COUNTERS},
                     "rows_dropped": self._past["rows_dropped"] + st.get("rows_dropped", 0)
                     + self.rows_dropped,
-                    "rows_buffered": self._queued_rows + self._sent_rows,
+                    "rows_buffered": self._out.rows + self._sent_rows,
                     "set_aside": self._past_aside + list(st.get("set_aside", [])),
                     "writer_pid": proc.pid if proc else None, "writer_restarts": self.restarts,
                     "writer_cpu_s": round(self._past["cpu_s"] + st.get("cpu_s", 0), 2)}
@@ -135,11 +125,9 @@ class StoreProcess:
         while True:
             with self._lock:
                 proc, stopping = self.proc, self._stopping
-                idle = not self._queue and not self._sent
-                frame = None
-                if proc is not None and self._queue:
-                    frame = self._queue.popleft()
-                    self._queued_rows -= _size(frame)
+                wait = self._out.due(stopping)
+                idle = not self._out.frames and not self._sent
+                frame = self._out.pop() if proc is not None else None
             if proc is None:
                 if stopping and (idle or tried_at_stop):
                     return
@@ -153,23 +141,25 @@ class StoreProcess:
                 if stopping:
                     self._end(proc)
                     continue
-                self._wake.wait()
+                self._wake.wait(wait)
                 self._wake.clear()
                 continue
             self._send(proc, frame)
 
     def _send(self, proc: subprocess.Popen, frame: tuple) -> None:
         try:
-            payload = encode(frame)
+            payload = encode(frame[:3])
         except Exception as e:  # neither marshal nor pickle takes an entry: that frame only, counted
             with self._lock:
-                self.rows_dropped += _size(frame)
+                self.rows_dropped += frame[3]
             self._report(f"event store: a batch could not be encoded ({type(e).__name__}: "
                          f"{' '.join(str(e).split())[:200]}); dropped, counted in rows_dropped")
             return
+        # Only the encoding is kept until the writer reports the rows done:
+        # the entries are let go here, not by the reading thread later.
         with self._lock:
-            self._sent.append(frame)
-            self._sent_rows += _size(frame)
+            self._sent.append([payload, frame[3]])
+            self._sent_rows += frame[3]
         self._write(proc, payload)
 
     def _write(self, proc: subprocess.Popen, payload: bytes) -> None:
@@ -215,19 +205,21 @@ class StoreProcess:
         with self._lock:
             self.proc, self._done_seen, self._child = proc, 0, {}
             if self._sent and self._head_done:  # the rows of the first frame already done
-                now_, rows, entries = self._sent[0]
+                now_, rows, chunks = decode(self._sent[0][0][HEADER.size:])
+                entries = [e for c in chunks for e in c]
                 k = self._head_done
-                self._sent[0] = (now_, rows[k:], entries[max(k - len(rows), 0):])
+                rows, entries = rows[k:], entries[max(k - len(rows), 0):]
+                self._sent[0] = [encode((now_, rows, [entries])), len(rows) + len(entries)]
                 self._head_done = 0
-            resend = list(self._sent)
+            resend = [payload for payload, _ in self._sent]
         self._reader = threading.Thread(target=self._read, args=(proc,), name="event-store-reader",
                                         daemon=True)
         self._reader.start()
         # The settings travel on the pipe, not the command line: a DSN may hold a password.
         self._write(proc, encode({"dsn": self.dsn, "max_age_days": self.retention.max_age_days,
                                   "max_bytes": self.retention.max_bytes}))
-        for frame in resend:
-            self._write(proc, encode(frame))
+        for payload in resend:
+            self._write(proc, payload)
         return True
 
     # ------------------------------------------------------ reading thread
@@ -248,9 +240,10 @@ class StoreProcess:
         """Forget the frames whose rows the writer reports done."""
         with self._lock:
             done = int(st.get("rows_written", 0)) + int(st.get("rows_dropped", 0))
-            k, self._done_seen, self._child = done - self._done_seen, done, st
+            k, self._child = done - self._done_seen, st
+            self._done_seen = max(done, self._done_seen)  # a count never goes back
             while k > 0 and self._sent:
-                left = _size(self._sent[0]) - self._head_done
+                left = self._sent[0][1] - self._head_done
                 if k < left:
                     self._head_done += k
                     self._sent_rows -= k
@@ -279,11 +272,11 @@ class StoreProcess:
                 if self._barren_deaths >= POISON_DEATHS and self._sent:
                     # The same first frame killed every writer it was sent to
                     # (it would kill the next): kept aside as a count, not resent.
-                    poison = _size(self._sent.popleft()) - self._head_done
+                    poison = self._sent.popleft()[1] - self._head_done
                     self._sent_rows -= poison
                     self._head_done, self._barren_deaths = 0, 0
                     self.rows_dropped += poison
-            left = self._queued_rows + self._sent_rows
+            left = self._out.rows + self._sent_rows
         if poison:
             self._report(f"event store: a batch of {poison} rows killed {POISON_DEATHS} writer "
                          "processes in a row; dropped, counted in rows_dropped")
