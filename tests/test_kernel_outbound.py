@@ -143,9 +143,13 @@ def test_an_unknown_raw_sender_is_high_and_its_fan_out_critical(lab, pipeline):
         assert out["event"]["attribution"] == "cookie"     # the socket's own opener
         assert (out["level"], out["category"]) == ("CRITICAL", "port_scan")
         assert out["event"]["targets"][0]["tcp_ports"] == list(range(20000, 20030))
-        # One threat for the process: its HIGH raw socket, raised by the scan.
+        # One threat for the process: its HIGH raw socket, raised by the scan
+        # (pending_threats.json is written by the records flusher, after the
+        # verdict is judged: waited for, not read at once).
+        mine = wait_until(lambda: [t for t in pending(pipeline) if t["event"].get("pid") == r.pid
+                                   and t["count"] == 2], timeout=20, what="the raw sender's threat raised by its scan")
         (t,) = [t for t in pending(pipeline) if t["event"].get("pid") == r.pid]
-        assert (t["level"], t["category"], t["count"]) == ("CRITICAL", "port_scan", 2)
+        assert len(mine) == 1 and (t["level"], t["category"], t["count"]) == ("CRITICAL", "port_scan", 2)
     finally:
         r.stdin.close()
         assert r.wait(timeout=30) == 0
