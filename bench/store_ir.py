@@ -47,6 +47,7 @@ def run(n: int, frames_file: Path | None) -> float:
     from netsentinel.eventstore.base import Retention
     from netsentinel.eventstore.rows import row_of
     from netsentinel.eventstore.writer import WRITE_BATCH, StoreWriter
+    from netsentinel.records import EVENTS_DB
 
     if frames_file is None:
         with tempfile.TemporaryDirectory(prefix="ns-store-ir-") as tmp:
@@ -64,7 +65,7 @@ def run(n: int, frames_file: Path | None) -> float:
     except ImportError:  # a checkout from before it (the base of an A/B)
         pass
     with tempfile.TemporaryDirectory(prefix="ns-store-ir-") as tmp:
-        w = StoreWriter(str(Path(tmp) / "events.sqlite3"), print,
+        w = StoreWriter(str(Path(tmp) / EVENTS_DB), print,
                         Retention(max_age_days=3650, max_bytes=1 << 40))
         w.flush()  # open and migrate before the clock starts
         t = time.process_time()
