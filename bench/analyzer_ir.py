@@ -60,6 +60,7 @@ def build(records: Path, store: bool):
     from netsentinel.analyzer.rules import RuleEngine
     from netsentinel.analyzer.settings import SettingsWatcher
     from netsentinel.store import RecordsStore
+    from netsentinel.records import EVENTS_DB
     from netsentinel.whitelist import WhitelistFile
 
     (records / "filter_config.json").write_text("{}")
@@ -77,7 +78,7 @@ def build(records: Path, store: bool):
             a.sink.events = True
         else:
             from netsentinel.eventstore.process import StoreProcess
-            a.sink.events = StoreProcess(str(records / "events.sqlite3"), print)
+            a.sink.events = StoreProcess(str(records / EVENTS_DB), print)
     a._track_settings(settings.current(), wait=True)
     # A checkout from before blocks judged each line alone.
     name = "handle_block" if hasattr(a, "handle_block") else "handle_line"
