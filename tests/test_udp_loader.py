@@ -9,7 +9,8 @@ import subprocess
 
 from netlab import validate
 from netsentinel.kernel.outbound import UdpRow, _addr
-from netsentinel.loader.udp import MAX_FLOWS, UdpTracker, start_ticks
+from netsentinel.loader.procinfo import read_start
+from netsentinel.loader.udp import MAX_FLOWS, UdpTracker
 from netsentinel.timefmt import utc_now_iso
 
 
@@ -54,7 +55,7 @@ def test_a_sender_never_announced_is_looked_up_and_a_known_pid_reused_is_noticed
     # by another process instance (another start time) is read again.
     me = os.getpid()
     t.first(me, ident(me, "python3"))
-    assert t.idents[me][1] == start_ticks(me) is not None
+    assert t.idents[me][1] == read_start(me) is not None
     t.forget_reused([me])
     assert t.idents[me][0]["comm"] == "python3"
     t.idents[me] = (t.idents[me][0], t.idents[me][1] - 1)   # as if read from an earlier process

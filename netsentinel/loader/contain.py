@@ -32,9 +32,8 @@ from ..records import CONTAIN_COMMANDS, CONTAIN_COMMANDS_REJECTED, CONTAINED
 from ..store import RecordsStore
 from ..timefmt import expiry_of, utc_now_iso
 from .cmdqueue import CommandQueue
-from .containpolicy import (descendants, exe_tag, protected_pids, running, shared_exe, socket_cookies,
-                            start_time)
-from .procinfo import read_process
+from .containpolicy import descendants, exe_tag, protected_pids, running, shared_exe, socket_cookies
+from .procinfo import read_process, read_start
 from .refusals import Refusals
 
 SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
@@ -79,7 +78,7 @@ class ContainTable:
         """An executable stays; a process while its pid has the same start time."""
         if rec["kind"] == "exe":
             return True
-        began = start_time(rec["pid"]) if isinstance(rec["pid"], int) else None
+        began = read_start(rec["pid"]) if isinstance(rec["pid"], int) else None
         return began is not None and began == rec.get("start_time")
 
     def _event(self, rid: str, rec: dict, result: str, **extra) -> None:
@@ -154,7 +153,7 @@ class ContainTable:
         if pid in protected_pids():
             raise ContainRefused(f"pid {pid} is init, this loader or one of its parents")
         info = read_process(pid)
-        began = start_time(pid)
+        began = read_start(pid)
         if info["exe"] is None or began is None:
             raise ContainRefused(f"pid {pid}: {info['proc_error'] or 'no such process'}")
         exe = info["exe"].removesuffix(" (deleted)")
@@ -201,7 +200,7 @@ class ContainTable:
             rec["blocked"], rec["last_blocked_at"] = old.get("blocked", 0), old.get("last_blocked_at")
             self._enforce(rid, rec)
             if rec["kind"] == "pid":
-                kids = [c for c in descendants(rec["pid"]) if start_time(c) is not None]
+                kids = [c for c in descendants(rec["pid"]) if read_start(c) is not None]
                 for c in kids:
                     self.enforcer.contain_pid(c, expiry_of(rec), origin=rec["pid"])
                 rec["children"] = len(kids)

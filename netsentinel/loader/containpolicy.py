@@ -10,7 +10,7 @@ import zlib
 
 from ..kernel.contain import exe_identity
 from .egress import socket_cookie
-from .procinfo import read_ppid, stat_fields
+from .procinfo import read_ppid
 
 # Executables shared by every user and service: containing one by executable
 # would cut off every copy (each login shell, the admin's session); their
@@ -18,15 +18,6 @@ from .procinfo import read_ppid, stat_fields
 SHARED_EXES = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "tcsh", "csh", "busybox",
                          "env", "sudo", "su", "sshd", "systemd", "init", "perl", "ruby", "node", "php",
                          "lua", "tclsh", "java"})
-
-
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (jiffies after boot): a pid's identity
-    with its number, so a reused pid is told apart. None when gone."""
-    try:
-        return int(stat_fields(pid)[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def descendants(pid: int) -> list[int]:

@@ -52,12 +52,22 @@ def stat_fields(pid: int) -> list[str]:
     return _fields(_read(f"/proc/{pid}/stat"))
 
 
-def read_ppid(pid: int) -> int | None:
-    """pid's parent now (None: gone or unreadable)."""
+def _stat_int(pid: int, index: int) -> int | None:
     try:
-        return int(stat_fields(pid)[1])
+        return int(stat_fields(pid)[index])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def read_ppid(pid: int) -> int | None:
+    """pid's parent now (None: gone or unreadable)."""
+    return _stat_int(pid, 1)
+
+
+def read_start(pid: int) -> int | None:
+    """The start time of the process holding pid now, in clock ticks since
+    boot, as /proc shows it (None: gone or unreadable)."""
+    return _stat_int(pid, 19)
 
 
 def _fields(stat: bytes) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .procinfo import stat_fields
+from .procinfo import read_start
 
 MAX_IDENTITIES = 4096
 MAX_FLOWS = 256          # flows listed per event (the busiest); totals are exact
@@ -37,7 +37,7 @@ class UdpTracker:
         self.fresh[pid] = self.fresh.get(pid, 0) + 1
         held = self.idents.get(pid)
         if held is None or held[0] != ident:
-            start = start_ticks(pid) if ident.get("proc_error") is None else None
+            start = read_start(pid) if ident.get("proc_error") is None else None
             held = (ident, start)
         self.idents[pid] = held
         self.idents.move_to_end(pid)
@@ -51,7 +51,7 @@ class UdpTracker:
         for pid in pids:
             held = self.idents.get(pid)
             if held is not None and held[1] is not None:
-                now = start_ticks(pid)
+                now = read_start(pid)
                 if now is not None and now != held[1]:
                     del self.idents[pid]
 
@@ -82,11 +82,3 @@ class UdpTracker:
         self.fresh.clear()
         self.counts["udp_events"] += len(out)
         return out
-
-
-def start_ticks(pid: int) -> int | None:
-    """pid's start time (clock ticks since boot; None: gone or unreadable)."""
-    try:
-        return int(stat_fields(pid)[19])
-    except (OSError, ValueError, IndexError):
-        return None
