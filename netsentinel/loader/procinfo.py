@@ -248,20 +248,22 @@ class ProcCache:
         name = None if comm is None else comm.encode("utf-8", "surrogateescape")
         if mine and hit[3]["proc_error"] == EXITED:
             return dict(hit[3])
-        if mine and now - hit[0] < self.ttl_ns and hit[3]["proc_error"] is None and (name is None or name in hit[4]):
+        # A live reading of this very process, under one of its names.
+        own = mine and hit[3]["proc_error"] is None and (name is None or name in hit[4])
+        if own and now - hit[0] < self.ttl_ns:
             return dict(hit[3])
         try:
             stat = _read(f"/proc/{pid}/stat")
             instance = _instance(stat)
         except FileNotFoundError:
-            if mine and hit[3]["proc_error"] is None and (name is None or name in hit[4]):
+            if own:
                 return dict(hit[3])   # its own reading: what it was
             return self._remember(pid, now, (name or b"", ticks), _unread(EXITED))
         except (OSError, ValueError, IndexError):
             stat = instance = None    # read_process says why
         else:
             if instance[1] != ticks:
-                if mine and hit[3]["proc_error"] is None and (name is None or name in hit[4]):
+                if own:
                     return dict(hit[3])   # gone, its pid taken since: its reading stands
                 return _unread(REUSED)
             if mine and hit[2] == instance and hit[3]["proc_error"] is None and now - hit[0] < self.ttl_ns:
