@@ -59,7 +59,7 @@ def run(n: int, frames_file: Path | None) -> float:
     while (body := child.read_frame(stream)) is not None:
         frames.append(body)
     gc.set_threshold(child.GC_THRESHOLD, 20, 20)
-    try:  # as StoreWriter.start() does in the writer process
+    try:  # as the writer process does (child.main)
         from netsentinel.eventstore.sqlite import one_writer_process
         one_writer_process()
     except ImportError:  # a checkout from before it (the base of an A/B)

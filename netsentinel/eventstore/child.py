@@ -195,6 +195,8 @@ def main() -> int:
     from .base import Retention
     from .rows import row_of
     from .writer import StoreWriter
+    from . import is_postgres
+    from .sqlite import one_writer_process
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -246,6 +248,11 @@ def main() -> int:
                          on_flush=lambda: pace.written(), intake=intake)
     pace = _Pace(lambda: writer.submit([]), status, send)
     threading.Thread(target=pace.run, name="pace", daemon=True).start()
+    if not is_postgres(cfg["dsn"]):
+        # The writer's connection, opened by its thread, is the only one in
+        # this process and used by that thread alone: SQLite without its
+        # locks and memory statistics (a no-op where a connection is open).
+        one_writer_process()
     writer.start()
     while True:
         with pace.cond:  # back-pressure: the pipe fills while the store is behind

@@ -74,14 +74,7 @@ class StoreWriter:
     # -------------------------------------------------- the analyzer's side
     def start(self) -> None:
         """Write on a thread of its own: a store that waits (a lock, a server
-        that does not answer) never delays the analyzer's other records.
-        Its connection is then the only one used in this process, by this
-        thread alone (the writer process, child.py): SQLite without its
-        locks and memory statistics (sqlite.one_writer_process, which
-        changes nothing where another connection is open)."""
-        if not is_postgres(self.dsn) and self.db is None:
-            from .sqlite import one_writer_process
-            one_writer_process()
+        that does not answer) never delays the analyzer's other records."""
         self._thread = threading.Thread(target=self._run, name="event-store", daemon=True)
         self._thread.start()
 
