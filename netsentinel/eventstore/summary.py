@@ -71,7 +71,8 @@ def tally_rows(rows: list[tuple]) -> list[tuple[int, str, str, int, int]]:
         n[(minute * BUCKET_S, NO_LEVEL if lv is None else lv, k)] += count
     c = Counter(n)
     for r in compress(rows, map(_FOLD, rows)):
-        c[(bucket_start(r[0]), NO_LEVEL if r[3] is None else r[3], r[2])] += r[CONNECTS] - 1
+        lv = _LEVEL(r)
+        c[(bucket_start(_TS(r)), NO_LEVEL if lv is None else lv, _KIND(r))] += _FOLD(r) - 1
     return sorted((*key, count, c[key]) for key, count in n.items())
 
 
