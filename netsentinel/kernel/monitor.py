@@ -93,11 +93,13 @@ class ConnectionMonitor:
         flags = cflags(max_bans=1)
         if mode == "kprobe":
             flags.append("-DNS_CAPTURE_KPROBE=1")
+        ring_bytes = None
         if self.ring is False:
             flags.append("-DNS_CONN_PERF=1")
         else:
-            flags.append(f"-DNS_CONN_RING_PAGES={ring_pages(int(self.page_cnt))}")
-        ring_bytes = None if self.ring is False else ring_pages(int(self.page_cnt)) * PAGE
+            pages = ring_pages(int(self.page_cnt))
+            flags.append(f"-DNS_CONN_RING_PAGES={pages}")
+            ring_bytes = pages * PAGE
         flags += self.starts.cflags(ring_bytes, EVENT.size)
         return program_source("conn_monitor.bpf.c"), flags
 
