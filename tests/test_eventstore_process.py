@@ -6,6 +6,7 @@ real analyzer keeps judging while its writer is killed. Both engines."""
 from __future__ import annotations
 
 import contextlib
+import decimal
 import os
 import signal
 import sqlite3
@@ -254,3 +255,42 @@ def test_verdicts_reach_the_store_while_the_records_flusher_is_held_up(tmp_path)
     finally:
         sp.close()
     assert open_store(dsn, readonly=True).count(Query(kind="connection")) == n
+
+
+def test_each_frame_takes_the_codec_that_carries_it_whole(tmp_path):
+    # Verdicts alone travel as JSON (orjson: the cheapest for the analyzer,
+    # whose verdicts are shared objects); what JSON cannot carry exactly (a
+    # lone surrogate, an integer past 64 bits, a key that is not a string)
+    # and ready rows (tuples) go as marshal, a type neither takes as pickle.
+    frames = {"plain": (1.5, [], [[entry(0), entry(1)]]),
+              "surrogate": (1.5, [], [[entry(2, comm="x\ud800")]]),
+              "big": (1.5, [], [[entry(3, pid=2 ** 70)]]),
+              "odd_key": (1.5, [], [[dict(entry(4), extra={1: "one"})]]),
+              "rows": (1.5, [record_row("threat", entry(5))], [[entry(6)]]),
+              "decimal": (1.5, [], [[dict(entry(7), extra=decimal.Decimal("0.1"))]])}
+    codecs = {}
+    for name, frame in frames.items():
+        payload = child.encode(frame)[child.HEADER.size:]
+        codecs[name] = payload[:1]
+        got = child.decode(payload)
+        # JSON has lists where the frame had tuples; the verdicts arrive as they were.
+        assert got == ([frame[0], [], [frame[2][0]]] if payload[:1] == b"j" else frame), name
+    assert codecs == {"plain": b"j", "surrogate": b"m", "big": b"m", "odd_key": b"m",
+                      "rows": b"m", "decimal": b"p"}
+    # And through a real writer process: every one a row.
+    warnings: list[str] = []
+    store = str(tmp_path / "events.sqlite3")
+    sp = StoreProcess(store, warnings.append)
+    sp.start()
+    try:
+        for frame in frames.values():
+            sp.submit(list(frame[1]), frame[2][0])
+        st = wait_until(lambda: (s := sp.status())["rows_written"] == 8 and s, 60,
+                        what="eight rows")
+    finally:
+        sp.close()
+    assert st["rows_dropped"] == 0 and not warnings
+    db = open_store(store, readonly=True)
+    got = db.search(Query(oldest_first=True))
+    db.close()
+    assert sorted(r["ref"] for r in got) == [f"e{i:06x}" for i in range(8)]

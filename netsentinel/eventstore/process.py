@@ -5,7 +5,7 @@ counting the summary use another core instead of the analyzer's GIL.
 The analyzer hands over its verdict entries as it records them (submit,
 from the thread that judged them: no records thread in between, whose
 delays once overflowed a buffer of its own) and they are queued
-(outbox.py); a thread here encodes them in frames (child.encode: marshal)
+(outbox.py); a thread here encodes them in frames (child.encode: orjson, or marshal)
 and writes them to the writer's stdin, and a second thread reads what the
 writer reports. A frame is kept, encoded, until the writer reports its rows done
 (written, or refused for their content), so a writer that dies loses
