@@ -38,7 +38,7 @@ from .rules import RuleEngine
 from .behaviour import Behaviour  # outbound (issue 12)
 from .dashcmds import DashboardCommands  # the unprivileged dashboard's commands (issue 11)
 from .settings import CHECK_EVERY, SettingsWatcher
-from .sinks import RecordsSink
+from .sinks import RecordsSink, clock
 from .status import build_status
 from .stackscan import StackScanDetector, record_stack_scans  # issue 17
 from .verdict import Verdict
@@ -158,6 +158,7 @@ class Analyzer(LineReader, FlowJudging):
         """One connection event alone (the loop judges blocks of them)."""
         cfg = self.settings.current()
         self._track_settings(cfg)
+        self._block_ts = clock()
         try:
             self.judge_connection(ev, cfg, self.whitelist())
         finally:
@@ -227,7 +228,7 @@ class Analyzer(LineReader, FlowJudging):
     def _record(self, ev: dict, verdict: Verdict, cached: bool, target, dedupe_key,
                 rule_confidence: float, targets) -> None:
         backend = "rules" if verdict.verdict_source == "rules" else self._backend
-        entry = RecordsSink.make_entry(ev, verdict.as_dict(), backend, cached)
+        entry = RecordsSink.make_entry(ev, verdict, backend, cached)
         self.sink.add(entry, threat_from(entry, target, dedupe_key, rule_confidence, targets))
         self._tally(verdict.level, verdict.verdict_source)
 

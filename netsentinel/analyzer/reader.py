@@ -23,6 +23,7 @@ from ..timefmt import utc_now_iso
 from .eventcheck import BadLine
 from .evidence import threat_from
 from .inputs import MAX_LINE, parse_line, read_blocks
+from . import sinks
 from .sinks import RecordsSink
 
 CHECK_THREADS_EVERY = 1024  # lines between checks that the writer and workers live
@@ -51,6 +52,7 @@ class LineReader:
         self._entries: list = []    # the batch: entries the rules settled, in line order
         self._threats: list = []    # their pending threats (HIGH/CRITICAL)
         self._dests: list = []      # connection events the inbound view has not seen yet
+        self._block_ts: str | None = None  # when the block being judged was read
 
     def run(self, stream: IO[bytes]) -> None:
         for block in read_blocks(stream):
@@ -67,6 +69,9 @@ class LineReader:
         cfg = self.settings.current()
         self._track_settings(cfg)
         wl = self.whitelist()
+        # The time of the block's verdicts: its lines are judged within a
+        # few milliseconds, and a clock read per verdict was a tenth of keeping it.
+        self._block_ts = sinks.clock()
         last = None
         try:
             for line in lines:
@@ -99,7 +104,7 @@ class LineReader:
 
     def keep(self, ev: dict, verdict, target, dedupe_key, targets) -> None:
         """A final verdict of the rules, into the batch (reader thread only)."""
-        entry = RecordsSink.make_entry(ev, verdict.as_dict(), "rules", False)
+        entry = RecordsSink.make_entry(ev, verdict, "rules", False, self._block_ts)
         self._entries.append(entry)
         threat = threat_from(entry, target, dedupe_key, verdict.confidence, targets)
         if threat is not None:

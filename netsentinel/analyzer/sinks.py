@@ -41,6 +41,7 @@ from ..records import (ANALYZER_REJECTED, DASHBOARD_LOGS, HISTORY, HISTORY_KEEP,
 from ..store import RecordsStore, StoreError
 from ..timefmt import IsoClock, utc_now_iso
 from .evidence import auto_bannable
+from .verdict import Verdict
 
 REJECTED = ANALYZER_REJECTED
 REJECTED_MAX_BYTES = 5 * 1024 * 1024
@@ -56,7 +57,7 @@ HISTORY_BUF_MAX = 20000      # history lines waiting for a write (normally one f
 
 _RUN_ID = uuid.uuid4().hex[:6]
 _SEQ = itertools.count(1)
-_clock = IsoClock()   # a verdict's time: the date formatted once a second, not per verdict
+clock = IsoClock()   # a verdict's time: the date formatted once a second, not per verdict
 # dashboard_logs.json is a small window for people and scripts (history is in
 # the event store): rewritten at most every few seconds, never per event.
 LOG_WRITE_EVERY = 3.0
@@ -150,10 +151,16 @@ class RecordsSink:
                 self.rejected_dropped += 1
 
     @staticmethod
-    def make_entry(event: dict, verdict: dict, backend: str, cached: bool) -> dict:
+    def make_entry(event: dict, verdict: dict | Verdict, backend: str, cached: bool,
+                   ts: str | None = None) -> dict:
+        """A verdict entry, timed `ts` (the reader's: when its block of lines
+        was read) or now."""
         # A random prefix per run and a counter: unique without a syscall per event.
-        entry = {"id": f"{_RUN_ID}{next(_SEQ):06x}", "ts": _clock(), **verdict,
-                 "backend": backend, "event": event}
+        if verdict.__class__ is Verdict:
+            entry = verdict.entry(f"{_RUN_ID}{next(_SEQ):06x}", ts or clock(), backend, event)
+        else:
+            entry = {"id": f"{_RUN_ID}{next(_SEQ):06x}", "ts": ts or clock(), **verdict,
+                     "backend": backend, "event": event}
         if cached:
             entry["cached"] = True
         return entry
