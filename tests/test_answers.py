@@ -40,3 +40,17 @@ def test_verdicts_and_proposals_use_it_with_their_own_schema_and_error():
     with pytest.raises(InvalidAnswer, match="fails the schema at rules.0.action"):
         parse_json_answer('{"summary": "s", "rules": [{"action": "nuke", "reason": "r"}]}',
                           PROPOSAL_SCHEMA)
+
+
+def test_a_verdict_entry_is_its_verdict_between_the_id_time_backend_and_event():
+    # Built in one literal for speed: the same fields, in the same order, as
+    # the general path (the verdict's as_dict() merged) gives.
+    from netsentinel.analyzer.sinks import RecordsSink
+    from netsentinel.analyzer.verdict import Verdict
+    v = Verdict(level="HIGH", category="suspicious_port", confidence=0.8, reason="r",
+                recommended_action="review", rule_ids=["a", "b"], rule_level="HIGH", note="n")
+    ev = {"pid": 1}
+    fast = RecordsSink.make_entry(ev, v, "rules", False, "2026-12-02T00:00:00.000000Z")
+    slow = RecordsSink.make_entry(ev, v.as_dict(), "rules", False, "2026-12-02T00:00:00.000000Z")
+    assert list(fast) == list(slow) and {**fast, "id": 0} == {**slow, "id": 0}
+    assert fast["rule_ids"] == ["a", "b"] and fast["rule_ids"] is not v.rule_ids
