@@ -15,6 +15,8 @@ import queue
 import random
 import threading
 
+import orjson
+
 from analyzer_support import conn, lines, start_analyzer, status_of, wait_for
 from test_analyzer_hostile import HOSTILE_LINES, flow
 
@@ -35,8 +37,11 @@ class _Store:
     def __init__(self):
         self.entries: list = []
 
-    def submit(self, rows, entries=()):
-        self.entries += entries
+    def submit_packed(self, packed):
+        batch, n = packed   # StoreProcess.pack's (JSON array, how many)
+        got = orjson.loads(batch) if isinstance(batch, bytes) else batch
+        assert len(got) == n
+        self.entries += got
 
 
 def _queued(sp: process.StoreProcess) -> list:

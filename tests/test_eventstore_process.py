@@ -90,14 +90,13 @@ def test_a_batch_that_kills_every_writer_is_dropped_and_counted(tmp_path, monkey
     # A frame no writer survives must not stop the store for good: after
     # POISON_DEATHS writers died on it with nothing written, it is dropped.
     monkeypatch.setattr(process, "RESTART_EVERY_S", 0.1)
-    real = process.encode
+    real = process.frame_of
 
-    def encode(obj):
-        if isinstance(obj, tuple) and any(isinstance(e, dict) and e.get("id") == "poison"
-                                          for batch in obj[2] for e in batch):
+    def frame_of(now, rows, batches):
+        if any(b'"id":"poison"' in batch for batch in batches):
             return child.HEADER.pack(3) + b"m\xff\xff"  # no marshal data: the writer dies on it
-        return real(obj)
-    monkeypatch.setattr(process, "encode", encode)
+        return real(now, rows, batches)
+    monkeypatch.setattr(process, "frame_of", frame_of)
     warnings: list[str] = []
     dsn = str(tmp_path / "events.sqlite3")
     sp = StoreProcess(dsn, warnings.append)

@@ -109,6 +109,8 @@ class RecordsSink:
     def add_many(self, entries: list, threats) -> None:
         """Verdict entries in order, and their pending threats (one lock:
         the reader records a block of lines at once)."""
+        # Encoded here, outside the lock, while the entries are fresh in cache.
+        packed = StoreProcess.pack(entries) if self.events is not None else None
         with self._lock:
             self._window.extend(entries)
             self._dirty = True
@@ -118,7 +120,7 @@ class RecordsSink:
                 self._history_buf += entries[:room]
                 self.history_dropped += max(len(entries) - room, 0)
             if self.events is not None:  # under the lock: the store gets them in this order too
-                self.events.submit([], entries)
+                self.events.submit_packed(packed)
             for threat in threats:
                 self._add_threat(threat)
 

@@ -88,6 +88,27 @@ def encode(obj: object) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
+def pack(entries: list) -> bytes | list:
+    """A batch of verdict entries as the JSON array a frame will carry
+    (encoded where they were just made, while they are in the CPU's cache:
+    encoding them later on the sending thread cost twice as much), or the
+    list itself when orjson refuses it (encode then picks another codec)."""
+    try:
+        return orjson.dumps(entries)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return entries
+
+
+def frame_of(now: float, rows: list, batches: list) -> bytes:
+    """The frame of (now, rows, batches), batches as pack() left them: packed
+    arrays joined as they are into one JSON frame, else all decoded and
+    encoded together (a batch orjson refused, or ready rows)."""
+    if not rows and all(b.__class__ is bytes for b in batches):
+        body = b"j[" + orjson.dumps(now) + b",[],[" + b",".join(batches) + b"]]"
+        return HEADER.pack(len(body)) + body
+    return encode((now, rows, [orjson.loads(b) if b.__class__ is bytes else b for b in batches]))
+
+
 def decode(body: bytes) -> object:
     codec = body[:1]
     if codec == b"j":

@@ -2,15 +2,18 @@
 yet (process.StoreProcess, whose lock guards it): ready rows and batches
 of verdict entries as the analyzer recorded them, cut into frames of about
 FRAME_ITEMS entries, or fewer once the oldest has waited SEND_AFTER_S, and
-bounded by dropping the oldest. The sending thread encodes a frame; the
-recording thread only appends (encoding there, per block of lines, cost
-its reader a fifth more CPU than on the sending thread, for the same
-instructions)."""
+bounded by dropping the oldest. The recording thread encodes its batch
+as it records it (child.pack: JSON while the entries are in the CPU's
+cache, and then let go: entries held here until the sending thread
+encoded them kept the collector walking them); the sending thread joins
+the batches into frames (child.frame_of)."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
+
+import orjson
 
 FRAME_ITEMS = 2000       # entries per frame (about 1 MB: one or two pipe writes)
 SEND_AFTER_S = 0.1       # a part frame waits at most this long for more entries
@@ -89,7 +92,7 @@ class Outbox:
     def entries(self) -> list:
         """The entries held, oldest first (tests and benches)."""
         chunks = [c for f in self.frames for c in f[2]] + [c for c, _ in self._chunks]
-        return [e for c in chunks for e in c]
+        return [e for c in chunks for e in (orjson.loads(c) if c.__class__ is bytes else c)]
 
     def clear(self) -> None:
         self.__init__()

@@ -5,7 +5,7 @@ counting the summary use another core instead of the analyzer's GIL.
 The analyzer hands over its verdict entries as it records them (submit,
 from the thread that judged them: no records thread in between, whose
 delays once overflowed a buffer of its own) and they are queued
-(outbox.py); a thread here encodes them in frames (child.encode: orjson, or marshal)
+(outbox.py, packed as JSON where they were made: child.pack); a thread here makes frames of them (child.frame_of)
 and writes them to the writer's stdin, and a second thread reads what the
 writer reports. A frame is kept, encoded, until the writer reports its rows done
 (written, or refused for their content), so a writer that dies loses
@@ -30,7 +30,7 @@ from typing import Callable
 
 from . import describe
 from .base import Retention
-from .child import HEADER, decode, encode, widen
+from .child import HEADER, decode, encode, frame_of, pack, widen
 from .outbox import Outbox
 
 MAX_QUEUED = 200_000     # rows not yet done, here and in the writer
@@ -70,11 +70,23 @@ class StoreProcess:
         self._thread = threading.Thread(target=self._run, name="event-store", daemon=True)
         self._thread.start()
 
+    @staticmethod
+    def pack(entries: list) -> tuple:
+        """A batch of verdict entries encoded for submit_packed (child.pack):
+        made where they were made, outside any lock."""
+        return pack(entries), len(entries)
+
     def submit(self, rows: list[tuple], entries=(), now: float | None = None) -> None:
         """Queue ready rows and verdict entries (analysed at `now`); never
-        blocks and never raises. Cheap: the sending thread encodes them."""
+        blocks and never raises."""
         entries = entries if isinstance(entries, list) else list(entries)
-        chunk = (entries, len(entries)) if entries else None
+        self._queue(rows, self.pack(entries) if entries else None, now)
+
+    def submit_packed(self, packed: tuple, now: float | None = None) -> None:
+        """submit() for entries pack() encoded already."""
+        self._queue([], packed if packed[1] else None, now)
+
+    def _queue(self, rows: list[tuple], chunk: tuple | None, now: float | None) -> None:
         with self._lock:
             first, full = self._out.add(rows, chunk, now)
             dropped = self._out.bound(MAX_QUEUED - self._sent_rows)
@@ -148,7 +160,7 @@ class StoreProcess:
 
     def _send(self, proc: subprocess.Popen, frame: tuple) -> None:
         try:
-            payload = encode(frame[:3])
+            payload = frame_of(*frame[:3])
         except Exception as e:  # neither marshal nor pickle takes an entry: that frame only, counted
             with self._lock:
                 self.rows_dropped += frame[3]
