@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from ..errors import NetSentinelError
 from ..events import EVENT_TYPES, SCHEMA_VERSION
-from ..timefmt import parse_iso
-from .ipcache import parse_ip
+from ..timefmt import parse_event_time
+from .ipcache import KNOWN_IPS, parse_ip
 
 # Checked by hand rather than with jsonschema: this runs for every event and
 # must stay in the microseconds.
@@ -64,13 +64,14 @@ _last_ts: tuple = ("", None)   # the last time text read and its value (one tupl
 
 
 def event_seconds(text: str):
-    """parse_iso(text), remembered for the last text: the reader checks an
-    event's time, then the rules read the same text again."""
+    """parse_iso(text) (timefmt.parse_event_time's, to the bit), remembered
+    for the last text: the reader checks an event's time, then the rules
+    read the same text again."""
     global _last_ts
     last = _last_ts
     if text and last[0] == text:
         return last[1]
-    value = parse_iso(text)
+    value = parse_event_time(text)
     _last_ts = (text, value)
     return value
 
@@ -96,6 +97,46 @@ def _types_ok(ev: dict) -> bool:
     return ok
 
 
+# The shapes of connection events check_event accepted: their keys in order,
+# then their values' types, none a float, an object or a list (all that
+# orjson and the json module read alike, nesting nothing). Every typed field
+# of an event of a known shape is of the right type, whitelisted too: only
+# its values are left to check (known_connection_ok).
+KNOWN_SHAPES: set = set()
+_FLAT = {int, str, bool, type(None)}
+
+
+def shape_of(ev: dict) -> tuple:
+    """A decoded object's keys in order, then the types of their values."""
+    return (*ev, *map(type, ev.values()))
+
+
+def remember_shape(ev: dict, shape: tuple) -> None:
+    """After check_event accepted ev (of that shape): a flat connection
+    event's shape is known from now on (a loader writes a few; at most MAX_SHAPES)."""
+    if (ev["type"] == "connection" and len(KNOWN_SHAPES) < MAX_SHAPES
+            and _FLAT.issuperset(shape[len(ev):])):
+        KNOWN_SHAPES.add(shape)
+
+
+def known_connection_ok(ev: dict) -> bool:
+    """For ev of a shape in KNOWN_SHAPES: True when check_event would accept
+    it, False when check_event must decide (and name what is wrong). The
+    values its shape cannot vouch for, checked as check_event does."""
+    if ev["v"] != SCHEMA_VERSION or ev["type"] != "connection":
+        return False
+    try:
+        event_seconds(ev["ts"])
+    except (ValueError, TypeError):
+        return False
+    return (0 <= ev["dport"] <= 65535 and 0 <= ev["pid"] <= 0xFFFFFFFF and 0 <= ev["uid"] <= 0xFFFFFFFF
+            and ev["family"] in _FAMILIES
+            and (KNOWN_IPS.get(ev["daddr"]) or parse_ip(ev["daddr"])) is not None)
+
+
+_FAMILIES = ("ipv4", "ipv6")
+
+
 def _check_connection(ev: dict) -> None:
     # `type(v) is t`: JSON gives exact types, and a bool is then not an int.
     if _types_ok(ev):
@@ -115,7 +156,7 @@ def _check_connection(ev: dict) -> None:
 def _check_values(ev: dict) -> None:
     if not 0 <= ev["dport"] <= 65535:
         raise BadLine(f"connection event: dport {ev['dport']} outside 0-65535")
-    if ev["family"] not in ("ipv4", "ipv6"):
+    if ev["family"] not in _FAMILIES:
         raise BadLine(f"connection event: family {_show(ev['family'])}")
     for k in ("pid", "uid"):
         if not 0 <= ev[k] < 1 << 32:
