@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import time
+from itertools import repeat
+from operator import add
 from typing import IO, Callable, Iterator
 
 import orjson
@@ -94,8 +96,11 @@ def _read_blocks(read1: Callable[[int], bytes], max_bytes: int) -> Iterator[list
                 block.append(line if len(line) <= max_bytes + 1 else len(line))
         last = chunk.rfind(b"\n")
         if last >= start:
-            block += [piece + b"\n" if len(piece) <= max_bytes else len(piece) + 1
-                      for piece in chunk[start:last].split(b"\n")]
+            pieces = chunk[start:last].split(b"\n")
+            if last - start <= max_bytes:   # no line over the cap: each its newline back, in C
+                block += map(add, pieces, repeat(b"\n"))
+            else:
+                block += [piece + b"\n" if len(piece) <= max_bytes else len(piece) + 1 for piece in pieces]
             start = last + 1
         pending = chunk[start:]
         if len(pending) > max_bytes:
