@@ -4,9 +4,8 @@ not in store.py."""
 
 from __future__ import annotations
 
-import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 
 def utc_now_iso(ts: float | None = None) -> str:
@@ -52,46 +51,6 @@ def parse_iso(s: str | None) -> float | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.timestamp()
-
-
-# The events' own form, "YYYY-MM-DDTHH:MM:SS.ffffffZ": the events of one
-# second share all but the microseconds. The second's text (never matched
-# by a longer-than-any-event sentinel at first) and its microseconds since
-# the epoch, as one tuple swapped whole.
-_second: tuple[str, int] = ("-" * 28, 0)
-_SECOND_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ONE_US = timedelta(microseconds=1)
-
-
-def parse_event_time(s: str | None) -> float | None:
-    """parse_iso(s), to the bit, for an event's time: one of the events'
-    own form whose second was read last costs a slice and an int() rather
-    than a datetime and its timestamp(). datetime.timestamp() divides the
-    whole microseconds since the epoch by 10**6 (one correctly rounded int
-    division): so does this. Any other text, or a new second, is parse_iso's
-    (its refusals stand), and a new second of the exact form is remembered."""
-    sec = _second
-    if (type(s) is str and len(s) == 27 and s[26] == "Z" and s[19] == "." and s.startswith(sec[0])
-            and s.isascii() and (frac := s[20:26]).isdigit()):
-        return (sec[1] + int(frac)) / 1_000_000
-    value = parse_iso(s)
-    if type(s) is str:
-        _remember_second(s, value)
-    return value
-
-
-def _remember_second(s: str, value: float) -> None:
-    """Remember s's second when s, which parse_iso read as value, is of the
-    events' exact form (ASCII digits where digits go: int() and isdigit()
-    take other digits too, fromisoformat does not)."""
-    global _second
-    if not (len(s) == 27 and s[26] == "Z" and s[19] == "." and s.isascii() and s[20:26].isdigit()
-            and _SECOND_TEXT.fullmatch(s, 0, 19)):
-        return
-    base = (datetime.fromisoformat(s[:19]).replace(tzinfo=timezone.utc) - _EPOCH) // _ONE_US
-    if (base + int(s[20:26])) / 1_000_000 == value:   # always: the check that it is parse_iso's arithmetic
-        _second = (s[:19], base)
 
 
 MAX_TTL_S = 10 * 365 * 86400  # longer is a typo for "never" (or an overflow), not a TTL

@@ -1,28 +1,27 @@
 """The analyzer's shortcuts for the lines it reads most, against the general
 path on hostile input: a connection event of a shape eventcheck knows (keys
-and value types of one found right) has only its values checked, and an
-event time of the second read last is read from a per-second cache. Neither
-may accept, refuse or read anything differently: each is compared with the
-general path (the json module, parse_iso) over values chosen to hurt."""
+and value types of one found right) has only its values checked. It may not
+accept, refuse or read anything differently: it is compared with the
+general path (the json module, then every check) over values chosen to hurt."""
 
 from __future__ import annotations
 
 import json
 import random
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from analyzer_support import conn
 
-from netsentinel import timefmt
 from netsentinel.analyzer import eventcheck, inputs
 from netsentinel.analyzer.eventcheck import BadLine
-from netsentinel.timefmt import parse_event_time, parse_iso
+from netsentinel.timefmt import parse_iso
 
 SECOND = "2026-12-02T16:02:14"
-# Texts one character or a form away from the events' own: digits that
-# int() or isdigit() take and fromisoformat does not, other separators and
-# offsets, impossible dates and times, other lengths.
+# Times one character or a form away from the events' own: digits that
+# int() takes and fromisoformat does not, other separators and offsets
+# (some parse_iso reads), impossible dates and times, other lengths.
 ODD_TIMES = [
     SECOND + ".１２３４５６Z", SECOND + ".١٢٣٤٥٦Z", SECOND + ".12345²Z", SECOND + ".+12345Z",
     SECOND + ". 12345Z", SECOND + ".1_2345Z", SECOND + ".-12345Z", SECOND + ",123456Z",
@@ -41,69 +40,24 @@ def _outcome(fn, *args):
         v = fn(*args)
     except Exception as e:   # noqa: BLE001 (the exception itself is what is compared)
         return "raised", type(e).__name__, str(e)
-    return "value", v.hex() if isinstance(v, float) else v
+    return "value", v
 
 
 def _reset():
-    timefmt._second = ("-" * 28, 0)
     eventcheck._last_ts = ("", None)
     eventcheck.KNOWN_SHAPES.clear()
     eventcheck._GOOD_SHAPES.clear()
 
 
-def test_event_times_read_from_the_second_cache_are_parse_isos_to_the_bit():
-    _reset()
-    rng = random.Random(9)
-    starts = [datetime(2026, 12, 2, 16, 2, 14, tzinfo=timezone.utc), datetime(1, 1, 1, tzinfo=timezone.utc),
-              datetime(9999, 12, 31, 23, 59, 58, tzinfo=timezone.utc),
-              datetime(1969, 12, 31, 23, 59, 59, tzinfo=timezone.utc),
-              datetime(1970, 1, 1, tzinfo=timezone.utc)]
-    starts += [datetime(1, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=rng.randrange(315_000_000_000))
-               for _ in range(300)]
-    hits = 0
-    for start in starts:
-        for s in range(2):
-            second = (start + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S")
-            for us in [0, 1, 999_999, 500_000, *(rng.randrange(1_000_000) for _ in range(20))]:
-                text = f"{second}.{us:06d}Z"
-                hits += timefmt._second[0] == second
-                assert _outcome(parse_event_time, text) == _outcome(parse_iso, text), text
-    assert hits > 10_000   # the cache really answered
-
-
-@pytest.mark.parametrize("primed", [SECOND + ".000001Z", "2026-12-02T16:02:13.999999Z"])
-def test_odd_event_times_read_or_refused_as_parse_iso_does(primed):
-    rng = random.Random(primed)
-    alphabet = "0123456789.:-+TZz ,_１٣²\x00é"
-    texts = list(ODD_TIMES)
-    for _ in range(5000):   # one to three characters of the events' form changed
-        t = list(SECOND + f".{rng.randrange(1_000_000):06d}Z")
-        for _ in range(rng.randint(1, 3)):
-            t[rng.randrange(len(t))] = rng.choice(alphabet)
-        texts.append("".join(t))
-    for text in texts:
-        _reset()
-        parse_event_time(primed)
-        remembered = timefmt._second
-        assert _outcome(parse_event_time, text) == _outcome(parse_iso, text), text
-        # Only the events' own form is remembered (not a week date, a space for the T, ...).
-        if timefmt._second != remembered:
-            assert timefmt._SECOND_TEXT.fullmatch(text[:19]) and text[19] == "." and text[26:] == "Z", text
-    for bad in (None, 5, b"2026-12-02T16:02:14.000001Z"):
-        assert _outcome(parse_event_time, bad) == _outcome(parse_iso, bad)
-
-
 def _general(line: bytes):
-    """parse_line's outcome through the json module, no shape known and
-    every time read by parse_iso itself."""
-    saved = set(eventcheck.KNOWN_SHAPES), eventcheck.parse_event_time
+    """parse_line's outcome through the json module, no shape known."""
+    saved = set(eventcheck.KNOWN_SHAPES)
     eventcheck.KNOWN_SHAPES.clear()
-    eventcheck.parse_event_time, eventcheck._last_ts = parse_iso, ("", None)
+    eventcheck._last_ts = ("", None)
     try:
         return _outcome(lambda b: inputs.parse_line(b, fast=False), line)
     finally:
-        eventcheck.KNOWN_SHAPES.update(saved[0])
-        eventcheck.parse_event_time, eventcheck._last_ts = saved[1], ("", None)
+        eventcheck.KNOWN_SHAPES.update(saved)
 
 
 def _line(ev) -> bytes:
@@ -181,3 +135,37 @@ def test_a_stream_of_new_shapes_is_remembered_up_to_a_bound():
     for i in range(eventcheck.MAX_SHAPES + 200):
         inputs.parse_line(_line(dict(conn(), **{f"extra{i}": "x"})))
     assert len(eventcheck.KNOWN_SHAPES) == eventcheck.MAX_SHAPES
+
+
+def test_times_of_known_shapes_are_read_and_refused_as_parse_iso_does(monkeypatch):
+    # Any instant (years 1-9999), and the events' form with one to three
+    # characters changed: the same outcome as the general path, and the
+    # time the rules then read (event_seconds) is parse_iso's to the bit.
+    # A local time zone that is not UTC: a time without an offset is UTC
+    # to parse_iso, whatever the machine's zone.
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    _reset()
+    rng = random.Random(9)
+    inputs.parse_line(_line(conn()))
+    alphabet = "0123456789.:-+TZz ,_１٣²\x00é"
+    times = list(HOSTILE_VALUES["ts"])
+    for _ in range(2000):
+        t = datetime(1, 1, 1, tzinfo=timezone.utc) + timedelta(
+            seconds=rng.randrange(315_000_000_000), microseconds=rng.randrange(1_000_000))
+        times.append(t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        odd = list(times[-1])
+        for _ in range(rng.randint(1, 3)):
+            odd[rng.randrange(len(odd))] = rng.choice(alphabet)
+        times.append("".join(odd))
+    kinds = set()
+    for ts in times:
+        line = _line(dict(conn(), ts=ts))
+        known = _outcome(inputs.parse_line, line)
+        if known[0] == "value":
+            assert repr(eventcheck.event_seconds(ts)) == repr(parse_iso(ts)), ts   # (repr: to the bit)
+        assert known == _general(line), ts
+        kinds.add(known[0])
+    assert kinds == {"value", "raised"}
+    monkeypatch.delenv("TZ")
+    time.tzset()

@@ -5,9 +5,11 @@ one is BadLine with a one-line reason (analyzer/inputs.py reads the lines)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from ..errors import NetSentinelError
 from ..events import EVENT_TYPES, SCHEMA_VERSION
-from ..timefmt import parse_event_time
+from ..timefmt import parse_iso
 from .ipcache import KNOWN_IPS, parse_ip
 
 # Checked by hand rather than with jsonschema: this runs for every event and
@@ -64,14 +66,13 @@ _last_ts: tuple = ("", None)   # the last time text read and its value (one tupl
 
 
 def event_seconds(text: str):
-    """parse_iso(text) (timefmt.parse_event_time's, to the bit), remembered
-    for the last text: the reader checks an event's time, then the rules
-    read the same text again."""
+    """parse_iso(text), remembered for the last text: the reader checks an
+    event's time, then the rules read the same text again."""
     global _last_ts
     last = _last_ts
     if text and last[0] == text:
         return last[1]
-    value = parse_event_time(text)
+    value = parse_iso(text)
     _last_ts = (text, value)
     return value
 
@@ -123,18 +124,24 @@ def known_connection_ok(ev: dict) -> bool:
     """For ev of a shape in KNOWN_SHAPES: True when check_event would accept
     it, False when check_event must decide (and name what is wrong). The
     values its shape cannot vouch for, checked as check_event does."""
-    if ev["v"] != SCHEMA_VERSION or ev["type"] != "connection":
+    global _last_ts
+    ts = ev["ts"]
+    if ev["v"] != SCHEMA_VERSION or ev["type"] != "connection" or ts[-1:] != "Z":
         return False
     try:
-        event_seconds(ev["ts"])
-    except (ValueError, TypeError):
+        # parse_iso's own first step for the events' form (it stands for
+        # parse_iso where it succeeds), without two calls around it;
+        # remembered as event_seconds does, for the rules.
+        _last_ts = (ts, _from_iso(ts).timestamp())
+    except Exception:   # noqa: BLE001 (whatever it is, check_event says it)
         return False
-    return (0 <= ev["dport"] <= 65535 and 0 <= ev["pid"] <= 0xFFFFFFFF and 0 <= ev["uid"] <= 0xFFFFFFFF
-            and ev["family"] in _FAMILIES
+    # 0-65535 and 0-4294967295 by their bits: a negative int shifts to -1.
+    return (not ((ev["pid"] | ev["uid"]) >> 32 or ev["dport"] >> 16) and ev["family"] in _FAMILIES
             and (KNOWN_IPS.get(ev["daddr"]) or parse_ip(ev["daddr"])) is not None)
 
 
 _FAMILIES = ("ipv4", "ipv6")
+_from_iso = datetime.fromisoformat
 
 
 def _check_connection(ev: dict) -> None:
