@@ -105,6 +105,8 @@ def _types_ok(ev: dict) -> bool:
 # its values are left to check (known_connection_ok).
 KNOWN_SHAPES: set = set()
 _FLAT = {int, str, bool, type(None)}
+_FAMILIES = ("ipv4", "ipv6")
+_from_iso = datetime.fromisoformat
 
 
 def shape_of(ev: dict) -> tuple:
@@ -138,10 +140,6 @@ def known_connection_ok(ev: dict) -> bool:
     # 0-65535 and 0-4294967295 by their bits: a negative int shifts to -1.
     return (not ((ev["pid"] | ev["uid"]) >> 32 or ev["dport"] >> 16) and ev["family"] in _FAMILIES
             and (KNOWN_IPS.get(ev["daddr"]) or parse_ip(ev["daddr"])) is not None)
-
-
-_FAMILIES = ("ipv4", "ipv6")
-_from_iso = datetime.fromisoformat
 
 
 def _check_connection(ev: dict) -> None:
