@@ -169,3 +169,14 @@ def test_times_of_known_shapes_are_read_and_refused_as_parse_iso_does(monkeypatc
     assert kinds == {"value", "raised"}
     monkeypatch.delenv("TZ")
     time.tzset()
+
+
+def test_a_wrong_type_is_another_shape_refused_in_the_same_words():
+    _reset()
+    inputs.parse_line(_line(conn()))
+    for ev in (conn(pid=True), conn(dport=False), conn(uid=1.0), conn(daddr=None), dict(conn(), ts=None),
+               dict(conn(), v="1"), dict(conn(), type=None), conn(exe=0), conn(whitelisted=3)):
+        line = _line(ev)
+        assert eventcheck.shape_of(json.loads(line)) not in eventcheck.KNOWN_SHAPES
+        known = _outcome(inputs.parse_line, line)
+        assert known[0] == "raised" and known == _general(line), line
