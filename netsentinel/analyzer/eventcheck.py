@@ -5,10 +5,12 @@ one is BadLine with a one-line reason (analyzer/inputs.py reads the lines)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from ..errors import NetSentinelError
 from ..events import EVENT_TYPES, SCHEMA_VERSION
 from ..timefmt import parse_iso
-from .ipcache import parse_ip
+from .ipcache import KNOWN_IPS, parse_ip
 
 # Checked by hand rather than with jsonschema: this runs for every event and
 # must stay in the microseconds.
@@ -96,6 +98,50 @@ def _types_ok(ev: dict) -> bool:
     return ok
 
 
+# The shapes of connection events check_event accepted: their keys in order,
+# then their values' types, none a float, an object or a list (all that
+# orjson and the json module read alike, nesting nothing). Every typed field
+# of an event of a known shape is of the right type, whitelisted too: only
+# its values are left to check (known_connection_ok).
+KNOWN_SHAPES: set = set()
+_FLAT = {int, str, bool, type(None)}
+_FAMILIES = ("ipv4", "ipv6")
+_from_iso = datetime.fromisoformat
+
+
+def shape_of(ev: dict) -> tuple:
+    """A decoded object's keys in order, then the types of their values."""
+    return (*ev, *map(type, ev.values()))
+
+
+def remember_shape(ev: dict, shape: tuple) -> None:
+    """After check_event accepted ev (of that shape): a flat connection
+    event's shape is known from now on (a loader writes a few; at most MAX_SHAPES)."""
+    if (ev["type"] == "connection" and len(KNOWN_SHAPES) < MAX_SHAPES
+            and _FLAT.issuperset(shape[len(ev):])):
+        KNOWN_SHAPES.add(shape)
+
+
+def known_connection_ok(ev: dict) -> bool:
+    """For ev of a shape in KNOWN_SHAPES: True when check_event would accept
+    it, False when check_event must decide (and name what is wrong). The
+    values its shape cannot vouch for, checked as check_event does."""
+    global _last_ts
+    ts = ev["ts"]
+    if ev["v"] != SCHEMA_VERSION or ev["type"] != "connection" or ts[-1:] != "Z":
+        return False
+    try:
+        # parse_iso's own first step for the events' form (it stands for
+        # parse_iso where it succeeds), without two calls around it;
+        # remembered as event_seconds does, for the rules.
+        _last_ts = (ts, _from_iso(ts).timestamp())
+    except Exception:   # noqa: BLE001 (whatever it is, check_event says it)
+        return False
+    # 0-65535 and 0-4294967295 by their bits: a negative int shifts to -1.
+    return (not ((ev["pid"] | ev["uid"]) >> 32 or ev["dport"] >> 16) and ev["family"] in _FAMILIES
+            and (KNOWN_IPS.get(ev["daddr"]) or parse_ip(ev["daddr"])) is not None)
+
+
 def _check_connection(ev: dict) -> None:
     # `type(v) is t`: JSON gives exact types, and a bool is then not an int.
     if _types_ok(ev):
@@ -115,7 +161,7 @@ def _check_connection(ev: dict) -> None:
 def _check_values(ev: dict) -> None:
     if not 0 <= ev["dport"] <= 65535:
         raise BadLine(f"connection event: dport {ev['dport']} outside 0-65535")
-    if ev["family"] not in ("ipv4", "ipv6"):
+    if ev["family"] not in _FAMILIES:
         raise BadLine(f"connection event: family {_show(ev['family'])}")
     for k in ("pid", "uid"):
         if not 0 <= ev[k] < 1 << 32:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import io
 import json
 import time
+from itertools import repeat
+from operator import add
 from typing import IO, Callable, Iterator
 
 import orjson
 
 from ..events import scrub_value
 from ..jsonsafe import finite_float, refuse_constant
-from .eventcheck import BadLine, check_event
+from .eventcheck import (KNOWN_SHAPES, BadLine, check_event, known_connection_ok, remember_shape,
+                         shape_of)
 
 MAX_LINE = 64 * 1024   # a connection event with a 4 KiB cmdline and its base64 is ~12 KiB
 MAX_DEPTH = 8          # the loader's deepest event (rule) nests 3
@@ -93,8 +96,11 @@ def _read_blocks(read1: Callable[[int], bytes], max_bytes: int) -> Iterator[list
                 block.append(line if len(line) <= max_bytes + 1 else len(line))
         last = chunk.rfind(b"\n")
         if last >= start:
-            block += [piece + b"\n" if len(piece) <= max_bytes else len(piece) + 1
-                      for piece in chunk[start:last].split(b"\n")]
+            pieces = chunk[start:last].split(b"\n")
+            if last - start <= max_bytes:   # no line over the cap: each its newline back, in C
+                block += map(add, pieces, repeat(b"\n"))
+            else:
+                block += [piece + b"\n" if len(piece) <= max_bytes else len(piece) + 1 for piece in pieces]
             start = last + 1
         pending = chunk[start:]
         if len(pending) > max_bytes:
@@ -183,13 +189,18 @@ def _fast(line: bytes) -> tuple:
     surrogates, control characters in strings), and some of what it
     accepts: every refusal takes the json module's path, whose refusal (or
     reading) and its words then stand. About half the cost of a line
-    (tests/test_inputs_fast.py compares both paths)."""
+    (tests/test_inputs_fast.py compares both paths; parse_line inlines this)."""
     try:
         ev = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None, False
     if _plain(ev):
         return ev, True
+    return _unplain(line, ev)
+
+
+def _unplain(line: bytes, ev) -> tuple:
+    """_fast's answer for orjson's reading ev of line, not _plain."""
     if _LONG_DIGITS in line.translate(_DIGITS_ONLY):
         return None, False
     return ev, False
@@ -197,8 +208,28 @@ def _fast(line: bytes) -> tuple:
 
 def parse_line(line: bytes | str, *, fast: bool = True) -> dict:
     """The event of one line, or BadLine with why. fast=False: the json
-    module only (tests compare both paths)."""
-    ev, plain = _fast(line) if fast and isinstance(line, bytes) else (None, False)
+    module only (tests compare both paths). A connection event of a shape
+    eventcheck knows has only its values checked (most lines)."""
+    if not (fast and isinstance(line, bytes)):
+        return _checked(line, None, False)
+    try:
+        ev = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return _checked(line, None, False)
+    if type(ev) is not dict:
+        return _checked(line, *_unplain(line, ev))
+    shape = (*ev, *map(type, ev.values()))   # eventcheck.shape_of, inline (every line)
+    if shape in KNOWN_SHAPES and known_connection_ok(ev):
+        return ev
+    if not _NOT_PLAIN.isdisjoint(shape[len(ev):]):
+        return _checked(line, *_unplain(line, ev))
+    check_event(ev)
+    remember_shape(ev, shape)
+    return ev
+
+
+def _checked(line: bytes | str, ev, plain: bool) -> dict:
+    """parse_line's general path, from _fast's answer (ev None: the json module's reading)."""
     if ev is None:
         ev = _read_slow(line)
     elif not plain and _too_deep(ev, line, MAX_DEPTH):
