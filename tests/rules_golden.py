@@ -126,11 +126,13 @@ def run_stream(cfg_name: str, events: list[dict]) -> list[dict]:
     from netsentinel.analyzer.rules import DEFAULT_RULES_PATH, RuleEngine
     from netsentinel.llm.config import validate_llm_config
     from netsentinel.whitelist import Whitelist
-    engine, cfg, wl = RuleEngine(DEFAULT_RULES_PATH), validate_llm_config(CONFIGS[cfg_name]), \
-        Whitelist(WHITELIST)
+    engine, cfg = RuleEngine(DEFAULT_RULES_PATH), validate_llm_config(CONFIGS[cfg_name])
+    # none, one with networks, two without (decided by port and process alone)
+    wls = [None, Whitelist(WHITELIST), Whitelist(dict(WHITELIST, trusted_ips=[])),
+           Whitelist({"trusted_processes": ["nc", "app7"], "trusted_ports": [23]})]
     rows = []
     for i, ev in enumerate(events):
-        rec = outcome_record(engine.evaluate(ev, cfg, wl if i % 2 else None))
+        rec = outcome_record(engine.evaluate(ev, cfg, wls[i % 4]))
         rec["history"] = engine.history.recent(ev.get("pid"))
         rows.append(rec)
     rows.append({"memory": engine.memory()})

@@ -30,6 +30,7 @@ from .addrlist import AddressList
 from .ipcache import parse_ip
 from .reasons import TEMPLATE_FIELDS, template
 from .scan import DistinctWindow, at_least, group_value, who
+from .verdict import Verdict
 
 KINDS = ("whitelist", "match", "scan")
 CONDITIONS = ("dport_in", "process_in", "exe_prefix", "exe_suffix", "cmdline_regex",
@@ -126,6 +127,15 @@ class Rule:
         if self.kind == "match" and not self.when:
             raise RuleFileError(f"{where}: a match rule needs at least one condition in when")
         self._compile_when(where, base_dir, extra_lists, warn)
+        # Every condition on what ruleindex keys by: the key decides the rule.
+        self.key_decided = self.kind == "match" and all(
+            c is None for c in (self.cmdline_re, self.uids, self.signals, self.nets, self.lists))
+        # A verdict of this rule but its reason, rule ids and asked reason
+        # (rules._verdict copies it: cheaper than Verdict's __init__ per event).
+        self.verdict_base = vars(Verdict(level=self.level, category=self.category,
+                                         confidence=self.confidence, reason="",
+                                         recommended_action=self.recommended_action,
+                                         verdict_source="rules", rule_level=self.level))
         if self.kind == "scan":
             self.measure = raw.get("measure")
             if self.measure not in ("ports", "hosts"):
@@ -135,7 +145,7 @@ class Rule:
                     isinstance(g, list) and g and all(f in GROUP_FIELDS for f in g) for g in groups):
                 raise RuleFileError(f"{where}: group_by must be a list of field lists from "
                                     f"{', '.join(GROUP_FIELDS)}")
-            self.group_by = [tuple(g) for g in groups]
+            self.group_by = tuple(tuple(g) for g in groups)
             self.ignore_ports = set(_ports(raw.get("ignore_ports", []), where))
             # (window, its length setting, its threshold setting) short then long.
             thr = "port" if self.measure == "ports" else "host"
@@ -200,6 +210,10 @@ class Rule:
             return None
         return self.match_rest(ev, have)
 
+    def key_fields(self, dport) -> dict:
+        """The template fields a key-decided rule gives (ruleindex keeps them)."""
+        return {"port_label": self.ports[dport] or f"port {dport}"} if self.ports is not None else {}
+
     def match_rest(self, ev: dict, have: dict) -> dict | None:
         """match() for an event may_match() already passed (ruleindex
         picked the rule for it); have: its signals ({} for none)."""
@@ -231,9 +245,25 @@ class Rule:
                 return None
         return fields
 
-    def scan(self, ev: dict, t: float, cfg: dict) -> tuple[dict, tuple] | None:
+    def groups_of(self, ev: dict) -> list[tuple]:
+        """The event's groups, (fields, values) for each of group_by that
+        says something (scan rules with the same group_by share them)."""
+        out = []
+        get = ev.get
+        for fields in self.group_by:
+            # exe has a stand-in (group_value); the other fields are the event's own
+            values = tuple(group_value(ev, f) for f in fields) if "exe" in fields \
+                else tuple(map(get, fields))
+            if None not in values:   # (JSON values: none equals None but None)
+                out.append((fields, values))
+            # else e.g. saddr is null in kprobe mode: that grouping says nothing
+        return out
+
+    def scan(self, ev: dict, t: float, cfg: dict, groups: list | None = None
+             ) -> tuple[dict, tuple] | None:
         """(template fields, (group fields, values, sample)) when a group
-        crossed a threshold: the first group of group_by, short window first."""
+        crossed a threshold: the first group of group_by, short window first.
+        groups: groups_of(ev), when the caller made them already."""
         if self.measure == "ports":
             sub, value = ev["daddr"], ev["dport"]
         else:
@@ -241,14 +271,8 @@ class Rule:
                 return None
             sub, value = None, ev["daddr"]
         best = None
-        get = ev.get
-        for fields in self.group_by:
-            # exe has a stand-in (group_value); the other fields are the event's own
-            values = tuple(group_value(ev, f) for f in fields) if "exe" in fields \
-                else tuple(map(get, fields))
-            if None in values:   # (JSON values: none equals None but None)
-                continue  # e.g. saddr is null in kprobe mode: that grouping says nothing
-            group = (fields, values)
+        for group in self.groups_of(ev) if groups is None else groups:
+            fields, values = group
             for win, window_key, threshold_key in self.windows:
                 window, threshold = cfg[window_key], cfg[threshold_key]
                 n = win.observe(group, t, sub, value, window)

@@ -20,11 +20,12 @@ from ..paths import PROJECT_ROOT
 from .eventcheck import event_seconds
 from .keys import process_key
 from .reasons import render
-from .rule import ASKED, Rule, RuleFileError, signals_of
-from .ruleindex import RuleIndex
+from .rule import ASKED, Rule, RuleFileError
+from .ruleindex import DECIDED, MAX_INDEXED, MAX_INDEXED_TEXT, REST, WHITELIST, RuleIndex
 from .scan import Baselines, ProcessHistory, sweep_target
 from .verdict import Verdict
 
+_new = object.__new__
 DEFAULT_RULES_PATH = PROJECT_ROOT / "rules" / "default_rules.json"
 
 
@@ -69,6 +70,11 @@ class RuleEngine:
         self.history = ProcessHistory()
         self.baselines = Baselines()
         self.index = RuleIndex(self.rules)   # which connection rules may match an event
+        shared: dict = {}   # scan rules grouping alike share their groups per event
+        for r in self.rules:
+            if r.kind == "scan":
+                r.group_by = shared.setdefault(r.group_by, r.group_by)
+        self._wl_of, self._wl_why = None, {}   # whitelist decisions by key (_whitelisted)
 
     def memory(self) -> dict:
         """What the bounded detectors hold and have forgotten (for the status)."""
@@ -96,18 +102,22 @@ class RuleEngine:
         """Judge one connection event (and remember it for scan windows and history)."""
         t = _event_time(ev)
         matches: list[tuple[Rule, dict]] = []
-        target, scans, have = ev["daddr"], None, signals_of(ev)
-        for rule in self.index.candidates(ev, have):
-            kind = rule.kind
-            if kind == "match":   # most rules
+        have = ev.get("signals")   # signals_of, without a call
+        if not isinstance(have, dict):
+            have = {}
+        target, scans, shared = ev["daddr"], None, None
+        for rule, code, fields in self.index.steps(ev, have):
+            if code is DECIDED:   # most rules: the index's key decided it
+                matches.append((rule, fields))
+                continue
+            if code is REST:
                 fields = rule.match_rest(ev, have)   # the index checked may_match
                 if fields is not None:
                     matches.append((rule, fields))
                 continue
-            if kind == "whitelist":
-                why = ev.get("whitelisted") or (whitelist.match(
-                    daddr=ev["daddr"], dport=ev["dport"], comm=ev.get("comm"), exe=ev.get("exe"))
-                    if whitelist is not None else None)
+            if code is WHITELIST:
+                why = ev.get("whitelisted") or (self._whitelisted(whitelist, ev)
+                                                if whitelist is not None else None)
                 if why:
                     v = _verdict(rule, ev, {"why": why}, [rule.id])
                     return RuleOutcome(v, True, True, None, None)
@@ -115,7 +125,11 @@ class RuleEngine:
             # a scan rule
             if scans is None:
                 scans = self._scans_apply(ev, t, cfg)
-            hit = rule.scan(ev, t, cfg) if scans else None
+            if not scans:
+                continue
+            if shared is None or shared[0] is not rule.group_by:   # the event's groups, once
+                shared = (rule.group_by, rule.groups_of(ev))
+            hit = rule.scan(ev, t, cfg, shared[1])
             if hit is None:
                 continue
             fields, group = hit
@@ -140,14 +154,39 @@ class RuleEngine:
             return RuleOutcome(v, settled, False, swept_net, process_key(ev), swept)
         return RuleOutcome(v, settled, False, target, process_key(ev))
 
+    def _whitelisted(self, whitelist, ev: dict) -> str | None:
+        """whitelist.match for the event. With no trusted networks it is
+        decided by port, comm and exe alone: remembered per those (and
+        whitelist: a reload is a new object)."""
+        key = (ev["dport"], ev.get("comm"), ev.get("exe"))
+        if whitelist.networks:
+            return whitelist.match(daddr=ev["daddr"], dport=key[0], comm=key[1], exe=key[2])
+        if whitelist is not self._wl_of:
+            self._wl_of, self._wl_why = whitelist, {}
+        why = self._wl_why.get(key, _UNKNOWN)
+        if why is _UNKNOWN:
+            why = whitelist.match(daddr=ev["daddr"], dport=key[0], comm=key[1], exe=key[2])
+            if len(key[1] or "") + len(key[2] or "") <= MAX_INDEXED_TEXT:
+                if len(self._wl_why) >= MAX_INDEXED:
+                    self._wl_why.clear()
+                self._wl_why[key] = why
+        return why
+
+
+_UNKNOWN = object()
+
 
 def _verdict(rule: Rule, ev: dict, fields: dict, rule_ids: list) -> Verdict:
-    reason = render(rule.template, ev, fields)
+    # Verdict's fields from the rule's verdict_base, not through its __init__ (per event).
     asked = fields.get(ASKED)
-    return Verdict(level=rule.level, category=rule.category, confidence=rule.confidence,
-                   reason=reason, recommended_action=rule.recommended_action,
-                   verdict_source="rules", rule_ids=rule_ids, rule_level=rule.level,
-                   asked_reason=None if asked is None else render(rule.template, ev, {**fields, **asked}))
+    d = rule.verdict_base.copy()
+    d["reason"] = render(rule.template, ev, fields)
+    d["rule_ids"] = rule_ids
+    if asked is not None:
+        d["asked_reason"] = render(rule.template, ev, {**fields, **asked})
+    v = _new(Verdict)
+    v.__dict__ = d
+    return v
 
 
 def _event_time(ev: dict) -> float:
