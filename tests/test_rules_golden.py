@@ -12,6 +12,7 @@ import json
 import pytest
 
 import rules_golden as g
+from netsentinel.analyzer.reasons import _EVENT_FIELDS, _event_value, render, template
 
 
 @pytest.fixture(scope="module")
@@ -29,3 +30,37 @@ def test_every_outcome_is_the_recorded_one(recorded, stream):
     for i, (ev, row) in enumerate(zip(events, rows)):
         assert g.digest(row) == want[i], f"event {i} of {stream}: {json.dumps(ev)} -> {json.dumps(row)}"
     assert rows[-1] == want[-1]   # what the bounded detectors hold and forgot
+
+
+def _joined(reason: str, ev: dict, fields: dict) -> str:
+    """render() as it was: the pieces joined, str() of each value."""
+    parts, rest = template(reason)[:2]
+    out = []
+    for text, name in parts:
+        v = fields[name] if name in fields else ev.get(name) if name in _EVENT_FIELDS \
+            else _event_value(ev, name)
+        out += (text, str(v))
+    return "".join(out + [rest])
+
+
+@pytest.mark.parametrize("reason", ["{comm} -> {daddr}:{dport}", "no fields", "", "{{comm}} {x}",
+                                    "}{ {} {port_label}{socket}{why}", "{exe}{{{pid}}}}", "é{comm}ü"])
+def test_render_is_the_pieces_joined(reason):
+    evs = [{"comm": "nc", "daddr": "10.0.0.1", "dport": 23, "pid": 7, "exe": None},
+           {"comm": "{daddr}", "dport": True, "family": "ipv4", "sock_type": 3, "pid": 2 ** 70},
+           {"comm": ["x"], "exe": {"a": 1}, "dport": 1.5}]
+    for ev in evs:
+        for fields in ({}, {"why": "ip 1.2.3.4", "comm": None}, {"port_label": "", "x": 0.1}):
+            assert render(template(reason), ev, fields) == _joined(reason, ev, fields)
+
+
+def test_command_lines_remembered_stay_bounded_and_say_what_the_regex_says():
+    from netsentinel.analyzer.rule import MAX_CMDLINE_TEXT, MAX_CMDLINES
+    from netsentinel.analyzer.rules import DEFAULT_RULES_PATH, RuleEngine
+    rule = next(r for r in RuleEngine(DEFAULT_RULES_PATH).rules if r.cmdline_re is not None)
+    texts = [f"xmrig -o stratum+tcp://p{i}:3333" if i % 3 == 0 else f"app --n {i}"
+             for i in range(MAX_CMDLINES + 50)] + ["a" * (MAX_CMDLINE_TEXT + 1) + " --randomx"]
+    for text in texts + texts[:100]:
+        assert rule._cmdline_hit(text) == (rule.cmdline_re.search(text) is not None), text
+        assert len(rule._cmdline_hits) <= MAX_CMDLINES
+    assert texts[-1] not in rule._cmdline_hits   # too long to keep: searched each time

@@ -41,6 +41,7 @@ DESTINATION_CONDITIONS = {"dport_in", "daddr_in", "daddr_in_lists"}
 GROUP_FIELDS = ("pid", "ppid", "sid", "exe", "comm", "uid", "saddr")
 # A scan's template fields as the LLM is shown them (no pids, no exact count).
 ASKED = "asked"
+MAX_CMDLINES, MAX_CMDLINE_TEXT = 4096, 1024   # command lines a cmdline_regex remembers
 RULE_KEYS = {"id", "kind", "description", "level", "category", "confidence", "reason",
              "recommended_action", "settles", "when", "measure", "group_by", "ignore_ports", "on"}
 
@@ -164,7 +165,7 @@ class Rule:
         self.procs = {p.lower() for p in _strings(w["process_in"], where)} if "process_in" in w else None
         self.exe_prefix = tuple(_strings(w["exe_prefix"], where)) if "exe_prefix" in w else None
         self.exe_suffix = tuple(_strings(w["exe_suffix"], where)) if "exe_suffix" in w else None
-        self.cmdline_re = None
+        self.cmdline_re, self._cmdline_hits = None, {}
         if "cmdline_regex" in w:
             try:
                 self.cmdline_re = re.compile(w["cmdline_regex"], re.I)
@@ -220,7 +221,7 @@ class Rule:
         fields: dict = {}
         if self.ports is not None:
             fields["port_label"] = self.ports[ev["dport"]] or f"port {ev['dport']}"
-        if self.cmdline_re is not None and not self.cmdline_re.search(ev.get("cmdline") or ""):
+        if self.cmdline_re is not None and not self._cmdline_hit(ev.get("cmdline") or ""):
             return None
         if self.uids is not None and ev.get("uid") not in self.uids:
             return None
@@ -258,6 +259,18 @@ class Rule:
                 out.append((fields, values))
             # else e.g. saddr is null in kprobe mode: that grouping says nothing
         return out
+
+    def _cmdline_hit(self, cmdline: str) -> bool:
+        """cmdline_regex on a command line, remembered per text: a process's
+        events repeat it, and a search costs more the longer it is."""
+        hit = self._cmdline_hits.get(cmdline)
+        if hit is None:
+            hit = self.cmdline_re.search(cmdline) is not None
+            if len(cmdline) <= MAX_CMDLINE_TEXT:   # bounded memory
+                if len(self._cmdline_hits) >= MAX_CMDLINES:
+                    self._cmdline_hits.clear()
+                self._cmdline_hits[cmdline] = hit
+        return hit
 
     def scan(self, ev: dict, t: float, cfg: dict, groups: list | None = None
              ) -> tuple[dict, tuple] | None:

@@ -154,12 +154,19 @@ class DistinctWindow:
             self._groups.move_to_end(group)
         seen, per_sub = g
         key = (sub, value)
-        if key in seen:
-            seen.move_to_end(key)
-        else:
+        # Refreshed by pop and re-insert (two operations: a test, a move
+        # and a store were three); a sighting time is never None.
+        if seen.pop(key, None) is None:
             per_sub[sub] = per_sub.get(sub, 0) + 1
         seen[key] = t
         horizon = t - window
+        # Most sightings forget nothing: the oldest is in the window.
+        if len(seen) > self.max_values or next(iter(seen.values())) < horizon:
+            self._forget(seen, per_sub, horizon)
+        return per_sub.get(sub, 0)
+
+    def _forget(self, seen, per_sub: dict, horizon: float) -> None:
+        """Forget the oldest pairs while out of the window or over max_values."""
         while seen:
             (old_sub, _), old_t = next(iter(seen.items()))
             full = len(seen) > self.max_values
@@ -172,7 +179,6 @@ class DistinctWindow:
                 per_sub[old_sub] = n
             else:
                 del per_sub[old_sub]
-        return per_sub.get(sub, 0)
 
     def sample(self, group: tuple, sub, n: int = 12) -> list:
         """`sub`'s n newest values in the window, sorted (for reason texts)."""
