@@ -284,19 +284,27 @@ class Rule:
                 return None
             sub, value = None, ev["daddr"]
         best = None
+        (short, short_w, short_n), (long_, long_w, long_n) = self.windows
+        short_w, short_n, long_w, long_n = cfg[short_w], cfg[short_n], cfg[long_w], cfg[long_n]
         for group in self.groups_of(ev) if groups is None else groups:
-            fields, values = group
-            for win, window_key, threshold_key in self.windows:
-                window, threshold = cfg[window_key], cfg[threshold_key]
-                n = win.observe(group, t, sub, value, window)
-                if n >= threshold and best is None:
-                    sample = win.sample(group, sub, TARGET_SAMPLE)
-                    best = ({"distinct": n, "window": f"{window:g}", "threshold": threshold,
-                             "sample": ", ".join(map(str, sample[:12])), "host": ev["daddr"],
-                             "who": who(fields, ev), ASKED: {"who": who(fields, ev, pids=False),
-                                                             "distinct": at_least(n, threshold)}},
-                            (fields, values, tuple(sample)))
+            n = short.observe(group, t, sub, value, short_w)
+            if n >= short_n and best is None:
+                best = _scan_hit(ev, group, short, sub, n, short_w, short_n)
+            n = long_.observe(group, t, sub, value, long_w)
+            if n >= long_n and best is None:
+                best = _scan_hit(ev, group, long_, sub, n, long_w, long_n)
         return best
+
+
+def _scan_hit(ev: dict, group: tuple, win, sub, n: int, window, threshold) -> tuple[dict, tuple]:
+    """Rule.scan's answer for a group past a window's threshold."""
+    fields, values = group
+    sample = win.sample(group, sub, TARGET_SAMPLE)
+    return ({"distinct": n, "window": f"{window:g}", "threshold": threshold,
+             "sample": ", ".join(map(str, sample[:12])), "host": ev["daddr"],
+             "who": who(fields, ev), ASKED: {"who": who(fields, ev, pids=False),
+                                             "distinct": at_least(n, threshold)}},
+            (fields, values, tuple(sample)))
 
 
 def signals_of(ev: dict) -> dict:

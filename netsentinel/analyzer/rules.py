@@ -75,6 +75,7 @@ class RuleEngine:
             if r.kind == "scan":
                 r.group_by = shared.setdefault(r.group_by, r.group_by)
         self._wl_of, self._wl_why = None, {}   # whitelist decisions by key (_whitelisted)
+        self._allowed_of, self._allowed = None, frozenset()   # scan_allowed_exes (_scans_apply)
 
     def memory(self) -> dict:
         """What the bounded detectors hold and have forgotten (for the status)."""
@@ -91,8 +92,12 @@ class RuleEngine:
         """Do the scan rules count this connection? Not for an allowed
         executable, nor for a destination in its executable's baseline."""
         exe = ev.get("exe")
-        if exe and exe in cfg["scan_allowed_exes"]:
-            return False
+        if exe:
+            allowed = cfg["scan_allowed_exes"]
+            if allowed is not self._allowed_of:   # as a set, once per settings
+                self._allowed_of, self._allowed = allowed, frozenset(allowed)
+            if exe in self._allowed:
+                return False
         # By comm, which the kernel always gives (exe is unknown for a
         # process gone before /proc was read).
         ident = (ev.get("uid"), ev.get("comm"))
@@ -100,7 +105,10 @@ class RuleEngine:
 
     def evaluate(self, ev: dict, cfg: dict, whitelist=None) -> RuleOutcome:
         """Judge one connection event (and remember it for scan windows and history)."""
-        t = _event_time(ev)
+        try:   # _event_time, without a call
+            t = event_seconds(ev.get("ts")) or time.time()
+        except (ValueError, TypeError):
+            t = time.time()
         matches: list[tuple[Rule, dict]] = []
         have = ev.get("signals")   # signals_of, without a call
         if not isinstance(have, dict):
@@ -140,15 +148,18 @@ class RuleEngine:
         if not matches:
             return RuleOutcome(_verdict(self.default, ev, {}, []), self.default.settles, False,
                                target, process_key(ev))
-        if len(matches) == 1:   # most verdicts: one rule matched
-            rule, fields = matches[0]
-            settled = rule.settles
-        else:
-            top = max(r.rank for r, _ in matches)
-            at_top = [(r, f) for r, f in matches if r.rank == top]
-            # A scan names the threat (one scan is one threat) over a rule that also matched.
-            rule, fields = min(at_top, key=lambda rf: rf[0].kind != "scan")
-            settled = any(r.settles for r, _ in at_top)
+        rule, fields = matches[0]
+        settled = rule.settles
+        if len(matches) > 1:   # the highest level; settled when a rule at it settles
+            named = rule.kind == "scan"
+            for r, f in matches:
+                if r.rank > rule.rank:
+                    rule, fields, settled, named = r, f, r.settles, r.kind == "scan"
+                elif r.rank == rule.rank:
+                    settled = settled or r.settles
+                    # A scan names the threat (one scan is one threat) over a rule that also matched.
+                    if not named and r.kind == "scan":
+                        rule, fields, named = r, f, True
         v = _verdict(rule, ev, fields, [rule.id] if len(matches) == 1 else [r.id for r, _ in matches])
         if rule.kind == "scan" and rule.measure == "hosts":
             return RuleOutcome(v, settled, False, swept_net, process_key(ev), swept)
