@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..addresses import AddressError, canonical, parse_target
-from ..errors import NetSentinelError
 from ..levels import LEVELS, rank
 from ..sightings import TARGET_SAMPLE
 from .addrlist import AddressList
 from .ipcache import parse_ip
 from .reasons import TEMPLATE_FIELDS, template
+from .ruleparse import RuleFileError, ports as _ports, strings as _strings
 from .scan import DistinctWindow, at_least, group_value, who
 from .verdict import Verdict
 
@@ -44,37 +44,6 @@ ASKED = "asked"
 MAX_CMDLINES, MAX_CMDLINE_TEXT = 4096, 1024   # command lines a cmdline_regex remembers
 RULE_KEYS = {"id", "kind", "description", "level", "category", "confidence", "reason",
              "recommended_action", "settles", "when", "measure", "group_by", "ignore_ports", "on"}
-
-
-class RuleFileError(NetSentinelError, ValueError):
-    """The rules file is unusable; str() is one line naming the file and rule."""
-
-
-def _ports(spec: Any, where: str) -> dict[int, str]:
-    """{"23": "Telnet", "6881-6889": "BitTorrent"} or [23, "6881-6889"] -> {port: label}."""
-    items = spec.items() if isinstance(spec, dict) else ((p, "") for p in spec) \
-        if isinstance(spec, list) else None
-    if items is None:
-        raise RuleFileError(f"{where}: ports must be a list or an object of port: label")
-    out: dict[int, str] = {}
-    for key, label in items:
-        text = str(key)
-        try:
-            lo, _, hi = text.partition("-")
-            lo_i, hi_i = int(lo), int(hi or lo)
-        except ValueError:
-            raise RuleFileError(f"{where}: {text!r} is not a port or a range like 6881-6889") from None
-        if not 0 <= lo_i <= hi_i <= 65535:
-            raise RuleFileError(f"{where}: port range {text!r} is outside 0-65535")
-        for p in range(lo_i, hi_i + 1):
-            out[p] = str(label or "")
-    return out
-
-
-def _strings(spec: Any, where: str) -> list[str]:
-    if not isinstance(spec, list) or not all(isinstance(x, str) and x for x in spec):
-        raise RuleFileError(f"{where}: expected a list of strings")
-    return spec
 
 
 class Rule:

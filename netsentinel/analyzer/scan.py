@@ -144,14 +144,15 @@ class DistinctWindow:
     def observe(self, group: tuple, t: float, sub, value, window: float) -> int:
         """Record one sighting; how many distinct values `sub` has in the window."""
         # lru_slot inlined: this runs for every event, per group and window.
-        g = self._groups.get(group)
+        groups = self._groups
+        g = groups.get(group)
         if g is None:
-            g = self._groups[group] = (OrderedDict(), {})
-            if len(self._groups) > self.max_groups:
-                self._groups.popitem(last=False)
+            g = groups[group] = (OrderedDict(), {})
+            if len(groups) > self.max_groups:
+                groups.popitem(last=False)
                 self.evicted += 1
         else:
-            self._groups.move_to_end(group)
+            groups.move_to_end(group)
         seen, per_sub = g
         key = (sub, value)
         # Refreshed by pop and re-insert (two operations: a test, a move
@@ -223,14 +224,15 @@ class Baselines:
 
     def known(self, ident: tuple, dest: tuple, t: float) -> bool:
         """Record a sighting; True when dest is (now) part of ident's baseline."""
-        d = self._by_ident.get(ident)   # lru_slot inlined: every connection passes here
+        by_ident = self._by_ident
+        d = by_ident.get(ident)   # lru_slot inlined: every connection passes here
         if d is None:
-            d = self._by_ident[ident] = OrderedDict()
-            if len(self._by_ident) > self.max_identities:
-                self._by_ident.popitem(last=False)
+            d = by_ident[ident] = OrderedDict()
+            if len(by_ident) > self.max_identities:
+                by_ident.popitem(last=False)
                 self.evicted += 1
         else:
-            self._by_ident.move_to_end(ident)
+            by_ident.move_to_end(ident)
         entry = d.get(dest)
         if entry is None:
             d[dest] = [t, False]
