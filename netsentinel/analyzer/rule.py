@@ -29,7 +29,8 @@ from .addrlist import AddressList
 from .ipcache import parse_ip
 from .reasons import TEMPLATE_FIELDS, template
 from .ruleparse import RuleFileError, ports as _ports, strings as _strings
-from .scan import DistinctWindow, at_least, group_value, who
+from .scan import DistinctWindow
+from .scannames import at_least, group_value, who
 from .verdict import Verdict
 
 KINDS = ("whitelist", "match", "scan")

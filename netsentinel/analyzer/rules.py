@@ -22,7 +22,8 @@ from .keys import process_key
 from .reasons import render
 from .rule import ASKED, Rule, RuleFileError
 from .ruleindex import DECIDED, MAX_INDEXED, MAX_INDEXED_TEXT, REST, WHITELIST, RuleIndex
-from .scan import Baselines, ProcessHistory, sweep_target
+from .scan import Baselines, ProcessHistory
+from .scannames import sweep_target
 from .verdict import Verdict
 
 _new = object.__new__
