@@ -14,8 +14,6 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-_NO_FLOOR = float("-inf")   # DistinctWindow: a group whose times came out of order
-
 
 def lru_slot(table: OrderedDict, key, make: Callable[[], Any], limit: int) -> tuple[Any, bool]:
     """table[key], made by make() when missing, now the most recently used;
@@ -132,7 +130,7 @@ class DistinctWindow:
     def __init__(self, max_groups: int = 1024, max_values: int = 1024):
         self.max_groups = max_groups
         self.max_values = max_values
-        self._groups: OrderedDict = OrderedDict()   # group -> [OrderedDict (sub, value) -> t, {sub: n}, ...]
+        self._groups: OrderedDict = OrderedDict()   # group -> (OrderedDict (sub, value) -> t, {sub: n})
         self.evicted = 0
         self.values_evicted = 0
 
@@ -145,41 +143,31 @@ class DistinctWindow:
         groups = self._groups
         g = groups.get(group)
         if g is None:
-            # [pairs -> last seen, {sub: n}, floor, latest time]: floor is at
-            # most the oldest pair's time, so a sighting whose window starts
-            # at or before it forgets nothing without looking (-inf once
-            # times came out of order: then the oldest is looked at each time).
-            g = groups[group] = [OrderedDict(), {}, t, t]
+            g = groups[group] = (OrderedDict(), {})
             if len(groups) > self.max_groups:
                 groups.popitem(last=False)
                 self.evicted += 1
         else:
             groups.move_to_end(group)
-        seen, per_sub, floor, latest = g
+        seen, per_sub = g
         key = (sub, value)
-        if key in seen:
-            seen.move_to_end(key)
-        else:
+        # Refreshed by pop and re-insert (two operations: a test, a move
+        # and a store were three); a sighting time is never None.
+        if seen.pop(key, None) is None:
             per_sub[sub] = per_sub.get(sub, 0) + 1
         seen[key] = t
-        if t >= latest:
-            g[3] = t
-        else:
-            g[2] = floor = _NO_FLOOR
         horizon = t - window
-        if floor < horizon or len(seen) > self.max_values:
-            self._forget(g, horizon)
+        # Most sightings forget nothing: the oldest is in the window.
+        if len(seen) > self.max_values or next(iter(seen.values())) < horizon:
+            self._forget(seen, per_sub, horizon)
         return per_sub.get(sub, 0)
 
-    def _forget(self, g: list, horizon: float) -> None:
+    def _forget(self, seen, per_sub: dict, horizon: float) -> None:
         """Forget the oldest pairs while out of the window or over max_values."""
-        seen, per_sub = g[0], g[1]
         while seen:
             (old_sub, _), old_t = next(iter(seen.items()))
             full = len(seen) > self.max_values
             if old_t >= horizon and not full:
-                if g[2] != _NO_FLOOR:   # in time order: the oldest pair is the earliest
-                    g[2] = old_t
                 break
             seen.popitem(last=False)
             self.values_evicted += full
