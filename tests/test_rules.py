@@ -14,6 +14,7 @@ import pytest
 
 from netsentinel.analyzer.behaviour import judge_raw_socket
 from netsentinel.analyzer.rule import signals_of
+from netsentinel.analyzer.ruleindex import DECIDED
 from netsentinel.analyzer.rules import DEFAULT_RULES_PATH, RuleEngine, RuleFileError
 from netsentinel.llm.config import validate_llm_config
 from netsentinel.whitelist import Whitelist
@@ -73,20 +74,25 @@ def test_rule_samples(sample, case):
 
 def test_index_and_match_rest_agree_with_match():
     """evaluate() runs only the rules the index picked, with match_rest()
-    (the index checked may_match): every sample event of every rule gets
-    the same fields from that as from the whole match()."""
+    (the index checked may_match) or the fields the index kept for a rule
+    its key decides: every sample event of every rule gets the same fields
+    from that as from the whole match()."""
     engine = RuleEngine(DEFAULT_RULES_PATH)
     checked = 0
     for sample, case in (p.values for p in load_cases()):
         for ev in events_of(case):
             if ev["type"] != "connection":
                 continue
-            picked = engine.index.candidates(ev)
             have = signals_of(ev)
+            steps = {rule: (code, fields) for rule, code, fields in engine.index.steps(ev, have)}
+            picked = engine.index.candidates(ev)
+            assert list(picked) == list(steps)
             for rule in engine.index.rules:
                 fast = rule.match_rest(ev, have) if rule in picked else None
                 if rule.kind == "match":
                     assert fast == rule.match(ev), (sample["rule"], case["name"], rule.id)
+                    if rule in steps and steps[rule][0] == DECIDED:   # the key's fields
+                        assert steps[rule][1] == fast, (sample["rule"], case["name"], rule.id)
                 else:  # whitelist and scan rules: picked exactly when may_match holds
                     assert (rule in picked) == rule.may_match(
                         ev["dport"], bool(have), ev.get("comm"), ev.get("exe")), rule.id

@@ -13,13 +13,19 @@ _EVENT_FIELDS = frozenset(("comm", "exe", "daddr", "dport", "pid"))
 _NONE = object()   # no such field (a field may hold None)
 
 
-def template(reason: str) -> tuple[tuple, str]:
-    """((text before, field name), ...) and the text after the last field."""
+def template(reason: str) -> tuple[tuple, str, str, tuple]:
+    """((text before, field name), ...), the text after the last field, and
+    the reason as a format string of positional fields with its names."""
     parts, pos = [], 0
     for m in _FIELD.finditer(reason):
         parts.append((reason[pos:m.start()], m.group(1)))
         pos = m.end()
-    return tuple(parts), reason[pos:]
+    rest = reason[pos:]
+
+    def literal(text: str) -> str:
+        return text.replace("{", "{{").replace("}", "}}")
+    fmt = "".join(literal(text) + "{}" for text, _ in parts) + literal(rest)
+    return tuple(parts), rest, fmt, tuple(name for _, name in parts)
 
 
 def _event_value(ev: dict, name: str):
@@ -33,16 +39,17 @@ def _event_value(ev: dict, name: str):
     return "?"
 
 
-def render(tpl: tuple[tuple, str], ev: dict, fields: dict) -> str:
-    """The reason for one verdict: fields (what the rule measured) over the event's own."""
-    parts, rest = tpl
-    if not parts:
+def render(tpl: tuple, ev: dict, fields: dict) -> str:
+    """The reason for one verdict: fields (what the rule measured) over the
+    event's own. (str.format of a value with no spec is its str().)"""
+    _, rest, fmt, names = tpl
+    if not names:
         return rest
-    out = []
-    for text, name in parts:
-        v = fields.get(name, _NONE)
+    values = []
+    get = fields.get
+    for name in names:
+        v = get(name, _NONE)
         if v is _NONE:   # the event's own field, looked up without a call for the common ones
             v = ev.get(name) if name in _EVENT_FIELDS else _event_value(ev, name)
-        out += (text, str(v))
-    out.append(rest)
-    return "".join(out)
+        values.append(v)
+    return fmt.format(*values)

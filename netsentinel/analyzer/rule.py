@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..addresses import AddressError, canonical, parse_target
-from ..errors import NetSentinelError
 from ..levels import LEVELS, rank
 from ..sightings import TARGET_SAMPLE
 from .addrlist import AddressList
 from .ipcache import parse_ip
 from .reasons import TEMPLATE_FIELDS, template
-from .scan import DistinctWindow, at_least, group_value, who
+from .ruleparse import RuleFileError, ports as _ports, strings as _strings
+from .scan import DistinctWindow
+from .scannames import at_least, group_value, who
+from .verdict import Verdict
 
 KINDS = ("whitelist", "match", "scan")
 CONDITIONS = ("dport_in", "process_in", "exe_prefix", "exe_suffix", "cmdline_regex",
@@ -40,39 +42,9 @@ DESTINATION_CONDITIONS = {"dport_in", "daddr_in", "daddr_in_lists"}
 GROUP_FIELDS = ("pid", "ppid", "sid", "exe", "comm", "uid", "saddr")
 # A scan's template fields as the LLM is shown them (no pids, no exact count).
 ASKED = "asked"
+MAX_CMDLINES, MAX_CMDLINE_TEXT = 4096, 1024   # command lines a cmdline_regex remembers
 RULE_KEYS = {"id", "kind", "description", "level", "category", "confidence", "reason",
              "recommended_action", "settles", "when", "measure", "group_by", "ignore_ports", "on"}
-
-
-class RuleFileError(NetSentinelError, ValueError):
-    """The rules file is unusable; str() is one line naming the file and rule."""
-
-
-def _ports(spec: Any, where: str) -> dict[int, str]:
-    """{"23": "Telnet", "6881-6889": "BitTorrent"} or [23, "6881-6889"] -> {port: label}."""
-    items = spec.items() if isinstance(spec, dict) else ((p, "") for p in spec) \
-        if isinstance(spec, list) else None
-    if items is None:
-        raise RuleFileError(f"{where}: ports must be a list or an object of port: label")
-    out: dict[int, str] = {}
-    for key, label in items:
-        text = str(key)
-        try:
-            lo, _, hi = text.partition("-")
-            lo_i, hi_i = int(lo), int(hi or lo)
-        except ValueError:
-            raise RuleFileError(f"{where}: {text!r} is not a port or a range like 6881-6889") from None
-        if not 0 <= lo_i <= hi_i <= 65535:
-            raise RuleFileError(f"{where}: port range {text!r} is outside 0-65535")
-        for p in range(lo_i, hi_i + 1):
-            out[p] = str(label or "")
-    return out
-
-
-def _strings(spec: Any, where: str) -> list[str]:
-    if not isinstance(spec, list) or not all(isinstance(x, str) and x for x in spec):
-        raise RuleFileError(f"{where}: expected a list of strings")
-    return spec
 
 
 class Rule:
@@ -126,6 +98,15 @@ class Rule:
         if self.kind == "match" and not self.when:
             raise RuleFileError(f"{where}: a match rule needs at least one condition in when")
         self._compile_when(where, base_dir, extra_lists, warn)
+        # Every condition on what ruleindex keys by: the key decides the rule.
+        self.key_decided = self.kind == "match" and all(
+            c is None for c in (self.cmdline_re, self.uids, self.signals, self.nets, self.lists))
+        # A verdict of this rule but its reason, rule ids and asked reason
+        # (rules._verdict copies it: cheaper than Verdict's __init__ per event).
+        self.verdict_base = vars(Verdict(level=self.level, category=self.category,
+                                         confidence=self.confidence, reason="",
+                                         recommended_action=self.recommended_action,
+                                         verdict_source="rules", rule_level=self.level))
         if self.kind == "scan":
             self.measure = raw.get("measure")
             if self.measure not in ("ports", "hosts"):
@@ -135,7 +116,7 @@ class Rule:
                     isinstance(g, list) and g and all(f in GROUP_FIELDS for f in g) for g in groups):
                 raise RuleFileError(f"{where}: group_by must be a list of field lists from "
                                     f"{', '.join(GROUP_FIELDS)}")
-            self.group_by = [tuple(g) for g in groups]
+            self.group_by = tuple(tuple(g) for g in groups)
             self.ignore_ports = set(_ports(raw.get("ignore_ports", []), where))
             # (window, its length setting, its threshold setting) short then long.
             thr = "port" if self.measure == "ports" else "host"
@@ -154,7 +135,7 @@ class Rule:
         self.procs = {p.lower() for p in _strings(w["process_in"], where)} if "process_in" in w else None
         self.exe_prefix = tuple(_strings(w["exe_prefix"], where)) if "exe_prefix" in w else None
         self.exe_suffix = tuple(_strings(w["exe_suffix"], where)) if "exe_suffix" in w else None
-        self.cmdline_re = None
+        self.cmdline_re, self._cmdline_hits = None, {}
         if "cmdline_regex" in w:
             try:
                 self.cmdline_re = re.compile(w["cmdline_regex"], re.I)
@@ -200,13 +181,17 @@ class Rule:
             return None
         return self.match_rest(ev, have)
 
+    def key_fields(self, dport) -> dict:
+        """The template fields a key-decided rule gives (ruleindex keeps them)."""
+        return {"port_label": self.ports[dport] or f"port {dport}"} if self.ports is not None else {}
+
     def match_rest(self, ev: dict, have: dict) -> dict | None:
         """match() for an event may_match() already passed (ruleindex
         picked the rule for it); have: its signals ({} for none)."""
         fields: dict = {}
         if self.ports is not None:
             fields["port_label"] = self.ports[ev["dport"]] or f"port {ev['dport']}"
-        if self.cmdline_re is not None and not self.cmdline_re.search(ev.get("cmdline") or ""):
+        if self.cmdline_re is not None and not self._cmdline_hit(ev.get("cmdline") or ""):
             return None
         if self.uids is not None and ev.get("uid") not in self.uids:
             return None
@@ -231,9 +216,37 @@ class Rule:
                 return None
         return fields
 
-    def scan(self, ev: dict, t: float, cfg: dict) -> tuple[dict, tuple] | None:
+    def groups_of(self, ev: dict) -> list[tuple]:
+        """The event's groups, (fields, values) for each of group_by that
+        says something (scan rules with the same group_by share them)."""
+        out = []
+        get = ev.get
+        for fields in self.group_by:
+            # exe has a stand-in (group_value); the other fields are the event's own
+            values = tuple(group_value(ev, f) for f in fields) if "exe" in fields \
+                else tuple(map(get, fields))
+            if None not in values:   # (JSON values: none equals None but None)
+                out.append((fields, values))
+            # else e.g. saddr is null in kprobe mode: that grouping says nothing
+        return out
+
+    def _cmdline_hit(self, cmdline: str) -> bool:
+        """cmdline_regex on a command line, remembered per text: a process's
+        events repeat it, and a search costs more the longer it is."""
+        hit = self._cmdline_hits.get(cmdline)
+        if hit is None:
+            hit = self.cmdline_re.search(cmdline) is not None
+            if len(cmdline) <= MAX_CMDLINE_TEXT:   # bounded memory
+                if len(self._cmdline_hits) >= MAX_CMDLINES:
+                    self._cmdline_hits.clear()
+                self._cmdline_hits[cmdline] = hit
+        return hit
+
+    def scan(self, ev: dict, t: float, cfg: dict, groups: list | None = None
+             ) -> tuple[dict, tuple] | None:
         """(template fields, (group fields, values, sample)) when a group
-        crossed a threshold: the first group of group_by, short window first."""
+        crossed a threshold: the first group of group_by, short window first.
+        groups: groups_of(ev), when the caller made them already."""
         if self.measure == "ports":
             sub, value = ev["daddr"], ev["dport"]
         else:
@@ -241,25 +254,27 @@ class Rule:
                 return None
             sub, value = None, ev["daddr"]
         best = None
-        get = ev.get
-        for fields in self.group_by:
-            # exe has a stand-in (group_value); the other fields are the event's own
-            values = tuple(group_value(ev, f) for f in fields) if "exe" in fields \
-                else tuple(map(get, fields))
-            if None in values:   # (JSON values: none equals None but None)
-                continue  # e.g. saddr is null in kprobe mode: that grouping says nothing
-            group = (fields, values)
-            for win, window_key, threshold_key in self.windows:
-                window, threshold = cfg[window_key], cfg[threshold_key]
-                n = win.observe(group, t, sub, value, window)
-                if n >= threshold and best is None:
-                    sample = win.sample(group, sub, TARGET_SAMPLE)
-                    best = ({"distinct": n, "window": f"{window:g}", "threshold": threshold,
-                             "sample": ", ".join(map(str, sample[:12])), "host": ev["daddr"],
-                             "who": who(fields, ev), ASKED: {"who": who(fields, ev, pids=False),
-                                                             "distinct": at_least(n, threshold)}},
-                            (fields, values, tuple(sample)))
+        (short, short_w, short_n), (long_, long_w, long_n) = self.windows
+        short_w, short_n, long_w, long_n = cfg[short_w], cfg[short_n], cfg[long_w], cfg[long_n]
+        for group in self.groups_of(ev) if groups is None else groups:
+            n = short.observe(group, t, sub, value, short_w)
+            if n >= short_n and best is None:
+                best = _scan_hit(ev, group, short, sub, n, short_w, short_n)
+            n = long_.observe(group, t, sub, value, long_w)
+            if n >= long_n and best is None:
+                best = _scan_hit(ev, group, long_, sub, n, long_w, long_n)
         return best
+
+
+def _scan_hit(ev: dict, group: tuple, win, sub, n: int, window, threshold) -> tuple[dict, tuple]:
+    """Rule.scan's answer for a group past a window's threshold."""
+    fields, values = group
+    sample = win.sample(group, sub, TARGET_SAMPLE)
+    return ({"distinct": n, "window": f"{window:g}", "threshold": threshold,
+             "sample": ", ".join(map(str, sample[:12])), "host": ev["daddr"],
+             "who": who(fields, ev), ASKED: {"who": who(fields, ev, pids=False),
+                                             "distinct": at_least(n, threshold)}},
+            (fields, values, tuple(sample)))
 
 
 def signals_of(ev: dict) -> dict:

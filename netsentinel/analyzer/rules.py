@@ -20,11 +20,13 @@ from ..paths import PROJECT_ROOT
 from .eventcheck import event_seconds
 from .keys import process_key
 from .reasons import render
-from .rule import ASKED, Rule, RuleFileError, signals_of
-from .ruleindex import RuleIndex
-from .scan import Baselines, ProcessHistory, sweep_target
+from .rule import ASKED, Rule, RuleFileError
+from .ruleindex import DECIDED, MAX_INDEXED, MAX_INDEXED_TEXT, REST, WHITELIST, RuleIndex
+from .scan import Baselines, ProcessHistory
+from .scannames import sweep_target
 from .verdict import Verdict
 
+_new = object.__new__
 DEFAULT_RULES_PATH = PROJECT_ROOT / "rules" / "default_rules.json"
 
 
@@ -69,6 +71,12 @@ class RuleEngine:
         self.history = ProcessHistory()
         self.baselines = Baselines()
         self.index = RuleIndex(self.rules)   # which connection rules may match an event
+        shared: dict = {}   # scan rules grouping alike share their groups per event
+        for r in self.rules:
+            if r.kind == "scan":
+                r.group_by = shared.setdefault(r.group_by, r.group_by)
+        self._wl_of, self._wl_why = None, {}   # whitelist decisions by key (_whitelisted)
+        self._allowed_of, self._allowed = None, frozenset()   # scan_allowed_exes (_scans_apply)
 
     def memory(self) -> dict:
         """What the bounded detectors hold and have forgotten (for the status)."""
@@ -85,8 +93,12 @@ class RuleEngine:
         """Do the scan rules count this connection? Not for an allowed
         executable, nor for a destination in its executable's baseline."""
         exe = ev.get("exe")
-        if exe and exe in cfg["scan_allowed_exes"]:
-            return False
+        if exe:
+            allowed = cfg["scan_allowed_exes"]
+            if allowed is not self._allowed_of:   # as a set, once per settings
+                self._allowed_of, self._allowed = allowed, frozenset(allowed)
+            if exe in self._allowed:
+                return False
         # By comm, which the kernel always gives (exe is unknown for a
         # process gone before /proc was read).
         ident = (ev.get("uid"), ev.get("comm"))
@@ -94,20 +106,27 @@ class RuleEngine:
 
     def evaluate(self, ev: dict, cfg: dict, whitelist=None) -> RuleOutcome:
         """Judge one connection event (and remember it for scan windows and history)."""
-        t = _event_time(ev)
+        try:   # _event_time, without a call
+            t = event_seconds(ev.get("ts")) or time.time()
+        except (ValueError, TypeError):
+            t = time.time()
         matches: list[tuple[Rule, dict]] = []
-        target, scans, have = ev["daddr"], None, signals_of(ev)
-        for rule in self.index.candidates(ev, have):
-            kind = rule.kind
-            if kind == "match":   # most rules
+        have = ev.get("signals")   # signals_of, without a call
+        if not isinstance(have, dict):
+            have = {}
+        target, scans, shared = ev["daddr"], None, None
+        for rule, code, fields in self.index.steps(ev, have):
+            if code is DECIDED:   # most rules: the index's key decided it
+                matches.append((rule, fields))
+                continue
+            if code is REST:
                 fields = rule.match_rest(ev, have)   # the index checked may_match
                 if fields is not None:
                     matches.append((rule, fields))
                 continue
-            if kind == "whitelist":
-                why = ev.get("whitelisted") or (whitelist.match(
-                    daddr=ev["daddr"], dport=ev["dport"], comm=ev.get("comm"), exe=ev.get("exe"))
-                    if whitelist is not None else None)
+            if code is WHITELIST:
+                why = ev.get("whitelisted") or (self._whitelisted(whitelist, ev)
+                                                if whitelist is not None else None)
                 if why:
                     v = _verdict(rule, ev, {"why": why}, [rule.id])
                     return RuleOutcome(v, True, True, None, None)
@@ -115,7 +134,11 @@ class RuleEngine:
             # a scan rule
             if scans is None:
                 scans = self._scans_apply(ev, t, cfg)
-            hit = rule.scan(ev, t, cfg) if scans else None
+            if not scans:
+                continue
+            if shared is None or shared[0] is not rule.group_by:   # the event's groups, once
+                shared = (rule.group_by, rule.groups_of(ev))
+            hit = rule.scan(ev, t, cfg, shared[1])
             if hit is None:
                 continue
             fields, group = hit
@@ -126,28 +149,56 @@ class RuleEngine:
         if not matches:
             return RuleOutcome(_verdict(self.default, ev, {}, []), self.default.settles, False,
                                target, process_key(ev))
-        if len(matches) == 1:   # most verdicts: one rule matched
-            rule, fields = matches[0]
-            settled = rule.settles
-        else:
-            top = max(r.rank for r, _ in matches)
-            at_top = [(r, f) for r, f in matches if r.rank == top]
-            # A scan names the threat (one scan is one threat) over a rule that also matched.
-            rule, fields = min(at_top, key=lambda rf: rf[0].kind != "scan")
-            settled = any(r.settles for r, _ in at_top)
+        rule, fields = matches[0]
+        settled = rule.settles
+        if len(matches) > 1:   # the highest level; settled when a rule at it settles
+            named = rule.kind == "scan"
+            for r, f in matches:
+                if r.rank > rule.rank:
+                    rule, fields, settled, named = r, f, r.settles, r.kind == "scan"
+                elif r.rank == rule.rank:
+                    settled = settled or r.settles
+                    # A scan names the threat (one scan is one threat) over a rule that also matched.
+                    if not named and r.kind == "scan":
+                        rule, fields, named = r, f, True
         v = _verdict(rule, ev, fields, [rule.id] if len(matches) == 1 else [r.id for r, _ in matches])
         if rule.kind == "scan" and rule.measure == "hosts":
             return RuleOutcome(v, settled, False, swept_net, process_key(ev), swept)
         return RuleOutcome(v, settled, False, target, process_key(ev))
 
+    def _whitelisted(self, whitelist, ev: dict) -> str | None:
+        """whitelist.match for the event. With no trusted networks it is
+        decided by port, comm and exe alone: remembered per those (and
+        whitelist: a reload is a new object)."""
+        key = (ev["dport"], ev.get("comm"), ev.get("exe"))
+        if whitelist.networks:
+            return whitelist.match(daddr=ev["daddr"], dport=key[0], comm=key[1], exe=key[2])
+        if whitelist is not self._wl_of:
+            self._wl_of, self._wl_why = whitelist, {}
+        why = self._wl_why.get(key, _UNKNOWN)
+        if why is _UNKNOWN:
+            why = whitelist.match(daddr=ev["daddr"], dport=key[0], comm=key[1], exe=key[2])
+            if len(key[1] or "") + len(key[2] or "") <= MAX_INDEXED_TEXT:
+                if len(self._wl_why) >= MAX_INDEXED:
+                    self._wl_why.clear()
+                self._wl_why[key] = why
+        return why
+
+
+_UNKNOWN = object()
+
 
 def _verdict(rule: Rule, ev: dict, fields: dict, rule_ids: list) -> Verdict:
-    reason = render(rule.template, ev, fields)
+    # Verdict's fields from the rule's verdict_base, not through its __init__ (per event).
     asked = fields.get(ASKED)
-    return Verdict(level=rule.level, category=rule.category, confidence=rule.confidence,
-                   reason=reason, recommended_action=rule.recommended_action,
-                   verdict_source="rules", rule_ids=rule_ids, rule_level=rule.level,
-                   asked_reason=None if asked is None else render(rule.template, ev, {**fields, **asked}))
+    d = rule.verdict_base.copy()
+    d["reason"] = render(rule.template, ev, fields)
+    d["rule_ids"] = rule_ids
+    if asked is not None:
+        d["asked_reason"] = render(rule.template, ev, {**fields, **asked})
+    v = _new(Verdict)
+    v.__dict__ = d
+    return v
 
 
 def _event_time(ev: dict) -> float:

@@ -1,8 +1,8 @@
 """Recent activity, kept in bounded memory: sliding-window distinct counts
 (SlidingDistinct for raw-socket egress; DistinctWindow, short and long, for
 the connect() scan rules), what each executable keeps coming back to
-(Baselines), each process's last connections (context for the LLM), and
-how a scan names its actor and its target.
+(Baselines) and each process's last connections (context for the LLM);
+how a scan names its actor and its target is scannames.py.
 
 Time is the event's own timestamp, so a replayed stream is judged as it
 happened, not as fast as it is read.
@@ -10,14 +10,10 @@ happened, not as fast as it is read.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..addresses import canonical
-
-_PID_FIELDS = ("pid", "ppid", "sid")   # numbers who() leaves out of what the LLM is shown
 
 def lru_slot(table: OrderedDict, key, make: Callable[[], Any], limit: int) -> tuple[Any, bool]:
     """table[key], made by make() when missing, now the most recently used;
@@ -144,22 +140,30 @@ class DistinctWindow:
     def observe(self, group: tuple, t: float, sub, value, window: float) -> int:
         """Record one sighting; how many distinct values `sub` has in the window."""
         # lru_slot inlined: this runs for every event, per group and window.
-        g = self._groups.get(group)
+        groups = self._groups
+        g = groups.get(group)
         if g is None:
-            g = self._groups[group] = (OrderedDict(), {})
-            if len(self._groups) > self.max_groups:
-                self._groups.popitem(last=False)
+            g = groups[group] = (OrderedDict(), {})
+            if len(groups) > self.max_groups:
+                groups.popitem(last=False)
                 self.evicted += 1
         else:
-            self._groups.move_to_end(group)
+            groups.move_to_end(group)
         seen, per_sub = g
         key = (sub, value)
-        if key in seen:
-            seen.move_to_end(key)
-        else:
+        # Refreshed by pop and re-insert (two operations: a test, a move
+        # and a store were three); a sighting time is never None.
+        if seen.pop(key, None) is None:
             per_sub[sub] = per_sub.get(sub, 0) + 1
         seen[key] = t
         horizon = t - window
+        # Most sightings forget nothing: the oldest is in the window.
+        if len(seen) > self.max_values or next(iter(seen.values())) < horizon:
+            self._forget(seen, per_sub, horizon)
+        return per_sub.get(sub, 0)
+
+    def _forget(self, seen, per_sub: dict, horizon: float) -> None:
+        """Forget the oldest pairs while out of the window or over max_values."""
         while seen:
             (old_sub, _), old_t = next(iter(seen.items()))
             full = len(seen) > self.max_values
@@ -172,7 +176,6 @@ class DistinctWindow:
                 per_sub[old_sub] = n
             else:
                 del per_sub[old_sub]
-        return per_sub.get(sub, 0)
 
     def sample(self, group: tuple, sub, n: int = 12) -> list:
         """`sub`'s n newest values in the window, sorted (for reason texts)."""
@@ -217,14 +220,15 @@ class Baselines:
 
     def known(self, ident: tuple, dest: tuple, t: float) -> bool:
         """Record a sighting; True when dest is (now) part of ident's baseline."""
-        d = self._by_ident.get(ident)   # lru_slot inlined: every connection passes here
+        by_ident = self._by_ident
+        d = by_ident.get(ident)   # lru_slot inlined: every connection passes here
         if d is None:
-            d = self._by_ident[ident] = OrderedDict()
-            if len(self._by_ident) > self.max_identities:
-                self._by_ident.popitem(last=False)
+            d = by_ident[ident] = OrderedDict()
+            if len(by_ident) > self.max_identities:
+                by_ident.popitem(last=False)
                 self.evicted += 1
         else:
-            self._by_ident.move_to_end(ident)
+            by_ident.move_to_end(ident)
         entry = d.get(dest)
         if entry is None:
             d[dest] = [t, False]
@@ -236,62 +240,3 @@ class Baselines:
             entry[1] = True
             self.learned += 1
         return entry[1]
-
-
-def group_value(ev: dict, field: str):
-    """A scan grouping's value; exe falls back to the kernel's comm when
-    /proc could not be read (a shell loop's probe is often gone by then)."""
-    if field == "exe":
-        return ev.get("exe") or f"comm:{ev.get('comm')}"
-    return ev.get(field)
-
-
-def who(fields: tuple, ev: dict, pids: bool = True) -> str:
-    """The actor a scan group stands for, in words: the executable's
-    processes of one user or a session, then this process, its parent and
-    its session leader when /proc could be read. pids=False: the same by
-    name only (what the LLM is shown: a pid would make every run of the
-    same scan a new question to its answer cache)."""
-    uid = ev.get("uid")
-    if fields == ("uid", "comm"):
-        base = f"{ev.get('comm')} processes of uid {uid}"
-    elif fields == ("uid", "exe"):
-        base = f"{ev.get('exe') or ev.get('comm')} processes of uid {uid}"
-    elif fields == ("uid", "sid"):
-        base = f"session {ev.get('sid')} of uid {uid}" if pids else f"one session of uid {uid}"
-    else:
-        base = ", ".join(f"{f} {group_value(ev, f)}" for f in fields
-                         if pids or f not in _PID_FIELDS) or "one process"
-    exe = ev.get("exe")
-    this = [f"pid {ev.get('pid')}" + (f" {exe}" if exe else "")] if pids else [exe] if exe else []
-    if ev.get("ppid") is not None:
-        parent, leader = ev.get("parent_comm") or "?", ev.get("session_leader") or "?"
-        this += [f"parent {parent} pid {ev['ppid']}", f"session {ev.get('sid')} led by {leader}"] if pids \
-            else [f"parent {parent}", f"session led by {leader}"]
-    return f"{base} ({', '.join(this)})" if this else base
-
-
-def at_least(n: int, threshold: int) -> str:
-    """A count past its threshold in doubling steps ("at least 40"): what
-    the LLM is shown instead of the exact, growing count."""
-    step = max(int(threshold), 1)
-    while step * 2 <= n:
-        step *= 2
-    return f"at least {step}"
-
-
-def sweep_target(daddr: str, hosts: tuple) -> str:
-    """A host sweep inside one /24 (IPv4) or /64 (IPv6) is banned as that
-    network; a wider one names the host that crossed the threshold."""
-    if "." in daddr and ":" not in daddr:
-        # Fast path for the common case (runs for every event of a sweep).
-        prefix = daddr.rsplit(".", 1)[0]
-        if all(isinstance(h, str) and h.rsplit(".", 1)[0] == prefix for h in hosts):
-            return f"{prefix}.0/24"
-        return daddr
-    try:
-        nets = {ipaddress.ip_network((ipaddress.ip_address(h), 64), strict=False)
-                for h in (*hosts, daddr)}
-    except (ValueError, TypeError):
-        return daddr
-    return canonical(nets.pop()) if len(nets) == 1 else daddr
