@@ -149,15 +149,13 @@ class InboundView:
         """on_connection for connection events read together (one lock, one
         clock read)."""
         now = self.clock()
-        # Each destination once, with its last port: the events of a block
-        # share one time, and a host repeats its destinations (a dict built
-        # in C, then one move per destination instead of one per event).
-        latest = {ev.get("daddr"): ev.get("dport") for ev in evs}
         with self._lock:
             talked = self._talked
-            for dst, dport in latest.items():
+            for ev in evs:
+                dst = ev.get("daddr")
                 if isinstance(dst, str):
                     talked.pop(dst, None)
+                    dport = ev.get("dport")
                     talked[dst] = (now, dport if isinstance(dport, int) else 0)
             _trim(talked)   # the same table as trimming after each: the newest kept
 
