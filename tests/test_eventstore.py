@@ -272,3 +272,24 @@ def test_the_writer_process_runs_sqlite_without_its_locks_only_where_nothing_els
     r = subprocess.run([sys.executable, "-c", _QUIET, str(tmp_path / "events.sqlite3"),
                         str(Path(__file__).parent), how], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout == out, r.stderr
+
+
+def test_a_batch_is_stored_as_its_rows_one_by_one(tmp_path):
+    # SQLite inserts insert_rows rows a statement: a batch of two such
+    # statements and a remainder gets the rows, ids, order and summary that
+    # one statement a row gives (PostgreSQL's statements take one row).
+    rows = [row for i in range(3) for row in _mix()]
+    rows += [row_of(entry(100 + i, ts=f"2026-12-01T11:{i:02d}:00.000000Z")) for i in range(10)]
+    got = []
+    for name, chunks in (("batched", [rows]), ("one_by_one", [[r] for r in rows])):
+        store = open_store(str(tmp_path / f"{name}.sqlite3"))
+        assert store.insert_rows > 1 and len(rows) > 2 * store.insert_rows
+        assert len(rows) % store.insert_rows
+        for chunk in chunks:
+            store.add_rows(chunk)
+        got.append((sorted(store.search(Query(limit=1000)), key=lambda r: r["id"]),
+                    store.timelines_by_kind(Query(), 60), store.counts_by("exe", Query())))
+        store.close()
+    assert got[0] == got[1] and len(got[0][0]) == len(rows)
+    assert [r["id"] for r in got[0][0]] == list(range(1, len(rows) + 1))
+    assert [r["ref"] for r in got[0][0]] == [r[17] for r in rows]

@@ -24,6 +24,9 @@ DASHBOARD_GROUP = "netsentinel"  # the dashboard service's user and group
 class SQLiteEventStore(EventStore):
     engine = "sqlite"
     ph = "?"
+    # A statement of 32 rows (672 values: SQLite takes 32,766) instead of
+    # one a row: its start, halt and reset were 4,000 instructions a row.
+    insert_rows = 32
 
     def __init__(self, path: str | os.PathLike, retention: Retention | None = None, *,
                  readonly: bool = False):
