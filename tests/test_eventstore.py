@@ -293,3 +293,27 @@ def test_a_batch_is_stored_as_its_rows_one_by_one(tmp_path):
     assert got[0] == got[1] and len(got[0][0]) == len(rows)
     assert [r["id"] for r in got[0][0]] == list(range(1, len(rows) + 1))
     assert [r["ref"] for r in got[0][0]] == [r[17] for r in rows]
+
+
+def test_a_row_the_engine_refuses_undoes_its_whole_batch(tmp_path):
+    # OR FAIL keeps a statement's earlier rows: the transaction's rollback
+    # must take them back, and the writer then stores the batch row by row.
+    from netsentinel.eventstore.writer import StoreWriter
+    dsn = str(tmp_path / "events.sqlite3")
+    rows = [row_of(entry(i, ts=f"2026-12-01T10:{i:02d}:00.000000Z")) for i in range(40)]
+    bad = (None, *rows[35][1:])  # ts NULL: refused by NOT NULL, past the first statement's rows
+    store = open_store(dsn)
+    with pytest.raises(Exception) as e:
+        store.add_rows([*rows[:35], bad, *rows[35:]])
+    assert "NOT NULL" in str(e.value)
+    assert store.count(Query()) == 0 and store.timelines_by_kind(Query(), 60) == {}
+    store.close()
+    warnings: list[str] = []
+    w = StoreWriter(dsn, warnings.append)
+    w.submit([*rows[:35], bad, *rows[35:]])
+    assert w.status()["rows_written"] == 40 and w.status()["rows_dropped"] == 1
+    w.close()
+    store = open_store(dsn, readonly=True)
+    assert [r["ref"] for r in sorted(store.search(Query(limit=100)), key=lambda r: r["id"])] == \
+        [r[17] for r in rows]
+    store.close()

@@ -33,6 +33,7 @@ class EventStore:
     engine = "?"
     ph = "?"
     insert_rows = 1  # rows an INSERT statement takes (the rest of a batch: one at a time)
+    insert_many = "INSERT"  # ... how that statement begins
 
     def __init__(self, conn, retention: Retention | None = None):
         self.conn = conn
@@ -40,7 +41,8 @@ class EventStore:
         cols = (*COLUMNS, "proc")  # proc: appended by procs.Ids.with_ids
         one = f"({', '.join(self.ph for _ in cols)})"
         self._insert = f"INSERT INTO events ({', '.join(cols)}) VALUES {one}"
-        self._insert_k = self._insert + f", {one}" * (self.insert_rows - 1)
+        self._insert_k = (f"{self.insert_many} INTO events ({', '.join(cols)}) VALUES "
+                          + ", ".join([one] * self.insert_rows))
         self._procs = procs.Ids(self)
         self._sources = sources.Known(self)
         self._version: int | None = None  # the schema's, asked once (a reader does not migrate)
