@@ -8,6 +8,7 @@ import copy
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from eventstore_support import entry
@@ -142,3 +143,13 @@ def test_a_frame_with_a_bad_verdict_keeps_every_other_row_as_it_was():
     assert frame[:1] == b"m"
     assert child.rows_of([frame]) == [general(odd[0]), child._row_or_note(odd[1], NOW),
                                       general(odd[2])]
+
+
+def test_the_keys_the_fast_path_looks_up_are_the_names_orjson_decodes():
+    names = (*rows._ENTRY_COLS, "event", *rows._CONN_COLS, "type", "ts", "count")
+    keys = rows._decoded(*names)
+    assert keys == names and all(k.__class__ is str for k in keys)
+    decoded = orjson.loads(orjson.dumps(dict.fromkeys(names)))
+    assert all(a is b for a, b in zip(decoded, keys))  # the decoder's own objects
+    e = entry(5)
+    assert row_of(orjson.loads(orjson.dumps(e)), NOW, owned=True) == general(e)

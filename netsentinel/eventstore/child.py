@@ -54,7 +54,7 @@ import sys
 import threading
 import time
 from collections import deque
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Callable
 
 import orjson
@@ -146,7 +146,7 @@ def rows_of(frames: list[bytes]) -> list[tuple]:
     for frame in frames:
         now, ready, chunks = decode(frame)
         rows += ready
-        entries = [e for c in chunks for e in c]
+        entries = list(chain.from_iterable(chunks))
         # A JSON frame's verdicts are objects nothing else holds (marshal and
         # pickle may share one between two): row_of takes them apart for
         # their docs (owned), so none may be converted twice. `+= map` keeps

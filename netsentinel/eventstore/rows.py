@@ -135,8 +135,22 @@ def row_of(entry: dict, now: float | None = None, owned: bool = False) -> tuple:
 # the very object the entry does, so `doc` is the entry without those keys:
 # the row and doc the general path makes, at half its cost (a per-field
 # call was most of row_of's time). Anything else goes the general way.
-_entry_fields = itemgetter(*_ENTRY_COLS)  # level, category, confidence, ... id (the dels below)
-_conn_fields = itemgetter(*_CONN_COLS)    # pid, uid, comm, exe, cmdline, saddr, daddr, dport
+def _decoded(*keys: str) -> tuple:
+    """keys as the very objects orjson decodes them to (it keeps one a
+    name): its dicts find a key by identity first, and compare every other
+    one (the general kind of dict), a quarter of this path's lookups' cost.
+    The same names either way; where orjson made others, equal still matches."""
+    if _orjson is None:
+        return keys
+    got = tuple(_orjson.loads(_orjson.dumps(dict.fromkeys(keys))))
+    return got if got == keys else keys
+
+
+(_LEVEL, _CATEGORY, _CONFIDENCE, _SOURCE, _BACKEND, _REASON, _ID, _EVENT, _PID, _UID, _COMM, _EXE,
+ _CMDLINE, _SADDR, _DADDR, _DPORT, _TYPE, _TS, _COUNT) = _decoded(
+    *_ENTRY_COLS, "event", *_CONN_COLS, "type", "ts", "count")
+_entry_fields = itemgetter(_LEVEL, _CATEGORY, _CONFIDENCE, _SOURCE, _BACKEND, _REASON, _ID)
+_conn_fields = itemgetter(_PID, _UID, _COMM, _EXE, _CMDLINE, _SADDR, _DADDR, _DPORT)
 _TEXT_TYPES = frozenset((str, type(None)))
 _INT_LIMIT = 2 ** 63
 
@@ -151,8 +165,8 @@ _fromiso = datetime.fromisoformat
 
 
 def _plain_connection(entry: dict, now: float, owned: bool = False) -> tuple | None:
-    ev = entry.get("event")
-    if ev.__class__ is not dict or ev.get("type") == "flow":
+    ev = entry.get(_EVENT)
+    if ev.__class__ is not dict or ev.get(_TYPE) == "flow":
         return None
     try:
         level, category, confidence, source, backend, reason, ref = _entry_fields(entry)
@@ -172,7 +186,7 @@ def _plain_connection(entry: dict, now: float, owned: bool = False) -> tuple | N
     # parse_iso's first step, inline (two calls were an eighth of this
     # function): the loader's Z form; anything else, or what it refuses,
     # the general way (which tries it again, and fails alike).
-    ts = ev.get("ts")
+    ts = ev.get(_TS)
     t = None
     if ts.__class__ is str and ts[-1:] == "Z":
         try:
@@ -181,15 +195,15 @@ def _plain_connection(entry: dict, now: float, owned: bool = False) -> tuple | N
             pass
     if t is None:
         t = event_time(ts, now)
-    count = ev.get("count")
+    count = ev.get(_COUNT)
     # One statement a key: a third of the cost of any loop over the fields.
     # Copies only of what others hold (a quarter of this function's cost).
     rest, rest_ev = (entry, ev) if owned else (entry.copy(), ev.copy())
-    del rest["level"], rest["category"], rest["confidence"], rest["verdict_source"]
-    del rest["backend"], rest["reason"], rest["id"]
-    del rest_ev["pid"], rest_ev["uid"], rest_ev["comm"], rest_ev["exe"], rest_ev["cmdline"]
-    del rest_ev["saddr"], rest_ev["daddr"], rest_ev["dport"]
-    rest["event"] = rest_ev
+    del rest[_LEVEL], rest[_CATEGORY], rest[_CONFIDENCE], rest[_SOURCE], rest[_BACKEND]
+    del rest[_REASON], rest[_ID]
+    del rest_ev[_PID], rest_ev[_UID], rest_ev[_COMM], rest_ev[_EXE], rest_ev[_CMDLINE]
+    del rest_ev[_SADDR], rest_ev[_DADDR], rest_ev[_DPORT]
+    rest[_EVENT] = rest_ev
     try:  # no options: what orjson refuses (a type JSON lacks, a lone surrogate) goes to _encode
         doc = _orjson.dumps(rest).decode()
     except (TypeError, AttributeError):  # AttributeError: no orjson here
