@@ -147,11 +147,10 @@ def rows_of(frames: list[bytes]) -> list[tuple]:
         now, ready, chunks = decode(frame)
         rows += ready
         entries = list(chain.from_iterable(chunks))
-        # A JSON frame's verdicts are objects nothing else holds (marshal and
-        # pickle may share one between two): row_of takes them apart for
-        # their docs (owned), so none may be converted twice. `+= map` keeps
-        # the rows made before a failure; the entry that failed is still
-        # whole (row_of changes one only past what can fail) and gets a note.
+        # A JSON frame's verdicts are objects nothing else holds (marshal may
+        # share one between two): row_of takes them apart (owned), so none
+        # is converted twice: `+= map` keeps the rows made before a failure,
+        # and the entry that failed (still whole) gets a note.
         owned, i = frame[:1] == b"j", 0
         while i < len(entries):
             done = len(rows)
