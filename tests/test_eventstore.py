@@ -272,3 +272,48 @@ def test_the_writer_process_runs_sqlite_without_its_locks_only_where_nothing_els
     r = subprocess.run([sys.executable, "-c", _QUIET, str(tmp_path / "events.sqlite3"),
                         str(Path(__file__).parent), how], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout == out, r.stderr
+
+
+def test_a_batch_is_stored_as_its_rows_one_by_one(tmp_path):
+    # SQLite inserts insert_rows rows a statement: a batch of two such
+    # statements and a remainder gets the rows, ids, order and summary that
+    # one statement a row gives (PostgreSQL's statements take one row).
+    rows = [row for i in range(3) for row in _mix()]
+    rows += [row_of(entry(100 + i, ts=f"2026-12-01T11:{i:02d}:00.000000Z")) for i in range(10)]
+    got = []
+    for name, chunks in (("batched", [rows]), ("one_by_one", [[r] for r in rows])):
+        store = open_store(str(tmp_path / f"{name}.sqlite3"))
+        assert store.insert_rows > 1 and len(rows) > 2 * store.insert_rows
+        assert len(rows) % store.insert_rows
+        for chunk in chunks:
+            store.add_rows(chunk)
+        got.append((sorted(store.search(Query(limit=1000)), key=lambda r: r["id"]),
+                    store.timelines_by_kind(Query(), 60), store.counts_by("exe", Query())))
+        store.close()
+    assert got[0] == got[1] and len(got[0][0]) == len(rows)
+    assert [r["id"] for r in got[0][0]] == list(range(1, len(rows) + 1))
+    assert [r["ref"] for r in got[0][0]] == [r[17] for r in rows]
+
+
+def test_a_row_the_engine_refuses_undoes_its_whole_batch(tmp_path):
+    # OR FAIL keeps a statement's earlier rows: the transaction's rollback
+    # must take them back, and the writer then stores the batch row by row.
+    from netsentinel.eventstore.writer import StoreWriter
+    dsn = str(tmp_path / "events.sqlite3")
+    rows = [row_of(entry(i, ts=f"2026-12-01T10:{i:02d}:00.000000Z")) for i in range(40)]
+    bad = (None, *rows[35][1:])  # ts NULL: refused by NOT NULL, past the first statement's rows
+    store = open_store(dsn)
+    with pytest.raises(Exception) as e:
+        store.add_rows([*rows[:35], bad, *rows[35:]])
+    assert "NOT NULL" in str(e.value)
+    assert store.count(Query()) == 0 and store.timelines_by_kind(Query(), 60) == {}
+    store.close()
+    warnings: list[str] = []
+    w = StoreWriter(dsn, warnings.append)
+    w.submit([*rows[:35], bad, *rows[35:]])
+    assert w.status()["rows_written"] == 40 and w.status()["rows_dropped"] == 1
+    w.close()
+    store = open_store(dsn, readonly=True)
+    assert [r["ref"] for r in sorted(store.search(Query(limit=100)), key=lambda r: r["id"])] == \
+        [r[17] for r in rows]
+    store.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import chain
 
 from ..levels import LEVELS
 from . import procs, sources, summary
@@ -31,13 +32,17 @@ class SchemaTooNew(Exception):
 class EventStore:
     engine = "?"
     ph = "?"
+    insert_rows = 1  # rows an INSERT statement takes (the rest of a batch: one at a time)
+    insert_many = "INSERT"  # ... how that statement begins
 
     def __init__(self, conn, retention: Retention | None = None):
         self.conn = conn
         self.retention = retention or Retention()
-        cols = (*COLUMNS, "proc")  # proc: appended by procs.Ids.insert
-        self._insert = (f"INSERT INTO events ({', '.join(cols)}) VALUES "
-                        f"({', '.join(self.ph for _ in cols)})")
+        cols = (*COLUMNS, "proc")  # proc: appended by procs.Ids.with_ids
+        one = f"({', '.join(self.ph for _ in cols)})"
+        self._insert = f"INSERT INTO events ({', '.join(cols)}) VALUES {one}"
+        self._insert_k = (f"{self.insert_many} INTO events ({', '.join(cols)}) VALUES "
+                          + ", ".join([one] * self.insert_rows))
         self._procs = procs.Ids(self)
         self._sources = sources.Known(self)
         self._version: int | None = None  # the schema's, asked once (a reader does not migrate)
@@ -92,7 +97,16 @@ class EventStore:
 
     def _insert_rows(self, cur, rows: list[tuple]) -> None:
         self._sources.note(cur, rows)
-        self._procs.insert(cur, self._insert, rows)
+        rows = self._procs.with_ids(cur, rows)
+        # insert_rows rows a statement, in their order (the ids follow it):
+        # each statement's start and halt, paid once for all of them.
+        k = self.insert_rows
+        n = len(rows) - len(rows) % k
+        if k > 1 and n:
+            cur.executemany(self._insert_k, [tuple(chain.from_iterable(rows[i:i + k]))
+                                             for i in range(0, n, k)])
+            rows = rows[n:]
+        cur.executemany(self._insert, rows)
 
     def _lock_procs(self, cur, exclusive: bool) -> None:
         """Writers of a fleet against retention's pruning of procs (PostgreSQL)."""

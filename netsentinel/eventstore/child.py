@@ -54,6 +54,7 @@ import sys
 import threading
 import time
 from collections import deque
+from itertools import chain, repeat
 from typing import Callable
 
 import orjson
@@ -152,12 +153,36 @@ def _row_or_note(entry: object, now: float) -> tuple:
     """A verdict row_of cannot convert (not a dict, a cycle, ...) becomes a
     row saying so, in its place: rows stay one per verdict and in order,
     which is how the analyzer counts what is done; the writer goes on."""
-    from .rows import row_of
+    from .rows import row_of, unconvertible
     try:
         return row_of(entry, now)
     except Exception as e:
-        return row_of({"reason": f"a verdict the store could not convert ({type(e).__name__}: "
-                                 f"{' '.join(str(e).split())[:200]})"}, now)
+        return unconvertible(e, now)
+
+
+def rows_of(frames: list[bytes]) -> list[tuple]:
+    """The rows of frames taken (ready rows, then a row per verdict)."""
+    from .rows import row_of
+    rows: list[tuple] = []
+    for frame in frames:
+        now, ready, chunks = decode(frame)
+        rows += ready
+        entries = list(chain.from_iterable(chunks))
+        # A JSON frame's verdicts are objects nothing else holds (marshal may
+        # share one between two): row_of takes them apart (owned), so none
+        # is converted twice: `+= map` keeps the rows made before a failure,
+        # and the entry that failed (still whole) gets a note.
+        owned, i = frame[:1] == b"j", 0
+        while i < len(entries):
+            done = len(rows)
+            try:
+                rows += map(row_of, entries[i:], repeat(now), repeat(owned))
+                break
+            except Exception:
+                i += len(rows) - done
+                rows.append(_row_or_note(entries[i], now))
+                i += 1
+    return rows
 
 
 class _Pace:
@@ -234,7 +259,6 @@ class _Pace:
 
 def main() -> int:
     from .base import Retention
-    from .rows import row_of
     from .writer import StoreWriter
     from . import is_postgres
     from .sqlite import one_writer_process
@@ -272,21 +296,9 @@ def main() -> int:
     # before it writes them: the GIL is then wanted by one busy thread at a
     # time. Converting here while the writer inserts made each of its rows
     # wait for the GIL (executemany takes it back after every row's step).
-    def intake() -> list[tuple]:
-        rows: list[tuple] = []
-        for frame in pace.take():
-            now, ready, chunks = decode(frame)
-            rows += ready
-            entries = [e for c in chunks for e in c]
-            try:
-                rows += [row_of(e, now) for e in entries]
-            except Exception:  # row_of takes any JSON; anything else, one entry at a time
-                rows += [_row_or_note(e, now) for e in entries]
-        return rows
-
     writer = StoreWriter(cfg["dsn"], lambda msg: send({"warn": msg}),
                          Retention(cfg["max_age_days"], cfg["max_bytes"]), max_buffered=None,
-                         on_flush=lambda: pace.written(), intake=intake)
+                         on_flush=lambda: pace.written(), intake=lambda: rows_of(pace.take()))
     pace = _Pace(lambda: writer.submit([]), status, send)
     threading.Thread(target=pace.run, name="pace", daemon=True).start()
     if not is_postgres(cfg["dsn"]):

@@ -94,12 +94,12 @@ class Ids:
                                key=itemgetter(0)))
         return ids
 
-    def insert(self, cur, sql: str, rows: list[tuple]) -> None:
-        """executemany(sql) of rows with each one's proc id appended."""
+    def with_ids(self, cur, rows: list[tuple]) -> list[tuple]:
+        """rows with each one's proc id appended (its pair in procs)."""
         keys = list(map(_PAIR, rows))
         self.db._lock_procs(cur, exclusive=False)
         ids = self.of(cur, set(keys))
-        cur.executemany(sql, map(add, rows, map(ids.__getitem__, keys)))
+        return list(map(add, rows, map(ids.__getitem__, keys)))
 
 
 def prune(db, cur, gone_ids) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from operator import itemgetter
 
 from ..timefmt import parse_iso, utc_now_iso
@@ -104,11 +105,14 @@ def _doc(entry: dict, ev: dict, row: list, flow: bool) -> str:
     return _encode(rest)[:1 << 20]
 
 
-def row_of(entry: dict, now: float | None = None) -> tuple:
-    """One analyzer verdict entry (RecordsSink.make_entry) as a row."""
+def row_of(entry: dict, now: float | None = None, owned: bool = False) -> tuple:
+    """One analyzer verdict entry (RecordsSink.make_entry) as a row.
+    owned: the entry and its event are the caller's alone (decoded for this
+    call: child.py), so a plain one's doc is made of them, not of copies;
+    the entry is then no longer whole. Never raises once it changed them."""
     now = time.time() if now is None else now
     if entry.__class__ is dict:
-        row = _plain_connection(entry, now)
+        row = _plain_connection(entry, now, owned)
         if row is not None:
             return row
     ev = entry.get("event") if isinstance(entry.get("event"), dict) else {}
@@ -131,15 +135,38 @@ def row_of(entry: dict, now: float | None = None) -> tuple:
 # the very object the entry does, so `doc` is the entry without those keys:
 # the row and doc the general path makes, at half its cost (a per-field
 # call was most of row_of's time). Anything else goes the general way.
-_entry_fields = itemgetter(*_ENTRY_COLS)  # level, category, confidence, ... id (the dels below)
-_conn_fields = itemgetter(*_CONN_COLS)    # pid, uid, comm, exe, cmdline, saddr, daddr, dport
+def _decoded(*keys: str) -> tuple:
+    """keys as the very objects orjson decodes them to (it keeps one a
+    name): its dicts find a key by identity first, and compare every other
+    one (the general kind of dict), a quarter of this path's lookups' cost.
+    The same names either way; where orjson made others, equal still matches."""
+    if _orjson is None:
+        return keys
+    got = tuple(_orjson.loads(_orjson.dumps(dict.fromkeys(keys))))
+    return got if got == keys else keys
+
+
+(_LEVEL, _CATEGORY, _CONFIDENCE, _SOURCE, _BACKEND, _REASON, _ID, _EVENT, _PID, _UID, _COMM, _EXE,
+ _CMDLINE, _SADDR, _DADDR, _DPORT, _TYPE, _TS, _COUNT) = _decoded(
+    *_ENTRY_COLS, "event", *_CONN_COLS, "type", "ts", "count")
+_entry_fields = itemgetter(_LEVEL, _CATEGORY, _CONFIDENCE, _SOURCE, _BACKEND, _REASON, _ID)
+_conn_fields = itemgetter(_PID, _UID, _COMM, _EXE, _CMDLINE, _SADDR, _DADDR, _DPORT)
 _TEXT_TYPES = frozenset((str, type(None)))
 _INT_LIMIT = 2 ** 63
 
 
-def _plain_connection(entry: dict, now: float) -> tuple | None:
-    ev = entry.get("event")
-    if ev.__class__ is not dict or ev.get("type") == "flow":
+def unconvertible(e: BaseException, now: float) -> tuple:
+    """The row standing for a verdict row_of could not convert (child.py)."""
+    return row_of({"reason": f"a verdict the store could not convert ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:200]})"}, now)
+
+
+_fromiso = datetime.fromisoformat
+
+
+def _plain_connection(entry: dict, now: float, owned: bool = False) -> tuple | None:
+    ev = entry.get(_EVENT)
+    if ev.__class__ is not dict or ev.get(_TYPE) == "flow":
         return None
     try:
         level, category, confidence, source, backend, reason, ref = _entry_fields(entry)
@@ -156,19 +183,36 @@ def _plain_connection(entry: dict, now: float) -> tuple | None:
     joined = "".join(filter(None, texts))
     if not (len(joined) <= MAX_TEXT and joined.isascii() and "\x00" not in joined):
         return None
-    t = event_time(ev.get("ts"), now)   # (parse_iso reads the loader's Z form first)
+    # parse_iso's first step, inline (two calls were an eighth of this
+    # function): the loader's Z form; anything else, or what it refuses,
+    # the general way (which tries it again, and fails alike).
+    ts = ev.get(_TS)
+    t = None
+    if ts.__class__ is str and ts[-1:] == "Z":
+        try:
+            t = _fromiso(ts).timestamp()
+        except ValueError:
+            pass
+    if t is None:
+        t = event_time(ts, now)
+    count = ev.get(_COUNT)
     # One statement a key: a third of the cost of any loop over the fields.
-    rest, rest_ev = entry.copy(), ev.copy()
-    del rest["level"], rest["category"], rest["confidence"], rest["verdict_source"]
-    del rest["backend"], rest["reason"], rest["id"]
-    del rest_ev["pid"], rest_ev["uid"], rest_ev["comm"], rest_ev["exe"], rest_ev["cmdline"]
-    del rest_ev["saddr"], rest_ev["daddr"], rest_ev["dport"]
-    rest["event"] = rest_ev
+    # Copies only of what others hold (a quarter of this function's cost).
+    rest, rest_ev = (entry, ev) if owned else (entry.copy(), ev.copy())
+    del rest[_LEVEL], rest[_CATEGORY], rest[_CONFIDENCE], rest[_SOURCE], rest[_BACKEND]
+    del rest[_REASON], rest[_ID]
+    del rest_ev[_PID], rest_ev[_UID], rest_ev[_COMM], rest_ev[_EXE], rest_ev[_CMDLINE]
+    del rest_ev[_SADDR], rest_ev[_DADDR], rest_ev[_DPORT]
+    rest[_EVENT] = rest_ev
     try:  # no options: what orjson refuses (a type JSON lacks, a lone surrogate) goes to _encode
         doc = _orjson.dumps(rest).decode()
     except (TypeError, AttributeError):  # AttributeError: no orjson here
-        doc = _encode(rest)
-    count = ev.get("count")
+        try:
+            doc = _encode(rest)
+        except Exception as e:  # too deep for json: what the caller's retry would give
+            if not owned:
+                raise
+            return unconvertible(e, now)
     return (t, now, "connection", level, category, confidence, source, backend, reason, pid, uid,
             comm, exe, cmdline, saddr, daddr, dport, ref, doc[:1 << 20],
             None if count is None else fold(count))

@@ -126,8 +126,12 @@ class StoreWriter:
         try:
             while True:
                 with self._lock:
-                    batch = [self._pending.popleft()
-                             for _ in range(min(WRITE_BATCH, len(self._pending)))]
+                    pending = self._pending
+                    if len(pending) <= WRITE_BATCH:  # the usual: all of it, in C
+                        batch = list(pending)
+                        pending.clear()
+                    else:
+                        batch = [pending.popleft() for _ in range(WRITE_BATCH)]
                 if not batch:
                     break
                 try:
