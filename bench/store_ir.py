@@ -41,10 +41,13 @@ def make_frames(n: int, path: Path, source: str = "day") -> None:
     if source == "analyzer":
         return analyzer_frames(n, path)
     from store_insert import verdicts
-    from netsentinel.eventstore import child
+    try:
+        from netsentinel.eventstore.frames import encode
+    except ImportError:  # a checkout from before frames.py (an A/B's base)
+        from netsentinel.eventstore.child import encode
     ents, now = verdicts(n, time.time()), time.time()
-    path.write_bytes(b"".join(child.encode((now, [], [ents[i:i + FRAME]]))
-                              for i in range(0, n, FRAME)))
+    path.write_bytes(b"".join(encode((now, [], [ents[i:i + FRAME]]))
+                        for i in range(0, n, FRAME)))
 
 
 # Run in a subprocess: the analyzer (rules) over bench/analyzer.py's events,

@@ -13,7 +13,7 @@ import sqlite3
 
 from analyzer_support import conn, lines, read, start_analyzer, wait_for
 from eventstore_support import dsn, entry, pg_server  # noqa: F401 (fixtures)
-from netsentinel.eventstore import Query, child, open_store, process
+from netsentinel.eventstore import Query, frames, open_store, process
 from netsentinel.eventstore.process import StoreProcess
 from netsentinel.eventstore.rows import record_row
 from netsentinel.testing.lab import wait_until
@@ -94,7 +94,7 @@ def test_a_batch_that_kills_every_writer_is_dropped_and_counted(tmp_path, monkey
 
     def frame_of(now, rows, batches):
         if any(b'"id":"poison"' in batch for batch in batches):
-            return child.HEADER.pack(3) + b"m\xff\xff"  # no marshal data: the writer dies on it
+            return frames.HEADER.pack(3) + b"m\xff\xff"  # no marshal data: the writer dies on it
         return real(now, rows, batches)
     monkeypatch.setattr(process, "frame_of", frame_of)
     warnings: list[str] = []
@@ -261,17 +261,17 @@ def test_each_frame_takes_the_codec_that_carries_it_whole(tmp_path):
     # whose verdicts are shared objects); what JSON cannot carry exactly (a
     # lone surrogate, an integer past 64 bits, a key that is not a string)
     # and ready rows (tuples) go as marshal, a type neither takes as pickle.
-    frames = {"plain": (1.5, [], [[entry(0), entry(1)]]),
+    cases = {"plain": (1.5, [], [[entry(0), entry(1)]]),
               "surrogate": (1.5, [], [[entry(2, comm="x\ud800")]]),
               "big": (1.5, [], [[entry(3, pid=2 ** 70)]]),
               "odd_key": (1.5, [], [[dict(entry(4), extra={1: "one"})]]),
               "rows": (1.5, [record_row("threat", entry(5))], [[entry(6)]]),
               "decimal": (1.5, [], [[dict(entry(7), extra=decimal.Decimal("0.1"))]])}
     codecs = {}
-    for name, frame in frames.items():
-        payload = child.encode(frame)[child.HEADER.size:]
+    for name, frame in cases.items():
+        payload = frames.encode(frame)[frames.HEADER.size:]
         codecs[name] = payload[:1]
-        got = child.decode(payload)
+        got = frames.decode(payload)
         # JSON has lists where the frame had tuples; the verdicts arrive as they were.
         assert got == ([frame[0], [], [frame[2][0]]] if payload[:1] == b"j" else frame), name
     assert codecs == {"plain": b"j", "surrogate": b"m", "big": b"m", "odd_key": b"m",
@@ -282,7 +282,7 @@ def test_each_frame_takes_the_codec_that_carries_it_whole(tmp_path):
     sp = StoreProcess(store, warnings.append)
     sp.start()
     try:
-        for frame in frames.values():
+        for frame in cases.values():
             sp.submit(list(frame[1]), frame[2][0])
         st = wait_until(lambda: (s := sp.status())["rows_written"] == 8 and s, 60,
                         what="eight rows")

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from eventstore_support import entry
-from netsentinel.eventstore import child, rows
+from netsentinel.eventstore import child, frames, rows
 from netsentinel.eventstore.rows import MAX_TEXT, row_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -121,7 +121,7 @@ def test_an_owned_entry_json_cannot_hold_is_a_row_saying_so():
 
 
 def _frame(now: float, chunks: list) -> bytes:
-    return child.encode((now, [], chunks))[child.HEADER.size:]
+    return frames.encode((now, [], chunks))[frames.HEADER.size:]
 
 
 def test_a_frame_with_a_bad_verdict_keeps_every_other_row_as_it_was():

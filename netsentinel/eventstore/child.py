@@ -4,26 +4,11 @@ rows (rows.row_of) and writes them through a StoreWriter, so row conversion,
 inserts and the summary's counting run on a core of their own instead of in
 the analyzer's interpreter, where they took the GIL from its reader.
 
-stdin:  frames, each a 4-byte little-endian length, a codec byte and the
-        payload: first the settings ({dsn, max_age_days, max_bytes}: not on
-        the command line, where every user could read a DSN's password),
-        then batches of (analysed-at time, [ready rows], [[verdict
-        entries], in batches as the analyzer recorded them]).
-        A batch of verdicts alone is orjson (b"j"): the analyzer's
-        verdicts are objects it still holds elsewhere (its dashboard
-        window, threats), and marshal looks every such object up in a
-        table of references. Measured in a running analyzer (100,000
-        verdicts): marshal 3.8 us a verdict on its sending thread, orjson
-        2.3; here decoding costs 4.7 against marshal's 3.4. The sum is
-        about even: the work moves off the analyzer, whose reader is the
-        pipeline's narrowest point, to this process's core. JSON has no
-        NaN or infinity: such a float arrives as null (SQLite stores a NaN
-        as NULL all the same). Whatever orjson refuses (a lone
-        surrogate, an integer past 64 bits, a key that is not a string, a
-        type JSON lacks), ready rows (tuples, kept tuples) and the settings
-        are marshal (b"m"), or pickle (b"p") for a type marshal cannot
-        take. The only writer of this pipe is the parent analyzer, running
-        this same interpreter (an anonymous pipe no other process holds).
+stdin:  frames (frames.py: the pipe's format, shared with process.py):
+        first the settings ({dsn, max_age_days, max_bytes}: not on the
+        command line, where every user could read a DSN's password), then
+        batches of (analysed-at time, [ready rows], [[verdict entries], in
+        batches as the analyzer recorded them]).
 stdout: JSON lines: {"status": StoreWriter.status()} after a write, at
         most every STATUS_EVERY_S (at once when the store's health changes,
         and at exit), {"warn": line} for a problem to report.
@@ -41,15 +26,11 @@ process group does not throw rows away."""
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import json
-import marshal
 import os
-import pickle
 import resource
 import signal
-import struct
 import sys
 import threading
 import time
@@ -57,11 +38,8 @@ from collections import deque
 from itertools import chain, repeat
 from typing import Callable
 
-import orjson
+from .frames import decode, read_frame
 
-HEADER = struct.Struct("<I")
-PIPE_BYTES = 1 << 20  # Linux's pipe-max-size default (more needs root and a sysctl)
-MAX_FRAME = 1 << 30  # a length above this is a broken pipe stream, not a frame
 # Rows held here at most (more wait in the pipe, then in the analyzer's
 # bounded queue, where an overflow is counted): rows are only ever dropped
 # on the analyzer's side, so the rows done here stay a prefix of those sent.
@@ -71,74 +49,6 @@ MAX_FRAMES_HELD = 25  # frames read but not yet rows (of up to 2,000 verdicts ea
 HOLD_S = 0.2          # a frame waits at most this long for more before the writer takes them
 WAKE_BYTES = 4 << 20  # or until the frames held make this much (about 9,000 verdicts)
 STATUS_EVERY_S = 0.25
-
-
-def encode(obj: object) -> bytes:
-    """A frame: header, codec, payload (ValueError/TypeError: pickle cannot either)."""
-    body = None
-    if obj.__class__ is tuple and len(obj) == 3 and not obj[1]:  # verdicts, no ready rows
-        try:
-            body = b"j" + orjson.dumps(obj)
-        except TypeError:  # orjson.JSONEncodeError is one
-            pass
-    if body is None:
-        try:
-            body = b"m" + marshal.dumps(obj)
-        except ValueError:
-            body = b"p" + pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(body)) + body
-
-
-def pack(entries: list) -> bytes | list:
-    """A batch of verdict entries as the JSON array a frame will carry
-    (encoded where they were just made, while they are in the CPU's cache:
-    encoding them later on the sending thread cost twice as much), or the
-    list itself when orjson refuses it (encode then picks another codec)."""
-    try:
-        return orjson.dumps(entries)
-    except TypeError:  # orjson.JSONEncodeError is one
-        return entries
-
-
-def frame_of(now: float, rows: list, batches: list) -> bytes:
-    """The frame of (now, rows, batches), batches as pack() left them: packed
-    arrays joined as they are into one JSON frame, else all decoded and
-    encoded together (a batch orjson refused, or ready rows)."""
-    if not rows and all(b.__class__ is bytes for b in batches):
-        body = b"j[" + orjson.dumps(now) + b",[],[" + b",".join(batches) + b"]]"
-        return HEADER.pack(len(body)) + body
-    return encode((now, rows, [orjson.loads(b) if b.__class__ is bytes else b for b in batches]))
-
-
-def decode(body: bytes) -> object:
-    codec = body[:1]
-    if codec == b"j":
-        return orjson.loads(memoryview(body)[1:])
-    return marshal.loads(body[1:]) if codec == b"m" else pickle.loads(body[1:])
-
-
-def widen(pipe) -> None:
-    """Widen the pipe to this process (the analyzer's end) to PIPE_BYTES from
-    64 KiB: a frame (about 0.8 MB) then crosses in one or two writes and
-    reads instead of a dozen, each a wait for the GIL on both sides (the
-    reading thread here waited up to the 5 ms switch interval for every
-    64 KiB while the writing thread converted rows). Best effort: a
-    smaller pipe only costs time."""
-    try:
-        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except (OSError, AttributeError):
-        pass
-
-
-def read_frame(stream) -> bytes | None:
-    head = stream.read(HEADER.size)
-    if len(head) < HEADER.size:
-        return None
-    (n,) = HEADER.unpack(head)
-    if n > MAX_FRAME:
-        raise ValueError(f"frame of {n} bytes: the stream from the analyzer is broken")
-    body = stream.read(n)
-    return body if len(body) == n else None
 
 
 def _die(args) -> None:

@@ -3,10 +3,10 @@ yet (process.StoreProcess, whose lock guards it): ready rows and batches
 of verdict entries as the analyzer recorded them, cut into frames of about
 FRAME_ITEMS entries, or fewer once the oldest has waited SEND_AFTER_S, and
 bounded by dropping the oldest. The recording thread encodes its batch
-as it records it (child.pack: JSON while the entries are in the CPU's
+as it records it (frames.pack: JSON while the entries are in the CPU's
 cache, and then let go: entries held here until the sending thread
 encoded them kept the collector walking them); the sending thread joins
-the batches into frames (child.frame_of)."""
+the batches into frames (frames.frame_of)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ counting the summary use another core instead of the analyzer's GIL.
 The analyzer hands over its verdict entries as it records them (submit,
 from the thread that judged them: no records thread in between, whose
 delays once overflowed a buffer of its own) and they are queued
-(outbox.py, packed as JSON where they were made: child.pack); a thread here makes frames of them (child.frame_of)
+(outbox.py, packed as JSON where they were made: frames.pack); a thread here makes frames of them (frames.frame_of)
 and writes them to the writer's stdin, and a second thread reads what the
 writer reports. A frame is kept, encoded, until the writer reports its rows done
 (written, or refused for their content), so a writer that dies loses
@@ -30,7 +30,7 @@ from typing import Callable
 
 from . import describe
 from .base import Retention
-from .child import HEADER, decode, encode, frame_of, pack, widen
+from .frames import HEADER, decode, encode, frame_of, pack, widen
 from .outbox import Outbox
 
 MAX_QUEUED = 200_000     # rows not yet done, here and in the writer
@@ -72,7 +72,7 @@ class StoreProcess:
 
     @staticmethod
     def pack(entries: list) -> tuple:
-        """A batch of verdict entries encoded for submit_packed (child.pack):
+        """A batch of verdict entries encoded for submit_packed (frames.pack):
         made where they were made, outside any lock."""
         return pack(entries), len(entries)
 
