@@ -19,6 +19,7 @@ import time
 from typing import IO, Iterable
 
 from ..events import scrub_text
+from ..levels import THREAT_LEVELS
 from ..timefmt import utc_now_iso
 from .eventcheck import BadLine
 from .evidence import threat_from
@@ -106,9 +107,8 @@ class LineReader:
         """A final verdict of the rules, into the batch (reader thread only)."""
         entry = RecordsSink.make_entry(ev, verdict, "rules", False, self._block_ts)
         self._entries.append(entry)
-        threat = threat_from(entry, target, dedupe_key, verdict.confidence, targets)
-        if threat is not None:
-            self._threats.append(threat)
+        if verdict.level in THREAT_LEVELS:   # (threat_from's own test, without the call for most)
+            self._threats.append(threat_from(entry, target, dedupe_key, verdict.confidence, targets))
 
     def record_batch(self) -> None:
         """Record the batch: the sink and the tallies take it in one go."""
