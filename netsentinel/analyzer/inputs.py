@@ -19,8 +19,7 @@ import orjson
 
 from ..events import scrub_value
 from ..jsonsafe import finite_float, refuse_constant
-from .eventcheck import (KNOWN_SHAPES, BadLine, check_event, known_connection_ok, remember_shape,
-                         shape_of)
+from .eventcheck import KNOWN_SHAPES, BadLine, check_event, known_connection_ok, remember_shape
 
 MAX_LINE = 64 * 1024   # a connection event with a 4 KiB cmdline and its base64 is ~12 KiB
 MAX_DEPTH = 8          # the loader's deepest event (rule) nests 3
@@ -177,30 +176,15 @@ _LONG_DIGITS = b"0" * 19
 _NOT_PLAIN = {float, dict, list}
 
 
-def _plain(obj) -> bool:
-    """An object whose values are none of float, object or list."""
-    return type(obj) is dict and _NOT_PLAIN.isdisjoint(map(type, obj.values()))
-
-
-def _fast(line: bytes) -> tuple:
-    """(orjson's reading of line, whether it is _plain) where that reading
-    is the json module's exactly, else (None, False). orjson refuses all
+def _unplain(line: bytes, ev) -> tuple:
+    """(ev, False) for orjson's reading ev of line (not a flat object of
+    ints, strings and nulls) where that reading is the json module's
+    exactly, else (None, False): the json module's path. orjson refuses all
     that loads() refuses (invalid UTF-8, a BOM, NaN/Infinity, 1e400, lone
     surrogates, control characters in strings), and some of what it
     accepts: every refusal takes the json module's path, whose refusal (or
-    reading) and its words then stand. About half the cost of a line
-    (tests/test_inputs_fast.py compares both paths; parse_line inlines this)."""
-    try:
-        ev = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None, False
-    if _plain(ev):
-        return ev, True
-    return _unplain(line, ev)
-
-
-def _unplain(line: bytes, ev) -> tuple:
-    """_fast's answer for orjson's reading ev of line, not _plain."""
+    reading) and its words then stand (tests/test_inputs_fast.py compares
+    both paths)."""
     if _LONG_DIGITS in line.translate(_DIGITS_ONLY):
         return None, False
     return ev, False
@@ -229,7 +213,7 @@ def parse_line(line: bytes | str, *, fast: bool = True) -> dict:
 
 
 def _checked(line: bytes | str, ev, plain: bool) -> dict:
-    """parse_line's general path, from _fast's answer (ev None: the json module's reading)."""
+    """parse_line's general path, from orjson's reading (ev None: the json module's)."""
     if ev is None:
         ev = _read_slow(line)
     elif not plain and _too_deep(ev, line, MAX_DEPTH):
