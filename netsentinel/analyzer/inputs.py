@@ -176,18 +176,15 @@ _LONG_DIGITS = b"0" * 19
 _NOT_PLAIN = {float, dict, list}
 
 
-def _unplain(line: bytes, ev) -> tuple:
-    """(ev, False) for orjson's reading ev of line (not a flat object of
-    ints, strings and nulls) where that reading is the json module's
-    exactly, else (None, False): the json module's path. orjson refuses all
-    that loads() refuses (invalid UTF-8, a BOM, NaN/Infinity, 1e400, lone
-    surrogates, control characters in strings), and some of what it
-    accepts: every refusal takes the json module's path, whose refusal (or
-    reading) and its words then stand (tests/test_inputs_fast.py compares
-    both paths)."""
-    if _LONG_DIGITS in line.translate(_DIGITS_ONLY):
-        return None, False
-    return ev, False
+def _unplain(line: bytes, ev):
+    """orjson's reading ev of line (not a flat object of ints, strings and
+    nulls) where that reading is the json module's exactly, else None: the
+    json module's path. orjson refuses all that loads() refuses (invalid
+    UTF-8, a BOM, NaN/Infinity, 1e400, lone surrogates, control characters
+    in strings), and some of what it accepts: every refusal takes the json
+    module's path, whose refusal (or reading) and its words then stand
+    (tests/test_inputs_fast.py compares both paths)."""
+    return None if _LONG_DIGITS in line.translate(_DIGITS_ONLY) else ev
 
 
 def parse_line(line: bytes | str, *, fast: bool = True) -> dict:
@@ -195,28 +192,28 @@ def parse_line(line: bytes | str, *, fast: bool = True) -> dict:
     module only (tests compare both paths). A connection event of a shape
     eventcheck knows has only its values checked (most lines)."""
     if not (fast and isinstance(line, bytes)):
-        return _checked(line, None, False)
+        return _checked(line, None)
     try:
         ev = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return _checked(line, None, False)
+        return _checked(line, None)
     if type(ev) is not dict:
-        return _checked(line, *_unplain(line, ev))
+        return _checked(line, _unplain(line, ev))
     shape = (*ev, *map(type, ev.values()))   # eventcheck.shape_of, inline (every line)
     if shape in KNOWN_SHAPES and known_connection_ok(ev):
         return ev
     if not _NOT_PLAIN.isdisjoint(shape[len(ev):]):
-        return _checked(line, *_unplain(line, ev))
+        return _checked(line, _unplain(line, ev))
     check_event(ev)
     remember_shape(ev, shape)
     return ev
 
 
-def _checked(line: bytes | str, ev, plain: bool) -> dict:
-    """parse_line's general path, from orjson's reading (ev None: the json module's)."""
+def _checked(line: bytes | str, ev) -> dict:
+    """parse_line's general path, from orjson's reading (None: the json module's)."""
     if ev is None:
         ev = _read_slow(line)
-    elif not plain and _too_deep(ev, line, MAX_DEPTH):
+    elif _too_deep(ev, line, MAX_DEPTH):
         raise BadLine(f"nested deeper than {MAX_DEPTH} levels")
     if not isinstance(ev, dict):
         raise BadLine(f"not a JSON object but {type(ev).__name__}")
