@@ -63,6 +63,11 @@ def pack(entries: list) -> bytes | list:
         return entries
 
 
+def unpack(batch: bytes | list) -> list:
+    """The verdict entries of a batch as pack() left it."""
+    return orjson.loads(batch) if batch.__class__ is bytes else batch
+
+
 def frame_of(now: float, rows: list, batches: list) -> bytes:
     """The frame of (now, rows, batches), batches as pack() left them: packed
     arrays joined as they are into one JSON frame, else all decoded and
@@ -70,7 +75,7 @@ def frame_of(now: float, rows: list, batches: list) -> bytes:
     if not rows and all(b.__class__ is bytes for b in batches):
         body = b"j[" + orjson.dumps(now) + b",[],[" + b",".join(batches) + b"]]"
         return HEADER.pack(len(body)) + body
-    return encode((now, rows, [orjson.loads(b) if b.__class__ is bytes else b for b in batches]))
+    return encode((now, rows, list(map(unpack, batches))))
 
 
 def decode(body: bytes) -> object:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-import orjson
+from .frames import unpack
 
 FRAME_ITEMS = 2000       # entries per frame (about 1 MB: one or two pipe writes)
 SEND_AFTER_S = 0.1       # a part frame waits at most this long for more entries
@@ -92,7 +92,7 @@ class Outbox:
     def entries(self) -> list:
         """The entries held, oldest first (tests and benches)."""
         chunks = [c for f in self.frames for c in f[2]] + [c for c, _ in self._chunks]
-        return [e for c in chunks for e in (orjson.loads(c) if c.__class__ is bytes else c)]
+        return [e for c in chunks for e in unpack(c)]
 
     def clear(self) -> None:
         self.__init__()

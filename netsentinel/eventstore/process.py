@@ -5,17 +5,17 @@ counting the summary use another core instead of the analyzer's GIL.
 The analyzer hands over its verdict entries as it records them (submit,
 from the thread that judged them: no records thread in between, whose
 delays once overflowed a buffer of its own) and they are queued
-(outbox.py, packed as JSON where they were made: frames.pack); a thread here makes frames of them (frames.frame_of)
-and writes them to the writer's stdin, and a second thread reads what the
-writer reports. A frame is kept, encoded, until the writer reports its rows done
-(written, or refused for their content), so a writer that dies loses
-nothing: a new one is started RESTART_EVERY_S later and
-sent every frame not yet done (a row written in the instant between its
-commit and its report may be written twice). A full pipe blocks only the
-sending thread; the analyzer's queue is bounded (MAX_QUEUED rows) and its
-overflow, the oldest first, counted in rows_dropped. Nothing here raises
-into the analyzer: status() says what is wrong, stderr gets one line per
-new problem."""
+(outbox.py), packed as JSON where they were made (frames.pack); a thread
+here joins them into frames (frames.frame_of) and writes them to the
+writer's stdin, and a second thread reads what the writer reports. A frame
+is kept, encoded, until the writer reports its rows done (written, or
+refused for their content), so a writer that dies loses nothing: a new one
+is started RESTART_EVERY_S later and sent every frame not yet done (a row
+written in the instant between its commit and its report may be written
+twice). A full pipe blocks only the sending thread; the analyzer's queue is
+bounded (MAX_QUEUED rows) and its overflow, the oldest first, counted in
+rows_dropped. Nothing here raises into the analyzer: status() says what is
+wrong, stderr gets one line per new problem."""
 
 from __future__ import annotations
 
