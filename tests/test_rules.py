@@ -193,3 +193,21 @@ def test_known_bad_list_reload_extra_lists_and_bad_lines(tmp_path, monkeypatch):
     bad.unlink()                                  # removed: empty, with a warning
     assert level("192.0.2.2") == "INFO"
     assert any("treated as empty" in w for w in warnings)
+
+
+def test_verdicts_built_from_a_rules_base_equal_the_dataclass_built_through_its_init():
+    # rules._verdict skips Verdict.__init__ (per event): it must stay the
+    # same object __init__ makes, whatever fields Verdict gains.
+    import dataclasses
+    from netsentinel.analyzer.reasons import render
+    from netsentinel.analyzer.rules import _verdict
+    from netsentinel.analyzer.verdict import Verdict
+    engine = RuleEngine(DEFAULT_RULES_PATH)
+    ev = dict(BASE_EVENT, type="connection")
+    for rule in [*engine.rules, engine.default]:
+        got = _verdict(rule, ev, {}, [rule.id])
+        want = Verdict(level=rule.level, category=rule.category, confidence=rule.confidence,
+                       reason=render(rule.template, ev, {}), recommended_action=rule.recommended_action,
+                       verdict_source="rules", rule_ids=[rule.id], rule_level=rule.level)
+        assert type(got) is Verdict and got == want, rule.id
+        assert dataclasses.asdict(got) == dataclasses.asdict(want), rule.id
